@@ -1,0 +1,48 @@
+// Maps the `authorization: Bearer <key>` request header to a tenant.
+//
+// Built once from the config and immutable afterwards, so any thread may call
+// Authenticate concurrently. With auth off every caller is the tenant
+// "default" (or the configured tenant of that name).
+//
+// Why not a gRPC interceptor: gRPC C++ server interceptors cannot fail a call
+// with a chosen status (only cancel it), and health checks and reflection
+// must stay open to Kubernetes probes and grpcurl. Each tern.v1 handler calls
+// Authenticate first through RpcScope (server/services/rpc_scope.h), so every
+// tern.v1 method is covered and the open services are open by construction.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "scheduler/tenant.h"
+#include "tern/v1/config.pb.h"
+
+namespace tern::server {
+
+class Authenticator {
+ public:
+  // Builds tenants from a validated config (ValidateServerConfig passed).
+  static std::unique_ptr<Authenticator> FromConfig(const tern::v1::ServerConfig& config);
+
+  // `authorization_header` is the raw metadata value ("Bearer <key>"), empty
+  // when absent. UNAUTHENTICATED when auth is on and the key is missing,
+  // malformed or unknown; the message never echoes the key.
+  absl::StatusOr<const scheduler::Tenant*> Authenticate(std::string_view authorization_header) const;
+
+  bool enabled() const { return enabled_; }
+  const std::vector<std::unique_ptr<scheduler::Tenant>>& tenants() const { return tenants_; }
+
+ private:
+  Authenticator() = default;
+
+  bool enabled_ = false;
+  std::vector<std::unique_ptr<scheduler::Tenant>> tenants_;
+  std::unordered_map<std::string, const scheduler::Tenant*> tenant_by_key_;
+  const scheduler::Tenant* default_tenant_ = nullptr;
+};
+
+}  // namespace tern::server

@@ -1,0 +1,135 @@
+#include "server/daemon.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "runtime/base/status_macros.h"
+#include "server/config/server_config.h"
+#include "spdlog/spdlog.h"
+
+namespace tern::server {
+namespace {
+
+std::string HostPort(const std::string& host, int port) {
+  const bool ipv6 = host.find(':') != std::string::npos;
+  return ipv6 ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
+}
+
+constexpr const char* kServiceNames[] = {"tern.v1.Llm", "tern.v1.Models", "tern.v1.Diffusion"};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConfig& config) {
+  RETURN_IF_ERROR(ValidateServerConfig(config));
+  std::unique_ptr<Daemon> daemon(new Daemon());
+  daemon->config_ = config;
+  daemon->metrics_ = std::make_unique<ServerMetrics>();
+  daemon->authenticator_ = Authenticator::FromConfig(config);
+  ASSIGN_OR_RETURN(daemon->models_, ModelRegistry::Create(config));
+  daemon->metrics_->SetModelsLoaded(static_cast<int>(daemon->models_->size()));
+  for (const auto& info : daemon->models_->List()) {
+    spdlog::info("model {} ready: {} {} backend={} context={} params={} path={}", info.name(),
+                 info.architecture(), info.dtype(), info.backend(), info.context_length(),
+                 info.num_parameters(), info.path());
+  }
+
+  daemon->services_.models = daemon->models_.get();
+  daemon->services_.authenticator = daemon->authenticator_.get();
+  daemon->services_.metrics = daemon->metrics_.get();
+  daemon->services_.limits = RequestLimits::FromConfig(config.limits());
+  daemon->llm_service_ = std::make_unique<LlmService>(daemon->services_);
+  daemon->models_service_ = std::make_unique<ModelsService>(daemon->services_);
+  daemon->diffusion_service_ = std::make_unique<DiffusionService>(daemon->services_);
+
+  RETURN_IF_ERROR(daemon->StartHttp());
+  RETURN_IF_ERROR(daemon->StartGrpc());
+  daemon->serving_ = true;
+  spdlog::info("ternd serving: gRPC on {}, HTTP on {}, auth {}, {} model(s)",
+               HostPort(EffectiveGrpcHost(config), daemon->grpc_port_),
+               HostPort(EffectiveHttpHost(config), daemon->http_port_),
+               daemon->authenticator_->enabled() ? "on" : "off", daemon->models_->size());
+  return daemon;
+}
+
+absl::Status Daemon::StartGrpc() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // Without this, Linux lets a second ternd bind the same port and steal
+  // half its calls; a port in use must be an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  const std::string address = HostPort(EffectiveGrpcHost(config_), EffectiveGrpcPort(config_));
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &grpc_port_);
+  builder.RegisterService(llm_service_.get());
+  builder.RegisterService(models_service_.get());
+  builder.RegisterService(diffusion_service_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || grpc_port_ == 0) {
+    grpc_server_.reset();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot listen for gRPC on ", address, " (address in use or not local?)"));
+  }
+  auto* health = grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  for (const char* service : kServiceNames) health->SetServingStatus(service, true);
+  return absl::OkStatus();
+}
+
+HttpRouter Daemon::BuildRouter() {
+  HttpRouter router;
+  router.Handle("GET", "/metrics", [this](const HttpRequest&) {
+    metrics_->RecordHttp("/metrics", 200);
+    HttpResponse response;
+    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    response.body = metrics_->Scrape();
+    return response;
+  });
+  router.Handle("GET", "/healthz", [this](const HttpRequest&) {
+    metrics_->RecordHttp("/healthz", 200);
+    return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
+  });
+  router.Handle("GET", "/readyz", [this](const HttpRequest&) {
+    // Ready means every configured model loaded and the daemon is not
+    // draining. Once engines run, a model's engine must also have finished a
+    // step recently.
+    const bool ready = serving_.load();
+    metrics_->RecordHttp("/readyz", ready ? 200 : 503);
+    return ready ? HttpResponse{200, "text/plain; charset=utf-8", "ready\n"}
+                 : HttpResponse{503, "text/plain; charset=utf-8", "draining\n"};
+  });
+  return router;
+}
+
+absl::Status Daemon::StartHttp() {
+  HttpServer::Options options;
+  options.host = EffectiveHttpHost(config_);
+  options.port = EffectiveHttpPort(config_);
+  ASSIGN_OR_RETURN(http_server_, HttpServer::Start(options, BuildRouter()));
+  http_port_ = http_server_->port();
+  return absl::OkStatus();
+}
+
+void Daemon::Drain(absl::Duration timeout) {
+  if (drained_) return;
+  drained_ = true;
+  serving_ = false;
+  spdlog::info("draining: no new calls; waiting up to {:.1f}s for in-flight calls",
+               absl::ToDoubleSeconds(timeout));
+  if (grpc_server_ != nullptr) {
+    auto* health = grpc_server_->GetHealthCheckService();
+    health->SetServingStatus(false);
+    for (const char* service : kServiceNames) health->SetServingStatus(service, false);
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+    grpc_server_->Wait();
+  }
+  if (http_server_ != nullptr) http_server_->Stop();
+  spdlog::info("drained");
+}
+
+Daemon::~Daemon() { Drain(absl::ZeroDuration()); }
+
+}  // namespace tern::server

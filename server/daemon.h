@@ -1,0 +1,67 @@
+// Daemon: everything ternd runs, wired together. main() parses flags into a
+// ServerConfig and hands it here; the Daemon owns the models, the gRPC server
+// (tern.v1 services, grpc.health.v1, reflection) and the HTTP server, and
+// drains them on request.
+//
+// Threads: Start and Drain are called from the main thread; gRPC and HTTP
+// run on their own pools.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/auth/authenticator.h"
+#include "server/http/http_server.h"
+#include "server/models/model_registry.h"
+#include "server/observability/server_metrics.h"
+#include "server/services/diffusion_service.h"
+#include "server/services/llm_service.h"
+#include "server/services/models_service.h"
+#include "server/services/service_context.h"
+#include "tern/v1/config.pb.h"
+
+namespace tern::server {
+
+class Daemon {
+ public:
+  // Validates `config`, loads its models, binds both servers and starts
+  // serving. Errors name what failed: the config field, the model, or the
+  // address that could not be bound.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const tern::v1::ServerConfig& config);
+  ~Daemon();
+
+  int grpc_port() const { return grpc_port_; }
+  int http_port() const { return http_port_; }
+
+  // Marks the daemon NOT_SERVING (health and /readyz), stops accepting calls,
+  // lets in-flight calls finish for up to `timeout`, cancels the rest, and
+  // stops the HTTP server. Idempotent.
+  void Drain(absl::Duration timeout);
+
+ private:
+  Daemon() = default;
+  absl::Status StartGrpc();
+  absl::Status StartHttp();
+  HttpRouter BuildRouter();
+
+  tern::v1::ServerConfig config_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<ModelRegistry> models_;
+  ServiceContext services_;
+  std::unique_ptr<LlmService> llm_service_;
+  std::unique_ptr<ModelsService> models_service_;
+  std::unique_ptr<DiffusionService> diffusion_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<HttpServer> http_server_;
+  int grpc_port_ = 0;
+  int http_port_ = 0;
+  std::atomic<bool> serving_{false};
+  bool drained_ = false;
+};
+
+}  // namespace tern::server

@@ -1,0 +1,71 @@
+#include "server/observability/server_metrics.h"
+
+#include "prometheus/text_serializer.h"
+#include "runtime/cuda/device_probe.h"
+#include "server/build_info.h"
+#include "server/observability/process_collector.h"
+
+namespace tern::server {
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+  return *buckets;
+}
+
+ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  prometheus::BuildGauge()
+      .Name("tern_build_info")
+      .Help("Build of the running ternd; the value is always 1.")
+      .Register(*registry_)
+      .Add({{"version", BuildVersion()},
+            {"git_sha", BuildGitSha()},
+            {"cuda", runtime::BuiltWithCuda() ? "true" : "false"}})
+      .Set(1);
+  rpc_total_ = &prometheus::BuildCounter()
+                    .Name("tern_grpc_requests_total")
+                    .Help("Finished gRPC calls by method and status code.")
+                    .Register(*registry_);
+  rpc_seconds_ = &prometheus::BuildHistogram()
+                      .Name("tern_grpc_request_duration_seconds")
+                      .Help("Wall time of gRPC calls from arrival to final status.")
+                      .Register(*registry_);
+  http_total_ = &prometheus::BuildCounter()
+                     .Name("tern_http_requests_total")
+                     .Help("HTTP requests by route and status code.")
+                     .Register(*registry_);
+  models_loaded_ = &prometheus::BuildGauge()
+                        .Name("tern_models_loaded")
+                        .Help("Models loaded and ready to serve.")
+                        .Register(*registry_)
+                        .Add({});
+  collectables_.push_back(registry_);
+  collectables_.push_back(std::make_shared<ProcessCollector>());
+}
+
+void ServerMetrics::RecordRpc(const std::string& method, const std::string& code, double seconds) {
+  rpc_total_->Add({{"method", method}, {"code", code}}).Increment();
+  rpc_seconds_->Add({{"method", method}}, LatencyBuckets()).Observe(seconds);
+}
+
+void ServerMetrics::RecordHttp(const std::string& route, int status_code) {
+  http_total_->Add({{"route", route}, {"code", std::to_string(status_code)}}).Increment();
+}
+
+void ServerMetrics::SetModelsLoaded(int count) { models_loaded_->Set(count); }
+
+void ServerMetrics::AddCollectable(std::shared_ptr<prometheus::Collectable> collectable) {
+  collectables_.push_back(std::move(collectable));
+}
+
+std::string ServerMetrics::Scrape() const {
+  std::vector<prometheus::MetricFamily> families;
+  for (const auto& collectable : collectables_) {
+    auto collected = collectable->Collect();
+    families.insert(families.end(), std::make_move_iterator(collected.begin()),
+                    std::make_move_iterator(collected.end()));
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace tern::server

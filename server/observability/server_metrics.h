@@ -1,0 +1,55 @@
+// The daemon's Prometheus registry and the metrics the server layer owns.
+// Lower layers never touch prometheus-cpp: they return stats structs that
+// collectors registered here translate at scrape time.
+//
+// Thread-safe: prometheus-cpp metrics are atomic; family lookups that create
+// label sets take prometheus-cpp's internal lock.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace tern::server {
+
+class ServerMetrics {
+ public:
+  ServerMetrics();
+
+  // One finished gRPC call: `method` is the full name ("/tern.v1.Llm/Generate"),
+  // `code` the gRPC status code name ("OK", "INVALID_ARGUMENT", ...).
+  void RecordRpc(const std::string& method, const std::string& code, double seconds);
+  // One HTTP request: the route ("/metrics", or "other") and status code.
+  void RecordHttp(const std::string& route, int status_code);
+  void SetModelsLoaded(int count);
+
+  // The text exposition format (0.0.4) of every registered collectable.
+  std::string Scrape() const;
+
+  // Adds a collectable scraped with the rest. Call during setup only, before
+  // the HTTP server starts scraping.
+  void AddCollectable(std::shared_ptr<prometheus::Collectable> collectable);
+
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  // shared_ptr: prometheus-cpp's Collectable API is built on shared ownership.
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
+  prometheus::Family<prometheus::Counter>* rpc_total_;
+  prometheus::Family<prometheus::Histogram>* rpc_seconds_;
+  prometheus::Family<prometheus::Counter>* http_total_;
+  prometheus::Gauge* models_loaded_;
+};
+
+// Buckets for request latencies in seconds: 1 ms .. 5 min.
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets();
+
+}  // namespace tern::server

@@ -1,0 +1,94 @@
+#include "server/services/llm_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/status_macros.h"
+#include "server/services/finished_writer.h"
+#include "server/services/rpc_scope.h"
+
+namespace tern::server {
+namespace {
+
+// Authenticates, then checks the model exists and the tenant may use it.
+absl::StatusOr<const ServedModel*> Admit(RpcScope& scope, const ServiceContext& services,
+                                         const std::string& model_name) {
+  ASSIGN_OR_RETURN(const scheduler::Tenant* tenant, scope.Authenticate());
+  ASSIGN_OR_RETURN(const ServedModel* model, services.models->Find(model_name));
+  if (!tenant->MayUseModel(model_name)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("tenant \"", tenant->name, "\" may not use model \"", model_name, "\""));
+  }
+  return model;
+}
+
+absl::Status EngineUnavailable(const ServedModel& model) {
+  return absl::UnavailableError(absl::StrCat(
+      "model \"", model.info.name(),
+      "\" is loaded but has no generation engine attached in this ternd; "
+      "Tokenize, Detokenize and ListModels work"));
+}
+
+absl::Status TokenizerUnavailable(const ServedModel& model) {
+  return absl::UnavailableError(
+      absl::StrCat("model \"", model.info.name(), "\" has no tokenizer loaded in this ternd"));
+}
+
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context, RpcScope& scope,
+                                      const absl::Status& status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(scope.Finish(status));
+  return reactor;
+}
+
+}  // namespace
+
+grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Generate(
+    grpc::CallbackServerContext* context, const tern::v1::GenerateRequest* request) {
+  RpcScope scope(services_, context, "/tern.v1.Llm/Generate");
+  scope.AssignRequestId(request->request_id());
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
+    RETURN_IF_ERROR(ValidateGenerateRequest(*request, services_.limits));
+    return EngineUnavailable(*model);
+  }();
+  return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(status));
+}
+
+grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Chat(
+    grpc::CallbackServerContext* context, const tern::v1::ChatRequest* request) {
+  RpcScope scope(services_, context, "/tern.v1.Llm/Chat");
+  scope.AssignRequestId(request->request_id());
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
+    RETURN_IF_ERROR(ValidateChatRequest(*request, services_.limits));
+    return EngineUnavailable(*model);
+  }();
+  return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(status));
+}
+
+grpc::ServerUnaryReactor* LlmService::Tokenize(grpc::CallbackServerContext* context,
+                                               const tern::v1::TokenizeRequest* request,
+                                               tern::v1::TokenizeResponse* response) {
+  RpcScope scope(services_, context, "/tern.v1.Llm/Tokenize");
+  scope.AssignRequestId("");
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
+    RETURN_IF_ERROR(ValidateTokenizeRequest(*request, services_.limits));
+    return TokenizerUnavailable(*model);
+  }();
+  return FinishUnary(context, scope, status);
+}
+
+grpc::ServerUnaryReactor* LlmService::Detokenize(grpc::CallbackServerContext* context,
+                                                 const tern::v1::DetokenizeRequest* request,
+                                                 tern::v1::DetokenizeResponse* response) {
+  RpcScope scope(services_, context, "/tern.v1.Llm/Detokenize");
+  scope.AssignRequestId("");
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
+    RETURN_IF_ERROR(ValidateDetokenizeRequest(*request, services_.limits));
+    return TokenizerUnavailable(*model);
+  }();
+  return FinishUnary(context, scope, status);
+}
+
+}  // namespace tern::server

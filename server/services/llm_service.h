@@ -1,0 +1,33 @@
+// tern.v1.Llm over the gRPC callback API.
+//
+// Every call: authenticate, validate, resolve the model, check the tenant may
+// use it. Generation needs the model's engine; until one is attached the
+// call ends UNAVAILABLE with a message that says so (no tokens are faked).
+// Tokenize and Detokenize need only the model's tokenizer.
+#pragma once
+
+#include "server/services/service_context.h"
+#include "tern/v1/llm.grpc.pb.h"
+
+namespace tern::server {
+
+class LlmService final : public tern::v1::Llm::CallbackService {
+ public:
+  explicit LlmService(const ServiceContext& services) : services_(services) {}
+
+  grpc::ServerWriteReactor<tern::v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const tern::v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<tern::v1::GenerateResponse>* Chat(
+      grpc::CallbackServerContext* context, const tern::v1::ChatRequest* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const tern::v1::TokenizeRequest* request,
+                                     tern::v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const tern::v1::DetokenizeRequest* request,
+                                       tern::v1::DetokenizeResponse* response) override;
+
+ private:
+  const ServiceContext& services_;
+};
+
+}  // namespace tern::server
