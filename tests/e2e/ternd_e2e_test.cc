@@ -1,0 +1,280 @@
+// End-to-end: the real ternd on loopback, spoken to over real sockets.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tern/v1/llm.grpc.pb.h"
+#include "tern/v1/models.grpc.pb.h"
+#include "tests/e2e/daemon_process.h"
+
+namespace tern::testing {
+namespace {
+
+using std::chrono::seconds;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "tern-e2e-XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string Write(const std::string& name, const std::string& text) const {
+    const std::string path = path_ + "/" + name;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    std::ofstream(path) << text;
+    return path;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+DaemonProcess StartOrDie(const std::vector<std::string>& args) {
+  std::string error;
+  auto daemon = DaemonProcess::Start(args, &error);
+  if (!daemon) {
+    ADD_FAILURE() << error;
+    std::abort();
+  }
+  return std::move(*daemon);
+}
+
+std::shared_ptr<grpc::Channel> Connect(const DaemonProcess& daemon) {
+  return grpc::CreateChannel(daemon.grpc_target(), grpc::InsecureChannelCredentials());
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() + seconds(10));
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(const DaemonProcess& daemon,
+                                                                  const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(Connect(daemon));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.status();
+}
+
+TEST(TerndE2eTest, ReportsServingOverGrpcHealth) {
+  DaemonProcess daemon = StartOrDie({});
+  EXPECT_EQ(CheckHealth(daemon, ""), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(CheckHealth(daemon, "tern.v1.Llm"), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST(TerndE2eTest, ReflectionListsTernServices) {
+  DaemonProcess daemon = StartOrDie({});
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(Connect(daemon));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto stream = stub->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("*");
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::set<std::string> names;
+  for (const auto& service : response.list_services_response().service()) names.insert(service.name());
+  EXPECT_TRUE(names.count("tern.v1.Llm"));
+  EXPECT_TRUE(names.count("tern.v1.Models"));
+  EXPECT_TRUE(names.count("tern.v1.Diffusion"));
+  EXPECT_TRUE(names.count("grpc.health.v1.Health"));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST(TerndE2eTest, ListsNoModelsWhenNoneConfigured) {
+  DaemonProcess daemon = StartOrDie({});
+  auto stub = tern::v1::Models::NewStub(Connect(daemon));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  tern::v1::ListModelsResponse response;
+  ASSERT_TRUE(stub->ListModels(&context, {}, &response).ok());
+  EXPECT_EQ(response.models_size(), 0);
+}
+
+TEST(TerndE2eTest, MetricsScrapePassesPromtool) {
+  DaemonProcess daemon = StartOrDie({});
+  // One call first, so per-RPC series exist in the scrape.
+  EXPECT_EQ(CheckHealth(daemon, ""), grpc::health::v1::HealthCheckResponse::SERVING);
+  {
+    auto stub = tern::v1::Models::NewStub(Connect(daemon));
+    grpc::ClientContext context;
+    tern::v1::ListModelsResponse response;
+    ASSERT_TRUE(stub->ListModels(&context, {}, &response).ok());
+  }
+  const HttpReply scrape = HttpGet(daemon.http_port(), "/metrics");
+  ASSERT_EQ(scrape.status, 200);
+  EXPECT_NE(scrape.body.find("tern_build_info{"), std::string::npos);
+  EXPECT_NE(scrape.body.find("process_resident_memory_bytes"), std::string::npos);
+  EXPECT_NE(scrape.body.find("tern_grpc_requests_total{code=\"OK\",method=\"/tern.v1.Models/ListModels\"} 1"),
+            std::string::npos)
+      << scrape.body;
+  TempDir dir;
+  const std::string path = dir.Write("scrape.txt", scrape.body);
+  const ProcessResult promtool =
+      RunProcess({"/bin/sh", "-c", "promtool check metrics < " + path}, seconds(30));
+  EXPECT_EQ(promtool.exit_code, 0) << promtool.output;
+}
+
+TEST(TerndE2eTest, HealthzAndReadyzAnswer) {
+  DaemonProcess daemon = StartOrDie({});
+  EXPECT_EQ(HttpGet(daemon.http_port(), "/healthz").status, 200);
+  const HttpReply ready = HttpGet(daemon.http_port(), "/readyz");
+  EXPECT_EQ(ready.status, 200);
+  EXPECT_EQ(ready.body, "ready\n");
+  EXPECT_EQ(HttpGet(daemon.http_port(), "/nope").status, 404);
+}
+
+TEST(TerndE2eTest, AuthRejectsMissingAndUnknownKeysButKeepsHealthOpen) {
+  TempDir dir;
+  const std::string config = dir.Write("config.json", R"({
+    "tenants": [{"name": "team-a", "apiKeys": ["key-aaaaaaaa"]}]
+  })");
+  DaemonProcess daemon = StartOrDie({"--config", config});
+  auto stub = tern::v1::Models::NewStub(Connect(daemon));
+  {
+    grpc::ClientContext context;
+    tern::v1::ListModelsResponse response;
+    const grpc::Status status = stub->ListModels(&context, {}, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_NE(status.error_message().find("authorization"), std::string::npos);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer wrong-key-000");
+    tern::v1::ListModelsResponse response;
+    EXPECT_EQ(stub->ListModels(&context, {}, &response).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer key-aaaaaaaa");
+    tern::v1::ListModelsResponse response;
+    EXPECT_TRUE(stub->ListModels(&context, {}, &response).ok());
+  }
+  EXPECT_EQ(CheckHealth(daemon, ""), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST(TerndE2eTest, GenerateRejectsBadRequestsWithPreciseStatus) {
+  DaemonProcess daemon = StartOrDie({});
+  auto stub = tern::v1::Llm::NewStub(Connect(daemon));
+  const auto call = [&](const tern::v1::GenerateRequest& request) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto reader = stub->Generate(&context, request);
+    tern::v1::GenerateResponse response;
+    EXPECT_FALSE(reader->Read(&response));
+    return reader->Finish();
+  };
+  tern::v1::GenerateRequest request;
+  EXPECT_EQ(call(request).error_code(), grpc::StatusCode::NOT_FOUND);  // no model named ""
+  request.set_model("missing");
+  request.set_text("hello");
+  const grpc::Status missing = call(request);
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(missing.error_message().find("missing"), std::string::npos);
+}
+
+TEST(TerndE2eTest, SigtermDrainsAndExitsZeroWithinTimeout) {
+  DaemonProcess daemon = StartOrDie({"--drain-timeout", "5"});
+  const auto start = std::chrono::steady_clock::now();
+  const ProcessResult result = daemon.Stop(SIGTERM, std::chrono::seconds(10));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_LT(took, std::chrono::seconds(6));
+  EXPECT_NE(result.output.find("drained"), std::string::npos) << result.output;
+}
+
+TEST(TerndE2eTest, ServesModelDirectoryGivenByFlag) {
+  TempDir dir;
+  dir.Write("tiny-llama/config.json", R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256,
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+    "torch_dtype": "float32"})");
+  DaemonProcess daemon = StartOrDie({"--model", dir.path() + "/tiny-llama", "--backend", "cpu"});
+  auto stub = tern::v1::Models::NewStub(Connect(daemon));
+  grpc::ClientContext context;
+  tern::v1::ListModelsResponse response;
+  ASSERT_TRUE(stub->ListModels(&context, {}, &response).ok());
+  ASSERT_EQ(response.models_size(), 1);
+  EXPECT_EQ(response.models(0).name(), "tiny-llama");
+  EXPECT_EQ(response.models(0).architecture(), "LlamaForCausalLM");
+  EXPECT_EQ(response.models(0).context_length(), 512);
+  EXPECT_EQ(response.models(0).backend(), "cpu");
+}
+
+// --- Bad input: a clear message and a non-zero exit, never a crash. ---
+
+void ExpectCleanFailure(const std::vector<std::string>& args, const std::string& message_part) {
+  std::vector<std::string> argv = {BinaryPath("ternd"), "--grpc-port", "0", "--http-port", "0"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const ProcessResult result = RunProcess(argv, seconds(30));
+  EXPECT_EQ(result.signal, 0) << "ternd crashed: " << result.output;
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.exit_code, -1) << "ternd did not exit: " << result.output;
+  EXPECT_NE(result.output.find(message_part), std::string::npos)
+      << "expected \"" << message_part << "\" in: " << result.output;
+}
+
+TEST(TerndBadInputTest, MalformedConfigFile) {
+  TempDir dir;
+  ExpectCleanFailure({"--config", dir.Write("c.json", "{\"listen\": {")}, "c.json");
+}
+
+TEST(TerndBadInputTest, UnknownConfigField) {
+  TempDir dir;
+  ExpectCleanFailure({"--config", dir.Write("c.json", R"({"listen": {"grpcPrt": 1}})")}, "grpcPrt");
+}
+
+TEST(TerndBadInputTest, MissingConfigFile) {
+  ExpectCleanFailure({"--config", "/nonexistent/tern.json"}, "/nonexistent/tern.json");
+}
+
+TEST(TerndBadInputTest, OutOfRangeConfigValue) {
+  TempDir dir;
+  ExpectCleanFailure({"--config", dir.Write("c.json", R"({"tenants": [{"name": "a", "weight": -1}]})")},
+                     "tenants[0].weight");
+}
+
+TEST(TerndBadInputTest, MissingModelPath) {
+  ExpectCleanFailure({"--model", "/nonexistent/model-dir"}, "/nonexistent/model-dir");
+}
+
+TEST(TerndBadInputTest, PortAlreadyInUse) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  ExpectCleanFailure({"--host", "127.0.0.1", "--grpc-port", port}, port);
+  ExpectCleanFailure({"--host", "127.0.0.1", "--http-port", port}, port);
+  close(fd);
+}
+
+TEST(TerndBadInputTest, UnknownFlag) { ExpectCleanFailure({"--no-such-flag"}, "no_such_flag"); }
+
+}  // namespace
+}  // namespace tern::testing

@@ -1,0 +1,25 @@
+#include "server/flag_names.h"
+
+#include "gtest/gtest.h"
+
+namespace tern::server {
+namespace {
+
+std::vector<std::string> Normalize(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  return NormalizeFlagDashes(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(FlagNamesTest, RewritesDashesInFlagNamesOnly) {
+  EXPECT_EQ(Normalize({"ternd", "--grpc-port", "0", "--ports-file=/tmp/a-b", "-log-json"}),
+            (std::vector<std::string>{"ternd", "--grpc_port", "0", "--ports_file=/tmp/a-b", "-log_json"}));
+}
+
+TEST(FlagNamesTest, LeavesValuesAndPositionalsAlone) {
+  EXPECT_EQ(Normalize({"ternd", "--model", "my-model", "--", "--not-a-flag"}),
+            (std::vector<std::string>{"ternd", "--model", "my-model", "--", "--not-a-flag"}));
+}
+
+}  // namespace
+}  // namespace tern::server
