@@ -23,7 +23,7 @@
 #include "server/build_info.h"
 #include "server/config/server_config.h"
 #include "server/daemon.h"
-#include "server/flag_names.h"
+#include "runtime/base/flag_names.h"
 #include "server/observability/logging.h"
 #include "spdlog/spdlog.h"
 
@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the tern inference-serving daemon\n\n"
       "  ternd [--config FILE] [--model DIR]... [--grpc-port N] [--http-port N]\n");
-  std::vector<std::string> args = tern::server::NormalizeFlagDashes(argc, argv);
+  std::vector<std::string> args = tern::base::NormalizeFlagDashes(argc, argv);
   std::vector<char*> arg_ptrs;
   for (auto& arg : args) arg_ptrs.push_back(arg.data());
   const std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()),

@@ -70,7 +70,12 @@ bool WaitFor(pid_t pid, std::chrono::milliseconds timeout, ProcessResult* result
 
 }  // namespace
 
-std::string BinaryPath(const std::string& name) { return std::string(TERN_BIN_DIR) + "/" + name; }
+std::string BinaryPath(const std::string& name) {
+  // TERN_BIN_DIR in the environment wins, so a relocated bundle of binaries
+  // (tools/device/bundle.sh) runs the same tests.
+  const char* env = std::getenv("TERN_BIN_DIR");
+  return std::string(env != nullptr && *env != '\0' ? env : TERN_BIN_DIR) + "/" + name;
+}
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
   ProcessResult result;

@@ -51,7 +51,8 @@ class DaemonProcess {
   std::string log_path_;
 };
 
-// Path of a built binary (ternd, tern), from the TERN_BIN_DIR definition.
+// Path of a built binary (ternd, tern): $TERN_BIN_DIR/name when that is set,
+// else the build tree's bin/ directory.
 std::string BinaryPath(const std::string& name);
 
 // GET http://127.0.0.1:port/path; returns status code and body.

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-namespace tern::server {
+namespace tern::base {
 
 // Returns argv with dashes inside long flag names turned into underscores.
 // Stops rewriting after a bare "--" (the rest are positional).
 std::vector<std::string> NormalizeFlagDashes(int argc, char** argv);
 
-}  // namespace tern::server
+}  // namespace tern::base

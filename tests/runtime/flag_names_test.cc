@@ -1,8 +1,8 @@
-#include "server/flag_names.h"
+#include "runtime/base/flag_names.h"
 
 #include "gtest/gtest.h"
 
-namespace tern::server {
+namespace tern::base {
 namespace {
 
 std::vector<std::string> Normalize(std::vector<std::string> args) {
@@ -22,4 +22,4 @@ TEST(FlagNamesTest, LeavesValuesAndPositionalsAlone) {
 }
 
 }  // namespace
-}  // namespace tern::server
+}  // namespace tern::base

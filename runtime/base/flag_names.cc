@@ -1,6 +1,6 @@
-#include "server/flag_names.h"
+#include "runtime/base/flag_names.h"
 
-namespace tern::server {
+namespace tern::base {
 
 std::vector<std::string> NormalizeFlagDashes(int argc, char** argv) {
   std::vector<std::string> out;
@@ -24,4 +24,4 @@ std::vector<std::string> NormalizeFlagDashes(int argc, char** argv) {
   return out;
 }
 
-}  // namespace tern::server
+}  // namespace tern::base
