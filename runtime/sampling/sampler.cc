@@ -39,21 +39,28 @@ absl::StatusOr<SampledToken> Sampler::Sample(absl::Span<const float> logits,
     work = penalized_;
   }
 
-  // One pass: reject NaN/+inf, find the argmax (first on ties) and count the
-  // tokens that can be drawn at all.
+  // One pass: find the argmax (first on ties), count the tokens that can be
+  // drawn at all, and note NaN/+inf without a branch per element.
+  constexpr float kInf = std::numeric_limits<float>::infinity();
   float max_logit = kNegInf;
   int32_t argmax = -1;
   int64_t num_finite = 0;
+  bool bad = false;
   for (size_t i = 0; i < work.size(); ++i) {
     const float x = work[i];
-    if (std::isnan(x) || x == std::numeric_limits<float>::infinity()) {
-      return absl::InvalidArgumentError(absl::StrCat("sampling: logit of token ", i, " is ", x));
-    }
-    if (x == kNegInf) continue;
-    ++num_finite;
+    bad |= !(x < kInf);  // NaN or +inf
+    num_finite += x != kNegInf;
     if (x > max_logit) {
       max_logit = x;
       argmax = static_cast<int32_t>(i);
+    }
+  }
+  if (bad) {
+    for (size_t i = 0; i < work.size(); ++i) {
+      if (!(work[i] < kInf)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sampling: logit of token ", i, " is ", work[i]));
+      }
     }
   }
   if (argmax < 0) return absl::InvalidArgumentError("sampling: every logit is -inf");
@@ -72,88 +79,77 @@ absl::StatusOr<SampledToken> Sampler::Sample(absl::Span<const float> logits,
 int32_t Sampler::SampleFromFiltered(absl::Span<const float> logits, float max_logit,
                                     int64_t num_finite, const SamplingParams& params,
                                     double uniform) {
+  // Every filter keeps a most-likely-first prefix, so the kept set is the
+  // prefix of length min(k, top-p length, min-p length), with the top-p length
+  // measured against the mass of the top-k set. Weights are relative to the
+  // max (the max weighs 1), so min-p is the threshold weight >= min_p.
   const float temperature = params.temperature;
   const bool top_k_cuts = params.top_k > 0 && params.top_k < num_finite;
   const bool use_top_p = params.top_p < 1.0f;
-  const bool use_min_p = params.min_p > 0.0f;
-  // p_i >= min_p * p_max  <=>  (logit_i - max) / t >= log(min_p).
-  const float log_min_p = use_min_p ? std::log(params.min_p) : kNegInf;
-  // Top-p is measured against the mass of the top-k set (all tokens when
-  // top-k does not cut); accumulate it here when that is every token.
-  const bool mass_is_all = use_top_p && !top_k_cuts;
-  double top_k_mass = 0.0;
+  const float min_p = params.min_p;
 
-  // Min-p keeps a most-likely-first prefix, as top-k and top-p do, so the kept
-  // set is the prefix of length min(k, top-p length, min-p length) and the
-  // filters can run in any order as long as top-p uses the top-k mass. Min-p
-  // runs first because it is a cheap threshold that shrinks the rest.
-  candidates_.clear();
-  candidates_.reserve(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) {
-    const float x = logits[i];
-    if (x == kNegInf) continue;
-    const float scaled = (x - max_logit) / temperature;
-    if (use_min_p && !(scaled >= log_min_p)) {
-      if (mass_is_all) top_k_mass += std::exp(scaled);
-      continue;
-    }
-    const float weight = std::exp(scaled);
-    if (mass_is_all) top_k_mass += weight;
-    candidates_.push_back({x, static_cast<int32_t>(i), weight});
-  }
-
-  bool in_id_order = true;
   if (top_k_cuts) {
-    const size_t k = static_cast<size_t>(params.top_k);
-    if (candidates_.size() > k) {
-      std::nth_element(candidates_.begin(), candidates_.begin() + k, candidates_.end(),
-                       Better<Candidate>);
-      candidates_.resize(k);
-      in_id_order = false;
-      if (use_top_p) {
-        for (const Candidate& c : candidates_) top_k_mass += c.weight;
-      }
-    } else if (use_top_p) {
-      // Min-p already cut inside the top-k set; top-p still needs its mass.
-      top_k_mass = TopKMass(logits, max_logit, temperature, params.top_k);
+    SelectTopK(logits, params.top_k);
+    for (Candidate& c : candidates_) c.weight = Weight(c.logit, max_logit, temperature);
+    if (use_top_p) {
+      double mass = 0.0;
+      for (const Candidate& c : candidates_) mass += c.weight;
+      std::sort(candidates_.begin(), candidates_.end(), Better<Candidate>);
+      KeepTopP(static_cast<double>(params.top_p) * mass);
     }
-  }
-
-  if (use_top_p) {
-    // Sort only as much of the most-likely-first order as the mass needs:
-    // select a chunk with nth_element, sort it, grow the chunk geometrically.
-    const double target = static_cast<double>(params.top_p) * top_k_mass;
-    const size_t size = candidates_.size();
-    size_t keep = size;
-    size_t sorted = 0;
-    size_t chunk = 64;
+    KeepMinP(min_p);
+  } else if (use_top_p) {
+    // The exact mass needs every weight. Tokens lighter than
+    // t = (1 - top_p) * mass / (2 * num_finite) weigh less than (1 - top_p) *
+    // mass together, so the nucleus lies within the heavier ones: collect only
+    // those (and those min-p keeps) before sorting.
+    weights_.resize(logits.size());
+    double mass = 0.0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      weights_[i] = Weight(logits[i], max_logit, temperature);
+      mass += weights_[i];
+    }
+    const double light = (1.0 - params.top_p) * mass / (2.0 * static_cast<double>(num_finite));
+    const float floor = std::max(static_cast<float>(light), min_p);
+    candidates_.clear();
+    candidates_.reserve(logits.size());
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (weights_[i] > 0.0f && weights_[i] >= floor) {
+        candidates_.push_back({logits[i], static_cast<int32_t>(i), weights_[i]});
+      }
+    }
+    PartialSortUntilMass(static_cast<double>(params.top_p) * mass);
+    KeepMinP(min_p);
+  } else if (min_p > 0.0f) {
+    candidates_.clear();
+    candidates_.reserve(logits.size());
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const float w = Weight(logits[i], max_logit, temperature);
+      if (w > 0.0f && w >= min_p) candidates_.push_back({logits[i], static_cast<int32_t>(i), w});
+    }
+  } else {
+    // No filter: draw straight from the row.
+    weights_.resize(logits.size());
+    double total = 0.0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      weights_[i] = Weight(logits[i], max_logit, temperature);
+      total += weights_[i];
+    }
+    const double threshold = uniform * total;
     double cumulative = 0.0;
-    while (sorted < size && keep == size) {
-      const size_t end = std::min(size, sorted + chunk);
-      auto first = candidates_.begin() + sorted;
-      if (end < size) {
-        std::nth_element(first, candidates_.begin() + end, candidates_.end(), Better<Candidate>);
-      }
-      std::sort(first, candidates_.begin() + end, Better<Candidate>);
-      for (size_t j = sorted; j < end; ++j) {
-        cumulative += candidates_[j].weight;
-        if (cumulative >= target) {
-          keep = j + 1;
-          break;
-        }
-      }
-      sorted = end;
-      chunk *= 4;
+    int32_t last_positive = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (weights_[i] <= 0.0f) continue;
+      last_positive = static_cast<int32_t>(i);
+      cumulative += weights_[i];
+      if (threshold < cumulative) return last_positive;
     }
-    candidates_.resize(keep);
-    in_id_order = false;
+    return last_positive;  // only when rounding leaves threshold == total
   }
 
-  if (!in_id_order) {
-    std::sort(candidates_.begin(), candidates_.end(),
-              [](const Candidate& a, const Candidate& b) { return a.token_id < b.token_id; });
-  }
-
+  // The draw walks the kept tokens in ascending id order.
+  std::sort(candidates_.begin(), candidates_.end(),
+            [](const Candidate& a, const Candidate& b) { return a.token_id < b.token_id; });
   double total = 0.0;
   for (const Candidate& c : candidates_) total += c.weight;
   const double threshold = uniform * total;
@@ -165,22 +161,81 @@ int32_t Sampler::SampleFromFiltered(absl::Span<const float> logits, float max_lo
     cumulative += c.weight;
     if (threshold < cumulative) return c.token_id;
   }
-  // Only reached when rounding leaves threshold == total.
-  return last_positive;
+  return last_positive;  // only when rounding leaves threshold == total
 }
 
-double Sampler::TopKMass(absl::Span<const float> logits, float max_logit, float temperature,
-                         int32_t k) {
-  top_k_scratch_.clear();
-  top_k_scratch_.reserve(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] != kNegInf) top_k_scratch_.push_back({logits[i], static_cast<int32_t>(i), 0.0f});
+void Sampler::SelectTopK(absl::Span<const float> logits, int32_t k) {
+  candidates_.clear();
+  candidates_.reserve(logits.size());
+  const size_t size = static_cast<size_t>(k);
+  if (k <= kHeapTopKLimit) {
+    // A heap of the k best with the worst on top: after the first few
+    // thousand tokens nearly every logit fails the first comparison.
+    auto worse_on_top = [](const Candidate& a, const Candidate& b) { return Better(a, b); };
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const float x = logits[i];
+      if (x == kNegInf) continue;
+      if (candidates_.size() < size) {
+        candidates_.push_back({x, static_cast<int32_t>(i), 0.0f});
+        std::push_heap(candidates_.begin(), candidates_.end(), worse_on_top);
+      } else if (x > candidates_.front().logit) {  // ids ascend: a tie never wins
+        std::pop_heap(candidates_.begin(), candidates_.end(), worse_on_top);
+        candidates_.back() = {x, static_cast<int32_t>(i), 0.0f};
+        std::push_heap(candidates_.begin(), candidates_.end(), worse_on_top);
+      }
+    }
+    return;
   }
-  std::nth_element(top_k_scratch_.begin(), top_k_scratch_.begin() + k, top_k_scratch_.end(),
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] != kNegInf) candidates_.push_back({logits[i], static_cast<int32_t>(i), 0.0f});
+  }
+  std::nth_element(candidates_.begin(), candidates_.begin() + size, candidates_.end(),
                    Better<Candidate>);
-  double mass = 0.0;
-  for (int32_t j = 0; j < k; ++j) mass += Weight(top_k_scratch_[j].logit, max_logit, temperature);
-  return mass;
+  candidates_.resize(size);
+}
+
+void Sampler::KeepTopP(double target) {
+  double cumulative = 0.0;
+  for (size_t j = 0; j < candidates_.size(); ++j) {
+    cumulative += candidates_[j].weight;
+    if (cumulative >= target) {
+      candidates_.resize(j + 1);
+      return;
+    }
+  }
+}
+
+void Sampler::PartialSortUntilMass(double target) {
+  // Sort only as much of the most-likely-first order as the mass needs:
+  // select a chunk with nth_element, sort it, grow the chunk geometrically.
+  const size_t size = candidates_.size();
+  size_t sorted = 0;
+  size_t chunk = 64;
+  double cumulative = 0.0;
+  while (sorted < size) {
+    const size_t end = std::min(size, sorted + chunk);
+    auto first = candidates_.begin() + sorted;
+    if (end < size) {
+      std::nth_element(first, candidates_.begin() + end, candidates_.end(), Better<Candidate>);
+    }
+    std::sort(first, candidates_.begin() + end, Better<Candidate>);
+    for (size_t j = sorted; j < end; ++j) {
+      cumulative += candidates_[j].weight;
+      if (cumulative >= target) {
+        candidates_.resize(j + 1);
+        return;
+      }
+    }
+    sorted = end;
+    chunk *= 4;
+  }
+}
+
+void Sampler::KeepMinP(float min_p) {
+  if (min_p <= 0.0f) return;
+  candidates_.erase(std::remove_if(candidates_.begin(), candidates_.end(),
+                                   [min_p](const Candidate& c) { return !(c.weight >= min_p); }),
+                    candidates_.end());
 }
 
 void Sampler::FillLogprobs(absl::Span<const float> raw, int32_t num_top,

@@ -80,14 +80,26 @@ class Sampler {
     float weight;  // exp((logit - max) / temperature)
   };
 
+  // Above this k, top-k selects with nth_element over all tokens instead of
+  // a heap.
+  static constexpr int32_t kHeapTopKLimit = 512;
+
   int32_t SampleFromFiltered(absl::Span<const float> logits, float max_logit, int64_t num_finite,
                              const SamplingParams& params, double uniform);
-  double TopKMass(absl::Span<const float> logits, float max_logit, float temperature, int32_t k);
+  // candidates_ = the k best tokens (unordered, weights unset).
+  void SelectTopK(absl::Span<const float> logits, int32_t k);
+  // On candidates_ sorted best first: keeps the shortest prefix of mass >= target.
+  void KeepTopP(double target);
+  // Orders candidates_ best first only as far as needed to keep the shortest
+  // prefix of mass >= target; keeps all when they weigh less.
+  void PartialSortUntilMass(double target);
+  // Drops candidates weighing < min_p (weights are relative to the max).
+  void KeepMinP(float min_p);
   void FillLogprobs(absl::Span<const float> raw, int32_t num_top, SampledToken* token) const;
 
-  std::vector<float> penalized_;          // [vocab] copy of the row when penalties apply
-  std::vector<Candidate> candidates_;     // [<= vocab] tokens still allowed
-  std::vector<Candidate> top_k_scratch_;  // [<= vocab] for top-k mass when min-p cut deeper
+  std::vector<float> penalized_;       // [vocab] copy of the row when penalties apply
+  std::vector<float> weights_;         // [vocab] exp((logit - max) / temperature)
+  std::vector<Candidate> candidates_;  // [<= vocab] tokens still allowed
 };
 
 }  // namespace tern::runtime

@@ -312,11 +312,23 @@ TEST(SamplerTest, TopPOverManyTokensMatchesReference) {
                             << " outside=" << fit.draws_outside_support;
 }
 
+// k above the heap limit selects with nth_element.
+TEST(SamplerTest, LargeTopKMatchesReference) {
+  const std::vector<float> logits = RandomLogits(1500, 0.5f, 6);
+  for (const SamplingParams& params : {Params(1.0f, 600, 1.0f, 0.0f), Params(1.0f, 600, 0.8f, 0.0f)}) {
+    const std::vector<double> reference = ReferenceDistribution(logits, params);
+    const Fit fit = ChiSquare(DrawCounts(logits, params, 30000, 9), reference);
+    EXPECT_TRUE(fit.Passes()) << "chi2=" << fit.chi_square << " df=" << fit.degrees_of_freedom
+                              << " outside=" << fit.draws_outside_support;
+  }
+}
+
 TEST(SamplerTest, LargeVocabularyDrawsOnlyAllowedTokens) {
   const std::vector<float> logits = RandomLogits(128256, 2.0f, 21);
   for (const SamplingParams& params :
        {Params(1.0f, 50, 1.0f, 0.0f), Params(0.8f, 0, 0.5f, 0.0f), Params(1.0f, 40, 0.95f, 0.05f),
-        Params(1.0f, 0, 1.0f, 0.3f)}) {
+        Params(1.0f, 0, 1.0f, 0.3f), Params(1.0f, 2000, 1.0f, 0.0f) /* nth_element top-k */,
+        Params(1.0f, 1000, 0.9f, 0.01f)}) {
     const std::vector<double> reference = ReferenceDistribution(logits, params);
     const std::vector<int> counts = DrawCounts(logits, params, 300, 3);
     for (size_t i = 0; i < counts.size(); ++i) {
