@@ -2,8 +2,8 @@
 // weights from a fixed seed, at any preset shape, with a real tokenizer.
 //
 //   tern-mkmodel --arch llama|mistral|qwen2|mixtral --preset tiny|1b|llama-2-7b|llama-3-8b
-//                --tokenizer DIR --seed N --dtype float32|float16|bfloat16 --out DIR
-//                [--max-shard-mib N] [--layers N]
+//                (--tokenizer DIR | --vocab-size N) --seed N
+//                --dtype float32|float16|bfloat16 --out DIR [--max-shard-mib N] [--layers N]
 //
 // Weights: linear W ~ N(0, 1/in_features), embeddings ~ N(0, 1), norm
 // weights ~ 1 + N(0, 0.1^2), biases ~ N(0, 0.02^2). Each tensor's stream is
@@ -30,7 +30,11 @@
 
 ABSL_FLAG(std::string, arch, "llama", "llama, mistral, qwen2 or mixtral");
 ABSL_FLAG(std::string, preset, "tiny", "tiny, 1b, llama-2-7b or llama-3-8b");
-ABSL_FLAG(std::string, tokenizer, "", "Directory with tokenizer.json or tokenizer.model (required)");
+ABSL_FLAG(std::string, tokenizer, "",
+          "Directory with tokenizer.json or tokenizer.model, copied into the model; sets the vocabulary");
+ABSL_FLAG(int64_t, vocab_size, 0,
+          "Vocabulary size of a model without a tokenizer (tests that feed token ids); "
+          "exclusive with --tokenizer");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the random weights");
 ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16");
 ABSL_FLAG(std::string, out, "", "Output directory (created)");
@@ -132,12 +136,14 @@ int main(int argc, char** argv) {
   const std::string dtype_name = absl::GetFlag(FLAGS_dtype);
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   if (out.empty()) return Fail("--out is required");
-  if (tokenizer_dir.empty()) return Fail("--tokenizer is required");
+  const int64_t vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  if (tokenizer_dir.empty() == (vocab_size <= 0)) return Fail("give exactly one of --tokenizer and --vocab-size");
   DType dtype;
   if (!tern::runtime::ParseTorchDType(dtype_name, &dtype)) {
     return Fail("--dtype must be float32, float16 or bfloat16");
   }
-  auto facts = tern::tools::ReadTokenizerFacts(tokenizer_dir);
+  absl::StatusOr<tern::tools::TokenizerFacts> facts = tern::tools::TokenizerFacts{vocab_size, -1, -1, {}};
+  if (!tokenizer_dir.empty()) facts = tern::tools::ReadTokenizerFacts(tokenizer_dir);
   if (!facts.ok()) return Fail(std::string(facts.status().message()));
   auto shape = tern::tools::ShapeFor(absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_preset), facts->vocab_size);
   if (!shape.ok()) return Fail(std::string(shape.status().message()));

@@ -1,0 +1,48 @@
+// Causal attention of a batch of query tokens over a paged KV cache.
+//
+// KV cache layout (one layer, K and V alike): [num_blocks, block_size,
+// num_kv_heads, head_dim], row-major. A sequence's token j lives in block
+// block_ids[block_indptr[s] + j / block_size] at offset j % block_size.
+//
+// Queries are packed: sequence s owns query rows [query_start[s],
+// query_start[s+1]), which are its LAST n_s tokens: query i has absolute
+// position context_lens[s] - n_s + i and attends to keys 0..that position
+// (and only the last `sliding_window` of them when sliding_window > 0).
+// Grouped-query attention: query head h reads kv head h / (num_heads /
+// num_kv_heads). The cache must already hold this step's keys and values.
+#pragma once
+
+#include <cstdint>
+
+namespace tern::kernels {
+
+struct PagedAttentionParams {
+  int32_t num_seqs = 0;
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t block_size = 0;
+  float scale = 1.0f;          // usually 1/sqrt(head_dim)
+  int32_t sliding_window = 0;  // 0: none
+  const int32_t* query_start = nullptr;   // [num_seqs + 1] offsets into query rows
+  const int32_t* context_lens = nullptr;  // [num_seqs] tokens in cache, this step's included
+  const int32_t* block_indptr = nullptr;  // [num_seqs + 1] offsets into block_ids
+  const int32_t* block_ids = nullptr;     // [block_indptr[num_seqs]] physical block per logical block
+  int64_t q_row_stride = 0;    // elements between query rows (>= num_heads * head_dim)
+  int64_t out_row_stride = 0;  // elements between output rows
+};
+
+// fp32 reference: q [rows, q_row_stride], out [rows, out_row_stride]; softmax
+// in double so it is strictly more accurate than the kernels it judges.
+// Only sequences [seq_begin, seq_end) are computed, so callers can split the
+// batch across threads ([0, num_seqs) for all).
+void PagedAttentionReference(const PagedAttentionParams& params, const float* q, const float* k_cache,
+                             const float* v_cache, float* out, int32_t seq_begin, int32_t seq_end);
+
+// Where token `slot` (= block * block_size + offset) of a layer's cache
+// starts: slot * num_kv_heads * head_dim elements from the base.
+void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const float* k,
+                      int64_t k_row_stride, const float* v, int64_t v_row_stride, const int32_t* slots,
+                      float* k_cache, float* v_cache);
+
+}  // namespace tern::kernels

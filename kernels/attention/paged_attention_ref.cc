@@ -1,0 +1,67 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/attention/paged_attention.h"
+
+namespace tern::kernels {
+
+void PagedAttentionReference(const PagedAttentionParams& p, const float* q, const float* k_cache,
+                             const float* v_cache, float* out, int32_t seq_begin, int32_t seq_end) {
+  const int32_t group = p.num_heads / p.num_kv_heads;
+  const int64_t token_stride = int64_t(p.num_kv_heads) * p.head_dim;  // elements per cached token
+  std::vector<double> scores;
+  std::vector<double> acc(p.head_dim);
+  for (int32_t s = seq_begin; s < seq_end; ++s) {
+    const int32_t n_q = p.query_start[s + 1] - p.query_start[s];
+    const int32_t context = p.context_lens[s];
+    const int32_t* blocks = p.block_ids + p.block_indptr[s];
+    for (int32_t i = 0; i < n_q; ++i) {
+      const int32_t row = p.query_start[s] + i;
+      const int32_t position = context - n_q + i;
+      const int32_t first = p.sliding_window > 0 ? std::max(0, position - p.sliding_window + 1) : 0;
+      const int32_t count = position - first + 1;
+      scores.resize(count);
+      for (int32_t h = 0; h < p.num_heads; ++h) {
+        const float* qh = q + row * p.q_row_stride + int64_t(h) * p.head_dim;
+        const int32_t kv_head = h / group;
+        double max_score = -INFINITY;
+        for (int32_t j = first; j <= position; ++j) {
+          const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
+          const float* kj = k_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+          double dot = 0.0;
+          for (int32_t d = 0; d < p.head_dim; ++d) dot += double(qh[d]) * double(kj[d]);
+          scores[j - first] = dot * p.scale;
+          max_score = std::max(max_score, scores[j - first]);
+        }
+        double denom = 0.0;
+        for (auto& score : scores) {
+          score = std::exp(score - max_score);
+          denom += score;
+        }
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int32_t j = first; j <= position; ++j) {
+          const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
+          const float* vj = v_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+          const double w = scores[j - first] / denom;
+          for (int32_t d = 0; d < p.head_dim; ++d) acc[d] += w * vj[d];
+        }
+        float* oh = out + row * p.out_row_stride + int64_t(h) * p.head_dim;
+        for (int32_t d = 0; d < p.head_dim; ++d) oh[d] = static_cast<float>(acc[d]);
+      }
+    }
+  }
+}
+
+void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const float* k,
+                      int64_t k_row_stride, const float* v, int64_t v_row_stride, const int32_t* slots,
+                      float* k_cache, float* v_cache) {
+  const int64_t width = int64_t(num_kv_heads) * head_dim;
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const int64_t base = int64_t(slots[t]) * width;
+    std::copy(k + t * k_row_stride, k + t * k_row_stride + width, k_cache + base);
+    std::copy(v + t * v_row_stride, v + t * v_row_stride + width, v_cache + base);
+  }
+}
+
+}  // namespace tern::kernels

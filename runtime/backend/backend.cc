@@ -1,0 +1,74 @@
+#include "runtime/backend/backend.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/check.h"
+
+namespace tern::runtime {
+
+Tensor Tensor::Columns(int64_t begin, int64_t count) const {
+  CHECK(begin >= 0 && count >= 0 && begin + count <= cols) << "columns out of range";
+  Tensor t = *this;
+  t.data = static_cast<uint8_t*>(data) + begin * int64_t(DTypeSize(dtype));
+  t.cols = count;
+  return t;
+}
+
+Tensor Tensor::Rows(int64_t begin, int64_t count) const {
+  CHECK(begin >= 0 && count >= 0 && begin + count <= rows) << "rows out of range";
+  Tensor t = *this;
+  t.data = static_cast<uint8_t*>(data) + begin * stride * int64_t(DTypeSize(dtype));
+  t.rows = count;
+  return t;
+}
+
+absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size) const {
+  const auto invalid = [](const std::string& what) { return absl::InvalidArgumentError("batch: " + what); };
+  const int32_t n = num_tokens();
+  const int32_t s = num_seqs();
+  if (positions.size() != token_ids.size() || slots.size() != token_ids.size()) {
+    return invalid("positions and slots must have one entry per token");
+  }
+  if (query_start.size() != size_t(s) + 1 || block_indptr.size() != size_t(s) + 1) {
+    return invalid("query_start and block_indptr need num_seqs + 1 entries");
+  }
+  if (query_start.front() != 0 || query_start.back() != n) return invalid("query_start must span all tokens");
+  if (block_indptr.front() != 0 || block_indptr.back() != int32_t(block_ids.size())) {
+    return invalid("block_indptr must span block_ids");
+  }
+  for (int32_t id : token_ids) {
+    if (id < 0 || id >= vocab_size) return invalid(absl::StrCat("token id ", id, " outside the vocabulary"));
+  }
+  for (int32_t b : block_ids) {
+    if (b < 0 || b >= cache.num_blocks) return invalid(absl::StrCat("block id ", b, " outside the cache"));
+  }
+  const int64_t num_slots = int64_t(cache.num_blocks) * cache.block_size;
+  for (int32_t slot : slots) {
+    if (slot < 0 || slot >= num_slots) return invalid(absl::StrCat("slot ", slot, " outside the cache"));
+  }
+  for (int32_t q = 0; q < s; ++q) {
+    const int32_t n_q = query_start[q + 1] - query_start[q];
+    const int32_t blocks = block_indptr[q + 1] - block_indptr[q];
+    if (n_q < 0 || blocks < 0) return invalid("offsets must not decrease");
+    if (context_lens[q] < n_q) return invalid(absl::StrCat("sequence ", q, ": context shorter than its new tokens"));
+    if (int64_t(blocks) * cache.block_size < context_lens[q]) {
+      return invalid(absl::StrCat("sequence ", q, ": ", blocks, " blocks cannot hold ", context_lens[q], " tokens"));
+    }
+    for (int32_t i = 0; i < n_q; ++i) {
+      const int32_t row = query_start[q] + i;
+      const int32_t position = context_lens[q] - n_q + i;
+      if (positions[row] != position) {
+        return invalid(absl::StrCat("token ", row, " has position ", positions[row], ", expected ", position));
+      }
+      const int32_t block = block_ids[block_indptr[q] + position / cache.block_size];
+      if (slots[row] != block * cache.block_size + position % cache.block_size) {
+        return invalid(absl::StrCat("token ", row, " slot does not match its block table"));
+      }
+    }
+  }
+  for (int32_t row : logits_rows) {
+    if (row < 0 || row >= n) return invalid(absl::StrCat("logits row ", row, " outside the batch"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tern::runtime

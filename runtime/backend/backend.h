@@ -1,0 +1,176 @@
+// Backend: the op set a model is written against, once, for every device
+// (as ggml does it). A model definition (runtime/model/llama_model.h) calls
+// these ops; the CPU backend runs them with OpenBLAS and the kernels/ CPU
+// references, the CUDA backend with cuBLAS and kernels/*.cu.
+//
+// Memory: weights and the KV cache are uploaded/allocated once and owned by
+// the backend objects returned here. Activations are 2-D row-major Tensors
+// borrowed from the backend's step workspace (`Scratch`), reused step after
+// step so the hot path allocates nothing once warm.
+//
+// Steps: BeginStep(batch) stages the batch metadata (token ids, positions,
+// block tables) on the device; ops enqueue work; FinishStep() reports the
+// first error of the step (a CUDA error, say) and makes results readable.
+// Ops themselves return nothing: shape mismatches are programming errors and
+// CHECK-fail.
+//
+// Threads: a Backend is used by one engine thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/model/dtype.h"
+#include "runtime/model/safetensors.h"
+
+namespace tern::runtime {
+
+// A borrowed 2-D view of backend memory: rows x cols, row stride `stride`.
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;  // elements between rows; >= cols
+
+  // Columns [begin, begin + count) of every row, same rows.
+  Tensor Columns(int64_t begin, int64_t count) const;
+  // Rows [begin, begin + count).
+  Tensor Rows(int64_t begin, int64_t count) const;
+};
+
+// A stored tensor the backend uploaded (embedding table, norm weight, bias).
+class DeviceWeight {
+ public:
+  virtual ~DeviceWeight() = default;
+  virtual const std::vector<int64_t>& shape() const = 0;
+};
+
+// A linear layer y = x W^T (+ b), W stored [out_features, in_features] in
+// whatever scheme the backend prepared it in.
+class LinearWeight {
+ public:
+  virtual ~LinearWeight() = default;
+  virtual int64_t out_features() const = 0;
+  virtual int64_t in_features() const = 0;
+};
+
+// Options for preparing a linear layer.
+struct LinearOptions {
+  // "auto" keeps the stored precision (converted to the compute dtype);
+  // quantized schemes (w8a16, w4a16, w8a8) are offered by backends that have them.
+  std::string scheme = "auto";
+};
+
+struct KvCacheSpec {
+  int32_t num_layers = 0;
+  int32_t num_blocks = 0;
+  int32_t block_size = 16;  // tokens per block
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+};
+
+// One layer-set of paged K and V: per layer [num_blocks, block_size,
+// num_kv_heads, head_dim]. Which blocks belong to which sequence is the
+// scheduler's business; the cache only stores.
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+  virtual const KvCacheSpec& spec() const = 0;
+  // Copies whole blocks (copy-on-write forks): dst[i] <- src[i] in all layers.
+  virtual void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) = 0;
+};
+
+// What one forward pass computes. Tokens of all sequences are packed: the
+// new tokens of sequence s are rows [query_start[s], query_start[s+1]).
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;       // [num_tokens]
+  std::vector<int32_t> positions;       // [num_tokens] absolute position of each token
+  std::vector<int32_t> slots;           // [num_tokens] cache slot = block * block_size + offset
+  std::vector<int32_t> query_start;     // [num_seqs + 1]
+  std::vector<int32_t> context_lens;    // [num_seqs] tokens cached after this step
+  std::vector<int32_t> block_indptr;    // [num_seqs + 1] offsets into block_ids
+  std::vector<int32_t> block_ids;       // block table of each sequence, concatenated
+  std::vector<int32_t> logits_rows;     // token rows whose logits are wanted, in output order
+
+  int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+  int32_t num_seqs() const { return static_cast<int32_t>(context_lens.size()); }
+  // Checks internal consistency against a cache spec; INVALID_ARGUMENT naming
+  // the broken field (for batches that come from outside the scheduler).
+  absl::Status Validate(const KvCacheSpec& cache, int64_t vocab_size) const;
+};
+
+struct AttentionOptions {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  float scale = 1.0f;
+  int32_t sliding_window = 0;
+};
+
+// Mixture-of-experts FFN weights of one layer (Mixtral): per expert
+// gate [inter, hidden], up [inter, hidden], down [hidden, inter].
+struct MoeWeights {
+  std::vector<std::unique_ptr<LinearWeight>> gate, up, down;
+  int32_t top_k = 2;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // --- weights and cache (setup time) ---
+  virtual absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) = 0;
+  // bias may be null.
+  virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight,
+                                                                      const TensorView* bias,
+                                                                      const LinearOptions& options) = 0;
+  // Same as PrepareLinear on the rows-concatenation of `weights` (fused QKV,
+  // fused gate/up); biases are concatenated likewise (all or none).
+  virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(
+      const std::vector<TensorView>& weights, const std::vector<TensorView>& biases,
+      const LinearOptions& options) = 0;
+  virtual absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) = 0;
+  // Bytes of KV cache one block costs across all layers, for sizing.
+  virtual size_t KvBlockBytes(const KvCacheSpec& spec) const = 0;
+
+  // --- one step ---
+  virtual absl::Status BeginStep(const ForwardBatch& batch) = 0;
+  // A reusable workspace tensor: `slot` names its role (0, 1, ...); contents
+  // are undefined and survive until the next Scratch call with that slot.
+  virtual Tensor Scratch(int slot, int64_t rows, int64_t cols) = 0;
+
+  // out[t] = table[token_ids[t]] for the step's tokens.
+  virtual void Embed(const DeviceWeight& table, Tensor out) = 0;
+  virtual void RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) = 0;
+  // out = x W^T + b.
+  virtual void Linear(Tensor x, const LinearWeight& weight, Tensor out) = 0;
+  // Rotates q and k in place at the step's positions; inv_freq [head_dim / 2].
+  virtual void Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) = 0;
+  // Stores k and v rows at the step's slots of layer `layer`.
+  virtual void WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) = 0;
+  // Causal paged attention of q over layer `layer` for the step's sequences.
+  virtual void Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& options,
+                         Tensor out) = 0;
+  // out = silu(gate) * up, where gate_up holds [gate | up] column halves.
+  virtual void SiluMul(Tensor gate_up, Tensor out) = 0;
+  // x += y.
+  virtual void Add(Tensor x, Tensor y) = 0;
+  // out[i] = x[step's logits_rows[i]].
+  virtual void GatherLogitRows(Tensor x, Tensor out) = 0;
+  // Mixtral MoE FFN: softmax over router logits, top-k experts, renormalized
+  // weights, out = sum_k w_k * down_k(silu(gate_k x) * up_k x).
+  virtual void MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) = 0;
+
+  // Waits for the step's work; the first error of the step, if any.
+  virtual absl::Status FinishStep() = 0;
+  // Copies a tensor to host fp32 (after FinishStep).
+  virtual void ReadToHost(Tensor tensor, float* out) = 0;
+};
+
+}  // namespace tern::runtime

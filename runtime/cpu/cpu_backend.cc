@@ -1,0 +1,323 @@
+#include "runtime/cpu/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/activation/silu_mul.h"
+#include "kernels/attention/paged_attention.h"
+#include "kernels/norm/rmsnorm.h"
+#include "kernels/rope/rope.h"
+#include "runtime/base/check.h"
+
+namespace tern::runtime {
+namespace {
+
+class CpuWeight final : public DeviceWeight {
+ public:
+  CpuWeight(std::vector<int64_t> shape, std::vector<float> values)
+      : shape_(std::move(shape)), values_(std::move(values)) {}
+  const std::vector<int64_t>& shape() const override { return shape_; }
+  const float* data() const { return values_.data(); }
+
+ private:
+  std::vector<int64_t> shape_;
+  std::vector<float> values_;
+};
+
+class CpuLinear final : public LinearWeight {
+ public:
+  CpuLinear(int64_t out, int64_t in, std::vector<float> weight, std::vector<float> bias)
+      : out_(out), in_(in), weight_(std::move(weight)), bias_(std::move(bias)) {}
+  int64_t out_features() const override { return out_; }
+  int64_t in_features() const override { return in_; }
+  const float* weight() const { return weight_.data(); }
+  const std::vector<float>& bias() const { return bias_; }
+
+ private:
+  int64_t out_, in_;
+  std::vector<float> weight_;  // [out, in]
+  std::vector<float> bias_;    // [out] or empty
+};
+
+class CpuKvCache final : public KvCache {
+ public:
+  explicit CpuKvCache(const KvCacheSpec& spec) : spec_(spec) {
+    const size_t per_layer = size_t(spec.num_blocks) * spec.block_size * spec.num_kv_heads * spec.head_dim;
+    k_.resize(spec.num_layers, std::vector<float>(per_layer, 0.0f));
+    v_.resize(spec.num_layers, std::vector<float>(per_layer, 0.0f));
+  }
+  const KvCacheSpec& spec() const override { return spec_; }
+  void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) override {
+    CHECK_EQ(src.size(), dst.size());
+    const size_t block = size_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim;
+    for (int32_t l = 0; l < spec_.num_layers; ++l) {
+      for (size_t i = 0; i < src.size(); ++i) {
+        std::memcpy(&k_[l][dst[i] * block], &k_[l][src[i] * block], block * sizeof(float));
+        std::memcpy(&v_[l][dst[i] * block], &v_[l][src[i] * block], block * sizeof(float));
+      }
+    }
+  }
+  float* k(int32_t layer) { return k_[layer].data(); }
+  float* v(int32_t layer) { return v_[layer].data(); }
+  const float* k(int32_t layer) const { return k_[layer].data(); }
+  const float* v(int32_t layer) const { return v_[layer].data(); }
+
+ private:
+  KvCacheSpec spec_;
+  std::vector<std::vector<float>> k_, v_;
+};
+
+std::vector<float> ToFloat(const TensorView& t) {
+  std::vector<float> out(t.numel());
+  ConvertToFloat(t.dtype, t.data, out.size(), out.data());
+  return out;
+}
+
+bool IsFloatType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
+
+float* F(Tensor t) {
+  CHECK(t.dtype == DType::kF32) << "cpu backend computes in fp32";
+  return static_cast<float*>(t.data);
+}
+
+// y[rows, out] = x[rows, in] W^T + b
+void Gemm(Tensor x, const float* w, int64_t out_features, int64_t in_features, const std::vector<float>& bias,
+          Tensor y) {
+  CHECK_EQ(x.cols, in_features);
+  CHECK_EQ(y.cols, out_features);
+  CHECK_EQ(x.rows, y.rows);
+  if (x.rows == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(x.rows), int(out_features), int(in_features), 1.0f,
+              F(x), int(x.stride), w, int(in_features), 0.0f, F(y), int(y.stride));
+  if (!bias.empty()) {
+    for (int64_t r = 0; r < y.rows; ++r) {
+      float* row = F(y) + r * y.stride;
+      for (int64_t c = 0; c < out_features; ++c) row[c] += bias[c];
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::UploadWeight(const TensorView& tensor) {
+  if (!IsFloatType(tensor.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", tensor.name, "\" has dtype ",
+                                                   DTypeSafetensorsName(tensor.dtype), "; expected F32/F16/BF16"));
+  }
+  return std::unique_ptr<DeviceWeight>(new CpuWeight(tensor.shape, ToFloat(tensor)));
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareLinear(const TensorView& weight,
+                                                                        const TensorView* bias,
+                                                                        const LinearOptions& options) {
+  std::vector<TensorView> biases;
+  if (bias != nullptr) biases.push_back(*bias);
+  return PrepareFusedLinear({weight}, biases, options);
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareFusedLinear(
+    const std::vector<TensorView>& weights, const std::vector<TensorView>& biases, const LinearOptions& options) {
+  if (options.scheme != "auto") {
+    return absl::UnimplementedError(absl::StrCat("the cpu backend has no weight scheme \"", options.scheme, "\""));
+  }
+  if (weights.empty()) return absl::InvalidArgumentError("fused linear of no weights");
+  if (!biases.empty() && biases.size() != weights.size()) {
+    return absl::InvalidArgumentError("fused linear: biases must be given for all parts or none");
+  }
+  const int64_t in = weights[0].shape.size() == 2 ? weights[0].shape[1] : -1;
+  int64_t out = 0;
+  std::vector<float> w, b;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const TensorView& part = weights[i];
+    if (part.shape.size() != 2 || part.shape[1] != in || !IsFloatType(part.dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat("linear weight \"", part.name, "\" has shape ", part.ShapeString(),
+                                                     "; expected [out, ", in, "] of a float dtype"));
+    }
+    const std::vector<float> values = ToFloat(part);
+    w.insert(w.end(), values.begin(), values.end());
+    if (!biases.empty()) {
+      if (biases[i].shape != std::vector<int64_t>{part.shape[0]}) {
+        return absl::InvalidArgumentError(absl::StrCat("bias \"", biases[i].name, "\" does not match its weight"));
+      }
+      const std::vector<float> bias = ToFloat(biases[i]);
+      b.insert(b.end(), bias.begin(), bias.end());
+    }
+    out += part.shape[0];
+  }
+  return std::unique_ptr<LinearWeight>(new CpuLinear(out, in, std::move(w), std::move(b)));
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
+  if (spec.num_layers <= 0 || spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_kv_heads <= 0 ||
+      spec.head_dim <= 0) {
+    return absl::InvalidArgumentError("kv cache spec has a non-positive dimension");
+  }
+  return std::unique_ptr<KvCache>(new CpuKvCache(spec));
+}
+
+size_t CpuBackend::KvBlockBytes(const KvCacheSpec& spec) const {
+  return size_t(2) * spec.num_layers * spec.block_size * spec.num_kv_heads * spec.head_dim * sizeof(float);
+}
+
+absl::Status CpuBackend::BeginStep(const ForwardBatch& batch) {
+  batch_ = &batch;
+  return absl::OkStatus();
+}
+
+Tensor CpuBackend::Scratch(int slot, int64_t rows, int64_t cols) {
+  auto& buffer = scratch_[slot];
+  const size_t need = size_t(std::max<int64_t>(rows, 1)) * size_t(std::max<int64_t>(cols, 1));
+  if (buffer.size() < need) buffer.resize(need);
+  return Tensor{buffer.data(), DType::kF32, rows, cols, cols};
+}
+
+void CpuBackend::Embed(const DeviceWeight& table, Tensor out) {
+  const auto& w = static_cast<const CpuWeight&>(table);
+  const int64_t hidden = w.shape()[1];
+  CHECK_EQ(out.cols, hidden);
+  CHECK_EQ(out.rows, batch_->num_tokens());
+  for (int64_t t = 0; t < out.rows; ++t) {
+    std::memcpy(F(out) + t * out.stride, w.data() + int64_t(batch_->token_ids[t]) * hidden, hidden * sizeof(float));
+  }
+}
+
+void CpuBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) {
+  CHECK_EQ(x.cols, out.cols);
+  CHECK_EQ(x.rows, out.rows);
+  kernels::RmsNormParams p{x.rows, x.cols, x.stride, out.stride, eps};
+  kernels::RmsNormReference(p, F(x), static_cast<const CpuWeight&>(weight).data(), F(out));
+}
+
+void CpuBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
+  const auto& w = static_cast<const CpuLinear&>(weight);
+  Gemm(x, w.weight(), w.out_features(), w.in_features(), w.bias(), out);
+}
+
+void CpuBackend::Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) {
+  const float* f = static_cast<const CpuWeight&>(inv_freq).data();
+  const int32_t* positions = batch_->positions.data();
+  kernels::RopeReference({q.rows, q.cols / head_dim, head_dim, q.stride}, positions, f, F(q));
+  kernels::RopeReference({k.rows, k.cols / head_dim, head_dim, k.stride}, positions, f, F(k));
+}
+
+void CpuBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
+  auto& c = static_cast<CpuKvCache&>(cache);
+  const auto& spec = c.spec();
+  CHECK_EQ(k.cols, int64_t(spec.num_kv_heads) * spec.head_dim);
+  kernels::WriteKvReference(k.rows, spec.num_kv_heads, spec.head_dim, F(k), k.stride, F(v), v.stride,
+                            batch_->slots.data(), c.k(layer), c.v(layer));
+}
+
+void CpuBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& o, Tensor out) {
+  const auto& c = static_cast<const CpuKvCache&>(cache);
+  kernels::PagedAttentionParams p;
+  p.num_seqs = batch_->num_seqs();
+  p.num_heads = o.num_heads;
+  p.num_kv_heads = o.num_kv_heads;
+  p.head_dim = o.head_dim;
+  p.block_size = c.spec().block_size;
+  p.scale = o.scale;
+  p.sliding_window = o.sliding_window;
+  p.query_start = batch_->query_start.data();
+  p.context_lens = batch_->context_lens.data();
+  p.block_indptr = batch_->block_indptr.data();
+  p.block_ids = batch_->block_ids.data();
+  p.q_row_stride = q.stride;
+  p.out_row_stride = out.stride;
+  const float* qd = F(q);
+  float* od = F(out);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int32_t s = 0; s < p.num_seqs; ++s) {
+    kernels::PagedAttentionReference(p, qd, c.k(layer), c.v(layer), od, s, s + 1);
+  }
+}
+
+void CpuBackend::SiluMul(Tensor gate_up, Tensor out) {
+  const int64_t width = gate_up.cols / 2;
+  CHECK_EQ(out.cols, width);
+  kernels::SiluMulReference(gate_up.rows, width, F(gate_up), gate_up.stride, F(gate_up) + width, gate_up.stride,
+                            F(out), out.stride);
+}
+
+void CpuBackend::Add(Tensor x, Tensor y) {
+  CHECK_EQ(x.rows, y.rows);
+  CHECK_EQ(x.cols, y.cols);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* a = F(x) + r * x.stride;
+    const float* b = F(y) + r * y.stride;
+    for (int64_t c = 0; c < x.cols; ++c) a[c] += b[c];
+  }
+}
+
+void CpuBackend::GatherLogitRows(Tensor x, Tensor out) {
+  CHECK_EQ(out.rows, int64_t(batch_->logits_rows.size()));
+  for (int64_t i = 0; i < out.rows; ++i) {
+    std::memcpy(F(out) + i * out.stride, F(x) + int64_t(batch_->logits_rows[i]) * x.stride, x.cols * sizeof(float));
+  }
+}
+
+void CpuBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) {
+  const int64_t num_experts = router_logits.cols;
+  const int64_t hidden = x.cols;
+  const int32_t top_k = experts.top_k;
+  // Route: softmax in fp32, top-k, renormalize (Mixtral).
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(num_experts);  // expert -> (token, weight)
+  std::vector<float> probs(num_experts);
+  std::vector<int64_t> order(num_experts);
+  for (int64_t t = 0; t < x.rows; ++t) {
+    const float* logits = F(router_logits) + t * router_logits.stride;
+    const float max_logit = *std::max_element(logits, logits + num_experts);
+    float sum = 0.0f;
+    for (int64_t e = 0; e < num_experts; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
+    for (auto& p : probs) p /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int64_t a, int64_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+    float kept = 0.0f;
+    for (int32_t i = 0; i < top_k; ++i) kept += probs[order[i]];
+    for (int32_t i = 0; i < top_k; ++i) routed[order[i]].emplace_back(t, probs[order[i]] / kept);
+  }
+  for (int64_t r = 0; r < out.rows; ++r) std::fill_n(F(out) + r * out.stride, hidden, 0.0f);
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const auto& tokens = routed[e];
+    if (tokens.empty()) continue;
+    const int64_t n = int64_t(tokens.size());
+    const auto& gate = static_cast<const CpuLinear&>(*experts.gate[e]);
+    const auto& up = static_cast<const CpuLinear&>(*experts.up[e]);
+    const auto& down = static_cast<const CpuLinear&>(*experts.down[e]);
+    const int64_t inter = gate.out_features();
+    moe_in_.resize(n * hidden);
+    moe_gate_up_.resize(n * 2 * inter);
+    moe_act_.resize(n * inter);
+    moe_out_.resize(n * hidden);
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(&moe_in_[i * hidden], F(x) + tokens[i].first * x.stride, hidden * sizeof(float));
+    }
+    Tensor in{moe_in_.data(), DType::kF32, n, hidden, hidden};
+    Tensor gate_up{moe_gate_up_.data(), DType::kF32, n, 2 * inter, 2 * inter};
+    Tensor act{moe_act_.data(), DType::kF32, n, inter, inter};
+    Tensor expert_out{moe_out_.data(), DType::kF32, n, hidden, hidden};
+    Gemm(in, gate.weight(), inter, hidden, gate.bias(), gate_up.Columns(0, inter));
+    Gemm(in, up.weight(), inter, hidden, up.bias(), gate_up.Columns(inter, inter));
+    SiluMul(gate_up, act);
+    Gemm(act, down.weight(), hidden, inter, down.bias(), expert_out);
+    for (int64_t i = 0; i < n; ++i) {
+      float* dst = F(out) + tokens[i].first * out.stride;
+      const float w = tokens[i].second;
+      for (int64_t c = 0; c < hidden; ++c) dst[c] += w * moe_out_[i * hidden + c];
+    }
+  }
+}
+
+void CpuBackend::ReadToHost(Tensor tensor, float* out) {
+  for (int64_t r = 0; r < tensor.rows; ++r) {
+    std::memcpy(out + r * tensor.cols, F(tensor) + r * tensor.stride, tensor.cols * sizeof(float));
+  }
+}
+
+}  // namespace tern::runtime

@@ -1,0 +1,56 @@
+// The CPU backend: fp32 compute, GEMMs through OpenBLAS (multi-threaded by
+// OpenBLAS), attention over a host-memory paged KV cache with the same
+// block-table contract as the GPU, split across sequences with OpenMP.
+// Every op is the kernels/ CPU reference, which makes this backend the
+// oracle the CUDA backend is tested against.
+//
+// Weights of any stored dtype (fp32, fp16, bf16) are converted to fp32 at
+// upload. Single-threaded use per the Backend contract.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+
+namespace tern::runtime {
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend() = default;
+  std::string name() const override { return "cpu"; }
+
+  absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight, const TensorView* bias,
+                                                              const LinearOptions& options) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,
+                                                                   const std::vector<TensorView>& biases,
+                                                                   const LinearOptions& options) override;
+  absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) override;
+  size_t KvBlockBytes(const KvCacheSpec& spec) const override;
+
+  absl::Status BeginStep(const ForwardBatch& batch) override;
+  Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
+  void Embed(const DeviceWeight& table, Tensor out) override;
+  void RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) override;
+  void Linear(Tensor x, const LinearWeight& weight, Tensor out) override;
+  void Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) override;
+  void WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) override;
+  void Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& options,
+                 Tensor out) override;
+  void SiluMul(Tensor gate_up, Tensor out) override;
+  void Add(Tensor x, Tensor y) override;
+  void GatherLogitRows(Tensor x, Tensor out) override;
+  void MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) override;
+  absl::Status FinishStep() override { return absl::OkStatus(); }
+  void ReadToHost(Tensor tensor, float* out) override;
+
+ private:
+  const ForwardBatch* batch_ = nullptr;  // borrowed between BeginStep and the next one
+  std::map<int, std::vector<float>> scratch_;
+  // MoE working memory, reused across steps.
+  std::vector<float> moe_in_, moe_gate_up_, moe_act_, moe_out_;
+};
+
+}  // namespace tern::runtime

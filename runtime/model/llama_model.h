@@ -1,0 +1,56 @@
+// The Llama-family decoder (Llama-2/3, Vicuna, TinyLlama, Mistral, Qwen2,
+// Mixtral), written once against the Backend op set.
+//
+//   x = embed(tokens)
+//   per layer: x += o_proj(attention(rope(qkv_proj(rmsnorm(x)))))
+//              x += mlp(rmsnorm(x))      (SwiGLU, or Mixtral's top-k MoE)
+//   logits = lm_head(rmsnorm(x[logits_rows]))
+//
+// Load checks the directory against the full tensor layout (every tensor
+// present with its exact shape) and fuses q/k/v and gate/up projections.
+// Forward is not thread-safe: one engine thread drives a model.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/hf_config.h"
+
+namespace tern::runtime {
+
+struct LlamaModelOptions {
+  LinearOptions linear;
+};
+
+class LlamaModel {
+ public:
+  // `backend` is borrowed and must outlive the model.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir, Backend* backend,
+                                                          const LlamaModelOptions& options);
+  ~LlamaModel();
+
+  const HfConfig& config() const { return config_; }
+  // A KV cache shape for this model.
+  KvCacheSpec CacheSpec(int32_t num_blocks, int32_t block_size) const;
+
+  // One forward pass over `batch` (tokens written into `cache` at the
+  // batch's slots). `logits` receives [batch.logits_rows.size(), vocab] fp32.
+  absl::Status Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits);
+
+ private:
+  struct Layer;
+  LlamaModel() = default;
+
+  HfConfig config_;
+  Backend* backend_ = nullptr;
+  std::unique_ptr<DeviceWeight> embed_;
+  std::unique_ptr<DeviceWeight> final_norm_;
+  std::unique_ptr<LinearWeight> lm_head_;
+  std::unique_ptr<DeviceWeight> inv_freq_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace tern::runtime
