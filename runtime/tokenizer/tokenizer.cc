@@ -171,6 +171,11 @@ absl::Status Tokenizer::Init() {
     if (t.special) is_special_[t.id] = true;
   }
   added_ = std::make_unique<AddedTokenMatcher>(spec_.added_tokens);
+  std::vector<AddedToken> plain;
+  for (const AddedToken& t : spec_.added_tokens) {
+    if (!is_special_[t.id]) plain.push_back(t);
+  }
+  added_plain_ = std::make_unique<AddedTokenMatcher>(plain);
 
   std::vector<bool> unused;
   if (spec_.model == TokenizerSpec::Model::kSentencePieceBpe) {
@@ -262,16 +267,18 @@ bool Tokenizer::IsEos(int32_t id) const {
   return std::find(spec_.eos_ids.begin(), spec_.eos_ids.end(), id) != spec_.eos_ids.end();
 }
 
-std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special_tokens) const {
+std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special_tokens,
+                                      bool parse_special_tokens) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   if (add_special_tokens) ids = spec_.prefix_ids;
   Scratch scratch;
-  if (added_->empty()) {
+  const AddedTokenMatcher& matcher = parse_special_tokens ? *added_ : *added_plain_;
+  if (matcher.empty()) {
     EncodePlain(text, /*at_text_start=*/true, &scratch, &ids);
   } else {
     std::vector<AddedTokenMatcher::Segment> segments;
-    added_->Split(text, &segments);
+    matcher.Split(text, &segments);
     for (const AddedTokenMatcher::Segment& s : segments) {
       if (s.token_id >= 0) {
         ids.push_back(s.token_id);

@@ -48,8 +48,12 @@ class Tokenizer {
 
   // Token ids of `text` (UTF-8). Added tokens found in the text become
   // their ids; with `add_special_tokens` the configured prefix (BOS) and
-  // suffix (EOS) ids are added around the result. Never fails.
-  std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens) const;
+  // suffix (EOS) ids are added around the result. With
+  // `parse_special_tokens` false, special tokens in the text ("<s>",
+  // "<|eot_id|>") are tokenized as plain text (as SentencePiece does);
+  // non-special added tokens still match. Never fails.
+  std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens,
+                              bool parse_special_tokens = true) const;
 
   // The text of `ids`: well-formed UTF-8, with U+FFFD for byte sequences
   // that do not form characters. Special tokens (control, unknown and
@@ -104,7 +108,8 @@ class Tokenizer {
   // Pieces that text can produce (everything but control and unknown).
   absl::flat_hash_map<std::string, int32_t> vocab_;
   std::unique_ptr<BpeMerges> merges_;
-  std::unique_ptr<AddedTokenMatcher> added_;
+  std::unique_ptr<AddedTokenMatcher> added_;          // every added token
+  std::unique_ptr<AddedTokenMatcher> added_plain_;    // added tokens that are not special
   std::vector<bool> is_special_;      // [vocab_size]
   std::vector<std::string> decoded_;  // [vocab_size] bytes each token decodes to
   // Where SentencePiece-style text is cut into words before BPE.

@@ -76,6 +76,9 @@ TEST(Llama2TokenizerTest, AddsBosByDefault) {
 TEST(Llama2TokenizerTest, MatchesSpecialTokensInText) {
   // <s> is a control piece: one id, and the text after it gets no prefix space.
   EXPECT_EQ(Llama2().Encode("<s>Hello", false), (std::vector<int32_t>{1, 10994}));
+  // Without special-token parsing "<s>" is text, as in SentencePiece.
+  EXPECT_EQ(Llama2().Encode("<s>", false, /*parse_special_tokens=*/false),
+            (std::vector<int32_t>{529, 29879, 29958}));
   EXPECT_EQ(*Llama2().Decode(Ids{1, 15043, 2}, /*skip_special_tokens=*/true), "Hello");
   EXPECT_EQ(*Llama2().Decode(Ids{1, 15043, 2}, /*skip_special_tokens=*/false), "<s> Hello</s>");
 }
@@ -134,6 +137,9 @@ TEST(Llama3TokenizerTest, MatchesSpecialTokensBeforeBpe) {
   EXPECT_EQ(ids, (std::vector<int32_t>{128000, 9906, 128009, 1917}));
   EXPECT_EQ(*Llama3().Decode(ids, /*skip_special_tokens=*/true), "Hello world");
   EXPECT_EQ(*Llama3().Decode(ids, /*skip_special_tokens=*/false), "<|begin_of_text|>Hello<|eot_id|> world");
+  const std::vector<int32_t> plain = Llama3().Encode("<|eot_id|>", false, /*parse_special_tokens=*/false);
+  EXPECT_GT(plain.size(), 1u);
+  EXPECT_EQ(*Llama3().Decode(plain, true), "<|eot_id|>");
 }
 
 TEST(Llama3TokenizerTest, GenerationConfigAddsEosIdsAndConfigAddsBos) {
