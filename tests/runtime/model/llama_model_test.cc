@@ -1,0 +1,300 @@
+// The Llama-family model definition on the CPU backend against golden
+// outputs of Hugging Face transformers (tests/data/golden, made by
+// tools/device/hf_reference.py on the same tern-mkmodel weights).
+#include "runtime/model/llama_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/model/safetensors.h"
+
+namespace tern::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Golden {
+  std::string architecture;
+  std::string sha256;
+  std::vector<std::vector<int32_t>> token_ids;
+  std::vector<std::vector<std::vector<float>>> logits;  // case -> position -> vocab
+  std::vector<int32_t> greedy_prompt, greedy_continuation;
+};
+
+Golden LoadGolden(const std::string& name) {
+  std::ifstream in(std::string(TERN_TEST_DATA_DIR) + "/golden/" + name + ".json");
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto doc = nlohmann::json::parse(text.str());
+  Golden g;
+  g.architecture = doc["architecture"];
+  g.sha256 = doc["weights_sha256"];
+  for (const auto& c : doc["cases"]) {
+    g.token_ids.push_back(c["token_ids"].get<std::vector<int32_t>>());
+    g.logits.push_back(c["logits"].get<std::vector<std::vector<float>>>());
+  }
+  g.greedy_prompt = doc["greedy"]["prompt"].get<std::vector<int32_t>>();
+  g.greedy_continuation = doc["greedy"]["continuation"].get<std::vector<int32_t>>();
+  return g;
+}
+
+std::string RunCommand(const std::string& command) {
+  std::string output;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
+  pclose(pipe);
+  return output;
+}
+
+// Regenerates the golden model with tern-mkmodel (deterministic bytes) into
+// a temp dir once per test binary run.
+std::string MakeModel(const std::string& arch, const std::string& dtype) {
+  const std::string dir = (fs::temp_directory_path() / ("tern-golden-" + arch + "-" + dtype + "-" +
+                                                         std::to_string(getpid()))).string();
+  if (!fs::exists(dir + "/config.json")) {
+    const std::string cmd = std::string(TERN_BIN_DIR) + "/tern-mkmodel --arch " + arch +
+                            " --preset tiny --vocab-size 512 --seed 7 --dtype " + dtype + " --out " + dir +
+                            " >/dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  return dir;
+}
+
+std::string Sha256OfWeights(const std::string& dir) {
+  return RunCommand("cat " + dir + "/*.safetensors | sha256sum | cut -d' ' -f1").substr(0, 64);
+}
+
+// Hands out KV blocks in a scrambled order so block tables are not contiguous.
+class ScatteredBlocks {
+ public:
+  explicit ScatteredBlocks(int32_t num_blocks) : free_(num_blocks) {
+    std::iota(free_.begin(), free_.end(), 0);
+    std::shuffle(free_.begin(), free_.end(), std::mt19937(99));
+  }
+  int32_t Take() {
+    const int32_t b = free_.back();
+    free_.pop_back();
+    return b;
+  }
+
+ private:
+  std::vector<int32_t> free_;
+};
+
+// One sequence's cache state in a test.
+struct TestSequence {
+  std::vector<int32_t> tokens;  // all tokens so far
+  std::vector<int32_t> blocks;
+  int32_t cached = 0;  // tokens already in the cache
+};
+
+// Appends a step for `seq` computing tokens [cached, cached + n) to `batch`.
+void AddToBatch(TestSequence& seq, int32_t n, int32_t block_size, ScatteredBlocks& pool, bool all_logits,
+                ForwardBatch* batch) {
+  const int32_t begin = seq.cached;
+  const int32_t end = begin + n;
+  while (int32_t(seq.blocks.size()) * block_size < end) seq.blocks.push_back(pool.Take());
+  if (batch->query_start.empty()) batch->query_start.push_back(0);
+  if (batch->block_indptr.empty()) batch->block_indptr.push_back(0);
+  const int32_t row0 = batch->num_tokens();
+  for (int32_t p = begin; p < end; ++p) {
+    batch->token_ids.push_back(seq.tokens[p]);
+    batch->positions.push_back(p);
+    batch->slots.push_back(seq.blocks[p / block_size] * block_size + p % block_size);
+  }
+  batch->query_start.push_back(batch->num_tokens());
+  batch->context_lens.push_back(end);
+  batch->block_ids.insert(batch->block_ids.end(), seq.blocks.begin(), seq.blocks.end());
+  batch->block_indptr.push_back(int32_t(batch->block_ids.size()));
+  if (all_logits) {
+    for (int32_t r = row0; r < batch->num_tokens(); ++r) batch->logits_rows.push_back(r);
+  } else {
+    batch->logits_rows.push_back(batch->num_tokens() - 1);
+  }
+  seq.cached = end;
+}
+
+void ExpectLogitsNear(const float* got, const std::vector<float>& want, const std::string& where) {
+  double max_err = 0;
+  for (size_t v = 0; v < want.size(); ++v) {
+    const double err = std::abs(double(got[v]) - want[v]) / (1.0 + std::abs(want[v]));
+    max_err = std::max(max_err, err);
+  }
+  EXPECT_LT(max_err, 2e-4) << where;
+}
+
+class LlamaModelGoldenTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {
+ protected:
+  void SetUp() override {
+    const auto& [arch, dtype] = GetParam();
+    golden_ = LoadGolden(dtype == "float32" ? "tiny-" + arch : "tiny-" + arch + "-bf16");
+    dir_ = MakeModel(arch, dtype);
+    ASSERT_EQ(Sha256OfWeights(dir_), golden_.sha256) << "tern-mkmodel no longer writes the golden weights";
+    auto model = LlamaModel::Load(dir_, &backend_, {});
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    auto cache = backend_.AllocateKvCache(model_->CacheSpec(64, kBlockSize));
+    ASSERT_TRUE(cache.ok());
+    cache_ = std::move(*cache);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  static constexpr int32_t kBlockSize = 4;
+  CpuBackend backend_;
+  Golden golden_;
+  std::string dir_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<KvCache> cache_;
+};
+
+TEST_P(LlamaModelGoldenTest, PrefillLogitsMatchTransformersAtEveryPosition) {
+  EXPECT_EQ(model_->config().architecture, golden_.architecture);
+  ScatteredBlocks pool(64);
+  for (size_t c = 0; c < golden_.token_ids.size(); ++c) {
+    TestSequence seq{golden_.token_ids[c]};
+    ForwardBatch batch;
+    AddToBatch(seq, int32_t(seq.tokens.size()), kBlockSize, pool, /*all_logits=*/true, &batch);
+    ASSERT_TRUE(batch.Validate(cache_->spec(), model_->config().vocab_size).ok());
+    std::vector<float> logits;
+    ASSERT_TRUE(model_->Forward(batch, *cache_, &logits).ok());
+    const size_t vocab = model_->config().vocab_size;
+    for (size_t p = 0; p < seq.tokens.size(); ++p) {
+      ExpectLogitsNear(&logits[p * vocab], golden_.logits[c][p], "case " + std::to_string(c) + " pos " + std::to_string(p));
+    }
+  }
+}
+
+TEST_P(LlamaModelGoldenTest, ChunkedPrefillThenDecodeOverScatteredBlocksMatches) {
+  ScatteredBlocks pool(64);
+  const size_t c = golden_.token_ids.size() - 1;  // the 40-token case
+  TestSequence seq{golden_.token_ids[c]};
+  const size_t vocab = model_->config().vocab_size;
+  std::vector<int32_t> chunks = {13, 7};
+  while (std::accumulate(chunks.begin(), chunks.end(), 0) < int32_t(seq.tokens.size())) chunks.push_back(1);
+  for (int32_t n : chunks) {
+    ForwardBatch batch;
+    const int32_t first = seq.cached;
+    AddToBatch(seq, n, kBlockSize, pool, /*all_logits=*/true, &batch);
+    std::vector<float> logits;
+    ASSERT_TRUE(model_->Forward(batch, *cache_, &logits).ok());
+    for (int32_t i = 0; i < n; ++i) {
+      ExpectLogitsNear(&logits[i * vocab], golden_.logits[c][first + i], "position " + std::to_string(first + i));
+    }
+  }
+}
+
+TEST_P(LlamaModelGoldenTest, MixedBatchOfPrefillsMatchesEachSequence) {
+  ScatteredBlocks pool(64);
+  std::vector<TestSequence> seqs;
+  for (const auto& ids : golden_.token_ids) seqs.push_back({ids});
+  ForwardBatch batch;
+  for (auto& seq : seqs) AddToBatch(seq, int32_t(seq.tokens.size()), kBlockSize, pool, false, &batch);
+  std::vector<float> logits;
+  ASSERT_TRUE(model_->Forward(batch, *cache_, &logits).ok());
+  const size_t vocab = model_->config().vocab_size;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    ExpectLogitsNear(&logits[s * vocab], golden_.logits[s].back(), "sequence " + std::to_string(s));
+  }
+}
+
+TEST_P(LlamaModelGoldenTest, GreedyContinuationEqualsTransformers) {
+  ScatteredBlocks pool(64);
+  TestSequence seq{golden_.greedy_prompt};
+  const size_t vocab = model_->config().vocab_size;
+  std::vector<int32_t> generated;
+  int32_t n = int32_t(seq.tokens.size());
+  for (size_t step = 0; step < golden_.greedy_continuation.size(); ++step) {
+    ForwardBatch batch;
+    AddToBatch(seq, n, kBlockSize, pool, false, &batch);
+    std::vector<float> logits;
+    ASSERT_TRUE(model_->Forward(batch, *cache_, &logits).ok());
+    const int32_t next = int32_t(std::max_element(logits.begin(), logits.begin() + vocab) - logits.begin());
+    generated.push_back(next);
+    seq.tokens.push_back(next);
+    n = 1;
+  }
+  EXPECT_EQ(generated, golden_.greedy_continuation);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, LlamaModelGoldenTest,
+                         ::testing::Values(std::pair{"llama", "float32"}, std::pair{"mistral", "float32"},
+                                           std::pair{"qwen2", "float32"}, std::pair{"mixtral", "float32"},
+                                           std::pair{"llama", "bfloat16"}),
+                         [](const auto& info) { return info.param.first + "_" + info.param.second; });
+
+TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
+  const std::string dir = MakeModel("llama", "float32");
+  auto store = WeightStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  // Rewrite the checkpoint without one tensor, then with one wrong shape.
+  std::vector<TensorSpec> specs;
+  for (const auto& name : (*store)->Names()) {
+    const TensorView view = *(*store)->Get(name);
+    if (name == "model.layers.1.mlp.up_proj.weight") continue;
+    specs.push_back({name, view.dtype, view.shape});
+  }
+  const std::string broken = dir + "-broken";
+  fs::create_directories(broken);
+  fs::copy_file(dir + "/config.json", broken + "/config.json");
+  const auto fill = [&](const TensorSpec& spec, uint8_t* out) {
+    const TensorView view = *(*store)->Get(spec.name);
+    std::memcpy(out, view.data, std::min(view.nbytes, spec.nbytes()));
+  };
+  ASSERT_TRUE(WriteSafetensors(broken + "/model.safetensors", specs, fill).ok());
+  CpuBackend backend;
+  auto missing = LlamaModel::Load(broken, &backend, {});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("model.layers.1.mlp.up_proj.weight"), std::string::npos)
+      << missing.status();
+
+  specs.push_back({"model.layers.1.mlp.up_proj.weight", DType::kF32, {7, 3}});
+  ASSERT_TRUE(WriteSafetensors(broken + "/model.safetensors", specs, fill).ok());
+  auto misshapen = LlamaModel::Load(broken, &backend, {});
+  EXPECT_EQ(misshapen.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(misshapen.status().message().find("[7, 3]"), std::string::npos) << misshapen.status();
+  fs::remove_all(broken);
+  fs::remove_all(dir);
+}
+
+TEST(ForwardBatchTest, ValidateRejectsInconsistentBatches) {
+  KvCacheSpec spec{1, 4, 4, 1, 8};
+  ForwardBatch batch;
+  batch.token_ids = {1, 2};
+  batch.positions = {0, 1};
+  batch.slots = {8, 9};
+  batch.query_start = {0, 2};
+  batch.context_lens = {2};
+  batch.block_indptr = {0, 1};
+  batch.block_ids = {2};
+  batch.logits_rows = {1};
+  EXPECT_TRUE(batch.Validate(spec, 16).ok());
+  auto bad = batch;
+  bad.slots = {8, 10};
+  EXPECT_FALSE(bad.Validate(spec, 16).ok());
+  bad = batch;
+  bad.token_ids = {1, 16};
+  EXPECT_FALSE(bad.Validate(spec, 16).ok());
+  bad = batch;
+  bad.block_ids = {4};
+  EXPECT_FALSE(bad.Validate(spec, 16).ok());
+  bad = batch;
+  bad.positions = {1, 2};
+  EXPECT_FALSE(bad.Validate(spec, 16).ok());
+  bad = batch;
+  bad.logits_rows = {2};
+  EXPECT_FALSE(bad.Validate(spec, 16).ok());
+}
+
+}  // namespace
+}  // namespace tern::runtime

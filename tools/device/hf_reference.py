@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Golden outputs of Hugging Face transformers for tern's model tests.
+
+For each model directory (written by tern-mkmodel), loads it with
+AutoModelForCausalLM in float32 on the CPU (deterministic), runs fixed token
+sequences, and writes JSON with the logits at every position and a greedy
+continuation, plus the sha256 of the weights so a test can tell that it
+regenerated the same model. Run where transformers is installed:
+
+  python3 tools/device/hf_reference.py --out DIR MODEL_DIR...
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+
+import torch
+import transformers
+
+
+def sequences(vocab):
+    gen = torch.Generator().manual_seed(1234)
+    lengths = [1, 5, 19, 40]
+    return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
+
+
+def weights_sha256(model_dir):
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(model_dir, "*.safetensors"))):
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("models", nargs="+")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_grad_enabled(False)
+    for model_dir in args.models:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model.eval()
+        vocab = model.config.vocab_size
+        cases = []
+        for ids in sequences(vocab):
+            logits = model(torch.tensor([ids])).logits[0]
+            cases.append({"token_ids": ids,
+                          "logits": [[round(float(v), 5) for v in row] for row in logits]})
+        prompt = sequences(vocab)[2]
+        greedy = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                                pad_token_id=0)[0][len(prompt):].tolist()
+        name = os.path.basename(os.path.normpath(model_dir))
+        result = {"model": name, "architecture": model.config.architectures[0],
+                  "transformers": transformers.__version__, "torch": torch.__version__,
+                  "weights_sha256": weights_sha256(model_dir), "cases": cases,
+                  "greedy": {"prompt": prompt, "continuation": greedy}}
+        with open(os.path.join(args.out, name + ".json"), "w") as f:
+            json.dump(result, f, separators=(",", ":"))
+        print(name, "ok", len(cases), "cases, greedy", greedy)
+
+
+if __name__ == "__main__":
+    main()
