@@ -298,9 +298,11 @@ void Tokenizer::EncodePlain(std::string_view text, bool at_text_start, Scratch* 
   words.clear();
   if (spec_.model == TokenizerSpec::Model::kByteLevelBpe) {
     if (spec_.add_prefix_space && at_text_start && text[0] != ' ') {
-      scratch->text.assign(" ");
-      scratch->text.append(text);
-      text = scratch->text;
+      std::string& prefixed = scratch->text;
+      prefixed.resize(text.size() + 1);
+      prefixed[0] = ' ';
+      std::copy(text.begin(), text.end(), prefixed.begin() + 1);
+      text = prefixed;
     }
     if (spec_.split.has_value()) {
       SplitText(*spec_.split, text, &words);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -153,6 +154,28 @@ TEST(Llama3TokenizerTest, GenerationConfigAddsEosIdsAndConfigAddsBos) {
   EXPECT_EQ((*t)->eos_ids(), (std::vector<int32_t>{128009, 128001}));
   EXPECT_TRUE((*t)->IsEos(128001));
   EXPECT_EQ((*t)->Encode("Hello", true), (std::vector<int32_t>{128000, 9906}));
+}
+
+TEST(TokenizerThreadTest, ConstMethodsAreSafeToCallConcurrently) {
+  const std::vector<std::string> texts = {"Hello world", " \xE4\xBD\xA0\xE5\xA5\xBD <|eot_id|> 3333",
+                                          "It's 12:00\n\n\tok", "<s>[INST] hi [/INST]"};
+  for (const Tokenizer* t : {&Llama2(), &Llama3()}) {
+    std::vector<std::vector<int32_t>> expected;
+    for (const std::string& text : texts) expected.push_back(t->Encode(text, true));
+    std::vector<int> mismatches(4, 0);
+    std::vector<std::thread> threads;
+    for (int k = 0; k < 4; ++k) {
+      threads.emplace_back([&, k] {
+        for (int iter = 0; iter < 200; ++iter) {
+          const size_t i = (iter + k) % texts.size();
+          const std::vector<int32_t> ids = t->Encode(texts[i], true);
+          mismatches[k] += ids != expected[i] || !t->Decode(ids, false).ok();
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    EXPECT_EQ(mismatches, std::vector<int>(4, 0));
+  }
 }
 
 TEST(TokenizerLoadTest, ReportsMissingAndMalformedFiles) {
