@@ -99,9 +99,8 @@ absl::Status ParseNormalizer(const json& doc, TokenizerSpec* spec) {
       ASSIGN_OR_RETURN(const std::string prepend, GetString(*c, "prepend", "", "normalizer"));
       if (prepend != kSentencePieceSpace) return Unsupported("normalizer", "Prepend of \"" + prepend + "\"");
       spec->prepend = PrependScheme::kAlways;
-      spec->model = TokenizerSpec::Model::kSentencePieceBpe;
     } else if (IsReplace(*c, " ", kSentencePieceSpace)) {
-      spec->model = TokenizerSpec::Model::kSentencePieceBpe;
+      continue;  // spaces become U+2581 in every SentencePiece-style model
     } else {
       return Unsupported("normalizer", absl::StrCat("normalizer \"", type, "\""));
     }
@@ -115,7 +114,6 @@ absl::Status ParsePreTokenizer(const json& doc, TokenizerSpec* spec) {
   for (const json* c : Flatten(*it, "pretokenizers")) {
     const std::string type = TypeOf(*c);
     if (type == "ByteLevel") {
-      spec->model = TokenizerSpec::Model::kByteLevelBpe;
       ASSIGN_OR_RETURN(spec->add_prefix_space, GetBool(*c, "add_prefix_space", false, "pre_tokenizer"));
       ASSIGN_OR_RETURN(const bool use_regex, GetBool(*c, "use_regex", true, "pre_tokenizer"));
       if (use_regex) {
@@ -136,7 +134,6 @@ absl::Status ParsePreTokenizer(const json& doc, TokenizerSpec* spec) {
       if (spec->split.has_value()) return Unsupported("pre_tokenizer", "more than one split regex");
       ASSIGN_OR_RETURN(spec->split, SplitPatternFromRegex((*pattern)["Regex"].get<std::string>()));
     } else if (type == "Metaspace") {
-      spec->model = TokenizerSpec::Model::kSentencePieceBpe;
       ASSIGN_OR_RETURN(spec->prepend, ParseMetaspace(*c, "pre_tokenizer"));
       ASSIGN_OR_RETURN(spec->split_on_space_marker, GetBool(*c, "split", true, "pre_tokenizer"));
     } else {
@@ -347,7 +344,8 @@ absl::Status ParsePostProcessor(const json& doc, TokenizerSpec* spec) {
 absl::StatusOr<TokenizerSpec> ParseDocument(const json& doc) {
   if (!doc.is_object()) return absl::InvalidArgumentError("tokenizer.json: not a JSON object");
   TokenizerSpec spec;
-  spec.model = TokenizerSpec::Model::kSentencePieceBpe;  // until a ByteLevel component says otherwise
+  // A ByteLevel pre-tokenizer or decoder makes the model byte-level;
+  // otherwise it is SentencePiece-style.
   bool byte_level = false;
   for (const char* key : {"pre_tokenizer", "decoder"}) {
     const auto it = doc.find(key);
@@ -362,6 +360,21 @@ absl::StatusOr<TokenizerSpec> ParseDocument(const json& doc) {
   RETURN_IF_ERROR(ParseDecoder(doc, &spec));
   RETURN_IF_ERROR(ParsePostProcessor(doc, &spec));
   spec.model = byte_level ? TokenizerSpec::Model::kByteLevelBpe : TokenizerSpec::Model::kSentencePieceBpe;
+  if (!byte_level) {
+    // SentencePiece-style means spaces become U+2581 (Replace or Metaspace).
+    bool escapes_spaces = false;
+    const json normalizer = doc.value("normalizer", json());
+    const json pre_tokenizer = doc.value("pre_tokenizer", json());
+    for (const json* c : Flatten(normalizer, "normalizers")) {
+      escapes_spaces |= IsReplace(*c, " ", kSentencePieceSpace);
+    }
+    for (const json* c : Flatten(pre_tokenizer, "pretokenizers")) {
+      escapes_spaces |= TypeOf(*c) == "Metaspace";
+    }
+    if (!escapes_spaces) {
+      return Unsupported("model", "a BPE model with neither ByteLevel nor SentencePiece (U+2581) space handling");
+    }
+  }
   if (byte_level && spec.prepend != PrependScheme::kNever) {
     return Unsupported("normalizer", "mixing ByteLevel with SentencePiece space handling");
   }

@@ -4,6 +4,8 @@
 // and incremental-detokenization properties on seeded random Unicode text.
 #include <cstdint>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <memory>
 #include <random>
 #include <sstream>

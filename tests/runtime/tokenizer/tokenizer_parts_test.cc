@@ -241,6 +241,11 @@ TEST(HfTokenizerJsonTest, RejectsMalformedAndUnsupportedFiles) {
   EXPECT_EQ(ParseHfTokenizerJson(j.dump()).status().code(), absl::StatusCode::kUnimplemented);
 
   j = ByteLevelJson();
+  j["pre_tokenizer"] = nullptr;
+  j["decoder"] = nullptr;
+  EXPECT_EQ(ParseHfTokenizerJson(j.dump()).status().code(), absl::StatusCode::kUnimplemented);
+
+  j = ByteLevelJson();
   j["added_tokens"][0]["id"] = "259";
   EXPECT_EQ(ParseHfTokenizerJson(j.dump()).status().code(), absl::StatusCode::kInvalidArgument);
 }
