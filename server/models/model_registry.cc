@@ -5,22 +5,32 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/cuda/device_probe.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/model/weight_layout.h"
 #include "server/config/server_config.h"
 
 namespace tern::server {
 namespace {
 
-int64_t CountParameters(const runtime::HfConfig& c) {
-  const int64_t q = c.num_attention_heads * c.head_dim;
-  const int64_t kv = c.num_key_value_heads * c.head_dim;
-  const int64_t attention = c.hidden_size * (q + 2 * kv) + q * c.hidden_size +
-                            (c.attention_bias ? q + 2 * kv : 0);
-  const int64_t experts = c.num_local_experts > 0 ? c.num_local_experts : 1;
-  const int64_t mlp = experts * 3 * c.hidden_size * c.intermediate_size +
-                      (c.num_local_experts > 0 ? c.hidden_size * c.num_local_experts : 0);
-  const int64_t layer = attention + mlp + 2 * c.hidden_size;
-  const int64_t embeddings = c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2);
-  return c.num_hidden_layers * layer + embeddings + c.hidden_size;
+// Checks every tensor of the architecture's layout is present with its
+// shape (headers only: the files are memory-mapped, not read). Returns the
+// parameter count.
+absl::StatusOr<int64_t> CheckWeights(const std::string& dir, const runtime::HfConfig& config) {
+  auto store = runtime::WeightStore::Open(dir);
+  if (!store.ok()) return store.status();
+  int64_t parameters = 0;
+  for (const auto& entry : runtime::LlamaFamilyLayout(config, runtime::DType::kF32)) {
+    auto view = (*store)->GetWithShape(entry.spec.name, entry.spec.shape);
+    if (!view.ok()) return view.status();
+    parameters += view->numel();
+  }
+  return parameters;
+}
+
+bool HasTokenizer(const std::string& dir) {
+  std::error_code ec;
+  return std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json", ec) ||
+         std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model", ec);
 }
 
 std::string ResolveBackend(const std::string& requested) {
@@ -45,6 +55,19 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     }
     auto hf_config = runtime::LoadHfConfig(model_config.path());
     if (!hf_config.ok()) return fail(hf_config.status());
+    auto parameters = CheckWeights(model_config.path(), *hf_config);
+    if (!parameters.ok()) return fail(parameters.status());
+    std::unique_ptr<runtime::Tokenizer> tokenizer;
+    if (HasTokenizer(model_config.path())) {
+      auto loaded = runtime::Tokenizer::FromModelDirectory(model_config.path());
+      if (!loaded.ok()) return fail(loaded.status());
+      tokenizer = std::move(*loaded);
+      if (tokenizer->vocab_size() > hf_config->vocab_size) {
+        return fail(absl::InvalidArgumentError(absl::StrCat("the tokenizer has ", tokenizer->vocab_size(),
+                                                            " tokens but the model's vocabulary only ",
+                                                            hf_config->vocab_size)));
+      }
+    }
     const std::string backend = ResolveBackend(model_config.backend());
     if (backend == "cuda" && runtime::ListCudaDevices().empty()) {
       return fail(absl::FailedPreconditionError("backend \"cuda\" was asked for but no CUDA GPU is visible"));
@@ -53,6 +76,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     auto served = std::make_unique<ServedModel>();
     served->config = model_config;
     served->hf_config = *hf_config;
+    served->tokenizer = std::move(tokenizer);
     auto& info = served->info;
     info.set_name(name);
     info.set_kind(tern::v1::MODEL_KIND_LLM);
@@ -74,7 +98,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     }
     info.set_context_length(static_cast<int32_t>(std::min<int64_t>(context, INT32_MAX)));
     info.set_backend(backend);
-    info.set_num_parameters(CountParameters(*hf_config));
+    info.set_num_parameters(*parameters);
     info.set_path(model_config.path());
     registry->models_[name] = std::move(served);
   }

@@ -1,8 +1,10 @@
 // The models this daemon serves, by name. Filled once at startup from the
 // config and --model flags, then read-only, so any thread may look up.
 //
-// A model whose directory is missing or malformed stops startup with a clear
-// error: serving a subset of what the operator asked for would hide it.
+// A model whose directory is missing or malformed (config.json, any tensor of
+// the architecture's layout missing or misshapen, a broken tokenizer) stops
+// startup with a clear error: serving a subset of what the operator asked
+// for would hide it.
 #pragma once
 
 #include <map>
@@ -12,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/model/hf_config.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "tern/v1/config.pb.h"
 #include "tern/v1/models.pb.h"
 
@@ -21,6 +24,8 @@ struct ServedModel {
   tern::v1::ModelConfig config;
   runtime::HfConfig hf_config;
   tern::v1::ModelInfo info;
+  // Null for a model directory without tokenizer files (token ids only).
+  std::unique_ptr<runtime::Tokenizer> tokenizer;
 };
 
 class ModelRegistry {

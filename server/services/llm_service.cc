@@ -27,9 +27,13 @@ absl::Status EngineUnavailable(const ServedModel& model) {
       "Tokenize, Detokenize and ListModels work"));
 }
 
-absl::Status TokenizerUnavailable(const ServedModel& model) {
-  return absl::UnavailableError(
-      absl::StrCat("model \"", model.info.name(), "\" has no tokenizer loaded in this ternd"));
+absl::StatusOr<const runtime::Tokenizer*> TokenizerOf(const ServedModel& model) {
+  if (model.tokenizer == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model \"", model.info.name(), "\" has no tokenizer (its directory holds no tokenizer.json or "
+        "tokenizer.model); send token ids"));
+  }
+  return model.tokenizer.get();
 }
 
 grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context, RpcScope& scope,
@@ -73,7 +77,14 @@ grpc::ServerUnaryReactor* LlmService::Tokenize(grpc::CallbackServerContext* cont
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
     RETURN_IF_ERROR(ValidateTokenizeRequest(*request, services_.limits));
-    return TokenizerUnavailable(*model);
+    ASSIGN_OR_RETURN(const runtime::Tokenizer* tokenizer, TokenizerOf(*model));
+    const bool add_special = !request->has_add_special_tokens() || request->add_special_tokens();
+    for (int32_t id : tokenizer->Encode(request->text(), add_special)) {
+      response->add_ids(id);
+      ASSIGN_OR_RETURN(std::string_view piece, tokenizer->IdToPiece(id));
+      response->add_tokens(std::string(piece));
+    }
+    return absl::OkStatus();
   }();
   return FinishUnary(context, scope, status);
 }
@@ -86,7 +97,11 @@ grpc::ServerUnaryReactor* LlmService::Detokenize(grpc::CallbackServerContext* co
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
     RETURN_IF_ERROR(ValidateDetokenizeRequest(*request, services_.limits));
-    return TokenizerUnavailable(*model);
+    ASSIGN_OR_RETURN(const runtime::Tokenizer* tokenizer, TokenizerOf(*model));
+    const std::vector<int32_t> ids(request->ids().begin(), request->ids().end());
+    ASSIGN_OR_RETURN(std::string text, tokenizer->Decode(ids, request->skip_special_tokens()));
+    response->set_text(std::move(text));
+    return absl::OkStatus();
   }();
   return FinishUnary(context, scope, status);
 }

@@ -201,14 +201,20 @@ TEST(TerndE2eTest, SigtermDrainsAndExitsZeroWithinTimeout) {
   EXPECT_NE(result.output.find("drained"), std::string::npos) << result.output;
 }
 
+// A tiny Llama with the real LLaMA-2 tokenizer, written by tern-mkmodel.
+std::string MakeTinyModel(const TempDir& dir, const std::string& name) {
+  const std::string out = dir.path() + "/" + name;
+  const ProcessResult made = RunProcess(
+      {BinaryPath("tern-mkmodel"), "--arch", "llama", "--preset", "tiny", "--seed", "0", "--tokenizer",
+       std::string(TERN_TEST_DATA_DIR) + "/tokenizers/llama2", "--out", out},
+      seconds(60));
+  EXPECT_EQ(made.exit_code, 0) << made.output;
+  return out;
+}
+
 TEST(TerndE2eTest, ServesModelDirectoryGivenByFlag) {
   TempDir dir;
-  dir.Write("tiny-llama/config.json", R"({
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256,
-    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
-    "torch_dtype": "float32"})");
-  DaemonProcess daemon = StartOrDie({"--model", dir.path() + "/tiny-llama", "--backend", "cpu"});
+  DaemonProcess daemon = StartOrDie({"--model", MakeTinyModel(dir, "tiny-llama"), "--backend", "cpu"});
   auto stub = tern::v1::Models::NewStub(Connect(daemon));
   grpc::ClientContext context;
   tern::v1::ListModelsResponse response;
@@ -216,8 +222,74 @@ TEST(TerndE2eTest, ServesModelDirectoryGivenByFlag) {
   ASSERT_EQ(response.models_size(), 1);
   EXPECT_EQ(response.models(0).name(), "tiny-llama");
   EXPECT_EQ(response.models(0).architecture(), "LlamaForCausalLM");
-  EXPECT_EQ(response.models(0).context_length(), 512);
+  EXPECT_EQ(response.models(0).context_length(), 2048);
   EXPECT_EQ(response.models(0).backend(), "cpu");
+  EXPECT_GT(response.models(0).num_parameters(), 4'000'000);
+}
+
+TEST(TerndE2eTest, TokenizeAndDetokenizeOverTheWire) {
+  TempDir dir;
+  DaemonProcess daemon = StartOrDie({"--model", MakeTinyModel(dir, "tiny-llama")});
+  auto stub = tern::v1::Llm::NewStub(Connect(daemon));
+  tern::v1::TokenizeRequest request;
+  request.set_model("tiny-llama");
+  request.set_text("Hello world");
+  tern::v1::TokenizeResponse tokens;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Tokenize(&context, request, &tokens).ok());
+  }
+  // LLaMA-2: BOS, then "▁Hello" (15043) and "▁world" (3186).
+  ASSERT_EQ(tokens.ids_size(), 3);
+  EXPECT_EQ(tokens.ids(0), 1);
+  EXPECT_EQ(tokens.ids(1), 15043);
+  EXPECT_EQ(tokens.ids(2), 3186);
+  EXPECT_EQ(tokens.tokens(1), "\u2581Hello");
+  tern::v1::DetokenizeRequest detokenize;
+  detokenize.set_model("tiny-llama");
+  detokenize.mutable_ids()->CopyFrom(tokens.ids());
+  detokenize.set_skip_special_tokens(true);
+  tern::v1::DetokenizeResponse text;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Detokenize(&context, detokenize, &text).ok());
+  }
+  EXPECT_EQ(text.text(), "Hello world");
+  detokenize.add_ids(999999);
+  grpc::ClientContext context;
+  EXPECT_EQ(stub->Detokenize(&context, detokenize, &text).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The CLI prints the ids space-separated.
+  const ProcessResult cli = RunProcess(
+      {BinaryPath("tern"), "--target", daemon.grpc_target(), "tokenize", "-m", "tiny-llama", "Hello world"},
+      seconds(30));
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_EQ(cli.output, "1 15043 3186\n");
+}
+
+TEST(TerndE2eTest, GenerateOnServedModelValidatesThenReportsNoEngine) {
+  TempDir dir;
+  DaemonProcess daemon = StartOrDie({"--model", MakeTinyModel(dir, "tiny-llama")});
+  auto stub = tern::v1::Llm::NewStub(Connect(daemon));
+  const auto call = [&](const tern::v1::GenerateRequest& request) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto reader = stub->Generate(&context, request);
+    tern::v1::GenerateResponse response;
+    EXPECT_FALSE(reader->Read(&response)) << "no tokens may be produced without an engine";
+    return reader->Finish();
+  };
+  tern::v1::GenerateRequest request;
+  request.set_model("tiny-llama");
+  request.set_text("Hello");
+  request.mutable_sampling()->set_top_p(1.5f);
+  const grpc::Status invalid = call(request);
+  EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(invalid.error_message().find("sampling.top_p"), std::string::npos);
+  request.mutable_sampling()->set_top_p(0.9f);
+  const grpc::Status unavailable = call(request);
+  EXPECT_EQ(unavailable.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(unavailable.error_message().find("tiny-llama"), std::string::npos);
 }
 
 // --- Bad input: a clear message and a non-zero exit, never a crash. ---
@@ -255,6 +327,20 @@ TEST(TerndBadInputTest, OutOfRangeConfigValue) {
 
 TEST(TerndBadInputTest, MissingModelPath) {
   ExpectCleanFailure({"--model", "/nonexistent/model-dir"}, "/nonexistent/model-dir");
+}
+
+TEST(TerndBadInputTest, ModelDirectoryWithoutWeights) {
+  TempDir dir;
+  dir.Write("m/config.json", R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 256,
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "max_position_embeddings": 512})");
+  ExpectCleanFailure({"--model", dir.path() + "/m"}, "model.safetensors");
+}
+
+TEST(TerndBadInputTest, UnsupportedArchitecture) {
+  TempDir dir;
+  dir.Write("m/config.json", R"({"architectures": ["GPT2LMHeadModel"]})");
+  ExpectCleanFailure({"--model", dir.path() + "/m"}, "GPT2LMHeadModel");
 }
 
 TEST(TerndBadInputTest, PortAlreadyInUse) {
