@@ -100,10 +100,10 @@ Value GetAttributePath(const Value& item, const std::string& path) {
     const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (current.is_dict() && current.data().contains(part)) {
       current = Value(current.data().at(part));
-    } else if (current.is_list() && !part.empty() &&
+    } else if (current.is_list() && !part.empty() && part.size() < 18 &&
                std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
-               std::stoull(part) < current.data().size()) {
-      current = Value(current.data().at(std::stoull(part)));
+               std::strtoull(part.c_str(), nullptr, 10) < current.data().size()) {
+      current = Value(current.data().at(std::strtoull(part.c_str(), nullptr, 10)));
     } else if (current.kind() == Value::Kind::kNamespace &&
                current.namespace_attributes().contains(part)) {
       current = Value(current.namespace_attributes().at(part));
@@ -414,6 +414,34 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input, c
     }
     return Value(ToJsonList(out));
   }
+  if (name == "dictsort") {
+    ASSIGN_OR_RETURN(auto bound, Bind(name, args, {{"case_sensitive", Bool(false)}, {"by", Str("key")},
+                                                   {"reverse", Bool(false)}}));
+    if (!input.is_dict()) return Invalid("dictsort needs a mapping, not " + TypeName(input));
+    const std::string by = ToPyString(bound[1]);
+    if (by != "key" && by != "value") return Invalid("dictsort: by must be 'key' or 'value'");
+    std::vector<std::pair<Value, Value>> pairs;
+    for (auto it = input.data().begin(); it != input.data().end(); ++it) {
+      pairs.emplace_back(Str(it.key()), Value(it.value()));
+    }
+    const bool case_sensitive = Truthy(bound[0]);
+    const bool reverse = Truthy(bound[2]);
+    absl::Status error = absl::OkStatus();
+    std::stable_sort(pairs.begin(), pairs.end(), [&](const auto& a, const auto& b) {
+      const Value ka = CaseFold(by == "key" ? a.first : a.second, case_sensitive);
+      const Value kb = CaseFold(by == "key" ? b.first : b.second, case_sensitive);
+      auto less = reverse ? PyLess(kb, ka) : PyLess(ka, kb);
+      if (!less.ok()) {
+        error = less.status();
+        return false;
+      }
+      return *less;
+    });
+    RETURN_IF_ERROR(error);
+    Json out = Json::array();
+    for (const auto& [key, value] : pairs) out.push_back(Json::array({key.ToJson(), value.ToJson()}));
+    return Value(std::move(out));
+  }
   if (name == "map") return MapFilter(input, args, context);
   if (name == "sort" || name == "unique") return SortOrUnique(name, input, args);
   if (name == "abs") {
@@ -621,8 +649,8 @@ bool HasMethod(const Value& object, const std::string& name) {
                                                "endswith",   "upper",  "lower",     "replace", "title",
                                                "capitalize", "find",   "count",     "join",    "splitlines",
                                                "format"};
-  static const char* const kDictMethods[] = {"items", "keys", "values", "get", "pop", "update",
-                                             "setdefault", "clear", "popitem"};
+  static const char* const kDictMethods[] = {"items", "keys", "values", "get", "copy", "pop",
+                                             "update", "setdefault", "clear", "popitem"};
   static const char* const kListMethods[] = {"append", "extend", "insert", "pop", "remove",
                                              "clear",  "sort",   "reverse", "index", "count"};
   auto in = [&](const auto& list) {
@@ -631,6 +659,14 @@ bool HasMethod(const Value& object, const std::string& name) {
   if (object.is_string()) return in(kStringMethods);
   if (object.is_dict()) return in(kDictMethods);
   if (object.is_list()) return in(kListMethods);
+  return false;
+}
+
+bool IsReadOnlyMethod(const Value& object, const std::string& name) {
+  if (object.is_string()) return HasMethod(object, name);
+  if (object.is_dict()) {
+    return name == "items" || name == "keys" || name == "values" || name == "get" || name == "copy";
+  }
   return false;
 }
 
@@ -739,6 +775,10 @@ absl::StatusOr<Value> CallMethod(const Value& object, const std::string& name, c
         if (name == "values") out.push_back(it.value());
       }
       return Value(std::move(out));
+    }
+    if (name == "copy") {
+      RETURN_IF_ERROR(Bind(where, args, {}).status());
+      return object;
     }
     if (name == "get") {
       ASSIGN_OR_RETURN(auto bound, Bind(where, args, {{"key", std::nullopt}, {"default", None()}}));

@@ -40,6 +40,11 @@ absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& input, cons
 // rather than a call of the attribute's value. List mutators count, so that
 // CallMethod can refuse them as the sandbox does.
 bool HasMethod(const Value& object, const std::string& name);
+// Whether `object.name` names a method that does not modify the object
+// (str.strip, dict.items, ...). Jinja's getattr prefers such a method to a
+// dict key of the same name, so `d.items` is the method even when d has a key
+// "items" (d['items'] is the key).
+bool IsReadOnlyMethod(const Value& object, const std::string& name);
 absl::StatusOr<Value> CallMethod(const Value& object, const std::string& name, const CallArgs& args);
 
 // range, namespace, dict, raise_exception, strftime_now.

@@ -211,6 +211,8 @@ class Lexer {
   }
 
   // Digits with optional '_' separators; a float has a fraction and/or exponent.
+  // An integer beyond int64 is flagged rather than refused here: after a dot
+  // it is only an attribute name; the parser refuses it as a value.
   absl::Status LexNumber(Token* t) {
     size_t end = pos_;
     auto digits = [&]() {
@@ -246,8 +248,8 @@ class Lexer {
       t->kind = Token::Kind::kInteger;
       errno = 0;
       const long long v = std::strtoll(text.c_str(), nullptr, 10);
-      if (errno == ERANGE) return Error(line_, "integer literal " + text + " is too large");
-      t->int_value = v;
+      t->overflow = errno == ERANGE;
+      t->int_value = t->overflow ? 0 : v;
     }
     t->text = text;
     Advance(end);

@@ -35,6 +35,7 @@ struct Token {
   Kind kind = Kind::kEnd;
   std::string text;
   int64_t int_value = 0;
+  bool overflow = false;  // kInteger beyond int64; usable only as an attribute name (x.123...)
   double float_value = 0.0;
   int line = 1;  // 1-based line in the source where the token starts
 };

@@ -510,6 +510,7 @@ class Parser {
         return e;
       }
       case TK::kInteger: {
+        if (t.overflow) return Error(t, "integer literal " + t.text + " is too large");
         Next();
         ExprPtr e = MakeExpr(Expr::Kind::kLiteral, t.line);
         e->literal = t.int_value;
@@ -583,7 +584,7 @@ class Parser {
         if (Peek().kind == TK::kName) {
           attr->name = Next().text;
         } else if (Peek().kind == TK::kInteger) {
-          attr->literal = Peek().int_value;
+          if (!Peek().overflow) attr->literal = Peek().int_value;
           attr->name = Next().text;
         } else {
           return Error(Peek(), "expected an attribute name after '.', got " + Describe(Peek()));

@@ -359,6 +359,10 @@ class Renderer {
   absl::StatusOr<Value> GetAttr(const Expr& e, const Value& object) {
     if (object.is_undefined()) return UndefinedError(e.line, object);
     if (object.is_list() && e.literal.is_number_integer()) return GetItem(e.line, object, Value(e.literal));
+    if (IsReadOnlyMethod(object, e.name)) {
+      // An uncalled method: defined and truthy, but not data (calls go through EvalCall).
+      return Value::Builtin(TypeName(object) + "." + e.name);
+    }
     if (object.is_dict()) {
       const auto it = object.data().find(e.name);
       if (it != object.data().end()) return Value(*it);

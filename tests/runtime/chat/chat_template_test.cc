@@ -13,6 +13,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -241,6 +242,59 @@ TEST(ChatTemplateTest, RendersConcurrently) {
   }
   for (auto& th : threads) th.join();
   for (int m : mismatches) EXPECT_EQ(m, 0);
+}
+
+// Mangled templates (seeded random cuts, copies and stray syntax inserted
+// into the real templates) must parse and render to a result or an
+// INVALID_ARGUMENT error; never crash, hang or return another code.
+TEST(ChatTemplateTest, MangledTemplatesFailCleanly) {
+  const char* const kFragments[] = {"{{", "}}", "{%", "%}", "{#", "#}", "-", "+", "(", ")", "[", "]",
+                                    "{", "}", "'", "\"", "\\", "|", " is ", " not ", ".", ",", ":",
+                                    " if ", " else ", "endif", " for ", " in ", "endfor", "loop.", "~",
+                                    "*", "**", "//", "%", "=", "ns.", "[::-1]", "raise_exception(", "\n"};
+  ChatTemplateInputs inputs;
+  inputs.messages = {{"system", "sys", Json::object()},
+                     {"user", "hi", Json::object()},
+                     {"assistant", "hello", Json::object()},
+                     {"user", "bye", Json::object()}};
+  inputs.add_generation_prompt = true;
+  inputs.now = FixedNow();
+  std::mt19937 rng(20240726);
+  int rendered = 0;
+  int rejected = 0;
+  for (const Json& entry : ReadJson(kDataDir + "/templates.json")) {
+    if (!entry.contains("path")) continue;
+    const std::string original = ReadAll(kDataDir + "/" + entry.at("path").get<std::string>());
+    for (int round = 0; round < 300; ++round) {
+      std::string source = original;
+      const int edits = 1 + static_cast<int>(rng() % 4);
+      for (int e = 0; e < edits && !source.empty(); ++e) {
+        const size_t at = rng() % source.size();
+        const size_t len = 1 + rng() % 12;
+        switch (rng() % 3) {
+          case 0: source.erase(at, len); break;
+          case 1: source.insert(at, source.substr(rng() % source.size(), len)); break;
+          default: source.insert(at, kFragments[rng() % std::size(kFragments)]); break;
+        }
+      }
+      auto parsed = ChatTemplate::Parse(source);
+      if (!parsed.ok()) {
+        EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << parsed.status();
+        ++rejected;
+        continue;
+      }
+      auto out = parsed->Render(inputs);
+      if (out.ok()) {
+        ++rendered;
+      } else {
+        EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << out.status();
+        ++rejected;
+      }
+    }
+  }
+  // Both outcomes occur, so the mangling neither always breaks nor never does.
+  EXPECT_GT(rendered, 100);
+  EXPECT_GT(rejected, 100);
 }
 
 // ----- LoadChatTemplate -----
