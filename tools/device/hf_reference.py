@@ -3,8 +3,8 @@
 
 For each model directory (written by tern-mkmodel), loads it with
 AutoModelForCausalLM in float32 on the CPU (deterministic), runs fixed token
-sequences, and writes JSON with the logits at every position and a greedy
-continuation, plus the sha256 of the weights so a test can tell that it
+sequences, and writes JSON with the logits at every position and a 16-step
+greedy continuation with the logits of each step, plus the sha256 of the weights so a test can tell that it
 regenerated the same model. Run where transformers is installed:
 
   python3 tools/device/hf_reference.py --out DIR MODEL_DIR...
@@ -47,16 +47,17 @@ def main():
         cases = []
         for ids in sequences(vocab):
             logits = model(torch.tensor([ids])).logits[0]
-            cases.append({"token_ids": ids,
-                          "logits": [[round(float(v), 5) for v in row] for row in logits]})
+            cases.append({"token_ids": ids, "logits": [[float(v) for v in row] for row in logits]})
         prompt = sequences(vocab)[2]
-        greedy = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-                                pad_token_id=0)[0][len(prompt):].tolist()
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False,
+                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+        greedy = out.sequences[0][len(prompt):].tolist()
+        greedy_logits = [[float(v) for v in step[0]] for step in out.logits]
         name = os.path.basename(os.path.normpath(model_dir))
         result = {"model": name, "architecture": model.config.architectures[0],
                   "transformers": transformers.__version__, "torch": torch.__version__,
                   "weights_sha256": weights_sha256(model_dir), "cases": cases,
-                  "greedy": {"prompt": prompt, "continuation": greedy}}
+                  "greedy": {"prompt": prompt, "continuation": greedy, "logits": greedy_logits}}
         with open(os.path.join(args.out, name + ".json"), "w") as f:
             json.dump(result, f, separators=(",", ":"))
         print(name, "ok", len(cases), "cases, greedy", greedy)
