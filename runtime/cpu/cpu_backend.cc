@@ -92,8 +92,15 @@ void Gemm(Tensor x, const float* w, int64_t out_features, int64_t in_features, c
   CHECK_EQ(y.cols, out_features);
   CHECK_EQ(x.rows, y.rows);
   if (x.rows == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(x.rows), int(out_features), int(in_features), 1.0f,
-              F(x), int(x.stride), w, int(in_features), 0.0f, F(y), int(y.stride));
+  if (x.rows == 1) {
+    // Decode: a matrix-vector product. OpenBLAS's GEMV splits the rows of W
+    // across threads and streams them; its GEMM path for M == 1 does not.
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(out_features), int(in_features), 1.0f, w, int(in_features),
+                F(x), 1, 0.0f, F(y), 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(x.rows), int(out_features), int(in_features),
+                1.0f, F(x), int(x.stride), w, int(in_features), 0.0f, F(y), int(y.stride));
+  }
   if (!bias.empty()) {
     for (int64_t r = 0; r < y.rows; ++r) {
       float* row = F(y) + r * y.stride;

@@ -292,6 +292,21 @@ TEST(TerndE2eTest, GenerateOnServedModelValidatesThenReportsNoEngine) {
   EXPECT_NE(unavailable.error_message().find("tiny-llama"), std::string::npos);
 }
 
+TEST(TernRunTest, GeneratesDeterministicTextFromPrompt) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, "tiny-llama");
+  const std::vector<std::string> argv = {BinaryPath("tern-run"), "--model", model, "--max-tokens", "12",
+                                         "--temperature", "0.8", "--seed", "5", "The capital of France is"};
+  const ProcessResult first = RunProcess(argv, seconds(60));
+  const ProcessResult second = RunProcess(argv, seconds(60));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_GT(first.output.size(), 1u);
+  EXPECT_EQ(first.output, second.output) << "same seed, same text";
+  const ProcessResult bad = RunProcess({BinaryPath("tern-run"), "--model", model, "--top-p", "0", "x"}, seconds(60));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("top_p"), std::string::npos) << bad.output;
+}
+
 // --- Bad input: a clear message and a non-zero exit, never a crash. ---
 
 void ExpectCleanFailure(const std::vector<std::string>& args, const std::string& message_part) {

@@ -1,7 +1,7 @@
 // tern-mkmodel: writes a Hugging Face-format model directory with random
 // weights from a fixed seed, at any preset shape, with a real tokenizer.
 //
-//   tern-mkmodel --arch llama|mistral|qwen2|mixtral --preset tiny|1b|llama-2-7b|llama-3-8b
+//   tern-mkmodel --arch llama|mistral|qwen2|mixtral --preset tiny|100m|1b|llama-2-7b|llama-3-8b
 //                (--tokenizer DIR | --vocab-size N) --seed N
 //                --dtype float32|float16|bfloat16 --out DIR [--max-shard-mib N] [--layers N]
 //
@@ -29,7 +29,7 @@
 #include "tools/mkmodel/tokenizer_facts.h"
 
 ABSL_FLAG(std::string, arch, "llama", "llama, mistral, qwen2 or mixtral");
-ABSL_FLAG(std::string, preset, "tiny", "tiny, 1b, llama-2-7b or llama-3-8b");
+ABSL_FLAG(std::string, preset, "tiny", "tiny, 100m, 1b, llama-2-7b or llama-3-8b");
 ABSL_FLAG(std::string, tokenizer, "",
           "Directory with tokenizer.json or tokenizer.model, copied into the model; sets the vocabulary");
 ABSL_FLAG(int64_t, vocab_size, 0,

@@ -9,6 +9,9 @@ absl::StatusOr<ModelShape> ShapeFor(const std::string& arch, const std::string& 
   if (preset == "tiny") {
     s = {.hidden = 64, .intermediate = 160, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 512,
          .max_positions = 2048};
+  } else if (preset == "100m") {  // ~106M parameters: the CPU benchmark shape
+    s = {.hidden = 768, .intermediate = 2048, .layers = 8, .heads = 12, .kv_heads = 12, .vocab = 32000,
+         .max_positions = 2048};
   } else if (preset == "1b") {  // TinyLlama-1.1B
     s = {.hidden = 2048, .intermediate = 5632, .layers = 22, .heads = 32, .kv_heads = 4, .vocab = 32000,
          .max_positions = 2048};
@@ -20,7 +23,7 @@ absl::StatusOr<ModelShape> ShapeFor(const std::string& arch, const std::string& 
          .max_positions = 8192, .rope_theta = 500000.0};
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown preset \"", preset, "\" (tiny, 1b, llama-2-7b, llama-3-8b)"));
+        absl::StrCat("unknown preset \"", preset, "\" (tiny, 100m, 1b, llama-2-7b, llama-3-8b)"));
   }
   if (arch == "llama" || arch == "mistral") {
   } else if (arch == "qwen2") {

@@ -18,7 +18,7 @@ struct ModelShape {
   bool attention_bias = false;
 };
 
-// `arch` is llama|mistral|qwen2|mixtral; `preset` tiny|1b|llama-2-7b|llama-3-8b.
+// `arch` is llama|mistral|qwen2|mixtral; `preset` tiny|100m|1b|llama-2-7b|llama-3-8b.
 // `vocab` overrides the preset's vocabulary size when > 0 (the tokenizer's).
 absl::StatusOr<ModelShape> ShapeFor(const std::string& arch, const std::string& preset, int64_t vocab);
 
