@@ -1,0 +1,101 @@
+#include "runtime/runner/llm_model_runner.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/status_macros.h"
+
+namespace tern::runtime {
+
+absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::unique_ptr<Backend> backend,
+                                                                       const LlmModelRunnerOptions& options) {
+  if (options.block_size <= 0) return absl::InvalidArgumentError("block_size must be positive");
+  std::unique_ptr<LlmModelRunner> runner(new LlmModelRunner());
+  runner->backend_ = std::move(backend);
+  ASSIGN_OR_RETURN(runner->model_, LlamaModel::Load(options.model_dir, runner->backend_.get(), options.model));
+  int32_t num_blocks = options.num_blocks;
+  if (num_blocks <= 0) {
+    const size_t per_block = runner->backend_->KvBlockBytes(runner->model_->CacheSpec(1, options.block_size));
+    num_blocks = static_cast<int32_t>(std::min<size_t>(options.kv_cache_bytes / per_block, INT32_MAX));
+  }
+  if (num_blocks <= 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("the KV cache budget of ", options.kv_cache_bytes,
+                                                     " bytes holds no block"));
+  }
+  ASSIGN_OR_RETURN(runner->cache_,
+                   runner->backend_->AllocateKvCache(runner->model_->CacheSpec(num_blocks, options.block_size)));
+  runner->max_context_ = runner->model_->config().max_position_embeddings;
+  if (options.max_context_length > 0) runner->max_context_ = std::min(runner->max_context_, options.max_context_length);
+  return runner;
+}
+
+absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
+  StepResult result;
+  const auto start = std::chrono::steady_clock::now();
+  if (!plan.block_copies.empty()) {
+    std::vector<int32_t> src, dst;
+    for (const auto& [s, d] : plan.block_copies) {
+      if (s < 0 || d < 0 || s >= cache_->spec().num_blocks || d >= cache_->spec().num_blocks) {
+        return absl::InvalidArgumentError("block copy outside the cache");
+      }
+      src.push_back(s);
+      dst.push_back(d);
+    }
+    cache_->CopyBlocks(src, dst);
+  }
+  if (plan.sequences.empty()) return result;
+
+  const int32_t block_size = cache_->spec().block_size;
+  ForwardBatch& b = batch_;
+  b.token_ids.clear();
+  b.positions.clear();
+  b.slots.clear();
+  b.query_start.assign(1, 0);
+  b.context_lens.clear();
+  b.block_indptr.assign(1, 0);
+  b.block_ids.clear();
+  b.logits_rows.clear();
+  for (const SequenceStep& s : plan.sequences) {
+    const int32_t n = static_cast<int32_t>(s.token_ids.size());
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no tokens to compute"));
+    const int32_t end = s.num_computed_tokens + n;
+    if (int64_t(s.block_table.size()) * block_size < end) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": ", s.block_table.size(),
+                                                     " blocks cannot hold ", end, " tokens"));
+    }
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t p = s.num_computed_tokens + i;
+      b.token_ids.push_back(s.token_ids[i]);
+      b.positions.push_back(p);
+      b.slots.push_back(s.block_table[p / block_size] * block_size + p % block_size);
+    }
+    b.query_start.push_back(b.num_tokens());
+    b.context_lens.push_back(end);
+    b.block_ids.insert(b.block_ids.end(), s.block_table.begin(), s.block_table.end());
+    b.block_indptr.push_back(static_cast<int32_t>(b.block_ids.size()));
+    if (s.sample) {
+      if (s.sampling == nullptr || s.sampling_state == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " samples without parameters"));
+      }
+      b.logits_rows.push_back(b.num_tokens() - 1);
+    }
+  }
+  RETURN_IF_ERROR(b.Validate(cache_->spec(), model_->config().vocab_size));
+  RETURN_IF_ERROR(model_->Forward(b, *cache_, &logits_));
+  const auto forwarded = std::chrono::steady_clock::now();
+  const size_t vocab = size_t(model_->config().vocab_size);
+  size_t row = 0;
+  for (const SequenceStep& s : plan.sequences) {
+    if (!s.sample) continue;
+    ASSIGN_OR_RETURN(SampledToken token,
+                     sampler_.Sample(absl::MakeConstSpan(&logits_[row * vocab], vocab), *s.sampling, *s.sampling_state));
+    result.outputs.push_back({s.seq_id, std::move(token)});
+    ++row;
+  }
+  const auto done = std::chrono::steady_clock::now();
+  result.forward_seconds = std::chrono::duration<double>(forwarded - start).count();
+  result.sample_seconds = std::chrono::duration<double>(done - forwarded).count();
+  return result;
+}
+
+}  // namespace tern::runtime

@@ -1,0 +1,47 @@
+// LlmModelRunner: a ModelRunner over a LlamaModel on any Backend: builds the
+// ForwardBatch from a StepPlan, runs the forward pass, and samples on the
+// host with the runtime Sampler.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "runtime/backend/backend.h"
+#include "runtime/model/llama_model.h"
+#include "runtime/runner/model_runner.h"
+
+namespace tern::runtime {
+
+struct LlmModelRunnerOptions {
+  std::string model_dir;
+  int32_t block_size = 16;
+  // KV cache blocks; 0 sizes the cache from kv_cache_bytes.
+  int32_t num_blocks = 0;
+  size_t kv_cache_bytes = size_t(1) << 30;
+  int64_t max_context_length = 0;  // 0: the model's
+  LlamaModelOptions model;
+};
+
+class LlmModelRunner final : public ModelRunner {
+ public:
+  // Takes ownership of `backend`.
+  static absl::StatusOr<std::unique_ptr<LlmModelRunner>> Create(std::unique_ptr<Backend> backend,
+                                                                const LlmModelRunnerOptions& options);
+
+  absl::StatusOr<StepResult> Execute(const StepPlan& plan) override;
+  KvCacheLayout kv_cache_layout() const override { return {cache_->spec().num_blocks, cache_->spec().block_size}; }
+  int64_t vocab_size() const override { return model_->config().vocab_size; }
+  int64_t max_context_length() const override { return max_context_; }
+
+ private:
+  LlmModelRunner() = default;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<KvCache> cache_;
+  int64_t max_context_ = 0;
+  Sampler sampler_;
+  ForwardBatch batch_;  // reused step to step
+  std::vector<float> logits_;
+};
+
+}  // namespace tern::runtime

@@ -1,0 +1,72 @@
+// ModelRunner: what the scheduler sees of a model. One call runs one step:
+// the plan says, per sequence, which tokens to compute into which KV blocks
+// and whether to sample; the result carries the sampled tokens.
+//
+// The plan is all the runner needs: it holds no per-sequence state of its
+// own, so the scheduler may preempt, resume, fork or drop any sequence
+// between steps. Pointers in a plan borrow from the scheduler's sequences
+// and are valid only during Execute. Execute is called by one thread (the
+// engine thread) at a time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/sampling/sampling_params.h"
+#include "runtime/sampling/sequence_sampling_state.h"
+
+namespace tern::runtime {
+
+// One sequence's share of a step.
+struct SequenceStep {
+  int64_t seq_id = 0;
+  // Tokens to compute now: positions [num_computed_tokens, num_computed_tokens + size).
+  absl::Span<const int32_t> token_ids;
+  int32_t num_computed_tokens = 0;  // tokens already in the KV cache
+  // Physical KV blocks covering positions [0, num_computed_tokens + size).
+  absl::Span<const int32_t> block_table;
+  // Sample a next token after the last computed position (false for a
+  // prefill chunk that does not reach the end of the prompt).
+  bool sample = false;
+  const SamplingParams* sampling = nullptr;           // required when sample
+  const SequenceSamplingState* sampling_state = nullptr;  // required when sample
+};
+
+struct StepPlan {
+  std::vector<SequenceStep> sequences;
+  // Whole-block copies to make before the step (copy-on-write): src -> dst.
+  std::vector<std::pair<int32_t, int32_t>> block_copies;
+};
+
+struct SequenceOutput {
+  int64_t seq_id = 0;
+  SampledToken token;
+};
+
+struct StepResult {
+  // One per sequence with sample = true, in plan order.
+  std::vector<SequenceOutput> outputs;
+  double forward_seconds = 0;
+  double sample_seconds = 0;
+};
+
+struct KvCacheLayout {
+  int32_t num_blocks = 0;
+  int32_t block_size = 0;
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+  // INVALID_ARGUMENT for a plan inconsistent with the cache (block ids out of
+  // range, too few blocks for the tokens); backend failures otherwise.
+  virtual absl::StatusOr<StepResult> Execute(const StepPlan& plan) = 0;
+  virtual KvCacheLayout kv_cache_layout() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_context_length() const = 0;
+};
+
+}  // namespace tern::runtime

@@ -1,0 +1,109 @@
+// Engine: one per served LLM. Its thread owns all scheduling state (the
+// Scheduler, the BlockManager, every Sequence) and drives the ModelRunner
+// step by step: drain the inbox, plan, execute, apply, push events to sinks.
+//
+// Thread-safe entry points: Submit, Cancel, Stats, Drain (and the
+// destructor). Everything else runs on the engine thread. Sinks are called
+// on the engine thread and must not block.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/runner/model_runner.h"
+#include "runtime/sampling/sampling_params.h"
+#include "runtime/sampling/stop_checker.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "scheduler/tenant.h"
+
+namespace tern::scheduler {
+
+// A generation request in native form (the server converts from tern.v1).
+struct EngineRequest {
+  std::string request_id;            // unique among in-flight requests
+  const Tenant* tenant = nullptr;    // borrowed; outlives the engine
+  int32_t priority = 0;              // higher first within a tenant (tenant priority already added)
+  std::vector<int32_t> prompt_token_ids;
+  runtime::SamplingParams sampling;  // validated; n choices share the prompt (copy-on-write)
+  absl::Time arrival_time = absl::InfinitePast();
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// New output of one choice since the last event.
+struct ChoiceDelta {
+  int32_t index = 0;
+  std::string text;                   // UTF-8 safe, stop strings held back and removed
+  std::vector<int32_t> token_ids;
+  std::vector<runtime::SampledToken> logprobs;  // one per token id when logprobs were asked for
+  runtime::FinishReason finish_reason = runtime::FinishReason::kNone;
+  runtime::StopReason stop_reason;
+  bool aborted = false;               // cancelled or past its deadline
+};
+
+struct RequestUsage {
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t cached_prompt_tokens = 0;   // prompt tokens whose KV came from the prefix cache
+};
+
+class RequestSink {
+ public:
+  virtual ~RequestSink() = default;
+  // Called on the engine thread after each step that produced output.
+  virtual void OnDeltas(const std::vector<ChoiceDelta>& deltas) = 0;
+  // Called once, last: OK with usage when every choice finished (or was
+  // aborted by Cancel), else the error (DEADLINE_EXCEEDED, INTERNAL, ...).
+  virtual void OnDone(const absl::Status& status, const RequestUsage& usage) = 0;
+};
+
+struct EngineOptions {
+  std::string model_name;               // for logs and metric labels
+  int32_t max_num_seqs = 256;           // sequences per step
+  int32_t max_num_batched_tokens = 2048;  // token budget per step (chunked prefill)
+  int32_t max_queued_requests = 4096;   // beyond: RESOURCE_EXHAUSTED at Submit
+  bool enable_prefix_caching = true;
+  const runtime::Tokenizer* tokenizer = nullptr;  // borrowed; for text and stop strings (null: ids only)
+};
+
+struct EngineStats {
+  int32_t running = 0;
+  int32_t waiting = 0;
+  int32_t kv_blocks_total = 0;
+  int32_t kv_blocks_used = 0;
+  int64_t steps = 0;
+  int64_t preemptions = 0;
+  int64_t prefix_cache_queries = 0;   // prompt blocks looked up
+  int64_t prefix_cache_hits = 0;      // of which found
+  int64_t prompt_tokens = 0;
+  int64_t generation_tokens = 0;
+  absl::Time last_step_time = absl::InfinitePast();
+};
+
+class Engine {
+ public:
+  // Starts the engine thread.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                        std::unique_ptr<runtime::ModelRunner> runner);
+  virtual ~Engine() = default;
+
+  // Enqueues a request; returns at once. RESOURCE_EXHAUSTED when the queue or
+  // the tenant's limit is full, INVALID_ARGUMENT when the prompt plus
+  // max_tokens exceed the context or a token id is outside the vocabulary,
+  // UNAVAILABLE when draining. On OK the sink gets OnDone exactly once.
+  virtual absl::Status Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) = 0;
+  // Aborts a request (client went away); its blocks are freed within one
+  // step and its sink gets OnDone(OK) with aborted deltas. Unknown ids are ignored.
+  virtual void Cancel(const std::string& request_id) = 0;
+  virtual EngineStats Stats() const = 0;
+  // Stops admitting, lets in-flight requests finish until `timeout`, aborts
+  // the rest, and stops the thread.
+  virtual void Drain(absl::Duration timeout) = 0;
+};
+
+}  // namespace tern::scheduler
