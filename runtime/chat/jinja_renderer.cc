@@ -1,6 +1,9 @@
 #include "runtime/chat/jinja_renderer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -573,9 +576,9 @@ class Renderer {
       if ((seq.is_string() || seq.is_list()) && times.is_data() && AsInt(times.data())) {
         const int64_t n = std::max<int64_t>(0, *AsInt(times.data()));
         const size_t unit = seq.is_string() ? seq.str().size() : seq.data().size();
-        if (n > 0 && unit > 0) {
-          RETURN_IF_ERROR(CheckSize(line, static_cast<size_t>(std::min<int64_t>(n, INT64_MAX / 2 / static_cast<int64_t>(unit))) * unit));
-        }
+        int64_t total = 0;
+        if (__builtin_mul_overflow(n, static_cast<int64_t>(unit), &total)) total = INT64_MAX;
+        RETURN_IF_ERROR(CheckSize(line, static_cast<size_t>(total)));
         if (seq.is_string()) {
           std::string out;
           for (int64_t i = 0; i < n; ++i) out += seq.str();
