@@ -69,6 +69,10 @@ struct EngineOptions {
   int32_t max_queued_requests = 4096;   // beyond: RESOURCE_EXHAUSTED at Submit
   bool enable_prefix_caching = true;
   const runtime::Tokenizer* tokenizer = nullptr;  // borrowed; for text and stop strings (null: ids only)
+  // Ids that end generation besides the tokenizer's EOS ids (generation_config.json).
+  std::vector<int32_t> eos_token_ids;
+  // Requests of one tenant not yet running; beyond: RESOURCE_EXHAUSTED at Submit. 0: no limit.
+  int32_t max_queued_requests_per_tenant = 0;
 };
 
 struct EngineStats {
@@ -96,6 +100,12 @@ class Engine {
   // the tenant's limit is full, INVALID_ARGUMENT when the prompt plus
   // max_tokens exceed the context or a token id is outside the vocabulary,
   // UNAVAILABLE when draining. On OK the sink gets OnDone exactly once.
+  // Details: max_tokens unset becomes the rest of the context (or of the KV
+  // cache, when smaller); a request whose prompt + max_tokens cannot fit the
+  // KV cache is INVALID_ARGUMENT; a duplicate in-flight id is ALREADY_EXISTS;
+  // a null tenant means kDefaultTenantName. Tenant::max_concurrent_requests
+  // is enforced by waiting, not by rejection: the request queues until one
+  // of the tenant's requests finishes.
   virtual absl::Status Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) = 0;
   // Aborts a request (client went away); its blocks are freed within one
   // step and its sink gets OnDone(OK) with aborted deltas. Unknown ids are ignored.

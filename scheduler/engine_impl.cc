@@ -1,0 +1,330 @@
+#include "scheduler/engine_impl.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/check.h"
+#include "runtime/base/status_macros.h"
+
+namespace tern::scheduler {
+namespace {
+
+SchedulerOptions MakeSchedulerOptions(const EngineOptions& options, const runtime::ModelRunner& runner) {
+  SchedulerOptions s;
+  s.max_num_seqs = options.max_num_seqs;
+  s.max_num_batched_tokens = options.max_num_batched_tokens;
+  s.enable_prefix_caching = options.enable_prefix_caching;
+  s.max_context_length = runner.max_context_length();
+  s.tokenizer = options.tokenizer;
+  s.eos_token_ids = options.eos_token_ids;
+  if (options.tokenizer != nullptr) {
+    for (int32_t id : options.tokenizer->eos_ids()) {
+      if (std::find(s.eos_token_ids.begin(), s.eos_token_ids.end(), id) == s.eos_token_ids.end()) {
+        s.eos_token_ids.push_back(id);
+      }
+    }
+  }
+  return s;
+}
+
+Tenant MakeDefaultTenant() {
+  Tenant t;
+  t.name = kDefaultTenantName;
+  return t;
+}
+
+}  // namespace
+
+EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::ModelRunner> runner)
+    : options_(options),
+      layout_(runner->kv_cache_layout()),
+      vocab_size_(runner->vocab_size()),
+      max_context_(runner->max_context_length()),
+      default_tenant_(MakeDefaultTenant()),
+      runner_(std::move(runner)),
+      scheduler_(MakeSchedulerOptions(options, *runner_), layout_) {
+  stats_.kv_blocks_total = layout_.num_blocks;
+}
+
+EngineImpl::~EngineImpl() { Drain(absl::ZeroDuration()); }
+
+void EngineImpl::Start() {
+  absl::MutexLock lock(&join_mu_);
+  CHECK(!thread_.joinable());
+  thread_ = std::thread([this] { Loop(); });
+}
+
+absl::Status EngineImpl::Validate(EngineRequest& request) const {
+  if (request.request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
+  if (request.prompt_token_ids.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
+  RETURN_IF_ERROR(request.sampling.Validate());
+  for (size_t i = 0; i < request.prompt_token_ids.size(); ++i) {
+    const int32_t id = request.prompt_token_ids[i];
+    if (id < 0 || id >= vocab_size_) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " is ", id, ", outside the vocabulary [0, ",
+                                                     vocab_size_, ")"));
+    }
+  }
+  const int64_t prompt = static_cast<int64_t>(request.prompt_token_ids.size());
+  // The last sampled token is never fed back, so a request occupies
+  // prompt + max_tokens - 1 KV positions.
+  const int64_t kv_tokens = int64_t(layout_.num_blocks) * layout_.block_size;
+  if (prompt >= max_context_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", prompt, " tokens; the context holds ", max_context_, " (room for output needed)"));
+  }
+  if (prompt > kv_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", prompt, " tokens; the KV cache holds ", kv_tokens));
+  }
+  if (request.sampling.max_tokens.has_value()) {
+    const int64_t max_tokens = *request.sampling.max_tokens;
+    if (prompt + max_tokens > max_context_) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (", max_tokens,
+                                                     ") exceeds the context of ", max_context_));
+    }
+    if (prompt + max_tokens - 1 > kv_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (", max_tokens,
+                                                     ") exceeds the KV cache of ", kv_tokens, " tokens"));
+    }
+  } else {
+    request.sampling.max_tokens = static_cast<int32_t>(std::min(max_context_ - prompt, kv_tokens + 1 - prompt));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EngineImpl::Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) {
+  if (sink == nullptr) return absl::InvalidArgumentError("no sink");
+  RETURN_IF_ERROR(Validate(request));
+  if (request.tenant == nullptr) request.tenant = &default_tenant_;
+  const uint64_t seed = request.sampling.seed.has_value() ? *request.sampling.seed : runtime::DrawRandomSeed();
+  absl::MutexLock lock(&mu_);
+  if (draining_) return absl::UnavailableError("the engine is draining");
+  if (request_ids_.contains(request.request_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("request id ", request.request_id, " is already in flight"));
+  }
+  if (waiting_requests_ >= options_.max_queued_requests) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the queue of model ", options_.model_name, " is full (", options_.max_queued_requests, ")"));
+  }
+  int64_t& tenant_waiting = waiting_by_tenant_[request.tenant->name];
+  if (options_.max_queued_requests_per_tenant > 0 && tenant_waiting >= options_.max_queued_requests_per_tenant) {
+    return absl::ResourceExhaustedError(absl::StrCat("tenant ", request.tenant->name, " has ", tenant_waiting,
+                                                     " queued requests, its limit"));
+  }
+  ++waiting_requests_;
+  ++tenant_waiting;
+  request_ids_.insert(request.request_id);
+  inbox_.push_back(Submission{std::move(request), std::move(sink), seed});
+  wake_.Signal();
+  return absl::OkStatus();
+}
+
+void EngineImpl::Cancel(const std::string& request_id) {
+  absl::MutexLock lock(&mu_);
+  cancels_.push_back(request_id);
+  wake_.Signal();
+}
+
+EngineStats EngineImpl::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void EngineImpl::Drain(absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!draining_) {
+      draining_ = true;
+      drain_deadline_ = absl::Now() + timeout;
+    } else {
+      drain_deadline_ = std::min(drain_deadline_, absl::Now() + timeout);
+    }
+    wake_.Signal();
+  }
+  absl::MutexLock lock(&join_mu_);
+  if (thread_.joinable()) thread_.join();
+}
+
+void EngineImpl::Admit(Submission submission) {
+  EngineRequest& r = submission.request;
+  SequenceGroup::Options options;
+  options.request_id = r.request_id;
+  options.tenant = r.tenant;
+  options.priority = r.priority;
+  options.sampling = std::move(r.sampling);
+  options.arrival_time = r.arrival_time == absl::InfinitePast() ? absl::Now() : r.arrival_time;
+  options.deadline = r.deadline;
+  InFlight flight{std::move(submission.sink), deadlines_.end()};
+  if (r.deadline != absl::InfiniteFuture()) flight.deadline = deadlines_.emplace(r.deadline, r.request_id);
+  in_flight_.emplace(r.request_id, std::move(flight));
+  scheduler_.Add(std::move(options), std::move(r.prompt_token_ids), submission.seed);
+}
+
+void EngineImpl::AbortExpired(absl::Time now) {
+  for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it) {
+    const std::string& id = it->second;
+    std::unique_ptr<SequenceGroup> group = scheduler_.Abort(id);
+    CHECK(group != nullptr) << "deadline of unknown request " << id;
+    done_.emplace_back(std::move(group),
+                       absl::DeadlineExceededError(absl::StrCat("request ", id, " passed its deadline")));
+  }
+}
+
+void EngineImpl::FailAll(const absl::Status& status) {
+  for (auto& group : scheduler_.AbortAll()) done_.emplace_back(std::move(group), status);
+}
+
+void EngineImpl::FinishDone() {
+  for (auto& [group, status] : done_) Finish(std::move(group), status);
+  done_.clear();
+}
+
+void EngineImpl::EmitDeltas(SequenceGroup& group, bool final) {
+  auto it = in_flight_.find(group.request_id());
+  CHECK(it != in_flight_.end());
+  std::vector<ChoiceDelta> deltas;
+  for (const auto& seq : group.sequences()) {
+    PendingOutput& p = seq->pending();
+    const bool report_finish = seq->finished() && !p.finished_reported;
+    if (p.token_ids.empty() && p.text.empty() && !report_finish) continue;
+    ChoiceDelta d;
+    d.index = seq->index();
+    d.text = std::move(p.text);
+    d.token_ids = std::move(p.token_ids);
+    d.logprobs = std::move(p.logprobs);
+    p.text.clear();
+    p.token_ids.clear();
+    p.logprobs.clear();
+    if (report_finish) {
+      d.finish_reason = seq->finish_reason();
+      d.stop_reason = seq->stop_reason();
+      d.aborted = seq->aborted();
+      p.finished_reported = true;
+    }
+    deltas.push_back(std::move(d));
+  }
+  if (final) {
+    // Choices that were never forked (aborted before the prompt was computed).
+    for (int32_t index = static_cast<int32_t>(group.sequences().size()); index < group.sampling().n; ++index) {
+      ChoiceDelta d;
+      d.index = index;
+      d.aborted = true;
+      deltas.push_back(std::move(d));
+    }
+  }
+  if (!deltas.empty()) it->second.sink->OnDeltas(deltas);
+}
+
+void EngineImpl::Finish(std::unique_ptr<SequenceGroup> group, const absl::Status& status) {
+  EmitDeltas(*group, /*final=*/true);
+  auto it = in_flight_.find(group->request_id());
+  CHECK(it != in_flight_.end());
+  RequestUsage usage;
+  usage.prompt_tokens = group->sequences().front()->num_prompt_tokens();
+  for (const auto& seq : group->sequences()) usage.completion_tokens += seq->num_output_tokens();
+  usage.cached_prompt_tokens = group->cached_prompt_tokens();
+  std::shared_ptr<RequestSink> sink = std::move(it->second.sink);
+  if (it->second.deadline != deadlines_.end()) deadlines_.erase(it->second.deadline);
+  in_flight_.erase(it);
+  {
+    absl::MutexLock lock(&mu_);
+    request_ids_.erase(group->request_id());
+  }
+  sink->OnDone(status, usage);
+}
+
+void EngineImpl::PublishStats(bool stepped) {
+  const SchedulerStats s = scheduler_.stats();
+  absl::MutexLock lock(&mu_);
+  stats_.running = s.running;
+  stats_.waiting = s.waiting + static_cast<int32_t>(inbox_.size());
+  stats_.kv_blocks_total = s.blocks.num_blocks;
+  stats_.kv_blocks_used = s.blocks.num_used;
+  stats_.steps = s.steps;
+  stats_.preemptions = s.preemptions;
+  stats_.prefix_cache_queries = s.blocks.prefix_queries;
+  stats_.prefix_cache_hits = s.blocks.prefix_hits;
+  stats_.prompt_tokens = s.prompt_tokens;
+  stats_.generation_tokens = s.generation_tokens;
+  if (stepped) stats_.last_step_time = absl::Now();
+  // What Submit's queue bounds count: requests not yet running.
+  waiting_requests_ = scheduler_.num_waiting_groups() + static_cast<int64_t>(inbox_.size());
+  waiting_by_tenant_.clear();
+  if (options_.max_queued_requests_per_tenant <= 0) return;
+  for (const Submission& sub : inbox_) ++waiting_by_tenant_[sub.request.tenant->name];
+  for (const auto& [id, flight] : in_flight_) {
+    const SequenceGroup* group = scheduler_.Find(id);
+    if (group != nullptr && !group->admitted()) ++waiting_by_tenant_[group->tenant().name];
+  }
+}
+
+void EngineImpl::Loop() {
+  std::vector<Submission> submissions;
+  std::vector<std::string> cancels;
+  while (true) {
+    bool draining;
+    absl::Time drain_deadline;
+    {
+      absl::MutexLock lock(&mu_);
+      while (inbox_.empty() && cancels_.empty() && !draining_ && !scheduler_.HasWork()) wake_.Wait(&mu_);
+      submissions.swap(inbox_);
+      cancels.swap(cancels_);
+      draining = draining_;
+      drain_deadline = drain_deadline_;
+    }
+    for (Submission& sub : submissions) Admit(std::move(sub));
+    submissions.clear();
+    for (const std::string& id : cancels) {
+      if (std::unique_ptr<SequenceGroup> group = scheduler_.Abort(id)) done_.emplace_back(std::move(group), absl::OkStatus());
+    }
+    cancels.clear();
+    const absl::Time now = absl::Now();
+    AbortExpired(now);
+    if (draining && now >= drain_deadline) {
+      FailAll(absl::UnavailableError("the engine drained before the request finished"));
+    }
+    if (!scheduler_.HasWork()) {
+      PublishStats(false);
+      FinishDone();
+      if (draining) return;
+      continue;
+    }
+
+    const ScheduleOutput& out = scheduler_.Schedule();
+    // The queue shrank and aborted blocks are free: publish before waking
+    // clients (OnDone) and before the step, so Submit sees the room.
+    PublishStats(false);
+    FinishDone();
+    if (out.empty()) {
+      // Nothing could run (every waiting request blocked). Should not last:
+      // wait briefly for a cancel or deadline instead of spinning.
+      scheduler_.DiscardStep();
+      absl::MutexLock lock(&mu_);
+      wake_.WaitWithTimeout(&mu_, absl::Milliseconds(1));
+      continue;
+    }
+    absl::StatusOr<runtime::StepResult> result = runner_->Execute(out.plan);
+    if (!result.ok()) {
+      scheduler_.DiscardStep();
+      FailAll(absl::Status(result.status().code(), absl::StrCat("model step failed: ", result.status().message())));
+      PublishStats(true);
+      FinishDone();
+      continue;
+    }
+    absl::StatusOr<StepOutcome> outcome = scheduler_.Apply(*result);
+    if (!outcome.ok()) {
+      FailAll(outcome.status());
+      PublishStats(true);
+      FinishDone();
+      continue;
+    }
+    // Stats first, so that a client woken by OnDone sees the freed blocks.
+    PublishStats(true);
+    for (SequenceGroup* group : outcome->updated) EmitDeltas(*group, /*final=*/false);
+    for (auto& group : outcome->finished) Finish(std::move(group), absl::OkStatus());
+  }
+}
+
+}  // namespace tern::scheduler

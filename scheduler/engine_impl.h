@@ -1,0 +1,94 @@
+// EngineImpl: the Engine of engine.h. One engine thread owns the Scheduler
+// (and through it the BlockManager and every Sequence), the ModelRunner and
+// the sinks; other threads only touch the inbox, the cancel list and the
+// stats snapshot, all under mu_.
+//
+// Each step of the engine thread: take the inbox and cancels; add and abort
+// requests; abort requests past their deadline; plan; Execute; apply; hand
+// out deltas and finishes; publish stats. With nothing to do it sleeps on the
+// condition variable until Submit, Cancel or Drain signals it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "scheduler/engine.h"
+#include "scheduler/scheduler.h"
+
+namespace tern::scheduler {
+
+class EngineImpl final : public Engine {
+ public:
+  // Use Engine::Create, which validates the options and calls Start.
+  EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::ModelRunner> runner);
+  ~EngineImpl() override;
+
+  void Start();
+
+  absl::Status Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) override;
+  void Cancel(const std::string& request_id) override;
+  EngineStats Stats() const override;
+  void Drain(absl::Duration timeout) override;
+
+ private:
+  struct Submission {
+    EngineRequest request;
+    std::shared_ptr<RequestSink> sink;
+    uint64_t seed = 0;
+  };
+  struct InFlight {
+    std::shared_ptr<RequestSink> sink;
+    std::multimap<absl::Time, std::string>::iterator deadline;  // deadlines_.end() when none
+  };
+
+  absl::Status Validate(EngineRequest& request) const;
+  void Loop();
+  // Engine thread only.
+  void Admit(Submission submission);
+  // Abort into done_; FinishDone tells their sinks (after PublishStats, so a
+  // woken client sees the freed blocks).
+  void AbortExpired(absl::Time now);
+  void FailAll(const absl::Status& status);
+  void FinishDone();
+  void EmitDeltas(SequenceGroup& group, bool final);
+  void Finish(std::unique_ptr<SequenceGroup> group, const absl::Status& status);
+  void PublishStats(bool stepped);
+
+  const EngineOptions options_;
+  // Copies of the runner's constants, readable from any thread.
+  const runtime::KvCacheLayout layout_;
+  const int64_t vocab_size_;
+  const int64_t max_context_;
+  const Tenant default_tenant_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar wake_;
+  std::vector<Submission> inbox_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> cancels_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> request_ids_ ABSL_GUARDED_BY(mu_);  // submitted, not done
+  int64_t waiting_requests_ ABSL_GUARDED_BY(mu_) = 0;  // admitted by Submit, not yet running
+  absl::flat_hash_map<std::string, int64_t> waiting_by_tenant_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex join_mu_;
+  std::thread thread_ ABSL_GUARDED_BY(join_mu_);
+
+  // Engine thread only.
+  std::unique_ptr<runtime::ModelRunner> runner_;
+  Scheduler scheduler_;
+  absl::flat_hash_map<std::string, InFlight> in_flight_;
+  std::multimap<absl::Time, std::string> deadlines_;
+  std::vector<std::pair<std::unique_ptr<SequenceGroup>, absl::Status>> done_;
+};
+
+}  // namespace tern::scheduler

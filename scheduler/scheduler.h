@@ -1,0 +1,164 @@
+// Scheduler: decides what runs each step (vLLM v1 style: no prefill or
+// decode phase, only num_computed_tokens catching up to the token count under
+// one token budget) and applies what the step produced.
+//
+// Schedule(), per step, under max_num_batched_tokens and max_num_seqs:
+//   1. running sequences with one token to compute (decodes), in service
+//      order (priority, then arrival);
+//   2. the other running sequences (prefill chunks): each takes what the
+//      budget leaves (chunked prefill);
+//   3. waiting sequences (new requests and preempted ones), picked by tenant
+//      fairness (TenantQueues), each skipping the prompt blocks found in the
+//      prefix cache but always computing at least its last token.
+// When a running sequence needs a block and none is free, the running
+// sequence served last (lowest priority, then newest) that is not yet in
+// this step is preempted by recompute: its blocks are freed and it waits
+// again with all its tokens; if there is none, the sequence itself waits.
+// Capacity (who holds KV blocks) is decided by the BlockManager; the
+// micro-batch (what computes now) by the token budget.
+//
+// A request with n > 1 runs sequence 0 until all but its last prompt token
+// are computed, then forks n - 1 siblings that share its blocks; each then
+// computes the last prompt token itself (copy-on-write of a shared partial
+// block) and samples with its own stream.
+//
+// Apply(result) advances num_computed_tokens, publishes newly full blocks to
+// the prefix cache, appends the sampled tokens (stop checks, text) and frees
+// the blocks of finished sequences.
+//
+// Contract: Schedule and Apply alternate (CHECK); between them the plan's
+// spans borrow from the sequences, so nothing else may change them (Add is
+// allowed, Abort is not: CHECK).
+//
+// Thread: single-thread, no locks; owned by the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "runtime/runner/model_runner.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "scheduler/block_manager.h"
+#include "scheduler/sequence.h"
+#include "scheduler/tenant_queues.h"
+
+namespace tern::scheduler {
+
+struct SchedulerOptions {
+  int32_t max_num_seqs = 256;             // > 0
+  int32_t max_num_batched_tokens = 2048;  // > 0
+  bool enable_prefix_caching = true;
+  int64_t max_context_length = 0;         // > 0; a sequence finishes "length" here
+  std::vector<int32_t> eos_token_ids;
+  const runtime::Tokenizer* tokenizer = nullptr;  // borrowed; null: no text
+};
+
+// One sequence's part in the current step (parallel to plan.sequences).
+struct ScheduledSequence {
+  Sequence* seq = nullptr;
+  int32_t num_tokens = 0;
+  bool sample = false;
+};
+
+struct ScheduleOutput {
+  runtime::StepPlan plan;
+  std::vector<ScheduledSequence> scheduled;
+  std::vector<int64_t> preempted;  // seq ids preempted while planning this step
+  int32_t num_batched_tokens = 0;
+  bool empty() const { return plan.sequences.empty() && plan.block_copies.empty(); }
+};
+
+struct StepOutcome {
+  // Groups that got output this step and still run.
+  std::vector<SequenceGroup*> updated;
+  // Groups whose every sequence finished this step; no longer scheduled.
+  std::vector<std::unique_ptr<SequenceGroup>> finished;
+};
+
+struct SchedulerStats {
+  int32_t running = 0;   // sequences
+  int32_t waiting = 0;   // sequences (new and preempted)
+  int64_t steps = 0;
+  int64_t preemptions = 0;
+  int64_t prompt_tokens = 0;      // prompt positions computed (recomputes included)
+  int64_t generation_tokens = 0;  // tokens sampled
+  BlockManagerStats blocks;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerOptions& options, const runtime::KvCacheLayout& layout);
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a request. The request id must be new (CHECK); the prompt is
+  // non-empty and sampling validated (the Engine checks both).
+  SequenceGroup* Add(SequenceGroup::Options options, std::vector<int32_t> prompt, uint64_t seed);
+
+  // Plans the next step. Valid until Apply or DiscardStep.
+  const ScheduleOutput& Schedule();
+  // Applies the runner's result of the last Schedule(). INTERNAL when the
+  // result does not match the plan (then the step is discarded).
+  absl::StatusOr<StepOutcome> Apply(const runtime::StepResult& result);
+  // Forgets the last plan without applying it (the step failed); nothing
+  // counts as computed.
+  void DiscardStep();
+
+  // Removes a request, frees its blocks and marks its sequences aborted.
+  // Null for an unknown id. Not between Schedule and Apply (CHECK).
+  std::unique_ptr<SequenceGroup> Abort(const std::string& request_id);
+  // Every request, for shutdown and failures.
+  std::vector<std::unique_ptr<SequenceGroup>> AbortAll();
+
+  SequenceGroup* Find(const std::string& request_id) const;
+  bool HasWork() const { return !groups_.empty(); }
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  int64_t num_waiting() const { return queues_.num_waiting(); }
+  int32_t num_groups() const { return static_cast<int32_t>(groups_.size()); }
+  // Groups that have not started running yet.
+  int32_t num_waiting_groups() const { return num_groups() - num_admitted_; }
+  const std::vector<Sequence*>& running() const { return running_; }
+  const BlockManager& block_manager() const { return blocks_; }
+  const TenantQueues& tenant_queues() const { return queues_; }
+  const SchedulerOptions& options() const { return options_; }
+  SchedulerStats stats() const;
+
+ private:
+  void ScheduleRunning(bool decodes_only, int32_t* budget);
+  void ScheduleWaiting(int32_t* budget);
+  // Tokens `seq` should compute now, at most `budget`.
+  int32_t ChunkSize(const Sequence& seq, int32_t budget) const;
+  void AddToPlan(Sequence* seq, int32_t n);
+  // Forks the siblings of a group whose sequence 0 reached the fork point.
+  void MaybeFork(Sequence* seq);
+  // Preempts the last running sequence not yet in this step, other than
+  // `except`; false when there is none.
+  bool PreemptOne(const Sequence* except);
+  void Preempt(Sequence* seq);
+  void InsertRunning(Sequence* seq);
+  void RemoveRunning(Sequence* seq);
+  bool InStep(const Sequence* seq) const;
+  // Finishes the removal of a group from every structure.
+  std::unique_ptr<SequenceGroup> Detach(const std::string& request_id);
+
+  SchedulerOptions options_;
+  BlockManager blocks_;
+  TenantQueues queues_;
+  absl::flat_hash_map<std::string, std::unique_ptr<SequenceGroup>> groups_;
+  std::vector<Sequence*> running_;  // in service order (ServedBefore)
+  ScheduleOutput out_;
+  bool step_pending_ = false;
+  int64_t step_ = 0;
+  int64_t next_seq_id_ = 0;
+  int64_t next_arrival_order_ = 0;
+  int32_t num_admitted_ = 0;
+  int64_t preemptions_ = 0;
+  int64_t prompt_tokens_ = 0;
+  int64_t generation_tokens_ = 0;
+};
+
+}  // namespace tern::scheduler

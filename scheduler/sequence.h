@@ -1,0 +1,184 @@
+// Sequence and SequenceGroup: the scheduler's state of one token stream and
+// of one request (its n choices).
+//
+// A Sequence holds all its tokens (prompt + output); num_computed_tokens of
+// them are in the KV cache, in the blocks of its block table. It is always
+// true that num_computed_tokens <= tokens.size() and that the block table
+// covers at least num_computed_tokens positions. Preemption by recompute
+// drops the KV (num_computed_tokens = 0, no blocks) but keeps every token,
+// so resuming recomputes prompt + output as one prompt and samples the
+// next output position with the same random draw.
+//
+// Thread: single-thread; owned by the Scheduler on the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/sampling/sampling_params.h"
+#include "runtime/sampling/sequence_sampling_state.h"
+#include "runtime/sampling/stop_checker.h"
+#include "runtime/tokenizer/incremental_detokenizer.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "scheduler/block_manager.h"
+#include "scheduler/tenant.h"
+
+namespace tern::scheduler {
+
+enum class SequenceStatus { kWaiting, kRunning, kPreempted, kFinished };
+
+class SequenceGroup;
+
+// Output of one sequence not yet handed to the request's sink.
+struct PendingOutput {
+  std::string text;
+  std::vector<int32_t> token_ids;
+  std::vector<runtime::SampledToken> logprobs;
+  bool finished_reported = false;  // the finish was already handed out
+};
+
+class Sequence {
+ public:
+  // `index`: choice index (also the sampling stream). `seed`: the request's.
+  Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vector<int32_t> prompt, uint64_t seed,
+           const runtime::SamplingParams& params, const std::vector<int32_t>& eos_token_ids,
+           const runtime::Tokenizer* tokenizer);
+
+  // A child for choice `index` with this sequence's tokens (prompt only: it
+  // must have no output yet), computed length and blocks (shared through
+  // `blocks`).
+  std::unique_ptr<Sequence> Fork(int64_t seq_id, int32_t index, BlockManager* blocks) const;
+
+  int64_t seq_id() const { return seq_id_; }
+  int32_t index() const { return index_; }
+  SequenceGroup* group() const { return group_; }
+
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  int32_t num_tokens() const { return static_cast<int32_t>(tokens_.size()); }
+  int32_t num_prompt_tokens() const { return num_prompt_tokens_; }
+  int32_t num_output_tokens() const { return num_tokens() - num_prompt_tokens_; }
+  int32_t num_computed_tokens() const { return num_computed_tokens_; }
+  // Tokens not yet in the KV cache.
+  int32_t num_uncomputed_tokens() const { return num_tokens() - num_computed_tokens_; }
+
+  BlockTable& block_table() { return block_table_; }
+  const BlockTable& block_table() const { return block_table_; }
+  // Chained hashes of the full blocks of tokens(), extended on demand.
+  const std::vector<uint64_t>& block_hashes() const { return block_hashes_; }
+
+  SequenceStatus status() const { return status_; }
+  void set_status(SequenceStatus status) { status_ = status; }
+  bool finished() const { return status_ == SequenceStatus::kFinished; }
+
+  const runtime::SequenceSamplingState& sampling_state() const { return sampling_state_; }
+  runtime::FinishReason finish_reason() const { return finish_reason_; }
+  const runtime::StopReason& stop_reason() const { return stop_reason_; }
+  bool aborted() const { return aborted_; }
+  PendingOutput& pending() { return pending_; }
+  // The scheduler's step counter when this sequence was last planned.
+  int64_t planned_step() const { return planned_step_; }
+  void set_planned_step(int64_t step) { planned_step_ = step; }
+
+  // Marks `n` more tokens as computed and publishes newly full blocks to the
+  // prefix cache.
+  void AdvanceComputed(int32_t n, BlockManager* blocks);
+  // Sets the computed length after a prefix-cache match.
+  void SetComputedFromCache(int32_t n) { num_computed_tokens_ = n; }
+  // Drops the KV: releases blocks, num_computed_tokens = 0.
+  void ResetComputed(BlockManager* blocks);
+  // Appends a sampled token: advances the random stream, detokenizes, runs
+  // the stop checks and queues output. `max_context`: finish "length" when
+  // the sequence reaches it. Must not be finished.
+  void AppendOutput(const runtime::SampledToken& token, int64_t max_context);
+  // Ends the sequence for a reason the stop checker does not see (abort);
+  // releases held-back text into pending().
+  void Abort();
+
+  // Hashes full blocks of tokens() not hashed yet (no-op when hashed).
+  void UpdateHashes(const BlockManager& blocks);
+  uint64_t salt() const { return salt_; }
+
+ private:
+  void Finish(runtime::FinishReason reason, runtime::StopReason stop_reason);
+
+  const int64_t seq_id_;
+  const int32_t index_;
+  SequenceGroup* const group_;
+  std::vector<int32_t> tokens_;
+  const int32_t num_prompt_tokens_;
+  int32_t num_computed_tokens_ = 0;
+  BlockTable block_table_;
+  std::vector<uint64_t> block_hashes_;
+  uint64_t salt_;
+  SequenceStatus status_ = SequenceStatus::kWaiting;
+  runtime::SequenceSamplingState sampling_state_;
+  runtime::StopChecker stop_checker_;
+  std::unique_ptr<runtime::IncrementalDetokenizer> detokenizer_;  // null without a tokenizer
+  runtime::FinishReason finish_reason_ = runtime::FinishReason::kNone;
+  runtime::StopReason stop_reason_;
+  bool aborted_ = false;
+  PendingOutput pending_;
+  int64_t planned_step_ = -1;
+  // For Fork: what the constructor needed.
+  const runtime::SamplingParams* params_;
+  const std::vector<int32_t>* eos_token_ids_;
+  const runtime::Tokenizer* tokenizer_;
+};
+
+// One request: its n sequences. Sequence 0 prefills the prompt alone; the
+// other n - 1 fork from it once all but the last prompt token are computed,
+// so every choice computes the last prompt token itself (copy-on-write of
+// the shared last block) and samples with its own stream.
+class SequenceGroup {
+ public:
+  struct Options {
+    std::string request_id;
+    const Tenant* tenant = nullptr;  // borrowed, required
+    int32_t priority = 0;
+    runtime::SamplingParams sampling;
+    absl::Time arrival_time = absl::InfinitePast();
+    absl::Time deadline = absl::InfiniteFuture();
+  };
+  // `arrival_order`: tie-breaker of equal arrival times (smaller is older).
+  SequenceGroup(Options options, int64_t arrival_order, uint64_t seed);
+
+  const std::string& request_id() const { return options_.request_id; }
+  const Tenant& tenant() const { return *options_.tenant; }
+  int32_t priority() const { return options_.priority; }
+  const runtime::SamplingParams& sampling() const { return options_.sampling; }
+  absl::Time arrival_time() const { return options_.arrival_time; }
+  absl::Time deadline() const { return options_.deadline; }
+  int64_t arrival_order() const { return arrival_order_; }
+  uint64_t seed() const { return seed_; }
+
+  std::vector<std::unique_ptr<Sequence>>& sequences() { return sequences_; }
+  const std::vector<std::unique_ptr<Sequence>>& sequences() const { return sequences_; }
+  // True until the n - 1 siblings have been forked from sequence 0.
+  bool needs_fork() const { return static_cast<int32_t>(sequences_.size()) < options_.sampling.n; }
+  bool AllFinished() const;
+
+  // Admitted: it has started running at least once (counts toward the
+  // tenant's concurrency limit until it finishes).
+  bool admitted() const { return admitted_; }
+  void set_admitted() { admitted_ = true; }
+  int32_t cached_prompt_tokens() const { return cached_prompt_tokens_; }
+  void set_cached_prompt_tokens(int32_t n) { cached_prompt_tokens_ = n; }
+
+ private:
+  Options options_;
+  int64_t arrival_order_;
+  uint64_t seed_;
+  std::vector<std::unique_ptr<Sequence>> sequences_;
+  bool admitted_ = false;
+  int32_t cached_prompt_tokens_ = 0;
+};
+
+// Order of service within a tenant: higher priority first, then older.
+bool ServedBefore(const Sequence& a, const Sequence& b);
+
+}  // namespace tern::scheduler

@@ -1,0 +1,439 @@
+// The Engine end to end on the real CPU backend with a tiny tern-mkmodel
+// Llama, and its request lifecycle (cancel, deadline, queue bounds) on the
+// FakeModelRunner.
+#include "scheduler/engine.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/runner/llm_model_runner.h"
+#include "tests/scheduler/fake_model_runner.h"
+
+namespace tern::scheduler {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Collects everything a request's sink receives.
+class CollectingSink final : public RequestSink {
+ public:
+  void OnDeltas(const std::vector<ChoiceDelta>& deltas) override {
+    absl::MutexLock lock(&mu_);
+    for (const ChoiceDelta& d : deltas) {
+      auto& tokens = tokens_[d.index];
+      tokens.insert(tokens.end(), d.token_ids.begin(), d.token_ids.end());
+      if (d.aborted) aborted_ = true;
+      if (d.finish_reason != runtime::FinishReason::kNone) finish_[d.index] = d.finish_reason;
+    }
+  }
+  void OnDone(const absl::Status& status, const RequestUsage& usage) override {
+    absl::MutexLock lock(&mu_);
+    EXPECT_FALSE(done_.HasBeenNotified()) << "OnDone twice";
+    status_ = status;
+    usage_ = usage;
+    done_.Notify();
+  }
+  bool WaitDone(absl::Duration timeout = absl::Seconds(60)) { return done_.WaitForNotificationWithTimeout(timeout); }
+  std::vector<int32_t> tokens(int32_t index = 0) {
+    absl::MutexLock lock(&mu_);
+    return tokens_[index];
+  }
+  absl::Status status() {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+  RequestUsage usage() {
+    absl::MutexLock lock(&mu_);
+    return usage_;
+  }
+  bool aborted() {
+    absl::MutexLock lock(&mu_);
+    return aborted_;
+  }
+  runtime::FinishReason finish(int32_t index = 0) {
+    absl::MutexLock lock(&mu_);
+    return finish_[index];
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::Notification done_;
+  std::map<int32_t, std::vector<int32_t>> tokens_ ABSL_GUARDED_BY(mu_);
+  std::map<int32_t, runtime::FinishReason> finish_ ABSL_GUARDED_BY(mu_);
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  RequestUsage usage_ ABSL_GUARDED_BY(mu_);
+  bool aborted_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+EngineRequest Greedy(const std::string& id, std::vector<int32_t> prompt, int32_t max_tokens) {
+  EngineRequest r;
+  r.request_id = id;
+  r.prompt_token_ids = std::move(prompt);
+  r.sampling.temperature = 0;
+  r.sampling.max_tokens = max_tokens;
+  r.sampling.ignore_eos = true;
+  return r;
+}
+
+std::vector<int32_t> PromptOf(int32_t n, int32_t seed) {
+  std::vector<int32_t> v(n);
+  for (int32_t i = 0; i < n; ++i) v[i] = (seed * 37 + i * 11) % 500 + 3;
+  return v;
+}
+
+class EngineCpuTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string((fs::temp_directory_path() / ("tern-engine-test-" + std::to_string(getpid()))).string());
+    const std::string cmd = std::string(TERN_BIN_DIR) +
+                            "/tern-mkmodel --arch llama --preset tiny --vocab-size 512 --seed 7 --dtype float32 --out " +
+                            *dir_ + " >/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+
+  std::unique_ptr<Engine> MakeEngine(int32_t num_blocks, EngineOptions options = {}) {
+    runtime::LlmModelRunnerOptions o;
+    o.model_dir = *dir_;
+    o.block_size = 4;
+    o.num_blocks = num_blocks;
+    o.max_context_length = 256;
+    auto runner = runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), o);
+    EXPECT_TRUE(runner.ok()) << runner.status();
+    options.model_name = "tiny";
+    auto engine = Engine::Create(options, *std::move(runner));
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return *std::move(engine);
+  }
+
+  static std::string* dir_;
+};
+std::string* EngineCpuTest::dir_ = nullptr;
+
+TEST_F(EngineCpuTest, BatchedGreedyOutputsEqualEachRequestAlone) {
+  struct Case {
+    int32_t prompt_len, max_tokens, seed;
+    absl::Duration delay;
+  };
+  const std::vector<Case> cases = {{5, 12, 1, absl::ZeroDuration()}, {23, 8, 2, absl::Milliseconds(2)},
+                                   {2, 15, 3, absl::Milliseconds(5)}, {40, 6, 4, absl::Milliseconds(1)},
+                                   {11, 10, 5, absl::Milliseconds(8)}, {17, 9, 1, absl::Milliseconds(3)}};
+  // Alone: one engine per request, big cache.
+  std::vector<std::vector<int32_t>> alone;
+  {
+    auto engine = MakeEngine(256);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      auto sink = std::make_shared<CollectingSink>();
+      ASSERT_TRUE(engine->Submit(Greedy("alone" + std::to_string(i), PromptOf(cases[i].prompt_len, cases[i].seed),
+                                        cases[i].max_tokens),
+                                 sink)
+                      .ok());
+      ASSERT_TRUE(sink->WaitDone());
+      ASSERT_TRUE(sink->status().ok()) << sink->status();
+      ASSERT_EQ(int32_t(sink->tokens().size()), cases[i].max_tokens);
+      EXPECT_EQ(sink->finish(), runtime::FinishReason::kLength);
+      alone.push_back(sink->tokens());
+    }
+  }
+  // Together: a small cache (preemptions), a small token budget (chunked
+  // prefill), staggered arrivals. Cases 0 and 5 share a prompt prefix
+  // source (seed 1), so the prefix cache is exercised too.
+  EngineOptions options;
+  options.max_num_batched_tokens = 16;
+  options.max_num_seqs = 4;
+  auto engine = MakeEngine(24, options);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    absl::SleepFor(cases[i].delay);
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(engine->Submit(Greedy("together" + std::to_string(i), PromptOf(cases[i].prompt_len, cases[i].seed),
+                                      cases[i].max_tokens),
+                               sinks.back())
+                    .ok());
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(sinks[i]->WaitDone());
+    EXPECT_TRUE(sinks[i]->status().ok()) << sinks[i]->status();
+    EXPECT_EQ(sinks[i]->tokens(), alone[i]) << "request " << i;
+    EXPECT_EQ(sinks[i]->usage().prompt_tokens, cases[i].prompt_len);
+    EXPECT_EQ(sinks[i]->usage().completion_tokens, cases[i].max_tokens);
+  }
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.kv_blocks_used, 0);
+  EXPECT_EQ(stats.kv_blocks_total, 24);
+  EXPECT_EQ(stats.running, 0);
+  EXPECT_GT(stats.steps, 0);
+  EXPECT_GT(stats.preemptions, 0) << "the small cache should force a preemption";
+  EXPECT_EQ(stats.generation_tokens, 12 + 8 + 15 + 6 + 10 + 9);
+}
+
+TEST_F(EngineCpuTest, ChoicesOfOneRequestMatchSeparateSeededRequests) {
+  auto engine = MakeEngine(128);
+  EngineRequest r = Greedy("n3", PromptOf(9, 4), 7);
+  r.sampling.temperature = 0.9f;
+  r.sampling.seed = 1234;
+  r.sampling.n = 3;
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->WaitDone());
+  ASSERT_TRUE(sink->status().ok());
+  for (int32_t i = 0; i < 3; ++i) EXPECT_EQ(sink->tokens(i).size(), 7u);
+  // Same seed, same request again: the same three choices.
+  r.request_id = "n3-again";
+  auto again = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(r, again).ok());
+  ASSERT_TRUE(again->WaitDone());
+  for (int32_t i = 0; i < 3; ++i) EXPECT_EQ(again->tokens(i), sink->tokens(i));
+  EXPECT_GT(again->usage().cached_prompt_tokens, 0);
+  EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
+}
+
+TEST_F(EngineCpuTest, CancelFreesAllBlocks) {
+  auto engine = MakeEngine(64);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 3; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(engine->Submit(Greedy("c" + std::to_string(i), PromptOf(10 + i, i), 200), sinks.back()).ok());
+  }
+  // Wait until they are running and hold blocks.
+  for (int i = 0; i < 2000 && engine->Stats().generation_tokens < 6; ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_GT(engine->Stats().kv_blocks_used, 0);
+  for (int i = 0; i < 3; ++i) engine->Cancel("c" + std::to_string(i));
+  engine->Cancel("unknown");
+  for (auto& sink : sinks) {
+    ASSERT_TRUE(sink->WaitDone());
+    EXPECT_TRUE(sink->status().ok());
+    EXPECT_TRUE(sink->aborted());
+    EXPECT_LT(sink->tokens().size(), 200u);
+  }
+  for (int i = 0; i < 1000 && engine->Stats().kv_blocks_used != 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
+  EXPECT_EQ(engine->Stats().running, 0);
+}
+
+// Lifecycle tests on the fake runner (fast and independent of model speed).
+std::unique_ptr<Engine> MakeFakeEngine(EngineOptions options = {}, int32_t num_blocks = 64) {
+  auto engine = Engine::Create(options, std::make_unique<testing::FakeModelRunner>(num_blocks, 4, 1000, 512));
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return *std::move(engine);
+}
+
+// The fake runner, 1 ms per step: slow enough for deadlines to pass mid-request.
+class SlowRunner final : public runtime::ModelRunner {
+ public:
+  SlowRunner() : inner_(64, 4, 1000, 512) {}
+  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override {
+    absl::SleepFor(absl::Milliseconds(1));
+    return inner_.Execute(plan);
+  }
+  runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  int64_t max_context_length() const override { return inner_.max_context_length(); }
+
+ private:
+  testing::FakeModelRunner inner_;
+};
+
+TEST(EngineTest, DeadlineGivesDeadlineExceeded) {
+  auto created = Engine::Create(EngineOptions{}, std::make_unique<SlowRunner>());
+  ASSERT_TRUE(created.ok());
+  Engine* engine = created->get();
+  EngineRequest r = Greedy("late", {1, 2, 3}, 200);
+  r.deadline = absl::Now() + absl::Milliseconds(20);
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->WaitDone());
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(sink->aborted());
+  EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
+  // Already past: never runs.
+  r.request_id = "past";
+  r.deadline = absl::Now() - absl::Seconds(1);
+  auto past = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(r, past).ok());
+  ASSERT_TRUE(past->WaitDone());
+  EXPECT_EQ(past->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(past->tokens().empty());
+}
+
+// A runner that blocks every step until released, so requests pile up.
+class GatedRunner final : public runtime::ModelRunner {
+ public:
+  GatedRunner() : inner_(64, 4, 1000, 512) {}
+  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override {
+    {
+      absl::MutexLock lock(&mu_);
+      entered_ = true;
+      mu_.Await(absl::Condition(&open_));
+    }
+    return inner_.Execute(plan);
+  }
+  runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  int64_t max_context_length() const override { return inner_.max_context_length(); }
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  void WaitEntered() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&entered_));
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+  bool entered_ ABSL_GUARDED_BY(mu_) = false;
+  testing::FakeModelRunner inner_;
+};
+
+TEST(EngineTest, FullQueueGivesResourceExhausted) {
+  auto gated = std::make_unique<GatedRunner>();
+  GatedRunner* gate = gated.get();
+  EngineOptions options;
+  options.max_queued_requests = 2;
+  options.max_num_seqs = 1;
+  auto engine = Engine::Create(options, std::move(gated));
+  ASSERT_TRUE(engine.ok());
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  auto submit = [&](const std::string& id) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    return (*engine)->Submit(Greedy(id, {1, 2, 3}, 2), sinks.back());
+  };
+  ASSERT_TRUE(submit("running").ok());
+  gate->WaitEntered();  // "running" is in a step; the queue is empty
+  ASSERT_TRUE(submit("q1").ok());
+  ASSERT_TRUE(submit("q2").ok());
+  const absl::Status full = submit("q3");
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  sinks.pop_back();
+  EXPECT_EQ(submit("q1").code(), absl::StatusCode::kAlreadyExists);
+  sinks.pop_back();
+  gate->Open();
+  for (auto& sink : sinks) {
+    ASSERT_TRUE(sink->WaitDone());
+    EXPECT_TRUE(sink->status().ok());
+  }
+}
+
+TEST(EngineTest, PerTenantQueueLimit) {
+  auto gated = std::make_unique<GatedRunner>();
+  GatedRunner* gate = gated.get();
+  EngineOptions options;
+  options.max_queued_requests_per_tenant = 1;
+  options.max_num_seqs = 1;
+  auto engine = Engine::Create(options, std::move(gated));
+  ASSERT_TRUE(engine.ok());
+  Tenant a, b;
+  a.name = "a";
+  b.name = "b";
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  auto submit = [&](const std::string& id, const Tenant* t) {
+    EngineRequest r = Greedy(id, {1, 2}, 2);
+    r.tenant = t;
+    sinks.push_back(std::make_shared<CollectingSink>());
+    return (*engine)->Submit(r, sinks.back());
+  };
+  ASSERT_TRUE(submit("a0", &a).ok());
+  gate->WaitEntered();
+  ASSERT_TRUE(submit("a1", &a).ok());
+  EXPECT_EQ(submit("a2", &a).code(), absl::StatusCode::kResourceExhausted);
+  sinks.pop_back();
+  EXPECT_TRUE(submit("b1", &b).ok());
+  gate->Open();
+  for (auto& sink : sinks) ASSERT_TRUE(sink->WaitDone());
+}
+
+TEST(EngineTest, ValidatesRequests) {
+  auto engine = MakeFakeEngine({}, 64);  // 256 KV positions, context 512
+  auto sink = std::make_shared<CollectingSink>();
+  EXPECT_EQ(engine->Submit(Greedy("e", {}, 2), sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy("v", {1, 1000}, 2), sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy("v", {1, -1}, 2), sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy("ctx", std::vector<int32_t>(500, 1), 20), sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy("kv", std::vector<int32_t>(200, 1), 100), sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy("nosink", {1}, 2), nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EngineRequest bad = Greedy("temp", {1}, 2);
+  bad.sampling.temperature = -1;
+  EXPECT_EQ(engine->Submit(bad, sink).code(), absl::StatusCode::kInvalidArgument);
+  // max_tokens unset: the rest of what fits (here the KV cache: 256 + 1 - 10).
+  EngineRequest open = Greedy("open", std::vector<int32_t>(10, 1), 1);
+  open.sampling.max_tokens.reset();
+  ASSERT_TRUE(engine->Submit(open, sink).ok());
+  ASSERT_TRUE(sink->WaitDone());
+  EXPECT_TRUE(sink->status().ok());
+  EXPECT_EQ(sink->tokens().size(), 247u);
+  EXPECT_EQ(sink->finish(), runtime::FinishReason::kLength);
+}
+
+TEST(EngineTest, DrainFinishesInFlightThenRefuses) {
+  auto engine = MakeFakeEngine();
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy("d", {1, 2, 3}, 30), sink).ok());
+  engine->Drain(absl::Seconds(30));
+  ASSERT_TRUE(sink->WaitDone(absl::ZeroDuration()));
+  EXPECT_TRUE(sink->status().ok());
+  EXPECT_EQ(sink->tokens().size(), 30u);
+  EXPECT_EQ(engine->Submit(Greedy("late", {1}, 1), sink).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(EngineTest, DrainTimeoutAbortsTheRest) {
+  auto engine = MakeFakeEngine({}, 200);
+  auto sink = std::make_shared<CollectingSink>();
+  // Long enough that it cannot finish in a zero timeout.
+  ASSERT_TRUE(engine->Submit(Greedy("long", {1, 2, 3}, 500), sink).ok());
+  engine->Drain(absl::ZeroDuration());
+  ASSERT_TRUE(sink->WaitDone(absl::ZeroDuration()));
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Thread ids of this process (Linux).
+std::set<std::string> ThreadIds() {
+  std::set<std::string> ids;
+  for (const auto& entry : fs::directory_iterator("/proc/self/task")) ids.insert(entry.path().filename().string());
+  return ids;
+}
+
+// CPU time of one thread in nanoseconds (schedstat's first field).
+int64_t ThreadCpuNs(const std::string& tid) {
+  std::ifstream in("/proc/self/task/" + tid + "/schedstat");
+  int64_t ns = 0;
+  in >> ns;
+  return ns;
+}
+
+TEST(EngineTest, IdleEngineSleeps) {
+  const std::set<std::string> before_engine = ThreadIds();
+  auto engine = MakeFakeEngine();
+  std::vector<std::string> engine_threads;
+  for (const std::string& tid : ThreadIds()) {
+    if (!before_engine.contains(tid)) engine_threads.push_back(tid);
+  }
+  ASSERT_EQ(engine_threads.size(), 1u);
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy("one", {1, 2}, 3), sink).ok());
+  ASSERT_TRUE(sink->WaitDone());
+  // A busy engine thread would burn about 100 ms of CPU here.
+  const int64_t before = ThreadCpuNs(engine_threads[0]);
+  absl::SleepFor(absl::Milliseconds(100));
+  const double cpu_ms = (ThreadCpuNs(engine_threads[0]) - before) / 1e6;
+  EXPECT_LT(cpu_ms, 5.0);
+}
+
+}  // namespace
+}  // namespace tern::scheduler

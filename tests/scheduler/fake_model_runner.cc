@@ -1,0 +1,77 @@
+#include "tests/scheduler/fake_model_runner.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace tern::scheduler::testing {
+
+FakeModelRunner::FakeModelRunner(int32_t num_blocks, int32_t block_size, int64_t vocab_size, int64_t max_context)
+    : num_blocks_(num_blocks),
+      block_size_(block_size),
+      vocab_size_(vocab_size),
+      max_context_(max_context),
+      kv_(size_t(num_blocks) * block_size, -1) {}
+
+int32_t FakeModelRunner::NextToken(absl::Span<const int32_t> context, int64_t vocab_size, uint32_t stream) {
+  uint64_t h = 0x12345678ULL + context.size() + (uint64_t(stream) << 40);
+  for (int32_t t : context) {
+    h ^= uint64_t(uint32_t(t)) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  }
+  h ^= h >> 29;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 32;
+  return static_cast<int32_t>(h % uint64_t(vocab_size));
+}
+
+absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::StepPlan& plan) {
+  RecordedStep record;
+  record.block_copies = plan.block_copies;
+  for (const auto& [src, dst] : plan.block_copies) {
+    if (src < 0 || dst < 0 || src >= num_blocks_ || dst >= num_blocks_) {
+      return absl::InvalidArgumentError("block copy outside the cache");
+    }
+    std::copy(kv_.begin() + size_t(src) * block_size_, kv_.begin() + size_t(src + 1) * block_size_,
+              kv_.begin() + size_t(dst) * block_size_);
+  }
+  runtime::StepResult result;
+  // Writes first, then reads: as a real forward pass, every sequence sees
+  // the KV of the whole step.
+  for (const runtime::SequenceStep& s : plan.sequences) {
+    const int32_t n = static_cast<int32_t>(s.token_ids.size());
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no tokens"));
+    const int32_t end = s.num_computed_tokens + n;
+    if (int64_t(s.block_table.size()) * block_size_ < end) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": too few blocks"));
+    }
+    for (int32_t b : s.block_table) {
+      if (b < 0 || b >= num_blocks_) return absl::InvalidArgumentError("block id outside the cache");
+    }
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t p = s.num_computed_tokens + i;
+      kv_[size_t(s.block_table[p / block_size_]) * block_size_ + p % block_size_] = s.token_ids[i];
+    }
+    if (record_) {
+      record.sequences.push_back({s.seq_id, std::vector<int32_t>(s.token_ids.begin(), s.token_ids.end()),
+                                  s.num_computed_tokens,
+                                  std::vector<int32_t>(s.block_table.begin(), s.block_table.end()), s.sample});
+    }
+  }
+  for (const runtime::SequenceStep& s : plan.sequences) {
+    if (!s.sample) continue;
+    if (s.sampling == nullptr || s.sampling_state == nullptr) {
+      return absl::InvalidArgumentError("sample without sampling parameters");
+    }
+    const int32_t end = s.num_computed_tokens + static_cast<int32_t>(s.token_ids.size());
+    context_.resize(end);
+    for (int32_t p = 0; p < end; ++p) {
+      context_[p] = kv_[size_t(s.block_table[p / block_size_]) * block_size_ + p % block_size_];
+    }
+    runtime::SequenceOutput out;
+    out.seq_id = s.seq_id;
+    out.token.token_id = NextToken(context_, vocab_size_, s.sampling_state->stream());
+    result.outputs.push_back(out);
+  }
+  if (record_) steps_.push_back(std::move(record));
+  return result;
+}
+
+}  // namespace tern::scheduler::testing

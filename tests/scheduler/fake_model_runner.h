@@ -1,0 +1,58 @@
+// FakeModelRunner: a deterministic ModelRunner for scheduler tests and the
+// scheduler benchmark. It keeps a fake KV cache (the token id written at each
+// slot), checks every plan the way a real runner must (block tables cover the
+// tokens, block ids in range), records each plan, and "samples" the next
+// token as a hash of the token ids it READS BACK from its KV cache for
+// positions [0, end). So a wrong block table, a missed copy-on-write or a
+// bad prefix-cache hit changes the output, and an output equal to
+// NextToken(true tokens) proves the KV the scheduler arranged was right.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "runtime/runner/model_runner.h"
+
+namespace tern::scheduler::testing {
+
+struct RecordedSequence {
+  int64_t seq_id = 0;
+  std::vector<int32_t> token_ids;
+  int32_t num_computed_tokens = 0;
+  std::vector<int32_t> block_table;
+  bool sample = false;
+};
+
+struct RecordedStep {
+  std::vector<RecordedSequence> sequences;
+  std::vector<std::pair<int32_t, int32_t>> block_copies;
+};
+
+class FakeModelRunner final : public runtime::ModelRunner {
+ public:
+  FakeModelRunner(int32_t num_blocks, int32_t block_size, int64_t vocab_size = 1000, int64_t max_context = 4096);
+
+  // The token that follows `context` for sampling stream `stream` (what
+  // Execute samples when its KV holds exactly `context`). Choices of one
+  // request (streams 0, 1, ...) diverge, so sharing mistakes show.
+  static int32_t NextToken(absl::Span<const int32_t> context, int64_t vocab_size, uint32_t stream = 0);
+
+  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override;
+  runtime::KvCacheLayout kv_cache_layout() const override { return {num_blocks_, block_size_}; }
+  int64_t vocab_size() const override { return vocab_size_; }
+  int64_t max_context_length() const override { return max_context_; }
+
+  void set_record(bool record) { record_ = record; }
+  const std::vector<RecordedStep>& steps() const { return steps_; }
+
+ private:
+  int32_t num_blocks_, block_size_;
+  int64_t vocab_size_, max_context_;
+  bool record_ = true;
+  std::vector<int32_t> kv_;  // [num_blocks * block_size] token id at each slot, -1 unwritten
+  std::vector<int32_t> context_;
+  std::vector<RecordedStep> steps_;
+};
+
+}  // namespace tern::scheduler::testing

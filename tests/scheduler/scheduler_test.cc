@@ -1,0 +1,419 @@
+// Scheduler timeline tests: a Scheduler driven step by step against the
+// FakeModelRunner, asserting what each step ran.
+#include "scheduler/scheduler.h"
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/scheduler/fake_model_runner.h"
+
+namespace tern::scheduler {
+namespace {
+
+using testing::FakeModelRunner;
+using testing::RecordedSequence;
+using testing::RecordedStep;
+
+constexpr int64_t kVocab = 1000;
+
+std::vector<int32_t> Prompt(int32_t n, int32_t start = 1) {
+  std::vector<int32_t> v(n);
+  for (int32_t i = 0; i < n; ++i) v[i] = start + i;
+  return v;
+}
+
+// What a request produces alone, by the fake model's rule.
+std::vector<int32_t> Reference(std::vector<int32_t> tokens, int32_t max_tokens, uint32_t stream = 0) {
+  std::vector<int32_t> out;
+  for (int32_t i = 0; i < max_tokens; ++i) {
+    const int32_t t = FakeModelRunner::NextToken(tokens, kVocab, stream);
+    out.push_back(t);
+    tokens.push_back(t);
+  }
+  return out;
+}
+
+Tenant MakeTenant(const std::string& name, double weight = 1.0, int max_concurrent = 0) {
+  Tenant t;
+  t.name = name;
+  t.weight = weight;
+  t.max_concurrent_requests = max_concurrent;
+  return t;
+}
+
+// A Scheduler and a FakeModelRunner, stepped together; collects outputs.
+class Driver {
+ public:
+  Driver(int32_t num_blocks, int32_t block_size, SchedulerOptions options)
+      : runner_(num_blocks, block_size, kVocab, 4096) {
+    options.max_context_length = 4096;
+    scheduler_ = std::make_unique<Scheduler>(options, runner_.kv_cache_layout());
+  }
+
+  SequenceGroup* Add(const std::string& id, std::vector<int32_t> prompt, int32_t max_tokens,
+                     const Tenant* tenant = nullptr, int32_t priority = 0, int32_t n = 1) {
+    SequenceGroup::Options o;
+    o.request_id = id;
+    o.tenant = tenant != nullptr ? tenant : &default_tenant_;
+    o.priority = priority;
+    o.sampling.temperature = 0;
+    o.sampling.max_tokens = max_tokens;
+    o.sampling.n = n;
+    o.arrival_time = absl::UnixEpoch() + absl::Seconds(next_arrival_++);
+    SequenceGroup* g = scheduler_->Add(std::move(o), std::move(prompt), /*seed=*/1);
+    seq0_of_[g->sequences()[0]->seq_id()] = id;
+    return g;
+  }
+
+  // Runs one step; returns what ran.
+  const RecordedStep& Step() {
+    const ScheduleOutput& out = scheduler_->Schedule();
+    for (int64_t id : out.preempted) preempted_.push_back(id);
+    auto result = runner_.Execute(out.plan);
+    EXPECT_TRUE(result.ok()) << result.status();
+    auto outcome = scheduler_->Apply(*result);
+    EXPECT_TRUE(outcome.ok()) << outcome.status();
+    for (SequenceGroup* g : outcome->updated) Collect(*g);
+    for (auto& g : outcome->finished) {
+      Collect(*g);
+      finished_at_[g->request_id()] = step_;
+      finished_.push_back(std::move(g));
+    }
+    ++step_;
+    return runner_.steps().back();
+  }
+
+  void RunUntilIdle(int max_steps = 10000) {
+    for (int i = 0; i < max_steps && scheduler_->HasWork(); ++i) Step();
+    ASSERT_FALSE(scheduler_->HasWork());
+  }
+
+  std::vector<int32_t> Output(const std::string& id, int32_t index = 0) { return outputs_[id][index]; }
+
+  Scheduler& scheduler() { return *scheduler_; }
+  FakeModelRunner& runner() { return runner_; }
+  const std::vector<int64_t>& preempted() const { return preempted_; }
+  std::map<std::string, int>& finished_at() { return finished_at_; }
+  const std::string& RequestOf(int64_t seq0) { return seq0_of_[seq0]; }
+
+ private:
+  void Collect(SequenceGroup& g) {
+    for (auto& seq : g.sequences()) {
+      auto& dst = outputs_[g.request_id()][seq->index()];
+      dst.insert(dst.end(), seq->pending().token_ids.begin(), seq->pending().token_ids.end());
+      seq->pending().token_ids.clear();
+    }
+  }
+
+  FakeModelRunner runner_;
+  std::unique_ptr<Scheduler> scheduler_;
+  Tenant default_tenant_ = MakeTenant("default");
+  int64_t next_arrival_ = 0;
+  int step_ = 0;
+  std::map<std::string, std::map<int32_t, std::vector<int32_t>>> outputs_;
+  std::map<int64_t, std::string> seq0_of_;
+  std::vector<int64_t> preempted_;
+  std::map<std::string, int> finished_at_;
+  std::vector<std::unique_ptr<SequenceGroup>> finished_;
+};
+
+SchedulerOptions Options(int32_t max_seqs, int32_t budget, bool caching = true) {
+  SchedulerOptions o;
+  o.max_num_seqs = max_seqs;
+  o.max_num_batched_tokens = budget;
+  o.enable_prefix_caching = caching;
+  return o;
+}
+
+TEST(SchedulerTest, ChunkedPrefillInterleavesWithDecode) {
+  Driver d(64, 4, Options(8, 8));
+  SequenceGroup* a = d.Add("a", Prompt(3), 6);
+  {
+    const RecordedStep& s = d.Step();  // a's whole prompt
+    ASSERT_EQ(s.sequences.size(), 1u);
+    EXPECT_EQ(s.sequences[0].token_ids, Prompt(3));
+    EXPECT_TRUE(s.sequences[0].sample);
+  }
+  SequenceGroup* b = d.Add("b", Prompt(20, 100), 2);
+  const int64_t a_id = a->sequences()[0]->seq_id(), b_id = b->sequences()[0]->seq_id();
+  // Decode of a first, then b's prompt in chunks of what the budget leaves: 7, 7, 6.
+  const int32_t chunks[] = {7, 7, 6};
+  int32_t b_done = 0;
+  for (int32_t chunk : chunks) {
+    const RecordedStep& s = d.Step();
+    ASSERT_EQ(s.sequences.size(), 2u);
+    EXPECT_EQ(s.sequences[0].seq_id, a_id);
+    EXPECT_EQ(s.sequences[0].token_ids.size(), 1u);
+    EXPECT_TRUE(s.sequences[0].sample);
+    EXPECT_EQ(s.sequences[1].seq_id, b_id);
+    EXPECT_EQ(s.sequences[1].num_computed_tokens, b_done);
+    EXPECT_EQ(int32_t(s.sequences[1].token_ids.size()), chunk);
+    EXPECT_EQ(s.sequences[1].sample, b_done + chunk == 20);
+    b_done += chunk;
+  }
+  {
+    const RecordedStep& s = d.Step();  // both decode
+    ASSERT_EQ(s.sequences.size(), 2u);
+    EXPECT_EQ(s.sequences[0].token_ids.size(), 1u);
+    EXPECT_EQ(s.sequences[1].token_ids.size(), 1u);
+  }
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a"), Reference(Prompt(3), 6));
+  EXPECT_EQ(d.Output("b"), Reference(Prompt(20, 100), 2));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(SchedulerTest, DecodesGoFirstEvenBehindALongerRunningPrefill) {
+  // A high-priority long prompt is being prefilled in chunks; a lower
+  // priority decode still gets its token each step before the chunk.
+  Driver d(64, 4, Options(8, 4));
+  d.Add("low", Prompt(2), 8, nullptr, /*priority=*/0);
+  d.Step();
+  SequenceGroup* high = d.Add("high", Prompt(12, 50), 1, nullptr, /*priority=*/5);
+  const int64_t high_id = high->sequences()[0]->seq_id();
+  for (int i = 0; i < 4; ++i) {
+    const RecordedStep& s = d.Step();
+    ASSERT_EQ(s.sequences.size(), 2u);
+    EXPECT_EQ(s.sequences[0].token_ids.size(), 1u);  // the decode
+    EXPECT_EQ(s.sequences[1].seq_id, high_id);
+    EXPECT_EQ(s.sequences[1].token_ids.size(), 3u);
+  }
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("high"), Reference(Prompt(12, 50), 1));
+  EXPECT_EQ(d.Output("low"), Reference(Prompt(2), 8));
+}
+
+TEST(SchedulerTest, PreemptsNewestUnderBlockPressureAndResumesExactly) {
+  for (bool caching : {false, true}) {
+    SCOPED_TRACE(caching ? "prefix caching on" : "prefix caching off");
+    // Two requests each growing to 4 + 12 - 1 = 15 positions = 8 blocks of 2;
+    // the cache has 10 blocks, so the newer one must be preempted.
+    Driver d(10, 2, Options(8, 64, caching));
+    SequenceGroup* a = d.Add("a", Prompt(4), 12);
+    SequenceGroup* b = d.Add("b", Prompt(4, 40), 12);
+    const int64_t b_id = b->sequences()[0]->seq_id();
+    const int64_t a_id = a->sequences()[0]->seq_id();
+    // Find the step where b is preempted, then check it comes back with
+    // all its tokens and computes from where the cache lets it.
+    int preempt_step = -1;
+    for (int step = 0; step < 200 && d.scheduler().HasWork(); ++step) {
+      const size_t before = d.preempted().size();
+      const RecordedStep& s = d.Step();
+      if (d.preempted().size() > before && preempt_step < 0) {
+        preempt_step = step;
+        EXPECT_EQ(d.preempted()[before], b_id);  // the newest goes
+        for (const RecordedSequence& r : s.sequences) EXPECT_NE(r.seq_id, b_id);
+      }
+    }
+    ASSERT_FALSE(d.scheduler().HasWork());
+    ASSERT_GE(preempt_step, 0);
+    for (int64_t id : d.preempted()) EXPECT_EQ(id, b_id);
+    // The resumption of b: its first step after the preemption computes its
+    // prompt + the outputs it had as one chunk.
+    const auto& steps = d.runner().steps();
+    bool resumed = false;
+    for (size_t i = preempt_step + 1; i < steps.size() && !resumed; ++i) {
+      for (const RecordedSequence& r : steps[i].sequences) {
+        if (r.seq_id != b_id) continue;
+        resumed = true;
+        EXPECT_GT(r.token_ids.size(), 1u);
+        EXPECT_TRUE(r.sample);
+        if (!caching) {
+          EXPECT_EQ(r.num_computed_tokens, 0);
+        }
+      }
+    }
+    EXPECT_TRUE(resumed);
+    (void)a_id;
+    EXPECT_EQ(d.Output("a"), Reference(Prompt(4), 12));
+    EXPECT_EQ(d.Output("b"), Reference(Prompt(4, 40), 12));
+    EXPECT_EQ(d.scheduler().stats().preemptions, int64_t(d.preempted().size()));
+    EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+  }
+}
+
+TEST(SchedulerTest, PreemptsLowerPriorityBeforeNewer) {
+  Driver d(10, 2, Options(8, 64, false));
+  SequenceGroup* low = d.Add("low", Prompt(4), 12, nullptr, /*priority=*/-1);
+  d.Add("high", Prompt(4, 40), 12, nullptr, /*priority=*/1);  // newer but more important
+  d.RunUntilIdle();
+  ASSERT_FALSE(d.preempted().empty());
+  for (int64_t id : d.preempted()) EXPECT_EQ(id, low->sequences()[0]->seq_id());
+  EXPECT_LT(d.finished_at()["high"], d.finished_at()["low"]);
+  EXPECT_EQ(d.Output("low"), Reference(Prompt(4), 12));
+  EXPECT_EQ(d.Output("high"), Reference(Prompt(4, 40), 12));
+}
+
+TEST(SchedulerTest, PrefixCacheHitSkipsComputedBlocks) {
+  Driver d(64, 4, Options(8, 64));
+  const Tenant acme = MakeTenant("acme"), beta = MakeTenant("beta");
+  d.Add("a", Prompt(10), 2, &acme);
+  d.RunUntilIdle();
+  // Same first 8 tokens (2 full blocks), different tail.
+  std::vector<int32_t> prompt_b = Prompt(8);
+  prompt_b.push_back(500);
+  prompt_b.push_back(501);
+  SequenceGroup* b = d.Add("b", prompt_b, 2, &acme);
+  const RecordedStep& s = d.Step();
+  ASSERT_EQ(s.sequences.size(), 1u);
+  EXPECT_EQ(s.sequences[0].num_computed_tokens, 8);
+  EXPECT_EQ(s.sequences[0].token_ids, (std::vector<int32_t>{500, 501}));
+  EXPECT_EQ(d.runner().steps()[0].sequences[0].block_table[0], s.sequences[0].block_table[0]);
+  EXPECT_EQ(d.runner().steps()[0].sequences[0].block_table[1], s.sequences[0].block_table[1]);
+  EXPECT_EQ(b->cached_prompt_tokens(), 8);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("b"), Reference(prompt_b, 2));
+
+  // Another tenant with the same prompt shares nothing.
+  SequenceGroup* c = d.Add("c", prompt_b, 2, &beta);
+  EXPECT_EQ(d.Step().sequences[0].num_computed_tokens, 0);
+  EXPECT_EQ(c->cached_prompt_tokens(), 0);
+  d.RunUntilIdle();
+
+  // A prompt entirely in the cache still recomputes its last token.
+  SequenceGroup* e = d.Add("e", Prompt(8), 3, &acme);
+  const RecordedStep& se = d.Step();
+  EXPECT_EQ(se.sequences[0].num_computed_tokens, 7);
+  EXPECT_EQ(se.sequences[0].token_ids, std::vector<int32_t>{8});
+  EXPECT_EQ(e->cached_prompt_tokens(), 7);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("e"), Reference(Prompt(8), 3));
+  const BlockManagerStats stats = d.scheduler().block_manager().stats();
+  EXPECT_GT(stats.prefix_hits, 0);
+  EXPECT_EQ(stats.num_used, 0);
+}
+
+TEST(SchedulerTest, ForkSharesBlocksUntilAWrite) {
+  Driver d(64, 4, Options(8, 64));
+  SequenceGroup* g = d.Add("g", Prompt(6), 5, nullptr, 0, /*n=*/2);
+  {
+    const RecordedStep& s = d.Step();  // sequence 0 alone, all but the last prompt token
+    ASSERT_EQ(s.sequences.size(), 1u);
+    EXPECT_EQ(s.sequences[0].token_ids, Prompt(5));
+    EXPECT_FALSE(s.sequences[0].sample);
+  }
+  {
+    const RecordedStep& s = d.Step();  // the fork: both compute token 5 and sample
+    ASSERT_EQ(s.sequences.size(), 2u);
+    ASSERT_EQ(g->sequences().size(), 2u);
+    for (const RecordedSequence& r : s.sequences) {
+      EXPECT_EQ(r.num_computed_tokens, 5);
+      EXPECT_EQ(r.token_ids, std::vector<int32_t>{6});
+      EXPECT_TRUE(r.sample);
+    }
+    // The full first block stays shared; the partial second block is copied once.
+    EXPECT_EQ(s.sequences[0].block_table[0], s.sequences[1].block_table[0]);
+    EXPECT_NE(s.sequences[0].block_table[1], s.sequences[1].block_table[1]);
+    ASSERT_EQ(s.block_copies.size(), 1u);
+    EXPECT_EQ(d.scheduler().block_manager().ref_count(s.sequences[0].block_table[0]), 2);
+  }
+  {
+    const RecordedStep& s = d.Step();  // plain decodes: no more copies
+    EXPECT_TRUE(s.block_copies.empty());
+  }
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("g", 0), Reference(Prompt(6), 5, 0));
+  EXPECT_EQ(d.Output("g", 1), Reference(Prompt(6), 5, 1));
+  EXPECT_NE(d.Output("g", 0), d.Output("g", 1));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(SchedulerTest, TenantsShareTokensByWeightUnderSaturation) {
+  Driver d(1024, 4, Options(4, 64, false));
+  const Tenant light = MakeTenant("light", 1.0), heavy = MakeTenant("heavy", 3.0);
+  std::map<std::string, int32_t> queued = {{"light", 0}, {"heavy", 0}};
+  std::map<int64_t, std::string> tenant_of;
+  int next = 0;
+  auto top_up = [&] {
+    for (const Tenant* t : {&light, &heavy}) {
+      while (d.scheduler().tenant_queues().Find(t->name) == nullptr ||
+             d.scheduler().tenant_queues().Find(t->name)->waiting.size() < 4) {
+        SequenceGroup* g = d.Add(t->name + std::to_string(next), Prompt(4, next % 100), 16, t);
+        tenant_of[g->sequences()[0]->seq_id()] = t->name;
+        ++next;
+      }
+    }
+  };
+  std::map<std::string, int64_t> tokens;
+  for (int step = 0; step < 1500; ++step) {
+    top_up();
+    for (const RecordedSequence& r : d.Step().sequences) tokens[tenant_of[r.seq_id]] += r.token_ids.size();
+  }
+  ASSERT_GT(tokens["light"], 0);
+  const double ratio = double(tokens["heavy"]) / double(tokens["light"]);
+  EXPECT_NEAR(ratio, 3.0, 0.15) << "heavy " << tokens["heavy"] << " light " << tokens["light"];
+  std::printf("tokens: heavy %ld light %ld ratio %.4f\n", long(tokens["heavy"]), long(tokens["light"]), ratio);
+}
+
+TEST(SchedulerTest, TenantAtItsConcurrencyLimitWaitsWithoutSlowingOthers) {
+  const Tenant capped = MakeTenant("capped", 1.0, 1), free_tenant = MakeTenant("free");
+  std::map<std::string, int> alone;
+  {
+    Driver d(256, 4, Options(8, 64, false));
+    for (int i = 0; i < 3; ++i) d.Add("f" + std::to_string(i), Prompt(5, 10 * i), 6 + i, &free_tenant);
+    d.RunUntilIdle();
+    alone = d.finished_at();
+  }
+  Driver d(256, 4, Options(8, 64, false));
+  for (int i = 0; i < 3; ++i) d.Add("c" + std::to_string(i), Prompt(5, 200 + i), 4, &capped);
+  for (int i = 0; i < 3; ++i) d.Add("f" + std::to_string(i), Prompt(5, 10 * i), 6 + i, &free_tenant);
+  while (d.scheduler().HasWork()) {
+    d.Step();
+    const auto* state = d.scheduler().tenant_queues().Find("capped");
+    ASSERT_NE(state, nullptr);
+    EXPECT_LE(state->active_requests, 1);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const std::string f = "f" + std::to_string(i);
+    EXPECT_EQ(d.finished_at()[f], alone[f]) << f;
+    EXPECT_EQ(d.Output(f), Reference(Prompt(5, 10 * i), 6 + i));
+  }
+  // The capped requests ran one after another.
+  EXPECT_LT(d.finished_at()["c0"], d.finished_at()["c1"]);
+  EXPECT_LT(d.finished_at()["c1"], d.finished_at()["c2"]);
+}
+
+TEST(SchedulerTest, MaxNumSeqsBoundsTheBatch) {
+  Driver d(256, 4, Options(2, 64));
+  for (int i = 0; i < 5; ++i) d.Add("r" + std::to_string(i), Prompt(3, 10 * i), 3);
+  while (d.scheduler().HasWork()) EXPECT_LE(d.Step().sequences.size(), 2u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(d.Output("r" + std::to_string(i)), Reference(Prompt(3, 10 * i), 3));
+}
+
+TEST(SchedulerTest, AbortFreesEveryBlock) {
+  Driver d(64, 4, Options(8, 64));
+  d.Add("a", Prompt(9), 20, nullptr, 0, /*n=*/3);
+  d.Add("b", Prompt(30, 300), 5);
+  for (int i = 0; i < 4; ++i) d.Step();
+  EXPECT_GT(d.scheduler().block_manager().stats().num_used, 0);
+  auto a = d.scheduler().Abort("a");
+  ASSERT_NE(a, nullptr);
+  for (const auto& seq : a->sequences()) EXPECT_TRUE(seq->aborted());
+  auto b = d.scheduler().Abort("b");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(d.scheduler().Abort("nope"), nullptr);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+  EXPECT_EQ(d.scheduler().block_manager().num_free(), 64);
+  EXPECT_FALSE(d.scheduler().HasWork());
+  EXPECT_EQ(d.scheduler().num_running(), 0);
+}
+
+TEST(SchedulerTest, ApplyRejectsAResultThatDoesNotMatchThePlan) {
+  Driver d(64, 4, Options(8, 64));
+  d.Add("a", Prompt(3), 2);
+  d.scheduler().Schedule();
+  runtime::StepResult wrong;  // no outputs for a sampled sequence
+  EXPECT_EQ(d.scheduler().Apply(wrong).status().code(), absl::StatusCode::kInternal);
+  // The step was discarded: the next one plans the same work.
+  const ScheduleOutput& again = d.scheduler().Schedule();
+  ASSERT_EQ(again.plan.sequences.size(), 1u);
+  EXPECT_EQ(again.plan.sequences[0].num_computed_tokens, 0);
+  d.scheduler().DiscardStep();
+}
+
+}  // namespace
+}  // namespace tern::scheduler
