@@ -1,0 +1,334 @@
+#include "loadtest/options.h"
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+
+namespace tern::loadtest {
+namespace {
+
+constexpr double kDrainAfterDurationS = 60;
+constexpr double kDefaultMaxTimeS = 600;
+
+absl::Status Bad(const std::string& flag, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
+}
+
+absl::StatusOr<double> PositiveDouble(const std::string& flag, const std::string& text) {
+  double value = 0;
+  if (!absl::SimpleAtod(text, &value) || !std::isfinite(value) || value <= 0) {
+    return Bad(flag, absl::StrCat("expected a positive number, got \"", text, "\""));
+  }
+  return value;
+}
+
+absl::StatusOr<int64_t> IntInRange(const std::string& flag, const std::string& text, int64_t lo,
+                                   int64_t hi) {
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(text, &value) || value < lo || value > hi) {
+    return Bad(flag, absl::StrCat("expected an integer in [", lo, ", ", hi, "], got \"", text, "\""));
+  }
+  return value;
+}
+
+// "LO:HI" with lo <= hi, both in [min, max].
+absl::Status ParseRange(const std::string& flag, absl::string_view text, int64_t min, int64_t max,
+                        int* lo, int* hi) {
+  const std::vector<std::string> parts = absl::StrSplit(text, ':');
+  int64_t a = 0;
+  int64_t b = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &a) || !absl::SimpleAtoi(parts[1], &b) ||
+      a < min || b > max || a > b) {
+    return Bad(flag, absl::StrCat("expected LO:HI with ", min, " <= LO <= HI <= ", max, ", got \"",
+                                  text, "\""));
+  }
+  *lo = static_cast<int>(a);
+  *hi = static_cast<int>(b);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<TenantWeight>> ParseTenantMix(const std::string& text) {
+  std::vector<TenantWeight> tenants;
+  std::set<std::string> seen;
+  for (absl::string_view entry : absl::StrSplit(text, ',')) {
+    TenantWeight tenant;
+    const size_t colon = entry.rfind(':');
+    tenant.api_key = std::string(colon == absl::string_view::npos ? entry : entry.substr(0, colon));
+    tenant.weight = 1;
+    if (colon != absl::string_view::npos) {
+      const std::string weight(entry.substr(colon + 1));
+      if (!absl::SimpleAtod(weight, &tenant.weight) || !std::isfinite(tenant.weight) ||
+          tenant.weight <= 0) {
+        return Bad("--tenant-mix", absl::StrCat("weight \"", weight, "\" is not a positive number"));
+      }
+    }
+    if (tenant.api_key.empty()) return Bad("--tenant-mix", "empty API key in \"" + text + "\"");
+    if (!seen.insert(tenant.api_key).second) {
+      return Bad("--tenant-mix", "API key listed twice: " + tenant.api_key);
+    }
+    tenants.push_back(std::move(tenant));
+  }
+  return tenants;
+}
+
+absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& args, bool* help) {
+  *help = false;
+  LoadOptions o;
+  std::string arrival;
+  std::string api_key;
+  std::string tenant_mix;
+  std::optional<double> max_time;
+
+  // Flags that take a value; each handler parses the text into `o`.
+  using Handler = std::function<absl::Status(const std::string& flag, const std::string& value)>;
+  const auto set_string = [](std::string* out) {
+    return [out](const std::string&, const std::string& v) {
+      *out = v;
+      return absl::OkStatus();
+    };
+  };
+  const auto set_positive = [](double* out) {
+    return [out](const std::string& f, const std::string& v) -> absl::Status {
+      absl::StatusOr<double> value = PositiveDouble(f, v);
+      if (!value.ok()) return value.status();
+      *out = *value;
+      return absl::OkStatus();
+    };
+  };
+  const auto set_optional_positive = [](std::optional<double>* out) {
+    return [out](const std::string& f, const std::string& v) -> absl::Status {
+      absl::StatusOr<double> value = PositiveDouble(f, v);
+      if (!value.ok()) return value.status();
+      *out = *value;
+      return absl::OkStatus();
+    };
+  };
+  const auto set_int = [](int* out, int64_t lo, int64_t hi) {
+    return [out, lo, hi](const std::string& f, const std::string& v) -> absl::Status {
+      absl::StatusOr<int64_t> value = IntInRange(f, v, lo, hi);
+      if (!value.ok()) return value.status();
+      *out = static_cast<int>(*value);
+      return absl::OkStatus();
+    };
+  };
+  double duration = 0;
+  double max_time_value = 0;
+  const std::map<std::string, Handler> valued = {
+      {"--target", set_string(&o.target)},
+      {"--model", set_string(&o.model)},
+      {"--connections", set_int(&o.connections, 1, 64)},
+      {"--rate", set_positive(&o.rate)},
+      {"--arrival", set_string(&arrival)},
+      {"--concurrency", set_int(&o.concurrency, 1, 100000)},
+      {"--duration", set_positive(&duration)},
+      {"--requests",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         absl::StatusOr<int64_t> n = IntInRange(f, v, 1, int64_t{1} << 40);
+         if (!n.ok()) return n.status();
+         o.num_requests = *n;
+         return absl::OkStatus();
+       }},
+      {"--max-in-flight", set_int(&o.max_in_flight, 1, 100000)},
+      {"--max-time", set_positive(&max_time_value)},
+      {"--timeout", set_positive(&o.request_timeout_s)},
+      {"--prompts", set_string(&o.prompts_path)},
+      {"--prompts-format",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         static const std::map<std::string, PromptFormat> kFormats = {
+             {"auto", PromptFormat::kAuto}, {"text", PromptFormat::kText},
+             {"csv", PromptFormat::kCsv}, {"jsonl", PromptFormat::kJsonl}};
+         const auto it = kFormats.find(v);
+         if (it == kFormats.end()) return Bad(f, "expected auto, text, csv or jsonl, got \"" + v + "\"");
+         o.prompts_format = it->second;
+         return absl::OkStatus();
+       }},
+      {"--synthetic-prompt-tokens", set_int(&o.synthetic_prompt_tokens, 1, 1 << 20)},
+      {"--synthetic-token-range",
+       [&](const std::string& f, const std::string& v) {
+         return ParseRange(f, v, 0, (int64_t{1} << 31) - 1, &o.synthetic_token_lo, &o.synthetic_token_hi);
+       }},
+      {"--max-tokens", set_int(&o.max_tokens, 1, 1 << 20)},
+      {"--max-tokens-dist",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         constexpr absl::string_view kUniform = "uniform:";
+         if (v.rfind(kUniform.data(), 0) != 0) {
+           return Bad(f, "expected uniform:LO:HI, got \"" + v + "\"");
+         }
+         int lo = 0;
+         int hi = 0;
+         absl::Status status = ParseRange(f, absl::string_view(v).substr(kUniform.size()), 1, 1 << 20, &lo, &hi);
+         if (!status.ok()) return status;
+         o.max_tokens_lo = lo;
+         o.max_tokens_hi = hi;
+         return absl::OkStatus();
+       }},
+      {"--temperature",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         double t = 0;
+         if (!absl::SimpleAtod(v, &t) || !std::isfinite(t) || t < 0) {
+           return Bad(f, "expected a number >= 0, got \"" + v + "\"");
+         }
+         o.temperature = static_cast<float>(t);
+         return absl::OkStatus();
+       }},
+      {"--api-key", set_string(&api_key)},
+      {"--tenant-mix", set_string(&tenant_mix)},
+      {"--seed",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         if (!absl::SimpleAtoi(v, &o.seed)) return Bad(f, "expected an unsigned integer, got \"" + v + "\"");
+         return absl::OkStatus();
+       }},
+      {"--slo-ttft-ms", set_optional_positive(&o.slo.ttft_ms)},
+      {"--slo-tpot-ms", set_optional_positive(&o.slo.tpot_ms)},
+      {"--json", set_string(&o.json_path)},
+  };
+  const std::map<std::string, bool*> switches = {
+      {"--ignore-eos", &o.ignore_eos},
+      {"--json-requests", &o.json_requests},
+      {"--progress", &o.force_progress},
+  };
+
+  std::set<std::string> given;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    if (flag == "-h" || flag == "--help") {
+      *help = true;
+      return o;
+    }
+    std::optional<std::string> inline_value;
+    if (const size_t eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+    }
+    if (!given.insert(flag).second) return Bad(flag, "given more than once");
+    if (const auto sw = switches.find(flag); sw != switches.end()) {
+      if (inline_value.has_value()) return Bad(flag, "takes no value");
+      *sw->second = true;
+      continue;
+    }
+    const auto handler = valued.find(flag);
+    if (handler == valued.end()) {
+      if (flag.rfind("-", 0) == 0) return Bad(flag, "unknown flag");
+      return absl::InvalidArgumentError("unexpected argument \"" + flag + "\" (all options are --flags)");
+    }
+    std::string value;
+    if (inline_value.has_value()) {
+      value = *inline_value;
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return Bad(flag, "needs a value");
+    }
+    absl::Status status = handler->second(flag, value);
+    if (!status.ok()) return status;
+  }
+
+  // Cross-flag rules.
+  if (o.model.empty()) return Bad("--model", "required");
+  if (o.target.empty()) return Bad("--target", "must not be empty");
+  const bool open_loop = given.count("--rate") > 0;
+  const bool closed_loop = given.count("--concurrency") > 0;
+  if (open_loop == closed_loop) {
+    return absl::InvalidArgumentError("give exactly one of --rate (open loop) or --concurrency (closed loop)");
+  }
+  if (closed_loop) {
+    if (!arrival.empty()) return Bad("--arrival", "applies to --rate only");
+    o.mode = ArrivalMode::kClosedLoop;
+    if (o.concurrency > o.max_in_flight) {
+      return Bad("--concurrency", absl::StrCat("exceeds --max-in-flight (", o.max_in_flight, ")"));
+    }
+  } else if (arrival.empty() || arrival == "poisson") {
+    o.mode = ArrivalMode::kPoisson;
+  } else if (arrival == "constant") {
+    o.mode = ArrivalMode::kConstant;
+  } else {
+    return Bad("--arrival", "expected poisson or constant, got \"" + arrival + "\"");
+  }
+  if (given.count("--duration")) o.duration_s = duration;
+  if (!o.duration_s.has_value() && !o.num_requests.has_value()) {
+    return absl::InvalidArgumentError("give --duration SECONDS or --requests N (or both)");
+  }
+  if (given.count("--max-time")) {
+    o.max_time_s = max_time_value;
+  } else {
+    o.max_time_s = o.duration_s.has_value() ? *o.duration_s + kDrainAfterDurationS : kDefaultMaxTimeS;
+  }
+  const bool from_file = !o.prompts_path.empty();
+  const bool synthetic = o.synthetic_prompt_tokens > 0;
+  if (from_file == synthetic) {
+    return absl::InvalidArgumentError("give exactly one of --prompts FILE or --synthetic-prompt-tokens N");
+  }
+  if (given.count("--prompts-format") && !from_file) return Bad("--prompts-format", "needs --prompts");
+  if (given.count("--synthetic-token-range") && !synthetic) {
+    return Bad("--synthetic-token-range", "needs --synthetic-prompt-tokens");
+  }
+  if (given.count("--max-tokens") && given.count("--max-tokens-dist")) {
+    return absl::InvalidArgumentError("give one of --max-tokens or --max-tokens-dist");
+  }
+  if (!api_key.empty() && !tenant_mix.empty()) {
+    return absl::InvalidArgumentError("give one of --api-key or --tenant-mix");
+  }
+  if (given.count("--api-key") && api_key.empty()) return Bad("--api-key", "must not be empty");
+  if (given.count("--tenant-mix")) {
+    absl::StatusOr<std::vector<TenantWeight>> tenants = ParseTenantMix(tenant_mix);
+    if (!tenants.ok()) return tenants.status();
+    o.tenants = *std::move(tenants);
+  } else {
+    // One tenant: the given key, or none (no authorization header).
+    o.tenants.push_back({api_key, 1});
+  }
+  if (given.count("--json-requests") && o.json_path.empty()) return Bad("--json-requests", "needs --json");
+  return o;
+}
+
+const char* LoadUsage() {
+  return R"(usage: tern-load --model NAME (--rate R | --concurrency C) (--duration S | --requests N)
+                 (--prompts FILE | --synthetic-prompt-tokens N) [options]
+target
+  --target HOST:PORT            ternd's gRPC address (default 127.0.0.1:50051)
+  --model NAME                  model name as ListModels reports it (required)
+  --connections N               gRPC channels to spread streams over, 1..64 (default 1)
+load shape
+  --rate R                      open loop: R requests/s
+  --arrival poisson|constant    gaps for --rate: exponential or fixed (default poisson)
+  --concurrency C               closed loop: keep C requests in flight
+  --duration S                  stop issuing requests after S seconds
+  --requests N                  stop issuing after N requests
+  --seed N                      seeds arrivals, prompt choice, lengths and tenants (default 0)
+hard caps
+  --max-in-flight N             never more than N streams open (default 1024)
+  --max-time S                  cancel whatever is in flight and stop after S seconds
+                                (default: duration + 60, or 600 with --requests only)
+  --timeout S                   per-request gRPC deadline (default 300)
+prompts
+  --prompts FILE                prompts: text (one per line), .csv (a request/prompt/text column)
+                                or .jsonl (objects with a prompt/text/request field)
+  --prompts-format F            auto (by extension), text, csv or jsonl (default auto)
+  --synthetic-prompt-tokens N   send N random token ids per prompt instead
+  --synthetic-token-range LO:HI the ids' range, inclusive (default 100:999)
+output length
+  --max-tokens M                sampling.max_tokens (default 128)
+  --max-tokens-dist uniform:LO:HI  draw max_tokens per request, inclusive
+  --ignore-eos                  ask the server not to stop at EOS
+  --temperature T               sampling.temperature (default: the model's)
+tenants
+  --api-key K                   send "authorization: Bearer K"
+  --tenant-mix "kA:3,kB:1"      pick the API key per request by weight
+report
+  --slo-ttft-ms X               goodput counts requests with TTFT <= X ms ...
+  --slo-tpot-ms X               ... and TPOT <= X ms
+  --json OUT                    write the report as JSON to OUT
+  --json-requests               include one record per request in the JSON
+  --progress                    show the progress line even when stderr is not a TTY
+)";
+}
+
+}  // namespace tern::loadtest

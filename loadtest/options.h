@@ -1,0 +1,76 @@
+// tern-load's command line: the option struct and its parser. Parsing is
+// strict (unknown flags, malformed numbers and contradictory flags are
+// errors) and never touches the network or the file system.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loadtest/stats.h"
+
+namespace tern::loadtest {
+
+enum class ArrivalMode {
+  kPoisson,     // open loop, exponential gaps with mean 1 / rate
+  kConstant,    // open loop, gaps of exactly 1 / rate
+  kClosedLoop,  // `concurrency` requests always in flight
+};
+
+enum class PromptFormat { kAuto, kText, kCsv, kJsonl };
+
+struct TenantWeight {
+  std::string api_key;
+  double weight = 0;  // > 0; the share of requests is weight / sum of weights
+};
+
+struct LoadOptions {
+  std::string target = "127.0.0.1:50051";
+  std::string model;                     // required
+  int connections = 1;                   // gRPC channels (TCP connections), round-robin
+
+  ArrivalMode mode = ArrivalMode::kPoisson;
+  double rate = 0;                       // requests/s; open loop only
+  int concurrency = 0;                   // closed loop only
+
+  std::optional<double> duration_s;      // stop issuing after this long
+  std::optional<int64_t> num_requests;   // stop issuing after this many
+  int max_in_flight = 1024;              // hard cap on concurrent streams
+  double max_time_s = 0;                 // hard cap on the whole run; in-flight calls are cancelled
+  double request_timeout_s = 300;        // per-request gRPC deadline
+
+  std::string prompts_path;              // one of prompts_path / synthetic_prompt_tokens
+  PromptFormat prompts_format = PromptFormat::kAuto;
+  int synthetic_prompt_tokens = 0;
+  int synthetic_token_lo = 100;          // synthetic ids are uniform in [lo, hi]
+  int synthetic_token_hi = 999;
+
+  int max_tokens = 128;
+  std::optional<int> max_tokens_lo;      // with max_tokens_hi: uniform in [lo, hi] per request
+  std::optional<int> max_tokens_hi;
+  std::optional<float> temperature;
+  bool ignore_eos = false;
+
+  std::vector<TenantWeight> tenants;     // from --api-key (one) or --tenant-mix (several)
+  uint64_t seed = 0;
+
+  Slo slo;
+  std::string json_path;
+  bool json_requests = false;            // include one record per request in the JSON
+  bool force_progress = false;           // progress line even when stderr is not a TTY
+};
+
+// Parses argv[1..] (without the program name). The error message names the
+// offending flag; the caller prints it with the usage and exits 2. `help`
+// is set (and an OK value returned) for -h / --help.
+absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& args, bool* help);
+
+// Parses "keyA:3,keyB:1" (weights > 0; a missing ":W" means 1).
+absl::StatusOr<std::vector<TenantWeight>> ParseTenantMix(const std::string& text);
+
+// The usage text, one line per flag.
+const char* LoadUsage();
+
+}  // namespace tern::loadtest

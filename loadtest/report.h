@@ -1,0 +1,67 @@
+// The load-test report: built from the traces of one run, printed as a table
+// and serialized as JSON. Latency distributions cover requests that ended
+// OK; throughput and goodput divide by the run's wall time (start of the
+// run to the end of the last request).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "loadtest/options.h"
+#include "loadtest/request_metrics.h"
+#include "loadtest/stats.h"
+#include "nlohmann/json.hpp"
+
+namespace tern::loadtest {
+
+// "OK", "CANCELLED", ..., "UNAUTHENTICATED"; "UNFINISHED" for -1; else "CODE_<n>".
+std::string StatusCodeName(int code);
+
+struct TenantReport {
+  std::string key_hint;   // the API key's first characters, never the whole key
+  int64_t sent = 0;
+  int64_t ok = 0;
+  Distribution ttft_ms;
+};
+
+struct Report {
+  double elapsed_s = 0;
+  bool hit_max_time = false;
+  int64_t sent = 0;
+  int64_t ok = 0;
+  int64_t failed = 0;
+  int64_t abandoned = 0;                 // never reported done after --max-time cancelled them
+  int64_t output_tokens = 0;             // over OK requests
+  int64_t prompt_tokens = 0;             // over OK requests that reported usage
+  double request_throughput = 0;         // OK requests / s
+  double output_token_throughput = 0;    // output tokens of OK requests / s
+  Slo slo;
+  Goodput goodput;
+  Distribution ttft_ms;
+  Distribution tpot_ms;
+  Distribution itl_ms;
+  Distribution e2e_ms;
+  Distribution client_queue_ms;          // scheduled -> sent; > 0 when the in-flight cap held requests back
+  Distribution output_tokens_per_request;
+  std::map<std::string, int64_t> errors;             // status code name -> count
+  std::map<std::string, std::string> first_error;    // status code name -> first message seen
+  std::map<std::string, int64_t> finish_reasons;     // "stop", "length", "abort", "none"
+  std::vector<TenantReport> tenants;
+};
+
+Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& traces, double elapsed_s,
+                   bool hit_max_time, int64_t abandoned);
+
+// A human-readable summary: the run, throughput, goodput, the latency table
+// (mean, p50, p90, p99, max) and errors by status code.
+std::string FormatReportTable(const LoadOptions& options, const Report& report);
+
+// The report as JSON: {"config", "summary", "latency_ms", "errors", ...};
+// with `traces` non-null also "requests", one object per request, times in
+// ms from `start`.
+nlohmann::json ReportToJson(const LoadOptions& options, const Report& report,
+                            const std::vector<RequestTrace>* traces, Clock::time_point start);
+
+}  // namespace tern::loadtest

@@ -1,0 +1,184 @@
+#include "loadtest/runner.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "loadtest/workload.h"
+
+namespace tern::loadtest {
+namespace {
+
+// After --max-time cancels the open streams, how long to wait for gRPC to
+// report them done before giving up on them.
+constexpr auto kCancelGrace = std::chrono::seconds(10);
+
+Clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions& options,
+                                                               std::vector<std::string> prompts,
+                                                               std::chrono::milliseconds connect_timeout) {
+  if (prompts.empty() && options.synthetic_prompt_tokens <= 0) {
+    return absl::InvalidArgumentError("no prompts to send");
+  }
+  std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs;
+  for (int i = 0; i < options.connections; ++i) {
+    grpc::ChannelArguments args;
+    // A local subchannel pool and a distinct argument make each channel open
+    // its own TCP connection instead of sharing one.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("tern.load.channel_index", i);
+    std::shared_ptr<grpc::Channel> channel =
+        grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+    if (!channel->WaitForConnected(std::chrono::system_clock::now() + connect_timeout)) {
+      return absl::UnavailableError(absl::StrCat("cannot connect to ", options.target, " within ",
+                                                 connect_timeout.count(), " ms"));
+    }
+    stubs.push_back(tern::v1::Llm::NewStub(channel));
+  }
+  return std::unique_ptr<LoadRunner>(new LoadRunner(options, std::move(prompts), std::move(stubs)));
+}
+
+LoadRunner::LoadRunner(const LoadOptions& options, std::vector<std::string> prompts,
+                       std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs)
+    : options_(options), prompts_(std::move(prompts)), stubs_(std::move(stubs)) {}
+
+LoadRunner::~LoadRunner() {
+  // Calls gRPC never finished may still be touched by its threads: leak them
+  // rather than free memory in use. Run() counts them as abandoned.
+  for (auto& [index, call] : live_) call.release();
+}
+
+void LoadRunner::OnCallDone(GenerateCall* call) {
+  absl::MutexLock lock(&mu_);
+  finished_.push_back(call);
+  finished_cv_.Signal();
+}
+
+void LoadRunner::Reap(RunResult* result, RunProgress* progress) {
+  std::vector<GenerateCall*> done;
+  {
+    absl::MutexLock lock(&mu_);
+    done.swap(finished_);
+  }
+  for (GenerateCall* call : done) {
+    RequestTrace& trace = call->trace();
+    const int64_t index = trace.index;
+    if (trace.status_code == 0) {
+      ++progress->ok;
+      progress->output_tokens += trace.usage_completion_tokens.value_or(trace.counted_tokens);
+    } else {
+      ++progress->failed;
+    }
+    result->traces.push_back(std::move(trace));
+    live_.erase(index);  // deletes the call
+  }
+}
+
+RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_progress,
+                          std::chrono::milliseconds progress_every) {
+  RunResult result;
+  RunProgress progress;
+  Workload workload(options_, static_cast<int>(prompts_.size()));
+  const Clock::time_point start = Clock::now();
+  result.start = start;
+  const Clock::time_point hard_deadline = start + Seconds(options_.max_time_s);
+  const Clock::time_point issue_deadline =
+      options_.duration_s.has_value() ? std::min(hard_deadline, start + Seconds(*options_.duration_s))
+                                      : hard_deadline;
+  const size_t cap = static_cast<size_t>(
+      options_.mode == ArrivalMode::kClosedLoop ? options_.concurrency : options_.max_in_flight);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.request_timeout_s * 1000));
+  Clock::time_point next_progress = start + progress_every;
+  size_t next_stub = 0;
+  bool issuing = true;
+  PlannedRequest next = workload.Next();
+
+  while (true) {
+    Reap(&result, &progress);
+    const Clock::time_point now = Clock::now();
+    const Clock::time_point due = start + Seconds(next.arrival_s);
+    if (issuing) {
+      const bool enough = options_.num_requests.has_value() && progress.sent >= *options_.num_requests;
+      // Open loop: every arrival inside the window is sent, even one the
+      // in-flight cap held back past its end. Closed loop: the window is wall time.
+      const bool window_over =
+          options_.mode == ArrivalMode::kClosedLoop ? now >= issue_deadline : due >= issue_deadline;
+      if (enough || window_over) issuing = false;
+    }
+    if (!issuing && live_.empty()) break;
+    if (now >= hard_deadline) {
+      result.hit_max_time = true;
+      break;
+    }
+    if (issuing && live_.size() < cap && now >= due) {
+      RequestTrace trace;
+      trace.index = next.index;
+      trace.tenant = next.tenant;
+      trace.max_tokens = next.max_tokens;
+      trace.scheduled = due;
+      tern::v1::GenerateRequest request;
+      request.set_model(options_.model);
+      request.set_request_id(absl::StrCat("tern-load-", options_.seed, "-", next.index));
+      if (next.token_ids.empty()) {
+        request.set_text(prompts_[next.prompt]);
+      } else {
+        request.mutable_token_ids()->mutable_ids()->Add(next.token_ids.begin(), next.token_ids.end());
+      }
+      tern::v1::SamplingParams* sampling = request.mutable_sampling();
+      sampling->set_max_tokens(next.max_tokens);
+      sampling->set_seed(StreamSeed(options_.seed, 1000 + static_cast<uint64_t>(next.index)));
+      if (options_.temperature.has_value()) sampling->set_temperature(*options_.temperature);
+      sampling->set_ignore_eos(options_.ignore_eos);
+      CallSink* sink = this;
+      auto call = std::make_unique<GenerateCall>(std::move(trace), std::move(request),
+                                                 options_.tenants[next.tenant].api_key, timeout, sink);
+      GenerateCall* raw = call.get();
+      live_.emplace(next.index, std::move(call));  // before Start: OnDone may come at once
+      raw->Start(stubs_[next_stub++ % stubs_.size()].get());
+      ++progress.sent;
+      next = workload.Next();
+      continue;
+    }
+    if (on_progress && now >= next_progress) {
+      progress.elapsed_s = std::chrono::duration<double>(now - start).count();
+      progress.in_flight = static_cast<int64_t>(live_.size());
+      on_progress(progress);
+      next_progress = std::max(next_progress + progress_every, now);
+    }
+    Clock::time_point wake = hard_deadline;
+    if (on_progress) wake = std::min(wake, next_progress);
+    if (issuing && live_.size() < cap) wake = std::min(wake, due);
+    if (wake <= now) continue;
+    absl::MutexLock lock(&mu_);
+    if (finished_.empty()) finished_cv_.WaitWithTimeout(&mu_, absl::FromChrono(wake - now));
+  }
+
+  if (result.hit_max_time) {
+    for (auto& [index, call] : live_) call->Cancel();
+    const Clock::time_point give_up = Clock::now() + kCancelGrace;
+    while (!live_.empty() && Clock::now() < give_up) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (finished_.empty()) finished_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(50));
+      }
+      Reap(&result, &progress);
+    }
+    result.abandoned = static_cast<int64_t>(live_.size());
+  }
+  result.end = Clock::now();
+  if (on_progress) {
+    progress.elapsed_s = std::chrono::duration<double>(result.end - start).count();
+    progress.in_flight = static_cast<int64_t>(live_.size());
+    on_progress(progress);
+  }
+  std::sort(result.traces.begin(), result.traces.end(),
+            [](const RequestTrace& a, const RequestTrace& b) { return a.index < b.index; });
+  return result;
+}
+
+}  // namespace tern::loadtest

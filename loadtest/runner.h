@@ -1,0 +1,80 @@
+// LoadRunner: sends the workload to ternd and collects one trace per request.
+//
+// One dispatcher loop (the thread that calls Run) issues requests at their
+// arrival times, never with more than --max-in-flight streams open, and
+// reaps finished calls. Open and closed loop are the same loop: a closed
+// loop is every arrival at time 0 with the in-flight cap at --concurrency.
+// Issuing stops at --duration or --requests; the run ends when nothing is in
+// flight, or at --max-time, when every open stream is cancelled (their
+// traces end CANCELLED) and the run waits a bounded grace period for gRPC
+// to report them done.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
+#include "loadtest/generate_call.h"
+#include "loadtest/options.h"
+#include "loadtest/request_metrics.h"
+#include "tern/v1/llm.grpc.pb.h"
+
+namespace tern::loadtest {
+
+// A snapshot for the progress line.
+struct RunProgress {
+  double elapsed_s = 0;
+  int64_t sent = 0;
+  int64_t in_flight = 0;
+  int64_t ok = 0;
+  int64_t failed = 0;
+  int64_t output_tokens = 0;  // of finished OK requests
+};
+
+struct RunResult {
+  std::vector<RequestTrace> traces;  // one per sent request, in order of index
+  Clock::time_point start;
+  Clock::time_point end;             // when the last request finished (or the run gave up)
+  bool hit_max_time = false;         // --max-time cut the run short
+  int64_t abandoned = 0;             // streams gRPC never reported done after cancel (leaked)
+};
+
+class LoadRunner : private CallSink {
+ public:
+  // Connects `options.connections` channels to the target; fails with
+  // UNAVAILABLE when none is ready within `connect_timeout`. `prompts` must be
+  // non-empty unless the options ask for synthetic prompts.
+  static absl::StatusOr<std::unique_ptr<LoadRunner>> Create(const LoadOptions& options,
+                                                            std::vector<std::string> prompts,
+                                                            std::chrono::milliseconds connect_timeout);
+  ~LoadRunner() override;
+
+  // Runs the whole load and returns the traces. `on_progress` (may be empty)
+  // is called on this thread about every `progress_every`.
+  RunResult Run(const std::function<void(const RunProgress&)>& on_progress,
+                std::chrono::milliseconds progress_every);
+
+ private:
+  LoadRunner(const LoadOptions& options, std::vector<std::string> prompts,
+             std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs);
+  void OnCallDone(GenerateCall* call) override;
+  // Moves finished calls' traces into `result` and deletes the calls.
+  void Reap(RunResult* result, RunProgress* progress);
+
+  const LoadOptions options_;
+  const std::vector<std::string> prompts_;
+  std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs_;
+  std::map<int64_t, std::unique_ptr<GenerateCall>> live_;  // dispatcher thread only
+
+  absl::Mutex mu_;
+  absl::CondVar finished_cv_;
+  std::vector<GenerateCall*> finished_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tern::loadtest
