@@ -119,11 +119,17 @@ void Daemon::Drain(absl::Duration timeout) {
   serving_ = false;
   spdlog::info("draining: no new calls; waiting up to {:.1f}s for in-flight calls",
                absl::ToDoubleSeconds(timeout));
+  const absl::Time deadline = absl::Now() + timeout;
   if (grpc_server_ != nullptr) {
     auto* health = grpc_server_->GetHealthCheckService();
     health->SetServingStatus(false);
     for (const char* service : kServiceNames) health->SetServingStatus(service, false);
-    grpc_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  }
+  // Engines first: they refuse new requests, finish in-flight ones until the
+  // deadline and abort the rest, which ends every open stream.
+  if (models_ != nullptr) models_->DrainEngines(timeout);
+  if (grpc_server_ != nullptr) {
+    grpc_server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(1))));
     grpc_server_->Wait();
   }
   if (http_server_ != nullptr) http_server_->Stop();

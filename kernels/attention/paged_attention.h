@@ -14,6 +14,12 @@
 
 #include <cstdint>
 
+#if defined(TERN_WITH_CUDA)
+#include <cuda_runtime.h>
+
+#include "kernels/common/scalar_type.h"
+#endif
+
 namespace tern::kernels {
 
 struct PagedAttentionParams {
@@ -44,5 +50,21 @@ void PagedAttentionReference(const PagedAttentionParams& params, const float* q,
 void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const float* k,
                       int64_t k_row_stride, const float* v, int64_t v_row_stride, const int32_t* slots,
                       float* k_cache, float* v_cache);
+
+#if defined(TERN_WITH_CUDA)
+// GPU paged attention for prefill chunks and decode alike: one block per
+// (query row, head), warps splitting the keys with an online softmax in
+// fp32. All pointers in `params` are device pointers; `row_seq`
+// [num_rows] maps each query row to its sequence. head_dim must be a
+// multiple of 32 and at most 256. q, caches and out are of `type`.
+cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& params, int32_t num_rows,
+                                 const int32_t* row_seq, const void* q, const void* k_cache, const void* v_cache,
+                                 void* out, cudaStream_t stream);
+
+// Stores k and v rows (of `type`) at their cache slots (device pointers).
+cudaError_t LaunchWriteKv(ScalarType type, int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const void* k,
+                          int64_t k_row_stride, const void* v, int64_t v_row_stride, const int32_t* slots,
+                          void* k_cache, void* v_cache, cudaStream_t stream);
+#endif
 
 }  // namespace tern::kernels

@@ -9,6 +9,8 @@
 
 #if defined(TERN_WITH_CUDA)
 #include <cuda_runtime.h>
+
+#include "kernels/common/scalar_type.h"
 #endif
 
 namespace tern::kernels {
@@ -25,9 +27,10 @@ struct RmsNormParams {
 void RmsNormReference(const RmsNormParams& params, const float* x, const float* weight, float* y);
 
 #if defined(TERN_WITH_CUDA)
-// fp32 in and out. Device pointers; enqueued on `stream`.
-cudaError_t LaunchRmsNormF32(const RmsNormParams& params, const float* x, const float* weight,
-                             float* y, cudaStream_t stream);
+// x, weight and y all of `type`; fp32 accumulation. Device pointers; enqueued
+// on `stream`. x and y may alias.
+cudaError_t LaunchRmsNorm(ScalarType type, const RmsNormParams& params, const void* x, const void* weight,
+                          void* y, cudaStream_t stream);
 #endif
 
 }  // namespace tern::kernels

@@ -7,6 +7,12 @@
 
 #include <cstdint>
 
+#if defined(TERN_WITH_CUDA)
+#include <cuda_runtime.h>
+
+#include "kernels/common/scalar_type.h"
+#endif
+
 namespace tern::kernels {
 
 struct RopeParams {
@@ -19,5 +25,11 @@ struct RopeParams {
 // In place on x [num_tokens, row_stride]; positions [num_tokens];
 // inv_freq [head_dim / 2]. Angles are computed in fp32 as Hugging Face does.
 void RopeReference(const RopeParams& params, const int32_t* positions, const float* inv_freq, float* x);
+
+#if defined(TERN_WITH_CUDA)
+// In place on device x of `type`; positions and inv_freq on the device.
+cudaError_t LaunchRope(ScalarType type, const RopeParams& params, const int32_t* positions, const float* inv_freq,
+                       void* x, cudaStream_t stream);
+#endif
 
 }  // namespace tern::kernels

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -125,7 +126,10 @@ class Backend {
   virtual std::string name() const = 0;
 
   // --- weights and cache (setup time) ---
+  // A stored tensor, converted to the backend's compute dtype.
   virtual absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) = 0;
+  // A table that stays fp32 whatever the compute dtype (RoPE frequencies).
+  virtual absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadFp32Table(const std::vector<float>& values) = 0;
   // bias may be null.
   virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight,
                                                                       const TensorView* bias,
@@ -138,8 +142,14 @@ class Backend {
   virtual absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) = 0;
   // Bytes of KV cache one block costs across all layers, for sizing.
   virtual size_t KvBlockBytes(const KvCacheSpec& spec) const = 0;
+  // Free device memory in bytes now, or nullopt when the backend has no
+  // device memory of its own (the CPU).
+  virtual std::optional<size_t> FreeDeviceMemory() const = 0;
+  // The element type activations and caches are computed in.
+  virtual DType compute_dtype() const = 0;
 
   // --- one step ---
+  // `batch` must stay alive and unchanged until FinishStep returns.
   virtual absl::Status BeginStep(const ForwardBatch& batch) = 0;
   // A reusable workspace tensor: `slot` names its role (0, 1, ...); contents
   // are undefined and survive until the next Scratch call with that slot.
@@ -150,7 +160,8 @@ class Backend {
   virtual void RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) = 0;
   // out = x W^T + b.
   virtual void Linear(Tensor x, const LinearWeight& weight, Tensor out) = 0;
-  // Rotates q and k in place at the step's positions; inv_freq [head_dim / 2].
+  // Rotates q and k in place at the step's positions; inv_freq [head_dim / 2]
+  // from UploadFp32Table.
   virtual void Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) = 0;
   // Stores k and v rows at the step's slots of layer `layer`.
   virtual void WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) = 0;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
@@ -47,9 +48,14 @@ class CpuLinear final : public LinearWeight {
 class CpuKvCache final : public KvCache {
  public:
   explicit CpuKvCache(const KvCacheSpec& spec) : spec_(spec) {
+    // calloc: the kernel hands out zero pages lazily, so a large cache costs
+    // resident memory only as blocks are used.
     const size_t per_layer = size_t(spec.num_blocks) * spec.block_size * spec.num_kv_heads * spec.head_dim;
-    k_.resize(spec.num_layers, std::vector<float>(per_layer, 0.0f));
-    v_.resize(spec.num_layers, std::vector<float>(per_layer, 0.0f));
+    for (int32_t l = 0; l < spec.num_layers; ++l) {
+      k_.emplace_back(static_cast<float*>(std::calloc(per_layer, sizeof(float))));
+      v_.emplace_back(static_cast<float*>(std::calloc(per_layer, sizeof(float))));
+      CHECK(k_.back() != nullptr && v_.back() != nullptr) << "out of memory for the KV cache";
+    }
   }
   const KvCacheSpec& spec() const override { return spec_; }
   void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) override {
@@ -57,19 +63,22 @@ class CpuKvCache final : public KvCache {
     const size_t block = size_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim;
     for (int32_t l = 0; l < spec_.num_layers; ++l) {
       for (size_t i = 0; i < src.size(); ++i) {
-        std::memcpy(&k_[l][dst[i] * block], &k_[l][src[i] * block], block * sizeof(float));
-        std::memcpy(&v_[l][dst[i] * block], &v_[l][src[i] * block], block * sizeof(float));
+        std::memcpy(k(l) + dst[i] * block, k(l) + src[i] * block, block * sizeof(float));
+        std::memcpy(v(l) + dst[i] * block, v(l) + src[i] * block, block * sizeof(float));
       }
     }
   }
-  float* k(int32_t layer) { return k_[layer].data(); }
-  float* v(int32_t layer) { return v_[layer].data(); }
-  const float* k(int32_t layer) const { return k_[layer].data(); }
-  const float* v(int32_t layer) const { return v_[layer].data(); }
+  float* k(int32_t layer) { return k_[layer].get(); }
+  float* v(int32_t layer) { return v_[layer].get(); }
+  const float* k(int32_t layer) const { return k_[layer].get(); }
+  const float* v(int32_t layer) const { return v_[layer].get(); }
 
  private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
   KvCacheSpec spec_;
-  std::vector<std::vector<float>> k_, v_;
+  std::vector<std::unique_ptr<float[], Free>> k_, v_;
 };
 
 std::vector<float> ToFloat(const TensorView& t) {
@@ -117,6 +126,10 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::UploadWeight(const Ten
                                                    DTypeSafetensorsName(tensor.dtype), "; expected F32/F16/BF16"));
   }
   return std::unique_ptr<DeviceWeight>(new CpuWeight(tensor.shape, ToFloat(tensor)));
+}
+
+absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::UploadFp32Table(const std::vector<float>& values) {
+  return std::unique_ptr<DeviceWeight>(new CpuWeight({int64_t(values.size())}, values));
 }
 
 absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareLinear(const TensorView& weight,

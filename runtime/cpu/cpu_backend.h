@@ -22,6 +22,7 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
 
   absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) override;
+  absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadFp32Table(const std::vector<float>& values) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight, const TensorView* bias,
                                                               const LinearOptions& options) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,
@@ -29,6 +30,8 @@ class CpuBackend final : public Backend {
                                                                    const LinearOptions& options) override;
   absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) override;
   size_t KvBlockBytes(const KvCacheSpec& spec) const override;
+  std::optional<size_t> FreeDeviceMemory() const override { return std::nullopt; }
+  DType compute_dtype() const override { return DType::kF32; }
 
   absl::Status BeginStep(const ForwardBatch& batch) override;
   Tensor Scratch(int slot, int64_t rows, int64_t cols) override;

@@ -52,13 +52,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     ASSIGN_OR_RETURN(model->lm_head_, backend->PrepareLinear(lm_head, nullptr, options.linear));
   }
   ASSIGN_OR_RETURN(std::vector<float> inv_freq, RopeInverseFrequencies(c));
-  TensorView freq_view;
-  freq_view.name = "rope.inv_freq";
-  freq_view.dtype = DType::kF32;
-  freq_view.shape = {int64_t(inv_freq.size())};
-  freq_view.data = reinterpret_cast<const uint8_t*>(inv_freq.data());
-  freq_view.nbytes = inv_freq.size() * sizeof(float);
-  ASSIGN_OR_RETURN(model->inv_freq_, backend->UploadWeight(freq_view));
+  ASSIGN_OR_RETURN(model->inv_freq_, backend->UploadFp32Table(inv_freq));
 
   model->layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {

@@ -4,7 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/cpu/cpu_backend.h"
 #include "runtime/cuda/device_probe.h"
+#include "runtime/runner/llm_model_runner.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/weight_layout.h"
 #include "server/config/server_config.h"
@@ -33,9 +35,34 @@ bool HasTokenizer(const std::string& dir) {
          std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model", ec);
 }
 
-std::string ResolveBackend(const std::string& requested) {
-  if (requested == "cpu" || requested == "cuda") return requested;
-  return runtime::ListCudaDevices().empty() ? "cpu" : "cuda";
+// The LLM backends this build can run. "auto" picks the best available.
+absl::StatusOr<std::string> ResolveBackend(const std::string& requested) {
+  if (requested == "cuda") {
+    return absl::FailedPreconditionError(
+        "backend \"cuda\" has no LLM engine in this build of ternd; use \"cpu\" or \"auto\"");
+  }
+  return std::string("cpu");
+}
+
+absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::ServerConfig& server,
+                                                             const tern::v1::ModelConfig& model,
+                                                             const std::string& name,
+                                                             const runtime::Tokenizer* tokenizer) {
+  runtime::LlmModelRunnerOptions runner_options;
+  runner_options.model_dir = model.path();
+  runner_options.block_size = model.kv_block_size() > 0 ? model.kv_block_size() : 16;
+  runner_options.kv_cache_bytes = size_t(model.cpu_kv_cache_mib() > 0 ? model.cpu_kv_cache_mib() : 1024) << 20;
+  runner_options.max_context_length = model.max_context_length();
+  runner_options.model.linear.scheme = model.weight_scheme().empty() ? "auto" : model.weight_scheme();
+  auto runner = runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), runner_options);
+  if (!runner.ok()) return runner.status();
+  scheduler::EngineOptions options;
+  options.model_name = name;
+  if (model.max_num_seqs() > 0) options.max_num_seqs = model.max_num_seqs();
+  if (model.max_num_batched_tokens() > 0) options.max_num_batched_tokens = model.max_num_batched_tokens();
+  if (server.limits().max_queued_requests() > 0) options.max_queued_requests = server.limits().max_queued_requests();
+  options.tokenizer = tokenizer;
+  return scheduler::Engine::Create(options, std::move(*runner));
 }
 
 }  // namespace
@@ -68,15 +95,23 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
                                                             hf_config->vocab_size)));
       }
     }
-    const std::string backend = ResolveBackend(model_config.backend());
-    if (backend == "cuda" && runtime::ListCudaDevices().empty()) {
-      return fail(absl::FailedPreconditionError("backend \"cuda\" was asked for but no CUDA GPU is visible"));
+    auto backend = ResolveBackend(model_config.backend());
+    if (!backend.ok()) return fail(backend.status());
+    std::unique_ptr<runtime::ChatTemplateConfig> chat_template;
+    if (auto loaded = runtime::LoadChatTemplateConfig(model_config.path()); loaded.ok()) {
+      chat_template = std::make_unique<runtime::ChatTemplateConfig>(std::move(*loaded));
+    } else if (loaded.status().code() != absl::StatusCode::kNotFound) {
+      return fail(loaded.status());
     }
 
     auto served = std::make_unique<ServedModel>();
     served->config = model_config;
     served->hf_config = *hf_config;
     served->tokenizer = std::move(tokenizer);
+    served->chat_template = std::move(chat_template);
+    auto engine = MakeEngine(config, model_config, name, served->tokenizer.get());
+    if (!engine.ok()) return fail(engine.status());
+    served->engine = std::move(*engine);
     auto& info = served->info;
     info.set_name(name);
     info.set_kind(tern::v1::MODEL_KIND_LLM);
@@ -97,7 +132,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
       context = model_config.max_context_length();
     }
     info.set_context_length(static_cast<int32_t>(std::min<int64_t>(context, INT32_MAX)));
-    info.set_backend(backend);
+    info.set_backend(*backend);
     info.set_num_parameters(*parameters);
     info.set_path(model_config.path());
     registry->models_[name] = std::move(served);
@@ -112,6 +147,18 @@ absl::StatusOr<const ServedModel*> ModelRegistry::Find(const std::string& name) 
   for (const auto& [served_name, unused] : models_) names.push_back(served_name);
   return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not served; served models: ",
                                           names.empty() ? "(none)" : absl::StrJoin(names, ", ")));
+}
+
+std::vector<const ServedModel*> ModelRegistry::All() const {
+  std::vector<const ServedModel*> out;
+  for (const auto& [name, model] : models_) out.push_back(model.get());
+  return out;
+}
+
+void ModelRegistry::DrainEngines(absl::Duration timeout) {
+  for (auto& [name, model] : models_) {
+    if (model->engine != nullptr) model->engine->Drain(timeout);
+  }
 }
 
 std::vector<tern::v1::ModelInfo> ModelRegistry::List() const {

@@ -14,7 +14,9 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/model/hf_config.h"
+#include "runtime/chat/chat_template.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "scheduler/engine.h"
 #include "tern/v1/config.pb.h"
 #include "tern/v1/models.pb.h"
 
@@ -26,6 +28,10 @@ struct ServedModel {
   tern::v1::ModelInfo info;
   // Null for a model directory without tokenizer files (token ids only).
   std::unique_ptr<runtime::Tokenizer> tokenizer;
+  // Null when the model directory has no chat template.
+  std::unique_ptr<runtime::ChatTemplateConfig> chat_template;
+  // The continuous-batching engine that generates for this model.
+  std::unique_ptr<scheduler::Engine> engine;
 };
 
 class ModelRegistry {
@@ -39,6 +45,10 @@ class ModelRegistry {
 
   std::vector<tern::v1::ModelInfo> List() const;
   size_t size() const { return models_.size(); }
+  // Every served model, for draining and metrics.
+  std::vector<const ServedModel*> All() const;
+  // Drains every engine: no new requests, in-flight ones get until `timeout`.
+  void DrainEngines(absl::Duration timeout);
 
  private:
   ModelRegistry() = default;

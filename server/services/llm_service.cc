@@ -3,6 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/base/status_macros.h"
 #include "server/services/finished_writer.h"
+#include "server/services/generate_stream.h"
+#include "server/services/request_conversion.h"
 #include "server/services/rpc_scope.h"
 
 namespace tern::server {
@@ -10,21 +12,15 @@ namespace {
 
 // Authenticates, then checks the model exists and the tenant may use it.
 absl::StatusOr<const ServedModel*> Admit(RpcScope& scope, const ServiceContext& services,
-                                         const std::string& model_name) {
+                                         const std::string& model_name, const scheduler::Tenant** tenant_out = nullptr) {
   ASSIGN_OR_RETURN(const scheduler::Tenant* tenant, scope.Authenticate());
+  if (tenant_out != nullptr) *tenant_out = tenant;
   ASSIGN_OR_RETURN(const ServedModel* model, services.models->Find(model_name));
   if (!tenant->MayUseModel(model_name)) {
     return absl::PermissionDeniedError(
         absl::StrCat("tenant \"", tenant->name, "\" may not use model \"", model_name, "\""));
   }
   return model;
-}
-
-absl::Status EngineUnavailable(const ServedModel& model) {
-  return absl::UnavailableError(absl::StrCat(
-      "model \"", model.info.name(),
-      "\" is loaded but has no generation engine attached in this ternd; "
-      "Tokenize, Detokenize and ListModels work"));
 }
 
 absl::StatusOr<const runtime::Tokenizer*> TokenizerOf(const ServedModel& model) {
@@ -48,25 +44,38 @@ grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context, RpcS
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Generate(
     grpc::CallbackServerContext* context, const tern::v1::GenerateRequest* request) {
   RpcScope scope(services_, context, "/tern.v1.Llm/Generate");
-  scope.AssignRequestId(request->request_id());
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
+  const std::string request_id = scope.AssignRequestId(request->request_id());
+  const scheduler::Tenant* tenant = nullptr;
+  const ServedModel* model = nullptr;
+  absl::StatusOr<std::vector<int32_t>> prompt = [&]() -> absl::StatusOr<std::vector<int32_t>> {
+    ASSIGN_OR_RETURN(model, Admit(scope, services_, request->model(), &tenant));
     RETURN_IF_ERROR(ValidateGenerateRequest(*request, services_.limits));
-    return EngineUnavailable(*model);
+    return PromptTokens(*request, *model);
   }();
-  return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(status));
+  if (!prompt.ok()) return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(prompt.status()));
+  const tern::v1::DecodingMode mode = tern::v1::DECODING_MODE_NORMAL;
+  return GenerateReactor::Start(std::move(scope), model->engine.get(),
+                                MakeEngineRequest(request_id, *tenant, request->priority(), std::move(*prompt),
+                                                  ToSamplingParams(request->sampling()), *context),
+                                mode, model->tokenizer.get());
 }
 
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Chat(
     grpc::CallbackServerContext* context, const tern::v1::ChatRequest* request) {
   RpcScope scope(services_, context, "/tern.v1.Llm/Chat");
-  scope.AssignRequestId(request->request_id());
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(const ServedModel* model, Admit(scope, services_, request->model()));
+  const std::string request_id = scope.AssignRequestId(request->request_id());
+  const scheduler::Tenant* tenant = nullptr;
+  const ServedModel* model = nullptr;
+  absl::StatusOr<std::vector<int32_t>> prompt = [&]() -> absl::StatusOr<std::vector<int32_t>> {
+    ASSIGN_OR_RETURN(model, Admit(scope, services_, request->model(), &tenant));
     RETURN_IF_ERROR(ValidateChatRequest(*request, services_.limits));
-    return EngineUnavailable(*model);
+    return ChatPromptTokens(*request, *model);
   }();
-  return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(status));
+  if (!prompt.ok()) return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(prompt.status()));
+  return GenerateReactor::Start(std::move(scope), model->engine.get(),
+                                MakeEngineRequest(request_id, *tenant, request->priority(), std::move(*prompt),
+                                                  ToSamplingParams(request->sampling()), *context),
+                                tern::v1::DECODING_MODE_NORMAL, model->tokenizer.get());
 }
 
 grpc::ServerUnaryReactor* LlmService::Tokenize(grpc::CallbackServerContext* context,

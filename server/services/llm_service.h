@@ -1,9 +1,9 @@
 // tern.v1.Llm over the gRPC callback API.
 //
 // Every call: authenticate, validate, resolve the model, check the tenant may
-// use it. Generation needs the model's engine; until one is attached the
-// call ends UNAVAILABLE with a message that says so (no tokens are faked).
-// Tokenize and Detokenize need only the model's tokenizer.
+// use it. Generate and Chat then tokenize (Chat renders the model's chat
+// template first) and submit to the model's Engine, streaming its output
+// through a GenerateReactor. Tokenize and Detokenize need only the tokenizer.
 #pragma once
 
 #include "server/services/service_context.h"

@@ -267,29 +267,64 @@ TEST(TerndE2eTest, TokenizeAndDetokenizeOverTheWire) {
   EXPECT_EQ(cli.output, "1 15043 3186\n");
 }
 
-TEST(TerndE2eTest, GenerateOnServedModelValidatesThenReportsNoEngine) {
+struct StreamResult {
+  grpc::Status status;
+  std::string text;
+  int tokens = 0;
+  int chunks = 0;
+  tern::v1::FinishReason finish = tern::v1::FINISH_REASON_UNSPECIFIED;
+  tern::v1::Usage usage;
+};
+
+StreamResult Stream(tern::v1::Llm::Stub& stub, const tern::v1::GenerateRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto reader = stub.Generate(&context, request);
+  StreamResult result;
+  tern::v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+    ++result.chunks;
+    for (const auto& choice : response.choices()) {
+      result.text += choice.text();
+      result.tokens += choice.token_ids_size();
+      if (choice.finish_reason() != tern::v1::FINISH_REASON_UNSPECIFIED) result.finish = choice.finish_reason();
+    }
+    if (response.has_usage()) result.usage = response.usage();
+  }
+  result.status = reader->Finish();
+  return result;
+}
+
+TEST(TerndE2eTest, GenerateStreamsTokensWithUsageAndFinishReason) {
   TempDir dir;
   DaemonProcess daemon = StartOrDie({"--model", MakeTinyModel(dir, "tiny-llama")});
   auto stub = tern::v1::Llm::NewStub(Connect(daemon));
-  const auto call = [&](const tern::v1::GenerateRequest& request) {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    auto reader = stub->Generate(&context, request);
-    tern::v1::GenerateResponse response;
-    EXPECT_FALSE(reader->Read(&response)) << "no tokens may be produced without an engine";
-    return reader->Finish();
-  };
   tern::v1::GenerateRequest request;
   request.set_model("tiny-llama");
   request.set_text("Hello");
+  request.mutable_sampling()->set_temperature(0.0f);
+  request.mutable_sampling()->set_max_tokens(8);
+  request.mutable_sampling()->set_ignore_eos(true);
+  const StreamResult first = Stream(*stub, request);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.tokens, 8);
+  EXPECT_GE(first.chunks, 2) << "tokens must stream, then usage";
+  EXPECT_EQ(first.finish, tern::v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(first.usage.completion_tokens(), 8);
+  EXPECT_EQ(first.usage.prompt_tokens(), 2);  // BOS + "▁Hello"
+  const StreamResult again = Stream(*stub, request);
+  EXPECT_EQ(again.text, first.text) << "greedy decoding is deterministic";
+
   request.mutable_sampling()->set_top_p(1.5f);
-  const grpc::Status invalid = call(request);
-  EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(invalid.error_message().find("sampling.top_p"), std::string::npos);
-  request.mutable_sampling()->set_top_p(0.9f);
-  const grpc::Status unavailable = call(request);
-  EXPECT_EQ(unavailable.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_NE(unavailable.error_message().find("tiny-llama"), std::string::npos);
+  const StreamResult invalid = Stream(*stub, request);
+  EXPECT_EQ(invalid.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(invalid.status.error_message().find("sampling.top_p"), std::string::npos);
+
+  // The CLI streams the same text.
+  const ProcessResult cli = RunProcess({BinaryPath("tern"), "--target", daemon.grpc_target(), "generate", "-m",
+                                        "tiny-llama", "--max-tokens", "8", "--temperature", "0", "Hello"},
+                                       seconds(60));
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
 }
 
 TEST(TernRunTest, GeneratesDeterministicTextFromPrompt) {

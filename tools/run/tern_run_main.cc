@@ -2,13 +2,17 @@
 // prompt through the tokenizer, the CPU backend's paged KV cache, the
 // sampler and the stop checker, with the text streamed to stdout.
 //
-//   tern-run --model DIR [--max-tokens 64] [--temperature 0] [--top-p 1] [--top-k 0]
-//            [--seed N] "prompt"
-//   tern-run --model DIR --bench [--prompt-tokens 128] [--decode-tokens 64] [--json FILE]
+//   tern-run --model DIR [--backend cpu|cuda] [--dtype bfloat16] [--max-tokens 64]
+//            [--temperature 0] [--top-p 1] [--top-k 0] [--seed N] "prompt"
+//   tern-run --model DIR --bench [--batch 1] [--prompt-tokens 128] [--decode-tokens 64] [--json FILE]
+//   tern-run --model DIR --dump-logits FILE --token-ids 1,2,3 [--decode-tokens 32]
 //
-// --bench times prefill and decode on seeded random token ids and prints
-// them beside the decode floor: the bytes of weights one decode step must
-// read over this machine's measured copy bandwidth.
+// --bench times prefill and decode on seeded random token ids (--batch
+// sequences decoding together) and prints them beside the decode floor: the
+// weight bytes plus the KV bytes one decode step must read, over the
+// measured copy bandwidth (host memcpy on the CPU, device-to-device on CUDA).
+// --dump-logits writes the logits of the prompt's last position and of each
+// greedy decode step as JSON, for comparison with a peer implementation.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -25,6 +29,11 @@
 #include "nlohmann/json.hpp"
 #include "runtime/base/flag_names.h"
 #include "runtime/cpu/cpu_backend.h"
+#if defined(TERN_WITH_CUDA)
+#include <cuda_runtime.h>
+
+#include "runtime/cuda/cuda_backend.h"
+#endif
 #include "runtime/model/llama_model.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/sampling/sampler.h"
@@ -34,6 +43,11 @@
 #include "runtime/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory");
+ABSL_FLAG(std::string, backend, "cpu", "cpu or cuda");
+ABSL_FLAG(std::string, dtype, "bfloat16", "CUDA compute dtype: float16, bfloat16 or float32");
+ABSL_FLAG(int32_t, batch, 1, "--bench: sequences decoding together");
+ABSL_FLAG(std::string, dump_logits, "", "Write prompt and greedy-step logits as JSON to this file");
+ABSL_FLAG(std::vector<std::string>, token_ids, {}, "--dump-logits: the prompt as token ids");
 ABSL_FLAG(int32_t, max_tokens, 64, "Tokens to generate at most");
 ABSL_FLAG(float, temperature, 0.0f, "0 is greedy");
 ABSL_FLAG(float, top_p, 1.0f, "Nucleus sampling mass");
@@ -51,30 +65,39 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int32_t kBlockSize = 16;
 
-// One sequence over contiguous blocks 0, 1, 2, ... of a cache sized for it.
-class SingleSequence {
+// Sequences over contiguous block ranges of a cache sized for them:
+// sequence i owns blocks [i * blocks_per_seq, (i + 1) * blocks_per_seq).
+class Sequences {
  public:
-  void Step(const std::vector<int32_t>& new_tokens, ForwardBatch* batch) {
+  Sequences(int32_t count, int32_t blocks_per_seq) : cached_(count, 0), blocks_per_seq_(blocks_per_seq) {}
+
+  // One step in which each listed sequence computes its (non-empty) tokens.
+  void Step(const std::vector<std::pair<int32_t, std::vector<int32_t>>>& work, ForwardBatch* batch) {
     *batch = ForwardBatch{};
-    const int32_t begin = cached_;
-    for (size_t i = 0; i < new_tokens.size(); ++i) {
-      const int32_t p = begin + int32_t(i);
-      batch->token_ids.push_back(new_tokens[i]);
-      batch->positions.push_back(p);
-      batch->slots.push_back(p);  // block b holds positions [16b, 16b + 16)
+    batch->query_start = {0};
+    batch->block_indptr = {0};
+    for (const auto& [s, tokens] : work) {
+      const int32_t base_block = s * blocks_per_seq_;
+      for (int32_t token : tokens) {
+        const int32_t p = cached_[s]++;
+        batch->token_ids.push_back(token);
+        batch->positions.push_back(p);
+        batch->slots.push_back((base_block + p / kBlockSize) * kBlockSize + p % kBlockSize);
+      }
+      batch->query_start.push_back(batch->num_tokens());
+      batch->context_lens.push_back(cached_[s]);
+      const int32_t blocks = (cached_[s] + kBlockSize - 1) / kBlockSize;
+      for (int32_t b = 0; b < blocks; ++b) batch->block_ids.push_back(base_block + b);
+      batch->block_indptr.push_back(int32_t(batch->block_ids.size()));
+      batch->logits_rows.push_back(batch->num_tokens() - 1);
     }
-    cached_ += int32_t(new_tokens.size());
-    batch->query_start = {0, int32_t(new_tokens.size())};
-    batch->context_lens = {cached_};
-    const int32_t blocks = (cached_ + kBlockSize - 1) / kBlockSize;
-    for (int32_t b = 0; b < blocks; ++b) batch->block_ids.push_back(b);
-    batch->block_indptr = {0, blocks};
-    batch->logits_rows = {int32_t(new_tokens.size()) - 1};
   }
-  int32_t cached() const { return cached_; }
+  // Sequence 0 computes `tokens`.
+  void Step(const std::vector<int32_t>& tokens, ForwardBatch* batch) { Step({{0, tokens}}, batch); }
 
  private:
-  int32_t cached_ = 0;
+  std::vector<int32_t> cached_;
+  int32_t blocks_per_seq_;
 };
 
 int Fail(const std::string& message) {
@@ -82,10 +105,33 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// Copy bandwidth of this machine (bytes read + written per second), from the
-// best of several 256 MiB memcpy runs.
-double MeasureCopyBandwidth() {
+// Copy bandwidth (bytes read + written per second): host memcpy on the CPU,
+// a device-to-device copy on CUDA; the best of five 256 MiB copies.
+double MeasureCopyBandwidth(const std::string& backend) {
   const size_t bytes = size_t(256) << 20;
+#if defined(TERN_WITH_CUDA)
+  if (backend == "cuda") {
+    void *a = nullptr, *b = nullptr;
+    cudaMalloc(&a, bytes);
+    cudaMalloc(&b, bytes);
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    double best = 0;
+    for (int i = 0; i < 6; ++i) {
+      cudaEventRecord(start);
+      cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+      cudaEventRecord(stop);
+      cudaEventSynchronize(stop);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, start, stop);
+      if (i > 0) best = std::max(best, 2.0 * bytes / (ms * 1e-3));
+    }
+    cudaFree(a);
+    cudaFree(b);
+    return best;
+  }
+#endif
   std::vector<char> a(bytes, 1), b(bytes, 2);
   double best = 0;
   for (int i = 0; i < 5; ++i) {
@@ -98,61 +144,103 @@ double MeasureCopyBandwidth() {
   return best;
 }
 
-int Bench(LlamaModel& model, KvCache& cache, const std::string& model_dir) {
+int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string& model_dir, int32_t blocks_per_seq) {
+  const int32_t batch_size = absl::GetFlag(FLAGS_batch);
   const int32_t prompt_len = absl::GetFlag(FLAGS_prompt_tokens);
   const int32_t decode_steps = absl::GetFlag(FLAGS_decode_tokens);
   std::mt19937 rng(1);
   std::uniform_int_distribution<int32_t> token(0, int32_t(model.config().vocab_size) - 1);
-  std::vector<int32_t> prompt(prompt_len);
-  for (auto& t : prompt) t = token(rng);
-
-  SingleSequence seq;
+  Sequences seqs(batch_size, blocks_per_seq);
   ForwardBatch batch;
   std::vector<float> logits;
-  seq.Step(prompt, &batch);
-  auto start = Clock::now();
-  if (auto s = model.Forward(batch, cache, &logits); !s.ok()) return Fail(std::string(s.message()));
-  const double prefill_s = std::chrono::duration<double>(Clock::now() - start).count();
-  start = Clock::now();
+
+  // Prefill every sequence's prompt, one at a time; the first is timed.
+  double prefill_s = 0;
+  for (int32_t s = 0; s < batch_size; ++s) {
+    std::vector<int32_t> prompt(prompt_len);
+    for (auto& t : prompt) t = token(rng);
+    seqs.Step({{s, prompt}}, &batch);
+    const auto start = Clock::now();
+    if (auto st = model.Forward(batch, cache, &logits); !st.ok()) return Fail(std::string(st.message()));
+    if (s == 0) prefill_s = std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  // Decode all sequences together: one warm-up step, then the timed steps.
+  const auto decode_step = [&]() -> absl::Status {
+    std::vector<std::pair<int32_t, std::vector<int32_t>>> work;
+    for (int32_t s = 0; s < batch_size; ++s) work.push_back({s, {token(rng)}});
+    seqs.Step(work, &batch);
+    return model.Forward(batch, cache, &logits);
+  };
+  if (auto st = decode_step(); !st.ok()) return Fail(std::string(st.message()));
+  const auto start = Clock::now();
   for (int32_t i = 0; i < decode_steps; ++i) {
-    seq.Step({token(rng)}, &batch);
-    if (auto s = model.Forward(batch, cache, &logits); !s.ok()) return Fail(std::string(s.message()));
+    if (auto st = decode_step(); !st.ok()) return Fail(std::string(st.message()));
   }
   const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
 
-  // The floor: every weight except the embedding table is read once per
-  // decode step (the table contributes one row), as fp32 on this backend.
   auto store = WeightStore::Open(model_dir);
   if (!store.ok()) return Fail(std::string(store.status().message()));
   const auto& c = model.config();
+  const double element = double(DTypeSize(backend.compute_dtype()));
   const double params = double((*store)->TotalParameters());
   const double embed = double(c.vocab_size * c.hidden_size);
-  const double step_bytes = 4.0 * (params - (c.tie_word_embeddings ? 0.0 : embed));
-  const double bandwidth = MeasureCopyBandwidth();
-  const double floor_s = step_bytes / bandwidth;
+  const double weight_bytes = element * (params - (c.tie_word_embeddings ? 0.0 : embed));
+  const double mean_context = prompt_len + 1.5 + decode_steps / 2.0;
+  const double kv_bytes = batch_size * mean_context * 2.0 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim *
+                          element;
+  const double bandwidth = MeasureCopyBandwidth(absl::GetFlag(FLAGS_backend));
+  const double floor_step_s = (weight_bytes + kv_bytes) / bandwidth;
   const double prefill_tps = prompt_len / prefill_s;
-  const double decode_tps = decode_steps / decode_s;
-  const double floor_tps = 1.0 / floor_s;
-  std::printf("model %s: %.1fM parameters, %s\n", model_dir.c_str(), params / 1e6, c.architecture.c_str());
-  std::printf("threads %u, copy bandwidth %.1f GB/s (read + write)\n", std::thread::hardware_concurrency(),
-              bandwidth / 1e9);
-  std::printf("%-28s %12s\n", "phase", "tokens/s");
-  std::printf("%-28s %12.1f\n", ("prefill (" + std::to_string(prompt_len) + " tokens)").c_str(), prefill_tps);
-  std::printf("%-28s %12.1f\n", ("decode (" + std::to_string(decode_steps) + " steps)").c_str(), decode_tps);
-  std::printf("%-28s %12.1f   (%.0f MB of fp32 weights per step)\n", "decode floor", floor_tps, step_bytes / 1e6);
+  const double decode_tps = batch_size * decode_steps / decode_s;
+  const double floor_tps = batch_size / floor_step_s;
+  std::printf("model %s: %.1fM parameters, %s, backend %s (%s)\n", model_dir.c_str(), params / 1e6,
+              c.architecture.c_str(), backend.name().c_str(), absl::GetFlag(FLAGS_dtype).c_str());
+  std::printf("copy bandwidth %.1f GB/s (read + write)\n", bandwidth / 1e9);
+  std::printf("%-34s %12s\n", "phase", "tokens/s");
+  std::printf("%-34s %12.1f\n", ("prefill (" + std::to_string(prompt_len) + " tokens)").c_str(), prefill_tps);
+  std::printf("%-34s %12.1f\n",
+              ("decode (batch " + std::to_string(batch_size) + ", " + std::to_string(decode_steps) + " steps)").c_str(),
+              decode_tps);
+  std::printf("%-34s %12.1f   (%.0f MB weights + %.0f MB KV per step)\n", "decode floor", floor_tps, weight_bytes / 1e6,
+              kv_bytes / 1e6);
   std::printf("decode / floor: %.2f\n", decode_tps / floor_tps);
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     nlohmann::json out = {{"model", model_dir},
+                          {"backend", backend.name()},
+                          {"dtype", absl::GetFlag(FLAGS_dtype)},
                           {"parameters", params},
+                          {"batch", batch_size},
                           {"prompt_tokens", prompt_len},
                           {"decode_steps", decode_steps},
                           {"prefill_tokens_per_s", prefill_tps},
                           {"decode_tokens_per_s", decode_tps},
                           {"decode_floor_tokens_per_s", floor_tps},
-                          {"copy_bandwidth_bytes_per_s", bandwidth},
-                          {"threads", std::thread::hardware_concurrency()}};
+                          {"copy_bandwidth_bytes_per_s", bandwidth}};
     std::ofstream(path) << out.dump(2) << "\n";
   }
+  return 0;
+}
+
+// Prompt logits and greedy-step logits, as JSON, for peer comparison.
+int DumpLogits(LlamaModel& model, KvCache& cache, int32_t blocks_per_seq) {
+  std::vector<int32_t> prompt;
+  for (const auto& id : absl::GetFlag(FLAGS_token_ids)) prompt.push_back(std::stoi(id));
+  if (prompt.empty()) return Fail("--dump-logits needs --token-ids");
+  const int32_t steps = absl::GetFlag(FLAGS_decode_tokens);
+  const size_t vocab = size_t(model.config().vocab_size);
+  Sequences seq(1, blocks_per_seq);
+  ForwardBatch batch;
+  std::vector<float> logits;
+  nlohmann::json out = {{"prompt", prompt}, {"steps", nlohmann::json::array()}};
+  std::vector<int32_t> next = prompt;
+  for (int32_t i = 0; i <= steps; ++i) {
+    seq.Step(next, &batch);
+    if (auto st = model.Forward(batch, cache, &logits); !st.ok()) return Fail(std::string(st.message()));
+    const int32_t argmax = int32_t(std::max_element(logits.begin(), logits.begin() + vocab) - logits.begin());
+    out["steps"].push_back({{"token", argmax}, {"logits", std::vector<float>(logits.begin(), logits.begin() + vocab)}});
+    next = {argmax};
+  }
+  std::ofstream(absl::GetFlag(FLAGS_dump_logits)) << out.dump() << "\n";
   return 0;
 }
 
@@ -171,16 +259,38 @@ int main(int argc, char** argv) {
   const bool bench = absl::GetFlag(FLAGS_bench);
   if (!bench && positional.size() != 2) return Fail("give exactly one prompt");
 
-  CpuBackend backend;
-  auto model = LlamaModel::Load(model_dir, &backend, {});
+  std::unique_ptr<Backend> backend;
+  const std::string backend_name = absl::GetFlag(FLAGS_backend);
+  if (backend_name == "cpu") {
+    backend = std::make_unique<CpuBackend>();
+  } else if (backend_name == "cuda") {
+#if defined(TERN_WITH_CUDA)
+    CudaBackendOptions options;
+    if (!ParseTorchDType(absl::GetFlag(FLAGS_dtype), &options.compute_dtype)) {
+      return Fail("--dtype must be float16, bfloat16 or float32");
+    }
+    auto cuda = CudaBackend::Create(options);
+    if (!cuda.ok()) return Fail(std::string(cuda.status().message()));
+    backend = std::move(*cuda);
+#else
+    return Fail("this build has no CUDA backend");
+#endif
+  } else {
+    return Fail("--backend must be cpu or cuda");
+  }
+  auto model = LlamaModel::Load(model_dir, backend.get(), {});
   if (!model.ok()) return Fail(std::string(model.status().message()));
   const int32_t max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  const int64_t context = bench ? absl::GetFlag(FLAGS_prompt_tokens) + absl::GetFlag(FLAGS_decode_tokens)
-                                : std::min<int64_t>((*model)->config().max_position_embeddings, 1 << 16);
-  auto cache = backend.AllocateKvCache((*model)->CacheSpec(int32_t((context + kBlockSize) / kBlockSize) + 1,
-                                                           kBlockSize));
+  const bool dump = !absl::GetFlag(FLAGS_dump_logits).empty();
+  const int32_t num_seqs = bench ? std::max(1, absl::GetFlag(FLAGS_batch)) : 1;
+  const int64_t context = bench ? absl::GetFlag(FLAGS_prompt_tokens) + absl::GetFlag(FLAGS_decode_tokens) + 2
+                          : dump ? int64_t(absl::GetFlag(FLAGS_token_ids).size()) + absl::GetFlag(FLAGS_decode_tokens) + 1
+                                 : std::min<int64_t>((*model)->config().max_position_embeddings, 1 << 16);
+  const int32_t blocks_per_seq = int32_t((context + kBlockSize - 1) / kBlockSize) + 1;
+  auto cache = backend->AllocateKvCache((*model)->CacheSpec(blocks_per_seq * num_seqs, kBlockSize));
   if (!cache.ok()) return Fail(std::string(cache.status().message()));
-  if (bench) return Bench(**model, **cache, model_dir);
+  if (bench) return Bench(**model, *backend, **cache, model_dir, blocks_per_seq);
+  if (dump) return DumpLogits(**model, **cache, blocks_per_seq);
 
   auto tokenizer = Tokenizer::FromModelDirectory(model_dir);
   if (!tokenizer.ok()) return Fail(std::string(tokenizer.status().message()));
@@ -200,7 +310,7 @@ int main(int argc, char** argv) {
   StopChecker stop(params, (*tokenizer)->eos_ids());
   IncrementalDetokenizer detokenizer(**tokenizer, {.skip_special_tokens = true, .at_sequence_start = false});
 
-  SingleSequence seq;
+  Sequences seq(1, blocks_per_seq);
   ForwardBatch batch;
   std::vector<float> logits;
   std::vector<int32_t> next = prompt;

@@ -1,6 +1,8 @@
-// The Llama-family model definition on the CPU backend against golden
-// outputs of Hugging Face transformers (tests/data/golden, made by
-// tools/device/hf_reference.py on the same tern-mkmodel weights).
+// The Llama-family model definition against golden outputs of Hugging Face
+// transformers (tests/data/golden, made by tools/device/hf_reference.py on the
+// same tern-mkmodel weights, float32). Built twice: on the CPU backend, and
+// with TERN_TEST_CUDA_BACKEND on the CUDA backend computing in fp32 (label
+// gpu; skipped without a device).
 #include "runtime/model/llama_model.h"
 
 #include <algorithm>
@@ -15,12 +17,29 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/cpu/cpu_backend.h"
+#if defined(TERN_TEST_CUDA_BACKEND)
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/device_probe.h"
+#endif
 #include "runtime/model/safetensors.h"
 
 namespace tern::runtime {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The backend under test; null (and the test skipped) without a GPU.
+std::unique_ptr<Backend> MakeBackend() {
+#if defined(TERN_TEST_CUDA_BACKEND)
+  if (ListCudaDevices().empty()) return nullptr;
+  CudaBackendOptions options;
+  options.compute_dtype = DType::kF32;
+  auto backend = CudaBackend::Create(options);
+  return backend.ok() ? std::unique_ptr<Backend>(std::move(*backend)) : nullptr;
+#else
+  return std::make_unique<CpuBackend>();
+#endif
+}
 
 struct Golden {
   std::string architecture;
@@ -141,21 +160,25 @@ void ExpectLogitsNear(const float* got, const std::vector<float>& want, const st
 class LlamaModelGoldenTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {
  protected:
   void SetUp() override {
+    backend_ = MakeBackend();
+    if (backend_ == nullptr) GTEST_SKIP() << "no CUDA device";
     const auto& [arch, dtype] = GetParam();
     golden_ = LoadGolden(dtype == "float32" ? "tiny-" + arch : "tiny-" + arch + "-bf16");
     dir_ = MakeModel(arch, dtype);
     ASSERT_EQ(Sha256OfWeights(dir_), golden_.sha256) << "tern-mkmodel no longer writes the golden weights";
-    auto model = LlamaModel::Load(dir_, &backend_, {});
+    auto model = LlamaModel::Load(dir_, backend_.get(), {});
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
-    auto cache = backend_.AllocateKvCache(model_->CacheSpec(64, kBlockSize));
+    auto cache = backend_->AllocateKvCache(model_->CacheSpec(64, kBlockSize));
     ASSERT_TRUE(cache.ok());
     cache_ = std::move(*cache);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
 
   static constexpr int32_t kBlockSize = 4;
-  CpuBackend backend_;
+  std::unique_ptr<Backend> backend_;
   Golden golden_;
   std::string dir_;
   std::unique_ptr<LlamaModel> model_;
@@ -239,6 +262,8 @@ INSTANTIATE_TEST_SUITE_P(Architectures, LlamaModelGoldenTest,
                          [](const auto& info) { return info.param.first + "_" + info.param.second; });
 
 TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
+  auto backend = MakeBackend();
+  if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
   const std::string dir = MakeModel("llama", "float32");
   auto store = WeightStore::Open(dir);
   ASSERT_TRUE(store.ok());
@@ -257,15 +282,14 @@ TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
     std::memcpy(out, view.data, std::min(view.nbytes, spec.nbytes()));
   };
   ASSERT_TRUE(WriteSafetensors(broken + "/model.safetensors", specs, fill).ok());
-  CpuBackend backend;
-  auto missing = LlamaModel::Load(broken, &backend, {});
+  auto missing = LlamaModel::Load(broken, backend.get(), {});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("model.layers.1.mlp.up_proj.weight"), std::string::npos)
       << missing.status();
 
   specs.push_back({"model.layers.1.mlp.up_proj.weight", DType::kF32, {7, 3}});
   ASSERT_TRUE(WriteSafetensors(broken + "/model.safetensors", specs, fill).ok());
-  auto misshapen = LlamaModel::Load(broken, &backend, {});
+  auto misshapen = LlamaModel::Load(broken, backend.get(), {});
   EXPECT_EQ(misshapen.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(misshapen.status().message().find("[7, 3]"), std::string::npos) << misshapen.status();
   fs::remove_all(broken);

@@ -1,0 +1,117 @@
+// Paged attention, one thread block per (query row, head). Each of the
+// block's warps walks a strided share of the keys; per key the warp computes
+// q.k with a shuffle reduction and folds the value into an online softmax
+// (running max m, running sum l, accumulator acc). The warps' partial states
+// are merged through shared memory at the end.
+#include <cfloat>
+
+#include "kernels/attention/paged_attention.h"
+#include "kernels/common/dispatch.cuh"
+
+namespace tern::kernels {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxHeadDim = 256;
+constexpr int kPerLane = kMaxHeadDim / 32;
+
+template <typename T>
+__global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __restrict__ row_seq, const T* q,
+                                     const T* __restrict__ k_cache, const T* __restrict__ v_cache, T* out) {
+  const int32_t row = blockIdx.x;
+  const int32_t head = blockIdx.y;
+  const int32_t warp = threadIdx.x / 32;
+  const int32_t lane = threadIdx.x % 32;
+  const int32_t s = row_seq[row];
+  const int32_t n_q = p.query_start[s + 1] - p.query_start[s];
+  const int32_t position = p.context_lens[s] - n_q + (row - p.query_start[s]);
+  const int32_t first = p.sliding_window > 0 ? max(0, position - p.sliding_window + 1) : 0;
+  const int32_t* blocks = p.block_ids + p.block_indptr[s];
+  const int32_t kv_head = head / (p.num_heads / p.num_kv_heads);
+  const int64_t token_stride = int64_t(p.num_kv_heads) * p.head_dim;
+  const int32_t per_lane = p.head_dim / 32;
+
+  float qv[kPerLane];
+  const T* qh = q + int64_t(row) * p.q_row_stride + int64_t(head) * p.head_dim;
+  for (int i = 0; i < per_lane; ++i) qv[i] = ToFloat(qh[lane + 32 * i]) * p.scale;
+
+  float m = -FLT_MAX, l = 0.0f, acc[kPerLane];
+  for (int i = 0; i < kPerLane; ++i) acc[i] = 0.0f;
+  for (int32_t j = first + warp; j <= position; j += kWarps) {
+    const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
+    const T* kj = k_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+    float dot = 0.0f;
+    for (int i = 0; i < per_lane; ++i) dot += qv[i] * ToFloat(kj[lane + 32 * i]);
+    const float score = WarpSum(dot);
+    const float m_new = fmaxf(m, score);
+    const float rescale = __expf(m - m_new);
+    const float weight = __expf(score - m_new);
+    l = l * rescale + weight;
+    const T* vj = v_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+    for (int i = 0; i < per_lane; ++i) acc[i] = acc[i] * rescale + weight * ToFloat(vj[lane + 32 * i]);
+    m = m_new;
+  }
+
+  __shared__ float warp_m[kWarps], warp_l[kWarps];
+  __shared__ float warp_acc[kWarps][kMaxHeadDim];
+  if (lane == 0) {
+    warp_m[warp] = m;
+    warp_l[warp] = l;
+  }
+  for (int i = 0; i < per_lane; ++i) warp_acc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  float m_all = -FLT_MAX;
+  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, warp_m[w]);
+  float l_all = 0.0f;
+  for (int w = 0; w < kWarps; ++w) l_all += warp_l[w] * __expf(warp_m[w] - m_all);
+  T* oh = out + int64_t(row) * p.out_row_stride + int64_t(head) * p.head_dim;
+  for (int d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int w = 0; w < kWarps; ++w) sum += warp_acc[w][d] * __expf(warp_m[w] - m_all);
+    oh[d] = FromFloat<T>(sum / l_all);
+  }
+}
+
+template <typename T>
+__global__ void WriteKvKernel(int64_t width, const T* k, int64_t k_stride, const T* v, int64_t v_stride,
+                              const int32_t* slots, T* k_cache, T* v_cache) {
+  const int64_t t = blockIdx.x;
+  const int64_t base = int64_t(slots[t]) * width;
+  for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+    k_cache[base + c] = k[t * k_stride + c];
+    v_cache[base + c] = v[t * v_stride + c];
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& params, int32_t num_rows,
+                                 const int32_t* row_seq, const void* q, const void* k_cache, const void* v_cache,
+                                 void* out, cudaStream_t stream) {
+  if (num_rows == 0) return cudaSuccess;
+  if (params.head_dim % 32 != 0 || params.head_dim > kMaxHeadDim || params.num_kv_heads <= 0 ||
+      params.num_heads % params.num_kv_heads != 0 || params.num_heads > 65535) {
+    return cudaErrorInvalidValue;
+  }
+  const dim3 grid(static_cast<unsigned>(num_rows), static_cast<unsigned>(params.num_heads));
+  TERN_DISPATCH_SCALAR(type, T,
+                       PagedAttentionKernel<T><<<grid, kWarps * 32, 0, stream>>>(
+                           params, row_seq, static_cast<const T*>(q), static_cast<const T*>(k_cache),
+                           static_cast<const T*>(v_cache), static_cast<T*>(out)));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchWriteKv(ScalarType type, int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const void* k,
+                          int64_t k_row_stride, const void* v, int64_t v_row_stride, const int32_t* slots,
+                          void* k_cache, void* v_cache, cudaStream_t stream) {
+  if (num_tokens == 0) return cudaSuccess;
+  if (num_tokens < 0 || num_tokens > INT32_MAX) return cudaErrorInvalidValue;
+  const int64_t width = int64_t(num_kv_heads) * head_dim;
+  TERN_DISPATCH_SCALAR(type, T,
+                       WriteKvKernel<T><<<static_cast<unsigned>(num_tokens), 256, 0, stream>>>(
+                           width, static_cast<const T*>(k), k_row_stride, static_cast<const T*>(v), v_row_stride,
+                           slots, static_cast<T*>(k_cache), static_cast<T*>(v_cache)));
+  return cudaGetLastError();
+}
+
+}  // namespace tern::kernels

@@ -1,0 +1,591 @@
+#include "runtime/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/activation/silu_mul.h"
+#include "kernels/attention/paged_attention.h"
+#include "kernels/elementwise/elementwise.h"
+#include "kernels/norm/rmsnorm.h"
+#include "kernels/rope/rope.h"
+#include "runtime/base/check.h"
+
+namespace tern::runtime {
+namespace {
+
+using kernels::ScalarType;
+
+absl::Status CudaStatus(cudaError_t error, const std::string& what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(error), " (", cudaGetErrorString(error), ")"));
+}
+
+#define RETURN_IF_CUDA(expr, what)                                   \
+  do {                                                               \
+    const cudaError_t tern_cuda_error_ = (expr);                     \
+    if (tern_cuda_error_ != cudaSuccess) return CudaStatus(tern_cuda_error_, what); \
+  } while (0)
+
+ScalarType ToScalar(DType dtype) {
+  switch (dtype) {
+    case DType::kF16: return ScalarType::kF16;
+    case DType::kBF16: return ScalarType::kBF16;
+    default: return ScalarType::kF32;
+  }
+}
+
+// An owned device allocation that only grows.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept : data_(other.data_), bytes_(other.bytes_) {
+    other.data_ = nullptr;
+    other.bytes_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      if (data_ != nullptr) cudaFree(data_);
+      data_ = other.data_;
+      bytes_ = other.bytes_;
+      other.data_ = nullptr;
+      other.bytes_ = 0;
+    }
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (data_ != nullptr) cudaFree(data_);
+  }
+  cudaError_t Reserve(size_t bytes) {
+    if (bytes <= bytes_) return cudaSuccess;
+    if (data_ != nullptr) cudaFree(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+    const cudaError_t error = cudaMalloc(&data_, std::max<size_t>(bytes, 256));
+    if (error == cudaSuccess) bytes_ = std::max<size_t>(bytes, 256);
+    return error;
+  }
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class CudaWeight final : public DeviceWeight {
+ public:
+  CudaWeight(std::vector<int64_t> shape, DeviceBuffer buffer) : shape_(std::move(shape)), buffer_(std::move(buffer)) {}
+  const std::vector<int64_t>& shape() const override { return shape_; }
+  const void* data() const { return buffer_.data(); }
+
+ private:
+  std::vector<int64_t> shape_;
+  DeviceBuffer buffer_;
+};
+
+class CudaLinear final : public LinearWeight {
+ public:
+  CudaLinear(int64_t out, int64_t in, DeviceBuffer weight, DeviceBuffer bias, bool has_bias)
+      : out_(out), in_(in), weight_(std::move(weight)), bias_(std::move(bias)), has_bias_(has_bias) {}
+  int64_t out_features() const override { return out_; }
+  int64_t in_features() const override { return in_; }
+  const void* weight() const { return weight_.data(); }
+  const void* bias() const { return has_bias_ ? bias_.data() : nullptr; }
+
+ private:
+  int64_t out_, in_;
+  DeviceBuffer weight_;  // [out, in] row-major
+  DeviceBuffer bias_;
+  bool has_bias_;
+};
+
+class CudaKvCache final : public KvCache {
+ public:
+  CudaKvCache(const KvCacheSpec& spec, size_t element_bytes, cudaStream_t stream)
+      : spec_(spec), element_bytes_(element_bytes), stream_(stream) {}
+  absl::Status Allocate() {
+    const size_t per_layer = size_t(spec_.num_blocks) * spec_.block_size * spec_.num_kv_heads * spec_.head_dim *
+                             element_bytes_;
+    k_.resize(spec_.num_layers);
+    v_.resize(spec_.num_layers);
+    for (int32_t l = 0; l < spec_.num_layers; ++l) {
+      if (auto s = CudaStatus(k_[l].Reserve(per_layer), "allocating the KV cache"); !s.ok()) return s;
+      if (auto s = CudaStatus(v_[l].Reserve(per_layer), "allocating the KV cache"); !s.ok()) return s;
+      cudaMemsetAsync(k_[l].data(), 0, per_layer, stream_);
+      cudaMemsetAsync(v_[l].data(), 0, per_layer, stream_);
+    }
+    return absl::OkStatus();
+  }
+  const KvCacheSpec& spec() const override { return spec_; }
+  void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) override {
+    CHECK_EQ(src.size(), dst.size());
+    const size_t block = size_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim * element_bytes_;
+    for (int32_t l = 0; l < spec_.num_layers; ++l) {
+      for (size_t i = 0; i < src.size(); ++i) {
+        auto* kb = static_cast<uint8_t*>(k_[l].data());
+        auto* vb = static_cast<uint8_t*>(v_[l].data());
+        cudaMemcpyAsync(kb + dst[i] * block, kb + src[i] * block, block, cudaMemcpyDeviceToDevice, stream_);
+        cudaMemcpyAsync(vb + dst[i] * block, vb + src[i] * block, block, cudaMemcpyDeviceToDevice, stream_);
+      }
+    }
+  }
+  void* k(int32_t layer) const { return k_[layer].data(); }
+  void* v(int32_t layer) const { return v_[layer].data(); }
+
+ private:
+  KvCacheSpec spec_;
+  size_t element_bytes_;
+  cudaStream_t stream_;
+  std::vector<DeviceBuffer> k_, v_;
+};
+
+bool IsFloatType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
+
+}  // namespace
+
+struct CudaBackend::Impl {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  DeviceBuffer cublas_workspace;
+  ScalarType type = ScalarType::kBF16;
+  size_t element_bytes = 2;
+  cudaError_t first_error = cudaSuccess;
+  std::string first_error_op;
+  bool poisoned = false;
+
+  // Step metadata: pinned staging and device copies.
+  enum Meta { kTokens, kPositions, kSlots, kQueryStart, kContextLens, kBlockIndptr, kBlockIds, kLogitsRows, kRowSeq,
+              kMoeRows, kNumMeta };
+  int32_t* pinned = nullptr;
+  size_t pinned_elems = 0;
+  DeviceBuffer meta[kNumMeta];
+  DeviceBuffer moe_weights;
+  const ForwardBatch* batch = nullptr;
+  std::map<int, DeviceBuffer> scratch;
+  DeviceBuffer host_read;  // fp32 conversion buffer for ReadToHost
+  std::vector<float> moe_host_logits;
+
+  void Record(cudaError_t error, const char* op) {
+    if (error != cudaSuccess && first_error == cudaSuccess) {
+      first_error = error;
+      first_error_op = op;
+    }
+  }
+  void RecordBlas(cublasStatus_t status, const char* op) {
+    if (status != CUBLAS_STATUS_SUCCESS && first_error == cudaSuccess) {
+      first_error = cudaErrorUnknown;
+      first_error_op = absl::StrCat(op, " (cuBLAS status ", int(status), ")");
+    }
+  }
+  const int32_t* Meta(int which) const { return static_cast<const int32_t*>(meta[which].data()); }
+
+  cudaDataType BlasType() const {
+    switch (type) {
+      case ScalarType::kF16: return CUDA_R_16F;
+      case ScalarType::kBF16: return CUDA_R_16BF;
+      case ScalarType::kF32: return CUDA_R_32F;
+    }
+    return CUDA_R_32F;
+  }
+
+  // y[rows, out] = x[rows, in] W^T for W [out, in] row-major: in cuBLAS's
+  // column-major terms, C[out, rows] = W^T' * x' with W read transposed.
+  void Gemm(const Tensor& x, const void* w, int64_t out_features, int64_t in_features, const Tensor& y) {
+    if (x.rows == 0) return;
+    const float alpha = 1.0f, beta = 0.0f;
+    RecordBlas(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(x.rows), int(in_features), &alpha,
+                            w, BlasType(), int(in_features), x.data, BlasType(), int(x.stride), &beta, y.data,
+                            BlasType(), int(y.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx");
+  }
+
+  // Uploads `values` (host int32) into meta buffer `which`.
+  void Upload(int which, const std::vector<int32_t>& values, size_t offset) {
+    if (values.empty()) return;
+    std::memcpy(pinned + offset, values.data(), values.size() * sizeof(int32_t));
+    Record(meta[which].Reserve(values.size() * sizeof(int32_t)), "allocating step metadata");
+    Record(cudaMemcpyAsync(meta[which].data(), pinned + offset, values.size() * sizeof(int32_t),
+                           cudaMemcpyHostToDevice, stream),
+           "uploading step metadata");
+  }
+
+  absl::StatusOr<DeviceBuffer> ToDevice(const std::vector<TensorView>& parts, size_t* count_out) {
+    size_t count = 0;
+    for (const auto& part : parts) count += size_t(part.numel());
+    DeviceBuffer buffer;
+    RETURN_IF_CUDA(buffer.Reserve(count * element_bytes), "allocating weights");
+    size_t offset = 0;
+    std::vector<float> staging;
+    DeviceBuffer staging_device;
+    for (const auto& part : parts) {
+      const size_t n = size_t(part.numel());
+      uint8_t* dst = static_cast<uint8_t*>(buffer.data()) + offset * element_bytes;
+      const bool same = (part.dtype == DType::kF32 && type == ScalarType::kF32) ||
+                        (part.dtype == DType::kF16 && type == ScalarType::kF16) ||
+                        (part.dtype == DType::kBF16 && type == ScalarType::kBF16);
+      if (same) {
+        RETURN_IF_CUDA(cudaMemcpy(dst, part.data, part.nbytes, cudaMemcpyHostToDevice), "uploading weights");
+      } else {
+        staging.resize(n);
+        ConvertToFloat(part.dtype, part.data, n, staging.data());
+        RETURN_IF_CUDA(staging_device.Reserve(n * sizeof(float)), "allocating weight staging");
+        RETURN_IF_CUDA(cudaMemcpy(staging_device.data(), staging.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+                       "uploading weights");
+        RETURN_IF_CUDA(kernels::LaunchFromFloat(type, int64_t(n), static_cast<const float*>(staging_device.data()),
+                                                dst, nullptr),
+                       "converting weights");
+        RETURN_IF_CUDA(cudaDeviceSynchronize(), "converting weights");
+      }
+      offset += n;
+    }
+    *count_out = count;
+    return buffer;
+  }
+
+};
+
+CudaBackend::CudaBackend(std::unique_ptr<Impl> impl, const CudaBackendOptions& options)
+    : impl_(std::move(impl)), options_(options) {}
+
+CudaBackend::~CudaBackend() {
+  if (impl_->stream != nullptr) cudaStreamSynchronize(impl_->stream);
+  if (impl_->cublas != nullptr) cublasDestroy(impl_->cublas);
+  if (impl_->pinned != nullptr) cudaFreeHost(impl_->pinned);
+  if (impl_->stream != nullptr) cudaStreamDestroy(impl_->stream);
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBackendOptions& options) {
+  if (!IsFloatType(options.compute_dtype)) {
+    return absl::InvalidArgumentError("the CUDA backend computes in float16, bfloat16 or float32");
+  }
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError("no CUDA device is visible");
+  }
+  if (options.device < 0 || options.device >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " does not exist (", count, " visible)"));
+  }
+  RETURN_IF_CUDA(cudaSetDevice(options.device), "selecting the CUDA device");
+  auto impl = std::make_unique<Impl>();
+  impl->type = ToScalar(options.compute_dtype);
+  impl->element_bytes = DTypeSize(options.compute_dtype);
+  RETURN_IF_CUDA(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "creating a stream");
+  if (cublasCreate(&impl->cublas) != CUBLAS_STATUS_SUCCESS) return absl::InternalError("cublasCreate failed");
+  cublasSetStream(impl->cublas, impl->stream);
+  // fp32 stays fp32: no TF32 shortcuts, so the fp32 path can serve as a reference.
+  cublasSetMathMode(impl->cublas, CUBLAS_DEFAULT_MATH);
+  RETURN_IF_CUDA(impl->cublas_workspace.Reserve(options.cublas_workspace_bytes), "allocating the cuBLAS workspace");
+  cublasSetWorkspace(impl->cublas, impl->cublas_workspace.data(), impl->cublas_workspace.bytes());
+  return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl), options));
+}
+
+absl::StatusOr<std::unique_ptr<DeviceWeight>> CudaBackend::UploadWeight(const TensorView& tensor) {
+  if (!IsFloatType(tensor.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", tensor.name, "\" is not F32/F16/BF16"));
+  }
+  size_t count = 0;
+  auto buffer = impl_->ToDevice({tensor}, &count);
+  if (!buffer.ok()) return buffer.status();
+  return std::unique_ptr<DeviceWeight>(new CudaWeight(tensor.shape, std::move(*buffer)));
+}
+
+absl::StatusOr<std::unique_ptr<DeviceWeight>> CudaBackend::UploadFp32Table(const std::vector<float>& values) {
+  DeviceBuffer buffer;
+  RETURN_IF_CUDA(buffer.Reserve(values.size() * sizeof(float)), "allocating a table");
+  RETURN_IF_CUDA(cudaMemcpy(buffer.data(), values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice),
+                 "uploading a table");
+  return std::unique_ptr<DeviceWeight>(new CudaWeight({int64_t(values.size())}, std::move(buffer)));
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareLinear(const TensorView& weight,
+                                                                         const TensorView* bias,
+                                                                         const LinearOptions& options) {
+  std::vector<TensorView> biases;
+  if (bias != nullptr) biases.push_back(*bias);
+  return PrepareFusedLinear({weight}, biases, options);
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareFusedLinear(const std::vector<TensorView>& weights,
+                                                                              const std::vector<TensorView>& biases,
+                                                                              const LinearOptions& options) {
+  if (options.scheme != "auto") {
+    return absl::UnimplementedError(absl::StrCat("the cuda backend has no weight scheme \"", options.scheme, "\" yet"));
+  }
+  if (weights.empty()) return absl::InvalidArgumentError("fused linear of no weights");
+  if (!biases.empty() && biases.size() != weights.size()) {
+    return absl::InvalidArgumentError("fused linear: biases must be given for all parts or none");
+  }
+  const int64_t in = weights[0].shape.size() == 2 ? weights[0].shape[1] : -1;
+  int64_t out = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const auto& part = weights[i];
+    if (part.shape.size() != 2 || part.shape[1] != in || !IsFloatType(part.dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat("linear weight \"", part.name, "\" has shape ", part.ShapeString(),
+                                                     "; expected [out, ", in, "] of a float dtype"));
+    }
+    if (!biases.empty() && biases[i].shape != std::vector<int64_t>{part.shape[0]}) {
+      return absl::InvalidArgumentError(absl::StrCat("bias \"", biases[i].name, "\" does not match its weight"));
+    }
+    out += part.shape[0];
+  }
+  size_t count = 0;
+  auto weight = impl_->ToDevice(weights, &count);
+  if (!weight.ok()) return weight.status();
+  DeviceBuffer bias;
+  if (!biases.empty()) {
+    auto uploaded = impl_->ToDevice(biases, &count);
+    if (!uploaded.ok()) return uploaded.status();
+    bias = std::move(*uploaded);
+  }
+  return std::unique_ptr<LinearWeight>(new CudaLinear(out, in, std::move(*weight), std::move(bias), !biases.empty()));
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::AllocateKvCache(const KvCacheSpec& spec) {
+  if (spec.num_layers <= 0 || spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_kv_heads <= 0 ||
+      spec.head_dim <= 0) {
+    return absl::InvalidArgumentError("kv cache spec has a non-positive dimension");
+  }
+  auto cache = std::make_unique<CudaKvCache>(spec, impl_->element_bytes, impl_->stream);
+  if (auto status = cache->Allocate(); !status.ok()) return status;
+  RETURN_IF_CUDA(cudaStreamSynchronize(impl_->stream), "clearing the KV cache");
+  return std::unique_ptr<KvCache>(std::move(cache));
+}
+
+size_t CudaBackend::KvBlockBytes(const KvCacheSpec& spec) const {
+  return size_t(2) * spec.num_layers * spec.block_size * spec.num_kv_heads * spec.head_dim * impl_->element_bytes;
+}
+
+std::optional<size_t> CudaBackend::FreeDeviceMemory() const {
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) return std::nullopt;
+  return free;
+}
+
+absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
+  Impl& m = *impl_;
+  if (m.poisoned) return absl::InternalError("the CUDA backend failed earlier and cannot run more steps");
+  m.batch = &batch;
+  m.first_error = cudaSuccess;
+  std::vector<int32_t> row_seq(batch.num_tokens());
+  for (int32_t s = 0; s < batch.num_seqs(); ++s) {
+    for (int32_t r = batch.query_start[s]; r < batch.query_start[s + 1]; ++r) row_seq[r] = s;
+  }
+  const std::vector<int32_t>* lists[] = {&batch.token_ids,    &batch.positions,    &batch.slots,
+                                         &batch.query_start,  &batch.context_lens, &batch.block_indptr,
+                                         &batch.block_ids,    &batch.logits_rows,  &row_seq};
+  size_t total = 0;
+  for (const auto* list : lists) total += list->size();
+  if (total > m.pinned_elems) {
+    if (m.pinned != nullptr) cudaFreeHost(m.pinned);
+    m.pinned = nullptr;
+    m.pinned_elems = 0;
+    // The pinned buffer may still feed an earlier step's copies.
+    RETURN_IF_CUDA(cudaStreamSynchronize(m.stream), "waiting for the previous step");
+    RETURN_IF_CUDA(cudaMallocHost(&m.pinned, total * 2 * sizeof(int32_t)), "allocating pinned staging");
+    m.pinned_elems = total * 2;
+  }
+  size_t offset = 0;
+  for (int i = 0; i < 9; ++i) {
+    m.Upload(i, *lists[i], offset);
+    offset += lists[i]->size();
+  }
+  if (m.first_error != cudaSuccess) return CudaStatus(m.first_error, m.first_error_op);
+  return absl::OkStatus();
+}
+
+Tensor CudaBackend::Scratch(int slot, int64_t rows, int64_t cols) {
+  auto& buffer = impl_->scratch[slot];
+  impl_->Record(buffer.Reserve(size_t(std::max<int64_t>(rows, 1)) * size_t(std::max<int64_t>(cols, 1)) *
+                               impl_->element_bytes),
+                "allocating scratch");
+  return Tensor{buffer.data(), options_.compute_dtype, rows, cols, cols};
+}
+
+void CudaBackend::Embed(const DeviceWeight& table, Tensor out) {
+  const auto& w = static_cast<const CudaWeight&>(table);
+  impl_->Record(kernels::LaunchEmbedding(impl_->type, out.rows, out.cols, impl_->Meta(Impl::kTokens), w.data(),
+                                         out.data, out.stride, impl_->stream),
+                "embedding");
+}
+
+void CudaBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) {
+  kernels::RmsNormParams p{x.rows, x.cols, x.stride, out.stride, eps};
+  impl_->Record(kernels::LaunchRmsNorm(impl_->type, p, x.data, static_cast<const CudaWeight&>(weight).data(), out.data,
+                                       impl_->stream),
+                "rmsnorm");
+}
+
+void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
+  const auto& w = static_cast<const CudaLinear&>(weight);
+  CHECK_EQ(x.cols, w.in_features());
+  CHECK_EQ(out.cols, w.out_features());
+  impl_->Gemm(x, w.weight(), w.out_features(), w.in_features(), out);
+  if (w.bias() != nullptr) {
+    impl_->Record(kernels::LaunchAddBias(impl_->type, out.rows, out.cols, out.data, out.stride, w.bias(), impl_->stream),
+                  "bias");
+  }
+}
+
+void CudaBackend::Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) {
+  const float* f = static_cast<const float*>(static_cast<const CudaWeight&>(inv_freq).data());
+  const int32_t* positions = impl_->Meta(Impl::kPositions);
+  impl_->Record(kernels::LaunchRope(impl_->type, {q.rows, q.cols / head_dim, head_dim, q.stride}, positions, f, q.data,
+                                    impl_->stream),
+                "rope q");
+  impl_->Record(kernels::LaunchRope(impl_->type, {k.rows, k.cols / head_dim, head_dim, k.stride}, positions, f, k.data,
+                                    impl_->stream),
+                "rope k");
+}
+
+void CudaBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
+  auto& c = static_cast<CudaKvCache&>(cache);
+  impl_->Record(kernels::LaunchWriteKv(impl_->type, k.rows, c.spec().num_kv_heads, c.spec().head_dim, k.data, k.stride,
+                                       v.data, v.stride, impl_->Meta(Impl::kSlots), c.k(layer), c.v(layer),
+                                       impl_->stream),
+                "write kv");
+}
+
+void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& o, Tensor out) {
+  const auto& c = static_cast<const CudaKvCache&>(cache);
+  kernels::PagedAttentionParams p;
+  p.num_seqs = impl_->batch->num_seqs();
+  p.num_heads = o.num_heads;
+  p.num_kv_heads = o.num_kv_heads;
+  p.head_dim = o.head_dim;
+  p.block_size = c.spec().block_size;
+  p.scale = o.scale;
+  p.sliding_window = o.sliding_window;
+  p.query_start = impl_->Meta(Impl::kQueryStart);
+  p.context_lens = impl_->Meta(Impl::kContextLens);
+  p.block_indptr = impl_->Meta(Impl::kBlockIndptr);
+  p.block_ids = impl_->Meta(Impl::kBlockIds);
+  p.q_row_stride = q.stride;
+  p.out_row_stride = out.stride;
+  impl_->Record(kernels::LaunchPagedAttention(impl_->type, p, int32_t(q.rows), impl_->Meta(Impl::kRowSeq), q.data,
+                                              c.k(layer), c.v(layer), out.data, impl_->stream),
+                "paged attention");
+}
+
+void CudaBackend::SiluMul(Tensor gate_up, Tensor out) {
+  const int64_t width = gate_up.cols / 2;
+  const uint8_t* base = static_cast<const uint8_t*>(gate_up.data);
+  impl_->Record(kernels::LaunchSiluMul(impl_->type, gate_up.rows, width, base, gate_up.stride,
+                                       base + width * impl_->element_bytes, gate_up.stride, out.data, out.stride,
+                                       impl_->stream),
+                "silu mul");
+}
+
+void CudaBackend::Add(Tensor x, Tensor y) {
+  impl_->Record(kernels::LaunchAdd(impl_->type, x.rows, x.cols, x.data, x.stride, y.data, y.stride, impl_->stream),
+                "add");
+}
+
+void CudaBackend::GatherLogitRows(Tensor x, Tensor out) {
+  impl_->Record(kernels::LaunchGatherRows(impl_->type, out.rows, x.cols, impl_->Meta(Impl::kLogitsRows), x.data,
+                                          x.stride, out.data, out.stride, impl_->stream),
+                "gather logit rows");
+}
+
+void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) {
+  // Routing runs on the host (the router logits are tokens x experts, a few
+  // KB); the expert GEMMs run on the device over gathered token rows.
+  Impl& m = *impl_;
+  const int64_t num_experts = router_logits.cols;
+  const int64_t tokens = x.rows;
+  m.moe_host_logits.resize(size_t(tokens * num_experts));
+  ReadToHost(router_logits, m.moe_host_logits.data());
+  std::vector<std::vector<std::pair<int32_t, float>>> routed(num_experts);
+  std::vector<float> probs(num_experts);
+  std::vector<int64_t> order(num_experts);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* logits = &m.moe_host_logits[t * num_experts];
+    const float max_logit = *std::max_element(logits, logits + num_experts);
+    float sum = 0.0f;
+    for (int64_t e = 0; e < num_experts; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
+    for (auto& p : probs) p /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + experts.top_k, order.end(),
+                      [&](int64_t a, int64_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+    float kept = 0.0f;
+    for (int32_t i = 0; i < experts.top_k; ++i) kept += probs[order[i]];
+    for (int32_t i = 0; i < experts.top_k; ++i) routed[order[i]].emplace_back(int32_t(t), probs[order[i]] / kept);
+  }
+  m.Record(cudaMemset2DAsync(out.data, out.stride * m.element_bytes, 0, out.cols * m.element_bytes, out.rows, m.stream),
+           "moe clear");
+  const int64_t hidden = x.cols;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const auto& list = routed[e];
+    if (list.empty()) continue;
+    const int64_t n = int64_t(list.size());
+    std::vector<int32_t> rows(n);
+    std::vector<float> weights(n);
+    for (int64_t i = 0; i < n; ++i) {
+      rows[i] = list[i].first;
+      weights[i] = list[i].second;
+    }
+    const auto& gate = static_cast<const CudaLinear&>(*experts.gate[e]);
+    const auto& up = static_cast<const CudaLinear&>(*experts.up[e]);
+    const auto& down = static_cast<const CudaLinear&>(*experts.down[e]);
+    const int64_t inter = gate.out_features();
+    m.Record(m.meta[Impl::kMoeRows].Reserve(n * sizeof(int32_t)), "moe rows");
+    m.Record(m.moe_weights.Reserve(n * sizeof(float)), "moe weights");
+    m.Record(cudaMemcpyAsync(m.meta[Impl::kMoeRows].data(), rows.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             m.stream),
+             "moe rows");
+    m.Record(cudaMemcpyAsync(m.moe_weights.data(), weights.data(), n * sizeof(float), cudaMemcpyHostToDevice, m.stream),
+             "moe weights");
+    Tensor in = Scratch(100, n, hidden);
+    Tensor gate_up = Scratch(101, n, 2 * inter);
+    Tensor act = Scratch(102, n, inter);
+    Tensor expert_out = Scratch(103, n, hidden);
+    m.Record(kernels::LaunchGatherRows(m.type, n, hidden, m.Meta(Impl::kMoeRows), x.data, x.stride, in.data, in.stride,
+                                       m.stream),
+             "moe gather");
+    m.Gemm(in, gate.weight(), inter, hidden, gate_up.Columns(0, inter));
+    m.Gemm(in, up.weight(), inter, hidden, gate_up.Columns(inter, inter));
+    SiluMul(gate_up, act);
+    m.Gemm(act, down.weight(), hidden, inter, expert_out);
+    m.Record(kernels::LaunchScatterAddRows(m.type, n, hidden, m.Meta(Impl::kMoeRows),
+                                           static_cast<const float*>(m.moe_weights.data()), expert_out.data,
+                                           expert_out.stride, out.data, out.stride, m.stream),
+             "moe scatter");
+    // The host vectors above feed asynchronous copies; wait before reuse.
+    m.Record(cudaStreamSynchronize(m.stream), "moe expert");
+  }
+}
+
+absl::Status CudaBackend::FinishStep() {
+  Impl& m = *impl_;
+  m.Record(cudaStreamSynchronize(m.stream), "step");
+  m.Record(cudaGetLastError(), "step");
+  if (m.first_error == cudaSuccess) return absl::OkStatus();
+  // Errors that are not sticky (a bad launch configuration) leave the
+  // context usable; a fault poisons it for good.
+  const cudaError_t probe = cudaDeviceSynchronize();
+  if (probe != cudaSuccess) m.poisoned = true;
+  const absl::Status status = CudaStatus(m.first_error, m.first_error_op);
+  m.first_error = cudaSuccess;
+  return status;
+}
+
+void CudaBackend::ReadToHost(Tensor tensor, float* out) {
+  Impl& m = *impl_;
+  const size_t bytes = size_t(tensor.rows) * tensor.cols * sizeof(float);
+  m.Record(m.host_read.Reserve(bytes), "read to host");
+  m.Record(kernels::LaunchToFloat(m.type, tensor.rows, tensor.cols, tensor.data, tensor.stride,
+                                  static_cast<float*>(m.host_read.data()), m.stream),
+           "read to host");
+  m.Record(cudaMemcpyAsync(out, m.host_read.data(), bytes, cudaMemcpyDeviceToHost, m.stream), "read to host");
+  m.Record(cudaStreamSynchronize(m.stream), "read to host");
+}
+
+}  // namespace tern::runtime

@@ -1,0 +1,73 @@
+// The CUDA backend: activations and KV cache in fp16, bf16 or fp32 on one
+// GPU; GEMMs through cuBLAS (fp32 accumulation, no TF32) with a workspace;
+// every other op a kernels/ launcher on the backend's stream.
+//
+// Step metadata (token ids, positions, slots, CSR block tables) is staged in
+// pinned host memory and uploaded once per step into device buffers that
+// only grow, so steady-state steps allocate nothing. Ops record the first
+// CUDA error of a step; FinishStep returns it. A sticky device error (a
+// fault) poisons the backend: every later step fails, so the server can mark
+// itself unready and exit.
+//
+// Built only with TERN_WITH_CUDA. Single-threaded use per the Backend contract.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+
+namespace tern::runtime {
+
+struct CudaBackendOptions {
+  int device = 0;
+  DType compute_dtype = DType::kBF16;  // kF16, kBF16 or kF32
+  size_t cublas_workspace_bytes = size_t(32) << 20;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // FAILED_PRECONDITION without a usable device; INVALID_ARGUMENT for a
+  // compute dtype other than fp16, bf16 or fp32.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const CudaBackendOptions& options);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) override;
+  absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadFp32Table(const std::vector<float>& values) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight, const TensorView* bias,
+                                                              const LinearOptions& options) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,
+                                                                   const std::vector<TensorView>& biases,
+                                                                   const LinearOptions& options) override;
+  absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) override;
+  size_t KvBlockBytes(const KvCacheSpec& spec) const override;
+  std::optional<size_t> FreeDeviceMemory() const override;
+  DType compute_dtype() const override { return options_.compute_dtype; }
+
+  absl::Status BeginStep(const ForwardBatch& batch) override;
+  Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
+  void Embed(const DeviceWeight& table, Tensor out) override;
+  void RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) override;
+  void Linear(Tensor x, const LinearWeight& weight, Tensor out) override;
+  void Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) override;
+  void WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) override;
+  void Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& options,
+                 Tensor out) override;
+  void SiluMul(Tensor gate_up, Tensor out) override;
+  void Add(Tensor x, Tensor y) override;
+  void GatherLogitRows(Tensor x, Tensor out) override;
+  void MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) override;
+  absl::Status FinishStep() override;
+  void ReadToHost(Tensor tensor, float* out) override;
+
+ private:
+  struct Impl;
+  explicit CudaBackend(std::unique_ptr<Impl> impl, const CudaBackendOptions& options);
+  std::unique_ptr<Impl> impl_;
+  CudaBackendOptions options_;
+};
+
+}  // namespace tern::runtime

@@ -1,0 +1,149 @@
+#include "server/services/generate_stream.h"
+
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc/status_conversion.h"
+
+namespace tern::server {
+namespace {
+
+tern::v1::FinishReason ToProto(const scheduler::ChoiceDelta& delta) {
+  if (delta.aborted) return tern::v1::FINISH_REASON_ABORT;
+  switch (delta.finish_reason) {
+    case runtime::FinishReason::kStop: return tern::v1::FINISH_REASON_STOP;
+    case runtime::FinishReason::kLength: return tern::v1::FINISH_REASON_LENGTH;
+    case runtime::FinishReason::kNone: break;
+  }
+  return tern::v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void SetLogprob(const runtime::Tokenizer* tokenizer, int32_t id, float logprob, tern::v1::TokenLogprob* out) {
+  out->set_token_id(id);
+  out->set_logprob(logprob);
+  if (tokenizer != nullptr) {
+    if (auto piece = tokenizer->IdToPiece(id); piece.ok()) out->set_token(std::string(*piece));
+  }
+}
+
+}  // namespace
+
+GenerateStreamState::GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode,
+                                         const runtime::Tokenizer* tokenizer)
+    : request_id_(std::move(request_id)), mode_(mode), tokenizer_(tokenizer) {}
+
+void GenerateStreamState::OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) {
+  tern::v1::GenerateResponse response;
+  response.set_request_id(request_id_);
+  response.set_decoding_mode(mode_);
+  for (const auto& delta : deltas) {
+    auto* choice = response.add_choices();
+    choice->set_index(delta.index);
+    choice->set_text(delta.text);
+    for (int32_t id : delta.token_ids) choice->add_token_ids(id);
+    for (const auto& sampled : delta.logprobs) {
+      auto* lp = choice->add_logprobs();
+      if (sampled.logprob.has_value()) SetLogprob(tokenizer_, sampled.token_id, *sampled.logprob, lp->mutable_sampled());
+      for (const auto& alt : sampled.top_logprobs) SetLogprob(tokenizer_, alt.token_id, alt.logprob, lp->add_top());
+    }
+    choice->set_finish_reason(ToProto(delta));
+    if (const auto* text = std::get_if<std::string>(&delta.stop_reason)) choice->set_stop_reason(*text);
+    if (const auto* id = std::get_if<int32_t>(&delta.stop_reason)) {
+      std::string piece = absl::StrCat(*id);
+      if (tokenizer_ != nullptr) {
+        if (auto p = tokenizer_->IdToPiece(*id); p.ok()) piece = std::string(*p);
+      }
+      choice->set_stop_reason(piece);
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  pending_.push_back(std::move(response));
+  PumpLocked();
+}
+
+void GenerateStreamState::OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
+  absl::MutexLock lock(&mu_);
+  if (status.ok()) {
+    tern::v1::GenerateResponse last;
+    last.set_request_id(request_id_);
+    last.set_decoding_mode(mode_);
+    last.mutable_usage()->set_prompt_tokens(usage.prompt_tokens);
+    last.mutable_usage()->set_completion_tokens(usage.completion_tokens);
+    last.mutable_usage()->set_cached_prompt_tokens(usage.cached_prompt_tokens);
+    pending_.push_back(std::move(last));
+  } else {
+    pending_.clear();  // after an error only the status goes out
+  }
+  status_ = status;
+  done_ = true;
+  PumpLocked();
+}
+
+void GenerateStreamState::Attach(GenerateReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  reactor_ = reactor;
+  PumpLocked();
+}
+
+void GenerateStreamState::OnWriteDone(bool ok) {
+  absl::MutexLock lock(&mu_);
+  writing_ = false;
+  if (!ok) {
+    // The client is gone; OnCancel aborts the request in the engine.
+    pending_.clear();
+    return;
+  }
+  PumpLocked();
+}
+
+void GenerateStreamState::Detach() {
+  absl::MutexLock lock(&mu_);
+  reactor_ = nullptr;
+}
+
+absl::Status GenerateStreamState::final_status() {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+void GenerateStreamState::PumpLocked() {
+  if (reactor_ == nullptr || writing_ || finished_) return;
+  if (!pending_.empty()) {
+    in_flight_ = std::move(pending_.front());
+    pending_.pop_front();
+    writing_ = true;
+    reactor_->StartWrite(&in_flight_);
+    return;
+  }
+  if (done_) {
+    finished_ = true;
+    reactor_->Finish(ToGrpcStatus(status_));
+  }
+}
+
+GenerateReactor::GenerateReactor(RpcScope scope, scheduler::Engine* engine, std::string request_id,
+                                 std::shared_ptr<GenerateStreamState> state)
+    : scope_(std::move(scope)), engine_(engine), request_id_(std::move(request_id)), state_(std::move(state)) {}
+
+GenerateReactor* GenerateReactor::Start(RpcScope scope, scheduler::Engine* engine, scheduler::EngineRequest request,
+                                        tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer) {
+  const std::string request_id = request.request_id;
+  auto state = std::make_shared<GenerateStreamState>(request_id, mode, tokenizer);
+  auto* reactor = new GenerateReactor(std::move(scope), engine, request_id, state);
+  const absl::Status submitted = engine->Submit(std::move(request), state);
+  if (!submitted.ok()) {
+    state->OnDone(submitted, {});
+  }
+  state->Attach(reactor);
+  return reactor;
+}
+
+void GenerateReactor::OnCancel() { engine_->Cancel(request_id_); }
+
+void GenerateReactor::OnDone() {
+  state_->Detach();
+  scope_.Finish(state_->final_status());
+  delete this;
+}
+
+}  // namespace tern::server

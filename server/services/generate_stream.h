@@ -1,0 +1,78 @@
+// The server-streaming side of Generate and Chat: a gRPC write reactor fed by
+// an Engine's RequestSink.
+//
+// Two objects, because their lifetimes differ: the reactor belongs to gRPC
+// (deleted in OnDone), the sink state belongs to the engine (a shared_ptr it
+// drops after OnDone). The state holds the pending responses and a pointer
+// to the reactor that the reactor clears when it goes away; all of it under
+// one mutex. Writes go out one at a time, in order; the engine never waits
+// on the client.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/support/server_callback.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "scheduler/engine.h"
+#include "server/services/rpc_scope.h"
+#include "tern/v1/llm.pb.h"
+
+namespace tern::server {
+
+class GenerateReactor;
+
+// The engine's view of one streaming call.
+class GenerateStreamState final : public scheduler::RequestSink {
+ public:
+  GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer);
+
+  void OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) override;
+  void OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) override;
+
+  // Reactor side.
+  void Attach(GenerateReactor* reactor);
+  void OnWriteDone(bool ok);
+  void Detach();
+  absl::Status final_status();
+
+ private:
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string request_id_;
+  const tern::v1::DecodingMode mode_;
+  const runtime::Tokenizer* tokenizer_;  // borrowed, may be null
+  absl::Mutex mu_;
+  GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::deque<tern::v1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);
+  tern::v1::GenerateResponse in_flight_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+class GenerateReactor final : public grpc::ServerWriteReactor<tern::v1::GenerateResponse> {
+ public:
+  // Submits `request` to `engine` and streams its output. On a Submit error
+  // the call ends at once with that status.
+  static GenerateReactor* Start(RpcScope scope, scheduler::Engine* engine, scheduler::EngineRequest request,
+                                tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer);
+
+  void OnWriteDone(bool ok) override { state_->OnWriteDone(ok); }
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  GenerateReactor(RpcScope scope, scheduler::Engine* engine, std::string request_id,
+                  std::shared_ptr<GenerateStreamState> state);
+  RpcScope scope_;
+  scheduler::Engine* engine_;
+  std::string request_id_;
+  std::shared_ptr<GenerateStreamState> state_;
+};
+
+}  // namespace tern::server

@@ -1,0 +1,118 @@
+// Helpers for GPU kernel tests: device detection, typed device arrays filled
+// from host floats (rounded to the element type, so the CPU reference sees
+// exactly the values the GPU sees), and per-type tolerances.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/common/scalar_type.h"
+#include "runtime/model/dtype.h"
+
+namespace tern::kernels::testing {
+
+inline bool HaveGpu() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+inline size_t ElementBytes(ScalarType type) { return type == ScalarType::kF32 ? 4 : 2; }
+
+inline const char* Name(ScalarType type) {
+  return type == ScalarType::kF32 ? "f32" : type == ScalarType::kF16 ? "f16" : "bf16";
+}
+
+// Relative tolerance of a result computed in `type` with fp32 accumulation.
+inline float Tolerance(ScalarType type) {
+  return type == ScalarType::kF32 ? 2e-5f : type == ScalarType::kF16 ? 4e-3f : 2e-2f;
+}
+
+// Rounds v to `type` and back.
+inline float Round(ScalarType type, float v) {
+  switch (type) {
+    case ScalarType::kF16: return runtime::HalfToFloat(runtime::FloatToHalf(v));
+    case ScalarType::kBF16: return runtime::BFloat16ToFloat(runtime::FloatToBFloat16(v));
+    case ScalarType::kF32: return v;
+  }
+  return v;
+}
+
+// A device array of `type` elements.
+class DeviceArray {
+ public:
+  DeviceArray(ScalarType type, size_t count) : type_(type), count_(count) {
+    cudaMalloc(&data_, std::max<size_t>(count, 1) * ElementBytes(type));
+  }
+  ~DeviceArray() { cudaFree(data_); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+
+  // Rounds `values` in place to the type and uploads them.
+  void Upload(std::vector<float>& values) {
+    std::vector<uint8_t> bytes(values.size() * ElementBytes(type_));
+    for (size_t i = 0; i < values.size(); ++i) {
+      values[i] = Round(type_, values[i]);
+      if (type_ == ScalarType::kF32) {
+        std::memcpy(&bytes[4 * i], &values[i], 4);
+      } else {
+        const uint16_t h = type_ == ScalarType::kF16 ? runtime::FloatToHalf(values[i])
+                                                     : runtime::FloatToBFloat16(values[i]);
+        std::memcpy(&bytes[2 * i], &h, 2);
+      }
+    }
+    cudaMemcpy(data_, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
+  }
+  std::vector<float> Download() const {
+    std::vector<uint8_t> bytes(count_ * ElementBytes(type_));
+    cudaMemcpy(bytes.data(), data_, bytes.size(), cudaMemcpyDeviceToHost);
+    std::vector<float> out(count_);
+    runtime::DType dtype = type_ == ScalarType::kF32   ? runtime::DType::kF32
+                           : type_ == ScalarType::kF16 ? runtime::DType::kF16
+                                                       : runtime::DType::kBF16;
+    runtime::ConvertToFloat(dtype, bytes.data(), count_, out.data());
+    return out;
+  }
+  void* data() { return data_; }
+
+ private:
+  ScalarType type_;
+  size_t count_;
+  void* data_ = nullptr;
+};
+
+// A device copy of host int32 or float values.
+template <typename T>
+class DeviceVector {
+ public:
+  explicit DeviceVector(const std::vector<T>& values) : count_(values.size()) {
+    cudaMalloc(&data_, std::max<size_t>(count_, 1) * sizeof(T));
+    if (count_ > 0) cudaMemcpy(data_, values.data(), count_ * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  ~DeviceVector() { cudaFree(data_); }
+  DeviceVector(const DeviceVector&) = delete;
+  DeviceVector& operator=(const DeviceVector&) = delete;
+  const T* data() const { return data_; }
+
+ private:
+  size_t count_;
+  T* data_ = nullptr;
+};
+
+// max |got - want| / max(1, max |want|): a normwise error for one tensor.
+inline float RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
+  float diff = 0.0f, scale = 1.0f;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff = std::max(diff, std::abs(got[i] - want[i]));
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  return diff / scale;
+}
+
+}  // namespace tern::kernels::testing

@@ -1,0 +1,135 @@
+// GPU RMSNorm, RoPE, SwiGLU and the data-movement kernels against their CPU
+// references, in fp32, fp16 and bf16, on fresh random inputs and edge shapes.
+#include <cmath>
+#include <random>
+
+#include "gtest/gtest.h"
+#include "kernels/activation/silu_mul.h"
+#include "kernels/elementwise/elementwise.h"
+#include "kernels/norm/rmsnorm.h"
+#include "kernels/rope/rope.h"
+#include "tests/kernels/cuda_test_util.h"
+
+namespace tern::kernels {
+namespace {
+
+using testing::DeviceArray;
+using testing::DeviceVector;
+
+std::vector<float> Random(size_t n, uint32_t seed, float stddev = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> out(n);
+  for (auto& x : out) x = normal(rng);
+  return out;
+}
+
+class PointwiseCudaTest : public ::testing::TestWithParam<ScalarType> {
+ protected:
+  void SetUp() override {
+    if (!testing::HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  }
+  ScalarType type() const { return GetParam(); }
+};
+
+TEST_P(PointwiseCudaTest, RmsNormMatchesReference) {
+  for (auto [tokens, hidden] : {std::pair{1, 1}, std::pair{7, 257}, std::pair{33, 4096}, std::pair{3, 8192}}) {
+    auto x = Random(size_t(tokens) * hidden, tokens + hidden, 2.0f);
+    auto w = Random(hidden, hidden);
+    DeviceArray dx(type(), x.size()), dw(type(), w.size()), dy(type(), x.size());
+    dx.Upload(x);
+    dw.Upload(w);
+    const RmsNormParams p{tokens, hidden, hidden, hidden, 1e-5f};
+    ASSERT_EQ(LaunchRmsNorm(type(), p, dx.data(), dw.data(), dy.data(), nullptr), cudaSuccess);
+    std::vector<float> want(x.size());
+    RmsNormReference(p, x.data(), w.data(), want.data());
+    EXPECT_LT(testing::RelativeError(dy.Download(), want), testing::Tolerance(type())) << tokens << "x" << hidden;
+  }
+  const RmsNormParams empty{0, 64, 64, 64, 1e-5f};
+  EXPECT_EQ(LaunchRmsNorm(type(), empty, nullptr, nullptr, nullptr, nullptr), cudaSuccess);
+  const RmsNormParams bad{4, 0, 0, 0, 1e-5f};
+  EXPECT_EQ(LaunchRmsNorm(type(), bad, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+}
+
+TEST_P(PointwiseCudaTest, RopeMatchesReference) {
+  for (int64_t head_dim : {64, 128}) {
+    const int64_t tokens = 9, heads = 4, stride = heads * head_dim + 32;  // a strided view
+    auto x = Random(size_t(tokens) * stride, head_dim);
+    std::vector<int32_t> positions = {0, 1, 2, 17, 100, 511, 2047, 4095, 8191};
+    std::vector<float> inv_freq(head_dim / 2);
+    for (int64_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = 1.0f / std::pow(500000.0f, float(2 * i) / head_dim);
+    DeviceArray dx(type(), x.size());
+    dx.Upload(x);
+    DeviceVector<int32_t> dpos(positions);
+    DeviceVector<float> dfreq(inv_freq);
+    const RopeParams p{tokens, heads, head_dim, stride};
+    ASSERT_EQ(LaunchRope(type(), p, dpos.data(), dfreq.data(), dx.data(), nullptr), cudaSuccess);
+    std::vector<float> want = x;
+    RopeReference(p, positions.data(), inv_freq.data(), want.data());
+    // Large angles lose a little in fp32 argument reduction; compare loosely in fp32.
+    EXPECT_LT(testing::RelativeError(dx.Download(), want), std::max(testing::Tolerance(type()), 2e-4f));
+  }
+}
+
+TEST_P(PointwiseCudaTest, SiluMulMatchesReference) {
+  const int64_t tokens = 5, width = 1000;
+  auto gate_up = Random(size_t(tokens) * 2 * width, 3, 3.0f);
+  DeviceArray dgu(type(), gate_up.size()), dout(type(), size_t(tokens) * width);
+  dgu.Upload(gate_up);
+  const size_t bytes = testing::ElementBytes(type());
+  ASSERT_EQ(LaunchSiluMul(type(), tokens, width, dgu.data(), 2 * width,
+                          static_cast<uint8_t*>(dgu.data()) + width * bytes, 2 * width, dout.data(), width, nullptr),
+            cudaSuccess);
+  std::vector<float> want(size_t(tokens) * width);
+  SiluMulReference(tokens, width, gate_up.data(), 2 * width, gate_up.data() + width, 2 * width, want.data(), width);
+  EXPECT_LT(testing::RelativeError(dout.Download(), want), testing::Tolerance(type()));
+}
+
+TEST_P(PointwiseCudaTest, EmbeddingGatherAddAndScatter) {
+  const int64_t vocab = 50, width = 96;
+  auto table = Random(size_t(vocab) * width, 1);
+  DeviceArray dtable(type(), table.size());
+  dtable.Upload(table);
+  const std::vector<int32_t> ids = {3, 49, 0, 3};
+  DeviceVector<int32_t> dids(ids);
+  DeviceArray demb(type(), ids.size() * width);
+  ASSERT_EQ(LaunchEmbedding(type(), int64_t(ids.size()), width, dids.data(), dtable.data(), demb.data(), width, nullptr),
+            cudaSuccess);
+  const std::vector<float> emb = demb.Download();
+  for (size_t t = 0; t < ids.size(); ++t) {
+    for (int64_t c = 0; c < width; ++c) ASSERT_EQ(emb[t * width + c], table[ids[t] * width + c]);
+  }
+  // x += y, then gather rows 3 and 1, then scatter-add them back with weights.
+  auto y = Random(ids.size() * width, 2);
+  DeviceArray dy(type(), y.size());
+  dy.Upload(y);
+  ASSERT_EQ(LaunchAdd(type(), int64_t(ids.size()), width, demb.data(), width, dy.data(), width, nullptr), cudaSuccess);
+  std::vector<float> sum = demb.Download();
+  for (size_t i = 0; i < sum.size(); ++i) {
+    EXPECT_NEAR(sum[i], emb[i] + y[i], testing::Tolerance(type()) * (1 + std::abs(emb[i] + y[i])));
+  }
+  const std::vector<int32_t> rows = {3, 1};
+  DeviceVector<int32_t> drows(rows);
+  DeviceArray dgathered(type(), rows.size() * width);
+  ASSERT_EQ(LaunchGatherRows(type(), 2, width, drows.data(), demb.data(), width, dgathered.data(), width, nullptr),
+            cudaSuccess);
+  const std::vector<float> gathered = dgathered.Download();
+  for (int64_t c = 0; c < width; ++c) EXPECT_EQ(gathered[c], sum[3 * width + c]);
+  DeviceVector<float> dweights(std::vector<float>{0.25f, 0.5f});
+  ASSERT_EQ(LaunchScatterAddRows(type(), 2, width, drows.data(), dweights.data(), dgathered.data(), width, demb.data(),
+                                 width, nullptr),
+            cudaSuccess);
+  const std::vector<float> scattered = demb.Download();
+  for (int64_t c = 0; c < width; ++c) {
+    const float want = sum[3 * width + c] * 1.25f;
+    EXPECT_NEAR(scattered[3 * width + c], want, 2 * testing::Tolerance(type()) * (1 + std::abs(want)));
+    EXPECT_EQ(scattered[0 * width + c], sum[c]);  // untouched row
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, PointwiseCudaTest,
+                         ::testing::Values(ScalarType::kF32, ScalarType::kF16, ScalarType::kBF16),
+                         [](const auto& info) { return std::string(testing::Name(info.param)); });
+
+}  // namespace
+}  // namespace tern::kernels
