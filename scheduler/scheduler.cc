@@ -238,7 +238,10 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     if (!s.sample) continue;
     seq->AppendOutput(result.outputs[k++].token, options_.max_context_length);
     ++generation_tokens_;
-    if (std::find(touched.begin(), touched.end(), seq->group()) == touched.end()) touched.push_back(seq->group());
+    if (seq->group()->output_step() != step_) {
+      seq->group()->set_output_step(step_);
+      touched.push_back(seq->group());
+    }
     if (seq->finished()) {
       RemoveRunning(seq);
       seq->ResetComputed(&blocks_);

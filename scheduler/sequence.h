@@ -166,6 +166,9 @@ class SequenceGroup {
   // tenant's concurrency limit until it finishes).
   bool admitted() const { return admitted_; }
   void set_admitted() { admitted_ = true; }
+  // The scheduler's step counter when this group last got output.
+  int64_t output_step() const { return output_step_; }
+  void set_output_step(int64_t step) { output_step_ = step; }
   int32_t cached_prompt_tokens() const { return cached_prompt_tokens_; }
   void set_cached_prompt_tokens(int32_t n) { cached_prompt_tokens_ = n; }
 
@@ -175,6 +178,7 @@ class SequenceGroup {
   uint64_t seed_;
   std::vector<std::unique_ptr<Sequence>> sequences_;
   bool admitted_ = false;
+  int64_t output_step_ = -1;
   int32_t cached_prompt_tokens_ = 0;
 };
 
