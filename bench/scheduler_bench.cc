@@ -37,9 +37,9 @@ using Clock = std::chrono::steady_clock;
 
 struct Scenario {
   std::string name;
-  int32_t num_blocks = 0;
+  int32_t num_blocks = 0;  // 0: enough for every sequence to grow to the end
   bool prefix_caching = true;
-  int32_t max_tokens = 0;
+  int32_t max_tokens = 0;  // 0: more than the run generates (nothing finishes)
   int32_t prompt_tokens = 64;
   int32_t shared_prefix = 0;  // leading prompt tokens common to all requests
   int32_t backlog = 0;        // requests kept waiting
@@ -66,16 +66,19 @@ double Mean(const std::vector<double>& v) {
   return s / double(v.size());
 }
 
-Row Run(const Scenario& sc, int64_t steps) {
+Row Run(Scenario sc, int64_t steps) {
   constexpr int32_t kBlockSize = 16;
   constexpr int32_t kSeqs = 256;
-  FakeModelRunner runner(sc.num_blocks, kBlockSize, 32000, 1 << 16);
+  const int64_t warmup = 64;
+  if (sc.max_tokens == 0) sc.max_tokens = static_cast<int32_t>(warmup + steps + 16);
+  if (sc.num_blocks == 0) sc.num_blocks = kSeqs * ((sc.prompt_tokens + sc.max_tokens) / kBlockSize + 1);
+  FakeModelRunner runner(sc.num_blocks, kBlockSize, 32000, 1 << 20);
   runner.set_record(false);
   SchedulerOptions options;
   options.max_num_seqs = kSeqs;
   options.max_num_batched_tokens = 4096;
   options.enable_prefix_caching = sc.prefix_caching;
-  options.max_context_length = 1 << 16;
+  options.max_context_length = 1 << 20;
   Scheduler scheduler(options, runner.kv_cache_layout());
   Tenant tenant;
   tenant.name = "bench";
@@ -95,7 +98,6 @@ Row Run(const Scenario& sc, int64_t steps) {
   };
   for (int i = 0; i < kSeqs + sc.backlog; ++i) add();
   // Warm up until every slot is running (prefills done).
-  const int64_t warmup = 64;
   std::vector<double> schedule_us, apply_us;
   double seqs = 0, tokens = 0;
   const auto before = scheduler.stats();
@@ -162,12 +164,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // Blocks: decode sequences (64 + 1100 tokens) need 73 each and get 80;
-  // churn requests need 8 and get 16; pressure requests (64 + 256) need 20
-  // each, 5120 in all, and get 3072 (60%).
+  // Blocks: decode sequences get all they grow to; churn requests need 8
+  // and get 16; pressure requests (64 + 256) need 20 each, 5120 in all, and
+  // get 3072 (60%).
   const std::vector<Scenario> scenarios = {
-      {"decode", 256 * 80, true, 1100, 64, 0, 0},
-      {"decode-nocache", 256 * 80, false, 1100, 64, 0, 0},
+      {"decode", 0, true, 0, 64, 0, 0},
+      {"decode-nocache", 0, false, 0, 64, 0, 0},
       {"churn", 256 * 16, true, 64, 64, 32, 64},
       {"pressure", 3072, true, 256, 64, 0, 16},
   };

@@ -3,6 +3,7 @@
 // FakeModelRunner.
 #include "scheduler/engine.h"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -33,7 +34,11 @@ class CollectingSink final : public RequestSink {
       auto& tokens = tokens_[d.index];
       tokens.insert(tokens.end(), d.token_ids.begin(), d.token_ids.end());
       if (d.aborted) aborted_ = true;
-      if (d.finish_reason != runtime::FinishReason::kNone) finish_[d.index] = d.finish_reason;
+      text_[d.index] += d.text;
+      if (d.finish_reason != runtime::FinishReason::kNone) {
+        finish_[d.index] = d.finish_reason;
+        stop_reason_[d.index] = d.stop_reason;
+      }
     }
   }
   void OnDone(const absl::Status& status, const RequestUsage& usage) override {
@@ -64,12 +69,22 @@ class CollectingSink final : public RequestSink {
     absl::MutexLock lock(&mu_);
     return finish_[index];
   }
+  std::string text(int32_t index = 0) {
+    absl::MutexLock lock(&mu_);
+    return text_[index];
+  }
+  runtime::StopReason stop_reason(int32_t index = 0) {
+    absl::MutexLock lock(&mu_);
+    return stop_reason_[index];
+  }
 
  private:
   absl::Mutex mu_;
   absl::Notification done_;
   std::map<int32_t, std::vector<int32_t>> tokens_ ABSL_GUARDED_BY(mu_);
   std::map<int32_t, runtime::FinishReason> finish_ ABSL_GUARDED_BY(mu_);
+  std::map<int32_t, std::string> text_ ABSL_GUARDED_BY(mu_);
+  std::map<int32_t, runtime::StopReason> stop_reason_ ABSL_GUARDED_BY(mu_);
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   RequestUsage usage_ ABSL_GUARDED_BY(mu_);
   bool aborted_ ABSL_GUARDED_BY(mu_) = false;
@@ -222,6 +237,67 @@ TEST_F(EngineCpuTest, CancelFreesAllBlocks) {
   for (int i = 0; i < 1000 && engine->Stats().kv_blocks_used != 0; ++i) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
   EXPECT_EQ(engine->Stats().running, 0);
+}
+
+// Text: the deltas of a model with a real tokenizer concatenate to the
+// decoded output, and a stop string is cut out (never shown in part).
+TEST(EngineTextTest, TextDeltasAndStopStrings) {
+  const std::string dir = (fs::temp_directory_path() / ("tern-engine-text-" + std::to_string(getpid()))).string();
+  const std::string cmd = std::string(TERN_BIN_DIR) + "/tern-mkmodel --arch llama --preset tiny --seed 3 --tokenizer " +
+                          TERN_TEST_DATA_DIR + "/tokenizers/llama2 --out " + dir + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto tokenizer = runtime::Tokenizer::FromModelDirectory(dir);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto make_engine = [&] {
+    runtime::LlmModelRunnerOptions o;
+    o.model_dir = dir;
+    o.block_size = 8;
+    o.num_blocks = 64;
+    auto runner = runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), o);
+    EXPECT_TRUE(runner.ok()) << runner.status();
+    EngineOptions options;
+    options.tokenizer = tokenizer->get();
+    auto engine = Engine::Create(options, *std::move(runner));
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return *std::move(engine);
+  };
+  auto engine = make_engine();
+  const std::vector<int32_t> prompt = (*tokenizer)->Encode("The quick brown fox jumps over", true);
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy("free", prompt, 40), sink).ok());
+  ASSERT_TRUE(sink->WaitDone());
+  ASSERT_TRUE(sink->status().ok()) << sink->status();
+  std::vector<int32_t> all = prompt;
+  const std::vector<int32_t> output = sink->tokens();
+  all.insert(all.end(), output.begin(), output.end());
+  auto full = (*tokenizer)->Decode(all, true);
+  auto head = (*tokenizer)->Decode(prompt, true);
+  ASSERT_TRUE(full.ok() && head.ok());
+  ASSERT_EQ(full->substr(0, head->size()), *head);
+  const std::string text = sink->text();
+  EXPECT_EQ(text, full->substr(head->size()));
+
+  // A stop string taken from the middle of that text: two ASCII letters.
+  size_t at = std::string::npos;
+  for (size_t i = text.size() / 3; i + 1 < text.size(); ++i) {
+    if (std::isalpha(static_cast<unsigned char>(text[i])) && std::isalpha(static_cast<unsigned char>(text[i + 1]))) {
+      at = i;
+      break;
+    }
+  }
+  if (at == std::string::npos) GTEST_SKIP() << "no ASCII pair in the random model's text: " << text;
+  const std::string stop = text.substr(at, 2);
+  EngineRequest r = Greedy("stop", prompt, 40);
+  r.sampling.stop = {stop};
+  auto stopped = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(r, stopped).ok());
+  ASSERT_TRUE(stopped->WaitDone());
+  ASSERT_TRUE(stopped->status().ok());
+  EXPECT_EQ(stopped->text(), text.substr(0, text.find(stop)));
+  EXPECT_EQ(stopped->finish(), runtime::FinishReason::kStop);
+  EXPECT_EQ(stopped->stop_reason(), runtime::StopReason(stop));
+  EXPECT_LT(stopped->tokens().size(), output.size());
+  fs::remove_all(dir);
 }
 
 // Lifecycle tests on the fake runner (fast and independent of model speed).
