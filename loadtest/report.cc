@@ -46,7 +46,7 @@ std::string SloText(const Slo& slo) {
   if (slo.tpot_ms) {
     absl::StrAppend(&text, text.empty() ? "" : " and ", absl::StrFormat("TPOT <= %g ms", *slo.tpot_ms));
   }
-  return text.empty() ? "no SLO given: every OK request counts" : text;
+  return text;
 }
 
 nlohmann::json DistributionJson(const Distribution& d) {
@@ -144,8 +144,13 @@ std::string FormatReportTable(const LoadOptions& options, const Report& r) {
   absl::StrAppend(&out, "\n");
   absl::StrAppendFormat(&out, "  throughput  %.3f req/s, %.1f output tok/s (%d output, %d prompt tokens)\n",
                         r.request_throughput, r.output_token_throughput, r.output_tokens, r.prompt_tokens);
-  absl::StrAppendFormat(&out, "  goodput     %.3f req/s: %d of %d requests met %s\n", r.goodput.requests_per_s,
-                        r.goodput.good_requests, r.sent, SloText(r.slo));
+  if (r.slo.ttft_ms.has_value() || r.slo.tpot_ms.has_value()) {
+    absl::StrAppendFormat(&out, "  goodput     %.3f req/s: %d of %d requests met %s\n", r.goodput.requests_per_s,
+                          r.goodput.good_requests, r.sent, SloText(r.slo));
+  } else {
+    absl::StrAppendFormat(&out, "  goodput     %.3f req/s (no --slo-ttft-ms or --slo-tpot-ms: every OK request counts)\n",
+                          r.goodput.requests_per_s);
+  }
   if (!r.finish_reasons.empty()) {
     absl::StrAppend(&out, "  finish     ");
     for (const auto& [name, count] : r.finish_reasons) absl::StrAppendFormat(&out, " %s %d", name, count);

@@ -17,7 +17,8 @@ struct RequestTrace {
   int64_t index = 0;                    // order of issue, from 0
   int tenant = 0;                       // index into the tenant list
   int64_t max_tokens = 0;               // the max_tokens it asked for
-  Clock::time_point scheduled;          // when the arrival process wanted it sent
+  Clock::time_point scheduled;          // when the arrival process wanted it sent (closed loop: when
+                                        // a slot freed)
   Clock::time_point sent;               // when the call was started
   Clock::time_point done;               // when the final status arrived
   // Arrival time of every response chunk that carried at least one token

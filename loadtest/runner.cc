@@ -96,6 +96,10 @@ RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_prog
   Clock::time_point next_progress = start + progress_every;
   size_t next_stub = 0;
   bool issuing = true;
+  // Set when an open-loop arrival fell past --duration: the run then lasts
+  // the whole window even if the last request finished early, so rates are
+  // per window and not inflated by an idle tail.
+  bool window_ended_issuing = false;
   PlannedRequest next = workload.Next();
 
   while (true) {
@@ -108,9 +112,12 @@ RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_prog
       // in-flight cap held back past its end. Closed loop: the window is wall time.
       const bool window_over =
           options_.mode == ArrivalMode::kClosedLoop ? now >= issue_deadline : due >= issue_deadline;
-      if (enough || window_over) issuing = false;
+      if (enough || window_over) {
+        issuing = false;
+        window_ended_issuing = !enough && options_.mode != ArrivalMode::kClosedLoop;
+      }
     }
-    if (!issuing && live_.empty()) break;
+    if (!issuing && live_.empty() && (!window_ended_issuing || now >= issue_deadline)) break;
     if (now >= hard_deadline) {
       result.hit_max_time = true;
       break;
@@ -120,7 +127,8 @@ RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_prog
       trace.index = next.index;
       trace.tenant = next.tenant;
       trace.max_tokens = next.max_tokens;
-      trace.scheduled = due;
+      // A closed loop has no schedule: a request is due when a slot frees.
+      trace.scheduled = options_.mode == ArrivalMode::kClosedLoop ? now : due;
       tern::v1::GenerateRequest request;
       request.set_model(options_.model);
       request.set_request_id(absl::StrCat("tern-load-", options_.seed, "-", next.index));
@@ -153,6 +161,7 @@ RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_prog
     Clock::time_point wake = hard_deadline;
     if (on_progress) wake = std::min(wake, next_progress);
     if (issuing && live_.size() < cap) wake = std::min(wake, due);
+    if (window_ended_issuing) wake = std::min(wake, issue_deadline);
     if (wake <= now) continue;
     absl::MutexLock lock(&mu_);
     if (finished_.empty()) finished_cv_.WaitWithTimeout(&mu_, absl::FromChrono(wake - now));

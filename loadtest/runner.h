@@ -5,7 +5,8 @@
 // reaps finished calls. Open and closed loop are the same loop: a closed
 // loop is every arrival at time 0 with the in-flight cap at --concurrency.
 // Issuing stops at --duration or --requests; the run ends when nothing is in
-// flight, or at --max-time, when every open stream is cancelled (their
+// flight (and, for an open loop cut by --duration, the window is over), or
+// at --max-time, when every open stream is cancelled (their
 // traces end CANCELLED) and the run waits a bounded grace period for gRPC
 // to report them done.
 #pragma once

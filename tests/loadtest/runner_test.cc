@@ -188,6 +188,8 @@ TEST_F(RunnerTest, ClosedLoopNeverExceedsConcurrency) {
   EXPECT_GE(fake_.max_in_flight(), 2);
   // Six waves of four 20+ ms requests cannot finish in under 120 ms.
   EXPECT_GE(result.end - result.start, milliseconds(120));
+  // A closed loop sends as soon as a slot frees: no client-side queueing.
+  for (const RequestTrace& t : result.traces) EXPECT_LT(t.sent - t.scheduled, milliseconds(50));
 }
 
 TEST_F(RunnerTest, InFlightCapHoldsBackOpenLoopArrivals) {
@@ -207,6 +209,17 @@ TEST_F(RunnerTest, DurationStopsIssuing) {
   const RunResult result = RunOrDie(options, {"p"});
   // Arrivals at 0, 10, ..., 290 ms are inside the 300 ms window.
   EXPECT_EQ(result.traces.size(), 30u);
+}
+
+TEST_F(RunnerTest, OpenLoopRunLastsTheWholeWindow) {
+  // Constant 1 req/s: the second arrival (1 s) is past the 0.5 s window;
+  // the run must still last the window so rates are per window.
+  const LoadOptions options = Options({"--model", "fake", "--rate", "1", "--arrival", "constant", "--duration",
+                                       "0.5", "--prompts", "x", "--max-tokens", "1"});
+  const RunResult result = RunOrDie(options, {"p"});
+  ASSERT_EQ(result.traces.size(), 1u);
+  EXPECT_GE(result.end - result.start, milliseconds(500));
+  EXPECT_LT(result.end - result.start, milliseconds(2000));
 }
 
 TEST_F(RunnerTest, MaxTimeCancelsStreamsThatNeverEnd) {
