@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
+#include "spdlog/spdlog.h"
 
 namespace tern::scheduler {
 namespace {
@@ -59,6 +60,10 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
   if (request.request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
   if (request.prompt_token_ids.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   RETURN_IF_ERROR(request.sampling.Validate());
+  if (request.sampling.n > options_.max_num_seqs) {
+    return absl::InvalidArgumentError(absl::StrCat("n = ", request.sampling.n, " choices exceed the ",
+                                                   options_.max_num_seqs, " sequences a step may run"));
+  }
   for (size_t i = 0; i < request.prompt_token_ids.size(); ++i) {
     const int32_t id = request.prompt_token_ids[i];
     if (id < 0 || id >= vocab_size_) {
@@ -307,6 +312,8 @@ void EngineImpl::Loop() {
     }
     absl::StatusOr<runtime::StepResult> result = runner_->Execute(out.plan);
     if (!result.ok()) {
+      spdlog::error("model {}: step {} failed, failing {} requests: {}", options_.model_name,
+                    scheduler_.stats().steps, scheduler_.num_groups(), result.status().ToString());
       scheduler_.DiscardStep();
       FailAll(absl::Status(result.status().code(), absl::StrCat("model step failed: ", result.status().message())));
       PublishStats(true);
@@ -315,6 +322,7 @@ void EngineImpl::Loop() {
     }
     absl::StatusOr<StepOutcome> outcome = scheduler_.Apply(*result);
     if (!outcome.ok()) {
+      spdlog::error("model {}: {}", options_.model_name, outcome.status().ToString());
       FailAll(outcome.status());
       PublishStats(true);
       FinishDone();

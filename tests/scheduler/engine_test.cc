@@ -3,6 +3,7 @@
 // FakeModelRunner.
 #include "scheduler/engine.h"
 
+#include <atomic>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -143,9 +144,11 @@ TEST_F(EngineCpuTest, BatchedGreedyOutputsEqualEachRequestAlone) {
     int32_t prompt_len, max_tokens, seed;
     absl::Duration delay;
   };
-  const std::vector<Case> cases = {{5, 12, 1, absl::ZeroDuration()}, {23, 8, 2, absl::Milliseconds(2)},
-                                   {2, 15, 3, absl::Milliseconds(5)}, {40, 6, 4, absl::Milliseconds(1)},
-                                   {11, 10, 5, absl::Milliseconds(8)}, {17, 9, 1, absl::Milliseconds(3)}};
+  // The first three arrive together and need 12 + 8 + 5 = 25 blocks of 4
+  // at their longest, more than the 20 of the shared engine below.
+  const std::vector<Case> cases = {{40, 6, 4, absl::ZeroDuration()}, {23, 8, 2, absl::ZeroDuration()},
+                                   {5, 12, 1, absl::ZeroDuration()},  {2, 15, 3, absl::Milliseconds(3)},
+                                   {11, 10, 5, absl::Milliseconds(8)}, {17, 9, 1, absl::Milliseconds(2)}};
   // Alone: one engine per request, big cache.
   std::vector<std::vector<int32_t>> alone;
   {
@@ -164,12 +167,12 @@ TEST_F(EngineCpuTest, BatchedGreedyOutputsEqualEachRequestAlone) {
     }
   }
   // Together: a small cache (preemptions), a small token budget (chunked
-  // prefill), staggered arrivals. Cases 0 and 5 share a prompt prefix
-  // source (seed 1), so the prefix cache is exercised too.
+  // prefill), staggered arrivals. Cases 2 and 5 share a prompt prefix
+  // (seed 1), so the prefix cache is exercised too.
   EngineOptions options;
   options.max_num_batched_tokens = 16;
   options.max_num_seqs = 4;
-  auto engine = MakeEngine(24, options);
+  auto engine = MakeEngine(20, options);
   std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (size_t i = 0; i < cases.size(); ++i) {
     absl::SleepFor(cases[i].delay);
@@ -188,7 +191,7 @@ TEST_F(EngineCpuTest, BatchedGreedyOutputsEqualEachRequestAlone) {
   }
   const EngineStats stats = engine->Stats();
   EXPECT_EQ(stats.kv_blocks_used, 0);
-  EXPECT_EQ(stats.kv_blocks_total, 24);
+  EXPECT_EQ(stats.kv_blocks_total, 20);
   EXPECT_EQ(stats.running, 0);
   EXPECT_GT(stats.steps, 0);
   EXPECT_GT(stats.preemptions, 0) << "the small cache should force a preemption";
@@ -376,6 +379,51 @@ class GatedRunner final : public runtime::ModelRunner {
   testing::FakeModelRunner inner_;
 };
 
+// Fails the step when told to; otherwise the fake runner.
+class FailingRunner final : public runtime::ModelRunner {
+ public:
+  FailingRunner() : inner_(64, 4, 1000, 512) {}
+  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override {
+    if (fail_.load()) return absl::InternalError("device lost");
+    absl::SleepFor(absl::Microseconds(200));
+    return inner_.Execute(plan);
+  }
+  runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  int64_t max_context_length() const override { return inner_.max_context_length(); }
+  void set_fail(bool fail) { fail_.store(fail); }
+
+ private:
+  std::atomic<bool> fail_{false};
+  testing::FakeModelRunner inner_;
+};
+
+TEST(EngineTest, RunnerFailureFailsInFlightRequestsAndTheEngineGoesOn) {
+  auto failing = std::make_unique<FailingRunner>();
+  FailingRunner* runner = failing.get();
+  auto engine = Engine::Create(EngineOptions{}, std::move(failing));
+  ASSERT_TRUE(engine.ok());
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 3; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE((*engine)->Submit(Greedy("f" + std::to_string(i), {1, 2, 3}, 200), sinks.back()).ok());
+  }
+  for (int i = 0; i < 2000 && (*engine)->Stats().generation_tokens < 3; ++i) absl::SleepFor(absl::Milliseconds(1));
+  runner->set_fail(true);
+  for (auto& sink : sinks) {
+    ASSERT_TRUE(sink->WaitDone());
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kInternal);
+    EXPECT_NE(sink->status().message().find("device lost"), std::string::npos) << sink->status();
+  }
+  EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
+  runner->set_fail(false);
+  auto after = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(Greedy("after", {1, 2, 3}, 4), after).ok());
+  ASSERT_TRUE(after->WaitDone());
+  EXPECT_TRUE(after->status().ok());
+  EXPECT_EQ(after->tokens().size(), 4u);
+}
+
 TEST(EngineTest, FullQueueGivesResourceExhausted) {
   auto gated = std::make_unique<GatedRunner>();
   GatedRunner* gate = gated.get();
@@ -444,6 +492,9 @@ TEST(EngineTest, ValidatesRequests) {
   EXPECT_EQ(engine->Submit(Greedy("kv", std::vector<int32_t>(200, 1), 100), sink).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine->Submit(Greedy("nosink", {1}, 2), nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EngineRequest many = Greedy("many", {1}, 2);
+  many.sampling.n = 300;  // more than max_num_seqs (256)
+  EXPECT_EQ(engine->Submit(many, sink).code(), absl::StatusCode::kInvalidArgument);
   EngineRequest bad = Greedy("temp", {1}, 2);
   bad.sampling.temperature = -1;
   EXPECT_EQ(engine->Submit(bad, sink).code(), absl::StatusCode::kInvalidArgument);
