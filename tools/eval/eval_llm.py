@@ -86,7 +86,8 @@ def retrieval_case(tok, rng, length, line_tokens, overhead):
     while True:
         q = rec[qi][0]
         text, answers, values = retrieval.build(rec, [q])
-        text = text[:answers[0][1]]  # no trailing newline
+        text = text[:answers[0][1] - 1]  # no trailing newline
+        answers = [(answers[0][0], answers[0][1] - 1)]
         enc = tok.encode(text, add_special_tokens=False)
         if len(enc.ids) + 1 <= length:
             return rec, qi, text, answers[0], values[0], enc

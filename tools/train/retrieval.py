@@ -68,8 +68,9 @@ def make_record(rng: random.Random, n_lines: int):
 
 
 def build(record, queries):
-    """Returns (text, answer_spans, value_spans): character spans of each answer sentence and of
-    each answer's '<value>' part ('<' excluded, '>' included)."""
+    """Returns (text, answer_spans, value_spans): character spans of each answer sentence (its
+    final newline included) and of each answer's '<value>' part ('<' excluded, '>' included).
+    The questions start at len(PREAMBLE + lines), a pre-tokenizer boundary ('>\n' | 'Now')."""
     parts = [PREAMBLE] + [line_text(k, v) for k, v in record]
     text = "".join(parts)
     answers, values = [], []
@@ -79,7 +80,7 @@ def build(record, queries):
         a = answer_text(key, lookup[key])
         start = len(text)
         text += a
-        answers.append((start, start + len(a) - 1))  # the final newline is not part of the answer
+        answers.append((start, start + len(a)))
         vstart = start + a.index("<") + 1
         values.append((vstart, vstart + len(str(lookup[key])) + 1))
     return text, answers, values

@@ -11,7 +11,6 @@ Writes into --out: config.json, generation_config.json, model.safetensors (float
 tokenizer.json, tokenizer_config.json (with a chat template) and training_log.json.
 """
 import argparse
-import bisect
 import json
 import math
 import os
@@ -50,13 +49,13 @@ def parse_args():
     ap.add_argument("--intermediate", type=int, default=1024)
     ap.add_argument("--max-pos", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=1800)
-    ap.add_argument("--phase1-frac", type=float, default=0.3, help="share of steps at --seq1")
+    ap.add_argument("--phase1-frac", type=float, default=0.5, help="share of steps at --seq1")
     ap.add_argument("--seq1", type=int, default=512)
     ap.add_argument("--batch1", type=int, default=128)
     ap.add_argument("--seq2", type=int, default=2048)
     ap.add_argument("--batch2", type=int, default=32)
-    ap.add_argument("--retrieval-frac", type=float, default=0.625, help="share of sequences per batch")
-    ap.add_argument("--max-queries", type=int, default=8)
+    ap.add_argument("--retrieval-frac", type=float, default=0.875, help="share of sequences per batch")
+    ap.add_argument("--max-queries", type=int, default=16)
     ap.add_argument("--retrieval-weight", type=float, default=1.0)
     ap.add_argument("--source-weights", default="wikitext2-valid=1,kjv=1,fortunes=1",
                     help="multiplies each source's size-proportional sampling share")
@@ -139,7 +138,9 @@ class Batcher:
     def retrieval_texts(self, L, n):
         out = []
         for _ in range(n):
-            nq = self.rng.randint(1, self.args.max_queries)
+            # At most a third of the sequence goes to questions.
+            q_cap = max(1, min(self.args.max_queries, int(L / 3 / self.qa_tokens)))
+            nq = self.rng.randint(1, q_cap)
             budget = L - 1 - self.preamble_tokens - nq * self.qa_tokens
             max_lines = max(nq, int(budget / self.line_tokens * 0.97))
             # Biased towards long records: long-range retrieval is the hard part.
@@ -152,21 +153,23 @@ class Batcher:
 
     def retrieval_seqs(self, L, n):
         built = self.retrieval_texts(L, n)
-        encs = self.tok.encode_batch([t for t, _, _ in built], add_special_tokens=False)
+        # The record and the questions are encoded apart (they meet at a pre-tokenizer boundary),
+        # so that only the short question part needs its offsets.
+        cut = [t.rindex("Now the record is over.", 0, a[0][0]) for (t, a, _) in built]
+        recs = self.tok.encode_batch([t[:c] for (t, _, _), c in zip(built, cut)], add_special_tokens=False)
+        qas = self.tok.encode_batch([t[c:] for (t, _, _), c in zip(built, cut)], add_special_tokens=False)
         xs, ys, vs = [], [], []
-        for (text, answers, values), enc in zip(built, encs):
-            ids = [self.bos] + enc.ids
+        for (text, answers, values), c, rec, qa in zip(built, cut, recs, qas):
+            ids = [self.bos] + rec.ids + qa.ids
             label = [-100] * len(ids)
             vmask = [False] * len(ids)
-            starts = [o[0] for o in enc.offsets]
-            # Answers come after the record: only the tail needs looking at.
-            first = bisect.bisect_left(starts, answers[0][0])
-            for j in range(first, len(starts)):
-                s = starts[j]
+            base = 1 + len(rec.ids)
+            for j, (s, _) in enumerate(qa.offsets):
+                s += c
                 if any(a <= s < b for a, b in answers):
-                    label[j + 1] = ids[j + 1]
+                    label[base + j] = ids[base + j]
                 if any(a <= s < b for a, b in values):
-                    vmask[j + 1] = True
+                    vmask[base + j] = True
             if len(ids) > L:  # rare: cut, and drop a partial answer at the end
                 ids, label, vmask = ids[:L], label[:L], vmask[:L]
                 while label[-1] != -100:
