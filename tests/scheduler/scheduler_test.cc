@@ -287,6 +287,27 @@ TEST(SchedulerTest, PrefixCacheHitSkipsComputedBlocks) {
   EXPECT_EQ(stats.num_used, 0);
 }
 
+TEST(SchedulerTest, FullPrefixHitOnABlockInUseCopiesItBeforeRecomputingTheLastToken) {
+  Driver d(64, 4, Options(8, 64));
+  SequenceGroup* a = d.Add("a", Prompt(8), 6);
+  d.Step();  // a computes its 8 prompt tokens: 2 full blocks, both cached
+  const std::vector<int32_t> a_blocks = a->sequences()[0]->block_table();
+  SequenceGroup* b = d.Add("b", Prompt(8), 3);
+  const RecordedStep& s = d.Step();
+  ASSERT_EQ(s.sequences.size(), 2u);
+  const RecordedSequence& rb = s.sequences[1];
+  EXPECT_EQ(rb.seq_id, b->sequences()[0]->seq_id());
+  EXPECT_EQ(rb.num_computed_tokens, 7);
+  EXPECT_EQ(rb.block_table[0], a_blocks[0]);  // shared, untouched
+  EXPECT_NE(rb.block_table[1], a_blocks[1]);  // written: a private copy
+  ASSERT_EQ(s.block_copies.size(), 1u);
+  EXPECT_EQ(s.block_copies[0], std::make_pair(a_blocks[1], rb.block_table[1]));
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a"), Reference(Prompt(8), 6));
+  EXPECT_EQ(d.Output("b"), Reference(Prompt(8), 3));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
 TEST(SchedulerTest, ForkSharesBlocksUntilAWrite) {
   Driver d(64, 4, Options(8, 64));
   SequenceGroup* g = d.Add("g", Prompt(6), 5, nullptr, 0, /*n=*/2);
