@@ -88,8 +88,9 @@ void Sequence::AppendOutput(const runtime::SampledToken& token, int64_t max_cont
     return;
   }
   if (num_tokens() >= max_context) {
-    if (detokenizer_ != nullptr) pending_.text += detokenizer_->Finish();
+    // Held-back text first: it precedes the detokenizer's incomplete tail.
     pending_.text += stop_checker_.Flush();
+    if (detokenizer_ != nullptr) pending_.text += detokenizer_->Finish();
     Finish(runtime::FinishReason::kLength, std::monostate());
   }
 }

@@ -370,6 +370,37 @@ TEST(SchedulerTest, TenantsShareTokensByWeightUnderSaturation) {
   std::printf("tokens: heavy %ld light %ld ratio %.4f\n", long(tokens["heavy"]), long(tokens["light"]), ratio);
 }
 
+TEST(SchedulerTest, AnIdleTenantBanksNoCredit) {
+  Driver d(1024, 4, Options(4, 64, false));
+  const Tenant early = MakeTenant("early"), late = MakeTenant("late");
+  std::map<int64_t, std::string> tenant_of;
+  int next = 0;
+  auto top_up = [&](const Tenant& t) {
+    const auto* state = d.scheduler().tenant_queues().Find(t.name);
+    while (state == nullptr || state->waiting.size() < 4) {
+      SequenceGroup* g = d.Add(t.name + std::to_string(next), Prompt(4, next % 100), 8, &t);
+      tenant_of[g->sequences()[0]->seq_id()] = t.name;
+      ++next;
+      state = d.scheduler().tenant_queues().Find(t.name);
+    }
+  };
+  for (int step = 0; step < 300; ++step) {
+    top_up(early);
+    d.Step();
+  }
+  // "late" arrives after "early" was served alone for 300 steps; from now on
+  // they share equally instead of "late" taking everything to catch up.
+  std::map<std::string, int64_t> tokens;
+  for (int step = 0; step < 100; ++step) {
+    top_up(early);
+    top_up(late);
+    for (const RecordedSequence& r : d.Step().sequences) tokens[tenant_of[r.seq_id]] += r.token_ids.size();
+  }
+  ASSERT_GT(tokens["late"], 0);
+  EXPECT_NEAR(double(tokens["early"]) / double(tokens["late"]), 1.0, 0.25)
+      << "early " << tokens["early"] << " late " << tokens["late"];
+}
+
 TEST(SchedulerTest, TenantAtItsConcurrencyLimitWaitsWithoutSlowingOthers) {
   const Tenant capped = MakeTenant("capped", 1.0, 1), free_tenant = MakeTenant("free");
   std::map<std::string, int> alone;
