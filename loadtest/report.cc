@@ -25,10 +25,12 @@ std::string FinishReasonName(int reason) {
   }
 }
 
+// Keys often share a prefix ("sk-", "key-"), so the hint is the last four
+// characters, and only of keys long enough that four give little away.
 std::string KeyHint(const std::string& key) {
   if (key.empty()) return "(no key)";
-  if (key.size() <= 4) return std::string(key.size(), '*');
-  return key.substr(0, 4) + "...";
+  if (key.size() <= 8) return std::string(key.size(), '*');
+  return "..." + key.substr(key.size() - 4);
 }
 
 std::string ModeText(const LoadOptions& o) {
@@ -173,9 +175,10 @@ std::string FormatReportTable(const LoadOptions& options, const Report& r) {
   row("client queue", r.client_queue_ms);
   row("output tokens/req", r.output_tokens_per_request);
   if (r.tenants.size() > 1) {
-    absl::StrAppend(&out, "\n  tenant        sent      ok   TTFT p50   TTFT p99\n");
-    for (const TenantReport& t : r.tenants) {
-      absl::StrAppendFormat(&out, "  %-10s %7d %7d %10s %10s\n", t.key_hint, t.sent, t.ok,
+    absl::StrAppend(&out, "\n  tenant (API key)      sent      ok   TTFT p50   TTFT p99\n");
+    for (size_t i = 0; i < r.tenants.size(); ++i) {
+      const TenantReport& t = r.tenants[i];
+      absl::StrAppendFormat(&out, "  %-18s %7d %7d %10s %10s\n", absl::StrFormat("#%d %s", i, t.key_hint), t.sent, t.ok,
                             t.ttft_ms.count ? absl::StrFormat("%.2f", t.ttft_ms.p50) : "-",
                             t.ttft_ms.count ? absl::StrFormat("%.2f", t.ttft_ms.p99) : "-");
     }

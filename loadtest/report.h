@@ -20,7 +20,7 @@ namespace tern::loadtest {
 std::string StatusCodeName(int code);
 
 struct TenantReport {
-  std::string key_hint;   // the API key's first characters, never the whole key
+  std::string key_hint;   // "..." + the API key's last 4 characters; stars for keys of 8 or fewer
   int64_t sent = 0;
   int64_t ok = 0;
   Distribution ttft_ms;

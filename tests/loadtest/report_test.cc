@@ -81,7 +81,7 @@ TEST(ReportTest, CountsThroughputGoodputAndErrors) {
   EXPECT_EQ(r.tpot_ms.count, 3);
   EXPECT_NEAR(r.tpot_ms.max, 50, 1e-9);
   ASSERT_EQ(r.tenants.size(), 2u);
-  EXPECT_EQ(r.tenants[0].key_hint, "secr...");
+  EXPECT_EQ(r.tenants[0].key_hint, "...ey-a");
   EXPECT_EQ(r.tenants[1].key_hint, "**");
   EXPECT_EQ(r.tenants[0].sent, 5);
   EXPECT_EQ(r.tenants[0].ok, 2);
@@ -93,7 +93,7 @@ TEST(ReportTest, TableShowsMetricsAndErrors) {
   const std::string table = FormatReportTable(o, BuildReport(o, Traces(), 2.0, false, 0));
   for (const char* part : {"TTFT", "TPOT", "ITL", "e2e", "p99", "UNAVAILABLE", "no engine for tiny",
                            "UNAUTHENTICATED", "goodput     0.500 req/s", "TTFT <= 150 ms and TPOT <= 20 ms",
-                           "secr...", "1.500 req/s"}) {
+                           "#0 ...ey-a", "#1 **", "1.500 req/s"}) {
     EXPECT_NE(table.find(part), std::string::npos) << part << " not in\n" << table;
   }
   EXPECT_EQ(table.find("secret-key-a"), std::string::npos) << "the table must not print API keys";
