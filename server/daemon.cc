@@ -9,6 +9,7 @@
 #include "grpcpp/server_builder.h"
 #include "runtime/base/status_macros.h"
 #include "server/config/server_config.h"
+#include "server/observability/engine_collector.h"
 #include "spdlog/spdlog.h"
 
 namespace tern::server {
@@ -31,6 +32,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   daemon->authenticator_ = Authenticator::FromConfig(config);
   ASSIGN_OR_RETURN(daemon->models_, ModelRegistry::Create(config));
   daemon->metrics_->SetModelsLoaded(static_cast<int>(daemon->models_->size()));
+  daemon->metrics_->AddCollectable(std::make_shared<EngineCollector>(daemon->models_.get()));
   for (const auto& info : daemon->models_->List()) {
     spdlog::info("model {} ready: {} {} backend={} context={} params={} path={}", info.name(),
                  info.architecture(), info.dtype(), info.backend(), info.context_length(),

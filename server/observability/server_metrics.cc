@@ -39,6 +39,7 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                         .Help("Models loaded and ready to serve.")
                         .Register(*registry_)
                         .Add({});
+  requests_ = std::make_unique<RequestMetrics>(*registry_);
   collectables_.push_back(registry_);
   collectables_.push_back(std::make_shared<ProcessCollector>());
 }

@@ -16,6 +16,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/observability/request_metrics.h"
 
 namespace tern::server {
 
@@ -38,6 +39,7 @@ class ServerMetrics {
   void AddCollectable(std::shared_ptr<prometheus::Collectable> collectable);
 
   prometheus::Registry& registry() { return *registry_; }
+  RequestMetrics& requests() { return *requests_; }
 
  private:
   // shared_ptr: prometheus-cpp's Collectable API is built on shared ownership.
@@ -47,6 +49,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;
   prometheus::Family<prometheus::Counter>* http_total_;
   prometheus::Gauge* models_loaded_;
+  std::unique_ptr<RequestMetrics> requests_;
 };
 
 // Buckets for request latencies in seconds: 1 ms .. 5 min.

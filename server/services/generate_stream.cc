@@ -29,13 +29,47 @@ void SetLogprob(const runtime::Tokenizer* tokenizer, int32_t id, float logprob, 
 }  // namespace
 
 GenerateStreamState::GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode,
-                                         const runtime::Tokenizer* tokenizer)
-    : request_id_(std::move(request_id)), mode_(mode), tokenizer_(tokenizer) {}
+                                         const runtime::Tokenizer* tokenizer, StreamObservation observation)
+    : request_id_(std::move(request_id)), mode_(mode), tokenizer_(tokenizer), observation_(std::move(observation)) {}
+
+void GenerateStreamState::ObserveChunk(int tokens, const std::vector<scheduler::ChoiceDelta>& deltas) {
+  for (const auto& delta : deltas) {
+    if (delta.aborted) outcome_ = "abort";
+    else if (delta.finish_reason == runtime::FinishReason::kLength && outcome_ != "abort") outcome_ = "length";
+  }
+  if (tokens == 0 || observation_.metrics == nullptr) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (!first_token_.has_value()) {
+    first_token_ = now;
+    observation_.metrics->ObserveTimeToFirstToken(observation_.model, observation_.tenant,
+                                                  std::chrono::duration<double>(now - observation_.arrival).count());
+  } else {
+    observation_.metrics->ObserveInterTokenLatency(observation_.model, observation_.tenant,
+                                                   std::chrono::duration<double>(now - *last_token_).count());
+  }
+  last_token_ = now;
+}
+
+void GenerateStreamState::ObserveDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
+  if (observation_.metrics == nullptr) return;
+  const auto now = std::chrono::steady_clock::now();
+  const double e2e = std::chrono::duration<double>(now - observation_.arrival).count();
+  double tpot = 0;
+  if (first_token_.has_value() && usage.completion_tokens > 1) {
+    tpot = std::chrono::duration<double>(now - *first_token_).count() / (usage.completion_tokens - 1);
+  }
+  const std::string outcome = status.ok() ? outcome_ : absl::StatusCodeToString(status.code());
+  observation_.metrics->ObserveFinished(observation_.model, observation_.tenant, e2e, tpot, usage.completion_tokens,
+                                        outcome);
+}
 
 void GenerateStreamState::OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) {
   tern::v1::GenerateResponse response;
   response.set_request_id(request_id_);
   response.set_decoding_mode(mode_);
+  int tokens = 0;
+  for (const auto& delta : deltas) tokens += int(delta.token_ids.size());
+  ObserveChunk(tokens, deltas);
   for (const auto& delta : deltas) {
     auto* choice = response.add_choices();
     choice->set_index(delta.index);
@@ -62,6 +96,7 @@ void GenerateStreamState::OnDeltas(const std::vector<scheduler::ChoiceDelta>& de
 }
 
 void GenerateStreamState::OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
+  ObserveDone(status, usage);
   absl::MutexLock lock(&mu_);
   if (status.ok()) {
     tern::v1::GenerateResponse last;
@@ -126,9 +161,10 @@ GenerateReactor::GenerateReactor(RpcScope scope, scheduler::Engine* engine, std:
     : scope_(std::move(scope)), engine_(engine), request_id_(std::move(request_id)), state_(std::move(state)) {}
 
 GenerateReactor* GenerateReactor::Start(RpcScope scope, scheduler::Engine* engine, scheduler::EngineRequest request,
-                                        tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer) {
+                                        tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer,
+                                        StreamObservation observation) {
   const std::string request_id = request.request_id;
-  auto state = std::make_shared<GenerateStreamState>(request_id, mode, tokenizer);
+  auto state = std::make_shared<GenerateStreamState>(request_id, mode, tokenizer, std::move(observation));
   auto* reactor = new GenerateReactor(std::move(scope), engine, request_id, state);
   const absl::Status submitted = engine->Submit(std::move(request), state);
   if (!submitted.ok()) {

@@ -9,8 +9,10 @@
 // on the client.
 #pragma once
 
+#include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -18,6 +20,7 @@
 #include "grpcpp/support/server_callback.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "scheduler/engine.h"
+#include "server/observability/request_metrics.h"
 #include "server/services/rpc_scope.h"
 #include "tern/v1/llm.pb.h"
 
@@ -25,10 +28,19 @@ namespace tern::server {
 
 class GenerateReactor;
 
+// Who a stream's metrics are attributed to.
+struct StreamObservation {
+  RequestMetrics* metrics = nullptr;  // borrowed; outlives the stream
+  std::string model;
+  std::string tenant;
+  std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
+};
+
 // The engine's view of one streaming call.
 class GenerateStreamState final : public scheduler::RequestSink {
  public:
-  GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer);
+  GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer,
+                      StreamObservation observation);
 
   void OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) override;
   void OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) override;
@@ -41,10 +53,17 @@ class GenerateStreamState final : public scheduler::RequestSink {
 
  private:
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Metrics of a chunk carrying `tokens` tokens, and of the request's end.
+  void ObserveChunk(int tokens, const std::vector<scheduler::ChoiceDelta>& deltas);
+  void ObserveDone(const absl::Status& status, const scheduler::RequestUsage& usage);
 
   const std::string request_id_;
   const tern::v1::DecodingMode mode_;
   const runtime::Tokenizer* tokenizer_;  // borrowed, may be null
+  // Touched only from the engine thread (OnDeltas, OnDone).
+  StreamObservation observation_;
+  std::optional<std::chrono::steady_clock::time_point> first_token_, last_token_;
+  std::string outcome_ = "stop";
   absl::Mutex mu_;
   GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::deque<tern::v1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);
@@ -60,7 +79,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<tern::v1::Generate
   // Submits `request` to `engine` and streams its output. On a Submit error
   // the call ends at once with that status.
   static GenerateReactor* Start(RpcScope scope, scheduler::Engine* engine, scheduler::EngineRequest request,
-                                tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer);
+                                tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer,
+                                StreamObservation observation);
 
   void OnWriteDone(bool ok) override { state_->OnWriteDone(ok); }
   void OnCancel() override;

@@ -57,7 +57,8 @@ grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Generate(
   return GenerateReactor::Start(std::move(scope), model->engine.get(),
                                 MakeEngineRequest(request_id, *tenant, request->priority(), std::move(*prompt),
                                                   ToSamplingParams(request->sampling()), *context),
-                                mode, model->tokenizer.get());
+                                mode, model->tokenizer.get(),
+                                {&services_.metrics->requests(), model->info.name(), tenant->name});
 }
 
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Chat(
@@ -75,7 +76,8 @@ grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Chat(
   return GenerateReactor::Start(std::move(scope), model->engine.get(),
                                 MakeEngineRequest(request_id, *tenant, request->priority(), std::move(*prompt),
                                                   ToSamplingParams(request->sampling()), *context),
-                                tern::v1::DECODING_MODE_NORMAL, model->tokenizer.get());
+                                tern::v1::DECODING_MODE_NORMAL, model->tokenizer.get(),
+                                {&services_.metrics->requests(), model->info.name(), tenant->name});
 }
 
 grpc::ServerUnaryReactor* LlmService::Tokenize(grpc::CallbackServerContext* context,

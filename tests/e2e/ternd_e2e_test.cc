@@ -320,6 +320,21 @@ TEST(TerndE2eTest, GenerateStreamsTokensWithUsageAndFinishReason) {
   EXPECT_EQ(invalid.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(invalid.status.error_message().find("sampling.top_p"), std::string::npos);
 
+  // Per-request and engine metrics, in a scrape promtool accepts.
+  const HttpReply scrape = HttpGet(daemon.http_port(), "/metrics");
+  for (const char* series : {
+           R"(tern_time_to_first_token_seconds_count{model="tiny-llama",tenant="default"} 2)",
+           R"(tern_request_finished_total{model="tiny-llama",outcome="length",tenant="default"} 2)",
+           R"(tern_generation_tokens_total{model="tiny-llama"} 16)",
+           R"(tern_num_requests_running{model="tiny-llama"} 0)",
+           R"(tern_kv_cache_usage_ratio{model="tiny-llama"})"}) {
+    EXPECT_NE(scrape.body.find(series), std::string::npos) << series << "\n" << scrape.body;
+  }
+  TempDir scrape_dir;
+  const ProcessResult promtool = RunProcess(
+      {"/bin/sh", "-c", "promtool check metrics < " + scrape_dir.Write("scrape.txt", scrape.body)}, seconds(30));
+  EXPECT_EQ(promtool.exit_code, 0) << promtool.output;
+
   // The CLI streams the same text.
   const ProcessResult cli = RunProcess({BinaryPath("tern"), "--target", daemon.grpc_target(), "generate", "-m",
                                         "tiny-llama", "--max-tokens", "8", "--temperature", "0", "Hello"},

@@ -12,6 +12,7 @@ tokens are identical. Exits non-zero when a model misses the bounds.
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ def hf_steps(model_dir, dtype, prompt, steps):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tern-run", required=True)
+    parser.add_argument("--tern-run", required=True, help="command that runs tern-run (may include a wrapper)")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--bound", type=float, default=1e-2)
@@ -49,7 +50,7 @@ def main():
         prompt = torch.randint(0, vocab, (24,), generator=gen).tolist()
         hf_tokens, hf_logits = hf_steps(model_dir, dtype, prompt, args.steps)
         with tempfile.NamedTemporaryFile(suffix=".json") as dump:
-            subprocess.run([args.tern_run, "--model", model_dir, "--backend", "cuda", "--dtype", args.dtype,
+            subprocess.run(shlex.split(args.tern_run) + ["--model", os.path.abspath(model_dir), "--backend", "cuda", "--dtype", args.dtype,
                             "--dump-logits", dump.name, "--token-ids", ",".join(map(str, prompt)),
                             "--decode-tokens", str(args.steps)], check=True)
             tern = json.load(open(dump.name))

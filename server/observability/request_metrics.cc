@@ -1,0 +1,66 @@
+#include "server/observability/request_metrics.h"
+
+#include "server/observability/server_metrics.h"
+
+namespace tern::server {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& TokenLatencyBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  return *buckets;
+}
+
+const prometheus::Histogram::BucketBoundaries& LengthBuckets() {
+  static const auto* buckets =
+      new prometheus::Histogram::BucketBoundaries{1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+  return *buckets;
+}
+
+}  // namespace
+
+RequestMetrics::RequestMetrics(prometheus::Registry& registry)
+    : ttft_(prometheus::BuildHistogram()
+                .Name("tern_time_to_first_token_seconds")
+                .Help("Time from arrival to the first streamed token.")
+                .Register(registry)),
+      itl_(prometheus::BuildHistogram()
+               .Name("tern_inter_token_latency_seconds")
+               .Help("Time between consecutive streamed chunks that carry tokens.")
+               .Register(registry)),
+      tpot_(prometheus::BuildHistogram()
+                .Name("tern_time_per_output_token_seconds")
+                .Help("(end-to-end - time to first token) / (output tokens - 1) per request.")
+                .Register(registry)),
+      e2e_(prometheus::BuildHistogram()
+               .Name("tern_e2e_request_latency_seconds")
+               .Help("Time from arrival to the last message of a generation request.")
+               .Register(registry)),
+      output_length_(prometheus::BuildHistogram()
+                         .Name("tern_request_generation_tokens")
+                         .Help("Output tokens per finished request.")
+                         .Register(registry)),
+      requests_(prometheus::BuildCounter()
+                    .Name("tern_request_finished_total")
+                    .Help("Finished generation requests by outcome (stop, length, abort, or error code).")
+                    .Register(registry)) {}
+
+void RequestMetrics::ObserveTimeToFirstToken(const std::string& model, const std::string& tenant, double seconds) {
+  ttft_.Add({{"model", model}, {"tenant", tenant}}, LatencyBuckets()).Observe(seconds);
+}
+
+void RequestMetrics::ObserveInterTokenLatency(const std::string& model, const std::string& tenant, double seconds) {
+  itl_.Add({{"model", model}, {"tenant", tenant}}, TokenLatencyBuckets()).Observe(seconds);
+}
+
+void RequestMetrics::ObserveFinished(const std::string& model, const std::string& tenant, double e2e_seconds,
+                                     double time_per_output_token_seconds, int completion_tokens,
+                                     const std::string& outcome) {
+  const prometheus::Labels labels = {{"model", model}, {"tenant", tenant}};
+  e2e_.Add(labels, LatencyBuckets()).Observe(e2e_seconds);
+  if (completion_tokens > 1) tpot_.Add(labels, TokenLatencyBuckets()).Observe(time_per_output_token_seconds);
+  output_length_.Add(labels, LengthBuckets()).Observe(completion_tokens);
+  requests_.Add({{"model", model}, {"tenant", tenant}, {"outcome", outcome}}).Increment();
+}
+
+}  // namespace tern::server

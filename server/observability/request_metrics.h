@@ -1,0 +1,37 @@
+// Per-request latency and outcome metrics of generation calls, labelled by
+// model and tenant, with vLLM's semantics: time to first token, inter-token
+// latency (between streamed chunks that carry tokens), time per output token,
+// end-to-end latency, requests by finish reason. Thread-safe.
+#pragma once
+
+#include <string>
+
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace tern::server {
+
+class RequestMetrics {
+ public:
+  explicit RequestMetrics(prometheus::Registry& registry);
+
+  void ObserveTimeToFirstToken(const std::string& model, const std::string& tenant, double seconds);
+  void ObserveInterTokenLatency(const std::string& model, const std::string& tenant, double seconds);
+  // At the end of a request: end-to-end latency, time per output token
+  // (after the first), and the outcome ("stop", "length", "abort", or the
+  // error code name).
+  void ObserveFinished(const std::string& model, const std::string& tenant, double e2e_seconds,
+                       double time_per_output_token_seconds, int completion_tokens, const std::string& outcome);
+
+ private:
+  prometheus::Family<prometheus::Histogram>& ttft_;
+  prometheus::Family<prometheus::Histogram>& itl_;
+  prometheus::Family<prometheus::Histogram>& tpot_;
+  prometheus::Family<prometheus::Histogram>& e2e_;
+  prometheus::Family<prometheus::Histogram>& output_length_;
+  prometheus::Family<prometheus::Counter>& requests_;
+};
+
+}  // namespace tern::server
