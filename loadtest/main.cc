@@ -2,10 +2,13 @@
 // stream. See loadtest/README.md for the flags and what each metric means.
 //
 // Exit status: 0 when every request ended OK, 1 when any failed (or the
-// target was unreachable, or the JSON could not be written), 2 for bad flags
-// or an unreadable prompts file.
+// target was unreachable, the JSON could not be written, or Ctrl-C cut the
+// run short), 2 for bad flags or an unreadable prompts file. A first Ctrl-C
+// cancels what is in flight and still prints the report; a second kills.
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -21,6 +24,21 @@ namespace {
 
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
 constexpr auto kProgressEvery = std::chrono::milliseconds(250);
+
+// Set by the first SIGINT (Ctrl-C): the run stops and reports what it has.
+// SA_RESETHAND makes a second Ctrl-C end the process at once.
+std::atomic<bool> interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+
+extern "C" void OnSigint(int) { interrupted.store(true); }
+
+void InstallSigintHandler() {
+  struct sigaction action = {};
+  action.sa_handler = OnSigint;
+  action.sa_flags = SA_RESETHAND;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+}
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "tern-load: %s\n(tern-load --help lists the flags)\n", message.c_str());
@@ -57,11 +75,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   ProgressLine progress(stderr, options.force_progress || isatty(STDERR_FILENO), options.duration_s);
-  const RunResult result = (*runner)->Run([&](const RunProgress& p) { progress.Update(p); }, kProgressEvery);
+  RunHooks hooks;
+  hooks.on_progress = [&](const RunProgress& p) { progress.Update(p); };
+  hooks.progress_every = kProgressEvery;
+  hooks.interrupt = &interrupted;
+  InstallSigintHandler();
+  const RunResult result = (*runner)->Run(hooks);
   progress.Finish();
 
-  const double elapsed_s = std::chrono::duration<double>(result.end - result.start).count();
-  const Report report = BuildReport(options, result.traces, elapsed_s, result.hit_max_time, result.abandoned);
+  RunEnd end;
+  end.elapsed_s = std::chrono::duration<double>(result.end - result.start).count();
+  end.hit_max_time = result.hit_max_time;
+  end.interrupted = result.interrupted;
+  end.abandoned = result.abandoned;
+  const Report report = BuildReport(options, result.traces, end);
   std::fputs(FormatReportTable(options, report).c_str(), stdout);
   std::fflush(stdout);
   if (!options.json_path.empty()) {
@@ -75,5 +102,5 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  return report.failed == 0 && report.abandoned == 0 ? 0 : 1;
+  return report.failed == 0 && report.abandoned == 0 && !report.interrupted ? 0 : 1;
 }

@@ -77,12 +77,13 @@ std::string StatusCodeName(int code) {
   return absl::StrCat("CODE_", code);
 }
 
-Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& traces, double elapsed_s,
-                   bool hit_max_time, int64_t abandoned) {
+Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& traces, const RunEnd& end) {
   Report r;
+  const double elapsed_s = end.elapsed_s;
   r.elapsed_s = elapsed_s;
-  r.hit_max_time = hit_max_time;
-  r.abandoned = abandoned;
+  r.hit_max_time = end.hit_max_time;
+  r.interrupted = end.interrupted;
+  r.abandoned = end.abandoned;
   r.slo = options.slo;
   for (const TenantWeight& t : options.tenants) {
     TenantReport tenant;
@@ -141,7 +142,10 @@ std::string FormatReportTable(const LoadOptions& options, const Report& r) {
   absl::StrAppendFormat(&out, "tern-load: %s, model %s at %s, seed %d\n", ModeText(options), options.model,
                         options.target, options.seed);
   absl::StrAppendFormat(&out, "  run         %.2f s%s, sent %d, ok %d, failed %d", r.elapsed_s,
-                        r.hit_max_time ? " (stopped by --max-time)" : "", r.sent, r.ok, r.failed);
+                        r.hit_max_time  ? " (stopped by --max-time)"
+                        : r.interrupted ? " (interrupted)"
+                                        : "",
+                        r.sent, r.ok, r.failed);
   if (r.abandoned > 0) absl::StrAppendFormat(&out, ", abandoned %d", r.abandoned);
   absl::StrAppend(&out, "\n");
   absl::StrAppendFormat(&out, "  throughput  %.3f req/s, %.1f output tok/s (%d output, %d prompt tokens)\n",
@@ -233,6 +237,7 @@ nlohmann::json ReportToJson(const LoadOptions& o, const Report& r, const std::ve
   j["summary"] = {
       {"elapsed_s", r.elapsed_s},
       {"hit_max_time", r.hit_max_time},
+      {"interrupted", r.interrupted},
       {"sent", r.sent},
       {"completed", r.ok},
       {"failed", r.failed},

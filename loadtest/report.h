@@ -29,6 +29,7 @@ struct TenantReport {
 struct Report {
   double elapsed_s = 0;
   bool hit_max_time = false;
+  bool interrupted = false;
   int64_t sent = 0;
   int64_t ok = 0;
   int64_t failed = 0;
@@ -51,8 +52,15 @@ struct Report {
   std::vector<TenantReport> tenants;
 };
 
-Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& traces, double elapsed_s,
-                   bool hit_max_time, int64_t abandoned);
+// How the run ended, as the runner saw it.
+struct RunEnd {
+  double elapsed_s = 0;     // run time: start to end of the last request (or of the window)
+  bool hit_max_time = false;
+  bool interrupted = false;
+  int64_t abandoned = 0;
+};
+
+Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& traces, const RunEnd& end);
 
 // A human-readable summary: the run, throughput, goodput, the latency table
 // (mean, p50, p90, p99, max) and errors by status code.

@@ -12,6 +12,8 @@ namespace {
 // After --max-time cancels the open streams, how long to wait for gRPC to
 // report them done before giving up on them.
 constexpr auto kCancelGrace = std::chrono::seconds(10);
+// How often an idle dispatcher looks at RunHooks::interrupt.
+constexpr auto kInterruptPoll = std::chrono::milliseconds(100);
 
 Clock::duration Seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -79,8 +81,9 @@ void LoadRunner::Reap(RunResult* result, RunProgress* progress) {
   }
 }
 
-RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_progress,
-                          std::chrono::milliseconds progress_every) {
+RunResult LoadRunner::Run(const RunHooks& hooks) {
+  const auto& on_progress = hooks.on_progress;
+  const std::chrono::milliseconds progress_every = hooks.progress_every;
   RunResult result;
   RunProgress progress;
   Workload workload(options_, static_cast<int>(prompts_.size()));
@@ -120,6 +123,10 @@ RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_prog
     if (!issuing && live_.empty() && (!window_ended_issuing || now >= issue_deadline)) break;
     if (now >= hard_deadline) {
       result.hit_max_time = true;
+      break;
+    }
+    if (hooks.interrupt != nullptr && hooks.interrupt->load()) {
+      result.interrupted = true;
       break;
     }
     if (issuing && live_.size() < cap && now >= due) {
@@ -162,12 +169,13 @@ RunResult LoadRunner::Run(const std::function<void(const RunProgress&)>& on_prog
     if (on_progress) wake = std::min(wake, next_progress);
     if (issuing && live_.size() < cap) wake = std::min(wake, due);
     if (window_ended_issuing) wake = std::min(wake, issue_deadline);
+    if (hooks.interrupt != nullptr) wake = std::min(wake, now + kInterruptPoll);
     if (wake <= now) continue;
     absl::MutexLock lock(&mu_);
     if (finished_.empty()) finished_cv_.WaitWithTimeout(&mu_, absl::FromChrono(wake - now));
   }
 
-  if (result.hit_max_time) {
+  if (result.hit_max_time || result.interrupted) {
     for (auto& [index, call] : live_) call->Cancel();
     const Clock::time_point give_up = Clock::now() + kCancelGrace;
     while (!live_.empty() && Clock::now() < give_up) {

@@ -11,6 +11,7 @@
 // to report them done.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -38,11 +39,23 @@ struct RunProgress {
   int64_t output_tokens = 0;  // of finished OK requests
 };
 
+// How Run talks to its caller while it runs.
+struct RunHooks {
+  // Called on the dispatcher thread about every `progress_every`; may be empty.
+  std::function<void(const RunProgress&)> on_progress;
+  std::chrono::milliseconds progress_every{250};
+  // When it becomes true (e.g. from a SIGINT handler), the run stops as at
+  // --max-time: no more requests, open streams cancelled. Checked at least
+  // every 100 ms. May be null.
+  const std::atomic<bool>* interrupt = nullptr;
+};
+
 struct RunResult {
   std::vector<RequestTrace> traces;  // one per sent request, in order of index
   Clock::time_point start;
   Clock::time_point end;             // when the last request finished (or the run gave up)
   bool hit_max_time = false;         // --max-time cut the run short
+  bool interrupted = false;          // RunHooks::interrupt cut the run short
   int64_t abandoned = 0;             // streams gRPC never reported done after cancel (leaked)
 };
 
@@ -56,10 +69,8 @@ class LoadRunner : private CallSink {
                                                             std::chrono::milliseconds connect_timeout);
   ~LoadRunner() override;
 
-  // Runs the whole load and returns the traces. `on_progress` (may be empty)
-  // is called on this thread about every `progress_every`.
-  RunResult Run(const std::function<void(const RunProgress&)>& on_progress,
-                std::chrono::milliseconds progress_every);
+  // Runs the whole load and returns the traces. Once per runner.
+  RunResult Run(const RunHooks& hooks);
 
  private:
   LoadRunner(const LoadOptions& options, std::vector<std::string> prompts,

@@ -60,7 +60,7 @@ std::vector<RequestTrace> Traces() {
 }
 
 TEST(ReportTest, CountsThroughputGoodputAndErrors) {
-  const Report r = BuildReport(Options(), Traces(), 2.0, false, 0);
+  const Report r = BuildReport(Options(), Traces(), RunEnd{2.0});
   EXPECT_EQ(r.sent, 6);
   EXPECT_EQ(r.ok, 3);
   EXPECT_EQ(r.failed, 3);
@@ -90,7 +90,7 @@ TEST(ReportTest, CountsThroughputGoodputAndErrors) {
 
 TEST(ReportTest, TableShowsMetricsAndErrors) {
   const LoadOptions o = Options();
-  const std::string table = FormatReportTable(o, BuildReport(o, Traces(), 2.0, false, 0));
+  const std::string table = FormatReportTable(o, BuildReport(o, Traces(), RunEnd{2.0}));
   for (const char* part : {"TTFT", "TPOT", "ITL", "e2e", "p99", "UNAVAILABLE", "no engine for tiny",
                            "UNAUTHENTICATED", "goodput     0.500 req/s", "TTFT <= 150 ms and TPOT <= 20 ms",
                            "#0 ...ey-a", "#1 **", "1.500 req/s"}) {
@@ -102,7 +102,7 @@ TEST(ReportTest, TableShowsMetricsAndErrors) {
 TEST(ReportTest, JsonCarriesSummaryLatenciesAndErrors) {
   const LoadOptions o = Options();
   const std::vector<RequestTrace> traces = Traces();
-  const Report r = BuildReport(o, traces, 2.0, false, 0);
+  const Report r = BuildReport(o, traces, RunEnd{2.0});
   const nlohmann::json j = ReportToJson(o, r, &traces, kStart);
   EXPECT_EQ(j["summary"]["completed"], 3);
   EXPECT_EQ(j["summary"]["failed"], 3);
@@ -121,12 +121,15 @@ TEST(ReportTest, JsonCarriesSummaryLatenciesAndErrors) {
 
 TEST(ReportTest, EmptyRunHasNullLatencies) {
   LoadOptions o = Options();
-  const Report r = BuildReport(o, {}, 1.0, true, 0);
+  const Report r = BuildReport(o, {}, RunEnd{1.0, true});
   const nlohmann::json j = ReportToJson(o, r, nullptr, kStart);
   EXPECT_EQ(j["summary"]["sent"], 0);
   EXPECT_TRUE(j["summary"]["hit_max_time"].get<bool>());
   EXPECT_TRUE(j["latency_ms"]["ttft"]["p50"].is_null());
   EXPECT_NE(FormatReportTable(o, r).find("stopped by --max-time"), std::string::npos);
+  const Report stopped = BuildReport(o, {}, RunEnd{1.0, false, true});
+  EXPECT_TRUE(ReportToJson(o, stopped, nullptr, kStart)["summary"]["interrupted"].get<bool>());
+  EXPECT_NE(FormatReportTable(o, stopped).find("(interrupted)"), std::string::npos);
 }
 
 TEST(ReportTest, StatusCodeNames) {

@@ -2,6 +2,7 @@
 // client's timing, caps, cancellation and metadata, without a model.
 #include "loadtest/runner.h"
 
+#include <atomic>
 #include <set>
 #include <thread>
 
@@ -32,6 +33,7 @@ class FakeLlm final : public tern::v1::Llm::Service {
                                    ? std::string()
                                    : std::string(auth->second.data(), auth->second.size()));
       requests_.push_back(*request);
+      peers_.insert(context->peer());
       max_in_flight_ = std::max(max_in_flight_, ++in_flight_);
     }
     const grpc::Status status = Stream(context, *request, writer);
@@ -51,6 +53,15 @@ class FakeLlm final : public tern::v1::Llm::Service {
   std::vector<tern::v1::GenerateRequest> requests() {
     absl::MutexLock lock(&mu_);
     return requests_;
+  }
+  // Client addresses ("ipv4:127.0.0.1:PORT"): one per TCP connection.
+  std::set<std::string> peers() {
+    absl::MutexLock lock(&mu_);
+    return peers_;
+  }
+  void ClearPeers() {
+    absl::MutexLock lock(&mu_);
+    peers_.clear();
   }
 
  private:
@@ -86,6 +97,7 @@ class FakeLlm final : public tern::v1::Llm::Service {
   int max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> authorization_ ABSL_GUARDED_BY(mu_);
   std::vector<tern::v1::GenerateRequest> requests_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> peers_ ABSL_GUARDED_BY(mu_);
 };
 
 class RunnerTest : public ::testing::Test {
@@ -116,7 +128,7 @@ class RunnerTest : public ::testing::Test {
         LoadRunner::Create(options, std::move(prompts), std::chrono::seconds(5));
     EXPECT_TRUE(runner.ok()) << runner.status();
     if (!runner.ok()) return {};
-    return (*runner)->Run(nullptr, milliseconds(100));
+    return (*runner)->Run(RunHooks());
   }
 
   FakeLlm fake_;
@@ -232,6 +244,47 @@ TEST_F(RunnerTest, MaxTimeCancelsStreamsThatNeverEnd) {
   EXPECT_EQ(result.abandoned, 0);
   ASSERT_EQ(result.traces.size(), 3u);
   for (const RequestTrace& t : result.traces) EXPECT_EQ(t.status_code, grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(RunnerTest, InterruptStopsTheRunAndCancelsStreams) {
+  const LoadOptions options =
+      Options({"--model", "hang", "--rate", "20", "--duration", "30", "--prompts", "x", "--max-time", "60"});
+  absl::StatusOr<std::unique_ptr<LoadRunner>> runner = LoadRunner::Create(options, {"p"}, std::chrono::seconds(5));
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  std::atomic<bool> interrupt{false};
+  std::vector<RunProgress> progress;
+  RunHooks hooks;
+  hooks.interrupt = &interrupt;
+  hooks.progress_every = milliseconds(50);
+  hooks.on_progress = [&](const RunProgress& p) { progress.push_back(p); };
+  std::thread press_ctrl_c([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    interrupt.store(true);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  const RunResult result = (*runner)->Run(hooks);
+  press_ctrl_c.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_TRUE(result.interrupted);
+  EXPECT_FALSE(result.hit_max_time);
+  ASSERT_GE(result.traces.size(), 1u);
+  for (const RequestTrace& t : result.traces) EXPECT_EQ(t.status_code, grpc::StatusCode::CANCELLED);
+  // Progress was reported while it ran and once at the end, with nothing left in flight.
+  ASSERT_GE(progress.size(), 3u);
+  EXPECT_GT(progress[progress.size() / 2].in_flight, 0);
+  EXPECT_EQ(progress.back().in_flight, 0);
+  EXPECT_EQ(progress.back().failed, static_cast<int64_t>(result.traces.size()));
+}
+
+TEST_F(RunnerTest, ConnectionsOpenSeparateTcpConnections) {
+  for (const int connections : {1, 3}) {
+    fake_.ClearPeers();
+    const LoadOptions options = Options({"--model", "fake", "--concurrency", "3", "--requests", "9", "--prompts",
+                                         "x", "--max-tokens", "1", "--connections", std::to_string(connections)});
+    const RunResult result = RunOrDie(options, {"p"});
+    ASSERT_EQ(result.traces.size(), 9u);
+    EXPECT_EQ(fake_.peers().size(), static_cast<size_t>(connections));
+  }
 }
 
 TEST_F(RunnerTest, ServerErrorsEndTracesWithTheirStatus) {
