@@ -85,7 +85,6 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
   std::string arrival;
   std::string api_key;
   std::string tenant_mix;
-  std::optional<double> max_time;
 
   // Flags that take a value; each handler parses the text into `o`.
   using Handler = std::function<absl::Status(const std::string& flag, const std::string& value)>;
