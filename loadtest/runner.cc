@@ -82,7 +82,9 @@ void LoadRunner::Reap(RunResult* result, RunProgress* progress) {
 }
 
 RunResult LoadRunner::Run(const RunHooks& hooks) {
-  const auto& on_progress = hooks.on_progress;
+  // A zero period would spin: no progress reports then.
+  const std::function<void(const RunProgress&)> on_progress =
+      hooks.progress_every.count() > 0 ? hooks.on_progress : nullptr;
   const std::chrono::milliseconds progress_every = hooks.progress_every;
   RunResult result;
   RunProgress progress;

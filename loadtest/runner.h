@@ -41,7 +41,8 @@ struct RunProgress {
 
 // How Run talks to its caller while it runs.
 struct RunHooks {
-  // Called on the dispatcher thread about every `progress_every`; may be empty.
+  // Called on the dispatcher thread about every `progress_every` and once
+  // at the end; may be empty. Not called when progress_every <= 0.
   std::function<void(const RunProgress&)> on_progress;
   std::chrono::milliseconds progress_every{250};
   // When it becomes true (e.g. from a SIGINT handler), the run stops as at
