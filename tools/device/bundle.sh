@@ -2,8 +2,9 @@
 # Builds tern for sm_90a (H100/H200) and packs what the GPU machine needs to
 # run it into .device-bundle/ (git-ignored, under 64 MiB):
 #   bin/     ternd, tern, tern-mkmodel and the benchmarks, stripped
-#   tests/   every test binary, stripped
-#   lib/     the non-CUDA shared libraries they load (gRPC, protobuf, Abseil, ...)
+#   tests/   the test binaries that hold GPU tests, stripped
+#   lib.tar.xz  the non-CUDA shared libraries they load (gRPC, protobuf, Abseil, OpenBLAS, ...),
+#            compressed; run.sh unpacks them on first use
 #   CTestTestfile.cmake   the build's test list with bundle-relative paths
 #   run.sh   sets LD_LIBRARY_PATH; `run.sh ctest -L gpu`, `run.sh bin/ternd ...`
 # The GPU machine supplies libcudart and libcublas itself.
@@ -18,8 +19,19 @@ cmake --build "$build" -j "$(nproc)"
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/tests" "$out/lib"
-for f in "$build"/bin/*; do [[ -x "$f" && -f "$f" ]] && strip --strip-debug -o "$out/bin/$(basename "$f")" "$f"; done
-for f in "$build"/tests/*; do [[ -x "$f" && -f "$f" ]] && strip --strip-debug -o "$out/tests/$(basename "$f")" "$f"; done
+# TERN_BUNDLE_BINARIES picks the executables (default: all); fewer executables
+# mean fewer libraries, for trees that leave little of the 64 MiB carry.
+for f in "$build"/bin/*; do
+  [[ -x "$f" && -f "$f" ]] || continue
+  name=$(basename "$f")
+  if [[ -n "${TERN_BUNDLE_BINARIES:-}" && " $TERN_BUNDLE_BINARIES " != *" $name "* ]]; then continue; fi
+  strip --strip-all -o "$out/bin/$name" "$f"
+done
+# Only test binaries with GPU tests travel: the rest run on the build machine, and the carry is
+# limited to 64 MiB.
+gpu_tests=$(cd "$build" && ctest -L gpu --show-only=json-v1 |
+  python3 -c 'import json,sys,os; print("\n".join(sorted({os.path.basename(t["command"][0]) for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
+for name in $gpu_tests; do strip --strip-all -o "$out/tests/$name" "$build/tests/$name"; done
 
 # Shared libraries, minus what the GPU machine's own image provides: the C
 # library family and the CUDA libraries.
@@ -30,13 +42,16 @@ done | sort -u | while read -r name path; do
   [[ "$name" =~ $skip ]] && continue
   [[ -f "$out/lib/$name" ]] || cp -L "$path" "$out/lib/$name"
 done
-strip --strip-debug "$out"/lib/*.so* 2>/dev/null || true
+strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
+# The libraries travel xz-compressed (OpenBLAS alone is 36 MB, 4 MB packed); run.sh unpacks them.
+tar -C "$out" -cJf "$out/lib.tar.xz" lib
+rm -rf "$out/lib"
 
-# The test list, with this machine's paths made relative to the bundle.
+# The test list (the GPU tests), with this machine's paths made relative to the bundle.
 python3 - "$build" "$out" <<'PY'
 import json, subprocess, sys, os
 build, out = sys.argv[1], sys.argv[2]
-info = json.loads(subprocess.check_output(["ctest", "--show-only=json-v1"], cwd=build))
+info = json.loads(subprocess.check_output(["ctest", "-L", "gpu", "--show-only=json-v1"], cwd=build))
 lines = []
 for test in info["tests"]:
     cmd = test.get("command")

@@ -4,6 +4,9 @@
 #   .device-bundle/run.sh bin/ternd --model DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+if [[ ! -d "$here/lib" && -f "$here/lib.tar.xz" ]]; then
+  tar -C "$here" -xJf "$here/lib.tar.xz"
+fi
 export TERN_BIN_DIR="$here/bin"
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cd "$here"

@@ -84,7 +84,10 @@ std::string MakeModel(const std::string& arch, const std::string& dtype) {
   const std::string dir = (fs::temp_directory_path() / ("tern-golden-" + arch + "-" + dtype + "-" +
                                                          std::to_string(getpid()))).string();
   if (!fs::exists(dir + "/config.json")) {
-    const std::string cmd = std::string(TERN_BIN_DIR) + "/tern-mkmodel --arch " + arch +
+    // $TERN_BIN_DIR wins, so a relocated bundle (tools/device/bundle.sh) finds its tools.
+    const char* env_bin = std::getenv("TERN_BIN_DIR");
+    const std::string bin = env_bin != nullptr && *env_bin != '\0' ? env_bin : TERN_BIN_DIR;
+    const std::string cmd = bin + "/tern-mkmodel --arch " + arch +
                             " --preset tiny --vocab-size 512 --seed 7 --dtype " + dtype + " --out " + dir +
                             " >/dev/null";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
