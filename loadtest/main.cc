@@ -3,8 +3,9 @@
 //
 // Exit status: 0 when every request ended OK, 1 when any failed (or the
 // target was unreachable, the JSON could not be written, or Ctrl-C cut the
-// run short), 2 for bad flags or an unreadable prompts file. A first Ctrl-C
-// cancels what is in flight and still prints the report; a second kills.
+// run short), 2 for bad flags, an unreadable prompts file or an unwritable
+// --json path. A first Ctrl-C cancels what is in flight and still prints
+// the report; a second kills.
 #include <signal.h>
 #include <unistd.h>
 
@@ -68,6 +69,17 @@ int main(int argc, char** argv) {
     prompts = *std::move(loaded);
   }
 
+  // Open the report file before the run, so a bad path fails in a second,
+  // not after an hour of load.
+  std::ofstream json_out;
+  if (!options.json_path.empty()) {
+    json_out.open(options.json_path, std::ios::trunc);
+    if (!json_out) {
+      std::fprintf(stderr, "tern-load: --json: cannot write %s\n", options.json_path.c_str());
+      return 2;
+    }
+  }
+
   absl::StatusOr<std::unique_ptr<LoadRunner>> runner =
       LoadRunner::Create(options, std::move(prompts), kConnectTimeout);
   if (!runner.ok()) {
@@ -94,10 +106,9 @@ int main(int argc, char** argv) {
   if (!options.json_path.empty()) {
     const nlohmann::json json =
         ReportToJson(options, report, options.json_requests ? &result.traces : nullptr, result.start);
-    std::ofstream out(options.json_path, std::ios::trunc);
-    out << json.dump(2) << "\n";
-    out.close();
-    if (!out) {
+    json_out << json.dump(2) << "\n";
+    json_out.close();
+    if (!json_out) {
       std::fprintf(stderr, "tern-load: cannot write %s\n", options.json_path.c_str());
       return 1;
     }

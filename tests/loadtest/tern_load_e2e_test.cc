@@ -158,6 +158,9 @@ TEST(TernLoadE2eTest, BadArgumentsExitTwoWithAClearMessage) {
       {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--bogus"}, "--bogus: unknown flag"},
       {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "/nonexistent/prompts.csv"},
        "/nonexistent/prompts.csv"},
+      {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts",
+        std::string(TERN_LOADTEST_PROMPTS_DIR) + "/vicuna80.csv", "--json", "/nonexistent/dir/out.json"},
+       "--json: cannot write /nonexistent/dir/out.json"},
   };
   for (const auto& [args, message] : cases) {
     std::vector<std::string> argv = {BinaryPath("tern-load")};
