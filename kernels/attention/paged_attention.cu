@@ -29,11 +29,15 @@ __global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __re
   const int32_t* blocks = p.block_ids + p.block_indptr[s];
   const int32_t kv_head = head / (p.num_heads / p.num_kv_heads);
   const int64_t token_stride = int64_t(p.num_kv_heads) * p.head_dim;
-  const int32_t per_lane = p.head_dim / 32;
+  const int32_t per_lane = (p.head_dim + 31) / 32;
 
+  // Lane `lane` owns dimensions lane, lane + 32, ...; lanes past head_dim hold zeros.
   float qv[kPerLane];
   const T* qh = q + int64_t(row) * p.q_row_stride + int64_t(head) * p.head_dim;
-  for (int i = 0; i < per_lane; ++i) qv[i] = ToFloat(qh[lane + 32 * i]) * p.scale;
+  for (int i = 0; i < per_lane; ++i) {
+    const int d = lane + 32 * i;
+    qv[i] = d < p.head_dim ? ToFloat(qh[d]) * p.scale : 0.0f;
+  }
 
   float m = -FLT_MAX, l = 0.0f, acc[kPerLane];
   for (int i = 0; i < kPerLane; ++i) acc[i] = 0.0f;
@@ -41,14 +45,20 @@ __global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __re
     const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
     const T* kj = k_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
     float dot = 0.0f;
-    for (int i = 0; i < per_lane; ++i) dot += qv[i] * ToFloat(kj[lane + 32 * i]);
+    for (int i = 0; i < per_lane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < p.head_dim) dot += qv[i] * ToFloat(kj[d]);
+    }
     const float score = WarpSum(dot);
     const float m_new = fmaxf(m, score);
     const float rescale = __expf(m - m_new);
     const float weight = __expf(score - m_new);
     l = l * rescale + weight;
     const T* vj = v_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
-    for (int i = 0; i < per_lane; ++i) acc[i] = acc[i] * rescale + weight * ToFloat(vj[lane + 32 * i]);
+    for (int i = 0; i < per_lane; ++i) {
+      const int d = lane + 32 * i;
+      acc[i] = acc[i] * rescale + (d < p.head_dim ? weight * ToFloat(vj[d]) : 0.0f);
+    }
     m = m_new;
   }
 
@@ -58,7 +68,9 @@ __global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __re
     warp_m[warp] = m;
     warp_l[warp] = l;
   }
-  for (int i = 0; i < per_lane; ++i) warp_acc[warp][lane + 32 * i] = acc[i];
+  for (int i = 0; i < per_lane; ++i) {
+    if (lane + 32 * i < p.head_dim) warp_acc[warp][lane + 32 * i] = acc[i];
+  }
   __syncthreads();
   float m_all = -FLT_MAX;
   for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, warp_m[w]);
@@ -89,7 +101,7 @@ cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& pa
                                  const int32_t* row_seq, const void* q, const void* k_cache, const void* v_cache,
                                  void* out, cudaStream_t stream) {
   if (num_rows == 0) return cudaSuccess;
-  if (params.head_dim % 32 != 0 || params.head_dim > kMaxHeadDim || params.num_kv_heads <= 0 ||
+  if (params.head_dim <= 0 || params.head_dim > kMaxHeadDim || params.num_kv_heads <= 0 ||
       params.num_heads % params.num_kv_heads != 0 || params.num_heads > 65535) {
     return cudaErrorInvalidValue;
   }

@@ -55,8 +55,8 @@ void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim
 // GPU paged attention for prefill chunks and decode alike: one block per
 // (query row, head), warps splitting the keys with an online softmax in
 // fp32. All pointers in `params` are device pointers; `row_seq`
-// [num_rows] maps each query row to its sequence. head_dim must be a
-// multiple of 32 and at most 256. q, caches and out are of `type`.
+// [num_rows] maps each query row to its sequence. head_dim is at most 256
+// (fastest at multiples of 32). q, caches and out are of `type`.
 cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& params, int32_t num_rows,
                                  const int32_t* row_seq, const void* q, const void* k_cache, const void* v_cache,
                                  void* out, cudaStream_t stream);

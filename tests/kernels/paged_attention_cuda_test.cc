@@ -116,6 +116,11 @@ TEST_P(PagedAttentionCudaTest, OneTokenBlockExactlyFullAndEmptyBatch) {
   RunCase(GetParam(), {4, 1, 64, 8, {}}, 5);
 }
 
+TEST_P(PagedAttentionCudaTest, HeadDimsThatAreNotMultiplesOf32) {
+  RunCase(GetParam(), {4, 2, 16, 4, {{7, 7}, {1, 9}}}, 21);
+  RunCase(GetParam(), {4, 4, 80, 16, {{3, 20}}}, 22);
+}
+
 TEST_P(PagedAttentionCudaTest, SlidingWindow) {
   RunCase(GetParam(), {8, 2, 64, 16, {{5, 70}, {1, 40}}, 24}, 9);
 }
@@ -151,7 +156,7 @@ TEST_P(PagedAttentionCudaTest, RejectsUnsupportedHeadDim) {
   PagedAttentionParams p;
   p.num_heads = 2;
   p.num_kv_heads = 1;
-  p.head_dim = 80;
+  p.head_dim = 288;
   EXPECT_EQ(LaunchPagedAttention(GetParam(), p, 1, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
             cudaErrorInvalidValue);
 }

@@ -66,11 +66,13 @@ for test in info["tests"]:
         continue  # tests that need this machine's tools (python client) stay here
     props = {p["name"]: p["value"] for p in test.get("properties", [])}
     labels = props.get("LABELS", [])
-    quoted = " ".join('"%s"' % a.replace('"', '\\"') for a in cmd)
-    lines.append('add_test("%s" %s)' % (test["name"], quoted))
+    def q(text):
+        return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+    name = q(test["name"])
+    lines.append("add_test(%s %s)" % (name, " ".join(q(a) for a in cmd)))
     if labels:
-        lines.append('set_tests_properties("%s" PROPERTIES LABELS "%s" SKIP_REGULAR_EXPRESSION "\\\\[  SKIPPED \\\\]")'
-                     % (test["name"], ";".join(labels)))
+        lines.append('set_tests_properties(%s PROPERTIES LABELS "%s" SKIP_REGULAR_EXPRESSION "\\\\[  SKIPPED \\\\]")'
+                     % (name, ";".join(labels)))
 with open(os.path.join(out, "CTestTestfile.cmake"), "w") as f:
     f.write("\n".join(lines) + "\n")
 PY

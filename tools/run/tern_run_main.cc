@@ -257,7 +257,8 @@ int main(int argc, char** argv) {
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) return Fail("--model is required");
   const bool bench = absl::GetFlag(FLAGS_bench);
-  if (!bench && positional.size() != 2) return Fail("give exactly one prompt");
+  const bool dump = !absl::GetFlag(FLAGS_dump_logits).empty();
+  if (!bench && !dump && positional.size() != 2) return Fail("give exactly one prompt");
 
   std::unique_ptr<Backend> backend;
   const std::string backend_name = absl::GetFlag(FLAGS_backend);
@@ -281,7 +282,6 @@ int main(int argc, char** argv) {
   auto model = LlamaModel::Load(model_dir, backend.get(), {});
   if (!model.ok()) return Fail(std::string(model.status().message()));
   const int32_t max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  const bool dump = !absl::GetFlag(FLAGS_dump_logits).empty();
   const int32_t num_seqs = bench ? std::max(1, absl::GetFlag(FLAGS_batch)) : 1;
   const int64_t context = bench ? absl::GetFlag(FLAGS_prompt_tokens) + absl::GetFlag(FLAGS_decode_tokens) + 2
                           : dump ? int64_t(absl::GetFlag(FLAGS_token_ids).size()) + absl::GetFlag(FLAGS_decode_tokens) + 1
