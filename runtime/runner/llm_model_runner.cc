@@ -16,7 +16,12 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
   int32_t num_blocks = options.num_blocks;
   if (num_blocks <= 0) {
     const size_t per_block = runner->backend_->KvBlockBytes(runner->model_->CacheSpec(1, options.block_size));
-    num_blocks = static_cast<int32_t>(std::min<size_t>(options.kv_cache_bytes / per_block, INT32_MAX));
+    size_t budget = options.kv_cache_bytes;
+    if (const std::optional<size_t> free = runner->backend_->FreeDeviceMemory(); free.has_value()) {
+      const double usable = double(*free) * options.gpu_memory_fraction - double(options.activation_reserve_bytes);
+      budget = usable > 0 ? size_t(usable) : 0;
+    }
+    num_blocks = static_cast<int32_t>(std::min<size_t>(budget / per_block, INT32_MAX));
   }
   if (num_blocks <= 0) {
     return absl::ResourceExhaustedError(absl::StrCat("the KV cache budget of ", options.kv_cache_bytes,

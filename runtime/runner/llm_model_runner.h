@@ -17,7 +17,12 @@ struct LlmModelRunnerOptions {
   int32_t block_size = 16;
   // KV cache blocks; 0 sizes the cache from kv_cache_bytes.
   int32_t num_blocks = 0;
+  // KV budget where the backend has no device memory of its own (the CPU).
   size_t kv_cache_bytes = size_t(1) << 30;
+  // On a GPU: the fraction of the memory free after loading the weights that
+  // the KV cache may take, after reserving activation headroom.
+  double gpu_memory_fraction = 0.9;
+  size_t activation_reserve_bytes = size_t(1) << 30;
   int64_t max_context_length = 0;  // 0: the model's
   LlamaModelOptions model;
 };

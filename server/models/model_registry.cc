@@ -5,6 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/cpu/cpu_backend.h"
+#if defined(TERN_WITH_CUDA)
+#include "runtime/cuda/cuda_backend.h"
+#endif
 #include "runtime/cuda/device_probe.h"
 #include "runtime/runner/llm_model_runner.h"
 #include "runtime/model/safetensors.h"
@@ -35,18 +38,50 @@ bool HasTokenizer(const std::string& dir) {
          std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model", ec);
 }
 
-// The LLM backends this build can run. "auto" picks the best available.
+// "auto" is CUDA when this build has it and a GPU is visible, else CPU.
 absl::StatusOr<std::string> ResolveBackend(const std::string& requested) {
-  if (requested == "cuda") {
-    return absl::FailedPreconditionError(
-        "backend \"cuda\" has no LLM engine in this build of ternd; use \"cpu\" or \"auto\"");
+  const bool gpu = runtime::BuiltWithCuda() && !runtime::ListCudaDevices().empty();
+  if (requested == "cuda" && !gpu) {
+    return absl::FailedPreconditionError(runtime::BuiltWithCuda()
+                                             ? "backend \"cuda\" was asked for but no CUDA GPU is visible"
+                                             : "backend \"cuda\" was asked for but this ternd was built without CUDA");
   }
-  return std::string("cpu");
+  if (requested == "cpu") return std::string("cpu");
+  return std::string(gpu ? "cuda" : "cpu");
+}
+
+// The compute dtype on the GPU, as vLLM's "auto": bf16 checkpoints run in
+// bf16, fp16 and fp32 ones in fp16.
+absl::StatusOr<runtime::DType> GpuComputeDType(const std::string& requested, const runtime::HfConfig& config) {
+  const std::string name = requested.empty() || requested == "auto"
+                               ? (config.torch_dtype == "bfloat16" ? "bfloat16" : "float16")
+                               : requested;
+  runtime::DType dtype;
+  if (!runtime::ParseTorchDType(name, &dtype)) return absl::InvalidArgumentError("unknown dtype " + name);
+  return dtype;
+}
+
+absl::StatusOr<std::unique_ptr<runtime::Backend>> MakeBackend(const std::string& backend,
+                                                             const tern::v1::ModelConfig& model,
+                                                             const runtime::HfConfig& config) {
+  if (backend == "cpu") return std::unique_ptr<runtime::Backend>(std::make_unique<runtime::CpuBackend>());
+#if defined(TERN_WITH_CUDA)
+  runtime::CudaBackendOptions options;
+  auto dtype = GpuComputeDType(model.dtype(), config);
+  if (!dtype.ok()) return dtype.status();
+  options.compute_dtype = *dtype;
+  auto cuda = runtime::CudaBackend::Create(options);
+  if (!cuda.ok()) return cuda.status();
+  return std::unique_ptr<runtime::Backend>(std::move(*cuda));
+#else
+  return absl::FailedPreconditionError("this ternd was built without CUDA");
+#endif
 }
 
 absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::ServerConfig& server,
                                                              const tern::v1::ModelConfig& model,
-                                                             const std::string& name,
+                                                             const runtime::HfConfig& config, const std::string& name,
+                                                             const std::string& backend_name,
                                                              const runtime::Tokenizer* tokenizer) {
   runtime::LlmModelRunnerOptions runner_options;
   runner_options.model_dir = model.path();
@@ -54,7 +89,10 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   runner_options.kv_cache_bytes = size_t(model.cpu_kv_cache_mib() > 0 ? model.cpu_kv_cache_mib() : 1024) << 20;
   runner_options.max_context_length = model.max_context_length();
   runner_options.model.linear.scheme = model.weight_scheme().empty() ? "auto" : model.weight_scheme();
-  auto runner = runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), runner_options);
+  if (model.has_gpu_memory_fraction()) runner_options.gpu_memory_fraction = model.gpu_memory_fraction();
+  auto backend = MakeBackend(backend_name, model, config);
+  if (!backend.ok()) return backend.status();
+  auto runner = runtime::LlmModelRunner::Create(std::move(*backend), runner_options);
   if (!runner.ok()) return runner.status();
   scheduler::EngineOptions options;
   options.model_name = name;
@@ -109,7 +147,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     served->hf_config = *hf_config;
     served->tokenizer = std::move(tokenizer);
     served->chat_template = std::move(chat_template);
-    auto engine = MakeEngine(config, model_config, name, served->tokenizer.get());
+    auto engine = MakeEngine(config, model_config, *hf_config, name, *backend, served->tokenizer.get());
     if (!engine.ok()) return fail(engine.status());
     served->engine = std::move(*engine);
     auto& info = served->info;
@@ -118,7 +156,14 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     info.set_state(tern::v1::MODEL_STATE_READY);
     info.set_architecture(hf_config->architecture);
     const std::string& dtype = model_config.dtype();
-    info.set_dtype(dtype.empty() || dtype == "auto" ? hf_config->torch_dtype : dtype);
+    if (*backend == "cuda") {
+      auto compute = GpuComputeDType(dtype, *hf_config);
+      if (!compute.ok()) return fail(compute.status());
+      info.set_dtype(*compute == runtime::DType::kBF16 ? "bfloat16" : *compute == runtime::DType::kF16 ? "float16"
+                                                                                                        : "float32");
+    } else {
+      info.set_dtype("float32");  // the CPU backend computes in fp32 whatever is stored
+    }
     const std::string& weights = model_config.weight_scheme();
     info.set_weight_scheme(weights.empty() || weights == "auto"
                                ? (info.dtype() == "bfloat16" ? "bf16"

@@ -9,6 +9,7 @@
 #   run.sh   sets LD_LIBRARY_PATH; `run.sh ctest -L gpu`, `run.sh bin/ternd ...`
 # The GPU machine supplies libcudart and libcublas itself.
 set -euo pipefail
+shopt -s nullglob
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build="$root/build-device"
 out="$root/.device-bundle"
@@ -31,7 +32,10 @@ done
 # limited to 64 MiB.
 gpu_tests=$(cd "$build" && ctest -L gpu --show-only=json-v1 |
   python3 -c 'import json,sys,os; print("\n".join(sorted({os.path.basename(t["command"][0]) for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
-for name in $gpu_tests; do strip --strip-all -o "$out/tests/$name" "$build/tests/$name"; done
+# TERN_BUNDLE_TESTS=0 leaves them out (for runs of the executables alone).
+if [[ "${TERN_BUNDLE_TESTS:-1}" != 0 ]]; then
+  for name in $gpu_tests; do strip --strip-all -o "$out/tests/$name" "$build/tests/$name"; done
+fi
 
 # Shared libraries, minus what the GPU machine's own image provides: the C
 # library family and the CUDA libraries.

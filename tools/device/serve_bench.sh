@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# On the GPU machine: ternd serving a random-weight Llama (1.1B shape, real
+# LLaMA-2 tokenizer) on the CUDA backend, driven by tern-load with the
+# Vicuna-80 prompts at three open-loop rates. Run from the repository root
+# with a bundle holding ternd, tern, tern-load and tern-mkmodel.
+set -uo pipefail
+root=$(pwd)
+bundle="$root/.device-bundle"
+model=/tmp/tern-models/llama-1b-serve
+out=${OUT:-/tmp}
+"$bundle/run.sh" bin/tern-mkmodel --arch llama --preset 1b --seed 4 --dtype bfloat16 \
+  --tokenizer "$root/tests/data/tokenizers/llama2" --out "$model" >/dev/null
+"$bundle/run.sh" bin/ternd --model "$model" --backend cuda --host 127.0.0.1 --grpc-port 0 --http-port 0 \
+  --ports-file /tmp/ports.json >/tmp/ternd.log 2>&1 &
+for _ in $(seq 120); do [[ -f /tmp/ports.json ]] && break; sleep 1; done
+grpc=$(python3 -c 'import json; print(json.load(open("/tmp/ports.json"))["grpc_port"])')
+http=$(python3 -c 'import json; print(json.load(open("/tmp/ports.json"))["http_port"])')
+"$bundle/run.sh" bin/tern --target 127.0.0.1:$grpc models
+for rate in 4 16 64; do
+  "$bundle/run.sh" bin/tern-load --target 127.0.0.1:$grpc --model llama-1b-serve \
+    --prompts "$root/loadtest/prompts/vicuna80.csv" --rate $rate --duration 30 --max-tokens 128 --ignore-eos \
+    --seed 1 --json "$out/serve-rate$rate.json" 2>&1 | sed -n '1,14p'
+done
+curl -s 127.0.0.1:$http/metrics | grep -E '^tern_(kv_cache_usage|num_preempt|generation_tokens_total|engine_steps)' | head
+kill -TERM %1; wait
+tail -3 /tmp/ternd.log
