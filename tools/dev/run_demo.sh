@@ -8,16 +8,11 @@ grpc_port=${2:-50051}
 http_port=${3:-8000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 
-# Until a trained demo model ships in models/, serve a tiny generated Llama
-# with the real LLaMA-2 tokenizer (regenerated only when missing).
-model="$root/$build/models/tiny-llama"
-if [[ ! -f "$model/config.json" ]]; then
-  "$root/$build/bin/tern-mkmodel" --arch llama --preset tiny --seed 0 --dtype float32 \
-    --tokenizer "$root/tests/data/tokenizers/llama2" --out "$model"
-fi
+# The demo model tern trains itself (models/tern-demo-llm, see its card).
+model="$root/models/tern-demo-llm"
 
 echo "ternd: gRPC on :$grpc_port, HTTP on :$http_port (metrics /metrics, health /healthz /readyz)"
-echo "try:   $build/bin/tern health    $build/bin/tern models"
+echo "try:   $build/bin/tern generate -m tern-demo-llm \"The history of\""
 # --backend auto: CUDA when this build has it and a GPU is visible, else CPU.
 exec "$root/$build/bin/ternd" --model "$model" --backend auto \
   --grpc-port "$grpc_port" --http-port "$http_port"
