@@ -118,6 +118,15 @@ absl::Status EngineImpl::Submit(EngineRequest request, std::shared_ptr<RequestSi
     return absl::ResourceExhaustedError(absl::StrCat("tenant ", request.tenant->name, " has ", tenant_waiting,
                                                      " queued requests, its limit"));
   }
+  const int64_t cost = int64_t(request.prompt_token_ids.size()) +
+                       int64_t(request.sampling.n) * int64_t(request.sampling.max_tokens.value_or(0));
+  int64_t available = 0;
+  if (!quotas_.TryReserve(*request.tenant, cost, absl::Now(), &available)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant ", request.tenant->name, " is over its quota of ", request.tenant->max_tokens_per_minute,
+        " tokens per minute: this request may cost ", cost, ", ", available, " are left"));
+  }
+  if (request.tenant->max_tokens_per_minute > 0) reserved_tokens_[request.request_id] = cost;
   ++waiting_requests_;
   ++tenant_waiting;
   request_ids_.insert(request.request_id);
@@ -236,6 +245,11 @@ void EngineImpl::Finish(std::unique_ptr<SequenceGroup> group, const absl::Status
   {
     absl::MutexLock lock(&mu_);
     request_ids_.erase(group->request_id());
+    if (auto reserved = reserved_tokens_.find(group->request_id()); reserved != reserved_tokens_.end()) {
+      // Refund what the request did not use: prompt and completion are what it cost.
+      quotas_.Refund(group->tenant(), reserved->second - usage.prompt_tokens - usage.completion_tokens, absl::Now());
+      reserved_tokens_.erase(reserved);
+    }
   }
   sink->OnDone(status, usage);
 }

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "scheduler/engine.h"
+#include "scheduler/token_quota.h"
 #include "scheduler/scheduler.h"
 
 namespace tern::scheduler {
@@ -79,6 +80,9 @@ class EngineImpl final : public Engine {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  TokenQuotas quotas_ ABSL_GUARDED_BY(mu_);
+  // Tokens reserved against the tenant's quota, by request id.
+  absl::flat_hash_map<std::string, int64_t> reserved_tokens_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex join_mu_;
   std::thread thread_ ABSL_GUARDED_BY(join_mu_);

@@ -453,6 +453,36 @@ TEST(EngineTest, FullQueueGivesResourceExhausted) {
   }
 }
 
+TEST(EngineTest, TenantOverTokenQuotaIsRejectedAndRefundsRestoreIt) {
+  EngineOptions options;
+  auto engine = Engine::Create(options, std::make_unique<testing::FakeModelRunner>(64, 4));
+  ASSERT_TRUE(engine.ok());
+  Tenant limited;
+  limited.name = "limited";
+  limited.max_tokens_per_minute = 40;
+  Tenant other;
+  other.name = "other";
+  const std::vector<int32_t> prompt = {1, 2, 3, 4};
+  auto run = [&](const std::string& id, const Tenant& tenant, int32_t max_tokens, bool stop_at_first) {
+    auto sink = std::make_shared<CollectingSink>();
+    EngineRequest request = Greedy(id, prompt, max_tokens);
+    request.tenant = &tenant;
+    if (stop_at_first) request.sampling.stop_token_ids = {testing::FakeModelRunner::NextToken(prompt, 1000)};
+    const absl::Status submitted = (*engine)->Submit(std::move(request), sink);
+    if (submitted.ok()) EXPECT_TRUE(sink->WaitDone());
+    return submitted;
+  };
+  // Reserves 4 + 30 of 40, but stops after one token: 29 come back.
+  EXPECT_TRUE(run("early-stop", limited, 30, true).ok());
+  // 4 + 20 fits only thanks to the refund; it uses all of it.
+  EXPECT_TRUE(run("uses-all", limited, 20, false).ok());
+  // About 11 are left now: 4 + 10 does not fit.
+  const absl::Status over = run("over", limited, 10, false);
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_NE(over.message().find("quota"), std::string::npos) << over;
+  EXPECT_TRUE(run("unaffected", other, 100, false).ok()) << "another tenant is not slowed by one over quota";
+}
+
 TEST(EngineTest, PerTenantQueueLimit) {
   auto gated = std::make_unique<GatedRunner>();
   GatedRunner* gate = gated.get();
