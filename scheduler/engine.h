@@ -50,6 +50,8 @@ struct RequestUsage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
   int32_t cached_prompt_tokens = 0;   // prompt tokens whose KV came from the prefix cache
+  // From arrival until first scheduled; zero when never scheduled.
+  absl::Duration queue_time = absl::ZeroDuration();
 };
 
 class RequestSink {
@@ -86,6 +88,7 @@ struct EngineStats {
   int64_t prefix_cache_hits = 0;      // of which found
   int64_t prompt_tokens = 0;
   int64_t generation_tokens = 0;
+  int32_t last_step_batched_tokens = 0;  // tokens computed by the most recent step
   absl::Time last_step_time = absl::InfinitePast();
 };
 

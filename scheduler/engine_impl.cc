@@ -180,7 +180,13 @@ void EngineImpl::AbortExpired(absl::Time now) {
   for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it) {
     const std::string& id = it->second;
     std::unique_ptr<SequenceGroup> group = scheduler_.Abort(id);
-    CHECK(group != nullptr) << "deadline of unknown request " << id;
+    if (group == nullptr) {
+      // A cancel in this same iteration aborted it first (gRPC cancels a call
+      // whose deadline passed, so both come together); it waits in done_,
+      // and Finish erases this entry.
+      CHECK(in_flight_.contains(id)) << "deadline of unknown request " << id;
+      continue;
+    }
     done_.emplace_back(std::move(group),
                        absl::DeadlineExceededError(absl::StrCat("request ", id, " passed its deadline")));
   }
@@ -239,6 +245,9 @@ void EngineImpl::Finish(std::unique_ptr<SequenceGroup> group, const absl::Status
   usage.prompt_tokens = group->sequences().front()->num_prompt_tokens();
   for (const auto& seq : group->sequences()) usage.completion_tokens += seq->num_output_tokens();
   usage.cached_prompt_tokens = group->cached_prompt_tokens();
+  if (group->admitted() && group->arrival_time() != absl::InfinitePast()) {
+    usage.queue_time = std::max(absl::ZeroDuration(), group->admitted_time() - group->arrival_time());
+  }
   std::shared_ptr<RequestSink> sink = std::move(it->second.sink);
   if (it->second.deadline != deadlines_.end()) deadlines_.erase(it->second.deadline);
   in_flight_.erase(it);
@@ -267,7 +276,10 @@ void EngineImpl::PublishStats(bool stepped) {
   stats_.prefix_cache_hits = s.blocks.prefix_hits;
   stats_.prompt_tokens = s.prompt_tokens;
   stats_.generation_tokens = s.generation_tokens;
-  if (stepped) stats_.last_step_time = absl::Now();
+  if (stepped) {
+    stats_.last_step_time = absl::Now();
+    stats_.last_step_batched_tokens = last_batched_tokens_;
+  }
   // What Submit's queue bounds count: requests not yet running.
   waiting_requests_ = scheduler_.num_waiting_groups() + static_cast<int64_t>(inbox_.size());
   waiting_by_tenant_.clear();
@@ -312,6 +324,7 @@ void EngineImpl::Loop() {
     }
 
     const ScheduleOutput& out = scheduler_.Schedule();
+    last_batched_tokens_ = out.num_batched_tokens;
     // The queue shrank and aborted blocks are free: publish before waking
     // clients (OnDone) and before the step, so Submit sees the room.
     PublishStats(false);

@@ -70,6 +70,8 @@ class EngineImpl final : public Engine {
   const int64_t max_context_;
   const Tenant default_tenant_;
 
+  int32_t last_batched_tokens_ = 0;  // engine thread only
+
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
   std::vector<Submission> inbox_ ABSL_GUARDED_BY(mu_);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "runtime/sampling/sampler.h"
@@ -165,7 +166,12 @@ class SequenceGroup {
   // Admitted: it has started running at least once (counts toward the
   // tenant's concurrency limit until it finishes).
   bool admitted() const { return admitted_; }
-  void set_admitted() { admitted_ = true; }
+  // Marks the request admitted (first scheduled) now; its queue time ends here.
+  void set_admitted() {
+    admitted_ = true;
+    admitted_time_ = absl::Now();
+  }
+  absl::Time admitted_time() const { return admitted_time_; }
   // The scheduler's step counter when this group last got output.
   int64_t output_step() const { return output_step_; }
   void set_output_step(int64_t step) { output_step_ = step; }
@@ -178,6 +184,7 @@ class SequenceGroup {
   uint64_t seed_;
   std::vector<std::unique_ptr<Sequence>> sequences_;
   bool admitted_ = false;
+  absl::Time admitted_time_ = absl::InfinitePast();
   int64_t output_step_ = -1;
   int32_t cached_prompt_tokens_ = 0;
 };

@@ -20,6 +20,8 @@ std::vector<prometheus::MetricFamily> EngineCollector::Collect() const {
        [](const auto& s) { return s.kv_blocks_total > 0 ? double(s.kv_blocks_used) / s.kv_blocks_total : 0.0; }},
       {"tern_kv_cache_blocks", "KV cache blocks of the engine.", prometheus::MetricType::Gauge,
        [](const auto& s) { return double(s.kv_blocks_total); }},
+      {"tern_batch_tokens", "Tokens computed by the most recent engine step (prefill chunks + decodes).",
+       prometheus::MetricType::Gauge, [](const auto& s) { return double(s.last_step_batched_tokens); }},
       {"tern_engine_steps_total", "Engine steps executed.", prometheus::MetricType::Counter,
        [](const auto& s) { return double(s.steps); }},
       {"tern_num_preemptions_total", "Sequences preempted (recomputed later) for lack of KV blocks.",

@@ -40,6 +40,14 @@ RequestMetrics::RequestMetrics(prometheus::Registry& registry)
                          .Name("tern_request_generation_tokens")
                          .Help("Output tokens per finished request.")
                          .Register(registry)),
+      prompt_length_(prometheus::BuildHistogram()
+                         .Name("tern_request_prompt_tokens")
+                         .Help("Prompt tokens per admitted request.")
+                         .Register(registry)),
+      queue_(prometheus::BuildHistogram()
+                 .Name("tern_request_queue_time_seconds")
+                 .Help("Time from arrival until the request was first scheduled.")
+                 .Register(registry)),
       requests_(prometheus::BuildCounter()
                     .Name("tern_request_finished_total")
                     .Help("Finished generation requests by outcome (stop, length, abort, or error code).")
@@ -51,6 +59,13 @@ void RequestMetrics::ObserveTimeToFirstToken(const std::string& model, const std
 
 void RequestMetrics::ObserveInterTokenLatency(const std::string& model, const std::string& tenant, double seconds) {
   itl_.Add({{"model", model}, {"tenant", tenant}}, TokenLatencyBuckets()).Observe(seconds);
+}
+
+void RequestMetrics::ObserveAdmission(const std::string& model, const std::string& tenant, double queue_seconds,
+                                      int prompt_tokens) {
+  const prometheus::Labels labels = {{"model", model}, {"tenant", tenant}};
+  queue_.Add(labels, LatencyBuckets()).Observe(queue_seconds);
+  prompt_length_.Add(labels, LengthBuckets()).Observe(prompt_tokens);
 }
 
 void RequestMetrics::ObserveFinished(const std::string& model, const std::string& tenant, double e2e_seconds,

@@ -1,7 +1,9 @@
 // Per-request latency and outcome metrics of generation calls, labelled by
 // model and tenant, with vLLM's semantics: time to first token, inter-token
 // latency (between streamed chunks that carry tokens), time per output token,
-// end-to-end latency, requests by finish reason. Thread-safe.
+// end-to-end latency, queue time, prompt and output lengths, requests by
+// outcome (finish reason, or the status code of a rejected or failed
+// request: rejections by reason). Thread-safe.
 #pragma once
 
 #include <string>
@@ -24,6 +26,9 @@ class RequestMetrics {
   // error code name).
   void ObserveFinished(const std::string& model, const std::string& tenant, double e2e_seconds,
                        double time_per_output_token_seconds, int completion_tokens, const std::string& outcome);
+  // Queue time (arrival to first scheduled) and prompt length of an admitted request.
+  void ObserveAdmission(const std::string& model, const std::string& tenant, double queue_seconds,
+                        int prompt_tokens);
 
  private:
   prometheus::Family<prometheus::Histogram>& ttft_;
@@ -31,6 +36,8 @@ class RequestMetrics {
   prometheus::Family<prometheus::Histogram>& tpot_;
   prometheus::Family<prometheus::Histogram>& e2e_;
   prometheus::Family<prometheus::Histogram>& output_length_;
+  prometheus::Family<prometheus::Histogram>& prompt_length_;
+  prometheus::Family<prometheus::Histogram>& queue_;
   prometheus::Family<prometheus::Counter>& requests_;
 };
 

@@ -59,6 +59,10 @@ void GenerateStreamState::ObserveDone(const absl::Status& status, const schedule
     tpot = std::chrono::duration<double>(now - *first_token_).count() / (usage.completion_tokens - 1);
   }
   const std::string outcome = status.ok() ? outcome_ : absl::StatusCodeToString(status.code());
+  if (usage.prompt_tokens > 0) {
+    observation_.metrics->ObserveAdmission(observation_.model, observation_.tenant,
+                                           absl::ToDoubleSeconds(usage.queue_time), usage.prompt_tokens);
+  }
   observation_.metrics->ObserveFinished(observation_.model, observation_.tenant, e2e, tpot, usage.completion_tokens,
                                         outcome);
 }

@@ -453,6 +453,33 @@ TEST(EngineTest, FullQueueGivesResourceExhausted) {
   }
 }
 
+// A client whose deadline passes is cancelled by gRPC too, so the cancel and
+// the expiry can land in one engine iteration: the request finishes once
+// (the cancel came first: OK, aborted) and the engine goes on.
+TEST(EngineTest, CancelAndDeadlineInOneIterationFinishOnce) {
+  auto gated = std::make_unique<GatedRunner>();
+  GatedRunner* gate = gated.get();
+  auto engine = Engine::Create(EngineOptions{}, std::move(gated));
+  ASSERT_TRUE(engine.ok());
+  EngineRequest r = Greedy("both", {1, 2, 3}, 50);
+  r.deadline = absl::Now() + absl::Milliseconds(20);
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(r, sink).ok());
+  gate->WaitEntered();  // admitted, its first step blocked
+  absl::SleepFor(r.deadline - absl::Now() + absl::Milliseconds(1));  // until the deadline has passed
+  (*engine)->Cancel("both");
+  gate->Open();
+  ASSERT_TRUE(sink->WaitDone());
+  EXPECT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_TRUE(sink->aborted());
+  auto next = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(Greedy("next", {1, 2, 3}, 2), next).ok());
+  ASSERT_TRUE(next->WaitDone());
+  EXPECT_TRUE(next->status().ok());
+  EXPECT_EQ(next->tokens().size(), 2u);
+  EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
+}
+
 TEST(EngineTest, TenantOverTokenQuotaIsRejectedAndRefundsRestoreIt) {
   EngineOptions options;
   auto engine = Engine::Create(options, std::make_unique<testing::FakeModelRunner>(64, 4));
