@@ -16,48 +16,12 @@
 #include "tern/v1/llm.grpc.pb.h"
 #include "tern/v1/models.grpc.pb.h"
 #include "tests/e2e/daemon_process.h"
+#include "tests/e2e/e2e_helpers.h"
 
 namespace tern::testing {
 namespace {
 
 using std::chrono::seconds;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "tern-e2e-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Write(const std::string& name, const std::string& text) const {
-    const std::string path = path_ + "/" + name;
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-    std::ofstream(path) << text;
-    return path;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-DaemonProcess StartOrDie(const std::vector<std::string>& args) {
-  std::string error;
-  auto daemon = DaemonProcess::Start(args, &error);
-  if (!daemon) {
-    ADD_FAILURE() << error;
-    std::abort();
-  }
-  return std::move(*daemon);
-}
-
-std::shared_ptr<grpc::Channel> Connect(const DaemonProcess& daemon) {
-  return grpc::CreateChannel(daemon.grpc_target(), grpc::InsecureChannelCredentials());
-}
-
-void SetDeadline(grpc::ClientContext* context) {
-  context->set_deadline(std::chrono::system_clock::now() + seconds(10));
-}
 
 grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(const DaemonProcess& daemon,
                                                                   const std::string& service) {
@@ -201,17 +165,6 @@ TEST(TerndE2eTest, SigtermDrainsAndExitsZeroWithinTimeout) {
   EXPECT_NE(result.output.find("drained"), std::string::npos) << result.output;
 }
 
-// A tiny Llama with the real LLaMA-2 tokenizer, written by tern-mkmodel.
-std::string MakeTinyModel(const TempDir& dir, const std::string& name) {
-  const std::string out = dir.path() + "/" + name;
-  const ProcessResult made = RunProcess(
-      {BinaryPath("tern-mkmodel"), "--arch", "llama", "--preset", "tiny", "--seed", "0", "--tokenizer",
-       std::string(TERN_TEST_DATA_DIR) + "/tokenizers/llama2", "--out", out},
-      seconds(60));
-  EXPECT_EQ(made.exit_code, 0) << made.output;
-  return out;
-}
-
 TEST(TerndE2eTest, ServesModelDirectoryGivenByFlag) {
   TempDir dir;
   DaemonProcess daemon = StartOrDie({"--model", MakeTinyModel(dir, "tiny-llama"), "--backend", "cpu"});
@@ -265,34 +218,6 @@ TEST(TerndE2eTest, TokenizeAndDetokenizeOverTheWire) {
       seconds(30));
   EXPECT_EQ(cli.exit_code, 0) << cli.output;
   EXPECT_EQ(cli.output, "1 15043 3186\n");
-}
-
-struct StreamResult {
-  grpc::Status status;
-  std::string text;
-  int tokens = 0;
-  int chunks = 0;
-  tern::v1::FinishReason finish = tern::v1::FINISH_REASON_UNSPECIFIED;
-  tern::v1::Usage usage;
-};
-
-StreamResult Stream(tern::v1::Llm::Stub& stub, const tern::v1::GenerateRequest& request) {
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  auto reader = stub.Generate(&context, request);
-  StreamResult result;
-  tern::v1::GenerateResponse response;
-  while (reader->Read(&response)) {
-    ++result.chunks;
-    for (const auto& choice : response.choices()) {
-      result.text += choice.text();
-      result.tokens += choice.token_ids_size();
-      if (choice.finish_reason() != tern::v1::FINISH_REASON_UNSPECIFIED) result.finish = choice.finish_reason();
-    }
-    if (response.has_usage()) result.usage = response.usage();
-  }
-  result.status = reader->Finish();
-  return result;
 }
 
 TEST(TerndE2eTest, GenerateStreamsTokensWithUsageAndFinishReason) {

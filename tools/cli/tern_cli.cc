@@ -8,6 +8,9 @@
 //   detokenize -m MODEL ID...    the text
 //   generate -m MODEL [--max-tokens N] [--temperature T] PROMPT
 //                                streams the completion to stdout
+//   chat -m MODEL [--system TEXT] [--max-tokens N] [--temperature T] MESSAGE
+//                                streams the assistant's reply to one user
+//                                message (the model's chat template applies)
 //
 // The target and key may also come from TERN_TARGET and TERN_API_KEY.
 #include <cstdio>
@@ -32,6 +35,7 @@ struct CliOptions {
   std::string model;
   int max_tokens = 0;
   double temperature = -1;
+  std::string system;  // chat: the system message; empty sends none
   std::vector<std::string> args;
 };
 
@@ -42,7 +46,8 @@ constexpr const char kUsage[] =
     "  models                      list served models\n"
     "  tokenize -m MODEL TEXT      print token ids, space-separated\n"
     "  detokenize -m MODEL ID...   print the text of token ids\n"
-    "  generate -m MODEL [--max-tokens N] [--temperature T] PROMPT\n";
+    "  generate -m MODEL [--max-tokens N] [--temperature T] PROMPT\n"
+    "  chat -m MODEL [--system TEXT] [--max-tokens N] [--temperature T] MESSAGE\n";
 
 int Usage(const std::string& error) {
   if (!error.empty()) std::fprintf(stderr, "tern: %s\n", error.c_str());
@@ -90,6 +95,8 @@ bool ParseArgs(int argc, char** argv, CliOptions* options, std::string* error) {
     } else if (arg == "--temperature") {
       if (!take(&text)) return false;
       options->temperature = std::atof(text.c_str());
+    } else if (arg == "--system") {
+      if (!take(&options->system)) return false;
     } else if (arg == "-h" || arg == "--help") {
       *error = "";
       return false;
@@ -194,17 +201,9 @@ int Detokenize(const std::shared_ptr<grpc::Channel>& channel, const CliOptions& 
   return 0;
 }
 
-int Generate(const std::shared_ptr<grpc::Channel>& channel, const CliOptions& options) {
-  if (options.model.empty() || options.args.size() != 1) return Usage("generate needs -m MODEL and one PROMPT");
-  auto stub = tern::v1::Llm::NewStub(channel);
-  grpc::ClientContext context;
-  Prepare(&context, options);
-  tern::v1::GenerateRequest request;
-  request.set_model(options.model);
-  request.set_text(options.args[0]);
-  if (options.max_tokens > 0) request.mutable_sampling()->set_max_tokens(options.max_tokens);
-  if (options.temperature >= 0) request.mutable_sampling()->set_temperature(options.temperature);
-  auto reader = stub->Generate(&context, request);
+// Writes each chunk's text to stdout as it arrives; a newline after a
+// stream that ended OK.
+int PrintStream(grpc::ClientReaderInterface<tern::v1::GenerateResponse>* reader) {
   tern::v1::GenerateResponse response;
   while (reader->Read(&response)) {
     for (const auto& choice : response.choices()) std::fwrite(choice.text().data(), 1, choice.text().size(), stdout);
@@ -216,17 +215,55 @@ int Generate(const std::shared_ptr<grpc::Channel>& channel, const CliOptions& op
   return 0;
 }
 
+void SetSampling(const CliOptions& options, tern::v1::SamplingParams* sampling) {
+  if (options.max_tokens > 0) sampling->set_max_tokens(options.max_tokens);
+  if (options.temperature >= 0) sampling->set_temperature(options.temperature);
+}
+
+int Generate(const std::shared_ptr<grpc::Channel>& channel, const CliOptions& options) {
+  if (options.model.empty() || options.args.size() != 1) return Usage("generate needs -m MODEL and one PROMPT");
+  auto stub = tern::v1::Llm::NewStub(channel);
+  grpc::ClientContext context;
+  Prepare(&context, options);
+  tern::v1::GenerateRequest request;
+  request.set_model(options.model);
+  request.set_text(options.args[0]);
+  SetSampling(options, request.mutable_sampling());
+  return PrintStream(stub->Generate(&context, request).get());
+}
+
+int Chat(const std::shared_ptr<grpc::Channel>& channel, const CliOptions& options) {
+  if (options.model.empty() || options.args.size() != 1) return Usage("chat needs -m MODEL and one MESSAGE");
+  auto stub = tern::v1::Llm::NewStub(channel);
+  grpc::ClientContext context;
+  Prepare(&context, options);
+  tern::v1::ChatRequest request;
+  request.set_model(options.model);
+  if (!options.system.empty()) {
+    auto* system = request.add_messages();
+    system->set_role("system");
+    system->set_content(options.system);
+  }
+  auto* user = request.add_messages();
+  user->set_role("user");
+  user->set_content(options.args[0]);
+  SetSampling(options, request.mutable_sampling());
+  return PrintStream(stub->Chat(&context, request).get());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CliOptions options;
   std::string error;
   if (!ParseArgs(argc, argv, &options, &error)) return Usage(error);
+  if (!options.system.empty() && options.command != "chat") return Usage("--system applies to chat only");
   auto channel = grpc::CreateChannel(options.target, grpc::InsecureChannelCredentials());
   if (options.command == "health") return Health(channel, options);
   if (options.command == "models") return Models(channel, options);
   if (options.command == "tokenize") return Tokenize(channel, options);
   if (options.command == "detokenize") return Detokenize(channel, options);
   if (options.command == "generate") return Generate(channel, options);
+  if (options.command == "chat") return Chat(channel, options);
   return Usage("unknown command \"" + options.command + "\"");
 }
