@@ -13,6 +13,7 @@
 #include "kernels/attention/paged_attention.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
+#include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
 
 namespace tern::runtime {
@@ -87,8 +88,6 @@ std::vector<float> ToFloat(const TensorView& t) {
   return out;
 }
 
-bool IsFloatType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
-
 float* F(Tensor t) {
   CHECK(t.dtype == DType::kF32) << "cpu backend computes in fp32";
   return static_cast<float*>(t.data);
@@ -121,7 +120,7 @@ void Gemm(Tensor x, const float* w, int64_t out_features, int64_t in_features, c
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::UploadWeight(const TensorView& tensor) {
-  if (!IsFloatType(tensor.dtype)) {
+  if (!IsFloatDType(tensor.dtype)) {
     return absl::InvalidArgumentError(absl::StrCat("tensor \"", tensor.name, "\" has dtype ",
                                                    DTypeSafetensorsName(tensor.dtype), "; expected F32/F16/BF16"));
   }
@@ -142,34 +141,19 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareLinear(const Te
 
 absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareFusedLinear(
     const std::vector<TensorView>& weights, const std::vector<TensorView>& biases, const LinearOptions& options) {
-  if (options.scheme != "auto") {
-    return absl::UnimplementedError(absl::StrCat("the cpu backend has no weight scheme \"", options.scheme, "\""));
-  }
-  if (weights.empty()) return absl::InvalidArgumentError("fused linear of no weights");
-  if (!biases.empty() && biases.size() != weights.size()) {
-    return absl::InvalidArgumentError("fused linear: biases must be given for all parts or none");
-  }
-  const int64_t in = weights[0].shape.size() == 2 ? weights[0].shape[1] : -1;
-  int64_t out = 0;
+  auto shape = CheckFusedLinear(weights, biases, options.scheme, "cpu");
+  if (!shape.ok()) return shape.status();
   std::vector<float> w, b;
   for (size_t i = 0; i < weights.size(); ++i) {
-    const TensorView& part = weights[i];
-    if (part.shape.size() != 2 || part.shape[1] != in || !IsFloatType(part.dtype)) {
-      return absl::InvalidArgumentError(absl::StrCat("linear weight \"", part.name, "\" has shape ", part.ShapeString(),
-                                                     "; expected [out, ", in, "] of a float dtype"));
-    }
-    const std::vector<float> values = ToFloat(part);
+    const std::vector<float> values = ToFloat(weights[i]);
     w.insert(w.end(), values.begin(), values.end());
     if (!biases.empty()) {
-      if (biases[i].shape != std::vector<int64_t>{part.shape[0]}) {
-        return absl::InvalidArgumentError(absl::StrCat("bias \"", biases[i].name, "\" does not match its weight"));
-      }
       const std::vector<float> bias = ToFloat(biases[i]);
       b.insert(b.end(), bias.begin(), bias.end());
     }
-    out += part.shape[0];
   }
-  return std::unique_ptr<LinearWeight>(new CpuLinear(out, in, std::move(w), std::move(b)));
+  return std::unique_ptr<LinearWeight>(
+      new CpuLinear(shape->out_features, shape->in_features, std::move(w), std::move(b)));
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
@@ -284,24 +268,9 @@ void CpuBackend::GatherLogitRows(Tensor x, Tensor out) {
 void CpuBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) {
   const int64_t num_experts = router_logits.cols;
   const int64_t hidden = x.cols;
-  const int32_t top_k = experts.top_k;
   // Route: softmax in fp32, top-k, renormalize (Mixtral).
-  std::vector<std::vector<std::pair<int64_t, float>>> routed(num_experts);  // expert -> (token, weight)
-  std::vector<float> probs(num_experts);
-  std::vector<int64_t> order(num_experts);
-  for (int64_t t = 0; t < x.rows; ++t) {
-    const float* logits = F(router_logits) + t * router_logits.stride;
-    const float max_logit = *std::max_element(logits, logits + num_experts);
-    float sum = 0.0f;
-    for (int64_t e = 0; e < num_experts; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
-    for (auto& p : probs) p /= sum;
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
-                      [&](int64_t a, int64_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
-    float kept = 0.0f;
-    for (int32_t i = 0; i < top_k; ++i) kept += probs[order[i]];
-    for (int32_t i = 0; i < top_k; ++i) routed[order[i]].emplace_back(t, probs[order[i]] / kept);
-  }
+  CHECK_EQ(router_logits.stride, router_logits.cols);
+  const auto routed = RouteTopK(F(router_logits), x.rows, num_experts, experts.top_k);
   for (int64_t r = 0; r < out.rows; ++r) std::fill_n(F(out) + r * out.stride, hidden, 0.0f);
   for (int64_t e = 0; e < num_experts; ++e) {
     const auto& tokens = routed[e];

@@ -14,6 +14,7 @@
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
+#include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
 
 namespace tern::runtime {
@@ -147,8 +148,6 @@ class CudaKvCache final : public KvCache {
   std::vector<DeviceBuffer> k_, v_;
 };
 
-bool IsFloatType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
-
 }  // namespace
 
 struct CudaBackend::Impl {
@@ -263,7 +262,7 @@ CudaBackend::~CudaBackend() {
 }
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBackendOptions& options) {
-  if (!IsFloatType(options.compute_dtype)) {
+  if (!IsFloatDType(options.compute_dtype)) {
     return absl::InvalidArgumentError("the CUDA backend computes in float16, bfloat16 or float32");
   }
   int count = 0;
@@ -289,7 +288,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
 }
 
 absl::StatusOr<std::unique_ptr<DeviceWeight>> CudaBackend::UploadWeight(const TensorView& tensor) {
-  if (!IsFloatType(tensor.dtype)) {
+  if (!IsFloatDType(tensor.dtype)) {
     return absl::InvalidArgumentError(absl::StrCat("tensor \"", tensor.name, "\" is not F32/F16/BF16"));
   }
   size_t count = 0;
@@ -317,26 +316,8 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareLinear(const T
 absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareFusedLinear(const std::vector<TensorView>& weights,
                                                                               const std::vector<TensorView>& biases,
                                                                               const LinearOptions& options) {
-  if (options.scheme != "auto") {
-    return absl::UnimplementedError(absl::StrCat("the cuda backend has no weight scheme \"", options.scheme, "\" yet"));
-  }
-  if (weights.empty()) return absl::InvalidArgumentError("fused linear of no weights");
-  if (!biases.empty() && biases.size() != weights.size()) {
-    return absl::InvalidArgumentError("fused linear: biases must be given for all parts or none");
-  }
-  const int64_t in = weights[0].shape.size() == 2 ? weights[0].shape[1] : -1;
-  int64_t out = 0;
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const auto& part = weights[i];
-    if (part.shape.size() != 2 || part.shape[1] != in || !IsFloatType(part.dtype)) {
-      return absl::InvalidArgumentError(absl::StrCat("linear weight \"", part.name, "\" has shape ", part.ShapeString(),
-                                                     "; expected [out, ", in, "] of a float dtype"));
-    }
-    if (!biases.empty() && biases[i].shape != std::vector<int64_t>{part.shape[0]}) {
-      return absl::InvalidArgumentError(absl::StrCat("bias \"", biases[i].name, "\" does not match its weight"));
-    }
-    out += part.shape[0];
-  }
+  auto shape = CheckFusedLinear(weights, biases, options.scheme, "cuda");
+  if (!shape.ok()) return shape.status();
   size_t count = 0;
   auto weight = impl_->ToDevice(weights, &count);
   if (!weight.ok()) return weight.status();
@@ -346,7 +327,8 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareFusedLinear(co
     if (!uploaded.ok()) return uploaded.status();
     bias = std::move(*uploaded);
   }
-  return std::unique_ptr<LinearWeight>(new CudaLinear(out, in, std::move(*weight), std::move(bias), !biases.empty()));
+  return std::unique_ptr<LinearWeight>(new CudaLinear(shape->out_features, shape->in_features, std::move(*weight),
+                                                      std::move(bias), !biases.empty()));
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::AllocateKvCache(const KvCacheSpec& spec) {
@@ -503,22 +485,7 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
   const int64_t tokens = x.rows;
   m.moe_host_logits.resize(size_t(tokens * num_experts));
   ReadToHost(router_logits, m.moe_host_logits.data());
-  std::vector<std::vector<std::pair<int32_t, float>>> routed(num_experts);
-  std::vector<float> probs(num_experts);
-  std::vector<int64_t> order(num_experts);
-  for (int64_t t = 0; t < tokens; ++t) {
-    const float* logits = &m.moe_host_logits[t * num_experts];
-    const float max_logit = *std::max_element(logits, logits + num_experts);
-    float sum = 0.0f;
-    for (int64_t e = 0; e < num_experts; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
-    for (auto& p : probs) p /= sum;
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + experts.top_k, order.end(),
-                      [&](int64_t a, int64_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
-    float kept = 0.0f;
-    for (int32_t i = 0; i < experts.top_k; ++i) kept += probs[order[i]];
-    for (int32_t i = 0; i < experts.top_k; ++i) routed[order[i]].emplace_back(int32_t(t), probs[order[i]] / kept);
-  }
+  const auto routed = RouteTopK(m.moe_host_logits.data(), tokens, num_experts, experts.top_k);
   m.Record(cudaMemset2DAsync(out.data, out.stride * m.element_bytes, 0, out.cols * m.element_bytes, out.rows, m.stream),
            "moe clear");
   const int64_t hidden = x.cols;
