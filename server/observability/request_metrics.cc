@@ -48,6 +48,14 @@ RequestMetrics::RequestMetrics(prometheus::Registry& registry)
                  .Name("tern_request_queue_time_seconds")
                  .Help("Time from arrival until the request was first scheduled.")
                  .Register(registry)),
+      prefill_(prometheus::BuildHistogram()
+                   .Name("tern_request_prefill_time_seconds")
+                   .Help("Time from first scheduled to the first token (prompt processing).")
+                   .Register(registry)),
+      decode_(prometheus::BuildHistogram()
+                  .Name("tern_request_decode_time_seconds")
+                  .Help("Time from the first token to the end of the request.")
+                  .Register(registry)),
       requests_(prometheus::BuildCounter()
                     .Name("tern_request_finished_total")
                     .Help("Finished generation requests by outcome (stop, length, abort, or error code).")
@@ -62,9 +70,11 @@ void RequestMetrics::ObserveInterTokenLatency(const std::string& model, const st
 }
 
 void RequestMetrics::ObserveAdmission(const std::string& model, const std::string& tenant, double queue_seconds,
-                                      int prompt_tokens) {
+                                      double prefill_seconds, double decode_seconds, int prompt_tokens) {
   const prometheus::Labels labels = {{"model", model}, {"tenant", tenant}};
   queue_.Add(labels, LatencyBuckets()).Observe(queue_seconds);
+  if (prefill_seconds >= 0) prefill_.Add(labels, LatencyBuckets()).Observe(prefill_seconds);
+  if (decode_seconds >= 0) decode_.Add(labels, LatencyBuckets()).Observe(decode_seconds);
   prompt_length_.Add(labels, LengthBuckets()).Observe(prompt_tokens);
 }
 

@@ -26,9 +26,11 @@ class RequestMetrics {
   // error code name).
   void ObserveFinished(const std::string& model, const std::string& tenant, double e2e_seconds,
                        double time_per_output_token_seconds, int completion_tokens, const std::string& outcome);
-  // Queue time (arrival to first scheduled) and prompt length of an admitted request.
+  // Of an admitted request: queue time (arrival to first scheduled), prefill
+  // time (first scheduled to first token), decode time (first token to the
+  // end) and prompt length. Negative times are not observed.
   void ObserveAdmission(const std::string& model, const std::string& tenant, double queue_seconds,
-                        int prompt_tokens);
+                        double prefill_seconds, double decode_seconds, int prompt_tokens);
 
  private:
   prometheus::Family<prometheus::Histogram>& ttft_;
@@ -38,6 +40,8 @@ class RequestMetrics {
   prometheus::Family<prometheus::Histogram>& output_length_;
   prometheus::Family<prometheus::Histogram>& prompt_length_;
   prometheus::Family<prometheus::Histogram>& queue_;
+  prometheus::Family<prometheus::Histogram>& prefill_;
+  prometheus::Family<prometheus::Histogram>& decode_;
   prometheus::Family<prometheus::Counter>& requests_;
 };
 

@@ -60,8 +60,14 @@ void GenerateStreamState::ObserveDone(const absl::Status& status, const schedule
   }
   const std::string outcome = status.ok() ? outcome_ : absl::StatusCodeToString(status.code());
   if (usage.prompt_tokens > 0) {
-    observation_.metrics->ObserveAdmission(observation_.model, observation_.tenant,
-                                           absl::ToDoubleSeconds(usage.queue_time), usage.prompt_tokens);
+    const double queue = absl::ToDoubleSeconds(usage.queue_time);
+    double prefill = -1, decode = -1;
+    if (first_token_.has_value()) {
+      prefill = std::chrono::duration<double>(*first_token_ - observation_.arrival).count() - queue;
+      decode = std::chrono::duration<double>(now - *first_token_).count();
+    }
+    observation_.metrics->ObserveAdmission(observation_.model, observation_.tenant, queue, prefill, decode,
+                                           usage.prompt_tokens);
   }
   observation_.metrics->ObserveFinished(observation_.model, observation_.tenant, e2e, tpot, usage.completion_tokens,
                                         outcome);

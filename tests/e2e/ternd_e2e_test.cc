@@ -252,7 +252,11 @@ TEST(TerndE2eTest, GenerateStreamsTokensWithUsageAndFinishReason) {
            R"(tern_request_finished_total{model="tiny-llama",outcome="length",tenant="default"} 2)",
            R"(tern_generation_tokens_total{model="tiny-llama"} 16)",
            R"(tern_num_requests_running{model="tiny-llama"} 0)",
-           R"(tern_kv_cache_usage_ratio{model="tiny-llama"})"}) {
+           R"(tern_kv_cache_usage_ratio{model="tiny-llama"})",
+           R"(tern_request_queue_time_seconds_count{model="tiny-llama",tenant="default"} 2)",
+           R"(tern_request_prefill_time_seconds_count{model="tiny-llama",tenant="default"} 2)",
+           R"(tern_request_decode_time_seconds_count{model="tiny-llama",tenant="default"} 2)",
+           R"(tern_batch_tokens{model="tiny-llama"})"}) {
     EXPECT_NE(scrape.body.find(series), std::string::npos) << series << "\n" << scrape.body;
   }
   TempDir scrape_dir;
