@@ -57,9 +57,11 @@ TEST(SoakE2eTest, AboveCapacityForTwoMinutesStaysUpWithFlatMemory) {
   const std::string model = MakeTinyModel(dir, "tiny-llama");
   // The CPU backend's KV cache is committed page by page as blocks are first
   // written, and the prefix cache keeps every full block it ever computed
-  // until the free uncached ones run out. A 4 MiB cache (512 blocks of 16
-  // tokens) is all written during the calibration run, so growth measured
-  // during the soak is the daemon's own, not the cache filling up.
+  // until the free uncached ones run out, so a large cache keeps adding
+  // resident pages for as long as new text comes. A 4 MiB cache (512 blocks
+  // of 16 tokens at 512 bytes a token) is written through during the
+  // calibration run (about 200 requests of 3 or more fresh blocks each), so
+  // growth measured during the soak is the daemon's own.
   const std::string config = dir.Write("config.json", R"({
     "models": [{"name": "tiny-llama", "path": ")" + model + R"(", "maxNumSeqs": 16, "cpuKvCacheMib": 4}],
     "limits": {"maxQueuedRequests": 16}
