@@ -44,8 +44,12 @@ run: build
 bench: build
 	@tools/dev/run_benchmarks.sh $(BUILD_DIR)
 
+# The working tree travels with the bundle under a 64 MiB limit: by default
+# carry the GPU tests and the offline tools; name more executables with
+# TERN_BUNDLE_BINARIES="ternd tern tern-load ..." (and TERN_BUNDLE_TESTS=0).
+TERN_BUNDLE_BINARIES ?= tern-run tern-mkmodel
 device-bundle: deps
-	@tools/device/bundle.sh
+	@TERN_BUNDLE_BINARIES="$(TERN_BUNDLE_BINARIES)" tools/device/bundle.sh
 
 clean:
 	rm -rf $(BUILD_DIR) build-release build-device .device-bundle
