@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/host_info.h"
 #include "nlohmann/json.hpp"
 #include "runtime/sampling/sampler.h"
 
@@ -58,14 +59,7 @@ std::vector<Config> Configs() {
   return configs;
 }
 
-std::string CpuName() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
+std::string CpuName() { return tern::bench::CpuModelName(); }
 
 }  // namespace
 

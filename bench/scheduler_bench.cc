@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/host_info.h"
 #include "nlohmann/json.hpp"
 #include "runtime/base/check.h"
 #include "scheduler/scheduler.h"
@@ -139,14 +140,7 @@ Row Run(Scenario sc, int64_t steps) {
   return row;
 }
 
-std::string CpuName() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
+std::string CpuName() { return tern::bench::CpuModelName(); }
 
 }  // namespace
 

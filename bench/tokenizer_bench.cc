@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/host_info.h"
 #include "bench/sentencepiece_baseline.h"
 #include "nlohmann/json.hpp"
 #include "runtime/tokenizer/tokenizer.h"
@@ -30,17 +31,7 @@ namespace {
 using tern::runtime::Tokenizer;
 using Clock = std::chrono::steady_clock;
 
-std::string CpuModel() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "unknown CPU";
-}
+std::string CpuModel() { return tern::bench::CpuModelName(); }
 
 struct Row {
   std::string tokenizer;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/test_files.h"
 
 namespace tern::runtime {
 namespace {
@@ -28,13 +29,7 @@ using Json = nlohmann::ordered_json;
 
 const std::string kDataDir = TERN_TEST_DATA_DIR "/chat-templates";
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadAll(const std::string& path) { return tern::test_data::ReadTestFile(path); }
 
 Json ReadJson(const std::string& path) { return Json::parse(ReadAll(path)); }
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/test_files.h"
 #include "runtime/chat/jinja_parser.h"
 #include "runtime/chat/jinja_renderer.h"
 #include "runtime/chat/jinja_text.h"
@@ -23,13 +24,7 @@ namespace {
 
 const std::string kDataDir = TERN_TEST_DATA_DIR "/chat-templates";
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadAll(const std::string& path) { return tern::test_data::ReadTestFile(path); }
 
 std::tm FixedNow() {
   std::tm t{};

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/test_files.h"
 #include "runtime/tokenizer/incremental_detokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/tokenizer/unicode.h"
@@ -22,13 +23,7 @@ namespace {
 
 const std::string kDataDir = TERN_TEST_DATA_DIR "/tokenizers";
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadAll(const std::string& path) { return tern::test_data::ReadTestFile(path); }
 
 // The .inp file holds the inputs, each followed by "\n__ggml_vocab_test__\n"
 // (llama.cpp's test-tokenizer-0 layout); inputs may be empty or contain
