@@ -381,8 +381,15 @@ TEST(GenerateE2eTest, QueueFullIsResourceExhausted) {
     EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << statuses[i].error_message();
     EXPECT_NE(statuses[i].error_message().find("queue"), std::string::npos) << statuses[i].error_message();
   }
-  EXPECT_EQ(ScrapeMetric(daemon, R"(tern_grpc_requests_total{code="RESOURCE_EXHAUSTED",method="/tern.v1.Llm/Generate"})"),
-            double(kFlood));
+  // The server counts a call when gRPC reports it done, which can come just
+  // after the client has its status: wait for the count, boundedly.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ScrapeMetric(daemon,
+                            R"(tern_grpc_requests_total{code="RESOURCE_EXHAUSTED",method="/tern.v1.Llm/Generate"})") ==
+               double(kFlood);
+      },
+      seconds(5)));
 
   // n above maxNumSeqs can never run: INVALID_ARGUMENT, not a queue error.
   tern::v1::GenerateRequest two = Greedy("Hello", 4);
