@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/runtime/chat/fixed_time.h"
 #include "tests/test_files.h"
 
 namespace tern::runtime {
@@ -33,19 +34,7 @@ std::string ReadAll(const std::string& path) { return tern::test_data::ReadTestF
 
 Json ReadJson(const std::string& path) { return Json::parse(ReadAll(path)); }
 
-// The instant render_expected.py gives strftime_now(): 2024-07-26 09:30:05.
-std::tm FixedNow() {
-  std::tm t{};
-  t.tm_year = 2024 - 1900;
-  t.tm_mon = 6;
-  t.tm_mday = 26;
-  t.tm_hour = 9;
-  t.tm_min = 30;
-  t.tm_sec = 5;
-  const std::time_t seconds = timegm(&t);  // fills in weekday and day of year
-  gmtime_r(&seconds, &t);
-  return t;
-}
+using testing_time::FixedNow;
 
 ChatTemplateInputs InputsFor(const Json& conversation, const std::string& bos, const std::string& eos) {
   ChatTemplateInputs inputs;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/runtime/chat/fixed_time.h"
 #include "tests/test_files.h"
 #include "runtime/chat/jinja_parser.h"
 #include "runtime/chat/jinja_renderer.h"
@@ -26,18 +27,7 @@ const std::string kDataDir = TERN_TEST_DATA_DIR "/chat-templates";
 
 std::string ReadAll(const std::string& path) { return tern::test_data::ReadTestFile(path); }
 
-std::tm FixedNow() {
-  std::tm t{};
-  t.tm_year = 2024 - 1900;
-  t.tm_mon = 6;
-  t.tm_mday = 26;
-  t.tm_hour = 9;
-  t.tm_min = 30;
-  t.tm_sec = 5;
-  const std::time_t seconds = timegm(&t);
-  gmtime_r(&seconds, &t);
-  return t;
-}
+using testing_time::FixedNow;
 
 absl::StatusOr<std::string> Render(const std::string& source, const Json& variables = Json::object(),
                                    const RenderLimits& limits = {}) {
