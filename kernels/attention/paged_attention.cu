@@ -88,6 +88,7 @@ template <typename T>
 __global__ void WriteKvKernel(int64_t width, const T* k, int64_t k_stride, const T* v, int64_t v_stride,
                               const int32_t* slots, T* k_cache, T* v_cache) {
   const int64_t t = blockIdx.x;
+  if (slots[t] < 0) return;  // a padding row: nothing to store
   const int64_t base = int64_t(slots[t]) * width;
   for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
     k_cache[base + c] = k[t * k_stride + c];

@@ -46,7 +46,9 @@ void PagedAttentionReference(const PagedAttentionParams& params, const float* q,
                              const float* v_cache, float* out, int32_t seq_begin, int32_t seq_end);
 
 // Where token `slot` (= block * block_size + offset) of a layer's cache
-// starts: slot * num_kv_heads * head_dim elements from the base.
+// starts: slot * num_kv_heads * head_dim elements from the base. A negative
+// slot marks a padding row (a CUDA-graph batch padded to its bucket): its k
+// and v are not stored.
 void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const float* k,
                       int64_t k_row_stride, const float* v, int64_t v_row_stride, const int32_t* slots,
                       float* k_cache, float* v_cache);

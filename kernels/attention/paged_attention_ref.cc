@@ -58,6 +58,7 @@ void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim
                       float* k_cache, float* v_cache) {
   const int64_t width = int64_t(num_kv_heads) * head_dim;
   for (int64_t t = 0; t < num_tokens; ++t) {
+    if (slots[t] < 0) continue;  // a padding row: nothing to store
     const int64_t base = int64_t(slots[t]) * width;
     std::copy(k + t * k_row_stride, k + t * k_row_stride + width, k_cache + base);
     std::copy(v + t * v_row_stride, v + t * v_row_stride + width, v_cache + base);

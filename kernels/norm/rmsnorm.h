@@ -26,11 +26,30 @@ struct RmsNormParams {
 // CPU reference, fp32. Used by the CPU backend and as the oracle for the GPU.
 void RmsNormReference(const RmsNormParams& params, const float* x, const float* weight, float* y);
 
+// Fused residual add + RMSNorm, the pre-norm transformer's seam between
+// sublayers: x[t, :] += residual[t, :] (x is updated in place, rounded to its
+// dtype), then y[t, :] = RMSNorm(x[t, :]) * weight. residual rows use
+// `residual_row_stride`; y must not alias x or residual.
+struct AddRmsNormParams {
+  RmsNormParams norm;
+  int64_t residual_row_stride = 0;
+};
+
+// CPU reference, fp32.
+void AddRmsNormReference(const AddRmsNormParams& params, float* x, const float* residual, const float* weight,
+                         float* y);
+
 #if defined(TERN_WITH_CUDA)
 // x, weight and y all of `type`; fp32 accumulation. Device pointers; enqueued
 // on `stream`. x and y may alias.
 cudaError_t LaunchRmsNorm(ScalarType type, const RmsNormParams& params, const void* x, const void* weight,
                           void* y, cudaStream_t stream);
+
+// One pass over x instead of an add kernel and a norm kernel: x is read once,
+// written once, and the norm uses the sum rounded to `type` exactly as an
+// unfused add followed by RMSNorm would.
+cudaError_t LaunchAddRmsNorm(ScalarType type, const AddRmsNormParams& params, void* x, const void* residual,
+                             const void* weight, void* y, cudaStream_t stream);
 #endif
 
 }  // namespace tern::kernels

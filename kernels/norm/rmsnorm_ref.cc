@@ -19,4 +19,15 @@ void RmsNormReference(const RmsNormParams& params, const float* x, const float* 
   }
 }
 
+void AddRmsNormReference(const AddRmsNormParams& params, float* x, const float* residual, const float* weight,
+                         float* y) {
+  const RmsNormParams& n = params.norm;
+  for (int64_t t = 0; t < n.num_tokens; ++t) {
+    float* row = x + t * n.x_row_stride;
+    const float* add = residual + t * params.residual_row_stride;
+    for (int64_t i = 0; i < n.hidden; ++i) row[i] += add[i];
+  }
+  RmsNormReference(n, x, weight, y);
+}
+
 }  // namespace tern::kernels

@@ -21,6 +21,29 @@ Tensor Tensor::Rows(int64_t begin, int64_t count) const {
   return t;
 }
 
+bool ForwardBatch::IsDecodeOnly() const {
+  if (num_tokens() != num_seqs() || logits_rows.size() != context_lens.size()) return false;
+  for (int32_t i = 0; i < num_tokens(); ++i) {
+    if (logits_rows[i] != i) return false;
+  }
+  return true;
+}
+
+void PadDecodeBatch(int32_t num_seqs, ForwardBatch* batch) {
+  CHECK(batch->IsDecodeOnly()) << "only decode-only batches are padded";
+  while (batch->num_seqs() < num_seqs) {
+    const int32_t row = batch->num_tokens();
+    batch->token_ids.push_back(0);
+    batch->positions.push_back(0);
+    batch->slots.push_back(-1);
+    batch->query_start.push_back(row + 1);
+    batch->context_lens.push_back(1);
+    batch->block_ids.push_back(0);
+    batch->block_indptr.push_back(int32_t(batch->block_ids.size()));
+    batch->logits_rows.push_back(row);
+  }
+}
+
 absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size) const {
   const auto invalid = [](const std::string& what) { return absl::InvalidArgumentError("batch: " + what); };
   const int32_t n = num_tokens();

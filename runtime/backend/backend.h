@@ -100,10 +100,20 @@ struct ForwardBatch {
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_seqs() const { return static_cast<int32_t>(context_lens.size()); }
+  // True when every sequence computes exactly one token and samples it.
+  bool IsDecodeOnly() const;
   // Checks internal consistency against a cache spec; INVALID_ARGUMENT naming
   // the broken field (for batches that come from outside the scheduler).
   absl::Status Validate(const KvCacheSpec& cache, int64_t vocab_size) const;
 };
+
+// Pads a decode-only batch (IsDecodeOnly) to `num_seqs` sequences with
+// padding sequences: token 0 at position 0 with slot -1 (nothing is stored),
+// a context of one token in block 0, and a logits row. Their outputs are
+// meaningless and follow the real rows. Used to run a decode step at a
+// CUDA-graph bucket size (Backend::DecodeGraphBatchSize); call after
+// Validate, which rejects negative slots.
+void PadDecodeBatch(int32_t num_seqs, ForwardBatch* batch);
 
 struct AttentionOptions {
   int32_t num_heads = 0;
@@ -172,11 +182,31 @@ class Backend {
   virtual void SiluMul(Tensor gate_up, Tensor out) = 0;
   // x += y.
   virtual void Add(Tensor x, Tensor y) = 0;
+  // x += residual, then out = RMSNorm(x) * weight (the seam between two
+  // pre-norm sublayers). out must not alias x. Backends may fuse it; the
+  // default runs Add then RmsNorm.
+  virtual void AddRmsNorm(Tensor x, Tensor residual, const DeviceWeight& weight, float eps, Tensor out) {
+    Add(x, residual);
+    RmsNorm(x, weight, eps, out);
+  }
   // out[i] = x[step's logits_rows[i]].
   virtual void GatherLogitRows(Tensor x, Tensor out) = 0;
   // Mixtral MoE FFN: softmax over router logits, top-k experts, renormalized
   // weights, out = sum_k w_k * down_k(silu(gate_k x) * up_k x).
   virtual void MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) = 0;
+
+  // Marks the end of one forward pass's ops (from BeginStep on); sampling and
+  // read-back may follow. A backend that records the pass (a CUDA graph)
+  // launches it here.
+  virtual void EndForward() {}
+  // The padded number of sequences at which a decode-only step of `num_seqs`
+  // sequences should run (see PadDecodeBatch) so that the backend can replay
+  // a captured graph of the whole pass; 0 when such steps run as they are.
+  // Only for models whose ops never wait on the host (not Mixtral's MoeFfn).
+  virtual int32_t DecodeGraphBatchSize(int32_t num_seqs) const {
+    (void)num_seqs;
+    return 0;
+  }
 
   // Waits for the step's work; the first error of the step, if any.
   virtual absl::Status FinishStep() = 0;

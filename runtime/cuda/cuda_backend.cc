@@ -160,17 +160,51 @@ struct CudaBackend::Impl {
   std::string first_error_op;
   bool poisoned = false;
 
-  // Step metadata: pinned staging and device copies.
-  enum Meta { kTokens, kPositions, kSlots, kQueryStart, kContextLens, kBlockIndptr, kBlockIds, kLogitsRows, kRowSeq,
-              kMoeRows, kNumMeta };
+  // Step metadata: one pinned staging buffer and one device buffer, the
+  // fields at offsets that depend only on their sizes (block ids last).
+  enum Meta { kTokens, kPositions, kSlots, kQueryStart, kContextLens, kBlockIndptr, kLogitsRows, kRowSeq, kBlockIds,
+              kNumMeta };
   int32_t* pinned = nullptr;
   size_t pinned_elems = 0;
-  DeviceBuffer meta[kNumMeta];
+  DeviceBuffer meta_device;
+  size_t meta_offset[kNumMeta] = {};
+  DeviceBuffer moe_rows;
   DeviceBuffer moe_weights;
   const ForwardBatch* batch = nullptr;
   std::map<int, DeviceBuffer> scratch;
   DeviceBuffer host_read;  // fp32 conversion buffer for ReadToHost
   std::vector<float> moe_host_logits;
+  std::vector<int32_t> row_seq_host;
+
+  // CUDA graphs (see the header). A key is (batch size, context capacity).
+  enum class Mode { kEager, kCapture, kReplay };
+  struct Graph {
+    bool warmed = false;
+    uint64_t warm_generation = 0;
+    cudaGraphExec_t exec = nullptr;
+    uint64_t generation = 0;
+  };
+  bool graphs_enabled = true;
+  Mode mode = Mode::kEager;
+  std::pair<int32_t, int32_t> step_key{0, 0};
+  bool step_graphable = false;
+  int32_t step_context_capacity = 0;
+  uint64_t generation = 0;  // bumped when a buffer that ops read or write moves
+  std::map<std::pair<int32_t, int32_t>, Graph> graphs;
+  GraphStats stats;
+
+  ~Impl() {
+    for (auto& [key, graph] : graphs) {
+      if (graph.exec != nullptr) cudaGraphExecDestroy(graph.exec);
+    }
+  }
+  bool Skip() const { return mode == Mode::kReplay; }
+  // Reserve, counting moves of buffers that a recorded graph may point into.
+  void ReserveTracked(DeviceBuffer& buffer, size_t bytes, const char* what) {
+    const void* before = buffer.data();
+    Record(buffer.Reserve(bytes), what);
+    if (buffer.data() != before) ++generation;
+  }
 
   void Record(cudaError_t error, const char* op) {
     if (error != cudaSuccess && first_error == cudaSuccess) {
@@ -184,7 +218,9 @@ struct CudaBackend::Impl {
       first_error_op = absl::StrCat(op, " (cuBLAS status ", int(status), ")");
     }
   }
-  const int32_t* Meta(int which) const { return static_cast<const int32_t*>(meta[which].data()); }
+  const int32_t* Meta(int which) const {
+    return static_cast<const int32_t*>(meta_device.data()) + meta_offset[which];
+  }
 
   cudaDataType BlasType() const {
     switch (type) {
@@ -204,16 +240,6 @@ struct CudaBackend::Impl {
                             w, BlasType(), int(in_features), x.data, BlasType(), int(x.stride), &beta, y.data,
                             BlasType(), int(y.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
-  }
-
-  // Uploads `values` (host int32) into meta buffer `which`.
-  void Upload(int which, const std::vector<int32_t>& values, size_t offset) {
-    if (values.empty()) return;
-    std::memcpy(pinned + offset, values.data(), values.size() * sizeof(int32_t));
-    Record(meta[which].Reserve(values.size() * sizeof(int32_t)), "allocating step metadata");
-    Record(cudaMemcpyAsync(meta[which].data(), pinned + offset, values.size() * sizeof(int32_t),
-                           cudaMemcpyHostToDevice, stream),
-           "uploading step metadata");
   }
 
   absl::StatusOr<DeviceBuffer> ToDevice(const std::vector<TensorView>& parts, size_t* count_out) {
@@ -352,20 +378,61 @@ std::optional<size_t> CudaBackend::FreeDeviceMemory() const {
   return free;
 }
 
+namespace {
+
+bool IsGraphBucket(int32_t n) { return n == 1 || n == 2 || n == 4 || (n >= 8 && n % 8 == 0); }
+
+// The smallest power of two >= the longest context, at least 256: graphs are
+// keyed by it, and kernels whose grid depends on the context size it for it.
+int32_t ContextCapacity(const std::vector<int32_t>& context_lens) {
+  int32_t longest = 0;
+  for (int32_t c : context_lens) longest = std::max(longest, c);
+  int32_t capacity = 256;
+  while (capacity < longest) capacity *= 2;
+  return capacity;
+}
+
+}  // namespace
+
+int32_t CudaBackend::DecodeGraphBatchSize(int32_t num_seqs) const {
+  if (!options_.cuda_graphs || !impl_->graphs_enabled || num_seqs <= 0 || num_seqs > kMaxGraphBatch) return 0;
+  if (num_seqs <= 2) return num_seqs;
+  if (num_seqs <= 4) return 4;
+  return (num_seqs + 7) / 8 * 8;
+}
+
+CudaBackend::GraphStats CudaBackend::graph_stats() const { return impl_->stats; }
+
 absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   Impl& m = *impl_;
   if (m.poisoned) return absl::InternalError("the CUDA backend failed earlier and cannot run more steps");
   m.batch = &batch;
   m.first_error = cudaSuccess;
-  std::vector<int32_t> row_seq(batch.num_tokens());
-  for (int32_t s = 0; s < batch.num_seqs(); ++s) {
+  m.mode = Impl::Mode::kEager;
+  const int32_t num_seqs = batch.num_seqs();
+  m.step_context_capacity = ContextCapacity(batch.context_lens);
+  m.step_graphable = options_.cuda_graphs && m.graphs_enabled && num_seqs <= kMaxGraphBatch &&
+                     IsGraphBucket(num_seqs) && batch.IsDecodeOnly();
+  m.step_key = {num_seqs, m.step_context_capacity};
+
+  std::vector<int32_t>& row_seq = m.row_seq_host;
+  row_seq.resize(size_t(batch.num_tokens()));
+  for (int32_t s = 0; s < num_seqs; ++s) {
     for (int32_t r = batch.query_start[s]; r < batch.query_start[s + 1]; ++r) row_seq[r] = s;
   }
-  const std::vector<int32_t>* lists[] = {&batch.token_ids,    &batch.positions,    &batch.slots,
-                                         &batch.query_start,  &batch.context_lens, &batch.block_indptr,
-                                         &batch.block_ids,    &batch.logits_rows,  &row_seq};
+  const std::vector<int32_t>* lists[Impl::kNumMeta] = {
+      &batch.token_ids,    &batch.positions,   &batch.slots,       &batch.query_start, &batch.context_lens,
+      &batch.block_indptr, &batch.logits_rows, &row_seq,           &batch.block_ids};
   size_t total = 0;
-  for (const auto* list : lists) total += list->size();
+  for (int i = 0; i < Impl::kNumMeta; ++i) {
+    m.meta_offset[i] = total;
+    total += lists[i]->size();
+  }
+  // A graph step reserves room for the largest block table its key allows
+  // (every sequence at the context capacity, one-token blocks at worst), so
+  // the device buffer does not move while the key's graph lives.
+  size_t reserve = total;
+  if (m.step_graphable) reserve = m.meta_offset[Impl::kBlockIds] + size_t(num_seqs) * m.step_context_capacity;
   if (total > m.pinned_elems) {
     if (m.pinned != nullptr) cudaFreeHost(m.pinned);
     m.pinned = nullptr;
@@ -375,24 +442,88 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
     RETURN_IF_CUDA(cudaMallocHost(&m.pinned, total * 2 * sizeof(int32_t)), "allocating pinned staging");
     m.pinned_elems = total * 2;
   }
-  size_t offset = 0;
-  for (int i = 0; i < 9; ++i) {
-    m.Upload(i, *lists[i], offset);
-    offset += lists[i]->size();
+  if (reserve * sizeof(int32_t) > m.meta_device.bytes()) {
+    m.ReserveTracked(m.meta_device, 2 * reserve * sizeof(int32_t), "allocating step metadata");
+  }
+  for (int i = 0; i < Impl::kNumMeta; ++i) {
+    if (!lists[i]->empty()) {
+      std::memcpy(m.pinned + m.meta_offset[i], lists[i]->data(), lists[i]->size() * sizeof(int32_t));
+    }
+  }
+  // One copy for all the step's metadata.
+  if (total > 0) {
+    m.Record(cudaMemcpyAsync(m.meta_device.data(), m.pinned, total * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             m.stream),
+             "uploading step metadata");
   }
   if (m.first_error != cudaSuccess) return CudaStatus(m.first_error, m.first_error_op);
+
+  if (m.step_graphable) {
+    Impl::Graph& graph = m.graphs[m.step_key];
+    if (graph.exec != nullptr && graph.generation == m.generation) {
+      m.mode = Impl::Mode::kReplay;
+    } else if (graph.warmed && graph.warm_generation == m.generation) {
+      if (graph.exec != nullptr) {
+        cudaGraphExecDestroy(graph.exec);
+        graph.exec = nullptr;
+      }
+      RETURN_IF_CUDA(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "starting graph capture");
+      m.mode = Impl::Mode::kCapture;
+    }
+  }
   return absl::OkStatus();
+}
+
+void CudaBackend::EndForward() {
+  Impl& m = *impl_;
+  switch (m.mode) {
+    case Impl::Mode::kEager:
+      ++m.stats.eager;
+      if (m.step_graphable) {
+        // Every buffer this pass touched now has its size: capture next time.
+        Impl::Graph& graph = m.graphs[m.step_key];
+        graph.warmed = true;
+        graph.warm_generation = m.generation;
+      }
+      break;
+    case Impl::Mode::kCapture: {
+      cudaGraph_t recorded = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(m.stream, &recorded);
+      m.Record(ended, "ending graph capture");
+      Impl::Graph& graph = m.graphs[m.step_key];
+      if (ended == cudaSuccess && m.first_error == cudaSuccess) {
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t made = cudaGraphInstantiate(&exec, recorded, 0);
+        m.Record(made, "instantiating a graph");
+        if (made == cudaSuccess) {
+          graph.exec = exec;
+          graph.generation = m.generation;
+          ++m.stats.captured;
+          // Captured work did not run: run it now.
+          m.Record(cudaGraphLaunch(exec, m.stream), "launching a graph");
+        }
+      }
+      if (recorded != nullptr) cudaGraphDestroy(recorded);
+      break;
+    }
+    case Impl::Mode::kReplay:
+      ++m.stats.replayed;
+      m.Record(cudaGraphLaunch(m.graphs[m.step_key].exec, m.stream), "launching a graph");
+      break;
+  }
+  m.mode = Impl::Mode::kEager;
 }
 
 Tensor CudaBackend::Scratch(int slot, int64_t rows, int64_t cols) {
   auto& buffer = impl_->scratch[slot];
-  impl_->Record(buffer.Reserve(size_t(std::max<int64_t>(rows, 1)) * size_t(std::max<int64_t>(cols, 1)) *
-                               impl_->element_bytes),
-                "allocating scratch");
+  impl_->ReserveTracked(buffer,
+                        size_t(std::max<int64_t>(rows, 1)) * size_t(std::max<int64_t>(cols, 1)) * impl_->element_bytes,
+                        "allocating scratch");
   return Tensor{buffer.data(), options_.compute_dtype, rows, cols, cols};
 }
 
 void CudaBackend::Embed(const DeviceWeight& table, Tensor out) {
+  if (impl_->Skip()) return;
   const auto& w = static_cast<const CudaWeight&>(table);
   impl_->Record(kernels::LaunchEmbedding(impl_->type, out.rows, out.cols, impl_->Meta(Impl::kTokens), w.data(),
                                          out.data, out.stride, impl_->stream),
@@ -400,6 +531,7 @@ void CudaBackend::Embed(const DeviceWeight& table, Tensor out) {
 }
 
 void CudaBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) {
+  if (impl_->Skip()) return;
   kernels::RmsNormParams p{x.rows, x.cols, x.stride, out.stride, eps};
   impl_->Record(kernels::LaunchRmsNorm(impl_->type, p, x.data, static_cast<const CudaWeight&>(weight).data(), out.data,
                                        impl_->stream),
@@ -407,6 +539,7 @@ void CudaBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tenso
 }
 
 void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
+  if (impl_->Skip()) return;
   const auto& w = static_cast<const CudaLinear&>(weight);
   CHECK_EQ(x.cols, w.in_features());
   CHECK_EQ(out.cols, w.out_features());
@@ -418,6 +551,7 @@ void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
 }
 
 void CudaBackend::Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) {
+  if (impl_->Skip()) return;
   const float* f = static_cast<const float*>(static_cast<const CudaWeight&>(inv_freq).data());
   const int32_t* positions = impl_->Meta(Impl::kPositions);
   impl_->Record(kernels::LaunchRope(impl_->type, {q.rows, q.cols / head_dim, head_dim, q.stride}, positions, f, q.data,
@@ -429,6 +563,7 @@ void CudaBackend::Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight&
 }
 
 void CudaBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
+  if (impl_->Skip()) return;
   auto& c = static_cast<CudaKvCache&>(cache);
   impl_->Record(kernels::LaunchWriteKv(impl_->type, k.rows, c.spec().num_kv_heads, c.spec().head_dim, k.data, k.stride,
                                        v.data, v.stride, impl_->Meta(Impl::kSlots), c.k(layer), c.v(layer),
@@ -437,6 +572,7 @@ void CudaBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
 }
 
 void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& o, Tensor out) {
+  if (impl_->Skip()) return;
   const auto& c = static_cast<const CudaKvCache&>(cache);
   kernels::PagedAttentionParams p;
   p.num_seqs = impl_->batch->num_seqs();
@@ -458,6 +594,7 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
 }
 
 void CudaBackend::SiluMul(Tensor gate_up, Tensor out) {
+  if (impl_->Skip()) return;
   const int64_t width = gate_up.cols / 2;
   const uint8_t* base = static_cast<const uint8_t*>(gate_up.data);
   impl_->Record(kernels::LaunchSiluMul(impl_->type, gate_up.rows, width, base, gate_up.stride,
@@ -466,12 +603,24 @@ void CudaBackend::SiluMul(Tensor gate_up, Tensor out) {
                 "silu mul");
 }
 
+void CudaBackend::AddRmsNorm(Tensor x, Tensor residual, const DeviceWeight& weight, float eps, Tensor out) {
+  if (impl_->Skip()) return;
+  kernels::AddRmsNormParams p;
+  p.norm = {x.rows, x.cols, x.stride, out.stride, eps};
+  p.residual_row_stride = residual.stride;
+  impl_->Record(kernels::LaunchAddRmsNorm(impl_->type, p, x.data, residual.data,
+                                          static_cast<const CudaWeight&>(weight).data(), out.data, impl_->stream),
+                "add rmsnorm");
+}
+
 void CudaBackend::Add(Tensor x, Tensor y) {
+  if (impl_->Skip()) return;
   impl_->Record(kernels::LaunchAdd(impl_->type, x.rows, x.cols, x.data, x.stride, y.data, y.stride, impl_->stream),
                 "add");
 }
 
 void CudaBackend::GatherLogitRows(Tensor x, Tensor out) {
+  if (impl_->Skip()) return;
   impl_->Record(kernels::LaunchGatherRows(impl_->type, out.rows, x.cols, impl_->Meta(Impl::kLogitsRows), x.data,
                                           x.stride, out.data, out.stride, impl_->stream),
                 "gather logit rows");
@@ -479,8 +628,11 @@ void CudaBackend::GatherLogitRows(Tensor x, Tensor out) {
 
 void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) {
   // Routing runs on the host (the router logits are tokens x experts, a few
-  // KB); the expert GEMMs run on the device over gathered token rows.
+  // KB); the expert GEMMs run on the device over gathered token rows. The
+  // host round trip rules out graphs for this model.
   Impl& m = *impl_;
+  m.graphs_enabled = false;
+  CHECK(m.mode == Impl::Mode::kEager) << "MoeFfn cannot be recorded into a graph";
   const int64_t num_experts = router_logits.cols;
   const int64_t tokens = x.rows;
   m.moe_host_logits.resize(size_t(tokens * num_experts));
@@ -503,9 +655,9 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
     const auto& up = static_cast<const CudaLinear&>(*experts.up[e]);
     const auto& down = static_cast<const CudaLinear&>(*experts.down[e]);
     const int64_t inter = gate.out_features();
-    m.Record(m.meta[Impl::kMoeRows].Reserve(n * sizeof(int32_t)), "moe rows");
+    m.Record(m.moe_rows.Reserve(n * sizeof(int32_t)), "moe rows");
     m.Record(m.moe_weights.Reserve(n * sizeof(float)), "moe weights");
-    m.Record(cudaMemcpyAsync(m.meta[Impl::kMoeRows].data(), rows.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice,
+    m.Record(cudaMemcpyAsync(m.moe_rows.data(), rows.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice,
                              m.stream),
              "moe rows");
     m.Record(cudaMemcpyAsync(m.moe_weights.data(), weights.data(), n * sizeof(float), cudaMemcpyHostToDevice, m.stream),
@@ -514,14 +666,14 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
     Tensor gate_up = Scratch(101, n, 2 * inter);
     Tensor act = Scratch(102, n, inter);
     Tensor expert_out = Scratch(103, n, hidden);
-    m.Record(kernels::LaunchGatherRows(m.type, n, hidden, m.Meta(Impl::kMoeRows), x.data, x.stride, in.data, in.stride,
+    m.Record(kernels::LaunchGatherRows(m.type, n, hidden, static_cast<const int32_t*>(m.moe_rows.data()), x.data, x.stride, in.data, in.stride,
                                        m.stream),
              "moe gather");
     m.Gemm(in, gate.weight(), inter, hidden, gate_up.Columns(0, inter));
     m.Gemm(in, up.weight(), inter, hidden, gate_up.Columns(inter, inter));
     SiluMul(gate_up, act);
     m.Gemm(act, down.weight(), hidden, inter, expert_out);
-    m.Record(kernels::LaunchScatterAddRows(m.type, n, hidden, m.Meta(Impl::kMoeRows),
+    m.Record(kernels::LaunchScatterAddRows(m.type, n, hidden, static_cast<const int32_t*>(m.moe_rows.data()),
                                            static_cast<const float*>(m.moe_weights.data()), expert_out.data,
                                            expert_out.stride, out.data, out.stride, m.stream),
              "moe scatter");
@@ -532,6 +684,16 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
 
 absl::Status CudaBackend::FinishStep() {
   Impl& m = *impl_;
+  if (m.mode != Impl::Mode::kEager) {
+    // A pass that never reached EndForward: drop a half-recorded graph.
+    if (m.mode == Impl::Mode::kCapture) {
+      cudaGraph_t recorded = nullptr;
+      cudaStreamEndCapture(m.stream, &recorded);
+      if (recorded != nullptr) cudaGraphDestroy(recorded);
+      m.Record(cudaErrorStreamCaptureInvalidated, "a step ended during graph capture");
+    }
+    m.mode = Impl::Mode::kEager;
+  }
   m.Record(cudaStreamSynchronize(m.stream), "step");
   m.Record(cudaGetLastError(), "step");
   if (m.first_error == cudaSuccess) return absl::OkStatus();

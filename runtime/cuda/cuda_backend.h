@@ -2,6 +2,17 @@
 // GPU; GEMMs through cuBLAS (fp32 accumulation, no TF32) with a workspace;
 // every other op a kernels/ launcher on the backend's stream.
 //
+// CUDA graphs: a decode-only step whose batch size is a bucket
+// (DecodeGraphBatchSize; callers pad with PadDecodeBatch) runs eagerly the
+// first time a (bucket, context-capacity) key is seen, so every buffer it
+// touches reaches its size; the second time its ops are captured into a graph
+// (captured work does not run) that EndForward instantiates and launches;
+// after that the ops return at once and EndForward replays the graph. Step
+// metadata lives at offsets that depend only on the batch size, with the
+// block table last and reserved for the key's context capacity, so a replay
+// reads the new step's values from the same addresses. Any buffer that moves
+// (a larger step) bumps a generation counter and retires older graphs.
+//
 // Step metadata (token ids, positions, slots, CSR block tables) is staged in
 // pinned host memory and uploaded once per step into device buffers that
 // only grow, so steady-state steps allocate nothing. Ops record the first
@@ -25,6 +36,10 @@ struct CudaBackendOptions {
   int device = 0;
   DType compute_dtype = DType::kBF16;  // kF16, kBF16 or kF32
   size_t cublas_workspace_bytes = size_t(32) << 20;
+  // Decode-only steps of up to kMaxGraphBatch sequences, padded to a bucket
+  // size, are recorded once per (bucket, context bucket) as a CUDA graph and
+  // replayed: one launch per step instead of ~10 per layer.
+  bool cuda_graphs = true;
 };
 
 class CudaBackend final : public Backend {
@@ -60,7 +75,19 @@ class CudaBackend final : public Backend {
   void Add(Tensor x, Tensor y) override;
   void GatherLogitRows(Tensor x, Tensor out) override;
   void MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) override;
+  void AddRmsNorm(Tensor x, Tensor residual, const DeviceWeight& weight, float eps, Tensor out) override;
+  void EndForward() override;
+  int32_t DecodeGraphBatchSize(int32_t num_seqs) const override;
   absl::Status FinishStep() override;
+
+  static constexpr int32_t kMaxGraphBatch = 256;
+  // Graph statistics, for tests and benchmarks.
+  struct GraphStats {
+    int64_t captured = 0;  // graphs recorded
+    int64_t replayed = 0;  // steps that replayed a graph
+    int64_t eager = 0;     // steps run op by op
+  };
+  GraphStats graph_stats() const;
   void ReadToHost(Tensor tensor, float* out) override;
 
  private:

@@ -136,7 +136,13 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, std:
   b.Embed(*embed_, x);
   for (int32_t l = 0; l < int32_t(layers_.size()); ++l) {
     const Layer& layer = layers_[l];
-    b.RmsNorm(x, *layer.input_norm, eps, normed);
+    // The previous layer's FFN output joins the residual stream in the same
+    // pass that normalizes it for this layer.
+    if (l == 0) {
+      b.RmsNorm(x, *layer.input_norm, eps, normed);
+    } else {
+      b.AddRmsNorm(x, branch, *layer.input_norm, eps, normed);
+    }
     b.Linear(normed, *layer.qkv, qkv);
     Tensor q = qkv.Columns(0, q_width);
     Tensor k = qkv.Columns(q_width, kv_width);
@@ -145,8 +151,7 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, std:
     b.WriteKv(k, v, cache, l);
     b.Attention(q, cache, l, attention, attn);
     b.Linear(attn, *layer.o, branch);
-    b.Add(x, branch);
-    b.RmsNorm(x, *layer.post_norm, eps, normed);
+    b.AddRmsNorm(x, branch, *layer.post_norm, eps, normed);
     if (layer.router != nullptr) {
       Tensor router = b.Scratch(kRouter, tokens, c.num_local_experts);
       b.Linear(normed, *layer.router, router);
@@ -158,14 +163,15 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, std:
       b.SiluMul(gate_up, act);
       b.Linear(act, *layer.down, branch);
     }
-    b.Add(x, branch);
   }
+  if (!layers_.empty()) b.Add(x, branch);
   const int64_t rows = int64_t(batch.logits_rows.size());
   Tensor selected = b.Scratch(kSelected, rows, hidden);
   Tensor out = b.Scratch(kLogits, rows, c.vocab_size);
   b.GatherLogitRows(x, selected);
   b.RmsNorm(selected, *final_norm_, eps, selected);
   b.Linear(selected, *lm_head_, out);
+  b.EndForward();
   RETURN_IF_ERROR(b.FinishStep());
   logits->resize(size_t(rows) * c.vocab_size);
   b.ReadToHost(out, logits->data());

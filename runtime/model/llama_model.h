@@ -34,6 +34,11 @@ class LlamaModel {
 
   const HfConfig& config() const { return config_; }
   // A KV cache shape for this model.
+  // True when a forward pass only enqueues device work (no host round trip
+  // mid-pass), so a backend may record it once and replay it as a graph:
+  // every model but the mixture-of-experts ones, whose routing reads the
+  // router logits on the host.
+  bool CanRunAsGraph() const { return config_.num_local_experts == 0; }
   KvCacheSpec CacheSpec(int32_t num_blocks, int32_t block_size) const;
 
   // One forward pass over `batch` (tokens written into `cache` at the

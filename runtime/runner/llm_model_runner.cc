@@ -86,6 +86,11 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
     }
   }
   RETURN_IF_ERROR(b.Validate(cache_->spec(), model_->config().vocab_size));
+  if (model_->CanRunAsGraph() && b.IsDecodeOnly()) {
+    // Padding rows follow the real ones, so the sampling below never sees them.
+    const int32_t padded = backend_->DecodeGraphBatchSize(b.num_seqs());
+    if (padded > b.num_seqs()) PadDecodeBatch(padded, &b);
+  }
   RETURN_IF_ERROR(model_->Forward(b, *cache_, &logits_));
   const auto forwarded = std::chrono::steady_clock::now();
   const size_t vocab = size_t(model_->config().vocab_size);

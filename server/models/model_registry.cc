@@ -70,6 +70,7 @@ absl::StatusOr<std::unique_ptr<runtime::Backend>> MakeBackend(const std::string&
   auto dtype = GpuComputeDType(model.dtype(), config);
   if (!dtype.ok()) return dtype.status();
   options.compute_dtype = *dtype;
+  options.cuda_graphs = !model.enforce_eager();
   auto cuda = runtime::CudaBackend::Create(options);
   if (!cuda.ok()) return cuda.status();
   return std::unique_ptr<runtime::Backend>(std::move(*cuda));

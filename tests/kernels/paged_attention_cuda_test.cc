@@ -127,14 +127,15 @@ TEST_P(PagedAttentionCudaTest, SlidingWindow) {
 
 TEST_P(PagedAttentionCudaTest, WriteKvStoresRowsAtSlots) {
   const ScalarType type = GetParam();
-  const int32_t kv_heads = 2, head_dim = 64, tokens = 5;
+  const int32_t kv_heads = 2, head_dim = 64, tokens = 6;
   const int64_t width = kv_heads * head_dim;
   std::vector<float> k(tokens * width), v(tokens * width);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   for (auto& x : k) x = normal(rng);
   for (auto& x : v) x = normal(rng);
-  const std::vector<int32_t> slots = {9, 0, 31, 4, 17};
+  // -1: a padding row, which must leave the cache untouched.
+  const std::vector<int32_t> slots = {9, 0, 31, 4, -1, 17};
   DeviceArray dk(type, k.size()), dv(type, v.size()), kc(type, 32 * width), vc(type, 32 * width);
   dk.Upload(k);
   dv.Upload(v);

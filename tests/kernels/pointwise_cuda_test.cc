@@ -51,6 +51,40 @@ TEST_P(PointwiseCudaTest, RmsNormMatchesReference) {
   EXPECT_EQ(LaunchRmsNorm(type(), bad, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
 }
 
+TEST_P(PointwiseCudaTest, AddRmsNormMatchesReferenceAndTheUnfusedPair) {
+  for (auto [tokens, hidden] : {std::pair{1, 1}, std::pair{5, 384}, std::pair{33, 4096}, std::pair{2, 8192}}) {
+    const int64_t x_stride = hidden + 8;  // strided rows
+    auto x = Random(size_t(tokens) * x_stride, tokens * 7 + hidden, 2.0f);
+    auto r = Random(size_t(tokens) * hidden, hidden + 3);
+    auto w = Random(hidden, hidden);
+    DeviceArray dx(type(), x.size()), dr(type(), r.size()), dw(type(), w.size()), dy(type(), size_t(tokens) * hidden);
+    DeviceArray ux(type(), x.size()), uy(type(), size_t(tokens) * hidden);
+    dx.Upload(x);
+    ux.Upload(x);
+    dr.Upload(r);
+    dw.Upload(w);
+    AddRmsNormParams p;
+    p.norm = {tokens, hidden, x_stride, hidden, 1e-5f};
+    p.residual_row_stride = hidden;
+    ASSERT_EQ(LaunchAddRmsNorm(type(), p, dx.data(), dr.data(), dw.data(), dy.data(), nullptr), cudaSuccess);
+    // The unfused pair on the device: identical bits expected.
+    ASSERT_EQ(LaunchAdd(type(), tokens, hidden, ux.data(), x_stride, dr.data(), hidden, nullptr), cudaSuccess);
+    ASSERT_EQ(LaunchRmsNorm(type(), p.norm, ux.data(), dw.data(), uy.data(), nullptr), cudaSuccess);
+    EXPECT_EQ(dy.Download(), uy.Download()) << tokens << "x" << hidden;
+    EXPECT_EQ(dx.Download(), ux.Download()) << tokens << "x" << hidden;
+
+    std::vector<float> want_x = x, want_y(size_t(tokens) * hidden);
+    AddRmsNormReference(p, want_x.data(), r.data(), w.data(), want_y.data());
+    EXPECT_LT(testing::RelativeError(dy.Download(), want_y), testing::Tolerance(type())) << tokens << "x" << hidden;
+  }
+  AddRmsNormParams empty;
+  empty.norm = {0, 64, 64, 64, 1e-5f};
+  EXPECT_EQ(LaunchAddRmsNorm(type(), empty, nullptr, nullptr, nullptr, nullptr, nullptr), cudaSuccess);
+  AddRmsNormParams bad;
+  bad.norm = {4, 0, 0, 0, 1e-5f};
+  EXPECT_EQ(LaunchAddRmsNorm(type(), bad, nullptr, nullptr, nullptr, nullptr, nullptr), cudaErrorInvalidValue);
+}
+
 TEST_P(PointwiseCudaTest, RopeMatchesReference) {
   for (int64_t head_dim : {64, 128}) {
     const int64_t tokens = 9, heads = 4, stride = heads * head_dim + 32;  // a strided view

@@ -16,7 +16,13 @@ out="$root/.device-bundle"
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTERN_CUDA=ON \
   -DTERN_CUDA_ARCHITECTURES=90a >/dev/null
-cmake --build "$build" -j "$(nproc)"
+# TERN_BUNDLE_TARGETS builds only those targets (a quicker bundle for one check).
+if [[ -n "${TERN_BUNDLE_TARGETS:-}" ]]; then
+  # shellcheck disable=SC2086
+  cmake --build "$build" -j "$(nproc)" --target $TERN_BUNDLE_TARGETS
+else
+  cmake --build "$build" -j "$(nproc)"
+fi
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/tests" "$out/lib"
@@ -34,7 +40,10 @@ gpu_tests=$(cd "$build" && ctest -L gpu --show-only=json-v1 |
   python3 -c 'import json,sys,os; print("\n".join(sorted({os.path.basename(t["command"][0]) for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
 # TERN_BUNDLE_TESTS=0 leaves them out (for runs of the executables alone).
 if [[ "${TERN_BUNDLE_TESTS:-1}" != 0 ]]; then
-  for name in $gpu_tests; do strip --strip-all -o "$out/tests/$name" "$build/tests/$name"; done
+  for name in $gpu_tests; do
+    if [[ -n "${TERN_BUNDLE_TARGETS:-}" && " $TERN_BUNDLE_TARGETS " != *" $name "* ]]; then continue; fi
+    [[ -f "$build/tests/$name" ]] && strip --strip-all -o "$out/tests/$name" "$build/tests/$name"
+  done
 fi
 
 # Shared libraries, minus what the GPU machine's own image provides: the C
@@ -68,6 +77,8 @@ for test in info["tests"]:
         cmd = ["bin/" + exe] + cmd[1:]
     else:
         continue  # tests that need this machine's tools (python client) stay here
+    if not os.path.exists(os.path.join(out, cmd[0])):
+        continue  # not bundled (TERN_BUNDLE_TESTS=0 or TERN_BUNDLE_TARGETS)
     props = {p["name"]: p["value"] for p in test.get("properties", [])}
     labels = props.get("LABELS", [])
     def q(text):

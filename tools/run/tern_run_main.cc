@@ -45,6 +45,7 @@
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory");
 ABSL_FLAG(std::string, backend, "cpu", "cpu or cuda");
 ABSL_FLAG(std::string, dtype, "bfloat16", "CUDA compute dtype: float16, bfloat16 or float32");
+ABSL_FLAG(bool, cuda_graphs, true, "CUDA: replay decode steps as CUDA graphs (false: op by op)");
 ABSL_FLAG(int32_t, batch, 1, "--bench: sequences decoding together");
 ABSL_FLAG(std::string, dump_logits, "", "Write prompt and greedy-step logits as JSON to this file");
 ABSL_FLAG(std::vector<std::string>, token_ids, {}, "--dump-logits: the prompt as token ids");
@@ -169,6 +170,10 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
     std::vector<std::pair<int32_t, std::vector<int32_t>>> work;
     for (int32_t s = 0; s < batch_size; ++s) work.push_back({s, {token(rng)}});
     seqs.Step(work, &batch);
+    if (model.CanRunAsGraph() && batch.IsDecodeOnly()) {
+      const int32_t padded = backend.DecodeGraphBatchSize(batch.num_seqs());
+      if (padded > batch.num_seqs()) PadDecodeBatch(padded, &batch);
+    }
     return model.Forward(batch, cache, &logits);
   };
   if (auto st = decode_step(); !st.ok()) return Fail(std::string(st.message()));
@@ -270,6 +275,7 @@ int main(int argc, char** argv) {
     if (!ParseTorchDType(absl::GetFlag(FLAGS_dtype), &options.compute_dtype)) {
       return Fail("--dtype must be float16, bfloat16 or float32");
     }
+    options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
     auto cuda = CudaBackend::Create(options);
     if (!cuda.ok()) return Fail(std::string(cuda.status().message()));
     backend = std::move(*cuda);

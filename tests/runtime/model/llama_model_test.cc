@@ -299,6 +299,96 @@ TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
   fs::remove_all(dir);
 }
 
+#if defined(TERN_TEST_CUDA_BACKEND)
+// Decode steps replayed as CUDA graphs (a batch of 3 padded to 4) give the
+// logits of the same steps run op by op, and the graphs are really replayed.
+TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
+  if (ListCudaDevices().empty()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = MakeModel("llama", "float32");
+  const Golden golden = LoadGolden("tiny-llama");
+  struct Run {
+    std::unique_ptr<CudaBackend> backend;
+    std::unique_ptr<LlamaModel> model;
+    std::unique_ptr<KvCache> cache;
+    std::vector<std::vector<float>> logits;  // step -> rows x vocab (real rows only)
+  };
+  const auto run = [&](bool graphs) {
+    Run r;
+    CudaBackendOptions options;
+    options.compute_dtype = DType::kF32;
+    options.cuda_graphs = graphs;
+    r.backend = std::move(*CudaBackend::Create(options));
+    r.model = std::move(*LlamaModel::Load(dir, r.backend.get(), {}));
+    r.cache = std::move(*r.backend->AllocateKvCache(r.model->CacheSpec(96, 4)));
+    ScatteredBlocks pool(96);
+    std::vector<TestSequence> seqs;
+    for (size_t i = 0; i < 3; ++i) seqs.push_back({golden.token_ids[i]});
+    ForwardBatch prefill;
+    for (auto& seq : seqs) AddToBatch(seq, int32_t(seq.tokens.size()), 4, pool, false, &prefill);
+    std::vector<float> logits;
+    EXPECT_TRUE(r.model->Forward(prefill, *r.cache, &logits).ok());
+    const size_t vocab = r.model->config().vocab_size;
+    for (int step = 0; step < 12; ++step) {
+      ForwardBatch batch;
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        seqs[s].tokens.push_back(int32_t(std::max_element(logits.begin() + s * vocab,
+                                                          logits.begin() + (s + 1) * vocab) -
+                                         (logits.begin() + s * vocab)));
+        AddToBatch(seqs[s], 1, 4, pool, false, &batch);
+      }
+      EXPECT_TRUE(batch.Validate(r.cache->spec(), int64_t(vocab)).ok());
+      const int32_t padded = r.backend->DecodeGraphBatchSize(batch.num_seqs());
+      if (graphs) {
+        EXPECT_EQ(padded, 4);
+        PadDecodeBatch(padded, &batch);
+      } else {
+        EXPECT_EQ(padded, 0);
+      }
+      EXPECT_TRUE(r.model->Forward(batch, *r.cache, &logits).ok());
+      r.logits.emplace_back(logits.begin(), logits.begin() + seqs.size() * vocab);
+    }
+    return r;
+  };
+  ASSERT_GE(golden.token_ids.size(), 3u);
+  Run graphed = run(true);
+  Run eager = run(false);
+  ASSERT_EQ(graphed.logits.size(), eager.logits.size());
+  for (size_t step = 0; step < eager.logits.size(); ++step) {
+    ExpectLogitsNear(graphed.logits[step].data(), eager.logits[step], "step " + std::to_string(step));
+  }
+  const auto stats = graphed.backend->graph_stats();
+  EXPECT_EQ(stats.captured, 1);
+  EXPECT_EQ(stats.replayed, 10);  // step 1 sizes the buffers, step 2 records, the rest replay
+  EXPECT_EQ(eager.backend->graph_stats().replayed, 0);
+  fs::remove_all(dir);
+}
+#endif
+
+TEST(ForwardBatchTest, PadDecodeBatchAddsInertRows) {
+  ForwardBatch batch;
+  batch.token_ids = {5, 6};
+  batch.positions = {3, 9};
+  batch.slots = {3, 25};
+  batch.query_start = {0, 1, 2};
+  batch.context_lens = {4, 10};
+  batch.block_indptr = {0, 1, 3};
+  batch.block_ids = {0, 1, 2};
+  batch.logits_rows = {0, 1};
+  ASSERT_TRUE(batch.IsDecodeOnly());
+  PadDecodeBatch(4, &batch);
+  EXPECT_EQ(batch.num_seqs(), 4);
+  EXPECT_EQ(batch.token_ids, (std::vector<int32_t>{5, 6, 0, 0}));
+  EXPECT_EQ(batch.slots, (std::vector<int32_t>{3, 25, -1, -1}));
+  EXPECT_EQ(batch.query_start, (std::vector<int32_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(batch.context_lens, (std::vector<int32_t>{4, 10, 1, 1}));
+  EXPECT_EQ(batch.block_indptr, (std::vector<int32_t>{0, 1, 3, 4, 5}));
+  EXPECT_EQ(batch.logits_rows, (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(batch.IsDecodeOnly());
+  ForwardBatch prefill = batch;
+  prefill.logits_rows.pop_back();
+  EXPECT_FALSE(prefill.IsDecodeOnly());
+}
+
 TEST(ForwardBatchTest, ValidateRejectsInconsistentBatches) {
   KvCacheSpec spec{1, 4, 4, 1, 8};
   ForwardBatch batch;
