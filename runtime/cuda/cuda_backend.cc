@@ -12,6 +12,7 @@
 #include "kernels/activation/silu_mul.h"
 #include "kernels/attention/paged_attention.h"
 #include "kernels/elementwise/elementwise.h"
+#include "kernels/gemm/skinny_gemm.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
 #include "runtime/backend/backend_common.h"
@@ -150,6 +151,8 @@ class CudaKvCache final : public KvCache {
 
 }  // namespace
 
+constexpr int64_t kSkinnyRows = 2;
+
 struct CudaBackend::Impl {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
@@ -235,6 +238,15 @@ struct CudaBackend::Impl {
   // column-major terms, C[out, rows] = W^T' * x' with W read transposed.
   void Gemm(const Tensor& x, const void* w, int64_t out_features, int64_t in_features, const Tensor& y) {
     if (x.rows == 0) return;
+    // One or two rows: the skinny kernel streams the weights at 0.83-0.97 of
+    // the copy bandwidth on an H100 (LM head, gate/up), a few points above
+    // cuBLAS; from four rows on cuBLAS is as fast or faster
+    // (tern-gemm-bench, bench/RESULTS.md).
+    const kernels::SkinnyGemmParams skinny{x.rows, out_features, in_features, x.stride, y.stride};
+    if (x.rows <= kSkinnyRows && kernels::SkinnyGemmSupported(type, skinny, x.data, w)) {
+      Record(kernels::LaunchSkinnyGemm(type, skinny, x.data, w, y.data, stream), "skinny gemm");
+      return;
+    }
     const float alpha = 1.0f, beta = 0.0f;
     RecordBlas(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(x.rows), int(in_features), &alpha,
                             w, BlasType(), int(in_features), x.data, BlasType(), int(x.stride), &beta, y.data,
