@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,6 +76,12 @@ struct EngineOptions {
   std::vector<int32_t> eos_token_ids;
   // Requests of one tenant not yet running; beyond: RESOURCE_EXHAUSTED at Submit. 0: no limit.
   int32_t max_queued_requests_per_tenant = 0;
+  // Called once, on the engine thread, when a step fails and the runner
+  // reports its device unusable (ModelRunner::Health): the engine has failed
+  // every request and refuses new ones with UNAVAILABLE from then on. The
+  // server stops serving and exits so that it is restarted. May be empty.
+  using FatalCallback = std::function<void(const absl::Status&)>;
+  FatalCallback on_fatal;
 };
 
 struct EngineStats {

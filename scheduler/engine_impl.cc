@@ -105,6 +105,9 @@ absl::Status EngineImpl::Submit(EngineRequest request, std::shared_ptr<RequestSi
   if (request.tenant == nullptr) request.tenant = &default_tenant_;
   const uint64_t seed = request.sampling.seed.has_value() ? *request.sampling.seed : runtime::DrawRandomSeed();
   absl::MutexLock lock(&mu_);
+  if (!fatal_.ok()) {
+    return absl::UnavailableError(absl::StrCat("model ", options_.model_name, " failed: ", fatal_.message()));
+  }
   if (draining_) return absl::UnavailableError("the engine is draining");
   if (request_ids_.contains(request.request_id)) {
     return absl::AlreadyExistsError(absl::StrCat("request id ", request.request_id, " is already in flight"));
@@ -342,9 +345,21 @@ void EngineImpl::Loop() {
       spdlog::error("model {}: step {} failed, failing {} requests: {}", options_.model_name,
                     scheduler_.stats().steps, scheduler_.num_groups(), result.status().ToString());
       scheduler_.DiscardStep();
-      FailAll(absl::Status(result.status().code(), absl::StrCat("model step failed: ", result.status().message())));
+      const absl::Status health = runner_->Health();
+      bool first_fatal = false;
+      if (!health.ok()) {
+        spdlog::critical("model {}: the device cannot run more steps: {}", options_.model_name, health.ToString());
+        {
+          absl::MutexLock lock(&mu_);
+          first_fatal = fatal_.ok();
+          if (first_fatal) fatal_ = health;
+        }
+      }
+      FailAll(absl::Status(health.ok() ? result.status().code() : absl::StatusCode::kUnavailable,
+                           absl::StrCat("model step failed: ", result.status().message())));
       PublishStats(true);
       FinishDone();
+      if (first_fatal && options_.on_fatal) options_.on_fatal(health);
       continue;
     }
     absl::StatusOr<StepOutcome> outcome = scheduler_.Apply(*result);

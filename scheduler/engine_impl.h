@@ -80,6 +80,7 @@ class EngineImpl final : public Engine {
   int64_t waiting_requests_ ABSL_GUARDED_BY(mu_) = 0;  // admitted by Submit, not yet running
   absl::flat_hash_map<std::string, int64_t> waiting_by_tenant_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status fatal_ ABSL_GUARDED_BY(mu_);  // the device failure that stopped the engine
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   TokenQuotas quotas_ ABSL_GUARDED_BY(mu_);

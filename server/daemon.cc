@@ -1,5 +1,8 @@
 #include "server/daemon.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -30,7 +33,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   daemon->config_ = config;
   daemon->metrics_ = std::make_unique<ServerMetrics>();
   daemon->authenticator_ = Authenticator::FromConfig(config);
-  ASSIGN_OR_RETURN(daemon->models_, ModelRegistry::Create(config));
+  Daemon* self = daemon.get();
+  ASSIGN_OR_RETURN(daemon->models_,
+                   ModelRegistry::Create(config, [self](const std::string& model, const absl::Status& status) {
+                     self->OnFatal(model, status);
+                   }));
   daemon->metrics_->SetModelsLoaded(static_cast<int>(daemon->models_->size()));
   daemon->metrics_->AddCollectable(std::make_shared<EngineCollector>(daemon->models_.get()));
   for (const auto& info : daemon->models_->List()) {
@@ -55,6 +62,28 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
                HostPort(EffectiveHttpHost(config), daemon->http_port_),
                daemon->authenticator_->enabled() ? "on" : "off", daemon->models_->size());
   return daemon;
+}
+
+void Daemon::OnFatal(const std::string& model, const absl::Status& status) {
+  {
+    absl::MutexLock lock(&fatal_mu_);
+    if (!fatal_.ok()) return;
+    fatal_ = absl::Status(status.code(), absl::StrCat("model ", model, ": ", status.message()));
+  }
+  serving_ = false;
+  if (grpc_server_ != nullptr) {
+    auto* health = grpc_server_->GetHealthCheckService();
+    health->SetServingStatus(false);
+    for (const char* service : kServiceNames) health->SetServingStatus(service, false);
+  }
+  spdlog::critical("model {} failed: {}; ternd stops serving and exits", model, std::string(status.message()));
+  // main() sleeps in sigwait: wake it to drain and exit non-zero.
+  kill(getpid(), SIGTERM);
+}
+
+absl::Status Daemon::fatal_error() const {
+  absl::MutexLock lock(&fatal_mu_);
+  return fatal_;
 }
 
 absl::Status Daemon::StartGrpc() {
@@ -100,8 +129,8 @@ HttpRouter Daemon::BuildRouter() {
     // step recently.
     const bool ready = serving_.load();
     metrics_->RecordHttp("/readyz", ready ? 200 : 503);
-    return ready ? HttpResponse{200, "text/plain; charset=utf-8", "ready\n"}
-                 : HttpResponse{503, "text/plain; charset=utf-8", "draining\n"};
+    if (ready) return HttpResponse{200, "text/plain; charset=utf-8", "ready\n"};
+    return HttpResponse{503, "text/plain; charset=utf-8", fatal_error().ok() ? "draining\n" : "failed\n"};
   });
   return router;
 }

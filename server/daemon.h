@@ -11,7 +11,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/auth/authenticator.h"
@@ -42,11 +44,19 @@ class Daemon {
   // stops the HTTP server. Idempotent.
   void Drain(absl::Duration timeout);
 
+  // OK, or the device failure of a model that stopped the daemon: it is no
+  // longer ready, and main() exits non-zero after draining so that the
+  // orchestrator restarts it.
+  absl::Status fatal_error() const;
+
  private:
   Daemon() = default;
   absl::Status StartGrpc();
   absl::Status StartHttp();
   HttpRouter BuildRouter();
+  // Engine thread: a model's device failed for good. Marks the daemon not
+  // ready and raises SIGTERM, which main() waits for.
+  void OnFatal(const std::string& model, const absl::Status& status);
 
   tern::v1::ServerConfig config_;
   std::unique_ptr<ServerMetrics> metrics_;
@@ -61,6 +71,8 @@ class Daemon {
   int grpc_port_ = 0;
   int http_port_ = 0;
   std::atomic<bool> serving_{false};
+  mutable absl::Mutex fatal_mu_;
+  absl::Status fatal_ ABSL_GUARDED_BY(fatal_mu_);
   bool drained_ = false;
 };
 

@@ -149,7 +149,13 @@ int main(int argc, char** argv) {
   sigwait(&signals, &signal_number);
   spdlog::info("received {}", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   (*daemon)->Drain(absl::Seconds(tern::server::EffectiveDrainTimeoutSeconds(*config)));
+  const absl::Status fatal = (*daemon)->fatal_error();
   daemon->reset();
+  if (!fatal.ok()) {
+    // Non-zero, so that Kubernetes (or systemd) restarts a fresh process.
+    spdlog::critical("ternd exits after a device failure: {}", std::string(fatal.message()));
+    return 2;
+  }
   spdlog::info("ternd exited cleanly");
   return 0;
 }

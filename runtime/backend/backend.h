@@ -208,6 +208,11 @@ class Backend {
     return 0;
   }
 
+  // OK while the device can run steps; after an unrecoverable fault (a
+  // sticky CUDA error) the reason, and every later step fails. A server
+  // treats that as fatal: it stops serving and exits so it is restarted.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
+
   // Waits for the step's work; the first error of the step, if any.
   virtual absl::Status FinishStep() = 0;
   // Copies a tensor to host fp32 (after FinishStep).

@@ -162,6 +162,7 @@ struct CudaBackend::Impl {
   cudaError_t first_error = cudaSuccess;
   std::string first_error_op;
   bool poisoned = false;
+  std::string fatal_error;  // the step error that poisoned the backend
 
   // Step metadata: one pinned staging buffer and one device buffer, the
   // fields at offsets that depend only on their sizes (block ids last).
@@ -694,6 +695,11 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
   }
 }
 
+absl::Status CudaBackend::Health() const {
+  if (!impl_->poisoned) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("the CUDA device failed and cannot run more steps: ", impl_->fatal_error));
+}
+
 absl::Status CudaBackend::FinishStep() {
   Impl& m = *impl_;
   if (m.mode != Impl::Mode::kEager) {
@@ -712,8 +718,11 @@ absl::Status CudaBackend::FinishStep() {
   // Errors that are not sticky (a bad launch configuration) leave the
   // context usable; a fault poisons it for good.
   const cudaError_t probe = cudaDeviceSynchronize();
-  if (probe != cudaSuccess) m.poisoned = true;
   const absl::Status status = CudaStatus(m.first_error, m.first_error_op);
+  if (probe != cudaSuccess) {
+    m.poisoned = true;
+    m.fatal_error = std::string(status.message());
+  }
   m.first_error = cudaSuccess;
   return status;
 }

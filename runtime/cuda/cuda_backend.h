@@ -79,6 +79,7 @@ class CudaBackend final : public Backend {
   void EndForward() override;
   int32_t DecodeGraphBatchSize(int32_t num_seqs) const override;
   absl::Status FinishStep() override;
+  absl::Status Health() const override;
 
   static constexpr int32_t kMaxGraphBatch = 256;
   // Graph statistics, for tests and benchmarks.

@@ -37,6 +37,7 @@ class LlmModelRunner final : public ModelRunner {
   KvCacheLayout kv_cache_layout() const override { return {cache_->spec().num_blocks, cache_->spec().block_size}; }
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   int64_t max_context_length() const override { return max_context_; }
+  absl::Status Health() const override { return backend_->Health(); }
 
  private:
   LlmModelRunner() = default;

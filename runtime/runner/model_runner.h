@@ -67,6 +67,9 @@ class ModelRunner {
   virtual KvCacheLayout kv_cache_layout() const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context_length() const = 0;
+  // OK while steps can run; otherwise the device's unrecoverable failure
+  // (Backend::Health): the engine stops and reports it as fatal.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
 };
 
 }  // namespace tern::runtime

@@ -83,7 +83,8 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
                                                              const tern::v1::ModelConfig& model,
                                                              const runtime::HfConfig& config, const std::string& name,
                                                              const std::string& backend_name,
-                                                             const runtime::Tokenizer* tokenizer) {
+                                                             const runtime::Tokenizer* tokenizer,
+                                                             scheduler::EngineOptions::FatalCallback on_fatal) {
   runtime::LlmModelRunnerOptions runner_options;
   runner_options.model_dir = model.path();
   runner_options.block_size = model.kv_block_size() > 0 ? model.kv_block_size() : 16;
@@ -101,13 +102,14 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   if (model.max_num_batched_tokens() > 0) options.max_num_batched_tokens = model.max_num_batched_tokens();
   if (server.limits().max_queued_requests() > 0) options.max_queued_requests = server.limits().max_queued_requests();
   options.tokenizer = tokenizer;
+  options.on_fatal = std::move(on_fatal);
   return scheduler::Engine::Create(options, std::move(*runner));
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
-    const tern::v1::ServerConfig& config) {
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern::v1::ServerConfig& config,
+                                                                     FatalHandler on_fatal) {
   std::unique_ptr<ModelRegistry> registry(new ModelRegistry());
   for (const auto& model_config : config.models()) {
     const std::string name = EffectiveModelName(model_config);
@@ -148,7 +150,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     served->hf_config = *hf_config;
     served->tokenizer = std::move(tokenizer);
     served->chat_template = std::move(chat_template);
-    auto engine = MakeEngine(config, model_config, *hf_config, name, *backend, served->tokenizer.get());
+    scheduler::EngineOptions::FatalCallback engine_fatal;
+    if (on_fatal) engine_fatal = [on_fatal, name](const absl::Status& status) { on_fatal(name, status); };
+    auto engine = MakeEngine(config, model_config, *hf_config, name, *backend, served->tokenizer.get(),
+                             std::move(engine_fatal));
     if (!engine.ok()) return fail(engine.status());
     served->engine = std::move(*engine);
     auto& info = served->info;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,7 +39,11 @@ class ModelRegistry {
  public:
   // Loads every model in `config.models()`. The first failure is returned,
   // prefixed with the model's name and path.
-  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Create(const tern::v1::ServerConfig& config);
+  // `on_fatal` (may be empty) is called, from an engine thread, when a
+  // model's device fails for good (EngineOptions::on_fatal).
+  using FatalHandler = std::function<void(const std::string& model, const absl::Status& status)>;
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Create(const tern::v1::ServerConfig& config,
+                                                               FatalHandler on_fatal = nullptr);
 
   // NOT_FOUND naming the served models when `name` is unknown.
   absl::StatusOr<const ServedModel*> Find(const std::string& name) const;

@@ -391,12 +391,55 @@ class FailingRunner final : public runtime::ModelRunner {
   runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
   int64_t vocab_size() const override { return inner_.vocab_size(); }
   int64_t max_context_length() const override { return inner_.max_context_length(); }
+  absl::Status Health() const override {
+    return device_lost_.load() ? absl::InternalError("illegal memory access") : absl::OkStatus();
+  }
   void set_fail(bool fail) { fail_.store(fail); }
+  // The failure is a sticky device fault: Health reports it from then on.
+  void set_device_lost() {
+    device_lost_.store(true);
+    fail_.store(true);
+  }
 
  private:
   std::atomic<bool> fail_{false};
+  std::atomic<bool> device_lost_{false};
   testing::FakeModelRunner inner_;
 };
+
+TEST(EngineTest, DeviceFaultFailsEverythingOnceAndRefusesNewRequests) {
+  auto failing = std::make_unique<FailingRunner>();
+  FailingRunner* runner = failing.get();
+  absl::Mutex mu;
+  std::vector<std::string> fatal_calls;
+  EngineOptions options;
+  options.model_name = "m";
+  options.on_fatal = [&](const absl::Status& status) {
+    absl::MutexLock lock(&mu);
+    fatal_calls.push_back(std::string(status.message()));
+  };
+  auto engine = Engine::Create(options, std::move(failing));
+  ASSERT_TRUE(engine.ok());
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 3; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE((*engine)->Submit(Greedy("d" + std::to_string(i), {1, 2, 3}, 200), sinks.back()).ok());
+  }
+  for (int i = 0; i < 2000 && (*engine)->Stats().generation_tokens < 3; ++i) absl::SleepFor(absl::Milliseconds(1));
+  runner->set_device_lost();
+  for (auto& sink : sinks) {
+    ASSERT_TRUE(sink->WaitDone());
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kUnavailable) << sink->status();
+    EXPECT_NE(sink->status().message().find("device lost"), std::string::npos) << sink->status();
+  }
+  const absl::Status refused = (*engine)->Submit(Greedy("late", {1, 2, 3}, 4), std::make_shared<CollectingSink>());
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.message().find("illegal memory access"), std::string::npos) << refused;
+  (*engine)->Drain(absl::ZeroDuration());
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(fatal_calls.size(), 1u);
+  EXPECT_EQ(fatal_calls[0], "illegal memory access");
+}
 
 TEST(EngineTest, RunnerFailureFailsInFlightRequestsAndTheEngineGoesOn) {
   auto failing = std::make_unique<FailingRunner>();
