@@ -13,6 +13,7 @@
 #include "kernels/attention/paged_attention.h"
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/gemm/skinny_gemm.h"
+#include "kernels/moe/moe_routing.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
 #include "runtime/backend/backend_common.h"
@@ -172,12 +173,11 @@ struct CudaBackend::Impl {
   size_t pinned_elems = 0;
   DeviceBuffer meta_device;
   size_t meta_offset[kNumMeta] = {};
-  DeviceBuffer moe_rows;
-  DeviceBuffer moe_weights;
+  DeviceBuffer moe_routing;
+  std::vector<int32_t> moe_offsets_host;
   const ForwardBatch* batch = nullptr;
   std::map<int, DeviceBuffer> scratch;
   DeviceBuffer host_read;  // fp32 conversion buffer for ReadToHost
-  std::vector<float> moe_host_logits;
   std::vector<int32_t> row_seq_host;
 
   // CUDA graphs (see the header). A key is (batch size, context capacity).
@@ -254,6 +254,67 @@ struct CudaBackend::Impl {
                             BlasType(), int(y.stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
   }
+
+  // One cuBLAS grouped GEMM call: group i computes C_i[rows_i, m_i] =
+  // B_i[rows_i, k_i] A_i^T for a weight A_i [m_i, k_i] (row-major), in
+  // cuBLAS's column-major terms C_i' = A_i'^T B_i'.
+  struct GroupedGemm {
+    std::vector<int> m, n, k, lda, ldb, ldc;
+    std::vector<cublasOperation_t> trans_a, trans_b;
+    std::vector<float> alpha, beta;
+    std::vector<const void*> pointers;  // [A..., B..., C...] once Finish()ed
+    std::vector<const void*> a, b;
+    std::vector<void*> c;
+    std::vector<int> group_size;
+    DeviceBuffer device_pointers;
+    void Clear() {
+      for (auto* v : {&m, &n, &k, &lda, &ldb, &ldc, &group_size}) v->clear();
+      trans_a.clear();
+      trans_b.clear();
+      alpha.clear();
+      beta.clear();
+      a.clear();
+      b.clear();
+      c.clear();
+    }
+    void Add(const void* weight, int64_t out_features, int64_t in_features, const void* x, int64_t x_stride,
+             int64_t rows, void* y, int64_t y_stride) {
+      m.push_back(int(out_features));
+      n.push_back(int(rows));
+      k.push_back(int(in_features));
+      lda.push_back(int(in_features));
+      ldb.push_back(int(x_stride));
+      ldc.push_back(int(y_stride));
+      trans_a.push_back(CUBLAS_OP_T);
+      trans_b.push_back(CUBLAS_OP_N);
+      alpha.push_back(1.0f);
+      beta.push_back(0.0f);
+      group_size.push_back(1);
+      a.push_back(weight);
+      b.push_back(x);
+      c.push_back(y);
+    }
+  };
+  void GroupedGemmRun(GroupedGemm& g, const char* op) {
+    const int groups = int(g.m.size());
+    if (groups == 0) return;
+    g.pointers.assign(g.a.begin(), g.a.end());
+    g.pointers.insert(g.pointers.end(), g.b.begin(), g.b.end());
+    g.pointers.insert(g.pointers.end(), g.c.begin(), g.c.end());
+    Record(g.device_pointers.Reserve(g.pointers.size() * sizeof(void*)), op);
+    // Pageable source: the copy has read it when the call returns.
+    Record(cudaMemcpyAsync(g.device_pointers.data(), g.pointers.data(), g.pointers.size() * sizeof(void*),
+                           cudaMemcpyHostToDevice, stream),
+           op);
+    const auto* arrays = static_cast<const void* const*>(g.device_pointers.data());
+    RecordBlas(cublasGemmGroupedBatchedEx(cublas, g.trans_a.data(), g.trans_b.data(), g.m.data(), g.n.data(),
+                                          g.k.data(), g.alpha.data(), arrays, BlasType(), g.lda.data(),
+                                          arrays + groups, BlasType(), g.ldb.data(), g.beta.data(),
+                                          const_cast<void* const*>(arrays + 2 * groups), BlasType(), g.ldc.data(),
+                                          groups, g.group_size.data(), CUBLAS_COMPUTE_32F),
+               op);
+  }
+  GroupedGemm moe_first, moe_second;
 
   absl::StatusOr<DeviceBuffer> ToDevice(const std::vector<TensorView>& parts, size_t* count_out) {
     size_t count = 0;
@@ -640,59 +701,74 @@ void CudaBackend::GatherLogitRows(Tensor x, Tensor out) {
 }
 
 void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) {
-  // Routing runs on the host (the router logits are tokens x experts, a few
-  // KB); the expert GEMMs run on the device over gathered token rows. The
-  // host round trip rules out graphs for this model.
+  // Routing and the stable sort by expert run on the device; the host reads
+  // back only the per-expert row offsets (one small copy and one wait per
+  // layer) to size one grouped GEMM call for gate and up and one for down.
+  // That wait rules out graphs for MoE models.
   Impl& m = *impl_;
   m.graphs_enabled = false;
   CHECK(m.mode == Impl::Mode::kEager) << "MoeFfn cannot be recorded into a graph";
-  const int64_t num_experts = router_logits.cols;
+  const int32_t num_experts = int32_t(router_logits.cols);
+  const int32_t top_k = experts.top_k;
   const int64_t tokens = x.rows;
-  m.moe_host_logits.resize(size_t(tokens * num_experts));
-  ReadToHost(router_logits, m.moe_host_logits.data());
-  const auto routed = RouteTopK(m.moe_host_logits.data(), tokens, num_experts, experts.top_k);
-  m.Record(cudaMemset2DAsync(out.data, out.stride * m.element_bytes, 0, out.cols * m.element_bytes, out.rows, m.stream),
-           "moe clear");
   const int64_t hidden = x.cols;
-  for (int64_t e = 0; e < num_experts; ++e) {
-    const auto& list = routed[e];
-    if (list.empty()) continue;
-    const int64_t n = int64_t(list.size());
-    std::vector<int32_t> rows(n);
-    std::vector<float> weights(n);
-    for (int64_t i = 0; i < n; ++i) {
-      rows[i] = list[i].first;
-      weights[i] = list[i].second;
-    }
+  const int64_t n = tokens * top_k;
+  if (tokens == 0) return;
+  const int64_t inter = static_cast<const CudaLinear&>(*experts.gate[0]).out_features();
+
+  // Routing outputs: ids, weights, offsets, sorted tokens, sorted weights, entry rows.
+  m.Record(m.moe_routing.Reserve(size_t(5 * n + num_experts + 1) * sizeof(int32_t)), "moe routing buffers");
+  auto* base = static_cast<int32_t*>(m.moe_routing.data());
+  int32_t* topk_ids = base;
+  float* topk_weights = reinterpret_cast<float*>(base + n);
+  int32_t* sorted_tokens = base + 2 * n;
+  float* sorted_weights = reinterpret_cast<float*>(base + 3 * n);
+  int32_t* entry_rows = base + 4 * n;
+  int32_t* offsets = base + 5 * n;
+  const kernels::MoeRoutingParams routing{tokens, num_experts, top_k, router_logits.stride};
+  m.Record(kernels::LaunchMoeRoute(m.type, routing, router_logits.data, topk_ids, topk_weights, offsets,
+                                   sorted_tokens, sorted_weights, entry_rows, m.stream),
+           "moe routing");
+  m.moe_offsets_host.resize(size_t(num_experts) + 1);
+  m.Record(cudaMemcpyAsync(m.moe_offsets_host.data(), offsets, (num_experts + 1) * sizeof(int32_t),
+                           cudaMemcpyDeviceToHost, m.stream),
+           "moe offsets");
+  m.Record(cudaStreamSynchronize(m.stream), "moe offsets");
+  if (m.first_error != cudaSuccess) return;
+
+  Tensor in = Scratch(100, n, hidden);
+  Tensor gate_up = Scratch(101, n, 2 * inter);
+  Tensor act = Scratch(102, n, inter);
+  Tensor expert_out = Scratch(103, n, hidden);
+  m.Record(kernels::LaunchGatherRows(m.type, n, hidden, sorted_tokens, x.data, x.stride, in.data, in.stride, m.stream),
+           "moe gather");
+
+  // Groups: gate and up of every expert with rows, then down.
+  const auto at = [&](const Tensor& t, int64_t row, int64_t col) {
+    return static_cast<void*>(static_cast<uint8_t*>(t.data) + (row * t.stride + col) * int64_t(m.element_bytes));
+  };
+  Impl::GroupedGemm& first = m.moe_first;
+  Impl::GroupedGemm& second = m.moe_second;
+  first.Clear();
+  second.Clear();
+  for (int32_t e = 0; e < num_experts; ++e) {
+    const int32_t row = m.moe_offsets_host[e];
+    const int32_t rows = m.moe_offsets_host[e + 1] - row;
+    if (rows == 0) continue;
     const auto& gate = static_cast<const CudaLinear&>(*experts.gate[e]);
     const auto& up = static_cast<const CudaLinear&>(*experts.up[e]);
     const auto& down = static_cast<const CudaLinear&>(*experts.down[e]);
-    const int64_t inter = gate.out_features();
-    m.Record(m.moe_rows.Reserve(n * sizeof(int32_t)), "moe rows");
-    m.Record(m.moe_weights.Reserve(n * sizeof(float)), "moe weights");
-    m.Record(cudaMemcpyAsync(m.moe_rows.data(), rows.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice,
-                             m.stream),
-             "moe rows");
-    m.Record(cudaMemcpyAsync(m.moe_weights.data(), weights.data(), n * sizeof(float), cudaMemcpyHostToDevice, m.stream),
-             "moe weights");
-    Tensor in = Scratch(100, n, hidden);
-    Tensor gate_up = Scratch(101, n, 2 * inter);
-    Tensor act = Scratch(102, n, inter);
-    Tensor expert_out = Scratch(103, n, hidden);
-    m.Record(kernels::LaunchGatherRows(m.type, n, hidden, static_cast<const int32_t*>(m.moe_rows.data()), x.data, x.stride, in.data, in.stride,
-                                       m.stream),
-             "moe gather");
-    m.Gemm(in, gate.weight(), inter, hidden, gate_up.Columns(0, inter));
-    m.Gemm(in, up.weight(), inter, hidden, gate_up.Columns(inter, inter));
-    SiluMul(gate_up, act);
-    m.Gemm(act, down.weight(), hidden, inter, expert_out);
-    m.Record(kernels::LaunchScatterAddRows(m.type, n, hidden, static_cast<const int32_t*>(m.moe_rows.data()),
-                                           static_cast<const float*>(m.moe_weights.data()), expert_out.data,
-                                           expert_out.stride, out.data, out.stride, m.stream),
-             "moe scatter");
-    // The host vectors above feed asynchronous copies; wait before reuse.
-    m.Record(cudaStreamSynchronize(m.stream), "moe expert");
+    first.Add(gate.weight(), inter, hidden, at(in, row, 0), in.stride, rows, at(gate_up, row, 0), gate_up.stride);
+    first.Add(up.weight(), inter, hidden, at(in, row, 0), in.stride, rows, at(gate_up, row, inter), gate_up.stride);
+    second.Add(down.weight(), hidden, inter, at(act, row, 0), act.stride, rows, at(expert_out, row, 0),
+               expert_out.stride);
   }
+  m.GroupedGemmRun(first, "moe gate/up");
+  SiluMul(gate_up, act);
+  m.GroupedGemmRun(second, "moe down");
+  m.Record(kernels::LaunchMoeCombine(m.type, tokens, top_k, hidden, entry_rows, sorted_weights, expert_out.data,
+                                     expert_out.stride, out.data, out.stride, m.stream),
+           "moe combine");
 }
 
 absl::Status CudaBackend::Health() const {

@@ -99,6 +99,12 @@ class DeviceVector {
   DeviceVector(const DeviceVector&) = delete;
   DeviceVector& operator=(const DeviceVector&) = delete;
   const T* data() const { return data_; }
+  T* mutable_data() { return data_; }
+  std::vector<T> Download() const {
+    std::vector<T> out(count_);
+    if (count_ > 0) cudaMemcpy(out.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost);
+    return out;
+  }
 
  private:
   size_t count_;
