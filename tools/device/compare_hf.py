@@ -7,6 +7,11 @@ runs `tern-run --backend cuda --dump-logits` on the same prompt, and reports
 per-step relative error (max |tern - hf| / max |hf|) and whether the greedy
 tokens are identical. Exits non-zero when a model misses the bounds.
 
+It also scores both against transformers in float32 (teacher-forced on each
+one's own tokens): "hf vs fp32" is transformers' own rounding error in the
+given dtype, the noise floor any bf16/fp16 implementation sits on, and
+"tern vs fp32" is tern's.
+
   python3 tools/device/compare_hf.py --tern-run BIN --dtype bfloat16 --steps 32 MODEL_DIR...
 """
 import argparse
@@ -31,6 +36,17 @@ def hf_steps(model_dir, dtype, prompt, steps):
     del model
     torch.cuda.empty_cache()
     return tokens, logits
+
+
+def fp32_errors(model_dir, prompt, tokens, logits):
+    """Per-step max |logits - fp32| / max |fp32|, fp32 teacher-forced on prompt + tokens."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).cuda().eval()
+    with torch.no_grad():
+        ids = torch.tensor([prompt + tokens[:len(logits) - 1]]).cuda()
+        ref = model(ids).logits[0, len(prompt) - 1:].float().cpu()
+    del model
+    torch.cuda.empty_cache()
+    return [float((torch.as_tensor(got) - want).abs().max() / want.abs().max()) for got, want in zip(logits, ref)]
 
 
 def main():
@@ -66,10 +82,15 @@ def main():
         max_err = max(errors[:same + 1])
         passed = max_err < args.bound and same >= args.steps + 1
         ok &= passed
+        tern_logits = [torch.tensor(step["logits"]) for step in tern["steps"]]
+        hf_floor = max(fp32_errors(model_dir, prompt, hf_tokens, hf_logits))
+        tern_floor = max(fp32_errors(model_dir, prompt, tern_tokens, tern_logits))
         results.append({"model": os.path.basename(model_dir), "dtype": args.dtype, "max_rel_error": max_err,
-                        "greedy_tokens_identical": same, "steps": args.steps + 1, "passed": passed})
+                        "greedy_tokens_identical": same, "steps": args.steps + 1, "passed": passed,
+                        "hf_vs_fp32": hf_floor, "tern_vs_fp32": tern_floor})
         print(f"{os.path.basename(model_dir):28s} {args.dtype:9s} max rel err {max_err:.2e}  "
-              f"identical greedy tokens {same}/{args.steps + 1}  {'ok' if passed else 'FAIL'}")
+              f"identical greedy tokens {same}/{args.steps + 1}  {'ok' if passed else 'FAIL'}  "
+              f"hf vs fp32 {hf_floor:.2e}  tern vs fp32 {tern_floor:.2e}")
     if args.json:
         json.dump(results, open(args.json, "w"), indent=2)
     sys.exit(0 if ok else 1)
