@@ -1,21 +1,56 @@
 #!/usr/bin/env bash
-# On the GPU machine: the two ceilings, then tern's CUDA backend on a
-# random-weight Llama-2-7B (fp16) beside Hugging Face transformers on the same
-# weights: batch-1 decode, batch-64 decode at 1k context, 2048-token prefill.
-# Run from the repository root with the bundle in .device-bundle/.
+# On the GPU machine: the two ceilings, then tern's CUDA backend on random-weight
+# Llama-2-7B (fp16; MHA) and Llama-3-8B (fp16; GQA 8, so 256 x 1k and 64 x 4k
+# contexts fit) beside Hugging Face transformers on the same weights.
+# Run from the repository root with the bundle in .device-bundle/:
+#   tools/device/cuda_bench.sh [tern] [hf] [nsys]     (default: tern hf)
+# JSON for every run lands in $OUT (or /tmp).
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle"
-model=/tmp/tern-models/llama-2-7b-float16
 out=${OUT:-/tmp}
+phases=${*:-tern hf}
+m7=/tmp/tern-models/llama-2-7b-float16
+m8=/tmp/tern-models/llama-3-8b-float16
+make_model() {  # preset dir
+  [[ -f "$2/config.json" ]] || "$bundle/run.sh" bin/tern-mkmodel --arch llama --preset "$1" --vocab-size "$3" \
+    --seed 1 --dtype float16 --out "$2" >/dev/null
+}
+run() {  # model json-name args...
+  local model=$1 name=$2
+  shift 2
+  echo "== tern $name: $*"
+  "$bundle/run.sh" bin/tern-run --model "$model" --backend cuda --dtype float16 --bench --json "$out/tern-$name.json" \
+    "$@" | grep -E "prefill|decode|copy"
+}
 python3 tools/device/ceilings.py
-if [[ ! -f "$model/config.json" ]]; then
-  "$bundle/run.sh" bin/tern-mkmodel --arch llama --preset llama-2-7b --vocab-size 32000 --seed 1 --dtype float16 \
-    --out "$model"
+make_model llama-2-7b "$m7" 32000
+if [[ " $phases " == *" tern "* ]]; then
+  run "$m7" b1 --batch 1 --prompt-tokens 128 --decode-tokens 64
+  run "$m7" b1-eager --batch 1 --prompt-tokens 128 --decode-tokens 64 --cuda_graphs=false
+  run "$m7" b64-512 --batch 64 --prompt-tokens 512 --decode-tokens 32
+  run "$m7" b64-1k --batch 64 --prompt-tokens 1024 --decode-tokens 32
+  run "$m7" prefill2k --batch 1 --prompt-tokens 2048 --decode-tokens 2
+  run "$m7" prefill512 --batch 1 --prompt-tokens 512 --decode-tokens 2
+  make_model llama-3-8b "$m8" 128256
+  run "$m8" l3-b64-4k --batch 64 --prompt-tokens 4096 --decode-tokens 16
+  run "$m8" l3-b256-1k --batch 256 --prompt-tokens 1024 --decode-tokens 16
 fi
-run() { "$bundle/run.sh" bin/tern-run --model "$model" --backend cuda --dtype float16 --bench "$@"; }
-run --batch 1 --prompt-tokens 128 --decode-tokens 64 --json "$out/tern-b1.json"
-run --batch 64 --prompt-tokens 1024 --decode-tokens 16 --json "$out/tern-b64-1k.json"
-run --batch 1 --prompt-tokens 2048 --decode-tokens 2 --json "$out/tern-prefill2k.json"
-python3 tools/device/hf_generate_bench.py "$model" --dtype float16 --batch 1 --prompt 128 --new 64 2>&1 | grep -v -i warn
-python3 tools/device/hf_generate_bench.py "$model" --dtype float16 --batch 64 --prompt 1024 --new 16 2>&1 | grep -v -i warn
+if [[ " $phases " == *" hf "* ]]; then
+  hf() { python3 tools/device/hf_generate_bench.py "$m7" --dtype bfloat16 "$@" 2>&1 | grep "hf transformers"; }
+  hf --batch 1 --prompt 128 --new 64 --json "$out/hf-b1.json"
+  hf --batch 1 --prompt 128 --new 64 --cache static --compile --json "$out/hf-b1-compile.json"
+  hf --batch 64 --prompt 1024 --new 16 --json "$out/hf-b64.json"
+  hf --batch 64 --prompt 1024 --new 16 --cache static --json "$out/hf-b64-static.json"
+fi
+if [[ " $phases " == *" nsys "* ]]; then
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [[ -n "$nsys" ]]; then
+    "$nsys" profile --cuda-graph-trace=node -o /tmp/tern-b1 --force-overwrite true \
+      "$bundle/run.sh" bin/tern-run --model "$m7" --backend cuda --dtype float16 --bench --batch 1 \
+      --prompt-tokens 128 --decode-tokens 32 >/dev/null 2>&1
+    "$nsys" stats --report cuda_gpu_kern_sum --format csv /tmp/tern-b1.nsys-rep 2>/dev/null | head -25
+  else
+    echo "nsys not found"
+  fi
+fi
