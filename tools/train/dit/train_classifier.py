@@ -99,7 +99,7 @@ def main():
     st_io.save(os.path.join(a.out, "model.safetensors"), sd, {"format": "pt"})
     cfg = {"architecture": "fmnist-classifier", "input": [1, 32, 32], "input_range": [-1, 1],
            "num_classes": 10, "classes": fmnist.CLASSES, "feature_dim": 128, "batchnorm_eps": 1e-5,
-           "parameters": int(sum(v.size for v in sd.values() if v.ndim > 0)),
+           "parameters": int(sum(p.numel() for p in model.parameters())),
            "test_accuracy": log["test_accuracy"]}
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
