@@ -9,7 +9,7 @@ The floor row scores 1000 real training images (100 per class, from the carried 
 seeded) the same way. Prints one table and writes JSON (--json).
 
   python3 tools/eval/eval_dit.py --model models/tern-demo-dit --classifier models/fmnist-classifier \\
-      --data .dev-dit/fmnist.xz --json eval.json
+      --data .fmnist/fmnist.xz --json eval.json
 
 Runs on CUDA when present (float32 from the float16 weights, TF32 off), else on the CPU."""
 import argparse
@@ -36,7 +36,7 @@ def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/tern-demo-dit")
     ap.add_argument("--classifier", default="models/fmnist-classifier")
-    ap.add_argument("--data", default=".dev-dit/fmnist.xz")
+    ap.add_argument("--data", default=".fmnist/fmnist.xz")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated sampler:steps:guidance")
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--seed-base", type=int, default=100000)

@@ -2,7 +2,7 @@
 """Trains fmnist-classifier on the packed Fashion-MNIST subset (fmnist.py) and reports its accuracy
 on the whole 10000-image test set. Seeded; one CUDA GPU (or the CPU, slowly).
 
-  python3 tools/train/dit/train_classifier.py --data .dev-dit/fmnist.xz --out models/fmnist-classifier
+  python3 tools/train/dit/train_classifier.py --data .fmnist/fmnist.xz --out models/fmnist-classifier
 
 Writes model.safetensors (float32, the BatchNorm running statistics included), config.json and
 training_log.json into --out."""
@@ -24,7 +24,7 @@ from classifier import FmnistClassifier  # noqa: E402
 
 def parse_args():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=".dev-dit/fmnist.xz")
+    ap.add_argument("--data", default=".fmnist/fmnist.xz")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=12)

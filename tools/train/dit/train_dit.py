@@ -5,7 +5,7 @@
 classifier-free guidance, AdamW at a constant learning rate after a linear warm-up, an EMA of the
 weights (the EMA is what gets saved), bf16 autocast with float32 master weights.
 
-  python3 tools/train/dit/train_dit.py --data .dev-dit/fmnist.xz --out models/tern-demo-dit
+  python3 tools/train/dit/train_dit.py --data .fmnist/fmnist.xz --out models/tern-demo-dit
 
 The learning rate does not depend on the run's length, so a run stopped by --max-train-seconds
 after N steps is the same run as `--steps N` (up to GPU kernels that are not bit-deterministic).
@@ -31,7 +31,7 @@ from dit_model import DiT  # noqa: E402
 
 def parse_args():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=".dev-dit/fmnist.xz")
+    ap.add_argument("--data", default=".fmnist/fmnist.xz")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--hidden", type=int, default=128)
