@@ -3,8 +3,8 @@
 # run it into .device-bundle/ (git-ignored, under 64 MiB):
 #   bin/     ternd, tern, tern-mkmodel and the benchmarks, stripped
 #   tests/   the test binaries that hold GPU tests, stripped
-#   lib.tar.xz  the non-CUDA shared libraries they load (gRPC, protobuf, Abseil, OpenBLAS, ...),
-#            compressed; run.sh unpacks them on first use
+#   lib/     the non-CUDA shared libraries they load (gRPC, protobuf, Abseil, OpenBLAS, ...)
+#   (the three folders travel as bundle.tar.xz; run.sh unpacks it on first use)
 #   CTestTestfile.cmake   the build's test list with bundle-relative paths
 #   run.sh   sets LD_LIBRARY_PATH; `run.sh ctest -L gpu`, `run.sh bin/ternd ...`
 # The GPU machine supplies libcudart and libcublas itself.
@@ -56,9 +56,6 @@ done | sort -u | while read -r name path; do
   [[ -f "$out/lib/$name" ]] || cp -L "$path" "$out/lib/$name"
 done
 strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
-# The libraries travel xz-compressed (OpenBLAS alone is 36 MB, 4 MB packed); run.sh unpacks them.
-tar -C "$out" -cJf "$out/lib.tar.xz" lib
-rm -rf "$out/lib"
 
 # The test list (the GPU tests), with this machine's paths made relative to the bundle.
 python3 - "$build" "$out" <<'PY'
@@ -91,6 +88,10 @@ for test in info["tests"]:
 with open(os.path.join(out, "CTestTestfile.cmake"), "w") as f:
     f.write("\n".join(lines) + "\n")
 PY
+# Libraries, executables and tests travel xz-compressed (OpenBLAS alone is 36 MB, 4 MB packed);
+# run.sh unpacks them on first use.
+tar -C "$out" -cJf "$out/bundle.tar.xz" lib bin tests
+rm -rf "$out/lib" "$out/bin" "$out/tests"
 cp "$root/tools/device/run.sh" "$out/run.sh"
 chmod +x "$out/run.sh"
 du -sh "$out"

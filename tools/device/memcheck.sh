@@ -5,6 +5,7 @@ set -uo pipefail
 bundle="$(pwd)/.device-bundle"
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 if [[ -z "$sanitizer" ]]; then echo "compute-sanitizer not found"; exit 1; fi
+"$bundle/run.sh" true  # unpacks the bundle
 status=0
 for path in "$bundle"/tests/*_cuda_test; do
   name=$(basename "$path")

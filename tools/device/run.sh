@@ -4,8 +4,8 @@
 #   .device-bundle/run.sh bin/ternd --model DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-if [[ ! -d "$here/lib" && -f "$here/lib.tar.xz" ]]; then
-  tar -C "$here" -xJf "$here/lib.tar.xz"
+if [[ ! -d "$here/lib" && -f "$here/bundle.tar.xz" ]]; then
+  tar -C "$here" -xJf "$here/bundle.tar.xz"
 fi
 export TERN_BIN_DIR="$here/bin"
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
