@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/base/check.h"
+#include "runtime/base/status_macros.h"
 
 namespace tern::runtime {
 
@@ -42,6 +43,29 @@ void PadDecodeBatch(int32_t num_seqs, ForwardBatch* batch) {
     batch->block_indptr.push_back(int32_t(batch->block_ids.size()));
     batch->logits_rows.push_back(row);
   }
+}
+
+absl::Status Backend::SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
+                                 std::vector<SampledToken>* out) {
+  RETURN_IF_ERROR(FinishStep());
+  if (logits.rows != int64_t(requests.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling: ", logits.rows, " logits rows for ", requests.size(), " requests"));
+  }
+  const size_t vocab = size_t(logits.cols);
+  host_logits_.resize(size_t(logits.rows) * vocab);
+  if (logits.rows > 0) ReadToHost(logits, host_logits_.data());
+  out->clear();
+  out->reserve(requests.size());
+  for (size_t r = 0; r < requests.size(); ++r) {
+    auto token = host_sampler_.Sample(absl::MakeConstSpan(&host_logits_[r * vocab], vocab), *requests[r].params,
+                                      *requests[r].state);
+    if (!token.ok()) {
+      return absl::Status(token.status().code(), absl::StrCat("row ", r, ": ", token.status().message()));
+    }
+    out->push_back(std::move(*token));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size) const {

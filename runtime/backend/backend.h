@@ -9,10 +9,11 @@
 // step so the hot path allocates nothing once warm.
 //
 // Steps: BeginStep(batch) stages the batch metadata (token ids, positions,
-// block tables) on the device; ops enqueue work; FinishStep() reports the
-// first error of the step (a CUDA error, say) and makes results readable.
-// Ops themselves return nothing: shape mismatches are programming errors and
-// CHECK-fail.
+// block tables) on the device; ops enqueue work; EndForward() marks the end
+// of the forward pass; SampleRows() turns logits rows into tokens, or
+// FinishStep() reports the first error of the step (a CUDA error, say) and
+// makes results readable. Ops themselves return nothing: shape mismatches
+// are programming errors and CHECK-fail.
 //
 // Threads: a Backend is used by one engine thread at a time.
 #pragma once
@@ -25,8 +26,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/safetensors.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/sampling/sampling_params.h"
+#include "runtime/sampling/sequence_sampling_state.h"
 
 namespace tern::runtime {
 
@@ -130,6 +135,13 @@ struct MoeWeights {
   int32_t top_k = 2;
 };
 
+// What one logits row is sampled with (borrowed; valid during SampleRows).
+// params must have passed SamplingParams::Validate().
+struct SampleRequest {
+  const SamplingParams* params = nullptr;
+  const SequenceSamplingState* state = nullptr;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -213,10 +225,27 @@ class Backend {
   // treats that as fatal: it stops serving and exits so it is restarted.
   virtual absl::Status Health() const { return absl::OkStatus(); }
 
+  // Samples one token per row of `logits` ([requests.size(), vocab], from the
+  // step's forward pass) with the semantics of runtime/sampling/sampler.h,
+  // including each sequence's uniform (state->NextUniform()). Finishes the
+  // step: returns the step's first error, else INVALID_ARGUMENT for the first
+  // row the host Sampler would reject (NaN/+inf logit, no finite logit,
+  // penalty token outside the vocabulary), naming the row. On OK, (*out)[i]
+  // is row i's token. The default reads the rows to host fp32 and runs the
+  // host Sampler; device backends override it to sample in place and read
+  // back only ids and logprobs.
+  virtual absl::Status SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
+                                  std::vector<SampledToken>* out);
+
   // Waits for the step's work; the first error of the step, if any.
   virtual absl::Status FinishStep() = 0;
   // Copies a tensor to host fp32 (after FinishStep).
   virtual void ReadToHost(Tensor tensor, float* out) = 0;
+
+ private:
+  // Scratch of the default SampleRows.
+  Sampler host_sampler_;
+  std::vector<float> host_logits_;
 };
 
 }  // namespace tern::runtime

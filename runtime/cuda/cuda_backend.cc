@@ -18,6 +18,7 @@
 #include "kernels/rope/rope.h"
 #include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
+#include "runtime/cuda/cuda_sampling.h"
 
 namespace tern::runtime {
 namespace {
@@ -209,6 +210,7 @@ struct CudaBackend::Impl {
     Record(buffer.Reserve(bytes), what);
     if (buffer.data() != before) ++generation;
   }
+  std::unique_ptr<CudaSampling> sampling;  // created by the first SampleRows
 
   void Record(cudaError_t error, const char* op) {
     if (error != cudaSuccess && first_error == cudaSuccess) {
@@ -774,6 +776,18 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
 absl::Status CudaBackend::Health() const {
   if (!impl_->poisoned) return absl::OkStatus();
   return absl::InternalError(absl::StrCat("the CUDA device failed and cannot run more steps: ", impl_->fatal_error));
+}
+
+absl::Status CudaBackend::SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
+                                     std::vector<SampledToken>* out) {
+  Impl& m = *impl_;
+  if (m.sampling == nullptr) m.sampling = std::make_unique<CudaSampling>();
+  const absl::Status prepared = m.sampling->Prepare(logits, requests);
+  if (prepared.ok()) m.Record(m.sampling->Enqueue(m.type, logits, m.stream), "sampling");
+  // The step's one synchronization; it reports the forward pass's errors too.
+  if (absl::Status finished = FinishStep(); !finished.ok()) return finished;
+  if (!prepared.ok()) return prepared;
+  return m.sampling->Collect(requests, out);
 }
 
 absl::Status CudaBackend::FinishStep() {

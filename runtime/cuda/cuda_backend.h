@@ -78,6 +78,10 @@ class CudaBackend final : public Backend {
   void AddRmsNorm(Tensor x, Tensor residual, const DeviceWeight& weight, float eps, Tensor out) override;
   void EndForward() override;
   int32_t DecodeGraphBatchSize(int32_t num_seqs) const override;
+  // Samples on the device (runtime/cuda/cuda_sampling.h): only ids and
+  // logprobs are read back.
+  absl::Status SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
+                          std::vector<SampledToken>* out) override;
   absl::Status FinishStep() override;
   absl::Status Health() const override;
 

@@ -111,7 +111,7 @@ KvCacheSpec LlamaModel::CacheSpec(int32_t num_blocks, int32_t block_size) const 
   return spec;
 }
 
-absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits) {
+absl::StatusOr<Tensor> LlamaModel::ForwardLogits(const ForwardBatch& batch, KvCache& cache) {
   const HfConfig& c = config_;
   Backend& b = *backend_;
   const int64_t tokens = batch.num_tokens();
@@ -172,9 +172,14 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, std:
   b.RmsNorm(selected, *final_norm_, eps, selected);
   b.Linear(selected, *lm_head_, out);
   b.EndForward();
-  RETURN_IF_ERROR(b.FinishStep());
-  logits->resize(size_t(rows) * c.vocab_size);
-  b.ReadToHost(out, logits->data());
+  return out;
+}
+
+absl::Status LlamaModel::Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits) {
+  ASSIGN_OR_RETURN(Tensor out, ForwardLogits(batch, cache));
+  RETURN_IF_ERROR(backend_->FinishStep());
+  logits->resize(size_t(out.rows) * size_t(out.cols));
+  backend_->ReadToHost(out, logits->data());
   return absl::OkStatus();
 }
 

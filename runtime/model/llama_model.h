@@ -42,7 +42,15 @@ class LlamaModel {
   KvCacheSpec CacheSpec(int32_t num_blocks, int32_t block_size) const;
 
   // One forward pass over `batch` (tokens written into `cache` at the
-  // batch's slots). `logits` receives [batch.logits_rows.size(), vocab] fp32.
+  // batch's slots), ended with Backend::EndForward. Returns the
+  // [batch.logits_rows.size(), vocab] logits, left in the backend's memory
+  // (a scratch tensor valid until the next forward pass) in its compute
+  // dtype: sample them with Backend::SampleRows, or FinishStep and
+  // ReadToHost. Errors of the enqueued work surface at that later call.
+  absl::StatusOr<Tensor> ForwardLogits(const ForwardBatch& batch, KvCache& cache);
+
+  // ForwardLogits, then FinishStep and a read of the logits: `logits`
+  // receives [batch.logits_rows.size(), vocab] fp32.
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits);
 
  private:

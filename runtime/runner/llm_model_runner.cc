@@ -87,19 +87,23 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
   }
   RETURN_IF_ERROR(b.Validate(cache_->spec(), model_->config().vocab_size));
   if (model_->CanRunAsGraph() && b.IsDecodeOnly()) {
-    // Padding rows follow the real ones, so the sampling below never sees them.
+    // Padding rows follow the real ones, so the sampling below skips them.
     const int32_t padded = backend_->DecodeGraphBatchSize(b.num_seqs());
     if (padded > b.num_seqs()) PadDecodeBatch(padded, &b);
   }
-  RETURN_IF_ERROR(model_->Forward(b, *cache_, &logits_));
+  ASSIGN_OR_RETURN(Tensor logits, model_->ForwardLogits(b, *cache_));
+  RETURN_IF_ERROR(backend_->FinishStep());
   const auto forwarded = std::chrono::steady_clock::now();
-  const size_t vocab = size_t(model_->config().vocab_size);
+  requests_.clear();
+  for (const SequenceStep& s : plan.sequences) {
+    if (s.sample) requests_.push_back({s.sampling, s.sampling_state});
+  }
+  // Padding rows (decode graphs) follow the real ones and are not sampled.
+  RETURN_IF_ERROR(backend_->SampleRows(logits.Rows(0, int64_t(requests_.size())), requests_, &tokens_));
   size_t row = 0;
   for (const SequenceStep& s : plan.sequences) {
     if (!s.sample) continue;
-    ASSIGN_OR_RETURN(SampledToken token,
-                     sampler_.Sample(absl::MakeConstSpan(&logits_[row * vocab], vocab), *s.sampling, *s.sampling_state));
-    result.outputs.push_back({s.seq_id, std::move(token)});
+    result.outputs.push_back({s.seq_id, std::move(tokens_[row])});
     ++row;
   }
   const auto done = std::chrono::steady_clock::now();

@@ -1,6 +1,11 @@
 // LlmModelRunner: a ModelRunner over a LlamaModel on any Backend: builds the
-// ForwardBatch from a StepPlan, runs the forward pass, and samples on the
-// host with the runtime Sampler.
+// ForwardBatch from a StepPlan, runs the forward pass and samples with
+// Backend::SampleRows (on the device for the CUDA backend, with the host
+// Sampler otherwise).
+//
+// Timings: forward_seconds runs from the start of Execute until the logits
+// are ready (the runner waits for the device with FinishStep), and
+// sample_seconds covers SampleRows, its transfers included.
 #pragma once
 
 #include <memory>
@@ -45,9 +50,9 @@ class LlmModelRunner final : public ModelRunner {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<KvCache> cache_;
   int64_t max_context_ = 0;
-  Sampler sampler_;
   ForwardBatch batch_;  // reused step to step
-  std::vector<float> logits_;
+  std::vector<SampleRequest> requests_;
+  std::vector<SampledToken> tokens_;
 };
 
 }  // namespace tern::runtime

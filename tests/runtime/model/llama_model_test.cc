@@ -2,7 +2,9 @@
 // transformers (tests/data/golden, made by tools/device/hf_reference.py on the
 // same tern-mkmodel weights, float32). Built twice: on the CPU backend, and
 // with TERN_TEST_CUDA_BACKEND on the CUDA backend computing in fp32 (label
-// gpu; skipped without a device).
+// gpu; skipped without a device). The runner test drives LlmModelRunner
+// (ForwardLogits + Backend::SampleRows); on the CUDA build it also checks the
+// device sampler's tokens and logprobs against the CPU runner's.
 #include "runtime/model/llama_model.h"
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "runtime/cuda/device_probe.h"
 #endif
 #include "runtime/model/safetensors.h"
+#include "runtime/runner/llm_model_runner.h"
 
 namespace tern::runtime {
 namespace {
@@ -387,6 +390,80 @@ TEST(ForwardBatchTest, PadDecodeBatchAddsInertRows) {
   ForwardBatch prefill = batch;
   prefill.logits_rows.pop_back();
   EXPECT_FALSE(prefill.IsDecodeOnly());
+}
+
+// Greedy decoding of the golden prompt through LlmModelRunner::Execute, one
+// step per token, over scattered KV blocks; the sampled tokens with logprobs.
+std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std::string& dir, const Golden& golden) {
+  LlmModelRunnerOptions options;
+  options.model_dir = dir;
+  options.block_size = 4;
+  options.num_blocks = 64;
+  auto runner = LlmModelRunner::Create(std::move(backend), options);
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  if (!runner.ok()) return {};
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.logprobs = 3;
+  SequenceSamplingState state(1, 0, golden.greedy_prompt);
+  std::vector<int32_t> tokens = golden.greedy_prompt;
+  std::vector<int32_t> blocks;
+  int32_t computed = 0;
+  std::vector<SampledToken> sampled;
+  for (size_t step = 0; step < golden.greedy_continuation.size(); ++step) {
+    while (int32_t(blocks.size()) * options.block_size < int32_t(tokens.size())) {
+      blocks.push_back(int32_t(blocks.size()) * 7 % options.num_blocks);  // distinct, not contiguous
+    }
+    SequenceStep s;
+    s.seq_id = 1;
+    s.token_ids = absl::MakeConstSpan(tokens).subspan(computed);
+    s.num_computed_tokens = computed;
+    s.block_table = blocks;
+    s.sample = true;
+    s.sampling = &params;
+    s.sampling_state = &state;
+    StepPlan plan;
+    plan.sequences.push_back(s);
+    auto result = (*runner)->Execute(plan);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok() || result->outputs.size() != 1) return sampled;
+    const SampledToken token = result->outputs[0].token;
+    sampled.push_back(token);
+    computed = int32_t(tokens.size());
+    tokens.push_back(token.token_id);
+    state.AppendOutputToken(token.token_id);
+  }
+  return sampled;
+}
+
+TEST(LlmModelRunnerTest, GreedyTokensEqualTransformersAndTheCpuRunner) {
+  auto backend = MakeBackend();
+  if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
+  const Golden golden = LoadGolden("tiny-llama");
+  const std::string dir = MakeModel("llama", "float32");
+  const std::vector<SampledToken> sampled = RunGreedy(std::move(backend), dir, golden);
+  std::vector<int32_t> ids;
+  for (const auto& t : sampled) ids.push_back(t.token_id);
+  EXPECT_EQ(ids, golden.greedy_continuation);
+  for (const auto& t : sampled) {
+    ASSERT_TRUE(t.logprob.has_value());
+    ASSERT_EQ(t.top_logprobs.size(), 3u);
+    EXPECT_EQ(t.top_logprobs[0].token_id, t.token_id);
+    EXPECT_FLOAT_EQ(t.top_logprobs[0].logprob, *t.logprob);
+  }
+#if defined(TERN_TEST_CUDA_BACKEND)
+  const std::vector<SampledToken> cpu = RunGreedy(std::make_unique<CpuBackend>(), dir, golden);
+  ASSERT_EQ(cpu.size(), sampled.size());
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    EXPECT_EQ(sampled[i].token_id, cpu[i].token_id) << "step " << i;
+    EXPECT_NEAR(*sampled[i].logprob, *cpu[i].logprob, 1e-3) << "step " << i;
+    for (size_t j = 0; j < cpu[i].top_logprobs.size(); ++j) {
+      EXPECT_EQ(sampled[i].top_logprobs[j].token_id, cpu[i].top_logprobs[j].token_id) << "step " << i;
+      EXPECT_NEAR(sampled[i].top_logprobs[j].logprob, cpu[i].top_logprobs[j].logprob, 1e-3) << "step " << i;
+    }
+  }
+#endif
+  fs::remove_all(dir);
 }
 
 TEST(ForwardBatchTest, ValidateRejectsInconsistentBatches) {
