@@ -14,7 +14,8 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int kItems = 4;  // consecutive ids per thread in an id-ordered scan tile
+constexpr int kItems = 16;  // consecutive ids per thread in an id-ordered scan tile
+constexpr int kUnroll = 16;  // loads in flight per thread in a pass over a row
 constexpr int kBins = 256;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int32_t kAllIds = INT_MAX;
@@ -39,6 +40,23 @@ __device__ __forceinline__ float Inf() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ uint32_t OrderedKey(float x) {
   const uint32_t u = x == 0.0f ? 0u : __float_as_uint(x);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Calls f(i, row(i)) for every id of the row, each thread taking ids
+// threadIdx.x + k * kThreads. Loads are issued kUnroll at a time before any
+// is used: one CTA streams a whole row, and a loop with one load in flight
+// per thread is bound by memory latency, not bandwidth.
+template <typename Row, typename F>
+__device__ __forceinline__ void ForEach(int64_t vocab, Row row, F f) {
+  int64_t i = threadIdx.x;
+  for (; i + int64_t(kUnroll - 1) * kThreads < vocab; i += int64_t(kUnroll) * kThreads) {
+    float x[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) x[u] = row(i + int64_t(u) * kThreads);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) f(i + int64_t(u) * kThreads, x[u]);
+  }
+  for (; i < vocab; i += kThreads) f(i, row(i));
 }
 
 template <typename T>
@@ -103,9 +121,9 @@ __device__ double BlockExclusiveSum(double v, double* total, SampleShared& s) {
 // whether id i takes part. On success *above = count or weight of elements
 // with key > v and *eq_count = elements with key == v. False when the total
 // stays under target (rounding): the caller keeps everything.
-template <bool kMass, typename Element>
-__device__ bool RadixSelect(int64_t vocab, Element element, double target, SampleShared& s, uint32_t* key_out,
-                            double* above_out, uint32_t* eq_count) {
+template <bool kMass, typename Row, typename Element>
+__device__ bool RadixSelect(int64_t vocab, Row row, Element element, double target, SampleShared& s,
+                            uint32_t* key_out, double* above_out, uint32_t* eq_count) {
   uint32_t prefix = 0, mask = 0;
   double above = 0.0;
   uint32_t eq = 0;
@@ -121,10 +139,10 @@ __device__ bool RadixSelect(int64_t vocab, Element element, double target, Sampl
     int run_bin = -1;
     unsigned run_count = 0;
     double run_mass = 0.0;
-    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    ForEach(vocab, row, [&](int64_t i, float x) {
       uint32_t key;
       float w;
-      if (!element(i, &key, &w) || (key & mask) != prefix) continue;
+      if (!element(i, x, &key, &w) || (key & mask) != prefix) return;
       const int bin = int((key >> shift) & 0xffu);
       if (bin != run_bin) {
         if (run_count > 0) {
@@ -137,7 +155,7 @@ __device__ bool RadixSelect(int64_t vocab, Element element, double target, Sampl
       }
       ++run_count;
       if (kMass) run_mass += double(w);
-    }
+    });
     if (run_count > 0) {
       atomicAdd(&s.count[run_bin], run_count);
       if (kMass) atomicAdd(&s.mass[run_bin], run_mass);
@@ -173,12 +191,12 @@ __device__ bool RadixSelect(int64_t vocab, Element element, double target, Sampl
   return true;
 }
 
-// The lowest id at which the id-ordered running sum of contrib(i) >= 0
-// reaches target (> target when strict), or -1. *last_positive (when not
+// The lowest id at which the id-ordered running sum of contrib(i, row(i))
+// >= 0 reaches target (> target when strict), or -1. *last_positive (when not
 // null) gets the largest id with contrib > 0, or -1.
-template <typename Contrib>
-__device__ long long FindInIdOrder(int64_t vocab, Contrib contrib, double target, bool strict, SampleShared& s,
-                                   long long* last_positive) {
+template <typename Row, typename Contrib>
+__device__ long long FindInIdOrder(int64_t vocab, Row row, Contrib contrib, double target, bool strict,
+                                   SampleShared& s, long long* last_positive) {
   const auto reached = [&](double c) { return strict ? c > target : c >= target; };
   __syncthreads();  // a previous call's readers are done with found_id
   if (threadIdx.x == 0) s.found_id = LLONG_MAX;
@@ -186,12 +204,15 @@ __device__ long long FindInIdOrder(int64_t vocab, Contrib contrib, double target
   long long last = -1;
   for (int64_t base = 0; base < vocab; base += int64_t(kThreads) * kItems) {
     const int64_t start = base + int64_t(threadIdx.x) * kItems;
+    float x[kItems];
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) x[j] = start + j < vocab ? row(start + j) : 0.0f;
     double values[kItems];
     double local = 0.0;
 #pragma unroll
     for (int j = 0; j < kItems; ++j) {
       const int64_t i = start + j;
-      values[j] = i < vocab ? contrib(i) : 0.0;
+      values[j] = i < vocab ? contrib(i, x[j]) : 0.0;
       local += values[j];
       if (values[j] > 0.0) last = i;
     }
@@ -254,12 +275,8 @@ __device__ int32_t TieCutByCount(int64_t vocab, Row row, uint32_t key, double re
                                  SampleShared& s) {
   if (remaining >= double(eq_count)) return kAllIds;
   const long long id = FindInIdOrder(
-      vocab,
-      [&](int64_t i) {
-        const float x = row(i);
-        return x != -Inf() && OrderedKey(x) == key ? 1.0 : 0.0;
-      },
-      remaining, false, s, nullptr);
+      vocab, row, [&](int64_t, float x) { return x != -Inf() && OrderedKey(x) == key ? 1.0 : 0.0; }, remaining,
+      false, s, nullptr);
   return id < 0 ? kAllIds : int32_t(id);
 }
 
@@ -285,46 +302,42 @@ __device__ void FillLogprobs(int64_t vocab, RowView<R> raw, int32_t token, int32
                              SampledRow* out) {
   unsigned long long best = 0;
   long long finite = 0;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float x = raw(i);
-    if (x == -Inf()) continue;
+  ForEach(vocab, raw, [&](int64_t i, float x) {
+    if (x == -Inf()) return;
     ++finite;
     const unsigned long long packed = (static_cast<unsigned long long>(OrderedKey(x)) << 32) | uint32_t(~uint32_t(i));
     best = packed > best ? packed : best;
-  }
+  });
   best = BlockMaxU(best, s);
   finite = BlockSumLL(finite, s);
   const float max_logit = finite > 0 ? raw(int64_t(~uint32_t(best & 0xffffffffu))) : 0.0f;
   double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float x = raw(i);
+  ForEach(vocab, raw, [&](int64_t, float x) {
     if (x != -Inf()) sum += double(expf(__fsub_rn(x, max_logit)));
-  }
+  });
   sum = BlockSum(sum, s);
   const float log_normalizer = __fadd_rn(max_logit, float(log(sum)));
 
   const int32_t n = int32_t(finite < num_logprobs ? finite : num_logprobs);
   if (threadIdx.x == 0) s.top_count = 0;
   if (n > 0) {
-    const auto element = [&](int64_t i, uint32_t* key, float* w) {
-      const float x = raw(i);
+    const auto element = [&](int64_t, float x, uint32_t* key, float* w) {
       *key = OrderedKey(x);
       *w = 1.0f;
       return x != -Inf();
     };
     uint32_t key = 0, eq = 0;
     double above = 0.0;
-    RadixSelect<false>(vocab, element, double(n), s, &key, &above, &eq);
+    RadixSelect<false>(vocab, raw, element, double(n), s, &key, &above, &eq);
     const int32_t cut = TieCutByCount(vocab, raw, key, double(n) - above, eq, s);
-    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-      const float x = raw(i);
-      if (x == -Inf() || !Filter::Within(OrderedKey(x), i, key, cut)) continue;
+    ForEach(vocab, raw, [&](int64_t i, float x) {
+      if (x == -Inf() || !Filter::Within(OrderedKey(x), i, key, cut)) return;
       const int slot = atomicAdd(&s.top_count, 1);
       if (slot < kMaxSampledLogprobs) {
         s.top_ids[slot] = int(i);
         s.top_values[slot] = x;
       }
-    }
+    });
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -358,8 +371,7 @@ __device__ void SampleRow(int64_t vocab, RowView<E> row, RowView<R> raw, const S
   unsigned long long best = 0;
   long long finite = 0;
   long long bad = LLONG_MAX;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float x = row(i);
+  ForEach(vocab, row, [&](int64_t i, float x) {
     if (!(x < Inf())) {
       bad = i < bad ? i : bad;
     } else if (x != -Inf()) {
@@ -368,7 +380,7 @@ __device__ void SampleRow(int64_t vocab, RowView<E> row, RowView<R> raw, const S
           (static_cast<unsigned long long>(OrderedKey(x)) << 32) | uint32_t(~uint32_t(i));
       best = packed > best ? packed : best;
     }
-  }
+  });
   bad = BlockMinLL(bad, s);
   if (bad != LLONG_MAX) return WriteError(out, kNonFiniteLogit, int32_t(bad), row(bad));
   finite = BlockSumLL(finite, s);
@@ -383,27 +395,24 @@ __device__ void SampleRow(int64_t vocab, RowView<E> row, RowView<R> raw, const S
     f.temperature = prm.temperature;
     f.min_p = prm.min_p;
     if (prm.top_k > 0 && prm.top_k < finite) {
-      const auto element = [&](int64_t i, uint32_t* key, float* w) {
-        const float x = row(i);
+      const auto element = [&](int64_t, float x, uint32_t* key, float* w) {
         *key = OrderedKey(x);
         *w = 1.0f;
         return x != -Inf();
       };
       double above = 0.0;
       uint32_t eq = 0;
-      RadixSelect<false>(vocab, element, double(prm.top_k), s, &f.k_key, &above, &eq);
+      RadixSelect<false>(vocab, row, element, double(prm.top_k), s, &f.k_key, &above, &eq);
       f.k_cut = TieCutByCount(vocab, row, f.k_key, double(prm.top_k) - above, eq, s);
     }
     if (prm.top_p < 1.0f) {
       double mass = 0.0;
-      for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-        const float x = row(i);
+      ForEach(vocab, row, [&](int64_t i, float x) {
         if (x != -Inf() && f.KeptByK(OrderedKey(x), i)) mass += double(f.Weight(x));
-      }
+      });
       mass = BlockSum(mass, s);
       const double target = double(prm.top_p) * mass;
-      const auto element = [&](int64_t i, uint32_t* key, float* w) {
-        const float x = row(i);
+      const auto element = [&](int64_t i, float x, uint32_t* key, float* w) {
         *key = OrderedKey(x);
         if (x == -Inf() || !f.KeptByK(*key, i)) return false;
         *w = f.Weight(x);
@@ -411,14 +420,13 @@ __device__ void SampleRow(int64_t vocab, RowView<E> row, RowView<R> raw, const S
       };
       uint32_t key = 0, eq = 0;
       double above = 0.0;
-      if (RadixSelect<true>(vocab, element, target, s, &key, &above, &eq)) {
+      if (RadixSelect<true>(vocab, row, element, target, s, &key, &above, &eq)) {
         f.p_key = key;
         f.p_cut = kAllIds;
         if (eq > 1) {
           const long long id = FindInIdOrder(
-              vocab,
-              [&](int64_t i) {
-                const float x = row(i);
+              vocab, row,
+              [&](int64_t i, float x) {
                 if (x == -Inf()) return 0.0;
                 const uint32_t k = OrderedKey(x);
                 return k == key && f.KeptByK(k, i) ? double(f.Weight(x)) : 0.0;
@@ -430,11 +438,12 @@ __device__ void SampleRow(int64_t vocab, RowView<E> row, RowView<R> raw, const S
     }
     // The draw: inverse CDF over the kept tokens in ascending id order.
     double total = 0.0;
-    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) total += double(f.Kept(row(i), i));
+    ForEach(vocab, row, [&](int64_t i, float x) { total += double(f.Kept(x, i)); });
     total = BlockSum(total, s);
     long long last_positive = -1;
     const long long id = FindInIdOrder(
-        vocab, [&](int64_t i) { return double(f.Kept(row(i), i)); }, prm.uniform * total, true, s, &last_positive);
+        vocab, row, [&](int64_t i, float x) { return double(f.Kept(x, i)); }, prm.uniform * total, true, s,
+        &last_positive);
     token = int32_t(id >= 0 ? id : last_positive);
   }
 
@@ -461,7 +470,7 @@ __global__ void __launch_bounds__(kThreads) SampleRowsKernel(SampleRowsParams p)
 
   // Penalties: an fp32 copy of the row, then one thread per CSR entry.
   float* work = p.workspace + int64_t(prm.workspace_row) * p.vocab;
-  for (int64_t i = threadIdx.x; i < p.vocab; i += kThreads) work[i] = raw(i);
+  ForEach(p.vocab, raw, [&](int64_t i, float x) { work[i] = x; });
   __syncthreads();
   long long out_of_vocab = LLONG_MAX;
   const int32_t begin = p.penalty_indptr[row_index], end = p.penalty_indptr[row_index + 1];
