@@ -17,12 +17,16 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kItems = 16;  // consecutive ids per thread in an id-ordered scan tile
 constexpr int kUnroll = 16;  // loads in flight per thread in a pass over a row
 constexpr int kBins = 256;
+// Radix histograms are kept in this many copies (warp w adds into copy
+// w % kCopies), so warps contend for a shared-memory address kCopies times
+// less often; the copies are summed before the bins are walked.
+constexpr int kCopies = 8;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int32_t kAllIds = INT_MAX;
 
 struct SampleShared {
-  unsigned int count[kBins];
-  double mass[kBins];
+  unsigned int count[kCopies][kBins];
+  double mass[kCopies][kBins];
   double dscratch[kWarps];
   unsigned long long uscratch[kWarps];
   long long lscratch[kWarps];
@@ -128,11 +132,13 @@ __device__ bool RadixSelect(int64_t vocab, Row row, Element element, double targ
   double above = 0.0;
   uint32_t eq = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int b = threadIdx.x; b < kBins; b += kThreads) {
-      s.count[b] = 0;
-      s.mass[b] = 0.0;
+    for (int b = threadIdx.x; b < kCopies * kBins; b += kThreads) {
+      s.count[b / kBins][b % kBins] = 0;
+      s.mass[b / kBins][b % kBins] = 0.0;
     }
     __syncthreads();
+    unsigned int* count = s.count[(threadIdx.x >> 5) % kCopies];
+    double* mass = s.mass[(threadIdx.x >> 5) % kCopies];
     // Runs of one bin are summed in registers: on the first digit nearly
     // every logit shares a handful of bins, and per-element atomics to one
     // shared address would serialize.
@@ -146,8 +152,8 @@ __device__ bool RadixSelect(int64_t vocab, Row row, Element element, double targ
       const int bin = int((key >> shift) & 0xffu);
       if (bin != run_bin) {
         if (run_count > 0) {
-          atomicAdd(&s.count[run_bin], run_count);
-          if (kMass) atomicAdd(&s.mass[run_bin], run_mass);
+          atomicAdd(&count[run_bin], run_count);
+          if (kMass) atomicAdd(&mass[run_bin], run_mass);
         }
         run_bin = bin;
         run_count = 0;
@@ -157,16 +163,23 @@ __device__ bool RadixSelect(int64_t vocab, Row row, Element element, double targ
       if (kMass) run_mass += double(w);
     });
     if (run_count > 0) {
-      atomicAdd(&s.count[run_bin], run_count);
-      if (kMass) atomicAdd(&s.mass[run_bin], run_mass);
+      atomicAdd(&count[run_bin], run_count);
+      if (kMass) atomicAdd(&mass[run_bin], run_mass);
+    }
+    __syncthreads();
+    for (int b = threadIdx.x; b < kBins; b += kThreads) {
+      for (int c = 1; c < kCopies; ++c) {
+        s.count[0][b] += s.count[c][b];
+        if (kMass) s.mass[0][b] += s.mass[c][b];
+      }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       double acc = above;
       int chosen = -1;
       for (int b = kBins - 1; b >= 0; --b) {
-        if (s.count[b] == 0) continue;
-        const double v = kMass ? s.mass[b] : double(s.count[b]);
+        if (s.count[0][b] == 0) continue;
+        const double v = kMass ? s.mass[0][b] : double(s.count[0][b]);
         if (acc + v >= target) {
           chosen = b;
           break;
@@ -180,7 +193,7 @@ __device__ bool RadixSelect(int64_t vocab, Row row, Element element, double targ
     const int chosen = s.chosen_bin;
     if (chosen < 0) return false;
     above = s.chosen_above;
-    eq = s.count[chosen];
+    eq = s.count[0][chosen];
     prefix |= uint32_t(chosen) << shift;
     mask |= 0xffu << shift;
     __syncthreads();  // everyone has read the bins before the next pass clears them
