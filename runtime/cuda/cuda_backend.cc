@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/activation/silu_mul.h"
+#include "kernels/attention/flash_prefill_attention.h"
 #include "kernels/attention/paged_attention.h"
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/gemm/skinny_gemm.h"
@@ -177,6 +178,7 @@ struct CudaBackend::Impl {
   DeviceBuffer moe_routing;
   std::vector<int32_t> moe_offsets_host;
   const ForwardBatch* batch = nullptr;
+  int32_t max_query_len = 0;  // longest sequence's query rows this step
   std::map<int, DeviceBuffer> scratch;
   DeviceBuffer host_read;  // fp32 conversion buffer for ReadToHost
   std::vector<int32_t> row_seq_host;
@@ -493,8 +495,10 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
 
   std::vector<int32_t>& row_seq = m.row_seq_host;
   row_seq.resize(size_t(batch.num_tokens()));
+  m.max_query_len = 0;
   for (int32_t s = 0; s < num_seqs; ++s) {
     for (int32_t r = batch.query_start[s]; r < batch.query_start[s + 1]; ++r) row_seq[r] = s;
+    m.max_query_len = std::max(m.max_query_len, batch.query_start[s + 1] - batch.query_start[s]);
   }
   const std::vector<int32_t>* lists[Impl::kNumMeta] = {
       &batch.token_ids,    &batch.positions,   &batch.slots,       &batch.query_start, &batch.context_lens,
@@ -664,6 +668,14 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
   p.block_ids = impl_->Meta(Impl::kBlockIds);
   p.q_row_stride = q.stride;
   p.out_row_stride = out.stride;
+  // Steps that prefill (some sequence has several query rows) take the tiled
+  // tensor-core kernel for all their sequences; it refuses fp32 and odd shapes.
+  if (impl_->max_query_len > 1 && kernels::SupportsFlashPrefillAttention(impl_->type, p) == cudaSuccess) {
+    impl_->Record(kernels::LaunchFlashPrefillAttention(impl_->type, p, int32_t(q.rows), q.data, c.k(layer), c.v(layer),
+                                                       out.data, impl_->stream),
+                  "flash prefill attention");
+    return;
+  }
   impl_->Record(kernels::LaunchPagedAttention(impl_->type, p, int32_t(q.rows), impl_->Meta(Impl::kRowSeq), q.data,
                                               c.k(layer), c.v(layer), out.data, impl_->stream),
                 "paged attention");

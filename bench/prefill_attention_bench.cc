@@ -1,0 +1,236 @@
+// Prefill attention kernel time: the tensor-core prefill kernel
+// (LaunchFlashPrefillAttention) next to the per-row paged kernel
+// (LaunchPagedAttention) on the same inputs, for one layer.
+//
+//   tern-prefill-attention-bench [--dtype=float16|bfloat16] [--iters=N] [--json=PATH]
+//
+// Shapes: Llama-2-7B (32 heads, 32 KV heads, head_dim 128) and a GQA-8 shape
+// (32 heads, 4 KV heads, head_dim 128), each as one 2048-token causal prompt
+// and as 8 prompts of 512. Inputs are N(0, 1) with a fixed seed, the pages of
+// 16 tokens shuffled. Each kernel runs once to warm up, then N times between
+// CUDA events; the table prints the median. Causal FLOPs are
+// 4 * head_dim * heads * sum over query rows of attended keys (QK^T and PV).
+// The last column is the largest normwise difference between the two
+// kernels' outputs.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/attention/flash_prefill_attention.h"
+#include "kernels/attention/paged_attention.h"
+#include "kernels/elementwise/elementwise.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+using tern::kernels::PagedAttentionParams;
+using tern::kernels::ScalarType;
+
+#define BENCH_CUDA(expr)                                                                     \
+  do {                                                                                       \
+    const cudaError_t bench_error_ = (expr);                                                 \
+    if (bench_error_ != cudaSuccess) {                                                       \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr,                     \
+                   cudaGetErrorString(bench_error_));                                        \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+struct Case {
+  std::string name;
+  int32_t num_heads, num_kv_heads, head_dim;
+  int32_t num_seqs, prompt;  // num_seqs prompts of `prompt` tokens, no prior context
+};
+
+// A device buffer of `count` elements of `type`, filled with N(0, 1).
+void* RandomDevice(ScalarType type, size_t count, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> host(count);
+  for (float& x : host) x = normal(rng);
+  float* staging = nullptr;
+  void* out = nullptr;
+  BENCH_CUDA(cudaMalloc(&staging, count * sizeof(float)));
+  BENCH_CUDA(cudaMalloc(&out, count * 2));
+  BENCH_CUDA(cudaMemcpy(staging, host.data(), count * sizeof(float), cudaMemcpyHostToDevice));
+  BENCH_CUDA(tern::kernels::LaunchFromFloat(type, int64_t(count), staging, out, nullptr));
+  BENCH_CUDA(cudaDeviceSynchronize());
+  BENCH_CUDA(cudaFree(staging));
+  return out;
+}
+
+int32_t* ToDevice(const std::vector<int32_t>& values) {
+  int32_t* out = nullptr;
+  BENCH_CUDA(cudaMalloc(&out, std::max<size_t>(values.size(), 1) * sizeof(int32_t)));
+  BENCH_CUDA(cudaMemcpy(out, values.data(), values.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  return out;
+}
+
+template <typename Launch>
+double MedianMs(int iters, Launch launch) {
+  BENCH_CUDA(launch());
+  BENCH_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t start, stop;
+  BENCH_CUDA(cudaEventCreate(&start));
+  BENCH_CUDA(cudaEventCreate(&stop));
+  std::vector<float> ms(iters);
+  for (int i = 0; i < iters; ++i) {
+    BENCH_CUDA(cudaEventRecord(start));
+    BENCH_CUDA(launch());
+    BENCH_CUDA(cudaEventRecord(stop));
+    BENCH_CUDA(cudaEventSynchronize(stop));
+    BENCH_CUDA(cudaEventElapsedTime(&ms[i], start, stop));
+  }
+  BENCH_CUDA(cudaEventDestroy(start));
+  BENCH_CUDA(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+std::vector<float> ToHost(ScalarType type, const void* x, int64_t rows, int64_t cols) {
+  float* device = nullptr;
+  BENCH_CUDA(cudaMalloc(&device, size_t(rows * cols) * sizeof(float)));
+  BENCH_CUDA(tern::kernels::LaunchToFloat(type, rows, cols, x, cols, device, nullptr));
+  std::vector<float> host(size_t(rows * cols));
+  BENCH_CUDA(cudaMemcpy(host.data(), device, host.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  BENCH_CUDA(cudaFree(device));
+  return host;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int iters = 20;
+  std::string json_path;
+  ScalarType type = ScalarType::kF16;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--iters=", 0) == 0) {
+      iters = std::max(1, std::atoi(arg.c_str() + 8));
+    } else if (arg.rfind("--json=", 0) == 0) {
+      json_path = arg.substr(7);
+    } else if (arg == "--json" && i + 1 < argc) {
+      json_path = argv[++i];
+    } else if (arg == "--dtype=float16") {
+      type = ScalarType::kF16;
+    } else if (arg == "--dtype=bfloat16") {
+      type = ScalarType::kBF16;
+    } else {
+      std::fprintf(stderr, "usage: %s [--dtype=float16|bfloat16] [--iters=N] [--json=PATH]\n", argv[0]);
+      return 2;
+    }
+  }
+  int device_count = 0;
+  if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
+    std::fprintf(stderr, "no CUDA device is visible\n");
+    return 1;
+  }
+  cudaDeviceProp prop;
+  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  const char* dtype_name = type == ScalarType::kF16 ? "float16" : "bfloat16";
+  std::printf("prefill attention, one layer, %s, %s, median of %d\n\n", prop.name, dtype_name, iters);
+  std::printf("%-22s %5s %5s %4s %10s %10s %10s %10s %8s %9s\n", "shape", "heads", "kv", "d", "flash_ms",
+              "flash_TF/s", "paged_ms", "paged_TF/s", "speedup", "max_diff");
+
+  const std::vector<Case> cases = {
+      {"llama-2-7b 1x2048", 32, 32, 128, 1, 2048}, {"llama-2-7b 8x512", 32, 32, 128, 8, 512},
+      {"gqa-8 1x2048", 32, 4, 128, 1, 2048},       {"gqa-8 8x512", 32, 4, 128, 8, 512},
+  };
+  nlohmann::json results = nlohmann::json::array();
+  constexpr int32_t kBlockSize = 16;
+  for (const Case& c : cases) {
+    std::mt19937 rng(1234);
+    const int32_t rows = c.num_seqs * c.prompt;
+    const int32_t blocks_per_seq = (c.prompt + kBlockSize - 1) / kBlockSize;
+    const int32_t num_blocks = c.num_seqs * blocks_per_seq;
+    std::vector<int32_t> pool(num_blocks);
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    std::vector<int32_t> query_start = {0}, context_lens, block_indptr = {0}, row_seq;
+    for (int32_t s = 0; s < c.num_seqs; ++s) {
+      query_start.push_back(query_start.back() + c.prompt);
+      context_lens.push_back(c.prompt);
+      block_indptr.push_back(block_indptr.back() + blocks_per_seq);
+      for (int32_t r = 0; r < c.prompt; ++r) row_seq.push_back(s);
+    }
+    const int64_t width = int64_t(c.num_heads) * c.head_dim;
+    const size_t cache = size_t(num_blocks) * kBlockSize * c.num_kv_heads * c.head_dim;
+    void* q = RandomDevice(type, size_t(rows) * width, rng);
+    void* k = RandomDevice(type, cache, rng);
+    void* v = RandomDevice(type, cache, rng);
+    void *out_flash = nullptr, *out_paged = nullptr;
+    BENCH_CUDA(cudaMalloc(&out_flash, size_t(rows) * width * 2));
+    BENCH_CUDA(cudaMalloc(&out_paged, size_t(rows) * width * 2));
+    int32_t* d_query_start = ToDevice(query_start);
+    int32_t* d_context = ToDevice(context_lens);
+    int32_t* d_indptr = ToDevice(block_indptr);
+    int32_t* d_blocks = ToDevice(pool);
+    int32_t* d_row_seq = ToDevice(row_seq);
+
+    PagedAttentionParams p;
+    p.num_seqs = c.num_seqs;
+    p.num_heads = c.num_heads;
+    p.num_kv_heads = c.num_kv_heads;
+    p.head_dim = c.head_dim;
+    p.block_size = kBlockSize;
+    p.scale = 1.0f / std::sqrt(float(c.head_dim));
+    p.query_start = d_query_start;
+    p.context_lens = d_context;
+    p.block_indptr = d_indptr;
+    p.block_ids = d_blocks;
+    p.q_row_stride = width;
+    p.out_row_stride = width;
+
+    const double flash_ms = MedianMs(iters, [&] {
+      return tern::kernels::LaunchFlashPrefillAttention(type, p, rows, q, k, v, out_flash, nullptr);
+    });
+    const double paged_ms = MedianMs(iters, [&] {
+      return tern::kernels::LaunchPagedAttention(type, p, rows, d_row_seq, q, k, v, out_paged, nullptr);
+    });
+    BENCH_CUDA(cudaDeviceSynchronize());
+    const std::vector<float> a = ToHost(type, out_flash, rows, width);
+    const std::vector<float> b = ToHost(type, out_paged, rows, width);
+    float diff = 0.0f, scale = 1.0f;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff = std::isfinite(a[i]) ? std::max(diff, std::abs(a[i] - b[i])) : INFINITY;
+      scale = std::max(scale, std::abs(b[i]));
+    }
+    // Row i of a causal prompt attends i + 1 keys.
+    const double attended = double(c.num_seqs) * c.prompt * (c.prompt + 1) / 2.0;
+    const double flops = 4.0 * attended * c.head_dim * c.num_heads;
+    const double flash_tflops = flops / (flash_ms * 1e-3) / 1e12;
+    const double paged_tflops = flops / (paged_ms * 1e-3) / 1e12;
+    std::printf("%-22s %5d %5d %4d %10.3f %10.1f %10.3f %10.1f %7.1fx %9.2e\n", c.name.c_str(), c.num_heads,
+                c.num_kv_heads, c.head_dim, flash_ms, flash_tflops, paged_ms, paged_tflops, paged_ms / flash_ms,
+                diff / scale);
+    results.push_back({{"shape", c.name},
+                       {"num_heads", c.num_heads},
+                       {"num_kv_heads", c.num_kv_heads},
+                       {"head_dim", c.head_dim},
+                       {"num_seqs", c.num_seqs},
+                       {"prompt_tokens", c.prompt},
+                       {"flops", flops},
+                       {"flash_ms", flash_ms},
+                       {"flash_tflops", flash_tflops},
+                       {"paged_ms", paged_ms},
+                       {"paged_tflops", paged_tflops},
+                       {"max_normwise_diff", diff / scale}});
+    for (void* ptr : {q, k, v, out_flash, out_paged}) BENCH_CUDA(cudaFree(ptr));
+    for (int32_t* ptr : {d_query_start, d_context, d_indptr, d_blocks, d_row_seq}) BENCH_CUDA(cudaFree(ptr));
+  }
+  if (!json_path.empty()) {
+    std::ofstream out(json_path);
+    out << nlohmann::json{{"bench", "prefill_attention"}, {"device", prop.name}, {"dtype", dtype_name},
+                          {"iters", iters}, {"results", results}}
+               .dump(2)
+        << "\n";
+  }
+  return 0;
+}

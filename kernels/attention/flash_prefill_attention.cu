@@ -1,0 +1,361 @@
+// Flash-attention style prefill over the paged KV cache.
+//
+// CTA (head, tile): 4 warps, each owning 16 of the tile's 64 query rows. The
+// Q tile is copied to shared memory once and kept in registers as mma.sync
+// A fragments. K and V tiles of 64 keys are gathered page by page with
+// cp.async into two shared-memory buffers, so the next tile's copy overlaps
+// this tile's math. Per tile each warp computes S = Q K^T (m16n8k16, fp32
+// accumulators), masks only the tiles that cross the causal diagonal or the
+// sliding-window edge, updates the running max and sum in the log2 domain
+// (exp2f with scale * log2(e) folded in), and adds P V with the scores
+// re-packed to 16 bits straight from the accumulator registers (the m16n8
+// accumulator layout of two adjacent key octets is the A layout of one k16
+// step). Shared-memory rows are padded by 16 bytes so the ldmatrix row
+// addresses of a warp fall into distinct banks.
+//
+// Tiles map to sequences on the device: sequence s owns tiles starting at
+// query_start[s] / 64 + s, so a binary search over query_start finds a CTA's
+// sequence and the grid needs only the row and sequence counts. Tiles are
+// taken in reverse so the long causal tiles start first.
+#include <cmath>
+
+#include "kernels/attention/flash_prefill_attention.h"
+#include "kernels/common/dispatch.cuh"
+
+namespace tern::kernels {
+namespace {
+
+constexpr int kTileM = kFlashQueryTile;
+constexpr int kTileN = 64;
+constexpr int kWarps = kTileM / 16;
+constexpr int kThreads = kWarps * 32;
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy; writes zeros when !valid (src is not read).
+__device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void LoadMatrixX4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void LoadMatrixX4Trans(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c[16x8] += a[16x16] * b[16x8], fp32 accumulation.
+template <typename T>
+__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void Mma<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void Mma<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as one 32-bit register of T, `lo` in the low half.
+template <typename T>
+__device__ __forceinline__ uint32_t Pack(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t Pack<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t Pack<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+template <int kHeadDim>
+__host__ __device__ constexpr int SharedStride() {
+  return kHeadDim + 8;  // elements per shared row: 16 bytes of padding
+}
+
+template <typename T, int kHeadDim>
+constexpr size_t SharedBytes() {
+  return size_t(kTileM + 4 * kTileN) * SharedStride<kHeadDim>() * sizeof(T);  // Q, 2 x K, 2 x V
+}
+
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionParams p, const T* __restrict__ q,
+                                                               const T* __restrict__ k_cache,
+                                                               const T* __restrict__ v_cache, T* __restrict__ out) {
+  constexpr int kStride = SharedStride<kHeadDim>();
+  constexpr int kChunks = kHeadDim / 8;      // 16-byte chunks per row
+  constexpr int kKSteps = kHeadDim / 16;     // k16 steps of Q K^T
+  constexpr int kDimTiles = kHeadDim / 8;    // n8 tiles of P V
+  constexpr int kKeyTiles = kTileN / 8;      // n8 tiles of Q K^T
+  static_assert(kKSteps % 2 == 0 && kDimTiles % 2 == 0, "head_dim must be a multiple of 32");
+
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  T* sq = reinterpret_cast<T*>(shared_raw);
+  T* sk = sq + kTileM * kStride;        // [2][kTileN][kStride]
+  T* sv = sk + 2 * kTileN * kStride;    // [2][kTileN][kStride]
+
+  const int head = blockIdx.x;
+  const int tile_id = int(gridDim.y - 1 - blockIdx.y);
+  // The sequence whose tiles contain tile_id: the last s with first tile <= tile_id.
+  int lo = 0, hi = p.num_seqs;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (p.query_start[mid] / kTileM + mid <= tile_id) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const int s = lo;
+  const int q_begin = p.query_start[s];
+  const int n_q = p.query_start[s + 1] - q_begin;
+  const int row0 = (tile_id - (q_begin / kTileM + s)) * kTileM;
+  if (row0 >= n_q) return;  // the spare tile of this sequence
+
+  const int rows = min(kTileM, n_q - row0);
+  const int pos0 = p.context_lens[s] - n_q + row0;  // position of the tile's first row
+  const int pos_last = pos0 + rows - 1;
+  const int window = p.sliding_window;
+  const int kv_begin = window > 0 ? max(0, pos0 - window + 1) / kTileN * kTileN : 0;
+  const int kv_end = pos_last + 1;
+  const int num_kv_tiles = (kv_end - kv_begin + kTileN - 1) / kTileN;
+  const int32_t* blocks = p.block_ids + p.block_indptr[s];
+  const int block_size = p.block_size;
+  const int kv_head = head / (p.num_heads / p.num_kv_heads);
+  const int64_t token_stride = int64_t(p.num_kv_heads) * kHeadDim;
+  const T* k_head = k_cache + kv_head * kHeadDim;
+  const T* v_head = v_cache + kv_head * kHeadDim;
+  const int tid = threadIdx.x;
+
+  for (int i = tid; i < kTileM * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool valid = r < rows;
+    const T* src = q + int64_t(q_begin + row0 + (valid ? r : 0)) * p.q_row_stride + head * kHeadDim + c * 8;
+    CopyAsync16(SharedAddress(sq + r * kStride + c * 8), src, valid);
+  }
+  CopyAsyncCommit();
+  // Keys past kv_end are zero-filled so that masked scores never meet garbage values.
+  auto load_kv = [&](int tile, int buffer) {
+    const int k0 = kv_begin + tile * kTileN;
+    T* dk = sk + buffer * kTileN * kStride;
+    T* dv = sv + buffer * kTileN * kStride;
+    for (int i = tid; i < kTileN * kChunks; i += kThreads) {
+      const int r = i / kChunks, c = i % kChunks;
+      const int j = k0 + r;
+      const bool valid = j < kv_end;
+      int64_t offset = c * 8;
+      if (valid) offset += (int64_t(blocks[j / block_size]) * block_size + j % block_size) * token_stride;
+      CopyAsync16(SharedAddress(dk + r * kStride + c * 8), k_head + offset, valid);
+      CopyAsync16(SharedAddress(dv + r * kStride + c * 8), v_head + offset, valid);
+    }
+  };
+  load_kv(0, 0);
+  CopyAsyncCommit();
+
+  const int warp = tid / 32, lane = tid % 32;
+  const int quad_row = lane / 4, quad_col = lane % 4;
+  const int my_row = warp * 16 + quad_row;  // and my_row + 8
+  const int pos_a = pos0 + my_row, pos_b = pos_a + 8;
+  const float scale_log2 = p.scale * kLog2e;
+
+  uint32_t qf[kKSteps][4];
+  float o[kDimTiles][4];
+#pragma unroll
+  for (int d = 0; d < kDimTiles; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.0f, 0.0f};
+
+  for (int t = 0; t < num_kv_tiles; ++t) {
+    const int buffer = t & 1;
+    if (t + 1 < num_kv_tiles) {
+      load_kv(t + 1, buffer ^ 1);
+      CopyAsyncCommit();
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int kk = 0; kk < kKSteps; ++kk) {
+        const T* src = sq + (warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kStride + kk * 16 + (lane / 16) * 8;
+        LoadMatrixX4(SharedAddress(src), qf[kk]);
+      }
+    }
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+    const T* kb = sk + buffer * kTileN * kStride;
+    float sc[kKeyTiles][4];
+#pragma unroll
+    for (int n = 0; n < kKeyTiles; ++n) {
+      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kKSteps; kk += 2) {
+        uint32_t b[4];
+        LoadMatrixX4(SharedAddress(kb + (n * 8 + lane % 8) * kStride + kk * 16 + (lane / 8) * 8), b);
+        Mma<T>(sc[n], qf[kk], b[0], b[1]);
+        Mma<T>(sc[n], qf[kk + 1], b[2], b[3]);
+      }
+    }
+
+    const int k0 = kv_begin + t * kTileN;
+    const bool needs_mask = k0 + kTileN - 1 > pos0 || (window > 0 && k0 <= pos_last - window);
+    if (needs_mask) {
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = k0 + n * 8 + 2 * quad_col + (e & 1);
+          const int pos = e < 2 ? pos_a : pos_b;
+          if (key > pos || (window > 0 && key <= pos - window)) sc[n][e] = -INFINITY;
+        }
+      }
+    }
+
+    // Online softmax in the log2 domain; a row's 64 scores live in the 4 lanes of a quad.
+    float base[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = m_run[h];
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) mx = fmaxf(mx, fmaxf(sc[n][2 * h], sc[n][2 * h + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // A row with no key yet keeps max -inf; use 0 so exp2 gives 0, never NaN.
+      base[h] = mx == -INFINITY ? 0.0f : mx * scale_log2;
+      const float correction = exp2f(m_run[h] * scale_log2 - base[h]);
+      m_run[h] = mx;
+      l_run[h] *= correction;
+#pragma unroll
+      for (int d = 0; d < kDimTiles; ++d) {
+        o[d][2 * h] *= correction;
+        o[d][2 * h + 1] *= correction;
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sc[n][e] = exp2f(fmaf(sc[n][e], scale_log2, -base[e / 2]));
+        l_run[e / 2] += sc[n][e];
+      }
+    }
+
+    // O += P V: the probabilities go to the tensor cores from registers.
+    const T* vb = sv + buffer * kTileN * kStride;
+#pragma unroll
+    for (int kk = 0; kk < kTileN / 16; ++kk) {
+      const uint32_t a[4] = {Pack<T>(sc[2 * kk][0], sc[2 * kk][1]), Pack<T>(sc[2 * kk][2], sc[2 * kk][3]),
+                             Pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                             Pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+      for (int d = 0; d < kDimTiles; d += 2) {
+        uint32_t b[4];
+        LoadMatrixX4Trans(
+            SharedAddress(vb + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + d * 8 + (lane / 16) * 8), b);
+        Mma<T>(o[d], a, b[0], b[1]);
+        Mma<T>(o[d + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled two tiles on
+  }
+
+  float inv[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[h] = l > 0.0f ? 1.0f / l : 0.0f;
+  }
+  T* out_tile = out + int64_t(q_begin + row0) * p.out_row_stride + head * kHeadDim;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = my_row + 8 * h;
+    if (r >= rows) continue;
+    T* dst = out_tile + int64_t(r) * p.out_row_stride + 2 * quad_col;
+#pragma unroll
+    for (int d = 0; d < kDimTiles; ++d) {
+      *reinterpret_cast<uint32_t*>(dst + d * 8) = Pack<T>(o[d][2 * h] * inv[h], o[d][2 * h + 1] * inv[h]);
+    }
+  }
+}
+
+template <typename T, int kHeadDim>
+cudaError_t Launch(const PagedAttentionParams& p, int64_t tiles, const void* q, const void* k_cache,
+                   const void* v_cache, void* out, cudaStream_t stream) {
+  constexpr size_t bytes = SharedBytes<T, kHeadDim>();
+  auto kernel = FlashPrefillKernel<T, kHeadDim>;
+  const cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (error != cudaSuccess) return error;
+  const dim3 grid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(tiles));
+  kernel<<<grid, kThreads, bytes, stream>>>(p, static_cast<const T*>(q), static_cast<const T*>(k_cache),
+                                            static_cast<const T*>(v_cache), static_cast<T*>(out));
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchForHeadDim(const PagedAttentionParams& p, int64_t tiles, const void* q, const void* k_cache,
+                             const void* v_cache, void* out, cudaStream_t stream) {
+  switch (p.head_dim) {
+    case 64: return Launch<T, 64>(p, tiles, q, k_cache, v_cache, out, stream);
+    case 96: return Launch<T, 96>(p, tiles, q, k_cache, v_cache, out, stream);
+    case 128: return Launch<T, 128>(p, tiles, q, k_cache, v_cache, out, stream);
+    default: return cudaErrorNotSupported;
+  }
+}
+
+bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+}  // namespace
+
+cudaError_t SupportsFlashPrefillAttention(ScalarType type, const PagedAttentionParams& params) {
+  if (type != ScalarType::kF16 && type != ScalarType::kBF16) return cudaErrorNotSupported;
+  if (params.head_dim != 64 && params.head_dim != 96 && params.head_dim != 128) return cudaErrorNotSupported;
+  if (params.num_heads <= 0 || params.num_kv_heads <= 0 || params.num_heads % params.num_kv_heads != 0 ||
+      params.num_heads > 65535 || params.block_size <= 0) {
+    return cudaErrorNotSupported;
+  }
+  if (params.q_row_stride % 8 != 0 || params.out_row_stride % 2 != 0) return cudaErrorNotSupported;
+  return cudaSuccess;
+}
+
+cudaError_t LaunchFlashPrefillAttention(ScalarType type, const PagedAttentionParams& params, int32_t num_rows,
+                                        const void* q, const void* k_cache, const void* v_cache, void* out,
+                                        cudaStream_t stream) {
+  if (const cudaError_t e = SupportsFlashPrefillAttention(type, params); e != cudaSuccess) return e;
+  if (num_rows == 0 || params.num_seqs == 0) return cudaSuccess;
+  if (num_rows < 0 || params.num_seqs < 0) return cudaErrorInvalidValue;
+  if (!Aligned(q, 16) || !Aligned(k_cache, 16) || !Aligned(v_cache, 16) || !Aligned(out, 4)) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t tiles = FlashPrefillTileCount(num_rows, params.num_seqs);
+  if (tiles > 65535) return cudaErrorInvalidValue;
+  if (type == ScalarType::kF16) return LaunchForHeadDim<__half>(params, tiles, q, k_cache, v_cache, out, stream);
+  return LaunchForHeadDim<__nv_bfloat16>(params, tiles, q, k_cache, v_cache, out, stream);
+}
+
+}  // namespace tern::kernels
