@@ -129,8 +129,9 @@ int main(int argc, char** argv) {
   }
   int device_count = 0;
   if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
-    std::fprintf(stderr, "no CUDA device is visible\n");
-    return 1;
+    cudaGetLastError();
+    std::printf("no CUDA device is visible: nothing to time\n");
+    return 0;  // like the gpu tests, a machine without a GPU skips rather than fails
   }
   cudaDeviceProp prop;
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
