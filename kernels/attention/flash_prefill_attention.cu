@@ -1,20 +1,21 @@
 // Flash-attention style prefill over the paged KV cache.
 //
-// CTA (head, tile): 4 warps, each owning 16 of the tile's 64 query rows. The
-// Q tile is copied to shared memory once and kept in registers as mma.sync
-// A fragments. K and V tiles of 64 keys are gathered page by page with
-// cp.async into two shared-memory buffers, so the next tile's copy overlaps
-// this tile's math. Per tile each warp computes S = Q K^T (m16n8k16, fp32
-// accumulators), masks only the tiles that cross the causal diagonal or the
-// sliding-window edge, updates the running max and sum in the log2 domain
-// (exp2f with scale * log2(e) folded in), and adds P V with the scores
-// re-packed to 16 bits straight from the accumulator registers (the m16n8
-// accumulator layout of two adjacent key octets is the A layout of one k16
-// step). Shared-memory rows are padded by 16 bytes so the ldmatrix row
+// CTA (head, tile): 4 warps, each owning 32 of the tile's 128 query rows as
+// two m16 row blocks, so every K and V fragment read from shared memory feeds
+// two tensor-core products. The Q tile stays in shared memory and is read as
+// mma.sync A fragments per k step. K and V tiles of 64 keys are gathered page
+// by page with cp.async into two shared-memory buffers, so the next tile's
+// copy overlaps this tile's math. Per tile each warp computes S = Q K^T
+// (m16n8k16, fp32 accumulators), masks only the tiles that cross the causal
+// diagonal or the sliding-window edge, updates the running max and sum in the
+// log2 domain (exp2f with scale * log2(e) folded in), and adds P V with the
+// scores re-packed to 16 bits straight from the accumulator registers (the
+// m16n8 accumulator layout of two adjacent key octets is the A layout of one
+// k16 step). Shared-memory rows are padded by 16 bytes so the ldmatrix row
 // addresses of a warp fall into distinct banks.
 //
 // Tiles map to sequences on the device: sequence s owns tiles starting at
-// query_start[s] / 64 + s, so a binary search over query_start finds a CTA's
+// query_start[s] / 128 + s, so a binary search over query_start finds a CTA's
 // sequence and the grid needs only the row and sequence counts. Tiles are
 // taken in reverse so the long causal tiles start first.
 #include <cmath>
@@ -27,8 +28,11 @@ namespace {
 
 constexpr int kTileM = kFlashQueryTile;
 constexpr int kTileN = 64;
-constexpr int kWarps = kTileM / 16;
+constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
+constexpr int kRowsPerWarp = kTileM / kWarps;
+constexpr int kMBlocks = kRowsPerWarp / 16;  // m16 row blocks per warp
+static_assert(kMBlocks * 16 * kWarps == kTileM, "the query tile must split into m16 blocks per warp");
 constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
@@ -110,12 +114,12 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   constexpr int kKSteps = kHeadDim / 16;     // k16 steps of Q K^T
   constexpr int kDimTiles = kHeadDim / 8;    // n8 tiles of P V
   constexpr int kKeyTiles = kTileN / 8;      // n8 tiles of Q K^T
-  static_assert(kKSteps % 2 == 0 && kDimTiles % 2 == 0, "head_dim must be a multiple of 32");
+  static_assert(kDimTiles % 2 == 0, "head_dim must be a multiple of 16");
 
   extern __shared__ __align__(16) unsigned char shared_raw[];
-  T* sq = reinterpret_cast<T*>(shared_raw);
-  T* sk = sq + kTileM * kStride;        // [2][kTileN][kStride]
-  T* sv = sk + 2 * kTileN * kStride;    // [2][kTileN][kStride]
+  T* sq = reinterpret_cast<T*>(shared_raw);  // [kTileM][kStride]
+  T* sk = sq + kTileM * kStride;             // [2][kTileN][kStride]
+  T* sv = sk + 2 * kTileN * kStride;         // [2][kTileN][kStride]
 
   const int head = blockIdx.x;
   const int tile_id = int(gridDim.y - 1 - blockIdx.y);
@@ -144,6 +148,9 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   const int num_kv_tiles = (kv_end - kv_begin + kTileN - 1) / kTileN;
   const int32_t* blocks = p.block_ids + p.block_indptr[s];
   const int block_size = p.block_size;
+  // Pages are nearly always a power of two: shift and mask instead of dividing.
+  const bool pow2_pages = (block_size & (block_size - 1)) == 0;
+  const int page_shift = __ffs(block_size) - 1;
   const int kv_head = head / (p.num_heads / p.num_kv_heads);
   const int64_t token_stride = int64_t(p.num_kv_heads) * kHeadDim;
   const T* k_head = k_cache + kv_head * kHeadDim;
@@ -167,7 +174,11 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
       const int j = k0 + r;
       const bool valid = j < kv_end;
       int64_t offset = c * 8;
-      if (valid) offset += (int64_t(blocks[j / block_size]) * block_size + j % block_size) * token_stride;
+      if (valid) {
+        const int page = pow2_pages ? j >> page_shift : j / block_size;
+        const int slot_in_page = pow2_pages ? j & (block_size - 1) : j % block_size;
+        offset += (int64_t(blocks[page]) * block_size + slot_in_page) * token_stride;
+      }
       CopyAsync16(SharedAddress(dk + r * kStride + c * 8), k_head + offset, valid);
       CopyAsync16(SharedAddress(dv + r * kStride + c * 8), v_head + offset, valid);
     }
@@ -175,18 +186,21 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   load_kv(0, 0);
   CopyAsyncCommit();
 
+  // Warp w owns rows [w * kRowsPerWarp, (w + 1) * kRowsPerWarp): kMBlocks blocks of 16.
   const int warp = tid / 32, lane = tid % 32;
   const int quad_row = lane / 4, quad_col = lane % 4;
-  const int my_row = warp * 16 + quad_row;  // and my_row + 8
-  const int pos_a = pos0 + my_row, pos_b = pos_a + 8;
+  const int warp_row = warp * kRowsPerWarp;
   const float scale_log2 = p.scale * kLog2e;
 
-  uint32_t qf[kKSteps][4];
-  float o[kDimTiles][4];
+  float o[kMBlocks][kDimTiles][4];
+  float m_run[kMBlocks][2], l_run[kMBlocks][2];
 #pragma unroll
-  for (int d = 0; d < kDimTiles; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-  float m_run[2] = {-INFINITY, -INFINITY};
-  float l_run[2] = {0.0f, 0.0f};
+  for (int mb = 0; mb < kMBlocks; ++mb) {
+#pragma unroll
+    for (int d = 0; d < kDimTiles; ++d) o[mb][d][0] = o[mb][d][1] = o[mb][d][2] = o[mb][d][3] = 0.0f;
+    m_run[mb][0] = m_run[mb][1] = -INFINITY;
+    l_run[mb][0] = l_run[mb][1] = 0.0f;
+  }
 
   for (int t = 0; t < num_kv_tiles; ++t) {
     const int buffer = t & 1;
@@ -198,108 +212,130 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
       CopyAsyncWait<0>();
     }
     __syncthreads();
-    if (t == 0) {
-#pragma unroll
-      for (int kk = 0; kk < kKSteps; ++kk) {
-        const T* src = sq + (warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kStride + kk * 16 + (lane / 16) * 8;
-        LoadMatrixX4(SharedAddress(src), qf[kk]);
-      }
-    }
 
-    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+    // S = Q K^T for this warp's rows and the tile's 64 keys; each K fragment
+    // serves both row blocks.
     const T* kb = sk + buffer * kTileN * kStride;
-    float sc[kKeyTiles][4];
+    float sc[kMBlocks][kKeyTiles][4];
 #pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) {
-      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+    for (int mb = 0; mb < kMBlocks; ++mb) {
 #pragma unroll
-      for (int kk = 0; kk < kKSteps; kk += 2) {
+      for (int n = 0; n < kKeyTiles; ++n) sc[mb][n][0] = sc[mb][n][1] = sc[mb][n][2] = sc[mb][n][3] = 0.0f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < kKSteps; ++kk) {
+      uint32_t qa[kMBlocks][4];
+#pragma unroll
+      for (int mb = 0; mb < kMBlocks; ++mb) {
+        LoadMatrixX4(SharedAddress(sq + (warp_row + mb * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kStride + kk * 16 +
+                                   (lane / 16) * 8),
+                     qa[mb]);
+      }
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; n += 2) {
+        // Key octets n and n + 1, dims kk * 16 .. + 15.
         uint32_t b[4];
-        LoadMatrixX4(SharedAddress(kb + (n * 8 + lane % 8) * kStride + kk * 16 + (lane / 8) * 8), b);
-        Mma<T>(sc[n], qf[kk], b[0], b[1]);
-        Mma<T>(sc[n], qf[kk + 1], b[2], b[3]);
+        LoadMatrixX4(SharedAddress(kb + (n * 8 + (lane / 16) * 8 + lane % 8) * kStride + kk * 16 +
+                                   ((lane / 8) % 2) * 8),
+                     b);
+#pragma unroll
+        for (int mb = 0; mb < kMBlocks; ++mb) {
+          Mma<T>(sc[mb][n], qa[mb], b[0], b[1]);
+          Mma<T>(sc[mb][n + 1], qa[mb], b[2], b[3]);
+        }
       }
     }
 
     const int k0 = kv_begin + t * kTileN;
     const bool needs_mask = k0 + kTileN - 1 > pos0 || (window > 0 && k0 <= pos_last - window);
-    if (needs_mask) {
+#pragma unroll
+    for (int mb = 0; mb < kMBlocks; ++mb) {
+      const int pos_a = pos0 + warp_row + mb * 16 + quad_row;  // and pos_a + 8
+      if (needs_mask) {
+#pragma unroll
+        for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = k0 + n * 8 + 2 * quad_col + (e & 1);
+            const int pos = pos_a + (e < 2 ? 0 : 8);
+            if (key > pos || (window > 0 && key <= pos - window)) sc[mb][n][e] = -INFINITY;
+          }
+        }
+      }
+      // Online softmax in the log2 domain; a row's 64 scores live in the 4 lanes of a quad.
+      float base[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float mx = m_run[mb][h];
+#pragma unroll
+        for (int n = 0; n < kKeyTiles; ++n) mx = fmaxf(mx, fmaxf(sc[mb][n][2 * h], sc[mb][n][2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        // A row with no key yet keeps max -inf; use 0 so exp2 gives 0, never NaN.
+        base[h] = mx == -INFINITY ? 0.0f : mx * scale_log2;
+        const float correction = exp2f(m_run[mb][h] * scale_log2 - base[h]);
+        m_run[mb][h] = mx;
+        l_run[mb][h] *= correction;
+#pragma unroll
+        for (int d = 0; d < kDimTiles; ++d) {
+          o[mb][d][2 * h] *= correction;
+          o[mb][d][2 * h + 1] *= correction;
+        }
+      }
 #pragma unroll
       for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int key = k0 + n * 8 + 2 * quad_col + (e & 1);
-          const int pos = e < 2 ? pos_a : pos_b;
-          if (key > pos || (window > 0 && key <= pos - window)) sc[n][e] = -INFINITY;
+          sc[mb][n][e] = exp2f(fmaf(sc[mb][n][e], scale_log2, -base[e / 2]));
+          l_run[mb][e / 2] += sc[mb][n][e];
         }
       }
     }
 
-    // Online softmax in the log2 domain; a row's 64 scores live in the 4 lanes of a quad.
-    float base[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = m_run[h];
-#pragma unroll
-      for (int n = 0; n < kKeyTiles; ++n) mx = fmaxf(mx, fmaxf(sc[n][2 * h], sc[n][2 * h + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      // A row with no key yet keeps max -inf; use 0 so exp2 gives 0, never NaN.
-      base[h] = mx == -INFINITY ? 0.0f : mx * scale_log2;
-      const float correction = exp2f(m_run[h] * scale_log2 - base[h]);
-      m_run[h] = mx;
-      l_run[h] *= correction;
-#pragma unroll
-      for (int d = 0; d < kDimTiles; ++d) {
-        o[d][2 * h] *= correction;
-        o[d][2 * h + 1] *= correction;
-      }
-    }
-#pragma unroll
-    for (int n = 0; n < kKeyTiles; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        sc[n][e] = exp2f(fmaf(sc[n][e], scale_log2, -base[e / 2]));
-        l_run[e / 2] += sc[n][e];
-      }
-    }
-
-    // O += P V: the probabilities go to the tensor cores from registers.
+    // O += P V: the probabilities go to the tensor cores from registers, and
+    // each V fragment serves both row blocks.
     const T* vb = sv + buffer * kTileN * kStride;
 #pragma unroll
     for (int kk = 0; kk < kTileN / 16; ++kk) {
-      const uint32_t a[4] = {Pack<T>(sc[2 * kk][0], sc[2 * kk][1]), Pack<T>(sc[2 * kk][2], sc[2 * kk][3]),
-                             Pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
-                             Pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+      uint32_t a[kMBlocks][4];
+#pragma unroll
+      for (int mb = 0; mb < kMBlocks; ++mb) {
+        a[mb][0] = Pack<T>(sc[mb][2 * kk][0], sc[mb][2 * kk][1]);
+        a[mb][1] = Pack<T>(sc[mb][2 * kk][2], sc[mb][2 * kk][3]);
+        a[mb][2] = Pack<T>(sc[mb][2 * kk + 1][0], sc[mb][2 * kk + 1][1]);
+        a[mb][3] = Pack<T>(sc[mb][2 * kk + 1][2], sc[mb][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int d = 0; d < kDimTiles; d += 2) {
         uint32_t b[4];
         LoadMatrixX4Trans(
             SharedAddress(vb + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + d * 8 + (lane / 16) * 8), b);
-        Mma<T>(o[d], a, b[0], b[1]);
-        Mma<T>(o[d + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mb = 0; mb < kMBlocks; ++mb) {
+          Mma<T>(o[mb][d], a[mb], b[0], b[1]);
+          Mma<T>(o[mb][d + 1], a[mb], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // this buffer is refilled two tiles on
   }
 
-  float inv[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float l = l_run[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[h] = l > 0.0f ? 1.0f / l : 0.0f;
-  }
   T* out_tile = out + int64_t(q_begin + row0) * p.out_row_stride + head * kHeadDim;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = my_row + 8 * h;
-    if (r >= rows) continue;
-    T* dst = out_tile + int64_t(r) * p.out_row_stride + 2 * quad_col;
+  for (int mb = 0; mb < kMBlocks; ++mb) {
 #pragma unroll
-    for (int d = 0; d < kDimTiles; ++d) {
-      *reinterpret_cast<uint32_t*>(dst + d * 8) = Pack<T>(o[d][2 * h] * inv[h], o[d][2 * h + 1] * inv[h]);
+    for (int h = 0; h < 2; ++h) {
+      float l = l_run[mb][h];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      const int r = warp_row + mb * 16 + quad_row + 8 * h;
+      if (r >= rows) continue;
+      T* dst = out_tile + int64_t(r) * p.out_row_stride + 2 * quad_col;
+#pragma unroll
+      for (int d = 0; d < kDimTiles; ++d) {
+        *reinterpret_cast<uint32_t*>(dst + d * 8) = Pack<T>(o[mb][d][2 * h] * inv, o[mb][d][2 * h + 1] * inv);
+      }
     }
   }
 }
@@ -322,6 +358,7 @@ cudaError_t LaunchForHeadDim(const PagedAttentionParams& p, int64_t tiles, const
                              const void* v_cache, void* out, cudaStream_t stream) {
   switch (p.head_dim) {
     case 64: return Launch<T, 64>(p, tiles, q, k_cache, v_cache, out, stream);
+    case 80: return Launch<T, 80>(p, tiles, q, k_cache, v_cache, out, stream);
     case 96: return Launch<T, 96>(p, tiles, q, k_cache, v_cache, out, stream);
     case 128: return Launch<T, 128>(p, tiles, q, k_cache, v_cache, out, stream);
     default: return cudaErrorNotSupported;
@@ -334,7 +371,9 @@ bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t
 
 cudaError_t SupportsFlashPrefillAttention(ScalarType type, const PagedAttentionParams& params) {
   if (type != ScalarType::kF16 && type != ScalarType::kBF16) return cudaErrorNotSupported;
-  if (params.head_dim != 64 && params.head_dim != 96 && params.head_dim != 128) return cudaErrorNotSupported;
+  if (params.head_dim != 64 && params.head_dim != 80 && params.head_dim != 96 && params.head_dim != 128) {
+    return cudaErrorNotSupported;
+  }
   if (params.num_heads <= 0 || params.num_kv_heads <= 0 || params.num_heads % params.num_kv_heads != 0 ||
       params.num_heads > 65535 || params.block_size <= 0) {
     return cudaErrorNotSupported;

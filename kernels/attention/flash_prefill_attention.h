@@ -9,9 +9,9 @@
 // pays off only when some sequence has many query rows.
 //
 // Each CTA computes one tile of kFlashQueryTile query rows of one sequence and
-// one head; K and V are gathered 64 keys at a time from the pages into shared
-// memory, scores and the softmax run in fp32, products in fp16/bf16 on tensor
-// cores with fp32 accumulation.
+// one head (4 warps of 32 rows); K and V are gathered 64 keys at a time from
+// the pages into shared memory, scores and the softmax run in fp32, products
+// in fp16/bf16 on tensor cores with fp32 accumulation.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +26,7 @@
 namespace tern::kernels {
 
 // Query rows per CTA.
-inline constexpr int32_t kFlashQueryTile = 64;
+inline constexpr int32_t kFlashQueryTile = 128;
 
 // CTAs along the tile axis for `num_rows` packed query rows of `num_seqs`
 // sequences: every sequence gets ceil(n_s / kFlashQueryTile) tiles or one
@@ -38,7 +38,7 @@ inline int64_t FlashPrefillTileCount(int64_t num_rows, int32_t num_seqs) {
 #if defined(TERN_WITH_CUDA)
 // cudaSuccess when LaunchFlashPrefillAttention handles this shape, else
 // cudaErrorNotSupported (the caller then uses LaunchPagedAttention).
-// Supported: fp16 and bf16; head_dim 64, 96 or 128; num_heads a multiple of
+// Supported: fp16 and bf16; head_dim 64, 80, 96 or 128; num_heads a multiple of
 // num_kv_heads; q_row_stride a multiple of 8 elements and out_row_stride a
 // multiple of 2. Reads only the scalar fields of `params`.
 cudaError_t SupportsFlashPrefillAttention(ScalarType type, const PagedAttentionParams& params);

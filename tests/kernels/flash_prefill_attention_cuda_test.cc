@@ -1,7 +1,7 @@
 // The tensor-core prefill attention against the CPU reference on fresh random
 // inputs: one-token queries, pages exactly full, chunked prefill over prior
 // context, many sequences of unequal length, query-tile edges, a 2048-token
-// prompt, GQA ratios 1/4/8, head dims 64/96/128, sliding windows, and the
+// prompt, GQA ratios 1/4/8, head dims 64/80/96/128, sliding windows, and the
 // shapes it must refuse.
 #include <algorithm>
 #include <cmath>
@@ -136,8 +136,8 @@ TEST_P(FlashPrefillAttentionCudaTest, ManySequencesOfUnequalLength) {
 }
 
 TEST_P(FlashPrefillAttentionCudaTest, QueryTileEdges) {
-  for (int32_t n : {63, 64, 65, 127, 128, 129}) RunCase(GetParam(), {4, 1, 64, 16, {{n, n}}}, 8 + n);
-  RunCase(GetParam(), {4, 1, 128, 16, {{63, 63}, {64, 70}, {65, 65}, {127, 200}, {129, 129}}}, 9);
+  for (int32_t n : {63, 64, 65, 127, 128, 129, 255, 256, 257}) RunCase(GetParam(), {4, 1, 64, 16, {{n, n}}}, 8 + n);
+  RunCase(GetParam(), {4, 1, 128, 16, {{63, 63}, {64, 70}, {65, 65}, {127, 200}, {129, 129}, {256, 300}}}, 9);
 }
 
 TEST_P(FlashPrefillAttentionCudaTest, PromptOf2048Tokens) {
@@ -146,7 +146,7 @@ TEST_P(FlashPrefillAttentionCudaTest, PromptOf2048Tokens) {
 
 TEST_P(FlashPrefillAttentionCudaTest, GqaRatiosAndHeadDims) {
   for (int32_t group : {1, 4, 8}) {
-    for (int32_t head_dim : {64, 96, 128}) {
+    for (int32_t head_dim : {64, 80, 96, 128}) {
       RunCase(GetParam(), {8, 8 / group, head_dim, 16, {{100, 100}, {1, 40}, {70, 90}}}, 11 + group + head_dim);
     }
   }
@@ -179,7 +179,7 @@ TEST(FlashPrefillAttentionSupportTest, RefusesWhatItCannotRun) {
   EXPECT_EQ(SupportsFlashPrefillAttention(ScalarType::kF16, p), cudaSuccess);
   EXPECT_EQ(SupportsFlashPrefillAttention(ScalarType::kBF16, p), cudaSuccess);
   EXPECT_EQ(SupportsFlashPrefillAttention(ScalarType::kF32, p), cudaErrorNotSupported);
-  for (int32_t head_dim : {16, 80, 256}) {
+  for (int32_t head_dim : {16, 72, 256}) {
     PagedAttentionParams other = p;
     other.head_dim = head_dim;
     other.q_row_stride = other.out_row_stride = 8 * head_dim;
