@@ -539,7 +539,9 @@ TEST(EngineTest, TenantOverTokenQuotaIsRejectedAndRefundsRestoreIt) {
     request.tenant = &tenant;
     if (stop_at_first) request.sampling.stop_token_ids = {testing::FakeModelRunner::NextToken(prompt, 1000)};
     const absl::Status submitted = (*engine)->Submit(std::move(request), sink);
-    if (submitted.ok()) EXPECT_TRUE(sink->WaitDone());
+    if (submitted.ok()) {
+      EXPECT_TRUE(sink->WaitDone());
+    }
     return submitted;
   };
   // Reserves 4 + 30 of 40, but stops after one token: 29 come back.
