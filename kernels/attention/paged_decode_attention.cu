@@ -1,0 +1,380 @@
+// Split-context decode attention. A thread block of kThreads threads owns one
+// (sequence, kv head, partition) and every query head of that kv head's
+// group. Lanes work in teams of kLanes threads, one token per team at a time,
+// each lane holding 16 bytes of the token's K or V row, so a row is one
+// coalesced read. Three phases per partition:
+//   1. scores: each team dots its tokens' K rows with the group's queries
+//      (held in registers, pre-scaled by scale * log2(e)) and leaves them in
+//      shared memory;
+//   2. softmax: one warp per head takes the partition's max and the sum of
+//      exp2(score - max), rewriting the scores as weights;
+//   3. values: each team accumulates weight * V over its tokens in fp32; the
+//      teams' sums are folded by shuffles within a warp, then across warps
+//      through shared memory.
+// Partitions of a multi-partition sequence leave (max, sum, unnormalized
+// output) in the workspace; DecodeMergeKernel rescales and sums them.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/attention/paged_decode_attention.h"
+#include "kernels/common/dispatch.cuh"
+
+namespace tern::kernels {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kPart = kDecodePartitionTokens;
+constexpr int kUnroll = 4;  // tokens per team in flight, for memory-level parallelism
+constexpr int kMaxGroup = 8;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kMaxSeqs = 65535;
+
+// Converts 16 loaded bytes of T into 16 / sizeof(T) floats.
+template <typename T>
+__device__ __forceinline__ void ToFloats(const uint4& raw, float* out);
+template <>
+__device__ __forceinline__ void ToFloats<float>(const uint4& raw, float* out) {
+  out[0] = __uint_as_float(raw.x);
+  out[1] = __uint_as_float(raw.y);
+  out[2] = __uint_as_float(raw.z);
+  out[3] = __uint_as_float(raw.w);
+}
+template <>
+__device__ __forceinline__ void ToFloats<__half>(const uint4& raw, float* out) {
+  const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(h[i]);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+template <>
+__device__ __forceinline__ void ToFloats<__nv_bfloat16>(const uint4& raw, float* out) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+// Streams 16 bytes that are read once: no L1 allocation.
+__device__ __forceinline__ uint4 LoadStreaming(const void* ptr) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(ptr));
+  return v;
+}
+
+// Cached tokens [first, context) of a sequence and how many partitions they span.
+struct Span {
+  int32_t first, length, parts;
+};
+
+__device__ __forceinline__ Span SequenceSpan(const PagedAttentionParams& p, int32_t context) {
+  const int32_t first = p.sliding_window > 0 ? max(0, context - p.sliding_window) : 0;
+  const int32_t length = max(0, context - first);
+  return {first, length, (length + kPart - 1) / kPart};
+}
+
+// Workspace layout: [entries] maxima, [entries] sums (each padded to 64
+// floats), then [entries, head_dim] outputs, entry = (seq * num_heads + head)
+// * parts + part.
+int64_t PaddedEntries(int64_t entries) { return (entries + 63) / 64 * 64; }
+
+int64_t WorkspaceFloats(int64_t entries, int32_t head_dim) { return 2 * PaddedEntries(entries) + entries * head_dim; }
+
+template <typename T, int kHeadDim, int kGroup>
+__global__ void __launch_bounds__(kThreads)
+    DecodePartitionKernel(PagedAttentionParams p, int32_t max_context, int32_t stride_parts, const T* __restrict__ q,
+                          const T* __restrict__ k_cache, const T* __restrict__ v_cache, T* __restrict__ out,
+                          float* __restrict__ part_max, float* __restrict__ part_sum, float* __restrict__ part_out) {
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr int kLanes = kHeadDim / kVec;  // threads per token row: 8, 16 or 32
+  constexpr int kTeams = kThreads / kLanes;
+  static_assert(kLanes <= 32 && 32 % kLanes == 0, "a token row must fit in one warp");
+
+  const int32_t part = blockIdx.x;
+  const int32_t kv_head = blockIdx.y;
+  const int32_t s = blockIdx.z;
+  const int32_t group = p.num_heads / p.num_kv_heads;
+  const int32_t head0 = kv_head * group;
+  const int32_t context = p.context_lens[s];
+  T* out_row = out + int64_t(s) * p.out_row_stride + int64_t(head0) * kHeadDim;
+  if (context <= 0 || context > max_context) {
+    // Nothing to attend to (zeros), or more than the launch was sized for (NaN).
+    if (part == 0) {
+      const float fill = context <= 0 ? 0.0f : __int_as_float(0x7fc00000);
+      for (int i = threadIdx.x; i < group * kHeadDim; i += kThreads) out_row[i] = FromFloat<T>(fill);
+    }
+    return;
+  }
+  const Span span = SequenceSpan(p, context);
+  if (part >= span.parts) return;
+  const int32_t tok0 = span.first + part * kPart;
+  const int32_t n = min(kPart, span.length - part * kPart);
+
+  __shared__ int32_t slots[kPart];
+  __shared__ float scores[kGroup][kPart];
+  __shared__ float folded[kWarps][kGroup][kHeadDim];
+  __shared__ float head_max[kGroup], head_sum[kGroup];
+
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
+  const int sub = tid % kLanes;  // which 16 bytes of the row
+  const int team = tid / kLanes;
+
+  const int32_t* blocks = p.block_ids + p.block_indptr[s];
+  for (int t = tid; t < n; t += kThreads) {
+    const int32_t j = tok0 + t;
+    slots[t] = blocks[j / p.block_size] * p.block_size + j % p.block_size;
+  }
+
+  float qf[kGroup][kVec];
+  {
+    const T* q_row = q + int64_t(s) * p.q_row_stride + int64_t(head0) * kHeadDim + sub * kVec;
+    const float q_scale = p.scale * kLog2e;
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) qf[g][i] = g < group ? ToFloat(q_row[g * kHeadDim + i]) * q_scale : 0.0f;
+    }
+  }
+  __syncthreads();
+
+  const int64_t token_stride = int64_t(p.num_kv_heads) * kHeadDim;
+  const int64_t row_offset = int64_t(kv_head) * kHeadDim + sub * kVec;
+
+  // 1. Scores. The loop bounds are uniform over the block so every lane of a
+  // warp reaches the shuffles; teams past the end dot zeros and store nothing.
+  for (int base = 0; base < n; base += kTeams * kUnroll) {
+    uint4 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * kTeams + team;
+      raw[u] = t < n ? LoadStreaming(k_cache + int64_t(slots[t]) * token_stride + row_offset) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float kf[kVec];
+      ToFloats<T>(raw[u], kf);
+      float dot[kGroup];
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) {
+        dot[g] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) dot[g] = fmaf(qf[g][i], kf[i], dot[g]);
+      }
+#pragma unroll
+      for (int offset = kLanes / 2; offset > 0; offset /= 2) {
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], offset);
+      }
+      const int t = base + u * kTeams + team;
+      if (sub == 0 && t < n) {
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) scores[g][t] = dot[g];
+      }
+    }
+  }
+  __syncthreads();
+
+  // 2. Softmax within the partition (base-2 exponent: the scores carry log2(e)).
+  for (int g = warp; g < group; g += kWarps) {
+    float m = -FLT_MAX;
+    for (int t = lane; t < n; t += 32) m = fmaxf(m, scores[g][t]);
+    m = WarpMax(m);
+    float l = 0.0f;
+    for (int t = lane; t < n; t += 32) {
+      const float e = exp2f(scores[g][t] - m);
+      scores[g][t] = e;
+      l += e;
+    }
+    l = WarpSum(l);
+    if (lane == 0) {
+      head_max[g] = m;
+      head_sum[g] = l;
+    }
+  }
+  __syncthreads();
+
+  // 3. Values.
+  float acc[kGroup][kVec];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) acc[g][i] = 0.0f;
+  }
+  for (int base = 0; base < n; base += kTeams * kUnroll) {
+    uint4 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * kTeams + team;
+      raw[u] = t < n ? LoadStreaming(v_cache + int64_t(slots[t]) * token_stride + row_offset) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * kTeams + team;
+      if (t < n) {
+        float vf[kVec];
+        ToFloats<T>(raw[u], vf);
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) {
+          if (kGroup > 1 && g >= group) break;
+          const float w = scores[g][t];
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) acc[g][i] = fmaf(w, vf[i], acc[g][i]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int offset = 16; offset >= kLanes; offset /= 2) {
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], offset);
+    }
+  }
+  if (lane < kLanes) {
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) folded[warp][g][sub * kVec + i] = acc[g][i];
+    }
+  }
+  __syncthreads();
+
+  for (int idx = tid; idx < group * kHeadDim; idx += kThreads) {
+    const int g = idx / kHeadDim;
+    const int d = idx % kHeadDim;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += folded[w][g][d];
+    if (span.parts == 1) {
+      out_row[idx] = FromFloat<T>(sum / head_sum[g]);
+    } else {
+      const int64_t entry = (int64_t(s) * p.num_heads + head0 + g) * stride_parts + part;
+      part_out[entry * kHeadDim + d] = sum;
+      if (d == 0) {
+        part_max[entry] = head_max[g];
+        part_sum[entry] = head_sum[g];
+      }
+    }
+  }
+}
+
+// One block per (head, sequence), one thread per output element.
+template <typename T>
+__global__ void DecodeMergeKernel(PagedAttentionParams p, int32_t max_context, int32_t stride_parts,
+                                  const float* __restrict__ part_max, const float* __restrict__ part_sum,
+                                  const float* __restrict__ part_out, T* __restrict__ out) {
+  const int32_t head = blockIdx.x;
+  const int32_t s = blockIdx.y;
+  const int32_t context = p.context_lens[s];
+  if (context <= 0 || context > max_context) return;
+  const Span span = SequenceSpan(p, context);
+  if (span.parts <= 1) return;  // written by the partition kernel
+  const int64_t entry0 = (int64_t(s) * p.num_heads + head) * stride_parts;
+  float m = -FLT_MAX;
+  for (int i = 0; i < span.parts; ++i) m = fmaxf(m, part_max[entry0 + i]);
+  T* out_row = out + int64_t(s) * p.out_row_stride + int64_t(head) * p.head_dim;
+  for (int d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+    float num = 0.0f, den = 0.0f;
+    for (int i = 0; i < span.parts; ++i) {
+      const float w = exp2f(part_max[entry0 + i] - m);
+      num = fmaf(w, part_out[(entry0 + i) * p.head_dim + d], num);
+      den = fmaf(w, part_sum[entry0 + i], den);
+    }
+    out_row[d] = FromFloat<T>(num / den);
+  }
+}
+
+int32_t CeilDiv(int64_t a, int64_t b) { return int32_t((a + b - 1) / b); }
+
+template <typename T, int kHeadDim>
+void LaunchForHeadDim(int32_t group, dim3 grid, const PagedAttentionParams& p, int32_t max_context, int32_t parts,
+                      const void* q, const void* k, const void* v, void* out, float* part_max, float* part_sum,
+                      float* part_out, cudaStream_t stream) {
+  const auto args = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream>>>(p, max_context, parts, static_cast<const T*>(q), static_cast<const T*>(k),
+                                          static_cast<const T*>(v), static_cast<T*>(out), part_max, part_sum,
+                                          part_out);
+  };
+  if (group == 1) {
+    args(DecodePartitionKernel<T, kHeadDim, 1>);
+  } else if (group == 2) {
+    args(DecodePartitionKernel<T, kHeadDim, 2>);
+  } else if (group <= 4) {
+    args(DecodePartitionKernel<T, kHeadDim, 4>);
+  } else {
+    args(DecodePartitionKernel<T, kHeadDim, kMaxGroup>);
+  }
+}
+
+}  // namespace
+
+bool SupportsPagedDecodeAttention(const PagedAttentionParams& p) {
+  if (p.head_dim != 64 && p.head_dim != 128) return false;
+  if (p.num_heads <= 0 || p.num_kv_heads <= 0 || p.num_kv_heads > 65535 || p.block_size <= 0) return false;
+  if (p.num_heads % p.num_kv_heads != 0) return false;
+  return p.num_heads / p.num_kv_heads <= kMaxGroup;
+}
+
+size_t PagedDecodeAttentionWorkspaceBytes(int32_t num_seqs, int32_t num_heads, int32_t head_dim,
+                                          int32_t max_context) {
+  const int32_t parts = CeilDiv(std::max(max_context, 0), kPart);
+  if (num_seqs <= 0 || parts <= 1) return 0;
+  return size_t(WorkspaceFloats(int64_t(num_seqs) * num_heads * parts, head_dim)) * sizeof(float);
+}
+
+cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionParams& params, int32_t max_context,
+                                       const void* q, const void* k_cache, const void* v_cache, void* out,
+                                       void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (!SupportsPagedDecodeAttention(params) || max_context < 0 || params.num_seqs < 0 ||
+      params.num_seqs > kMaxSeqs) {
+    return cudaErrorInvalidValue;
+  }
+  if (params.num_seqs == 0) return cudaSuccess;
+  if (reinterpret_cast<uintptr_t>(k_cache) % 16 != 0 || reinterpret_cast<uintptr_t>(v_cache) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  // A window bounds the span as well as the context does.
+  const int32_t span = params.sliding_window > 0 ? std::min(max_context, params.sliding_window) : max_context;
+  const int32_t parts = std::max(1, CeilDiv(span, kPart));
+  float *part_max = nullptr, *part_sum = nullptr, *part_out = nullptr;
+  if (parts > 1) {
+    const int64_t entries = int64_t(params.num_seqs) * params.num_heads * parts;
+    if (workspace == nullptr || workspace_bytes < size_t(WorkspaceFloats(entries, params.head_dim)) * sizeof(float)) {
+      return cudaErrorInvalidValue;
+    }
+    part_max = static_cast<float*>(workspace);
+    part_sum = part_max + PaddedEntries(entries);
+    part_out = part_sum + PaddedEntries(entries);
+  }
+  const dim3 grid(unsigned(parts), unsigned(params.num_kv_heads), unsigned(params.num_seqs));
+  const int32_t group = params.num_heads / params.num_kv_heads;
+  TERN_DISPATCH_SCALAR(type, T, {
+    if (params.head_dim == 64) {
+      LaunchForHeadDim<T, 64>(group, grid, params, max_context, parts, q, k_cache, v_cache, out, part_max, part_sum,
+                              part_out, stream);
+    } else {
+      LaunchForHeadDim<T, 128>(group, grid, params, max_context, parts, q, k_cache, v_cache, out, part_max, part_sum,
+                               part_out, stream);
+    }
+    if (parts > 1) {
+      DecodeMergeKernel<T><<<dim3(unsigned(params.num_heads), unsigned(params.num_seqs)), params.head_dim, 0, stream>>>(
+          params, max_context, parts, part_max, part_sum, part_out, static_cast<T*>(out));
+    }
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace tern::kernels
