@@ -180,12 +180,11 @@ struct CudaBackend::Impl {
   std::vector<int32_t> moe_offsets_host;
   const ForwardBatch* batch = nullptr;
   int32_t max_query_len = 0;  // longest sequence's query rows this step
-  // Decode steps (one query row per sequence) run the split-context kernel,
-  // whose grid and partials are sized by the step's longest context. Its
+  // Steps of one query row per sequence run the split-context decode
+  // kernel, its grid and partials sized by step_context_capacity. Its
   // workspace grows in BeginStep for the attention shape seen so far (and in
-  // Attention on the first decode step, before any shape is known).
+  // Attention on the first such step, before any shape is known).
   bool decode_step = false;
-  int32_t decode_max_context = 0;
   int32_t decode_num_heads = 0, decode_head_dim = 0;
   DeviceBuffer decode_workspace;
   std::map<int, DeviceBuffer> scratch;
@@ -545,16 +544,15 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
                              m.stream),
              "uploading step metadata");
   }
-  m.decode_step = batch.num_seqs() > 0;
-  for (int32_t s = 0; s < batch.num_seqs(); ++s) {
+  m.decode_step = num_seqs > 0;
+  for (int32_t s = 0; s < num_seqs; ++s) {
     m.decode_step = m.decode_step && batch.query_start[s + 1] - batch.query_start[s] == 1;
   }
-  m.decode_max_context = 0;
-  for (int32_t context : batch.context_lens) m.decode_max_context = std::max(m.decode_max_context, context);
   if (m.decode_step && m.decode_num_heads > 0) {
-    m.Record(m.decode_workspace.Reserve(kernels::PagedDecodeAttentionWorkspaceBytes(
-                 batch.num_seqs(), m.decode_num_heads, m.decode_head_dim, m.decode_max_context)),
-             "allocating the decode attention workspace");
+    m.ReserveTracked(m.decode_workspace,
+                     kernels::PagedDecodeAttentionWorkspaceBytes(num_seqs, m.decode_num_heads, m.decode_head_dim,
+                                                                 m.step_context_capacity),
+                     "allocating the decode attention workspace");
   }
   if (m.first_error != cudaSuccess) return CudaStatus(m.first_error, m.first_error_op);
 
@@ -700,10 +698,11 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
   if (m.decode_step && q.rows == p.num_seqs && kernels::SupportsPagedDecodeAttention(p)) {
     m.decode_num_heads = p.num_heads;
     m.decode_head_dim = p.head_dim;
-    const size_t bytes =
-        kernels::PagedDecodeAttentionWorkspaceBytes(p.num_seqs, p.num_heads, p.head_dim, m.decode_max_context);
-    m.Record(m.decode_workspace.Reserve(bytes), "allocating the decode attention workspace");
-    m.Record(kernels::LaunchPagedDecodeAttention(m.type, p, m.decode_max_context, q.data, c.k(layer), c.v(layer),
+    m.ReserveTracked(m.decode_workspace,
+                     kernels::PagedDecodeAttentionWorkspaceBytes(p.num_seqs, p.num_heads, p.head_dim,
+                                                                 m.step_context_capacity),
+                     "allocating the decode attention workspace");
+    m.Record(kernels::LaunchPagedDecodeAttention(m.type, p, m.step_context_capacity, q.data, c.k(layer), c.v(layer),
                                                  out.data, m.decode_workspace.data(), m.decode_workspace.bytes(),
                                                  m.stream),
              "decode attention");
