@@ -170,7 +170,16 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
     if (s == 0) prefill_s = elapsed;
     if (s == 1 || (s > 1 && elapsed < warm_prefill_s)) warm_prefill_s = elapsed;
   }
-  // Decode all sequences together: one warm-up step, then the timed steps.
+  // Decode all sequences together, sampling greedily on the backend as the
+  // serving runner does (on the GPU only token ids come back): one warm-up
+  // step, then the timed steps.
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  std::vector<SequenceSamplingState> states;
+  for (int32_t s = 0; s < batch_size; ++s) states.emplace_back(1, uint32_t(s), absl::Span<const int32_t>());
+  std::vector<SampleRequest> requests;
+  for (const auto& state : states) requests.push_back({&greedy, &state});
+  std::vector<SampledToken> sampled;
   const auto decode_step = [&]() -> absl::Status {
     std::vector<std::pair<int32_t, std::vector<int32_t>>> work;
     for (int32_t s = 0; s < batch_size; ++s) work.push_back({s, {token(rng)}});
@@ -179,7 +188,9 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
       const int32_t padded = backend.DecodeGraphBatchSize(batch.num_seqs());
       if (padded > batch.num_seqs()) PadDecodeBatch(padded, &batch);
     }
-    return model.Forward(batch, cache, &logits);
+    absl::StatusOr<Tensor> out = model.ForwardLogits(batch, cache);
+    if (!out.ok()) return out.status();
+    return backend.SampleRows(out->Rows(0, batch_size), requests, &sampled);
   };
   if (auto st = decode_step(); !st.ok()) return Fail(std::string(st.message()));
   const auto start = Clock::now();
