@@ -27,20 +27,17 @@ python3 tools/device/ceilings.py
 make_model llama-2-7b "$m7" 32000
 if [[ " $phases " == *" tern "* ]]; then
   run "$m7" b1 --batch 1 --prompt-tokens 128 --decode-tokens 64
-  run "$m7" b1-eager --batch 1 --prompt-tokens 128 --decode-tokens 64 --cuda_graphs=false
   run "$m7" b64-512 --batch 64 --prompt-tokens 512 --decode-tokens 32
   run "$m7" b64-1k --batch 64 --prompt-tokens 1024 --decode-tokens 32
-  run "$m7" prefill2k --batch 1 --prompt-tokens 2048 --decode-tokens 2
-  run "$m7" prefill512 --batch 1 --prompt-tokens 512 --decode-tokens 2
+  # Two prompts: the first is cold (lazy module loading), the second the warm rate.
+  run "$m7" prefill2k --batch 2 --prompt-tokens 2048 --decode-tokens 2
   make_model llama-3-8b "$m8" 128256
   run "$m8" l3-b64-4k --batch 64 --prompt-tokens 4096 --decode-tokens 16
   run "$m8" l3-b256-1k --batch 256 --prompt-tokens 1024 --decode-tokens 16
 fi
 if [[ " $phases " == *" hf "* ]]; then
   hf() { python3 tools/device/hf_generate_bench.py "$m7" --dtype bfloat16 "$@" 2>&1 | grep "hf transformers"; }
-  hf --batch 1 --prompt 128 --new 64 --json "$out/hf-b1.json"
   hf --batch 1 --prompt 128 --new 64 --cache static --compile --json "$out/hf-b1-compile.json"
-  hf --batch 64 --prompt 1024 --new 16 --json "$out/hf-b64.json"
   hf --batch 64 --prompt 1024 --new 16 --cache static --json "$out/hf-b64-static.json"
 fi
 if [[ " $phases " == *" nsys "* ]]; then
