@@ -12,8 +12,10 @@ tern's CPU and CUDA backends are later compared with). Prints one table; writes 
 2. Line retrieval (LongEval "lines", as in the MoA paper) at --lengths tokens: records of
    adjective-noun keys with 5-digit values filling the context, one question at the end; the
    needle's position is uniform over the record. Teacher-forced greedy check: value_acc = the model's
-   argmax reproduces every token of "<value>" after "... is <"; answer_acc = it reproduces the whole
-   answer sentence (what greedy decoding would print). A few greedy generations are printed too.
+   argmax reproduces every token of "<value>" after "... is <" (the token that closes it, '>' or
+   '>.\n' depending on the split regex, included); answer_acc = it reproduces the whole answer
+   sentence with its newline (what greedy decoding would print). A few greedy generations are
+   printed too.
 3. Greedy continuations of fixed prompts.
 """
 import argparse
@@ -79,25 +81,6 @@ def perplexity(model, tok, text, window, bos, dev, batch):
             "word_ppl": math.exp(nll / n_words), "words": n_words, "bytes": n_bytes}
 
 
-def retrieval_case(tok, rng, length, line_tokens, overhead):
-    n = max(2, int((length - overhead) / line_tokens) + 2)
-    rec = retrieval.make_record(rng, n)
-    qi = rng.randrange(len(rec))
-    while True:
-        q = rec[qi][0]
-        text, answers, values = retrieval.build(rec, [q])
-        text = text[:answers[0][1] - 1]  # no trailing newline
-        answers = [(answers[0][0], answers[0][1] - 1)]
-        enc = tok.encode(text, add_special_tokens=False)
-        if len(enc.ids) + 1 <= length:
-            return rec, qi, text, answers[0], values[0], enc
-        # Drop one line that is not the needle.
-        drop = len(rec) - 1 if qi != len(rec) - 1 else len(rec) - 2
-        rec = rec[:drop] + rec[drop + 1:]
-        if qi > drop:
-            qi -= 1
-
-
 @torch.no_grad()
 def retrieval_eval(model, tok, lengths, samples, seed, bos, pad, dev, batch):
     sample = retrieval.make_record(random.Random(0), 1000)
@@ -110,7 +93,9 @@ def retrieval_eval(model, tok, lengths, samples, seed, bos, pad, dev, batch):
     results, shows = {}, []
     for length in lengths:
         rng = random.Random(seed * 100003 + length)
-        cases = [retrieval_case(tok, rng, length, line_tokens, overhead) for _ in range(samples)]
+        n_lines = int((length - overhead) / line_tokens) + 2
+        encode = lambda t: tok.encode(t, add_special_tokens=False)  # noqa: E731
+        cases = [retrieval.eval_case(rng, length, n_lines, encode) for _ in range(samples)]
         v_ok = a_ok = 0
         total_len = 0
         depth = []
@@ -141,7 +126,7 @@ def retrieval_eval(model, tok, lengths, samples, seed, bos, pad, dev, batch):
                                  eos_token_id=None, pad_token_id=pad)
             gen = tok.decode(out[0, len(ids):].tolist()).split("\n")[0]
             shows.append({"length": length, "prompt_tokens": len(ids), "key": rec[qi][0],
-                          "expected": text[ans[0]:ans[1]], "generated": gen})
+                          "expected": text[ans[0]:ans[1]].rstrip("\n"), "generated": gen})
     return results, shows
 
 

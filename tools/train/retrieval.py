@@ -67,20 +67,52 @@ def make_record(rng: random.Random, n_lines: int):
     return [(k, rng.randrange(1, 50000)) for k in keys]
 
 
-def build(record, queries):
+def build(record, queries, inner=()):
     """Returns (text, answer_spans, value_spans): character spans of each answer sentence (its
     final newline included) and of each answer's '<value>' part ('<' excluded, '>' included).
-    The questions start at len(PREAMBLE + lines), a pre-tokenizer boundary ('>\n' | 'Now')."""
-    parts = [PREAMBLE] + [line_text(k, v) for k, v in record]
-    text = "".join(parts)
-    answers, values = [], []
+    `queries` are asked after the record ("Now the record is over. ..."); `inner` holds
+    (line_index, key) pairs asked inside the record, right after line `line_index`, about a key of
+    that line or an earlier one (denser training signal; the evaluation asks at the end only)."""
     lookup = dict(record)
-    for i, key in enumerate(queries):
-        text += first_question(key) if i == 0 else next_question(key)
+    after = {}
+    for i, key in inner:
+        after.setdefault(i, []).append(key)
+    text = PREAMBLE
+    answers, values = [], []
+
+    def ask(question, key):
+        nonlocal text
+        text += question
         a = answer_text(key, lookup[key])
         start = len(text)
         text += a
         answers.append((start, start + len(a)))
         vstart = start + a.index("<") + 1
         values.append((vstart, vstart + len(str(lookup[key])) + 1))
+
+    for i, (k, v) in enumerate(record):
+        text += line_text(k, v)
+        for key in after.get(i, ()):
+            ask(next_question(key), key)
+    for i, key in enumerate(queries):
+        ask(first_question(key) if i == 0 else next_question(key), key)
     return text, answers, values
+
+
+def eval_case(rng: random.Random, length: int, n_lines: int, encode):
+    """One evaluation case: a record of about `n_lines` lines, one question about a uniformly chosen
+    line, and its answer sentence (trailing newline included), trimmed line by line until
+    `encode(text)` (token ids, no BOS) plus a BOS fits in `length` tokens. Returns
+    (record, needle_index, text, answer_span, value_span, encoding)."""
+    rec = make_record(rng, max(2, n_lines))
+    qi = rng.randrange(len(rec))
+    while True:
+        text, answers, values = build(rec, [rec[qi][0]])
+        enc = encode(text)
+        if len(enc.ids) + 1 <= length or len(rec) <= 2:
+            return rec, qi, text, answers[0], values[0], enc
+        # Drop one line that is not the needle.
+        drop = len(rec) - 1 if qi != len(rec) - 1 else len(rec) - 2
+        rec = rec[:drop] + rec[drop + 1:]
+        if qi > drop:
+            qi -= 1
