@@ -1,0 +1,167 @@
+// tern-perplexity: the perplexity of a text file under a model directory,
+// computed through tern's tokenizer, model definition and backend, with the
+// windowing of tools/eval/eval_llm.py (runtime/model/windowed_perplexity.h),
+// so that its figures compare one to one with the PyTorch evaluation.
+//
+//   tern-perplexity --model DIR --text FILE [--backend cpu|cuda] [--dtype float32]
+//                   [--window 2048] [--chunk 512] [--max-bytes N] [--json OUT]
+//
+// Prints the token count, windows, total NLL, token perplexity, bits per
+// byte and word-level perplexity (NLL over the whitespace-separated words plus
+// one per line, the convention of pytorch/examples word_language_model).
+// --max-bytes keeps the longest prefix of whole lines (ending at a newline)
+// within N bytes.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "nlohmann/json.hpp"
+#include "runtime/base/flag_names.h"
+#include "runtime/cpu/cpu_backend.h"
+#if defined(TERN_WITH_CUDA)
+#include "runtime/cuda/cuda_backend.h"
+#endif
+#include "runtime/model/llama_model.h"
+#include "runtime/model/windowed_perplexity.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory");
+ABSL_FLAG(std::string, text, "", "UTF-8 text file to score");
+ABSL_FLAG(std::string, backend, "cpu", "cpu or cuda");
+ABSL_FLAG(std::string, dtype, "float32", "CUDA compute dtype: float32, bfloat16 or float16");
+ABSL_FLAG(int32_t, window, 2048, "Tokens per window, BOS included");
+ABSL_FLAG(int32_t, chunk, 512, "Most tokens per forward pass");
+ABSL_FLAG(int64_t, max_bytes, 0, "Score only the longest prefix of whole lines within this many bytes (0: all)");
+ABSL_FLAG(std::string, json, "", "Also write the results here as JSON");
+
+namespace {
+
+using namespace tern::runtime;
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "tern-perplexity: %s\n", message.c_str());
+  return 1;
+}
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// Whitespace-separated words plus one end-of-line per line (a final newline
+// does not open another line).
+int64_t CountWords(const std::string& text) {
+  int64_t words = 0, lines = 0;
+  bool in_word = false, line_open = false;
+  for (char c : text) {
+    if (c == '\n') {
+      ++lines;
+      in_word = false;
+      line_open = false;
+      continue;
+    }
+    line_open = true;
+    if (IsSpace(c)) {
+      in_word = false;
+    } else if (!in_word) {
+      in_word = true;
+      ++words;
+    }
+  }
+  if (line_open || text.empty()) ++lines;
+  return words + lines;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("windowed perplexity of a text file\n\n"
+                               "  tern-perplexity --model DIR --text FILE [--backend cpu|cuda] [--window 2048]\n");
+  std::vector<std::string> args = tern::base::NormalizeFlagDashes(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (auto& arg : args) arg_ptrs.push_back(arg.data());
+  const std::vector<char*> positional = absl::ParseCommandLine(int(arg_ptrs.size()), arg_ptrs.data());
+  if (positional.size() != 1) return Fail("takes no positional arguments");
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  const std::string text_path = absl::GetFlag(FLAGS_text);
+  if (model_dir.empty() || text_path.empty()) return Fail("--model and --text are required");
+
+  std::ifstream in(text_path, std::ios::binary);
+  if (!in) return Fail("cannot read " + text_path);
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  std::string text = buffer.str();
+  if (const int64_t max_bytes = absl::GetFlag(FLAGS_max_bytes); max_bytes > 0 && int64_t(text.size()) > max_bytes) {
+    const size_t cut = text.rfind('\n', size_t(max_bytes) - 1);
+    text.resize(cut == std::string::npos ? 0 : cut + 1);
+  }
+  if (text.empty()) return Fail("no text to score");
+
+  std::unique_ptr<Backend> backend;
+  const std::string backend_name = absl::GetFlag(FLAGS_backend);
+  if (backend_name == "cpu") {
+    backend = std::make_unique<CpuBackend>();
+  } else if (backend_name == "cuda") {
+#if defined(TERN_WITH_CUDA)
+    CudaBackendOptions options;
+    if (!ParseTorchDType(absl::GetFlag(FLAGS_dtype), &options.compute_dtype)) {
+      return Fail("--dtype must be float16, bfloat16 or float32");
+    }
+    auto cuda = CudaBackend::Create(options);
+    if (!cuda.ok()) return Fail(std::string(cuda.status().message()));
+    backend = std::move(*cuda);
+#else
+    return Fail("this build has no CUDA backend");
+#endif
+  } else {
+    return Fail("--backend must be cpu or cuda");
+  }
+  auto model = LlamaModel::Load(model_dir, backend.get(), {});
+  if (!model.ok()) return Fail(std::string(model.status().message()));
+  auto tokenizer = Tokenizer::FromModelDirectory(model_dir);
+  if (!tokenizer.ok()) return Fail(std::string(tokenizer.status().message()));
+  if ((*tokenizer)->bos_id() < 0) return Fail("the tokenizer has no BOS token to open each window");
+
+  WindowedPerplexityOptions options;
+  options.window = absl::GetFlag(FLAGS_window);
+  options.chunk_tokens = absl::GetFlag(FLAGS_chunk);
+  options.bos_id = (*tokenizer)->bos_id();
+  constexpr int32_t kBlockSize = 16;
+  if (options.window < 2) return Fail("--window must be at least 2");
+  auto cache = backend->AllocateKvCache((*model)->CacheSpec(CacheBlocks(options.window, kBlockSize), kBlockSize));
+  if (!cache.ok()) return Fail(std::string(cache.status().message()));
+
+  const std::vector<int32_t> ids = (*tokenizer)->Encode(text, /*add_special_tokens=*/false);
+  const auto start = std::chrono::steady_clock::now();
+  auto nll = ScoreWindows(**model, **cache, ids, options);
+  if (!nll.ok()) return Fail(std::string(nll.status().message()));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  const int64_t words = CountWords(text);
+  const double bits_per_byte = nll->nll_sum / std::log(2.0) / double(text.size());
+  const double word_ppl = std::exp(nll->nll_sum / double(words));
+  std::printf("model %s, backend %s%s, window %d\n", model_dir.c_str(), backend->name().c_str(),
+              backend_name == "cuda" ? (" (" + absl::GetFlag(FLAGS_dtype) + ")").c_str() : "", options.window);
+  std::printf("text %s: %zu bytes, %lld tokens in %lld windows, %lld words\n", text_path.c_str(), text.size(),
+              (long long)nll->tokens, (long long)nll->windows, (long long)words);
+  std::printf("nll_sum %.6f nats\ntoken perplexity %.4f\nbits per byte %.6f\nword perplexity %.2f\n", nll->nll_sum,
+              nll->TokenPerplexity(), bits_per_byte, word_ppl);
+  std::printf("%.1f s, %.0f tokens/s\n", seconds, double(nll->tokens) / seconds);
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    nlohmann::json out = {{"model", model_dir},       {"backend", backend->name()},
+                          {"dtype", backend_name == "cuda" ? absl::GetFlag(FLAGS_dtype) : "float32"},
+                          {"text", text_path},        {"bytes", text.size()},
+                          {"tokens", nll->tokens},    {"windows", nll->windows},
+                          {"window", options.window}, {"nll_sum", nll->nll_sum},
+                          {"token_ppl", nll->TokenPerplexity()},
+                          {"bits_per_byte", bits_per_byte},
+                          {"words", words},           {"word_ppl", word_ppl},
+                          {"seconds", seconds}};
+    std::ofstream(path) << out.dump(2) << "\n";
+  }
+  return 0;
+}
