@@ -1,5 +1,6 @@
 // Windowed perplexity (runtime/model/windowed_perplexity.h) on the committed
-// demo model, CPU backend: against a token-by-token decode through the KV
+// demo model. Built twice: on the CPU backend, and with TERN_TEST_CUDA_BACKEND
+// on the CUDA backend in fp32 (label gpu; skipped without a device). Against a token-by-token decode through the KV
 // cache (a different path through the model), and against PyTorch's figures
 // for the same text, stored in tests/data/golden/tern-demo-llm-score.json
 // (made by tools/eval/score_text.py; provenance in tests/data/README.md).
@@ -14,6 +15,10 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/cpu/cpu_backend.h"
+#if defined(TERN_TEST_CUDA_BACKEND)
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/device_probe.h"
+#endif
 #include "runtime/model/llama_model.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/test_files.h"
@@ -24,10 +29,24 @@ namespace {
 constexpr int32_t kBlockSize = 16;
 const std::string kModelDir = std::string(TERN_MODELS_DIR) + "/tern-demo-llm";
 
+// The backend under test; null (and the test skipped) without a GPU.
+std::unique_ptr<Backend> MakeBackend() {
+#if defined(TERN_TEST_CUDA_BACKEND)
+  if (ListCudaDevices().empty()) return nullptr;
+  CudaBackendOptions options;
+  options.compute_dtype = DType::kF32;
+  auto backend = CudaBackend::Create(options);
+  return backend.ok() ? std::unique_ptr<Backend>(std::move(*backend)) : nullptr;
+#else
+  return std::make_unique<CpuBackend>();
+#endif
+}
+
 class WindowedPerplexityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    backend_ = std::make_unique<CpuBackend>();
+    backend_ = MakeBackend();
+    if (backend_ == nullptr) GTEST_SKIP() << "no CUDA device";
     auto model = LlamaModel::Load(kModelDir, backend_.get(), {});
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
