@@ -42,19 +42,6 @@ __global__ void GatherRowsKernel(int64_t cols, const int32_t* rows, const T* x, 
 }
 
 template <typename T>
-__global__ void ScatterAddRowsKernel(int64_t cols, const int32_t* rows, const float* weights, const T* src,
-                                     int64_t src_stride, T* out, int64_t out_stride) {
-  const int64_t i = blockIdx.y;
-  T* dst = out + int64_t(rows[i]) * out_stride;
-  const float w = weights[i];
-  // Hugging Face scales the expert output in the activation dtype, then adds.
-  TERN_FOR_COLS(cols) {
-    const float scaled = ToFloat(FromFloat<T>(ToFloat(src[i * src_stride + c]) * w));
-    dst[c] = FromFloat<T>(ToFloat(dst[c]) + scaled);
-  }
-}
-
-template <typename T>
 __global__ void ToFloatKernel(int64_t cols, const T* x, int64_t x_stride, float* out) {
   const int64_t r = blockIdx.y;
   TERN_FOR_COLS(cols) out[r * cols + c] = ToFloat(x[r * x_stride + c]);
@@ -108,18 +95,6 @@ cudaError_t LaunchGatherRows(ScalarType type, int64_t num_rows, int64_t cols, co
   TERN_DISPATCH_SCALAR(type, T,
                        GatherRowsKernel<T><<<RowGrid(num_rows, cols), kThreads, 0, stream>>>(
                            cols, rows, static_cast<const T*>(x), x_stride, static_cast<T*>(out), out_stride));
-  return cudaGetLastError();
-}
-
-cudaError_t LaunchScatterAddRows(ScalarType type, int64_t num_rows, int64_t cols, const int32_t* rows,
-                                 const float* weights, const void* src, int64_t src_stride, void* out,
-                                 int64_t out_stride, cudaStream_t stream) {
-  if (num_rows == 0) return cudaSuccess;
-  if (BadRows(num_rows)) return cudaErrorInvalidValue;
-  TERN_DISPATCH_SCALAR(type, T,
-                       ScatterAddRowsKernel<T><<<RowGrid(num_rows, cols), kThreads, 0, stream>>>(
-                           cols, rows, weights, static_cast<const T*>(src), src_stride, static_cast<T*>(out),
-                           out_stride));
   return cudaGetLastError();
 }
 

@@ -27,12 +27,6 @@ cudaError_t LaunchAddBias(ScalarType type, int64_t rows, int64_t cols, void* x, 
 cudaError_t LaunchGatherRows(ScalarType type, int64_t num_rows, int64_t cols, const int32_t* rows, const void* x,
                              int64_t x_stride, void* out, int64_t out_stride, cudaStream_t stream);
 
-// out[rows[i], :] += weights[i] * src[i, :] (MoE combine). rows must be
-// distinct within one launch.
-cudaError_t LaunchScatterAddRows(ScalarType type, int64_t num_rows, int64_t cols, const int32_t* rows,
-                                 const float* weights, const void* src, int64_t src_stride, void* out,
-                                 int64_t out_stride, cudaStream_t stream);
-
 // out (fp32, dense [rows, cols]) = x converted.
 cudaError_t LaunchToFloat(ScalarType type, int64_t rows, int64_t cols, const void* x, int64_t x_stride, float* out,
                           cudaStream_t stream);
