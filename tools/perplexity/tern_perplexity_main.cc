@@ -23,11 +23,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "nlohmann/json.hpp"
+#include "runtime/backend/backend_factory.h"
 #include "runtime/base/flag_names.h"
-#include "runtime/cpu/cpu_backend.h"
-#if defined(TERN_WITH_CUDA)
-#include "runtime/cuda/cuda_backend.h"
-#endif
 #include "runtime/model/llama_model.h"
 #include "runtime/model/windowed_perplexity.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -101,25 +98,12 @@ int main(int argc, char** argv) {
   }
   if (text.empty()) return Fail("no text to score");
 
-  std::unique_ptr<Backend> backend;
-  const std::string backend_name = absl::GetFlag(FLAGS_backend);
-  if (backend_name == "cpu") {
-    backend = std::make_unique<CpuBackend>();
-  } else if (backend_name == "cuda") {
-#if defined(TERN_WITH_CUDA)
-    CudaBackendOptions options;
-    if (!ParseTorchDType(absl::GetFlag(FLAGS_dtype), &options.compute_dtype)) {
-      return Fail("--dtype must be float16, bfloat16 or float32");
-    }
-    auto cuda = CudaBackend::Create(options);
-    if (!cuda.ok()) return Fail(std::string(cuda.status().message()));
-    backend = std::move(*cuda);
-#else
-    return Fail("this build has no CUDA backend");
-#endif
-  } else {
-    return Fail("--backend must be cpu or cuda");
-  }
+  BackendChoice choice;
+  choice.name = absl::GetFlag(FLAGS_backend);
+  choice.dtype = absl::GetFlag(FLAGS_dtype);
+  auto made = MakeBackend(choice);
+  if (!made.ok()) return Fail(std::string(made.status().message()));
+  std::unique_ptr<Backend> backend = std::move(*made);
   auto model = LlamaModel::Load(model_dir, backend.get(), {});
   if (!model.ok()) return Fail(std::string(model.status().message()));
   auto tokenizer = Tokenizer::FromModelDirectory(model_dir);
@@ -145,7 +129,7 @@ int main(int argc, char** argv) {
   const double bits_per_byte = nll->nll_sum / std::log(2.0) / double(text.size());
   const double word_ppl = std::exp(nll->nll_sum / double(words));
   std::printf("model %s, backend %s%s, window %d\n", model_dir.c_str(), backend->name().c_str(),
-              backend_name == "cuda" ? (" (" + absl::GetFlag(FLAGS_dtype) + ")").c_str() : "", options.window);
+              choice.name == "cuda" ? (" (" + absl::GetFlag(FLAGS_dtype) + ")").c_str() : "", options.window);
   std::printf("text %s: %zu bytes, %lld tokens in %lld windows, %lld words\n", text_path.c_str(), text.size(),
               (long long)nll->tokens, (long long)nll->windows, (long long)words);
   std::printf("nll_sum %.6f nats\ntoken perplexity %.4f\nbits per byte %.6f\nword perplexity %.2f\n", nll->nll_sum,
@@ -153,7 +137,7 @@ int main(int argc, char** argv) {
   std::printf("%.1f s, %.0f tokens/s\n", seconds, double(nll->tokens) / seconds);
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     nlohmann::json out = {{"model", model_dir},       {"backend", backend->name()},
-                          {"dtype", backend_name == "cuda" ? absl::GetFlag(FLAGS_dtype) : "float32"},
+                          {"dtype", choice.name == "cuda" ? absl::GetFlag(FLAGS_dtype) : "float32"},
                           {"text", text_path},        {"bytes", text.size()},
                           {"tokens", nll->tokens},    {"windows", nll->windows},
                           {"window", options.window}, {"nll_sum", nll->nll_sum},

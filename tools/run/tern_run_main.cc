@@ -29,12 +29,10 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "runtime/backend/backend_factory.h"
 #include "runtime/base/flag_names.h"
-#include "runtime/cpu/cpu_backend.h"
 #if defined(TERN_WITH_CUDA)
 #include <cuda_runtime.h>
-
-#include "runtime/cuda/cuda_backend.h"
 #endif
 #include "runtime/model/llama_model.h"
 #include "runtime/model/safetensors.h"
@@ -289,26 +287,13 @@ int main(int argc, char** argv) {
   const bool dump = !absl::GetFlag(FLAGS_dump_logits).empty();
   if (!bench && !dump && positional.size() != 2) return Fail("give exactly one prompt");
 
-  std::unique_ptr<Backend> backend;
-  const std::string backend_name = absl::GetFlag(FLAGS_backend);
-  if (backend_name == "cpu") {
-    backend = std::make_unique<CpuBackend>();
-  } else if (backend_name == "cuda") {
-#if defined(TERN_WITH_CUDA)
-    CudaBackendOptions options;
-    if (!ParseTorchDType(absl::GetFlag(FLAGS_dtype), &options.compute_dtype)) {
-      return Fail("--dtype must be float16, bfloat16 or float32");
-    }
-    options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
-    auto cuda = CudaBackend::Create(options);
-    if (!cuda.ok()) return Fail(std::string(cuda.status().message()));
-    backend = std::move(*cuda);
-#else
-    return Fail("this build has no CUDA backend");
-#endif
-  } else {
-    return Fail("--backend must be cpu or cuda");
-  }
+  BackendChoice choice;
+  choice.name = absl::GetFlag(FLAGS_backend);
+  choice.dtype = absl::GetFlag(FLAGS_dtype);
+  choice.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  auto made = MakeBackend(choice);
+  if (!made.ok()) return Fail(std::string(made.status().message()));
+  std::unique_ptr<Backend> backend = std::move(*made);
   auto model = LlamaModel::Load(model_dir, backend.get(), {});
   if (!model.ok()) return Fail(std::string(model.status().message()));
   const int32_t max_tokens = absl::GetFlag(FLAGS_max_tokens);

@@ -23,6 +23,7 @@
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/device_probe.h"
 #endif
+#include "tests/runtime/test_backend.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/runner/llm_model_runner.h"
 
@@ -31,18 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The backend under test; null (and the test skipped) without a GPU.
-std::unique_ptr<Backend> MakeBackend() {
-#if defined(TERN_TEST_CUDA_BACKEND)
-  if (ListCudaDevices().empty()) return nullptr;
-  CudaBackendOptions options;
-  options.compute_dtype = DType::kF32;
-  auto backend = CudaBackend::Create(options);
-  return backend.ok() ? std::unique_ptr<Backend>(std::move(*backend)) : nullptr;
-#else
-  return std::make_unique<CpuBackend>();
-#endif
-}
+using testing::MakeTestBackend;
 
 struct Golden {
   std::string architecture;
@@ -166,7 +156,7 @@ void ExpectLogitsNear(const float* got, const std::vector<float>& want, const st
 class LlamaModelGoldenTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {
  protected:
   void SetUp() override {
-    backend_ = MakeBackend();
+    backend_ = MakeTestBackend();
     if (backend_ == nullptr) GTEST_SKIP() << "no CUDA device";
     const auto& [arch, dtype] = GetParam();
     golden_ = LoadGolden(dtype == "float32" ? "tiny-" + arch : "tiny-" + arch + "-bf16");
@@ -268,7 +258,7 @@ INSTANTIATE_TEST_SUITE_P(Architectures, LlamaModelGoldenTest,
                          [](const auto& info) { return info.param.first + "_" + info.param.second; });
 
 TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
-  auto backend = MakeBackend();
+  auto backend = MakeTestBackend();
   if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
   const std::string dir = MakeModel("llama", "float32");
   auto store = WeightStore::Open(dir);
@@ -437,7 +427,7 @@ std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std:
 }
 
 TEST(LlmModelRunnerTest, GreedyTokensEqualTransformersAndTheCpuRunner) {
-  auto backend = MakeBackend();
+  auto backend = MakeTestBackend();
   if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
   const Golden golden = LoadGolden("tiny-llama");
   const std::string dir = MakeModel("llama", "float32");

@@ -19,6 +19,7 @@
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/device_probe.h"
 #endif
+#include "tests/runtime/test_backend.h"
 #include "runtime/model/llama_model.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/test_files.h"
@@ -29,23 +30,12 @@ namespace {
 constexpr int32_t kBlockSize = 16;
 const std::string kModelDir = std::string(TERN_MODELS_DIR) + "/tern-demo-llm";
 
-// The backend under test; null (and the test skipped) without a GPU.
-std::unique_ptr<Backend> MakeBackend() {
-#if defined(TERN_TEST_CUDA_BACKEND)
-  if (ListCudaDevices().empty()) return nullptr;
-  CudaBackendOptions options;
-  options.compute_dtype = DType::kF32;
-  auto backend = CudaBackend::Create(options);
-  return backend.ok() ? std::unique_ptr<Backend>(std::move(*backend)) : nullptr;
-#else
-  return std::make_unique<CpuBackend>();
-#endif
-}
+using testing::MakeTestBackend;
 
 class WindowedPerplexityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    backend_ = MakeBackend();
+    backend_ = MakeTestBackend();
     if (backend_ == nullptr) GTEST_SKIP() << "no CUDA device";
     auto model = LlamaModel::Load(kModelDir, backend_.get(), {});
     ASSERT_TRUE(model.ok()) << model.status();
