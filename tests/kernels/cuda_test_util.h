@@ -5,8 +5,12 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
+#include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/common/scalar_type.h"
@@ -110,6 +114,39 @@ class DeviceVector {
   size_t count_;
   T* data_ = nullptr;
 };
+
+// The CSR block tables of a paged-attention batch. Sequence s computes
+// seqs[s].first new tokens and has seqs[s].second tokens in the cache after
+// the step; its blocks come from a shuffled pool (three spare blocks), so
+// tables are scattered as a real cache's are.
+struct ScatteredBatch {
+  std::vector<int32_t> query_start{0}, context_lens, block_indptr{0}, block_ids, row_seq;
+  int32_t num_blocks = 0;
+  int32_t rows() const { return query_start.back(); }
+};
+
+inline ScatteredBatch MakeScatteredBatch(const std::vector<std::pair<int32_t, int32_t>>& seqs, int32_t block_size,
+                                         std::mt19937& rng) {
+  ScatteredBatch b;
+  const auto blocks_of = [&](int32_t context) { return (context + block_size - 1) / block_size; };
+  for (const auto& [n, context] : seqs) b.num_blocks += blocks_of(context);
+  b.num_blocks += 3;
+  std::vector<int32_t> pool(b.num_blocks);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  for (int32_t s = 0; s < int32_t(seqs.size()); ++s) {
+    const auto [n, context] = seqs[s];
+    b.query_start.push_back(b.query_start.back() + n);
+    b.context_lens.push_back(context);
+    for (int32_t i = 0; i < blocks_of(context); ++i) {
+      b.block_ids.push_back(pool.back());
+      pool.pop_back();
+    }
+    b.block_indptr.push_back(int32_t(b.block_ids.size()));
+    for (int32_t i = 0; i < n; ++i) b.row_seq.push_back(s);
+  }
+  return b;
+}
 
 // max |got - want| / max(1, max |want|): a normwise error for one tensor.
 inline float RelativeError(const std::vector<float>& got, const std::vector<float>& want) {

@@ -25,24 +25,8 @@ void RunCase(ScalarType type, const Shape& shape, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int32_t num_seqs = int32_t(shape.seqs.size());
-  std::vector<int32_t> query_start = {0}, context_lens, block_indptr = {0}, block_ids, row_seq;
-  int32_t blocks_needed = 0;
-  for (const auto& [n, context] : shape.seqs) blocks_needed += (context + shape.block_size - 1) / shape.block_size;
-  const int32_t num_blocks = blocks_needed + 3;
-  std::vector<int32_t> pool(num_blocks);
-  std::iota(pool.begin(), pool.end(), 0);
-  std::shuffle(pool.begin(), pool.end(), rng);
-  for (int32_t s = 0; s < num_seqs; ++s) {
-    const auto [n, context] = shape.seqs[s];
-    query_start.push_back(query_start.back() + n);
-    context_lens.push_back(context);
-    for (int32_t b = 0; b < (context + shape.block_size - 1) / shape.block_size; ++b) {
-      block_ids.push_back(pool.back());
-      pool.pop_back();
-    }
-    block_indptr.push_back(int32_t(block_ids.size()));
-    for (int32_t i = 0; i < n; ++i) row_seq.push_back(s);
-  }
+  const testing::ScatteredBatch batch = testing::MakeScatteredBatch(shape.seqs, shape.block_size, rng);
+  const auto& [query_start, context_lens, block_indptr, block_ids, row_seq, num_blocks] = batch;
   const int32_t rows = query_start.back();
   const int64_t q_width = int64_t(shape.num_heads) * shape.head_dim;
   const int64_t cache_elems = int64_t(num_blocks) * shape.block_size * shape.num_kv_heads * shape.head_dim;
