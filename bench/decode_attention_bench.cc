@@ -149,15 +149,13 @@ Row Run(const Case& c, int iters) {
   FillHalf(q, q_elems, rng);
   FillHalf(k, cache_elems, rng);
   FillHalf(v, cache_elems, rng);
-  const size_t workspace_bytes =
-      tern::kernels::PagedDecodeAttentionWorkspaceBytes(c.batch, c.num_heads, c.head_dim, c.context);
-  if (workspace_bytes > 0) BENCH_CUDA(cudaMalloc(&workspace, workspace_bytes));
-
   PagedAttentionParams p;
   p.num_seqs = c.batch;
   p.num_heads = c.num_heads;
   p.num_kv_heads = c.num_kv_heads;
   p.head_dim = c.head_dim;
+  const size_t workspace_bytes = tern::kernels::PagedDecodeAttentionWorkspaceBytes(p, c.context);
+  if (workspace_bytes > 0) BENCH_CUDA(cudaMalloc(&workspace, workspace_bytes));
   p.block_size = kBlock;
   p.scale = 1.0f / std::sqrt(float(c.head_dim));
   p.query_start = d_query_start;

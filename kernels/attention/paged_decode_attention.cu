@@ -20,13 +20,18 @@
 
 #include "kernels/attention/paged_decode_attention.h"
 #include "kernels/common/dispatch.cuh"
+#include "kernels/common/pdl.cuh"
 
 namespace tern::kernels {
 namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr int kPart = kDecodePartitionTokens;
+constexpr int kPart = kDecodePartitionTokens;  // shared-memory capacity of one partition
+constexpr int32_t kMinDecodePartitionTokens = 64;
+// Partitions shrink (down to 64 tokens) until a launch has this many blocks,
+// so that small batches at short contexts still spread over the SMs.
+constexpr int64_t kTargetBlocks = 256;
 constexpr int kUnroll = 4;  // tokens per team in flight, for memory-level parallelism
 constexpr int kMaxGroup = 8;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -77,10 +82,10 @@ struct Span {
   int32_t first, length, parts;
 };
 
-__device__ __forceinline__ Span SequenceSpan(const PagedAttentionParams& p, int32_t context) {
+__device__ __forceinline__ Span SequenceSpan(const PagedAttentionParams& p, int32_t context, int32_t part_tokens) {
   const int32_t first = p.sliding_window > 0 ? max(0, context - p.sliding_window) : 0;
   const int32_t length = max(0, context - first);
-  return {first, length, (length + kPart - 1) / kPart};
+  return {first, length, (length + part_tokens - 1) / part_tokens};
 }
 
 // Workspace layout: [entries] maxima, [entries] sums (each padded to 64
@@ -92,9 +97,12 @@ int64_t WorkspaceFloats(int64_t entries, int32_t head_dim) { return 2 * PaddedEn
 
 template <typename T, int kHeadDim, int kGroup>
 __global__ void __launch_bounds__(kThreads)
-    DecodePartitionKernel(PagedAttentionParams p, int32_t max_context, int32_t stride_parts, const T* __restrict__ q,
+    DecodePartitionKernel(PagedAttentionParams p, int32_t max_context, int32_t part_tokens, int32_t stride_parts,
+                          const T* __restrict__ q,
                           const T* __restrict__ k_cache, const T* __restrict__ v_cache, T* __restrict__ out,
                           float* __restrict__ part_max, float* __restrict__ part_sum, float* __restrict__ part_out) {
+  PdlAllowDependents();
+  PdlWaitForPrior();
   constexpr int kVec = 16 / sizeof(T);
   constexpr int kLanes = kHeadDim / kVec;  // threads per token row: 8, 16 or 32
   constexpr int kTeams = kThreads / kLanes;
@@ -115,10 +123,10 @@ __global__ void __launch_bounds__(kThreads)
     }
     return;
   }
-  const Span span = SequenceSpan(p, context);
+  const Span span = SequenceSpan(p, context, part_tokens);
   if (part >= span.parts) return;
-  const int32_t tok0 = span.first + part * kPart;
-  const int32_t n = min(kPart, span.length - part * kPart);
+  const int32_t tok0 = span.first + part * part_tokens;
+  const int32_t n = min(part_tokens, span.length - part * part_tokens);
 
   __shared__ int32_t slots[kPart];
   __shared__ float scores[kGroup][kPart];
@@ -273,14 +281,16 @@ __global__ void __launch_bounds__(kThreads)
 
 // One block per (head, sequence), one thread per output element.
 template <typename T>
-__global__ void DecodeMergeKernel(PagedAttentionParams p, int32_t max_context, int32_t stride_parts,
+__global__ void DecodeMergeKernel(PagedAttentionParams p, int32_t max_context, int32_t part_tokens, int32_t stride_parts,
                                   const float* __restrict__ part_max, const float* __restrict__ part_sum,
                                   const float* __restrict__ part_out, T* __restrict__ out) {
+  PdlAllowDependents();
+  PdlWaitForPrior();
   const int32_t head = blockIdx.x;
   const int32_t s = blockIdx.y;
   const int32_t context = p.context_lens[s];
   if (context <= 0 || context > max_context) return;
-  const Span span = SequenceSpan(p, context);
+  const Span span = SequenceSpan(p, context, part_tokens);
   if (span.parts <= 1) return;  // written by the partition kernel
   const int64_t entry0 = (int64_t(s) * p.num_heads + head) * stride_parts;
   float m = -FLT_MAX;
@@ -300,23 +310,19 @@ __global__ void DecodeMergeKernel(PagedAttentionParams p, int32_t max_context, i
 int32_t CeilDiv(int64_t a, int64_t b) { return int32_t((a + b - 1) / b); }
 
 template <typename T, int kHeadDim>
-void LaunchForHeadDim(int32_t group, dim3 grid, const PagedAttentionParams& p, int32_t max_context, int32_t parts,
-                      const void* q, const void* k, const void* v, void* out, float* part_max, float* part_sum,
-                      float* part_out, cudaStream_t stream) {
+cudaError_t LaunchForHeadDim(int32_t group, dim3 grid, const PagedAttentionParams& p, int32_t max_context,
+                             int32_t part_tokens, int32_t parts, const void* q, const void* k, const void* v, void* out,
+                             float* part_max, float* part_sum, float* part_out, cudaStream_t stream) {
   const auto args = [&](auto kernel) {
-    kernel<<<grid, kThreads, 0, stream>>>(p, max_context, parts, static_cast<const T*>(q), static_cast<const T*>(k),
-                                          static_cast<const T*>(v), static_cast<T*>(out), part_max, part_sum,
-                                          part_out);
+    return LaunchWithPdl(kernel, grid, dim3(kThreads), 0, stream, p, max_context, part_tokens, parts,
+                         static_cast<const T*>(q),
+                         static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), part_max,
+                         part_sum, part_out);
   };
-  if (group == 1) {
-    args(DecodePartitionKernel<T, kHeadDim, 1>);
-  } else if (group == 2) {
-    args(DecodePartitionKernel<T, kHeadDim, 2>);
-  } else if (group <= 4) {
-    args(DecodePartitionKernel<T, kHeadDim, 4>);
-  } else {
-    args(DecodePartitionKernel<T, kHeadDim, kMaxGroup>);
-  }
+  if (group == 1) return args(DecodePartitionKernel<T, kHeadDim, 1>);
+  if (group == 2) return args(DecodePartitionKernel<T, kHeadDim, 2>);
+  if (group <= 4) return args(DecodePartitionKernel<T, kHeadDim, 4>);
+  return args(DecodePartitionKernel<T, kHeadDim, kMaxGroup>);
 }
 
 }  // namespace
@@ -328,11 +334,20 @@ bool SupportsPagedDecodeAttention(const PagedAttentionParams& p) {
   return p.num_heads / p.num_kv_heads <= kMaxGroup;
 }
 
-size_t PagedDecodeAttentionWorkspaceBytes(int32_t num_seqs, int32_t num_heads, int32_t head_dim,
-                                          int32_t max_context) {
-  const int32_t parts = CeilDiv(std::max(max_context, 0), kPart);
-  if (num_seqs <= 0 || parts <= 1) return 0;
-  return size_t(WorkspaceFloats(int64_t(num_seqs) * num_heads * parts, head_dim)) * sizeof(float);
+int32_t PagedDecodePartitionTokens(const PagedAttentionParams& p, int32_t max_context) {
+  // A window bounds the span as well as the context does.
+  const int32_t span = p.sliding_window > 0 ? std::min(max_context, p.sliding_window) : max_context;
+  const int64_t units = int64_t(std::max(p.num_seqs, 0)) * std::max(p.num_kv_heads, 1);
+  int32_t part = kDecodePartitionTokens;
+  while (part > kMinDecodePartitionTokens && units * CeilDiv(std::max(span, 1), part) < kTargetBlocks) part /= 2;
+  return part;
+}
+
+size_t PagedDecodeAttentionWorkspaceBytes(const PagedAttentionParams& p, int32_t max_context) {
+  const int32_t span = p.sliding_window > 0 ? std::min(max_context, p.sliding_window) : max_context;
+  const int32_t parts = CeilDiv(std::max(span, 0), PagedDecodePartitionTokens(p, max_context));
+  if (p.num_seqs <= 0 || parts <= 1) return 0;
+  return size_t(WorkspaceFloats(int64_t(p.num_seqs) * p.num_heads * parts, p.head_dim)) * sizeof(float);
 }
 
 cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionParams& params, int32_t max_context,
@@ -348,7 +363,8 @@ cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionPara
   }
   // A window bounds the span as well as the context does.
   const int32_t span = params.sliding_window > 0 ? std::min(max_context, params.sliding_window) : max_context;
-  const int32_t parts = std::max(1, CeilDiv(span, kPart));
+  const int32_t part_tokens = PagedDecodePartitionTokens(params, max_context);
+  const int32_t parts = std::max(1, CeilDiv(span, part_tokens));
   float *part_max = nullptr, *part_sum = nullptr, *part_out = nullptr;
   if (parts > 1) {
     const int64_t entries = int64_t(params.num_seqs) * params.num_heads * parts;
@@ -361,20 +377,23 @@ cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionPara
   }
   const dim3 grid(unsigned(parts), unsigned(params.num_kv_heads), unsigned(params.num_seqs));
   const int32_t group = params.num_heads / params.num_kv_heads;
+  cudaError_t error = cudaSuccess;
   TERN_DISPATCH_SCALAR(type, T, {
     if (params.head_dim == 64) {
-      LaunchForHeadDim<T, 64>(group, grid, params, max_context, parts, q, k_cache, v_cache, out, part_max, part_sum,
-                              part_out, stream);
+      error = LaunchForHeadDim<T, 64>(group, grid, params, max_context, part_tokens, parts, q, k_cache, v_cache, out, part_max,
+                                      part_sum, part_out, stream);
     } else {
-      LaunchForHeadDim<T, 128>(group, grid, params, max_context, parts, q, k_cache, v_cache, out, part_max, part_sum,
-                               part_out, stream);
+      error = LaunchForHeadDim<T, 128>(group, grid, params, max_context, part_tokens, parts, q, k_cache, v_cache, out, part_max,
+                                       part_sum, part_out, stream);
     }
-    if (parts > 1) {
-      DecodeMergeKernel<T><<<dim3(unsigned(params.num_heads), unsigned(params.num_seqs)), params.head_dim, 0, stream>>>(
-          params, max_context, parts, part_max, part_sum, part_out, static_cast<T*>(out));
+    if (error == cudaSuccess && parts > 1) {
+      error = LaunchWithPdl(DecodeMergeKernel<T>, dim3(unsigned(params.num_heads), unsigned(params.num_seqs)),
+                            dim3(unsigned(params.head_dim)), 0, stream, params, max_context, part_tokens, parts,
+                            static_cast<const float*>(part_max), static_cast<const float*>(part_sum),
+                            static_cast<const float*>(part_out), static_cast<T*>(out));
     }
   });
-  return cudaGetLastError();
+  return error;
 }
 
 }  // namespace tern::kernels

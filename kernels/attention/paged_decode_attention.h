@@ -1,5 +1,8 @@
 // Paged attention for decode steps: one query row per sequence, the context
-// split into partitions of kDecodePartitionTokens tokens (Flash-Decoding).
+// split into partitions (Flash-Decoding) of PagedDecodePartitionTokens tokens:
+// kDecodePartitionTokens, halved down to 64 while the launch would have fewer
+// than 256 thread blocks, so a small batch at a short context still spreads
+// over the GPU.
 //
 // Same parameters and cache layout as paged_attention.h, with these
 // differences:
@@ -39,7 +42,7 @@
 
 namespace tern::kernels {
 
-// Tokens of one context partition.
+// Tokens of one context partition at most.
 inline constexpr int32_t kDecodePartitionTokens = 256;
 
 #if defined(TERN_WITH_CUDA)
@@ -47,17 +50,20 @@ inline constexpr int32_t kDecodePartitionTokens = 256;
 // head_dim, block_size of `params`); when false, use LaunchPagedAttention.
 bool SupportsPagedDecodeAttention(const PagedAttentionParams& params);
 
-// Workspace bytes LaunchPagedDecodeAttention needs for a batch of num_seqs
-// sequences of at most max_context tokens (0 when one partition suffices).
-size_t PagedDecodeAttentionWorkspaceBytes(int32_t num_seqs, int32_t num_heads, int32_t head_dim,
-                                          int32_t max_context);
+// Tokens per partition of a launch for params.num_seqs sequences of at most
+// max_context tokens (depends on num_seqs, num_kv_heads, sliding_window).
+int32_t PagedDecodePartitionTokens(const PagedAttentionParams& params, int32_t max_context);
+
+// Workspace bytes LaunchPagedDecodeAttention needs for that launch (0 when
+// one partition suffices).
+size_t PagedDecodeAttentionWorkspaceBytes(const PagedAttentionParams& params, int32_t max_context);
 
 // Decode attention over the paged cache. Device pointers: q [num_seqs,
 // q_row_stride], out [num_seqs, out_row_stride], k_cache and v_cache as in
 // paged_attention.h, all of `type`; the int32 tables of `params` on the
 // device. `workspace` (device, caller-owned, at least
-// PagedDecodeAttentionWorkspaceBytes(num_seqs, num_heads, head_dim,
-// max_context) bytes, 256-byte aligned; may be null when that is 0) holds the
+// PagedDecodeAttentionWorkspaceBytes(params, max_context) bytes, 256-byte
+// aligned; may be null when that is 0) holds the
 // partials between the two kernels, so one workspace must not serve two
 // launches in flight on different streams. num_seqs == 0 launches nothing.
 // cudaErrorInvalidValue for an unsupported shape, a negative max_context,

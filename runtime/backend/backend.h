@@ -187,6 +187,14 @@ class Backend {
   virtual void Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) = 0;
   // Stores k and v rows at the step's slots of layer `layer`.
   virtual void WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) = 0;
+  // Rope on q and k, then WriteKv of the rotated k and v: the seam between
+  // the QKV projection and attention. k's contents afterwards are
+  // unspecified. Backends may fuse it; the default runs the two ops.
+  virtual void RopeWriteKv(Tensor q, Tensor k, Tensor v, int32_t head_dim, const DeviceWeight& inv_freq,
+                           KvCache& cache, int32_t layer) {
+    Rope(q, k, head_dim, inv_freq);
+    WriteKv(k, v, cache, layer);
+  }
   // Causal paged attention of q over layer `layer` for the step's sequences.
   virtual void Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& options,
                          Tensor out) = 0;

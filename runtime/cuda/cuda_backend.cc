@@ -18,6 +18,7 @@
 #include "kernels/moe/moe_routing.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
+#include "kernels/rope/rope_kv_append.h"
 #include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
 #include "runtime/cuda/cuda_sampling.h"
@@ -185,7 +186,10 @@ struct CudaBackend::Impl {
   // workspace grows in BeginStep for the attention shape seen so far (and in
   // Attention on the first such step, before any shape is known).
   bool decode_step = false;
-  int32_t decode_num_heads = 0, decode_head_dim = 0;
+  // The attention shape of the last decode step (heads, head_dim, window),
+  // for sizing the next step's workspace before any capture; num_heads == 0
+  // until the first decode.
+  kernels::PagedAttentionParams decode_shape;
   DeviceBuffer decode_workspace;
   std::map<int, DeviceBuffer> scratch;
   DeviceBuffer host_read;  // fp32 conversion buffer for ReadToHost
@@ -548,10 +552,10 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   for (int32_t s = 0; s < num_seqs; ++s) {
     m.decode_step = m.decode_step && batch.query_start[s + 1] - batch.query_start[s] == 1;
   }
-  if (m.decode_step && m.decode_num_heads > 0) {
+  if (m.decode_step && m.decode_shape.num_heads > 0) {
+    m.decode_shape.num_seqs = num_seqs;
     m.ReserveTracked(m.decode_workspace,
-                     kernels::PagedDecodeAttentionWorkspaceBytes(num_seqs, m.decode_num_heads, m.decode_head_dim,
-                                                                 m.step_context_capacity),
+                     kernels::PagedDecodeAttentionWorkspaceBytes(m.decode_shape, m.step_context_capacity),
                      "allocating the decode attention workspace");
   }
   if (m.first_error != cudaSuccess) return CudaStatus(m.first_error, m.first_error_op);
@@ -669,6 +673,27 @@ void CudaBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
                 "write kv");
 }
 
+void CudaBackend::RopeWriteKv(Tensor q, Tensor k, Tensor v, int32_t head_dim, const DeviceWeight& inv_freq,
+                              KvCache& cache, int32_t layer) {
+  if (impl_->Skip()) return;
+  CHECK_EQ(k.cols, v.cols);
+  auto& c = static_cast<CudaKvCache&>(cache);
+  kernels::RopeKvAppendParams p;
+  p.num_tokens = q.rows;
+  p.num_heads = int32_t(q.cols / head_dim);
+  p.num_kv_heads = int32_t(k.cols / head_dim);
+  p.head_dim = head_dim;
+  p.q_row_stride = q.stride;
+  p.k_row_stride = k.stride;
+  p.v_row_stride = v.stride;
+  CHECK_EQ(p.num_kv_heads, c.spec().num_kv_heads);
+  const float* f = static_cast<const float*>(static_cast<const CudaWeight&>(inv_freq).data());
+  impl_->Record(kernels::LaunchRopeKvAppend(impl_->type, p, impl_->Meta(Impl::kPositions), f,
+                                            impl_->Meta(Impl::kSlots), q.data, k.data, v.data, c.k(layer),
+                                            c.v(layer), impl_->stream),
+                "rope + kv append");
+}
+
 void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& o, Tensor out) {
   if (impl_->Skip()) return;
   const auto& c = static_cast<const CudaKvCache&>(cache);
@@ -696,11 +721,9 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
   }
   Impl& m = *impl_;
   if (m.decode_step && q.rows == p.num_seqs && kernels::SupportsPagedDecodeAttention(p)) {
-    m.decode_num_heads = p.num_heads;
-    m.decode_head_dim = p.head_dim;
+    m.decode_shape = p;
     m.ReserveTracked(m.decode_workspace,
-                     kernels::PagedDecodeAttentionWorkspaceBytes(p.num_seqs, p.num_heads, p.head_dim,
-                                                                 m.step_context_capacity),
+                     kernels::PagedDecodeAttentionWorkspaceBytes(p, m.step_context_capacity),
                      "allocating the decode attention workspace");
     m.Record(kernels::LaunchPagedDecodeAttention(m.type, p, m.step_context_capacity, q.data, c.k(layer), c.v(layer),
                                                  out.data, m.decode_workspace.data(), m.decode_workspace.bytes(),

@@ -69,6 +69,8 @@ class CudaBackend final : public Backend {
   void Linear(Tensor x, const LinearWeight& weight, Tensor out) override;
   void Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) override;
   void WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) override;
+  void RopeWriteKv(Tensor q, Tensor k, Tensor v, int32_t head_dim, const DeviceWeight& inv_freq, KvCache& cache,
+                   int32_t layer) override;
   void Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& options,
                  Tensor out) override;
   void SiluMul(Tensor gate_up, Tensor out) override;

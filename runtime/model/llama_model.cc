@@ -147,8 +147,7 @@ absl::StatusOr<Tensor> LlamaModel::ForwardLogits(const ForwardBatch& batch, KvCa
     Tensor q = qkv.Columns(0, q_width);
     Tensor k = qkv.Columns(q_width, kv_width);
     Tensor v = qkv.Columns(q_width + kv_width, kv_width);
-    b.Rope(q, k, attention.head_dim, *inv_freq_);
-    b.WriteKv(k, v, cache, l);
+    b.RopeWriteKv(q, k, v, attention.head_dim, *inv_freq_, cache, l);
     b.Attention(q, cache, l, attention, attn);
     b.Linear(attn, *layer.o, branch);
     b.AddRmsNorm(x, branch, *layer.post_norm, eps, normed);

@@ -134,8 +134,7 @@ void RunCase(ScalarType type, const Shape& shape, uint32_t seed) {
   const std::vector<float> want = Reference(shape, b);
 
   const int32_t num_seqs = int32_t(shape.contexts.size());
-  const size_t workspace_bytes =
-      PagedDecodeAttentionWorkspaceBytes(num_seqs, shape.num_heads, shape.head_dim, max_context);
+  const size_t workspace_bytes = PagedDecodeAttentionWorkspaceBytes(HostParams(shape, b), max_context);
   DeviceBatch d(type, b, workspace_bytes);
   const PagedAttentionParams p = d.Params(HostParams(shape, b));
   ASSERT_TRUE(SupportsPagedDecodeAttention(p)) << Describe(type, shape);
@@ -171,10 +170,38 @@ TEST_P(PagedDecodeAttentionCudaTest, OneTokenAndABlockExactlyFull) {
   RunCase(GetParam(), {8, 2, 128, 8, {8, 1, 16}}, 5);
 }
 
+// Partitions shrink from 256 tokens to 64 while a launch has fewer than 256
+// blocks (sequences x kv heads x partitions).
+TEST(PagedDecodePartitionTokens, ShrinkForSmallLaunches) {
+  PagedAttentionParams p;
+  p.num_heads = 32;
+  p.num_kv_heads = 32;
+  p.head_dim = 128;
+  p.num_seqs = 1;
+  EXPECT_EQ(PagedDecodePartitionTokens(p, 192), 64);   // Llama-2-7B, batch 1: 3 x 32 blocks
+  EXPECT_EQ(PagedDecodePartitionTokens(p, 1024), 128);  // 8 x 32 blocks at 128
+  EXPECT_EQ(PagedDecodePartitionTokens(p, 4096), 256);  // 16 x 32 blocks at 256
+  p.num_seqs = 8;
+  EXPECT_EQ(PagedDecodePartitionTokens(p, 1024), 256);
+  p.num_kv_heads = 8;
+  p.num_seqs = 1;
+  EXPECT_EQ(PagedDecodePartitionTokens(p, 100000), 256);
+  p.sliding_window = 100;  // the window, not the capacity, bounds the span
+  EXPECT_EQ(PagedDecodePartitionTokens(p, 100000), 64);
+}
+
 TEST_P(PagedDecodeAttentionCudaTest, PartitionBoundaries) {
   for (int32_t block_size : {16, 7}) {
-    RunCase(GetParam(), {8, 2, 128, block_size, {kPart - 1, kPart, kPart + 1}}, 30 + block_size);
-    RunCase(GetParam(), {4, 4, 64, block_size, {2 * kPart - 1, 2 * kPart, 2 * kPart + 1}}, 40 + block_size);
+    // Few blocks: 64-token partitions.
+    RunCase(GetParam(), {8, 2, 128, block_size, {63, 64, 65}}, 30 + block_size);
+    RunCase(GetParam(), {4, 4, 64, block_size, {127, 128, 129}}, 40 + block_size);
+    // 32 sequences x 8 kv heads: 256-token partitions.
+    std::vector<int32_t> contexts;
+    for (int i = 0; i < 32; ++i) contexts.push_back(kPart - 1 + i % 3);
+    RunCase(GetParam(), {8, 8, 64, block_size, contexts}, 50 + block_size);
+    contexts.clear();
+    for (int i = 0; i < 32; ++i) contexts.push_back(2 * kPart - 1 + i % 3);
+    RunCase(GetParam(), {16, 8, 128, block_size, contexts}, 60 + block_size);
   }
 }
 
@@ -213,7 +240,7 @@ TEST_P(PagedDecodeAttentionCudaTest, ContextAboveCapacityGivesNanRows) {
   const Batch b = MakeBatch(type, shape, {7, 57}, rng);
   const std::vector<float> want = Reference(shape, b);
   const int32_t max_context = 600;
-  const size_t bytes = PagedDecodeAttentionWorkspaceBytes(2, 4, 64, max_context);
+  const size_t bytes = PagedDecodeAttentionWorkspaceBytes(HostParams(shape, b), max_context);
   DeviceBatch d(type, b, bytes);
   ASSERT_EQ(LaunchPagedDecodeAttention(type, d.Params(HostParams(shape, b)), max_context, d.q.data(), d.k.data(),
                                        d.v.data(), d.out.data(), d.workspace.data(), bytes, nullptr),
@@ -232,7 +259,7 @@ TEST_P(PagedDecodeAttentionCudaTest, OneCapturedGraphReplaysWithNewContextLength
   std::mt19937 rng(95);
   const std::vector<int32_t> blocks_per_seq(3, max_context / block_size);
   Batch b = MakeBatch(type, shape, blocks_per_seq, rng);
-  const size_t bytes = PagedDecodeAttentionWorkspaceBytes(3, 8, 128, max_context);
+  const size_t bytes = PagedDecodeAttentionWorkspaceBytes(HostParams(shape, b), max_context);
   DeviceBatch d(type, b, bytes);
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
@@ -281,9 +308,9 @@ TEST_P(PagedDecodeAttentionCudaTest, RejectsWhatItDoesNotSupport) {
   // A launch that needs partials but gets too small a workspace.
   p.num_heads = 4;
   DeviceArray cache(GetParam(), 1024);
-  const size_t bytes = PagedDecodeAttentionWorkspaceBytes(1, 4, 128, 2 * kPart + 1);
+  const size_t bytes = PagedDecodeAttentionWorkspaceBytes(p, 2 * kPart + 1);
   EXPECT_GT(bytes, 0u);
-  EXPECT_EQ(PagedDecodeAttentionWorkspaceBytes(1, 4, 128, kPart), 0u);
+  EXPECT_EQ(PagedDecodeAttentionWorkspaceBytes(p, 64), 0u);  // one 64-token partition
   DeviceArray workspace(ScalarType::kF32, bytes / 4);
   EXPECT_EQ(LaunchPagedDecodeAttention(GetParam(), p, 2 * kPart + 1, nullptr, cache.data(), cache.data(), nullptr,
                                        workspace.data(), bytes - 4, nullptr),

@@ -1,4 +1,4 @@
-// GPU RMSNorm, RoPE, SwiGLU and the data-movement kernels against their CPU
+// GPU RMSNorm, RoPE (alone and fused with the KV append), SwiGLU and the data-movement kernels against their CPU
 // references, in fp32, fp16 and bf16, on fresh random inputs and edge shapes.
 #include <cmath>
 #include <random>
@@ -7,7 +7,9 @@
 #include "kernels/activation/silu_mul.h"
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/norm/rmsnorm.h"
+#include "kernels/attention/paged_attention.h"
 #include "kernels/rope/rope.h"
+#include "kernels/rope/rope_kv_append.h"
 #include "tests/kernels/cuda_test_util.h"
 
 namespace tern::kernels {
@@ -102,6 +104,77 @@ TEST_P(PointwiseCudaTest, RopeMatchesReference) {
     RopeReference(p, positions.data(), inv_freq.data(), want.data());
     // Large angles lose a little in fp32 argument reduction; compare loosely in fp32.
     EXPECT_LT(testing::RelativeError(dx.Download(), want), std::max(testing::Tolerance(type()), 2e-4f));
+  }
+}
+
+// The fused decode seam: q rotated in place, rotated k and v at their slots,
+// a padding row (slot -1) stored nowhere; equal bit for bit to LaunchRope on q
+// and k followed by LaunchWriteKv, and close to the fp32 reference. GQA
+// groups 1, 4 and 8, head dims 64 and 128, strided qkv rows.
+TEST_P(PointwiseCudaTest, RopeKvAppendEqualsRopeThenWriteKv) {
+  constexpr int64_t kSlots = 40;
+  for (int32_t head_dim : {64, 128}) {
+    for (int32_t group : {1, 4, 8}) {
+      const int32_t kv_heads = 2, heads = kv_heads * group;
+      const int64_t tokens = 6, q_width = int64_t(heads) * head_dim, width = int64_t(kv_heads) * head_dim;
+      const int64_t stride = q_width + 2 * width + 16;  // one qkv row, with slack
+      auto qkv = Random(size_t(tokens) * stride, head_dim * 31 + group);
+      const std::vector<int32_t> positions = {0, 5, 63, 64, 1000, 4097};
+      const std::vector<int32_t> slots = {3, 39, -1, 0, 17, 16};
+      std::vector<float> inv_freq(head_dim / 2);
+      for (int i = 0; i < head_dim / 2; ++i) inv_freq[i] = 1.0f / std::pow(10000.0f, float(2 * i) / head_dim);
+      std::vector<float> zeros(kSlots * width, 0.0f);
+      DeviceVector<int32_t> dpos(positions), dslots(slots);
+      DeviceVector<float> dfreq(inv_freq);
+
+      DeviceArray fused(type(), qkv.size()), fk(type(), zeros.size()), fv(type(), zeros.size());
+      fused.Upload(qkv);
+      fk.Upload(zeros);
+      fv.Upload(zeros);
+      const size_t elem = type() == ScalarType::kF32 ? 4 : 2;
+      auto* base = static_cast<uint8_t*>(fused.data());
+      RopeKvAppendParams p;
+      p.num_tokens = tokens;
+      p.num_heads = heads;
+      p.num_kv_heads = kv_heads;
+      p.head_dim = head_dim;
+      p.q_row_stride = p.k_row_stride = p.v_row_stride = stride;
+      ASSERT_EQ(LaunchRopeKvAppend(type(), p, dpos.data(), dfreq.data(), dslots.data(), base,
+                                   base + q_width * elem, base + (q_width + width) * elem, fk.data(), fv.data(),
+                                   nullptr),
+                cudaSuccess);
+
+      DeviceArray split(type(), qkv.size()), sk(type(), zeros.size()), sv(type(), zeros.size());
+      split.Upload(qkv);
+      sk.Upload(zeros);
+      sv.Upload(zeros);
+      auto* sbase = static_cast<uint8_t*>(split.data());
+      ASSERT_EQ(LaunchRope(type(), {tokens, heads, head_dim, stride}, dpos.data(), dfreq.data(), sbase, nullptr),
+                cudaSuccess);
+      ASSERT_EQ(LaunchRope(type(), {tokens, kv_heads, head_dim, stride}, dpos.data(), dfreq.data(),
+                           sbase + q_width * elem, nullptr),
+                cudaSuccess);
+      ASSERT_EQ(LaunchWriteKv(type(), tokens, kv_heads, head_dim, sbase + q_width * elem, stride,
+                              sbase + (q_width + width) * elem, stride, dslots.data(), sk.data(), sv.data(), nullptr),
+                cudaSuccess);
+      const std::vector<float> got_qkv = fused.Download(), got_k = fk.Download(), got_v = fv.Download();
+      const std::vector<float> split_qkv = split.Download();
+      for (int64_t t = 0; t < tokens; ++t) {  // q columns only: the fused path leaves k unrotated
+        for (int64_t c = 0; c < q_width; ++c) {
+          ASSERT_EQ(got_qkv[t * stride + c], split_qkv[t * stride + c]) << "q " << t << "," << c;
+        }
+      }
+      EXPECT_EQ(got_k, sk.Download()) << head_dim << " group " << group;
+      EXPECT_EQ(got_v, sv.Download()) << head_dim << " group " << group;
+
+      std::vector<float> want_qkv = qkv, want_k = zeros, want_v = zeros;
+      RopeKvAppendReference(p, positions.data(), inv_freq.data(), slots.data(), want_qkv.data(),
+                            qkv.data() + q_width, qkv.data() + q_width + width, want_k.data(), want_v.data());
+      const float tolerance = std::max(testing::Tolerance(type()), 2e-4f);
+      EXPECT_LT(testing::RelativeError(got_k, want_k), tolerance);
+      EXPECT_LT(testing::RelativeError(got_v, want_v), tolerance);
+      EXPECT_LT(testing::RelativeError(got_qkv, want_qkv), tolerance);  // k, v columns untouched in both
+    }
   }
 }
 

@@ -46,6 +46,10 @@ if [[ "${TERN_BUNDLE_TESTS:-1}" != 0 ]]; then
   done
 fi
 
+# The LD_PRELOAD kernel tracer (tools/trace), when built.
+[[ -f "$build/lib/libtern-kernel-trace.so" ]] && strip --strip-unneeded -o "$out/lib/libtern-kernel-trace.so" \
+  "$build/lib/libtern-kernel-trace.so"
+
 # Shared libraries, minus what the GPU machine's own image provides: the C
 # library family and the CUDA libraries.
 skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|libcuda\.so|libcudart|libcublas|libnvidia)'

@@ -3,7 +3,7 @@
 # Llama-2-7B (fp16; MHA) and Llama-3-8B (fp16; GQA 8, so 256 x 1k and 64 x 4k
 # contexts fit) beside Hugging Face transformers on the same weights.
 # Run from the repository root with the bundle in .device-bundle/:
-#   tools/device/cuda_bench.sh [tern] [hf] [nsys]     (default: tern hf)
+#   tools/device/cuda_bench.sh [tern] [hf] [trace]    (default: tern hf; trace: per-kernel step timeline)
 # JSON for every run lands in $OUT (or /tmp).
 set -uo pipefail
 root=$(pwd)
@@ -40,14 +40,18 @@ if [[ " $phases " == *" hf "* ]]; then
   hf --batch 1 --prompt 128 --new 64 --cache static --compile --json "$out/hf-b1-compile.json"
   hf --batch 64 --prompt 1024 --new 16 --cache static --json "$out/hf-b64-static.json"
 fi
-if [[ " $phases " == *" nsys "* ]]; then
-  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-  if [[ -n "$nsys" ]]; then
-    "$nsys" profile --cuda-graph-trace=node -o /tmp/tern-b1 --force-overwrite true \
-      "$bundle/run.sh" bin/tern-run --model "$m7" --backend cuda --dtype float16 --bench --batch 1 \
-      --prompt-tokens 128 --decode-tokens 32 >/dev/null 2>&1
-    "$nsys" stats --report cuda_gpu_kern_sum --format csv /tmp/tern-b1.nsys-rep 2>/dev/null | head -25
-  else
-    echo "nsys not found"
-  fi
+if [[ " $phases " == *" trace "* ]]; then
+  # Kernel timeline of batch-1 decode through CUPTI (tools/trace): PyTorch's wheels ship libcupti.
+  cupti=${TERN_CUPTI_LIBRARY:-$(python3 -c 'import glob, os, torch; d = os.path.dirname(os.path.dirname(torch.__file__)); print(sorted(glob.glob(d + "/nvidia/**/libcupti.so*", recursive=True))[-1])' 2>/dev/null)}
+  echo "CUPTI: ${cupti:-not found}"
+  for mode in graphs eager; do
+    flags=()
+    [[ $mode == eager ]] && flags=(--cuda_graphs=false)
+    TERN_CUPTI_LIBRARY=$cupti TERN_KERNEL_TRACE="$out/trace-b1-$mode.csv" TERN_KERNEL_TRACE_PROCESS=tern-run \
+      LD_PRELOAD="$bundle/lib/libtern-kernel-trace.so" timeout 120 "$bundle/run.sh" bin/tern-run --model "$m7" --backend cuda \
+      --dtype float16 --bench --batch 1 --prompt-tokens 128 --decode-tokens 32 "${flags[@]}" | grep -E "decode"
+    echo "== kernel time per batch-1 decode step ($mode)"
+    python3 tools/trace/summarize_trace.py "$out/trace-b1-$mode.csv" --steps 16 --json "$out/trace-b1-$mode.json"
+    xz -f "$out/trace-b1-$mode.csv"
+  done
 fi
