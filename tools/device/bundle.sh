@@ -94,7 +94,7 @@ with open(os.path.join(out, "CTestTestfile.cmake"), "w") as f:
 PY
 # Libraries, executables and tests travel xz-compressed (OpenBLAS alone is 36 MB, 4 MB packed);
 # run.sh unpacks them on first use.
-tar -C "$out" -cJf "$out/bundle.tar.xz" lib bin tests
+XZ_OPT=${XZ_OPT:--9e -T0} tar -C "$out" -cJf "$out/bundle.tar.xz" lib bin tests
 rm -rf "$out/lib" "$out/bin" "$out/tests"
 cp "$root/tools/device/run.sh" "$out/run.sh"
 chmod +x "$out/run.sh"
