@@ -15,6 +15,7 @@
 #include <numeric>
 #include <random>
 #include <sstream>
+#include <utility>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -111,6 +112,7 @@ class ScatteredBlocks {
 
 // One sequence's cache state in a test.
 struct TestSequence {
+  explicit TestSequence(std::vector<int32_t> all_tokens) : tokens(std::move(all_tokens)) {}
   std::vector<int32_t> tokens;  // all tokens so far
   std::vector<int32_t> blocks;
   int32_t cached = 0;  // tokens already in the cache
@@ -220,7 +222,7 @@ TEST_P(LlamaModelGoldenTest, ChunkedPrefillThenDecodeOverScatteredBlocksMatches)
 TEST_P(LlamaModelGoldenTest, MixedBatchOfPrefillsMatchesEachSequence) {
   ScatteredBlocks pool(64);
   std::vector<TestSequence> seqs;
-  for (const auto& ids : golden_.token_ids) seqs.push_back({ids});
+  for (const auto& ids : golden_.token_ids) seqs.emplace_back(ids);
   ForwardBatch batch;
   for (auto& seq : seqs) AddToBatch(seq, int32_t(seq.tokens.size()), kBlockSize, pool, false, &batch);
   std::vector<float> logits;
@@ -315,7 +317,7 @@ TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
     r.cache = std::move(*r.backend->AllocateKvCache(r.model->CacheSpec(96, 4)));
     ScatteredBlocks pool(96);
     std::vector<TestSequence> seqs;
-    for (size_t i = 0; i < 3; ++i) seqs.push_back({golden.token_ids[i]});
+    for (size_t i = 0; i < 3; ++i) seqs.emplace_back(golden.token_ids[i]);
     ForwardBatch prefill;
     for (auto& seq : seqs) AddToBatch(seq, int32_t(seq.tokens.size()), 4, pool, false, &prefill);
     std::vector<float> logits;
