@@ -23,7 +23,8 @@ Sequence::Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vec
   if (tokenizer != nullptr) {
     // The output continues the prompt, so a SentencePiece leading space is kept.
     detokenizer_ = std::make_unique<runtime::IncrementalDetokenizer>(
-        *tokenizer, runtime::IncrementalDetokenizer::Options{.skip_special_tokens = true, .at_sequence_start = false});
+        *tokenizer, runtime::IncrementalDetokenizer::Options{.skip_special_tokens = params.skip_special_tokens,
+                                                             .at_sequence_start = false});
   }
 }
 

@@ -46,6 +46,9 @@ struct SamplingParams {
   std::optional<int32_t> logprobs;
   // Do not stop at the model's EOS token(s).
   bool ignore_eos = false;
+  // Drop special tokens (BOS, EOS, added tokens marked special) from the
+  // returned text; their ids are still returned. false: keep their text.
+  bool skip_special_tokens = true;
 
   // OK, or INVALID_ARGUMENT naming the first bad field and its allowed range.
   // Rejects NaN, infinities and out-of-range values; never clamps. Ranges are

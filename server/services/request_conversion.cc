@@ -24,6 +24,7 @@ runtime::SamplingParams ToSamplingParams(const tern::v1::SamplingParams& p) {
   if (p.has_n()) s.n = p.n();
   if (p.has_logprobs()) s.logprobs = p.logprobs();
   s.ignore_eos = p.ignore_eos();
+  s.skip_special_tokens = !p.include_special_tokens();
   return s;
 }
 

@@ -1,0 +1,56 @@
+// Sequence's output text: special tokens are dropped from it unless the
+// request asks for them (SamplingParams::skip_special_tokens, the proto's
+// include_special_tokens), while their ids are always returned.
+#include "scheduler/sequence.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "gtest/gtest.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "scheduler/tenant.h"
+
+namespace tern::scheduler {
+namespace {
+
+TEST(SequenceTextTest, SpecialTokensAreDroppedUnlessAskedFor) {
+  auto tokenizer = runtime::Tokenizer::FromModelDirectory(TERN_TEST_DATA_DIR "/tokenizers/llama2");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const runtime::Tokenizer& tok = **tokenizer;
+  constexpr int32_t kBos = 1;  // <s>: special, and not the EOS that would end the sequence
+  std::vector<int32_t> output = tok.Encode(" Hello", false);
+  output.push_back(kBos);
+  const std::vector<int32_t> tail = tok.Encode(" world", false);
+  output.insert(output.end(), tail.begin(), tail.end());
+  const std::vector<int32_t> eos = {2};
+  Tenant tenant;
+  tenant.name = "t";
+  for (const bool skip : {true, false}) {
+    SequenceGroup::Options options;
+    options.request_id = "r";
+    options.tenant = &tenant;
+    options.sampling.skip_special_tokens = skip;
+    SequenceGroup group(options, 0, 1);
+    Sequence seq(1, 0, &group, tok.Encode("Say", true), 1, group.sampling(), eos, &tok);
+    for (int32_t id : output) {
+      runtime::SampledToken token;
+      token.token_id = id;
+      seq.AppendOutput(token, 4096);
+    }
+    EXPECT_EQ(seq.pending().token_ids, output);
+    const std::string& text = seq.pending().text;
+    auto decoded = tok.Decode(output, skip);
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(text.find("<s>") != std::string::npos, !skip) << text;
+    EXPECT_NE(text.find("Hello"), std::string::npos) << text;
+    EXPECT_NE(text.find("world"), std::string::npos) << text;
+    // The output continues the prompt, so it may keep a leading space that
+    // Decode drops at the start of a text.
+    EXPECT_EQ(absl::StripLeadingAsciiWhitespace(text), absl::StripLeadingAsciiWhitespace(*decoded))
+        << "skip_special_tokens=" << skip;
+  }
+}
+
+}  // namespace
+}  // namespace tern::scheduler
