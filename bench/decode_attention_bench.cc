@@ -23,6 +23,7 @@
 
 #include "kernels/attention/paged_attention.h"
 #include "kernels/attention/paged_decode_attention.h"
+#include "bench/copy_bandwidth.h"
 #include "nlohmann/json.hpp"
 #include "runtime/model/dtype.h"
 
@@ -50,32 +51,6 @@ struct Row {
   double kv_bytes, new_ms, old_ms, max_diff;
 };
 
-// Bytes read + written per second by a device-to-device cudaMemcpy of 1 GiB.
-double CopyBandwidth() {
-  const size_t bytes = size_t(1) << 30;
-  void *a = nullptr, *b = nullptr;
-  BENCH_CUDA(cudaMalloc(&a, bytes));
-  BENCH_CUDA(cudaMalloc(&b, bytes));
-  BENCH_CUDA(cudaMemset(a, 1, bytes));
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  double best = 0;
-  for (int i = 0; i < 6; ++i) {
-    cudaEventRecord(start);
-    BENCH_CUDA(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    if (i > 0) best = std::max(best, 2.0 * double(bytes) / (ms * 1e-3));
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaFree(a);
-  cudaFree(b);
-  return best;
-}
 
 // Fills `count` fp16 elements with normal values by tiling a 16M-element pattern.
 void FillHalf(void* dst, size_t count, std::mt19937& rng) {
@@ -204,7 +179,7 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop;
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
-  const double copy = CopyBandwidth();
+  const double copy = tern::bench::DeviceCopyBandwidth();
   const std::vector<Case> cases = {
       {"llama-2-7b", 32, 32, 128, 64, 4096},
       {"llama-2-7b", 32, 32, 128, 256, 1024},

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/gemm/skinny_gemm.h"
+#include "bench/copy_bandwidth.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -38,16 +39,6 @@ float TimeMs(F&& run, int reps) {
   return ms / reps;
 }
 
-double CopyBandwidth() {
-  const size_t bytes = size_t(1) << 30;
-  void *a = nullptr, *b = nullptr;
-  cudaMalloc(&a, bytes);
-  cudaMalloc(&b, bytes);
-  const float ms = TimeMs([&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice); }, 5);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (ms * 1e-3);
-}
 
 }  // namespace
 
@@ -63,7 +54,7 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
-  const double bandwidth = CopyBandwidth();
+  const double bandwidth = tern::bench::DeviceCopyBandwidth();
   cublasHandle_t blas;
   cublasCreate(&blas);
   void* workspace = nullptr;

@@ -28,6 +28,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "bench/copy_bandwidth.h"
 #include "nlohmann/json.hpp"
 #include "runtime/backend/backend_factory.h"
 #include "runtime/base/flag_names.h"
@@ -111,38 +112,9 @@ int Fail(const std::string& message) {
 double MeasureCopyBandwidth(const std::string& backend) {
   const size_t bytes = size_t(256) << 20;
 #if defined(TERN_WITH_CUDA)
-  if (backend == "cuda") {
-    void *a = nullptr, *b = nullptr;
-    cudaMalloc(&a, bytes);
-    cudaMalloc(&b, bytes);
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    double best = 0;
-    for (int i = 0; i < 6; ++i) {
-      cudaEventRecord(start);
-      cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-      cudaEventRecord(stop);
-      cudaEventSynchronize(stop);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, start, stop);
-      if (i > 0) best = std::max(best, 2.0 * bytes / (ms * 1e-3));
-    }
-    cudaFree(a);
-    cudaFree(b);
-    return best;
-  }
+  if (backend == "cuda") return tern::bench::DeviceCopyBandwidth(bytes);
 #endif
-  std::vector<char> a(bytes, 1), b(bytes, 2);
-  double best = 0;
-  for (int i = 0; i < 5; ++i) {
-    const auto start = Clock::now();
-    std::memcpy(b.data(), a.data(), bytes);
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    best = std::max(best, 2.0 * bytes / s);
-    std::swap(a, b);
-  }
-  return best;
+  return tern::bench::HostCopyBandwidth(bytes);
 }
 
 int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string& model_dir, int32_t blocks_per_seq) {
