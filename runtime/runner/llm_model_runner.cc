@@ -1,6 +1,9 @@
 #include "runtime/runner/llm_model_runner.h"
 
+#include <algorithm>
 #include <chrono>
+#include <numeric>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/base/status_macros.h"
@@ -31,7 +34,43 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
                    runner->backend_->AllocateKvCache(runner->model_->CacheSpec(num_blocks, options.block_size)));
   runner->max_context_ = runner->model_->config().max_position_embeddings;
   if (options.max_context_length > 0) runner->max_context_ = std::min(runner->max_context_, options.max_context_length);
+  if (options.warmup_tokens > 0) {
+    if (absl::Status warm = runner->Warmup(options.warmup_tokens); !warm.ok()) {
+      return absl::Status(warm.code(), absl::StrCat("warm-up step: ", warm.message()));
+    }
+  }
   return runner;
+}
+
+absl::Status LlmModelRunner::Warmup(int32_t tokens) {
+  const int32_t block_size = cache_->spec().block_size;
+  const int64_t capacity = int64_t(cache_->spec().num_blocks) * block_size;
+  // Room for the prompt and the one decoded token.
+  const int32_t n = static_cast<int32_t>(std::min<int64_t>({int64_t(tokens), max_context_ - 1, capacity - 1}));
+  if (n <= 0) return absl::OkStatus();
+  std::vector<int32_t> ids(size_t(n), 0);  // token 0 exists in every vocabulary
+  std::vector<int32_t> blocks(size_t((n + 1 + block_size - 1) / block_size));
+  std::iota(blocks.begin(), blocks.end(), 0);
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  SequenceSamplingState state(0, 0, ids);
+  SequenceStep step;
+  step.seq_id = -1;
+  step.token_ids = ids;
+  step.block_table = blocks;
+  step.sample = true;
+  step.sampling = &greedy;
+  step.sampling_state = &state;
+  StepPlan plan;
+  plan.sequences = {step};
+  ASSIGN_OR_RETURN(StepResult prefill, Execute(plan));
+  if (prefill.outputs.size() != 1) return absl::InternalError("the warm-up prefill sampled no token");
+  ids.push_back(prefill.outputs[0].token.token_id);
+  state.AppendOutputToken(ids.back());
+  step.token_ids = absl::MakeConstSpan(ids).subspan(size_t(n));
+  step.num_computed_tokens = n;
+  plan.sequences = {step};
+  return Execute(plan).status();
 }
 
 absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {

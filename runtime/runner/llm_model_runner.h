@@ -30,6 +30,11 @@ struct LlmModelRunnerOptions {
   size_t activation_reserve_bytes = size_t(1) << 30;
   int64_t max_context_length = 0;  // 0: the model's
   LlamaModelOptions model;
+  // > 0: Create runs a prefill of this many tokens (fewer when the cache or
+  // the context is smaller) and one decode step, then forgets them, so that
+  // lazy kernel loading, library heuristics and scratch growth happen before
+  // the first request instead of inside its time to first token.
+  int32_t warmup_tokens = 0;
 };
 
 class LlmModelRunner final : public ModelRunner {
@@ -43,6 +48,12 @@ class LlmModelRunner final : public ModelRunner {
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   int64_t max_context_length() const override { return max_context_; }
   absl::Status Health() const override { return backend_->Health(); }
+
+  // The warm-up of LlmModelRunnerOptions::warmup_tokens: one greedy prefill
+  // of `tokens` copies of token 0 into blocks 0, 1, ... and one decode step.
+  // The blocks it wrote hold no sequence afterwards (the scheduler owns
+  // block allocation and overwrites them before any read).
+  absl::Status Warmup(int32_t tokens);
 
  private:
   LlmModelRunner() = default;

@@ -386,11 +386,14 @@ TEST(ForwardBatchTest, PadDecodeBatchAddsInertRows) {
 
 // Greedy decoding of the golden prompt through LlmModelRunner::Execute, one
 // step per token, over scattered KV blocks; the sampled tokens with logprobs.
-std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std::string& dir, const Golden& golden) {
+// `warmup_tokens`: the runner's start-up warm-up (LlmModelRunnerOptions).
+std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std::string& dir, const Golden& golden,
+                                    int32_t warmup_tokens = 0) {
   LlmModelRunnerOptions options;
   options.model_dir = dir;
   options.block_size = 4;
   options.num_blocks = 64;
+  options.warmup_tokens = warmup_tokens;
   auto runner = LlmModelRunner::Create(std::move(backend), options);
   EXPECT_TRUE(runner.ok()) << runner.status();
   if (!runner.ok()) return {};
@@ -455,6 +458,32 @@ TEST(LlmModelRunnerTest, GreedyTokensEqualTransformersAndTheCpuRunner) {
     }
   }
 #endif
+  fs::remove_all(dir);
+}
+
+// The start-up warm-up writes KV into blocks the scheduler will hand out;
+// what runs after it is exactly what runs without it. 300 tokens ask for more
+// than the 64 x 4-slot cache holds, so the warm-up shrinks to fit.
+TEST(LlmModelRunnerTest, WarmupLeavesResultsUnchanged) {
+  auto backend = MakeTestBackend();
+  if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
+  const Golden golden = LoadGolden("tiny-llama");
+  const std::string dir = MakeModel("llama", "float32");
+  const std::vector<SampledToken> cold = RunGreedy(std::move(backend), dir, golden);
+  const std::vector<SampledToken> warm = RunGreedy(MakeTestBackend(), dir, golden, /*warmup_tokens=*/300);
+  ASSERT_EQ(warm.size(), cold.size());
+  ASSERT_FALSE(cold.empty());
+  for (size_t i = 0; i < cold.size(); ++i) {
+    EXPECT_EQ(warm[i].token_id, cold[i].token_id) << "step " << i;
+    EXPECT_EQ(*warm[i].logprob, *cold[i].logprob) << "step " << i;
+  }
+  LlmModelRunnerOptions tiny;
+  tiny.model_dir = dir;
+  tiny.block_size = 4;
+  tiny.num_blocks = 1;  // room for 3 prompt tokens and the decoded one
+  tiny.warmup_tokens = 512;
+  auto runner = LlmModelRunner::Create(MakeTestBackend(), tiny);
+  EXPECT_TRUE(runner.ok()) << runner.status();
   fs::remove_all(dir);
 }
 
