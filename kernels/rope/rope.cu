@@ -1,6 +1,7 @@
 // One block per token; threads cover (head, i) pairs of the rotated halves.
 #include "kernels/common/dispatch.cuh"
 #include "kernels/rope/rope.h"
+#include "kernels/rope/rope_rotate.cuh"
 
 namespace tern::kernels {
 namespace {
@@ -15,16 +16,8 @@ __global__ void RopeKernel(RopeParams p, const int32_t* __restrict__ positions, 
   for (int64_t k = threadIdx.x; k < p.num_heads * half; k += blockDim.x) {
     const int64_t h = k / half;
     const int64_t i = k % half;
-    float s, c;
-    sincosf(position * inv_freq[i], &s, &c);
     T* head = row + h * p.head_dim;
-    // Hugging Face rounds cos and sin to the activation dtype before use.
-    const float cr = ToFloat(FromFloat<T>(c));
-    const float sr = ToFloat(FromFloat<T>(s));
-    const float a = ToFloat(head[i]);
-    const float b = ToFloat(head[i + half]);
-    head[i] = FromFloat<T>(a * cr - b * sr);
-    head[i + half] = FromFloat<T>(b * cr + a * sr);
+    RotatePair(position, inv_freq[i], head + i, half, head + i);
   }
 }
 

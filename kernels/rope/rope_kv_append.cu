@@ -1,29 +1,17 @@
 // A token's work is a flat list: the rotation pairs of q's heads, then those
 // of k's heads (stored to the cache), then v's elements (copied to the
 // cache). Grid: (token, slice of kThreads items), one item per thread, so a
-// single decode token still spreads over dozens of SMs. Angles and rounding
-// follow RopeKernel exactly.
+// single decode token still spreads over dozens of SMs. Each pair goes through
+// RotatePair, as in RopeKernel.
 #include "kernels/common/dispatch.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/rope/rope_kv_append.h"
+#include "kernels/rope/rope_rotate.cuh"
 
 namespace tern::kernels {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <typename T>
-__device__ __forceinline__ void Rotate(float position, float inv_freq, const T* in, int64_t half, T* out) {
-  float s, c;
-  sincosf(position * inv_freq, &s, &c);
-  // Hugging Face rounds cos and sin to the activation dtype before use.
-  const float cr = ToFloat(FromFloat<T>(c));
-  const float sr = ToFloat(FromFloat<T>(s));
-  const float a = ToFloat(in[0]);
-  const float b = ToFloat(in[half]);
-  out[0] = FromFloat<T>(a * cr - b * sr);
-  out[half] = FromFloat<T>(b * cr + a * sr);
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) RopeKvAppendKernel(RopeKvAppendParams p, const int32_t* positions,
@@ -45,11 +33,11 @@ __global__ void __launch_bounds__(kThreads) RopeKvAppendKernel(RopeKvAppendParam
   if (w < q_pairs) {
     T* q_row = q + t * p.q_row_stride;
     const int32_t at = (w / half) * p.head_dim + w % half;
-    Rotate(position, inv_freq[w % half], q_row + at, half, q_row + at);
+    RotatePair(position, inv_freq[w % half], q_row + at, half, q_row + at);
   } else if (w < q_pairs + k_pairs) {
     const int32_t pair = w - q_pairs;
     const int32_t at = (pair / half) * p.head_dim + pair % half;
-    Rotate(position, inv_freq[pair % half], k + t * p.k_row_stride + at, half, k_cache + slot * width + at);
+    RotatePair(position, inv_freq[pair % half], k + t * p.k_row_stride + at, half, k_cache + slot * width + at);
   } else {
     const int32_t c = w - q_pairs - k_pairs;
     v_cache[slot * width + c] = v[t * p.v_row_stride + c];
