@@ -19,7 +19,13 @@ http=$(python3 -c 'import json; print(json.load(open("/tmp/ports.json"))["http_p
 for rate in 4 16 64; do
   "$bundle/run.sh" bin/tern-load --target 127.0.0.1:$grpc --model llama-1b-serve \
     --prompts "$root/loadtest/prompts/vicuna80.csv" --rate $rate --duration 30 --max-tokens 128 --ignore-eos \
-    --seed 1 --json "$out/serve-rate$rate.json" 2>&1 | sed -n '1,14p'
+    --seed 1 --json "$out/serve-rate$rate.json" --json-requests 2>&1 | sed -n '1,14p'
+  # The first request of the first rate meets a freshly started ternd: its TTFT shows whether start-up warm-up worked.
+  python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+first = min(j["requests"], key=lambda r: r["index"])
+print("  first request TTFT %.2f ms, max %.2f ms" % (first["ttft_ms"], j["latency_ms"]["ttft"]["max"]))' \
+    "$out/serve-rate$rate.json"
 done
 curl -s 127.0.0.1:$http/metrics | grep -E '^tern_(kv_cache_usage|num_preempt|generation_tokens_total|engine_steps)' | head
 kill -TERM %1; wait

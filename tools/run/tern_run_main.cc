@@ -5,7 +5,7 @@
 //   tern-run --model DIR [--backend cpu|cuda] [--dtype bfloat16] [--max-tokens 64]
 //            [--temperature 0] [--top-p 1] [--top-k 0] [--seed N] "prompt"
 //   tern-run --model DIR --bench [--batch 1] [--prompt-tokens 128] [--decode-tokens 64] [--json FILE]
-//   tern-run --model DIR --dump-logits FILE --token-ids 1,2,3 [--decode-tokens 32]
+//   tern-run --model DIR --dump-logits FILE --token-ids 1,2,3 [--decode-tokens 32 | --force-tokens 4,5]
 //
 // --bench times prefill and decode on seeded random token ids (--batch
 // sequences decoding together; each prompt is prefilled alone, the first one
@@ -15,6 +15,9 @@
 // measured copy bandwidth (host memcpy on the CPU, device-to-device on CUDA).
 // --dump-logits writes the logits of the prompt's last position and of each
 // greedy decode step as JSON, for comparison with a peer implementation.
+// With --force-tokens the decode steps feed those ids instead of the greedy
+// picks (teacher forcing), so two implementations can be compared on every
+// step even after a near-tie sends their greedy continuations apart.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -27,6 +30,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/copy_bandwidth.h"
 #include "nlohmann/json.hpp"
@@ -50,6 +54,8 @@ ABSL_FLAG(bool, cuda_graphs, true, "CUDA: replay decode steps as CUDA graphs (fa
 ABSL_FLAG(int32_t, batch, 1, "--bench: sequences decoding together");
 ABSL_FLAG(std::string, dump_logits, "", "Write prompt and greedy-step logits as JSON to this file");
 ABSL_FLAG(std::vector<std::string>, token_ids, {}, "--dump-logits: the prompt as token ids");
+ABSL_FLAG(std::vector<std::string>, force_tokens, {},
+          "--dump-logits: decode these ids, one per step, instead of the greedy picks");
 ABSL_FLAG(int32_t, max_tokens, 64, "Tokens to generate at most");
 ABSL_FLAG(float, temperature, 0.0f, "0 is greedy");
 ABSL_FLAG(float, top_p, 1.0f, "Nucleus sampling mass");
@@ -220,24 +226,51 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
   return 0;
 }
 
-// Prompt logits and greedy-step logits, as JSON, for peer comparison.
+// Token ids from a comma-separated flag; false (with a message) on a bad id.
+bool ParseIds(const std::vector<std::string>& items, const char* flag, std::vector<int32_t>* ids) {
+  for (const auto& item : items) {
+    int32_t id = 0;
+    if (!absl::SimpleAtoi(item, &id) || id < 0) {
+      Fail(absl::StrCat("--", flag, ": '", item, "' is not a token id"));
+      return false;
+    }
+    ids->push_back(id);
+  }
+  return true;
+}
+
+// Decode steps --dump-logits runs: one per forced token, else --decode-tokens.
+int64_t DumpDecodeSteps() {
+  const auto& forced = absl::GetFlag(FLAGS_force_tokens);
+  return forced.empty() ? absl::GetFlag(FLAGS_decode_tokens) : int64_t(forced.size());
+}
+
+// Prompt logits and decode-step logits (greedy or forced), as JSON, for peer
+// comparison.
 int DumpLogits(LlamaModel& model, KvCache& cache, int32_t blocks_per_seq) {
-  std::vector<int32_t> prompt;
-  for (const auto& id : absl::GetFlag(FLAGS_token_ids)) prompt.push_back(std::stoi(id));
+  std::vector<int32_t> prompt, forced;
+  if (!ParseIds(absl::GetFlag(FLAGS_token_ids), "token-ids", &prompt)) return 1;
+  if (!ParseIds(absl::GetFlag(FLAGS_force_tokens), "force-tokens", &forced)) return 1;
   if (prompt.empty()) return Fail("--dump-logits needs --token-ids");
-  const int32_t steps = absl::GetFlag(FLAGS_decode_tokens);
+  const int64_t steps = DumpDecodeSteps();
   const size_t vocab = size_t(model.config().vocab_size);
+  for (const int32_t id : prompt) {
+    if (size_t(id) >= vocab) return Fail(absl::StrCat("token id ", id, " is outside the vocabulary"));
+  }
+  for (const int32_t id : forced) {
+    if (size_t(id) >= vocab) return Fail(absl::StrCat("forced token id ", id, " is outside the vocabulary"));
+  }
   Sequences seq(1, blocks_per_seq);
   ForwardBatch batch;
   std::vector<float> logits;
-  nlohmann::json out = {{"prompt", prompt}, {"steps", nlohmann::json::array()}};
+  nlohmann::json out = {{"prompt", prompt}, {"forced", !forced.empty()}, {"steps", nlohmann::json::array()}};
   std::vector<int32_t> next = prompt;
-  for (int32_t i = 0; i <= steps; ++i) {
+  for (int64_t i = 0; i <= steps; ++i) {
     seq.Step(next, &batch);
     if (auto st = model.Forward(batch, cache, &logits); !st.ok()) return Fail(std::string(st.message()));
     const int32_t argmax = int32_t(std::max_element(logits.begin(), logits.begin() + vocab) - logits.begin());
     out["steps"].push_back({{"token", argmax}, {"logits", std::vector<float>(logits.begin(), logits.begin() + vocab)}});
-    next = {argmax};
+    if (i < steps) next = {forced.empty() ? argmax : forced[size_t(i)]};
   }
   std::ofstream(absl::GetFlag(FLAGS_dump_logits)) << out.dump() << "\n";
   return 0;
@@ -271,7 +304,7 @@ int main(int argc, char** argv) {
   const int32_t max_tokens = absl::GetFlag(FLAGS_max_tokens);
   const int32_t num_seqs = bench ? std::max(1, absl::GetFlag(FLAGS_batch)) : 1;
   const int64_t context = bench ? absl::GetFlag(FLAGS_prompt_tokens) + absl::GetFlag(FLAGS_decode_tokens) + 2
-                          : dump ? int64_t(absl::GetFlag(FLAGS_token_ids).size()) + absl::GetFlag(FLAGS_decode_tokens) + 1
+                          : dump ? int64_t(absl::GetFlag(FLAGS_token_ids).size()) + DumpDecodeSteps() + 1
                                  : std::min<int64_t>((*model)->config().max_position_embeddings, 1 << 16);
   const int32_t blocks_per_seq = int32_t((context + kBlockSize - 1) / kBlockSize) + 1;
   auto cache = backend->AllocateKvCache((*model)->CacheSpec(blocks_per_seq * num_seqs, kBlockSize));
