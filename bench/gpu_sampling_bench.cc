@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
         for (int r = 0; r < batch; ++r) states.emplace_back(1000 + r, 0, std::vector<int32_t>{1, 2, 3});
         std::vector<SampleRequest> requests;
         for (int r = 0; r < batch; ++r) requests.push_back({&params, &states[r]});
-        std::vector<SampledToken> tokens;
+        std::vector<absl::StatusOr<SampledToken>> tokens;
 
         CudaSampling sampling;
         std::vector<double> gpu_us, wall_us;
@@ -135,11 +135,14 @@ int main(int argc, char** argv) {
           CHECK_CUDA(sampling.Enqueue(ScalarType::kBF16, tensor, stream));
           CHECK_CUDA(cudaEventRecord(end, stream));
           CHECK_CUDA(cudaStreamSynchronize(stream));
-          if (auto s = sampling.Collect(requests, &tokens); !s.ok()) {
-            std::fprintf(stderr, "%s\n", s.ToString().c_str());
-            return 1;
+          sampling.Collect(requests, &tokens);
+          for (int r = 0; r < batch; ++r) {
+            if (!tokens[r].ok()) {
+              std::fprintf(stderr, "%s\n", tokens[r].status().ToString().c_str());
+              return 1;
+            }
+            states[r].AppendOutputToken(tokens[r]->token_id);
           }
-          for (int r = 0; r < batch; ++r) states[r].AppendOutputToken(tokens[r].token_id);
           const auto t1 = std::chrono::steady_clock::now();
           float ms = 0.0f;
           CHECK_CUDA(cudaEventElapsedTime(&ms, begin, end));

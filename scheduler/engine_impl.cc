@@ -374,6 +374,13 @@ void EngineImpl::Loop() {
     PublishStats(true);
     for (SequenceGroup* group : outcome->updated) EmitDeltas(*group, /*final=*/false);
     for (auto& group : outcome->finished) Finish(std::move(group), absl::OkStatus());
+    // A row that could not be sampled fails its own request, not the step.
+    for (FailedGroup& failed : outcome->failed) {
+      spdlog::warn("model {}: request {} failed: {}", options_.model_name, failed.group->request_id(),
+                   failed.status.ToString());
+      Finish(std::move(failed.group),
+             absl::InternalError(absl::StrCat("the model's output could not be sampled: ", failed.status.message())));
+    }
   }
 }
 

@@ -229,6 +229,7 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
 
   StepOutcome outcome;
   std::vector<SequenceGroup*> touched;
+  std::vector<std::pair<std::string, absl::Status>> failures;  // request id, first row error
   size_t k = 0;
   for (const ScheduledSequence& s : out_.scheduled) {
     Sequence* seq = s.seq;
@@ -236,7 +237,15 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     prompt_tokens_ += std::max(0, std::min(begin + s.num_tokens, seq->num_prompt_tokens()) - begin);
     seq->AdvanceComputed(s.num_tokens, &blocks_);
     if (!s.sample) continue;
-    seq->AppendOutput(result.outputs[k++].token, options_.max_context_length);
+    const absl::StatusOr<runtime::SampledToken>& sampled = result.outputs[k++].token;
+    if (!sampled.ok()) {
+      SequenceGroup* group = seq->group();
+      const bool listed = std::any_of(failures.begin(), failures.end(),
+                                      [&](const auto& f) { return f.first == group->request_id(); });
+      if (!listed) failures.emplace_back(group->request_id(), sampled.status());
+      continue;
+    }
+    seq->AppendOutput(*sampled, options_.max_context_length);
     ++generation_tokens_;
     if (seq->group()->output_step() != step_) {
       seq->group()->set_output_step(step_);
@@ -248,11 +257,17 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     }
   }
   for (SequenceGroup* group : touched) {
+    const bool failed = std::any_of(failures.begin(), failures.end(),
+                                    [&](const auto& f) { return f.first == group->request_id(); });
+    if (failed) continue;
     if (group->AllFinished()) {
       outcome.finished.push_back(Detach(group->request_id()));
     } else {
       outcome.updated.push_back(group);
     }
+  }
+  for (auto& [request_id, status] : failures) {
+    outcome.failed.push_back({Abort(request_id), std::move(status)});
   }
   return outcome;
 }

@@ -72,11 +72,21 @@ struct ScheduleOutput {
   bool empty() const { return plan.sequences.empty() && plan.block_copies.empty(); }
 };
 
+// A request that cannot go on: one of its sequences' rows could not be
+// sampled (a non-finite logit, say). Already aborted and detached.
+struct FailedGroup {
+  std::unique_ptr<SequenceGroup> group;
+  absl::Status status;  // the runner's row error
+};
+
 struct StepOutcome {
   // Groups that got output this step and still run.
   std::vector<SequenceGroup*> updated;
   // Groups whose every sequence finished this step; no longer scheduled.
   std::vector<std::unique_ptr<SequenceGroup>> finished;
+  // Groups with a sequence whose row failed this step; no longer scheduled.
+  // The other groups of the step are unaffected.
+  std::vector<FailedGroup> failed;
 };
 
 struct SchedulerStats {
@@ -102,7 +112,9 @@ class Scheduler {
   // Plans the next step. Valid until Apply or DiscardStep.
   const ScheduleOutput& Schedule();
   // Applies the runner's result of the last Schedule(). INTERNAL when the
-  // result does not match the plan (then the step is discarded).
+  // result does not match the plan (then the step is discarded). A sequence
+  // whose output carries an error fails its whole request (StepOutcome::
+  // failed) and no other.
   absl::StatusOr<StepOutcome> Apply(const runtime::StepResult& result);
   // Forgets the last plan without applying it (the step failed); nothing
   // counts as computed.

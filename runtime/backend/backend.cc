@@ -46,7 +46,7 @@ void PadDecodeBatch(int32_t num_seqs, ForwardBatch* batch) {
 }
 
 absl::Status Backend::SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
-                                 std::vector<SampledToken>* out) {
+                                 std::vector<absl::StatusOr<SampledToken>>* out) {
   RETURN_IF_ERROR(FinishStep());
   if (logits.rows != int64_t(requests.size())) {
     return absl::InvalidArgumentError(
@@ -61,7 +61,8 @@ absl::Status Backend::SampleRows(Tensor logits, absl::Span<const SampleRequest> 
     auto token = host_sampler_.Sample(absl::MakeConstSpan(&host_logits_[r * vocab], vocab), *requests[r].params,
                                       *requests[r].state);
     if (!token.ok()) {
-      return absl::Status(token.status().code(), absl::StrCat("row ", r, ": ", token.status().message()));
+      out->push_back(absl::Status(token.status().code(), absl::StrCat("row ", r, ": ", token.status().message())));
+      continue;
     }
     out->push_back(std::move(*token));
   }

@@ -236,14 +236,15 @@ class Backend {
   // Samples one token per row of `logits` ([requests.size(), vocab], from the
   // step's forward pass) with the semantics of runtime/sampling/sampler.h,
   // including each sequence's uniform (state->NextUniform()). Finishes the
-  // step: returns the step's first error, else INVALID_ARGUMENT for the first
-  // row the host Sampler would reject (NaN/+inf logit, no finite logit,
-  // penalty token outside the vocabulary), naming the row. On OK, (*out)[i]
-  // is row i's token. The default reads the rows to host fp32 and runs the
-  // host Sampler; device backends override it to sample in place and read
-  // back only ids and logprobs.
+  // step: returns the step's first error (the whole step failed). On OK,
+  // (*out)[i] is row i's token, or, for a row the host Sampler would reject
+  // (NaN/+inf logit, no finite logit, penalty token outside the vocabulary),
+  // INVALID_ARGUMENT naming the row and the cause: one bad row fails only
+  // its own sequence, and the other rows are sampled as usual. The default
+  // reads the rows to host fp32 and runs the host Sampler; device backends
+  // override it to sample in place and read back only ids and logprobs.
   virtual absl::Status SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
-                                  std::vector<SampledToken>* out);
+                                  std::vector<absl::StatusOr<SampledToken>>* out);
 
   // Waits for the step's work; the first error of the step, if any.
   virtual absl::Status FinishStep() = 0;

@@ -846,7 +846,7 @@ absl::Status CudaBackend::Health() const {
 }
 
 absl::Status CudaBackend::SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
-                                     std::vector<SampledToken>* out) {
+                                     std::vector<absl::StatusOr<SampledToken>>* out) {
   Impl& m = *impl_;
   if (m.sampling == nullptr) m.sampling = std::make_unique<CudaSampling>();
   const absl::Status prepared = m.sampling->Prepare(logits, requests);
@@ -854,7 +854,8 @@ absl::Status CudaBackend::SampleRows(Tensor logits, absl::Span<const SampleReque
   // The step's one synchronization; it reports the forward pass's errors too.
   if (absl::Status finished = FinishStep(); !finished.ok()) return finished;
   if (!prepared.ok()) return prepared;
-  return m.sampling->Collect(requests, out);
+  m.sampling->Collect(requests, out);
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::FinishStep() {

@@ -83,7 +83,7 @@ class CudaBackend final : public Backend {
   // Samples on the device (runtime/cuda/cuda_sampling.h): only ids and
   // logprobs are read back.
   absl::Status SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
-                          std::vector<SampledToken>* out) override;
+                          std::vector<absl::StatusOr<SampledToken>>* out) override;
   absl::Status FinishStep() override;
   absl::Status Health() const override;
 

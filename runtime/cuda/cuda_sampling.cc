@@ -52,6 +52,28 @@ CudaSampling::~CudaSampling() {
   results_.Release();
 }
 
+absl::Status CudaSampling::AppendPenalties(size_t row, const SamplingParams& p, const SequenceSamplingState& state) {
+  const auto in_vocab = [this](int32_t id) { return id >= 0 && int64_t(id) < vocab_; };
+  const auto out_of_vocab = [this, row](int32_t id) {
+    return RowError(row, absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_, ")"));
+  };
+  // The repetition penalty reads prompt ∪ output; frequency and presence
+  // only output tokens, so prompt-only tokens matter only for the former.
+  if (p.repetition_penalty != 1.0f) {
+    for (int32_t id : state.prompt_token_set()) {
+      if (!in_vocab(id)) return out_of_vocab(id);
+      const auto it = state.output_counts().find(id);
+      entries_.push_back({id, it == state.output_counts().end() ? 0 : it->second, 1});
+    }
+  }
+  for (const auto& [id, count] : state.output_counts()) {
+    if (!in_vocab(id)) return out_of_vocab(id);
+    if (p.repetition_penalty != 1.0f && state.InPrompt(id)) continue;  // listed above
+    entries_.push_back({id, count, state.InPrompt(id) ? 1 : 0});
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaSampling::Prepare(const Tensor& logits, absl::Span<const SampleRequest> requests) {
   num_rows_ = 0;
   if (logits.rows != int64_t(requests.size())) {
@@ -61,13 +83,10 @@ absl::Status CudaSampling::Prepare(const Tensor& logits, absl::Span<const Sample
   if (logits.cols <= 0 && !requests.empty()) return absl::InvalidArgumentError("sampling: empty logits row");
   vocab_ = logits.cols;
   rows_.clear();
+  row_errors_.assign(requests.size(), absl::OkStatus());
   indptr_.assign(1, 0);
   entries_.clear();
   num_penalized_rows_ = 0;
-  const auto in_vocab = [this](int32_t id) { return id >= 0 && int64_t(id) < vocab_; };
-  const auto out_of_vocab = [this](size_t row, int32_t id) {
-    return RowError(row, absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_, ")"));
-  };
   for (size_t r = 0; r < requests.size(); ++r) {
     const SampleRequest& request = requests[r];
     if (request.params == nullptr || request.state == nullptr) {
@@ -88,19 +107,14 @@ absl::Status CudaSampling::Prepare(const Tensor& logits, absl::Span<const Sample
     row.uniform = p.temperature == 0.0f ? 0.0 : state.NextUniform();
     if (p.HasPenalties()) {
       row.workspace_row = num_penalized_rows_++;
-      // The repetition penalty reads prompt ∪ output; frequency and presence
-      // only output tokens, so prompt-only tokens matter only for the former.
-      if (p.repetition_penalty != 1.0f) {
-        for (int32_t id : state.prompt_token_set()) {
-          if (!in_vocab(id)) return out_of_vocab(r, id);
-          const auto it = state.output_counts().find(id);
-          entries_.push_back({id, it == state.output_counts().end() ? 0 : it->second, 1});
-        }
-      }
-      for (const auto& [id, count] : state.output_counts()) {
-        if (!in_vocab(id)) return out_of_vocab(r, id);
-        if (p.repetition_penalty != 1.0f && state.InPrompt(id)) continue;  // listed above
-        entries_.push_back({id, count, state.InPrompt(id) ? 1 : 0});
+      absl::Status penalties_ok = AppendPenalties(r, p, state);
+      if (!penalties_ok.ok()) {
+        // This row fails alone; the kernel samples it penalty-free and
+        // Collect reports the error instead of its token.
+        row_errors_[r] = std::move(penalties_ok);
+        entries_.resize(size_t(indptr_.back()));
+        row.workspace_row = -1;
+        --num_penalized_rows_;
       }
     }
     indptr_.push_back(int32_t(entries_.size()));
@@ -162,20 +176,32 @@ cudaError_t CudaSampling::Enqueue(kernels::ScalarType type, const Tensor& logits
                          cudaMemcpyDeviceToHost, stream);
 }
 
-absl::Status CudaSampling::Collect(absl::Span<const SampleRequest> requests, std::vector<SampledToken>* out) const {
+void CudaSampling::Collect(absl::Span<const SampleRequest> requests,
+                           std::vector<absl::StatusOr<SampledToken>>* out) const {
   out->clear();
   out->reserve(requests.size());
   const auto* results = static_cast<const kernels::SampledRow*>(results_.data);
   for (size_t r = 0; r < requests.size(); ++r) {
+    if (!row_errors_[r].ok()) {
+      out->push_back(row_errors_[r]);
+      continue;
+    }
     const kernels::SampledRow& row = results[r];
     switch (row.status) {
       case kernels::kSampleOk: break;
       case kernels::kNonFiniteLogit:
-        return RowError(r, absl::StrCat("sampling: logit of token ", row.detail, " is ", row.detail_value));
-      case kernels::kNoFiniteLogit: return RowError(r, "sampling: every logit is -inf");
+        out->push_back(RowError(r, absl::StrCat("sampling: logit of token ", row.detail, " is ", row.detail_value)));
+        continue;
+      case kernels::kNoFiniteLogit:
+        out->push_back(RowError(r, "sampling: every logit is -inf"));
+        continue;
       case kernels::kPenaltyOutOfVocab:
-        return RowError(r, absl::StrCat("token id ", row.detail, " is outside the vocabulary [0, ", vocab_, ")"));
-      default: return absl::InternalError(absl::StrCat("sampling: row ", r, " has status ", row.status));
+        out->push_back(
+            RowError(r, absl::StrCat("token id ", row.detail, " is outside the vocabulary [0, ", vocab_, ")")));
+        continue;
+      default:
+        out->push_back(absl::InternalError(absl::StrCat("sampling: row ", r, " has status ", row.status)));
+        continue;
     }
     SampledToken token;
     token.token_id = row.token_id;
@@ -186,7 +212,6 @@ absl::Status CudaSampling::Collect(absl::Span<const SampleRequest> requests, std
     }
     out->push_back(std::move(token));
   }
-  return absl::OkStatus();
 }
 
 }  // namespace tern::runtime

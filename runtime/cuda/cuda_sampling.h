@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/common/scalar_type.h"
 #include "kernels/sampling/sampling.h"
@@ -32,18 +33,23 @@ class CudaSampling {
 
   // Checks `requests` against `logits` ([requests.size(), vocab]) and packs
   // the step's inputs into pinned staging. INVALID_ARGUMENT for a row count
-  // mismatch, a request without params or state, or a penalty token id
-  // outside [0, vocab) (the message names the row, as SampleRows does);
-  // INTERNAL when pinned memory cannot be had.
+  // mismatch or a request without params or state; INTERNAL when pinned
+  // memory cannot be had. A row whose penalty token ids fall outside
+  // [0, vocab) fails alone: Collect reports it for that row.
   absl::Status Prepare(const Tensor& logits, absl::Span<const SampleRequest> requests);
   // Enqueues the upload, the kernel and the read-back on `stream`; the first
   // CUDA error, if any. Only after a successful Prepare.
   cudaError_t Enqueue(kernels::ScalarType type, const Tensor& logits, cudaStream_t stream);
-  // After `stream` has been synchronized: the rows' tokens, or
-  // INVALID_ARGUMENT for the first row the kernel rejected.
-  absl::Status Collect(absl::Span<const SampleRequest> requests, std::vector<SampledToken>* out) const;
+  // After `stream` has been synchronized: per row, its token or
+  // INVALID_ARGUMENT naming the row and why it was rejected (by Prepare or
+  // by the kernel), as Backend::SampleRows reports it.
+  void Collect(absl::Span<const SampleRequest> requests, std::vector<absl::StatusOr<SampledToken>>* out) const;
 
  private:
+  // Appends row `row`'s penalty entries (prompt and output token counts) to
+  // entries_; INVALID_ARGUMENT naming the row for an id outside [0, vocab).
+  absl::Status AppendPenalties(size_t row, const SamplingParams& p, const SequenceSamplingState& state);
+
   // A cudaMalloc'd or cudaMallocHost'd buffer that only grows.
   struct Buffer {
     void* data = nullptr;
@@ -54,6 +60,7 @@ class CudaSampling {
   };
 
   int32_t num_rows_ = 0;
+  std::vector<absl::Status> row_errors_;  // per row: OK, or why Prepare rejected it
   int32_t num_penalized_rows_ = 0;
   int64_t vocab_ = 0;
   size_t params_offset_ = 0, indptr_offset_ = 0, entries_offset_ = 0, staged_bytes_ = 0;

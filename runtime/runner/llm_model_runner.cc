@@ -65,7 +65,10 @@ absl::Status LlmModelRunner::Warmup(int32_t tokens) {
   plan.sequences = {step};
   ASSIGN_OR_RETURN(StepResult prefill, Execute(plan));
   if (prefill.outputs.size() != 1) return absl::InternalError("the warm-up prefill sampled no token");
-  ids.push_back(prefill.outputs[0].token.token_id);
+  if (!prefill.outputs[0].token.ok()) {
+    return absl::InternalError(absl::StrCat("warm-up: ", prefill.outputs[0].token.status().message()));
+  }
+  ids.push_back(prefill.outputs[0].token->token_id);
   state.AppendOutputToken(ids.back());
   step.token_ids = absl::MakeConstSpan(ids).subspan(size_t(n));
   step.num_computed_tokens = n;

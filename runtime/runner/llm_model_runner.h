@@ -63,7 +63,7 @@ class LlmModelRunner final : public ModelRunner {
   int64_t max_context_ = 0;
   ForwardBatch batch_;  // reused step to step
   std::vector<SampleRequest> requests_;
-  std::vector<SampledToken> tokens_;
+  std::vector<absl::StatusOr<SampledToken>> tokens_;
 };
 
 }  // namespace tern::runtime

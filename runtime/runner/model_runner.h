@@ -43,7 +43,9 @@ struct StepPlan {
 
 struct SequenceOutput {
   int64_t seq_id = 0;
-  SampledToken token;
+  // The sampled token, or why this sequence's row could not be sampled (a
+  // non-finite logit, say): that fails this sequence's request alone.
+  absl::StatusOr<SampledToken> token;
 };
 
 struct StepResult {

@@ -77,8 +77,9 @@ Batch MakeBatch(int rows, int64_t vocab, uint32_t seed, bool coarse,
   return b;
 }
 
-// Runs the batch through CudaSampling; the status of Collect.
-absl::Status SampleOnGpu(ScalarType type, Batch& b, std::vector<SampledToken>* out) {
+// Runs the batch through CudaSampling: Prepare's status; on OK, Collect's
+// per-row results in *out.
+absl::Status SampleOnGpu(ScalarType type, Batch& b, std::vector<absl::StatusOr<SampledToken>>* out) {
   DeviceArray logits(type, b.logits.size());
   logits.Upload(b.logits);
   std::vector<SampleRequest> requests;
@@ -91,7 +92,8 @@ absl::Status SampleOnGpu(ScalarType type, Batch& b, std::vector<SampledToken>* o
   EXPECT_EQ(sampling.Enqueue(type, tensor, stream), cudaSuccess);
   EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   cudaStreamDestroy(stream);
-  return sampling.Collect(requests, out);
+  sampling.Collect(requests, out);
+  return absl::OkStatus();
 }
 
 struct Tally {
@@ -100,10 +102,15 @@ struct Tally {
 
 // Compares every row with the host Sampler; logprobs within 1e-3.
 void CompareWithHost(const std::string& name, ScalarType type, Batch& b, bool exact, Tally* tally) {
-  std::vector<SampledToken> gpu;
-  const absl::Status status = SampleOnGpu(type, b, &gpu);
+  std::vector<absl::StatusOr<SampledToken>> results;
+  const absl::Status status = SampleOnGpu(type, b, &results);
   ASSERT_TRUE(status.ok()) << status;
-  ASSERT_EQ(int(gpu.size()), b.rows());
+  ASSERT_EQ(int(results.size()), b.rows());
+  std::vector<SampledToken> gpu;
+  for (const auto& result : results) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    gpu.push_back(*result);
+  }
   Sampler sampler;
   for (int r = 0; r < b.rows(); ++r) {
     auto host = sampler.Sample(absl::MakeConstSpan(&b.logits[size_t(r) * b.vocab], b.vocab), b.params[r], b.states[r]);
@@ -281,35 +288,44 @@ TEST(SamplingCudaErrorsTest, InvalidRowsAreRejectedPerRow) {
     EXPECT_EQ(out[5].detail, vocab);
     for (int r : {1, 2, 3, 5}) EXPECT_EQ(out[r].token_id, -1) << r;
 
-    // Through CudaSampling: INVALID_ARGUMENT naming the first bad row, as the
-    // host Sampler's code for that row.
-    std::vector<SampledToken> tokens;
-    absl::Status status = SampleOnGpu(type, b, &tokens);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-    EXPECT_NE(status.message().find("row 1"), std::string::npos) << status;
-    EXPECT_NE(status.message().find("token 7"), std::string::npos) << status;
-    for (int r : {1, 2, 3}) {
+    // Through CudaSampling: each bad row gets INVALID_ARGUMENT naming it and
+    // the cause (the host Sampler's code for that row); the good rows in the
+    // same batch get the host Sampler's tokens.
+    std::vector<absl::StatusOr<SampledToken>> tokens;
+    ASSERT_TRUE(SampleOnGpu(type, b, &tokens).ok());
+    ASSERT_EQ(tokens.size(), 6u);
+    const std::vector<std::pair<int, std::string>> bad = {
+        {1, "token 7"}, {2, "token 100"}, {3, "every logit is -inf"}};
+    for (const auto& [r, cause] : bad) {
+      EXPECT_EQ(tokens[r].status().code(), absl::StatusCode::kInvalidArgument) << r << ": " << tokens[r].status();
+      EXPECT_NE(tokens[r].status().message().find("row " + std::to_string(r)), std::string::npos) << tokens[r].status();
+      EXPECT_NE(tokens[r].status().message().find(cause), std::string::npos) << tokens[r].status();
       auto host = sampler.Sample(absl::MakeConstSpan(&b.logits[r * vocab], vocab), b.params[r], b.states[r]);
       EXPECT_EQ(host.status().code(), absl::StatusCode::kInvalidArgument);
     }
-    Batch only_bad = b;
-    only_bad.params.erase(only_bad.params.begin(), only_bad.params.begin() + 3);
-    only_bad.states.erase(only_bad.states.begin(), only_bad.states.begin() + 3);
-    only_bad.logits.erase(only_bad.logits.begin(), only_bad.logits.begin() + 3 * vocab);
-    status = SampleOnGpu(type, only_bad, &tokens);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-    EXPECT_NE(status.message().find("every logit is -inf"), std::string::npos) << status;
 
-    // A penalty token outside the vocabulary is caught on the host first.
-    Batch out_of_vocab = MakeBatch(1, vocab, 9, false, [](int, std::mt19937&) {
+    // A penalty token outside the vocabulary is caught on the host first,
+    // and fails only its row.
+    Batch mixed = MakeBatch(3, vocab, 9, false, [](int r, std::mt19937&) {
       SamplingParams p;
-      p.frequency_penalty = 0.5f;
+      p.temperature = 0.0f;
+      if (r != 2) p.frequency_penalty = 0.5f;
       return p;
     });
-    out_of_vocab.states[0].AppendOutputToken(int32_t(vocab) + 5);
-    status = SampleOnGpu(type, out_of_vocab, &tokens);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-    EXPECT_NE(status.message().find("outside the vocabulary"), std::string::npos) << status;
+    mixed.states[0].AppendOutputToken(3);
+    mixed.states[1].AppendOutputToken(int32_t(vocab) + 5);
+    mixed.states[2].AppendOutputToken(4);
+    ASSERT_TRUE(SampleOnGpu(type, mixed, &tokens).ok());
+    ASSERT_EQ(tokens.size(), 3u);
+    EXPECT_EQ(tokens[1].status().code(), absl::StatusCode::kInvalidArgument) << tokens[1].status();
+    EXPECT_NE(tokens[1].status().message().find("row 1"), std::string::npos) << tokens[1].status();
+    EXPECT_NE(tokens[1].status().message().find("outside the vocabulary"), std::string::npos) << tokens[1].status();
+    for (int r : {0, 2}) {
+      auto host = sampler.Sample(absl::MakeConstSpan(&mixed.logits[r * vocab], vocab), mixed.params[r], mixed.states[r]);
+      ASSERT_TRUE(host.ok()) << host.status();
+      ASSERT_TRUE(tokens[r].ok()) << r << ": " << tokens[r].status();
+      EXPECT_EQ(tokens[r]->token_id, host->token_id) << r;
+    }
   }
 }
 
@@ -317,7 +333,7 @@ TEST(SamplingCudaErrorsTest, EmptyBatchIsANoOp) {
   if (!testing::HaveGpu()) GTEST_SKIP() << "no CUDA device";
   Batch b;
   b.vocab = 32000;
-  std::vector<SampledToken> tokens(3);
+  std::vector<absl::StatusOr<SampledToken>> tokens(3);
   EXPECT_TRUE(SampleOnGpu(ScalarType::kBF16, b, &tokens).ok());
   EXPECT_TRUE(tokens.empty());
 }

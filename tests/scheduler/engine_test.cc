@@ -467,6 +467,28 @@ TEST(EngineTest, RunnerFailureFailsInFlightRequestsAndTheEngineGoesOn) {
   EXPECT_EQ(after->tokens().size(), 4u);
 }
 
+TEST(EngineTest, ARowThatCannotBeSampledFailsOnlyItsRequest) {
+  auto runner = std::make_unique<testing::FakeModelRunner>(64, 4, 1000, 512);
+  runner->set_poison_token(666);  // a sequence holding it samples a NaN row
+  auto engine = Engine::Create(EngineOptions{}, std::move(runner));
+  ASSERT_TRUE(engine.ok());
+  auto good = std::make_shared<CollectingSink>();
+  auto bad = std::make_shared<CollectingSink>();
+  auto other = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(Greedy("good", {1, 2, 3}, 16), good).ok());
+  ASSERT_TRUE((*engine)->Submit(Greedy("bad", {4, 666, 5}, 16), bad).ok());
+  ASSERT_TRUE((*engine)->Submit(Greedy("other", {7, 8}, 16), other).ok());
+  for (auto* sink : {good.get(), bad.get(), other.get()}) ASSERT_TRUE(sink->WaitDone());
+  EXPECT_EQ(bad->status().code(), absl::StatusCode::kInternal) << bad->status();
+  EXPECT_NE(bad->status().message().find("could not be sampled"), std::string::npos) << bad->status();
+  EXPECT_NE(bad->status().message().find("nan"), std::string::npos) << bad->status();
+  for (auto* sink : {good.get(), other.get()}) {
+    EXPECT_TRUE(sink->status().ok()) << sink->status();
+    EXPECT_EQ(sink->tokens().size(), 16u);
+  }
+  EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
+}
+
 TEST(EngineTest, FullQueueGivesResourceExhausted) {
   auto gated = std::make_unique<GatedRunner>();
   GatedRunner* gate = gated.get();

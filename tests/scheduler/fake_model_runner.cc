@@ -67,7 +67,14 @@ absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::Step
     }
     runtime::SequenceOutput out;
     out.seq_id = s.seq_id;
-    out.token.token_id = NextToken(context_, vocab_size_, s.sampling_state->stream());
+    if (poison_token_ >= 0 && std::find(context_.begin(), context_.end(), poison_token_) != context_.end()) {
+      out.token = absl::InvalidArgumentError(
+          absl::StrCat("row ", result.outputs.size(), ": sampling: logit of token 0 is nan"));
+    } else {
+      runtime::SampledToken token;
+      token.token_id = NextToken(context_, vocab_size_, s.sampling_state->stream());
+      out.token = token;
+    }
     result.outputs.push_back(out);
   }
   if (record_) steps_.push_back(std::move(record));

@@ -44,12 +44,16 @@ class FakeModelRunner final : public runtime::ModelRunner {
   int64_t max_context_length() const override { return max_context_; }
 
   void set_record(bool record) { record_ = record; }
+  // A sequence whose context holds `token` cannot be sampled (as a row with
+  // a NaN logit): its output carries INVALID_ARGUMENT. -1 (default): none.
+  void set_poison_token(int32_t token) { poison_token_ = token; }
   const std::vector<RecordedStep>& steps() const { return steps_; }
 
  private:
   int32_t num_blocks_, block_size_;
   int64_t vocab_size_, max_context_;
   bool record_ = true;
+  int32_t poison_token_ = -1;
   std::vector<int32_t> kv_;  // [num_blocks * block_size] token id at each slot, -1 unwritten
   std::vector<int32_t> context_;
   std::vector<RecordedStep> steps_;

@@ -83,6 +83,10 @@ class Driver {
       finished_at_[g->request_id()] = step_;
       finished_.push_back(std::move(g));
     }
+    for (FailedGroup& f : outcome->failed) {
+      failed_[f.group->request_id()] = f.status;
+      finished_.push_back(std::move(f.group));
+    }
     ++step_;
     return runner_.steps().back();
   }
@@ -98,6 +102,7 @@ class Driver {
   FakeModelRunner& runner() { return runner_; }
   const std::vector<int64_t>& preempted() const { return preempted_; }
   std::map<std::string, int>& finished_at() { return finished_at_; }
+  const std::map<std::string, absl::Status>& failed() const { return failed_; }
   const std::string& RequestOf(int64_t seq0) { return seq0_of_[seq0]; }
 
  private:
@@ -118,6 +123,7 @@ class Driver {
   std::map<int64_t, std::string> seq0_of_;
   std::vector<int64_t> preempted_;
   std::map<std::string, int> finished_at_;
+  std::map<std::string, absl::Status> failed_;
   std::vector<std::unique_ptr<SequenceGroup>> finished_;
 };
 
@@ -452,6 +458,41 @@ TEST(SchedulerTest, AbortFreesEveryBlock) {
   EXPECT_EQ(d.scheduler().block_manager().num_free(), 64);
   EXPECT_FALSE(d.scheduler().HasWork());
   EXPECT_EQ(d.scheduler().num_running(), 0);
+}
+
+TEST(SchedulerTest, ARowThatCannotBeSampledFailsOnlyItsOwnRequest) {
+  Driver d(64, 4, Options(8, 64));
+  d.runner().set_poison_token(777);
+  d.Add("before", Prompt(9), 6);
+  d.Add("bad", Prompt(5, 775), 6, nullptr, 0, /*n=*/2);  // its prompt holds 777
+  d.Add("after", Prompt(12, 100), 6);
+  d.RunUntilIdle();
+  ASSERT_EQ(d.failed().size(), 1u);
+  ASSERT_TRUE(d.failed().count("bad"));
+  const absl::Status& status = d.failed().at("bad");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("nan"), std::string::npos) << status;
+  EXPECT_FALSE(d.finished_at().count("bad"));
+  // The requests batched with it run to completion, token for token.
+  EXPECT_EQ(d.Output("before"), Reference(Prompt(9), 6));
+  EXPECT_EQ(d.Output("after"), Reference(Prompt(12, 100), 6));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+  EXPECT_EQ(d.scheduler().num_running(), 0);
+}
+
+TEST(SchedulerTest, ARequestFailingMidDecodeFreesItsBlocks) {
+  Driver d(64, 4, Options(8, 64));
+  const std::vector<int32_t> prompt = Prompt(6, 40);
+  const std::vector<int32_t> expected = Reference(prompt, 8);
+  // Poison the third generated token: the request fails after two tokens.
+  d.runner().set_poison_token(expected[2]);
+  d.Add("dies", prompt, 8);
+  d.Add("lives", Prompt(7, 500), 8);
+  d.RunUntilIdle();
+  ASSERT_TRUE(d.failed().count("dies"));
+  EXPECT_EQ(d.Output("dies"), std::vector<int32_t>(expected.begin(), expected.begin() + 3));
+  EXPECT_EQ(d.Output("lives"), Reference(Prompt(7, 500), 8));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
 }
 
 TEST(SchedulerTest, ApplyRejectsAResultThatDoesNotMatchThePlan) {

@@ -36,6 +36,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/backend/backend_factory.h"
 #include "runtime/base/flag_names.h"
+#include "runtime/base/status_macros.h"
 #if defined(TERN_WITH_CUDA)
 #include <cuda_runtime.h>
 #endif
@@ -155,7 +156,7 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
   for (int32_t s = 0; s < batch_size; ++s) states.emplace_back(1, uint32_t(s), absl::Span<const int32_t>());
   std::vector<SampleRequest> requests;
   for (const auto& state : states) requests.push_back({&greedy, &state});
-  std::vector<SampledToken> sampled;
+  std::vector<absl::StatusOr<SampledToken>> sampled;
   const auto decode_step = [&]() -> absl::Status {
     std::vector<std::pair<int32_t, std::vector<int32_t>>> work;
     for (int32_t s = 0; s < batch_size; ++s) work.push_back({s, {token(rng)}});
@@ -166,7 +167,9 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
     }
     absl::StatusOr<Tensor> out = model.ForwardLogits(batch, cache);
     if (!out.ok()) return out.status();
-    return backend.SampleRows(out->Rows(0, batch_size), requests, &sampled);
+    RETURN_IF_ERROR(backend.SampleRows(out->Rows(0, batch_size), requests, &sampled));
+    for (const auto& row : sampled) RETURN_IF_ERROR(row.status());
+    return absl::OkStatus();
   };
   if (auto st = decode_step(); !st.ok()) return Fail(std::string(st.message()));
   const auto start = Clock::now();

@@ -422,7 +422,9 @@ std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std:
     auto result = (*runner)->Execute(plan);
     EXPECT_TRUE(result.ok()) << result.status();
     if (!result.ok() || result->outputs.size() != 1) return sampled;
-    const SampledToken token = result->outputs[0].token;
+    EXPECT_TRUE(result->outputs[0].token.ok()) << result->outputs[0].token.status();
+    if (!result->outputs[0].token.ok()) return sampled;
+    const SampledToken token = *result->outputs[0].token;
     sampled.push_back(token);
     computed = int32_t(tokens.size());
     tokens.push_back(token.token_id);
