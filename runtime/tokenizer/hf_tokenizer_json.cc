@@ -101,6 +101,8 @@ absl::Status ParseNormalizer(const json& doc, TokenizerSpec* spec) {
       spec->prepend = PrependScheme::kAlways;
     } else if (IsReplace(*c, " ", kSentencePieceSpace)) {
       continue;  // spaces become U+2581 in every SentencePiece-style model
+    } else if (type == "NFC") {
+      spec->nfc = true;  // commutes with the space handling above: spaces never compose
     } else {
       return Unsupported("normalizer", absl::StrCat("normalizer \"", type, "\""));
     }

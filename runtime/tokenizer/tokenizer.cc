@@ -14,6 +14,7 @@
 #include "runtime/tokenizer/string_view_compat.h"
 #include "runtime/tokenizer/tokenizer_config.h"
 #include "runtime/tokenizer/unicode.h"
+#include "runtime/tokenizer/unicode_nfc.h"
 
 namespace tern::runtime {
 namespace {
@@ -294,6 +295,11 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special_t
 void Tokenizer::EncodePlain(std::string_view text, bool at_text_start, Scratch* scratch,
                             std::vector<int32_t>* ids) const {
   if (text.empty()) return;
+  if (spec_.nfc && MayChangeUnderNfc(text)) {
+    scratch->normalized.clear();
+    AppendNfc(text, &scratch->normalized);
+    text = scratch->normalized;
+  }
   std::vector<std::string_view>& words = scratch->words;
   words.clear();
   if (spec_.model == TokenizerSpec::Model::kByteLevelBpe) {

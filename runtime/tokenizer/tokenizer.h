@@ -6,7 +6,8 @@
 //
 // Matches Hugging Face `tokenizers` (encode(text, add_special_tokens)) on
 // the supported models, with these differences:
-// - added tokens marked "normalized" are matched in the raw text;
+// - added tokens marked "normalized" are matched in the raw text (the
+//   normalizer, NFC for Qwen2, applies to the text between them);
 // - decode never applies clean_up_tokenization_spaces (so that
 //   Decode(Encode(x)) == x);
 // - ill-formed UTF-8 in the input is tokenized byte by byte instead of
@@ -95,6 +96,7 @@ class Tokenizer {
     std::vector<std::string_view> words;
     std::string text;
     std::string word;
+    std::string normalized;  // the segment in NFC, when the spec asks for it
   };
 
   explicit Tokenizer(TokenizerSpec spec);

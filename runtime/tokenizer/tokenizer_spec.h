@@ -42,6 +42,10 @@ struct TokenizerSpec {
   };
   Model model = Model::kByteLevelBpe;
 
+  // NFC normalizer (Qwen2): each plain-text segment is put in Unicode
+  // Normalization Form C before pre-tokenization.
+  bool nfc = false;
+
   // [vocab_size] the token's text as stored in the vocabulary; "" for ids
   // that have no entry (holes).
   std::vector<std::string> pieces;
