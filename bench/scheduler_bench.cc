@@ -8,6 +8,8 @@
 // Scenarios, all at 256 running sequences, 16-token blocks:
 //   decode            256 sequences decoding (prompt 64), prefix caching on
 //   decode-nocache    the same with prefix caching off
+//   decode-penalties  decode with a frequency penalty on every request, so
+//                     each sequence counts its output tokens
 //   churn             requests of 64 + 64 tokens finish and are replaced each
 //                     step (admission, prefix-cache lookups, chunked prefill)
 //   pressure          requests of 64 + 256 tokens, the KV cache holding 60%
@@ -44,6 +46,7 @@ struct Scenario {
   int32_t prompt_tokens = 64;
   int32_t shared_prefix = 0;  // leading prompt tokens common to all requests
   int32_t backlog = 0;        // requests kept waiting
+  float frequency_penalty = 0.0f;
 };
 
 struct Row {
@@ -90,6 +93,7 @@ Row Run(Scenario sc, int64_t steps) {
     o.tenant = &tenant;
     o.sampling.temperature = 0;
     o.sampling.max_tokens = sc.max_tokens;
+    o.sampling.frequency_penalty = sc.frequency_penalty;
     std::vector<int32_t> prompt(sc.prompt_tokens);
     for (int32_t i = 0; i < sc.prompt_tokens; ++i) {
       prompt[i] = i < sc.shared_prefix ? 7 + i : int32_t((next * 131 + i * 17) % 31000) + 1;
@@ -164,6 +168,7 @@ int main(int argc, char** argv) {
   const std::vector<Scenario> scenarios = {
       {"decode", 0, true, 0, 64, 0, 0},
       {"decode-nocache", 0, false, 0, 64, 0, 0},
+      {"decode-penalties", 0, true, 0, 64, 0, 0, 0.5f},
       {"churn", 256 * 16, true, 64, 64, 32, 64},
       {"pressure", 3072, true, 256, 64, 0, 16},
   };
@@ -172,10 +177,10 @@ int main(int argc, char** argv) {
 
   std::printf("Scheduler host overhead per step, 256 running sequences, %ld measured steps, CPU: %s\n",
               long(steps), CpuName().c_str());
-  std::printf("%-15s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "scenario", "sched", "p50", "p99", "apply", "p50",
+  std::printf("%-17s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "scenario", "sched", "p50", "p99", "apply", "p50",
               "p99", "seqs", "tokens", "preempt", "hit%");
   for (const Row& r : rows) {
-    std::printf("%-15s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8ld %8.1f\n", r.name.c_str(),
+    std::printf("%-17s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8ld %8.1f\n", r.name.c_str(),
                 r.schedule_mean_us, r.schedule_p50_us, r.schedule_p99_us, r.apply_mean_us, r.apply_p50_us,
                 r.apply_p99_us, r.seqs_per_step, r.tokens_per_step, long(r.preemptions), 100 * r.prefix_hit_rate);
   }

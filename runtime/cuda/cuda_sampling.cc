@@ -53,6 +53,10 @@ CudaSampling::~CudaSampling() {
 }
 
 absl::Status CudaSampling::AppendPenalties(size_t row, const SamplingParams& p, const SequenceSamplingState& state) {
+  if (!state.tracks_output_counts()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("row ", row, ": penalties need a sampling state that tracks output counts"));
+  }
   const auto in_vocab = [this](int32_t id) { return id >= 0 && int64_t(id) < vocab_; };
   const auto out_of_vocab = [this, row](int32_t id) {
     return RowError(row, absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_, ")"));

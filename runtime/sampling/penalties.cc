@@ -18,6 +18,9 @@ inline float Repeat(float logit, float penalty) {
 
 absl::Status ApplyPenalties(absl::Span<float> logits, const SamplingParams& params,
                             const SequenceSamplingState& state) {
+  if (params.HasPenalties() && !state.tracks_output_counts()) {
+    return absl::FailedPreconditionError("penalties need a sampling state that tracks output counts");
+  }
   const size_t vocab = logits.size();
   auto in_vocab = [vocab](int32_t id) { return id >= 0 && static_cast<size_t>(id) < vocab; };
 

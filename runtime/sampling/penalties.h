@@ -19,6 +19,8 @@ namespace tern::runtime {
 
 // `logits`: [vocab] fp32. INVALID_ARGUMENT when a prompt or output token id of
 // `state` is outside [0, vocab); the row may then be partly penalized.
+// FAILED_PRECONDITION (row untouched) when `params` has penalties and `state`
+// does not track output counts.
 absl::Status ApplyPenalties(absl::Span<float> logits, const SamplingParams& params,
                             const SequenceSamplingState& state);
 

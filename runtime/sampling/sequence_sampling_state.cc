@@ -6,8 +6,11 @@
 namespace tern::runtime {
 
 SequenceSamplingState::SequenceSamplingState(uint64_t seed, uint32_t stream,
-                                             absl::Span<const int32_t> prompt_token_ids)
-    : seed_(seed), stream_(stream), prompt_token_set_(prompt_token_ids.begin(), prompt_token_ids.end()) {
+                                             absl::Span<const int32_t> prompt_token_ids, OutputCounts counts)
+    : seed_(seed),
+      stream_(stream),
+      counts_(counts),
+      prompt_token_set_(prompt_token_ids.begin(), prompt_token_ids.end()) {
   // A sorted vector instead of a hash set: built once, scanned every step by
   // the repetition penalty, and probed by binary search for output tokens.
   std::sort(prompt_token_set_.begin(), prompt_token_set_.end());
@@ -16,7 +19,7 @@ SequenceSamplingState::SequenceSamplingState(uint64_t seed, uint32_t stream,
 }
 
 void SequenceSamplingState::AppendOutputToken(int32_t token_id) {
-  ++output_counts_[token_id];
+  if (counts_ == OutputCounts::kTracked) ++output_counts_[token_id];
   ++num_output_tokens_;
 }
 

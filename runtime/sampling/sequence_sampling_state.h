@@ -11,26 +11,36 @@
 // at the set of prompt and output tokens (Hugging Face); presence and
 // frequency penalties look at output tokens only, with counts (OpenAI, vLLM).
 //
+// Counting costs a hash-map update per token (and rehashes as the output
+// grows), so a sequence whose parameters have no penalty leaves its counts
+// untracked; penalties then refuse the state (FAILED_PRECONDITION) rather
+// than read empty counts.
+//
 // Thread: single-thread; owned with its sequence by the engine thread.
 #pragma once
 
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/types/span.h"
 #include "runtime/sampling/philox.h"
 
 namespace tern::runtime {
 
+// Whether a SequenceSamplingState keeps per-token output counts.
+enum class OutputCounts { kTracked, kUntracked };
+
 class SequenceSamplingState {
  public:
-  // `prompt_token_ids` may contain repeats and may be empty.
-  SequenceSamplingState(uint64_t seed, uint32_t stream, absl::Span<const int32_t> prompt_token_ids);
+  // `prompt_token_ids` may contain repeats and may be empty. kUntracked
+  // (for sequences sampled without penalties) skips the output counts.
+  SequenceSamplingState(uint64_t seed, uint32_t stream, absl::Span<const int32_t> prompt_token_ids,
+                        OutputCounts counts = OutputCounts::kTracked);
 
-  // Records an accepted output token: it advances the random stream and counts
-  // for penalties. Sampling itself does not change the state, so sampling the
-  // same position twice gives the same token.
+  // Records an accepted output token: it advances the random stream and, when
+  // tracked, counts it for penalties. Sampling itself does not change the
+  // state, so sampling the same position twice gives the same token.
   void AppendOutputToken(int32_t token_id);
 
   // The uniform in [0, 1) that sampling uses for the next output position.
@@ -42,15 +52,17 @@ class SequenceSamplingState {
   // Distinct prompt token ids, ascending.
   const std::vector<int32_t>& prompt_token_set() const { return prompt_token_set_; }
   bool InPrompt(int32_t token_id) const;
-  // token id -> times it appears in the output so far.
-  const std::unordered_map<int32_t, int32_t>& output_counts() const { return output_counts_; }
+  bool tracks_output_counts() const { return counts_ == OutputCounts::kTracked; }
+  // token id -> times it appears in the output so far; empty when untracked.
+  const absl::flat_hash_map<int32_t, int32_t>& output_counts() const { return output_counts_; }
 
  private:
   uint64_t seed_;
   uint32_t stream_;
   int64_t num_output_tokens_ = 0;
+  OutputCounts counts_;
   std::vector<int32_t> prompt_token_set_;
-  std::unordered_map<int32_t, int32_t> output_counts_;
+  absl::flat_hash_map<int32_t, int32_t> output_counts_;
 };
 
 // A seed from std::random_device, for requests that did not set one.

@@ -1,6 +1,7 @@
 // Sequence's output text: special tokens are dropped from it unless the
 // request asks for them (SamplingParams::skip_special_tokens, the proto's
-// include_special_tokens), while their ids are always returned.
+// include_special_tokens), while their ids are always returned. And its
+// sampling state counts output tokens only when penalties need them.
 #include "scheduler/sequence.h"
 
 #include <string>
@@ -49,6 +50,31 @@ TEST(SequenceTextTest, SpecialTokensAreDroppedUnlessAskedFor) {
     // Decode drops at the start of a text.
     EXPECT_EQ(absl::StripLeadingAsciiWhitespace(text), absl::StripLeadingAsciiWhitespace(*decoded))
         << "skip_special_tokens=" << skip;
+  }
+}
+
+TEST(SequenceSamplingTest, OutputCountsAreTrackedOnlyForPenalties) {
+  Tenant tenant;
+  tenant.name = "t";
+  const std::vector<int32_t> eos = {2};
+  for (const bool penalized : {false, true}) {
+    SequenceGroup::Options options;
+    options.request_id = "r";
+    options.tenant = &tenant;
+    options.sampling.temperature = 0.0f;
+    if (penalized) options.sampling.frequency_penalty = 0.3f;
+    SequenceGroup group(options, 0, 1);
+    Sequence seq(1, 0, &group, {5, 6, 7}, 1, group.sampling(), eos, nullptr);
+    for (int32_t id : {9, 9, 11}) {
+      runtime::SampledToken token;
+      token.token_id = id;
+      seq.AppendOutput(token, 4096);
+    }
+    const runtime::SequenceSamplingState& state = seq.sampling_state();
+    EXPECT_EQ(state.tracks_output_counts(), penalized);
+    EXPECT_EQ(state.num_output_tokens(), 3);
+    EXPECT_EQ(state.output_counts().size(), penalized ? 2u : 0u);
+    if (penalized) EXPECT_EQ(state.output_counts().at(9), 2);
   }
 }
 

@@ -86,5 +86,28 @@ TEST(PenaltiesTest, RejectsTokenIdsOutsideTheVocabulary) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(PenaltiesTest, UntrackedCountsServeOnlyPenaltyFreeSampling) {
+  SequenceSamplingState untracked(1, 0, std::vector<int32_t>{0}, OutputCounts::kUntracked);
+  untracked.AppendOutputToken(1);
+  untracked.AppendOutputToken(1);
+  EXPECT_FALSE(untracked.tracks_output_counts());
+  EXPECT_TRUE(untracked.output_counts().empty());
+  EXPECT_EQ(untracked.num_output_tokens(), 2);  // the random stream still advances
+  std::vector<float> logits = {1.0f, 2.0f};
+  EXPECT_TRUE(ApplyPenalties(absl::MakeSpan(logits), SamplingParams(), untracked).ok());
+  SamplingParams params;
+  params.presence_penalty = 0.5f;
+  EXPECT_EQ(ApplyPenalties(absl::MakeSpan(logits), params, untracked).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(logits, (std::vector<float>{1.0f, 2.0f}));
+
+  SequenceSamplingState tracked(1, 0, std::vector<int32_t>{0});
+  tracked.AppendOutputToken(1);
+  tracked.AppendOutputToken(1);
+  EXPECT_EQ(tracked.output_counts().at(1), 2);
+  ASSERT_TRUE(ApplyPenalties(absl::MakeSpan(logits), params, tracked).ok());
+  EXPECT_EQ(logits, (std::vector<float>{1.0f, 1.5f}));
+}
+
 }  // namespace
 }  // namespace tern::runtime
