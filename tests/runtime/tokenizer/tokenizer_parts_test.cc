@@ -17,6 +17,7 @@
 #include "runtime/tokenizer/sentencepiece_model.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/tokenizer/unicode.h"
+#include "tests/runtime/tokenizer/byte_level_vocab.h"
 
 namespace tern::runtime {
 namespace {
@@ -128,15 +129,8 @@ TEST(AddedTokenMatcherTest, TakesLongestMatchAndStripsWhitespace) {
 
 // A byte-level tokenizer.json: the 256 byte characters plus a few merges.
 nlohmann::json ByteLevelJson() {
-  nlohmann::json vocab = nlohmann::json::object();
-  // GPT-2's byte alphabet, rebuilt here independently of the tokenizer.
-  int next = 256, id = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    std::string ch;
-    AppendUtf8(printable ? b : next++, &ch);
-    vocab[ch] = id++;
-  }
+  nlohmann::json vocab = testing::ByteLevelAlphabetVocab();
+  int id = 256;
   vocab["\xC4\xA0h"] = id++;    // "Ġh"  256
   vocab["\xC4\xA0hi"] = id++;   // "Ġhi" 257
   vocab["hi"] = id++;           // 258

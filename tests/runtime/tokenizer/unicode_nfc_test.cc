@@ -15,6 +15,7 @@
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/tokenizer/unicode.h"
 #include "runtime/tokenizer/unicode_nfc_tables.h"
+#include "tests/runtime/tokenizer/byte_level_vocab.h"
 
 namespace tern::runtime {
 namespace {
@@ -79,15 +80,8 @@ TEST(UnicodeNfcTest, QuickCheckSkipsTextBelowU0300) {
 
 TEST(UnicodeNfcTest, TokenizerJsonNfcNormalizerAppliesToPlainText) {
   // A byte-level tokenizer with "é" (C3 A9) as one token.
-  nlohmann::json vocab = nlohmann::json::object();
-  int next = 256, id = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    std::string ch;
-    AppendUtf8(printable ? b : next++, &ch);
-    vocab[ch] = id++;
-  }
-  vocab["\xC3\x83\xC2\xA9"] = id++;  // "Ã©": bytes C3 A9 in GPT-2's byte alphabet, id 256
+  nlohmann::json vocab = testing::ByteLevelAlphabetVocab();
+  vocab["\xC3\x83\xC2\xA9"] = 256;  // "Ã©": bytes C3 A9 in GPT-2's byte alphabet
   const nlohmann::json json = {
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"\xC3\x83 \xC2\xA9"}}}},
       {"added_tokens", {{{"id", 257}, {"content", "<|x|>"}, {"special", true}, {"normalized", false}}}},
