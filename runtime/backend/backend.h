@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -226,6 +227,19 @@ class Backend {
   virtual int32_t DecodeGraphBatchSize(int32_t num_seqs) const {
     (void)num_seqs;
     return 0;
+  }
+  // The decode steps, as (num_seqs, context length of every sequence, at most
+  // max_context), that leave a captured graph for every decode shape a
+  // server of at most `max_seqs` sequences and `max_context` tokens can
+  // meet, when each is run
+  // twice (the first run sizes and warms, the second records), in this
+  // order: the first needs the largest buffers, so no later step moves one
+  // (which would drop the graphs recorded before it). Empty when the backend
+  // keeps no graphs.
+  virtual std::vector<std::pair<int32_t, int32_t>> DecodeGraphShapes(int32_t max_seqs, int32_t max_context) const {
+    (void)max_seqs;
+    (void)max_context;
+    return {};
   }
 
   // OK while the device can run steps; after an unrecoverable fault (a

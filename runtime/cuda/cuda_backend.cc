@@ -491,6 +491,23 @@ int32_t CudaBackend::DecodeGraphBatchSize(int32_t num_seqs) const {
   return (num_seqs + 7) / 8 * 8;
 }
 
+std::vector<std::pair<int32_t, int32_t>> CudaBackend::DecodeGraphShapes(int32_t max_seqs, int32_t max_context) const {
+  std::vector<std::pair<int32_t, int32_t>> shapes;
+  const int32_t top = DecodeGraphBatchSize(std::min(max_seqs, kMaxGraphBatch));
+  if (top <= 0 || max_context <= 0) return shapes;
+  // Graphs are keyed by (batch bucket, context capacity); the largest key
+  // first, so its buffers are the largest any later step asks for. Buffers
+  // are sized by the capacity, so each key is warmed at the shortest context
+  // that maps to it (half the attention work of the longest).
+  for (int32_t capacity = ContextCapacity({max_context}); capacity >= 256; capacity /= 2) {
+    const int32_t context = capacity == 256 ? 1 : capacity / 2 + 1;
+    for (int32_t n = top; n >= 1; --n) {
+      if (IsGraphBucket(n)) shapes.emplace_back(n, context);
+    }
+  }
+  return shapes;
+}
+
 CudaBackend::GraphStats CudaBackend::graph_stats() const { return impl_->stats; }
 
 absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {

@@ -87,6 +87,8 @@ class CudaBackend final : public Backend {
   absl::Status FinishStep() override;
   absl::Status Health() const override;
 
+  std::vector<std::pair<int32_t, int32_t>> DecodeGraphShapes(int32_t max_seqs, int32_t max_context) const override;
+
   static constexpr int32_t kMaxGraphBatch = 256;
   // Graph statistics, for tests and benchmarks.
   struct GraphStats {

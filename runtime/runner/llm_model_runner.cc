@@ -38,6 +38,11 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
     if (absl::Status warm = runner->Warmup(options.warmup_tokens); !warm.ok()) {
       return absl::Status(warm.code(), absl::StrCat("warm-up step: ", warm.message()));
     }
+    if (options.warmup_graph_seqs > 0) {
+      if (absl::Status warm = runner->WarmupDecodeGraphs(options.warmup_graph_seqs); !warm.ok()) {
+        return absl::Status(warm.code(), absl::StrCat("decode graph warm-up: ", warm.message()));
+      }
+    }
   }
   return runner;
 }
@@ -74,6 +79,38 @@ absl::Status LlmModelRunner::Warmup(int32_t tokens) {
   step.num_computed_tokens = n;
   plan.sequences = {step};
   return Execute(plan).status();
+}
+
+absl::Status LlmModelRunner::WarmupDecodeGraphs(int32_t max_seqs) {
+  if (!model_->CanRunAsGraph()) return absl::OkStatus();
+  const int32_t block_size = cache_->spec().block_size;
+  const int64_t cache_tokens = int64_t(cache_->spec().num_blocks) * block_size;
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  const std::vector<int32_t> token = {0};
+  const int32_t max_context = int32_t(std::min<int64_t>(max_context_, kMaxWarmupGraphContext));
+  for (const auto& [num_seqs, context] : backend_->DecodeGraphShapes(max_seqs, max_context)) {
+    if (context > cache_tokens) continue;
+    std::vector<int32_t> blocks(size_t((context + block_size - 1) / block_size));
+    std::iota(blocks.begin(), blocks.end(), 0);
+    std::vector<SequenceSamplingState> states;
+    states.reserve(size_t(num_seqs));
+    for (int32_t s = 0; s < num_seqs; ++s) states.emplace_back(0, 0, token, OutputCounts::kUntracked);
+    StepPlan plan;
+    for (int32_t s = 0; s < num_seqs; ++s) {
+      SequenceStep step;
+      step.seq_id = -1 - s;
+      step.token_ids = token;
+      step.num_computed_tokens = context - 1;
+      step.block_table = blocks;
+      step.sample = true;
+      step.sampling = &greedy;
+      step.sampling_state = &states[size_t(s)];
+      plan.sequences.push_back(step);
+    }
+    for (int run = 0; run < 2; ++run) RETURN_IF_ERROR(Execute(plan).status());
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {

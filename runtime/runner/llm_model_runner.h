@@ -17,6 +17,11 @@
 
 namespace tern::runtime {
 
+// Contexts past this are left out of the start-up graph warm-up: its cost
+// grows with batch x context, and longer contexts are rarer; their graphs
+// are recorded when first met.
+inline constexpr int32_t kMaxWarmupGraphContext = 8192;
+
 struct LlmModelRunnerOptions {
   std::string model_dir;
   int32_t block_size = 16;
@@ -35,6 +40,13 @@ struct LlmModelRunnerOptions {
   // lazy kernel loading, library heuristics and scratch growth happen before
   // the first request instead of inside its time to first token.
   int32_t warmup_tokens = 0;
+  // > 0 (with warmup_tokens > 0): Create also records the backend's decode
+  // graph for every batch bucket up to this many sequences at every context
+  // capacity up to the max context, or kMaxWarmupGraphContext when that is
+  // smaller (Backend::DecodeGraphShapes), so that serving does not record
+  // or re-record one (a recording and a moved buffer are each a latency
+  // spike between two tokens). Set it to the engine's max_num_seqs.
+  int32_t warmup_graph_seqs = 0;
 };
 
 class LlmModelRunner final : public ModelRunner {
@@ -54,6 +66,11 @@ class LlmModelRunner final : public ModelRunner {
   // The blocks it wrote hold no sequence afterwards (the scheduler owns
   // block allocation and overwrites them before any read).
   absl::Status Warmup(int32_t tokens);
+  // The graph warm-up of LlmModelRunnerOptions::warmup_graph_seqs: each of
+  // Backend::DecodeGraphShapes run twice as a decode step of `num_seqs`
+  // sequences sharing blocks 0, 1, ... (what they write is garbage nobody
+  // reads). Shapes longer than the KV cache are left to be recorded when met.
+  absl::Status WarmupDecodeGraphs(int32_t max_seqs);
 
  private:
   LlmModelRunner() = default;

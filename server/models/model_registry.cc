@@ -95,15 +95,26 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   // On the GPU the first prefill of a process is about 3x slower than the
   // rest (lazy module loading, cuBLAS heuristics, first allocations): pay it
   // at start-up, not in the first request's time to first token.
-  if (backend_name == "cuda") runner_options.warmup_tokens = 512;
+  // The warm-up prefill takes the step budget, so the activation buffers
+  // reach their largest before the decode graphs are recorded; then every
+  // decode graph the engine can ask for is recorded, so none is recorded (or
+  // dropped by a moved buffer) while serving.
+  const int32_t max_num_seqs = model.max_num_seqs() > 0 ? model.max_num_seqs() : scheduler::EngineOptions{}.max_num_seqs;
+  const int32_t max_batched_tokens = model.max_num_batched_tokens() > 0
+                                         ? model.max_num_batched_tokens()
+                                         : scheduler::EngineOptions{}.max_num_batched_tokens;
+  if (backend_name == "cuda") {
+    runner_options.warmup_tokens = max_batched_tokens;
+    runner_options.warmup_graph_seqs = max_num_seqs;
+  }
   auto backend = MakeBackend(backend_name, model, config);
   if (!backend.ok()) return backend.status();
   auto runner = runtime::LlmModelRunner::Create(std::move(*backend), runner_options);
   if (!runner.ok()) return runner.status();
   scheduler::EngineOptions options;
   options.model_name = name;
-  if (model.max_num_seqs() > 0) options.max_num_seqs = model.max_num_seqs();
-  if (model.max_num_batched_tokens() > 0) options.max_num_batched_tokens = model.max_num_batched_tokens();
+  options.max_num_seqs = max_num_seqs;
+  options.max_num_batched_tokens = max_batched_tokens;
   if (server.limits().max_queued_requests() > 0) options.max_queued_requests = server.limits().max_queued_requests();
   options.tokenizer = tokenizer;
   options.on_fatal = std::move(on_fatal);

@@ -10,9 +10,12 @@ model=/tmp/tern-models/llama-1b-serve
 out=${OUT:-/tmp}
 "$bundle/run.sh" bin/tern-mkmodel --arch llama --preset 1b --seed 4 --dtype bfloat16 \
   --tokenizer "$root/tests/data/tokenizers/llama2" --out "$model" >/dev/null
+rm -f /tmp/ports.json
+started=$(date +%s.%N)
 "$bundle/run.sh" bin/ternd --model "$model" --backend cuda --host 127.0.0.1 --grpc-port 0 --http-port 0 \
   --ports-file /tmp/ports.json >/tmp/ternd.log 2>&1 &
-for _ in $(seq 120); do [[ -f /tmp/ports.json ]] && break; sleep 1; done
+for _ in $(seq 1200); do [[ -f /tmp/ports.json ]] && break; sleep 0.1; done
+echo "ternd serving after $(python3 -c "print(round($(date +%s.%N) - $started, 1))") s (weights, KV cache, warm-up)"
 grpc=$(python3 -c 'import json; print(json.load(open("/tmp/ports.json"))["grpc_port"])')
 http=$(python3 -c 'import json; print(json.load(open("/tmp/ports.json"))["http_port"])')
 "$bundle/run.sh" bin/tern --target 127.0.0.1:$grpc models

@@ -387,16 +387,10 @@ TEST(ForwardBatchTest, PadDecodeBatchAddsInertRows) {
 // Greedy decoding of the golden prompt through LlmModelRunner::Execute, one
 // step per token, over scattered KV blocks; the sampled tokens with logprobs.
 // `warmup_tokens`: the runner's start-up warm-up (LlmModelRunnerOptions).
-std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std::string& dir, const Golden& golden,
-                                    int32_t warmup_tokens = 0) {
-  LlmModelRunnerOptions options;
-  options.model_dir = dir;
-  options.block_size = 4;
-  options.num_blocks = 64;
-  options.warmup_tokens = warmup_tokens;
-  auto runner = LlmModelRunner::Create(std::move(backend), options);
-  EXPECT_TRUE(runner.ok()) << runner.status();
-  if (!runner.ok()) return {};
+// The golden greedy continuation through `runner` (blocks of 4 tokens out of
+// `num_blocks`), step by step as the engine drives it.
+std::vector<SampledToken> RunGreedyOn(LlmModelRunner& runner, const Golden& golden, int32_t num_blocks) {
+  constexpr int32_t kBlockSize = 4;
   SamplingParams params;
   params.temperature = 0.0f;
   params.logprobs = 3;
@@ -406,8 +400,8 @@ std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std:
   int32_t computed = 0;
   std::vector<SampledToken> sampled;
   for (size_t step = 0; step < golden.greedy_continuation.size(); ++step) {
-    while (int32_t(blocks.size()) * options.block_size < int32_t(tokens.size())) {
-      blocks.push_back(int32_t(blocks.size()) * 7 % options.num_blocks);  // distinct, not contiguous
+    while (int32_t(blocks.size()) * kBlockSize < int32_t(tokens.size())) {
+      blocks.push_back(int32_t(blocks.size()) * 7 % num_blocks);  // distinct, not contiguous
     }
     SequenceStep s;
     s.seq_id = 1;
@@ -419,7 +413,7 @@ std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std:
     s.sampling_state = &state;
     StepPlan plan;
     plan.sequences.push_back(s);
-    auto result = (*runner)->Execute(plan);
+    auto result = runner.Execute(plan);
     EXPECT_TRUE(result.ok()) << result.status();
     if (!result.ok() || result->outputs.size() != 1) return sampled;
     EXPECT_TRUE(result->outputs[0].token.ok()) << result->outputs[0].token.status();
@@ -431,6 +425,19 @@ std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std:
     state.AppendOutputToken(token.token_id);
   }
   return sampled;
+}
+
+std::vector<SampledToken> RunGreedy(std::unique_ptr<Backend> backend, const std::string& dir, const Golden& golden,
+                                    int32_t warmup_tokens = 0) {
+  LlmModelRunnerOptions options;
+  options.model_dir = dir;
+  options.block_size = 4;
+  options.num_blocks = 64;
+  options.warmup_tokens = warmup_tokens;
+  auto runner = LlmModelRunner::Create(std::move(backend), options);
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  if (!runner.ok()) return {};
+  return RunGreedyOn(**runner, golden, options.num_blocks);
 }
 
 TEST(LlmModelRunnerTest, GreedyTokensEqualTransformersAndTheCpuRunner) {
@@ -488,6 +495,43 @@ TEST(LlmModelRunnerTest, WarmupLeavesResultsUnchanged) {
   EXPECT_TRUE(runner.ok()) << runner.status();
   fs::remove_all(dir);
 }
+
+#if defined(TERN_TEST_CUDA_BACKEND)
+// With warmup_graph_seqs, Create records every decode graph the runner can
+// meet (batch buckets 1, 2 and 4 at context capacities 256, 512 and 1024 for
+// 4 sequences of at most 600 tokens); decoding afterwards replays them and
+// records none, and gives the tokens of a runner without the warm-up.
+TEST(LlmModelRunnerTest, GraphWarmupRecordsEveryDecodeGraphUpFront) {
+  if (ListCudaDevices().empty()) GTEST_SKIP() << "no CUDA device";
+  const Golden golden = LoadGolden("tiny-llama");
+  const std::string dir = MakeModel("llama", "float32");
+  CudaBackendOptions backend_options;
+  backend_options.compute_dtype = DType::kF32;
+  auto backend = CudaBackend::Create(backend_options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const CudaBackend* cuda = backend->get();
+  LlmModelRunnerOptions options;
+  options.model_dir = dir;
+  options.block_size = 4;
+  options.num_blocks = 200;
+  options.max_context_length = 600;
+  options.warmup_tokens = 64;
+  options.warmup_graph_seqs = 4;
+  auto runner = LlmModelRunner::Create(std::move(*backend), options);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  const CudaBackend::GraphStats warmed = cuda->graph_stats();
+  EXPECT_EQ(warmed.captured, 9);
+
+  const std::vector<SampledToken> tokens = RunGreedyOn(**runner, golden, options.num_blocks);
+  const CudaBackend::GraphStats served = cuda->graph_stats();
+  EXPECT_EQ(served.captured, warmed.captured);
+  EXPECT_EQ(served.replayed - warmed.replayed, int64_t(golden.greedy_continuation.size()) - 1);  // all but the prefill
+  const std::vector<SampledToken> cold = RunGreedy(MakeTestBackend(), dir, golden);
+  ASSERT_EQ(tokens.size(), cold.size());
+  for (size_t i = 0; i < cold.size(); ++i) EXPECT_EQ(tokens[i].token_id, cold[i].token_id) << "step " << i;
+  fs::remove_all(dir);
+}
+#endif
 
 TEST(ForwardBatchTest, ValidateRejectsInconsistentBatches) {
   KvCacheSpec spec{1, 4, 4, 1, 8};
