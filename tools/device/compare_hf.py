@@ -29,6 +29,11 @@ a model misses the literal bound, or with --accept-accuracy when it misses
 the accuracy criterion.
 
   python3 tools/device/compare_hf.py --tern-run BIN --dtype bfloat16 --steps 32 [--prompts 3] MODEL_DIR...
+
+Prompts are random token ids (24), or with --text FILE the first lines of
+FILE that the model's own tokenizer (transformers' AutoTokenizer) turns into
+at least 32 tokens, cut to 32: for a trained model, whose next-token
+distribution on real text has clear winners.
 """
 import argparse
 import json
@@ -39,6 +44,7 @@ import sys
 import tempfile
 
 import torch
+import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_runs  # noqa: E402
@@ -85,6 +91,23 @@ def compare_prompt(args, model_dir, dtype, prompt):
     return r
 
 
+def prompts_for(model_dir, args):
+    """args.prompts token-id prompts for the model: random ids, or real text."""
+    if args.text:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        prompts = []
+        for line in open(args.text, encoding="utf-8"):
+            ids = tokenizer(line.strip())["input_ids"]
+            if len(ids) >= 32:
+                prompts.append(ids[:32])
+            if len(prompts) == args.prompts:
+                break
+        return prompts
+    vocab = json.load(open(os.path.join(model_dir, "config.json")))["vocab_size"]
+    generator = torch.Generator().manual_seed(5)
+    return [torch.randint(0, vocab, (24,), generator=generator).tolist() for _ in range(args.prompts)]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tern-run", required=True, help="command that runs tern-run (may include a wrapper)")
@@ -94,6 +117,7 @@ def main():
     parser.add_argument("--bound", type=float, default=1e-2)
     parser.add_argument("--accept-accuracy", action="store_true",
                         help="exit status from the accuracy criterion instead of the literal bound")
+    parser.add_argument("--text", help="take prompts from this text file's lines (trained models)")
     parser.add_argument("--json")
     parser.add_argument("models", nargs="+")
     args = parser.parse_args()
@@ -103,11 +127,8 @@ def main():
           f"{'eager vs hf: max':>16s} {'l2':>8s} {'flips':>5s} | vs fp32: {'tern':>8s} {'hf':>8s} {'eager':>8s} "
           f"{'flips t/h/e':>11s} | bound")
     for model_dir in args.models:
-        vocab = json.load(open(os.path.join(model_dir, "config.json")))["vocab_size"]
-        generator = torch.Generator().manual_seed(5)
         rows = []
-        for p in range(args.prompts):
-            prompt = torch.randint(0, vocab, (24,), generator=generator).tolist()
+        for p, prompt in enumerate(prompts_for(model_dir, args)):
             r = compare_prompt(args, model_dir, dtype, prompt)
             r["bound_ok"] = (r["tern_error"] < args.bound and r["tern_flips"] == 0
                              and r["free_identical"] >= args.steps + 1)

@@ -39,7 +39,8 @@ def main():
     def generate(new):
         torch.cuda.synchronize()
         start = time.perf_counter()
-        model.generate(ids, do_sample=False, pad_token_id=0, min_new_tokens=new, max_new_tokens=new)
+        model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0, min_new_tokens=new,
+                       max_new_tokens=new)
         torch.cuda.synchronize()
         return time.perf_counter() - start
 

@@ -49,8 +49,10 @@ def main():
             logits = model(torch.tensor([ids])).logits[0]
             cases.append({"token_ids": ids, "logits": [[float(v) for v in row] for row in logits]})
         prompt = sequences(vocab)[2]
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False,
-                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+        # The mask is explicit: generate would otherwise mask prompt tokens equal to the pad id.
+        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=16, do_sample=False, pad_token_id=0, output_logits=True,
+                             return_dict_in_generate=True)
         greedy = out.sequences[0][len(prompt):].tolist()
         greedy_logits = [[float(v) for v in step[0]] for step in out.logits]
         name = os.path.basename(os.path.normpath(model_dir))

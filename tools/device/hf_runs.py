@@ -13,10 +13,14 @@ def load(model_dir, dtype, attn="sdpa"):
 
 
 def generate(model, prompt, steps):
-    """Greedy tokens (steps + 1) and the float32 logits of each step."""
+    """Greedy tokens (steps + 1) and the float32 logits of each step. The
+    attention mask is given: generate would otherwise mask every prompt
+    token equal to the pad id."""
+    ids = torch.tensor([prompt]).cuda()
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]).cuda(), max_new_tokens=steps + 1, do_sample=False,
-                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps + 1, do_sample=False,
+                             pad_token_id=model.config.pad_token_id or 0, output_logits=True,
+                             return_dict_in_generate=True)
     return out.sequences[0][len(prompt):].tolist(), [s[0].float().cpu() for s in out.logits]
 
 
