@@ -22,6 +22,7 @@
 #include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
 #include "runtime/cuda/cuda_sampling.h"
+#include "runtime/cuda/decode_graph_keys.h"
 
 namespace tern::runtime {
 namespace {
@@ -468,44 +469,14 @@ std::optional<size_t> CudaBackend::FreeDeviceMemory() const {
   return free;
 }
 
-namespace {
-
-bool IsGraphBucket(int32_t n) { return n == 1 || n == 2 || n == 4 || (n >= 8 && n % 8 == 0); }
-
-// The smallest power of two >= the longest context, at least 256: graphs are
-// keyed by it, and kernels whose grid depends on the context size it for it.
-int32_t ContextCapacity(const std::vector<int32_t>& context_lens) {
-  int32_t longest = 0;
-  for (int32_t c : context_lens) longest = std::max(longest, c);
-  int32_t capacity = 256;
-  while (capacity < longest) capacity *= 2;
-  return capacity;
-}
-
-}  // namespace
-
 int32_t CudaBackend::DecodeGraphBatchSize(int32_t num_seqs) const {
-  if (!options_.cuda_graphs || !impl_->graphs_enabled || num_seqs <= 0 || num_seqs > kMaxGraphBatch) return 0;
-  if (num_seqs <= 2) return num_seqs;
-  if (num_seqs <= 4) return 4;
-  return (num_seqs + 7) / 8 * 8;
+  if (!options_.cuda_graphs || !impl_->graphs_enabled) return 0;
+  return GraphBatchBucket(num_seqs);
 }
 
 std::vector<std::pair<int32_t, int32_t>> CudaBackend::DecodeGraphShapes(int32_t max_seqs, int32_t max_context) const {
-  std::vector<std::pair<int32_t, int32_t>> shapes;
-  const int32_t top = DecodeGraphBatchSize(std::min(max_seqs, kMaxGraphBatch));
-  if (top <= 0 || max_context <= 0) return shapes;
-  // Graphs are keyed by (batch bucket, context capacity); the largest key
-  // first, so its buffers are the largest any later step asks for. Buffers
-  // are sized by the capacity, so each key is warmed at the shortest context
-  // that maps to it (half the attention work of the longest).
-  for (int32_t capacity = ContextCapacity({max_context}); capacity >= 256; capacity /= 2) {
-    const int32_t context = capacity == 256 ? 1 : capacity / 2 + 1;
-    for (int32_t n = top; n >= 1; --n) {
-      if (IsGraphBucket(n)) shapes.emplace_back(n, context);
-    }
-  }
-  return shapes;
+  if (!options_.cuda_graphs || !impl_->graphs_enabled) return {};
+  return DecodeGraphKeyShapes(max_seqs, max_context);
 }
 
 CudaBackend::GraphStats CudaBackend::graph_stats() const { return impl_->stats; }
@@ -518,7 +489,7 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   m.mode = Impl::Mode::kEager;
   const int32_t num_seqs = batch.num_seqs();
   m.step_context_capacity = ContextCapacity(batch.context_lens);
-  m.step_graphable = options_.cuda_graphs && m.graphs_enabled && num_seqs <= kMaxGraphBatch &&
+  m.step_graphable = options_.cuda_graphs && m.graphs_enabled &&
                      IsGraphBucket(num_seqs) && batch.IsDecodeOnly();
   m.step_key = {num_seqs, m.step_context_capacity};
 

@@ -36,7 +36,7 @@ struct CudaBackendOptions {
   int device = 0;
   DType compute_dtype = DType::kBF16;  // kF16, kBF16 or kF32
   size_t cublas_workspace_bytes = size_t(32) << 20;
-  // Decode-only steps of up to kMaxGraphBatch sequences, padded to a bucket
+  // Decode-only steps of up to kMaxGraphBatch (decode_graph_keys.h) sequences, padded to a bucket
   // size, are recorded once per (bucket, context bucket) as a CUDA graph and
   // replayed: one launch per step instead of ~10 per layer.
   bool cuda_graphs = true;
@@ -89,7 +89,6 @@ class CudaBackend final : public Backend {
 
   std::vector<std::pair<int32_t, int32_t>> DecodeGraphShapes(int32_t max_seqs, int32_t max_context) const override;
 
-  static constexpr int32_t kMaxGraphBatch = 256;
   // Graph statistics, for tests and benchmarks.
   struct GraphStats {
     int64_t captured = 0;  // graphs recorded
