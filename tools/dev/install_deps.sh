@@ -10,7 +10,7 @@ packages=(
   libabsl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libboost-dev
   nlohmann-json3-dev libopenblas-dev
   libgtest-dev libgmock-dev
-  prometheus python3 python3-grpcio python3-protobuf clang
+  prometheus python3 python3-grpcio python3-protobuf clang yamllint
 )
 
 missing=()
