@@ -1,0 +1,359 @@
+#include "runtime/dit/cpu_dit_ops.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/check.h"
+
+namespace tern::runtime {
+namespace {
+
+class CpuDitLinear final : public DitLinear {
+ public:
+  CpuDitLinear(int64_t out, int64_t in, std::vector<float> weight, std::vector<float> bias)
+      : out_(out), in_(in), weight_(std::move(weight)), bias_(std::move(bias)) {}
+  int64_t out_features() const override { return out_; }
+  int64_t in_features() const override { return in_; }
+  const float* weight() const { return weight_.data(); }
+  const std::vector<float>& bias() const { return bias_; }
+
+ private:
+  int64_t out_, in_;
+  std::vector<float> weight_;  // [out, in]
+  std::vector<float> bias_;    // [out] or empty
+};
+
+class CpuDitTable final : public DitTable {
+ public:
+  CpuDitTable(int64_t rows, int64_t cols, std::vector<float> values)
+      : rows_(rows), cols_(cols), values_(std::move(values)) {}
+  int64_t rows() const override { return rows_; }
+  int64_t cols() const override { return cols_; }
+  const float* row(int64_t r) const { return values_.data() + r * cols_; }
+
+ private:
+  int64_t rows_, cols_;
+  std::vector<float> values_;  // [rows, cols]
+};
+
+float* F(Tensor t) {
+  CHECK(t.dtype == DType::kF32) << "CpuDitOps computes in fp32";
+  return static_cast<float*>(t.data);
+}
+
+absl::Status CheckFloat(const TensorView& t) {
+  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" has dtype ",
+                                                   DTypeSafetensorsName(t.dtype), "; expected F32, F16 or BF16"));
+  }
+  if (t.shape.empty() || t.numel() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" is empty ", t.ShapeString()));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<float> ToFloat(const TensorView& t) {
+  std::vector<float> out(t.numel());
+  ConvertToFloat(t.dtype, t.data, out.size(), out.data());
+  return out;
+}
+
+// C[m, n] = alpha * sum_k A[m, k] B[n, k] (+ C when accumulate), row-major
+// with leading dimensions in elements. Always the GEMM path (never GEMV for
+// one row), so a row's result does not depend on how many rows come along.
+void GemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+            float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), 0.0f,
+              c, int(ldc));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DitLinear>> CpuDitOps::PrepareLinear(const TensorView& weight,
+                                                                   const TensorView* bias) {
+  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  const int64_t out = weight.shape[0];
+  const int64_t in = weight.numel() / out;
+  std::vector<float> b;
+  if (bias != nullptr) {
+    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (bias->shape != std::vector<int64_t>{out}) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
+                                                     "; expected [", out, "] (the bias of \"", weight.name, "\")"));
+    }
+    b = ToFloat(*bias);
+  }
+  return std::unique_ptr<DitLinear>(new CpuDitLinear(out, in, ToFloat(weight), std::move(b)));
+}
+
+absl::StatusOr<std::unique_ptr<DitTable>> CpuDitOps::UploadTable(const TensorView& table, int64_t rows) {
+  if (auto s = CheckFloat(table); !s.ok()) return s;
+  if (rows == 0) rows = table.shape[0];
+  if (rows <= 0 || table.numel() % rows != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", table.name, "\" ", table.ShapeString(), " is not ", rows, " rows"));
+  }
+  return std::unique_ptr<DitTable>(new CpuDitTable(rows, table.numel() / rows, ToFloat(table)));
+}
+
+absl::StatusOr<std::unique_ptr<DitTable>> CpuDitOps::UploadTable(absl::Span<const float> values, int64_t rows,
+                                                                 int64_t cols) {
+  if (rows <= 0 || cols <= 0 || int64_t(values.size()) != rows * cols) {
+    return absl::InvalidArgumentError(absl::StrCat("table of ", values.size(), " values is not ", rows, " x ", cols));
+  }
+  return std::unique_ptr<DitTable>(new CpuDitTable(rows, cols, std::vector<float>(values.begin(), values.end())));
+}
+
+absl::Status CpuDitOps::BeginStep(const DitStep& step) {
+  if (step.labels.size() != step.timesteps.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dit step: ", step.timesteps.size(), " timesteps but ", step.labels.size(), " labels"));
+  }
+  timesteps_.assign(step.timesteps.begin(), step.timesteps.end());
+  labels_.assign(step.labels.begin(), step.labels.end());
+  return absl::OkStatus();
+}
+
+int64_t CpuDitOps::RowsPerSample(int64_t rows) const {
+  const int64_t batch = int64_t(timesteps_.size());
+  CHECK(batch > 0 && rows % batch == 0) << rows << " rows in a step of " << batch << " samples";
+  return rows / batch;
+}
+
+Tensor CpuDitOps::Scratch(int slot, int64_t rows, int64_t cols) {
+  auto& buffer = scratch_[slot];
+  const size_t need = size_t(std::max<int64_t>(rows, 1)) * size_t(std::max<int64_t>(cols, 1));
+  if (buffer.size() < need) buffer.resize(need);
+  return Tensor{buffer.data(), DType::kF32, rows, cols, cols};
+}
+
+void CpuDitOps::CopyFromHost(const float* src, Tensor dst) {
+  for (int64_t r = 0; r < dst.rows; ++r) std::memcpy(F(dst) + r * dst.stride, src + r * dst.cols, dst.cols * 4);
+}
+
+void CpuDitOps::ReadToHost(Tensor src, float* dst) {
+  for (int64_t r = 0; r < src.rows; ++r) std::memcpy(dst + r * src.cols, F(src) + r * src.stride, src.cols * 4);
+}
+
+void CpuDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
+  const auto& w = static_cast<const CpuDitLinear&>(weight);
+  CHECK_EQ(x.cols, w.in_features());
+  CHECK_EQ(out.cols, w.out_features());
+  CHECK_EQ(x.rows, out.rows);
+  const int64_t per_sample = RowsPerSample(x.rows);
+  for (int64_t r = 0; r < x.rows; r += per_sample) {
+    GemmNT(per_sample, w.out_features(), w.in_features(), 1.0f, F(x) + r * x.stride, x.stride, w.weight(),
+           w.in_features(), F(out) + r * out.stride, out.stride);
+  }
+  if (w.bias().empty()) return;
+  for (int64_t r = 0; r < out.rows; ++r) {
+    float* row = F(out) + r * out.stride;
+    for (int64_t c = 0; c < out.cols; ++c) row[c] += w.bias()[c];
+  }
+}
+
+void CpuDitOps::Patchify(Tensor images, const DitPatchGeometry& g, Tensor patches) {
+  const int64_t tokens = g.tokens();
+  const int32_t p = g.patch_size, size = g.image_size;
+  CHECK_EQ(images.cols, g.pixels());
+  CHECK_EQ(patches.rows, images.rows * tokens);
+  CHECK_EQ(patches.cols, int64_t(g.channels) * p * p);
+  for (int64_t b = 0; b < images.rows; ++b) {
+    const float* image = F(images) + b * images.stride;
+    for (int32_t r = 0; r < g.grid(); ++r) {
+      for (int32_t c = 0; c < g.grid(); ++c) {
+        float* dst = F(patches) + (b * tokens + int64_t(r) * g.grid() + c) * patches.stride;
+        for (int32_t ch = 0; ch < g.channels; ++ch) {
+          for (int32_t i = 0; i < p; ++i) {
+            const float* src = image + (int64_t(ch) * size + r * p + i) * size + c * p;
+            std::memcpy(dst + (int64_t(ch) * p + i) * p, src, p * sizeof(float));
+          }
+        }
+      }
+    }
+  }
+}
+
+void CpuDitOps::AddPositions(Tensor x, const DitTable& table) {
+  const auto& t = static_cast<const CpuDitTable&>(table);
+  CHECK_EQ(x.cols, t.cols());
+  CHECK_EQ(x.rows % t.rows(), 0);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* row = F(x) + r * x.stride;
+    const float* pos = t.row(r % t.rows());
+    for (int64_t c = 0; c < x.cols; ++c) row[c] += pos[c];
+  }
+}
+
+void CpuDitOps::TimestepEmbedding(double max_period, Tensor out) {
+  CHECK_EQ(out.rows, int64_t(timesteps_.size()));
+  CHECK_EQ(out.cols % 2, 0);
+  const int64_t half = out.cols / 2;
+  const double log_period = std::log(max_period);
+  for (int64_t b = 0; b < out.rows; ++b) {
+    float* row = F(out) + b * out.stride;
+    for (int64_t i = 0; i < half; ++i) {
+      // The reference's order: (-ln(P) * i) / h, then exp.
+      const double freq = std::exp(-log_period * double(i) / double(half));
+      const double arg = double(timesteps_[b]) * freq;
+      row[i] = static_cast<float>(std::cos(arg));
+      row[half + i] = static_cast<float>(std::sin(arg));
+    }
+  }
+}
+
+void CpuDitOps::EmbedClasses(const DitTable& table, Tensor out) {
+  const auto& t = static_cast<const CpuDitTable&>(table);
+  CHECK_EQ(out.rows, int64_t(labels_.size()));
+  CHECK_EQ(out.cols, t.cols());
+  for (int64_t b = 0; b < out.rows; ++b) {
+    CHECK(labels_[b] >= 0 && labels_[b] < t.rows()) << "class " << labels_[b] << " outside the table";
+    std::memcpy(F(out) + b * out.stride, t.row(labels_[b]), t.cols() * sizeof(float));
+  }
+}
+
+void CpuDitOps::Add(Tensor x, Tensor y) {
+  CHECK_EQ(x.rows, y.rows);
+  CHECK_EQ(x.cols, y.cols);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* a = F(x) + r * x.stride;
+    const float* b = F(y) + r * y.stride;
+    for (int64_t c = 0; c < x.cols; ++c) a[c] += b[c];
+  }
+}
+
+void CpuDitOps::Silu(Tensor x, Tensor out) {
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(x.cols, out.cols);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* in = F(x) + r * x.stride;
+    float* o = F(out) + r * out.stride;
+    for (int64_t c = 0; c < x.cols; ++c) o[c] = in[c] / (1.0f + std::exp(-in[c]));
+  }
+}
+
+void CpuDitOps::GeluTanh(Tensor x) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* row = F(x) + r * x.stride;
+    for (int64_t c = 0; c < x.cols; ++c) {
+      // 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)): the same function, one
+      // expf instead of tanhf (several times slower in glibc), and no
+      // cancellation in 1 + tanh(u) for negative u.
+      const float v = row[c];
+      const float u = k * (v + 0.044715f * v * v * v);
+      row[c] = v / (1.0f + std::exp(-2.0f * u));
+    }
+  }
+}
+
+void CpuDitOps::LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) {
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(x.cols, out.cols);
+  CHECK_EQ(shift.cols, x.cols);
+  CHECK_EQ(scale.cols, x.cols);
+  CHECK_EQ(shift.rows, scale.rows);
+  CHECK(shift.rows > 0 && x.rows % shift.rows == 0) << x.rows << " rows for " << shift.rows << " samples";
+  CHECK(x.data != out.data);
+  const int64_t tokens = x.rows / shift.rows;
+  const int64_t n = x.cols;
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* in = F(x) + r * x.stride;
+    const float* sh = F(shift) + (r / tokens) * shift.stride;
+    const float* sc = F(scale) + (r / tokens) * scale.stride;
+    float* o = F(out) + r * out.stride;
+    // Two passes in float64: the mean, then the biased variance about it.
+    double mean = 0.0;
+    for (int64_t c = 0; c < n; ++c) mean += in[c];
+    mean /= double(n);
+    double var = 0.0;
+    for (int64_t c = 0; c < n; ++c) var += (in[c] - mean) * (in[c] - mean);
+    var /= double(n);
+    const double rstd = 1.0 / std::sqrt(var + double(eps));
+    for (int64_t c = 0; c < n; ++c) {
+      const float normed = static_cast<float>((in[c] - mean) * rstd);
+      o[c] = normed * (1.0f + sc[c]) + sh[c];
+    }
+  }
+}
+
+void CpuDitOps::Attention(Tensor qkv, const DitAttentionParams& p, Tensor out) {
+  const int64_t width = int64_t(p.num_heads) * p.head_dim;
+  const int64_t tokens = RowsPerSample(qkv.rows);
+  const int64_t batch = qkv.rows / tokens;
+  CHECK_EQ(qkv.cols, 3 * width);
+  CHECK_EQ(out.rows, qkv.rows);
+  CHECK_EQ(out.cols, width);
+  scores_.resize(size_t(tokens) * tokens);
+  float* s = scores_.data();
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* base = F(qkv) + b * tokens * qkv.stride;
+    float* o = F(out) + b * tokens * out.stride;
+    for (int32_t h = 0; h < p.num_heads; ++h) {
+      const float* q = base + int64_t(h) * p.head_dim;
+      const float* k = q + width;
+      const float* v = q + 2 * width;
+      // scores = scale * q k^T  [tokens, tokens]
+      GemmNT(tokens, tokens, p.head_dim, p.scale, q, qkv.stride, k, qkv.stride, s, tokens);
+      for (int64_t i = 0; i < tokens; ++i) {
+        float* row = s + i * tokens;
+        const float max_score = *std::max_element(row, row + tokens);
+        double sum = 0.0;
+        for (int64_t j = 0; j < tokens; ++j) {
+          row[j] = std::exp(row[j] - max_score);
+          sum += row[j];
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t j = 0; j < tokens; ++j) row[j] *= inv;
+      }
+      // out_h = probabilities v  [tokens, head_dim]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(tokens), p.head_dim, int(tokens), 1.0f, s,
+                  int(tokens), v, int(qkv.stride), 0.0f, o + int64_t(h) * p.head_dim, int(out.stride));
+    }
+  }
+}
+
+void CpuDitOps::GatedAdd(Tensor x, Tensor y, Tensor gate) {
+  CHECK_EQ(x.rows, y.rows);
+  CHECK_EQ(x.cols, y.cols);
+  CHECK_EQ(gate.cols, x.cols);
+  CHECK(gate.rows > 0 && x.rows % gate.rows == 0);
+  const int64_t tokens = x.rows / gate.rows;
+  for (int64_t r = 0; r < x.rows; ++r) {
+    float* a = F(x) + r * x.stride;
+    const float* b = F(y) + r * y.stride;
+    const float* g = F(gate) + (r / tokens) * gate.stride;
+    for (int64_t c = 0; c < x.cols; ++c) a[c] += g[c] * b[c];
+  }
+}
+
+void CpuDitOps::Unpatchify(Tensor patches, const DitPatchGeometry& g, int32_t keep_channels, Tensor images) {
+  const int64_t tokens = g.tokens();
+  const int32_t p = g.patch_size, size = g.image_size, channels = g.channels;
+  CHECK(keep_channels > 0 && keep_channels <= channels);
+  CHECK_EQ(patches.cols, int64_t(p) * p * channels);
+  CHECK_EQ(patches.rows, images.rows * tokens);
+  CHECK_EQ(images.cols, int64_t(keep_channels) * size * size);
+  for (int64_t b = 0; b < images.rows; ++b) {
+    float* image = F(images) + b * images.stride;
+    for (int32_t r = 0; r < g.grid(); ++r) {
+      for (int32_t c = 0; c < g.grid(); ++c) {
+        const float* src = F(patches) + (b * tokens + int64_t(r) * g.grid() + c) * patches.stride;
+        for (int32_t i = 0; i < p; ++i) {
+          for (int32_t j = 0; j < p; ++j) {
+            for (int32_t ch = 0; ch < keep_channels; ++ch) {
+              image[(int64_t(ch) * size + r * p + i) * size + c * p + j] = src[(int64_t(i) * p + j) * channels + ch];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace tern::runtime

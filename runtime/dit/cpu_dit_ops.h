@@ -1,0 +1,63 @@
+// CpuDitOps: DitOps in fp32 on the host. GEMMs (linear layers, and the two
+// products of each attention head) go through OpenBLAS, which threads them;
+// everything else is a plain loop over rows. It is the reference a device
+// implementation of DitOps is checked against.
+//
+// Weights of any float dtype (F32, F16, BF16) are converted to fp32 at
+// preparation. Batch invariance: a linear layer runs one GEMM per sample
+// (OpenBLAS's result for a row depends on the GEMM's row count and on where
+// the row falls in it, so a single batched GEMM would make a sample's output
+// depend on its batch mates); the other ops are loops over rows.
+// Single-threaded use per the DitOps contract.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/dit/dit_ops.h"
+
+namespace tern::runtime {
+
+class CpuDitOps final : public DitOps {
+ public:
+  CpuDitOps() = default;
+  std::string name() const override { return "cpu"; }
+
+  absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,
+                                                         const TensorView* bias) override;
+  absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) override;
+  absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
+                                                        int64_t cols) override;
+
+  absl::Status BeginStep(const DitStep& step) override;
+  Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
+  void CopyFromHost(const float* src, Tensor dst) override;
+  absl::Status FinishStep() override { return absl::OkStatus(); }
+  void ReadToHost(Tensor src, float* dst) override;
+
+  void Linear(Tensor x, const DitLinear& weight, Tensor out) override;
+  void Patchify(Tensor images, const DitPatchGeometry& geometry, Tensor patches) override;
+  void AddPositions(Tensor x, const DitTable& table) override;
+  void TimestepEmbedding(double max_period, Tensor out) override;
+  void EmbedClasses(const DitTable& table, Tensor out) override;
+  void Add(Tensor x, Tensor y) override;
+  void Silu(Tensor x, Tensor out) override;
+  void GeluTanh(Tensor x) override;
+  void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) override;
+  void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
+  void GatedAdd(Tensor x, Tensor y, Tensor gate) override;
+  void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels, Tensor images) override;
+
+ private:
+  // Rows per sample of an activation with `rows` rows in this step.
+  int64_t RowsPerSample(int64_t rows) const;
+
+  std::vector<float> timesteps_;  // [B] of the current step
+  std::vector<int32_t> labels_;   // [B]
+  std::map<int, std::vector<float>> scratch_;
+  std::vector<float> scores_;  // [tokens, tokens] of one attention head
+};
+
+}  // namespace tern::runtime

@@ -1,0 +1,135 @@
+#include "runtime/dit/dit_model.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/status_macros.h"
+
+namespace tern::runtime {
+namespace {
+
+// Workspace roles (DitOps::Scratch slots).
+enum Slot : int {
+  kImages,          // [B, C*H*W]
+  kPatches,         // [B*L, C*p*p]
+  kTokens,          // [B*L, D] the residual stream
+  kTimeFeatures,    // [B, frequency_embedding_size]
+  kTimeHidden,      // [B, D]
+  kCond,            // [B, D]
+  kClassEmbedding,  // [B, D]
+  kCondSilu,        // [B, D]
+  kModulation,      // [B, 6 D]
+  kNormed,          // [B*L, D]
+  kQkv,             // [B*L, 3 D]
+  kAttention,       // [B*L, D]
+  kBranch,          // [B*L, D] a sublayer's output before the gated add
+  kMlp,             // [B*L, mlp_hidden]
+  kFinalModulation, // [B, 2 D]
+  kOutPatches,      // [B*L, p*p*C_out]
+  kEps,             // [B, C*H*W]
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Load(const std::string& model_dir, DitOps* ops) {
+  ASSIGN_OR_RETURN(const DitConfig config, LoadDitConfig(model_dir));
+  ASSIGN_OR_RETURN(const auto store, WeightStore::Open(model_dir));
+  return Create(config, *store, ops);
+}
+
+absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Create(const DitConfig& config, const WeightStore& store,
+                                                           DitOps* ops) {
+  ASSIGN_OR_RETURN(DitWeights weights, DitWeights::Load(config, store, ops));
+  return std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights)));
+}
+
+absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
+  const DitConfig& c = config_;
+  const int64_t b = batch.size();
+  const int64_t pixels = c.sample_elements();
+  if (int64_t(batch.labels.size()) != b || int64_t(batch.x.size()) != b * pixels ||
+      int64_t(eps.size()) != b * pixels) {
+    return absl::InvalidArgumentError(absl::StrCat("dit forward: ", b, " timesteps, ", batch.labels.size(),
+                                                   " labels, ", batch.x.size(), " input and ", eps.size(),
+                                                   " output values; expected ", pixels, " values a sample"));
+  }
+  for (int64_t i = 0; i < b; ++i) {
+    const int32_t y = batch.labels[i];
+    if (y < 0 || (y >= c.num_classes && y != c.null_class)) {
+      const std::string null_class = c.has_null_class() ? absl::StrCat(" or the null class ", c.null_class) : "";
+      return absl::InvalidArgumentError(absl::StrCat("dit forward: sample ", i, " has class ", y, "; expected [0, ",
+                                                     c.num_classes, ")", null_class));
+    }
+    if (!std::isfinite(batch.timesteps[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("dit forward: sample ", i, " has a non-finite timestep"));
+    }
+  }
+  if (b == 0) return absl::OkStatus();
+
+  DitOps& ops = *ops_;
+  const int64_t tokens = c.num_tokens();
+  const int64_t rows = b * tokens;
+  const int64_t d = c.hidden_size;
+  const float ln_eps = static_cast<float>(c.layernorm_eps);
+  const DitPatchGeometry in_geometry{c.in_channels, c.image_size, c.patch_size};
+  const DitPatchGeometry out_geometry{c.out_channels(), c.image_size, c.patch_size};
+  const DitAttentionParams attention{c.num_heads, c.head_dim(),
+                                     static_cast<float>(1.0 / std::sqrt(double(c.head_dim())))};
+
+  RETURN_IF_ERROR(ops.BeginStep({batch.timesteps, batch.labels}));
+  // Tokens: patch embedding (a linear over unfolded patches) + positions.
+  Tensor images = ops.Scratch(kImages, b, pixels);
+  ops.CopyFromHost(batch.x.data(), images);
+  Tensor patches = ops.Scratch(kPatches, rows, c.patch_features());
+  ops.Patchify(images, in_geometry, patches);
+  Tensor x = ops.Scratch(kTokens, rows, d);
+  ops.Linear(patches, *weights_.patch_embed, x);
+  ops.AddPositions(x, *weights_.pos_embed);
+
+  // Conditioning: timestep MLP + class embedding, per sample.
+  Tensor features = ops.Scratch(kTimeFeatures, b, c.frequency_embedding_size);
+  ops.TimestepEmbedding(10000.0, features);
+  Tensor time_hidden = ops.Scratch(kTimeHidden, b, d);
+  ops.Linear(features, *weights_.t_fc1, time_hidden);
+  ops.Silu(time_hidden, time_hidden);
+  Tensor cond = ops.Scratch(kCond, b, d);
+  ops.Linear(time_hidden, *weights_.t_fc2, cond);
+  Tensor class_embedding = ops.Scratch(kClassEmbedding, b, d);
+  ops.EmbedClasses(*weights_.class_table, class_embedding);
+  ops.Add(cond, class_embedding);
+  Tensor cond_silu = ops.Scratch(kCondSilu, b, d);
+  ops.Silu(cond, cond_silu);
+
+  Tensor modulation = ops.Scratch(kModulation, b, 6 * d);
+  Tensor normed = ops.Scratch(kNormed, rows, d);
+  Tensor qkv = ops.Scratch(kQkv, rows, 3 * d);
+  Tensor attended = ops.Scratch(kAttention, rows, d);
+  Tensor branch = ops.Scratch(kBranch, rows, d);
+  Tensor mlp = ops.Scratch(kMlp, rows, c.mlp_hidden());
+  for (const DitBlockWeights& block : weights_.blocks) {
+    ops.Linear(cond_silu, *block.adaln, modulation);
+    ops.LayerNormModulate(x, modulation.Columns(0, d), modulation.Columns(d, d), ln_eps, normed);
+    ops.Linear(normed, *block.qkv, qkv);
+    ops.Attention(qkv, attention, attended);
+    ops.Linear(attended, *block.proj, branch);
+    ops.GatedAdd(x, branch, modulation.Columns(2 * d, d));
+    ops.LayerNormModulate(x, modulation.Columns(3 * d, d), modulation.Columns(4 * d, d), ln_eps, normed);
+    ops.Linear(normed, *block.fc1, mlp);
+    ops.GeluTanh(mlp);
+    ops.Linear(mlp, *block.fc2, branch);
+    ops.GatedAdd(x, branch, modulation.Columns(5 * d, d));
+  }
+
+  Tensor final_modulation = ops.Scratch(kFinalModulation, b, 2 * d);
+  ops.Linear(cond_silu, *weights_.final_adaln, final_modulation);
+  ops.LayerNormModulate(x, final_modulation.Columns(0, d), final_modulation.Columns(d, d), ln_eps, normed);
+  Tensor out_patches = ops.Scratch(kOutPatches, rows, int64_t(c.patch_size) * c.patch_size * c.out_channels());
+  ops.Linear(normed, *weights_.final_linear, out_patches);
+  Tensor out = ops.Scratch(kEps, b, pixels);
+  ops.Unpatchify(out_patches, out_geometry, c.in_channels, out);
+  RETURN_IF_ERROR(ops.FinishStep());
+  ops.ReadToHost(out, eps.data());
+  return absl::OkStatus();
+}
+
+}  // namespace tern::runtime

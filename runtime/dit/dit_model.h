@@ -1,0 +1,68 @@
+// The diffusion transformer (DiT, Peebles & Xie 2023), written once against
+// DitOps. For a batch of samples, each with its own timestep and class:
+//
+//   tokens = Linear(Patchify(x)) + pos_embed             [B*L, D]
+//   cond   = fc2(SiLU(fc1(TimestepEmbedding(t)))) + class_table[y]   [B, D]
+//   per block (adaLN-Zero):
+//     shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = adaLN(SiLU(cond))
+//     tokens += gate_a * proj(Attention(qkv(LN(tokens) * (1 + scale_a) + shift_a)))
+//     tokens += gate_m * fc2(GELU(fc1(LN(tokens) * (1 + scale_m) + shift_m)))
+//   shift, scale = final_adaLN(SiLU(cond))
+//   eps = Unpatchify(final_linear(LN(tokens) * (1 + scale) + shift))[:, :C]
+//
+// Each sample's rows go through the same arithmetic whatever else is in the
+// batch, so a sample's eps does not depend on its batch mates (the serving
+// engine batches samples at different denoising steps, and the conditional
+// and unconditional halves of classifier-free guidance).
+//
+// Not thread-safe: one thread drives a model (and its DitOps).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/dit/dit_config.h"
+#include "runtime/dit/dit_ops.h"
+#include "runtime/dit/dit_weights.h"
+
+namespace tern::runtime {
+
+// One forward pass's inputs, host memory, one entry per sample (B samples).
+struct DitBatch {
+  absl::Span<const float> x;          // [B, C, H, W] row-major: the noisy samples
+  absl::Span<const float> timesteps;  // [B] diffusion timesteps (the model takes them as real numbers)
+  absl::Span<const int32_t> labels;   // [B] class ids in [0, num_classes), or the null class
+
+  int64_t size() const { return static_cast<int64_t>(timesteps.size()); }
+};
+
+class DitModel {
+ public:
+  // Reads <model_dir>/config.json and the safetensors weights. `ops` is
+  // borrowed and must outlive the model. Errors name the file, field or tensor.
+  static absl::StatusOr<std::unique_ptr<DitModel>> Load(const std::string& model_dir, DitOps* ops);
+  // The same from a parsed config and an open store (the store may be
+  // closed afterwards: weights are copied into `ops`).
+  static absl::StatusOr<std::unique_ptr<DitModel>> Create(const DitConfig& config, const WeightStore& store,
+                                                          DitOps* ops);
+
+  const DitConfig& config() const { return config_; }
+
+  // eps [B, C, H, W] (host fp32; the noise prediction: the first C output
+  // channels of a learn_sigma model). INVALID_ARGUMENT for inconsistent
+  // sizes, a class outside the table, or a non-finite timestep.
+  absl::Status Forward(const DitBatch& batch, absl::Span<float> eps);
+
+ private:
+  DitModel(const DitConfig& config, DitOps* ops, DitWeights weights)
+      : config_(config), ops_(ops), weights_(std::move(weights)) {}
+
+  DitConfig config_;
+  DitOps* ops_;
+  DitWeights weights_;
+};
+
+}  // namespace tern::runtime

@@ -1,0 +1,173 @@
+// DitOps: the op set the diffusion transformer (runtime/dit/dit_model.h) is
+// written against, once for every device. CpuDitOps (cpu_dit_ops.h) runs it
+// in fp32 on the host; a CUDA implementation comes behind the same
+// interface. It is the DiT's own op set, not the LLM Backend's: a DiT needs
+// no KV cache, no causal mask and no token sampling, but adaLN modulation,
+// gated residuals, patchify and per-sample conditioning.
+//
+// Memory, as Backend does it (runtime/backend/backend.h): weights are
+// prepared once into objects the ops implementation defines (DitLinear,
+// DitTable) and the caller owns; activations are borrowed 2-D row-major
+// `Tensor` views of the implementation's workspace (`Scratch`), reused pass
+// after pass, so a warm forward pass allocates nothing. A Tensor's `data` is
+// host memory on the CPU and device memory on a GPU; the model never
+// dereferences it. Host data enters with CopyFromHost and leaves with
+// ReadToHost after FinishStep.
+//
+// A forward pass: BeginStep(step) stages the per-sample inputs (timesteps,
+// class labels) and fixes the batch size B; ops enqueue work; FinishStep
+// reports the pass's first error and makes results readable.
+//
+// Shapes: activations of B samples with L tokens each are [B * L, features],
+// sample-major (rows b*L .. b*L+L-1 are sample b's tokens); per-sample
+// vectors (conditioning, modulation) are [B, features]. Ops take the rows per
+// sample from x.rows / B. Shape mismatches are programming errors and
+// CHECK-fail; ops return nothing.
+//
+// Batch invariance: every op computes a sample's rows with the same
+// arithmetic whatever else is in the batch and wherever the sample sits in
+// it, so a sample's output is bitwise the same alone or batched (the serving
+// engine batches samples at different denoising steps; a request's image must
+// not depend on its neighbours). Library GEMMs do not promise this across
+// row counts (OpenBLAS's result for a row changes with M), so an
+// implementation may have to run a GEMM per sample.
+//
+// Threads: one DitOps is driven by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/safetensors.h"
+
+namespace tern::runtime {
+
+// A linear layer y = x W^T + b, W [out_features, in_features], prepared by
+// DitOps::PrepareLinear.
+class DitLinear {
+ public:
+  virtual ~DitLinear() = default;
+  virtual int64_t out_features() const = 0;
+  virtual int64_t in_features() const = 0;
+};
+
+// A table of rows (class embeddings, the position table), prepared by
+// DitOps::UploadTable.
+class DitTable {
+ public:
+  virtual ~DitTable() = default;
+  virtual int64_t rows() const = 0;
+  virtual int64_t cols() const = 0;
+};
+
+// One sample's image side: channels x image_size x image_size, cut into
+// (image_size / patch_size)^2 patches of patch_size^2 pixels.
+struct DitPatchGeometry {
+  int32_t channels = 0;
+  int32_t image_size = 0;
+  int32_t patch_size = 0;
+
+  int32_t grid() const { return image_size / patch_size; }
+  int64_t tokens() const { return int64_t(grid()) * grid(); }
+  int64_t pixels() const { return int64_t(channels) * image_size * image_size; }
+};
+
+// The per-sample inputs of one forward pass (host memory).
+struct DitStep {
+  absl::Span<const float> timesteps;  // [B] diffusion timesteps, any real numbers
+  absl::Span<const int32_t> labels;   // [B] rows of the class table
+
+  int64_t batch() const { return static_cast<int64_t>(timesteps.size()); }
+};
+
+// Non-causal multi-head self-attention within each sample.
+struct DitAttentionParams {
+  int32_t num_heads = 0;
+  int32_t head_dim = 0;
+  float scale = 1.0f;  // applied to q.k, usually 1/sqrt(head_dim)
+};
+
+class DitOps {
+ public:
+  virtual ~DitOps() = default;
+  virtual std::string name() const = 0;
+
+  // --- weights (load time); errors name the tensor ---
+  // `weight` [out, ...] is read as [out, numel / out]: a PyTorch Linear's
+  // [out, in], or a patch-embedding convolution's [hidden, C, p, p] as the
+  // linear over unfolded patches (see Patchify). `bias` [out] may be null.
+  // Stored F32, F16 or BF16.
+  virtual absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,
+                                                                 const TensorView* bias) = 0;
+  // `table` [rows, ...] read as [rows, numel / rows] (a [1, L, hidden]
+  // position table is L rows when `rows` is L; pass rows = 0 to take shape[0]).
+  virtual absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) = 0;
+  // A table computed on the host: `values` [rows, cols] row-major.
+  virtual absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
+                                                                int64_t cols) = 0;
+
+  // --- a forward pass ---
+  // Starts a pass over `step.batch()` samples; `step`'s spans are borrowed
+  // until FinishStep. INVALID_ARGUMENT when the spans disagree in length.
+  virtual absl::Status BeginStep(const DitStep& step) = 0;
+  // A workspace tensor [rows, cols] in the compute dtype: `slot` names its
+  // role; contents are undefined and survive until the next Scratch call
+  // with that slot.
+  virtual Tensor Scratch(int slot, int64_t rows, int64_t cols) = 0;
+  // dst <- src, where src is dense host fp32 [dst.rows, dst.cols].
+  virtual void CopyFromHost(const float* src, Tensor dst) = 0;
+  // Waits for the pass's work; its first error, if any.
+  virtual absl::Status FinishStep() = 0;
+  // dst (dense host fp32 [src.rows, src.cols]) <- src, after FinishStep.
+  virtual void ReadToHost(Tensor src, float* dst) = 0;
+
+  // --- ops ---
+  // out = x W^T + b.
+  virtual void Linear(Tensor x, const DitLinear& weight, Tensor out) = 0;
+  // images [B, C*H*W] (each sample C x H x W row-major) -> patches
+  // [B*L, C*p*p]: row b*L + (r*grid + c) holds patch (r, c) of sample b,
+  // ordered (channel, row in patch, col in patch), the order of a
+  // convolution weight [hidden, C, p, p].
+  virtual void Patchify(Tensor images, const DitPatchGeometry& geometry, Tensor patches) = 0;
+  // x[b*L + l] += table[l] for every sample b (the position table, [L, cols]).
+  virtual void AddPositions(Tensor x, const DitTable& table) = 0;
+  // out [B, 2h] row b = [cos(t_b f_0) .. cos(t_b f_{h-1}), sin(t_b f_0) ..
+  // sin(t_b f_{h-1})], f_i = exp(-ln(max_period) i / h), t_b the step's
+  // timestep of sample b. Computed in float64 (t f reaches ~1000 radians,
+  // where float32 arguments are off by ~6e-5), rounded to the compute dtype.
+  virtual void TimestepEmbedding(double max_period, Tensor out) = 0;
+  // out [B, cols] row b = table[label_b], the step's class of sample b (the
+  // caller checked labels against the table).
+  virtual void EmbedClasses(const DitTable& table, Tensor out) = 0;
+  // x += y.
+  virtual void Add(Tensor x, Tensor y) = 0;
+  // out = x / (1 + exp(-x)); out may alias x.
+  virtual void Silu(Tensor x, Tensor out) = 0;
+  // x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place.
+  virtual void GeluTanh(Tensor x) = 0;
+  // LayerNorm without affine (biased variance, eps) of each row of x [B*L, D],
+  // then adaLN: out = norm * (1 + scale[b]) + shift[b], shift and scale
+  // [B, D] (column views of the modulation output are fine). out must not
+  // alias x.
+  virtual void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) = 0;
+  // qkv [B*L, 3*H*d]: q in columns [0, H*d), k in [H*d, 2*H*d), v after,
+  // head h at offset h*d of each. out [B*L, H*d] = per sample and head (over
+  // the sample's L tokens, no mask),
+  // softmax(q k^T * scale) v, heads concatenated in head order.
+  virtual void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) = 0;
+  // x[b*L + l] += gate[b] * y[b*L + l] (adaLN-Zero's gated residual);
+  // gate [B, D].
+  virtual void GatedAdd(Tensor x, Tensor y, Tensor gate) = 0;
+  // patches [B*L, p*p*C_out] (ordered row in patch, col in patch, channel;
+  // geometry.channels = C_out) -> images [B, keep*H*W] holding the first
+  // `keep_channels` channels (the noise prediction of a learn_sigma model).
+  virtual void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels,
+                          Tensor images) = 0;
+};
+
+}  // namespace tern::runtime
