@@ -57,7 +57,8 @@ class CpuDitOps final : public DitOps {
   std::vector<float> timesteps_;  // [B] of the current step
   std::vector<int32_t> labels_;   // [B]
   std::map<int, std::vector<float>> scratch_;
-  std::vector<float> scores_;  // [tokens, tokens] of one attention head
+  std::vector<float> scores_;    // [tokens, tokens] of one attention head
+  std::vector<float> inv_sums_;  // [tokens] its softmax denominators, inverted
 };
 
 }  // namespace tern::runtime

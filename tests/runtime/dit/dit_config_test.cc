@@ -120,7 +120,14 @@ INSTANTIATE_TEST_SUITE_P(
                       BadField{"noise_schedule.num_train_timesteps", "1",
                                "noise_schedule.num_train_timesteps: 1 is not >= 2"},
                       BadField{"input.pixel_range", "[1, -1]", "input.pixel_range: [1, -1] is not lo < hi"},
-                      BadField{"class_dropout_prob", "1", "class_dropout_prob: 1 is not in [0, 1)"}));
+                      BadField{"class_dropout_prob", "1", "class_dropout_prob: 1 is not in [0, 1)"}),
+    [](const ::testing::TestParamInfo<BadField>& info) {
+      std::string name = info.param.field;
+      for (char& ch : name) {
+        if (ch == '.') ch = '_';
+      }
+      return name + (info.param.value == nullptr ? "_missing" : "_bad");
+    });
 
 TEST(DitConfigTest, RejectsMalformedDocuments) {
   EXPECT_EQ(ParseDitConfig("{").status().message(), "config.json: not valid JSON");
