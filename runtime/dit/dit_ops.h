@@ -156,9 +156,9 @@ class DitOps {
   // alias x.
   virtual void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) = 0;
   // qkv [B*L, 3*H*d]: q in columns [0, H*d), k in [H*d, 2*H*d), v after,
-  // head h at offset h*d of each. out [B*L, H*d] = per sample and head (over
-  // the sample's L tokens, no mask),
-  // softmax(q k^T * scale) v, heads concatenated in head order.
+  // head h at offset h*d of each. out [B*L, H*d] = per sample and head,
+  // softmax(q k^T * scale) v over the sample's L tokens (no mask), heads
+  // concatenated in head order.
   virtual void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) = 0;
   // x[b*L + l] += gate[b] * y[b*L + l] (adaLN-Zero's gated residual);
   // gate [B, D].
