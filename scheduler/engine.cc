@@ -1,8 +1,14 @@
 #include "scheduler/engine.h"
 
 #include "scheduler/engine_impl.h"
+#include "scheduler/programs/request_program.h"
 
 namespace tern::scheduler {
+
+EngineRequest::EngineRequest() = default;
+EngineRequest::~EngineRequest() = default;
+EngineRequest::EngineRequest(EngineRequest&&) noexcept = default;
+EngineRequest& EngineRequest::operator=(EngineRequest&&) noexcept = default;
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
                                                        std::unique_ptr<runtime::ModelRunner> runner) {

@@ -25,8 +25,15 @@
 
 namespace tern::scheduler {
 
+class RequestProgram;
+
 // A generation request in native form (the server converts from tern.v1).
 struct EngineRequest {
+  EngineRequest();
+  ~EngineRequest();
+  EngineRequest(EngineRequest&&) noexcept;
+  EngineRequest& operator=(EngineRequest&&) noexcept;
+
   std::string request_id;            // unique among in-flight requests
   const Tenant* tenant = nullptr;    // borrowed; outlives the engine
   int32_t priority = 0;              // higher first within a tenant (tenant priority already added)
@@ -34,11 +41,23 @@ struct EngineRequest {
   runtime::SamplingParams sampling;  // validated; n choices share the prompt (copy-on-write)
   absl::Time arrival_time = absl::InfinitePast();
   absl::Time deadline = absl::InfiniteFuture();
+  // Null: one phase, the prompt's n choices. Else the program decides the
+  // phases (request_program.h); prompt and sampling are its input and are
+  // validated as for a plain request.
+  std::unique_ptr<RequestProgram> program;
+};
+
+// Which part of the answer a delta belongs to.
+enum class DeltaPart {
+  kAnswer,    // a choice of plain decoding (index = choice)
+  kSkeleton,  // Skeleton-of-Thought's outline (index 0)
+  kPoint,     // Skeleton-of-Thought's point expansion (index = point, from 0)
 };
 
 // New output of one choice since the last event.
 struct ChoiceDelta {
   int32_t index = 0;
+  DeltaPart part = DeltaPart::kAnswer;
   std::string text;                   // UTF-8 safe, stop strings held back and removed
   std::vector<int32_t> token_ids;
   std::vector<runtime::SampledToken> logprobs;  // one per token id when logprobs were asked for
@@ -51,6 +70,8 @@ struct RequestUsage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
   int32_t cached_prompt_tokens = 0;   // prompt tokens whose KV came from the prefix cache
+  // Every phase's: a program's phases add up (Skeleton-of-Thought: skeleton
+  // and point prompts and outputs).
   // From arrival until first scheduled; zero when never scheduled.
   absl::Duration queue_time = absl::ZeroDuration();
 };

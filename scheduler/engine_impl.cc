@@ -129,7 +129,10 @@ absl::Status EngineImpl::Submit(EngineRequest request, std::shared_ptr<RequestSi
         "tenant ", request.tenant->name, " is over its quota of ", request.tenant->max_tokens_per_minute,
         " tokens per minute: this request may cost ", cost, ", ", available, " are left"));
   }
-  if (request.tenant->max_tokens_per_minute > 0) reserved_tokens_[request.request_id] = cost;
+  if (request.tenant->max_tokens_per_minute > 0) {
+    reserved_tokens_[request.request_id] = cost;
+    reserved_tenant_[request.request_id] = request.tenant;
+  }
   ++waiting_requests_;
   ++tenant_waiting;
   request_ids_.insert(request.request_id);
@@ -170,13 +173,69 @@ void EngineImpl::Admit(Submission submission) {
   options.request_id = r.request_id;
   options.tenant = r.tenant;
   options.priority = r.priority;
-  options.sampling = std::move(r.sampling);
+  options.sampling = r.sampling;
   options.arrival_time = r.arrival_time == absl::InfinitePast() ? absl::Now() : r.arrival_time;
   options.deadline = r.deadline;
-  InFlight flight{std::move(submission.sink), deadlines_.end()};
+  InFlight flight{std::move(submission.sink), deadlines_.end(), std::move(r.program)};
   if (r.deadline != absl::InfiniteFuture()) flight.deadline = deadlines_.emplace(r.deadline, r.request_id);
-  in_flight_.emplace(r.request_id, std::move(flight));
-  scheduler_.Add(std::move(options), std::move(r.prompt_token_ids), submission.seed);
+  auto [it, inserted] = in_flight_.emplace(r.request_id, std::move(flight));
+  CHECK(inserted);
+  if (it->second.program == nullptr) {
+    scheduler_.Add(std::move(options), std::move(r.prompt_token_ids), submission.seed);
+    return;
+  }
+  const ProgramLimits limits{max_context_, int64_t(layout_.num_blocks) * layout_.block_size};
+  absl::StatusOr<ProgramPhase> phase = it->second.program->Start(r, limits);
+  absl::Status status = phase.status();
+  if (status.ok()) status = AddPhase(r.request_id, options, *std::move(phase), submission.seed, false);
+  if (!status.ok()) FinishRequest(r.request_id, status);
+}
+
+absl::Status EngineImpl::ValidatePhase(const ProgramPhase& phase) const {
+  if (phase.branches.empty()) return absl::InternalError("a program phase has no sequences");
+  const int64_t kv_tokens = int64_t(layout_.num_blocks) * layout_.block_size;
+  const int64_t bs = layout_.block_size;
+  const int64_t prefix = static_cast<int64_t>(phase.shared_prefix.size());
+  // Blocks the whole phase may need at its longest: the prefix once, each
+  // branch's suffix and output on its own (a partial prefix block copied).
+  int64_t blocks = prefix / bs;
+  for (const BranchSpec& b : phase.branches) {
+    RETURN_IF_ERROR(b.sampling.Validate());
+    if (b.suffix.empty()) return absl::InternalError("a program phase has a sequence with no tokens of its own");
+    if (!b.sampling.max_tokens.has_value()) return absl::InternalError("a program phase left max_tokens unset");
+    for (int32_t id : b.suffix) {
+      if (id < 0 || id >= vocab_size_) {
+        return absl::InvalidArgumentError(absl::StrCat("a prompt token is ", id, ", outside the vocabulary"));
+      }
+    }
+    const int64_t length = prefix + static_cast<int64_t>(b.suffix.size()) + *b.sampling.max_tokens;
+    if (length > max_context_) {
+      return absl::InvalidArgumentError(absl::StrCat("a phase's prompt (", length - *b.sampling.max_tokens,
+                                                     " tokens) + max_tokens (", *b.sampling.max_tokens,
+                                                     ") exceeds the context of ", max_context_));
+    }
+    blocks += (length - 1 + bs - 1) / bs - prefix / bs;
+  }
+  for (int32_t id : phase.shared_prefix) {
+    if (id < 0 || id >= vocab_size_) {
+      return absl::InvalidArgumentError(absl::StrCat("a prompt token is ", id, ", outside the vocabulary"));
+    }
+  }
+  if (blocks > layout_.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("the phase's ", phase.branches.size(), " sequences need up to ",
+                                                   blocks * bs, " KV positions; the cache holds ", kv_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EngineImpl::AddPhase(const std::string& request_id, const SequenceGroup::Options& base, ProgramPhase phase,
+                                  uint64_t seed, bool continuation) {
+  RETURN_IF_ERROR(ValidatePhase(phase));
+  SequenceGroup::Options options = base;
+  options.request_id = request_id;
+  options.continuation = continuation;
+  scheduler_.AddGroup(std::move(options), std::move(phase.shared_prefix), std::move(phase.branches), seed);
+  return absl::OkStatus();
 }
 
 void EngineImpl::AbortExpired(absl::Time now) {
@@ -204,7 +263,7 @@ void EngineImpl::FinishDone() {
   done_.clear();
 }
 
-void EngineImpl::EmitDeltas(SequenceGroup& group, bool final) {
+void EngineImpl::EmitDeltas(SequenceGroup& group, bool request_final) {
   auto it = in_flight_.find(group.request_id());
   CHECK(it != in_flight_.end());
   std::vector<ChoiceDelta> deltas;
@@ -228,39 +287,89 @@ void EngineImpl::EmitDeltas(SequenceGroup& group, bool final) {
     }
     deltas.push_back(std::move(d));
   }
-  if (final) {
-    // Choices that were never forked (aborted before the prompt was computed).
-    for (int32_t index = static_cast<int32_t>(group.sequences().size()); index < group.sampling().n; ++index) {
-      ChoiceDelta d;
-      d.index = index;
-      d.aborted = true;
-      deltas.push_back(std::move(d));
-    }
-  }
+  if (it->second.program != nullptr) deltas = it->second.program->Present(std::move(deltas), request_final);
   if (!deltas.empty()) it->second.sink->OnDeltas(deltas);
 }
 
-void EngineImpl::Finish(std::unique_ptr<SequenceGroup> group, const absl::Status& status) {
-  EmitDeltas(*group, /*final=*/true);
+void EngineImpl::AddUsage(InFlight& flight, const SequenceGroup& group) {
+  flight.usage.prompt_tokens += group.num_prompt_tokens();
+  for (const auto& seq : group.sequences()) flight.usage.completion_tokens += seq->num_output_tokens();
+  flight.usage.cached_prompt_tokens += group.cached_prompt_tokens();
+  if (!flight.queue_time_set && group.admitted() && group.arrival_time() != absl::InfinitePast()) {
+    flight.usage.queue_time = std::max(absl::ZeroDuration(), group.admitted_time() - group.arrival_time());
+    flight.queue_time_set = true;
+  }
+}
+
+void EngineImpl::Complete(std::unique_ptr<SequenceGroup> group) {
   auto it = in_flight_.find(group->request_id());
   CHECK(it != in_flight_.end());
-  RequestUsage usage;
-  usage.prompt_tokens = group->sequences().front()->num_prompt_tokens();
-  for (const auto& seq : group->sequences()) usage.completion_tokens += seq->num_output_tokens();
-  usage.cached_prompt_tokens = group->cached_prompt_tokens();
-  if (group->admitted() && group->arrival_time() != absl::InfinitePast()) {
-    usage.queue_time = std::max(absl::ZeroDuration(), group->admitted_time() - group->arrival_time());
+  InFlight& flight = it->second;
+  if (flight.program == nullptr) {
+    Finish(std::move(group), absl::OkStatus());
+    return;
   }
-  std::shared_ptr<RequestSink> sink = std::move(it->second.sink);
-  if (it->second.deadline != deadlines_.end()) deadlines_.erase(it->second.deadline);
+  EmitDeltas(*group, /*request_final=*/false);
+  AddUsage(flight, *group);
+  std::vector<BranchResult> results;
+  for (const auto& seq : group->sequences()) {
+    BranchResult r;
+    r.index = seq->index();
+    r.num_prompt_tokens = seq->num_prompt_tokens();
+    r.output_token_ids.assign(seq->tokens().begin() + seq->num_prompt_tokens(), seq->tokens().end());
+    r.finish_reason = seq->finish_reason();
+    results.push_back(std::move(r));
+  }
+  const std::string request_id = group->request_id();
+  SequenceGroup::Options base;
+  base.tenant = &group->tenant();
+  base.priority = group->priority();
+  base.sampling = group->sampling();
+  base.arrival_time = group->arrival_time();
+  base.deadline = group->deadline();
+  const uint64_t seed = group->seed();
+  group.reset();
+  absl::StatusOr<std::optional<ProgramPhase>> next = flight.program->Next(results);
+  absl::Status status = next.status();
+  if (status.ok() && next->has_value()) {
+    status = AddPhase(request_id, base, **std::move(next), seed, /*continuation=*/true);
+    if (status.ok()) return;
+  }
+  FinishRequest(request_id, status);
+}
+
+void EngineImpl::Finish(std::unique_ptr<SequenceGroup> group, const absl::Status& status) {
+  EmitDeltas(*group, /*request_final=*/false);
+  auto it = in_flight_.find(group->request_id());
+  CHECK(it != in_flight_.end());
+  AddUsage(it->second, *group);
+  const std::string request_id = group->request_id();
+  group.reset();
+  FinishRequest(request_id, status);
+}
+
+void EngineImpl::FinishRequest(const std::string& request_id, const absl::Status& status) {
+  auto it = in_flight_.find(request_id);
+  CHECK(it != in_flight_.end());
+  InFlight& flight = it->second;
+  if (flight.program != nullptr) {
+    // What the program still holds back (ordered points) goes out now.
+    std::vector<ChoiceDelta> rest = flight.program->Present({}, /*request_final=*/true);
+    if (!rest.empty()) flight.sink->OnDeltas(rest);
+  }
+  const RequestUsage usage = flight.usage;
+  std::shared_ptr<RequestSink> sink = std::move(flight.sink);
+  if (flight.deadline != deadlines_.end()) deadlines_.erase(flight.deadline);
   in_flight_.erase(it);
   {
     absl::MutexLock lock(&mu_);
-    request_ids_.erase(group->request_id());
-    if (auto reserved = reserved_tokens_.find(group->request_id()); reserved != reserved_tokens_.end()) {
+    request_ids_.erase(request_id);
+    if (auto reserved = reserved_tokens_.find(request_id); reserved != reserved_tokens_.end()) {
       // Refund what the request did not use: prompt and completion are what it cost.
-      quotas_.Refund(group->tenant(), reserved->second - usage.prompt_tokens - usage.completion_tokens, absl::Now());
+      quotas_.Refund(*reserved_tenant_.at(request_id), reserved->second - usage.prompt_tokens - usage.completion_tokens,
+                     absl::Now());
       reserved_tokens_.erase(reserved);
+      reserved_tenant_.erase(request_id);
     }
   }
   sink->OnDone(status, usage);
@@ -372,8 +481,8 @@ void EngineImpl::Loop() {
     }
     // Stats first, so that a client woken by OnDone sees the freed blocks.
     PublishStats(true);
-    for (SequenceGroup* group : outcome->updated) EmitDeltas(*group, /*final=*/false);
-    for (auto& group : outcome->finished) Finish(std::move(group), absl::OkStatus());
+    for (SequenceGroup* group : outcome->updated) EmitDeltas(*group, /*request_final=*/false);
+    for (auto& group : outcome->finished) Complete(std::move(group));
     // A row that could not be sampled fails its own request, not the step.
     for (FailedGroup& failed : outcome->failed) {
       spdlog::warn("model {}: request {} failed: {}", options_.model_name, failed.group->request_id(),

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "scheduler/engine.h"
+#include "scheduler/programs/request_program.h"
 #include "scheduler/token_quota.h"
 #include "scheduler/scheduler.h"
 
@@ -48,6 +49,9 @@ class EngineImpl final : public Engine {
   struct InFlight {
     std::shared_ptr<RequestSink> sink;
     std::multimap<absl::Time, std::string>::iterator deadline;  // deadlines_.end() when none
+    std::unique_ptr<RequestProgram> program;  // null for a plain request
+    RequestUsage usage;                       // of the phases already finished
+    bool queue_time_set = false;
   };
 
   absl::Status Validate(EngineRequest& request) const;
@@ -59,8 +63,23 @@ class EngineImpl final : public Engine {
   void AbortExpired(absl::Time now);
   void FailAll(const absl::Status& status);
   void FinishDone();
-  void EmitDeltas(SequenceGroup& group, bool final);
+  // Checks a program's phase as Submit checks a request.
+  absl::Status ValidatePhase(const ProgramPhase& phase) const;
+  // Queues a program's phase under the request's id.
+  absl::Status AddPhase(const std::string& request_id, const SequenceGroup::Options& base, ProgramPhase phase,
+                        uint64_t seed, bool continuation);
+  // Hands the group's pending output to the sink (through the program's
+  // Present when there is one). `request_final`: nothing follows.
+  void EmitDeltas(SequenceGroup& group, bool request_final);
+  // Adds a finished or aborted group's tokens to its request's usage.
+  void AddUsage(InFlight& flight, const SequenceGroup& group);
+  // Every sequence of `group` finished: the request ends, or its program
+  // starts the next phase.
+  void Complete(std::unique_ptr<SequenceGroup> group);
+  // Ends the request of an aborted, failed or completed group.
   void Finish(std::unique_ptr<SequenceGroup> group, const absl::Status& status);
+  // Tells the sink the request ended (OnDone) and forgets it.
+  void FinishRequest(const std::string& request_id, const absl::Status& status);
   void PublishStats(bool stepped);
 
   const EngineOptions options_;
@@ -86,6 +105,7 @@ class EngineImpl final : public Engine {
   TokenQuotas quotas_ ABSL_GUARDED_BY(mu_);
   // Tokens reserved against the tenant's quota, by request id.
   absl::flat_hash_map<std::string, int64_t> reserved_tokens_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, const Tenant*> reserved_tenant_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex join_mu_;
   std::thread thread_ ABSL_GUARDED_BY(join_mu_);

@@ -18,14 +18,51 @@ Scheduler::Scheduler(const SchedulerOptions& options, const runtime::KvCacheLayo
 
 SequenceGroup* Scheduler::Add(SequenceGroup::Options options, std::vector<int32_t> prompt, uint64_t seed) {
   CHECK(!prompt.empty());
+  const int32_t n = options.sampling.n;
+  CHECK_GE(n, 1);
+  std::vector<BranchSpec> branches;
+  std::vector<int32_t> prefix;
+  if (n == 1) {
+    branches.push_back({0, std::move(prompt), options.sampling});
+  } else {
+    // The choices share all but the last prompt token; each computes that
+    // token itself, so each samples its first output from its own logits.
+    prefix.assign(prompt.begin(), prompt.end() - 1);
+    for (int32_t i = 0; i < n; ++i) branches.push_back({i, {prompt.back()}, options.sampling});
+  }
+  return AddGroup(std::move(options), std::move(prefix), std::move(branches), seed);
+}
+
+SequenceGroup* Scheduler::AddGroup(SequenceGroup::Options options, std::vector<int32_t> shared_prefix,
+                                   std::vector<BranchSpec> branches, uint64_t seed) {
+  CHECK(!branches.empty());
   const std::string id = options.request_id;
-  auto group = std::make_unique<SequenceGroup>(std::move(options), next_arrival_order_++, seed);
+  const bool continuation = options.continuation;
+  auto group = std::make_unique<SequenceGroup>(std::move(options), next_arrival_order_++, seed,
+                                               static_cast<int32_t>(shared_prefix.size()));
   SequenceGroup* g = group.get();
   CHECK(groups_.try_emplace(id, std::move(group)).second) << "duplicate request id " << id;
-  auto seq = std::make_unique<Sequence>(next_seq_id_++, 0, g, std::move(prompt), seed, g->sampling(),
-                                        options_.eos_token_ids, options_.tokenizer);
-  queues_.Push(seq.get());
-  g->sequences().push_back(std::move(seq));
+  for (BranchSpec& branch : branches) {
+    CHECK(!branch.suffix.empty()) << "branch " << branch.index << " of " << id << " has no tokens of its own";
+    std::vector<int32_t> prompt;
+    prompt.reserve(shared_prefix.size() + branch.suffix.size());
+    prompt.insert(prompt.end(), shared_prefix.begin(), shared_prefix.end());
+    prompt.insert(prompt.end(), branch.suffix.begin(), branch.suffix.end());
+    auto seq = std::make_unique<Sequence>(next_seq_id_++, branch.index, g, std::move(prompt), seed, branch.sampling,
+                                          options_.eos_token_ids, options_.tokenizer);
+    if (g->sequences().empty()) {
+      queues_.Push(seq.get());
+    } else {
+      seq->set_status(SequenceStatus::kForkPending);
+    }
+    g->sequences().push_back(std::move(seq));
+  }
+  g->set_needs_fork(g->sequences().size() > 1);
+  if (continuation) {
+    g->set_admitted();
+    ++num_admitted_;
+    queues_.RequestAdmitted(g->tenant());
+  }
   return g;
 }
 
@@ -34,7 +71,9 @@ SequenceGroup* Scheduler::Find(const std::string& request_id) const {
   return it == groups_.end() ? nullptr : it->second.get();
 }
 
-bool Scheduler::InStep(const Sequence* seq) const { return seq->planned_step() == step_; }
+bool Scheduler::InStep(const Sequence* seq) const {
+  return seq->planned_step() == step_ || seq->group()->planned_step() == step_;
+}
 
 void Scheduler::InsertRunning(Sequence* seq) {
   auto pos = std::upper_bound(running_.begin(), running_.end(), seq,
@@ -53,25 +92,25 @@ void Scheduler::RemoveRunning(Sequence* seq) {
 
 int32_t Scheduler::ChunkSize(const Sequence& seq, int32_t budget) const {
   int32_t n = seq.num_uncomputed_tokens();
-  if (seq.index() == 0 && seq.group()->needs_fork()) {
-    // Stop before the last prompt token: the siblings fork there.
-    n = std::min(n, seq.num_prompt_tokens() - 1 - seq.num_computed_tokens());
+  const SequenceGroup& group = *seq.group();
+  if (group.needs_fork() && &seq == group.carrier()) {
+    // Stop at the shared prefix: the other sequences attach there.
+    n = std::min(n, group.shared_prefix_len() - seq.num_computed_tokens());
   }
   return std::max(0, std::min(n, budget));
 }
 
 void Scheduler::MaybeFork(Sequence* seq) {
   SequenceGroup* group = seq->group();
-  if (seq->index() != 0 || !group->needs_fork() || seq->num_output_tokens() != 0 ||
-      seq->num_computed_tokens() != seq->num_prompt_tokens() - 1) {
+  if (!group->needs_fork() || seq != group->carrier() || seq->num_computed_tokens() != group->shared_prefix_len()) {
     return;
   }
-  const int32_t n = group->sampling().n;
-  for (int32_t index = static_cast<int32_t>(group->sequences().size()); index < n; ++index) {
-    std::unique_ptr<Sequence> child = seq->Fork(next_seq_id_++, index, &blocks_);
-    InsertRunning(child.get());
-    group->sequences().push_back(std::move(child));
+  for (const auto& other : group->sequences()) {
+    if (other->status() != SequenceStatus::kForkPending) continue;
+    other->AttachSharedPrefix(*seq, group->shared_prefix_len(), &blocks_);
+    InsertRunning(other.get());
   }
+  group->set_needs_fork(false);
 }
 
 void Scheduler::AddToPlan(Sequence* seq, int32_t n) {
@@ -84,7 +123,7 @@ void Scheduler::AddToPlan(Sequence* seq, int32_t n) {
   step.block_table = absl::MakeConstSpan(seq->block_table());
   step.sample = begin + n == seq->num_tokens();
   if (step.sample) {
-    step.sampling = &seq->group()->sampling();
+    step.sampling = &seq->sampling_params();
     step.sampling_state = &seq->sampling_state();
   }
   out_.plan.sequences.push_back(step);
@@ -94,26 +133,80 @@ void Scheduler::AddToPlan(Sequence* seq, int32_t n) {
   queues_.Charge(seq->group()->tenant(), n);
 }
 
-void Scheduler::Preempt(Sequence* seq) {
-  RemoveRunning(seq);
-  seq->ResetComputed(&blocks_);
-  seq->set_status(SequenceStatus::kPreempted);
-  queues_.Push(seq);
-  out_.preempted.push_back(seq->seq_id());
-  ++preemptions_;
+void Scheduler::PreemptGroup(SequenceGroup* group) {
+  for (const auto& seq : group->sequences()) {
+    if (seq->status() != SequenceStatus::kRunning) continue;
+    RemoveRunning(seq.get());
+    seq->ResetComputed(&blocks_);
+    out_.preempted.push_back(seq->seq_id());
+    ++preemptions_;
+  }
+  Sequence* carrier = group->carrier();
+  for (const auto& seq : group->sequences()) {
+    if (seq->finished() || seq->status() == SequenceStatus::kWaiting || seq->status() == SequenceStatus::kPreempted) {
+      continue;
+    }
+    if (seq.get() == carrier) {
+      seq->set_status(SequenceStatus::kPreempted);
+      queues_.Push(seq.get());
+    } else {
+      seq->set_status(SequenceStatus::kForkPending);
+    }
+  }
+  group->set_needs_fork(group->num_live() > 1);
 }
 
 bool Scheduler::PreemptOne(const Sequence* except) {
-  // Victims come only from behind `except` in service order: lower priority,
-  // or equal priority and newer.
+  // Victims come only from behind `except`'s group in service order: lower
+  // priority, or equal priority and newer. A victim is a whole group, and
+  // only one with nothing in this step.
   for (size_t j = running_.size(); j-- > 0;) {
     Sequence* victim = running_[j];
-    if (victim == except) return false;
+    if (victim->group() == except->group()) return false;
     if (InStep(victim)) continue;
-    Preempt(victim);
+    const SequenceGroup* group = victim->group();
+    const bool group_in_step = std::any_of(running_.begin(), running_.end(), [&](const Sequence* s) {
+      return s->group() == group && InStep(s);
+    });
+    if (group_in_step) continue;
+    PreemptGroup(victim->group());
     return true;
   }
   return false;
+}
+
+void Scheduler::ScheduleGang(SequenceGroup* group, int32_t* budget) {
+  group->set_planned_step(step_);
+  std::vector<Sequence*> members;
+  for (Sequence* seq : running_) {
+    if (seq->group() == group) members.push_back(seq);
+  }
+  // All members get their blocks or none does: a member left without one
+  // would stall the whole answer, so then the gang waits whole.
+  const size_t copies_mark = out_.plan.block_copies.size();
+  std::vector<std::pair<Sequence*, int32_t>> planned;
+  int32_t left = *budget;
+  int32_t seats = options_.max_num_seqs - static_cast<int32_t>(out_.scheduled.size());
+  for (Sequence* member : members) {
+    if (left == 0 || seats == 0) break;
+    const int32_t n = ChunkSize(*member, left);
+    if (n == 0) continue;
+    const int32_t begin = member->num_computed_tokens();
+    bool ok;
+    while (!(ok = blocks_.PrepareWrite(&member->block_table(), begin, begin + n, &out_.plan.block_copies))) {
+      if (!PreemptOne(member)) break;
+    }
+    if (!ok) {
+      out_.plan.block_copies.resize(copies_mark);
+      PreemptGroup(group);
+      return;
+    }
+    planned.emplace_back(member, n);
+    left -= n;
+    --seats;
+  }
+  for (const auto& [member, n] : planned) AddToPlan(member, n);
+  *budget = left;
 }
 
 void Scheduler::ScheduleRunning(bool decodes_only, int32_t* budget) {
@@ -122,6 +215,19 @@ void Scheduler::ScheduleRunning(bool decodes_only, int32_t* budget) {
     Sequence* seq = running_[i];
     if (InStep(seq)) continue;
     MaybeFork(seq);
+    SequenceGroup* group = seq->group();
+    const bool gang = i + 1 < running_.size() && running_[i + 1]->group() == group;
+    if (gang) {
+      // A gang runs as a unit in whichever pass reaches it first. Its
+      // members are adjacent in running_ (same priority and arrival).
+      ScheduleGang(group, budget);
+      if (seq->status() == SequenceStatus::kRunning) {
+        while (i + 1 < running_.size() && running_[i + 1]->group() == group) ++i;
+      } else {
+        --i;  // preempted: its members left running_ from position i
+      }
+      continue;
+    }
     if (decodes_only && seq->num_uncomputed_tokens() != 1) continue;
     const int32_t n = ChunkSize(*seq, *budget);
     CHECK_GT(n, 0) << "running sequence " << seq->seq_id() << " has nothing to compute";
@@ -131,13 +237,26 @@ void Scheduler::ScheduleRunning(bool decodes_only, int32_t* budget) {
       if (!PreemptOne(seq)) break;
     }
     if (!ok) {
-      Preempt(seq);  // removes running_[i]
+      PreemptGroup(group);  // removes running_[i]
       --i;
       continue;
     }
     AddToPlan(seq, n);
     *budget -= n;
   }
+}
+
+int32_t Scheduler::BlocksToAdmit(const SequenceGroup& group) const {
+  const Sequence* carrier = group.carrier();
+  int32_t need =
+      blocks_.BlocksNeededToWrite(carrier->block_table(), carrier->num_computed_tokens(), carrier->num_tokens());
+  if (!group.needs_fork()) return need;
+  const int32_t bs = blocks_.block_size();
+  for (const auto& seq : group.sequences()) {
+    if (seq.get() == carrier || seq->finished()) continue;
+    need += (seq->num_tokens() + bs - 1) / bs - group.shared_prefix_len() / bs;
+  }
+  return need;
 }
 
 void Scheduler::ScheduleWaiting(int32_t* budget) {
@@ -148,20 +267,27 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
     Sequence* seq = queues_.PickNext(eligible);
     if (seq == nullptr) return;
     SequenceGroup* group = seq->group();
-    const int32_t new_seqs = group->admitted() ? 1 : group->sampling().n;
+    const int32_t new_seqs = group->needs_fork() ? group->num_live() : 1;
     if (!running_.empty() && int32_t(running_.size()) + new_seqs > options_.max_num_seqs) return;
 
     if (seq->block_table().empty() && seq->num_computed_tokens() == 0) {
       seq->UpdateHashes(blocks_);
       const int32_t bs = blocks_.block_size();
-      const int32_t hit = blocks_.MatchPrefix(seq->salt(), seq->block_hashes(), seq->tokens(),
-                                              seq->num_tokens() / bs, &seq->block_table());
+      // A carrier takes cached blocks only up to the shared prefix, where
+      // the others attach.
+      const int32_t max_blocks = group->needs_fork() ? group->shared_prefix_len() / bs : seq->num_tokens() / bs;
+      const int32_t hit =
+          blocks_.MatchPrefix(seq->salt(), seq->block_hashes(), seq->tokens(), max_blocks, &seq->block_table());
       // Keep at least the last token to compute, so the step has logits.
       seq->SetComputedFromCache(std::min(hit * bs, seq->num_tokens() - 1));
     }
     const int32_t n = ChunkSize(*seq, *budget);
     const int32_t begin = seq->num_computed_tokens();
-    if (n > 0 && !blocks_.PrepareWrite(&seq->block_table(), begin, begin + n, &out_.plan.block_copies)) {
+    // A gang starts only when the blocks of all its prompts are free, so
+    // that it does not start and then preempt itself.
+    const bool gang = group->needs_fork() && group->num_live() > 1;
+    if ((gang && BlocksToAdmit(*group) > blocks_.num_free()) ||
+        (n > 0 && !blocks_.PrepareWrite(&seq->block_table(), begin, begin + n, &out_.plan.block_copies))) {
       seq->ResetComputed(&blocks_);  // gives the prefix hits back
       return;
     }
@@ -174,9 +300,10 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
       queues_.RequestAdmitted(group->tenant());
     }
     if (n == 0) {
-      // Sequence 0 of an n > 1 request whose prompt but the last token came
-      // from the cache: fork now; the choices run from the next step.
+      // A carrier whose shared prefix came from the cache: the others attach
+      // now and the group runs from the next step.
       seq->set_planned_step(step_);
+      group->set_planned_step(step_);
       MaybeFork(seq);
       continue;
     }
@@ -297,6 +424,7 @@ std::unique_ptr<SequenceGroup> Scheduler::Abort(const std::string& request_id) {
       case SequenceStatus::kPreempted:
         CHECK(queues_.Remove(seq.get()));
         break;
+      case SequenceStatus::kForkPending:
       case SequenceStatus::kFinished:
         break;
     }

@@ -17,10 +17,15 @@
 // Capacity (who holds KV blocks) is decided by the BlockManager; the
 // micro-batch (what computes now) by the token budget.
 //
-// A request with n > 1 runs sequence 0 until all but its last prompt token
-// are computed, then forks n - 1 siblings that share its blocks; each then
-// computes the last prompt token itself (copy-on-write of a shared partial
-// block) and samples with its own stream.
+// A group of several sequences sharing a prompt prefix (n > 1 choices; the
+// points of a Skeleton-of-Thought phase) runs its carrier alone until the
+// prefix is computed, then the others attach to its blocks; each computes
+// its own suffix (copy-on-write of a shared partial block) and samples with
+// its own stream. Such a group is a gang: it is admitted only when the
+// blocks of all its prompts are free, all its sequences are planned at once
+// in a step (the first time any of them is reached), a victim of preemption
+// is always a whole group, and a gang that cannot get its blocks is itself
+// preempted whole; it resumes by recomputing the prefix once.
 //
 // Apply(result) advances num_computed_tokens, publishes newly full blocks to
 // the prefix cache, appends the sampled tokens (stop checks, text) and frees
@@ -47,6 +52,13 @@
 #include "scheduler/tenant_queues.h"
 
 namespace tern::scheduler {
+
+// One sequence of a group: its tokens after the shared prefix, its sampling.
+struct BranchSpec {
+  int32_t index = 0;                 // choice or point index; also its random stream
+  std::vector<int32_t> suffix;       // non-empty
+  runtime::SamplingParams sampling;  // validated
+};
 
 struct SchedulerOptions {
   int32_t max_num_seqs = 256;             // > 0
@@ -105,9 +117,14 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Queues a request. The request id must be new (CHECK); the prompt is
-  // non-empty and sampling validated (the Engine checks both).
+  // Queues a request of options.sampling.n choices of one prompt. The request
+  // id must be new (CHECK); the prompt is non-empty and sampling validated
+  // (the Engine checks both).
   SequenceGroup* Add(SequenceGroup::Options options, std::vector<int32_t> prompt, uint64_t seed);
+  // Queues a group of sequences whose prompts are `shared_prefix` followed by
+  // each branch's suffix. At least one branch (CHECK).
+  SequenceGroup* AddGroup(SequenceGroup::Options options, std::vector<int32_t> shared_prefix,
+                          std::vector<BranchSpec> branches, uint64_t seed);
 
   // Plans the next step. Valid until Apply or DiscardStep.
   const ScheduleOutput& Schedule();
@@ -145,12 +162,20 @@ class Scheduler {
   // Tokens `seq` should compute now, at most `budget`.
   int32_t ChunkSize(const Sequence& seq, int32_t budget) const;
   void AddToPlan(Sequence* seq, int32_t n);
-  // Forks the siblings of a group whose sequence 0 reached the fork point.
+  // Attaches the fork-pending sequences of `seq`'s group when `seq` is its
+  // carrier and has computed the shared prefix.
   void MaybeFork(Sequence* seq);
-  // Preempts the last running sequence not yet in this step, other than
-  // `except`; false when there is none.
+  // Plans every running sequence of a gang (all or none get their blocks).
+  void ScheduleGang(SequenceGroup* group, int32_t* budget);
+  // Blocks a waiting group needs before it may start: its carrier's tokens
+  // plus, for a gang, every other live sequence's tokens after the prefix.
+  int32_t BlocksToAdmit(const SequenceGroup& group) const;
+  // Preempts the last running group (service order) with no sequence in this
+  // step, behind `except`'s group; false when there is none.
   bool PreemptOne(const Sequence* except);
-  void Preempt(Sequence* seq);
+  // Preempts every running sequence of `group`; the carrier waits, the
+  // others become fork-pending.
+  void PreemptGroup(SequenceGroup* group);
   void InsertRunning(Sequence* seq);
   void RemoveRunning(Sequence* seq);
   bool InStep(const Sequence* seq) const;

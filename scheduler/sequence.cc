@@ -1,5 +1,6 @@
 #include "scheduler/sequence.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "runtime/base/check.h"
@@ -18,9 +19,7 @@ Sequence::Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vec
       sampling_state_(seed, static_cast<uint32_t>(index), tokens_,
                       params.HasPenalties() ? runtime::OutputCounts::kTracked : runtime::OutputCounts::kUntracked),
       stop_checker_(params, eos_token_ids),
-      params_(&params),
-      eos_token_ids_(&eos_token_ids),
-      tokenizer_(tokenizer) {
+      params_(params) {
   if (tokenizer != nullptr) {
     // The output continues the prompt, so a SentencePiece leading space is kept.
     detokenizer_ = std::make_unique<runtime::IncrementalDetokenizer>(
@@ -29,15 +28,18 @@ Sequence::Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vec
   }
 }
 
-std::unique_ptr<Sequence> Sequence::Fork(int64_t seq_id, int32_t index, BlockManager* blocks) const {
-  CHECK_EQ(num_output_tokens(), 0) << "fork after output";
-  auto child = std::make_unique<Sequence>(seq_id, index, group_, tokens_, group_->seed(), *params_, *eos_token_ids_,
-                                          tokenizer_);
-  child->num_computed_tokens_ = num_computed_tokens_;
-  child->block_hashes_ = block_hashes_;
-  child->status_ = status_;
-  blocks->Fork(block_table_, &child->block_table_);
-  return child;
+void Sequence::AttachSharedPrefix(const Sequence& carrier, int32_t prefix_len, BlockManager* blocks) {
+  CHECK(block_table_.empty() && num_computed_tokens_ == 0) << "attach to a sequence holding KV";
+  CHECK_LE(prefix_len, carrier.num_computed_tokens());
+  CHECK_LE(prefix_len, num_tokens());
+  CHECK(std::equal(tokens_.begin(), tokens_.begin() + prefix_len, carrier.tokens().begin()))
+      << "sequence " << seq_id_ << " does not share the prefix of " << carrier.seq_id();
+  const int32_t bs = blocks->block_size();
+  const size_t num_blocks = static_cast<size_t>((prefix_len + bs - 1) / bs);
+  CHECK_LE(num_blocks, carrier.block_table().size());
+  BlockTable prefix(carrier.block_table().begin(), carrier.block_table().begin() + num_blocks);
+  blocks->Fork(prefix, &block_table_);
+  num_computed_tokens_ = prefix_len;
 }
 
 void Sequence::UpdateHashes(const BlockManager& blocks) {
@@ -73,7 +75,7 @@ void Sequence::AppendOutput(const runtime::SampledToken& token, int64_t max_cont
   tokens_.push_back(token.token_id);
   sampling_state_.AppendOutputToken(token.token_id);
   pending_.token_ids.push_back(token.token_id);
-  if (params_->logprobs.has_value()) pending_.logprobs.push_back(token);
+  if (params_.logprobs.has_value()) pending_.logprobs.push_back(token);
   std::string text;
   if (detokenizer_ != nullptr) {
     // A model vocabulary may be larger than the tokenizer's: such ids have no text.
@@ -105,17 +107,38 @@ void Sequence::Abort() {
   Finish(runtime::FinishReason::kNone, std::monostate());
 }
 
-SequenceGroup::SequenceGroup(Options options, int64_t arrival_order, uint64_t seed)
-    : options_(std::move(options)), arrival_order_(arrival_order), seed_(seed) {
+SequenceGroup::SequenceGroup(Options options, int64_t arrival_order, uint64_t seed, int32_t shared_prefix_len)
+    : options_(std::move(options)), arrival_order_(arrival_order), seed_(seed), shared_prefix_len_(shared_prefix_len) {
   CHECK(options_.tenant != nullptr);
+  CHECK_GE(shared_prefix_len_, 0);
 }
 
-bool SequenceGroup::AllFinished() const {
-  if (needs_fork()) return false;
+Sequence* SequenceGroup::carrier() const {
   for (const auto& s : sequences_) {
-    if (!s->finished()) return false;
+    if (!s->finished()) return s.get();
   }
-  return true;
+  return nullptr;
+}
+
+int32_t SequenceGroup::num_live() const {
+  int32_t n = 0;
+  for (const auto& s : sequences_) n += s->finished() ? 0 : 1;
+  return n;
+}
+
+bool SequenceGroup::AllFinished() const { return num_live() == 0; }
+
+int32_t SequenceGroup::num_prompt_tokens() const {
+  if (sequences_.empty()) return 0;
+  const Sequence& first = *sequences_.front();
+  const auto same_prompt = [&](const std::unique_ptr<Sequence>& s) {
+    return s->num_prompt_tokens() == first.num_prompt_tokens() &&
+           std::equal(s->tokens().begin(), s->tokens().begin() + s->num_prompt_tokens(), first.tokens().begin());
+  };
+  if (std::all_of(sequences_.begin(), sequences_.end(), same_prompt)) return first.num_prompt_tokens();
+  int32_t n = shared_prefix_len_;
+  for (const auto& s : sequences_) n += s->num_prompt_tokens() - shared_prefix_len_;
+  return n;
 }
 
 bool ServedBefore(const Sequence& a, const Sequence& b) {

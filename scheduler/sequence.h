@@ -1,5 +1,6 @@
 // Sequence and SequenceGroup: the scheduler's state of one token stream and
-// of one request (its n choices).
+// of one group of streams that share a prompt prefix (a request's n choices,
+// or one phase of a request program such as Skeleton-of-Thought's points).
 //
 // A Sequence holds all its tokens (prompt + output); num_computed_tokens of
 // them are in the KV cache, in the blocks of its block table. It is always
@@ -31,7 +32,10 @@
 
 namespace tern::scheduler {
 
-enum class SequenceStatus { kWaiting, kRunning, kPreempted, kFinished };
+// kForkPending: a sequence of a group whose shared prefix is not computed
+// yet; it holds no blocks and is in no queue. When the group's carrier has
+// computed the prefix, it attaches to the carrier's blocks and runs.
+enum class SequenceStatus { kWaiting, kRunning, kPreempted, kForkPending, kFinished };
 
 class SequenceGroup;
 
@@ -45,15 +49,16 @@ struct PendingOutput {
 
 class Sequence {
  public:
-  // `index`: choice index (also the sampling stream). `seed`: the request's.
+  // `index`: choice or point index (also the sampling stream). `seed`: the
+  // request's. `params`: this sequence's own (copied).
   Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vector<int32_t> prompt, uint64_t seed,
            const runtime::SamplingParams& params, const std::vector<int32_t>& eos_token_ids,
            const runtime::Tokenizer* tokenizer);
 
-  // A child for choice `index` with this sequence's tokens (prompt only: it
-  // must have no output yet), computed length and blocks (shared through
-  // `blocks`).
-  std::unique_ptr<Sequence> Fork(int64_t seq_id, int32_t index, BlockManager* blocks) const;
+  // Shares the KV of `carrier`'s first `prefix_len` tokens (equal to this
+  // sequence's: CHECK): takes a reference on each block covering them and
+  // counts them as computed. This sequence must hold no blocks.
+  void AttachSharedPrefix(const Sequence& carrier, int32_t prefix_len, BlockManager* blocks);
 
   int64_t seq_id() const { return seq_id_; }
   int32_t index() const { return index_; }
@@ -76,6 +81,7 @@ class Sequence {
   void set_status(SequenceStatus status) { status_ = status; }
   bool finished() const { return status_ == SequenceStatus::kFinished; }
 
+  const runtime::SamplingParams& sampling_params() const { return params_; }
   const runtime::SequenceSamplingState& sampling_state() const { return sampling_state_; }
   runtime::FinishReason finish_reason() const { return finish_reason_; }
   const runtime::StopReason& stop_reason() const { return stop_reason_; }
@@ -125,16 +131,18 @@ class Sequence {
   bool aborted_ = false;
   PendingOutput pending_;
   int64_t planned_step_ = -1;
-  // For Fork: what the constructor needed.
-  const runtime::SamplingParams* params_;
-  const std::vector<int32_t>* eos_token_ids_;
-  const runtime::Tokenizer* tokenizer_;
+  const runtime::SamplingParams params_;
 };
 
-// One request: its n sequences. Sequence 0 prefills the prompt alone; the
-// other n - 1 fork from it once all but the last prompt token are computed,
-// so every choice computes the last prompt token itself (copy-on-write of
-// the shared last block) and samples with its own stream.
+// The sequences of one request (or of one phase of a request program). They
+// share the first shared_prefix_len() tokens of their prompts. The carrier
+// (the first unfinished sequence) computes that prefix alone while the
+// others wait in kForkPending; then they attach to its blocks (copy-on-write
+// of a shared partial block) and each computes its own suffix and samples
+// with its own stream. A group of several live sequences is a gang: admitted
+// together, scheduled together within a step and preempted together, after
+// which the carrier recomputes the prefix and the others attach again.
+// n > 1 choices are the case "prefix = all but the last prompt token".
 class SequenceGroup {
  public:
   struct Options {
@@ -144,9 +152,13 @@ class SequenceGroup {
     runtime::SamplingParams sampling;
     absl::Time arrival_time = absl::InfinitePast();
     absl::Time deadline = absl::InfiniteFuture();
+    // A later phase of a request already admitted: it counts as admitted at
+    // once (no queue time, no second tenant concurrency slot).
+    bool continuation = false;
   };
   // `arrival_order`: tie-breaker of equal arrival times (smaller is older).
-  SequenceGroup(Options options, int64_t arrival_order, uint64_t seed);
+  // `shared_prefix_len`: tokens every sequence's prompt begins with.
+  SequenceGroup(Options options, int64_t arrival_order, uint64_t seed, int32_t shared_prefix_len);
 
   const std::string& request_id() const { return options_.request_id; }
   const Tenant& tenant() const { return *options_.tenant; }
@@ -159,9 +171,21 @@ class SequenceGroup {
 
   std::vector<std::unique_ptr<Sequence>>& sequences() { return sequences_; }
   const std::vector<std::unique_ptr<Sequence>>& sequences() const { return sequences_; }
-  // True until the n - 1 siblings have been forked from sequence 0.
-  bool needs_fork() const { return static_cast<int32_t>(sequences_.size()) < options_.sampling.n; }
+  int32_t shared_prefix_len() const { return shared_prefix_len_; }
+  // True while sequences wait in kForkPending for the carrier's prefix.
+  bool needs_fork() const { return needs_fork_; }
+  void set_needs_fork(bool value) { needs_fork_ = value; }
+  // The first unfinished sequence; null when all finished.
+  Sequence* carrier() const;
+  // Unfinished sequences (running, waiting or fork-pending).
+  int32_t num_live() const;
   bool AllFinished() const;
+  // The scheduler's step counter when the group was last planned as a gang.
+  int64_t planned_step() const { return planned_step_; }
+  void set_planned_step(int64_t step) { planned_step_ = step; }
+  // Distinct prompt tokens: the shared prefix once plus each suffix (the
+  // prompt once when every sequence has the same prompt).
+  int32_t num_prompt_tokens() const;
 
   // Admitted: it has started running at least once (counts toward the
   // tenant's concurrency limit until it finishes).
@@ -187,6 +211,9 @@ class SequenceGroup {
   absl::Time admitted_time_ = absl::InfinitePast();
   int64_t output_step_ = -1;
   int32_t cached_prompt_tokens_ = 0;
+  int32_t shared_prefix_len_;
+  bool needs_fork_ = false;
+  int64_t planned_step_ = -1;
 };
 
 // Order of service within a tenant: higher priority first, then older.

@@ -44,6 +44,8 @@ ABSL_FLAG(std::string, ports_file, "",
 ABSL_FLAG(std::optional<std::string>, log_level, std::nullopt,
           "trace, debug, info, warn or error (default info)");
 ABSL_FLAG(std::optional<bool>, log_json, std::nullopt, "Log one JSON object per line");
+ABSL_FLAG(std::optional<std::string>, sot_router_file, std::nullopt,
+          "Trained SoT-R router (models/sot-router/router.json) that DECODING_MODE_AUTO uses");
 ABSL_FLAG(bool, no_auth, false, "Serve without API keys even if tenants define them");
 ABSL_FLAG(bool, version, false, "Print the version and exit");
 
@@ -66,6 +68,7 @@ absl::StatusOr<tern::v1::ServerConfig> BuildConfig() {
   if (const auto seconds = absl::GetFlag(FLAGS_drain_timeout)) config.set_drain_timeout_seconds(*seconds);
   if (const auto level = absl::GetFlag(FLAGS_log_level)) config.set_log_level(*level);
   if (const auto json = absl::GetFlag(FLAGS_log_json)) config.set_log_json(*json);
+  if (const auto router = absl::GetFlag(FLAGS_sot_router_file)) config.set_sot_router_file(*router);
   if (absl::GetFlag(FLAGS_no_auth)) config.mutable_auth()->set_enabled(false);
   for (const std::string& dir : absl::GetFlag(FLAGS_model)) {
     auto* model = config.add_models();

@@ -199,7 +199,7 @@ SotPromptTemplates SotPromptTemplates::Default() {
   t.skeleton_user = std::string(kSkeletonUser);
   t.skeleton_prefill = " 1.";
   t.point_user = std::string(kPointUser);
-  t.point_prefill = "{index}. {point}";
+  t.point_prefill = " {index}. {point}";
   t.router_user = std::string(kRouterUser);
   return t;
 }

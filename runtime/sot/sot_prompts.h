@@ -53,8 +53,9 @@ struct SotPromptTemplates {  // overridable per model from the server config
   std::string point_user;
   // Appended after the point prompt's generation prompt; {point} exactly
   // once, {index} at most once, nothing else. JoinPoints assumes the default
-  // layout "{index}. {point}".
-  std::string point_prefill = "{index}. {point}";
+  // layout " {index}. {point}" (its leading space, like the skeleton
+  // pre-fill's, follows a template that ends with "Answer:" or "ASSISTANT:").
+  std::string point_prefill = " {index}. {point}";
   // The prompting router's question (options A, B, C); {question} exactly
   // once, no other placeholder. No pre-fill.
   std::string router_user;

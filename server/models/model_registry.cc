@@ -10,26 +10,24 @@
 #endif
 #include "runtime/cuda/device_probe.h"
 #include "runtime/runner/llm_model_runner.h"
+#include "runtime/model/llama_model.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/weight_layout.h"
+#include "runtime/model/weight_scheme.h"
 #include "server/config/server_config.h"
 
 namespace tern::server {
 namespace {
 
 // Checks every tensor of the architecture's layout is present with its
-// shape (headers only: the files are memory-mapped, not read). Returns the
-// parameter count.
-absl::StatusOr<int64_t> CheckWeights(const std::string& dir, const runtime::HfConfig& config) {
-  auto store = runtime::WeightStore::Open(dir);
-  if (!store.ok()) return store.status();
-  int64_t parameters = 0;
-  for (const auto& entry : runtime::LlamaFamilyLayout(config, runtime::DType::kF32)) {
-    auto view = (*store)->GetWithShape(entry.spec.name, entry.spec.shape);
-    if (!view.ok()) return view.status();
-    parameters += view->numel();
-  }
-  return parameters;
+// shape, linear layers in their stored (maybe quantized) form, and what the
+// configured weight_scheme makes of them (headers only: the files are
+// memory-mapped, not read). Returns the parameter count and the scheme.
+absl::StatusOr<runtime::CheckpointSummary> CheckWeights(const tern::v1::ModelConfig& model,
+                                                        const runtime::HfConfig& config) {
+  auto request = runtime::ParseWeightSchemeRequest(model.weight_scheme());
+  if (!request.ok()) return request.status();
+  return runtime::LlamaModel::Inspect(model.path(), config, *request);
 }
 
 bool HasTokenizer(const std::string& dir) {
@@ -90,7 +88,9 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   runner_options.block_size = model.kv_block_size() > 0 ? model.kv_block_size() : 16;
   runner_options.kv_cache_bytes = size_t(model.cpu_kv_cache_mib() > 0 ? model.cpu_kv_cache_mib() : 1024) << 20;
   runner_options.max_context_length = model.max_context_length();
-  runner_options.model.linear.scheme = model.weight_scheme().empty() ? "auto" : model.weight_scheme();
+  auto weight_scheme = runtime::ParseWeightSchemeRequest(model.weight_scheme());
+  if (!weight_scheme.ok()) return weight_scheme.status();
+  runner_options.model.weight_scheme = *weight_scheme;
   if (model.has_gpu_memory_fraction()) runner_options.gpu_memory_fraction = model.gpu_memory_fraction();
   // On the GPU the first prefill of a process is about 3x slower than the
   // rest (lazy module loading, cuBLAS heuristics, first allocations): pay it
@@ -138,8 +138,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     }
     auto hf_config = runtime::LoadHfConfig(model_config.path());
     if (!hf_config.ok()) return fail(hf_config.status());
-    auto parameters = CheckWeights(model_config.path(), *hf_config);
-    if (!parameters.ok()) return fail(parameters.status());
+    auto checkpoint = CheckWeights(model_config, *hf_config);
+    if (!checkpoint.ok()) return fail(checkpoint.status());
     std::unique_ptr<runtime::Tokenizer> tokenizer;
     if (HasTokenizer(model_config.path())) {
       auto loaded = runtime::Tokenizer::FromModelDirectory(model_config.path());
@@ -165,6 +165,11 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     served->hf_config = *hf_config;
     served->tokenizer = std::move(tokenizer);
     served->chat_template = std::move(chat_template);
+    if (served->tokenizer != nullptr) {
+      auto sot = MakeServedSot(config, model_config, served->tokenizer.get(), served->chat_template.get());
+      if (!sot.ok()) return fail(sot.status());
+      served->sot = std::move(*sot);
+    }
     scheduler::EngineOptions::FatalCallback engine_fatal;
     if (on_fatal) engine_fatal = [on_fatal, name](const absl::Status& status) { on_fatal(name, status); };
     auto engine = MakeEngine(config, model_config, *hf_config, name, *backend, served->tokenizer.get(),
@@ -185,11 +190,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     } else {
       info.set_dtype("float32");  // the CPU backend computes in fp32 whatever is stored
     }
-    const std::string& weights = model_config.weight_scheme();
-    info.set_weight_scheme(weights.empty() || weights == "auto"
-                               ? (info.dtype() == "bfloat16" ? "bf16"
-                                  : info.dtype() == "float16" ? "fp16" : "fp32")
-                               : weights);
+    info.set_weight_scheme(checkpoint->quantized ? checkpoint->weight_scheme
+                           : info.dtype() == "bfloat16"   ? "bf16"
+                           : info.dtype() == "float16"    ? "fp16"
+                                                          : "fp32");
     info.set_attention_scheme(model_config.attention_scheme().empty() ? "dense"
                                                                        : model_config.attention_scheme());
     info.set_kv_cache_dtype(model_config.kv_cache_dtype().empty() ? "auto" : model_config.kv_cache_dtype());
@@ -199,7 +203,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     }
     info.set_context_length(static_cast<int32_t>(std::min<int64_t>(context, INT32_MAX)));
     info.set_backend(*backend);
-    info.set_num_parameters(*parameters);
+    info.set_num_parameters(checkpoint->parameters);
     info.set_path(model_config.path());
     registry->models_[name] = std::move(served);
   }

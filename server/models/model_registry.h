@@ -18,6 +18,7 @@
 #include "runtime/chat/chat_template.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "scheduler/engine.h"
+#include "server/models/sot_setup.h"
 #include "tern/v1/config.pb.h"
 #include "tern/v1/models.pb.h"
 
@@ -31,6 +32,8 @@ struct ServedModel {
   std::unique_ptr<runtime::Tokenizer> tokenizer;
   // Null when the model directory has no chat template.
   std::unique_ptr<runtime::ChatTemplateConfig> chat_template;
+  // Skeleton-of-Thought settings; null for a model without a tokenizer.
+  std::unique_ptr<ServedSot> sot;
   // The continuous-batching engine that generates for this model.
   std::unique_ptr<scheduler::Engine> engine;
 };

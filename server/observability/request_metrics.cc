@@ -59,7 +59,27 @@ RequestMetrics::RequestMetrics(prometheus::Registry& registry)
       requests_(prometheus::BuildCounter()
                     .Name("tern_request_finished_total")
                     .Help("Finished generation requests by outcome (stop, length, abort, or error code).")
-                    .Register(registry)) {}
+                    .Register(registry)),
+      sot_requests_(prometheus::BuildCounter()
+                        .Name("tern_sot_requests_total")
+                        .Help("Skeleton-of-Thought and AUTO requests by what ran: sot, normal (routed), fallback.")
+                        .Register(registry)),
+      sot_points_(prometheus::BuildHistogram()
+                      .Name("tern_sot_points")
+                      .Help("Points expanded per Skeleton-of-Thought request.")
+                      .Register(registry)),
+      sot_skeleton_(prometheus::BuildHistogram()
+                        .Name("tern_sot_skeleton_seconds")
+                        .Help("Duration of the skeleton phase.")
+                        .Register(registry)),
+      sot_expansion_(prometheus::BuildHistogram()
+                         .Name("tern_sot_expansion_seconds")
+                         .Help("Duration of the parallel point expansion phase.")
+                         .Register(registry)),
+      sot_router_(prometheus::BuildHistogram()
+                      .Name("tern_sot_router_seconds")
+                      .Help("Time the SoT-R router took to decide (trained: CPU classifier; prompt: a model decode).")
+                      .Register(registry)) {}
 
 void RequestMetrics::ObserveTimeToFirstToken(const std::string& model, const std::string& tenant, double seconds) {
   ttft_.Add({{"model", model}, {"tenant", tenant}}, LatencyBuckets()).Observe(seconds);
@@ -86,6 +106,24 @@ void RequestMetrics::ObserveFinished(const std::string& model, const std::string
   if (completion_tokens > 1) tpot_.Add(labels, TokenLatencyBuckets()).Observe(time_per_output_token_seconds);
   output_length_.Add(labels, LengthBuckets()).Observe(completion_tokens);
   requests_.Add({{"model", model}, {"tenant", tenant}, {"outcome", outcome}}).Increment();
+}
+
+void RequestMetrics::ObserveSot(const std::string& model, const std::string& tenant, const std::string& decision,
+                                int points, double skeleton_seconds, double expansion_seconds,
+                                const std::string& router, double router_seconds) {
+  sot_requests_.Add({{"model", model}, {"tenant", tenant}, {"decision", decision}}).Increment();
+  const prometheus::Labels labels = {{"model", model}};
+  if (points > 0) {
+    static const auto* point_buckets = new prometheus::Histogram::BucketBoundaries{2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64};
+    sot_points_.Add(labels, *point_buckets).Observe(points);
+  }
+  if (skeleton_seconds >= 0) sot_skeleton_.Add(labels, LatencyBuckets()).Observe(skeleton_seconds);
+  if (expansion_seconds >= 0) sot_expansion_.Add(labels, LatencyBuckets()).Observe(expansion_seconds);
+  if (!router.empty() && router != "none") {
+    static const auto* router_buckets = new prometheus::Histogram::BucketBoundaries{
+        1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1};
+    sot_router_.Add({{"model", model}, {"router", router}}, *router_buckets).Observe(router_seconds);
+  }
 }
 
 }  // namespace tern::server

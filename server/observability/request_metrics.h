@@ -31,6 +31,13 @@ class RequestMetrics {
   // end) and prompt length. Negative times are not observed.
   void ObserveAdmission(const std::string& model, const std::string& tenant, double queue_seconds,
                         double prefill_seconds, double decode_seconds, int prompt_tokens);
+  // Of a Skeleton-of-Thought (or AUTO) request: `decision` is "sot" (points
+  // expanded), "normal" (routed to normal decoding) or "fallback" (the
+  // skeleton had fewer than two points); points and phase durations when
+  // SoT ran (negative: not observed); the router's latency when it was asked.
+  void ObserveSot(const std::string& model, const std::string& tenant, const std::string& decision, int points,
+                  double skeleton_seconds, double expansion_seconds, const std::string& router,
+                  double router_seconds);
 
  private:
   prometheus::Family<prometheus::Histogram>& ttft_;
@@ -43,6 +50,11 @@ class RequestMetrics {
   prometheus::Family<prometheus::Histogram>& prefill_;
   prometheus::Family<prometheus::Histogram>& decode_;
   prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& sot_requests_;
+  prometheus::Family<prometheus::Histogram>& sot_points_;
+  prometheus::Family<prometheus::Histogram>& sot_skeleton_;
+  prometheus::Family<prometheus::Histogram>& sot_expansion_;
+  prometheus::Family<prometheus::Histogram>& sot_router_;
 };
 
 }  // namespace tern::server

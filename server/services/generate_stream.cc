@@ -28,9 +28,46 @@ void SetLogprob(const runtime::Tokenizer* tokenizer, int32_t id, float logprob, 
 
 }  // namespace
 
+tern::v1::ChoicePart ToProto(scheduler::DeltaPart part) {
+  switch (part) {
+    case scheduler::DeltaPart::kSkeleton: return tern::v1::CHOICE_PART_SKELETON;
+    case scheduler::DeltaPart::kPoint: return tern::v1::CHOICE_PART_POINT;
+    case scheduler::DeltaPart::kAnswer: break;
+  }
+  return tern::v1::CHOICE_PART_ANSWER;
+}
+
 GenerateStreamState::GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode,
-                                         const runtime::Tokenizer* tokenizer, StreamObservation observation)
-    : request_id_(std::move(request_id)), mode_(mode), tokenizer_(tokenizer), observation_(std::move(observation)) {}
+                                         const runtime::Tokenizer* tokenizer, StreamObservation observation,
+                                         std::shared_ptr<const scheduler::SotOutcome> sot)
+    : request_id_(std::move(request_id)),
+      mode_(mode),
+      tokenizer_(tokenizer),
+      sot_(std::move(sot)),
+      observation_(std::move(observation)) {}
+
+void GenerateStreamState::FillSotReport(tern::v1::GenerateResponse* last) const {
+  const scheduler::SotOutcome& o = *sot_;
+  last->set_decoding_mode(o.used_sot ? tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT : tern::v1::DECODING_MODE_NORMAL);
+  tern::v1::SotReport* report = last->mutable_sot();
+  switch (o.decision) {
+    case scheduler::SotDecision::kNotRouted: report->set_router_decision(tern::v1::ROUTER_DECISION_NOT_ROUTED); break;
+    case scheduler::SotDecision::kSot: report->set_router_decision(tern::v1::ROUTER_DECISION_SKELETON_OF_THOUGHT); break;
+    case scheduler::SotDecision::kNormal: report->set_router_decision(tern::v1::ROUTER_DECISION_NORMAL); break;
+  }
+  report->set_router(o.router);
+  report->set_fell_back(o.fell_back);
+  report->set_skeleton(o.skeleton);
+  for (const auto& point : o.points) {
+    auto* p = report->add_points();
+    p->set_number(point.index);
+    p->set_text(point.text);
+  }
+  report->set_answer(o.answer);
+  report->set_router_seconds(absl::ToDoubleSeconds(o.router_time));
+  report->set_skeleton_seconds(absl::ToDoubleSeconds(o.skeleton_time));
+  report->set_expansion_seconds(absl::ToDoubleSeconds(o.expansion_time));
+}
 
 void GenerateStreamState::ObserveChunk(int tokens, const std::vector<scheduler::ChoiceDelta>& deltas) {
   for (const auto& delta : deltas) {
@@ -71,18 +108,27 @@ void GenerateStreamState::ObserveDone(const absl::Status& status, const schedule
   }
   observation_.metrics->ObserveFinished(observation_.model, observation_.tenant, e2e, tpot, usage.completion_tokens,
                                         outcome);
+  if (sot_ != nullptr && status.ok()) {
+    const scheduler::SotOutcome& o = *sot_;
+    const std::string decision = o.fell_back ? "fallback" : (o.used_sot ? "sot" : "normal");
+    observation_.metrics->ObserveSot(
+        observation_.model, observation_.tenant, decision, o.used_sot ? static_cast<int>(o.points.size()) : 0,
+        o.skeleton_time > absl::ZeroDuration() ? absl::ToDoubleSeconds(o.skeleton_time) : -1,
+        o.used_sot ? absl::ToDoubleSeconds(o.expansion_time) : -1, o.router, absl::ToDoubleSeconds(o.router_time));
+  }
 }
 
 void GenerateStreamState::OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) {
   tern::v1::GenerateResponse response;
   response.set_request_id(request_id_);
-  response.set_decoding_mode(mode_);
+  if (sot_ == nullptr) response.set_decoding_mode(mode_);  // SoT: known on the last message
   int tokens = 0;
   for (const auto& delta : deltas) tokens += int(delta.token_ids.size());
   ObserveChunk(tokens, deltas);
   for (const auto& delta : deltas) {
     auto* choice = response.add_choices();
     choice->set_index(delta.index);
+    choice->set_part(ToProto(delta.part));
     choice->set_text(delta.text);
     for (int32_t id : delta.token_ids) choice->add_token_ids(id);
     for (const auto& sampled : delta.logprobs) {
@@ -115,6 +161,7 @@ void GenerateStreamState::OnDone(const absl::Status& status, const scheduler::Re
     last.mutable_usage()->set_prompt_tokens(usage.prompt_tokens);
     last.mutable_usage()->set_completion_tokens(usage.completion_tokens);
     last.mutable_usage()->set_cached_prompt_tokens(usage.cached_prompt_tokens);
+    if (sot_ != nullptr) FillSotReport(&last);
     pending_.push_back(std::move(last));
   } else {
     pending_.clear();  // after an error only the status goes out
@@ -172,9 +219,11 @@ GenerateReactor::GenerateReactor(RpcScope scope, scheduler::Engine* engine, std:
 
 GenerateReactor* GenerateReactor::Start(RpcScope scope, scheduler::Engine* engine, scheduler::EngineRequest request,
                                         tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer,
-                                        StreamObservation observation) {
+                                        StreamObservation observation,
+                                        std::shared_ptr<const scheduler::SotOutcome> sot) {
   const std::string request_id = request.request_id;
-  auto state = std::make_shared<GenerateStreamState>(request_id, mode, tokenizer, std::move(observation));
+  auto state =
+      std::make_shared<GenerateStreamState>(request_id, mode, tokenizer, std::move(observation), std::move(sot));
   auto* reactor = new GenerateReactor(std::move(scope), engine, request_id, state);
   const absl::Status submitted = engine->Submit(std::move(request), state);
   if (!submitted.ok()) {

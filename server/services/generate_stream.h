@@ -20,6 +20,7 @@
 #include "grpcpp/support/server_callback.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "scheduler/engine.h"
+#include "scheduler/programs/sot_program.h"
 #include "server/observability/request_metrics.h"
 #include "server/services/rpc_scope.h"
 #include "tern/v1/llm.pb.h"
@@ -39,8 +40,10 @@ struct StreamObservation {
 // The engine's view of one streaming call.
 class GenerateStreamState final : public scheduler::RequestSink {
  public:
+  // `sot`: the outcome a Skeleton-of-Thought program writes (null for a
+  // plain request); read in OnDone for the last message and metrics.
   GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer,
-                      StreamObservation observation);
+                      StreamObservation observation, std::shared_ptr<const scheduler::SotOutcome> sot = nullptr);
 
   void OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) override;
   void OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) override;
@@ -56,10 +59,14 @@ class GenerateStreamState final : public scheduler::RequestSink {
   // Metrics of a chunk carrying `tokens` tokens, and of the request's end.
   void ObserveChunk(int tokens, const std::vector<scheduler::ChoiceDelta>& deltas);
   void ObserveDone(const absl::Status& status, const scheduler::RequestUsage& usage);
+  void FillSotReport(tern::v1::GenerateResponse* last) const;
 
   const std::string request_id_;
   const tern::v1::DecodingMode mode_;
   const runtime::Tokenizer* tokenizer_;  // borrowed, may be null
+  // Shared with the engine's program, which writes it on the engine thread
+  // before OnDone; read only in OnDone (same thread).
+  const std::shared_ptr<const scheduler::SotOutcome> sot_;
   // Touched only from the engine thread (OnDeltas, OnDone).
   StreamObservation observation_;
   std::optional<std::chrono::steady_clock::time_point> first_token_, last_token_;
@@ -80,7 +87,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<tern::v1::Generate
   // the call ends at once with that status.
   static GenerateReactor* Start(RpcScope scope, scheduler::Engine* engine, scheduler::EngineRequest request,
                                 tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer,
-                                StreamObservation observation);
+                                StreamObservation observation,
+                                std::shared_ptr<const scheduler::SotOutcome> sot = nullptr);
 
   void OnWriteDone(bool ok) override { state_->OnWriteDone(ok); }
   void OnCancel() override;

@@ -6,6 +6,7 @@
 #include "server/services/generate_stream.h"
 #include "server/services/request_conversion.h"
 #include "server/services/rpc_scope.h"
+#include "server/services/sot_call.h"
 
 namespace tern::server {
 namespace {
@@ -47,18 +48,24 @@ grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Generate(
   const std::string request_id = scope.AssignRequestId(request->request_id());
   const scheduler::Tenant* tenant = nullptr;
   const ServedModel* model = nullptr;
+  SotCall sot;
   absl::StatusOr<std::vector<int32_t>> prompt = [&]() -> absl::StatusOr<std::vector<int32_t>> {
     ASSIGN_OR_RETURN(model, Admit(scope, services_, request->model(), &tenant));
     RETURN_IF_ERROR(ValidateGenerateRequest(*request, services_.limits));
+    ASSIGN_OR_RETURN(sot, MakeSotCall(*model, request->decoding_mode(), request->sot(), request->sampling().n(),
+                                      request->prompt_case() == tern::v1::GenerateRequest::kText ? request->text() : "",
+                                      {}));
     return PromptTokens(*request, *model);
   }();
   if (!prompt.ok()) return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(prompt.status()));
-  const tern::v1::DecodingMode mode = tern::v1::DECODING_MODE_NORMAL;
-  return GenerateReactor::Start(std::move(scope), model->engine.get(),
-                                MakeEngineRequest(request_id, *tenant, request->priority(), std::move(*prompt),
-                                                  ToSamplingParams(request->sampling()), *context),
-                                mode, model->tokenizer.get(),
-                                {&services_.metrics->requests(), model->info.name(), tenant->name});
+  scheduler::EngineRequest engine_request = MakeEngineRequest(request_id, *tenant, request->priority(),
+                                                              std::move(*prompt), ToSamplingParams(request->sampling()),
+                                                              *context);
+  engine_request.program = std::move(sot.program);
+  return GenerateReactor::Start(std::move(scope), model->engine.get(), std::move(engine_request),
+                                tern::v1::DECODING_MODE_NORMAL, model->tokenizer.get(),
+                                {&services_.metrics->requests(), model->info.name(), tenant->name},
+                                std::move(sot.outcome));
 }
 
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Chat(
@@ -67,17 +74,30 @@ grpc::ServerWriteReactor<tern::v1::GenerateResponse>* LlmService::Chat(
   const std::string request_id = scope.AssignRequestId(request->request_id());
   const scheduler::Tenant* tenant = nullptr;
   const ServedModel* model = nullptr;
+  SotCall sot;
   absl::StatusOr<std::vector<int32_t>> prompt = [&]() -> absl::StatusOr<std::vector<int32_t>> {
     ASSIGN_OR_RETURN(model, Admit(scope, services_, request->model(), &tenant));
     RETURN_IF_ERROR(ValidateChatRequest(*request, services_.limits));
-    return ChatPromptTokens(*request, *model);
+    ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ChatPromptTokens(*request, *model));
+    // The question is the last message when it is the user's.
+    const tern::v1::ChatMessage& last = request->messages(request->messages_size() - 1);
+    std::vector<runtime::ChatMessage> history;
+    for (int i = 0; i + 1 < request->messages_size(); ++i) {
+      history.push_back({request->messages(i).role(), request->messages(i).content()});
+    }
+    ASSIGN_OR_RETURN(sot, MakeSotCall(*model, request->decoding_mode(), request->sot(), request->sampling().n(),
+                                      last.role() == "user" ? last.content() : "", std::move(history)));
+    return tokens;
   }();
   if (!prompt.ok()) return new FinishedWriter<tern::v1::GenerateResponse>(scope.Finish(prompt.status()));
-  return GenerateReactor::Start(std::move(scope), model->engine.get(),
-                                MakeEngineRequest(request_id, *tenant, request->priority(), std::move(*prompt),
-                                                  ToSamplingParams(request->sampling()), *context),
+  scheduler::EngineRequest engine_request = MakeEngineRequest(request_id, *tenant, request->priority(),
+                                                              std::move(*prompt), ToSamplingParams(request->sampling()),
+                                                              *context);
+  engine_request.program = std::move(sot.program);
+  return GenerateReactor::Start(std::move(scope), model->engine.get(), std::move(engine_request),
                                 tern::v1::DECODING_MODE_NORMAL, model->tokenizer.get(),
-                                {&services_.metrics->requests(), model->info.name(), tenant->name});
+                                {&services_.metrics->requests(), model->info.name(), tenant->name},
+                                std::move(sot.outcome));
 }
 
 grpc::ServerUnaryReactor* LlmService::Tokenize(grpc::CallbackServerContext* context,

@@ -48,6 +48,37 @@ absl::Status CheckDecodingMode(tern::v1::DecodingMode mode) {
   return absl::OkStatus();
 }
 
+// The Skeleton-of-Thought options against the decoding mode and the limits.
+absl::Status CheckSot(const tern::v1::SkeletonOfThought& sot, tern::v1::DecodingMode mode,
+                      const tern::v1::SamplingParams& sampling, const RequestLimits& limits) {
+  const bool wants_sot = mode == tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT || sot.outline_size() > 0;
+  if (mode == tern::v1::DECODING_MODE_NORMAL && (sot.outline_size() > 0 || sot.ordered() || sot.has_max_point_tokens())) {
+    return Invalid("sot", "is set but decoding_mode is NORMAL");
+  }
+  if (wants_sot && sampling.has_n() && sampling.n() > 1) {
+    return Invalid("sampling.n", absl::StrCat(sampling.n(), " choices; Skeleton-of-Thought decodes one answer (n = 1)"));
+  }
+  if (sot.outline_size() > limits.max_outline_points) {
+    return Invalid("sot.outline", absl::StrCat(sot.outline_size(), " points; the limit is ", limits.max_outline_points));
+  }
+  if (sot.outline_size() == 1) {
+    return Invalid("sot.outline", "has 1 point; Skeleton-of-Thought expands at least 2");
+  }
+  for (int i = 0; i < sot.outline_size(); ++i) {
+    const std::string& point = sot.outline(i);
+    const std::string field = absl::StrCat("sot.outline[", i, "]");
+    if (static_cast<int>(point.size()) > limits.max_outline_point_bytes) {
+      return Invalid(field, absl::StrCat("is ", point.size(), " bytes; the limit is ", limits.max_outline_point_bytes));
+    }
+    if (point.find_first_not_of(" \t\r") == std::string::npos) return Invalid(field, "is empty");
+    if (point.find('\n') != std::string::npos) return Invalid(field, "holds a line break; a point is one line");
+  }
+  if (sot.has_max_point_tokens() && (sot.max_point_tokens() < 1 || sot.max_point_tokens() > 4096)) {
+    return Invalid("sot.max_point_tokens", absl::StrCat(sot.max_point_tokens(), " is not in [1, 4096]"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 RequestLimits RequestLimits::FromConfig(const tern::v1::LimitsConfig& config) {
@@ -135,6 +166,11 @@ absl::Status ValidateGenerateRequest(const tern::v1::GenerateRequest& r, const R
   RETURN_IF_ERROR(ValidateSamplingParams(r.sampling(), limits));
   RETURN_IF_ERROR(CheckPriority(r.priority()));
   RETURN_IF_ERROR(CheckDecodingMode(r.decoding_mode()));
+  RETURN_IF_ERROR(CheckSot(r.sot(), r.decoding_mode(), r.sampling(), limits));
+  if (r.prompt_case() == tern::v1::GenerateRequest::kTokenIds &&
+      (r.decoding_mode() == tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT || r.sot().outline_size() > 0)) {
+    return Invalid("token_ids", "Skeleton-of-Thought needs the question as text");
+  }
   return CheckRequestId(r.request_id(), limits);
 }
 
@@ -161,6 +197,12 @@ absl::Status ValidateChatRequest(const tern::v1::ChatRequest& r, const RequestLi
   RETURN_IF_ERROR(ValidateSamplingParams(r.sampling(), limits));
   RETURN_IF_ERROR(CheckPriority(r.priority()));
   RETURN_IF_ERROR(CheckDecodingMode(r.decoding_mode()));
+  RETURN_IF_ERROR(CheckSot(r.sot(), r.decoding_mode(), r.sampling(), limits));
+  if ((r.decoding_mode() == tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT || r.sot().outline_size() > 0) &&
+      r.messages(r.messages_size() - 1).role() != "user") {
+    return Invalid(absl::StrCat("messages[", r.messages_size() - 1, "].role"),
+                   "Skeleton-of-Thought answers the last message, which must be a user message");
+  }
   return CheckRequestId(r.request_id(), limits);
 }
 

@@ -25,6 +25,8 @@ struct RequestLimits {
   int max_image_side = 4096;
   int max_image_steps = 1000;
   int max_image_batch = 16;
+  int max_outline_points = 64;
+  int max_outline_point_bytes = 1024;
 
   static RequestLimits FromConfig(const tern::v1::LimitsConfig& config);
 };

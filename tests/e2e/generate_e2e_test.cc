@@ -606,6 +606,61 @@ TEST(GenerateE2eTest, BadRequestsGetPreciseStatusWhileAnotherRequestStreams) {
        grpc::INVALID_ARGUMENT, "messages: is empty"},
       {"chat: model without a chat template", [&] { return chat(chat_request("user")); },
        grpc::FAILED_PRECONDITION, "chat template"},
+      {"sot: an empty outline point",
+       [&] { return with([](auto& r) { r.mutable_sot()->add_outline("a"); r.mutable_sot()->add_outline("  "); }); },
+       grpc::INVALID_ARGUMENT, "sot.outline[1]: is empty"},
+      {"sot: 1,000 outline points",
+       [&] {
+         return with([](auto& r) {
+           for (int i = 0; i < 1000; ++i) r.mutable_sot()->add_outline("point");
+         });
+       },
+       grpc::INVALID_ARGUMENT, "sot.outline: 1000 points; the limit is 64"},
+      {"sot: a 1 MB outline point",
+       [&] {
+         return with([&](auto& r) {
+           r.mutable_sot()->add_outline(ten_mib.substr(0, 1 << 20));
+           r.mutable_sot()->add_outline("b");
+         });
+       },
+       grpc::INVALID_ARGUMENT, "sot.outline[0]: is 1048576 bytes; the limit is 1024"},
+      {"sot: one outline point", [&] { return with([](auto& r) { r.mutable_sot()->add_outline("only"); }); },
+       grpc::INVALID_ARGUMENT, "has 1 point"},
+      {"sot: a point with a line break",
+       [&] { return with([](auto& r) { r.mutable_sot()->add_outline("a\nb"); r.mutable_sot()->add_outline("c"); }); },
+       grpc::INVALID_ARGUMENT, "sot.outline[0]: holds a line break"},
+      {"sot: n = 2",
+       [&] {
+         return with([](auto& r) {
+           r.set_decoding_mode(tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+           r.mutable_sampling()->set_n(2);
+         });
+       },
+       grpc::INVALID_ARGUMENT, "sampling.n: 2 choices"},
+      {"sot: token ids",
+       [&] {
+         return with([](auto& r) {
+           r.set_decoding_mode(tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+           r.mutable_token_ids()->add_ids(5);
+         });
+       },
+       grpc::INVALID_ARGUMENT, "needs the question as text"},
+      {"sot: options with NORMAL decoding",
+       [&] {
+         return with([](auto& r) {
+           r.set_decoding_mode(tern::v1::DECODING_MODE_NORMAL);
+           r.mutable_sot()->set_ordered(true);
+         });
+       },
+       grpc::INVALID_ARGUMENT, "decoding_mode is NORMAL"},
+      {"sot: max_point_tokens 0",
+       [&] {
+         return with([](auto& r) {
+           r.set_decoding_mode(tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+           r.mutable_sot()->set_max_point_tokens(0);
+         });
+       },
+       grpc::INVALID_ARGUMENT, "sot.max_point_tokens"},
   };
   ASSERT_GE(cases.size(), 15u);
 
@@ -641,6 +696,51 @@ TEST(GenerateE2eTest, BadRequestsGetPreciseStatusWhileAnotherRequestStreams) {
       RawServerStreamingCall(channel, "/tern.v1.Llm/Generate", valid.SerializeAsString(), auth, &messages);
   EXPECT_TRUE(raw_ok.ok()) << raw_ok.error_message();
   EXPECT_GE(messages, 2);
+  EXPECT_TRUE(WaitUntil([&] { return EngineIdle(daemon); }, seconds(1)));
+}
+
+TEST(GenerateE2eTest, SkeletonOfThoughtOutlineStreamsPointsAndReportsThem) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, kModel);
+  DaemonProcess daemon = StartOrDie({"--model", model});
+  auto stub = tern::v1::Llm::NewStub(Connect(daemon));
+  tern::v1::GenerateRequest request = Greedy("How do I brew tea?", 3 * 6);
+  request.set_decoding_mode(tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+  for (const char* point : {"Warm the pot", "Steep the leaves", "Serve it hot"}) request.mutable_sot()->add_outline(point);
+  request.mutable_sot()->set_max_point_tokens(6);
+
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto reader = stub->Generate(&context, request);
+  tern::v1::GenerateResponse response, last;
+  std::map<int, std::string> point_text;
+  std::map<int, int> point_tokens, finishes;
+  while (reader->Read(&response)) {
+    for (const auto& choice : response.choices()) {
+      EXPECT_EQ(choice.part(), tern::v1::CHOICE_PART_POINT);
+      point_text[choice.index()] += choice.text();
+      point_tokens[choice.index()] += choice.token_ids_size();
+      if (choice.finish_reason() != tern::v1::FINISH_REASON_UNSPECIFIED) ++finishes[choice.index()];
+    }
+    last = response;
+  }
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(point_text.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(point_tokens[i], 6) << "point " << i;
+    EXPECT_EQ(finishes[i], 1) << "point " << i;
+  }
+  EXPECT_EQ(point_text[1].rfind("2. Steep the leaves ", 0), 0u) << point_text[1];
+  EXPECT_EQ(last.decoding_mode(), tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+  ASSERT_EQ(last.sot().points_size(), 3);
+  EXPECT_EQ(last.sot().points(2).number(), 3);
+  EXPECT_EQ(last.sot().points(2).text(), "Serve it hot");
+  EXPECT_EQ(last.sot().router_decision(), tern::v1::ROUTER_DECISION_NOT_ROUTED);
+  EXPECT_EQ(last.sot().answer().rfind("1. Warm the pot ", 0), 0u) << last.sot().answer();
+  EXPECT_EQ(last.usage().completion_tokens(), 18);
+  EXPECT_EQ(ScrapeMetric(daemon, "tern_sot_requests_total{decision=\"sot\",model=\"tiny-llama\",tenant=\"default\"}"),
+            1.0);
   EXPECT_TRUE(WaitUntil([&] { return EngineIdle(daemon); }, seconds(1)));
 }
 

@@ -337,6 +337,22 @@ TEST(TerndBadInputTest, UnsupportedArchitecture) {
   ExpectCleanFailure({"--model", dir.path() + "/m"}, "GPT2LMHeadModel");
 }
 
+TEST(TerndBadInputTest, SkeletonOfThoughtSettingsThatCannotWork) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, "tiny");
+  const auto config = [&](const std::string& sot) {
+    return dir.Write("c.json", R"({"models": [{"path": ")" + model + R"(", "sot": )" + sot + "}]}");
+  };
+  ExpectCleanFailure({"--config", config(R"({"router": "magic"})")}, "sot.router \"magic\" is not one of");
+  ExpectCleanFailure({"--config", config(R"({"router": "trained"})")}, "neither sot.router_file");
+  ExpectCleanFailure({"--config", config(R"({"router": "trained", "routerFile": "/nonexistent/router.json"})")},
+                     "/nonexistent/router.json");
+  ExpectCleanFailure({"--config", config(R"({"maxPoints": 1})")}, "sot.max_points = 1 is not in [2, 64]");
+  ExpectCleanFailure({"--config", config(R"({"pointPrompt": "no placeholders"})")}, "point_user");
+  ExpectCleanFailure({"--model", model, "--sot-router-file", dir.Write("bad-router.json", "{\"version\": 99}")},
+                     "bad-router.json");
+}
+
 TEST(TerndBadInputTest, PortAlreadyInUse) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);

@@ -91,6 +91,19 @@ class CollectingSink final : public RequestSink {
   bool aborted_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// A copy of a plain request (one without a program), for submitting it again.
+EngineRequest Clone(const EngineRequest& r) {
+  EngineRequest c;
+  c.request_id = r.request_id;
+  c.tenant = r.tenant;
+  c.priority = r.priority;
+  c.prompt_token_ids = r.prompt_token_ids;
+  c.sampling = r.sampling;
+  c.arrival_time = r.arrival_time;
+  c.deadline = r.deadline;
+  return c;
+}
+
 EngineRequest Greedy(const std::string& id, std::vector<int32_t> prompt, int32_t max_tokens) {
   EngineRequest r;
   r.request_id = id;
@@ -205,14 +218,14 @@ TEST_F(EngineCpuTest, ChoicesOfOneRequestMatchSeparateSeededRequests) {
   r.sampling.seed = 1234;
   r.sampling.n = 3;
   auto sink = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(engine->Submit(Clone(r), sink).ok());
   ASSERT_TRUE(sink->WaitDone());
   ASSERT_TRUE(sink->status().ok());
   for (int32_t i = 0; i < 3; ++i) EXPECT_EQ(sink->tokens(i).size(), 7u);
   // Same seed, same request again: the same three choices.
   r.request_id = "n3-again";
   auto again = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(engine->Submit(r, again).ok());
+  ASSERT_TRUE(engine->Submit(Clone(r), again).ok());
   ASSERT_TRUE(again->WaitDone());
   for (int32_t i = 0; i < 3; ++i) EXPECT_EQ(again->tokens(i), sink->tokens(i));
   EXPECT_GT(again->usage().cached_prompt_tokens, 0);
@@ -293,7 +306,7 @@ TEST(EngineTextTest, TextDeltasAndStopStrings) {
   EngineRequest r = Greedy("stop", prompt, 40);
   r.sampling.stop = {stop};
   auto stopped = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(engine->Submit(r, stopped).ok());
+  ASSERT_TRUE(engine->Submit(Clone(r), stopped).ok());
   ASSERT_TRUE(stopped->WaitDone());
   ASSERT_TRUE(stopped->status().ok());
   EXPECT_EQ(stopped->text(), text.substr(0, text.find(stop)));
@@ -333,7 +346,7 @@ TEST(EngineTest, DeadlineGivesDeadlineExceeded) {
   EngineRequest r = Greedy("late", {1, 2, 3}, 200);
   r.deadline = absl::Now() + absl::Milliseconds(20);
   auto sink = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(engine->Submit(Clone(r), sink).ok());
   ASSERT_TRUE(sink->WaitDone());
   EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(sink->aborted());
@@ -342,7 +355,7 @@ TEST(EngineTest, DeadlineGivesDeadlineExceeded) {
   r.request_id = "past";
   r.deadline = absl::Now() - absl::Seconds(1);
   auto past = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(engine->Submit(r, past).ok());
+  ASSERT_TRUE(engine->Submit(Clone(r), past).ok());
   ASSERT_TRUE(past->WaitDone());
   EXPECT_EQ(past->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(past->tokens().empty());
@@ -529,7 +542,7 @@ TEST(EngineTest, CancelAndDeadlineInOneIterationFinishOnce) {
   EngineRequest r = Greedy("both", {1, 2, 3}, 50);
   r.deadline = absl::Now() + absl::Milliseconds(20);
   auto sink = std::make_shared<CollectingSink>();
-  ASSERT_TRUE((*engine)->Submit(r, sink).ok());
+  ASSERT_TRUE((*engine)->Submit(Clone(r), sink).ok());
   gate->WaitEntered();  // admitted, its first step blocked
   absl::SleepFor(r.deadline - absl::Now() + absl::Milliseconds(1));  // until the deadline has passed
   (*engine)->Cancel("both");
@@ -593,7 +606,7 @@ TEST(EngineTest, PerTenantQueueLimit) {
     EngineRequest r = Greedy(id, {1, 2}, 2);
     r.tenant = t;
     sinks.push_back(std::make_shared<CollectingSink>());
-    return (*engine)->Submit(r, sinks.back());
+    return (*engine)->Submit(Clone(r), sinks.back());
   };
   ASSERT_TRUE(submit("a0", &a).ok());
   gate->WaitEntered();
@@ -618,14 +631,14 @@ TEST(EngineTest, ValidatesRequests) {
   EXPECT_EQ(engine->Submit(Greedy("nosink", {1}, 2), nullptr).code(), absl::StatusCode::kInvalidArgument);
   EngineRequest many = Greedy("many", {1}, 2);
   many.sampling.n = 300;  // more than max_num_seqs (256)
-  EXPECT_EQ(engine->Submit(many, sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(std::move(many), sink).code(), absl::StatusCode::kInvalidArgument);
   EngineRequest bad = Greedy("temp", {1}, 2);
   bad.sampling.temperature = -1;
-  EXPECT_EQ(engine->Submit(bad, sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(std::move(bad), sink).code(), absl::StatusCode::kInvalidArgument);
   // max_tokens unset: the rest of what fits (here the KV cache: 256 + 1 - 10).
   EngineRequest open = Greedy("open", std::vector<int32_t>(10, 1), 1);
   open.sampling.max_tokens.reset();
-  ASSERT_TRUE(engine->Submit(open, sink).ok());
+  ASSERT_TRUE(engine->Submit(std::move(open), sink).ok());
   ASSERT_TRUE(sink->WaitDone());
   EXPECT_TRUE(sink->status().ok());
   EXPECT_EQ(sink->tokens().size(), 247u);

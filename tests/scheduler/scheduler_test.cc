@@ -69,6 +69,23 @@ class Driver {
     return g;
   }
 
+  // A group whose sequences are `prefix` + each suffix (branch i, stream i).
+  SequenceGroup* AddGang(const std::string& id, std::vector<int32_t> prefix,
+                         std::vector<std::vector<int32_t>> suffixes, int32_t max_tokens,
+                         const Tenant* tenant = nullptr) {
+    SequenceGroup::Options o;
+    o.request_id = id;
+    o.tenant = tenant != nullptr ? tenant : &default_tenant_;
+    o.sampling.temperature = 0;
+    o.sampling.max_tokens = max_tokens;
+    o.arrival_time = absl::UnixEpoch() + absl::Seconds(next_arrival_++);
+    std::vector<BranchSpec> branches;
+    for (size_t i = 0; i < suffixes.size(); ++i) branches.push_back({int32_t(i), suffixes[i], o.sampling});
+    SequenceGroup* g = scheduler_->AddGroup(std::move(o), std::move(prefix), std::move(branches), /*seed=*/1);
+    seq0_of_[g->sequences()[0]->seq_id()] = id;
+    return g;
+  }
+
   // Runs one step; returns what ran.
   const RecordedStep& Step() {
     const ScheduleOutput& out = scheduler_->Schedule();
@@ -506,6 +523,89 @@ TEST(SchedulerTest, ApplyRejectsAResultThatDoesNotMatchThePlan) {
   ASSERT_EQ(again.plan.sequences.size(), 1u);
   EXPECT_EQ(again.plan.sequences[0].num_computed_tokens, 0);
   d.scheduler().DiscardStep();
+}
+
+}  // namespace
+}  // namespace tern::scheduler
+
+namespace tern::scheduler {
+namespace {
+
+std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(SchedulerGangTest, PointsShareThePrefixBlocksOnce) {
+  Driver d(64, 4, Options(16, 256));
+  const std::vector<int32_t> prefix = Prompt(10);  // 2 full blocks + 2 tokens
+  const std::vector<std::vector<int32_t>> suffixes = {Prompt(3, 100), Prompt(3, 200), Prompt(3, 300)};
+  d.AddGang("sot", prefix, suffixes, 4);
+  // Step 1: the carrier computes the prefix alone.
+  const RecordedStep& first = d.Step();
+  ASSERT_EQ(first.sequences.size(), 1u);
+  EXPECT_EQ(first.sequences[0].token_ids.size(), 10u);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 3);
+  // Step 2: every point computes only its own suffix.
+  const RecordedStep& second = d.Step();
+  ASSERT_EQ(second.sequences.size(), 3u);
+  for (const auto& s : second.sequences) EXPECT_EQ(s.token_ids.size(), 3u);
+  // 2 shared full blocks; per point its copy of the partial block and one new block.
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 2 + 3 + 3);
+  d.RunUntilIdle();
+  for (int32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(d.Output("sot", i), Reference(Concat(prefix, suffixes[i]), 4, i)) << "point " << i;
+  }
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(SchedulerGangTest, AGangWaitsUntilAllItsPromptsFit) {
+  // 8 blocks of 4: "long" holds 5 (17 positions); the gang needs 2 shared + 2 x 2 = 6 more.
+  Driver d(8, 4, Options(16, 256, /*caching=*/false));
+  d.Add("long", Prompt(17, 500), 3);
+  d.Step();
+  d.AddGang("gang", Prompt(8), {Prompt(5, 100), Prompt(5, 200)}, 2);
+  // While "long" runs, the gang is not admitted (its carrier alone would fit).
+  while (!d.finished_at().contains("long")) {
+    const RecordedStep& step = d.Step();
+    for (const auto& s : step.sequences) EXPECT_EQ(d.RequestOf(s.seq_id), "long");
+  }
+  d.RunUntilIdle();
+  EXPECT_TRUE(d.preempted().empty());
+  EXPECT_EQ(d.Output("gang", 0), Reference(Concat(Prompt(8), Prompt(5, 100)), 2, 0));
+  EXPECT_EQ(d.Output("gang", 1), Reference(Concat(Prompt(8), Prompt(5, 200)), 2, 1));
+}
+
+TEST(SchedulerGangTest, AGangIsPreemptedWholeAndResumesIntact) {
+  // A high-priority request arrives and grows while a gang decodes: the gang
+  // is the victim, all its points at once, and recomputes its prefix once.
+  // 16 blocks of 4: the gang grows to 2 + 3 x 4 = 14 blocks, the vip to 7.
+  Driver d(16, 4, Options(16, 256, /*caching=*/false));
+  SequenceGroup* gang = d.AddGang("gang", Prompt(8), {Prompt(2, 100), Prompt(2, 200), Prompt(2, 300)}, 12);
+  d.Step();
+  d.Step();
+  d.Add("vip", Prompt(15, 700), 12, nullptr, /*priority=*/10);
+  d.RunUntilIdle();
+  ASSERT_FALSE(d.preempted().empty());
+  // Every preemption took all three points together.
+  std::map<int64_t, int> times;
+  for (int64_t id : d.preempted()) ++times[id];
+  ASSERT_EQ(times.size(), 3u) << "only part of the gang was preempted";
+  EXPECT_EQ(times.begin()->second, std::prev(times.end())->second);
+  (void)gang;
+  for (int32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(d.Output("gang", i), Reference(Concat(Prompt(8), Prompt(2, 100 * (i + 1))), 12, i)) << "point " << i;
+  }
+  EXPECT_EQ(d.Output("vip"), Reference(Prompt(15, 700), 12));
+}
+
+TEST(SchedulerGangTest, TheTenantIsChargedForEveryPointToken) {
+  Driver d(64, 4, Options(16, 256));
+  const Tenant acme = MakeTenant("acme");
+  d.AddGang("sot", Prompt(10), {Prompt(3, 100), Prompt(3, 200)}, 5, &acme);
+  d.RunUntilIdle();
+  // Prefix once (10), each suffix (3 + 3), and each point's fed-back outputs (4 + 4).
+  EXPECT_EQ(d.scheduler().tenant_queues().Find("acme")->tokens_served, 10 + 6 + 8);
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ TEST(SequenceTextTest, SpecialTokensAreDroppedUnlessAskedFor) {
     options.request_id = "r";
     options.tenant = &tenant;
     options.sampling.skip_special_tokens = skip;
-    SequenceGroup group(options, 0, 1);
+    SequenceGroup group(options, 0, 1, /*shared_prefix_len=*/0);
     Sequence seq(1, 0, &group, tok.Encode("Say", true), 1, group.sampling(), eos, &tok);
     for (int32_t id : output) {
       runtime::SampledToken token;
@@ -63,7 +63,7 @@ TEST(SequenceSamplingTest, OutputCountsAreTrackedOnlyForPenalties) {
     options.tenant = &tenant;
     options.sampling.temperature = 0.0f;
     if (penalized) options.sampling.frequency_penalty = 0.3f;
-    SequenceGroup group(options, 0, 1);
+    SequenceGroup group(options, 0, 1, /*shared_prefix_len=*/0);
     Sequence seq(1, 0, &group, {5, 6, 7}, 1, group.sampling(), eos, nullptr);
     for (int32_t id : {9, 9, 11}) {
       runtime::SampledToken token;

@@ -1,6 +1,7 @@
 #include "server/validation/request_validation.h"
 
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "gtest/gtest.h"
@@ -39,8 +40,61 @@ TEST(RequestValidationTest, AcceptsMinimalAndFullRequests) {
   s->set_n(4);
   s->set_logprobs(5);
   request.set_priority(-100);
-  request.set_decoding_mode(tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+  request.set_decoding_mode(tern::v1::DECODING_MODE_AUTO);
   EXPECT_TRUE(ValidateGenerateRequest(request, RequestLimits{}).ok());
+  // Skeleton-of-Thought with its options (one answer: n = 1).
+  s->set_n(1);
+  request.set_decoding_mode(tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+  request.mutable_sot()->add_outline("First point");
+  request.mutable_sot()->add_outline("Second point");
+  request.mutable_sot()->set_ordered(true);
+  request.mutable_sot()->set_max_point_tokens(4096);
+  EXPECT_TRUE(ValidateGenerateRequest(request, RequestLimits{}).ok());
+}
+
+void ExpectInvalidStatus(const absl::Status& status, const std::string& field) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field;
+  EXPECT_NE(status.message().find(field), std::string::npos) << status.message();
+}
+
+TEST(RequestValidationTest, RejectsSkeletonOfThoughtOptionsThatCannotWork) {
+  const auto sot = [](tern::v1::DecodingMode mode, const std::function<void(tern::v1::GenerateRequest&)>& change) {
+    auto request = ValidRequest();
+    request.set_decoding_mode(mode);
+    change(request);
+    return ValidateGenerateRequest(request, RequestLimits{});
+  };
+  const auto kSot = tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT;
+  ExpectInvalidStatus(sot(kSot, [](auto& r) { r.mutable_sampling()->set_n(2); }), "sampling.n");
+  ExpectInvalidStatus(sot(tern::v1::DECODING_MODE_NORMAL, [](auto& r) { r.mutable_sot()->add_outline("a"); }), "sot");
+  ExpectInvalidStatus(sot(kSot, [](auto& r) { r.mutable_sot()->add_outline("only one"); }), "sot.outline");
+  ExpectInvalidStatus(sot(kSot,
+                    [](auto& r) {
+                      for (int i = 0; i < 65; ++i) r.mutable_sot()->add_outline("p");
+                    }),
+                "sot.outline");
+  ExpectInvalidStatus(sot(kSot,
+                    [](auto& r) {
+                      r.mutable_sot()->add_outline(std::string(1025, 'x'));
+                      r.mutable_sot()->add_outline("b");
+                    }),
+                "sot.outline[0]");
+  ExpectInvalidStatus(sot(kSot,
+                    [](auto& r) {
+                      r.mutable_sot()->add_outline("a");
+                      r.mutable_sot()->add_outline(" \t ");
+                    }),
+                "sot.outline[1]");
+  ExpectInvalidStatus(sot(kSot, [](auto& r) { r.mutable_sot()->set_max_point_tokens(4097); }), "sot.max_point_tokens");
+  ExpectInvalidStatus(sot(kSot, [](auto& r) { r.mutable_token_ids()->add_ids(3); }), "token_ids");
+  // AUTO with an outline means SoT: the same rules.
+  ExpectInvalidStatus(sot(tern::v1::DECODING_MODE_AUTO,
+                    [](auto& r) {
+                      r.mutable_sot()->add_outline("a");
+                      r.mutable_sot()->add_outline("b");
+                      r.mutable_sampling()->set_n(3);
+                    }),
+                "sampling.n");
 }
 
 TEST(RequestValidationTest, RejectsOutOfRangeSamplingWithoutClamping) {

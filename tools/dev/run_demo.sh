@@ -13,6 +13,9 @@ model="$root/models/tern-demo-llm"
 
 echo "ternd: gRPC on :$grpc_port, HTTP on :$http_port (metrics /metrics, health /healthz /readyz)"
 echo "try:   $build/bin/tern generate -m tern-demo-llm \"The history of\""
+echo "       $build/bin/tern generate -m tern-demo-llm --mode sot \"How do I make good coffee?\""
 # --backend auto: CUDA when this build has it and a GPU is visible, else CPU.
+# The trained SoT-R router (models/sot-router) decides DECODING_MODE_AUTO requests.
 exec "$root/$build/bin/ternd" --model "$model" --backend auto \
+  --sot-router-file "$root/models/sot-router/router.json" \
   --grpc-port "$grpc_port" --http-port "$http_port"
