@@ -19,7 +19,20 @@ Tensor Tensor::Rows(int64_t begin, int64_t count) const {
   Tensor t = *this;
   t.data = static_cast<uint8_t*>(data) + begin * stride * int64_t(DTypeSize(dtype));
   t.rows = count;
+  if (row_scales != nullptr) t.row_scales = row_scales + begin;
   return t;
+}
+
+absl::Status Backend::SupportsWeightScheme(const LinearScheme& scheme) const {
+  if (scheme.scheme == WeightScheme::kDense) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat("the ", name(), " backend cannot run ", scheme.ToString(),
+                                               " weights yet; serve the model on the cpu backend or with a dense "
+                                               "checkpoint and weight_scheme \"auto\""));
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareQuantizedLinear(const QuantizedLinear& weight) {
+  RETURN_IF_ERROR(SupportsWeightScheme(weight.scheme));
+  return absl::UnimplementedError(absl::StrCat("the ", name(), " backend has no ", weight.scheme.ToString(), " linear"));
 }
 
 bool ForwardBatch::IsDecodeOnly() const {

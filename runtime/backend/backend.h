@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/model/dtype.h"
+#include "runtime/model/quantized_weight.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/sampling/sampling_params.h"
@@ -37,14 +38,19 @@
 namespace tern::runtime {
 
 // A borrowed 2-D view of backend memory: rows x cols, row stride `stride`.
+// Activations are in the backend's compute dtype, or quantized: dtype kI8 or
+// kF8E4M3 with one fp32 scale per row (row r holds values q * row_scales[r],
+// as kernels/gemm/quant_gemm.h quantizes them), which an op that fuses the
+// activation quantization of a W8A8 linear layer writes beside the data.
 struct Tensor {
   void* data = nullptr;
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t stride = 0;  // elements between rows; >= cols
+  float* row_scales = nullptr;  // [rows] for quantized dtypes, else null
 
-  // Columns [begin, begin + count) of every row, same rows.
+  // Columns [begin, begin + count) of every row, same rows (and row scales).
   Tensor Columns(int64_t begin, int64_t count) const;
   // Rows [begin, begin + count).
   Tensor Rows(int64_t begin, int64_t count) const;
@@ -58,19 +64,14 @@ class DeviceWeight {
 };
 
 // A linear layer y = x W^T (+ b), W stored [out_features, in_features] in
-// whatever scheme the backend prepared it in.
+// its weight scheme (runtime/model/quantized_weight.h): dense in the compute
+// dtype, or quantized as the backend's kernels want it.
 class LinearWeight {
  public:
   virtual ~LinearWeight() = default;
   virtual int64_t out_features() const = 0;
   virtual int64_t in_features() const = 0;
-};
-
-// Options for preparing a linear layer.
-struct LinearOptions {
-  // "auto" keeps the stored precision (converted to the compute dtype);
-  // quantized schemes (w8a16, w4a16, w8a8) are offered by backends that have them.
-  std::string scheme = "auto";
+  virtual LinearScheme scheme() const { return {}; }
 };
 
 struct KvCacheSpec {
@@ -153,15 +154,21 @@ class Backend {
   virtual absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) = 0;
   // A table that stays fp32 whatever the compute dtype (RoPE frequencies).
   virtual absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadFp32Table(const std::vector<float>& values) = 0;
-  // bias may be null.
+  // A dense linear layer from a float tensor [out, in]; bias may be null.
   virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight,
-                                                                      const TensorView* bias,
-                                                                      const LinearOptions& options) = 0;
+                                                                      const TensorView* bias) = 0;
   // Same as PrepareLinear on the rows-concatenation of `weights` (fused QKV,
   // fused gate/up); biases are concatenated likewise (all or none).
   virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(
-      const std::vector<TensorView>& weights, const std::vector<TensorView>& biases,
-      const LinearOptions& options) = 0;
+      const std::vector<TensorView>& weights, const std::vector<TensorView>& biases) = 0;
+  // OK when this backend runs linear layers of `scheme`, else UNIMPLEMENTED
+  // saying so. A model asks for every scheme it needs before it uploads
+  // anything, so an unsupported scheme fails the load at once. The default
+  // runs dense layers only.
+  virtual absl::Status SupportsWeightScheme(const LinearScheme& scheme) const;
+  // A quantized linear layer (fused parts already concatenated), repacked as
+  // the backend's kernels want it. The default is UNIMPLEMENTED.
+  virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareQuantizedLinear(const QuantizedLinear& weight);
   virtual absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) = 0;
   // Bytes of KV cache one block costs across all layers, for sizing.
   virtual size_t KvBlockBytes(const KvCacheSpec& spec) const = 0;
@@ -181,7 +188,8 @@ class Backend {
   // out[t] = table[token_ids[t]] for the step's tokens.
   virtual void Embed(const DeviceWeight& table, Tensor out) = 0;
   virtual void RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor out) = 0;
-  // out = x W^T + b.
+  // out = x W^T + b. x is in the compute dtype, or (W8A8 layers) already
+  // quantized with row scales.
   virtual void Linear(Tensor x, const LinearWeight& weight, Tensor out) = 0;
   // Rotates q and k in place at the step's positions; inv_freq [head_dim / 2]
   // from UploadFp32Table.

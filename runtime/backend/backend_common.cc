@@ -11,11 +11,7 @@ namespace tern::runtime {
 bool IsFloatDType(DType dtype) { return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16; }
 
 absl::StatusOr<FusedLinearShape> CheckFusedLinear(const std::vector<TensorView>& weights,
-                                                  const std::vector<TensorView>& biases, const std::string& scheme,
-                                                  const std::string& backend) {
-  if (scheme != "auto") {
-    return absl::UnimplementedError(absl::StrCat("the ", backend, " backend has no weight scheme \"", scheme, "\""));
-  }
+                                                  const std::vector<TensorView>& biases) {
   if (weights.empty()) return absl::InvalidArgumentError("fused linear of no weights");
   if (!biases.empty() && biases.size() != weights.size()) {
     return absl::InvalidArgumentError("fused linear: biases must be given for all parts or none");

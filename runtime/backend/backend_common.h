@@ -18,12 +18,10 @@ struct FusedLinearShape {
   int64_t in_features = 0;
 };
 
-// Checks that `weights` are 2-D float tensors sharing in_features, that
-// `biases` are given for all parts or none and match their parts, and that
-// `scheme` is one the backend (named `backend`) offers ("auto" only, for now).
+// Checks that `weights` are 2-D float tensors sharing in_features and that
+// `biases` are given for all parts or none and match their parts.
 absl::StatusOr<FusedLinearShape> CheckFusedLinear(const std::vector<TensorView>& weights,
-                                                  const std::vector<TensorView>& biases, const std::string& scheme,
-                                                  const std::string& backend);
+                                                  const std::vector<TensorView>& biases);
 
 // True for F32, F16 and BF16.
 bool IsFloatDType(DType dtype);

@@ -11,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/activation/silu_mul.h"
 #include "kernels/attention/paged_attention.h"
+#include "kernels/common/float8.h"
+#include "kernels/gemm/quant_gemm.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
 #include "runtime/backend/backend_common.h"
@@ -29,21 +31,6 @@ class CpuWeight final : public DeviceWeight {
  private:
   std::vector<int64_t> shape_;
   std::vector<float> values_;
-};
-
-class CpuLinear final : public LinearWeight {
- public:
-  CpuLinear(int64_t out, int64_t in, std::vector<float> weight, std::vector<float> bias)
-      : out_(out), in_(in), weight_(std::move(weight)), bias_(std::move(bias)) {}
-  int64_t out_features() const override { return out_; }
-  int64_t in_features() const override { return in_; }
-  const float* weight() const { return weight_.data(); }
-  const std::vector<float>& bias() const { return bias_; }
-
- private:
-  int64_t out_, in_;
-  std::vector<float> weight_;  // [out, in]
-  std::vector<float> bias_;    // [out] or empty
 };
 
 class CpuKvCache final : public KvCache {
@@ -117,6 +104,113 @@ void Gemm(Tensor x, const float* w, int64_t out_features, int64_t in_features, c
   }
 }
 
+// A linear layer on the CPU. Apply borrows the backend's working memory.
+class CpuLinear : public LinearWeight {
+ public:
+  CpuLinear(int64_t out, int64_t in, LinearScheme scheme, std::vector<float> bias)
+      : out_(out), in_(in), scheme_(scheme), bias_(std::move(bias)) {}
+  int64_t out_features() const override { return out_; }
+  int64_t in_features() const override { return in_; }
+  LinearScheme scheme() const override { return scheme_; }
+  // y = x W^T + b.
+  virtual void Apply(Tensor x, Tensor y, CpuLinearScratch& scratch) const = 0;
+
+ protected:
+  int64_t out_, in_;
+  LinearScheme scheme_;
+  std::vector<float> bias_;  // [out] or empty
+};
+
+// fp32 weights: dense layers, and weight-only layers dequantized once (the
+// reference of W8A16/W4A16 is a GEMM over the dequantized weight).
+class CpuFloatLinear final : public CpuLinear {
+ public:
+  CpuFloatLinear(int64_t out, int64_t in, LinearScheme scheme, std::vector<float> weight, std::vector<float> bias)
+      : CpuLinear(out, in, scheme, std::move(bias)), weight_(std::move(weight)) {}
+  void Apply(Tensor x, Tensor y, CpuLinearScratch&) const override {
+    CHECK(x.dtype == DType::kF32) << "a " << scheme_.ToString() << " linear takes fp32 activations";
+    Gemm(x, weight_.data(), out_, in_, bias_, y);
+  }
+
+ private:
+  std::vector<float> weight_;  // [out, in]
+};
+
+// W8A8: activations quantized per row (or given quantized), products of the
+// quantized values, scales in the epilogue (kernels/gemm/quant_gemm.h).
+class CpuW8A8Linear final : public CpuLinear {
+ public:
+  explicit CpuW8A8Linear(const QuantizedLinear& q)
+      : CpuLinear(q.out_features, q.in_features, q.scheme, q.bias),
+        type_(q.scheme.scheme == WeightScheme::kW8A8Fp8 ? kernels::ActivationQuant::kFp8E4M3
+                                                        : kernels::ActivationQuant::kInt8),
+        weight_(q.weight.size()),
+        w_scales_(q.scales),
+        input_scale_(q.input_scale),
+        smoothing_(q.input_smoothing) {
+    for (size_t i = 0; i < weight_.size(); ++i) weight_[i] = Decode(q.weight[i]);
+  }
+
+  void Apply(Tensor x, Tensor y, CpuLinearScratch& s) const override {
+    CHECK_EQ(x.cols, in_);
+    CHECK_EQ(y.cols, out_);
+    CHECK_EQ(x.rows, y.rows);
+    const int64_t rows = x.rows;
+    if (rows == 0) return;
+    // The quantized activations as fp32 values (exact) and their row scales.
+    s.xf.resize(size_t(rows * in_));
+    s.row_scales.resize(size_t(rows));
+    if (x.dtype == DType::kF32) {
+      s.q.resize(size_t(rows * in_));
+      kernels::ActivationQuantParams p{type_, rows, in_, x.stride, input_scale_,
+                                       smoothing_.empty() ? nullptr : smoothing_.data()};
+      kernels::QuantizeActivationsReference(p, F(x), s.q.data(), s.row_scales.data());
+      for (size_t i = 0; i < s.q.size(); ++i) s.xf[i] = Decode(s.q[i]);
+    } else {
+      CHECK(x.dtype == (type_ == kernels::ActivationQuant::kInt8 ? DType::kI8 : DType::kF8E4M3))
+          << "a " << scheme_.ToString() << " linear was given " << DTypeSafetensorsName(x.dtype) << " activations";
+      CHECK(x.row_scales != nullptr) << "quantized activations without row scales";
+      const auto* q = static_cast<const uint8_t*>(x.data);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t i = 0; i < in_; ++i) s.xf[r * in_ + i] = Decode(q[r * x.stride + i]);
+        s.row_scales[r] = x.row_scales[r];
+      }
+    }
+    // acc[r, n] = sum_i xq[r, i] * wq[n, i]. fp32 products of these values
+    // are exact; INT8 partial sums over at most kExactBlock inputs are
+    // integers below 2^24, exact in fp32 in any order, and are added in
+    // double, so the INT8 sums are the integers a kernel's int32 sums are.
+    s.acc.assign(size_t(rows * out_), 0.0);
+    s.partial.resize(size_t(rows * out_));
+    const int64_t block = type_ == kernels::ActivationQuant::kInt8 ? kExactBlock : in_;
+    for (int64_t k0 = 0; k0 < in_; k0 += block) {
+      const int64_t k = std::min(block, in_ - k0);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(out_), int(k), 1.0f, s.xf.data() + k0,
+                  int(in_), weight_.data() + k0, int(in_), 0.0f, s.partial.data(), int(out_));
+      for (size_t i = 0; i < s.acc.size(); ++i) s.acc[i] += s.partial[i];
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      float* out = F(y) + r * y.stride;
+      for (int64_t n = 0; n < out_; ++n) {
+        out[n] = kernels::W8A8Epilogue(float(s.acc[r * out_ + n]), s.row_scales[r], w_scales_[n],
+                                       bias_.empty() ? 0.0f : bias_[n]);
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kExactBlock = 1024;  // 1024 * 128 * 128 = 2^24
+  float Decode(uint8_t b) const {
+    return type_ == kernels::ActivationQuant::kInt8 ? float(int8_t(b)) : kernels::Fp8E4M3ToFloat(b);
+  }
+
+  kernels::ActivationQuant type_;
+  std::vector<float> weight_;    // [out, in] the int8 / e4m3 values as fp32
+  std::vector<float> w_scales_;  // [out]
+  float input_scale_;            // 0: dynamic
+  std::vector<float> smoothing_;  // [in] or empty
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::UploadWeight(const TensorView& tensor) {
@@ -132,16 +226,15 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> CpuBackend::UploadFp32Table(const 
 }
 
 absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareLinear(const TensorView& weight,
-                                                                        const TensorView* bias,
-                                                                        const LinearOptions& options) {
+                                                                        const TensorView* bias) {
   std::vector<TensorView> biases;
   if (bias != nullptr) biases.push_back(*bias);
-  return PrepareFusedLinear({weight}, biases, options);
+  return PrepareFusedLinear({weight}, biases);
 }
 
-absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareFusedLinear(
-    const std::vector<TensorView>& weights, const std::vector<TensorView>& biases, const LinearOptions& options) {
-  auto shape = CheckFusedLinear(weights, biases, options.scheme, "cpu");
+absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareFusedLinear(const std::vector<TensorView>& weights,
+                                                                            const std::vector<TensorView>& biases) {
+  auto shape = CheckFusedLinear(weights, biases);
   if (!shape.ok()) return shape.status();
   std::vector<float> w, b;
   for (size_t i = 0; i < weights.size(); ++i) {
@@ -153,7 +246,18 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareFusedLinear(
     }
   }
   return std::unique_ptr<LinearWeight>(
-      new CpuLinear(shape->out_features, shape->in_features, std::move(w), std::move(b)));
+      new CpuFloatLinear(shape->out_features, shape->in_features, LinearScheme{}, std::move(w), std::move(b)));
+}
+
+absl::Status CpuBackend::SupportsWeightScheme(const LinearScheme&) const { return absl::OkStatus(); }
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareQuantizedLinear(const QuantizedLinear& weight) {
+  if (auto status = ValidateQuantizedLinear(weight, "quantized linear"); !status.ok()) return status;
+  if (IsWeightOnly(weight.scheme.scheme)) {
+    return std::unique_ptr<LinearWeight>(new CpuFloatLinear(weight.out_features, weight.in_features, weight.scheme,
+                                                            DequantizeLinear(weight), weight.bias));
+  }
+  return std::unique_ptr<LinearWeight>(new CpuW8A8Linear(weight));
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
@@ -198,8 +302,7 @@ void CpuBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tensor
 }
 
 void CpuBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
-  const auto& w = static_cast<const CpuLinear&>(weight);
-  Gemm(x, w.weight(), w.out_features(), w.in_features(), w.bias(), out);
+  static_cast<const CpuLinear&>(weight).Apply(x, out, linear_scratch_);
 }
 
 void CpuBackend::Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) {
@@ -291,10 +394,10 @@ void CpuBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& expert
     Tensor gate_up{moe_gate_up_.data(), DType::kF32, n, 2 * inter, 2 * inter};
     Tensor act{moe_act_.data(), DType::kF32, n, inter, inter};
     Tensor expert_out{moe_out_.data(), DType::kF32, n, hidden, hidden};
-    Gemm(in, gate.weight(), inter, hidden, gate.bias(), gate_up.Columns(0, inter));
-    Gemm(in, up.weight(), inter, hidden, up.bias(), gate_up.Columns(inter, inter));
+    gate.Apply(in, gate_up.Columns(0, inter), linear_scratch_);
+    up.Apply(in, gate_up.Columns(inter, inter), linear_scratch_);
     SiluMul(gate_up, act);
-    Gemm(act, down.weight(), hidden, inter, down.bias(), expert_out);
+    down.Apply(act, expert_out, linear_scratch_);
     for (int64_t i = 0; i < n; ++i) {
       float* dst = F(out) + tokens[i].first * out.stride;
       const float w = tokens[i].second;

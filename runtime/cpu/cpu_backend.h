@@ -5,7 +5,13 @@
 // oracle the CUDA backend is tested against.
 //
 // Weights of any stored dtype (fp32, fp16, bf16) are converted to fp32 at
-// upload. Single-threaded use per the Backend contract.
+// upload. Every weight scheme runs as the reference of its arithmetic
+// (kernels/gemm/quant_gemm.h): weight-only layers dequantize once at prepare
+// and run fp32 GEMMs; W8A8 layers quantize each row of activations (or take
+// rows already quantized) and multiply the quantized values, INT8 exactly
+// (integer sums, fp32 GEMMs over blocks of at most 1024 inputs, whose
+// partial sums stay below 2^24) and FP8 in fp32, with the scales applied
+// once per output. Single-threaded use per the Backend contract.
 #pragma once
 
 #include <map>
@@ -16,6 +22,15 @@
 
 namespace tern::runtime {
 
+// Working memory of the CPU's W8A8 linear layers, reused across calls.
+struct CpuLinearScratch {
+  std::vector<uint8_t> q;        // quantized activations
+  std::vector<float> xf;         // their values
+  std::vector<float> row_scales;
+  std::vector<float> partial;
+  std::vector<double> acc;
+};
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend() = default;
@@ -23,11 +38,12 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) override;
   absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadFp32Table(const std::vector<float>& values) override;
-  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight, const TensorView* bias,
-                                                              const LinearOptions& options) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight,
+                                                              const TensorView* bias) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,
-                                                                   const std::vector<TensorView>& biases,
-                                                                   const LinearOptions& options) override;
+                                                                   const std::vector<TensorView>& biases) override;
+  absl::Status SupportsWeightScheme(const LinearScheme& scheme) const override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareQuantizedLinear(const QuantizedLinear& weight) override;
   absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) override;
   size_t KvBlockBytes(const KvCacheSpec& spec) const override;
   std::optional<size_t> FreeDeviceMemory() const override { return std::nullopt; }
@@ -52,6 +68,7 @@ class CpuBackend final : public Backend {
  private:
   const ForwardBatch* batch_ = nullptr;  // borrowed between BeginStep and the next one
   std::map<int, std::vector<float>> scratch_;
+  CpuLinearScratch linear_scratch_;
   // MoE working memory, reused across steps.
   std::vector<float> moe_in_, moe_gate_up_, moe_act_, moe_out_;
 };

@@ -40,11 +40,16 @@ absl::Status CudaStatus(cudaError_t error, const std::string& what) {
     if (tern_cuda_error_ != cudaSuccess) return CudaStatus(tern_cuda_error_, what); \
   } while (0)
 
-ScalarType ToScalar(DType dtype) {
+// The kernels' element type of a compute dtype; anything but fp32, fp16 and
+// bf16 is an error, never a silent fp32.
+absl::StatusOr<ScalarType> ToScalar(DType dtype) {
   switch (dtype) {
+    case DType::kF32: return ScalarType::kF32;
     case DType::kF16: return ScalarType::kF16;
     case DType::kBF16: return ScalarType::kBF16;
-    default: return ScalarType::kF32;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("the CUDA backend has no kernels for dtype ",
+                                                     DTypeSafetensorsName(dtype), " (F32, F16, BF16)"));
   }
 }
 
@@ -379,9 +384,8 @@ CudaBackend::~CudaBackend() {
 }
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBackendOptions& options) {
-  if (!IsFloatDType(options.compute_dtype)) {
-    return absl::InvalidArgumentError("the CUDA backend computes in float16, bfloat16 or float32");
-  }
+  auto scalar = ToScalar(options.compute_dtype);
+  if (!scalar.ok()) return absl::InvalidArgumentError("the CUDA backend computes in float16, bfloat16 or float32");
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     cudaGetLastError();
@@ -392,7 +396,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   }
   RETURN_IF_CUDA(cudaSetDevice(options.device), "selecting the CUDA device");
   auto impl = std::make_unique<Impl>();
-  impl->type = ToScalar(options.compute_dtype);
+  impl->type = *scalar;
   impl->element_bytes = DTypeSize(options.compute_dtype);
   RETURN_IF_CUDA(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "creating a stream");
   if (cublasCreate(&impl->cublas) != CUBLAS_STATUS_SUCCESS) return absl::InternalError("cublasCreate failed");
@@ -423,17 +427,15 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> CudaBackend::UploadFp32Table(const
 }
 
 absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareLinear(const TensorView& weight,
-                                                                         const TensorView* bias,
-                                                                         const LinearOptions& options) {
+                                                                         const TensorView* bias) {
   std::vector<TensorView> biases;
   if (bias != nullptr) biases.push_back(*bias);
-  return PrepareFusedLinear({weight}, biases, options);
+  return PrepareFusedLinear({weight}, biases);
 }
 
 absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareFusedLinear(const std::vector<TensorView>& weights,
-                                                                              const std::vector<TensorView>& biases,
-                                                                              const LinearOptions& options) {
-  auto shape = CheckFusedLinear(weights, biases, options.scheme, "cuda");
+                                                                              const std::vector<TensorView>& biases) {
+  auto shape = CheckFusedLinear(weights, biases);
   if (!shape.ok()) return shape.status();
   size_t count = 0;
   auto weight = impl_->ToDevice(weights, &count);

@@ -52,11 +52,12 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) override;
   absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadFp32Table(const std::vector<float>& values) override;
-  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight, const TensorView* bias,
-                                                              const LinearOptions& options) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight,
+                                                              const TensorView* bias) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,
-                                                                   const std::vector<TensorView>& biases,
-                                                                   const LinearOptions& options) override;
+                                                                   const std::vector<TensorView>& biases) override;
+  // Quantized weight schemes have no CUDA kernels yet: SupportsWeightScheme
+  // (the Backend default) rejects them, so a quantized model fails its load.
   absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) override;
   size_t KvBlockBytes(const KvCacheSpec& spec) const override;
   std::optional<size_t> FreeDeviceMemory() const override;

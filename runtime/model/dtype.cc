@@ -1,5 +1,6 @@
 #include "runtime/model/dtype.h"
 
+#include "kernels/common/float8.h"
 #include "runtime/base/check.h"
 
 namespace tern::runtime {
@@ -15,6 +16,8 @@ size_t DTypeSize(DType dtype) {
     case DType::kI64: return 8;
     case DType::kF64: return 8;
     case DType::kBool: return 1;
+    case DType::kF8E4M3: return 1;
+    case DType::kF8E5M2: return 1;
   }
   return 0;
 }
@@ -30,6 +33,8 @@ const char* DTypeSafetensorsName(DType dtype) {
     case DType::kI64: return "I64";
     case DType::kF64: return "F64";
     case DType::kBool: return "BOOL";
+    case DType::kF8E4M3: return "F8_E4M3";
+    case DType::kF8E5M2: return "F8_E5M2";
   }
   return "?";
 }
@@ -38,7 +43,7 @@ bool ParseSafetensorsDType(const std::string& name, DType* dtype) {
   static const std::pair<const char*, DType> kNames[] = {
       {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"I8", DType::kI8},
       {"U8", DType::kU8},   {"I32", DType::kI32}, {"I64", DType::kI64},   {"F64", DType::kF64},
-      {"BOOL", DType::kBool}};
+      {"BOOL", DType::kBool}, {"F8_E4M3", DType::kF8E4M3}, {"F8_E5M2", DType::kF8E5M2}};
   for (const auto& [text, value] : kNames) {
     if (name == text) {
       *dtype = value;
@@ -69,6 +74,16 @@ void ConvertToFloat(DType dtype, const void* src, size_t count, float* dst) {
     case DType::kBF16: {
       const auto* b = static_cast<const uint16_t*>(src);
       for (size_t i = 0; i < count; ++i) dst[i] = BFloat16ToFloat(b[i]);
+      return;
+    }
+    case DType::kF8E4M3: {
+      const auto* b = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < count; ++i) dst[i] = kernels::Fp8E4M3ToFloat(b[i]);
+      return;
+    }
+    case DType::kF8E5M2: {
+      const auto* b = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < count; ++i) dst[i] = Fp8E5M2ToFloat(b[i]);
       return;
     }
     default:

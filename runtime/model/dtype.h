@@ -8,7 +8,10 @@
 
 namespace tern::runtime {
 
-enum class DType { kF32, kF16, kBF16, kI8, kU8, kI32, kI64, kF64, kBool };
+// kF8E4M3 / kF8E5M2 are OCP float8 ("e4m3fn", "e5m2"): FP8 checkpoints store
+// weights as F8_E4M3; kI8 and kF8E4M3 are also the element types of quantized
+// activations (a Tensor with row scales, runtime/backend/backend.h).
+enum class DType { kF32, kF16, kBF16, kI8, kU8, kI32, kI64, kF64, kBool, kF8E4M3, kF8E5M2 };
 
 // Bytes per element.
 size_t DTypeSize(DType dtype);
@@ -87,7 +90,11 @@ inline uint16_t FloatToBFloat16(float f) {
   return uint16_t((bits + rounding) >> 16);
 }
 
-// Converts `count` elements of `dtype` at `src` to fp32. Only F32, F16, BF16.
+// e5m2 is the upper byte of an IEEE half.
+inline float Fp8E5M2ToFloat(uint8_t bits) { return HalfToFloat(uint16_t(bits) << 8); }
+
+// Converts `count` elements of `dtype` at `src` to fp32. Only F32, F16, BF16,
+// F8_E4M3 and F8_E5M2 (all exact).
 void ConvertToFloat(DType dtype, const void* src, size_t count, float* dst);
 
 }  // namespace tern::runtime

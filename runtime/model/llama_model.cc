@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/model/linear_plan.h"
 #include "runtime/model/rope_frequencies.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/weight_layout.h"
@@ -25,7 +26,60 @@ namespace {
 // Scratch slots of one forward pass.
 enum Slot : int { kX, kNormed, kQkv, kAttn, kGateUp, kAct, kBranch, kRouter, kSelected, kLogits };
 
+// A linear layer's module name: its weight tensor's name without ".weight".
+std::string Module(const std::string& weight_name) {
+  return weight_name.substr(0, weight_name.size() - std::string(".weight").size());
+}
+
+// The linear layers of decoder layer `l` that run fused: q/k/v, and gate/up
+// of a dense MLP.
+std::vector<std::vector<std::string>> FusedModules(const HfConfig& c, int l) {
+  const LayerNames n = NamesOfLayer(l);
+  std::vector<std::vector<std::string>> out = {{Module(n.q), Module(n.k), Module(n.v)}};
+  if (c.num_local_experts == 0) out.push_back({Module(n.gate), Module(n.up)});
+  return out;
+}
+
+// Checks every tensor of the layout that is not a linear layer's weight
+// (those are the plan's) and the plan's tensors; returns the plan.
+absl::StatusOr<std::unique_ptr<LinearPlan>> CheckCheckpoint(const std::string& model_dir, const HfConfig& c,
+                                                            const WeightStore& store,
+                                                            const WeightSchemeRequest& request,
+                                                            int64_t* parameters) {
+  const auto in_dir = [&](const absl::Status& status) {
+    return absl::Status(status.code(), absl::StrCat(model_dir, ": ", status.message()));
+  };
+  auto plan = LinearPlan::Create(model_dir, c, &store, request);
+  if (!plan.ok()) return in_dir(plan.status());
+  *parameters = 0;
+  for (const auto& entry : LlamaFamilyLayout(c, DType::kF32)) {
+    int64_t numel = 1;
+    for (int64_t d : entry.spec.shape) numel *= d;
+    *parameters += numel;
+    if (entry.role == TensorRole::kLinear || entry.role == TensorRole::kRouter) continue;
+    auto view = store.GetWithShape(entry.spec.name, entry.spec.shape);
+    if (!view.ok()) return in_dir(view.status());
+  }
+  if (auto status = (*plan)->CheckTensors(); !status.ok()) return in_dir(status);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    for (const auto& fused : FusedModules(c, l)) {
+      if (auto status = (*plan)->CheckFusable(fused); !status.ok()) return in_dir(status);
+    }
+  }
+  return plan;
+}
+
 }  // namespace
+
+absl::StatusOr<CheckpointSummary> LlamaModel::Inspect(const std::string& model_dir, const HfConfig& config,
+                                                      const WeightSchemeRequest& request) {
+  ASSIGN_OR_RETURN(auto store, WeightStore::Open(model_dir));
+  CheckpointSummary summary;
+  ASSIGN_OR_RETURN(auto plan, CheckCheckpoint(model_dir, config, *store, request, &summary.parameters));
+  summary.weight_scheme = plan->Describe();
+  summary.quantized = plan->quantized();
+  return summary;
+}
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir, Backend* backend,
                                                             const LlamaModelOptions& options) {
@@ -34,68 +88,54 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   ASSIGN_OR_RETURN(model->config_, LoadHfConfig(model_dir));
   const HfConfig& c = model->config_;
   ASSIGN_OR_RETURN(auto store, WeightStore::Open(model_dir));
-  // Check the whole layout first, so a bad checkpoint fails before any upload.
-  for (const auto& entry : LlamaFamilyLayout(c, DType::kF32)) {
-    auto view = store->GetWithShape(entry.spec.name, entry.spec.shape);
-    if (!view.ok()) return absl::Status(view.status().code(), absl::StrCat(model_dir, ": ", view.status().message()));
+  // Check the whole layout and the backend's schemes first, so a bad
+  // checkpoint or an unsupported scheme fails before any upload.
+  int64_t parameters = 0;
+  ASSIGN_OR_RETURN(auto plan, CheckCheckpoint(model_dir, c, *store, options.weight_scheme, &parameters));
+  for (const LinearScheme& scheme : plan->Schemes()) {
+    if (auto status = backend->SupportsWeightScheme(scheme); !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(model_dir, " (", plan->Describe(), "): ", status.message()));
+    }
   }
+  model->weight_scheme_ = plan->Describe();
   const auto get = [&](const std::string& name) { return store->Get(name); };
+  const auto linear = [&](const std::vector<std::string>& modules, bool with_bias) {
+    return plan->Prepare(*backend, modules, with_bias);
+  };
 
   ASSIGN_OR_RETURN(TensorView embed, get(kEmbedTokens));
   ASSIGN_OR_RETURN(model->embed_, backend->UploadWeight(embed));
   ASSIGN_OR_RETURN(TensorView final_norm, get(kFinalNorm));
   ASSIGN_OR_RETURN(model->final_norm_, backend->UploadWeight(final_norm));
-  if (c.tie_word_embeddings) {
-    ASSIGN_OR_RETURN(model->lm_head_, backend->PrepareLinear(embed, nullptr, options.linear));
-  } else {
-    ASSIGN_OR_RETURN(TensorView lm_head, get(kLmHead));
-    ASSIGN_OR_RETURN(model->lm_head_, backend->PrepareLinear(lm_head, nullptr, options.linear));
-  }
+  ASSIGN_OR_RETURN(model->lm_head_, linear({"lm_head"}, false));
   ASSIGN_OR_RETURN(std::vector<float> inv_freq, RopeInverseFrequencies(c));
   ASSIGN_OR_RETURN(model->inv_freq_, backend->UploadFp32Table(inv_freq));
 
   model->layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const LayerNames n = NamesOfLayer(l);
+    const std::vector<std::vector<std::string>> fused = FusedModules(c, l);
     Layer& layer = model->layers_[l];
     ASSIGN_OR_RETURN(TensorView in_norm, get(n.input_norm));
     ASSIGN_OR_RETURN(layer.input_norm, backend->UploadWeight(in_norm));
     ASSIGN_OR_RETURN(TensorView post_norm, get(n.post_norm));
     ASSIGN_OR_RETURN(layer.post_norm, backend->UploadWeight(post_norm));
-    ASSIGN_OR_RETURN(TensorView q, get(n.q));
-    ASSIGN_OR_RETURN(TensorView k, get(n.k));
-    ASSIGN_OR_RETURN(TensorView v, get(n.v));
-    std::vector<TensorView> qkv_bias;
-    if (c.attention_bias) {
-      ASSIGN_OR_RETURN(TensorView qb, get(n.q_bias));
-      ASSIGN_OR_RETURN(TensorView kb, get(n.k_bias));
-      ASSIGN_OR_RETURN(TensorView vb, get(n.v_bias));
-      qkv_bias = {qb, kb, vb};
-    }
-    ASSIGN_OR_RETURN(layer.qkv, backend->PrepareFusedLinear({q, k, v}, qkv_bias, options.linear));
-    ASSIGN_OR_RETURN(TensorView o, get(n.o));
-    ASSIGN_OR_RETURN(layer.o, backend->PrepareLinear(o, nullptr, options.linear));
+    ASSIGN_OR_RETURN(layer.qkv, linear(fused[0], c.attention_bias));
+    ASSIGN_OR_RETURN(layer.o, linear({Module(n.o)}, false));
     if (c.num_local_experts > 0) {
-      ASSIGN_OR_RETURN(TensorView router, get(n.router));
-      ASSIGN_OR_RETURN(layer.router, backend->PrepareLinear(router, nullptr, LinearOptions{}));
+      ASSIGN_OR_RETURN(layer.router, linear({Module(n.router)}, false));
       layer.experts.top_k = static_cast<int32_t>(c.num_experts_per_tok);
       for (int e = 0; e < c.num_local_experts; ++e) {
-        ASSIGN_OR_RETURN(TensorView w1, get(n.ExpertGate(e)));
-        ASSIGN_OR_RETURN(TensorView w3, get(n.ExpertUp(e)));
-        ASSIGN_OR_RETURN(TensorView w2, get(n.ExpertDown(e)));
-        ASSIGN_OR_RETURN(auto gate, backend->PrepareLinear(w1, nullptr, options.linear));
-        ASSIGN_OR_RETURN(auto up, backend->PrepareLinear(w3, nullptr, options.linear));
-        ASSIGN_OR_RETURN(auto down, backend->PrepareLinear(w2, nullptr, options.linear));
+        ASSIGN_OR_RETURN(auto gate, linear({Module(n.ExpertGate(e))}, false));
+        ASSIGN_OR_RETURN(auto up, linear({Module(n.ExpertUp(e))}, false));
+        ASSIGN_OR_RETURN(auto down, linear({Module(n.ExpertDown(e))}, false));
         layer.experts.gate.push_back(std::move(gate));
         layer.experts.up.push_back(std::move(up));
         layer.experts.down.push_back(std::move(down));
       }
     } else {
-      ASSIGN_OR_RETURN(TensorView gate, get(n.gate));
-      ASSIGN_OR_RETURN(TensorView up, get(n.up));
-      ASSIGN_OR_RETURN(TensorView down, get(n.down));
-      ASSIGN_OR_RETURN(layer.gate_up, backend->PrepareFusedLinear({gate, up}, {}, options.linear));
-      ASSIGN_OR_RETURN(layer.down, backend->PrepareLinear(down, nullptr, options.linear));
+      ASSIGN_OR_RETURN(layer.gate_up, linear(fused[1], false));
+      ASSIGN_OR_RETURN(layer.down, linear({Module(n.down)}, false));
     }
   }
   return model;

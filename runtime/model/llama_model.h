@@ -7,8 +7,11 @@
 //   logits = lm_head(rmsnorm(x[logits_rows]))
 //
 // Load checks the directory against the full tensor layout (every tensor
-// present with its exact shape) and fuses q/k/v and gate/up projections.
-// Forward is not thread-safe: one engine thread drives a model.
+// present with its exact shape; linear layers in their stored form, dense or
+// quantized: linear_plan.h) and that the backend runs every weight scheme the
+// model needs, all before it uploads anything; then it fuses q/k/v and
+// gate/up projections. Forward is not thread-safe: one engine thread drives
+// a model.
 #pragma once
 
 #include <memory>
@@ -18,11 +21,20 @@
 #include "absl/status/statusor.h"
 #include "runtime/backend/backend.h"
 #include "runtime/model/hf_config.h"
+#include "runtime/model/weight_scheme.h"
 
 namespace tern::runtime {
 
 struct LlamaModelOptions {
-  LinearOptions linear;
+  // What the linear layers run as (weight_scheme.h): as stored by default.
+  WeightSchemeRequest weight_scheme;
+};
+
+// What a model directory holds, checked without loading it.
+struct CheckpointSummary {
+  int64_t parameters = 0;     // logical: a quantized [out, in] layer counts out * in
+  std::string weight_scheme;  // LinearPlan::Describe: "dense", "w4a16-g128 (gptq)", ...
+  bool quantized = false;     // some linear layer is not dense
 };
 
 class LlamaModel {
@@ -32,7 +44,14 @@ class LlamaModel {
                                                           const LlamaModelOptions& options);
   ~LlamaModel();
 
+  // Checks `model_dir`'s tensors (headers only) as Load would, and what
+  // `request` makes of its linear layers.
+  static absl::StatusOr<CheckpointSummary> Inspect(const std::string& model_dir, const HfConfig& config,
+                                                   const WeightSchemeRequest& request);
+
   const HfConfig& config() const { return config_; }
+  // What the linear layers run as (LinearPlan::Describe).
+  const std::string& weight_scheme() const { return weight_scheme_; }
   // A KV cache shape for this model.
   // True when a forward pass only enqueues device work (no host round trip
   // mid-pass), so a backend may record it once and replay it as a graph:
@@ -58,6 +77,7 @@ class LlamaModel {
   LlamaModel() = default;
 
   HfConfig config_;
+  std::string weight_scheme_;
   Backend* backend_ = nullptr;
   std::unique_ptr<DeviceWeight> embed_;
   std::unique_ptr<DeviceWeight> final_norm_;

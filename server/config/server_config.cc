@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/model/weight_scheme.h"
 
 namespace tern::server {
 namespace {
@@ -43,9 +44,8 @@ absl::Status ValidateModel(const tern::v1::ModelConfig& model, int index) {
   RETURN_IF_ERROR(CheckOneOf(field + ".backend", model.backend(), {"auto", "cpu", "cuda"}));
   RETURN_IF_ERROR(
       CheckOneOf(field + ".dtype", model.dtype(), {"auto", "float32", "float16", "bfloat16"}));
-  if (!HasPrefix(model.weight_scheme(), "mixed:")) {
-    RETURN_IF_ERROR(CheckOneOf(field + ".weight_scheme", model.weight_scheme(),
-                               {"auto", "w8a16", "w4a16", "w8a8", "mixed:<plan file>"}));
+  if (auto scheme = runtime::ParseWeightSchemeRequest(model.weight_scheme()); !scheme.ok()) {
+    return Invalid(field + ".weight_scheme", std::string(scheme.status().message()));
   }
   if (!HasPrefix(model.attention_scheme(), "moa:")) {
     RETURN_IF_ERROR(CheckOneOf(field + ".attention_scheme", model.attention_scheme(),
