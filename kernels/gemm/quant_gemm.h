@@ -62,15 +62,14 @@ struct ActivationQuantParams {
   ActivationQuant type = ActivationQuant::kInt8;
   int64_t rows = 0;
   int64_t k = 0;
-  int64_t x_stride = 0;          // elements between rows of x
-  float static_scale = 0.0f;     // > 0: one static scale; 0: dynamic per row
+  int64_t x_stride = 0;              // elements between rows of x
+  float static_scale = 0.0f;         // > 0: one static scale; 0: dynamic per row
   const float* smoothing = nullptr;  // [k] divisors, or null
 };
 
 // q [rows, k] bytes (INT8 two's complement, or e4m3 bits) and row_scales
 // [rows] from x, as the header comment defines them.
-void QuantizeActivationsReference(const ActivationQuantParams& params, const float* x, uint8_t* q,
-                                  float* row_scales);
+void QuantizeActivationsReference(const ActivationQuantParams& params, const float* x, uint8_t* q, float* row_scales);
 
 struct W8A8GemmParams {
   ActivationQuant type = ActivationQuant::kInt8;

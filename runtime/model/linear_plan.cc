@@ -22,8 +22,8 @@ std::string SourceOf(const StoredLinear& stored, bool at_load) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinearPlan>> LinearPlan::Create(const std::string& model_dir, const HfConfig& config,
-                                                                const WeightStore* store,
-                                                                const WeightSchemeRequest& request) {
+                                                               const WeightStore* store,
+                                                               const WeightSchemeRequest& request) {
   std::unique_ptr<LinearPlan> plan(new LinearPlan());
   plan->store_ = store;
   ASSIGN_OR_RETURN(plan->checkpoint_, CheckpointQuantization::Load(model_dir));
@@ -71,10 +71,11 @@ absl::StatusOr<std::unique_ptr<LinearPlan>> LinearPlan::Create(const std::string
           const bool same = e.stored.scheme.scheme == want.scheme &&
                             (!IsWeightOnly(want.scheme) || e.stored.scheme.group_size == want.group_size);
           if (!same) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                module, " is stored as ", e.stored.scheme.ToString(), " (", CheckpointFormatName(e.stored.format),
-                ") but weight_scheme asks for ", want.ToString(),
-                "; tern does not requantize quantized weights: use weight_scheme \"auto\" to run the checkpoint as stored"));
+            return absl::InvalidArgumentError(absl::StrCat(module, " is stored as ", e.stored.scheme.ToString(), " (",
+                                                           CheckpointFormatName(e.stored.format),
+                                                           ") but weight_scheme asks for ", want.ToString(),
+                                                           "; tern does not requantize quantized weights: use "
+                                                           "weight_scheme \"auto\" to run the checkpoint as stored"));
           }
           e.target = e.stored.scheme;
         } else if (checkpoint.quantized() || kept_dense_by_default) {

@@ -27,13 +27,12 @@ absl::Status BadField(const std::string& field, const std::string& why) {
   return absl::InvalidArgumentError(absl::StrCat("config.json: quantization_config.", field, ": ", why));
 }
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
+std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
 // --- config fields ---
 
-absl::StatusOr<int64_t> IntField(const json& obj, const std::string& path, const char* key, std::optional<int64_t> fallback) {
+absl::StatusOr<int64_t> IntField(const json& obj, const std::string& path, const char* key,
+                                 std::optional<int64_t> fallback) {
   const auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) {
     if (fallback.has_value()) return *fallback;
@@ -85,7 +84,8 @@ std::string ModuleInLayer(const std::string& module) {
 
 absl::StatusOr<int32_t> WeightBits(const json& q, const std::string& path, const char* key) {
   ASSIGN_OR_RETURN(int64_t bits, IntField(q, path, key, std::nullopt));
-  if (bits != 4 && bits != 8) return BadField(absl::StrCat(path, key), absl::StrCat(bits, " bits is not supported (4 or 8)"));
+  if (bits != 4 && bits != 8)
+    return BadField(absl::StrCat(path, key), absl::StrCat(bits, " bits is not supported (4 or 8)"));
   return int32_t(bits);
 }
 
@@ -134,7 +134,8 @@ absl::StatusOr<StoredLinear> ParseCtGroup(const json& group, const std::string& 
   s.format = CheckpointFormat::kCompressedTensors;
   ASSIGN_OR_RETURN(std::string format, StringField(group, path + ".", "format", top_format));
   const auto weights = group.find("weights");
-  if (weights == group.end() || weights->is_null()) return BadField(path + ".weights", "is missing (tern quantizes weights)");
+  if (weights == group.end() || weights->is_null())
+    return BadField(path + ".weights", "is missing (tern quantizes weights)");
   ASSIGN_OR_RETURN(CtArgs w, ParseCtArgs(*weights, path + ".weights"));
   if (const auto out = group.find("output_activations"); out != group.end() && !out->is_null()) {
     return BadField(path + ".output_activations", "output quantization is not supported");
@@ -145,18 +146,22 @@ absl::StatusOr<StoredLinear> ParseCtGroup(const json& group, const std::string& 
   }
   if (w.dynamic) return BadField(path + ".weights.dynamic", "weights must have static scales");
   if (w.strategy == "block" || w.strategy == "tensor_group" || w.strategy == "attn_head" || w.strategy == "token") {
-    return BadField(path + ".weights.strategy", absl::StrCat("\"", w.strategy, "\" is not supported (tensor, channel, group)"));
+    return BadField(path + ".weights.strategy",
+                    absl::StrCat("\"", w.strategy, "\" is not supported (tensor, channel, group)"));
   }
   if (w.strategy != "tensor" && w.strategy != "channel" && w.strategy != "group") {
     return BadField(path + ".weights.strategy", absl::StrCat("\"", w.strategy, "\" is not tensor, channel or group"));
   }
-  if (w.strategy == "group" && w.group_size <= 0) return BadField(path + ".weights.group_size", "must be positive for strategy \"group\"");
+  if (w.strategy == "group" && w.group_size <= 0)
+    return BadField(path + ".weights.group_size", "must be positive for strategy \"group\"");
   s.weight_scale_per_tensor = w.strategy == "tensor";
   s.act_order = w.actorder == "group";
   if (!act.has_value()) {
     // Weight-only.
     if (w.type != "int") {
-      return BadField(path + ".weights.type", "float weights without quantized activations (W8A16 FP8) are not supported; tern runs FP8 weights as W8A8");
+      return BadField(
+          path + ".weights.type",
+          "float weights without quantized activations (W8A16 FP8) are not supported; tern runs FP8 weights as W8A8");
     }
     if (w.num_bits != 4 && w.num_bits != 8) {
       return BadField(path + ".weights.num_bits", absl::StrCat(w.num_bits, " bits is not supported (4 or 8)"));
@@ -169,7 +174,11 @@ absl::StatusOr<StoredLinear> ParseCtGroup(const json& group, const std::string& 
     } else if (format == "int-quantized" || format == "naive-quantized") {
       s.layout = Layout::kCtUnpacked;
     } else {
-      return BadField(path + ".format", absl::StrCat("\"", format, "\" is not supported for int weight-only layers (pack-quantized, int-quantized, naive-quantized)"));
+      return BadField(
+          path + ".format",
+          absl::StrCat(
+              "\"", format,
+              "\" is not supported for int weight-only layers (pack-quantized, int-quantized, naive-quantized)"));
     }
     return s;
   }
@@ -178,15 +187,19 @@ absl::StatusOr<StoredLinear> ParseCtGroup(const json& group, const std::string& 
   if (act->num_bits != 8) return BadField(path + ".input_activations.num_bits", "only 8-bit activations are supported");
   if (act->type != w.type) return BadField(path + ".input_activations.type", "must match the weights' type");
   if (!w.symmetric) return BadField(path + ".weights.symmetric", "W8A8 weights must be symmetric");
-  if (!act->symmetric) return BadField(path + ".input_activations.symmetric", "asymmetric activations are not supported");
-  if (w.strategy == "group") return BadField(path + ".weights.strategy", "W8A8 weights must be per channel or per tensor");
+  if (!act->symmetric)
+    return BadField(path + ".input_activations.symmetric", "asymmetric activations are not supported");
+  if (w.strategy == "group")
+    return BadField(path + ".weights.strategy", "W8A8 weights must be per channel or per tensor");
   if (act->dynamic) {
     if (act->strategy != "token") {
-      return BadField(path + ".input_activations.strategy", absl::StrCat("dynamic activations must be per token, not \"", act->strategy, "\""));
+      return BadField(path + ".input_activations.strategy",
+                      absl::StrCat("dynamic activations must be per token, not \"", act->strategy, "\""));
     }
   } else {
     if (act->strategy != "tensor") {
-      return BadField(path + ".input_activations.strategy", absl::StrCat("static activations must be per tensor, not \"", act->strategy, "\""));
+      return BadField(path + ".input_activations.strategy",
+                      absl::StrCat("static activations must be per tensor, not \"", act->strategy, "\""));
     }
     s.static_input_scale = true;
   }
@@ -194,8 +207,9 @@ absl::StatusOr<StoredLinear> ParseCtGroup(const json& group, const std::string& 
   const bool ok_format = w.type == "int" ? (format == "int-quantized" || format == "naive-quantized")
                                          : (format == "float-quantized" || format == "naive-quantized");
   if (!ok_format) {
-    return BadField(path + ".format", absl::StrCat("\"", format, "\" does not hold ", WeightSchemeName(s.scheme.scheme),
-                                                   " layers (", w.type == "int" ? "int-quantized" : "float-quantized", ")"));
+    return BadField(path + ".format",
+                    absl::StrCat("\"", format, "\" does not hold ", WeightSchemeName(s.scheme.scheme), " layers (",
+                                 w.type == "int" ? "int-quantized" : "float-quantized", ")"));
   }
   s.layout = Layout::kCtUnpacked;
   return s;
@@ -211,8 +225,9 @@ std::string DTypeList(std::initializer_list<DType> dtypes) {
 
 // The tensor `name` with one of `dtypes` and exactly `shape` (`meaning` says
 // what the dims are, for the message).
-absl::StatusOr<TensorView> Expect(const WeightStore& store, const std::string& name, std::initializer_list<DType> dtypes,
-                                  const std::vector<int64_t>& shape, const std::string& meaning) {
+absl::StatusOr<TensorView> Expect(const WeightStore& store, const std::string& name,
+                                  std::initializer_list<DType> dtypes, const std::vector<int64_t>& shape,
+                                  const std::string& meaning) {
   if (!store.Contains(name)) return absl::NotFoundError(absl::StrCat("missing tensor \"", name, "\""));
   ASSIGN_OR_RETURN(TensorView view, store.Get(name));
   if (std::find(dtypes.begin(), dtypes.end(), view.dtype) == dtypes.end()) {
@@ -220,8 +235,8 @@ absl::StatusOr<TensorView> Expect(const WeightStore& store, const std::string& n
                                                    "; expected ", DTypeList(dtypes)));
   }
   if (view.shape != shape) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape ", view.ShapeString(), "; expected ",
-                                                   ShapeText(shape), " (", meaning, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape ", view.ShapeString(),
+                                                   "; expected ", ShapeText(shape), " (", meaning, ")"));
   }
   return view;
 }
@@ -281,7 +296,8 @@ absl::StatusOr<Dims> WeightOnlyDims(const std::string& module, const StoredLinea
   d.pf = 32 / d.bits;
   d.group = stored.scheme.group_size > 0 ? stored.scheme.group_size : in;
   if (in % d.group != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ": in_features ", in, " is not a multiple of the group size ", d.group));
+    return absl::InvalidArgumentError(
+        absl::StrCat(module, ": in_features ", in, " is not a multiple of the group size ", d.group));
   }
   d.groups = in / d.group;
   return d;
@@ -290,14 +306,15 @@ absl::StatusOr<Dims> WeightOnlyDims(const std::string& module, const StoredLinea
 // Turns the stored input-channel groups (g_idx [in]) into tern's form:
 // input_order empty when g_idx is i / group_size, else the stable sort of
 // the channels by group, which must give each group exactly group_size.
-absl::StatusOr<std::vector<int32_t>> InputOrderFromGroupIndex(const std::string& name, const std::vector<int32_t>& g_idx,
-                                                              const Dims& d) {
+absl::StatusOr<std::vector<int32_t>> InputOrderFromGroupIndex(const std::string& name,
+                                                              const std::vector<int32_t>& g_idx, const Dims& d) {
   bool identity = true;
   std::vector<int64_t> counts(size_t(d.groups), 0);
   for (int64_t i = 0; i < d.in; ++i) {
     const int32_t g = g_idx[i];
     if (g < 0 || g >= d.groups) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\"[", i, "] = ", g, " is outside [0, ", d.groups, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", name, "\"[", i, "] = ", g, " is outside [0, ", d.groups, ")"));
     }
     ++counts[g];
     identity = identity && g == i / d.group;
@@ -342,17 +359,21 @@ absl::Status ReadGptqOrAwq(const WeightStore& store, const std::string& module, 
   if (awq && d.bits != 4) return absl::InvalidArgumentError(absl::StrCat(module, ": AWQ weights are 4-bit"));
   if (out % d.pf != 0 || (!awq && in % d.pf != 0)) {
     return absl::InvalidArgumentError(absl::StrCat(module, ": ", CheckpointFormatName(stored.format), " packs ", d.pf,
-                                                   " values per int32 and needs ", awq ? "out_features" : "in_features and out_features",
+                                                   " values per int32 and needs ",
+                                                   awq ? "out_features" : "in_features and out_features",
                                                    " divisible by ", d.pf, " (the layer is [", out, ", ", in, "])"));
   }
   const std::string qweight_name = Name(module, "qweight"), qzeros_name = Name(module, "qzeros"),
                     scales_name = Name(module, "scales"), g_idx_name = Name(module, "g_idx");
-  std::vector<int64_t> qweight_shape = awq ? std::vector<int64_t>{in, out / d.pf} : std::vector<int64_t>{in / d.pf, out};
+  std::vector<int64_t> qweight_shape =
+      awq ? std::vector<int64_t>{in, out / d.pf} : std::vector<int64_t>{in / d.pf, out};
   ASSIGN_OR_RETURN(TensorView qweight, Expect(store, qweight_name, {DType::kI32}, qweight_shape,
-                                               awq ? "in_features, out_features / 8" : absl::StrCat("in_features / ", d.pf, ", out_features")));
+                                              awq ? "in_features, out_features / 8"
+                                                  : absl::StrCat("in_features / ", d.pf, ", out_features")));
   ASSIGN_OR_RETURN(TensorView qzeros, Expect(store, qzeros_name, {DType::kI32}, {d.groups, out / d.pf},
-                                              absl::StrCat("groups, out_features / ", d.pf)));
-  ASSIGN_OR_RETURN(TensorView scales, Expect(store, scales_name, kFloatScales, {d.groups, out}, "groups, out_features"));
+                                             absl::StrCat("groups, out_features / ", d.pf)));
+  ASSIGN_OR_RETURN(TensorView scales,
+                   Expect(store, scales_name, kFloatScales, {d.groups, out}, "groups, out_features"));
   std::optional<TensorView> g_idx;
   if (!awq && (stored.act_order || store.Contains(g_idx_name))) {
     ASSIGN_OR_RETURN(g_idx, Expect(store, g_idx_name, {DType::kI32}, {in}, "in_features"));
@@ -367,9 +388,9 @@ absl::Status ReadGptqOrAwq(const WeightStore& store, const std::string& module, 
   for (size_t i = 0; i < raw_zeros.size(); ++i) {
     const int32_t z = int32_t(raw_zeros[i]) + (stored.gptq_zero_minus_one ? 1 : 0);
     if (z > 255) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor \"", qzeros_name, "\" stores zero - 1 = -1 at group ", i / out, ", column ", i % out,
-          " (a zero of 0, which GPTQ's original format cannot hold at 8 bits)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", qzeros_name, "\" stores zero - 1 = -1 at group ", i / out, ", column ", i % out,
+                       " (a zero of 0, which GPTQ's original format cannot hold at 8 bits)"));
     }
     zeros[i] = uint8_t(z);
   }
@@ -402,7 +423,8 @@ absl::Status ReadInputScale(const WeightStore& store, const std::string& module,
   if (result == nullptr) return absl::OkStatus();
   const float scale = TensorToFloat(view)[0];
   if (!(scale > 0.0f) || !std::isfinite(scale)) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" = ", scale, "; expected a positive finite scale"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", name, "\" = ", scale, "; expected a positive finite scale"));
   }
   result->input_scale = scale;
   return absl::OkStatus();
@@ -411,19 +433,22 @@ absl::Status ReadInputScale(const WeightStore& store, const std::string& module,
 absl::Status ReadFp8(const WeightStore& store, const std::string& module, const StoredLinear& stored, int64_t out,
                      int64_t in, QuantizedLinear* result) {
   if (store.Contains(Name(module, "weight_scale_inv"))) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", Name(module, "weight_scale_inv"),
-                                                   "\": block-wise FP8 scales are not supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", Name(module, "weight_scale_inv"), "\": block-wise FP8 scales are not supported"));
   }
   const std::string weight_name = Name(module, "weight");
   if (store.Contains(weight_name)) {
     ASSIGN_OR_RETURN(TensorView w, store.Get(weight_name));
     if (w.dtype == DType::kF8E5M2) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor \"", weight_name, "\" is F8_E5M2; tern runs FP8 weights as F8_E4M3"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", weight_name, "\" is F8_E5M2; tern runs FP8 weights as F8_E4M3"));
     }
   }
-  ASSIGN_OR_RETURN(TensorView weight, Expect(store, weight_name, {DType::kF8E4M3}, {out, in}, "out_features, in_features"));
-  ASSIGN_OR_RETURN(TensorView scale, ExpectOneOf(store, Name(module, "weight_scale"), kFloatScales, {{}, {1}, {out}, {out, 1}},
-                                                  "one scale per tensor or per output channel"));
+  ASSIGN_OR_RETURN(TensorView weight,
+                   Expect(store, weight_name, {DType::kF8E4M3}, {out, in}, "out_features, in_features"));
+  ASSIGN_OR_RETURN(TensorView scale,
+                   ExpectOneOf(store, Name(module, "weight_scale"), kFloatScales, {{}, {1}, {out}, {out, 1}},
+                               "one scale per tensor or per output channel"));
   RETURN_IF_ERROR(ReadInputScale(store, module, stored, result));
   if (result == nullptr) return absl::OkStatus();
   result->scheme = stored.scheme;
@@ -435,8 +460,8 @@ absl::Status ReadFp8(const WeightStore& store, const std::string& module, const 
   return absl::OkStatus();
 }
 
-absl::Status ReadCompressed(const WeightStore& store, const std::string& module, const StoredLinear& stored, int64_t out,
-                            int64_t in, QuantizedLinear* result) {
+absl::Status ReadCompressed(const WeightStore& store, const std::string& module, const StoredLinear& stored,
+                            int64_t out, int64_t in, QuantizedLinear* result) {
   const WeightScheme scheme = stored.scheme.scheme;
   const bool weight_only = IsWeightOnly(scheme);
   ASSIGN_OR_RETURN(Dims d, WeightOnlyDims(module, stored, out, in));
@@ -451,26 +476,29 @@ absl::Status ReadCompressed(const WeightStore& store, const std::string& module,
     scale_shapes = {{out, 1}, {out}};
   }
   ASSIGN_OR_RETURN(TensorView scale, ExpectOneOf(store, scale_name, kFloatScales, scale_shapes,
-                                                  stored.weight_scale_per_tensor ? "one scale per tensor"
-                                                  : stored.scheme.group_size > 0 ? "out_features, groups"
-                                                                                 : "one scale per output channel"));
+                                                 stored.weight_scale_per_tensor ? "one scale per tensor"
+                                                 : stored.scheme.group_size > 0 ? "out_features, groups"
+                                                                                : "one scale per output channel"));
   RETURN_IF_ERROR(ReadInputScale(store, module, stored, result));
   std::vector<uint8_t> codes;  // [out, in] unsigned codes (weight-only)
   if (stored.layout == Layout::kCtPacked) {
-    ASSIGN_OR_RETURN(TensorView packed, Expect(store, Name(module, "weight_packed"), {DType::kI32}, {out, CeilDiv(in, d.pf)},
-                                                absl::StrCat("out_features, ceil(in_features / ", d.pf, ")")));
-    ASSIGN_OR_RETURN(TensorView shape, Expect(store, Name(module, "weight_shape"), {DType::kI64, DType::kI32}, {2}, "out_features, in_features"));
+    ASSIGN_OR_RETURN(TensorView packed,
+                     Expect(store, Name(module, "weight_packed"), {DType::kI32}, {out, CeilDiv(in, d.pf)},
+                            absl::StrCat("out_features, ceil(in_features / ", d.pf, ")")));
+    ASSIGN_OR_RETURN(TensorView shape, Expect(store, Name(module, "weight_shape"), {DType::kI64, DType::kI32}, {2},
+                                              "out_features, in_features"));
     if (result != nullptr) {
       const std::vector<int64_t> dims = ReadInts(shape);
       if (dims != std::vector<int64_t>{out, in}) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor \"", Name(module, "weight_shape"), "\" holds ", ShapeText(dims),
-                                                       "; expected ", ShapeText({out, in})));
+        return absl::InvalidArgumentError(absl::StrCat("tensor \"", Name(module, "weight_shape"), "\" holds ",
+                                                       ShapeText(dims), "; expected ", ShapeText({out, in})));
       }
       codes = UnpackInt32Dim1(ReadInt32(packed), out, in, int(d.bits));
     }
   } else {
     const DType want = scheme == WeightScheme::kW8A8Fp8 ? DType::kF8E4M3 : DType::kI8;
-    ASSIGN_OR_RETURN(TensorView weight, Expect(store, Name(module, "weight"), {want}, {out, in}, "out_features, in_features"));
+    ASSIGN_OR_RETURN(TensorView weight,
+                     Expect(store, Name(module, "weight"), {want}, {out, in}, "out_features, in_features"));
     if (result != nullptr) {
       if (!weight_only) {
         result->weight.assign(weight.data, weight.data + weight.nbytes);
@@ -480,8 +508,9 @@ absl::Status ReadCompressed(const WeightStore& store, const std::string& module,
         for (int64_t i = 0; i < out * in; ++i) {
           const int32_t v = int8_t(weight.data[i]);
           if (v < lo || v > hi) {
-            return absl::InvalidArgumentError(absl::StrCat("tensor \"", Name(module, "weight"), "\"[", i / in, ", ", i % in, "] = ", v,
-                                                           " is outside the ", d.bits, "-bit range [", lo, ", ", hi, "]"));
+            return absl::InvalidArgumentError(absl::StrCat("tensor \"", Name(module, "weight"), "\"[", i / in, ", ",
+                                                           i % in, "] = ", v, " is outside the ", d.bits,
+                                                           "-bit range [", lo, ", ", hi, "]"));
           }
           codes[i] = uint8_t(v - lo);
         }
@@ -534,7 +563,8 @@ absl::Status ReadCompressed(const WeightStore& store, const std::string& module,
           const int64_t at = stored.weight_scale_per_tensor ? 0 : stored.scheme.group_size > 0 ? r * d.groups + g : r;
           const int32_t zp = int8_t(zero_point->data[at]);
           if (zp + midpoint < 0 || zp + midpoint >= 2 * midpoint) {
-            return absl::InvalidArgumentError(absl::StrCat("tensor \"", zero_name, "\" holds ", zp, ", outside the ", d.bits, "-bit range"));
+            return absl::InvalidArgumentError(
+                absl::StrCat("tensor \"", zero_name, "\" holds ", zp, ", outside the ", d.bits, "-bit range"));
           }
           result->zeros[r * d.groups + g] = uint8_t(zp + midpoint);
         }
@@ -553,7 +583,8 @@ absl::Status CheckOrRead(const WeightStore& store, const std::string& module, co
                          int64_t in, const TensorView* bias, QuantizedLinear* result) {
   switch (stored.layout) {
     case Layout::kFloat: {
-      ASSIGN_OR_RETURN(TensorView weight, Expect(store, Name(module, "weight"), kFloatScales, {out, in}, "out_features, in_features"));
+      ASSIGN_OR_RETURN(TensorView weight,
+                       Expect(store, Name(module, "weight"), kFloatScales, {out, in}, "out_features, in_features"));
       (void)weight;
       if (result != nullptr) return absl::InvalidArgumentError(absl::StrCat(module, " is not quantized"));
       return absl::OkStatus();
@@ -579,11 +610,16 @@ absl::Status CheckOrRead(const WeightStore& store, const std::string& module, co
 
 const char* CheckpointFormatName(CheckpointFormat format) {
   switch (format) {
-    case CheckpointFormat::kDense: return "dense";
-    case CheckpointFormat::kGptq: return "gptq";
-    case CheckpointFormat::kAwq: return "awq";
-    case CheckpointFormat::kFp8: return "fp8";
-    case CheckpointFormat::kCompressedTensors: return "compressed-tensors";
+    case CheckpointFormat::kDense:
+      return "dense";
+    case CheckpointFormat::kGptq:
+      return "gptq";
+    case CheckpointFormat::kAwq:
+      return "awq";
+    case CheckpointFormat::kFp8:
+      return "fp8";
+    case CheckpointFormat::kCompressedTensors:
+      return "compressed-tensors";
   }
   return "?";
 }
@@ -628,7 +664,8 @@ absl::StatusOr<CheckpointQuantization> CheckpointQuantization::Parse(const std::
     if (checkpoint_format == "gptq") {
       s.gptq_zero_minus_one = true;
     } else if (checkpoint_format != "gptq_v2") {
-      return BadField("checkpoint_format", absl::StrCat("\"", checkpoint_format, "\" is not supported (gptq, gptq_v2)"));
+      return BadField("checkpoint_format",
+                      absl::StrCat("\"", checkpoint_format, "\" is not supported (gptq, gptq_v2)"));
     }
     ASSIGN_OR_RETURN(bool marlin, BoolField(q, "", "is_marlin_format", false));
     if (marlin) return BadField("is_marlin_format", "Marlin-serialized GPTQ checkpoints are not supported");
@@ -677,7 +714,8 @@ absl::StatusOr<CheckpointQuantization> CheckpointQuantization::Parse(const std::
     }
     ASSIGN_OR_RETURN(std::string fmt, StringField(q, "", "fmt", std::string("e4m3")));
     if (fmt != "e4m3") return BadField("fmt", absl::StrCat("\"", fmt, "\" is not supported (e4m3)"));
-    ASSIGN_OR_RETURN(c.skip_exact_, StringList(q, "", q.contains("ignored_layers") ? "ignored_layers" : "modules_to_not_convert"));
+    ASSIGN_OR_RETURN(c.skip_exact_,
+                     StringList(q, "", q.contains("ignored_layers") ? "ignored_layers" : "modules_to_not_convert"));
   } else if (method == "compressed-tensors") {
     c.format_ = CheckpointFormat::kCompressedTensors;
     ASSIGN_OR_RETURN(std::string format, StringField(q, "", "format", std::string("dense")));
@@ -685,14 +723,16 @@ absl::StatusOr<CheckpointQuantization> CheckpointQuantization::Parse(const std::
     if (status != "compressed") {
       return BadField("quantization_status", absl::StrCat("\"", status, "\": tern loads compressed checkpoints only"));
     }
-    if (const auto sparsity = q.find("sparsity_config"); sparsity != q.end() && !sparsity->is_null() && !sparsity->empty()) {
+    if (const auto sparsity = q.find("sparsity_config");
+        sparsity != q.end() && !sparsity->is_null() && !sparsity->empty()) {
       return BadField("sparsity_config", "sparse checkpoints are not supported");
     }
     if (const auto kv = q.find("kv_cache_scheme"); kv != q.end() && !kv->is_null()) {
       return BadField("kv_cache_scheme", "KV-cache quantization is not supported yet");
     }
     const auto groups = q.find("config_groups");
-    if (groups == q.end() || !groups->is_object() || groups->empty()) return BadField("config_groups", "is missing or empty");
+    if (groups == q.end() || !groups->is_object() || groups->empty())
+      return BadField("config_groups", "is missing or empty");
     const auto parse_targets = [&](const json& list, const std::string& path) -> absl::StatusOr<std::vector<Target>> {
       std::vector<Target> out;
       if (list.is_null()) return out;
@@ -726,7 +766,8 @@ absl::StatusOr<CheckpointQuantization> CheckpointQuantization::Parse(const std::
       ASSIGN_OR_RETURN(c.ignore_, parse_targets(*ignore, "ignore"));
     }
   } else {
-    return BadField("quant_method", absl::StrCat("\"", method, "\" is not supported (gptq, awq, fp8, compressed-tensors)"));
+    return BadField("quant_method",
+                    absl::StrCat("\"", method, "\" is not supported (gptq, awq, fp8, compressed-tensors)"));
   }
   return c;
 }

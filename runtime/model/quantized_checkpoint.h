@@ -62,10 +62,10 @@ struct StoredLinear {
   };
   Layout layout = Layout::kFloat;
   CheckpointFormat format = CheckpointFormat::kDense;
-  LinearScheme scheme;              // what tern computes with
-  bool gptq_zero_minus_one = false;  // GPTQ's original qzeros convention
-  bool act_order = false;            // a g_idx tensor is part of the layer
-  bool static_input_scale = false;   // W8A8: M.input_scale holds the activation scale
+  LinearScheme scheme;                   // what tern computes with
+  bool gptq_zero_minus_one = false;      // GPTQ's original qzeros convention
+  bool act_order = false;                // a g_idx tensor is part of the layer
+  bool static_input_scale = false;       // W8A8: M.input_scale holds the activation scale
   bool weight_scale_per_tensor = false;  // one weight scale for the whole tensor
 };
 

@@ -11,20 +11,28 @@ namespace tern::runtime {
 
 const char* WeightSchemeName(WeightScheme scheme) {
   switch (scheme) {
-    case WeightScheme::kDense: return "dense";
-    case WeightScheme::kW8A16: return "w8a16";
-    case WeightScheme::kW4A16: return "w4a16";
-    case WeightScheme::kW8A8Int8: return "w8a8-int8";
-    case WeightScheme::kW8A8Fp8: return "w8a8-fp8";
+    case WeightScheme::kDense:
+      return "dense";
+    case WeightScheme::kW8A16:
+      return "w8a16";
+    case WeightScheme::kW4A16:
+      return "w4a16";
+    case WeightScheme::kW8A8Int8:
+      return "w8a8-int8";
+    case WeightScheme::kW8A8Fp8:
+      return "w8a8-fp8";
   }
   return "?";
 }
 
 int32_t WeightSchemeBits(WeightScheme scheme) {
   switch (scheme) {
-    case WeightScheme::kDense: return 16;
-    case WeightScheme::kW4A16: return 4;
-    default: return 8;
+    case WeightScheme::kDense:
+      return 16;
+    case WeightScheme::kW4A16:
+      return 4;
+    default:
+      return 8;
   }
 }
 
@@ -46,9 +54,7 @@ size_t QuantizedLinear::StorageBytes() const {
 }
 
 absl::Status ValidateQuantizedLinear(const QuantizedLinear& q, const std::string& what) {
-  const auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": ", why));
-  };
+  const auto bad = [&](const std::string& why) { return absl::InvalidArgumentError(absl::StrCat(what, ": ", why)); };
   const WeightScheme s = q.scheme.scheme;
   if (s == WeightScheme::kDense) return bad("a quantized linear cannot have the dense scheme");
   if (q.out_features <= 0 || q.in_features <= 0) return bad("non-positive shape");
@@ -84,7 +90,8 @@ absl::Status ValidateQuantizedLinear(const QuantizedLinear& q, const std::string
     if (q.scales.size() != out) return bad("scales has the wrong number of values");
     if (!q.zeros.empty() || !q.input_order.empty()) return bad("W8A8 weights are symmetric and in input order");
     if (!(q.input_scale >= 0.0f) || !std::isfinite(q.input_scale)) return bad("input scale is negative or not finite");
-    if (!q.input_smoothing.empty() && q.input_smoothing.size() != in) return bad("input_smoothing has the wrong length");
+    if (!q.input_smoothing.empty() && q.input_smoothing.size() != in)
+      return bad("input_smoothing has the wrong length");
     for (float f : q.input_smoothing) {
       if (!(f > 0.0f) || !std::isfinite(f)) return bad("smoothing factors must be positive and finite");
     }

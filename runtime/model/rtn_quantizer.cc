@@ -39,8 +39,7 @@ absl::StatusOr<QuantizedLinear> QuantizeRtn(absl::Span<const float> weight, int6
   if (IsWeightOnly(scheme.scheme)) {
     const int64_t group = scheme.group_size > 0 ? scheme.group_size : in;
     if (in % group != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("group size ", group, " does not divide in_features ", in));
+      return absl::InvalidArgumentError(absl::StrCat("group size ", group, " does not divide in_features ", in));
     }
     const int bits = WeightSchemeBits(scheme.scheme);
     const int32_t maxq = (1 << bits) - 1;
@@ -100,8 +99,8 @@ absl::StatusOr<QuantizedLinear> QuantizeRtn(absl::Span<const float> weight, int6
     q.scales[r] = scale;
     for (int64_t i = 0; i < in; ++i) {
       const float v = w[i] / scale;
-      q.weight[r * in + i] = fp8 ? kernels::FloatToFp8E4M3(v)
-                                 : uint8_t(int8_t(std::clamp(std::nearbyint(v), -127.0f, 127.0f)));
+      q.weight[r * in + i] =
+          fp8 ? kernels::FloatToFp8E4M3(v) : uint8_t(int8_t(std::clamp(std::nearbyint(v), -127.0f, 127.0f)));
     }
   }
   return q;

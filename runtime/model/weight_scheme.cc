@@ -18,17 +18,20 @@ constexpr char kSpellings[] =
     "or mixed:<plan file>";
 
 absl::Status NotAScheme(const std::string& text, const std::string& why = "") {
-  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a weight scheme", why.empty() ? "" : " (",
-                                                 why, why.empty() ? "" : ")", "; use one of: ", kSpellings));
+  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a weight scheme", why.empty() ? "" : " (", why,
+                                                 why.empty() ? "" : ")", "; use one of: ", kSpellings));
 }
 
 }  // namespace
 
 std::string WeightSchemeRequest::ToString() const {
   switch (kind) {
-    case Kind::kAuto: return "auto";
-    case Kind::kUniform: return uniform.ToString();
-    case Kind::kMixed: return "mixed:" + plan_path;
+    case Kind::kAuto:
+      return "auto";
+    case Kind::kUniform:
+      return uniform.ToString();
+    case Kind::kMixed:
+      return "mixed:" + plan_path;
   }
   return "?";
 }

@@ -160,7 +160,8 @@ TEST(QuantizedLinearTest, Int8W8A8SumsExactlyAndAppliesScalesInTheEpilogue) {
       const std::vector<float> y = RunCpu(q, x, rows);
       const std::vector<float> expected = DirectW8A8(q, x, rows);
       ASSERT_EQ(y.size(), expected.size());
-      for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], expected[i]) << "in " << in << " rows " << rows << " at " << i;
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_EQ(y[i], expected[i]) << "in " << in << " rows " << rows << " at " << i;
     }
   }
   // Static activation scale (values beyond it clamp) and smoothing factors.
@@ -192,8 +193,8 @@ TEST(QuantizedLinearTest, TakesActivationsAlreadyQuantizedWithRowScales) {
     // Quantized as a fused producer (RMSNorm, SwiGLU) would write them.
     std::vector<uint8_t> xq(3 * 48);
     std::vector<float> row_scales(3);
-    kernels::ActivationQuantParams p{fp8 ? kernels::ActivationQuant::kFp8E4M3 : kernels::ActivationQuant::kInt8, 3, 48,
-                                     48, 0.0f, nullptr};
+    kernels::ActivationQuantParams p{
+        fp8 ? kernels::ActivationQuant::kFp8E4M3 : kernels::ActivationQuant::kInt8, 3, 48, 48, 0.0f, nullptr};
     kernels::QuantizeActivationsReference(p, x.data(), xq.data(), row_scales.data());
     CpuBackend backend;
     auto linear = backend.PrepareQuantizedLinear(q);

@@ -3,6 +3,8 @@
 // padding), each format's reader (zero conventions, act order, scale dtypes,
 // per-tensor and per-channel scales, static activation scales), and the
 // precise errors for malformed configs and tensors.
+#include "runtime/model/quantized_formats.h"
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -16,7 +18,6 @@
 #include "kernels/common/float8.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/quantized_checkpoint.h"
-#include "runtime/model/quantized_formats.h"
 #include "runtime/model/quantized_weight.h"
 #include "runtime/model/safetensors.h"
 
@@ -96,7 +97,7 @@ TEST(Float8Test, EveryCodeRoundTripsAndRoundingIsNearestEven) {
   EXPECT_EQ(kernels::FloatToFp8E4M3(464.0f), 0x7e);
   // 1.0625 is halfway between 1.0 (0x38) and 1.125 (0x39): ties to even.
   EXPECT_EQ(kernels::FloatToFp8E4M3(1.0625f), 0x38);
-  EXPECT_EQ(kernels::FloatToFp8E4M3(1.1875f), 0x3a);  // between 1.125 and 1.25: to 1.25 (even)
+  EXPECT_EQ(kernels::FloatToFp8E4M3(1.1875f), 0x3a);                // between 1.125 and 1.25: to 1.25 (even)
   EXPECT_EQ(kernels::FloatToFp8E4M3(std::ldexp(1.5f, -10)), 0x01);  // 0.75 subnormal steps: nearest is 1
   EXPECT_EQ(kernels::FloatToFp8E4M3(std::ldexp(1.0f, -11)), 0x00);  // a quarter step rounds to 0
   EXPECT_EQ(kernels::FloatToFp8E4M3(std::ldexp(1.0f, -10)), 0x00);  // half a step: ties to even (0)
@@ -258,29 +259,40 @@ TEST(QuantizedCheckpointTest, GptqTensorErrorsNameTheTensorAndWhatWasExpected) {
     EXPECT_EQ(q.status().code(), code) << name;
     EXPECT_EQ(std::string(q.status().message()), expected) << name;
   };
-  check("missing", [](TinyCheckpoint& t) { t.Remove(M("scales")); }, absl::StatusCode::kNotFound,
-        "missing tensor \"model.layers.0.mlp.down_proj.scales\"");
-  check("dtype", [](TinyCheckpoint& t) { t.Add(M("qzeros"), DType::kF32, {2, 1}, std::vector<float>{0, 0}); },
-        absl::StatusCode::kInvalidArgument,
-        "tensor \"model.layers.0.mlp.down_proj.qzeros\" has dtype F32; expected I32");
-  check("shape", [](TinyCheckpoint& t) { t.Add(M("qweight"), DType::kI32, {1, 16}, std::vector<int32_t>(16)); },
-        absl::StatusCode::kInvalidArgument,
-        "tensor \"model.layers.0.mlp.down_proj.qweight\" has shape [1, 16]; expected [2, 8] "
-        "(in_features / 8, out_features)");
-  check("g_idx range", [](TinyCheckpoint& t) {
-          std::vector<int32_t> g(16, 0);
-          g[3] = 2;
-          t.Add(M("g_idx"), DType::kI32, {16}, g);
-        },
-        absl::StatusCode::kInvalidArgument,
-        "tensor \"model.layers.0.mlp.down_proj.g_idx\"[3] = 2 is outside [0, 2)");
-  check("g_idx counts", [](TinyCheckpoint& t) {
-          std::vector<int32_t> g(16, 1);
-          g[0] = 0;
-          t.Add(M("g_idx"), DType::kI32, {16}, g);
-        },
-        absl::StatusCode::kInvalidArgument,
-        "tensor \"model.layers.0.mlp.down_proj.g_idx\": group 0 has 1 input channels; expected the group size 8");
+  check(
+      "missing", [](TinyCheckpoint& t) { t.Remove(M("scales")); }, absl::StatusCode::kNotFound,
+      "missing tensor \"model.layers.0.mlp.down_proj.scales\"");
+  check(
+      "dtype",
+      [](TinyCheckpoint& t) {
+        t.Add(M("qzeros"), DType::kF32, {2, 1}, std::vector<float>{0, 0});
+      },
+      absl::StatusCode::kInvalidArgument, "tensor \"model.layers.0.mlp.down_proj.qzeros\" has dtype F32; expected I32");
+  check(
+      "shape",
+      [](TinyCheckpoint& t) {
+        t.Add(M("qweight"), DType::kI32, {1, 16}, std::vector<int32_t>(16));
+      },
+      absl::StatusCode::kInvalidArgument,
+      "tensor \"model.layers.0.mlp.down_proj.qweight\" has shape [1, 16]; expected [2, 8] "
+      "(in_features / 8, out_features)");
+  check(
+      "g_idx range",
+      [](TinyCheckpoint& t) {
+        std::vector<int32_t> g(16, 0);
+        g[3] = 2;
+        t.Add(M("g_idx"), DType::kI32, {16}, g);
+      },
+      absl::StatusCode::kInvalidArgument, "tensor \"model.layers.0.mlp.down_proj.g_idx\"[3] = 2 is outside [0, 2)");
+  check(
+      "g_idx counts",
+      [](TinyCheckpoint& t) {
+        std::vector<int32_t> g(16, 1);
+        g[0] = 0;
+        t.Add(M("g_idx"), DType::kI32, {16}, g);
+      },
+      absl::StatusCode::kInvalidArgument,
+      "tensor \"model.layers.0.mlp.down_proj.g_idx\": group 0 has 1 input channels; expected the group size 8");
 }
 
 TEST(QuantizedCheckpointTest, EightBitGptqRejectsAZeroItsFormatCannotHold) {
@@ -319,7 +331,8 @@ TEST(QuantizedCheckpointTest, ReadsAwqGemmPacking) {
   ckpt.Add(M("qweight"), DType::kI32, {kIn, 1}, qweight);
   ckpt.Add(M("qzeros"), DType::kI32, {2, 1}, qzeros);
   ckpt.Add(M("scales"), DType::kF16, {2, kOut}, Half(scales));
-  auto store = ckpt.Write(R"({"quant_method": "awq", "bits": 4, "group_size": 8, "zero_point": true, "version": "GEMM"})");
+  auto store =
+      ckpt.Write(R"({"quant_method": "awq", "bits": 4, "group_size": 8, "zero_point": true, "version": "GEMM"})");
   auto quantization = ckpt.Quantization();
   ASSERT_TRUE(quantization.ok()) << quantization.status();
   auto q = ReadQuantizedLinear(*store, kModule, quantization->ForModule(kModule), kOut, kIn, nullptr);
@@ -339,7 +352,7 @@ TEST(QuantizedCheckpointTest, ReadsCompressedTensorsPackQuantizedWithZeroPointsA
   // padded to 2 words; bf16 scales.
   constexpr int64_t kOut = 8, kIn = 12, kGroups = 3;
   const auto code = [](int o, int i) { return (7 * o + 3 * i) % 16; };  // stored: signed + 8
-  const auto zp = [](int o, int g) { return (o + 2 * g) % 16 - 8; };   // signed zero point
+  const auto zp = [](int o, int g) { return (o + 2 * g) % 16 - 8; };    // signed zero point
   const auto scale = [](int o, int g) { return 0.25f * float(1 + o + g); };
   std::vector<int32_t> g_idx(kIn);
   for (int i = 0; i < kIn; ++i) g_idx[i] = (i * 5) % 3;  // 4 channels per group, scattered
@@ -436,7 +449,8 @@ TEST(QuantizedCheckpointTest, ReadsFp8CheckpointsWithScalarScales) {
   ckpt.Add(M("weight"), DType::kF8E4M3, {4, 8}, fp8);
   ckpt.Add(M("weight_scale"), DType::kF32, {}, std::vector<float>{0.5f});
   ckpt.Add(M("input_scale"), DType::kF32, {}, std::vector<float>{0.25f});
-  auto store = ckpt.Write(R"({"quant_method": "fp8", "activation_scheme": "static", "ignored_layers": ["model.layers.1.mlp.down_proj"]})");
+  auto store = ckpt.Write(
+      R"({"quant_method": "fp8", "activation_scheme": "static", "ignored_layers": ["model.layers.1.mlp.down_proj"]})");
   auto quantization = ckpt.Quantization();
   ASSERT_TRUE(quantization.ok()) << quantization.status();
   EXPECT_EQ(quantization->ForModule("model.layers.1.mlp.down_proj").layout, StoredLinear::Layout::kFloat);
@@ -460,7 +474,8 @@ TEST(QuantizedCheckpointTest, MalformedOrUnsupportedConfigsAreNamedErrors) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"bits": 4})", "config.json: quantization_config.quant_method: is missing"},
       {R"({"quant_method": "bitsandbytes"})",
-       "config.json: quantization_config.quant_method: \"bitsandbytes\" is not supported (gptq, awq, fp8, compressed-tensors)"},
+       "config.json: quantization_config.quant_method: \"bitsandbytes\" is not supported (gptq, awq, fp8, "
+       "compressed-tensors)"},
       {R"({"quant_method": "gptq", "bits": 3, "group_size": 128})",
        "config.json: quantization_config.bits: 3 bits is not supported (4 or 8)"},
       {R"({"quant_method": "gptq", "bits": "4", "group_size": 128})",
@@ -481,7 +496,8 @@ TEST(QuantizedCheckpointTest, MalformedOrUnsupportedConfigsAreNamedErrors) {
       {R"({"quant_method": "compressed-tensors", "format": "int-quantized",
           "config_groups": {"g": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "int", "strategy": "channel"},
             "input_activations": {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": true, "symmetric": false}}}})",
-       "config.json: quantization_config.config_groups.g.input_activations.symmetric: asymmetric activations are not supported"},
+       "config.json: quantization_config.config_groups.g.input_activations.symmetric: asymmetric activations are not "
+       "supported"},
       {R"({"quant_method": "compressed-tensors", "format": "float-quantized",
           "config_groups": {"g": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float", "strategy": "channel"}}}})",
        "config.json: quantization_config.config_groups.g.weights.type: float weights without quantized activations "
@@ -489,7 +505,8 @@ TEST(QuantizedCheckpointTest, MalformedOrUnsupportedConfigsAreNamedErrors) {
       {R"({"quant_method": "compressed-tensors", "format": "float-quantized",
           "config_groups": {"g": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float", "strategy": "block"},
             "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true}}}})",
-       "config.json: quantization_config.config_groups.g.weights.strategy: \"block\" is not supported (tensor, channel, group)"},
+       "config.json: quantization_config.config_groups.g.weights.strategy: \"block\" is not supported (tensor, "
+       "channel, group)"},
       {R"({"quant_method": "compressed-tensors", "format": "pack-quantized",
           "config_groups": {"g": {"targets": ["re:(unclosed"], "weights": {"num_bits": 4, "strategy": "group", "group_size": 128}}}})",
        "config.json: quantization_config.config_groups.g.targets: \"re:(unclosed\" is not a valid regular expression"},

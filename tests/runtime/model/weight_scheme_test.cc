@@ -71,10 +71,8 @@ TEST(WeightSchemeTest, ParsesMixedPrecisionPlans) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"[]", "mixed-precision plan p.json: not a JSON object"},
       {R"({"default": 8})", "mixed-precision plan p.json: \"default\" is not a string"},
-      {R"({"layers": {"x": "w2a16"}})",
-       "mixed-precision plan p.json: layers.x: \"w2a16\" is not a weight scheme"},
-      {R"({"budget": 5})",
-       "mixed-precision plan p.json: unknown key \"budget\" (expected \"default\" and \"layers\")"},
+      {R"({"layers": {"x": "w2a16"}})", "mixed-precision plan p.json: layers.x: \"w2a16\" is not a weight scheme"},
+      {R"({"budget": 5})", "mixed-precision plan p.json: unknown key \"budget\" (expected \"default\" and \"layers\")"},
   };
   for (const auto& [text, prefix] : bad) {
     auto parsed = ParseMixedPrecisionPlan(text, "p.json");
