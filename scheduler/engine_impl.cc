@@ -403,6 +403,17 @@ void EngineImpl::PublishStats(bool stepped) {
   }
 }
 
+void EngineImpl::SleepUntilChange(bool draining, absl::Time drain_deadline) {
+  // The requests that wait cannot start until another one arrives, is
+  // cancelled or passes its deadline, or the drain deadline passes.
+  absl::Time wake_at = deadlines_.empty() ? absl::InfiniteFuture() : deadlines_.begin()->first;
+  if (draining) wake_at = std::min(wake_at, drain_deadline);
+  absl::MutexLock lock(&mu_);
+  while (inbox_.empty() && cancels_.empty() && draining_ == draining && drain_deadline_ == drain_deadline) {
+    if (wake_.WaitWithDeadline(&mu_, wake_at)) break;
+  }
+}
+
 void EngineImpl::Loop() {
   std::vector<Submission> submissions;
   std::vector<std::string> cancels;
@@ -442,11 +453,12 @@ void EngineImpl::Loop() {
     PublishStats(false);
     FinishDone();
     if (out.empty()) {
-      // Nothing could run (every waiting request blocked). Should not last:
-      // wait briefly for a cancel or deadline instead of spinning.
+      // Nothing to compute. When planning moved something (a preemption, a
+      // sequence that started without tokens to compute) plan again at once;
+      // otherwise nothing changes until a request arrives or leaves.
+      const bool stuck = out.stuck();
       scheduler_.DiscardStep();
-      absl::MutexLock lock(&mu_);
-      wake_.WaitWithTimeout(&mu_, absl::Milliseconds(1));
+      if (stuck) SleepUntilChange(draining, drain_deadline);
       continue;
     }
     absl::StatusOr<runtime::StepResult> result = runner_->Execute(out.plan);

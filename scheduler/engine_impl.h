@@ -5,8 +5,10 @@
 //
 // Each step of the engine thread: take the inbox and cancels; add and abort
 // requests; abort requests past their deadline; plan; Execute; apply; hand
-// out deltas and finishes; publish stats. With nothing to do it sleeps on the
-// condition variable until Submit, Cancel or Drain signals it.
+// out deltas and finishes; publish stats. With nothing to do, or with
+// requests that cannot start, it sleeps on the condition variable until
+// Submit, Cancel or Drain signals it or the earliest deadline passes; it
+// never polls.
 #pragma once
 
 #include <cstdint>
@@ -81,6 +83,10 @@ class EngineImpl final : public Engine {
   // Tells the sink the request ended (OnDone) and forgets it.
   void FinishRequest(const std::string& request_id, const absl::Status& status);
   void PublishStats(bool stepped);
+  // Sleeps until Submit, Cancel or Drain signals, or the earliest request
+  // deadline (or the drain deadline) passes; `draining` and `drain_deadline`
+  // are what the loop last read.
+  void SleepUntilChange(bool draining, absl::Time drain_deadline);
 
   const EngineOptions options_;
   // Copies of the runner's constants, readable from any thread.

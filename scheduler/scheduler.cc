@@ -109,6 +109,7 @@ void Scheduler::MaybeFork(Sequence* seq) {
     if (other->status() != SequenceStatus::kForkPending) continue;
     other->AttachSharedPrefix(*seq, group->shared_prefix_len(), &blocks_);
     InsertRunning(other.get());
+    ++out_.num_started;
   }
   group->set_needs_fork(false);
 }
@@ -293,6 +294,7 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
     }
     queues_.Remove(seq);
     InsertRunning(seq);
+    ++out_.num_started;
     if (!group->admitted()) {
       group->set_admitted();
       group->set_cached_prompt_tokens(std::min(begin, seq->num_prompt_tokens()));
@@ -318,6 +320,7 @@ const ScheduleOutput& Scheduler::Schedule() {
   out_.plan.block_copies.clear();
   out_.scheduled.clear();
   out_.preempted.clear();
+  out_.num_started = 0;
   out_.num_batched_tokens = 0;
   ++step_;
   int32_t budget = options_.max_num_batched_tokens;

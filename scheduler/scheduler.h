@@ -80,8 +80,16 @@ struct ScheduleOutput {
   runtime::StepPlan plan;
   std::vector<ScheduledSequence> scheduled;
   std::vector<int64_t> preempted;  // seq ids preempted while planning this step
+  // Sequences that started running while planning this step (admitted or
+  // attached to a carrier's prefix), whether or not they compute in it: a
+  // carrier whose shared prefix came from the cache starts with nothing to
+  // compute, and its group runs from the next step.
+  int32_t num_started = 0;
   int32_t num_batched_tokens = 0;
   bool empty() const { return plan.sequences.empty() && plan.block_copies.empty(); }
+  // An empty plan that changed nothing: planning again finds the same until
+  // a request arrives, leaves or passes its deadline.
+  bool stuck() const { return empty() && preempted.empty() && num_started == 0; }
 };
 
 // A request that cannot go on: one of its sequences' rows could not be

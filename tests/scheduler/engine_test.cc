@@ -699,5 +699,69 @@ TEST(EngineTest, IdleEngineSleeps) {
   EXPECT_LT(cpu_ms, 5.0);
 }
 
+
+// A request that cannot start: its 8 choices need 8 blocks before they may
+// start, and the cache has 4 (Submit checks one choice). Nothing changes
+// until it is cancelled or passes its deadline, so the engine sleeps
+// instead of planning again and again.
+EngineRequest Unschedulable(const std::string& id) {
+  EngineRequest r = Greedy(id, {1, 2, 3}, 1);
+  r.sampling.n = 8;
+  r.sampling.temperature = 1;
+  return r;
+}
+
+TEST(EngineTest, RequestThatCannotStartSleepsUntilItsDeadline) {
+  const std::set<std::string> before_engine = ThreadIds();
+  auto engine = MakeFakeEngine({}, /*num_blocks=*/4);
+  std::vector<std::string> engine_threads;
+  for (const std::string& tid : ThreadIds()) {
+    if (!before_engine.contains(tid)) engine_threads.push_back(tid);
+  }
+  ASSERT_EQ(engine_threads.size(), 1u);
+  EngineRequest r = Unschedulable("stuck");
+  const absl::Time start = absl::Now();
+  r.deadline = start + absl::Milliseconds(300);
+  auto sink = std::make_shared<CollectingSink>();
+  const int64_t cpu_before = ThreadCpuNs(engine_threads[0]);
+  ASSERT_TRUE(engine->Submit(std::move(r), sink).ok());
+  ASSERT_TRUE(sink->WaitDone());
+  const double cpu_ms = (ThreadCpuNs(engine_threads[0]) - cpu_before) / 1e6;
+  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
+  // Planned once on arrival and once at the deadline; polling every
+  // millisecond would have planned about 300 times.
+  EXPECT_LE(engine->Stats().steps, 3);
+  EXPECT_LT(cpu_ms, 20.0);
+  EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
+}
+
+TEST(EngineTest, RequestThatCannotStartWakesOnCancelAndSubmit) {
+  auto engine = MakeFakeEngine({}, /*num_blocks=*/4);
+  auto stuck = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Unschedulable("stuck"), stuck).ok());
+  absl::SleepFor(absl::Milliseconds(100));
+  const int64_t steps = engine->Stats().steps;
+  EXPECT_LE(steps, 2);
+  // A new request wakes the engine (it plans again, and still cannot start
+  // the first), and a cancel ends the stuck one at once.
+  EngineRequest other = Greedy("other", {4, 5}, 2);
+  other.deadline = absl::Now() + absl::Seconds(60);
+  auto other_sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(std::move(other), other_sink).ok());
+  for (int i = 0; i < 2000 && engine->Stats().steps == steps; ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_GT(engine->Stats().steps, steps);
+  const absl::Time cancelled = absl::Now();
+  engine->Cancel("stuck");
+  ASSERT_TRUE(stuck->WaitDone());
+  EXPECT_LT(absl::Now() - cancelled, absl::Seconds(1));
+  EXPECT_TRUE(stuck->status().ok()) << stuck->status();
+  EXPECT_TRUE(stuck->aborted());
+  // With the head of its tenant's queue gone, the other request runs.
+  ASSERT_TRUE(other_sink->WaitDone());
+  EXPECT_TRUE(other_sink->status().ok()) << other_sink->status();
+  EXPECT_EQ(other_sink->tokens().size(), 2u);
+}
+
 }  // namespace
 }  // namespace tern::scheduler
