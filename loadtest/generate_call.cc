@@ -28,6 +28,14 @@ void GenerateCall::OnReadDone(bool ok) {
     }
   }
   if (carries_tokens) trace_.token_chunk_times.push_back(now);
+  if (response_.decoding_mode() != tern::v1::DECODING_MODE_AUTO) trace_.decoding_used = response_.decoding_mode();
+  if (response_.has_sot()) {
+    const tern::v1::SotReport& sot = response_.sot();
+    trace_.sot_report = true;
+    trace_.router_decision = sot.router_decision();
+    trace_.sot_fell_back = sot.fell_back();
+    trace_.sot_points = sot.points_size();
+  }
   if (response_.has_usage()) {
     trace_.usage_completion_tokens = response_.usage().completion_tokens();
     trace_.usage_prompt_tokens = response_.usage().prompt_tokens();

@@ -55,6 +55,15 @@ absl::Status ParseRange(const std::string& flag, absl::string_view text, int64_t
 
 }  // namespace
 
+const char* DecodingChoiceName(DecodingChoice choice) {
+  switch (choice) {
+    case DecodingChoice::kNormal: return "normal";
+    case DecodingChoice::kSot: return "skeleton_of_thought";
+    case DecodingChoice::kAuto: return "auto";
+  }
+  return "normal";
+}
+
 absl::StatusOr<std::vector<TenantWeight>> ParseTenantMix(const std::string& text) {
   std::vector<TenantWeight> tenants;
   std::set<std::string> seen;
@@ -178,6 +187,32 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
          o.temperature = static_cast<float>(t);
          return absl::OkStatus();
        }},
+      {"--decoding-mode",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         static const std::map<std::string, DecodingChoice> kModes = {
+             {"normal", DecodingChoice::kNormal}, {"sot", DecodingChoice::kSot}, {"auto", DecodingChoice::kAuto}};
+         const auto it = kModes.find(v);
+         if (it == kModes.end()) return Bad(f, "expected normal, sot or auto, got \"" + v + "\"");
+         o.decoding_mode = it->second;
+         return absl::OkStatus();
+       }},
+      {"--sot-share",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         double share = 0;
+         if (!absl::SimpleAtod(v, &share) || !std::isfinite(share) || share < 0 || share > 1) {
+           return Bad(f, "expected a fraction in [0, 1], got \"" + v + "\"");
+         }
+         o.sot_share = share;
+         return absl::OkStatus();
+       }},
+      {"--sot-outline-points", set_int(&o.sot_outline_points, 1, 64)},
+      {"--sot-point-tokens",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         absl::StatusOr<int64_t> n = IntInRange(f, v, 1, 4096);
+         if (!n.ok()) return n.status();
+         o.sot_point_tokens = static_cast<int>(*n);
+         return absl::OkStatus();
+       }},
       {"--api-key", set_string(&api_key)},
       {"--tenant-mix", set_string(&tenant_mix)},
       {"--seed",
@@ -191,6 +226,7 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
   };
   const std::map<std::string, bool*> switches = {
       {"--ignore-eos", &o.ignore_eos},
+      {"--sot-as-normal", &o.sot_as_normal},
       {"--json-requests", &o.json_requests},
       {"--progress", &o.force_progress},
   };
@@ -272,6 +308,17 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
   if (given.count("--max-tokens") && given.count("--max-tokens-dist")) {
     return absl::InvalidArgumentError("give one of --max-tokens or --max-tokens-dist");
   }
+  if (o.decoding_mode == DecodingChoice::kSot && given.count("--sot-share")) {
+    return Bad("--sot-share", "--decoding-mode sot already sends every request as Skeleton-of-Thought");
+  }
+  const bool some_sot = o.decoding_mode == DecodingChoice::kSot || o.sot_share > 0;
+  if (given.count("--sot-outline-points") && !some_sot) {
+    return Bad("--sot-outline-points", "needs --sot-share > 0 or --decoding-mode sot");
+  }
+  if (given.count("--sot-as-normal") && o.sot_share <= 0) return Bad("--sot-as-normal", "needs --sot-share > 0");
+  if (given.count("--sot-point-tokens") && !some_sot && o.decoding_mode != DecodingChoice::kAuto) {
+    return Bad("--sot-point-tokens", "needs --sot-share > 0 or --decoding-mode sot or auto");
+  }
   if (!api_key.empty() && !tenant_mix.empty()) {
     return absl::InvalidArgumentError("give one of --api-key or --tenant-mix");
   }
@@ -318,6 +365,17 @@ output length
   --max-tokens-dist uniform:LO:HI  draw max_tokens per request, inclusive
   --ignore-eos                  ask the server not to stop at EOS
   --temperature T               sampling.temperature (default: the model's)
+decoding (Skeleton-of-Thought)
+  --decoding-mode normal|sot|auto  decoding_mode of the requests (default normal; auto: the
+                                server's router decides)
+  --sot-share F                 send this fraction of requests (seeded) as Skeleton-of-Thought,
+                                the rest as --decoding-mode; the report shows both classes
+  --sot-outline-points N        SoT requests supply an outline of N synthetic points (no
+                                skeleton phase) and ask for ignore_eos
+  --sot-point-tokens L          sot.max_point_tokens; with --sot-outline-points, SoT requests
+                                ask for max_tokens = N * L, so every point is L tokens long
+  --sot-as-normal               the baseline of a --sot-share run: the same requests, those
+                                picked for SoT sent as NORMAL with the same max_tokens
 tenants
   --api-key K                   send "authorization: Bearer K"
   --tenant-mix "kA:3,kB:1"      pick the API key per request by weight

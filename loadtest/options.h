@@ -21,6 +21,16 @@ enum class ArrivalMode {
 
 enum class PromptFormat { kAuto, kText, kCsv, kJsonl };
 
+// How requests ask to be decoded (GenerateRequest.decoding_mode).
+enum class DecodingChoice {
+  kNormal,  // DECODING_MODE_NORMAL
+  kSot,     // DECODING_MODE_SKELETON_OF_THOUGHT
+  kAuto,    // DECODING_MODE_AUTO: the server's router decides
+};
+
+// "normal", "skeleton_of_thought", "auto": the names the report uses.
+const char* DecodingChoiceName(DecodingChoice choice);
+
 struct TenantWeight {
   std::string api_key;
   double weight = 0;  // > 0; the share of requests is weight / sum of weights
@@ -52,6 +62,21 @@ struct LoadOptions {
   std::optional<int> max_tokens_hi;
   std::optional<float> temperature;
   bool ignore_eos = false;
+
+  // Skeleton-of-Thought. A request is sent as SKELETON_OF_THOUGHT with
+  // probability sot_share (seeded), else as decoding_mode; with decoding_mode
+  // kSot every request is.
+  DecodingChoice decoding_mode = DecodingChoice::kNormal;
+  double sot_share = 0;                  // in [0, 1]
+  // > 0: SoT requests supply a synthetic outline of this many points (no
+  // skeleton phase), ask for ignore_eos and, with sot_point_tokens, for
+  // max_tokens = points * sot_point_tokens, so every point has that length.
+  int sot_outline_points = 0;
+  std::optional<int> sot_point_tokens;   // sot.max_point_tokens of requests that may run SoT
+  // The baseline of a SoT run: the requests sot_share picks are sent as
+  // NORMAL with the same max_tokens and ignore_eos, so both runs ask for the
+  // same tokens and the other requests are the same.
+  bool sot_as_normal = false;
 
   std::vector<TenantWeight> tenants;     // from --api-key (one) or --tenant-mix (several)
   uint64_t seed = 0;

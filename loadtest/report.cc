@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tern/v1/llm.pb.h"
 
 namespace tern::loadtest {
 namespace {
@@ -69,6 +70,66 @@ double MsSince(Clock::time_point start, Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(t - start).count();
 }
 
+// What the server said it used; null when it said nothing.
+nlohmann::json DecodingUsedJson(int mode) {
+  switch (mode) {
+    case tern::v1::DECODING_MODE_NORMAL: return "normal";
+    case tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT: return "skeleton_of_thought";
+    default: return nullptr;
+  }
+}
+
+// The samples of one decoding class while the report is built.
+struct ClassSamples {
+  std::vector<double> ttft, tpot, e2e, tokens, points;
+};
+
+void AddToClass(const RequestTrace& trace, const RequestMetrics& m, DecodingClassReport* c, ClassSamples* s) {
+  ++c->sent;
+  if (!m.ok) {
+    ++c->failed;
+    return;
+  }
+  ++c->ok;
+  c->output_tokens += m.output_tokens;
+  s->tokens.push_back(static_cast<double>(m.output_tokens));
+  s->e2e.push_back(m.e2e_ms);
+  if (m.ttft_ms) s->ttft.push_back(*m.ttft_ms);
+  if (m.tpot_ms) s->tpot.push_back(*m.tpot_ms);
+  if (trace.decoding_used == tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT) {
+    ++c->used_sot;
+    s->points.push_back(trace.sot_points);
+  }
+  if (trace.sot_fell_back) ++c->fell_back;
+  if (trace.router_decision == tern::v1::ROUTER_DECISION_SKELETON_OF_THOUGHT) ++c->routed_sot;
+  if (trace.router_decision == tern::v1::ROUTER_DECISION_NORMAL) ++c->routed_normal;
+}
+
+void SummarizeClass(ClassSamples s, DecodingClassReport* c) {
+  c->ttft_ms = Summarize(std::move(s.ttft));
+  c->tpot_ms = Summarize(std::move(s.tpot));
+  c->e2e_ms = Summarize(std::move(s.e2e));
+  c->output_tokens_per_request = Summarize(std::move(s.tokens));
+  c->points = Summarize(std::move(s.points));
+}
+
+nlohmann::json ClassJson(const DecodingClassReport& c) {
+  return {{"decoding_mode", c.decoding_mode},
+          {"sent", c.sent},
+          {"completed", c.ok},
+          {"failed", c.failed},
+          {"used_sot", c.used_sot},
+          {"fell_back", c.fell_back},
+          {"router", {{"skeleton_of_thought", c.routed_sot}, {"normal", c.routed_normal}}},
+          {"output_tokens", c.output_tokens},
+          {"latency_ms",
+           {{"ttft", DistributionJson(c.ttft_ms)},
+            {"tpot", DistributionJson(c.tpot_ms)},
+            {"e2e", DistributionJson(c.e2e_ms)}}},
+          {"output_tokens_per_request", DistributionJson(c.output_tokens_per_request)},
+          {"points_per_request", DistributionJson(c.points)}};
+}
+
 }  // namespace
 
 std::string StatusCodeName(int code) {
@@ -93,11 +154,24 @@ Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& 
   std::vector<double> ttft, tpot, itl, e2e, queue, tokens;
   std::vector<std::vector<double>> tenant_ttft(options.tenants.size());
   std::vector<SloSample> slo_samples;
+  r.by_decoding = options.sot_share > 0 || options.decoding_mode != DecodingChoice::kNormal;
+  r.sot.label = "SoT";
+  r.sot.decoding_mode = DecodingChoiceName(DecodingChoice::kSot);
+  r.non_sot.label = options.decoding_mode == DecodingChoice::kAuto ? "auto" : "normal";
+  // With --decoding-mode sot every request is in the SoT class; the other stays empty.
+  r.non_sot.decoding_mode = DecodingChoiceName(
+      options.decoding_mode == DecodingChoice::kSot ? DecodingChoice::kNormal : options.decoding_mode);
+  ClassSamples sot_samples, non_sot_samples;
   for (const RequestTrace& trace : traces) {
     ++r.sent;
     TenantReport& tenant = r.tenants.at(trace.tenant);
     ++tenant.sent;
     const RequestMetrics m = ComputeRequestMetrics(trace);
+    if (trace.sot_requested) {
+      AddToClass(trace, m, &r.sot, &sot_samples);
+    } else {
+      AddToClass(trace, m, &r.non_sot, &non_sot_samples);
+    }
     queue.push_back(m.client_queue_ms);
     if (!m.ok) {
       ++r.failed;
@@ -129,6 +203,8 @@ Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& 
   r.client_queue_ms = Summarize(std::move(queue));
   r.output_tokens_per_request = Summarize(std::move(tokens));
   for (size_t i = 0; i < r.tenants.size(); ++i) r.tenants[i].ttft_ms = Summarize(std::move(tenant_ttft[i]));
+  SummarizeClass(std::move(sot_samples), &r.sot);
+  SummarizeClass(std::move(non_sot_samples), &r.non_sot);
   if (elapsed_s > 0) {
     r.request_throughput = static_cast<double>(r.ok) / elapsed_s;
     r.output_token_throughput = static_cast<double>(r.output_tokens) / elapsed_s;
@@ -178,6 +254,36 @@ std::string FormatReportTable(const LoadOptions& options, const Report& r) {
   row("e2e", r.e2e_ms);
   row("client queue", r.client_queue_ms);
   row("output tokens/req", r.output_tokens_per_request);
+  if (r.by_decoding) {
+    absl::StrAppendFormat(&out, "\n  %-18s %7s %7s %9s %9s %10s %10s\n", "decoding (asked)", "sent", "ok", "used SoT",
+                          "fell back", "points/req", "tokens/req");
+    for (const DecodingClassReport* c : {&r.sot, &r.non_sot}) {
+      if (c->sent == 0) continue;
+      absl::StrAppendFormat(&out, "  %-18s %7d %7d %9d %9d %10s %10s\n", c->label, c->sent, c->ok, c->used_sot,
+                            c->fell_back, c->points.count ? absl::StrFormat("%.2f", c->points.mean) : "-",
+                            c->output_tokens_per_request.count
+                                ? absl::StrFormat("%.1f", c->output_tokens_per_request.mean)
+                                : "-");
+    }
+    absl::StrAppendFormat(&out, "\n  %-18s %7s %10s %10s %10s %10s %10s\n", "by decoding (ms)", "count", "mean", "p50",
+                          "p90", "p99", "max");
+    for (const DecodingClassReport* c : {&r.sot, &r.non_sot}) {
+      if (c->sent == 0) continue;
+      row((c->label + " TTFT").c_str(), c->ttft_ms);
+      row((c->label + " TPOT").c_str(), c->tpot_ms);
+      row((c->label + " e2e").c_str(), c->e2e_ms);
+    }
+    // How SoT requests compare with the rest in the same run (like for like
+    // only when both asked for the same number of output tokens).
+    if (r.sot.e2e_ms.count > 0 && r.non_sot.e2e_ms.count > 0) {
+      const auto ratio = [](const Distribution& a, const Distribution& b) {
+        return a.count > 0 && b.count > 0 && b.p50 > 0 ? absl::StrFormat("%.3fx", a.p50 / b.p50) : std::string("-");
+      };
+      absl::StrAppendFormat(&out, "  SoT / %-12s p50: e2e %s, TTFT %s, TPOT %s\n", r.non_sot.label,
+                            ratio(r.sot.e2e_ms, r.non_sot.e2e_ms), ratio(r.sot.ttft_ms, r.non_sot.ttft_ms),
+                            ratio(r.sot.tpot_ms, r.non_sot.tpot_ms));
+    }
+  }
   if (r.tenants.size() > 1) {
     absl::StrAppend(&out, "\n  tenant (API key)      sent      ok   TTFT p50   TTFT p99\n");
     for (size_t i = 0; i < r.tenants.size(); ++i) {
@@ -220,6 +326,11 @@ nlohmann::json ReportToJson(const LoadOptions& o, const Report& r, const std::ve
     config["max_tokens"] = o.max_tokens;
   }
   config["ignore_eos"] = o.ignore_eos;
+  config["decoding_mode"] = DecodingChoiceName(o.decoding_mode);
+  config["sot_share"] = o.sot_share;
+  config["sot_outline_points"] = o.sot_outline_points;
+  config["sot_point_tokens"] =
+      o.sot_point_tokens.has_value() ? nlohmann::json(*o.sot_point_tokens) : nlohmann::json(nullptr);
   config["temperature"] = o.temperature.has_value() ? nlohmann::json(*o.temperature) : nlohmann::json(nullptr);
   config["seed"] = o.seed;
   config["slo_ttft_ms"] = OptionalJson(o.slo.ttft_ms);
@@ -260,6 +371,7 @@ nlohmann::json ReportToJson(const LoadOptions& o, const Report& r, const std::ve
   }
   j["finish_reasons"] = r.finish_reasons;
   j["tenants"] = tenants;
+  j["decoding"] = {{"sot", ClassJson(r.sot)}, {"non_sot", ClassJson(r.non_sot)}};
   if (traces != nullptr) {
     nlohmann::json requests = nlohmann::json::array();
     for (const RequestTrace& t : *traces) {
@@ -277,7 +389,11 @@ nlohmann::json ReportToJson(const LoadOptions& o, const Report& r, const std::ve
                           {"prompt_tokens", t.usage_prompt_tokens.has_value()
                                                 ? nlohmann::json(*t.usage_prompt_tokens)
                                                 : nlohmann::json(nullptr)},
-                          {"finish_reason", FinishReasonName(t.finish_reason)}});
+                          {"finish_reason", FinishReasonName(t.finish_reason)},
+                          {"decoding_asked", t.sot_requested ? r.sot.decoding_mode : r.non_sot.decoding_mode},
+                          {"decoding_used", DecodingUsedJson(t.decoding_used)},
+                          {"sot_points", t.sot_points},
+                          {"sot_fell_back", t.sot_fell_back}});
     }
     j["requests"] = std::move(requests);
   }

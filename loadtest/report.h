@@ -26,6 +26,27 @@ struct TenantReport {
   Distribution ttft_ms;
 };
 
+// The requests of one decoding class: those sent as Skeleton-of-Thought
+// (--sot-share, --decoding-mode sot), or the rest, sent as --decoding-mode.
+// Latencies cover its requests that ended OK.
+struct DecodingClassReport {
+  std::string label;             // "SoT", "normal" or "auto": the table's row names
+  std::string decoding_mode;     // asked for: "skeleton_of_thought", "normal" or "auto"
+  int64_t sent = 0;
+  int64_t ok = 0;
+  int64_t failed = 0;
+  int64_t used_sot = 0;          // OK requests the server reports decoded with Skeleton-of-Thought
+  int64_t fell_back = 0;         // OK requests whose skeleton had fewer than 2 points
+  int64_t routed_sot = 0;        // OK AUTO requests the server's router sent to SoT ...
+  int64_t routed_normal = 0;     // ... and to normal decoding
+  int64_t output_tokens = 0;     // over OK requests, all parts
+  Distribution ttft_ms;          // to the first token of any part
+  Distribution tpot_ms;
+  Distribution e2e_ms;
+  Distribution output_tokens_per_request;
+  Distribution points;           // points expanded, per OK request that used SoT
+};
+
 struct Report {
   double elapsed_s = 0;
   bool hit_max_time = false;
@@ -50,6 +71,11 @@ struct Report {
   std::map<std::string, std::string> first_error;    // status code name -> first message seen
   std::map<std::string, int64_t> finish_reasons;     // "stop", "length", "abort", "none"
   std::vector<TenantReport> tenants;
+  // Requests sent as SoT and the rest; the table shows them when the run
+  // asked for SoT or AUTO decoding (by_decoding).
+  bool by_decoding = false;
+  DecodingClassReport sot;
+  DecodingClassReport non_sot;
 };
 
 // How the run ended, as the runner saw it.
@@ -63,7 +89,7 @@ struct RunEnd {
 Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& traces, const RunEnd& end);
 
 // A human-readable summary: the run, throughput, goodput, the latency table
-// (mean, p50, p90, p99, max) and errors by status code.
+// (mean, p50, p90, p99, max), the decoding classes and errors by status code.
 std::string FormatReportTable(const LoadOptions& options, const Report& report);
 
 // The report as JSON: {"config", "summary", "latency_ms", "errors", ...};

@@ -28,6 +28,14 @@ struct RequestTrace {
   std::optional<int64_t> usage_completion_tokens;  // from the final usage
   std::optional<int64_t> usage_prompt_tokens;
   int finish_reason = 0;                // tern.v1.FinishReason of the last choice to finish
+  // Skeleton-of-Thought. Chunks of every part (skeleton, points, answer)
+  // count as tokens above: TTFT is the first token of any part.
+  bool sot_requested = false;           // sent as DECODING_MODE_SKELETON_OF_THOUGHT
+  int decoding_used = 0;                // tern.v1.DecodingMode the server reported; 0 (AUTO) = none
+  bool sot_report = false;              // the last message carried a SotReport
+  int router_decision = 0;              // tern.v1.RouterDecision from it
+  bool sot_fell_back = false;           // the skeleton had fewer than 2 points
+  int sot_points = 0;                   // points expanded
   int status_code = -1;                 // grpc::StatusCode; -1 = never finished
   std::string status_message;
 };

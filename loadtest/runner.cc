@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "loadtest/request_builder.h"
 #include "loadtest/workload.h"
 
 namespace tern::loadtest {
@@ -138,19 +139,8 @@ RunResult LoadRunner::Run(const RunHooks& hooks) {
       trace.max_tokens = next.max_tokens;
       // A closed loop has no schedule: a request is due when a slot frees.
       trace.scheduled = options_.mode == ArrivalMode::kClosedLoop ? now : due;
-      tern::v1::GenerateRequest request;
-      request.set_model(options_.model);
-      request.set_request_id(absl::StrCat("tern-load-", options_.seed, "-", next.index));
-      if (next.token_ids.empty()) {
-        request.set_text(prompts_[next.prompt]);
-      } else {
-        request.mutable_token_ids()->mutable_ids()->Add(next.token_ids.begin(), next.token_ids.end());
-      }
-      tern::v1::SamplingParams* sampling = request.mutable_sampling();
-      sampling->set_max_tokens(next.max_tokens);
-      sampling->set_seed(StreamSeed(options_.seed, 1000 + static_cast<uint64_t>(next.index)));
-      if (options_.temperature.has_value()) sampling->set_temperature(*options_.temperature);
-      sampling->set_ignore_eos(options_.ignore_eos);
+      trace.sot_requested = next.sot;
+      tern::v1::GenerateRequest request = BuildGenerateRequest(options_, next, prompts_);
       CallSink* sink = this;
       auto call = std::make_unique<GenerateCall>(std::move(trace), std::move(request),
                                                  options_.tenants[next.tenant].api_key, timeout, sink);

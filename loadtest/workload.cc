@@ -50,7 +50,8 @@ Workload::Workload(const LoadOptions& options, int num_prompts)
       arrivals_(options.mode, options.rate, options.seed),
       prompt_rng_(StreamSeed(options.seed, 1)),
       length_rng_(StreamSeed(options.seed, 2)),
-      tenant_rng_(StreamSeed(options.seed, 3)) {
+      tenant_rng_(StreamSeed(options.seed, 3)),
+      decoding_rng_(StreamSeed(options.seed, 4)) {
   double total = 0;
   for (const TenantWeight& t : options.tenants) total += t.weight;
   double running = 0;
@@ -80,6 +81,16 @@ PlannedRequest Workload::Next() {
   if (tenant_cdf_.size() > 1) {
     const double u = UniformUnit(tenant_rng_);
     while (r.tenant + 1 < static_cast<int>(tenant_cdf_.size()) && u >= tenant_cdf_[r.tenant]) ++r.tenant;
+  }
+  if (options_.decoding_mode == DecodingChoice::kSot) {
+    r.sot = true;
+  } else if (options_.sot_share > 0) {
+    r.sot = UniformUnit(decoding_rng_) < options_.sot_share;
+  }
+  // A synthetic outline fixes each point's length; max_tokens must leave
+  // every point its full share (the server divides max_tokens among them).
+  if (r.sot && options_.sot_outline_points > 0 && options_.sot_point_tokens.has_value()) {
+    r.max_tokens = options_.sot_outline_points * *options_.sot_point_tokens;
   }
   return r;
 }

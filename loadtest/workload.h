@@ -1,7 +1,7 @@
 // The workload: when each request is sent and what it asks for. Everything
 // is drawn from --seed through fixed, portable transforms of std::mt19937_64
 // (whose sequence the C++ standard fixes), so a seed gives the same arrivals,
-// prompts, lengths and tenants on every platform. Each aspect draws from its
+// prompts, lengths, tenants and decodings on every platform. Each aspect draws from its
 // own stream: changing --max-tokens-dist does not move the arrivals.
 // Single-threaded: one Workload per run, used by the dispatcher only.
 #pragma once
@@ -41,8 +41,9 @@ struct PlannedRequest {
   double arrival_s = 0;          // offset from the start of the run
   int prompt = -1;               // index into the prompt list; -1 for synthetic
   std::vector<int32_t> token_ids;  // synthetic prompt ids; empty for text prompts
-  int max_tokens = 0;
+  int max_tokens = 0;            // with a synthetic SoT outline: points * point tokens when given
   int tenant = 0;                // index into LoadOptions::tenants
+  bool sot = false;              // sent as SKELETON_OF_THOUGHT (else as --decoding-mode)
 };
 
 class Workload {
@@ -59,6 +60,7 @@ class Workload {
   std::mt19937_64 prompt_rng_;
   std::mt19937_64 length_rng_;
   std::mt19937_64 tenant_rng_;
+  std::mt19937_64 decoding_rng_;
   std::vector<double> tenant_cdf_;  // cumulative weights / total, last == 1
   int64_t next_index_ = 0;
 };

@@ -150,6 +150,58 @@ TEST(OptionsTest, RejectsMalformedValues) {
   ExpectError(with({"--ignore-eos=yes"}), "takes no value");
 }
 
+TEST(OptionsTest, DecodingDefaultsToNormalWithoutSot) {
+  const absl::StatusOr<LoadOptions> o = Parse(Base());
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->decoding_mode, DecodingChoice::kNormal);
+  EXPECT_DOUBLE_EQ(o->sot_share, 0);
+  EXPECT_EQ(o->sot_outline_points, 0);
+  EXPECT_FALSE(o->sot_point_tokens.has_value());
+}
+
+TEST(OptionsTest, SotFlagsParse) {
+  auto args = Base();
+  args.insert(args.end(), {"--decoding-mode", "auto", "--sot-share=0.25", "--sot-outline-points", "4",
+                           "--sot-point-tokens", "32"});
+  const absl::StatusOr<LoadOptions> o = Parse(args);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->decoding_mode, DecodingChoice::kAuto);
+  EXPECT_DOUBLE_EQ(o->sot_share, 0.25);
+  EXPECT_EQ(o->sot_outline_points, 4);
+  EXPECT_EQ(o->sot_point_tokens.value_or(-1), 32);
+
+  auto all_sot = Base();
+  all_sot.insert(all_sot.end(), {"--decoding-mode", "sot", "--sot-outline-points", "2"});
+  const absl::StatusOr<LoadOptions> sot = Parse(all_sot);
+  ASSERT_TRUE(sot.ok()) << sot.status();
+  EXPECT_EQ(sot->decoding_mode, DecodingChoice::kSot);
+
+  // AUTO requests may run SoT, so a point budget alone is fine there.
+  auto auto_points = Base();
+  auto_points.insert(auto_points.end(), {"--decoding-mode", "auto", "--sot-point-tokens", "8"});
+  EXPECT_TRUE(Parse(auto_points).ok());
+  EXPECT_STREQ(DecodingChoiceName(DecodingChoice::kSot), "skeleton_of_thought");
+}
+
+TEST(OptionsTest, RejectsBadOrContradictorySotFlags) {
+  const auto with = [](std::vector<std::string> extra) {
+    std::vector<std::string> args = Base();
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  ExpectError(with({"--decoding-mode", "skeleton"}), "--decoding-mode");
+  ExpectError(with({"--sot-share", "1.5"}), "--sot-share");
+  ExpectError(with({"--sot-share", "-0.1"}), "--sot-share");
+  ExpectError(with({"--sot-share", "nan"}), "--sot-share");
+  ExpectError(with({"--decoding-mode", "sot", "--sot-share", "0.5"}), "--sot-share");
+  ExpectError(with({"--sot-share", "0.5", "--sot-outline-points", "0"}), "--sot-outline-points");
+  ExpectError(with({"--sot-share", "0.5", "--sot-outline-points", "65"}), "--sot-outline-points");
+  ExpectError(with({"--sot-share", "0.5", "--sot-point-tokens", "4097"}), "--sot-point-tokens");
+  ExpectError(with({"--sot-outline-points", "4"}), "needs --sot-share");
+  ExpectError(with({"--sot-share", "0", "--sot-outline-points", "4"}), "needs --sot-share");
+  ExpectError(with({"--sot-point-tokens", "16"}), "needs --sot-share");
+}
+
 TEST(OptionsTest, TenantMixWeightDefaultsToOne) {
   const absl::StatusOr<std::vector<TenantWeight>> mix = ParseTenantMix("a,b:2.5");
   ASSERT_TRUE(mix.ok()) << mix.status();

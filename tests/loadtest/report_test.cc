@@ -132,6 +132,94 @@ TEST(ReportTest, EmptyRunHasNullLatencies) {
   EXPECT_NE(FormatReportTable(o, stopped).find("(interrupted)"), std::string::npos);
 }
 
+// A request sent as Skeleton-of-Thought that the server decoded with it.
+RequestTrace SotOk(int64_t index, int sent_ms, const std::vector<int>& chunk_ms, int points) {
+  RequestTrace t = Ok(index, sent_ms, chunk_ms);
+  t.sot_requested = true;
+  t.decoding_used = 2;  // DECODING_MODE_SKELETON_OF_THOUGHT
+  t.sot_report = true;
+  t.sot_points = points;
+  return t;
+}
+
+TEST(ReportTest, SotAndOtherRequestsAreReportedApart) {
+  LoadOptions o = Options();
+  o.tenants = {{"", 1}};
+  o.sot_share = 0.5;
+  RequestTrace fell_back = Ok(3, 0, {40, 80});
+  fell_back.sot_requested = true;
+  fell_back.decoding_used = 1;  // NORMAL: the skeleton had one point
+  fell_back.sot_report = true;
+  fell_back.sot_fell_back = true;
+  RequestTrace failed = Failed(5, 8, "queue full");
+  failed.sot_requested = true;
+  const std::vector<RequestTrace> traces = {
+      SotOk(0, 0, {20, 22, 24, 26, 28}, 4),  // TTFT 20, e2e 28, TPOT 2
+      SotOk(1, 100, {30, 40, 50}, 2),        // TTFT 30, e2e 50, TPOT 10
+      Ok(2, 200, {10, 60, 110}),             // TTFT 10, e2e 110, TPOT 50
+      fell_back,                             // TTFT 40, e2e 80, TPOT 40
+      Ok(4, 300, {10, 30, 50, 70, 90}),      // TTFT 10, e2e 90, TPOT 20
+      failed,
+  };
+  const Report r = BuildReport(o, traces, RunEnd{1.0});
+  EXPECT_TRUE(r.by_decoding);
+  EXPECT_EQ(r.sot.sent, 4);
+  EXPECT_EQ(r.sot.ok, 3);
+  EXPECT_EQ(r.sot.failed, 1);
+  EXPECT_EQ(r.sot.used_sot, 2);
+  EXPECT_EQ(r.sot.fell_back, 1);
+  EXPECT_EQ(r.sot.output_tokens, 5 + 3 + 2);
+  EXPECT_EQ(r.sot.e2e_ms.count, 3);
+  EXPECT_NEAR(r.sot.e2e_ms.p50, 50, 1e-9);
+  EXPECT_NEAR(r.sot.ttft_ms.p50, 30, 1e-9);
+  EXPECT_EQ(r.sot.points.count, 2);
+  EXPECT_NEAR(r.sot.points.mean, 3, 1e-9);
+  EXPECT_EQ(r.non_sot.sent, 2);
+  EXPECT_EQ(r.non_sot.ok, 2);
+  EXPECT_EQ(r.non_sot.used_sot, 0);
+  EXPECT_NEAR(r.non_sot.e2e_ms.p50, 100, 1e-9);
+  EXPECT_NEAR(r.non_sot.tpot_ms.p50, 35, 1e-9);
+  // The whole-run figures still cover both classes.
+  EXPECT_EQ(r.ok, 5);
+  EXPECT_EQ(r.e2e_ms.count, 5);
+
+  const std::string table = FormatReportTable(o, r);
+  for (const char* part : {"decoding (asked)", "SoT TTFT", "SoT TPOT", "SoT e2e", "normal TTFT", "normal e2e",
+                           "SoT / normal", "e2e 0.500x", "TTFT 3.000x"}) {
+    EXPECT_NE(table.find(part), std::string::npos) << part << " not in\n" << table;
+  }
+
+  const nlohmann::json j = ReportToJson(o, r, &traces, kStart);
+  EXPECT_EQ(j["config"]["sot_share"], 0.5);
+  EXPECT_EQ(j["config"]["decoding_mode"], "normal");
+  const nlohmann::json& sot = j["decoding"]["sot"];
+  EXPECT_EQ(sot["decoding_mode"], "skeleton_of_thought");
+  EXPECT_EQ(sot["sent"], 4);
+  EXPECT_EQ(sot["completed"], 3);
+  EXPECT_EQ(sot["used_sot"], 2);
+  EXPECT_EQ(sot["fell_back"], 1);
+  EXPECT_DOUBLE_EQ(sot["latency_ms"]["e2e"]["p50"].get<double>(), 50);
+  EXPECT_DOUBLE_EQ(sot["points_per_request"]["mean"].get<double>(), 3);
+  EXPECT_EQ(j["decoding"]["non_sot"]["decoding_mode"], "normal");
+  EXPECT_DOUBLE_EQ(j["decoding"]["non_sot"]["latency_ms"]["tpot"]["p50"].get<double>(), 35);
+  EXPECT_EQ(j["requests"][0]["decoding_asked"], "skeleton_of_thought");
+  EXPECT_EQ(j["requests"][0]["decoding_used"], "skeleton_of_thought");
+  EXPECT_EQ(j["requests"][0]["sot_points"], 4);
+  EXPECT_EQ(j["requests"][2]["decoding_asked"], "normal");
+  EXPECT_TRUE(j["requests"][5]["decoding_used"].is_null());
+  EXPECT_TRUE(j["requests"][3]["sot_fell_back"].get<bool>());
+}
+
+TEST(ReportTest, PlainRunsShowNoDecodingClasses) {
+  const LoadOptions o = Options();
+  const Report r = BuildReport(o, Traces(), RunEnd{2.0});
+  EXPECT_FALSE(r.by_decoding);
+  EXPECT_EQ(r.non_sot.sent, 6);
+  EXPECT_EQ(r.sot.sent, 0);
+  EXPECT_EQ(FormatReportTable(o, r).find("decoding (asked)"), std::string::npos);
+  EXPECT_EQ(ReportToJson(o, r, nullptr, kStart)["decoding"]["sot"]["sent"], 0);
+}
+
 TEST(ReportTest, StatusCodeNames) {
   EXPECT_EQ(StatusCodeName(0), "OK");
   EXPECT_EQ(StatusCodeName(4), "DEADLINE_EXCEEDED");

@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "loadtest/report.h"
 
 namespace tern::loadtest {
 namespace {
@@ -18,7 +19,9 @@ using std::chrono::milliseconds;
 // chunk (`first_token_delay` before the first, `token_delay` between the
 // rest), the last with finish_reason LENGTH, then a usage-only message.
 // Model "unavailable" fails at once; model "hang" streams nothing until the
-// client cancels.
+// client cancels. A SKELETON_OF_THOUGHT request with an outline streams its
+// points interleaved, one token per point per chunk, and ends with the
+// decoding used and a SotReport.
 class FakeLlm final : public tern::v1::Llm::Service {
  public:
   milliseconds first_token_delay{30};
@@ -72,6 +75,7 @@ class FakeLlm final : public tern::v1::Llm::Service {
       for (int i = 0; i < 3000 && !context->IsCancelled(); ++i) std::this_thread::sleep_for(milliseconds(10));
       return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
     }
+    if (request.decoding_mode() == tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT) return StreamSot(request, writer);
     tern::v1::GenerateResponse empty;
     empty.add_choices()->set_index(0);
     writer->Write(empty);
@@ -88,6 +92,39 @@ class FakeLlm final : public tern::v1::Llm::Service {
     tern::v1::GenerateResponse last;
     last.mutable_usage()->set_completion_tokens(n);
     last.mutable_usage()->set_prompt_tokens(request.has_token_ids() ? request.token_ids().ids_size() : 3);
+    writer->Write(last);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status StreamSot(const tern::v1::GenerateRequest& request,
+                         grpc::ServerWriter<tern::v1::GenerateResponse>* writer) {
+    const int points = request.sot().outline_size();
+    if (points == 0) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "the fake needs an outline");
+    const int per_point = request.sot().has_max_point_tokens() ? request.sot().max_point_tokens()
+                                                               : request.sampling().max_tokens() / points;
+    for (int t = 0; t < per_point; ++t) {
+      std::this_thread::sleep_for(t == 0 ? first_token_delay : token_delay);
+      tern::v1::GenerateResponse chunk;
+      for (int p = 0; p < points; ++p) {
+        tern::v1::Choice* choice = chunk.add_choices();
+        choice->set_index(p);
+        choice->set_part(tern::v1::CHOICE_PART_POINT);
+        choice->add_token_ids(10 + t);
+        choice->set_text(t == 0 ? std::to_string(p + 1) + ". " + request.sot().outline(p) + " t" : "t");
+        if (t + 1 == per_point) choice->set_finish_reason(tern::v1::FINISH_REASON_LENGTH);
+      }
+      if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+    }
+    tern::v1::GenerateResponse last;
+    last.mutable_usage()->set_completion_tokens(points * per_point);
+    last.mutable_usage()->set_prompt_tokens(3);
+    last.set_decoding_mode(tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+    tern::v1::SotReport* report = last.mutable_sot();
+    for (int p = 0; p < points; ++p) {
+      tern::v1::SkeletonPoint* point = report->add_points();
+      point->set_number(p + 1);
+      point->set_text(request.sot().outline(p));
+    }
     writer->Write(last);
     return grpc::Status::OK;
   }
@@ -314,6 +351,46 @@ TEST_F(RunnerTest, SyntheticPromptsGoAsTokenIds) {
     EXPECT_TRUE(r.sampling().has_temperature());
     EXPECT_EQ(r.sampling().temperature(), 0);
   }
+}
+
+TEST_F(RunnerTest, SotShareSendsOutlinesAndTracesEveryPart) {
+  const LoadOptions options =
+      Options({"--model", "fake", "--concurrency", "4", "--requests", "12", "--prompts", "x", "--max-tokens", "12",
+               "--sot-share", "0.5", "--sot-outline-points", "3", "--sot-point-tokens", "4", "--seed", "5"});
+  const RunResult result = RunOrDie(options, {"p"});
+  ASSERT_EQ(result.traces.size(), 12u);
+  int sot = 0;
+  for (const RequestTrace& t : result.traces) {
+    EXPECT_EQ(t.status_code, 0) << t.status_message;
+    EXPECT_EQ(t.counted_tokens, 12) << "tokens of every point count";
+    EXPECT_EQ(t.usage_completion_tokens.value_or(-1), 12);
+    if (t.sot_requested) {
+      ++sot;
+      EXPECT_EQ(t.decoding_used, tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT);
+      EXPECT_TRUE(t.sot_report);
+      EXPECT_EQ(t.sot_points, 3);
+      EXPECT_EQ(t.token_chunk_times.size(), 4u) << "one chunk per step carries all three points";
+    } else {
+      EXPECT_EQ(t.decoding_used, 0) << "the fake reports no decoding for normal requests";
+      EXPECT_EQ(t.token_chunk_times.size(), 12u);
+    }
+  }
+  EXPECT_GT(sot, 0);
+  EXPECT_LT(sot, 12);
+  for (const tern::v1::GenerateRequest& r : fake_.requests()) {
+    if (r.decoding_mode() == tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT) {
+      EXPECT_EQ(r.sot().outline_size(), 3);
+      EXPECT_EQ(r.sot().max_point_tokens(), 4);
+      EXPECT_TRUE(r.sampling().ignore_eos());
+    } else {
+      EXPECT_EQ(r.decoding_mode(), tern::v1::DECODING_MODE_NORMAL);
+      EXPECT_FALSE(r.has_sot());
+    }
+  }
+  const Report report = BuildReport(options, result.traces, RunEnd{1.0});
+  EXPECT_EQ(report.sot.sent, sot);
+  EXPECT_EQ(report.sot.used_sot, sot);
+  EXPECT_EQ(report.non_sot.sent, 12 - sot);
 }
 
 TEST(RunnerCreateTest, FailsClearlyWhenNothingListens) {

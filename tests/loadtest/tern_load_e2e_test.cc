@@ -150,6 +150,43 @@ TEST(TernLoadE2eTest, ReportsRejectedRequestsByStatusName) {
   EXPECT_EQ(run.output.find("wrong-key-000"), std::string::npos) << "keys must not be printed";
 }
 
+TEST(TernLoadE2eTest, SotShareReportsSotAndOtherRequestsApart) {
+  TempDir dir;
+  std::optional<DaemonProcess> daemon = StartDaemon({"--model", MakeTinyModel(dir)});
+  ASSERT_TRUE(daemon.has_value());
+  ProcessResult run;
+  // Half the requests expand a 3-point synthetic outline of 4 tokens a point
+  // (max_tokens 3 x 4); the rest decode 12 tokens normally.
+  const nlohmann::json report = RunLoad(
+      {"--target", daemon->grpc_target(), "--model", "tiny-llama", "--concurrency", "4", "--requests", "12",
+       "--prompts", std::string(TERN_LOADTEST_PROMPTS_DIR) + "/vicuna80.csv", "--max-tokens", "12", "--ignore-eos",
+       "--sot-share", "0.5", "--sot-outline-points", "3", "--sot-point-tokens", "4", "--seed", "3",
+       "--json-requests", "--max-time", "60"},
+      dir.Path("report.json"), &run);
+  ASSERT_FALSE(report.is_discarded()) << run.output;
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(report["summary"]["completed"], 12) << report["errors"].dump(2);
+  const nlohmann::json& sot = report["decoding"]["sot"];
+  const nlohmann::json& rest = report["decoding"]["non_sot"];
+  EXPECT_GT(sot["sent"].get<int>(), 0) << report["decoding"].dump(2);
+  EXPECT_GT(rest["sent"].get<int>(), 0) << report["decoding"].dump(2);
+  EXPECT_EQ(sot["used_sot"], sot["completed"]) << sot.dump(2);
+  EXPECT_EQ(sot["fell_back"], 0);
+  EXPECT_EQ(rest["used_sot"], 0);
+  EXPECT_DOUBLE_EQ(sot["points_per_request"]["mean"].get<double>(), 3);
+  EXPECT_EQ(sot["latency_ms"]["e2e"]["count"], sot["completed"]);
+  EXPECT_EQ(rest["latency_ms"]["tpot"]["count"], rest["completed"]);
+  for (const nlohmann::json& request : report["requests"]) {
+    EXPECT_EQ(request["output_tokens"], 12) << request.dump();
+    EXPECT_EQ(request["decoding_used"],
+              request["decoding_asked"] == "skeleton_of_thought" ? "skeleton_of_thought" : "normal")
+        << request.dump();
+  }
+  for (const char* part : {"decoding (asked)", "SoT e2e", "normal TPOT", "SoT / normal"}) {
+    EXPECT_NE(run.output.find(part), std::string::npos) << part << " not in " << run.output;
+  }
+}
+
 TEST(TernLoadE2eTest, BadArgumentsExitTwoWithAClearMessage) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--rate", "1", "--duration", "1", "--prompts", "p"}, "--model: required"},
@@ -161,6 +198,10 @@ TEST(TernLoadE2eTest, BadArgumentsExitTwoWithAClearMessage) {
       {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts",
         std::string(TERN_LOADTEST_PROMPTS_DIR) + "/vicuna80.csv", "--json", "/nonexistent/dir/out.json"},
        "--json: cannot write /nonexistent/dir/out.json"},
+      {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--sot-outline-points", "3"},
+       "--sot-outline-points: needs --sot-share > 0 or --decoding-mode sot"},
+      {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--sot-share", "2"},
+       "--sot-share: expected a fraction in [0, 1]"},
   };
   for (const auto& [args, message] : cases) {
     std::vector<std::string> argv = {BinaryPath("tern-load")};

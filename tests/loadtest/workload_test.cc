@@ -135,6 +135,46 @@ TEST(WorkloadTest, TenantMixFollowsTheWeights) {
   EXPECT_NEAR(count[2] / double(kRequests), 0.5 / 4.5, 0.01);
 }
 
+TEST(WorkloadTest, SotShareSendsThatFractionWithoutMovingTheRest) {
+  LoadOptions plain = OpenLoop(10, 21);
+  LoadOptions mixed = plain;
+  mixed.sot_share = 0.3;
+  Workload w1(plain, 80), w2(mixed, 80);
+  constexpr int kRequests = 20000;
+  int sot = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    const PlannedRequest r1 = w1.Next(), r2 = w2.Next();
+    ASSERT_FALSE(r1.sot);
+    ASSERT_EQ(r1.arrival_s, r2.arrival_s);
+    ASSERT_EQ(r1.prompt, r2.prompt);
+    ASSERT_EQ(r1.max_tokens, r2.max_tokens);  // no outline: SoT requests keep their length
+    sot += r2.sot;
+  }
+  EXPECT_NEAR(sot / double(kRequests), 0.3, 0.01);
+
+  LoadOptions all = OpenLoop(10, 21);
+  all.decoding_mode = DecodingChoice::kSot;
+  Workload w3(all, 80);
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(w3.Next().sot);
+}
+
+TEST(WorkloadTest, SyntheticOutlineFixesSotRequestLengths) {
+  LoadOptions o = OpenLoop(10, 4);
+  o.sot_share = 0.5;
+  o.sot_outline_points = 4;
+  o.sot_point_tokens = 16;
+  o.max_tokens = 48;
+  Workload w(o, 80);
+  int sot = 0;
+  for (int i = 0; i < 200; ++i) {
+    const PlannedRequest r = w.Next();
+    EXPECT_EQ(r.max_tokens, r.sot ? 64 : 48);
+    sot += r.sot;
+  }
+  EXPECT_GT(sot, 50);
+  EXPECT_LT(sot, 150);
+}
+
 TEST(WorkloadTest, UniformIntIsUnbiasedOnSmallRanges) {
   std::mt19937_64 rng(StreamSeed(1, 2));
   std::vector<int> count(3);

@@ -1,0 +1,52 @@
+// tern's command line: the option struct and its parser. Parsing touches
+// neither the network nor the environment: main() passes TERN_TARGET and
+// TERN_API_KEY in as defaults.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tern::cli {
+
+// --mode: how generate and chat ask to be decoded (GenerateRequest.decoding_mode).
+enum class ModeFlag {
+  kAuto,    // DECODING_MODE_AUTO: the server's router decides
+  kSot,     // DECODING_MODE_SKELETON_OF_THOUGHT
+  kNormal,  // DECODING_MODE_NORMAL
+};
+
+struct CliOptions {
+  std::string target = "localhost:50051";
+  std::string api_key;
+  double timeout_seconds = 30;           // the call's deadline
+  std::string command;                   // health, models, tokenize, detokenize, generate, chat
+  std::string model;
+  std::vector<std::string> args;         // the command's positional arguments
+
+  // generate and chat.
+  std::optional<int> max_tokens;
+  std::optional<float> temperature;
+  std::string system;                    // chat only: the system message; empty sends none
+  ModeFlag mode = ModeFlag::kAuto;
+  std::vector<std::string> outline;      // Skeleton-of-Thought points to expand, in order
+  bool ordered = false;                  // stream the points one after another
+  std::optional<int> max_point_tokens;   // in [1, 4096]
+  bool json = false;                     // one JSON object on stdout instead of the text
+};
+
+// Parses argv[1..]. Flags may come before or after the command; `--flag
+// value` and `--flag=value` both work. A repeated flag takes its last value,
+// except --outline, whose points add up. `help` is set (and the options
+// returned) for -h / --help. The error message is printed by the caller,
+// which exits 2.
+absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, CliOptions defaults, bool* help);
+
+// Splits one --outline value at ';' into trimmed points; an empty point is an error.
+absl::StatusOr<std::vector<std::string>> ParseOutline(const std::string& value);
+
+const char* CliUsage();
+
+}  // namespace tern::cli
