@@ -372,5 +372,81 @@ TEST(QuantizedModelLoadTest, TheWriterRefusesWhatItCannotWrite) {
   EXPECT_NE(tools::QuantizeCheckpoint(options).status().message().find("is already quantized"), std::string::npos);
 }
 
+// W r_in and r_out W of a weight [out, in] (tools/quantize/check_dequant.py).
+std::pair<std::vector<double>, std::vector<double>> Projections(const std::vector<float>& w, int64_t out, int64_t in) {
+  std::vector<double> wr(size_t(out), 0.0), rw(size_t(in), 0.0);
+  for (int64_t o = 0; o < out; ++o) {
+    const double r_out = std::cos(0.11 * double(o) + 0.5);
+    for (int64_t i = 0; i < in; ++i) {
+      wr[o] += double(w[o * in + i]) * std::sin(0.37 * double(i) + 1.0);
+      rw[i] += r_out * double(w[o * in + i]);
+    }
+  }
+  return {wr, rw};
+}
+
+void ExpectSameVector(const std::vector<double>& got, const nlohmann::json& want, const std::string& where) {
+  ASSERT_EQ(got.size(), want.size()) << where;
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff = std::max(diff, std::fabs(got[i] - want[i].get<double>()));
+    ref = std::max(ref, std::fabs(want[i].get<double>()));
+  }
+  EXPECT_LT(diff, 1e-6 * ref) << where << ": max abs diff " << diff << " of max " << ref;
+}
+
+// Every layer of `dir` that `golden_modules` names, read by tern, against
+// PyTorch's dequantization of the same file.
+void ExpectLoadsAsPyTorch(const std::string& dir, const nlohmann::json& golden_modules, const std::string& what) {
+  auto store = WeightStore::Open(dir);
+  auto quantization = CheckpointQuantization::Load(dir);
+  ASSERT_TRUE(store.ok() && quantization.ok()) << what;
+  for (const auto& [module, golden] : golden_modules.items()) {
+    const int64_t out = golden["out"], in = golden["in"];
+    auto q = ReadQuantizedLinear(**store, module, quantization->ForModule(module), out, in, nullptr);
+    ASSERT_TRUE(q.ok()) << what << " " << module << ": " << q.status();
+    const auto [wr, rw] = Projections(DequantizeLinear(*q), out, in);
+    ExpectSameVector(wr, golden["wr"], what + " " + module + " W r");
+    ExpectSameVector(rw, golden["rw"], what + " " + module + " r W");
+  }
+}
+
+std::string Sha256(const std::string& path) {
+  std::string output;
+  FILE* pipe = popen(("sha256sum " + path).c_str(), "r");
+  if (pipe == nullptr) return output;
+  char buffer[256];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
+  pclose(pipe);
+  return output.substr(0, 64);
+}
+
+// tests/data/quantized holds small checkpoints that check_dequant.py packed
+// as each format's own tools pack them (AutoGPTQ, AutoAWQ, compressed-tensors,
+// vLLM's fp8), and golden.json: PyTorch's dequantization of those and of
+// tern-quantize's checkpoints of the tiny Llama, made on the GPU machine
+// (tests/data/quantized/README.md).
+TEST(QuantizedModelLoadTest, LoadersAgreeWithPyTorch) {
+  const std::string data = std::string(TERN_TEST_DATA_DIR) + "/quantized";
+  std::ifstream in(data + "/golden.json");
+  if (!in) GTEST_SKIP() << data << "/golden.json is missing: run tools/quantize/check_dequant.py on the GPU machine";
+  const nlohmann::json golden = nlohmann::json::parse(in);
+  int checked = 0;
+  for (const auto& [variant, modules] : golden["fixtures"].items()) {
+    ExpectLoadsAsPyTorch(data + "/" + variant, modules, variant);
+    ++checked;
+  }
+  for (const auto& [name, entry] : golden["written"].items()) {
+    // "<arch>:<scheme>:<format>", regenerated here bit for bit.
+    const size_t a = name.find(':'), b = name.rfind(':');
+    const std::string dir = Quantize(TinyModel(name.substr(0, a)), name.substr(a + 1, b - a - 1), name.substr(b + 1));
+    ASSERT_EQ(Sha256(dir + "/model.safetensors"), entry["sha256"].get<std::string>())
+        << name << ": tern-quantize no longer writes the bytes golden.json was made from";
+    ExpectLoadsAsPyTorch(dir, entry["modules"], name);
+    ++checked;
+  }
+  EXPECT_GE(checked, 10);
+}
+
 }  // namespace
 }  // namespace tern::runtime
