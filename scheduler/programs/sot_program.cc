@@ -116,7 +116,10 @@ absl::StatusOr<ProgramPhase> SotProgram::SkeletonPhase() {
   sampling.stop.clear();  // the request's stop strings end its answer, not the outline
   sampling.logprobs.reset();
   const int64_t room = limits_.max_context - static_cast<int64_t>(prompt.size());
-  sampling.max_tokens = static_cast<int32_t>(std::min<int64_t>({config_.max_skeleton_tokens, max_tokens_, room}));
+  // The skeleton takes at most half of max_tokens, so the answer (points,
+  // or the fallback) always keeps the other half.
+  const int64_t half = std::max<int64_t>(1, max_tokens_ / 2);
+  sampling.max_tokens = static_cast<int32_t>(std::min<int64_t>({config_.max_skeleton_tokens, half, room}));
   if (*sampling.max_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("the skeleton prompt has ", prompt.size(),
                                                    " tokens; the context holds ", limits_.max_context));
@@ -209,7 +212,8 @@ absl::StatusOr<std::optional<ProgramPhase>> SotProgram::Next(const std::vector<B
     }
     case Stage::kSkeleton: {
       outcome_->skeleton_time = took;
-      outcome_->skeleton = config_.templates.skeleton_prefill + texts_[0];
+      // As streamed: the pre-fill without its leading space, then the model's text.
+      outcome_->skeleton = std::string(runtime::StripPyWhitespace(config_.templates.skeleton_prefill)) + texts_[0];
       const int64_t used = results.empty() ? 0 : static_cast<int64_t>(results[0].output_token_ids.size());
       const int64_t left = max_tokens_ - used;
       std::vector<runtime::SkeletonPoint> points = runtime::ParseSkeleton(outcome_->skeleton);

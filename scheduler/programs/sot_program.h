@@ -15,7 +15,7 @@
 // A supplied outline skips the route and skeleton phases.
 //
 // Budgets: the request's max_tokens bounds the skeleton and the points
-// together: the skeleton gets min(max_skeleton_tokens, max_tokens); each of N
+// together: the skeleton gets min(max_skeleton_tokens, max_tokens / 2); each of N
 // points gets min(max_point_tokens, (max_tokens - skeleton tokens) / N); a
 // fallback gets what the skeleton left. The router's tokens are counted in
 // usage but not in max_tokens. Stop strings apply to points and to normal
@@ -82,7 +82,7 @@ struct SotOutcome {
   bool router_recognized = true;  // the prompting router's reply was A, B or C
   bool used_sot = false;      // points were expanded
   bool fell_back = false;     // the skeleton had fewer than two points
-  std::string skeleton;       // as decoded, beginning with the pre-fill
+  std::string skeleton;       // as streamed: "1." (the pre-fill, trimmed) and the model's text
   std::vector<runtime::SkeletonPoint> points;
   std::string answer;         // the points joined (JoinPoints) when used_sot
   absl::Duration router_time = absl::ZeroDuration();
