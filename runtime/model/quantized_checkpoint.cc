@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -608,6 +609,10 @@ absl::Status CheckOrRead(const WeightStore& store, const std::string& module, co
 
 }  // namespace
 
+struct CheckpointQuantization::CompiledRegex {
+  std::regex pattern;
+};
+
 const char* CheckpointFormatName(CheckpointFormat format) {
   switch (format) {
     case CheckpointFormat::kDense:
@@ -743,7 +748,7 @@ absl::StatusOr<CheckpointQuantization> CheckpointQuantization::Parse(const std::
         t.text = item.get<std::string>();
         if (absl::StartsWith(t.text, "re:")) {
           try {
-            t.regex = std::make_shared<const std::regex>(t.text.substr(3));
+            t.regex = std::make_shared<const CompiledRegex>(CompiledRegex{std::regex(t.text.substr(3))});
           } catch (const std::regex_error&) {
             return BadField(path, absl::StrCat("\"", t.text, "\" is not a valid regular expression"));
           }
@@ -774,7 +779,9 @@ absl::StatusOr<CheckpointQuantization> CheckpointQuantization::Parse(const std::
 
 bool CheckpointQuantization::Matches(const Target& target, const std::string& module) {
   if (target.text == "Linear") return true;
-  if (target.regex != nullptr) return std::regex_search(module, *target.regex, std::regex_constants::match_continuous);
+  if (target.regex != nullptr) {
+    return std::regex_search(module, target.regex->pattern, std::regex_constants::match_continuous);
+  }
   return module == target.text || absl::EndsWith(module, "." + target.text);
 }
 

@@ -36,7 +36,6 @@
 #pragma once
 
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -87,9 +86,12 @@ class CheckpointQuantization {
   std::string Describe() const;
 
  private:
+  struct CompiledRegex;  // std::regex, kept out of this header
   struct Target {
     std::string text;
-    std::shared_ptr<const std::regex> regex;  // for "re:" targets; shared: regexes are immutable
+    // For "re:" targets, compiled once; shared because copies of the
+    // configuration share the immutable compiled pattern.
+    std::shared_ptr<const CompiledRegex> regex;
   };
   struct Group {
     std::vector<Target> targets;
