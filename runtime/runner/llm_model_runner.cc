@@ -1,7 +1,6 @@
 #include "runtime/runner/llm_model_runner.h"
 
 #include <algorithm>
-#include <chrono>
 #include <numeric>
 #include <vector>
 
@@ -115,7 +114,6 @@ absl::Status LlmModelRunner::WarmupDecodeGraphs(int32_t max_seqs) {
 
 absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
   StepResult result;
-  const auto start = std::chrono::steady_clock::now();
   if (!plan.block_copies.empty()) {
     std::vector<int32_t> src, dst;
     for (const auto& [s, d] : plan.block_copies) {
@@ -171,13 +169,13 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
     if (padded > b.num_seqs()) PadDecodeBatch(padded, &b);
   }
   ASSIGN_OR_RETURN(Tensor logits, model_->ForwardLogits(b, *cache_));
-  RETURN_IF_ERROR(backend_->FinishStep());
-  const auto forwarded = std::chrono::steady_clock::now();
   requests_.clear();
   for (const SequenceStep& s : plan.sequences) {
     if (s.sample) requests_.push_back({s.sampling, s.sampling_state});
   }
   // Padding rows (decode graphs) follow the real ones and are not sampled.
+  // SampleRows is the step's one wait for the device, and reports the
+  // errors of the whole pass.
   RETURN_IF_ERROR(backend_->SampleRows(logits.Rows(0, int64_t(requests_.size())), requests_, &tokens_));
   size_t row = 0;
   for (const SequenceStep& s : plan.sequences) {
@@ -185,9 +183,6 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
     result.outputs.push_back({s.seq_id, std::move(tokens_[row])});
     ++row;
   }
-  const auto done = std::chrono::steady_clock::now();
-  result.forward_seconds = std::chrono::duration<double>(forwarded - start).count();
-  result.sample_seconds = std::chrono::duration<double>(done - forwarded).count();
   return result;
 }
 

@@ -1,11 +1,9 @@
 // LlmModelRunner: a ModelRunner over a LlamaModel on any Backend: builds the
 // ForwardBatch from a StepPlan, runs the forward pass and samples with
 // Backend::SampleRows (on the device for the CUDA backend, with the host
-// Sampler otherwise).
-//
-// Timings: forward_seconds runs from the start of Execute until the logits
-// are ready (the runner waits for the device with FinishStep), and
-// sample_seconds covers SampleRows, its transfers included.
+// Sampler otherwise). A step waits for the device once: SampleRows waits for
+// the forward pass and the sampling together and reports the first error of
+// either.
 #pragma once
 
 #include <memory>

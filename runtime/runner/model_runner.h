@@ -51,8 +51,6 @@ struct SequenceOutput {
 struct StepResult {
   // One per sequence with sample = true, in plan order.
   std::vector<SequenceOutput> outputs;
-  double forward_seconds = 0;
-  double sample_seconds = 0;
 };
 
 struct KvCacheLayout {
