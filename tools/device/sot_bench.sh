@@ -11,7 +11,7 @@
 # tern-mkmodel (and ternd, tern-load for part 2).
 set -uo pipefail
 root=$(pwd)
-bundle="$root/.device-bundle"
+bundle="${TERN_BUNDLE:-$root/.device-bundle}"
 model=/tmp/tern-models/llama-2-7b
 out=${OUT:-/tmp}
 "$bundle/run.sh" bin/tern-mkmodel --arch llama --preset llama-2-7b --seed 4 --dtype float16 \
@@ -29,13 +29,13 @@ grpc=$(python3 -c 'import json; print(json.load(open("/tmp/ports.json"))["grpc_p
 load() {  # rate, sot-share, extra flags..., json name
   local rate=$1 share=$2 name=$3; shift 3
   "$bundle/run.sh" bin/tern-load --target 127.0.0.1:$grpc --model llama-2-7b \
-    --prompts "$root/loadtest/prompts/vicuna80.csv" --rate "$rate" --duration 40 --max-tokens 128 --ignore-eos \
+    --prompts "$root/loadtest/prompts/vicuna80.csv" --rate "$rate" --duration 30 --max-tokens 128 --ignore-eos \
     --seed 1 --sot-share "$share" --sot-outline-points 6 --sot-point-tokens 64 "$@" --json "$out/$name.json" 2>&1 |
     sed -n '1,24p'
 }
 # Saturation: offered far above capacity; the completed rate is what it holds.
-load 64 0.2 saturate
-sat=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["completed"] / j["duration_s"])' \
+load 200 0.2 saturate
+sat=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["request_throughput"])' \
   "$out/saturate.json")
 echo "saturated at $sat req/s"
 for frac in 0.5 0.8; do
