@@ -16,6 +16,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (options.max_num_seqs <= 0) return absl::InvalidArgumentError("max_num_seqs must be positive");
   if (options.max_num_batched_tokens <= 0) return absl::InvalidArgumentError("max_num_batched_tokens must be positive");
   if (options.max_queued_requests <= 0) return absl::InvalidArgumentError("max_queued_requests must be positive");
+  if (options.stall_timeout <= absl::ZeroDuration()) return absl::InvalidArgumentError("stall_timeout must be positive");
   if (options.max_queued_requests_per_tenant < 0) {
     return absl::InvalidArgumentError("max_queued_requests_per_tenant must not be negative");
   }

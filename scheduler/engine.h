@@ -103,6 +103,10 @@ struct EngineOptions {
   // server stops serving and exits so that it is restarted. May be empty.
   using FatalCallback = std::function<void(const absl::Status&)>;
   FatalCallback on_fatal;
+  // A busy engine thread (not asleep waiting for work) that has not finished
+  // a pass of its loop for this long is stalled (EngineStats::stalled): a
+  // device step that hangs, say. > 0.
+  absl::Duration stall_timeout = absl::Seconds(30);
 };
 
 struct EngineStats {
@@ -118,6 +122,14 @@ struct EngineStats {
   int64_t generation_tokens = 0;
   int32_t last_step_batched_tokens = 0;  // tokens computed by the most recent step
   absl::Time last_step_time = absl::InfinitePast();
+  // The engine thread is either asleep (no requests, or none that can start
+  // until one arrives, leaves or passes its deadline) or busy: planning,
+  // stepping, handing out output. `busy_for` is how long it has been busy
+  // since it last finished a pass of its loop (one step) or woke up; zero
+  // while asleep. Busy for longer than EngineOptions::stall_timeout is
+  // stalled: an idle engine never is, however long since its last step.
+  absl::Duration busy_for = absl::ZeroDuration();
+  bool stalled = false;
 };
 
 class Engine {

@@ -149,7 +149,17 @@ void EngineImpl::Cancel(const std::string& request_id) {
 
 EngineStats EngineImpl::Stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  EngineStats stats = stats_;
+  stats.busy_for = asleep_ ? absl::ZeroDuration() : std::max(absl::ZeroDuration(), absl::Now() - progress_time_);
+  stats.stalled = stats.busy_for > options_.stall_timeout;
+  return stats;
+}
+
+void EngineImpl::MarkAsleep() { asleep_ = true; }
+
+void EngineImpl::MarkAwake() {
+  asleep_ = false;
+  progress_time_ = absl::Now();
 }
 
 void EngineImpl::Drain(absl::Duration timeout) {
@@ -388,6 +398,7 @@ void EngineImpl::PublishStats(bool stepped) {
   stats_.prefix_cache_hits = s.blocks.prefix_hits;
   stats_.prompt_tokens = s.prompt_tokens;
   stats_.generation_tokens = s.generation_tokens;
+  progress_time_ = absl::Now();
   if (stepped) {
     stats_.last_step_time = absl::Now();
     stats_.last_step_batched_tokens = last_batched_tokens_;
@@ -409,9 +420,11 @@ void EngineImpl::SleepUntilChange(bool draining, absl::Time drain_deadline) {
   absl::Time wake_at = deadlines_.empty() ? absl::InfiniteFuture() : deadlines_.begin()->first;
   if (draining) wake_at = std::min(wake_at, drain_deadline);
   absl::MutexLock lock(&mu_);
+  MarkAsleep();
   while (inbox_.empty() && cancels_.empty() && draining_ == draining && drain_deadline_ == drain_deadline) {
     if (wake_.WaitWithDeadline(&mu_, wake_at)) break;
   }
+  MarkAwake();
 }
 
 void EngineImpl::Loop() {
@@ -422,7 +435,11 @@ void EngineImpl::Loop() {
     absl::Time drain_deadline;
     {
       absl::MutexLock lock(&mu_);
-      while (inbox_.empty() && cancels_.empty() && !draining_ && !scheduler_.HasWork()) wake_.Wait(&mu_);
+      if (inbox_.empty() && cancels_.empty() && !draining_ && !scheduler_.HasWork()) {
+        MarkAsleep();
+        while (inbox_.empty() && cancels_.empty() && !draining_ && !scheduler_.HasWork()) wake_.Wait(&mu_);
+        MarkAwake();
+      }
       submissions.swap(inbox_);
       cancels.swap(cancels_);
       draining = draining_;
@@ -442,7 +459,11 @@ void EngineImpl::Loop() {
     if (!scheduler_.HasWork()) {
       PublishStats(false);
       FinishDone();
-      if (draining) return;
+      if (draining) {
+        absl::MutexLock lock(&mu_);
+        MarkAsleep();  // for good: a stopped engine is not stalled
+        return;
+      }
       continue;
     }
 

@@ -87,6 +87,9 @@ class EngineImpl final : public Engine {
   // deadline (or the drain deadline) passes; `draining` and `drain_deadline`
   // are what the loop last read.
   void SleepUntilChange(bool draining, absl::Time drain_deadline);
+  // Marks the engine thread asleep until MarkAwake.
+  void MarkAsleep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkAwake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const EngineOptions options_;
   // Copies of the runner's constants, readable from any thread.
@@ -108,6 +111,10 @@ class EngineImpl final : public Engine {
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);  // the device failure that stopped the engine
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  // The engine thread waits on wake_, or has stopped (see EngineStats::busy_for).
+  bool asleep_ ABSL_GUARDED_BY(mu_) = false;
+  // When the engine thread last finished a pass of its loop or woke up.
+  absl::Time progress_time_ ABSL_GUARDED_BY(mu_) = absl::Now();
   TokenQuotas quotas_ ABSL_GUARDED_BY(mu_);
   // Tokens reserved against the tenant's quota, by request id.
   absl::flat_hash_map<std::string, int64_t> reserved_tokens_ ABSL_GUARDED_BY(mu_);

@@ -27,7 +27,7 @@ constexpr const char* kServiceNames[] = {"tern.v1.Llm", "tern.v1.Models", "tern.
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConfig& config) {
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConfig& config, DaemonHooks hooks) {
   RETURN_IF_ERROR(ValidateServerConfig(config));
   std::unique_ptr<Daemon> daemon(new Daemon());
   daemon->config_ = config;
@@ -35,9 +35,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   daemon->authenticator_ = Authenticator::FromConfig(config);
   Daemon* self = daemon.get();
   ASSIGN_OR_RETURN(daemon->models_,
-                   ModelRegistry::Create(config, [self](const std::string& model, const absl::Status& status) {
-                     self->OnFatal(model, status);
-                   }));
+                   ModelRegistry::Create(
+                       config,
+                       [self](const std::string& model, const absl::Status& status) { self->OnFatal(model, status); },
+                       std::move(hooks.wrap_runner)));
   daemon->metrics_->SetModelsLoaded(static_cast<int>(daemon->models_->size()));
   daemon->metrics_->AddCollectable(std::make_shared<EngineCollector>(daemon->models_.get()));
   for (const auto& info : daemon->models_->List()) {
@@ -57,6 +58,21 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   RETURN_IF_ERROR(daemon->StartHttp());
   RETURN_IF_ERROR(daemon->StartGrpc());
   daemon->serving_ = true;
+  {
+    absl::MutexLock lock(&daemon->health_mu_);
+    daemon->PublishReadiness();
+  }
+  std::vector<StallWatchdog::Watched> watched;
+  for (const ServedModel* model : daemon->models_->All()) {
+    if (model->engine != nullptr) watched.push_back({model->info.name(), model->engine.get()});
+  }
+  daemon->watchdog_ = std::make_unique<StallWatchdog>(std::move(watched), daemon->metrics_.get(), [self](bool stalled) {
+    absl::MutexLock lock(&self->health_mu_);
+    self->engines_stalled_ = stalled;
+    self->PublishReadiness();
+  });
+  const absl::Duration stall_timeout = absl::Seconds(EffectiveEngineStallTimeoutSeconds(config));
+  daemon->watchdog_->Start(StallWatchdog::IntervalFor(stall_timeout));
   spdlog::info("ternd serving: gRPC on {}, HTTP on {}, auth {}, {} model(s)",
                HostPort(EffectiveGrpcHost(config), daemon->grpc_port_),
                HostPort(EffectiveHttpHost(config), daemon->http_port_),
@@ -71,14 +87,33 @@ void Daemon::OnFatal(const std::string& model, const absl::Status& status) {
     fatal_ = absl::Status(status.code(), absl::StrCat("model ", model, ": ", status.message()));
   }
   serving_ = false;
-  if (grpc_server_ != nullptr) {
-    auto* health = grpc_server_->GetHealthCheckService();
-    health->SetServingStatus(false);
-    for (const char* service : kServiceNames) health->SetServingStatus(service, false);
+  {
+    absl::MutexLock lock(&health_mu_);
+    PublishReadiness();
   }
   spdlog::critical("model {} failed: {}; ternd stops serving and exits", model, std::string(status.message()));
   // main() sleeps in sigwait: wake it to drain and exit non-zero.
   kill(getpid(), SIGTERM);
+}
+
+void Daemon::PublishReadiness() {
+  const bool ready = serving_.load() && !engines_stalled_;
+  if (grpc_server_ != nullptr) {
+    auto* health = grpc_server_->GetHealthCheckService();
+    health->SetServingStatus(ready);
+    for (const char* service : kServiceNames) health->SetServingStatus(service, ready);
+  }
+  metrics_->SetReady(ready);
+}
+
+Daemon::Readiness Daemon::CheckReadiness() const {
+  if (!serving_.load()) return {false, fatal_error().ok() ? "draining" : "failed"};
+  for (const ServedModel* model : models_->All()) {
+    if (model->engine != nullptr && model->engine->Stats().stalled) {
+      return {false, absl::StrCat("stalled: model ", model->info.name())};
+    }
+  }
+  return {true, "ready"};
 }
 
 absl::Status Daemon::fatal_error() const {
@@ -104,9 +139,6 @@ absl::Status Daemon::StartGrpc() {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot listen for gRPC on ", address, " (address in use or not local?)"));
   }
-  auto* health = grpc_server_->GetHealthCheckService();
-  health->SetServingStatus(true);
-  for (const char* service : kServiceNames) health->SetServingStatus(service, true);
   return absl::OkStatus();
 }
 
@@ -124,13 +156,10 @@ HttpRouter Daemon::BuildRouter() {
     return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
   });
   router.Handle("GET", "/readyz", [this](const HttpRequest&) {
-    // Ready means every configured model loaded and the daemon is not
-    // draining. Once engines run, a model's engine must also have finished a
-    // step recently.
-    const bool ready = serving_.load();
-    metrics_->RecordHttp("/readyz", ready ? 200 : 503);
-    if (ready) return HttpResponse{200, "text/plain; charset=utf-8", "ready\n"};
-    return HttpResponse{503, "text/plain; charset=utf-8", fatal_error().ok() ? "draining\n" : "failed\n"};
+    const Readiness readiness = CheckReadiness();
+    const int code = readiness.ready ? 200 : 503;
+    metrics_->RecordHttp("/readyz", code);
+    return HttpResponse{code, "text/plain; charset=utf-8", readiness.reason + "\n"};
   });
   return router;
 }
@@ -151,10 +180,10 @@ void Daemon::Drain(absl::Duration timeout) {
   spdlog::info("draining: no new calls; waiting up to {:.1f}s for in-flight calls",
                absl::ToDoubleSeconds(timeout));
   const absl::Time deadline = absl::Now() + timeout;
-  if (grpc_server_ != nullptr) {
-    auto* health = grpc_server_->GetHealthCheckService();
-    health->SetServingStatus(false);
-    for (const char* service : kServiceNames) health->SetServingStatus(service, false);
+  if (watchdog_ != nullptr) watchdog_->Stop();
+  if (metrics_ != nullptr) {
+    absl::MutexLock lock(&health_mu_);
+    PublishReadiness();
   }
   // Engines first: they refuse new requests, finish in-flight ones until the
   // deadline and abort the rest, which ends every open stream.

@@ -39,6 +39,9 @@ ABSL_FLAG(std::optional<int>, http_port, std::nullopt,
 ABSL_FLAG(std::string, backend, "", "Backend for --model: auto, cpu or cuda");
 ABSL_FLAG(std::optional<double>, drain_timeout, std::nullopt,
           "Seconds in-flight calls may take to finish after SIGTERM (default 30)");
+ABSL_FLAG(std::optional<double>, engine_stall_timeout, std::nullopt,
+          "Seconds an engine may be busy without finishing a step before ternd reports itself not ready "
+          "(default 30)");
 ABSL_FLAG(std::string, ports_file, "",
           "After startup, write {\"grpc_port\":N,\"http_port\":M,\"pid\":P} here");
 ABSL_FLAG(std::optional<std::string>, log_level, std::nullopt,
@@ -66,6 +69,9 @@ absl::StatusOr<tern::v1::ServerConfig> BuildConfig() {
   if (const auto port = absl::GetFlag(FLAGS_grpc_port)) listen->set_grpc_port(*port);
   if (const auto port = absl::GetFlag(FLAGS_http_port)) listen->set_http_port(*port);
   if (const auto seconds = absl::GetFlag(FLAGS_drain_timeout)) config.set_drain_timeout_seconds(*seconds);
+  if (const auto seconds = absl::GetFlag(FLAGS_engine_stall_timeout)) {
+    config.set_engine_stall_timeout_seconds(*seconds);
+  }
   if (const auto level = absl::GetFlag(FLAGS_log_level)) config.set_log_level(*level);
   if (const auto json = absl::GetFlag(FLAGS_log_json)) config.set_log_json(*json);
   if (const auto router = absl::GetFlag(FLAGS_sot_router_file)) config.set_sot_router_file(*router);

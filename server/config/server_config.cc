@@ -134,6 +134,11 @@ absl::Status ValidateServerConfig(const tern::v1::ServerConfig& config) {
     return Invalid("drain_timeout_seconds",
                    absl::StrCat(config.drain_timeout_seconds(), " is not in [0, 3600]"));
   }
+  if (config.has_engine_stall_timeout_seconds() &&
+      !(config.engine_stall_timeout_seconds() > 0.0 && config.engine_stall_timeout_seconds() <= 3600.0)) {
+    return Invalid("engine_stall_timeout_seconds",
+                   absl::StrCat(config.engine_stall_timeout_seconds(), " is not in (0, 3600]"));
+  }
   RETURN_IF_ERROR(CheckOneOf("log_level", config.log_level(),
                              {"trace", "debug", "info", "warn", "error"}));
 
@@ -197,6 +202,11 @@ std::string EffectiveHttpHost(const tern::v1::ServerConfig& config) {
 double EffectiveDrainTimeoutSeconds(const tern::v1::ServerConfig& config) {
   return config.has_drain_timeout_seconds() ? config.drain_timeout_seconds()
                                             : kDefaultDrainTimeoutSeconds;
+}
+
+double EffectiveEngineStallTimeoutSeconds(const tern::v1::ServerConfig& config) {
+  return config.has_engine_stall_timeout_seconds() ? config.engine_stall_timeout_seconds()
+                                                   : kDefaultEngineStallTimeoutSeconds;
 }
 
 bool EffectiveAuthEnabled(const tern::v1::ServerConfig& config) {

@@ -17,6 +17,7 @@ namespace tern::server {
 inline constexpr int kDefaultGrpcPort = 50051;
 inline constexpr int kDefaultHttpPort = 8000;
 inline constexpr double kDefaultDrainTimeoutSeconds = 30.0;
+inline constexpr double kDefaultEngineStallTimeoutSeconds = 30.0;
 
 // Parses a JSON document. INVALID_ARGUMENT names the offending field.
 absl::StatusOr<tern::v1::ServerConfig> ParseServerConfigJson(const std::string& json);
@@ -35,6 +36,7 @@ int EffectiveHttpPort(const tern::v1::ServerConfig& config);
 std::string EffectiveGrpcHost(const tern::v1::ServerConfig& config);
 std::string EffectiveHttpHost(const tern::v1::ServerConfig& config);
 double EffectiveDrainTimeoutSeconds(const tern::v1::ServerConfig& config);
+double EffectiveEngineStallTimeoutSeconds(const tern::v1::ServerConfig& config);
 // Auth is on when the config says so, or, when unset, when any tenant has a key.
 bool EffectiveAuthEnabled(const tern::v1::ServerConfig& config);
 

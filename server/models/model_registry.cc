@@ -82,7 +82,8 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
                                                              const runtime::HfConfig& config, const std::string& name,
                                                              const std::string& backend_name,
                                                              const runtime::Tokenizer* tokenizer,
-                                                             scheduler::EngineOptions::FatalCallback on_fatal) {
+                                                             scheduler::EngineOptions::FatalCallback on_fatal,
+                                                             const ModelRegistry::RunnerWrapper& wrap_runner) {
   runtime::LlmModelRunnerOptions runner_options;
   runner_options.model_dir = model.path();
   runner_options.block_size = model.kv_block_size() > 0 ? model.kv_block_size() : 16;
@@ -109,8 +110,10 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   }
   auto backend = MakeBackend(backend_name, model, config);
   if (!backend.ok()) return backend.status();
-  auto runner = runtime::LlmModelRunner::Create(std::move(*backend), runner_options);
-  if (!runner.ok()) return runner.status();
+  auto created = runtime::LlmModelRunner::Create(std::move(*backend), runner_options);
+  if (!created.ok()) return created.status();
+  std::unique_ptr<runtime::ModelRunner> runner = std::move(*created);
+  if (wrap_runner) runner = wrap_runner(name, std::move(runner));
   scheduler::EngineOptions options;
   options.model_name = name;
   options.max_num_seqs = max_num_seqs;
@@ -118,13 +121,15 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   if (server.limits().max_queued_requests() > 0) options.max_queued_requests = server.limits().max_queued_requests();
   options.tokenizer = tokenizer;
   options.on_fatal = std::move(on_fatal);
-  return scheduler::Engine::Create(options, std::move(*runner));
+  options.stall_timeout = absl::Seconds(EffectiveEngineStallTimeoutSeconds(server));
+  return scheduler::Engine::Create(options, std::move(runner));
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern::v1::ServerConfig& config,
-                                                                     FatalHandler on_fatal) {
+                                                                     FatalHandler on_fatal,
+                                                                     RunnerWrapper wrap_runner) {
   std::unique_ptr<ModelRegistry> registry(new ModelRegistry());
   for (const auto& model_config : config.models()) {
     const std::string name = EffectiveModelName(model_config);
@@ -173,7 +178,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     scheduler::EngineOptions::FatalCallback engine_fatal;
     if (on_fatal) engine_fatal = [on_fatal, name](const absl::Status& status) { on_fatal(name, status); };
     auto engine = MakeEngine(config, model_config, *hf_config, name, *backend, served->tokenizer.get(),
-                             std::move(engine_fatal));
+                             std::move(engine_fatal), wrap_runner);
     if (!engine.ok()) return fail(engine.status());
     served->engine = std::move(*engine);
     auto& info = served->info;

@@ -45,8 +45,13 @@ class ModelRegistry {
   // `on_fatal` (may be empty) is called, from an engine thread, when a
   // model's device fails for good (EngineOptions::on_fatal).
   using FatalHandler = std::function<void(const std::string& model, const absl::Status& status)>;
+  // Tests only (fault injection): `wrap_runner`, when set, gets each model's
+  // runner before its engine starts and returns the runner the engine uses.
+  using RunnerWrapper = std::function<std::unique_ptr<runtime::ModelRunner>(
+      const std::string& model, std::unique_ptr<runtime::ModelRunner> runner)>;
   static absl::StatusOr<std::unique_ptr<ModelRegistry>> Create(const tern::v1::ServerConfig& config,
-                                                               FatalHandler on_fatal = nullptr);
+                                                               FatalHandler on_fatal = nullptr,
+                                                               RunnerWrapper wrap_runner = nullptr);
 
   // NOT_FOUND naming the served models when `name` is unknown.
   absl::StatusOr<const ServedModel*> Find(const std::string& name) const;

@@ -1,6 +1,7 @@
 // Prometheus families read from each model's Engine::Stats() at scrape time:
-// running and waiting requests, KV cache usage, steps, preemptions,
-// prefix-cache queries and hits, prompt and generation tokens (label model).
+// running and waiting requests, KV cache usage, steps, whether the engine is
+// stalled, preemptions, prefix-cache queries and hits, prompt and generation
+// tokens (label model).
 #pragma once
 
 #include <vector>

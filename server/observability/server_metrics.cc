@@ -39,6 +39,17 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                         .Help("Models loaded and ready to serve.")
                         .Register(*registry_)
                         .Add({});
+  ready_ = &prometheus::BuildGauge()
+                .Name("tern_ready")
+                .Help("1 while ternd is ready for traffic (/readyz 200, gRPC health SERVING): loaded, not "
+                      "draining, no model failed and no engine stalled; else 0.")
+                .Register(*registry_)
+                .Add({});
+  engine_stalls_ = &prometheus::BuildCounter()
+                        .Name("tern_engine_stalls_total")
+                        .Help("Times a model's engine was busy without finishing a step for longer than the "
+                              "stall timeout.")
+                        .Register(*registry_);
   requests_ = std::make_unique<RequestMetrics>(*registry_);
   collectables_.push_back(registry_);
   collectables_.push_back(std::make_shared<ProcessCollector>());
@@ -54,6 +65,14 @@ void ServerMetrics::RecordHttp(const std::string& route, int status_code) {
 }
 
 void ServerMetrics::SetModelsLoaded(int count) { models_loaded_->Set(count); }
+
+void ServerMetrics::SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
+
+void ServerMetrics::InitEngineStalls(const std::string& model) { engine_stalls_->Add({{"model", model}}); }
+
+void ServerMetrics::RecordEngineStall(const std::string& model) {
+  engine_stalls_->Add({{"model", model}}).Increment();
+}
 
 void ServerMetrics::AddCollectable(std::shared_ptr<prometheus::Collectable> collectable) {
   collectables_.push_back(std::move(collectable));

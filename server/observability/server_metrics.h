@@ -30,6 +30,13 @@ class ServerMetrics {
   // One HTTP request: the route ("/metrics", or "other") and status code.
   void RecordHttp(const std::string& route, int status_code);
   void SetModelsLoaded(int count);
+  // tern_ready: 1 while ternd should get traffic (what /readyz and gRPC
+  // health say), else 0.
+  void SetReady(bool ready);
+  // tern_engine_stalls_total{model}: one more stall of the model's engine.
+  // InitEngineStalls makes the model's series exist (at 0) before any stall.
+  void InitEngineStalls(const std::string& model);
+  void RecordEngineStall(const std::string& model);
 
   // The text exposition format (0.0.4) of every registered collectable.
   std::string Scrape() const;
@@ -49,6 +56,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;
   prometheus::Family<prometheus::Counter>* http_total_;
   prometheus::Gauge* models_loaded_;
+  prometheus::Gauge* ready_;
+  prometheus::Family<prometheus::Counter>* engine_stalls_;
   std::unique_ptr<RequestMetrics> requests_;
 };
 

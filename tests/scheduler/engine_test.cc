@@ -420,6 +420,51 @@ class FailingRunner final : public runtime::ModelRunner {
   testing::FakeModelRunner inner_;
 };
 
+// A step that hangs: the engine is stalled once it has been busy without
+// finishing a step for the stall timeout, and recovers when the step ends.
+// An idle engine, or one whose requests cannot start, is never stalled.
+TEST(EngineTest, AHungStepStallsTheEngineUntilItReturns) {
+  auto gated = std::make_unique<GatedRunner>();
+  GatedRunner* gate = gated.get();
+  EngineOptions options;
+  options.stall_timeout = absl::Milliseconds(300);
+  auto engine = Engine::Create(options, std::move(gated));
+  ASSERT_TRUE(engine.ok());
+  absl::SleepFor(absl::Milliseconds(400));  // idle for longer than the timeout
+  EXPECT_FALSE((*engine)->Stats().stalled);
+  EXPECT_EQ((*engine)->Stats().busy_for, absl::ZeroDuration());
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(Greedy("hung", {1, 2, 3}, 2), sink).ok());
+  gate->WaitEntered();
+  const absl::Time entered = absl::Now();
+  EngineStats stats = (*engine)->Stats();
+  if (absl::Now() - entered < absl::Milliseconds(200)) {
+    EXPECT_FALSE(stats.stalled) << "busy for " << stats.busy_for;
+  }
+  while (!(stats = (*engine)->Stats()).stalled && absl::Now() - entered < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_TRUE(stats.stalled);
+  EXPECT_GT(stats.busy_for, options.stall_timeout);
+  EXPECT_GE(absl::Now() - entered, absl::Milliseconds(300) - absl::Milliseconds(50));
+  gate->Open();
+  ASSERT_TRUE(sink->WaitDone());
+  EXPECT_TRUE(sink->status().ok()) << sink->status();
+  EXPECT_FALSE((*engine)->Stats().stalled);
+  absl::SleepFor(absl::Milliseconds(400));
+  EXPECT_FALSE((*engine)->Stats().stalled) << "idle again";
+  (*engine)->Drain(absl::ZeroDuration());
+  absl::SleepFor(absl::Milliseconds(400));
+  EXPECT_FALSE((*engine)->Stats().stalled) << "stopped";
+}
+
+TEST(EngineTest, StallTimeoutMustBePositive) {
+  EngineOptions options;
+  options.stall_timeout = absl::ZeroDuration();
+  EXPECT_EQ(Engine::Create(options, std::make_unique<testing::FakeModelRunner>(64, 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(EngineTest, DeviceFaultFailsEverythingOnceAndRefusesNewRequests) {
   auto failing = std::make_unique<FailingRunner>();
   FailingRunner* runner = failing.get();
@@ -743,6 +788,7 @@ TEST(EngineTest, RequestThatCannotStartWakesOnCancelAndSubmit) {
   absl::SleepFor(absl::Milliseconds(100));
   const int64_t steps = engine->Stats().steps;
   EXPECT_LE(steps, 2);
+  EXPECT_EQ(engine->Stats().busy_for, absl::ZeroDuration()) << "asleep, so never stalled";
   // A new request wakes the engine (it plans again, and still cannot start
   // the first), and a cancel ends the stuck one at once.
   EngineRequest other = Greedy("other", {4, 5}, 2);

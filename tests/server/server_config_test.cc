@@ -26,6 +26,7 @@ TEST(ServerConfigTest, DefaultsWhenEmpty) {
   EXPECT_EQ(EffectiveHttpPort(*config), 8000);
   EXPECT_EQ(EffectiveGrpcHost(*config), "0.0.0.0");
   EXPECT_DOUBLE_EQ(EffectiveDrainTimeoutSeconds(*config), 30.0);
+  EXPECT_DOUBLE_EQ(EffectiveEngineStallTimeoutSeconds(*config), 30.0);
   EXPECT_FALSE(EffectiveAuthEnabled(*config));
 }
 
@@ -67,6 +68,8 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
       {R"({"auth": {"enabled": true}})", "auth.enabled"},
       {R"({"logLevel": "loud"})", "log_level"},
       {R"({"drainTimeoutSeconds": -1})", "drain_timeout_seconds"},
+      {R"({"engineStallTimeoutSeconds": 0})", "engine_stall_timeout_seconds"},
+      {R"({"engine_stall_timeout_seconds": 3601})", "engine_stall_timeout_seconds"},
   };
   for (const Case& c : cases) {
     auto config = ParseServerConfigJson(c.json);
