@@ -147,13 +147,20 @@ void BlockManager::Fork(const BlockTable& src, BlockTable* dst) {
   *dst = src;
 }
 
+bool BlockManager::MustCopyBeforeWrite(int32_t block) const {
+  // A published block's KV is what every later hit reads: even the same
+  // token recomputed at the same position may come out in other bits (the
+  // kernels' rounding depends on the batch), so it is never written.
+  return ref_[block] > 1 || cached_[block].has_value();
+}
+
 int32_t BlockManager::BlocksNeededToWrite(const BlockTable& table, int32_t begin, int32_t end) const {
   CHECK(0 <= begin && begin <= end);
   const int32_t have = static_cast<int32_t>(table.size());
   const int32_t want = (end + block_size_ - 1) / block_size_;
   int32_t needed = std::max(0, want - have);
   for (int32_t i = begin / block_size_; i < std::min(have, want); ++i) {
-    if (ref_[table[i]] > 1) ++needed;
+    if (MustCopyBeforeWrite(table[i])) ++needed;
   }
   return needed;
 }
@@ -164,7 +171,7 @@ bool BlockManager::PrepareWrite(BlockTable* table, int32_t begin, int32_t end, B
   const int32_t want = (end + block_size_ - 1) / block_size_;
   for (int32_t i = begin / block_size_; i < std::min(have, want); ++i) {
     const int32_t shared = (*table)[i];
-    if (ref_[shared] == 1) continue;
+    if (!MustCopyBeforeWrite(shared)) continue;
     const int32_t copy = TakeFreeBlock();
     copies->emplace_back(shared, copy);
     ++cow_copies_;

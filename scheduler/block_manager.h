@@ -11,7 +11,9 @@
 //                      revives it.
 //   in use          -> ref >= 1; ref > 1 means shared (prefix-cache hit of
 //                      several sequences, or a fork), and a write into a
-//                      shared block first copies it (copy-on-write).
+//                      shared block first copies it (copy-on-write). So
+//                      does a write into a cached block, even one held
+//                      once: a published block is never written.
 //
 // Prefix cache: a FULL block is named by a chained hash: Hash(parent hash,
 // the block's token ids), where the first block's parent is the tenant's
@@ -56,7 +58,7 @@ struct BlockManagerStats {
   int64_t prefix_queries = 0;    // full blocks looked up by MatchPrefix
   int64_t prefix_hits = 0;       // of which found
   int64_t evictions = 0;         // cached free blocks whose hash was dropped for reuse
-  int64_t cow_copies = 0;        // blocks copied because a shared block was written
+  int64_t cow_copies = 0;        // blocks copied because a shared or cached block was written
 };
 
 class BlockManager {
@@ -89,8 +91,9 @@ class BlockManager {
 
   // Makes `table` hold positions [0, end) with the block of `begin`
   // (the first position to be written) and every later one exclusively
-  // owned: appends fresh blocks, and replaces a shared block at `begin` by a
-  // fresh copy recorded in `copies`. All or nothing: false (and no change)
+  // owned and unpublished: appends fresh blocks, and replaces a shared or
+  // cached block at `begin` by a fresh copy recorded in `copies` (a full
+  // prefix-cache hit recomputing its last token writes into the copy). All or nothing: false (and no change)
   // when there are not enough free blocks. Requires 0 <= begin <= end.
   bool PrepareWrite(BlockTable* table, int32_t begin, int32_t end, BlockCopies* copies);
   // Blocks PrepareWrite would take.
@@ -128,6 +131,8 @@ class BlockManager {
   };
 
   void CheckBlock(int32_t block) const;
+  // A write into `block` must go to a copy: it is shared or published.
+  bool MustCopyBeforeWrite(int32_t block) const;
   void LruPushBack(int32_t block);
   void LruRemove(int32_t block);
   // Drops the block's hash from the index.

@@ -117,6 +117,43 @@ TEST(BlockManagerTest, PrefixHitSharesCachedFullBlocksOnly) {
   EXPECT_EQ(bm.MatchPrefix(salt, hashes, tokens, 1, &c), 1);
 }
 
+TEST(BlockManagerTest, WriteIntoACachedBlockHeldOnceCopiesIt) {
+  BlockManager bm = Make(8);
+  const uint64_t salt = BlockManager::HashTenant("acme");
+  const std::vector<int32_t> tokens = Iota(8);  // 2 full blocks
+  std::vector<uint64_t> hashes;
+  bm.ExtendHashes(salt, tokens, &hashes);
+  BlockTable a;
+  BlockCopies copies;
+  ASSERT_TRUE(bm.PrepareWrite(&a, 0, 8, &copies));
+  for (int32_t i = 0; i < 2; ++i) bm.CacheFullBlock(salt, a, i, hashes, tokens);
+  const BlockTable published = a;
+  bm.ReleaseTable(&a);
+  // A full hit held by this table alone (ref 1) that recomputes the last
+  // token: the published block is copied, not written.
+  BlockTable b;
+  ASSERT_EQ(bm.MatchPrefix(salt, hashes, tokens, 2, &b), 2);
+  EXPECT_EQ(bm.ref_count(published[1]), 1);
+  EXPECT_EQ(bm.BlocksNeededToWrite(b, 7, 8), 1);
+  ASSERT_TRUE(bm.PrepareWrite(&b, 7, 8, &copies));
+  ASSERT_EQ(copies.size(), 1u);
+  EXPECT_EQ(copies[0], std::make_pair(published[1], b[1]));
+  EXPECT_EQ(b[0], published[0]);
+  EXPECT_NE(b[1], published[1]);
+  EXPECT_EQ(bm.block_hash(published[1]), hashes[1]);  // still published, now free
+  EXPECT_EQ(bm.ref_count(published[1]), 0);
+  EXPECT_FALSE(bm.block_hash(b[1]).has_value());
+  // Published again under the same hash: the copy stays uncached.
+  bm.CacheFullBlock(salt, b, 1, hashes, tokens);
+  EXPECT_FALSE(bm.block_hash(b[1]).has_value());
+  // An uncached block held once is written in place.
+  copies.clear();
+  BlockTable c;
+  ASSERT_TRUE(bm.PrepareWrite(&c, 0, 3, &copies));
+  ASSERT_TRUE(bm.PrepareWrite(&c, 3, 4, &copies));
+  EXPECT_TRUE(copies.empty());
+}
+
 TEST(BlockManagerTest, HashesAreSaltedByTenant) {
   BlockManager bm = Make(8);
   const std::vector<int32_t> tokens = Iota(8);

@@ -331,6 +331,45 @@ TEST(SchedulerTest, FullPrefixHitOnABlockInUseCopiesItBeforeRecomputingTheLastTo
   EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
 }
 
+// A whole prompt found in the cache, its blocks free (ref 1 once matched):
+// the last token is recomputed into a private copy of the last block, so
+// the published block keeps the bytes every later hit reads.
+TEST(SchedulerTest, FullPrefixHitNeverWritesAPublishedBlock) {
+  Driver d(64, 4, Options(8, 64));
+  d.Add("a", Prompt(8), 1);
+  const std::vector<int32_t> published = d.Step().sequences[0].block_table;  // a finishes
+  ASSERT_EQ(published.size(), 2u);
+  const BlockManager& blocks = d.scheduler().block_manager();
+  for (int32_t b : published) {
+    ASSERT_EQ(blocks.ref_count(b), 0);
+    ASSERT_TRUE(blocks.block_hash(b).has_value());
+  }
+  const uint64_t last_hash = *blocks.block_hash(published[1]);
+  for (const char* id : {"e", "f"}) {
+    SCOPED_TRACE(id);
+    SequenceGroup* g = d.Add(id, Prompt(8), 3);
+    const RecordedStep& s = d.Step();
+    ASSERT_EQ(s.sequences.size(), 1u);
+    const RecordedSequence& rs = s.sequences[0];
+    EXPECT_EQ(rs.num_computed_tokens, 7);
+    EXPECT_EQ(g->cached_prompt_tokens(), 7);
+    // Every slot the step wrote lies outside the published blocks.
+    for (int32_t p = rs.num_computed_tokens; p < rs.num_computed_tokens + int32_t(rs.token_ids.size()); ++p) {
+      const int32_t written = rs.block_table[p / 4];
+      EXPECT_NE(written, published[0]) << "position " << p;
+      EXPECT_NE(written, published[1]) << "position " << p;
+    }
+    EXPECT_EQ(rs.block_table[0], published[0]);  // read from the cache
+    ASSERT_EQ(s.block_copies.size(), 1u);
+    EXPECT_EQ(s.block_copies[0], std::make_pair(published[1], rs.block_table[1]));
+    EXPECT_EQ(blocks.block_hash(published[1]), last_hash);
+    d.RunUntilIdle();
+    EXPECT_EQ(d.Output(id), Reference(Prompt(8), 3));
+  }
+  EXPECT_EQ(blocks.stats().num_used, 0);
+  EXPECT_EQ(blocks.stats().cow_copies, 2);
+}
+
 TEST(SchedulerTest, ForkSharesBlocksUntilAWrite) {
   Driver d(64, 4, Options(8, 64));
   SequenceGroup* g = d.Add("g", Prompt(6), 5, nullptr, 0, /*n=*/2);
