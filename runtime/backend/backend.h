@@ -90,6 +90,8 @@ class KvCache {
   virtual ~KvCache() = default;
   virtual const KvCacheSpec& spec() const = 0;
   // Copies whole blocks (copy-on-write forks): dst[i] <- src[i] in all layers.
+  // Enqueued before the step's pass; an error fails the step it precedes
+  // (BeginStep, FinishStep or SampleRows report it).
   virtual void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) = 0;
 };
 

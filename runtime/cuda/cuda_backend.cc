@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,7 @@
 #include "kernels/attention/flash_prefill_attention.h"
 #include "kernels/attention/paged_attention.h"
 #include "kernels/attention/paged_decode_attention.h"
+#include "kernels/cache/copy_blocks.h"
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/gemm/skinny_gemm.h"
 #include "kernels/moe/moe_routing.h"
@@ -122,33 +124,44 @@ class CudaLinear final : public LinearWeight {
 
 class CudaKvCache final : public KvCache {
  public:
-  CudaKvCache(const KvCacheSpec& spec, size_t element_bytes, cudaStream_t stream)
-      : spec_(spec), element_bytes_(element_bytes), stream_(stream) {}
+  // Records an op's error as the step's (CudaBackend::Impl::Record).
+  using Recorder = std::function<void(cudaError_t, const char*)>;
+  CudaKvCache(const KvCacheSpec& spec, size_t element_bytes, cudaStream_t stream, Recorder record)
+      : spec_(spec), element_bytes_(element_bytes), stream_(stream), record_(std::move(record)) {}
   absl::Status Allocate() {
     const size_t per_layer = size_t(spec_.num_blocks) * spec_.block_size * spec_.num_kv_heads * spec_.head_dim *
                              element_bytes_;
     k_.resize(spec_.num_layers);
     v_.resize(spec_.num_layers);
+    std::vector<void*> pools;
     for (int32_t l = 0; l < spec_.num_layers; ++l) {
       if (auto s = CudaStatus(k_[l].Reserve(per_layer), "allocating the KV cache"); !s.ok()) return s;
       if (auto s = CudaStatus(v_[l].Reserve(per_layer), "allocating the KV cache"); !s.ok()) return s;
       cudaMemsetAsync(k_[l].data(), 0, per_layer, stream_);
       cudaMemsetAsync(v_[l].data(), 0, per_layer, stream_);
+      pools.push_back(k_[l].data());
+      pools.push_back(v_[l].data());
     }
-    return absl::OkStatus();
+    // The block copies address every layer's K and V through this table.
+    const size_t table_bytes = pools.size() * sizeof(void*);
+    if (auto s = CudaStatus(pools_.Reserve(table_bytes), "allocating the KV cache"); !s.ok()) return s;
+    return CudaStatus(cudaMemcpy(pools_.data(), pools.data(), table_bytes, cudaMemcpyHostToDevice),
+                      "allocating the KV cache");
   }
   const KvCacheSpec& spec() const override { return spec_; }
+  // One batched kernel for every (pair, layer, K or V); an error becomes the
+  // step's first error, so the step these copies precede fails with it.
   void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) override {
     CHECK_EQ(src.size(), dst.size());
-    const size_t block = size_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim * element_bytes_;
-    for (int32_t l = 0; l < spec_.num_layers; ++l) {
-      for (size_t i = 0; i < src.size(); ++i) {
-        auto* kb = static_cast<uint8_t*>(k_[l].data());
-        auto* vb = static_cast<uint8_t*>(v_[l].data());
-        cudaMemcpyAsync(kb + dst[i] * block, kb + src[i] * block, block, cudaMemcpyDeviceToDevice, stream_);
-        cudaMemcpyAsync(vb + dst[i] * block, vb + src[i] * block, block, cudaMemcpyDeviceToDevice, stream_);
-      }
-    }
+    kernels::CopyBlocksParams p;
+    p.pools = static_cast<void* const*>(pools_.data());
+    p.num_pools = 2 * spec_.num_layers;
+    p.num_blocks = spec_.num_blocks;
+    p.block_bytes = int64_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim * int64_t(element_bytes_);
+    p.num_pairs = static_cast<int32_t>(src.size());
+    p.src = src.data();
+    p.dst = dst.data();
+    record_(kernels::LaunchCopyBlocks(p, stream_), "copying KV cache blocks");
   }
   void* k(int32_t layer) const { return k_[layer].data(); }
   void* v(int32_t layer) const { return v_[layer].data(); }
@@ -157,7 +170,9 @@ class CudaKvCache final : public KvCache {
   KvCacheSpec spec_;
   size_t element_bytes_;
   cudaStream_t stream_;
+  Recorder record_;
   std::vector<DeviceBuffer> k_, v_;
+  DeviceBuffer pools_;  // [2 * num_layers] device pointers: layer l's K at 2l, its V at 2l + 1
 };
 
 }  // namespace
@@ -455,7 +470,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::AllocateKvCache(const KvCa
       spec.head_dim <= 0) {
     return absl::InvalidArgumentError("kv cache spec has a non-positive dimension");
   }
-  auto cache = std::make_unique<CudaKvCache>(spec, impl_->element_bytes, impl_->stream);
+  Impl* impl = impl_.get();
+  auto cache = std::make_unique<CudaKvCache>(spec, impl_->element_bytes, impl_->stream,
+                                             [impl](cudaError_t error, const char* op) { impl->Record(error, op); });
   if (auto status = cache->Allocate(); !status.ok()) return status;
   RETURN_IF_CUDA(cudaStreamSynchronize(impl_->stream), "clearing the KV cache");
   return std::unique_ptr<KvCache>(std::move(cache));
@@ -487,7 +504,8 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   Impl& m = *impl_;
   if (m.poisoned) return absl::InternalError("the CUDA backend failed earlier and cannot run more steps");
   m.batch = &batch;
-  m.first_error = cudaSuccess;
+  // first_error keeps what was recorded since the last FinishStep: the
+  // step's block copies come before BeginStep, and fail this step.
   m.mode = Impl::Mode::kEager;
   const int32_t num_seqs = batch.num_seqs();
   m.step_context_capacity = ContextCapacity(batch.context_lens);
@@ -548,7 +566,10 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
                      kernels::PagedDecodeAttentionWorkspaceBytes(m.decode_shape, m.step_context_capacity),
                      "allocating the decode attention workspace");
   }
-  if (m.first_error != cudaSuccess) return CudaStatus(m.first_error, m.first_error_op);
+  // An error already (the block copies, a buffer that could not grow): the
+  // step fails with it, reported and cleared as FinishStep does (a fault
+  // poisons the backend).
+  if (m.first_error != cudaSuccess) return FinishStep();
 
   if (m.step_graphable) {
     Impl::Graph& graph = m.graphs[m.step_key];

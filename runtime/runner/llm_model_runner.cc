@@ -125,7 +125,11 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
     }
     cache_->CopyBlocks(src, dst);
   }
-  if (plan.sequences.empty()) return result;
+  if (plan.sequences.empty()) {
+    // Copies alone: wait for them here, so their errors belong to this step.
+    RETURN_IF_ERROR(backend_->FinishStep());
+    return result;
+  }
 
   const int32_t block_size = cache_->spec().block_size;
   ForwardBatch& b = batch_;

@@ -84,6 +84,17 @@ TEST_F(LlmModelRunnerTest, EachStepWaitsForTheDeviceOnce) {
   EXPECT_EQ(step(3, 3, /*sample=*/true), 1) << "the end of the prompt, sampled";
   tokens.push_back(11);
   EXPECT_EQ(step(6, 1, /*sample=*/true), 1) << "a decode step";
+  // Block copies alone (no sequence computes): waited for in the same step,
+  // so that an error of the copies fails this step, not a later one.
+  StepPlan copies;
+  copies.block_copies = {{3, 5}, {1, 6}};
+  finish_steps = 0;
+  auto result = (*runner)->Execute(copies);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->outputs.empty());
+  EXPECT_EQ(finish_steps, 1);
+  copies.block_copies = {{3, 16}};
+  EXPECT_EQ((*runner)->Execute(copies).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
