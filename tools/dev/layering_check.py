@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Checks that the device-free libraries stay device-free in a build: no
+source of scheduler/ (tern_scheduler) is compiled with the CUDA toolkit's
+include directory or a CUDA library on its command line, so CUDA is not part
+of what tern_scheduler or its public dependencies offer their users (the
+runtime links cudart and cuBLAS privately). Reads the build's
+compile_commands.json; in a build without CUDA there is nothing to find.
+
+  tools/dev/layering_check.py BUILD_DIR
+"""
+import json
+import os
+import shlex
+import sys
+
+DEVICE_FREE = ("scheduler/",)
+CUDA_MARKERS = ("/cuda/include", "/cuda/targets/", "cuda_runtime", "-lcudart", "-lcublas", "libcudart", "libcublas")
+
+
+def main():
+    build = sys.argv[1] if len(sys.argv) > 1 else "build"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    entries = json.load(open(os.path.join(build, "compile_commands.json")))
+    checked, failed = 0, 0
+    for entry in entries:
+        source = os.path.relpath(os.path.abspath(os.path.join(entry["directory"], entry["file"])), root)
+        if not source.startswith(DEVICE_FREE):
+            continue
+        checked += 1
+        args = entry.get("arguments") or shlex.split(entry["command"])
+        cuda = [a for a in args if any(marker in a for marker in CUDA_MARKERS)]
+        if cuda:
+            failed += 1
+            print(f"{source}: compiled with CUDA on its command line: {' '.join(cuda)}", file=sys.stderr)
+    if checked == 0:
+        print("layering check: no scheduler/ source in compile_commands.json", file=sys.stderr)
+        return 1
+    print(f"layering check: {checked} device-free sources, {failed} with CUDA")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
