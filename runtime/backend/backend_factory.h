@@ -1,7 +1,7 @@
-// Makes a backend by name, for command-line tools: "cpu" (fp32) or "cuda"
-// computing in `dtype` ("float16", "bfloat16", "float32"). INVALID_ARGUMENT
-// for an unknown name or dtype; FAILED_PRECONDITION for "cuda" in a build
-// without CUDA or on a machine without a usable GPU.
+// Makes a backend by name, for ternd and the command-line tools: "cpu" (fp32)
+// or "cuda" computing in `dtype` ("float16", "bfloat16", "float32").
+// INVALID_ARGUMENT for an unknown name or dtype; FAILED_PRECONDITION for
+// "cuda" in a build without CUDA or on a machine without a usable GPU.
 #pragma once
 
 #include <memory>
@@ -15,7 +15,7 @@ namespace tern::runtime {
 struct BackendChoice {
   std::string name = "cpu";
   std::string dtype = "bfloat16";  // CUDA only
-  bool cuda_graphs = true;         // CUDA only
+  bool cuda_graphs = true;         // CUDA only: CudaBackendOptions::cuda_graphs
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice);

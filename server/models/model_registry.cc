@@ -4,10 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "runtime/cpu/cpu_backend.h"
-#if defined(TERN_WITH_CUDA)
-#include "runtime/cuda/cuda_backend.h"
-#endif
+#include "runtime/backend/backend_factory.h"
 #include "runtime/cuda/device_probe.h"
 #include "runtime/runner/llm_model_runner.h"
 #include "runtime/model/llama_model.h"
@@ -49,32 +46,21 @@ absl::StatusOr<std::string> ResolveBackend(const std::string& requested) {
 }
 
 // The compute dtype on the GPU, as vLLM's "auto": bf16 checkpoints run in
-// bf16, fp16 and fp32 ones in fp16.
-absl::StatusOr<runtime::DType> GpuComputeDType(const std::string& requested, const runtime::HfConfig& config) {
-  const std::string name = requested.empty() || requested == "auto"
-                               ? (config.torch_dtype == "bfloat16" ? "bfloat16" : "float16")
-                               : requested;
-  runtime::DType dtype;
-  if (!runtime::ParseTorchDType(name, &dtype)) return absl::InvalidArgumentError("unknown dtype " + name);
-  return dtype;
+// bf16, fp16 and fp32 ones in fp16. The config's validation has limited a
+// named one to float32, float16 and bfloat16.
+std::string GpuComputeDType(const std::string& requested, const runtime::HfConfig& config) {
+  if (!requested.empty() && requested != "auto") return requested;
+  return config.torch_dtype == "bfloat16" ? "bfloat16" : "float16";
 }
 
-absl::StatusOr<std::unique_ptr<runtime::Backend>> MakeBackend(const std::string& backend,
-                                                             const tern::v1::ModelConfig& model,
-                                                             const runtime::HfConfig& config) {
-  if (backend == "cpu") return std::unique_ptr<runtime::Backend>(std::make_unique<runtime::CpuBackend>());
-#if defined(TERN_WITH_CUDA)
-  runtime::CudaBackendOptions options;
-  auto dtype = GpuComputeDType(model.dtype(), config);
-  if (!dtype.ok()) return dtype.status();
-  options.compute_dtype = *dtype;
-  options.cuda_graphs = !model.enforce_eager();
-  auto cuda = runtime::CudaBackend::Create(options);
-  if (!cuda.ok()) return cuda.status();
-  return std::unique_ptr<runtime::Backend>(std::move(*cuda));
-#else
-  return absl::FailedPreconditionError("this ternd was built without CUDA");
-#endif
+// The runtime's backend factory builds it, as it does for the tools.
+runtime::BackendChoice ChooseBackend(const std::string& backend, const tern::v1::ModelConfig& model,
+                                     const runtime::HfConfig& config) {
+  runtime::BackendChoice choice;
+  choice.name = backend;
+  choice.dtype = GpuComputeDType(model.dtype(), config);
+  choice.cuda_graphs = !model.enforce_eager();
+  return choice;
 }
 
 absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::ServerConfig& server,
@@ -108,7 +94,7 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
     runner_options.warmup_tokens = max_batched_tokens;
     runner_options.warmup_graph_seqs = max_num_seqs;
   }
-  auto backend = MakeBackend(backend_name, model, config);
+  auto backend = runtime::MakeBackend(ChooseBackend(backend_name, model, config));
   if (!backend.ok()) return backend.status();
   auto created = runtime::LlmModelRunner::Create(std::move(*backend), runner_options);
   if (!created.ok()) return created.status();
@@ -188,10 +174,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     info.set_architecture(hf_config->architecture);
     const std::string& dtype = model_config.dtype();
     if (*backend == "cuda") {
-      auto compute = GpuComputeDType(dtype, *hf_config);
-      if (!compute.ok()) return fail(compute.status());
-      info.set_dtype(*compute == runtime::DType::kBF16 ? "bfloat16" : *compute == runtime::DType::kF16 ? "float16"
-                                                                                                        : "float32");
+      info.set_dtype(GpuComputeDType(dtype, *hf_config));
     } else {
       info.set_dtype("float32");  // the CPU backend computes in fp32 whatever is stored
     }

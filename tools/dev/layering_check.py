@@ -1,20 +1,46 @@
 #!/usr/bin/env python3
-"""Checks that the device-free libraries stay device-free in a build: no
-source of scheduler/ (tern_scheduler) is compiled with the CUDA toolkit's
-include directory or a CUDA library on its command line, so CUDA is not part
-of what tern_scheduler or its public dependencies offer their users (the
-runtime links cudart and cuBLAS privately). Reads the build's
-compile_commands.json; in a build without CUDA there is nothing to find.
+"""Checks the layering of docs/architecture.md that a compiler does not:
+
+- the device-free libraries stay device-free in a build: no source of
+  scheduler/ (tern_scheduler) is compiled with the CUDA toolkit's include
+  directory or a CUDA library on its command line, so CUDA is not part of
+  what tern_scheduler or its public dependencies offer their users (the
+  runtime links cudart and cuBLAS privately). From the build's
+  compile_commands.json; in a build without CUDA there is nothing to find.
+- server/ makes backends only through runtime/backend/backend_factory.h: it
+  includes no backend's own header.
 
   tools/dev/layering_check.py BUILD_DIR
 """
 import json
 import os
+import re
 import shlex
 import sys
 
 DEVICE_FREE = ("scheduler/",)
 CUDA_MARKERS = ("/cuda/include", "/cuda/targets/", "cuda_runtime", "-lcudart", "-lcublas", "libcudart", "libcublas")
+# (folder, pattern a source there must not match, why)
+SOURCE_RULES = [
+    ("server", re.compile(r'#include "runtime/(cuda/cuda_backend|cpu/cpu_backend)\.h"'),
+     "makes a backend itself; use runtime/backend/backend_factory.h"),
+]
+SOURCE_SUFFIXES = (".h", ".cc", ".cu", ".cuh")
+
+
+def check_sources(root):
+    failed = 0
+    for folder, pattern, why in SOURCE_RULES:
+        for dirpath, _, files in os.walk(os.path.join(root, folder)):
+            for name in sorted(files):
+                if not name.endswith(SOURCE_SUFFIXES):
+                    continue
+                path = os.path.join(dirpath, name)
+                for number, line in enumerate(open(path, encoding="utf-8", errors="replace"), 1):
+                    if pattern.search(line):
+                        failed += 1
+                        print(f"{os.path.relpath(path, root)}:{number}: {why}: {line.strip()}", file=sys.stderr)
+    return failed
 
 
 def main():
@@ -35,8 +61,9 @@ def main():
     if checked == 0:
         print("layering check: no scheduler/ source in compile_commands.json", file=sys.stderr)
         return 1
-    print(f"layering check: {checked} device-free sources, {failed} with CUDA")
-    return 1 if failed else 0
+    misplaced = check_sources(root)
+    print(f"layering check: {checked} device-free sources, {failed} with CUDA; {misplaced} lines across layers")
+    return 1 if failed or misplaced else 0
 
 
 if __name__ == "__main__":
