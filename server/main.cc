@@ -37,6 +37,9 @@ ABSL_FLAG(std::optional<int>, grpc_port, std::nullopt, "gRPC port (default 50051
 ABSL_FLAG(std::optional<int>, http_port, std::nullopt,
           "HTTP port for metrics, health and the OpenAI API (default 8000); 0 picks a free one");
 ABSL_FLAG(std::string, backend, "", "Backend for --model: auto, cpu or cuda");
+ABSL_FLAG(bool, disable_pdl, false,
+          "CUDA: launch every model's decode kernels in plain stream order, without programmatic dependent "
+          "launch (for A/B measurements)");
 ABSL_FLAG(std::optional<double>, drain_timeout, std::nullopt,
           "Seconds in-flight calls may take to finish after SIGTERM (default 30)");
 ABSL_FLAG(std::optional<double>, engine_stall_timeout, std::nullopt,
@@ -80,6 +83,9 @@ absl::StatusOr<tern::v1::ServerConfig> BuildConfig() {
     auto* model = config.add_models();
     model->set_path(dir);
     model->set_backend(absl::GetFlag(FLAGS_backend));
+  }
+  if (absl::GetFlag(FLAGS_disable_pdl)) {
+    for (auto& model : *config.mutable_models()) model.set_disable_pdl(true);
   }
   return config;
 }

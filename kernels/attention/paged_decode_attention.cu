@@ -312,9 +312,9 @@ int32_t CeilDiv(int64_t a, int64_t b) { return int32_t((a + b - 1) / b); }
 template <typename T, int kHeadDim>
 cudaError_t LaunchForHeadDim(int32_t group, dim3 grid, const PagedAttentionParams& p, int32_t max_context,
                              int32_t part_tokens, int32_t parts, const void* q, const void* k, const void* v, void* out,
-                             float* part_max, float* part_sum, float* part_out, cudaStream_t stream) {
+                             float* part_max, float* part_sum, float* part_out, cudaStream_t stream, bool pdl) {
   const auto args = [&](auto kernel) {
-    return LaunchWithPdl(kernel, grid, dim3(kThreads), 0, stream, p, max_context, part_tokens, parts,
+    return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, p, max_context, part_tokens, parts,
                          static_cast<const T*>(q),
                          static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), part_max,
                          part_sum, part_out);
@@ -352,7 +352,7 @@ size_t PagedDecodeAttentionWorkspaceBytes(const PagedAttentionParams& p, int32_t
 
 cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionParams& params, int32_t max_context,
                                        const void* q, const void* k_cache, const void* v_cache, void* out,
-                                       void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+                                       void* workspace, size_t workspace_bytes, cudaStream_t stream, bool pdl) {
   if (!SupportsPagedDecodeAttention(params) || max_context < 0 || params.num_seqs < 0 ||
       params.num_seqs > kMaxSeqs) {
     return cudaErrorInvalidValue;
@@ -381,13 +381,13 @@ cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionPara
   TERN_DISPATCH_SCALAR(type, T, {
     if (params.head_dim == 64) {
       error = LaunchForHeadDim<T, 64>(group, grid, params, max_context, part_tokens, parts, q, k_cache, v_cache, out, part_max,
-                                      part_sum, part_out, stream);
+                                      part_sum, part_out, stream, pdl);
     } else {
       error = LaunchForHeadDim<T, 128>(group, grid, params, max_context, part_tokens, parts, q, k_cache, v_cache, out, part_max,
-                                       part_sum, part_out, stream);
+                                       part_sum, part_out, stream, pdl);
     }
     if (error == cudaSuccess && parts > 1) {
-      error = LaunchWithPdl(DecodeMergeKernel<T>, dim3(unsigned(params.num_heads), unsigned(params.num_seqs)),
+      error = LaunchWithPdl(pdl, DecodeMergeKernel<T>, dim3(unsigned(params.num_heads), unsigned(params.num_seqs)),
                             dim3(unsigned(params.head_dim)), 0, stream, params, max_context, part_tokens, parts,
                             static_cast<const float*>(part_max), static_cast<const float*>(part_sum),
                             static_cast<const float*>(part_out), static_cast<T*>(out));

@@ -68,9 +68,12 @@ size_t PagedDecodeAttentionWorkspaceBytes(const PagedAttentionParams& params, in
 // launches in flight on different streams. num_seqs == 0 launches nothing.
 // cudaErrorInvalidValue for an unsupported shape, a negative max_context,
 // num_seqs above 65535, a workspace too small or a misaligned cache.
+// `pdl`: both kernels launched with programmatic dependent launch
+// (common/pdl.cuh).
 cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionParams& params, int32_t max_context,
                                        const void* q, const void* k_cache, const void* v_cache, void* out,
-                                       void* workspace, size_t workspace_bytes, cudaStream_t stream);
+                                       void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                                       bool pdl = true);
 #endif
 
 }  // namespace tern::kernels

@@ -12,14 +12,13 @@
 // grid to finish before touching its outputs. Under stream capture the
 // dependency becomes a programmatic edge of the CUDA graph. On GPUs before
 // sm_90 both device calls compile to nothing and the launch attribute is
-// ignored, so the kernels keep plain stream order. TERN_PDL=0 in the
-// environment launches without the attribute (plain stream order), for A/B
-// measurements.
+// ignored, so the kernels keep plain stream order. Launchers that use PDL
+// take a `pdl` argument (CudaBackendOptions::pdl): false launches without
+// the attribute (plain stream order), for A/B measurements.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <cstdlib>
 #include <utility>
 
 namespace tern::kernels {
@@ -36,19 +35,11 @@ __device__ __forceinline__ void PdlAllowDependents() {
 #endif
 }
 
-inline bool PdlEnabled() {
-  static const bool enabled = [] {
-    const char* value = std::getenv("TERN_PDL");
-    return value == nullptr || value[0] != '0';
-  }();
-  return enabled;
-}
-
 // kernel<<<grid, block, shared_bytes, stream>>>(args...) with programmatic
-// stream serialization allowed. Returns the launch's error.
+// stream serialization allowed when `pdl`. Returns the launch's error.
 template <typename... Params, typename... Args>
-cudaError_t LaunchWithPdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
-                          Args&&... args) {
+cudaError_t LaunchWithPdl(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                          cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attribute[1];
   attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
@@ -58,7 +49,7 @@ cudaError_t LaunchWithPdl(void (*kernel)(Params...), dim3 grid, dim3 block, size
   config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
   config.attrs = attribute;
-  config.numAttrs = PdlEnabled() ? 1 : 0;
+  config.numAttrs = pdl ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 

@@ -121,12 +121,14 @@ __global__ void __launch_bounds__(kThreads) SkinnyGemmKernel(SkinnyGemmParams p,
 }
 
 template <typename T>
-cudaError_t Launch(const SkinnyGemmParams& p, const void* x, const void* w, void* y, cudaStream_t stream) {
+cudaError_t Launch(const SkinnyGemmParams& p, const void* x, const void* w, void* y, cudaStream_t stream, bool pdl) {
   const dim3 grid(static_cast<unsigned>((p.n + kWarps - 1) / kWarps));
   const T* xt = static_cast<const T*>(x);
   const T* wt = static_cast<const T*>(w);
   T* yt = static_cast<T*>(y);
-  const auto launch = [&](auto kernel) { return LaunchWithPdl(kernel, grid, dim3(kThreads), 0, stream, p, xt, wt, yt); };
+  const auto launch = [&](auto kernel) {
+    return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, p, xt, wt, yt);
+  };
   if (p.rows <= 1) return launch(SkinnyGemmKernel<T, 1>);
   if (p.rows <= 2) return launch(SkinnyGemmKernel<T, 2>);
   if (p.rows <= 4) return launch(SkinnyGemmKernel<T, 4>);
@@ -144,11 +146,11 @@ bool SkinnyGemmSupported(ScalarType type, const SkinnyGemmParams& p, const void*
 }
 
 cudaError_t LaunchSkinnyGemm(ScalarType type, const SkinnyGemmParams& params, const void* x, const void* w, void* y,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, bool pdl) {
   if (params.rows == 0) return cudaSuccess;
   if (!SkinnyGemmSupported(type, params, x, w)) return cudaErrorNotSupported;
-  return type == ScalarType::kF16 ? Launch<__half>(params, x, w, y, stream)
-                                  : Launch<__nv_bfloat16>(params, x, w, y, stream);
+  return type == ScalarType::kF16 ? Launch<__half>(params, x, w, y, stream, pdl)
+                                  : Launch<__nv_bfloat16>(params, x, w, y, stream, pdl);
 }
 
 }  // namespace tern::kernels

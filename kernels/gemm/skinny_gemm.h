@@ -40,8 +40,9 @@ void SkinnyGemmReference(const SkinnyGemmParams& params, const float* x, const f
 bool SkinnyGemmSupported(ScalarType type, const SkinnyGemmParams& params, const void* x, const void* w);
 
 // cudaErrorNotSupported when !SkinnyGemmSupported; rows == 0 is a no-op.
+// `pdl`: launched with programmatic dependent launch (common/pdl.cuh).
 cudaError_t LaunchSkinnyGemm(ScalarType type, const SkinnyGemmParams& params, const void* x, const void* w, void* y,
-                             cudaStream_t stream);
+                             cudaStream_t stream, bool pdl = true);
 #endif
 
 }  // namespace tern::kernels

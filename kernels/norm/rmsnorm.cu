@@ -128,7 +128,7 @@ bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 // 16-byte aligned; returns false (nothing launched) otherwise.
 template <typename T, bool kAdd>
 bool LaunchRowNorm(const AddRmsNormParams& p, void* x, const void* residual, const void* weight, void* y,
-                   cudaStream_t stream, cudaError_t* error) {
+                   cudaStream_t stream, bool pdl, cudaError_t* error) {
   constexpr int64_t kVec = 16 / sizeof(T);
   const RmsNormParams& n = p.norm;
   const bool strides_ok = n.hidden % kVec == 0 && n.x_row_stride % kVec == 0 && n.y_row_stride % kVec == 0 &&
@@ -138,7 +138,7 @@ bool LaunchRowNorm(const AddRmsNormParams& p, void* x, const void* residual, con
   const int64_t vecs = (n.hidden / kVec + kThreads - 1) / kThreads;
   const dim3 grid(static_cast<unsigned>(n.num_tokens));
   const auto launch = [&](auto kernel) {
-    *error = LaunchWithPdl(kernel, grid, dim3(kThreads), 0, stream, p, static_cast<T*>(x),
+    *error = LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, p, static_cast<T*>(x),
                            static_cast<const T*>(residual), static_cast<const T*>(weight), static_cast<T*>(y));
     return true;
   };
@@ -151,13 +151,13 @@ bool LaunchRowNorm(const AddRmsNormParams& p, void* x, const void* residual, con
 }  // namespace
 
 cudaError_t LaunchAddRmsNorm(ScalarType type, const AddRmsNormParams& params, void* x, const void* residual,
-                             const void* weight, void* y, cudaStream_t stream) {
+                             const void* weight, void* y, cudaStream_t stream, bool pdl) {
   const RmsNormParams& n = params.norm;
   if (n.num_tokens == 0) return cudaSuccess;
   if (n.num_tokens < 0 || n.hidden <= 0 || n.num_tokens > INT32_MAX) return cudaErrorInvalidValue;
   cudaError_t error = cudaSuccess;
   bool launched = false;
-  TERN_DISPATCH_SCALAR(type, T, launched = LaunchRowNorm<T, true>(params, x, residual, weight, y, stream, &error));
+  TERN_DISPATCH_SCALAR(type, T, launched = LaunchRowNorm<T, true>(params, x, residual, weight, y, stream, pdl, &error));
   if (launched) return error;
   TERN_DISPATCH_SCALAR(type, T,
                        AddRmsNormKernel<T><<<static_cast<unsigned>(n.num_tokens), kThreads, 0, stream>>>(
@@ -167,7 +167,7 @@ cudaError_t LaunchAddRmsNorm(ScalarType type, const AddRmsNormParams& params, vo
 }
 
 cudaError_t LaunchRmsNorm(ScalarType type, const RmsNormParams& params, const void* x, const void* weight,
-                          void* y, cudaStream_t stream) {
+                          void* y, cudaStream_t stream, bool pdl) {
   if (params.num_tokens == 0) return cudaSuccess;
   if (params.num_tokens < 0 || params.hidden <= 0 || params.num_tokens > INT32_MAX) return cudaErrorInvalidValue;
   cudaError_t error = cudaSuccess;
@@ -175,7 +175,7 @@ cudaError_t LaunchRmsNorm(ScalarType type, const RmsNormParams& params, const vo
   const AddRmsNormParams plain{params, 0};
   TERN_DISPATCH_SCALAR(type, T,
                        launched = LaunchRowNorm<T, false>(plain, const_cast<void*>(x), nullptr, weight, y, stream,
-                                                          &error));
+                                                          pdl, &error));
   if (launched) return error;
   TERN_DISPATCH_SCALAR(type, T,
                        RmsNormKernel<T><<<static_cast<unsigned>(params.num_tokens), kThreads, 0, stream>>>(

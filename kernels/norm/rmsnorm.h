@@ -41,15 +41,16 @@ void AddRmsNormReference(const AddRmsNormParams& params, float* x, const float* 
 
 #if defined(TERN_WITH_CUDA)
 // x, weight and y all of `type`; fp32 accumulation. Device pointers; enqueued
-// on `stream`. x and y may alias.
+// on `stream`. x and y may alias. `pdl`: the row kernel is launched with
+// programmatic dependent launch (common/pdl.cuh).
 cudaError_t LaunchRmsNorm(ScalarType type, const RmsNormParams& params, const void* x, const void* weight,
-                          void* y, cudaStream_t stream);
+                          void* y, cudaStream_t stream, bool pdl = true);
 
 // One pass over x instead of an add kernel and a norm kernel: x is read once,
 // written once, and the norm uses the sum rounded to `type` exactly as an
 // unfused add followed by RMSNorm would.
 cudaError_t LaunchAddRmsNorm(ScalarType type, const AddRmsNormParams& params, void* x, const void* residual,
-                             const void* weight, void* y, cudaStream_t stream);
+                             const void* weight, void* y, cudaStream_t stream, bool pdl = true);
 #endif
 
 }  // namespace tern::kernels

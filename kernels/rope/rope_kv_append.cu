@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreads) RopeKvAppendKernel(RopeKvAppendParam
 
 cudaError_t LaunchRopeKvAppend(ScalarType type, const RopeKvAppendParams& params, const int32_t* positions,
                                const float* inv_freq, const int32_t* slots, void* q, const void* k, const void* v,
-                               void* k_cache, void* v_cache, cudaStream_t stream) {
+                               void* k_cache, void* v_cache, cudaStream_t stream, bool pdl) {
   if (params.num_tokens == 0) return cudaSuccess;
   if (params.num_tokens < 0 || params.num_tokens > INT32_MAX || params.head_dim <= 0 || params.head_dim % 2 != 0 ||
       params.num_heads <= 0 || params.num_kv_heads <= 0) {
@@ -61,7 +61,7 @@ cudaError_t LaunchRopeKvAppend(ScalarType type, const RopeKvAppendParams& params
   const dim3 grid(static_cast<unsigned>(params.num_tokens), static_cast<unsigned>(slices));
   cudaError_t error = cudaSuccess;
   TERN_DISPATCH_SCALAR(type, T,
-                       error = LaunchWithPdl(RopeKvAppendKernel<T>, grid,
+                       error = LaunchWithPdl(pdl, RopeKvAppendKernel<T>, grid,
                                              dim3(kThreads), 0, stream, params, positions, inv_freq, slots,
                                              static_cast<T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
                                              static_cast<T*>(k_cache), static_cast<T*>(v_cache)));

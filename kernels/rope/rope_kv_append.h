@@ -38,10 +38,10 @@ void RopeKvAppendReference(const RopeKvAppendParams& params, const int32_t* posi
 #if defined(TERN_WITH_CUDA)
 // All pointers on the device; q, k, v and the caches of `type`. Rounds as
 // LaunchRope followed by LaunchWriteKv does, so the two paths agree bit for
-// bit. Launched with PDL (kernels/common/pdl.cuh).
+// bit. Launched with PDL (kernels/common/pdl.cuh) when `pdl`.
 cudaError_t LaunchRopeKvAppend(ScalarType type, const RopeKvAppendParams& params, const int32_t* positions,
                                const float* inv_freq, const int32_t* slots, void* q, const void* k, const void* v,
-                               void* k_cache, void* v_cache, cudaStream_t stream);
+                               void* k_cache, void* v_cache, cudaStream_t stream, bool pdl = true);
 #endif
 
 }  // namespace tern::kernels

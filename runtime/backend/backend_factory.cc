@@ -16,6 +16,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice
     return absl::InvalidArgumentError("the CUDA dtype must be float16, bfloat16 or float32");
   }
   options.cuda_graphs = choice.cuda_graphs;
+  options.pdl = choice.pdl;
   auto cuda = CudaBackend::Create(options);
   if (!cuda.ok()) return cuda.status();
   return std::unique_ptr<Backend>(std::move(*cuda));

@@ -16,6 +16,7 @@ struct BackendChoice {
   std::string name = "cpu";
   std::string dtype = "bfloat16";  // CUDA only
   bool cuda_graphs = true;         // CUDA only: CudaBackendOptions::cuda_graphs
+  bool pdl = true;                 // CUDA only: CudaBackendOptions::pdl
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice);

@@ -185,6 +185,7 @@ struct CudaBackend::Impl {
   DeviceBuffer cublas_workspace;
   ScalarType type = ScalarType::kBF16;
   size_t element_bytes = 2;
+  bool pdl = true;  // CudaBackendOptions::pdl
   cudaError_t first_error = cudaSuccess;
   std::string first_error_op;
   bool poisoned = false;
@@ -282,7 +283,7 @@ struct CudaBackend::Impl {
     // (tern-gemm-bench, bench/RESULTS.md).
     const kernels::SkinnyGemmParams skinny{x.rows, out_features, in_features, x.stride, y.stride};
     if (x.rows <= kSkinnyRows && kernels::SkinnyGemmSupported(type, skinny, x.data, w)) {
-      Record(kernels::LaunchSkinnyGemm(type, skinny, x.data, w, y.data, stream), "skinny gemm");
+      Record(kernels::LaunchSkinnyGemm(type, skinny, x.data, w, y.data, stream, pdl), "skinny gemm");
       return;
     }
     const float alpha = 1.0f, beta = 0.0f;
@@ -413,6 +414,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   auto impl = std::make_unique<Impl>();
   impl->type = *scalar;
   impl->element_bytes = DTypeSize(options.compute_dtype);
+  impl->pdl = options.pdl;
   RETURN_IF_CUDA(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "creating a stream");
   if (cublasCreate(&impl->cublas) != CUBLAS_STATUS_SUCCESS) return absl::InternalError("cublasCreate failed");
   cublasSetStream(impl->cublas, impl->stream);
@@ -647,7 +649,7 @@ void CudaBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tenso
   if (impl_->Skip()) return;
   kernels::RmsNormParams p{x.rows, x.cols, x.stride, out.stride, eps};
   impl_->Record(kernels::LaunchRmsNorm(impl_->type, p, x.data, static_cast<const CudaWeight&>(weight).data(), out.data,
-                                       impl_->stream),
+                                       impl_->stream, impl_->pdl),
                 "rmsnorm");
 }
 
@@ -701,7 +703,7 @@ void CudaBackend::RopeWriteKv(Tensor q, Tensor k, Tensor v, int32_t head_dim, co
   const float* f = static_cast<const float*>(static_cast<const CudaWeight&>(inv_freq).data());
   impl_->Record(kernels::LaunchRopeKvAppend(impl_->type, p, impl_->Meta(Impl::kPositions), f,
                                             impl_->Meta(Impl::kSlots), q.data, k.data, v.data, c.k(layer),
-                                            c.v(layer), impl_->stream),
+                                            c.v(layer), impl_->stream, impl_->pdl),
                 "rope + kv append");
 }
 
@@ -738,7 +740,7 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
                      "allocating the decode attention workspace");
     m.Record(kernels::LaunchPagedDecodeAttention(m.type, p, m.step_context_capacity, q.data, c.k(layer), c.v(layer),
                                                  out.data, m.decode_workspace.data(), m.decode_workspace.bytes(),
-                                                 m.stream),
+                                                 m.stream, m.pdl),
              "decode attention");
     return;
   }
@@ -753,7 +755,7 @@ void CudaBackend::SiluMul(Tensor gate_up, Tensor out) {
   const uint8_t* base = static_cast<const uint8_t*>(gate_up.data);
   impl_->Record(kernels::LaunchSiluMul(impl_->type, gate_up.rows, width, base, gate_up.stride,
                                        base + width * impl_->element_bytes, gate_up.stride, out.data, out.stride,
-                                       impl_->stream),
+                                       impl_->stream, impl_->pdl),
                 "silu mul");
 }
 
@@ -763,7 +765,8 @@ void CudaBackend::AddRmsNorm(Tensor x, Tensor residual, const DeviceWeight& weig
   p.norm = {x.rows, x.cols, x.stride, out.stride, eps};
   p.residual_row_stride = residual.stride;
   impl_->Record(kernels::LaunchAddRmsNorm(impl_->type, p, x.data, residual.data,
-                                          static_cast<const CudaWeight&>(weight).data(), out.data, impl_->stream),
+                                          static_cast<const CudaWeight&>(weight).data(), out.data, impl_->stream,
+                                          impl_->pdl),
                 "add rmsnorm");
 }
 

@@ -40,6 +40,11 @@ struct CudaBackendOptions {
   // size, are recorded once per (bucket, context bucket) as a CUDA graph and
   // replayed: one launch per step instead of ~10 per layer.
   bool cuda_graphs = true;
+  // The decode chain's kernels (RMSNorm, skinny GEMM, RoPE + KV append,
+  // decode attention, SwiGLU) start with programmatic dependent launch on
+  // Hopper and later (kernels/common/pdl.cuh); false launches them in plain
+  // stream order, for A/B measurements.
+  bool pdl = true;
 };
 
 class CudaBackend final : public Backend {

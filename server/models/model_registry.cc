@@ -60,6 +60,7 @@ runtime::BackendChoice ChooseBackend(const std::string& backend, const tern::v1:
   choice.name = backend;
   choice.dtype = GpuComputeDType(model.dtype(), config);
   choice.cuda_graphs = !model.enforce_eager();
+  choice.pdl = !model.disable_pdl();
   return choice;
 }
 

@@ -9,6 +9,8 @@
   compile_commands.json; in a build without CUDA there is nothing to find.
 - server/ makes backends only through runtime/backend/backend_factory.h: it
   includes no backend's own header.
+- below server/ nothing reads the environment: main() parses flags into
+  option structs that are passed down (CudaBackendOptions::pdl, say).
 
   tools/dev/layering_check.py BUILD_DIR
 """
@@ -24,6 +26,9 @@ CUDA_MARKERS = ("/cuda/include", "/cuda/targets/", "cuda_runtime", "-lcudart", "
 SOURCE_RULES = [
     ("server", re.compile(r'#include "runtime/(cuda/cuda_backend|cpu/cpu_backend)\.h"'),
      "makes a backend itself; use runtime/backend/backend_factory.h"),
+    ("kernels", re.compile(r"\bgetenv\s*\("), "reads the environment; take an option instead"),
+    ("runtime", re.compile(r"\bgetenv\s*\("), "reads the environment; take an option instead"),
+    ("scheduler", re.compile(r"\bgetenv\s*\("), "reads the environment; take an option instead"),
 ]
 SOURCE_SUFFIXES = (".h", ".cc", ".cu", ".cuh")
 

@@ -52,6 +52,8 @@ ABSL_FLAG(std::string, model, "", "Hugging Face model directory");
 ABSL_FLAG(std::string, backend, "cpu", "cpu or cuda");
 ABSL_FLAG(std::string, dtype, "bfloat16", "CUDA compute dtype: float16, bfloat16 or float32");
 ABSL_FLAG(bool, cuda_graphs, true, "CUDA: replay decode steps as CUDA graphs (false: op by op)");
+ABSL_FLAG(bool, pdl, true,
+          "CUDA: start the decode kernels with programmatic dependent launch (false: plain stream order)");
 ABSL_FLAG(int32_t, batch, 1, "--bench: sequences decoding together");
 ABSL_FLAG(std::string, dump_logits, "", "Write prompt and greedy-step logits as JSON to this file");
 ABSL_FLAG(std::vector<std::string>, token_ids, {}, "--dump-logits: the prompt as token ids");
@@ -299,6 +301,7 @@ int main(int argc, char** argv) {
   choice.name = absl::GetFlag(FLAGS_backend);
   choice.dtype = absl::GetFlag(FLAGS_dtype);
   choice.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  choice.pdl = absl::GetFlag(FLAGS_pdl);
   auto made = MakeBackend(choice);
   if (!made.ok()) return Fail(std::string(made.status().message()));
   std::unique_ptr<Backend> backend = std::move(*made);

@@ -297,6 +297,8 @@ TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
 #if defined(TERN_TEST_CUDA_BACKEND)
 // Decode steps replayed as CUDA graphs (a batch of 3 padded to 4) give the
 // logits of the same steps run op by op, and the graphs are really replayed.
+// Without programmatic dependent launch (CudaBackendOptions::pdl) the
+// kernels run in plain stream order and give the same bits.
 TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
   if (ListCudaDevices().empty()) GTEST_SKIP() << "no CUDA device";
   const std::string dir = MakeModel("llama", "float32");
@@ -307,11 +309,12 @@ TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
     std::unique_ptr<KvCache> cache;
     std::vector<std::vector<float>> logits;  // step -> rows x vocab (real rows only)
   };
-  const auto run = [&](bool graphs) {
+  const auto run = [&](bool graphs, bool pdl = true) {
     Run r;
     CudaBackendOptions options;
     options.compute_dtype = DType::kF32;
     options.cuda_graphs = graphs;
+    options.pdl = pdl;
     r.backend = std::move(*CudaBackend::Create(options));
     r.model = std::move(*LlamaModel::Load(dir, r.backend.get(), {}));
     r.cache = std::move(*r.backend->AllocateKvCache(r.model->CacheSpec(96, 4)));
@@ -355,6 +358,15 @@ TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
   EXPECT_EQ(stats.captured, 1);
   EXPECT_EQ(stats.replayed, 10);  // step 1 sizes the buffers, step 2 records, the rest replay
   EXPECT_EQ(eager.backend->graph_stats().replayed, 0);
+  for (const bool graphs : {true, false}) {
+    Run plain = run(graphs, /*pdl=*/false);
+    const Run& with_pdl = graphs ? graphed : eager;
+    ASSERT_EQ(plain.logits.size(), with_pdl.logits.size());
+    for (size_t step = 0; step < plain.logits.size(); ++step) {
+      EXPECT_EQ(plain.logits[step], with_pdl.logits[step]) << "graphs " << graphs << ", step " << step;
+    }
+    EXPECT_EQ(plain.backend->graph_stats().replayed, graphs ? 10 : 0);
+  }
   fs::remove_all(dir);
 }
 #endif
