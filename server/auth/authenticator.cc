@@ -1,6 +1,7 @@
 #include "server/auth/authenticator.h"
 
 #include <cctype>
+#include <optional>
 
 namespace tern::server {
 
@@ -16,7 +17,13 @@ std::unique_ptr<Authenticator> Authenticator::FromConfig(const tern::v1::ServerC
     tenant->max_tokens_per_minute = tc.max_tokens_per_minute();
     tenant->allowed_models.assign(tc.allowed_models().begin(), tc.allowed_models().end());
     for (const auto& key : tc.api_keys()) {
-      auth->tenant_by_key_[key] = tenant.get();
+      auth->keys_.push_back({Sha256(key), tenant.get()});
+      keys_exist = true;
+    }
+    for (const auto& hex : tc.api_key_sha256()) {
+      const std::optional<KeyDigest> digest = ParseHexDigest(hex);
+      if (!digest.has_value()) continue;  // ValidateServerConfig rejects it
+      auth->keys_.push_back({*digest, tenant.get()});
       keys_exist = true;
     }
     if (tenant->name == scheduler::kDefaultTenantName) auth->default_tenant_ = tenant.get();
@@ -51,9 +58,17 @@ absl::StatusOr<const scheduler::Tenant*> Authenticator::Authenticate(
   std::string_view key = authorization_header.substr(kScheme.size());
   while (!key.empty() && std::isspace(static_cast<unsigned char>(key.front()))) key.remove_prefix(1);
   while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.remove_suffix(1);
-  const auto it = tenant_by_key_.find(std::string(key));
-  if (it == tenant_by_key_.end()) return absl::UnauthenticatedError("unknown API key");
-  return it->second;
+  if (key.empty()) return absl::UnauthenticatedError("unknown API key");
+  // Every digest is compared, in constant time each, whether or not one
+  // matched; validation makes digests unique.
+  const KeyDigest digest = Sha256(key);
+  const scheduler::Tenant* tenant = nullptr;
+  for (const Key& k : keys_) {
+    const bool match = DigestsEqual(digest, k.digest);
+    tenant = match ? k.tenant : tenant;
+  }
+  if (tenant == nullptr) return absl::UnauthenticatedError("unknown API key");
+  return tenant;
 }
 
 }  // namespace tern::server

@@ -1,5 +1,12 @@
 // Maps the `authorization: Bearer <key>` request header to a tenant.
 //
+// Keys are kept only as SHA-256 digests (server/auth/key_digest.h): the
+// config's keys in clear are hashed at startup, its api_key_sha256 entries
+// are digests already. A presented key is hashed and compared with every
+// configured digest, each in constant time and all of them whatever
+// matches, so the time a rejection takes says nothing about any key. No
+// key, presented or configured, is ever logged or put in an error message.
+//
 // Built once from the config and immutable afterwards, so any thread may call
 // Authenticate concurrently. With auth off every caller is the tenant
 // "default" (or the configured tenant of that name).
@@ -14,11 +21,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "scheduler/tenant.h"
+#include "server/auth/key_digest.h"
 #include "tern/v1/config.pb.h"
 
 namespace tern::server {
@@ -39,9 +46,14 @@ class Authenticator {
  private:
   Authenticator() = default;
 
+  struct Key {
+    KeyDigest digest;
+    const scheduler::Tenant* tenant;
+  };
+
   bool enabled_ = false;
   std::vector<std::unique_ptr<scheduler::Tenant>> tenants_;
-  std::unordered_map<std::string, const scheduler::Tenant*> tenant_by_key_;
+  std::vector<Key> keys_;
   const scheduler::Tenant* default_tenant_ = nullptr;
 };
 

@@ -10,6 +10,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/model/weight_scheme.h"
+#include "server/auth/key_digest.h"
 
 namespace tern::server {
 namespace {
@@ -93,6 +94,12 @@ absl::Status ValidateTenant(const tern::v1::TenantConfig& tenant, int index) {
       return Invalid(absl::StrCat(field, ".api_keys[", k, "]"), "is shorter than 8 characters");
     }
   }
+  for (int k = 0; k < tenant.api_key_sha256_size(); ++k) {
+    if (!ParseHexDigest(tenant.api_key_sha256(k)).has_value()) {
+      return Invalid(absl::StrCat(field, ".api_key_sha256[", k, "]"),
+                     "is not a SHA-256 digest: 64 hex digits, as `printf %s KEY | sha256sum` prints them");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -153,7 +160,8 @@ absl::Status ValidateServerConfig(const tern::v1::ServerConfig& config) {
   }
 
   std::set<std::string> tenant_names;
-  std::set<std::string> keys;
+  // Keys compared as digests, so a key in clear and the same key hashed meet.
+  std::set<KeyDigest> keys;
   for (int i = 0; i < config.tenants_size(); ++i) {
     const auto& tenant = config.tenants(i);
     RETURN_IF_ERROR(ValidateTenant(tenant, i));
@@ -162,9 +170,15 @@ absl::Status ValidateServerConfig(const tern::v1::ServerConfig& config) {
                      absl::StrCat("\"", tenant.name(), "\" is defined twice"));
     }
     for (const auto& key : tenant.api_keys()) {
-      if (!keys.insert(key).second) {
+      if (!keys.insert(Sha256(key)).second) {
         return Invalid(absl::StrCat("tenants[", i, "].api_keys"),
-                       "an API key belongs to more than one tenant");
+                       "an API key belongs to more than one tenant (or is given twice)");
+      }
+    }
+    for (const auto& hex : tenant.api_key_sha256()) {
+      if (!keys.insert(*ParseHexDigest(hex)).second) {
+        return Invalid(absl::StrCat("tenants[", i, "].api_key_sha256"),
+                       "an API key belongs to more than one tenant (or is given twice)");
       }
     }
   }
@@ -212,7 +226,7 @@ double EffectiveEngineStallTimeoutSeconds(const tern::v1::ServerConfig& config) 
 bool EffectiveAuthEnabled(const tern::v1::ServerConfig& config) {
   if (config.auth().has_enabled()) return config.auth().enabled();
   for (const auto& tenant : config.tenants()) {
-    if (tenant.api_keys_size() > 0) return true;
+    if (tenant.api_keys_size() > 0 || tenant.api_key_sha256_size() > 0) return true;
   }
   return false;
 }

@@ -108,10 +108,13 @@ TEST(TerndE2eTest, HealthzAndReadyzAnswer) {
 
 TEST(TerndE2eTest, AuthRejectsMissingAndUnknownKeysButKeepsHealthOpen) {
   TempDir dir;
+  // team-b's key is "key-bbbbbbbb", given by its SHA-256 only.
   const std::string config = dir.Write("config.json", R"({
-    "tenants": [{"name": "team-a", "apiKeys": ["key-aaaaaaaa"]}]
+    "tenants": [{"name": "team-a", "apiKeys": ["key-aaaaaaaa"]},
+                {"name": "team-b",
+                 "apiKeySha256": ["8ad01026b2b2613b559ccb088e480e0d161365030085fb5cb060748451eb4c28"]}]
   })");
-  DaemonProcess daemon = StartOrDie({"--config", config});
+  DaemonProcess daemon = StartOrDie({"--config", config, "--log-level", "trace"});
   auto stub = tern::v1::Models::NewStub(Connect(daemon));
   {
     grpc::ClientContext context;
@@ -126,13 +129,26 @@ TEST(TerndE2eTest, AuthRejectsMissingAndUnknownKeysButKeepsHealthOpen) {
     tern::v1::ListModelsResponse response;
     EXPECT_EQ(stub->ListModels(&context, {}, &response).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
-  {
+  for (const char* key : {"key-aaaaaaaa", "key-bbbbbbbb"}) {
     grpc::ClientContext context;
-    context.AddMetadata("authorization", "Bearer key-aaaaaaaa");
+    context.AddMetadata("authorization", std::string("Bearer ") + key);
     tern::v1::ListModelsResponse response;
-    EXPECT_TRUE(stub->ListModels(&context, {}, &response).ok());
+    EXPECT_TRUE(stub->ListModels(&context, {}, &response).ok()) << key;
+  }
+  {
+    // A near miss is rejected; no key, accepted or not, reaches the log.
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer key-bbbbbbbc");
+    tern::v1::ListModelsResponse response;
+    EXPECT_EQ(stub->ListModels(&context, {}, &response).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
   EXPECT_EQ(CheckHealth(daemon, ""), grpc::health::v1::HealthCheckResponse::SERVING);
+  const ProcessResult stopped = daemon.Stop(SIGTERM, seconds(30));
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.output;
+  EXPECT_NE(stopped.output.find("tenant=team-b"), std::string::npos) << stopped.output;
+  for (const char* secret : {"key-aaaaaaaa", "key-bbbbbbbb", "key-bbbbbbbc", "wrong-key-000"}) {
+    EXPECT_EQ(stopped.output.find(secret), std::string::npos) << secret << " was logged:\n" << stopped.output;
+  }
 }
 
 TEST(TerndE2eTest, GenerateRejectsBadRequestsWithPreciseStatus) {

@@ -1,5 +1,6 @@
 #include "server/config/server_config.h"
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace tern::server {
@@ -28,6 +29,11 @@ TEST(ServerConfigTest, DefaultsWhenEmpty) {
   EXPECT_DOUBLE_EQ(EffectiveDrainTimeoutSeconds(*config), 30.0);
   EXPECT_DOUBLE_EQ(EffectiveEngineStallTimeoutSeconds(*config), 30.0);
   EXPECT_FALSE(EffectiveAuthEnabled(*config));
+  auto hashed = ParseServerConfigJson(
+      R"({"tenants": [{"name": "a", "apiKeySha256": ["8ad01026b2b2613b559ccb088e480e0d161365030085fb5cb060748451eb4c28"]}]})");
+  ASSERT_TRUE(hashed.ok()) << hashed.status();
+  EXPECT_TRUE(ValidateServerConfig(*hashed).ok());
+  EXPECT_TRUE(EffectiveAuthEnabled(*hashed)) << "hashed keys alone turn auth on";
 }
 
 TEST(ServerConfigTest, PortZeroIsAllowed) {
@@ -69,6 +75,13 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
       {R"({"logLevel": "loud"})", "log_level"},
       {R"({"drainTimeoutSeconds": -1})", "drain_timeout_seconds"},
       {R"({"engineStallTimeoutSeconds": 0})", "engine_stall_timeout_seconds"},
+      {R"({"tenants": [{"name": "a", "apiKeySha256": ["abc"]}]})", "tenants[0].api_key_sha256[0]"},
+      {R"({"tenants": [{"name": "a", "apiKeySha256": ["g000000000000000000000000000000000000000000000000000000000000000"]}]})",
+       "tenants[0].api_key_sha256[0]"},
+      // The same key in clear for one tenant and hashed for another.
+      {R"({"tenants": [{"name": "a", "apiKeys": ["key-bbbbbbbb"]},
+                       {"name": "b", "apiKeySha256": ["8ad01026b2b2613b559ccb088e480e0d161365030085fb5cb060748451eb4c28"]}]})",
+       "tenants[1].api_key_sha256"},
       {R"({"engine_stall_timeout_seconds": 3601})", "engine_stall_timeout_seconds"},
   };
   for (const Case& c : cases) {
@@ -78,6 +91,27 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.json;
     EXPECT_NE(status.message().find(c.field), std::string::npos)
         << c.json << " gave: " << status.message();
+  }
+}
+
+// A config that holds keys must not put them in its errors: they go to the
+// log and to stderr.
+TEST(ServerConfigTest, ErrorsDoNotEchoKeys) {
+  const char* key = "sk-secret-4f1c9e";
+  const std::string configs[] = {
+      absl::StrCat(R"({"tenants": [{"name": "a", "apiKeys": [")", key, R"(", 7]}]})"),
+      absl::StrCat(R"({"tenants": [{"name": "a", "apiKey": [")", key, R"("]}]})"),
+      absl::StrCat(R"({"tenants": [{"name": "a", "apiKeySha256": [")", key, R"("]}]})"),
+      absl::StrCat(R"({"tenants": [{"name": "a", "apiKeys": [")", key, R"("]}, {"name": "b", "apiKeys": [")", key,
+                   R"("]}]})"),
+      absl::StrCat(R"({"tenants": [{"name": "a", "apiKeys": [")", key, R"(]}]})"),
+      absl::StrCat(R"({"tenants": [{"name": "a", "apiKeys": [")", key, "\x01\xff", R"("]}]})"),
+  };
+  for (const std::string& json : configs) {
+    auto config = ParseServerConfigJson(json);
+    const absl::Status status = config.ok() ? ValidateServerConfig(*config) : config.status();
+    EXPECT_FALSE(status.ok()) << json;
+    EXPECT_EQ(status.message().find("sk-secret"), std::string::npos) << json << " gave: " << status.message();
   }
 }
 
