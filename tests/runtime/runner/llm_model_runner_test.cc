@@ -1,6 +1,8 @@
-// LlmModelRunner on the CPU backend: what a step asks of the backend. A
-// step waits for the device once (SampleRows, which reports the errors of
-// the whole pass), whatever it computes and samples.
+// LlmModelRunner: what a step asks of the backend (on the CPU backend: a
+// step waits for the device once, SampleRows, which reports the errors of
+// the whole pass, whatever it computes and samples), and block copies on the
+// test backend (tests/runtime/test_backend.h: built again with
+// TERN_TEST_CUDA_BACKEND, label gpu, for the CUDA backend's batched copy).
 #include "runtime/runner/llm_model_runner.h"
 
 #include <unistd.h>
@@ -13,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "tests/runtime/test_backend.h"
 
 namespace tern::runtime {
 namespace {
@@ -77,7 +80,9 @@ TEST_F(LlmModelRunnerTest, EachStepWaitsForTheDeviceOnce) {
     finish_steps = 0;
     auto result = (*runner)->Execute(plan);
     EXPECT_TRUE(result.ok()) << result.status();
-    if (result.ok()) EXPECT_EQ(result->outputs.size(), sample ? 1u : 0u);
+    if (result.ok()) {
+      EXPECT_EQ(result->outputs.size(), sample ? 1u : 0u);
+    }
     return finish_steps;
   };
   EXPECT_EQ(step(0, 3, /*sample=*/false), 1) << "a prefill chunk that samples nothing";
@@ -95,6 +100,66 @@ TEST_F(LlmModelRunnerTest, EachStepWaitsForTheDeviceOnce) {
   EXPECT_EQ(finish_steps, 1);
   copies.block_copies = {{3, 16}};
   EXPECT_EQ((*runner)->Execute(copies).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A prompt prefilled into some blocks, the blocks copied by a copies-only
+// step, then the same next step over the originals and over the copies:
+// the copies hold the same KV, so the logprobs are the same bits.
+TEST_F(LlmModelRunnerTest, CopiedBlocksContinueLikeTheirSources) {
+  std::unique_ptr<Backend> backend = testing::MakeTestBackend();
+  if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
+  LlmModelRunnerOptions options;
+  options.model_dir = *dir_;
+  options.block_size = 4;
+  options.num_blocks = 16;
+  auto runner = LlmModelRunner::Create(std::move(backend), options);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.logprobs = 2;
+  std::vector<int32_t> tokens = {5, 6, 7, 8, 9, 10, 11};
+  const auto step = [&](int32_t computed, const std::vector<int32_t>& blocks, bool sample) {
+    SequenceSamplingState state(1, 0, tokens);
+    SequenceStep s;
+    s.seq_id = 1;
+    s.token_ids = absl::MakeConstSpan(tokens).subspan(computed);
+    s.num_computed_tokens = computed;
+    s.block_table = blocks;
+    s.sample = sample;
+    s.sampling = &params;
+    s.sampling_state = &state;
+    StepPlan plan;
+    plan.sequences.push_back(s);
+    return (*runner)->Execute(plan);
+  };
+  // Positions 0..5 in blocks 3 and 1 (the second half full), then copies.
+  tokens.resize(6);
+  ASSERT_TRUE(step(0, {3, 1}, false).ok());
+  StepPlan copies;
+  copies.block_copies = {{3, 9}, {1, 12}};
+  ASSERT_TRUE((*runner)->Execute(copies).ok());
+  tokens.push_back(11);
+  auto original = step(6, {3, 1}, true);
+  auto copied = step(6, {9, 12}, true);
+  ASSERT_TRUE(original.ok()) << original.status();
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  ASSERT_TRUE(original->outputs[0].token.ok());
+  ASSERT_TRUE(copied->outputs[0].token.ok());
+  const SampledToken& a = *original->outputs[0].token;
+  const SampledToken& b = *copied->outputs[0].token;
+  EXPECT_EQ(a.token_id, b.token_id);
+  EXPECT_EQ(a.logprob, b.logprob);
+  ASSERT_EQ(a.top_logprobs.size(), b.top_logprobs.size());
+  for (size_t i = 0; i < a.top_logprobs.size(); ++i) {
+    EXPECT_EQ(a.top_logprobs[i].token_id, b.top_logprobs[i].token_id);
+    EXPECT_EQ(a.top_logprobs[i].logprob, b.top_logprobs[i].logprob);
+  }
+  // A block of the cache never written gives other logprobs (the copies
+  // carried something).
+  auto unwritten = step(6, {9, 14}, true);
+  ASSERT_TRUE(unwritten.ok());
+  ASSERT_TRUE(unwritten->outputs[0].token.ok());
+  EXPECT_NE(unwritten->outputs[0].token->logprob, a.logprob);
 }
 
 }  // namespace
