@@ -17,13 +17,16 @@
 #include "kernels/cache/copy_blocks.h"
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/gemm/skinny_gemm.h"
+#include "kernels/gemm/weight_only_gemm.h"
 #include "kernels/moe/moe_routing.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
 #include "kernels/rope/rope_kv_append.h"
 #include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
+#include "runtime/base/status_macros.h"
 #include "runtime/cuda/cuda_sampling.h"
+#include "runtime/cuda/cuda_weight_only_linear.h"
 #include "runtime/cuda/decode_graph_keys.h"
 
 namespace tern::runtime {
@@ -178,6 +181,8 @@ class CudaKvCache final : public KvCache {
 }  // namespace
 
 constexpr int64_t kSkinnyRows = 2;
+// The Scratch slot of an act-order layer's gathered input.
+constexpr int kGatherScratchSlot = 110;
 
 struct CudaBackend::Impl {
   cudaStream_t stream = nullptr;
@@ -214,6 +219,9 @@ struct CudaBackend::Impl {
   kernels::PagedAttentionParams decode_shape;
   DeviceBuffer decode_workspace;
   std::map<int, DeviceBuffer> scratch;
+  // The large-M path of weight-only layers: the layer dequantized [out, in]
+  // in the compute dtype, sized at load for the largest such layer.
+  DeviceBuffer dequant_scratch;
   DeviceBuffer host_read;  // fp32 conversion buffer for ReadToHost
   std::vector<int32_t> row_seq_host;
 
@@ -467,6 +475,27 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareFusedLinear(co
                                                       std::move(bias), !biases.empty()));
 }
 
+absl::Status CudaBackend::SupportsWeightScheme(const LinearScheme& scheme) const {
+  if (scheme.scheme == WeightScheme::kDense) return absl::OkStatus();
+  if (IsWeightOnly(scheme.scheme)) {
+    if (scheme.group_size == 0 || scheme.group_size % 16 == 0) return absl::OkStatus();
+    return absl::UnimplementedError(absl::StrCat("the cuda backend runs ", scheme.ToString(),
+                                                 " only with groups of a multiple of 16 input channels, or one "
+                                                 "group per output channel"));
+  }
+  return Backend::SupportsWeightScheme(scheme);
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareQuantizedLinear(const QuantizedLinear& weight) {
+  RETURN_IF_ERROR(SupportsWeightScheme(weight.scheme));
+  auto linear = CudaWeightOnlyLinear::Create(weight, impl_->type);
+  if (!linear.ok()) return linear.status();
+  RETURN_IF_CUDA(impl_->dequant_scratch.Reserve((*linear)->DenseBytes()),
+                 "allocating the weight-only dequantization scratch");
+  ++impl_->generation;  // the scratch may have moved
+  return std::unique_ptr<LinearWeight>(std::move(*linear));
+}
+
 absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::AllocateKvCache(const KvCacheSpec& spec) {
   if (spec.num_layers <= 0 || spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_kv_heads <= 0 ||
       spec.head_dim <= 0) {
@@ -655,6 +684,10 @@ void CudaBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tenso
 
 void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
   if (impl_->Skip()) return;
+  if (weight.scheme().scheme != WeightScheme::kDense) {
+    WeightOnlyLinear(x, static_cast<const CudaWeightOnlyLinear&>(weight), out);
+    return;
+  }
   const auto& w = static_cast<const CudaLinear&>(weight);
   CHECK_EQ(x.cols, w.in_features());
   CHECK_EQ(out.cols, w.out_features());
@@ -662,6 +695,38 @@ void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
   if (w.bias() != nullptr) {
     impl_->Record(kernels::LaunchAddBias(impl_->type, out.rows, out.cols, out.data, out.stride, w.bias(), impl_->stream),
                   "bias");
+  }
+}
+
+// Act-order layers gather x into stored column order first. Up to
+// kWeightOnlyGemmMaxRows rows run the tensor-core weight-only GEMM on the
+// packed codes; more rows (and fp32) dequantize the layer into
+// dequant_scratch and run the dense GEMM.
+void CudaBackend::WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& w, Tensor out) {
+  Impl& m = *impl_;
+  CHECK_EQ(x.cols, w.in_features());
+  CHECK_EQ(out.cols, w.out_features());
+  CHECK_EQ(x.rows, out.rows);
+  if (x.rows == 0) return;
+  if (w.input_order() != nullptr) {
+    Tensor gathered = Scratch(kGatherScratchSlot, x.rows, x.cols);
+    m.Record(kernels::LaunchGatherColumns(m.type, x.rows, x.cols, w.input_order(), x.data, x.stride, gathered.data,
+                                          gathered.stride, m.stream),
+             "act-order gather");
+    x = gathered;
+  }
+  const kernels::WeightOnlyGemmParams p{x.rows, x.stride, out.stride};
+  if (kernels::WeightOnlyGemmSupported(m.type, w.weight(), p, x.data)) {
+    m.Record(kernels::LaunchWeightOnlyGemm(m.type, w.weight(), p, x.data, w.bias(), out.data, m.stream, m.pdl),
+             "weight-only gemm");
+    return;
+  }
+  CHECK_GE(m.dequant_scratch.bytes(), w.DenseBytes()) << "weight-only scratch was not reserved at load";
+  m.Record(kernels::LaunchWeightOnlyDequantize(m.type, w.weight(), m.dequant_scratch.data(), m.stream),
+           "weight-only dequantize");
+  m.Gemm(x, m.dequant_scratch.data(), w.out_features(), w.in_features(), out);
+  if (w.bias() != nullptr) {
+    m.Record(kernels::LaunchAddBias(m.type, out.rows, out.cols, out.data, out.stride, w.bias(), m.stream), "bias");
   }
 }
 
@@ -797,7 +862,7 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
   const int64_t hidden = x.cols;
   const int64_t n = tokens * top_k;
   if (tokens == 0) return;
-  const int64_t inter = static_cast<const CudaLinear&>(*experts.gate[0]).out_features();
+  const int64_t inter = experts.gate[0]->out_features();
 
   // Routing outputs: ids, weights, offsets, sorted tokens, sorted weights, entry rows.
   m.Record(m.moe_routing.Reserve(size_t(5 * n + num_experts + 1) * sizeof(int32_t)), "moe routing buffers");
@@ -826,6 +891,26 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
   m.Record(kernels::LaunchGatherRows(m.type, n, hidden, sorted_tokens, x.data, x.stride, in.data, in.stride, m.stream),
            "moe gather");
 
+  if (experts.gate[0]->scheme().scheme != WeightScheme::kDense) {
+    // Quantized experts: one weight-only linear per expert and projection.
+    for (int32_t e = 0; e < num_experts; ++e) {
+      const int32_t row = m.moe_offsets_host[e];
+      const int32_t rows = m.moe_offsets_host[e + 1] - row;
+      if (rows == 0) continue;
+      Linear(in.Rows(row, rows), *experts.gate[e], gate_up.Rows(row, rows).Columns(0, inter));
+      Linear(in.Rows(row, rows), *experts.up[e], gate_up.Rows(row, rows).Columns(inter, inter));
+    }
+    SiluMul(gate_up, act);
+    for (int32_t e = 0; e < num_experts; ++e) {
+      const int32_t row = m.moe_offsets_host[e];
+      const int32_t rows = m.moe_offsets_host[e + 1] - row;
+      if (rows > 0) Linear(act.Rows(row, rows), *experts.down[e], expert_out.Rows(row, rows));
+    }
+    m.Record(kernels::LaunchMoeCombine(m.type, tokens, top_k, hidden, entry_rows, sorted_weights, expert_out.data,
+                                       expert_out.stride, out.data, out.stride, m.stream),
+             "moe combine");
+    return;
+  }
   // Groups: gate and up of every expert with rows, then down.
   const auto at = [&](const Tensor& t, int64_t row, int64_t col) {
     return static_cast<void*>(static_cast<uint8_t*>(t.data) + (row * t.stride + col) * int64_t(m.element_bytes));

@@ -32,6 +32,8 @@
 
 namespace tern::runtime {
 
+class CudaWeightOnlyLinear;
+
 struct CudaBackendOptions {
   int device = 0;
   DType compute_dtype = DType::kBF16;  // kF16, kBF16 or kF32
@@ -61,8 +63,14 @@ class CudaBackend final : public Backend {
                                                               const TensorView* bias) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,
                                                                    const std::vector<TensorView>& biases) override;
-  // Quantized weight schemes have no CUDA kernels yet: SupportsWeightScheme
-  // (the Backend default) rejects them, so a quantized model fails its load.
+  // Dense, W4A16 and W8A16 (group size a multiple of 16, or per channel:
+  // cuda_weight_only_linear.h); W8A8 schemes are UNIMPLEMENTED, so such a
+  // model fails its load.
+  absl::Status SupportsWeightScheme(const LinearScheme& scheme) const override;
+  // Repacks a weight-only layer once for the kernels and reserves the
+  // large-M path's dequantization scratch for it (load time: nothing grows
+  // in a step). W8A8 layers are UNIMPLEMENTED.
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareQuantizedLinear(const QuantizedLinear& weight) override;
   absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) override;
   size_t KvBlockBytes(const KvCacheSpec& spec) const override;
   std::optional<size_t> FreeDeviceMemory() const override;
@@ -106,6 +114,7 @@ class CudaBackend final : public Backend {
 
  private:
   struct Impl;
+  void WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& weight, Tensor out);
   explicit CudaBackend(std::unique_ptr<Impl> impl, const CudaBackendOptions& options);
   std::unique_ptr<Impl> impl_;
   CudaBackendOptions options_;

@@ -1,0 +1,413 @@
+// Weight-only GEMM for small row counts on the tensor cores, after the
+// layout in weight_only_pack.h. Per block: one 16-row tile of outputs and
+// kWarps warps; warp w takes chunks w, w + kWarps, ... of the input columns,
+// kUnroll chunks (512 bytes each per warp) per batch with the next batch
+// requested before the current one is used. Per k16 step a lane turns its
+// 8 codes into the 4 registers of an m16n8k16 A fragment (c - zero, exact in
+// fp16 and bf16), loads x's B fragment for each 8 rows of x (zero past the
+// rows and past k) and runs the MMA into a per-group fp32 partial, which the
+// group's scale multiplies into the accumulator when the group ends. The
+// warps' accumulators meet in shared memory; the bias is added and each
+// output rounded once.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/common/dispatch.cuh"
+#include "kernels/common/pdl.cuh"
+#include "kernels/gemm/weight_only_gemm.h"
+
+namespace tern::kernels {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kUnroll = 4;  // chunks a warp loads per batch
+
+// What the kernels need of a layer and a call, in device-friendly types.
+struct Shape {
+  int32_t n = 0;
+  int32_t k = 0;
+  int32_t chunks = 0;       // k_chunks
+  int32_t groups = 0;
+  int32_t group_size = 0;
+  int32_t group_shift = -1;  // log2(group_size) when a power of two, else -1
+  int32_t mid = 8;           // the symmetric zero code
+  int32_t rows = 0;
+  int64_t x_row_stride = 0;
+  int64_t y_row_stride = 0;
+};
+
+Shape MakeShape(const WeightOnlyLayout& l) {
+  Shape s;
+  s.n = int32_t(l.n);
+  s.k = int32_t(l.k);
+  s.chunks = int32_t(l.k_chunks());
+  s.groups = int32_t(l.groups);
+  s.group_size = int32_t(l.group_size);
+  for (int32_t shift = 0; shift < 31; ++shift) {
+    if ((int64_t(1) << shift) == l.group_size) s.group_shift = shift;
+  }
+  s.mid = 1 << (l.bits - 1);
+  return s;
+}
+
+__device__ __forceinline__ int32_t GroupOf(const Shape& s, int32_t col) {
+  if (s.groups == 1) return 0;
+  const int32_t g = s.group_shift >= 0 ? col >> s.group_shift : col / s.group_size;
+  return g < s.groups ? g : s.groups - 1;
+}
+
+// Streams 16 bytes past L1: each code is used once.
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <typename P>
+__device__ __forceinline__ uint32_t Bits(P v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+template <typename P>
+__device__ __forceinline__ P FromBits(uint32_t u) {
+  P v;
+  memcpy(&v, &u, 4);
+  return v;
+}
+
+template <typename T>
+using Pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+
+// The zero code of one row, in the form CodesToPair subtracts: fp16 pairs of
+// 1024 + z (the fp16 magic number 0x6400 is 1024), bf16 pairs of 128 + z
+// (0x4300 is 128) for 4 bits, z itself for bf16 8 bits (256 + 127 is past
+// bf16's 8-bit significand, so those codes go through fp32).
+template <typename T, int kBits>
+__device__ __forceinline__ uint32_t ZeroPair(int32_t z) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half h = __float2half_rn(1024.0f + float(z));
+    return Bits(__halves2half2(h, h));
+  } else if constexpr (kBits == 4) {
+    const __nv_bfloat16 h = __float2bfloat16_rn(128.0f + float(z));
+    return Bits(__halves2bfloat162(h, h));
+  } else {
+    return uint32_t(z);
+  }
+}
+
+// Two codes at bits [0, bits) and [16, 16 + bits) of m -> the pair (c - z)
+// in T, low half first. Exact: |c - z| <= 256.
+template <typename T, int kBits>
+__device__ __forceinline__ uint32_t CodesToPair(uint32_t m, uint32_t zero) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return Bits(__hsub2(FromBits<__half2>(m | 0x64006400u), FromBits<__half2>(zero)));
+  } else if constexpr (kBits == 4) {
+    return Bits(__hsub2(FromBits<__nv_bfloat162>(m | 0x43004300u), FromBits<__nv_bfloat162>(zero)));
+  } else {
+    const int32_t z = int32_t(zero);
+    return Bits(__floats2bfloat162_rn(float(int32_t(m & 0xffu) - z), float(int32_t(m >> 16) - z)));
+  }
+}
+
+// d += A (16 x 16, row) * B (16 x 8, col), fp32 accumulators.
+template <typename T>
+__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+template <bool kHalfScales>
+__device__ __forceinline__ float LoadScale(const void* scales, int64_t at) {
+  if constexpr (kHalfScales) {
+    return __half2float(__ldg(static_cast<const __half*>(scales) + at));
+  } else {
+    return __ldg(static_cast<const float*>(scales) + at);
+  }
+}
+
+template <typename T, int kBits, int kTiles, bool kHalfScales>
+__global__ void __launch_bounds__(kThreads)
+    WeightOnlyGemmKernel(Shape s, const uint4* __restrict__ codes, const void* __restrict__ scales,
+                         const uint8_t* __restrict__ zeros, const T* __restrict__ x, const T* __restrict__ bias,
+                         T* __restrict__ y) {
+  constexpr int kSteps = kBits == 4 ? 4 : 2;  // k16 steps per chunk
+  constexpr int kChunkCols = 16 * kSteps;
+  __shared__ float partial[kWarps][kTiles][4][32];
+  PdlAllowDependents();
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t tile = blockIdx.x;
+  const uint4* tile_codes = codes + tile * int64_t(s.chunks) * 32 + lane;
+
+  float acc[kTiles][4];
+#pragma unroll
+  for (int tt = 0; tt < kTiles; ++tt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[tt][i] = 0.0f;
+  }
+
+  const auto process = [&](const uint4& v, int32_t chunk) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    float part[kTiles][4];
+    int32_t current = -1;
+    float scale_lo = 0.0f, scale_hi = 0.0f;
+    uint32_t zero_lo = 0, zero_hi = 0;
+    const auto flush = [&] {
+#pragma unroll
+      for (int tt = 0; tt < kTiles; ++tt) {
+        acc[tt][0] = fmaf(scale_lo, part[tt][0], acc[tt][0]);
+        acc[tt][1] = fmaf(scale_lo, part[tt][1], acc[tt][1]);
+        acc[tt][2] = fmaf(scale_hi, part[tt][2], acc[tt][2]);
+        acc[tt][3] = fmaf(scale_hi, part[tt][3], acc[tt][3]);
+      }
+    };
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      const int32_t col0 = chunk * kChunkCols + 16 * j;
+      const int32_t group = GroupOf(s, col0);
+      if (group != current) {
+        if (current >= 0) flush();
+        current = group;
+#pragma unroll
+        for (int tt = 0; tt < kTiles; ++tt) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) part[tt][i] = 0.0f;
+        }
+        const int64_t at = (tile * s.groups + group) * 16 + g;
+        scale_lo = LoadScale<kHalfScales>(scales, at);
+        scale_hi = LoadScale<kHalfScales>(scales, at + 8);
+        zero_lo = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at)) : s.mid);
+        zero_hi = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at + 8)) : s.mid);
+      }
+      uint32_t a[4];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        uint32_t m;
+        if constexpr (kBits == 4) {
+          m = (w[j] >> (4 * p)) & 0x000f000fu;
+        } else {
+          m = (w[2 * j + (p >> 1)] >> (8 * (p & 1))) & 0x00ff00ffu;
+        }
+        a[p] = CodesToPair<T, kBits>(m, (p & 1) ? zero_hi : zero_lo);
+      }
+      const int32_t col = col0 + 2 * t;
+#pragma unroll
+      for (int tt = 0; tt < kTiles; ++tt) {
+        const int32_t row = tt * 8 + g;
+        uint32_t b0 = 0, b1 = 0;
+        if (row < s.rows) {
+          const T* xr = x + row * s.x_row_stride + col;
+          if (col < s.k) b0 = __ldg(reinterpret_cast<const unsigned int*>(xr));
+          if (col + 8 < s.k) b1 = __ldg(reinterpret_cast<const unsigned int*>(xr + 8));
+        }
+        Mma<T>(part[tt], a, b0, b1);
+      }
+    }
+    flush();
+  };
+
+  // Codes are constant: the first batch is requested before the wait for x.
+  uint4 current[kUnroll];
+  int32_t c0 = warp;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int32_t c = c0 + u * kWarps;
+    current[u] = c < s.chunks ? LoadStreaming(tile_codes + int64_t(c) * 32) : make_uint4(0, 0, 0, 0);
+  }
+  PdlWaitForPrior();
+  while (c0 < s.chunks) {
+    const int32_t c1 = c0 + kWarps * kUnroll;
+    uint4 next[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int32_t c = c1 + u * kWarps;
+      next[u] = c < s.chunks ? LoadStreaming(tile_codes + int64_t(c) * 32) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int32_t c = c0 + u * kWarps;
+      if (c < s.chunks) process(current[u], c);
+    }
+    c0 = c1;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) current[u] = next[u];
+  }
+
+#pragma unroll
+  for (int tt = 0; tt < kTiles; ++tt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][tt][i][lane] = acc[tt][i];
+  }
+  __syncthreads();
+  // Accumulator register i of lane (g, t) is output feature g + 8 (i >> 1)
+  // of the tile and x row 8 tt + 2 t + (i & 1).
+  for (int o = threadIdx.x; o < kTiles * 128; o += kThreads) {
+    const int tt = o / 128, i = (o / 32) % 4, ln = o % 32;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += partial[w][tt][i][ln];
+    const int32_t feature = int32_t(tile) * 16 + ln / 4 + 8 * (i >> 1);
+    const int32_t row = tt * 8 + 2 * (ln % 4) + (i & 1);
+    if (feature < s.n && row < s.rows) {
+      if (bias != nullptr) sum += ToFloat(bias[feature]);
+      y[row * s.y_row_stride + feature] = FromFloat<T>(sum);
+    }
+  }
+}
+
+// One thread per (tile, chunk, lane): its 16 bytes of codes to 32 or 16
+// weights. The position formula is weight_only_pack.h's
+// WeightOnlyFragmentPosition.
+template <typename T, bool kHalfScales>
+__global__ void WeightOnlyDequantizeKernel(Shape s, int32_t bits, const uint8_t* __restrict__ codes,
+                                           const void* __restrict__ scales, const uint8_t* __restrict__ zeros,
+                                           int64_t total, T* __restrict__ w) {
+  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= total) return;
+  const int lane = int(index % 32);
+  const int64_t tile_chunk = index / 32;
+  const int32_t chunk = int32_t(tile_chunk % s.chunks);
+  const int64_t tile = tile_chunk / s.chunks;
+  const uint4 v = *reinterpret_cast<const uint4*>(codes + tile_chunk * 512 + lane * 16);
+  uint8_t bytes[16];
+  memcpy(bytes, &v, 16);
+  const int g = lane / 4, t = lane % 4;
+  const int32_t chunk_cols = bits == 4 ? 64 : 32;
+  const int per_lane = bits == 4 ? 32 : 16;
+  for (int q = 0; q < per_lane; ++q) {
+    int p, hi;
+    if (bits == 4) {
+      p = (q % 8) & 3;
+      hi = (q % 8) >> 2;
+    } else {
+      const int byte = q % 8, word = byte / 4, b = byte % 4;
+      p = 2 * word + (b & 1);
+      hi = b >> 1;
+    }
+    const int64_t row = tile * 16 + g + 8 * (p & 1);
+    const int32_t col = chunk * chunk_cols + 16 * (q / 8) + 2 * t + 8 * (p >> 1) + hi;
+    if (row >= s.n || col >= s.k) continue;
+    const int32_t code = bits == 8 ? bytes[q] : (bytes[q / 2] >> (4 * (q % 2))) & 0xf;
+    const int32_t group = GroupOf(s, col);
+    const int64_t at = (tile * s.groups + group) * 16 + (row - tile * 16);
+    const int32_t zero = zeros != nullptr ? zeros[at] : s.mid;
+    w[row * s.k + col] = FromFloat<T>(float(code - zero) * LoadScale<kHalfScales>(scales, at));
+  }
+}
+
+template <typename T>
+__global__ void GatherColumnsKernel(int64_t rows, int64_t k, const int32_t* __restrict__ order,
+                                    const T* __restrict__ x, int64_t x_row_stride, T* __restrict__ out,
+                                    int64_t out_row_stride) {
+  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= rows * k) return;
+  const int64_t r = index / k, j = index % k;
+  out[r * out_row_stride + j] = x[r * x_row_stride + order[j]];
+}
+
+template <typename T, int kBits, bool kHalfScales>
+cudaError_t LaunchGemm(const Shape& s, const WeightOnlyDeviceWeight& w, dim3 grid, const void* x, const void* bias,
+                       void* y, cudaStream_t stream, bool pdl) {
+  const auto launch = [&](auto kernel) {
+    return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, s, static_cast<const uint4*>(w.codes),
+                         w.scales, w.zeros, static_cast<const T*>(x), static_cast<const T*>(bias),
+                         static_cast<T*>(y));
+  };
+  if (s.rows <= 8) return launch(WeightOnlyGemmKernel<T, kBits, 1, kHalfScales>);
+  if (s.rows <= 16) return launch(WeightOnlyGemmKernel<T, kBits, 2, kHalfScales>);
+  return launch(WeightOnlyGemmKernel<T, kBits, 4, kHalfScales>);
+}
+
+template <typename T>
+cudaError_t LaunchTyped(const Shape& s, const WeightOnlyDeviceWeight& w, const void* x, const void* bias, void* y,
+                        cudaStream_t stream, bool pdl) {
+  const dim3 grid(unsigned(w.layout.n_tiles()));
+  if (w.layout.bits == 4) {
+    return w.half_scales ? LaunchGemm<T, 4, true>(s, w, grid, x, bias, y, stream, pdl)
+                         : LaunchGemm<T, 4, false>(s, w, grid, x, bias, y, stream, pdl);
+  }
+  return w.half_scales ? LaunchGemm<T, 8, true>(s, w, grid, x, bias, y, stream, pdl)
+                       : LaunchGemm<T, 8, false>(s, w, grid, x, bias, y, stream, pdl);
+}
+
+bool LayoutOk(const WeightOnlyLayout& l) {
+  return (l.bits == 4 || l.bits == 8) && l.n > 0 && l.k > 0 && l.k % 2 == 0 && l.groups > 0 &&
+         l.group_size * l.groups == l.k && (l.groups == 1 || l.group_size % 16 == 0) && l.n < INT32_MAX &&
+         l.k < INT32_MAX / 2;
+}
+
+}  // namespace
+
+bool WeightOnlyGemmSupported(ScalarType type, const WeightOnlyDeviceWeight& weight,
+                             const WeightOnlyGemmParams& params, const void* x) {
+  return type != ScalarType::kF32 && LayoutOk(weight.layout) && params.rows >= 0 &&
+         params.rows <= kWeightOnlyGemmMaxRows && params.x_row_stride % 2 == 0 &&
+         params.x_row_stride >= weight.layout.k && params.y_row_stride >= weight.layout.n &&
+         reinterpret_cast<uintptr_t>(x) % 4 == 0;
+}
+
+cudaError_t LaunchWeightOnlyGemm(ScalarType type, const WeightOnlyDeviceWeight& weight,
+                                 const WeightOnlyGemmParams& params, const void* x, const void* bias, void* y,
+                                 cudaStream_t stream, bool pdl) {
+  if (params.rows == 0) return cudaSuccess;
+  if (!WeightOnlyGemmSupported(type, weight, params, x)) return cudaErrorNotSupported;
+  Shape s = MakeShape(weight.layout);
+  s.rows = int32_t(params.rows);
+  s.x_row_stride = params.x_row_stride;
+  s.y_row_stride = params.y_row_stride;
+  return type == ScalarType::kF16 ? LaunchTyped<__half>(s, weight, x, bias, y, stream, pdl)
+                                  : LaunchTyped<__nv_bfloat16>(s, weight, x, bias, y, stream, pdl);
+}
+
+cudaError_t LaunchWeightOnlyDequantize(ScalarType type, const WeightOnlyDeviceWeight& weight, void* w,
+                                       cudaStream_t stream) {
+  if (!LayoutOk(weight.layout)) return cudaErrorNotSupported;
+  const Shape s = MakeShape(weight.layout);
+  const int64_t total = weight.layout.n_tiles() * weight.layout.k_chunks() * 32;
+  constexpr int kBlock = 256;
+  const dim3 grid(unsigned((total + kBlock - 1) / kBlock));
+  const auto* codes = static_cast<const uint8_t*>(weight.codes);
+  TERN_DISPATCH_SCALAR(type, T, {
+    if (weight.half_scales) {
+      WeightOnlyDequantizeKernel<T, true><<<grid, kBlock, 0, stream>>>(s, weight.layout.bits, codes, weight.scales,
+                                                                       weight.zeros, total, static_cast<T*>(w));
+    } else {
+      WeightOnlyDequantizeKernel<T, false><<<grid, kBlock, 0, stream>>>(s, weight.layout.bits, codes, weight.scales,
+                                                                        weight.zeros, total, static_cast<T*>(w));
+    }
+  });
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherColumns(ScalarType type, int64_t rows, int64_t k, const int32_t* order, const void* x,
+                                int64_t x_row_stride, void* out, int64_t out_row_stride, cudaStream_t stream) {
+  if (rows == 0 || k == 0) return cudaSuccess;
+  constexpr int kBlock = 256;
+  const dim3 grid(unsigned((rows * k + kBlock - 1) / kBlock));
+  TERN_DISPATCH_SCALAR(type, T, {
+    GatherColumnsKernel<T><<<grid, kBlock, 0, stream>>>(rows, k, order, static_cast<const T*>(x), x_row_stride,
+                                                        static_cast<T*>(out), out_row_stride);
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace tern::kernels
