@@ -49,32 +49,14 @@ size_t TensorSpec::nbytes() const {
   return n;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) munmap(mapping_, mapping_size_);
-}
-
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, " cannot be opened"));
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    close(fd);
-    return absl::InternalError(absl::StrCat(path, ": fstat failed"));
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+absl::Status ParseSafetensors(const std::string& path, const uint8_t* bytes, size_t size,
+                              std::map<std::string, TensorView>* tensors,
+                              std::map<std::string, std::string>* metadata) {
+  tensors->clear();
+  metadata->clear();
   if (size < 8) {
-    close(fd);
     return Malformed(path, absl::StrCat("file is ", size, " bytes, shorter than the 8-byte header length"));
   }
-  void* mapping = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (mapping == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed"));
-  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->path_ = path;
-  file->mapping_ = mapping;
-  file->mapping_size_ = size;
-
-  const auto* bytes = static_cast<const uint8_t*>(mapping);
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
   if (header_len > kMaxHeaderBytes || header_len > size - 8) {
@@ -92,7 +74,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     if (name == "__metadata__") {
       if (!entry.is_object()) return Malformed(path, "__metadata__ is not an object");
       for (const auto& [key, value] : entry.items()) {
-        if (value.is_string()) file->metadata_[key] = value.get<std::string>();
+        if (value.is_string()) (*metadata)[key] = value.get<std::string>();
       }
       continue;
     }
@@ -135,12 +117,42 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     view.data = data + begin;
     view.nbytes = end - begin;
     if (view.nbytes > 0) ranges.emplace_back(begin, end);
-    file->tensors_[name] = std::move(view);
+    (*tensors)[name] = std::move(view);
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].first < ranges[i - 1].second) return Malformed(path, "tensors overlap");
   }
+  return absl::OkStatus();
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (mapping_ != nullptr) munmap(mapping_, mapping_size_);
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, " cannot be opened"));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return absl::InternalError(absl::StrCat(path, ": fstat failed"));
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < 8) {
+    close(fd);
+    return Malformed(path, absl::StrCat("file is ", size, " bytes, shorter than the 8-byte header length"));
+  }
+  void* mapping = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (mapping == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed"));
+  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = path;
+  file->mapping_ = mapping;
+  file->mapping_size_ = size;
+
+  RETURN_IF_ERROR(ParseSafetensors(path, static_cast<const uint8_t*>(mapping), size, &file->tensors_,
+                                   &file->metadata_));
   return file;
 }
 

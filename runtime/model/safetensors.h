@@ -32,6 +32,16 @@ struct TensorView {
   std::string ShapeString() const;  // "[4096, 11008]"
 };
 
+// Parses a whole safetensors file held in memory, [bytes, bytes + size):
+// header length, JSON header, every tensor's dtype, shape and data range
+// checked against the data section. On success `tensors` (views borrowing
+// from `bytes`) and `metadata` are filled; on failure they are left empty or
+// partial and the INVALID_ARGUMENT message starts with `path`. SafetensorsFile::Open
+// runs this on its mapping; it exists on its own for tests and fuzzing.
+absl::Status ParseSafetensors(const std::string& path, const uint8_t* bytes, size_t size,
+                              std::map<std::string, TensorView>* tensors,
+                              std::map<std::string, std::string>* metadata);
+
 class SafetensorsFile {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);

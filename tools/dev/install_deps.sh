@@ -10,7 +10,7 @@ packages=(
   libabsl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libboost-dev
   nlohmann-json3-dev libopenblas-dev libssl-dev
   libgtest-dev libgmock-dev
-  prometheus python3 python3-grpcio python3-protobuf clang yamllint
+  prometheus python3 python3-grpcio python3-protobuf clang libclang-rt-14-dev yamllint
 )
 
 missing=()
