@@ -123,6 +123,10 @@ absl::Status ValidateSamplingParams(const tern::v1::SamplingParams& s, const Req
                                          limits.max_stop_string_bytes));
     }
   }
+  if (s.stop_token_ids_size() > limits.max_stop_token_ids) {
+    return Invalid("sampling.stop_token_ids", absl::StrCat(s.stop_token_ids_size(), " ids; the limit is ",
+                                                          limits.max_stop_token_ids));
+  }
   for (int i = 0; i < s.stop_token_ids_size(); ++i) {
     if (s.stop_token_ids(i) < 0) {
       return Invalid(absl::StrCat("sampling.stop_token_ids[", i, "]"), "is negative");

@@ -20,6 +20,7 @@ struct RequestLimits {
   int max_n = 16;
   int max_stop_strings = 16;
   int max_stop_string_bytes = 256;
+  int max_stop_token_ids = 256;  // each is checked against every generated token
   int max_request_id_bytes = 128;
   int max_chat_messages = 1024;
   int max_image_side = 4096;

@@ -200,5 +200,130 @@ TEST(RequestValidationTest, ChatRolesAndImages) {
             std::string::npos);
 }
 
+
+// Every size a client controls (docs/limits.md): the value at the limit is
+// accepted, one past it is INVALID_ARGUMENT naming the field and the limit.
+TEST(RequestValidationTest, EverySizeLimitAcceptsItsLimitAndRejectsOnePast) {
+  const RequestLimits limits;
+  auto expect_limit = [](const absl::Status& at, const absl::Status& past, const std::string& field,
+                         const std::string& says) {
+    EXPECT_TRUE(at.ok()) << field << ": " << at;
+    EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(past.message().find(field), std::string::npos) << past;
+    EXPECT_NE(past.message().find(says), std::string::npos) << past;
+  };
+  auto generate = [&](const std::function<void(tern::v1::GenerateRequest&)>& change) {
+    auto request = ValidRequest();
+    change(request);
+    return ValidateGenerateRequest(request, limits);
+  };
+  expect_limit(generate([](auto& r) { r.set_text(std::string(1 << 20, 'a')); }),
+               generate([](auto& r) { r.set_text(std::string((1 << 20) + 1, 'a')); }), "text",
+               "is 1048577 bytes; the limit is 1048576");
+  auto stops = [](int count, int bytes) {
+    return [=](tern::v1::GenerateRequest& r) {
+      for (int i = 0; i < count; ++i) r.mutable_sampling()->add_stop(std::string(bytes, 'a' + i % 26));
+    };
+  };
+  expect_limit(generate(stops(16, 1)), generate(stops(17, 1)), "sampling.stop", "17 stop strings; the limit is 16");
+  expect_limit(generate(stops(1, 256)), generate(stops(1, 257)), "sampling.stop[0]",
+               "is 257 bytes; the limit is 256");
+  auto stop_ids = [](int count) {
+    return [=](tern::v1::GenerateRequest& r) {
+      for (int i = 0; i < count; ++i) r.mutable_sampling()->add_stop_token_ids(i);
+    };
+  };
+  expect_limit(generate(stop_ids(256)), generate(stop_ids(257)), "sampling.stop_token_ids",
+               "257 ids; the limit is 256");
+  expect_limit(generate([](auto& r) { r.mutable_sampling()->set_n(16); }),
+               generate([](auto& r) { r.mutable_sampling()->set_n(17); }), "sampling.n", "17 is not in [1, 16]");
+  expect_limit(generate([](auto& r) { r.mutable_sampling()->set_logprobs(20); }),
+               generate([](auto& r) { r.mutable_sampling()->set_logprobs(21); }), "sampling.logprobs",
+               "21 is not in [0, 20]");
+  expect_limit(generate([](auto& r) { r.set_request_id(std::string(128, 'r')); }),
+               generate([](auto& r) { r.set_request_id(std::string(129, 'r')); }), "request_id",
+               "is 129 bytes; the limit is 128");
+  auto outline = [](int points, int bytes) {
+    return [=](tern::v1::GenerateRequest& r) {
+      for (int i = 0; i < points; ++i) r.mutable_sot()->add_outline(std::string(bytes, 'p'));
+    };
+  };
+  expect_limit(generate(outline(64, 1)), generate(outline(65, 1)), "sot.outline", "65 points; the limit is 64");
+  expect_limit(generate(outline(2, 1024)), generate(outline(2, 1025)), "sot.outline[0]",
+               "is 1025 bytes; the limit is 1024");
+  expect_limit(generate([](auto& r) { r.mutable_sot()->set_max_point_tokens(4096); }),
+               generate([](auto& r) { r.mutable_sot()->set_max_point_tokens(4097); }), "sot.max_point_tokens",
+               "4097 is not in [1, 4096]");
+  EXPECT_NE(generate([](auto& r) {
+              r.mutable_sot()->add_outline("one\ntwo");
+              r.mutable_sot()->add_outline("three");
+            }).message().find("sot.outline[0]: holds a line break"),
+            std::string::npos);
+
+  // Configured limits replace the defaults.
+  tern::v1::LimitsConfig config;
+  config.set_max_stop_strings(2);
+  config.set_max_tokens(100);
+  const RequestLimits configured = RequestLimits::FromConfig(config);
+  auto with = [&](const std::function<void(tern::v1::GenerateRequest&)>& change) {
+    auto request = ValidRequest();
+    change(request);
+    return ValidateGenerateRequest(request, configured);
+  };
+  expect_limit(with(stops(2, 1)), with(stops(3, 1)), "sampling.stop", "3 stop strings; the limit is 2");
+  expect_limit(with([](auto& r) { r.mutable_sampling()->set_max_tokens(100); }),
+               with([](auto& r) { r.mutable_sampling()->set_max_tokens(101); }), "sampling.max_tokens",
+               "101 exceeds the server limit 100");
+
+  // Chat: message count and the bytes of all contents together.
+  auto chat = [&](int messages, int bytes_each) {
+    tern::v1::ChatRequest request;
+    request.set_model("m");
+    for (int i = 0; i < messages; ++i) {
+      auto* message = request.add_messages();
+      message->set_role("user");
+      message->set_content(std::string(bytes_each, 'c'));
+    }
+    return ValidateChatRequest(request, limits);
+  };
+  expect_limit(chat(1024, 1), chat(1025, 1), "messages", "1025 messages; the limit is 1024");
+  expect_limit(chat(2, 1 << 19), chat(3, 1 << 19), "messages",
+               "hold 1572864 bytes of content; the limit is 1048576");
+
+  // Tokenize and Detokenize.
+  tern::v1::TokenizeRequest tokenize;
+  tokenize.set_model("m");
+  tokenize.set_text(std::string(1 << 20, 't'));
+  const absl::Status tokenize_at = ValidateTokenizeRequest(tokenize, limits);
+  tokenize.set_text(std::string((1 << 20) + 1, 't'));
+  expect_limit(tokenize_at, ValidateTokenizeRequest(tokenize, limits), "text", "the limit is 1048576");
+  tern::v1::DetokenizeRequest detokenize;
+  detokenize.set_model("m");
+  detokenize.add_ids(0);
+  const absl::Status detokenize_ok = ValidateDetokenizeRequest(detokenize, limits);
+  detokenize.add_ids(-3);
+  expect_limit(detokenize_ok, ValidateDetokenizeRequest(detokenize, limits), "ids[1]", "is negative");
+
+  // Images: sides, steps, batch, prompt bytes.
+  auto image = [&](const std::function<void(tern::v1::GenerateImageRequest&)>& change) {
+    tern::v1::GenerateImageRequest request;
+    request.set_model("dit");
+    request.set_class_label(1);
+    change(request);
+    return ValidateGenerateImageRequest(request, limits);
+  };
+  expect_limit(image([](auto& r) { r.set_width(4096); }), image([](auto& r) { r.set_width(4097); }), "width",
+               "4097 is not in [0, 4096]");
+  expect_limit(image([](auto& r) { r.set_height(4096); }), image([](auto& r) { r.set_height(4097); }), "height",
+               "4097 is not in [0, 4096]");
+  expect_limit(image([](auto& r) { r.set_steps(1000); }), image([](auto& r) { r.set_steps(1001); }), "steps",
+               "1001 is not in [0, 1000]");
+  expect_limit(image([](auto& r) { r.set_batch(16); }), image([](auto& r) { r.set_batch(17); }), "batch",
+               "17 is not in [0, 16]");
+  expect_limit(image([](auto& r) { r.set_prompt(std::string(1 << 20, 'i')); }),
+               image([](auto& r) { r.set_prompt(std::string((1 << 20) + 1, 'i')); }), "prompt",
+               "is 1048577 bytes; the limit is 1048576");
+}
+
 }  // namespace
 }  // namespace tern::server
