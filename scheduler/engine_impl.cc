@@ -37,6 +37,12 @@ Tenant MakeDefaultTenant() {
 
 }  // namespace
 
+int64_t KvBlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n, int64_t block_size) {
+  const int64_t shared = (prompt_tokens - 1) / block_size;
+  const int64_t per_choice = (prompt_tokens + max_tokens - 1 + block_size - 1) / block_size - shared;
+  return shared + n * per_choice;
+}
+
 EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::ModelRunner> runner)
     : options_(options),
       layout_(runner->kv_cache_layout()),
@@ -83,6 +89,9 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
     return absl::InvalidArgumentError(
         absl::StrCat("the prompt has ", prompt, " tokens; the KV cache holds ", kv_tokens));
   }
+  const int64_t n = request.sampling.n;
+  const int64_t num_blocks = layout_.num_blocks;
+  const int64_t bs = layout_.block_size;
   if (request.sampling.max_tokens.has_value()) {
     const int64_t max_tokens = *request.sampling.max_tokens;
     if (prompt + max_tokens > max_context_) {
@@ -93,8 +102,24 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
       return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (", max_tokens,
                                                      ") exceeds the KV cache of ", kv_tokens, " tokens"));
     }
+    const int64_t blocks = KvBlocksAtLongest(prompt, max_tokens, n, bs);
+    if (blocks > num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "n = ", n, " choices of prompt (", prompt, " tokens) + max_tokens (", max_tokens, ") need up to ", blocks,
+          " KV blocks at once; the KV cache holds ", num_blocks, " blocks of ", bs, " tokens even when empty"));
+    }
   } else {
-    request.sampling.max_tokens = static_cast<int32_t>(std::min(max_context_ - prompt, kv_tokens + 1 - prompt));
+    // The most output every choice can have at once: each choice's blocks
+    // beyond the shared prefix fit in its share of the rest of the cache.
+    const int64_t shared = (prompt - 1) / bs;
+    const int64_t last_block = shared + (num_blocks - shared) / n;  // blocks a choice may span
+    const int64_t fits = last_block * bs + 1 - prompt;
+    if (fits < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "n = ", n, " choices of prompt (", prompt, " tokens) need ", KvBlocksAtLongest(prompt, 1, n, bs),
+          " KV blocks at once; the KV cache holds ", num_blocks, " blocks of ", bs, " tokens even when empty"));
+    }
+    request.sampling.max_tokens = static_cast<int32_t>(std::min(max_context_ - prompt, fits));
   }
   return absl::OkStatus();
 }

@@ -8,7 +8,8 @@
 // out deltas and finishes; publish stats. With nothing to do, or with
 // requests that cannot start, it sleeps on the condition variable until
 // Submit, Cancel or Drain signals it or the earliest deadline passes; it
-// never polls.
+// never polls. (Submit refuses what could not fit an empty cache, so a
+// request that cannot start waits for one that holds blocks to leave.)
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,14 @@
 #include "scheduler/scheduler.h"
 
 namespace tern::scheduler {
+
+// KV blocks a request holds at its longest: `n` choices of a prompt of
+// `prompt_tokens` (>= 1), each generating `max_tokens` (>= 1) tokens, the
+// last of which is never written. The prompt but its last token is shared
+// (its full blocks once); each choice holds the rest, its copy of a partial
+// shared block included. Submit refuses a request above the cache's block
+// count: it could never run, not even alone in an empty cache.
+int64_t KvBlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n, int64_t block_size);
 
 class EngineImpl final : public Engine {
  public:

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/runner/llm_model_runner.h"
+#include "scheduler/engine_impl.h"
 #include "tests/scheduler/fake_model_runner.h"
 
 namespace tern::scheduler {
@@ -745,68 +746,101 @@ TEST(EngineTest, IdleEngineSleeps) {
 }
 
 
-// A request that cannot start: its 8 choices need 8 blocks before they may
-// start, and the cache has 4 (Submit checks one choice). Nothing changes
-// until it is cancelled or passes its deadline, so the engine sleeps
-// instead of planning again and again.
-EngineRequest Unschedulable(const std::string& id) {
-  EngineRequest r = Greedy(id, {1, 2, 3}, 1);
-  r.sampling.n = 8;
-  r.sampling.temperature = 1;
-  return r;
-}
-
-TEST(EngineTest, RequestThatCannotStartSleepsUntilItsDeadline) {
-  const std::set<std::string> before_engine = ThreadIds();
-  auto engine = MakeFakeEngine({}, /*num_blocks=*/4);
-  std::vector<std::string> engine_threads;
-  for (const std::string& tid : ThreadIds()) {
-    if (!before_engine.contains(tid)) engine_threads.push_back(tid);
-  }
-  ASSERT_EQ(engine_threads.size(), 1u);
-  EngineRequest r = Unschedulable("stuck");
-  const absl::Time start = absl::Now();
-  r.deadline = start + absl::Milliseconds(300);
+// A request whose choices could never hold their blocks at once, not even
+// alone in an empty cache, is refused at Submit, naming n and the capacity.
+// (Accepted, such a gang either never started, or started and preempted
+// itself each time it outgrew the cache, until its deadline.)
+TEST(EngineTest, RefusesChoicesThatCouldNeverFitAnEmptyCache) {
+  auto engine = MakeFakeEngine({}, /*num_blocks=*/4);  // 4 blocks of 4 tokens
   auto sink = std::make_shared<CollectingSink>();
-  const int64_t cpu_before = ThreadCpuNs(engine_threads[0]);
-  ASSERT_TRUE(engine->Submit(std::move(r), sink).ok());
-  ASSERT_TRUE(sink->WaitDone());
-  const double cpu_ms = (ThreadCpuNs(engine_threads[0]) - cpu_before) / 1e6;
-  EXPECT_EQ(sink->status().code(), absl::StatusCode::kDeadlineExceeded) << sink->status();
-  EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
-  // Planned once on arrival and once at the deadline; polling every
-  // millisecond would have planned about 300 times.
-  EXPECT_LE(engine->Stats().steps, 3);
-  EXPECT_LT(cpu_ms, 20.0);
+  auto choices = [](const std::string& id, int32_t n, std::optional<int32_t> max_tokens) {
+    EngineRequest r = Greedy(id, {1, 2, 3}, 1);
+    r.sampling.n = n;
+    r.sampling.temperature = 1;
+    r.sampling.seed = 5;
+    r.sampling.max_tokens = max_tokens;
+    return r;
+  };
+  // 8 choices of a 3-token prompt need a block each before they start.
+  absl::Status status = engine->Submit(choices("eight", 8, 1), sink);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("n = 8 choices"), absl::string_view::npos) << status;
+  EXPECT_NE(status.message().find("need up to 8 KV blocks"), absl::string_view::npos) << status;
+  EXPECT_NE(status.message().find("holds 4 blocks of 4 tokens"), absl::string_view::npos) << status;
+  // 2 choices start in 2 blocks, but 7 tokens each take them to 3 blocks
+  // each (3 + 7 - 1 = 9 positions): 6 > 4.
+  status = engine->Submit(choices("grows", 2, 7), sink);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("need up to 6 KV blocks"), absl::string_view::npos) << status;
+  // Unset max_tokens cannot help 8 choices either.
+  status = engine->Submit(choices("eight-open", 8, std::nullopt), sink);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("n = 8 choices"), absl::string_view::npos) << status;
+  EXPECT_EQ(engine->Stats().steps, 0) << "nothing refused reached the engine thread";
+
+  // At the capacity exactly: 2 choices of 6 tokens, 2 blocks each.
+  auto exact = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(choices("exact", 2, 6), exact).ok());
+  ASSERT_TRUE(exact->WaitDone());
+  EXPECT_TRUE(exact->status().ok()) << exact->status();
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(exact->tokens(i).size(), 6u);
+  // Unset max_tokens with n = 4: each choice gets its share, one block
+  // (4 positions: the prompt and 2 tokens, the last never written).
+  auto open = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(choices("open", 4, std::nullopt), open).ok());
+  ASSERT_TRUE(open->WaitDone());
+  EXPECT_TRUE(open->status().ok()) << open->status();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(open->tokens(i).size(), 2u);
+    EXPECT_EQ(open->finish(i), runtime::FinishReason::kLength);
+  }
+  EXPECT_EQ(engine->Stats().preemptions, 0);
   EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
 }
 
-TEST(EngineTest, RequestThatCannotStartWakesOnCancelAndSubmit) {
-  auto engine = MakeFakeEngine({}, /*num_blocks=*/4);
-  auto stuck = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(engine->Submit(Unschedulable("stuck"), stuck).ok());
-  absl::SleepFor(absl::Milliseconds(100));
-  const int64_t steps = engine->Stats().steps;
-  EXPECT_LE(steps, 2);
-  EXPECT_EQ(engine->Stats().busy_for, absl::ZeroDuration()) << "asleep, so never stalled";
-  // A new request wakes the engine (it plans again, and still cannot start
-  // the first), and a cancel ends the stuck one at once.
-  EngineRequest other = Greedy("other", {4, 5}, 2);
-  other.deadline = absl::Now() + absl::Seconds(60);
-  auto other_sink = std::make_shared<CollectingSink>();
-  ASSERT_TRUE(engine->Submit(std::move(other), other_sink).ok());
-  for (int i = 0; i < 2000 && engine->Stats().steps == steps; ++i) absl::SleepFor(absl::Milliseconds(1));
-  EXPECT_GT(engine->Stats().steps, steps);
-  const absl::Time cancelled = absl::Now();
-  engine->Cancel("stuck");
-  ASSERT_TRUE(stuck->WaitDone());
-  EXPECT_LT(absl::Now() - cancelled, absl::Seconds(1));
-  EXPECT_TRUE(stuck->status().ok()) << stuck->status();
-  EXPECT_TRUE(stuck->aborted());
-  // With the head of its tenant's queue gone, the other request runs.
-  ASSERT_TRUE(other_sink->WaitDone());
-  EXPECT_TRUE(other_sink->status().ok()) << other_sink->status();
-  EXPECT_EQ(other_sink->tokens().size(), 2u);
+// Prefix-cache entries are salted by tenant: a tenant's repeated prompt hits
+// its own cached blocks; another tenant's identical prompt hits none of them
+// (so it can neither read them nor time them), and computes its own.
+TEST(EngineTest, PrefixCacheIsNotSharedAcrossTenants) {
+  auto engine = MakeFakeEngine({}, 64);
+  Tenant acme, beta;
+  acme.name = "acme";
+  beta.name = "beta";
+  const std::vector<int32_t> prompt = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14};  // 2 full blocks of 4
+  auto run = [&](const std::string& id, const Tenant& tenant) {
+    EngineRequest r = Greedy(id, prompt, 3);
+    r.tenant = &tenant;
+    auto sink = std::make_shared<CollectingSink>();
+    EXPECT_TRUE(engine->Submit(std::move(r), sink).ok());
+    EXPECT_TRUE(sink->WaitDone());
+    EXPECT_TRUE(sink->status().ok()) << sink->status();
+    return sink;
+  };
+  const auto first = run("acme-1", acme);
+  EXPECT_EQ(first->usage().cached_prompt_tokens, 0);
+  const auto again = run("acme-2", acme);
+  EXPECT_EQ(again->usage().cached_prompt_tokens, 8);
+  const int64_t hits_before = engine->Stats().prefix_cache_hits;
+  const auto other = run("beta-1", beta);
+  EXPECT_EQ(other->usage().cached_prompt_tokens, 0);
+  EXPECT_EQ(engine->Stats().prefix_cache_hits, hits_before);
+  EXPECT_EQ(other->tokens(), first->tokens()) << "same prompt, same greedy output, computed anew";
+  // Each tenant now has its own entries: beta's second run hits beta's blocks.
+  EXPECT_EQ(run("beta-2", beta)->usage().cached_prompt_tokens, 8);
+}
+
+TEST(EngineTest, KvBlocksAtLongestSharesThePromptButItsLastToken) {
+  // One choice: positions prompt + max_tokens - 1, in blocks.
+  EXPECT_EQ(KvBlocksAtLongest(3, 1, 1, 4), 1);
+  EXPECT_EQ(KvBlocksAtLongest(3, 2, 1, 4), 1);
+  EXPECT_EQ(KvBlocksAtLongest(3, 3, 1, 4), 2);
+  // A 9-token prompt shares 2 full blocks (8 tokens); each of 3 choices
+  // holds its last prompt token and output: 9 + 4 - 1 = 12 positions,
+  // 3 blocks, 1 of its own.
+  EXPECT_EQ(KvBlocksAtLongest(9, 4, 3, 4), 2 + 3 * 1);
+  // The partial shared block is each choice's own copy.
+  EXPECT_EQ(KvBlocksAtLongest(6, 1, 2, 4), 1 + 2 * 1);
+  EXPECT_EQ(KvBlocksAtLongest(6, 4, 2, 4), 1 + 2 * 2);
 }
 
 }  // namespace
