@@ -274,9 +274,22 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Two adjacent weights of one row (col even, k even: 4- or 8-byte aligned).
+template <typename T>
+__device__ __forceinline__ void StorePair(T* dst, float a, float b) {
+  if constexpr (std::is_same_v<T, float>) {
+    *reinterpret_cast<float2*>(dst) = make_float2(a, b);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(a, b);
+  } else {
+    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(a, b);
+  }
+}
+
 // One thread per (tile, chunk, lane): its 16 bytes of codes to 32 or 16
-// weights. The position formula is weight_only_pack.h's
-// WeightOnlyFragmentPosition.
+// weights, written as the register pairs they form (two adjacent columns of
+// one row). Positions as in weight_only_pack.h: step j, register p is row
+// g + 8 (p & 1), columns 16 j + 2 t + 8 (p >> 1) + {0, 1}.
 template <typename T, bool kHalfScales>
 __global__ void WeightOnlyDequantizeKernel(Shape s, int32_t bits, const uint8_t* __restrict__ codes,
                                            const void* __restrict__ scales, const uint8_t* __restrict__ zeros,
@@ -288,29 +301,29 @@ __global__ void WeightOnlyDequantizeKernel(Shape s, int32_t bits, const uint8_t*
   const int32_t chunk = int32_t(tile_chunk % s.chunks);
   const int64_t tile = tile_chunk / s.chunks;
   const uint4 v = *reinterpret_cast<const uint4*>(codes + tile_chunk * 512 + lane * 16);
-  uint8_t bytes[16];
-  memcpy(bytes, &v, 16);
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
   const int g = lane / 4, t = lane % 4;
-  const int32_t chunk_cols = bits == 4 ? 64 : 32;
-  const int per_lane = bits == 4 ? 32 : 16;
-  for (int q = 0; q < per_lane; ++q) {
-    int p, hi;
-    if (bits == 4) {
-      p = (q % 8) & 3;
-      hi = (q % 8) >> 2;
-    } else {
-      const int byte = q % 8, word = byte / 4, b = byte % 4;
-      p = 2 * word + (b & 1);
-      hi = b >> 1;
+  const int steps = bits == 4 ? 4 : 2;
+  for (int j = 0; j < steps; ++j) {
+    for (int p = 0; p < 4; ++p) {
+      uint32_t m;
+      int32_t c_lo, c_hi;
+      if (bits == 4) {
+        m = (words[j] >> (4 * p)) & 0x000f000fu;
+      } else {
+        m = (words[2 * j + (p >> 1)] >> (8 * (p & 1))) & 0x00ff00ffu;
+      }
+      c_lo = int32_t(m & 0xffffu);
+      c_hi = int32_t(m >> 16);
+      const int32_t r = g + 8 * (p & 1);
+      const int64_t row = tile * 16 + r;
+      const int32_t col = chunk * (16 * steps) + 16 * j + 2 * t + 8 * (p >> 1);
+      if (row >= s.n || col >= s.k) continue;
+      const int64_t at = (tile * s.groups + GroupOf(s, col)) * 16 + r;
+      const int32_t zero = zeros != nullptr ? zeros[at] : s.mid;
+      const float scale = LoadScale<kHalfScales>(scales, at);
+      StorePair<T>(w + row * s.k + col, float(c_lo - zero) * scale, float(c_hi - zero) * scale);
     }
-    const int64_t row = tile * 16 + g + 8 * (p & 1);
-    const int32_t col = chunk * chunk_cols + 16 * (q / 8) + 2 * t + 8 * (p >> 1) + hi;
-    if (row >= s.n || col >= s.k) continue;
-    const int32_t code = bits == 8 ? bytes[q] : (bytes[q / 2] >> (4 * (q % 2))) & 0xf;
-    const int32_t group = GroupOf(s, col);
-    const int64_t at = (tile * s.groups + group) * 16 + (row - tile * 16);
-    const int32_t zero = zeros != nullptr ? zeros[at] : s.mid;
-    w[row * s.k + col] = FromFloat<T>(float(code - zero) * LoadScale<kHalfScales>(scales, at));
   }
 }
 

@@ -10,6 +10,7 @@
 // model's own CUDA-versus-CPU spread in that dtype.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,7 +28,12 @@ constexpr int32_t kBlockSize = 16;
 constexpr int32_t kPrompt = 40;
 constexpr int32_t kDecodeSteps = 4;
 
-std::string DemoModel() { return std::string(TERN_MODELS_DIR) + "/tern-demo-llm"; }
+// models/tern-demo-llm; the environment's TERN_MODELS_DIR wins (a test
+// binary run from a bundle on another machine).
+std::string DemoModel() {
+  const char* env = std::getenv("TERN_MODELS_DIR");
+  return std::string(env != nullptr && *env != '\0' ? env : TERN_MODELS_DIR) + "/tern-demo-llm";
+}
 
 // Logits of the prompt's last row, then of each decode step (fixed next
 // tokens): [1 + kDecodeSteps, vocab] concatenated.
