@@ -29,10 +29,13 @@ SchedulerOptions MakeSchedulerOptions(const EngineOptions& options, const runtim
   return s;
 }
 
-Tenant MakeDefaultTenant() {
-  Tenant t;
-  t.name = kDefaultTenantName;
-  return t;
+EngineCoreOptions MakeCoreOptions(const EngineOptions& options) {
+  EngineCoreOptions core;
+  core.model_name = options.model_name;
+  core.max_queued_requests = options.max_queued_requests;
+  core.max_queued_requests_per_tenant = options.max_queued_requests_per_tenant;
+  core.stall_timeout = options.stall_timeout;
+  return core;
 }
 
 }  // namespace
@@ -48,7 +51,7 @@ EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::Mo
       layout_(runner->kv_cache_layout()),
       vocab_size_(runner->vocab_size()),
       max_context_(runner->max_context_length()),
-      default_tenant_(MakeDefaultTenant()),
+      core_(MakeCoreOptions(options)),
       runner_(std::move(runner)),
       scheduler_(MakeSchedulerOptions(options, *runner_), layout_) {
   stats_.kv_blocks_total = layout_.num_blocks;
@@ -57,9 +60,7 @@ EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::Mo
 EngineImpl::~EngineImpl() { Drain(absl::ZeroDuration()); }
 
 void EngineImpl::Start() {
-  absl::MutexLock lock(&join_mu_);
-  CHECK(!thread_.joinable());
-  thread_ = std::thread([this] { Loop(); });
+  core_.Start([this] { Loop(); });
 }
 
 absl::Status EngineImpl::Validate(EngineRequest& request) const {
@@ -127,80 +128,30 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
 absl::Status EngineImpl::Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) {
   if (sink == nullptr) return absl::InvalidArgumentError("no sink");
   RETURN_IF_ERROR(Validate(request));
-  if (request.tenant == nullptr) request.tenant = &default_tenant_;
+  if (request.tenant == nullptr) request.tenant = &core_.default_tenant();
   const uint64_t seed = request.sampling.seed.has_value() ? *request.sampling.seed : runtime::DrawRandomSeed();
-  absl::MutexLock lock(&mu_);
-  if (!fatal_.ok()) {
-    return absl::UnavailableError(absl::StrCat("model ", options_.model_name, " failed: ", fatal_.message()));
-  }
-  if (draining_) return absl::UnavailableError("the engine is draining");
-  if (request_ids_.contains(request.request_id)) {
-    return absl::AlreadyExistsError(absl::StrCat("request id ", request.request_id, " is already in flight"));
-  }
-  if (waiting_requests_ >= options_.max_queued_requests) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the queue of model ", options_.model_name, " is full (", options_.max_queued_requests, ")"));
-  }
-  int64_t& tenant_waiting = waiting_by_tenant_[request.tenant->name];
-  if (options_.max_queued_requests_per_tenant > 0 && tenant_waiting >= options_.max_queued_requests_per_tenant) {
-    return absl::ResourceExhaustedError(absl::StrCat("tenant ", request.tenant->name, " has ", tenant_waiting,
-                                                     " queued requests, its limit"));
-  }
+  // What the token quota reserves: the most the request can cost.
   const int64_t cost = int64_t(request.prompt_token_ids.size()) +
                        int64_t(request.sampling.n) * int64_t(request.sampling.max_tokens.value_or(0));
-  int64_t available = 0;
-  if (!quotas_.TryReserve(*request.tenant, cost, absl::Now(), &available)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "tenant ", request.tenant->name, " is over its quota of ", request.tenant->max_tokens_per_minute,
-        " tokens per minute: this request may cost ", cost, ", ", available, " are left"));
-  }
-  if (request.tenant->max_tokens_per_minute > 0) {
-    reserved_tokens_[request.request_id] = cost;
-    reserved_tenant_[request.request_id] = request.tenant;
-  }
-  ++waiting_requests_;
-  ++tenant_waiting;
-  request_ids_.insert(request.request_id);
-  inbox_.push_back(Submission{std::move(request), std::move(sink), seed});
-  wake_.Signal();
-  return absl::OkStatus();
+  std::string id = request.request_id;
+  const Tenant* tenant = request.tenant;
+  return core_.Submit(std::move(id), tenant, cost, Submission{std::move(request), std::move(sink), seed});
 }
 
-void EngineImpl::Cancel(const std::string& request_id) {
-  absl::MutexLock lock(&mu_);
-  cancels_.push_back(request_id);
-  wake_.Signal();
-}
+void EngineImpl::Cancel(const std::string& request_id) { core_.Cancel(request_id); }
 
 EngineStats EngineImpl::Stats() const {
-  absl::MutexLock lock(&mu_);
-  EngineStats stats = stats_;
-  stats.busy_for = asleep_ ? absl::ZeroDuration() : std::max(absl::ZeroDuration(), absl::Now() - progress_time_);
+  EngineStats stats;
+  {
+    absl::MutexLock lock(&stats_mu_);
+    stats = stats_;
+  }
+  stats.busy_for = core_.BusyFor();
   stats.stalled = stats.busy_for > options_.stall_timeout;
   return stats;
 }
 
-void EngineImpl::MarkAsleep() { asleep_ = true; }
-
-void EngineImpl::MarkAwake() {
-  asleep_ = false;
-  progress_time_ = absl::Now();
-}
-
-void EngineImpl::Drain(absl::Duration timeout) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (!draining_) {
-      draining_ = true;
-      drain_deadline_ = absl::Now() + timeout;
-    } else {
-      drain_deadline_ = std::min(drain_deadline_, absl::Now() + timeout);
-    }
-    wake_.Signal();
-  }
-  absl::MutexLock lock(&join_mu_);
-  if (thread_.joinable()) thread_.join();
-}
+void EngineImpl::Drain(absl::Duration timeout) { core_.Drain(timeout); }
 
 void EngineImpl::Admit(Submission submission) {
   EngineRequest& r = submission.request;
@@ -211,8 +162,7 @@ void EngineImpl::Admit(Submission submission) {
   options.sampling = r.sampling;
   options.arrival_time = r.arrival_time == absl::InfinitePast() ? absl::Now() : r.arrival_time;
   options.deadline = r.deadline;
-  InFlight flight{std::move(submission.sink), deadlines_.end(), std::move(r.program)};
-  if (r.deadline != absl::InfiniteFuture()) flight.deadline = deadlines_.emplace(r.deadline, r.request_id);
+  InFlight flight{std::move(submission.sink), core_.TrackDeadline(r.request_id, r.deadline), std::move(r.program)};
   auto [it, inserted] = in_flight_.emplace(r.request_id, std::move(flight));
   CHECK(inserted);
   if (it->second.program == nullptr) {
@@ -274,8 +224,7 @@ absl::Status EngineImpl::AddPhase(const std::string& request_id, const SequenceG
 }
 
 void EngineImpl::AbortExpired(absl::Time now) {
-  for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it) {
-    const std::string& id = it->second;
+  for (const std::string& id : core_.Expired(now)) {
     std::unique_ptr<SequenceGroup> group = scheduler_.Abort(id);
     if (group == nullptr) {
       // A cancel in this same iteration aborted it first (gRPC cancels a call
@@ -394,27 +343,28 @@ void EngineImpl::FinishRequest(const std::string& request_id, const absl::Status
   }
   const RequestUsage usage = flight.usage;
   std::shared_ptr<RequestSink> sink = std::move(flight.sink);
-  if (flight.deadline != deadlines_.end()) deadlines_.erase(flight.deadline);
+  core_.UntrackDeadline(flight.deadline);
   in_flight_.erase(it);
-  {
-    absl::MutexLock lock(&mu_);
-    request_ids_.erase(request_id);
-    if (auto reserved = reserved_tokens_.find(request_id); reserved != reserved_tokens_.end()) {
-      // Refund what the request did not use: prompt and completion are what it cost.
-      quotas_.Refund(*reserved_tenant_.at(request_id), reserved->second - usage.prompt_tokens - usage.completion_tokens,
-                     absl::Now());
-      reserved_tokens_.erase(reserved);
-      reserved_tenant_.erase(request_id);
-    }
-  }
+  // Prompt and completion are what the request cost; the rest of its quota
+  // reservation is refunded.
+  core_.Finished(request_id, int64_t(usage.prompt_tokens) + usage.completion_tokens);
   sink->OnDone(status, usage);
 }
 
 void EngineImpl::PublishStats(bool stepped) {
   const SchedulerStats s = scheduler_.stats();
-  absl::MutexLock lock(&mu_);
+  // What Submit's queue bounds count: requests not yet running.
+  absl::flat_hash_map<std::string, int64_t> waiting_by_tenant;
+  if (options_.max_queued_requests_per_tenant > 0) {
+    for (const auto& [id, flight] : in_flight_) {
+      const SequenceGroup* group = scheduler_.Find(id);
+      if (group != nullptr && !group->admitted()) ++waiting_by_tenant[group->tenant().name];
+    }
+  }
+  const int64_t inbox = core_.PublishWaiting(scheduler_.num_waiting_groups(), waiting_by_tenant);
+  absl::MutexLock lock(&stats_mu_);
   stats_.running = s.running;
-  stats_.waiting = s.waiting + static_cast<int32_t>(inbox_.size());
+  stats_.waiting = s.waiting + static_cast<int32_t>(inbox);
   stats_.kv_blocks_total = s.blocks.num_blocks;
   stats_.kv_blocks_used = s.blocks.num_used;
   stats_.steps = s.steps;
@@ -423,70 +373,30 @@ void EngineImpl::PublishStats(bool stepped) {
   stats_.prefix_cache_hits = s.blocks.prefix_hits;
   stats_.prompt_tokens = s.prompt_tokens;
   stats_.generation_tokens = s.generation_tokens;
-  progress_time_ = absl::Now();
   if (stepped) {
     stats_.last_step_time = absl::Now();
     stats_.last_step_batched_tokens = last_batched_tokens_;
   }
-  // What Submit's queue bounds count: requests not yet running.
-  waiting_requests_ = scheduler_.num_waiting_groups() + static_cast<int64_t>(inbox_.size());
-  waiting_by_tenant_.clear();
-  if (options_.max_queued_requests_per_tenant <= 0) return;
-  for (const Submission& sub : inbox_) ++waiting_by_tenant_[sub.request.tenant->name];
-  for (const auto& [id, flight] : in_flight_) {
-    const SequenceGroup* group = scheduler_.Find(id);
-    if (group != nullptr && !group->admitted()) ++waiting_by_tenant_[group->tenant().name];
-  }
-}
-
-void EngineImpl::SleepUntilChange(bool draining, absl::Time drain_deadline) {
-  // The requests that wait cannot start until another one arrives, is
-  // cancelled or passes its deadline, or the drain deadline passes.
-  absl::Time wake_at = deadlines_.empty() ? absl::InfiniteFuture() : deadlines_.begin()->first;
-  if (draining) wake_at = std::min(wake_at, drain_deadline);
-  absl::MutexLock lock(&mu_);
-  MarkAsleep();
-  while (inbox_.empty() && cancels_.empty() && draining_ == draining && drain_deadline_ == drain_deadline) {
-    if (wake_.WaitWithDeadline(&mu_, wake_at)) break;
-  }
-  MarkAwake();
 }
 
 void EngineImpl::Loop() {
-  std::vector<Submission> submissions;
-  std::vector<std::string> cancels;
   while (true) {
-    bool draining;
-    absl::Time drain_deadline;
-    {
-      absl::MutexLock lock(&mu_);
-      if (inbox_.empty() && cancels_.empty() && !draining_ && !scheduler_.HasWork()) {
-        MarkAsleep();
-        while (inbox_.empty() && cancels_.empty() && !draining_ && !scheduler_.HasWork()) wake_.Wait(&mu_);
-        MarkAwake();
-      }
-      submissions.swap(inbox_);
-      cancels.swap(cancels_);
-      draining = draining_;
-      drain_deadline = drain_deadline_;
-    }
-    for (Submission& sub : submissions) Admit(std::move(sub));
-    submissions.clear();
-    for (const std::string& id : cancels) {
+    Core::Intake intake = core_.Take(scheduler_.HasWork());
+    const bool draining = intake.draining;
+    for (Core::Submission& sub : intake.submissions) Admit(std::move(sub.payload));
+    for (const std::string& id : intake.cancels) {
       if (std::unique_ptr<SequenceGroup> group = scheduler_.Abort(id)) done_.emplace_back(std::move(group), absl::OkStatus());
     }
-    cancels.clear();
     const absl::Time now = absl::Now();
     AbortExpired(now);
-    if (draining && now >= drain_deadline) {
+    if (draining && now >= intake.drain_deadline) {
       FailAll(absl::UnavailableError("the engine drained before the request finished"));
     }
     if (!scheduler_.HasWork()) {
       PublishStats(false);
       FinishDone();
       if (draining) {
-        absl::MutexLock lock(&mu_);
-        MarkAsleep();  // for good: a stopped engine is not stalled
+        core_.Stop();  // for good: a stopped engine is not stalled
         return;
       }
       continue;
@@ -504,7 +414,7 @@ void EngineImpl::Loop() {
       // otherwise nothing changes until a request arrives or leaves.
       const bool stuck = out.stuck();
       scheduler_.DiscardStep();
-      if (stuck) SleepUntilChange(draining, drain_deadline);
+      if (stuck) core_.SleepUntilChange(intake, absl::InfiniteFuture());
       continue;
     }
     absl::StatusOr<runtime::StepResult> result = runner_->Execute(out.plan);
@@ -516,11 +426,7 @@ void EngineImpl::Loop() {
       bool first_fatal = false;
       if (!health.ok()) {
         spdlog::critical("model {}: the device cannot run more steps: {}", options_.model_name, health.ToString());
-        {
-          absl::MutexLock lock(&mu_);
-          first_fatal = fatal_.ok();
-          if (first_fatal) fatal_ = health;
-        }
+        first_fatal = core_.SetFatal(health);
       }
       FailAll(absl::Status(health.ok() ? result.status().code() : absl::StatusCode::kUnavailable,
                            absl::StrCat("model step failed: ", result.status().message())));

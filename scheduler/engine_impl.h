@@ -1,7 +1,7 @@
 // EngineImpl: the Engine of engine.h. One engine thread owns the Scheduler
 // (and through it the BlockManager and every Sequence), the ModelRunner and
-// the sinks; other threads only touch the inbox, the cancel list and the
-// stats snapshot, all under mu_.
+// the sinks; other threads only touch the EngineCore (inbox, cancels,
+// admission, drain, liveness: engine_core.h) and the stats snapshot.
 //
 // Each step of the engine thread: take the inbox and cancels; add and abort
 // requests; abort requests past their deadline; plan; Execute; apply; hand
@@ -24,6 +24,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "scheduler/engine.h"
+#include "scheduler/engine_core.h"
 #include "scheduler/programs/request_program.h"
 #include "scheduler/token_quota.h"
 #include "scheduler/scheduler.h"
@@ -57,9 +58,10 @@ class EngineImpl final : public Engine {
     std::shared_ptr<RequestSink> sink;
     uint64_t seed = 0;
   };
+  using Core = EngineCore<Submission>;
   struct InFlight {
     std::shared_ptr<RequestSink> sink;
-    std::multimap<absl::Time, std::string>::iterator deadline;  // deadlines_.end() when none
+    Core::DeadlineHandle deadline;            // core_.NoDeadline() when none
     std::unique_ptr<RequestProgram> program;  // null for a plain request
     RequestUsage usage;                       // of the phases already finished
     bool queue_time_set = false;
@@ -92,51 +94,23 @@ class EngineImpl final : public Engine {
   // Tells the sink the request ended (OnDone) and forgets it.
   void FinishRequest(const std::string& request_id, const absl::Status& status);
   void PublishStats(bool stepped);
-  // Sleeps until Submit, Cancel or Drain signals, or the earliest request
-  // deadline (or the drain deadline) passes; `draining` and `drain_deadline`
-  // are what the loop last read.
-  void SleepUntilChange(bool draining, absl::Time drain_deadline);
-  // Marks the engine thread asleep until MarkAwake.
-  void MarkAsleep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MarkAwake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const EngineOptions options_;
   // Copies of the runner's constants, readable from any thread.
   const runtime::KvCacheLayout layout_;
   const int64_t vocab_size_;
   const int64_t max_context_;
-  const Tenant default_tenant_;
 
   int32_t last_batched_tokens_ = 0;  // engine thread only
 
-  mutable absl::Mutex mu_;
-  absl::CondVar wake_;
-  std::vector<Submission> inbox_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> cancels_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> request_ids_ ABSL_GUARDED_BY(mu_);  // submitted, not done
-  int64_t waiting_requests_ ABSL_GUARDED_BY(mu_) = 0;  // admitted by Submit, not yet running
-  absl::flat_hash_map<std::string, int64_t> waiting_by_tenant_ ABSL_GUARDED_BY(mu_);
-  bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status fatal_ ABSL_GUARDED_BY(mu_);  // the device failure that stopped the engine
-  absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  EngineStats stats_ ABSL_GUARDED_BY(mu_);
-  // The engine thread waits on wake_, or has stopped (see EngineStats::busy_for).
-  bool asleep_ ABSL_GUARDED_BY(mu_) = false;
-  // When the engine thread last finished a pass of its loop or woke up.
-  absl::Time progress_time_ ABSL_GUARDED_BY(mu_) = absl::Now();
-  TokenQuotas quotas_ ABSL_GUARDED_BY(mu_);
-  // Tokens reserved against the tenant's quota, by request id.
-  absl::flat_hash_map<std::string, int64_t> reserved_tokens_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, const Tenant*> reserved_tenant_ ABSL_GUARDED_BY(mu_);
-
-  absl::Mutex join_mu_;
-  std::thread thread_ ABSL_GUARDED_BY(join_mu_);
+  Core core_;
+  mutable absl::Mutex stats_mu_;
+  EngineStats stats_ ABSL_GUARDED_BY(stats_mu_);
 
   // Engine thread only.
   std::unique_ptr<runtime::ModelRunner> runner_;
   Scheduler scheduler_;
   absl::flat_hash_map<std::string, InFlight> in_flight_;
-  std::multimap<absl::Time, std::string> deadlines_;
   std::vector<std::pair<std::unique_ptr<SequenceGroup>, absl::Status>> done_;
 };
 

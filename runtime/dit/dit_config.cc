@@ -93,6 +93,20 @@ absl::Status ParseInput(const json& doc, DitConfig* c) {
   const json* input = Find(doc, "input");
   if (input == nullptr) return absl::OkStatus();
   if (!input->is_object()) return Invalid("input", "is not an object");
+  if (const json* classes = Find(*input, "classes")) {
+    if (!classes->is_array()) return Invalid("input.classes", "is not a list of class names");
+    if (static_cast<int64_t>(classes->size()) != c->num_classes) {
+      return Invalid("input.classes",
+                     absl::StrCat("has ", classes->size(), " names; num_classes is ", c->num_classes));
+    }
+    for (size_t i = 0; i < classes->size(); ++i) {
+      const json& name = (*classes)[i];
+      if (!name.is_string() || name.get<std::string>().empty()) {
+        return Invalid(absl::StrCat("input.classes[", i, "]"), "is not a non-empty string");
+      }
+      c->class_names.push_back(name.get<std::string>());
+    }
+  }
   const json* range = Find(*input, "pixel_range");
   if (range == nullptr) return absl::OkStatus();
   if (!range->is_array() || range->size() != 2 || !(*range)[0].is_number() || !(*range)[1].is_number()) {

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -48,6 +49,9 @@ struct DitConfig {
   // Pixel-space models declare input.pixel_range [lo, hi]; images are
   // uint8 = clip(floor((x - lo) * 255 / (hi - lo) + 0.5), 0, 255). Latent
   // models (no pixel range) need a VAE decoder, which tern does not have yet.
+  // input.classes: the name of each class label, [num_classes] (empty when
+  // the config names none).
+  std::vector<std::string> class_names;
   bool pixel_space = false;
   double pixel_min = -1.0;
   double pixel_max = 1.0;
