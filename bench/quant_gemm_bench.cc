@@ -1,11 +1,11 @@
 // tern-quant-bench: the weight-only GEMM kernels (W4A16 g128, W8A16 per
-// channel and g128) on Llama-2-7B's linear shapes at 1, 4, 8 and 16 rows,
+// channel and g128) on Llama-2-7B's linear shapes at 1, 4, 8, 16, 32 and 64 rows,
 // side by side with the fp16 path of the same shape (what the CUDA backend
 // runs: the skinny kernel for 1-2 rows, cuBLAS GemmEx above, both shown) and
 // with each scheme's byte floor: the bytes the kernel must read (packed
 // codes, scales, zeros) over the device's copy bandwidth measured in the
 // same run (cudaMemcpy device to device, read + write). Also the large-M
-// path (dequantize + cuBLAS) at 16 rows, for the crossover. fp16
+// path (dequantize + cuBLAS) at each row count, for the crossover. fp16
 // activations, fp32 accumulation. Whole-model tokens/s: tools/device/
 // quant_bench.sh (tern-run on random-weight Llama-2-7B quantized by
 // tern-quantize).
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
                             {"w4a16-g128-asym", 4, 128, true},
                             {"w8a16", 8, 0, false},
                             {"w8a16-g128", 8, 128, false}};
-  const int64_t row_counts[] = {1, 4, 8, 16};
+  const int64_t row_counts[] = {1, 4, 8, 16, 32, 64};
 
   std::printf("%s, copy bandwidth %.0f GB/s (read + write); fp16 activations, fp32 accumulation\n", prop.name,
               bandwidth / 1e9);
@@ -136,8 +136,8 @@ int main(int argc, char** argv) {
     const int dense_copies = CopiesFor(dense_bytes);
     std::vector<void*> dense(dense_copies);
     for (auto& w : dense) w = DeviceFill(dense_bytes, 0);
-    void* x = DeviceFill(size_t(16) * s.k * sizeof(__half), 0);
-    void* y = DeviceFill(size_t(16) * s.n * sizeof(__half), 0);
+    void* x = DeviceFill(size_t(64) * s.k * sizeof(__half), 0);
+    void* y = DeviceFill(size_t(64) * s.n * sizeof(__half), 0);
     void* dequant = DeviceFill(dense_bytes, 0);
     const float alpha = 1.0f, beta = 0.0f;
     // The fp16 path at each row count: best of the skinny kernel (rows <= 8) and cuBLAS.

@@ -347,7 +347,8 @@ cudaError_t LaunchGemm(const Shape& s, const WeightOnlyDeviceWeight& w, dim3 gri
   };
   if (s.rows <= 8) return launch(WeightOnlyGemmKernel<T, kBits, 1, kHalfScales>);
   if (s.rows <= 16) return launch(WeightOnlyGemmKernel<T, kBits, 2, kHalfScales>);
-  return launch(WeightOnlyGemmKernel<T, kBits, 4, kHalfScales>);
+  if (s.rows <= 32) return launch(WeightOnlyGemmKernel<T, kBits, 4, kHalfScales>);
+  return launch(WeightOnlyGemmKernel<T, kBits, 8, kHalfScales>);
 }
 
 template <typename T>

@@ -37,7 +37,7 @@
 
 namespace tern::kernels {
 
-inline constexpr int64_t kWeightOnlyGemmMaxRows = 32;
+inline constexpr int64_t kWeightOnlyGemmMaxRows = 64;
 
 // Device pointers of a packed layer (PackedWeightOnly uploaded as is).
 struct WeightOnlyDeviceWeight {

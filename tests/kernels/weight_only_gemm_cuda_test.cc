@@ -1,6 +1,6 @@
 // The W4A16 / W8A16 kernels against quant_gemm.h's CPU reference, on layers
 // repacked by PackWeightOnly: every row count 1..8 and some up to the limit
-// (one, two and four MMA row tiles, partial ones), output counts that are
+// (one, two, four and eight MMA row tiles, partial ones), output counts that are
 // not a multiple of the 16-row tile, input counts that are not a multiple of
 // the 64- or 32-column chunk, per-channel layers with k not a multiple of 16,
 // group sizes 16..128, symmetric and asymmetric (zero codes up to 2^bits),
@@ -165,7 +165,7 @@ TEST_P(WeightOnlyGemmCudaTest, MatchesReference) {
       d_bias = std::make_unique<DeviceArray>(type, bias.size());
       d_bias->Upload(bias);  // rounded to the type, as the kernel reads it
     }
-    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 24, 32}) {
+    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 24, 32, 33, 64}) {
       const int64_t x_stride = c.k + 6, y_stride = c.n + 3;
       auto x = Normal(size_t(rows * x_stride), seed++);
       DeviceArray dx(type, x.size()), dy(type, size_t(rows * y_stride));
@@ -237,7 +237,7 @@ TEST_P(WeightOnlyGemmCudaTest, GathersActOrderColumns) {
   std::mt19937 rng(9);
   std::shuffle(order.begin(), order.end(), rng);
   DeviceVector<int32_t> d_order(order);
-  for (int64_t rows : {1, 5, 19}) {
+  for (int64_t rows : {1, 5, 19, 40}) {
     auto x = Normal(size_t(rows * c.k), uint32_t(rows));
     DeviceArray dx(type, x.size()), gathered(type, x.size()), dy(type, size_t(rows * c.n));
     dx.Upload(x);

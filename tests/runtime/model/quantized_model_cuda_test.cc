@@ -1,7 +1,7 @@
 // Weight-only schemes end to end on the CUDA backend (label gpu; skipped
 // without a device): tern's demo LLM quantized at load (round-to-nearest,
 // the same codes on both backends) gives the logits of the CPU reference
-// path of the same scheme. A 40-token prefill takes the large-M path
+// path of the same scheme. An 80-token prefill takes the large-M path
 // (dequantize + cuBLAS), then single-token decode steps take the tensor-core
 // weight-only GEMM; from the second decode step on the CUDA backend records
 // and replays a graph. In fp32 the CUDA path computes what the CPU does up to
@@ -25,7 +25,7 @@ namespace tern::runtime {
 namespace {
 
 constexpr int32_t kBlockSize = 16;
-constexpr int32_t kPrompt = 40;
+constexpr int32_t kPrompt = 80;  // more rows than the weight-only GEMM takes
 constexpr int32_t kDecodeSteps = 4;
 
 // models/tern-demo-llm; the environment's TERN_MODELS_DIR wins (a test
@@ -58,8 +58,8 @@ absl::StatusOr<std::vector<float>> RunDemo(Backend& backend, const std::string& 
   batch.logits_rows = {kPrompt - 1};
   batch.query_start = {0, kPrompt};
   batch.context_lens = {kPrompt};
-  batch.block_indptr = {0, 3};
-  batch.block_ids = {0, 1, 2};
+  batch.block_indptr = {0, 5};
+  batch.block_ids = {0, 1, 2, 3, 4};
   std::vector<float> logits;
   if (auto status = (*model)->Forward(batch, **cache, &logits); !status.ok()) return status;
   out.insert(out.end(), logits.begin(), logits.end());
@@ -72,8 +72,8 @@ absl::StatusOr<std::vector<float>> RunDemo(Backend& backend, const std::string& 
     decode.logits_rows = {0};
     decode.query_start = {0, 1};
     decode.context_lens = {position + 1};
-    decode.block_indptr = {0, 3};  // 41..44 tokens: three blocks
-    decode.block_ids = {0, 1, 2};
+    decode.block_indptr = {0, 6};  // 81..84 tokens: six blocks
+    decode.block_ids = {0, 1, 2, 3, 4, 5};
     if (auto status = (*model)->Forward(decode, **cache, &logits); !status.ok()) return status;
     out.insert(out.end(), logits.begin(), logits.end());
   }
