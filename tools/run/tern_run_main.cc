@@ -12,7 +12,8 @@
 // cold, and with --batch 2 or more the fastest of the others is printed as
 // the warm prefill rate) and prints them beside the decode floor: the
 // weight bytes plus the KV bytes one decode step must read, over the
-// measured copy bandwidth (host memcpy on the CPU, device-to-device on CUDA).
+// measured copy bandwidth (host memcpy on the CPU, device-to-device on CUDA);
+// a quantized checkpoint's weight bytes are its tensors as stored.
 // --dump-logits writes the logits of the prompt's last position and of each
 // greedy decode step as JSON, for comparison with a peer implementation.
 // With --force-tokens the decode steps feed those ids instead of the greedy
@@ -184,9 +185,21 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
   if (!store.ok()) return Fail(std::string(store.status().message()));
   const auto& c = model.config();
   const double element = double(DTypeSize(backend.compute_dtype()));
-  const double params = double((*store)->TotalParameters());
+  double params = double((*store)->TotalParameters());
   const double embed = double(c.vocab_size * c.hidden_size);
-  const double weight_bytes = element * (params - (c.tie_word_embeddings ? 0.0 : embed));
+  double weight_bytes = element * (params - (c.tie_word_embeddings ? 0.0 : embed));
+  const bool quantized = model.weight_scheme() != "dense";
+  if (quantized) {
+    // Logical parameters (a quantized [out, in] layer counts out * in), and
+    // the bytes a step reads: the checkpoint as stored (packed codes, scales,
+    // zeros, the dense layers), less an untied embedding table.
+    auto summary = LlamaModel::Inspect(model_dir, c, {});
+    if (!summary.ok()) return Fail(std::string(summary.status().message()));
+    params = double(summary->parameters);
+    auto table = (*store)->Get("model.embed_tokens.weight");
+    if (!table.ok()) return Fail(std::string(table.status().message()));
+    weight_bytes = double((*store)->TotalBytes()) - (c.tie_word_embeddings ? 0.0 : double(table->nbytes));
+  }
   const double mean_context = prompt_len + 1.5 + decode_steps / 2.0;
   const double kv_bytes = batch_size * mean_context * 2.0 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim *
                           element;
@@ -195,8 +208,9 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
   const double prefill_tps = prompt_len / prefill_s;
   const double decode_tps = batch_size * decode_steps / decode_s;
   const double floor_tps = batch_size / floor_step_s;
-  std::printf("model %s: %.1fM parameters, %s, backend %s (%s)\n", model_dir.c_str(), params / 1e6,
-              c.architecture.c_str(), backend.name().c_str(), absl::GetFlag(FLAGS_dtype).c_str());
+  std::printf("model %s: %.1fM parameters, %s, weights %s, backend %s (%s)\n", model_dir.c_str(), params / 1e6,
+              c.architecture.c_str(), model.weight_scheme().c_str(), backend.name().c_str(),
+              absl::GetFlag(FLAGS_dtype).c_str());
   std::printf("copy bandwidth %.1f GB/s (read + write)\n", bandwidth / 1e9);
   std::printf("%-34s %12s\n", "phase", "tokens/s");
   std::printf("%-34s %12.1f   (%.1f TFLOP/s at 2 x parameters per token)\n",
@@ -218,6 +232,8 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
                           {"backend", backend.name()},
                           {"dtype", absl::GetFlag(FLAGS_dtype)},
                           {"parameters", params},
+                          {"weight_scheme", model.weight_scheme()},
+                          {"weight_bytes_per_step", weight_bytes},
                           {"batch", batch_size},
                           {"prompt_tokens", prompt_len},
                           {"decode_steps", decode_steps},
