@@ -18,7 +18,9 @@
 #include <vector>
 
 #include "bench/host_info.h"
+#include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "runtime/base/delimited_text.h"
 #include "runtime/sot/trained_router.h"
 
 namespace {
@@ -26,48 +28,19 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using tern::runtime::TrainedRouter;
 
-// The request column of a `label;request` CSV (header skipped; `;`
-// separates, CRLF or LF ends a record, quoted fields may hold newlines and
-// "" for a quote).
-std::vector<std::string> ReadRequests(const std::string& path) {
+// The request column of a `label;request` table after its header row.
+absl::StatusOr<std::vector<std::string>> ReadRequests(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError("cannot read " + path);
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  const std::string text = buffer.str();
+  auto rows = tern::SplitDelimitedText(buffer.str(), ';');
+  if (!rows.ok()) return absl::InvalidArgumentError(path + ": " + std::string(rows.status().message()));
   std::vector<std::string> requests;
-  std::string field;
-  int column = 0;
-  bool quoted = false, header = true;
-  auto end_record = [&] {
-    if (!header && column == 1) requests.push_back(field);
-    header = false;
-    field.clear();
-    column = 0;
-  };
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
-        field.push_back('"');
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        field.push_back(c);
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ';') {
-      field.clear();
-      ++column;
-    } else if (c == '\n' || (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n')) {
-      if (c == '\r') ++i;
-      end_record();
-    } else {
-      field.push_back(c);
-    }
+  for (size_t r = 1; r < rows->size(); ++r) {
+    if ((*rows)[r].size() != 2) return absl::InvalidArgumentError(path + ": a row without label;request");
+    requests.push_back((*rows)[r][1]);
   }
-  if (!field.empty() || column > 0) end_record();
   return requests;
 }
 
@@ -139,7 +112,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", router.status().ToString().c_str());
     return 1;
   }
-  const std::vector<std::string> questions = ReadRequests(data_path);
+  auto read = ReadRequests(data_path);
+  if (!read.ok()) {
+    std::fprintf(stderr, "%s\n", read.status().ToString().c_str());
+    return 1;
+  }
+  const std::vector<std::string>& questions = *read;
   if (questions.empty()) {
     std::fprintf(stderr, "%s: no questions\n", data_path.c_str());
     return 1;

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "runtime/base/delimited_text.h"
 
 namespace tern::loadtest {
 namespace {
@@ -18,71 +19,6 @@ constexpr std::array<absl::string_view, 5> kPromptFields = {"request", "prompt",
                                                            "instruction"};
 
 bool IsBlank(absl::string_view s) { return absl::StripAsciiWhitespace(s).empty(); }
-
-// Splits RFC 4180 CSV into rows of fields. Accepts LF and CRLF; a quoted
-// field keeps its embedded line breaks (CRLF inside quotes becomes LF).
-absl::StatusOr<std::vector<std::vector<std::string>>> SplitCsv(absl::string_view in) {
-  std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> row;
-  std::string field;
-  bool in_quotes = false;
-  bool field_was_quoted = false;
-  int line = 1;
-  int quote_line = 0;
-  const auto end_row = [&] {
-    row.push_back(std::move(field));
-    field.clear();
-    field_was_quoted = false;
-    // A blank line between rows is not a row.
-    if (!(row.size() == 1 && row[0].empty())) rows.push_back(std::move(row));
-    row.clear();
-  };
-  for (size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if (in_quotes) {
-      if (c == '"') {
-        if (i + 1 < in.size() && in[i + 1] == '"') {
-          field.push_back('"');
-          ++i;
-        } else {
-          in_quotes = false;
-        }
-      } else if (c == '\r' && i + 1 < in.size() && in[i + 1] == '\n') {
-        // CRLF inside a field: keep one '\n'.
-      } else {
-        if (c == '\n') ++line;
-        field.push_back(c);
-      }
-      continue;
-    }
-    if (c == '"') {
-      if (!field.empty() || field_was_quoted) {
-        return absl::InvalidArgumentError(absl::StrCat("line ", line, ": quote inside an unquoted field"));
-      }
-      in_quotes = true;
-      field_was_quoted = true;
-      quote_line = line;
-    } else if (c == ',') {
-      row.push_back(std::move(field));
-      field.clear();
-      field_was_quoted = false;
-    } else if (c == '\n' || c == '\r') {
-      if (c == '\r' && i + 1 < in.size() && in[i + 1] == '\n') ++i;
-      ++line;
-      end_row();
-    } else {
-      if (field_was_quoted) {
-        return absl::InvalidArgumentError(absl::StrCat("line ", line, ": text after a closing quote"));
-      }
-      field.push_back(c);
-    }
-  }
-  if (in_quotes) {
-    return absl::InvalidArgumentError(absl::StrCat("line ", quote_line, ": unterminated quoted field"));
-  }
-  if (!field.empty() || field_was_quoted || !row.empty()) end_row();
-  return rows;
-}
 
 }  // namespace
 
@@ -108,7 +44,7 @@ std::vector<std::string> ParseTextPrompts(absl::string_view content) {
 }
 
 absl::StatusOr<std::vector<std::string>> ParseCsvPrompts(absl::string_view content) {
-  absl::StatusOr<std::vector<std::vector<std::string>>> rows = SplitCsv(content);
+  absl::StatusOr<std::vector<std::vector<std::string>>> rows = SplitDelimitedText(content, ',');
   if (!rows.ok()) return rows.status();
   if (rows->empty()) return absl::InvalidArgumentError("no header row");
   const std::vector<std::string>& header = rows->front();

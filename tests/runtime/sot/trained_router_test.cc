@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "runtime/base/delimited_text.h"
 #include "tests/test_files.h"
 
 namespace tern::runtime {
@@ -38,44 +39,19 @@ std::unique_ptr<TrainedRouter> LoadShipped() {
   return router.ok() ? std::move(*router) : nullptr;
 }
 
-// `label;request` rows after the header: `;` separates fields, CRLF or LF ends
-// a record, a quoted field may hold separators, newlines and "" for a quote.
+// `label;request` rows after the header, labels 0 or 1.
 std::vector<std::pair<int, std::string>> ParseRouterCsv(const std::string& text) {
-  std::vector<std::vector<std::string>> records(1, std::vector<std::string>(1));
-  bool quoted = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    std::string& field = records.back().back();
-    if (quoted) {
-      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
-        field.push_back('"');
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        field.push_back(c);
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ';') {
-      records.back().emplace_back();
-    } else if (c == '\n' || (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n')) {
-      if (c == '\r') ++i;
-      records.emplace_back(1);
-    } else {
-      field.push_back(c);
-    }
-  }
-  if (records.back().size() == 1 && records.back()[0].empty()) records.pop_back();
   std::vector<std::pair<int, std::string>> rows;
-  EXPECT_FALSE(records.empty());
-  if (records.empty()) return rows;
-  EXPECT_EQ(records[0], (std::vector<std::string>{"label", "request"}));
-  for (size_t r = 1; r < records.size(); ++r) {
-    EXPECT_EQ(records[r].size(), 2u) << "record " << r;
-    if (records[r].size() != 2) continue;
-    EXPECT_TRUE(records[r][0] == "0" || records[r][0] == "1") << "record " << r;
-    rows.emplace_back(records[r][0] == "1" ? 1 : 0, records[r][1]);
+  auto records = SplitDelimitedText(text, ';');
+  EXPECT_TRUE(records.ok()) << records.status();
+  if (!records.ok() || records->empty()) return rows;
+  EXPECT_EQ((*records)[0], (std::vector<std::string>{"label", "request"}));
+  for (size_t r = 1; r < records->size(); ++r) {
+    const std::vector<std::string>& record = (*records)[r];
+    EXPECT_EQ(record.size(), 2u) << "record " << r;
+    if (record.size() != 2) continue;
+    EXPECT_TRUE(record[0] == "0" || record[0] == "1") << "record " << r;
+    rows.emplace_back(record[0] == "1" ? 1 : 0, record[1]);
   }
   return rows;
 }
