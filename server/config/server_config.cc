@@ -68,6 +68,22 @@ absl::Status ValidateModel(const tern::v1::ModelConfig& model, int index) {
   if (model.max_num_batched_tokens() < 0) {
     return Invalid(field + ".max_num_batched_tokens", "is negative");
   }
+  const tern::v1::DiffusionModelConfig& diffusion = model.diffusion();
+  if (diffusion.max_batch_rows() < 0 || diffusion.max_batch_rows() > 1024) {
+    return Invalid(field + ".diffusion.max_batch_rows", absl::StrCat(diffusion.max_batch_rows(), " is not in [0, 1024]"));
+  }
+  if (diffusion.default_steps() < 0 || diffusion.default_steps() > 1000) {
+    return Invalid(field + ".diffusion.default_steps", absl::StrCat(diffusion.default_steps(), " is not in [0, 1000]"));
+  }
+  if (diffusion.has_default_guidance_scale() &&
+      !(diffusion.default_guidance_scale() >= 0.0 && diffusion.default_guidance_scale() <= 100.0)) {
+    return Invalid(field + ".diffusion.default_guidance_scale",
+                   absl::StrCat(diffusion.default_guidance_scale(), " is not in [0, 100]"));
+  }
+  if (!diffusion.default_sampler().empty()) {
+    RETURN_IF_ERROR(CheckOneOf(field + ".diffusion.default_sampler", diffusion.default_sampler(),
+                               {"ddim", "dpmpp2m", "euler"}));
+  }
   return absl::OkStatus();
 }
 

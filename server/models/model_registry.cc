@@ -128,6 +128,20 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     if (!std::filesystem::is_directory(model_config.path(), ec)) {
       return fail(absl::NotFoundError("is not a directory"));
     }
+    if (IsDitModelDirectory(model_config.path())) {
+      auto served = std::make_unique<ServedModel>();
+      served->config = model_config;
+      std::function<void(const absl::Status&)> engine_fatal;
+      if (on_fatal) engine_fatal = [on_fatal, name](const absl::Status& status) { on_fatal(name, status); };
+      auto diffusion = LoadDiffusionModel(config, model_config, name, std::move(engine_fatal), &served->info);
+      if (!diffusion.ok()) return fail(diffusion.status());
+      served->diffusion = std::move(*diffusion);
+      served->info.set_name(name);
+      served->info.set_state(tern::v1::MODEL_STATE_READY);
+      served->info.set_path(model_config.path());
+      registry->models_[name] = std::move(served);
+      continue;
+    }
     auto hf_config = runtime::LoadHfConfig(model_config.path());
     if (!hf_config.ok()) return fail(hf_config.status());
     auto checkpoint = CheckWeights(model_config, *hf_config);
@@ -217,6 +231,7 @@ std::vector<const ServedModel*> ModelRegistry::All() const {
 void ModelRegistry::DrainEngines(absl::Duration timeout) {
   for (auto& [name, model] : models_) {
     if (model->engine != nullptr) model->engine->Drain(timeout);
+    if (model->diffusion != nullptr) model->diffusion->engine->Drain(timeout);
   }
 }
 

@@ -18,6 +18,7 @@
 #include "runtime/chat/chat_template.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "scheduler/engine.h"
+#include "server/models/diffusion_setup.h"
 #include "server/models/sot_setup.h"
 #include "tern/v1/config.pb.h"
 #include "tern/v1/models.pb.h"
@@ -34,8 +35,11 @@ struct ServedModel {
   std::unique_ptr<runtime::ChatTemplateConfig> chat_template;
   // Skeleton-of-Thought settings; null for a model without a tokenizer.
   std::unique_ptr<ServedSot> sot;
-  // The continuous-batching engine that generates for this model.
+  // The continuous-batching engine that generates for this model; null for
+  // a diffusion model.
   std::unique_ptr<scheduler::Engine> engine;
+  // A diffusion model's config, request defaults and engine; null for an LLM.
+  std::unique_ptr<ServedDiffusion> diffusion;
 };
 
 class ModelRegistry {

@@ -232,10 +232,15 @@ absl::Status ValidateGenerateImageRequest(const tern::v1::GenerateImageRequest& 
                                           const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckModel(r.model()));
   if (r.condition_case() == tern::v1::GenerateImageRequest::CONDITION_NOT_SET) {
-    return Invalid("condition", "set exactly one of prompt or class_label");
+    return Invalid("condition", "set exactly one of prompt, class_label or class_name");
   }
   if (r.condition_case() == tern::v1::GenerateImageRequest::kClassLabel && r.class_label() < 0) {
     return Invalid("class_label", "is negative");
+  }
+  if (r.condition_case() == tern::v1::GenerateImageRequest::kClassName &&
+      static_cast<int>(r.class_name().size()) > limits.max_prompt_bytes) {
+    return Invalid("class_name", absl::StrCat("is ", r.class_name().size(), " bytes; the limit is ",
+                                              limits.max_prompt_bytes));
   }
   if (r.condition_case() == tern::v1::GenerateImageRequest::kPrompt &&
       static_cast<int>(r.prompt().size()) > limits.max_prompt_bytes) {

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libboost-dev
-  nlohmann-json3-dev libopenblas-dev libssl-dev
+  nlohmann-json3-dev libopenblas-dev libssl-dev libpng-dev
   libgtest-dev libgmock-dev
   prometheus python3 python3-grpcio python3-protobuf clang libclang-rt-14-dev yamllint
 )

@@ -1,0 +1,109 @@
+#include "server/models/diffusion_setup.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "runtime/dit/cpu_dit_ops.h"
+#include "runtime/dit/diffusion_runner.h"
+#include "server/config/server_config.h"
+
+namespace tern::server {
+
+bool IsDitModelDirectory(const std::string& dir) {
+  std::ifstream in(std::filesystem::path(dir) / "config.json", std::ios::binary);
+  if (!in) return false;
+  std::ostringstream text;
+  text << in.rdbuf();
+  const nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) return false;
+  const auto it = doc.find("architecture");
+  return it != doc.end() && it->is_string() && it->get<std::string>() == "DiT";
+}
+
+absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
+    const tern::v1::ServerConfig& server, const tern::v1::ModelConfig& model, const std::string& name,
+    std::function<void(const absl::Status&)> on_fatal, tern::v1::ModelInfo* info) {
+  if (model.backend() == "cuda") {
+    return absl::FailedPreconditionError("backend \"cuda\": diffusion models run on the CPU DiT ops only so far");
+  }
+  if (!model.dtype().empty() && model.dtype() != "auto" && model.dtype() != "float32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dtype \"", model.dtype(), "\": the CPU DiT ops compute in float32 only"));
+  }
+  if (!model.weight_scheme().empty() && model.weight_scheme() != "auto") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight_scheme \"", model.weight_scheme(), "\": diffusion models load their weights as stored"));
+  }
+  auto runner = runtime::DitRunner::Create(model.path(), std::make_unique<runtime::CpuDitOps>());
+  if (!runner.ok()) return runner.status();
+  const runtime::DitConfig config = (*runner)->config();
+  if (!config.pixel_space) {
+    return absl::FailedPreconditionError(
+        "a latent DiT needs a VAE decoder, which ternd does not have yet (config.json: input.pixel_range is absent)");
+  }
+
+  auto served = std::make_unique<ServedDiffusion>();
+  served->config = config;
+  const tern::v1::DiffusionModelConfig& d = model.diffusion();
+  if (d.default_steps() > 0) served->default_steps = d.default_steps();
+  if (served->default_steps > config.noise_schedule.num_train_timesteps) {
+    return absl::InvalidArgumentError(absl::StrCat("diffusion.default_steps: ", served->default_steps,
+                                                   " exceeds the model's ", config.noise_schedule.num_train_timesteps,
+                                                   " timesteps"));
+  }
+  served->default_guidance_scale = config.has_null_class() ? 2.0 : 1.0;
+  if (d.has_default_guidance_scale()) {
+    if (d.default_guidance_scale() != 1.0 && !config.has_null_class()) {
+      return absl::InvalidArgumentError(
+          "diffusion.default_guidance_scale: the model has no null class, so only 1 (no guidance) is possible");
+    }
+    served->default_guidance_scale = d.default_guidance_scale();
+  }
+  if (!d.default_sampler().empty()) {
+    auto sampler = runtime::ParseDiffusionSamplerKind(d.default_sampler());
+    if (!sampler.ok()) return sampler.status();
+    served->default_sampler = *sampler;
+  }
+  if (d.max_batch_rows() > 0) served->max_batch_rows = d.max_batch_rows();
+
+  scheduler::DiffusionEngineOptions options;
+  options.model_name = name;
+  options.max_batch_rows = served->max_batch_rows;
+  options.max_images_per_request = std::max(1, served->max_batch_rows);
+  if (server.limits().max_queued_requests() > 0) options.max_queued_requests = server.limits().max_queued_requests();
+  options.stall_timeout = absl::Seconds(EffectiveEngineStallTimeoutSeconds(server));
+  options.on_fatal = std::move(on_fatal);
+  auto engine = scheduler::DiffusionEngine::Create(options, *std::move(runner));
+  if (!engine.ok()) return engine.status();
+  served->engine = std::move(*engine);
+
+  info->set_kind(tern::v1::MODEL_KIND_DIFFUSION);
+  info->set_architecture("DiT");
+  info->set_dtype("float32");
+  info->set_weight_scheme("fp32");
+  info->set_attention_scheme("dense");
+  info->set_backend("cpu");
+  info->set_image_size(config.image_size);
+  for (const std::string& c : config.class_names) info->add_class_names(c);
+  const int64_t d_model = config.hidden_size;
+  // Blocks: qkv + proj + MLP + adaLN (6 D per block), with biases; embedders
+  // and the final layer; the class table; the stored position table is not a
+  // parameter.
+  const int64_t per_block = (3 * d_model * d_model + 3 * d_model) + (d_model * d_model + d_model) +
+                            2 * (int64_t(config.mlp_hidden()) * d_model) + config.mlp_hidden() + d_model +
+                            (6 * d_model * d_model + 6 * d_model);
+  const int64_t embed = int64_t(config.patch_features()) * d_model + d_model +
+                        (int64_t(config.frequency_embedding_size) * d_model + d_model) + (d_model * d_model + d_model) +
+                        int64_t(config.num_classes + (config.has_null_class() ? 1 : 0)) * d_model;
+  const int64_t final_layer = (2 * d_model * d_model + 2 * d_model) +
+                              (int64_t(config.patch_size) * config.patch_size * config.out_channels() * d_model +
+                               int64_t(config.patch_size) * config.patch_size * config.out_channels());
+  info->set_num_parameters(config.depth * per_block + embed + final_layer);
+  return served;
+}
+
+}  // namespace tern::server

@@ -1,0 +1,42 @@
+// Diffusion models in ternd: recognizing a DiT directory, loading it onto
+// its DitOps (the CPU's today), starting its DiffusionEngine, and the
+// request defaults of its DiffusionModelConfig.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/dit/dit_config.h"
+#include "runtime/dit/samplers.h"
+#include "scheduler/diffusion_engine.h"
+#include "tern/v1/config.pb.h"
+#include "tern/v1/models.pb.h"
+
+namespace tern::server {
+
+struct ServedDiffusion {
+  runtime::DitConfig config;
+  // What a GenerateImageRequest's zero or unset fields take.
+  int32_t default_steps = 20;
+  double default_guidance_scale = 1.0;
+  runtime::DiffusionSamplerKind default_sampler = runtime::DiffusionSamplerKind::kDpmSolverPp2m;
+  int32_t max_batch_rows = 16;
+  std::unique_ptr<scheduler::DiffusionEngine> engine;
+};
+
+// True when <dir>/config.json names "architecture": "DiT" (read as JSON;
+// false when it is absent or says anything else).
+bool IsDitModelDirectory(const std::string& dir);
+
+// Loads the DiT in model.path() and starts its engine. `backend` is the
+// resolved one ("cpu" or "cuda"); there are CPU DiT ops only, so "cuda" is
+// FAILED_PRECONDITION, and "auto" models load on the CPU. Errors name the
+// file, field or tensor. `info` gets the model's facts (kind, dtype, image
+// size, class names, parameters).
+absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
+    const tern::v1::ServerConfig& server, const tern::v1::ModelConfig& model, const std::string& name,
+    std::function<void(const absl::Status&)> on_fatal, tern::v1::ModelInfo* info);
+
+}  // namespace tern::server

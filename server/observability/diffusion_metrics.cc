@@ -1,0 +1,106 @@
+#include "server/observability/diffusion_metrics.h"
+
+#include <functional>
+
+#include "server/observability/server_metrics.h"
+
+namespace tern::server {
+namespace {
+
+const char* OutcomeOf(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk: return "ok";
+    case absl::StatusCode::kCancelled: return "cancelled";
+    case absl::StatusCode::kDeadlineExceeded: return "deadline";
+    default: return "error";
+  }
+}
+
+}  // namespace
+
+DiffusionMetrics::DiffusionMetrics(prometheus::Registry& registry)
+    : queue_time_(&prometheus::BuildHistogram()
+                       .Name("tern_diffusion_queue_time_seconds")
+                       .Help("Image requests: time from arrival until the request joined the running batch.")
+                       .Register(registry)),
+      e2e_(&prometheus::BuildHistogram()
+                .Name("tern_diffusion_e2e_seconds")
+                .Help("Image requests: time from arrival until the images were ready (successful requests).")
+                .Register(registry)),
+      images_(&prometheus::BuildCounter()
+                   .Name("tern_diffusion_images_total")
+                   .Help("Images generated and delivered.")
+                   .Register(registry)),
+      requests_(&prometheus::BuildCounter()
+                     .Name("tern_diffusion_requests_total")
+                     .Help("Image requests finished, by outcome (ok, cancelled, deadline, rejected, error).")
+                     .Register(registry)) {}
+
+void DiffusionMetrics::ObserveRequest(const std::string& model, const std::string& tenant, const absl::Status& status,
+                                      int images, absl::Duration queue_time, absl::Duration e2e) {
+  const prometheus::Labels labels{{"model", model}, {"tenant", tenant}};
+  requests_->Add({{"model", model}, {"tenant", tenant}, {"outcome", OutcomeOf(status)}}).Increment();
+  if (queue_time > absl::ZeroDuration()) {
+    queue_time_->Add(labels, LatencyBuckets()).Observe(absl::ToDoubleSeconds(queue_time));
+  }
+  if (status.ok()) {
+    e2e_->Add(labels, LatencyBuckets()).Observe(absl::ToDoubleSeconds(e2e));
+    images_->Add(labels).Increment(images);
+  }
+}
+
+void DiffusionMetrics::ObserveRejected(const std::string& model, const std::string& tenant) {
+  requests_->Add({{"model", model}, {"tenant", tenant}, {"outcome", "rejected"}}).Increment();
+}
+
+std::vector<prometheus::MetricFamily> DiffusionCollector::Collect() const {
+  struct Spec {
+    const char* name;
+    const char* help;
+    prometheus::MetricType type;
+    std::function<double(const scheduler::DiffusionEngineStats&)> value;
+  };
+  const Spec specs[] = {
+      {"tern_diffusion_running_images", "Images in the running denoising batch.", prometheus::MetricType::Gauge,
+       [](const auto& s) { return double(s.running_images); }},
+      {"tern_diffusion_running_requests", "Image requests in the running batch.", prometheus::MetricType::Gauge,
+       [](const auto& s) { return double(s.running_requests); }},
+      {"tern_diffusion_waiting_requests", "Image requests waiting to join the batch.", prometheus::MetricType::Gauge,
+       [](const auto& s) { return double(s.waiting); }},
+      {"tern_diffusion_steps_total", "Denoising steps run (one forward pass each).", prometheus::MetricType::Counter,
+       [](const auto& s) { return double(s.steps); }},
+      {"tern_diffusion_step_seconds_total", "Time spent in denoising steps.", prometheus::MetricType::Counter,
+       [](const auto& s) { return absl::ToDoubleSeconds(s.step_time); }},
+      {"tern_diffusion_step_images_total", "Images advanced by denoising steps, summed over steps.",
+       prometheus::MetricType::Counter, [](const auto& s) { return double(s.step_images); }},
+      {"tern_diffusion_engine_stalled",
+       "1 while the diffusion engine has been busy without finishing a step for longer than the stall timeout.",
+       prometheus::MetricType::Gauge, [](const auto& s) { return s.stalled ? 1.0 : 0.0; }},
+  };
+  std::vector<std::pair<std::string, scheduler::DiffusionEngineStats>> stats;
+  for (const ServedModel* model : models_->All()) {
+    if (model->diffusion != nullptr) stats.emplace_back(model->info.name(), model->diffusion->engine->Stats());
+  }
+  std::vector<prometheus::MetricFamily> families;
+  if (stats.empty()) return families;
+  for (const Spec& spec : specs) {
+    prometheus::MetricFamily family;
+    family.name = spec.name;
+    family.help = spec.help;
+    family.type = spec.type;
+    for (const auto& [name, s] : stats) {
+      prometheus::ClientMetric metric;
+      metric.label.push_back({"model", name});
+      if (spec.type == prometheus::MetricType::Counter) {
+        metric.counter.value = spec.value(s);
+      } else {
+        metric.gauge.value = spec.value(s);
+      }
+      family.metric.push_back(std::move(metric));
+    }
+    families.push_back(std::move(family));
+  }
+  return families;
+}
+
+}  // namespace tern::server
