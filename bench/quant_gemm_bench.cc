@@ -112,8 +112,8 @@ int main(int argc, char** argv) {
     int64_t n, k;
   };
   // Llama-2-7B: q/k/v fused, o, gate/up fused (and up alone), down.
-  const Shape shapes[] = {{"qkv", 12288, 4096},    {"o", 4096, 4096},     {"up", 11008, 4096},
-                          {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
+  const Shape shapes[] = {
+      {"qkv", 12288, 4096}, {"o", 4096, 4096}, {"up", 11008, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
   struct Scheme {
     const char* name;
     int32_t bits;
@@ -152,11 +152,12 @@ int main(int argc, char** argv) {
       float best = blas_ms;
       if (rows <= tern::kernels::kSkinnyGemmMaxRows) {
         const tern::kernels::SkinnyGemmParams p{rows, s.n, s.k, s.k, s.n};
-        best = std::min(best, TimeMs([&] {
-                          tern::kernels::LaunchSkinnyGemm(ScalarType::kF16, p, x, dense[copy++ % dense_copies], y,
-                                                          nullptr);
-                        },
-                                     reps));
+        best = std::min(best, TimeMs(
+                                  [&] {
+                                    tern::kernels::LaunchSkinnyGemm(ScalarType::kF16, p, x,
+                                                                    dense[copy++ % dense_copies], y, nullptr);
+                                  },
+                                  reps));
       }
       fp16_us.push_back(best * 1e3);
     }
@@ -189,9 +190,9 @@ int main(int argc, char** argv) {
             [&] {
               tern::kernels::LaunchWeightOnlyDequantize(ScalarType::kF16, packed[copy++ % copies].weight, dequant,
                                                         nullptr);
-              cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(rows), int(s.k), &alpha, dequant,
-                           CUDA_R_16F, int(s.k), x, CUDA_R_16F, int(s.k), &beta, y, CUDA_R_16F, int(s.n),
-                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+              cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(rows), int(s.k), &alpha, dequant, CUDA_R_16F,
+                           int(s.k), x, CUDA_R_16F, int(s.k), &beta, y, CUDA_R_16F, int(s.n), CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT);
             },
             std::max(1, reps / 5));
         if (error != cudaSuccess) {

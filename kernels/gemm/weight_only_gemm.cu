@@ -30,7 +30,7 @@ constexpr int kUnroll = 4;  // chunks a warp loads per batch
 struct Shape {
   int32_t n = 0;
   int32_t k = 0;
-  int32_t chunks = 0;       // k_chunks
+  int32_t chunks = 0;  // k_chunks
   int32_t groups = 0;
   int32_t group_size = 0;
   int32_t group_shift = -1;  // log2(group_size) when a power of two, else -1
@@ -328,9 +328,8 @@ __global__ void WeightOnlyDequantizeKernel(Shape s, int32_t bits, const uint8_t*
 }
 
 template <typename T>
-__global__ void GatherColumnsKernel(int64_t rows, int64_t k, const int32_t* __restrict__ order,
-                                    const T* __restrict__ x, int64_t x_row_stride, T* __restrict__ out,
-                                    int64_t out_row_stride) {
+__global__ void GatherColumnsKernel(int64_t rows, int64_t k, const int32_t* __restrict__ order, const T* __restrict__ x,
+                                    int64_t x_row_stride, T* __restrict__ out, int64_t out_row_stride) {
   const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= rows * k) return;
   const int64_t r = index / k, j = index % k;
@@ -341,9 +340,8 @@ template <typename T, int kBits, bool kHalfScales>
 cudaError_t LaunchGemm(const Shape& s, const WeightOnlyDeviceWeight& w, dim3 grid, const void* x, const void* bias,
                        void* y, cudaStream_t stream, bool pdl) {
   const auto launch = [&](auto kernel) {
-    return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, s, static_cast<const uint4*>(w.codes),
-                         w.scales, w.zeros, static_cast<const T*>(x), static_cast<const T*>(bias),
-                         static_cast<T*>(y));
+    return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, s, static_cast<const uint4*>(w.codes), w.scales,
+                         w.zeros, static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<T*>(y));
   };
   if (s.rows <= 8) return launch(WeightOnlyGemmKernel<T, kBits, 1, kHalfScales>);
   if (s.rows <= 16) return launch(WeightOnlyGemmKernel<T, kBits, 2, kHalfScales>);
@@ -371,8 +369,8 @@ bool LayoutOk(const WeightOnlyLayout& l) {
 
 }  // namespace
 
-bool WeightOnlyGemmSupported(ScalarType type, const WeightOnlyDeviceWeight& weight,
-                             const WeightOnlyGemmParams& params, const void* x) {
+bool WeightOnlyGemmSupported(ScalarType type, const WeightOnlyDeviceWeight& weight, const WeightOnlyGemmParams& params,
+                             const void* x) {
   return type != ScalarType::kF32 && LayoutOk(weight.layout) && params.rows >= 0 &&
          params.rows <= kWeightOnlyGemmMaxRows && params.x_row_stride % 2 == 0 &&
          params.x_row_stride >= weight.layout.k && params.y_row_stride >= weight.layout.n &&

@@ -42,9 +42,9 @@ inline constexpr int64_t kWeightOnlyGemmMaxRows = 64;
 // Device pointers of a packed layer (PackedWeightOnly uploaded as is).
 struct WeightOnlyDeviceWeight {
   WeightOnlyLayout layout;
-  const void* codes = nullptr;   // [n_tiles][k_chunks][512] bytes
-  const void* scales = nullptr;  // [n_tiles][groups][16] fp16 or fp32
-  bool half_scales = true;       // scales are fp16 (else fp32)
+  const void* codes = nullptr;     // [n_tiles][k_chunks][512] bytes
+  const void* scales = nullptr;    // [n_tiles][groups][16] fp16 or fp32
+  bool half_scales = true;         // scales are fp16 (else fp32)
   const uint8_t* zeros = nullptr;  // [n_tiles][groups][16], or null: midpoint
 };
 
@@ -57,8 +57,8 @@ struct WeightOnlyGemmParams {
 #if defined(TERN_WITH_CUDA)
 // Whether LaunchWeightOnlyGemm runs this: fp16 or bf16, rows within the
 // limit, x 4-byte aligned with an even row stride, y_row_stride >= n.
-bool WeightOnlyGemmSupported(ScalarType type, const WeightOnlyDeviceWeight& weight,
-                             const WeightOnlyGemmParams& params, const void* x);
+bool WeightOnlyGemmSupported(ScalarType type, const WeightOnlyDeviceWeight& weight, const WeightOnlyGemmParams& params,
+                             const void* x);
 
 // cudaErrorNotSupported when !WeightOnlyGemmSupported; rows == 0 is a no-op.
 // `pdl`: programmatic dependent launch (common/pdl.cuh); the first code

@@ -55,9 +55,7 @@ struct PackedWeightOnly {
   std::vector<uint16_t> half_scales;  // fp16 bits; used when non-empty
   std::vector<float> float_scales;    // used when half_scales is empty
   std::vector<uint8_t> zeros;         // empty: symmetric (midpoint zeros)
-  size_t DeviceBytes() const {
-    return codes.size() + half_scales.size() * 2 + float_scales.size() * 4 + zeros.size();
-  }
+  size_t DeviceBytes() const { return codes.size() + half_scales.size() * 2 + float_scales.size() * 4 + zeros.size(); }
 };
 
 // Where code `index` of lane `lane`'s 16 bytes of a chunk belongs: row within

@@ -1,5 +1,6 @@
 #include "runtime/cuda/cuda_backend.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -26,6 +27,7 @@
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/cuda/cuda_sampling.h"
+#include "runtime/cuda/cuda_w8a8_linear.h"
 #include "runtime/cuda/cuda_weight_only_linear.h"
 #include "runtime/cuda/decode_graph_keys.h"
 
@@ -181,12 +183,18 @@ class CudaKvCache final : public KvCache {
 }  // namespace
 
 constexpr int64_t kSkinnyRows = 2;
-// The Scratch slot of an act-order layer's gathered input.
+// Scratch slots of quantized layers: an act-order layer's gathered input;
+// a W8A8 layer's quantized activations, row scales and accumulators.
 constexpr int kGatherScratchSlot = 110;
+constexpr int kW8A8QuantSlot = 111;
+constexpr int kW8A8ScaleSlot = 112;
+constexpr int kW8A8AccSlot = 113;
 
 struct CudaBackend::Impl {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t lt = nullptr;  // W8A8 GEMMs; shares cublas_workspace (same stream)
+  int compute_capability = 0;     // major * 10 + minor
   DeviceBuffer cublas_workspace;
   ScalarType type = ScalarType::kBF16;
   size_t element_bytes = 2;
@@ -403,6 +411,7 @@ CudaBackend::CudaBackend(std::unique_ptr<Impl> impl, const CudaBackendOptions& o
 CudaBackend::~CudaBackend() {
   if (impl_->stream != nullptr) cudaStreamSynchronize(impl_->stream);
   if (impl_->cublas != nullptr) cublasDestroy(impl_->cublas);
+  if (impl_->lt != nullptr) cublasLtDestroy(impl_->lt);
   if (impl_->pinned != nullptr) cudaFreeHost(impl_->pinned);
   if (impl_->stream != nullptr) cudaStreamDestroy(impl_->stream);
 }
@@ -430,6 +439,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
   cublasSetMathMode(impl->cublas, CUBLAS_DEFAULT_MATH);
   RETURN_IF_CUDA(impl->cublas_workspace.Reserve(options.cublas_workspace_bytes), "allocating the cuBLAS workspace");
   cublasSetWorkspace(impl->cublas, impl->cublas_workspace.data(), impl->cublas_workspace.bytes());
+  if (cublasLtCreate(&impl->lt) != CUBLAS_STATUS_SUCCESS) return absl::InternalError("cublasLtCreate failed");
+  cudaDeviceProp prop{};
+  RETURN_IF_CUDA(cudaGetDeviceProperties(&prop, options.device), "reading the device properties");
+  impl->compute_capability = prop.major * 10 + prop.minor;
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl), options));
 }
 
@@ -483,11 +496,24 @@ absl::Status CudaBackend::SupportsWeightScheme(const LinearScheme& scheme) const
                                                  " only with groups of a multiple of 16 input channels, or one "
                                                  "group per output channel"));
   }
+  if (scheme.scheme == WeightScheme::kW8A8Int8) return absl::OkStatus();
+  if (scheme.scheme == WeightScheme::kW8A8Fp8) {
+    if (impl_->compute_capability >= 89) return absl::OkStatus();
+    return absl::UnimplementedError(absl::StrCat("the cuda backend runs ", scheme.ToString(),
+                                                 " on compute capability 8.9 or later (this device: ",
+                                                 impl_->compute_capability / 10, ".",
+                                                 impl_->compute_capability % 10, ")"));
+  }
   return Backend::SupportsWeightScheme(scheme);
 }
 
 absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareQuantizedLinear(const QuantizedLinear& weight) {
   RETURN_IF_ERROR(SupportsWeightScheme(weight.scheme));
+  if (IsW8A8(weight.scheme.scheme)) {
+    auto linear = CudaW8A8Linear::Create(weight);
+    if (!linear.ok()) return linear.status();
+    return std::unique_ptr<LinearWeight>(std::move(*linear));
+  }
   auto linear = CudaWeightOnlyLinear::Create(weight, impl_->type);
   if (!linear.ok()) return linear.status();
   RETURN_IF_CUDA(impl_->dequant_scratch.Reserve((*linear)->DenseBytes()),
@@ -684,8 +710,12 @@ void CudaBackend::RmsNorm(Tensor x, const DeviceWeight& weight, float eps, Tenso
 
 void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
   if (impl_->Skip()) return;
-  if (weight.scheme().scheme != WeightScheme::kDense) {
+  if (IsWeightOnly(weight.scheme().scheme)) {
     WeightOnlyLinear(x, static_cast<const CudaWeightOnlyLinear&>(weight), out);
+    return;
+  }
+  if (IsW8A8(weight.scheme().scheme)) {
+    W8A8Linear(x, static_cast<const CudaW8A8Linear&>(weight), out);
     return;
   }
   const auto& w = static_cast<const CudaLinear&>(weight);
@@ -728,6 +758,25 @@ void CudaBackend::WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& w, Tens
   if (w.bias() != nullptr) {
     m.Record(kernels::LaunchAddBias(m.type, out.rows, out.cols, out.data, out.stride, w.bias(), m.stream), "bias");
   }
+}
+
+// Activations quantized per token into scratch, cuBLASLt, the epilogue
+// (cuda_w8a8_linear.h). Scratch slots are sized in compute-dtype elements.
+void CudaBackend::W8A8Linear(Tensor x, const CudaW8A8Linear& w, Tensor out) {
+  Impl& m = *impl_;
+  if (x.rows == 0) return;
+  const int64_t element = int64_t(m.element_bytes);
+  const auto elements = [&](int64_t bytes) { return (bytes + element - 1) / element; };
+  W8A8Workspace ws;
+  ws.lt = m.lt;
+  ws.workspace = m.cublas_workspace.data();
+  ws.workspace_bytes = m.cublas_workspace.bytes();
+  ws.stream = m.stream;
+  ws.q = static_cast<uint8_t*>(Scratch(kW8A8QuantSlot, x.rows, elements(w.in_features())).data);
+  ws.row_scales = static_cast<float*>(Scratch(kW8A8ScaleSlot, x.rows, elements(4)).data);
+  ws.acc = Scratch(kW8A8AccSlot, x.rows, elements(w.out_features() * 4)).data;
+  const char* what = "w8a8 linear";
+  m.Record(w.Run(m.type, x, out, ws, &what), what);
 }
 
 void CudaBackend::Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) {

@@ -32,6 +32,7 @@
 
 namespace tern::runtime {
 
+class CudaW8A8Linear;
 class CudaWeightOnlyLinear;
 
 struct CudaBackendOptions {
@@ -64,12 +65,13 @@ class CudaBackend final : public Backend {
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,
                                                                    const std::vector<TensorView>& biases) override;
   // Dense, W4A16 and W8A16 (group size a multiple of 16, or per channel:
-  // cuda_weight_only_linear.h); W8A8 schemes are UNIMPLEMENTED, so such a
-  // model fails its load.
+  // cuda_weight_only_linear.h), INT8 W8A8, and FP8 W8A8 on compute
+  // capability 8.9 and later (cuda_w8a8_linear.h); anything else is
+  // UNIMPLEMENTED, so such a model fails its load.
   absl::Status SupportsWeightScheme(const LinearScheme& scheme) const override;
   // Repacks a weight-only layer once for the kernels and reserves the
   // large-M path's dequantization scratch for it (load time: nothing grows
-  // in a step). W8A8 layers are UNIMPLEMENTED.
+  // in a step); uploads a W8A8 layer as stored.
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareQuantizedLinear(const QuantizedLinear& weight) override;
   absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) override;
   size_t KvBlockBytes(const KvCacheSpec& spec) const override;
@@ -115,6 +117,7 @@ class CudaBackend final : public Backend {
  private:
   struct Impl;
   void WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& weight, Tensor out);
+  void W8A8Linear(Tensor x, const CudaW8A8Linear& weight, Tensor out);
   explicit CudaBackend(std::unique_ptr<Impl> impl, const CudaBackendOptions& options);
   std::unique_ptr<Impl> impl_;
   CudaBackendOptions options_;

@@ -21,8 +21,8 @@ absl::Status Upload(const void* host, size_t bytes, void** device, const std::st
   if (error == cudaSuccess) error = cudaMemcpy(*device, host, bytes, cudaMemcpyHostToDevice);
   if (error != cudaSuccess) {
     cudaGetLastError();
-    return absl::InternalError(absl::StrCat("uploading ", what, " (", bytes, " bytes): ", cudaGetErrorName(error),
-                                            " (", cudaGetErrorString(error), ")"));
+    return absl::InternalError(absl::StrCat("uploading ", what, " (", bytes, " bytes): ", cudaGetErrorName(error), " (",
+                                            cudaGetErrorString(error), ")"));
   }
   *total += bytes;
   return absl::OkStatus();
@@ -32,8 +32,8 @@ absl::Status Upload(const void* host, size_t bytes, void** device, const std::st
 
 absl::StatusOr<std::unique_ptr<CudaWeightOnlyLinear>> CudaWeightOnlyLinear::Create(const QuantizedLinear& q,
                                                                                    kernels::ScalarType type) {
-  const std::string what = absl::StrCat("a ", q.scheme.ToString(), " linear [", q.out_features, ", ",
-                                        q.in_features, "]");
+  const std::string what =
+      absl::StrCat("a ", q.scheme.ToString(), " linear [", q.out_features, ", ", q.in_features, "]");
   if (auto status = ValidateQuantizedLinear(q, what); !status.ok()) return status;
   if (!IsWeightOnly(q.scheme.scheme)) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is not weight-only (w4a16 or w8a16)"));
@@ -57,11 +57,11 @@ absl::StatusOr<std::unique_ptr<CudaWeightOnlyLinear>> CudaWeightOnlyLinear::Crea
   size_t& total = linear->device_bytes_;
   RETURN_IF_ERROR(Upload(packed.codes.data(), packed.codes.size(), &linear->codes_, what + " codes", &total));
   if (!packed.half_scales.empty()) {
-    RETURN_IF_ERROR(Upload(packed.half_scales.data(), packed.half_scales.size() * 2, &linear->scales_,
-                                  what + " scales", &total));
+    RETURN_IF_ERROR(
+        Upload(packed.half_scales.data(), packed.half_scales.size() * 2, &linear->scales_, what + " scales", &total));
   } else {
-    RETURN_IF_ERROR(Upload(packed.float_scales.data(), packed.float_scales.size() * 4, &linear->scales_,
-                                  what + " scales", &total));
+    RETURN_IF_ERROR(
+        Upload(packed.float_scales.data(), packed.float_scales.size() * 4, &linear->scales_, what + " scales", &total));
   }
   void* zeros = nullptr;
   RETURN_IF_ERROR(Upload(packed.zeros.data(), packed.zeros.size(), &zeros, what + " zeros", &total));

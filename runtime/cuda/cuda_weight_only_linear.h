@@ -31,7 +31,7 @@ class CudaWeightOnlyLinear final : public LinearWeight {
   // in_features, several groups of a size that is not a multiple of 16);
   // INTERNAL for a CUDA allocation or copy that fails. Synchronous.
   static absl::StatusOr<std::unique_ptr<CudaWeightOnlyLinear>> Create(const QuantizedLinear& linear,
-                                                                       kernels::ScalarType type);
+                                                                      kernels::ScalarType type);
   ~CudaWeightOnlyLinear() override;
   CudaWeightOnlyLinear(const CudaWeightOnlyLinear&) = delete;
   CudaWeightOnlyLinear& operator=(const CudaWeightOnlyLinear&) = delete;
@@ -41,8 +41,8 @@ class CudaWeightOnlyLinear final : public LinearWeight {
   LinearScheme scheme() const override { return scheme_; }
 
   const kernels::WeightOnlyDeviceWeight& weight() const { return weight_; }
-  const void* bias() const { return bias_; }                // [out] compute dtype, or null
-  const int32_t* input_order() const { return order_; }     // [in], or null (identity)
+  const void* bias() const { return bias_; }             // [out] compute dtype, or null
+  const int32_t* input_order() const { return order_; }  // [in], or null (identity)
   // Bytes of the dense weight the large-M path dequantizes into.
   size_t DenseBytes() const { return size_t(weight_.layout.n) * size_t(weight_.layout.k) * element_bytes_; }
   // Bytes this layer holds on the device.

@@ -174,8 +174,8 @@ TEST_P(WeightOnlyGemmCudaTest, MatchesReference) {
       dy.Upload(y_init);
       const WeightOnlyGemmParams p{rows, x_stride, y_stride};
       ASSERT_TRUE(WeightOnlyGemmSupported(type, layer->device, p, dx.data())) << Describe(c);
-      ASSERT_EQ(LaunchWeightOnlyGemm(type, layer->device, p, dx.data(), c.bias ? d_bias->data() : nullptr,
-                                     dy.data(), nullptr),
+      ASSERT_EQ(LaunchWeightOnlyGemm(type, layer->device, p, dx.data(), c.bias ? d_bias->data() : nullptr, dy.data(),
+                                     nullptr),
                 cudaSuccess)
           << Describe(c) << ", rows " << rows;
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << Describe(c) << ", rows " << rows;
@@ -218,8 +218,8 @@ TEST_P(WeightOnlyGemmCudaTest, DequantizesExactly) {
     int64_t mismatches = 0;
     for (int64_t i = 0; i < c.n * c.k; ++i) {
       if (got[i] != testing::Round(type, want[i]) && mismatches++ < 3) {
-        ADD_FAILURE() << Describe(c) << ": row " << i / c.k << ", column " << i % c.k << ": got " << got[i]
-                      << ", want " << testing::Round(type, want[i]);
+        ADD_FAILURE() << Describe(c) << ": row " << i / c.k << ", column " << i % c.k << ": got " << got[i] << ", want "
+                      << testing::Round(type, want[i]);
       }
     }
     EXPECT_EQ(mismatches, 0) << Describe(c);
@@ -256,8 +256,8 @@ TEST_P(WeightOnlyGemmCudaTest, GathersActOrderColumns) {
     ASSERT_EQ(LaunchWeightOnlyGemm(type, layer->device, p, gathered.data(), nullptr, dy.data(), nullptr), cudaSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<float> want(size_t(rows * c.n));
-    WeightOnlyGemmReference(layer->params, rows, x.data(), c.k, order.data(), layer->codes.data(),
-                            layer->scales.data(), layer->zeros.data(), nullptr, want.data(), c.n);
+    WeightOnlyGemmReference(layer->params, rows, x.data(), c.k, order.data(), layer->codes.data(), layer->scales.data(),
+                            layer->zeros.data(), nullptr, want.data(), c.n);
     const std::vector<float> got = dy.Download();
     EXPECT_LT(testing::RelativeError(got, want), testing::Tolerance(type))
         << "rows " << rows << ": " << Worst(got, want, rows, c.n, c.n);

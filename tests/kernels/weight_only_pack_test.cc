@@ -3,6 +3,8 @@
 // each (row, column) of a chunk exactly once, padding dequantizes to finite
 // values (rows to 0), scales stay fp16 only when exact, and what the
 // kernels cannot run is refused with a message.
+#include "kernels/gemm/weight_only_pack.h"
+
 #include <cmath>
 #include <random>
 #include <set>
@@ -10,14 +12,13 @@
 
 #include "gtest/gtest.h"
 #include "kernels/gemm/quant_gemm.h"
-#include "kernels/gemm/weight_only_pack.h"
 
 namespace tern::kernels {
 namespace {
 
 struct Layer {
   WeightOnlyLayout layout;
-  std::vector<uint8_t> codes;  // row-major, packed two to a byte for 4 bits
+  std::vector<uint8_t> codes;           // row-major, packed two to a byte for 4 bits
   std::vector<uint8_t> unpacked_codes;  // one per byte
   std::vector<float> scales;
   std::vector<uint8_t> zeros;
@@ -84,9 +85,10 @@ TEST(WeightOnlyPackTest, RoundTrips) {
     int64_t n, k, group;
     bool symmetric, half_scales;
   };
-  for (const Case c : {Case{4, 16, 64, 32, true, true}, Case{4, 37, 96, 32, false, true}, Case{4, 5, 200, 200, true, false},
-                       Case{8, 33, 48, 16, false, false}, Case{8, 16, 1000, 1000, true, true},
-                       Case{4, 100, 384, 128, false, false}, Case{8, 7, 256, 64, true, true}}) {
+  for (const Case c :
+       {Case{4, 16, 64, 32, true, true}, Case{4, 37, 96, 32, false, true}, Case{4, 5, 200, 200, true, false},
+        Case{8, 33, 48, 16, false, false}, Case{8, 16, 1000, 1000, true, true}, Case{4, 100, 384, 128, false, false},
+        Case{8, 7, 256, 64, true, true}}) {
     SCOPED_TRACE(::testing::Message() << c.bits << " bits, n " << c.n << ", k " << c.k << ", group " << c.group);
     Layer l = RandomLayer(c.bits, c.n, c.k, c.group, c.symmetric, c.half_scales, uint32_t(c.n * 7 + c.k));
     PackedWeightOnly packed;

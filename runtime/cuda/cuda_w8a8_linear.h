@@ -1,0 +1,79 @@
+// A W8A8 linear layer (INT8 or FP8 E4M3) on the CUDA backend, as
+// kernels/gemm/quant_gemm.h states it: the activations quantized per token
+// (or with the layer's static scale, after its smoothing) by a small kernel
+// (kernels/gemm/w8a8.h), the products summed by cuBLASLt (FP8: fp32
+// accumulation, Hopper or Ada; INT8: exact int32 sums), and the row and
+// weight scales and the bias applied by an elementwise epilogue. Weights stay
+// as stored ([out, in] bytes: cuBLASLt's "TN" operand), with their
+// per-output-channel fp32 scales.
+//
+// Built only with TERN_WITH_CUDA. Immutable after Create except for the
+// cached cuBLASLt algorithm per row count (single-threaded, as the backend).
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "kernels/common/scalar_type.h"
+#include "runtime/backend/backend.h"
+#include "runtime/model/quantized_weight.h"
+
+namespace tern::runtime {
+
+// What a W8A8 call needs of the backend: cuBLASLt, its workspace, the stream
+// and scratch for the quantized activations, their scales and the
+// accumulators.
+struct W8A8Workspace {
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  cudaStream_t stream = nullptr;
+  uint8_t* q = nullptr;         // [rows, in] (row stride in)
+  float* row_scales = nullptr;  // [rows]
+  void* acc = nullptr;          // [rows, out] fp32 or int32
+};
+
+class CudaW8A8Linear final : public LinearWeight {
+ public:
+  // INVALID_ARGUMENT when `linear` fails ValidateQuantizedLinear or is not
+  // W8A8; UNIMPLEMENTED when in_features is not a multiple of 16 or
+  // out_features of 4 (cuBLASLt's alignment); INTERNAL when an upload fails.
+  static absl::StatusOr<std::unique_ptr<CudaW8A8Linear>> Create(const QuantizedLinear& linear);
+  ~CudaW8A8Linear() override;
+  CudaW8A8Linear(const CudaW8A8Linear&) = delete;
+  CudaW8A8Linear& operator=(const CudaW8A8Linear&) = delete;
+
+  int64_t out_features() const override { return out_; }
+  int64_t in_features() const override { return in_; }
+  LinearScheme scheme() const override { return scheme_; }
+  bool fp8() const { return scheme_.scheme == WeightScheme::kW8A8Fp8; }
+  // Bytes of the accumulators of `rows` rows.
+  size_t AccBytes(int64_t rows) const { return size_t(rows) * size_t(out_) * 4; }
+
+  // out = x W^T + b for x in `type` (quantized here into ws.q), or x already
+  // quantized (dtype kI8 / kF8E4M3 matching the scheme, with row scales;
+  // row stride a multiple of 16). Enqueues only; the first failure as a
+  // CUDA error (cuBLASLt failures: cudaErrorUnknown) and `what` names it.
+  cudaError_t Run(kernels::ScalarType type, const Tensor& x, const Tensor& out, const W8A8Workspace& ws,
+                  const char** what) const;
+
+ private:
+  CudaW8A8Linear() = default;
+
+  LinearScheme scheme_;
+  int64_t out_ = 0, in_ = 0;
+  float input_scale_ = 0.0f;
+  uint8_t* weight_ = nullptr;   // [out, in]
+  float* w_scales_ = nullptr;   // [out]
+  float* smoothing_ = nullptr;  // [in] or null
+  float* bias_ = nullptr;       // [out] or null
+  // cuBLASLt's choice per row count, found on first use.
+  mutable std::map<int64_t, cublasLtMatmulAlgo_t> algos_;
+};
+
+}  // namespace tern::runtime
