@@ -27,6 +27,7 @@
 #include "absl/synchronization/notification.h"
 #include "bench/host_info.h"
 #include "runtime/base/check.h"
+#include "runtime/base/flag_names.h"
 #include "nlohmann/json.hpp"
 #include "runtime/backend/backend_factory.h"
 #include "runtime/chat/chat_template.h"
@@ -136,7 +137,10 @@ std::vector<int32_t> Encode(const Bench& b, const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> args = tern::base::NormalizeFlagDashes(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (auto& arg : args) arg_ptrs.push_back(arg.data());
+  absl::ParseCommandLine(int(arg_ptrs.size()), arg_ptrs.data());
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) {
     std::fprintf(stderr, "--model is required\n");
