@@ -1,0 +1,307 @@
+// tern-dit-bench: one denoising step (a DiT forward pass) of a DiT-XL/2-shaped
+// model with random weights (hidden 1152, depth 28, 16 heads, patch 2, 4
+// latent channels, learn_sigma, 1000 classes) on CudaDitOps, at 256 tokens
+// (32x32 latents, 256 px images) and 1024 tokens (64x64, 512 px), for
+// several batch sizes. A batch is forward ROWS: with classifier-free
+// guidance an image costs 2 rows, so batch 64 is 32 guided images (the
+// PyTorch baseline, tools/bench/dit_torch_step.py, times the same rows).
+//
+// Per shape: ms per step through DitModel::Forward (host input and output
+// copies included) with CUDA graphs and eagerly; the eager pass split into
+// linear layers, attention and the rest (CUDA events between ops); the
+// linear layers' TFLOP/s beside the floor, the same GEMM shapes timed alone
+// through cublasGemmEx in the compute dtype (cuBLAS's own heuristic for each
+// M): their ratio is the fraction of the library's GEMM rate the layers get.
+//
+//   tern-dit-bench [--dtype bfloat16] [--batches 1,8,64] [--tokens 256,1024]
+//                  [--iters 20] [--dir /tmp/tern-dit-xl2] [--json out.json]
+//
+// The random checkpoint (1.35 GB in bf16, no pos_embed: the table is
+// computed) is written to --dir once and reused.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "runtime/dit/cuda_dit_ops.h"
+#include "runtime/dit/dit_model.h"
+#include "runtime/dit/dit_weights.h"
+#include "runtime/dit/gaussian_noise.h"
+#include "runtime/model/dtype.h"
+
+namespace {
+
+using namespace tern::runtime;
+
+DitConfig XL2(int32_t latent_size) {
+  DitConfig c;
+  c.image_size = latent_size;
+  c.in_channels = 4;
+  c.patch_size = 2;
+  c.hidden_size = 1152;
+  c.depth = 28;
+  c.num_heads = 16;
+  c.mlp_ratio = 4.0;
+  c.num_classes = 1000;
+  c.null_class = 1000;
+  c.learn_sigma = true;
+  c.noise_schedule.num_train_timesteps = 1000;
+  return c;
+}
+
+uint64_t Next(uint64_t& s) {
+  s += 0x9e3779b97f4a7c15ULL;
+  uint64_t z = s;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Writes the random checkpoint unless it is there: bf16 values uniform in
+// +-0.02 (weights) so activations stay finite through 28 blocks.
+bool WriteCheckpoint(const std::string& dir) {
+  const std::string path = dir + "/model.safetensors";
+  if (std::filesystem::exists(path)) return true;
+  std::filesystem::create_directories(dir);
+  std::vector<TensorSpec> specs;
+  for (const DitTensorSpec& t : DitTensorLayout(XL2(32), DitNaming::kTern)) {
+    if (t.optional) continue;  // pos_embed: computed
+    specs.push_back({t.name, DType::kBF16, t.shape});
+  }
+  uint64_t state = 1;
+  const absl::Status s = WriteSafetensors(path, specs, [&](const TensorSpec& spec, uint8_t* out) {
+    uint16_t* v = reinterpret_cast<uint16_t*>(out);
+    const size_t n = spec.nbytes() / 2;
+    for (size_t i = 0; i < n; ++i) {
+      const float u = float(Next(state) >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+      v[i] = FloatToBFloat16((u * 2.0f - 1.0f) * 0.02f);
+    }
+  });
+  if (!s.ok()) std::fprintf(stderr, "tern-dit-bench: writing %s: %s\n", path.c_str(), std::string(s.message()).c_str());
+  return s.ok();
+}
+
+struct GemmShape {
+  int64_t m, n, k;
+};
+
+// The linear layers of one forward pass of `batch` rows.
+std::vector<GemmShape> PassGemms(const DitConfig& c, int64_t batch) {
+  const int64_t r = batch * c.num_tokens(), d = c.hidden_size;
+  std::vector<GemmShape> g = {{r, d, c.patch_features()}, {batch, d, c.frequency_embedding_size}, {batch, d, d}};
+  for (int i = 0; i < c.depth; ++i) {
+    g.insert(g.end(), {{batch, 6 * d, d}, {r, 3 * d, d}, {r, d, d}, {r, c.mlp_hidden(), d}, {r, d, c.mlp_hidden()}});
+  }
+  g.push_back({batch, 2 * d, d});
+  g.push_back({r, int64_t(c.patch_size) * c.patch_size * c.out_channels(), d});
+  return g;
+}
+
+double Flops(const std::vector<GemmShape>& g) {
+  double f = 0;
+  for (const GemmShape& s : g) f += 2.0 * double(s.m) * double(s.n) * double(s.k);
+  return f;
+}
+
+// The floor: each shape alone through cublasGemmEx (compute dtype in and
+// out, fp32 accumulation, cuBLAS's heuristic), summed over the pass.
+double CublasFloorMs(const std::vector<GemmShape>& gemms, cudaDataType type, size_t element) {
+  cublasHandle_t blas;
+  cublasCreate(&blas);
+  void* workspace = nullptr;
+  cudaMalloc(&workspace, 32 << 20);
+  cublasSetWorkspace(blas, workspace, 32 << 20);
+  int64_t max_a = 0, max_b = 0, max_c = 0;
+  for (const GemmShape& s : gemms) {
+    max_a = std::max(max_a, s.m * s.k);
+    max_b = std::max(max_b, s.n * s.k);
+    max_c = std::max(max_c, s.m * s.n);
+  }
+  void *a, *b, *c;
+  cudaMalloc(&a, max_a * element);
+  cudaMalloc(&b, max_b * element);
+  cudaMalloc(&c, max_c * element);
+  cudaMemset(a, 0, max_a * element);
+  cudaMemset(b, 0, max_b * element);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  const float alpha = 1.0f, beta = 0.0f;
+  const auto run = [&](const GemmShape& s) {
+    cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(s.m), int(s.k), &alpha, b, type, int(s.k), a, type,
+                 int(s.k), &beta, c, type, int(s.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  };
+  for (const GemmShape& s : gemms) run(s);  // warm-up
+  constexpr int kReps = 5;
+  cudaEventRecord(start);
+  for (int i = 0; i < kReps; ++i) {
+    for (const GemmShape& s : gemms) run(s);
+  }
+  cudaEventRecord(stop);
+  cudaEventSynchronize(stop);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  cudaFree(workspace);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cublasDestroy(blas);
+  return ms / kReps;
+}
+
+std::vector<int64_t> ParseList(const std::string& text) {
+  std::vector<int64_t> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int64_t v = 0;
+    if (absl::SimpleAtoi(part, &v) && v > 0) out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dtype_name = "bfloat16", dir = "/tmp/tern-dit-xl2", json_path;
+  std::vector<int64_t> batches = {1, 8, 64}, token_counts = {256, 1024};
+  int iters = 20;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--dtype") dtype_name = value;
+    else if (flag == "--dir") dir = value;
+    else if (flag == "--json") json_path = value;
+    else if (flag == "--batches") batches = ParseList(value);
+    else if (flag == "--tokens") token_counts = ParseList(value);
+    else if (flag == "--iters") iters = std::max(1, std::atoi(value.c_str()));
+    else {
+      std::fprintf(stderr, "tern-dit-bench: unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  DType dtype;
+  if (!ParseTorchDType(dtype_name, &dtype)) {
+    std::fprintf(stderr, "tern-dit-bench: --dtype must be float32, bfloat16 or float16\n");
+    return 2;
+  }
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::fprintf(stderr, "tern-dit-bench: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  if (!WriteCheckpoint(dir)) return 1;
+  auto store = WeightStore::Open(dir);
+  if (!store.ok()) {
+    std::fprintf(stderr, "tern-dit-bench: %s\n", std::string(store.status().message()).c_str());
+    return 1;
+  }
+  const cudaDataType blas_type = dtype == DType::kF32 ? CUDA_R_32F : dtype == DType::kF16 ? CUDA_R_16F : CUDA_R_16BF;
+  const size_t element = DTypeSize(dtype);
+
+  nlohmann::json report = {{"bench", "tern-dit-bench"}, {"device", prop.name}, {"dtype", dtype_name},
+                           {"model", "DiT-XL/2 shape, random weights"}, {"rows_note", "batch = forward rows (CFG: 2 per image)"},
+                           {"results", nlohmann::json::array()}};
+  std::printf("tern-dit-bench on %s, %s, DiT-XL/2 shape; batch = forward rows (2 per guided image)\n", prop.name,
+              dtype_name.c_str());
+  std::printf("%6s %5s | %9s %9s | %9s %9s %9s | %9s %9s %9s %6s\n", "tokens", "batch", "graph ms", "eager ms",
+              "linear ms", "attn ms", "other ms", "lin TF/s", "cuBLAS ms", "cuBLAS TF", "ratio");
+  for (int64_t tokens : token_counts) {
+    int32_t side = 1;
+    while (int64_t(side) * side < tokens) ++side;
+    const DitConfig config = XL2(side * 2);
+    if (config.num_tokens() != tokens) {
+      std::fprintf(stderr, "tern-dit-bench: %lld tokens is not a square grid\n", (long long)tokens);
+      return 2;
+    }
+    // Two ops: graphs (the serving path) and profiled eager passes.
+    CudaDitOpsOptions graph_options, profile_options;
+    graph_options.compute_dtype = profile_options.compute_dtype = dtype;
+    profile_options.profile = true;
+    auto graph_ops = CudaDitOps::Create(graph_options);
+    auto profile_ops = CudaDitOps::Create(profile_options);
+    if (!graph_ops.ok() || !profile_ops.ok()) {
+      std::fprintf(stderr, "tern-dit-bench: %s\n",
+                   std::string((graph_ops.ok() ? profile_ops.status() : graph_ops.status()).message()).c_str());
+      return 1;
+    }
+    auto graph_model = DitModel::Create(config, **store, graph_ops->get());
+    auto profile_model = DitModel::Create(config, **store, profile_ops->get());
+    if (!graph_model.ok() || !profile_model.ok()) {
+      std::fprintf(stderr, "tern-dit-bench: loading: %s\n",
+                   std::string((graph_model.ok() ? profile_model.status() : graph_model.status()).message()).c_str());
+      return 1;
+    }
+    for (int64_t batch : batches) {
+      const int64_t pixels = config.sample_elements();
+      const std::vector<float> x = GaussianNoise(7, size_t(batch * pixels));
+      std::vector<float> t(batch), eps(batch * pixels);
+      std::vector<int32_t> y(batch);
+      for (int64_t b = 0; b < batch; ++b) {
+        t[b] = float((b * 37) % 1000);
+        y[b] = b % 2 == 0 ? int32_t(b % 1000) : config.null_class;  // conditional, unconditional
+      }
+      const DitBatch input{x, t, y};
+      const auto time_ms = [&](DitModel& model, int reps, CudaDitOps* profiled, CudaDitOps::OpTimes* sum) {
+        for (int i = 0; i < 3; ++i) {  // eager, capture, first replay
+          if (const absl::Status s = model.Forward(input, absl::MakeSpan(eps)); !s.ok()) {
+            std::fprintf(stderr, "tern-dit-bench: forward: %s\n", std::string(s.message()).c_str());
+            std::exit(1);
+          }
+        }
+        const auto start = std::chrono::steady_clock::now();
+        for (int i = 0; i < reps; ++i) {
+          (void)model.Forward(input, absl::MakeSpan(eps));
+          if (profiled != nullptr) {
+            const auto o = profiled->op_times();
+            sum->linear_ms += o.linear_ms / reps;
+            sum->attention_ms += o.attention_ms / reps;
+            sum->other_ms += o.other_ms / reps;
+          }
+        }
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / reps;
+      };
+      const double graph_ms = time_ms(**graph_model, iters, nullptr, nullptr);
+      CudaDitOps::OpTimes parts;
+      const double eager_ms = time_ms(**profile_model, iters, profile_ops->get(), &parts);
+      const std::vector<GemmShape> gemms = PassGemms(config, batch);
+      const double flops = Flops(gemms);
+      const double floor_ms = CublasFloorMs(gemms, blas_type, element);
+      const double linear_tflops = flops / (parts.linear_ms * 1e-3) / 1e12;
+      const double floor_tflops = flops / (floor_ms * 1e-3) / 1e12;
+      std::printf("%6lld %5lld | %9.3f %9.3f | %9.3f %9.3f %9.3f | %9.1f %9.3f %9.1f %6.2f\n", (long long)tokens,
+                  (long long)batch, graph_ms, eager_ms, parts.linear_ms, parts.attention_ms, parts.other_ms,
+                  linear_tflops, floor_ms, floor_tflops, floor_ms / parts.linear_ms);
+      report["results"].push_back({{"tokens", tokens},
+                                   {"batch_rows", batch},
+                                   {"step_ms_graphs", graph_ms},
+                                   {"step_ms_eager", eager_ms},
+                                   {"linear_ms", parts.linear_ms},
+                                   {"attention_ms", parts.attention_ms},
+                                   {"other_ms", parts.other_ms},
+                                   {"linear_gflop", flops / 1e9},
+                                   {"linear_tflops", linear_tflops},
+                                   {"cublas_floor_ms", floor_ms},
+                                   {"cublas_floor_tflops", floor_tflops},
+                                   {"fraction_of_cublas_rate", floor_ms / parts.linear_ms},
+                                   {"graph_stats",
+                                    {{"captured", (*graph_ops)->graph_stats().captured},
+                                     {"replayed", (*graph_ops)->graph_stats().replayed}}}});
+    }
+  }
+  if (!json_path.empty()) {
+    std::ofstream(json_path) << report.dump(2) << "\n";
+    std::printf("wrote %s\n", json_path.c_str());
+  }
+  return 0;
+}

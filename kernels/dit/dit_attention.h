@@ -1,0 +1,53 @@
+// Non-causal multi-head self-attention within each sample, for the diffusion
+// transformer: no mask, no KV cache, every token of a sample attends to all
+// of the sample's tokens. Reference: CpuDitOps::Attention
+// (runtime/dit/cpu_dit_ops.cc), compared in tests/runtime/dit/cuda_dit_ops_test.cc.
+//
+// qkv [batch*tokens, qkv_stride]: q in columns [0, H*d), k in [H*d, 2*H*d),
+// v in [2*H*d, 3*H*d), head h at offset h*d of each; out [batch*tokens,
+// out_stride], head h in columns [h*d, (h+1)*d). Device pointers.
+//
+// Two kernels, the same contract:
+// - fp16 and bf16 with head_dim a multiple of 8 up to 128: flash attention
+//   on tensor cores (WMMA, 16x16x16 tiles, fp32 accumulation). A CTA of 4
+//   warps takes 64 query rows of one (sample, head) and walks the sample's
+//   keys 64 at a time with an online softmax in fp32 (exp2 of scores scaled
+//   by scale * log2(e)); head_dim is zero-padded to a multiple of 16 in
+//   shared memory (DiT-XL/2's 72 -> 80). P is rounded to the element type
+//   before the PV product, and the softmax denominator sums the rounded
+//   values. Needs compute capability 8.0.
+// - anything else (fp32 always): one warp per query row, scores and
+//   accumulation in fp32 on CUDA cores, the same online softmax. The
+//   reference-grade path, not a fast one.
+// A (sample, head)'s output depends on that sample's rows alone (batch
+// invariance); the grid follows from the arguments (graph capture is fine).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "kernels/common/scalar_type.h"
+
+namespace tern::kernels {
+
+struct DitAttentionShape {
+  int64_t batch = 0;
+  int32_t tokens = 0;     // per sample
+  int32_t num_heads = 0;
+  int32_t head_dim = 0;   // <= 256
+  float scale = 1.0f;     // applied to q.k
+  int64_t qkv_stride = 0;  // elements
+  int64_t out_stride = 0;
+};
+
+// True when the tensor-core kernel takes this shape (else the fallback runs).
+bool DitAttentionUsesTensorCores(ScalarType type, const DitAttentionShape& shape);
+
+// Launches on `stream`. cudaErrorInvalidValue for a non-positive shape,
+// head_dim over 256, or batch / tokens beyond the grid's limits
+// (batch <= 65535); else the launch status.
+cudaError_t LaunchDitAttention(ScalarType type, const DitAttentionShape& shape, const void* qkv, void* out,
+                               cudaStream_t stream);
+
+}  // namespace tern::kernels

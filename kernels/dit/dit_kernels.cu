@@ -1,0 +1,273 @@
+#include <algorithm>
+
+#include "kernels/common/dispatch.cuh"
+#include "kernels/dit/dit_kernels.h"
+
+namespace tern::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+// A grid-stride launch over `count` elements: enough blocks to fill any GPU
+// several times over, a number that depends on `count` alone.
+unsigned Blocks(int64_t count) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((count + kThreads - 1) / kThreads, 1 << 16)));
+}
+
+#define TERN_FOR_ELEMENTS(i, count) \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (count); i += int64_t(gridDim.x) * blockDim.x)
+
+// Row-wise kernels: blocks stride over rows, threads over columns, so no
+// element index is ever divided (64-bit division is slow on a GPU).
+unsigned RowBlocks(int64_t rows) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(rows, 1 << 20))); }
+
+#define TERN_FOR_ROWS(r, rows) for (int64_t r = blockIdx.x; r < (rows); r += gridDim.x)
+#define TERN_FOR_COLS(c, cols) for (int64_t c = threadIdx.x; c < (cols); c += blockDim.x)
+
+template <typename T>
+__global__ void PatchifyKernel(int64_t count, DitPatchShape s, const T* images, int64_t images_stride, T* patches,
+                               int64_t patches_stride) {
+  const int32_t grid = s.size / s.patch;
+  const int64_t tokens = int64_t(grid) * grid;
+  const int32_t features = s.channels * s.patch * s.patch;
+  TERN_FOR_ELEMENTS(i, count) {
+    // i = (row of patches) * features + feature, feature = (ch, pi, pj).
+    const int64_t row = i / features;
+    const int32_t f = int32_t(i - row * features);
+    const int64_t b = row / tokens;
+    const int32_t l = int32_t(row - b * tokens);
+    const int32_t r = l / grid, c = l - r * grid;
+    const int32_t ch = f / (s.patch * s.patch);
+    const int32_t rem = f - ch * s.patch * s.patch;
+    const int32_t pi = rem / s.patch, pj = rem - pi * s.patch;
+    const int64_t pixel = (int64_t(ch) * s.size + r * s.patch + pi) * s.size + c * s.patch + pj;
+    patches[row * patches_stride + f] = images[b * images_stride + pixel];
+  }
+}
+
+template <typename T>
+__global__ void UnpatchifyKernel(int64_t count, DitPatchShape s, int32_t keep, const T* patches,
+                                 int64_t patches_stride, T* images, int64_t images_stride) {
+  const int32_t grid = s.size / s.patch;
+  const int64_t tokens = int64_t(grid) * grid;
+  const int64_t pixels = int64_t(keep) * s.size * s.size;
+  TERN_FOR_ELEMENTS(i, count) {
+    // i = b * pixels + (ch, y, x) of the output image.
+    const int64_t b = i / pixels;
+    const int64_t p = i - b * pixels;
+    const int32_t ch = int32_t(p / (int64_t(s.size) * s.size));
+    const int32_t yx = int32_t(p - int64_t(ch) * s.size * s.size);
+    const int32_t y = yx / s.size, x = yx - y * s.size;
+    const int32_t r = y / s.patch, pi = y - r * s.patch;
+    const int32_t c = x / s.patch, pj = x - c * s.patch;
+    const int64_t row = b * tokens + int64_t(r) * grid + c;
+    images[b * images_stride + p] = patches[row * patches_stride + (int64_t(pi) * s.patch + pj) * s.channels + ch];
+  }
+}
+
+template <typename T>
+__global__ void AddPositionsKernel(int64_t rows, int64_t cols, T* x, int64_t x_stride, const T* table,
+                                   int64_t table_rows) {
+  TERN_FOR_ROWS(r, rows) {
+    T* row = x + r * x_stride;
+    const T* pos = table + (r % table_rows) * cols;
+    TERN_FOR_COLS(c, cols) row[c] = FromFloat<T>(ToFloat(row[c]) + ToFloat(pos[c]));
+  }
+}
+
+template <typename T>
+__global__ void GatherKernel(int64_t rows, int64_t cols, const int32_t* labels, const T* table, T* out,
+                             int64_t out_stride) {
+  TERN_FOR_ROWS(b, rows) {
+    const T* src = table + int64_t(labels[b]) * cols;
+    TERN_FOR_COLS(c, cols) out[b * out_stride + c] = src[c];
+  }
+}
+
+template <typename T>
+__global__ void PointwiseKernel(DitPointwise op, int64_t rows, int64_t cols, T* x, int64_t x_stride, const T* y,
+                                int64_t y_stride, T* out, int64_t out_stride) {
+  TERN_FOR_ROWS(r, rows) TERN_FOR_COLS(c, cols) {
+    const float v = ToFloat(x[r * x_stride + c]);
+    switch (op) {
+      case DitPointwise::kAdd:
+        x[r * x_stride + c] = FromFloat<T>(v + ToFloat(y[r * y_stride + c]));
+        break;
+      case DitPointwise::kSilu:
+        out[r * out_stride + c] = FromFloat<T>(v / (1.0f + expf(-v)));
+        break;
+      case DitPointwise::kGeluTanh: {
+        // 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)), as the CPU reference
+        // writes it (no cancellation in 1 + tanh(u) for negative u).
+        const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        out[r * out_stride + c] = FromFloat<T>(v / (1.0f + expf(-2.0f * u)));
+        break;
+      }
+    }
+  }
+}
+
+template <typename T>
+__global__ void GatedAddKernel(int64_t rows, int64_t cols, int64_t tokens, T* x, int64_t x_stride, const T* y,
+                               int64_t y_stride, const T* gate, int64_t gate_stride) {
+  TERN_FOR_ROWS(r, rows) {
+    T* a = x + r * x_stride;
+    const T* b = y + r * y_stride;
+    const T* g = gate + (r / tokens) * gate_stride;
+    TERN_FOR_COLS(c, cols) a[c] = FromFloat<T>(ToFloat(a[c]) + ToFloat(g[c]) * ToFloat(b[c]));
+  }
+}
+
+constexpr int kNormWarps = 8;  // rows per block
+
+template <typename T>
+__global__ void LayerNormModulateKernel(DitNormParams p, const T* x, const T* shift, const T* scale, T* out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * kNormWarps + (threadIdx.x >> 5);
+  if (row >= p.rows) return;
+  const T* in = x + row * p.x_stride;
+  const int64_t sample = row / p.tokens;
+  const T* sh = shift + sample * p.shift_stride;
+  const T* sc = scale + sample * p.scale_stride;
+  T* o = out + row * p.out_stride;
+  float sum = 0.0f;
+  for (int64_t c = lane; c < p.cols; c += 32) sum += ToFloat(in[c]);
+  const float mean = WarpSum(sum) / float(p.cols);
+  float sq = 0.0f;
+  for (int64_t c = lane; c < p.cols; c += 32) {
+    const float d = ToFloat(in[c]) - mean;
+    sq += d * d;
+  }
+  const float var = WarpSum(sq) / float(p.cols);
+  const float rstd = rsqrtf(var + p.eps);
+  for (int64_t c = lane; c < p.cols; c += 32) {
+    o[c] = FromFloat<T>((ToFloat(in[c]) - mean) * rstd * (1.0f + ToFloat(sc[c])) + ToFloat(sh[c]));
+  }
+}
+
+template <typename T>
+__global__ void FromFloatKernel(int64_t rows, int64_t cols, const float* src, T* out, int64_t out_stride) {
+  TERN_FOR_ROWS(r, rows) TERN_FOR_COLS(c, cols) out[r * out_stride + c] = FromFloat<T>(src[r * cols + c]);
+}
+
+template <typename T>
+__global__ void ToFloatKernel(int64_t rows, int64_t cols, const T* x, int64_t x_stride, float* out) {
+  TERN_FOR_ROWS(r, rows) TERN_FOR_COLS(c, cols) out[r * cols + c] = ToFloat(x[r * x_stride + c]);
+}
+
+bool BadShape(const DitPatchShape& s) {
+  return s.channels <= 0 || s.patch <= 0 || s.size <= 0 || s.size % s.patch != 0;
+}
+
+}  // namespace
+
+cudaError_t LaunchDitPatchify(ScalarType type, int64_t batch, const DitPatchShape& shape, const void* images,
+                              int64_t images_stride, void* patches, int64_t patches_stride, cudaStream_t stream) {
+  if (batch < 0 || BadShape(shape)) return cudaErrorInvalidValue;
+  const int64_t count = batch * int64_t(shape.channels) * shape.size * shape.size;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       PatchifyKernel<T><<<Blocks(count), kThreads, 0, stream>>>(
+                           count, shape, static_cast<const T*>(images), images_stride, static_cast<T*>(patches),
+                           patches_stride));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitUnpatchify(ScalarType type, int64_t batch, const DitPatchShape& shape, int32_t keep,
+                                const void* patches, int64_t patches_stride, void* images, int64_t images_stride,
+                                cudaStream_t stream) {
+  if (batch < 0 || BadShape(shape) || keep <= 0 || keep > shape.channels) return cudaErrorInvalidValue;
+  const int64_t count = batch * int64_t(keep) * shape.size * shape.size;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       UnpatchifyKernel<T><<<Blocks(count), kThreads, 0, stream>>>(
+                           count, shape, keep, static_cast<const T*>(patches), patches_stride,
+                           static_cast<T*>(images), images_stride));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitAddPositions(ScalarType type, int64_t rows, int64_t cols, void* x, int64_t x_stride,
+                                  const void* table, int64_t table_rows, cudaStream_t stream) {
+  if (rows < 0 || cols < 0 || table_rows <= 0) return cudaErrorInvalidValue;
+  const int64_t count = rows * cols;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       AddPositionsKernel<T><<<RowBlocks(rows), kThreads, 0, stream>>>(
+                           rows, cols, static_cast<T*>(x), x_stride, static_cast<const T*>(table), table_rows));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitGatherRows(ScalarType type, int64_t batch, int64_t cols, const int32_t* labels,
+                                const void* table, void* out, int64_t out_stride, cudaStream_t stream) {
+  if (batch < 0 || cols < 0) return cudaErrorInvalidValue;
+  const int64_t count = batch * cols;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       GatherKernel<T><<<RowBlocks(batch), kThreads, 0, stream>>>(
+                           batch, cols, labels, static_cast<const T*>(table), static_cast<T*>(out), out_stride));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitPointwise(ScalarType type, DitPointwise op, int64_t rows, int64_t cols, void* x,
+                               int64_t x_stride, const void* y, int64_t y_stride, void* out, int64_t out_stride,
+                               cudaStream_t stream) {
+  if (rows < 0 || cols < 0) return cudaErrorInvalidValue;
+  const int64_t count = rows * cols;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       PointwiseKernel<T><<<RowBlocks(rows), kThreads, 0, stream>>>(
+                           op, rows, cols, static_cast<T*>(x), x_stride, static_cast<const T*>(y), y_stride,
+                           static_cast<T*>(out), out_stride));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitGatedAdd(ScalarType type, int64_t rows, int64_t cols, int64_t tokens, void* x,
+                              int64_t x_stride, const void* y, int64_t y_stride, const void* gate,
+                              int64_t gate_stride, cudaStream_t stream) {
+  if (rows < 0 || cols < 0 || tokens <= 0) return cudaErrorInvalidValue;
+  const int64_t count = rows * cols;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       GatedAddKernel<T><<<RowBlocks(rows), kThreads, 0, stream>>>(
+                           rows, cols, tokens, static_cast<T*>(x), x_stride, static_cast<const T*>(y), y_stride,
+                           static_cast<const T*>(gate), gate_stride));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitLayerNormModulate(ScalarType type, const DitNormParams& params, const void* x, const void* shift,
+                                       const void* scale, void* out, cudaStream_t stream) {
+  if (params.rows < 0 || params.cols <= 0 || params.tokens <= 0) return cudaErrorInvalidValue;
+  if (params.rows == 0) return cudaSuccess;
+  const int64_t blocks = (params.rows + kNormWarps - 1) / kNormWarps;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  TERN_DISPATCH_SCALAR(type, T,
+                       LayerNormModulateKernel<T><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
+                           params, static_cast<const T*>(x), static_cast<const T*>(shift),
+                           static_cast<const T*>(scale), static_cast<T*>(out)));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitFromFloat(ScalarType type, int64_t rows, int64_t cols, const float* src, void* out,
+                               int64_t out_stride, cudaStream_t stream) {
+  if (rows < 0 || cols < 0) return cudaErrorInvalidValue;
+  const int64_t count = rows * cols;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       FromFloatKernel<T><<<RowBlocks(rows), kThreads, 0, stream>>>(rows, cols, src,
+                                                                                  static_cast<T*>(out), out_stride));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDitToFloat(ScalarType type, int64_t rows, int64_t cols, const void* x, int64_t x_stride, float* out,
+                             cudaStream_t stream) {
+  if (rows < 0 || cols < 0) return cudaErrorInvalidValue;
+  const int64_t count = rows * cols;
+  if (count == 0) return cudaSuccess;
+  TERN_DISPATCH_SCALAR(type, T,
+                       ToFloatKernel<T><<<RowBlocks(rows), kThreads, 0, stream>>>(rows, cols,
+                                                                                static_cast<const T*>(x), x_stride,
+                                                                                out));
+  return cudaGetLastError();
+}
+
+}  // namespace tern::kernels

@@ -1,0 +1,901 @@
+#include "runtime/dit/cuda_dit_ops.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/dit/dit_attention.h"
+#include "kernels/dit/dit_kernels.h"
+#include "runtime/base/check.h"
+#include "runtime/base/status_macros.h"
+
+namespace tern::runtime {
+namespace {
+
+using kernels::ScalarType;
+
+absl::Status CudaStatus(cudaError_t error, const std::string& what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(error), " (", cudaGetErrorString(error), ")"));
+}
+
+#define RETURN_IF_CUDA(expr, what)                                                  \
+  do {                                                                              \
+    const cudaError_t tern_cuda_error_ = (expr);                                    \
+    if (tern_cuda_error_ != cudaSuccess) return CudaStatus(tern_cuda_error_, what); \
+  } while (0)
+
+// An owned device allocation that only grows.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (data_ != nullptr) cudaFree(data_);
+  }
+  cudaError_t Reserve(size_t bytes) {
+    if (bytes <= bytes_) return cudaSuccess;
+    if (data_ != nullptr) cudaFree(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+    const size_t size = std::max<size_t>(bytes, 256);
+    const cudaError_t error = cudaMalloc(&data_, size);
+    if (error == cudaSuccess) bytes_ = size;
+    return error;
+  }
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class CudaDitLinear final : public DitLinear {
+ public:
+  int64_t out_features() const override { return out; }
+  int64_t in_features() const override { return in; }
+  int64_t out = 0, in = 0;
+  DeviceBuffer weight;  // [out, in] compute dtype
+  DeviceBuffer bias;    // [out] compute dtype, when has_bias
+  bool has_bias = false;
+};
+
+class CudaDitTable final : public DitTable {
+ public:
+  int64_t rows() const override { return num_rows; }
+  int64_t cols() const override { return num_cols; }
+  int64_t num_rows = 0, num_cols = 0;
+  DeviceBuffer values;  // [rows, cols] compute dtype
+};
+
+absl::Status CheckFloat(const TensorView& t) {
+  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" has dtype ",
+                                                   DTypeSafetensorsName(t.dtype), "; expected F32, F16 or BF16"));
+  }
+  if (t.shape.empty() || t.numel() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" is empty ", t.ShapeString()));
+  }
+  return absl::OkStatus();
+}
+
+size_t ElementBytes(ScalarType type) { return type == ScalarType::kF32 ? 4 : 2; }
+
+cudaDataType BlasType(ScalarType type) {
+  switch (type) {
+    case ScalarType::kF16: return CUDA_R_16F;
+    case ScalarType::kBF16: return CUDA_R_16BF;
+    case ScalarType::kF32: return CUDA_R_32F;
+  }
+  return CUDA_R_32F;
+}
+
+// Largest power of two <= 16 that divides every value.
+uint32_t Alignment(std::initializer_list<uint64_t> values) {
+  uint32_t align = 16;
+  for (uint64_t v : values) {
+    while (align > 1 && v % align != 0) align /= 2;
+  }
+  return align;
+}
+
+enum OpKind { kLinearOp, kAttentionOp, kOtherOp };
+
+// One linear layer shape: its cuBLASLt descriptors and its one algorithm.
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t weight_layout = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  uint32_t x_align = 16, out_align = 16;
+  struct Layouts {
+    cublasLtMatrixLayout_t x = nullptr, out = nullptr;
+  };
+  std::map<int64_t, Layouts> by_rows;  // created the first time a row count is seen
+
+  ~GemmPlan() {
+    for (auto& [rows, l] : by_rows) {
+      if (l.x != nullptr) cublasLtMatrixLayoutDestroy(l.x);
+      if (l.out != nullptr) cublasLtMatrixLayoutDestroy(l.out);
+    }
+    if (weight_layout != nullptr) cublasLtMatrixLayoutDestroy(weight_layout);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+// (in, out, bias, x stride, out stride, rows per sample)
+using PlanKey = std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t>;
+
+}  // namespace
+
+struct CudaDitOps::Impl {
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  DeviceBuffer workspace;
+  ScalarType type = ScalarType::kBF16;
+  DType dtype = DType::kBF16;
+  size_t element_bytes = 2;
+  int64_t gemm_reference_batch = 64;
+  bool graphs_enabled = true;
+  bool profile = false;
+
+  cudaError_t first_error = cudaSuccess;
+  std::string first_error_op;
+  absl::Status pending;  // a failed ReadToHost, for the next BeginStep
+  bool poisoned = false;
+  std::string fatal_error;
+
+  // The pass.
+  int64_t batch = 0;
+  std::vector<float> timesteps;      // [B] host
+  const int32_t* labels = nullptr;   // [B] device, in the staging area
+  std::map<int, DeviceBuffer> scratch;
+  DeviceBuffer read_buffer;  // ReadToHost's fp32 conversion
+
+  // Host inputs of a pass: pinned regions handed out in op order from
+  // offset 0 (reset by BeginStep), each with a device twin at the same
+  // offset, so a replayed graph reads the new pass's values from the
+  // addresses it recorded. Outgrown buffers stay alive until FinishStep
+  // (copies from them may be in flight).
+  char* pinned = nullptr;
+  size_t pinned_bytes = 0;
+  size_t staged = 0;
+  DeviceBuffer staging_device;
+  std::vector<char*> retired_pinned;
+
+  std::map<PlanKey, std::unique_ptr<GemmPlan>> plans;
+
+  // Graphs by batch size.
+  enum class Mode { kEager, kCapture, kReplay };
+  struct Graph {
+    bool warmed = false;
+    uint64_t warm_generation = 0;
+    cudaGraphExec_t exec = nullptr;
+    uint64_t generation = 0;
+    uint64_t signature = 0;
+  };
+  Mode mode = Mode::kEager;
+  std::map<int64_t, Graph> graphs;
+  uint64_t generation = 0;  // bumped when a buffer that ops touch moves
+  uint64_t signature = 0;   // the pass's op sequence, hashed
+  GraphStats stats;
+
+  // Profiling.
+  std::vector<cudaEvent_t> events;
+  std::vector<OpKind> event_kinds;
+  size_t events_used = 0;
+  OpTimes times;
+
+  ~Impl() {
+    for (auto& [b, g] : graphs) {
+      if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+    }
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+    plans.clear();
+    if (lt != nullptr) cublasLtDestroy(lt);
+    if (pinned != nullptr) cudaFreeHost(pinned);
+    for (char* p : retired_pinned) cudaFreeHost(p);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  void Record(cudaError_t error, const std::string& op) {
+    if (error != cudaSuccess && first_error == cudaSuccess) {
+      first_error = error;
+      first_error_op = op;
+    }
+  }
+  void RecordBlas(cublasStatus_t status, const std::string& op) {
+    if (status != CUBLAS_STATUS_SUCCESS && first_error == cudaSuccess) {
+      first_error = cudaErrorUnknown;
+      first_error_op = absl::StrCat(op, " (cuBLAS status ", int(status), ")");
+    }
+  }
+  void Fail(const std::string& op) { Record(cudaErrorUnknown, op); }
+
+  void Mix(uint64_t v) { signature = (signature ^ v) * 0x100000001b3ULL + 0x9e3779b97f4a7c15ULL; }
+  void Mix(const Tensor& t) {
+    Mix(reinterpret_cast<uintptr_t>(t.data));
+    Mix(uint64_t(t.rows));
+    Mix(uint64_t(t.cols));
+    Mix(uint64_t(t.stride));
+  }
+
+  // Every op starts here: hashes the op, times it when profiling; false
+  // when the op's device work must not be enqueued (a replayed graph has it).
+  bool Enter(OpKind kind, uint64_t op_id) {
+    Mix(op_id);
+    if (profile) MarkEvent(kind);
+    return mode != Mode::kReplay;
+  }
+  void MarkEvent(OpKind kind) {
+    if (events_used == events.size()) {
+      cudaEvent_t e = nullptr;
+      Record(cudaEventCreate(&e), "profiling event");
+      events.push_back(e);
+      event_kinds.push_back(kind);
+    }
+    event_kinds[events_used] = kind;
+    Record(cudaEventRecord(events[events_used], stream), "profiling event");
+    ++events_used;
+  }
+
+  int64_t RowsPerSample(int64_t rows) const {
+    CHECK(batch > 0 && rows % batch == 0) << rows << " rows in a step of " << batch << " samples";
+    return rows / batch;
+  }
+
+  // A staged host input of `bytes`: {pinned host, device twin}.
+  std::pair<void*, void*> Stage(size_t bytes) {
+    const size_t offset = staged;
+    staged += (bytes + 255) / 256 * 256;
+    if (staged > pinned_bytes || staged > staging_device.bytes()) {
+      if (mode == Mode::kCapture) {
+        Fail("host staging grew during graph capture");
+        return {nullptr, nullptr};
+      }
+      const size_t size = std::max(staged * 2, size_t(1) << 16);
+      if (staged > pinned_bytes) {
+        char* grown = nullptr;
+        Record(cudaMallocHost(&grown, size), "allocating pinned staging");
+        if (grown == nullptr) return {nullptr, nullptr};
+        if (pinned != nullptr) retired_pinned.push_back(pinned);
+        pinned = grown;
+        pinned_bytes = size;
+      }
+      if (staged > staging_device.bytes()) {
+        // cudaFree waits for the device, so the copies from the old buffer are done.
+        Record(staging_device.Reserve(size), "allocating device staging");
+      }
+      ++generation;
+    }
+    return {pinned + offset, static_cast<char*>(staging_device.data()) + offset};
+  }
+
+  // dst <- host fp32 values already written at `host` (a staged region).
+  void UploadFloat(std::pair<void*, void*> region, const Tensor& dst, const char* op) {
+    if (region.first == nullptr) return;
+    const size_t bytes = size_t(dst.rows) * dst.cols * sizeof(float);
+    Record(cudaMemcpyAsync(region.second, region.first, bytes, cudaMemcpyHostToDevice, stream), op);
+    Record(kernels::LaunchDitFromFloat(type, dst.rows, dst.cols, static_cast<const float*>(region.second), dst.data,
+                                       dst.stride, stream),
+           op);
+  }
+
+  GemmPlan* Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t rows_per_sample);
+  void Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out);
+
+  absl::StatusOr<DeviceBuffer*> Upload(const TensorView& t, DeviceBuffer* dst) {
+    std::vector<float> values(t.numel());
+    ConvertToFloat(t.dtype, t.data, values.size(), values.data());
+    return UploadValues(values, dst, t.name);
+  }
+  absl::StatusOr<DeviceBuffer*> UploadValues(absl::Span<const float> values, DeviceBuffer* dst,
+                                             const std::string& name) {
+    const std::string what = absl::StrCat("uploading \"", name, "\"");
+    RETURN_IF_CUDA(dst->Reserve(values.size() * element_bytes), what);
+    if (type == ScalarType::kF32) {
+      RETURN_IF_CUDA(cudaMemcpy(dst->data(), values.data(), values.size() * 4, cudaMemcpyHostToDevice), what);
+      return dst;
+    }
+    std::vector<uint16_t> converted(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      converted[i] = type == ScalarType::kBF16 ? FloatToBFloat16(values[i]) : FloatToHalf(values[i]);
+    }
+    RETURN_IF_CUDA(cudaMemcpy(dst->data(), converted.data(), converted.size() * 2, cudaMemcpyHostToDevice), what);
+    return dst;
+  }
+};
+
+GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out,
+                                 int64_t rows_per_sample) {
+  const PlanKey key{w.in, w.out, w.has_bias, x.stride, out.stride, rows_per_sample};
+  auto it = plans.find(key);
+  if (it != plans.end()) return it->second.get();
+  const std::string what = absl::StrCat("linear [", w.out, " x ", w.in, "]");
+  auto plan = std::make_unique<GemmPlan>();
+  const cudaDataType data_type = BlasType(type);
+  // Row-major y [M, out] = x [M, in] W^T is column-major y' [out, M] =
+  // W'^T [out, in] x' [in, M] with W' = W read column-major [in, out].
+  if (auto s = cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F); s != CUBLAS_STATUS_SUCCESS) {
+    RecordBlas(s, what + ": matmul descriptor");
+    return nullptr;
+  }
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
+  cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
+  if (w.has_bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+    const void* bias = w.bias.data();
+    cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+  }
+  cublasLtMatrixLayoutCreate(&plan->weight_layout, data_type, uint64_t(w.in), uint64_t(w.out), int64_t(w.in));
+  plan->x_align = Alignment({uint64_t(x.stride) * element_bytes, reinterpret_cast<uintptr_t>(x.data)});
+  plan->out_align = Alignment({uint64_t(out.stride) * element_bytes, reinterpret_cast<uintptr_t>(out.data)});
+  const uint32_t weight_align = Alignment({uint64_t(w.in) * element_bytes});
+
+  // The algorithm: the heuristic's first choice without split-K for the
+  // reference row count.
+  const int64_t reference_rows = rows_per_sample * gemm_reference_batch;
+  GemmPlan::Layouts& ref = plan->by_rows[reference_rows];
+  cublasLtMatrixLayoutCreate(&ref.x, data_type, uint64_t(w.in), uint64_t(reference_rows), x.stride);
+  cublasLtMatrixLayoutCreate(&ref.out, data_type, uint64_t(w.out), uint64_t(reference_rows), out.stride);
+  cublasLtMatmulPreference_t preference = nullptr;
+  cublasLtMatmulPreferenceCreate(&preference);
+  const size_t workspace_bytes = workspace.bytes();
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+                                       sizeof(workspace_bytes));
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &weight_align,
+                                       sizeof(weight_align));
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &plan->x_align,
+                                       sizeof(plan->x_align));
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &plan->out_align,
+                                       sizeof(plan->out_align));
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &plan->out_align,
+                                       sizeof(plan->out_align));
+  constexpr int kCandidates = 16;
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+  int found = 0;
+  const cublasStatus_t heuristic =
+      cublasLtMatmulAlgoGetHeuristic(lt, plan->desc, plan->weight_layout, ref.x, ref.out, ref.out, preference,
+                                     kCandidates, results, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  if (heuristic != CUBLAS_STATUS_SUCCESS) {
+    RecordBlas(heuristic, what + ": algorithm heuristic");
+    return nullptr;
+  }
+  bool chosen = false;
+  for (int i = 0; i < found && !chosen; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    int32_t splits = 1;
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                             sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
+      splits = 1;
+    }
+    if (splits > 1) continue;
+    plan->algo = results[i].algo;
+    chosen = true;
+  }
+  if (!chosen) {
+    Fail(absl::StrCat(what, ": cuBLASLt offers no algorithm without split-K (", found, " candidates)"));
+    return nullptr;
+  }
+  GemmPlan* raw = plan.get();
+  plans.emplace(key, std::move(plan));
+  return raw;
+}
+
+void CudaDitOps::Impl::Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out) {
+  const int64_t rows_per_sample = RowsPerSample(x.rows);
+  GemmPlan* plan = Plan(x, w, out, rows_per_sample);
+  if (plan == nullptr) return;
+  const std::string what = absl::StrCat("linear [", w.out, " x ", w.in, "]");
+  if (reinterpret_cast<uintptr_t>(x.data) % plan->x_align != 0 ||
+      reinterpret_cast<uintptr_t>(out.data) % plan->out_align != 0) {
+    Fail(absl::StrCat(what, ": input or output less aligned than the layer's first call (", plan->x_align, " / ",
+                      plan->out_align, " bytes)"));
+    return;
+  }
+  auto found = plan->by_rows.find(x.rows);
+  if (found == plan->by_rows.end()) {
+    GemmPlan::Layouts layouts;
+    const cudaDataType data_type = BlasType(type);
+    cublasLtMatrixLayoutCreate(&layouts.x, data_type, uint64_t(w.in), uint64_t(x.rows), x.stride);
+    cublasLtMatrixLayoutCreate(&layouts.out, data_type, uint64_t(w.out), uint64_t(x.rows), out.stride);
+    found = plan->by_rows.emplace(x.rows, layouts).first;
+    cublasLtMatmulHeuristicResult_t check{};
+    const cublasStatus_t ok = cublasLtMatmulAlgoCheck(lt, plan->desc, plan->weight_layout, layouts.x, layouts.out,
+                                                      layouts.out, &plan->algo, &check);
+    if (ok != CUBLAS_STATUS_SUCCESS) {
+      RecordBlas(ok, absl::StrCat(what, ": the layer's fixed algorithm does not run ", x.rows, " rows"));
+      return;
+    }
+  }
+  if (w.has_bias) {
+    const void* bias = w.bias.data();
+    cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  RecordBlas(cublasLtMatmul(lt, plan->desc, &alpha, w.weight.data(), plan->weight_layout, x.data, found->second.x,
+                            &beta, out.data, found->second.out, out.data, found->second.out, &plan->algo,
+                            workspace.data(), workspace.bytes(), stream),
+             what);
+}
+
+CudaDitOps::CudaDitOps(std::unique_ptr<Impl> impl, const CudaDitOpsOptions& options)
+    : impl_(std::move(impl)), options_(options) {}
+
+CudaDitOps::~CudaDitOps() {
+  if (impl_->stream != nullptr) cudaStreamSynchronize(impl_->stream);
+}
+
+absl::StatusOr<std::unique_ptr<CudaDitOps>> CudaDitOps::Create(const CudaDitOpsOptions& options) {
+  ScalarType type;
+  switch (options.compute_dtype) {
+    case DType::kF32: type = ScalarType::kF32; break;
+    case DType::kF16: type = ScalarType::kF16; break;
+    case DType::kBF16: type = ScalarType::kBF16; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("the CUDA DiT ops compute in float32, bfloat16 or float16, not ",
+                                                     DTypeSafetensorsName(options.compute_dtype)));
+  }
+  if (options.gemm_reference_batch < 1) {
+    return absl::InvalidArgumentError("gemm_reference_batch must be at least 1");
+  }
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError("no CUDA device is visible");
+  }
+  if (options.device < 0 || options.device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", options.device, " does not exist (", count, " visible)"));
+  }
+  RETURN_IF_CUDA(cudaSetDevice(options.device), "selecting the CUDA device");
+  auto impl = std::make_unique<Impl>();
+  impl->type = type;
+  impl->dtype = options.compute_dtype;
+  impl->element_bytes = ElementBytes(type);
+  impl->gemm_reference_batch = options.gemm_reference_batch;
+  impl->profile = options.profile;
+  impl->graphs_enabled = options.cuda_graphs && !options.profile;
+  RETURN_IF_CUDA(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "creating a stream");
+  if (cublasLtCreate(&impl->lt) != CUBLAS_STATUS_SUCCESS) return absl::InternalError("cublasLtCreate failed");
+  RETURN_IF_CUDA(impl->workspace.Reserve(options.cublas_workspace_bytes), "allocating the cuBLASLt workspace");
+  return std::unique_ptr<CudaDitOps>(new CudaDitOps(std::move(impl), options));
+}
+
+absl::StatusOr<std::unique_ptr<DitLinear>> CudaDitOps::PrepareLinear(const TensorView& weight,
+                                                                    const TensorView* bias) {
+  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  auto linear = std::make_unique<CudaDitLinear>();
+  linear->out = weight.shape[0];
+  linear->in = weight.numel() / linear->out;
+  if (bias != nullptr) {
+    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (bias->shape != std::vector<int64_t>{linear->out}) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
+                                                     "; expected [", linear->out, "] (the bias of \"", weight.name,
+                                                     "\")"));
+    }
+    if (auto s = impl_->Upload(*bias, &linear->bias); !s.ok()) return s.status();
+    linear->has_bias = true;
+  }
+  if (auto s = impl_->Upload(weight, &linear->weight); !s.ok()) return s.status();
+  return std::unique_ptr<DitLinear>(std::move(linear));
+}
+
+absl::StatusOr<std::unique_ptr<DitTable>> CudaDitOps::UploadTable(const TensorView& table, int64_t rows) {
+  if (auto s = CheckFloat(table); !s.ok()) return s;
+  if (rows == 0) rows = table.shape[0];
+  if (rows <= 0 || table.numel() % rows != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", table.name, "\" ", table.ShapeString(), " is not ", rows, " rows"));
+  }
+  auto t = std::make_unique<CudaDitTable>();
+  t->num_rows = rows;
+  t->num_cols = table.numel() / rows;
+  if (auto s = impl_->Upload(table, &t->values); !s.ok()) return s.status();
+  return std::unique_ptr<DitTable>(std::move(t));
+}
+
+absl::StatusOr<std::unique_ptr<DitTable>> CudaDitOps::UploadTable(absl::Span<const float> values, int64_t rows,
+                                                                  int64_t cols) {
+  if (rows <= 0 || cols <= 0 || int64_t(values.size()) != rows * cols) {
+    return absl::InvalidArgumentError(absl::StrCat("table of ", values.size(), " values is not ", rows, " x ", cols));
+  }
+  auto t = std::make_unique<CudaDitTable>();
+  t->num_rows = rows;
+  t->num_cols = cols;
+  if (auto s = impl_->UploadValues(values, &t->values, "computed table"); !s.ok()) return s.status();
+  return std::unique_ptr<DitTable>(std::move(t));
+}
+
+absl::Status CudaDitOps::Health() const {
+  if (impl_->poisoned) return absl::InternalError(absl::StrCat("CUDA DiT ops are unusable: ", impl_->fatal_error));
+  return absl::OkStatus();
+}
+
+absl::Status CudaDitOps::BeginStep(const DitStep& step) {
+  Impl& m = *impl_;
+  RETURN_IF_ERROR(Health());
+  if (!m.pending.ok()) {
+    absl::Status pending = m.pending;
+    m.pending = absl::OkStatus();
+    return pending;
+  }
+  if (step.labels.size() != step.timesteps.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dit step: ", step.timesteps.size(), " timesteps but ", step.labels.size(), " labels"));
+  }
+  m.batch = step.batch();
+  m.timesteps.assign(step.timesteps.begin(), step.timesteps.end());
+  m.staged = 0;
+  m.signature = uint64_t(m.batch);
+  m.events_used = 0;
+  m.mode = Impl::Mode::kEager;
+  if (m.graphs_enabled && m.batch > 0) {
+    Impl::Graph& g = m.graphs[m.batch];
+    if (g.exec != nullptr && g.generation == m.generation) {
+      m.mode = Impl::Mode::kReplay;
+    } else if (g.warmed && g.warm_generation == m.generation) {
+      m.mode = Impl::Mode::kCapture;
+      RETURN_IF_CUDA(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "starting graph capture");
+    }
+  }
+  if (m.profile) m.MarkEvent(kOtherOp);
+  const size_t bytes = size_t(m.batch) * sizeof(int32_t);
+  auto region = m.Stage(std::max<size_t>(bytes, 4));
+  m.labels = static_cast<const int32_t*>(region.second);
+  if (region.first != nullptr && bytes > 0) {
+    std::memcpy(region.first, step.labels.data(), bytes);
+    if (m.mode != Impl::Mode::kReplay) {
+      m.Record(cudaMemcpyAsync(region.second, region.first, bytes, cudaMemcpyHostToDevice, m.stream), "labels");
+    }
+  }
+  return absl::OkStatus();
+}
+
+Tensor CudaDitOps::Scratch(int slot, int64_t rows, int64_t cols) {
+  Impl& m = *impl_;
+  DeviceBuffer& buffer = m.scratch[slot];
+  const size_t bytes = size_t(std::max<int64_t>(rows, 1)) * size_t(std::max<int64_t>(cols, 1)) * m.element_bytes;
+  if (bytes > buffer.bytes()) {
+    if (m.mode == Impl::Mode::kCapture) {
+      m.Fail(absl::StrCat("scratch slot ", slot, " grew during graph capture"));
+    } else {
+      m.Record(buffer.Reserve(bytes), absl::StrCat("allocating scratch slot ", slot));
+      ++m.generation;
+    }
+  }
+  return Tensor{buffer.data(), m.dtype, rows, cols, cols};
+}
+
+void CudaDitOps::CopyFromHost(const float* src, Tensor dst) {
+  Impl& m = *impl_;
+  const bool enqueue = m.Enter(kOtherOp, 1);
+  m.Mix(dst);
+  const size_t bytes = size_t(dst.rows) * dst.cols * sizeof(float);
+  if (bytes == 0) return;
+  auto region = m.Stage(bytes);
+  if (region.first == nullptr) return;
+  std::memcpy(region.first, src, bytes);
+  if (enqueue) m.UploadFloat(region, dst, "copy from host");
+}
+
+absl::Status CudaDitOps::FinishStep() {
+  Impl& m = *impl_;
+  if (m.profile) m.MarkEvent(kOtherOp);
+  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 ? &m.graphs[m.batch] : nullptr;
+  switch (m.mode) {
+    case Impl::Mode::kCapture: {
+      cudaGraph_t recorded = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(m.stream, &recorded);
+      m.Record(ended, "ending graph capture");
+      if (ended == cudaSuccess && m.first_error == cudaSuccess) {
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t made = cudaGraphInstantiate(&exec, recorded, 0);
+        m.Record(made, "instantiating a graph");
+        if (made == cudaSuccess) {
+          graph->exec = exec;
+          graph->generation = m.generation;
+          graph->signature = m.signature;
+          ++m.stats.captured;
+          m.Record(cudaGraphLaunch(exec, m.stream), "launching a graph");
+        }
+      }
+      if (recorded != nullptr) cudaGraphDestroy(recorded);
+      break;
+    }
+    case Impl::Mode::kReplay:
+      if (m.signature != graph->signature) {
+        // Not the pass the graph recorded: run nothing, drop the graph.
+        m.Fail(absl::StrCat("a pass of batch ", m.batch,
+                            " issued other ops, shapes or buffers than the CUDA graph recorded for that batch"));
+        cudaGraphExecDestroy(graph->exec);
+        *graph = Impl::Graph{};
+      } else {
+        ++m.stats.replayed;
+        m.Record(cudaGraphLaunch(graph->exec, m.stream), "launching a graph");
+      }
+      break;
+    case Impl::Mode::kEager:
+      ++m.stats.eager;
+      if (graph != nullptr) {
+        graph->warmed = true;
+        graph->warm_generation = m.generation;
+      }
+      break;
+  }
+  m.mode = Impl::Mode::kEager;
+  m.Record(cudaStreamSynchronize(m.stream), "dit step");
+  m.Record(cudaGetLastError(), "dit step");
+  for (char* p : m.retired_pinned) cudaFreeHost(p);
+  m.retired_pinned.clear();
+  if (m.profile && m.first_error == cudaSuccess) {
+    m.times = OpTimes{};
+    for (size_t i = 0; i + 1 < m.events_used; ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, m.events[i], m.events[i + 1]);
+      (m.event_kinds[i] == kLinearOp ? m.times.linear_ms
+       : m.event_kinds[i] == kAttentionOp ? m.times.attention_ms
+                                          : m.times.other_ms) += ms;
+    }
+  }
+  if (m.first_error == cudaSuccess) return absl::OkStatus();
+  const cudaError_t probe = cudaDeviceSynchronize();
+  const absl::Status status = CudaStatus(m.first_error, m.first_error_op);
+  if (probe != cudaSuccess) {
+    m.poisoned = true;
+    m.fatal_error = std::string(status.message());
+  }
+  m.first_error = cudaSuccess;
+  m.first_error_op.clear();
+  cudaGetLastError();
+  return status;
+}
+
+void CudaDitOps::ReadToHost(Tensor src, float* dst) {
+  Impl& m = *impl_;
+  const size_t count = size_t(src.rows) * src.cols;
+  if (count == 0) return;
+  // After the pass: its own buffer, never one a graph points into.
+  DeviceBuffer& device = m.read_buffer;
+  cudaError_t error = device.Reserve(count * sizeof(float));
+  if (error == cudaSuccess) {
+    error = kernels::LaunchDitToFloat(m.type, src.rows, src.cols, src.data, src.stride,
+                                      static_cast<float*>(device.data()), m.stream);
+  }
+  if (error == cudaSuccess) {
+    error = cudaMemcpyAsync(dst, device.data(), count * sizeof(float), cudaMemcpyDeviceToHost, m.stream);
+  }
+  const cudaError_t synced = cudaStreamSynchronize(m.stream);
+  if (error == cudaSuccess) error = synced;
+  if (error != cudaSuccess) {
+    std::fill(dst, dst + count, std::numeric_limits<float>::quiet_NaN());
+    if (m.pending.ok()) m.pending = CudaStatus(error, "reading a DiT result to the host");
+    if (cudaDeviceSynchronize() != cudaSuccess) {
+      m.poisoned = true;
+      m.fatal_error = std::string(m.pending.message());
+    }
+    cudaGetLastError();
+  }
+}
+
+void CudaDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
+  Impl& m = *impl_;
+  const auto& w = static_cast<const CudaDitLinear&>(weight);
+  CHECK_EQ(x.cols, w.in_features());
+  CHECK_EQ(out.cols, w.out_features());
+  CHECK_EQ(x.rows, out.rows);
+  const bool enqueue = m.Enter(kLinearOp, 2);
+  m.Mix(x);
+  m.Mix(out);
+  m.Mix(reinterpret_cast<uintptr_t>(&weight));
+  if (!enqueue || x.rows == 0) return;
+  m.Gemm(x, w, out);
+}
+
+void CudaDitOps::Patchify(Tensor images, const DitPatchGeometry& g, Tensor patches) {
+  Impl& m = *impl_;
+  CHECK_EQ(images.cols, g.pixels());
+  CHECK_EQ(patches.rows, images.rows * g.tokens());
+  CHECK_EQ(patches.cols, int64_t(g.channels) * g.patch_size * g.patch_size);
+  const bool enqueue = m.Enter(kOtherOp, 3);
+  m.Mix(images);
+  m.Mix(patches);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitPatchify(m.type, images.rows, {g.channels, g.image_size, g.patch_size}, images.data,
+                                      images.stride, patches.data, patches.stride, m.stream),
+           "patchify");
+}
+
+void CudaDitOps::AddPositions(Tensor x, const DitTable& table) {
+  Impl& m = *impl_;
+  const auto& t = static_cast<const CudaDitTable&>(table);
+  CHECK_EQ(x.cols, t.cols());
+  CHECK_EQ(x.rows % t.rows(), 0);
+  const bool enqueue = m.Enter(kOtherOp, 4);
+  m.Mix(x);
+  m.Mix(reinterpret_cast<uintptr_t>(&table));
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitAddPositions(m.type, x.rows, x.cols, x.data, x.stride, t.values.data(), t.rows(),
+                                          m.stream),
+           "add positions");
+}
+
+void CudaDitOps::TimestepEmbedding(double max_period, Tensor out) {
+  Impl& m = *impl_;
+  CHECK_EQ(out.rows, m.batch);
+  CHECK_EQ(out.cols % 2, 0);
+  const bool enqueue = m.Enter(kOtherOp, 5);
+  m.Mix(out);
+  const size_t bytes = size_t(out.rows) * out.cols * sizeof(float);
+  if (bytes == 0) return;
+  auto region = m.Stage(bytes);
+  if (region.first == nullptr) return;
+  // On the host in float64, as CpuDitOps does it: [B, 2h] is tiny, and
+  // float32 arguments near 1000 radians would be off by ~6e-5.
+  float* features = static_cast<float*>(region.first);
+  const int64_t half = out.cols / 2;
+  const double log_period = std::log(max_period);
+  for (int64_t b = 0; b < out.rows; ++b) {
+    float* row = features + b * out.cols;
+    for (int64_t i = 0; i < half; ++i) {
+      const double freq = std::exp(-log_period * double(i) / double(half));
+      const double arg = double(m.timesteps[b]) * freq;
+      row[i] = static_cast<float>(std::cos(arg));
+      row[half + i] = static_cast<float>(std::sin(arg));
+    }
+  }
+  if (enqueue) m.UploadFloat(region, out, "timestep embedding");
+}
+
+void CudaDitOps::EmbedClasses(const DitTable& table, Tensor out) {
+  Impl& m = *impl_;
+  const auto& t = static_cast<const CudaDitTable&>(table);
+  CHECK_EQ(out.rows, m.batch);
+  CHECK_EQ(out.cols, t.cols());
+  const bool enqueue = m.Enter(kOtherOp, 6);
+  m.Mix(out);
+  m.Mix(reinterpret_cast<uintptr_t>(&table));
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitGatherRows(m.type, out.rows, out.cols, m.labels, t.values.data(), out.data, out.stride,
+                                        m.stream),
+           "embed classes");
+}
+
+void CudaDitOps::Add(Tensor x, Tensor y) {
+  Impl& m = *impl_;
+  CHECK_EQ(x.rows, y.rows);
+  CHECK_EQ(x.cols, y.cols);
+  const bool enqueue = m.Enter(kOtherOp, 7);
+  m.Mix(x);
+  m.Mix(y);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitPointwise(m.type, kernels::DitPointwise::kAdd, x.rows, x.cols, x.data, x.stride, y.data,
+                                       y.stride, nullptr, 0, m.stream),
+           "add");
+}
+
+void CudaDitOps::Silu(Tensor x, Tensor out) {
+  Impl& m = *impl_;
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(x.cols, out.cols);
+  const bool enqueue = m.Enter(kOtherOp, 8);
+  m.Mix(x);
+  m.Mix(out);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitPointwise(m.type, kernels::DitPointwise::kSilu, x.rows, x.cols, x.data, x.stride,
+                                       nullptr, 0, out.data, out.stride, m.stream),
+           "silu");
+}
+
+void CudaDitOps::GeluTanh(Tensor x) {
+  Impl& m = *impl_;
+  const bool enqueue = m.Enter(kOtherOp, 9);
+  m.Mix(x);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitPointwise(m.type, kernels::DitPointwise::kGeluTanh, x.rows, x.cols, x.data, x.stride,
+                                       nullptr, 0, x.data, x.stride, m.stream),
+           "gelu tanh");
+}
+
+void CudaDitOps::LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) {
+  Impl& m = *impl_;
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(x.cols, out.cols);
+  CHECK_EQ(shift.cols, x.cols);
+  CHECK_EQ(scale.cols, x.cols);
+  CHECK_EQ(shift.rows, scale.rows);
+  CHECK(shift.rows > 0 && x.rows % shift.rows == 0) << x.rows << " rows for " << shift.rows << " samples";
+  CHECK(x.data != out.data);
+  const bool enqueue = m.Enter(kOtherOp, 10);
+  m.Mix(x);
+  m.Mix(shift);
+  m.Mix(scale);
+  m.Mix(out);
+  if (!enqueue) return;
+  kernels::DitNormParams p;
+  p.rows = x.rows;
+  p.cols = x.cols;
+  p.tokens = x.rows / shift.rows;
+  p.x_stride = x.stride;
+  p.shift_stride = shift.stride;
+  p.scale_stride = scale.stride;
+  p.out_stride = out.stride;
+  p.eps = eps;
+  m.Record(kernels::LaunchDitLayerNormModulate(m.type, p, x.data, shift.data, scale.data, out.data, m.stream),
+           "layernorm modulate");
+}
+
+void CudaDitOps::Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) {
+  Impl& m = *impl_;
+  const int64_t width = int64_t(params.num_heads) * params.head_dim;
+  const int64_t tokens = m.RowsPerSample(qkv.rows);
+  CHECK_EQ(qkv.cols, 3 * width);
+  CHECK_EQ(out.rows, qkv.rows);
+  CHECK_EQ(out.cols, width);
+  const bool enqueue = m.Enter(kAttentionOp, 11);
+  m.Mix(qkv);
+  m.Mix(out);
+  if (!enqueue) return;
+  kernels::DitAttentionShape s;
+  s.batch = m.batch;
+  s.tokens = int32_t(tokens);
+  s.num_heads = params.num_heads;
+  s.head_dim = params.head_dim;
+  s.scale = params.scale;
+  s.qkv_stride = qkv.stride;
+  s.out_stride = out.stride;
+  m.Record(kernels::LaunchDitAttention(m.type, s, qkv.data, out.data, m.stream),
+           absl::StrCat("attention (", m.batch, " samples x ", tokens, " tokens, ", params.num_heads, " heads of ",
+                        params.head_dim, ")"));
+}
+
+void CudaDitOps::GatedAdd(Tensor x, Tensor y, Tensor gate) {
+  Impl& m = *impl_;
+  CHECK_EQ(x.rows, y.rows);
+  CHECK_EQ(x.cols, y.cols);
+  CHECK_EQ(gate.cols, x.cols);
+  CHECK(gate.rows > 0 && x.rows % gate.rows == 0);
+  const bool enqueue = m.Enter(kOtherOp, 12);
+  m.Mix(x);
+  m.Mix(y);
+  m.Mix(gate);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitGatedAdd(m.type, x.rows, x.cols, x.rows / gate.rows, x.data, x.stride, y.data, y.stride,
+                                      gate.data, gate.stride, m.stream),
+           "gated add");
+}
+
+void CudaDitOps::Unpatchify(Tensor patches, const DitPatchGeometry& g, int32_t keep_channels, Tensor images) {
+  Impl& m = *impl_;
+  CHECK(keep_channels > 0 && keep_channels <= g.channels);
+  CHECK_EQ(patches.cols, int64_t(g.patch_size) * g.patch_size * g.channels);
+  CHECK_EQ(patches.rows, images.rows * g.tokens());
+  CHECK_EQ(images.cols, int64_t(keep_channels) * g.image_size * g.image_size);
+  const bool enqueue = m.Enter(kOtherOp, 13);
+  m.Mix(patches);
+  m.Mix(images);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitUnpatchify(m.type, images.rows, {g.channels, g.image_size, g.patch_size}, keep_channels,
+                                        patches.data, patches.stride, images.data, images.stride, m.stream),
+           "unpatchify");
+}
+
+CudaDitOps::OpTimes CudaDitOps::op_times() const { return impl_->times; }
+
+CudaDitOps::GraphStats CudaDitOps::graph_stats() const { return impl_->stats; }
+
+}  // namespace tern::runtime

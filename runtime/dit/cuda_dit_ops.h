@@ -1,0 +1,120 @@
+// CudaDitOps: DitOps on one GPU, computing in fp32, bf16 or fp16 (weights
+// converted at preparation). Linear layers go through cuBLASLt with fp32
+// accumulation (no TF32) and the bias in its epilogue; every other op is a
+// kernels/dit launcher (dit_kernels.h, dit_attention.h) on the ops' stream.
+// CpuDitOps is its reference (tests/runtime/dit/cuda_dit_ops_test.cc).
+//
+// Batch invariance: a library GEMM may pick its algorithm by the row count,
+// and algorithms differ in rounding, so each linear layer shape runs ONE
+// fixed cuBLASLt algorithm whatever the batch: chosen once, by cuBLASLt's
+// heuristic, for (rows per sample) x `gemm_reference_batch` rows, among the
+// algorithms without split-K. In such a GEMM an output row's value depends
+// only on that row of x (the tile loop over K is the same for every row), so
+// a sample's rows come out bitwise the same alone or batched. The other ops
+// work per row or per (sample, head). The GPU test checks this bitwise.
+//
+// Memory: weights, tables, workspaces and the host staging area (pinned)
+// are allocated at load or by the first pass of a given size; a warm pass
+// allocates nothing. Host inputs (x, labels, timestep features) are staged
+// in pinned memory at addresses that depend only on the op sequence and
+// sizes, and copied on the stream.
+//
+// CUDA graphs (`cuda_graphs`): the first pass of a batch size runs eagerly;
+// the second is captured (per batch size) and replayed by every later pass
+// of that size: ops then only stage their host inputs and FinishStep
+// launches the graph. So every pass of one batch size must issue the same op
+// sequence, as DitModel::Forward does for its model (one model per ops); a
+// pass that differs (op, shape or buffer) fails FinishStep with INTERNAL
+// rather than replaying the wrong work. Buffers that grow retire the graphs.
+//
+// Errors: ops record the first CUDA / cuBLAS error of a pass and FinishStep
+// returns it, naming the op. ReadToHost after a failed read fills NaN and
+// the next BeginStep returns the error. A sticky device fault poisons the
+// ops: every later pass fails (Health).
+//
+// Built only with TERN_WITH_CUDA. One thread at a time, per DitOps.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "runtime/dit/dit_ops.h"
+
+namespace tern::runtime {
+
+struct CudaDitOpsOptions {
+  int device = 0;
+  DType compute_dtype = DType::kBF16;  // kF32, kBF16 or kF16
+  size_t cublas_workspace_bytes = size_t(32) << 20;
+  // Each linear layer shape's cuBLASLt algorithm is the heuristic's choice
+  // for (rows per sample) x this many rows, then used for every batch size.
+  int64_t gemm_reference_batch = 64;
+  bool cuda_graphs = true;
+  // Times every op with CUDA events (graphs off): op_times() after FinishStep.
+  bool profile = false;
+};
+
+class CudaDitOps final : public DitOps {
+ public:
+  // FAILED_PRECONDITION without a usable device; INVALID_ARGUMENT for
+  // another compute dtype.
+  static absl::StatusOr<std::unique_ptr<CudaDitOps>> Create(const CudaDitOpsOptions& options);
+  ~CudaDitOps() override;
+
+  std::string name() const override { return "cuda"; }
+  DType compute_dtype() const { return options_.compute_dtype; }
+
+  absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,
+                                                         const TensorView* bias) override;
+  absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) override;
+  absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
+                                                        int64_t cols) override;
+
+  absl::Status BeginStep(const DitStep& step) override;
+  Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
+  void CopyFromHost(const float* src, Tensor dst) override;
+  absl::Status FinishStep() override;
+  void ReadToHost(Tensor src, float* dst) override;
+
+  void Linear(Tensor x, const DitLinear& weight, Tensor out) override;
+  void Patchify(Tensor images, const DitPatchGeometry& geometry, Tensor patches) override;
+  void AddPositions(Tensor x, const DitTable& table) override;
+  void TimestepEmbedding(double max_period, Tensor out) override;
+  void EmbedClasses(const DitTable& table, Tensor out) override;
+  void Add(Tensor x, Tensor y) override;
+  void Silu(Tensor x, Tensor out) override;
+  void GeluTanh(Tensor x) override;
+  void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) override;
+  void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
+  void GatedAdd(Tensor x, Tensor y, Tensor gate) override;
+  void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels, Tensor images) override;
+
+  // OK unless a device fault poisoned the ops.
+  absl::Status Health() const;
+
+  // With `profile`: milliseconds the last finished pass spent in each kind
+  // of op, by stream order (an op's time runs to the next op's start).
+  struct OpTimes {
+    double linear_ms = 0;
+    double attention_ms = 0;
+    double other_ms = 0;
+  };
+  OpTimes op_times() const;
+
+  struct GraphStats {
+    int64_t captured = 0;
+    int64_t replayed = 0;
+    int64_t eager = 0;
+  };
+  GraphStats graph_stats() const;
+
+ private:
+  struct Impl;
+  CudaDitOps(std::unique_ptr<Impl> impl, const CudaDitOpsOptions& options);
+  std::unique_ptr<Impl> impl_;
+  CudaDitOpsOptions options_;
+};
+
+}  // namespace tern::runtime

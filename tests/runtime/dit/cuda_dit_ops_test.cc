@@ -1,0 +1,461 @@
+// CudaDitOps against CpuDitOps op by op (fp32, bf16, fp16; 1 and 3
+// samples; odd token counts and DiT-XL/2's head_dim 72), the demo DiT's
+// forward pass and sampler goldens on CUDA, batch invariance (bitwise) and
+// CUDA graph capture / replay. Label gpu: every test skips without a GPU.
+//
+// Tolerances: an op's error is max |gpu - cpu| / max |cpu| over its output
+// (printed with the worst element). fp32 matches to 2e-5 (accumulation order
+// only; attention and GELU use other exponentials); fp16 and bf16 round
+// inputs and outputs to 11 and 8 significant bits: 4e-3 and 2e-2, as
+// tests/kernels/cuda_test_util.h states for every kernel.
+#include "runtime/dit/cuda_dit_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "runtime/dit/cpu_dit_ops.h"
+#include "runtime/dit/dit_model.h"
+#include "runtime/dit/dit_pipeline.h"
+#include "runtime/dit/gaussian_noise.h"
+#include "runtime/model/dtype.h"
+#include "tests/runtime/dit/dit_golden.h"
+
+namespace tern::runtime {
+namespace {
+
+std::unique_ptr<CudaDitOps> MakeOps(DType dtype, bool graphs = false) {
+  CudaDitOpsOptions options;
+  options.compute_dtype = dtype;
+  options.cuda_graphs = graphs;
+  auto ops = CudaDitOps::Create(options);
+  if (!ops.ok()) {
+    EXPECT_EQ(ops.status().code(), absl::StatusCode::kFailedPrecondition) << ops.status();
+    return nullptr;
+  }
+  return std::move(*ops);
+}
+
+#define SKIP_WITHOUT_GPU(ops) \
+  if ((ops) == nullptr) GTEST_SKIP() << "no CUDA device"
+
+const char* Name(DType d) { return d == DType::kF32 ? "f32" : d == DType::kF16 ? "f16" : "bf16"; }
+
+double Tolerance(DType d) { return d == DType::kF32 ? 2e-5 : d == DType::kF16 ? 4e-3 : 2e-2; }
+
+float RoundTo(DType d, float v) {
+  if (d == DType::kBF16) return BFloat16ToFloat(FloatToBFloat16(v));
+  if (d == DType::kF16) return HalfToFloat(FloatToHalf(v));
+  return v;
+}
+
+// Random values in [lo, hi], rounded to `d` so both sides see the same inputs.
+std::vector<float> Random(size_t n, uint32_t seed, DType d, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = RoundTo(d, dist(gen));
+  return v;
+}
+
+// max |got - want| / max |want|, and where the worst element is.
+void ExpectClose(const std::string& what, const std::vector<float>& want, const std::vector<float>& got, int64_t cols,
+                 double tolerance) {
+  ASSERT_EQ(want.size(), got.size()) << what;
+  double scale = 1e-30, worst = 0.0;
+  size_t at = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    scale = std::max(scale, double(std::abs(want[i])));
+    const double d = std::abs(double(got[i]) - double(want[i]));
+    if (!(d <= worst)) {  // NaN lands here too
+      worst = std::isnan(d) ? INFINITY : d;
+      at = i;
+    }
+  }
+  const double error = worst / scale;
+  std::printf("%-40s max error %.3g of max |cpu| %.3g (%.3g relative), worst at row %zu col %zu: cpu %.6g cuda %.6g\n",
+              what.c_str(), worst, scale, error, at / size_t(cols), at % size_t(cols), want[at], got[at]);
+  EXPECT_LE(error, tolerance) << what << ": row " << at / size_t(cols) << " col " << at % size_t(cols) << " cpu "
+                              << want[at] << " cuda " << got[at];
+}
+
+TensorView View(const std::string& name, const std::vector<int64_t>& shape, const std::vector<float>& values) {
+  TensorView t;
+  t.name = name;
+  t.dtype = DType::kF32;
+  t.shape = shape;
+  t.data = reinterpret_cast<const uint8_t*>(values.data());
+  t.nbytes = values.size() * sizeof(float);
+  return t;
+}
+
+struct OpCase {
+  DType dtype;
+  int32_t batch;
+};
+
+class CudaDitOpsTest : public ::testing::TestWithParam<OpCase> {
+ protected:
+  void SetUp() override {
+    gpu_ = MakeOps(GetParam().dtype);
+    if (gpu_ == nullptr) GTEST_SKIP() << "no CUDA device";
+    batch_ = GetParam().batch;
+    for (int b = 0; b < batch_; ++b) {
+      timesteps_.push_back(b == 0 ? 999.0f : b == 1 ? 0.0f : 500.5f + b);
+      labels_.push_back(b % 3);
+    }
+  }
+  DType dtype() const { return GetParam().dtype; }
+  std::string Label(const std::string& op) const {
+    return absl::StrCat(op, " ", Name(dtype()), " B=", batch_);
+  }
+
+  // Runs `body` as one pass on the CPU and on CUDA: inputs [rows, cols] are
+  // copied into scratch slots 0.., `body` gets them and returns the output.
+  using Body = std::function<Tensor(DitOps&, std::vector<Tensor>&)>;
+  void Compare(const std::string& what, const std::vector<std::pair<std::pair<int64_t, int64_t>, std::vector<float>>>& inputs,
+               const Body& body, double tolerance = -1) {
+    std::vector<float> results[2];
+    int64_t cols = 1;
+    DitOps* sides[2] = {&cpu_, gpu_.get()};
+    for (int side = 0; side < 2; ++side) {
+      DitOps& ops = *sides[side];
+      ASSERT_TRUE(ops.BeginStep({timesteps_, labels_}).ok());
+      std::vector<Tensor> tensors;
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        Tensor t = ops.Scratch(int(i), inputs[i].first.first, inputs[i].first.second);
+        ops.CopyFromHost(inputs[i].second.data(), t);
+        tensors.push_back(t);
+      }
+      const Tensor out = body(ops, tensors);
+      const absl::Status finished = ops.FinishStep();
+      ASSERT_TRUE(finished.ok()) << what << ": " << finished;
+      results[side].resize(size_t(out.rows) * out.cols);
+      ops.ReadToHost(out, results[side].data());
+      cols = out.cols;
+    }
+    ExpectClose(Label(what), results[0], results[1], cols, tolerance < 0 ? Tolerance(dtype()) : tolerance);
+  }
+
+  CpuDitOps cpu_;
+  std::unique_ptr<CudaDitOps> gpu_;
+  int32_t batch_ = 1;
+  std::vector<float> timesteps_;
+  std::vector<int32_t> labels_;
+};
+
+TEST_P(CudaDitOpsTest, Linear) {
+  // (in, out, rows per sample, bias): the demo's patch embedding (K = 4),
+  // a conditioning layer (one row a sample), a token layer, no bias.
+  struct Shape {
+    int64_t in, out, tokens;
+    bool bias;
+  };
+  for (const Shape& s : {Shape{4, 128, 16, true}, Shape{256, 128, 1, true}, Shape{128, 384, 17, true},
+                         Shape{1152, 64, 5, false}, Shape{72, 1152, 3, true}}) {
+    const auto w = Random(size_t(s.out * s.in), 1, dtype());
+    const auto bias = Random(size_t(s.out), 2, dtype());
+    const TensorView wv = View("w", {s.out, s.in}, w);
+    const TensorView bv = View("b", {s.out}, bias);
+    auto cpu_w = cpu_.PrepareLinear(wv, s.bias ? &bv : nullptr);
+    auto gpu_w = gpu_->PrepareLinear(wv, s.bias ? &bv : nullptr);
+    ASSERT_TRUE(cpu_w.ok() && gpu_w.ok());
+    const int64_t rows = batch_ * s.tokens;
+    Compare(absl::StrCat("linear ", s.in, "->", s.out, " x", s.tokens, s.bias ? " +b" : ""),
+            {{{rows, s.in}, Random(size_t(rows * s.in), 3, dtype())}}, [&](DitOps& ops, std::vector<Tensor>& in) {
+              Tensor out = ops.Scratch(9, rows, s.out);
+              ops.Linear(in[0], &ops == &cpu_ ? **cpu_w : **gpu_w, out);
+              return out;
+            });
+  }
+}
+
+TEST_P(CudaDitOpsTest, PatchifyAndUnpatchify) {
+  const DitPatchGeometry in{4, 8, 2};
+  Compare("patchify", {{{batch_, in.pixels()}, Random(size_t(batch_ * in.pixels()), 4, dtype())}},
+          [&](DitOps& ops, std::vector<Tensor>& t) {
+            Tensor out = ops.Scratch(9, batch_ * in.tokens(), 16);
+            ops.Patchify(t[0], in, out);
+            return out;
+          }, 0.0);
+  const DitPatchGeometry out{8, 8, 2};  // learn_sigma: 8 channels out, keep 4
+  Compare("unpatchify", {{{batch_ * out.tokens(), 32}, Random(size_t(batch_ * out.tokens() * 32), 5, dtype())}},
+          [&](DitOps& ops, std::vector<Tensor>& t) {
+            Tensor images = ops.Scratch(9, batch_, 4 * 64);
+            ops.Unpatchify(t[0], out, 4, images);
+            return images;
+          }, 0.0);
+}
+
+TEST_P(CudaDitOpsTest, EmbeddingsAndPointwise) {
+  const int64_t tokens = 16, d = 96;
+  const auto table = Random(size_t(tokens * d), 6, dtype());
+  const auto classes = Random(size_t(4 * d), 7, dtype());
+  auto cpu_pos = cpu_.UploadTable(table, tokens, d);
+  auto gpu_pos = gpu_->UploadTable(table, tokens, d);
+  const TensorView cv = View("classes", {4, d}, classes);
+  auto cpu_cls = cpu_.UploadTable(cv, 0);
+  auto gpu_cls = gpu_->UploadTable(cv, 0);
+  ASSERT_TRUE(cpu_pos.ok() && gpu_pos.ok() && cpu_cls.ok() && gpu_cls.ok());
+  const int64_t rows = batch_ * tokens;
+  const auto x = Random(size_t(rows * d), 8, dtype(), -6.0f, 6.0f);
+  const auto y = Random(size_t(rows * d), 9, dtype());
+  Compare("add positions", {{{rows, d}, x}}, [&](DitOps& ops, std::vector<Tensor>& t) {
+    ops.AddPositions(t[0], &ops == &cpu_ ? **cpu_pos : **gpu_pos);
+    return t[0];
+  });
+  Compare("timestep embedding", {}, [&](DitOps& ops, std::vector<Tensor>&) {
+    Tensor out = ops.Scratch(9, batch_, 256);
+    ops.TimestepEmbedding(10000.0, out);
+    return out;
+  });
+  Compare("embed classes", {}, [&](DitOps& ops, std::vector<Tensor>&) {
+    Tensor out = ops.Scratch(9, batch_, d);
+    ops.EmbedClasses(&ops == &cpu_ ? **cpu_cls : **gpu_cls, out);
+    return out;
+  }, 0.0);
+  Compare("add", {{{rows, d}, x}, {{rows, d}, y}}, [&](DitOps& ops, std::vector<Tensor>& t) {
+    ops.Add(t[0], t[1]);
+    return t[0];
+  });
+  Compare("silu", {{{rows, d}, x}}, [&](DitOps& ops, std::vector<Tensor>& t) {
+    Tensor out = ops.Scratch(9, rows, d);
+    ops.Silu(t[0], out);
+    return out;
+  });
+  Compare("gelu tanh", {{{rows, d}, x}}, [&](DitOps& ops, std::vector<Tensor>& t) {
+    ops.GeluTanh(t[0]);
+    return t[0];
+  });
+}
+
+TEST_P(CudaDitOpsTest, LayerNormModulateAndGatedAdd) {
+  // DiT-XL/2's width, rows with a large mean (a residual stream late in the
+  // network), shift / scale / gate as column views of one modulation tensor.
+  const int64_t tokens = 7, d = 1152;
+  const int64_t rows = batch_ * tokens;
+  const auto x = Random(size_t(rows * d), 10, dtype(), 2.0f, 6.0f);
+  const auto modulation = Random(size_t(batch_ * 6 * d), 11, dtype());
+  const auto y = Random(size_t(rows * d), 12, dtype());
+  Compare("layernorm modulate", {{{rows, d}, x}, {{batch_, 6 * d}, modulation}},
+          [&](DitOps& ops, std::vector<Tensor>& t) {
+            Tensor out = ops.Scratch(9, rows, d);
+            ops.LayerNormModulate(t[0], t[1].Columns(0, d), t[1].Columns(d, d), 1e-6f, out);
+            return out;
+          });
+  Compare("gated add", {{{rows, d}, x}, {{batch_, 6 * d}, modulation}, {{rows, d}, y}},
+          [&](DitOps& ops, std::vector<Tensor>& t) {
+            ops.GatedAdd(t[0], t[2], t[1].Columns(2 * d, d));
+            return t[0];
+          });
+}
+
+TEST_P(CudaDitOpsTest, Attention) {
+  // (tokens, heads, head_dim): the demo (256 tokens, 4 x 32), odd token
+  // counts that leave a partial 64-key tile, DiT-XL/2's 72-wide heads.
+  struct Shape {
+    int32_t tokens, heads, head_dim;
+  };
+  for (const Shape& s : {Shape{256, 4, 32}, Shape{100, 2, 72}, Shape{17, 3, 64}, Shape{1, 2, 72}, Shape{130, 1, 128}}) {
+    const int64_t width = int64_t(s.heads) * s.head_dim;
+    const int64_t rows = int64_t(batch_) * s.tokens;
+    // q and k scaled up so the softmax is peaked, not uniform.
+    auto qkv = Random(size_t(rows * 3 * width), 13, dtype(), -3.0f, 3.0f);
+    const DitAttentionParams p{s.heads, s.head_dim, float(1.0 / std::sqrt(double(s.head_dim)))};
+    Compare(absl::StrCat("attention L=", s.tokens, " ", s.heads, "x", s.head_dim), {{{rows, 3 * width}, qkv}},
+            [&](DitOps& ops, std::vector<Tensor>& t) {
+              Tensor out = ops.Scratch(9, rows, width);
+              ops.Attention(t[0], p, out);
+              return out;
+            });
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaDitOpsTest,
+                         ::testing::Values(OpCase{DType::kF32, 1}, OpCase{DType::kF32, 3}, OpCase{DType::kBF16, 1},
+                                           OpCase{DType::kBF16, 3}, OpCase{DType::kF16, 1}, OpCase{DType::kF16, 3}),
+                         [](const ::testing::TestParamInfo<OpCase>& info) {
+                           return absl::StrCat(Name(info.param.dtype), "_batch", info.param.batch);
+                         });
+
+constexpr int64_t kPixels = 1024;  // the demo: 1 x 32 x 32
+
+std::vector<float> Forward(DitModel& model, const std::vector<float>& x, const std::vector<float>& t,
+                           const std::vector<int32_t>& y) {
+  std::vector<float> eps(x.size());
+  const absl::Status status = model.Forward({x, t, y}, absl::MakeSpan(eps));
+  EXPECT_TRUE(status.ok()) << status;
+  return eps;
+}
+
+TEST(CudaDitModelTest, ForwardMatchesPyTorch) {
+  const auto& golden = dit_test::Golden()["forward"];
+  const std::vector<float> x = GaussianNoise(42, 2 * kPixels);
+  const auto t = golden["t"].get<std::vector<float>>();
+  const auto y = golden["y"].get<std::vector<int32_t>>();
+  const auto want = golden["eps"].get<std::vector<double>>();
+  // fp32: the CPU test's bounds (PyTorch's own float32 run: 3e-6 / 3.7e-7;
+  // 10x margin). bf16 / fp16: 8 / 11 significant bits through 8 blocks.
+  const std::pair<DType, std::pair<double, double>> cases[] = {
+      {DType::kF32, {3e-5, 4e-6}}, {DType::kF16, {3e-2, 5e-3}}, {DType::kBF16, {2e-1, 3e-2}}};
+  for (const auto& [dtype, bounds] : cases) {
+    auto ops = MakeOps(dtype, /*graphs=*/true);
+    SKIP_WITHOUT_GPU(ops);
+    auto model = DitModel::Load(dit_test::kDemoDitDir, ops.get());
+    ASSERT_TRUE(model.ok()) << model.status();
+    for (int pass = 0; pass < 3; ++pass) {  // eager, captured, replayed: the same eps
+      const std::vector<float> eps = Forward(**model, x, t, y);
+      double max_abs = 0.0, diff2 = 0.0, ref2 = 0.0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        const double d = double(eps[i]) - want[i];
+        max_abs = std::max(max_abs, std::abs(d));
+        diff2 += d * d;
+        ref2 += want[i] * want[i];
+      }
+      const double relative = std::sqrt(diff2 / ref2);
+      std::printf("cuda %s pass %d: forward eps vs PyTorch float64: max abs error %.3g, relative (L2) error %.3g\n",
+                  Name(dtype), pass, max_abs, relative);
+      EXPECT_LT(max_abs, bounds.first) << Name(dtype) << " pass " << pass;
+      EXPECT_LT(relative, bounds.second) << Name(dtype) << " pass " << pass;
+    }
+    const auto stats = ops->graph_stats();
+    EXPECT_EQ(stats.eager, 1);
+    EXPECT_EQ(stats.captured, 1);
+    EXPECT_EQ(stats.replayed, 1);
+  }
+}
+
+// A sample's eps is bitwise the same alone, batched, in another place of the
+// batch, and whether its pass ran eagerly, was captured or replayed.
+TEST(CudaDitModelTest, SamplesAreBitwiseIndependentOfTheirBatch) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    auto ops = MakeOps(dtype, /*graphs=*/true);
+    SKIP_WITHOUT_GPU(ops);
+    auto model = DitModel::Load(dit_test::kDemoDitDir, ops.get());
+    ASSERT_TRUE(model.ok()) << model.status();
+    const std::vector<float> noise = GaussianNoise(5, 4 * kPixels);
+    const std::vector<float> t = {999.0f, 500.0f, 20.0f, 0.0f};
+    const std::vector<int32_t> y = {3, 10, 7, 0};
+    std::vector<std::vector<float>> alone(4);
+    for (int repeat = 0; repeat < 3; ++repeat) {  // batch 1: eager, capture, replay
+      for (int b = 0; b < 4; ++b) {
+        const std::vector<float> x(noise.begin() + b * kPixels, noise.begin() + (b + 1) * kPixels);
+        const std::vector<float> eps = Forward(**model, x, {t[b]}, {y[b]});
+        if (repeat == 0) {
+          alone[b] = eps;
+        } else {
+          ASSERT_EQ(std::memcmp(eps.data(), alone[b].data(), kPixels * 4), 0)
+              << Name(dtype) << ": sample " << b << " alone differs between repeats " << repeat << " and 0";
+        }
+      }
+    }
+    for (int repeat = 0; repeat < 3; ++repeat) {  // batch 4, and 4 reversed (same graph)
+      const std::vector<float> batched = Forward(**model, noise, t, y);
+      std::vector<float> reversed_x;
+      for (int b = 3; b >= 0; --b) {
+        reversed_x.insert(reversed_x.end(), noise.begin() + b * kPixels, noise.begin() + (b + 1) * kPixels);
+      }
+      const std::vector<float> reversed = Forward(**model, reversed_x, {t[3], t[2], t[1], t[0]}, {y[3], y[2], y[1], y[0]});
+      for (int b = 0; b < 4; ++b) {
+        int differing = 0;
+        float worst = 0.0f;
+        for (int64_t i = 0; i < kPixels; ++i) {
+          const float d = std::abs(batched[b * kPixels + i] - alone[b][i]);
+          differing += batched[b * kPixels + i] != alone[b][i];
+          worst = std::max(worst, d);
+        }
+        EXPECT_EQ(differing, 0) << Name(dtype) << " repeat " << repeat << ": sample " << b << " batched differs from alone in "
+                                << differing << " values, by up to " << worst;
+        EXPECT_EQ(std::memcmp(reversed.data() + (3 - b) * kPixels, alone[b].data(), kPixels * 4), 0)
+            << Name(dtype) << " repeat " << repeat << ": sample " << b << " differs in the reversed batch";
+      }
+    }
+    std::printf("cuda %s: 4 samples alone, batched and reversed, eager / captured / replayed: bitwise equal\n",
+                Name(dtype));
+  }
+}
+
+TEST(CudaDitModelTest, GoldenSamplesOnCudaFp32) {
+  auto ops = MakeOps(DType::kF32, /*graphs=*/true);
+  SKIP_WITHOUT_GPU(ops);
+  auto model = DitModel::Load(dit_test::kDemoDitDir, ops.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto pipeline = DitPipeline::Create(model->get());
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  const auto& cases = dit_test::Golden()["samples"];
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const auto& c = cases[k];
+    DitGenerateRequest r;
+    r.class_label = c["class"].get<int32_t>();
+    r.seed = c["seed"].get<uint64_t>();
+    r.sampler = *ParseDiffusionSamplerKind(c["sampler"].get<std::string>());
+    r.num_steps = c["steps"].get<int32_t>();
+    r.guidance_scale = c["guidance"].get<double>();
+    auto images = (*pipeline)->Generate(r);
+    ASSERT_TRUE(images.ok()) << images.status();
+    ASSERT_EQ(images->size(), 1u);
+    const DitImage& image = (*images)[0];
+    const auto want = c["pixels"].get<std::vector<int>>();
+    ASSERT_EQ(image.pixels.size(), want.size());
+    int max_diff = 0, differing = 0;
+    double mean = 0.0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      const int d = std::abs(int(image.pixels[i]) - want[i]);
+      max_diff = std::max(max_diff, d);
+      differing += d != 0;
+      mean += image.sample[i];
+    }
+    mean /= double(want.size());
+    std::printf("cuda f32 case %zu %s %d steps g %.0f class %d: max pixel difference %d (%d of %zu differ), mean %.9f vs %.9f\n",
+                k, c["sampler"].get<std::string>().c_str(), c["steps"].get<int>(), c["guidance"].get<double>(),
+                c["class"].get<int>(), max_diff, differing, want.size(), mean, c["mean"].get<double>());
+    // The CPU test's bounds (dit_pipeline_test.cc): PyTorch's own float32
+    // run has one pixel off by 1 in the 2-step case.
+    EXPECT_LE(max_diff, 1) << "case " << k;
+    EXPECT_LE(differing, 8) << "case " << k;
+    EXPECT_NEAR(mean, c["mean"].get<double>(), 1e-4) << "case " << k;
+  }
+}
+
+TEST(CudaDitOpsGraphTest, AnotherOpSequenceAtACapturedBatchFailsInsteadOfReplaying) {
+  auto ops = MakeOps(DType::kBF16, /*graphs=*/true);
+  SKIP_WITHOUT_GPU(ops);
+  const std::vector<float> t = {1.0f, 2.0f};
+  const std::vector<int32_t> y = {0, 1};
+  const std::vector<float> values(2 * 64, 0.5f);
+  const auto pass = [&](bool silu) {
+    EXPECT_TRUE(ops->BeginStep({t, y}).ok());
+    Tensor x = ops->Scratch(0, 2, 64);
+    ops->CopyFromHost(values.data(), x);
+    if (silu) {
+      ops->Silu(x, x);
+    } else {
+      ops->GeluTanh(x);
+    }
+    return ops->FinishStep();
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(pass(true).ok());  // eager, capture, replay
+  const absl::Status other = pass(false);
+  EXPECT_EQ(other.code(), absl::StatusCode::kInternal) << other;
+  EXPECT_NE(other.message().find("issued other ops"), std::string::npos) << other;
+  EXPECT_TRUE(ops->Health().ok()) << ops->Health();
+  EXPECT_TRUE(pass(false).ok());  // the graph was dropped: eager again
+}
+
+TEST(CudaDitOpsCreateTest, RefusesOtherDtypes) {
+  CudaDitOpsOptions options;
+  options.compute_dtype = DType::kI8;
+  const auto ops = CudaDitOps::Create(options);
+  EXPECT_EQ(ops.status().code(), absl::StatusCode::kInvalidArgument) << ops.status();
+}
+
+}  // namespace
+}  // namespace tern::runtime
