@@ -4,11 +4,16 @@
 // K+V bytes read per second against this run's own device-to-device copy
 // bandwidth (cudaMemcpy of 1 GiB, bytes read + written, best of 5).
 //
-//   tern-decode-attention-bench [--iters N] [--json PATH]
+//   tern-decode-attention-bench [--iters N] [--kv-dtype all|fp16|fp8|int8] [--json PATH]
 //
-// Cases: fp16, 16-token blocks scattered over the cache, every sequence at
-// the full context; Llama-2-7B heads (32 / 32 kv / 128) and Llama-3-8B
-// heads (32 / 8 kv / 128), batch 64 at 4096 tokens and batch 256 at 1024.
+// Cases: fp16 queries, 16-token blocks scattered over the cache, every
+// sequence at the full context; Llama-2-7B heads (32 / 32 kv / 128) and
+// Llama-3-8B heads (32 / 8 kv / 128), batch 64 at 4096 tokens and batch 256
+// at 1024; each with an fp16 cache and (--kv-dtype all, the default) fp8 and
+// int8 caches (kernels/attention/kv_quant.h), whose rows report their speedup
+// over the fp16 cache's split kernel and their bytes (codes, plus int8's
+// token scales) against the copy bandwidth. The per-(row, head) kernel runs
+// on fp16 caches only.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,7 +26,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention/kv_quant.h"
 #include "kernels/attention/paged_attention.h"
+#include "kernels/common/float8.h"
 #include "kernels/attention/paged_decode_attention.h"
 #include "bench/copy_bandwidth.h"
 #include "nlohmann/json.hpp"
@@ -29,6 +36,7 @@
 
 namespace {
 
+using tern::kernels::KvElement;
 using tern::kernels::PagedAttentionParams;
 using tern::kernels::ScalarType;
 
@@ -48,8 +56,27 @@ struct Case {
 
 struct Row {
   Case c;
-  double kv_bytes, new_ms, old_ms, max_diff;
+  KvElement kv;
+  double kv_bytes, new_ms, old_ms, max_diff;  // old_ms, max_diff: fp16 caches only
 };
+
+const char* KvName(KvElement kv) { return kv == KvElement::kNative ? "fp16" : tern::kernels::KvElementName(kv); }
+
+// Fills `count` bytes of quantized codes (valid e4m3 values, or int8 in
+// [-127, 127]) by tiling a 16M-byte pattern.
+void FillCodes(KvElement kv, void* dst, size_t count, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint8_t> pattern(std::min<size_t>(count, size_t(1) << 24));
+  for (auto& b : pattern) {
+    const float x = normal(rng);
+    b = kv == KvElement::kInt8 ? uint8_t(int8_t(std::max(-127.0f, std::min(127.0f, std::nearbyint(40.0f * x)))))
+                               : tern::kernels::FloatToFp8E4M3(x);
+  }
+  for (size_t done = 0; done < count; done += pattern.size()) {
+    const size_t n = std::min(pattern.size(), count - done);
+    BENCH_CUDA(cudaMemcpy(static_cast<uint8_t*>(dst) + done, pattern.data(), n, cudaMemcpyHostToDevice));
+  }
+}
 
 
 // Fills `count` fp16 elements with normal values by tiling a 16M-element pattern.
@@ -89,7 +116,7 @@ std::vector<float> ToFloats(const void* device, size_t count) {
   return f;
 }
 
-Row Run(const Case& c, int iters) {
+Row Run(const Case& c, KvElement kv, int iters) {
   constexpr int32_t kBlock = 16;
   std::mt19937 rng(1);
   const int32_t blocks_per_seq = (c.context + kBlock - 1) / kBlock;
@@ -105,13 +132,25 @@ Row Run(const Case& c, int iters) {
 
   const size_t q_elems = size_t(c.batch) * c.num_heads * c.head_dim;
   const size_t cache_elems = size_t(num_blocks) * kBlock * c.num_kv_heads * c.head_dim;
+  const bool quantized = kv != KvElement::kNative;
+  const size_t elem_bytes = quantized ? 1 : 2;
+  // int8: [slots, kv heads] token scales; fp8: [kv heads] head scales.
+  const size_t scale_count = kv == KvElement::kInt8 ? size_t(num_blocks) * kBlock * c.num_kv_heads : c.num_kv_heads;
   void *q, *k, *v, *out_new, *out_old, *workspace = nullptr;
+  float *k_scales = nullptr, *v_scales = nullptr;
   int32_t *d_query_start, *d_row_seq, *d_context, *d_indptr, *d_blocks;
   BENCH_CUDA(cudaMalloc(&q, q_elems * 2));
   BENCH_CUDA(cudaMalloc(&out_new, q_elems * 2));
   BENCH_CUDA(cudaMalloc(&out_old, q_elems * 2));
-  BENCH_CUDA(cudaMalloc(&k, cache_elems * 2));
-  BENCH_CUDA(cudaMalloc(&v, cache_elems * 2));
+  BENCH_CUDA(cudaMalloc(&k, cache_elems * elem_bytes));
+  BENCH_CUDA(cudaMalloc(&v, cache_elems * elem_bytes));
+  if (quantized) {
+    const std::vector<float> scales(scale_count, kv == KvElement::kInt8 ? 1.0f / 40.0f : 1.0f);
+    for (float** dst : {&k_scales, &v_scales}) {
+      BENCH_CUDA(cudaMalloc(dst, scale_count * 4));
+      BENCH_CUDA(cudaMemcpy(*dst, scales.data(), scale_count * 4, cudaMemcpyHostToDevice));
+    }
+  }
   const auto upload = [](int32_t** dst, const std::vector<int32_t>& src) {
     BENCH_CUDA(cudaMalloc(dst, src.size() * 4));
     BENCH_CUDA(cudaMemcpy(*dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice));
@@ -122,8 +161,13 @@ Row Run(const Case& c, int iters) {
   upload(&d_indptr, block_indptr);
   upload(&d_blocks, pool);
   FillHalf(q, q_elems, rng);
-  FillHalf(k, cache_elems, rng);
-  FillHalf(v, cache_elems, rng);
+  if (quantized) {
+    FillCodes(kv, k, cache_elems, rng);
+    FillCodes(kv, v, cache_elems, rng);
+  } else {
+    FillHalf(k, cache_elems, rng);
+    FillHalf(v, cache_elems, rng);
+  }
   PagedAttentionParams p;
   p.num_seqs = c.batch;
   p.num_heads = c.num_heads;
@@ -139,19 +183,26 @@ Row Run(const Case& c, int iters) {
   p.block_ids = d_blocks;
   p.q_row_stride = int64_t(c.num_heads) * c.head_dim;
   p.out_row_stride = p.q_row_stride;
-
-  Row row{c, 2.0 * double(c.batch) * c.context * c.num_kv_heads * c.head_dim * 2, 0, 0, 0};
+  p.kv_element = kv;
+  p.k_scales = k_scales;
+  p.v_scales = v_scales;
+  // Bytes read: K and V codes, and int8's token scales.
+  const double tokens = double(c.batch) * c.context * c.num_kv_heads;
+  Row row{c, kv, 2.0 * tokens * (c.head_dim * double(elem_bytes) + (kv == KvElement::kInt8 ? 4 : 0)), 0, 0, 0};
   row.new_ms = TimeMs(iters, [&] {
     BENCH_CUDA(tern::kernels::LaunchPagedDecodeAttention(ScalarType::kF16, p, c.context, q, k, v, out_new, workspace,
                                                          workspace_bytes, nullptr));
   });
-  row.old_ms = TimeMs(std::max(1, iters / 4), [&] {
-    BENCH_CUDA(tern::kernels::LaunchPagedAttention(ScalarType::kF16, p, c.batch, d_row_seq, q, k, v, out_old, nullptr));
-  });
-  const std::vector<float> a = ToFloats(out_new, q_elems), b = ToFloats(out_old, q_elems);
-  for (size_t i = 0; i < q_elems; ++i) row.max_diff = std::max(row.max_diff, double(std::abs(a[i] - b[i])));
-
+  if (!quantized) {
+    row.old_ms = TimeMs(std::max(1, iters / 4), [&] {
+      BENCH_CUDA(
+          tern::kernels::LaunchPagedAttention(ScalarType::kF16, p, c.batch, d_row_seq, q, k, v, out_old, nullptr));
+    });
+    const std::vector<float> a = ToFloats(out_new, q_elems), b = ToFloats(out_old, q_elems);
+    for (size_t i = 0; i < q_elems; ++i) row.max_diff = std::max(row.max_diff, double(std::abs(a[i] - b[i])));
+  }
   for (void* ptr : {q, k, v, out_new, out_old, workspace}) cudaFree(ptr);
+  for (float* ptr : {k_scales, v_scales}) cudaFree(ptr);
   for (int32_t* ptr : {d_query_start, d_row_seq, d_context, d_indptr, d_blocks}) cudaFree(ptr);
   return row;
 }
@@ -161,14 +212,27 @@ Row Run(const Case& c, int iters) {
 int main(int argc, char** argv) {
   int iters = 20;
   std::string json_path;
+  std::vector<KvElement> kv_types = {KvElement::kNative, KvElement::kFp8E4M3, KvElement::kInt8};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--iters" && i + 1 < argc) {
       iters = std::max(1, std::atoi(argv[++i]));
     } else if (arg == "--json" && i + 1 < argc) {
       json_path = argv[++i];
+    } else if ((arg == "--kv-dtype" || arg == "--kv_dtype") && i + 1 < argc) {
+      const std::string kv = argv[++i];
+      if (kv == "fp16") {
+        kv_types = {KvElement::kNative};
+      } else if (kv == "fp8") {
+        kv_types = {KvElement::kNative, KvElement::kFp8E4M3};  // fp16 stays: the speedup's baseline
+      } else if (kv == "int8") {
+        kv_types = {KvElement::kNative, KvElement::kInt8};
+      } else if (kv != "all") {
+        std::fprintf(stderr, "--kv-dtype: \"%s\" is not one of all, fp16, fp8, int8\n", kv.c_str());
+        return 2;
+      }
     } else {
-      std::fprintf(stderr, "usage: %s [--iters N] [--json PATH]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--iters N] [--kv-dtype all|fp16|fp8|int8] [--json PATH]\n", argv[0]);
       return 2;
     }
   }
@@ -187,17 +251,25 @@ int main(int argc, char** argv) {
       {"llama-3-8b", 32, 8, 128, 256, 1024},
   };
   std::vector<Row> rows;
-  for (const Case& c : cases) rows.push_back(Run(c, iters));
-
-  std::printf("decode attention, fp16, 16-token blocks, %s, copy bandwidth %.0f GB/s (read + write)\n", prop.name,
-              copy / 1e9);
-  std::printf("%-11s %9s %6s %6s %9s %10s %8s %10s %8s %8s %9s\n", "model", "heads", "batch", "ctx", "KV MB",
-              "split ms", "GB/s", "of copy", "old ms", "speedup", "max diff");
-  for (const Row& r : rows) {
+  std::vector<double> fp16_ms;  // per case, the fp16 cache's split kernel
+  for (const Case& c : cases) {
+    for (KvElement kv : kv_types) {
+      rows.push_back(Run(c, kv, iters));
+      if (kv == KvElement::kNative) fp16_ms.push_back(rows.back().new_ms);
+    }
+  }
+  std::printf("decode attention, fp16 queries, 16-token blocks, %s, copy bandwidth %.0f GB/s (read + write)\n",
+              prop.name, copy / 1e9);
+  std::printf("%-11s %9s %6s %6s %5s %9s %10s %8s %10s %8s %8s %9s %8s\n", "model", "heads", "batch", "ctx", "kv",
+              "KV MB", "split ms", "GB/s", "of copy", "old ms", "speedup", "max diff", "vs fp16");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    const double base = fp16_ms[i / kv_types.size()];
     const std::string heads = std::to_string(r.c.num_heads) + "/" + std::to_string(r.c.num_kv_heads);
-    std::printf("%-11s %9s %6d %6d %9.0f %10.3f %8.0f %10.2f %8.3f %8.1f %9.1e\n", r.c.model.c_str(), heads.c_str(),
-                r.c.batch, r.c.context, r.kv_bytes / 1e6, r.new_ms, r.kv_bytes / (r.new_ms * 1e-3) / 1e9,
-                r.kv_bytes / (r.new_ms * 1e-3) / copy, r.old_ms, r.old_ms / r.new_ms, r.max_diff);
+    std::printf("%-11s %9s %6d %6d %5s %9.0f %10.3f %8.0f %10.2f %8.3f %8.1f %9.1e %8.2f\n", r.c.model.c_str(),
+                heads.c_str(), r.c.batch, r.c.context, KvName(r.kv), r.kv_bytes / 1e6, r.new_ms,
+                r.kv_bytes / (r.new_ms * 1e-3) / 1e9, r.kv_bytes / (r.new_ms * 1e-3) / copy, r.old_ms,
+                r.old_ms > 0 ? r.old_ms / r.new_ms : 0.0, r.max_diff, base / r.new_ms);
   }
   if (!json_path.empty()) {
     nlohmann::json doc;
@@ -211,6 +283,7 @@ int main(int argc, char** argv) {
                               {"head_dim", r.c.head_dim},
                               {"batch", r.c.batch},
                               {"context", r.c.context},
+                              {"kv_cache_dtype", KvName(r.kv)},
                               {"kv_bytes", r.kv_bytes},
                               {"split_ms", r.new_ms},
                               {"split_bytes_per_s", r.kv_bytes / (r.new_ms * 1e-3)},

@@ -371,6 +371,7 @@ bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t
 
 cudaError_t SupportsFlashPrefillAttention(ScalarType type, const PagedAttentionParams& params) {
   if (type != ScalarType::kF16 && type != ScalarType::kBF16) return cudaErrorNotSupported;
+  if (params.kv_element != KvElement::kNative) return cudaErrorNotSupported;  // quantized caches: LaunchPagedAttention
   if (params.head_dim != 64 && params.head_dim != 80 && params.head_dim != 96 && params.head_dim != 128) {
     return cudaErrorNotSupported;
   }

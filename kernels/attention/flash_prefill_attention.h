@@ -40,7 +40,8 @@ inline int64_t FlashPrefillTileCount(int64_t num_rows, int32_t num_seqs) {
 // cudaErrorNotSupported (the caller then uses LaunchPagedAttention).
 // Supported: fp16 and bf16; head_dim 64, 80, 96 or 128; num_heads a multiple of
 // num_kv_heads; q_row_stride a multiple of 8 elements and out_row_stride a
-// multiple of 2. Reads only the scalar fields of `params`.
+// multiple of 2; a native (unquantized) cache: fp8 and int8 caches take
+// LaunchPagedAttention. Reads only the scalar fields of `params`.
 cudaError_t SupportsFlashPrefillAttention(ScalarType type, const PagedAttentionParams& params);
 
 // Launches the kernel on `stream`. All pointers in `params` and q, k_cache,

@@ -2,9 +2,11 @@
 // block's warps walks a strided share of the keys; per key the warp computes
 // q.k with a shuffle reduction and folds the value into an online softmax
 // (running max m, running sum l, accumulator acc). The warps' partial states
-// are merged through shared memory at the end.
+// are merged through shared memory at the end. Quantized caches are
+// dequantized element by element (kv_quant.h).
 #include <cfloat>
 
+#include "kernels/attention/kv_quant.cuh"
 #include "kernels/attention/paged_attention.h"
 #include "kernels/common/dispatch.cuh"
 
@@ -15,9 +17,19 @@ constexpr int kWarps = 4;
 constexpr int kMaxHeadDim = 256;
 constexpr int kPerLane = kMaxHeadDim / 32;
 
-template <typename T>
+// Element `index` of a cache of E (native: of T), unscaled.
+template <typename T, KvElement E>
+__device__ __forceinline__ float CacheValue(const void* cache, int64_t index) {
+  if constexpr (E == KvElement::kNative) {
+    return ToFloat(static_cast<const T*>(cache)[index]);
+  } else {
+    return DecodeKv1<E>(static_cast<const uint8_t*>(cache)[index]);
+  }
+}
+
+template <typename T, KvElement E>
 __global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __restrict__ row_seq, const T* q,
-                                     const T* __restrict__ k_cache, const T* __restrict__ v_cache, T* out) {
+                                     const void* __restrict__ k_cache, const void* __restrict__ v_cache, T* out) {
   const int32_t row = blockIdx.x;
   const int32_t head = blockIdx.y;
   const int32_t warp = threadIdx.x / 32;
@@ -43,21 +55,22 @@ __global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __re
   for (int i = 0; i < kPerLane; ++i) acc[i] = 0.0f;
   for (int32_t j = first + warp; j <= position; j += kWarps) {
     const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
-    const T* kj = k_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+    const int64_t row_base = slot * token_stride + int64_t(kv_head) * p.head_dim;
+    const float k_scale = KvRowScale<E>(p.k_scales, slot, p.num_kv_heads, kv_head);
+    const float v_scale = KvRowScale<E>(p.v_scales, slot, p.num_kv_heads, kv_head);
     float dot = 0.0f;
     for (int i = 0; i < per_lane; ++i) {
       const int d = lane + 32 * i;
-      if (d < p.head_dim) dot += qv[i] * ToFloat(kj[d]);
+      if (d < p.head_dim) dot += qv[i] * (CacheValue<T, E>(k_cache, row_base + d) * k_scale);
     }
     const float score = WarpSum(dot);
     const float m_new = fmaxf(m, score);
     const float rescale = __expf(m - m_new);
     const float weight = __expf(score - m_new);
     l = l * rescale + weight;
-    const T* vj = v_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
     for (int i = 0; i < per_lane; ++i) {
       const int d = lane + 32 * i;
-      acc[i] = acc[i] * rescale + (d < p.head_dim ? weight * ToFloat(vj[d]) : 0.0f);
+      acc[i] = acc[i] * rescale + (d < p.head_dim ? weight * (CacheValue<T, E>(v_cache, row_base + d) * v_scale) : 0.0f);
     }
     m = m_new;
   }
@@ -96,7 +109,71 @@ __global__ void WriteKvKernel(int64_t width, const T* k, int64_t k_stride, const
   }
 }
 
+// One warp per (token, kv head): absmax by shuffles (int8), then each lane
+// quantizes its dimensions d = lane, lane + 32, ...
+constexpr int kWriteWarps = 4;
+template <typename T, KvElement E>
+__global__ void WriteKvQuantizedKernel(KvWriteQuantParams p, const T* __restrict__ k, const T* __restrict__ v,
+                                       const int32_t* __restrict__ slots, uint8_t* __restrict__ k_cache,
+                                       uint8_t* __restrict__ v_cache, float* __restrict__ k_scales,
+                                       float* __restrict__ v_scales) {
+  const int64_t t = blockIdx.x;
+  const int32_t head = blockIdx.y * kWriteWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (head >= p.num_kv_heads || slots[t] < 0) return;  // past the heads, or a padding row
+  const int64_t slot = slots[t];
+  for (int side = 0; side < 2; ++side) {
+    const T* x = (side == 0 ? k + t * p.k_row_stride : v + t * p.v_row_stride) + int64_t(head) * p.head_dim;
+    uint8_t* q = (side == 0 ? k_cache : v_cache) + (slot * p.num_kv_heads + head) * p.head_dim;
+    float* scales = side == 0 ? k_scales : v_scales;
+    float values[kPerLane];
+    float absmax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      values[i] = d < p.head_dim ? ToFloat(x[d]) : 0.0f;
+      absmax = fmaxf(absmax, fabsf(values[i]));
+    }
+    float inv;
+    if constexpr (E == KvElement::kInt8) {
+      absmax = WarpMax(absmax);
+      inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+      if (lane == 0) scales[slot * p.num_kv_heads + head] = absmax / 127.0f;
+    } else {
+      inv = 1.0f / scales[head];
+    }
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < p.head_dim) q[d] = E == KvElement::kInt8 ? QuantizeInt8(values[i], inv) : QuantizeFp8(values[i], inv);
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchWriteKvQuantized(ScalarType type, const KvWriteQuantParams& params, const void* k, const void* v,
+                                   const int32_t* slots, uint8_t* k_cache, uint8_t* v_cache, float* k_scales,
+                                   float* v_scales, cudaStream_t stream) {
+  if (params.num_tokens == 0) return cudaSuccess;
+  if (params.num_tokens < 0 || params.num_tokens > INT32_MAX || params.head_dim <= 0 ||
+      params.head_dim > kMaxHeadDim || params.num_kv_heads <= 0 || params.element == KvElement::kNative) {
+    return cudaErrorInvalidValue;
+  }
+  const dim3 grid(unsigned(params.num_tokens), unsigned((params.num_kv_heads + kWriteWarps - 1) / kWriteWarps));
+  TERN_DISPATCH_SCALAR(type, T, {
+    const T* kt = static_cast<const T*>(k);
+    const T* vt = static_cast<const T*>(v);
+    if (params.element == KvElement::kInt8) {
+      WriteKvQuantizedKernel<T, KvElement::kInt8><<<grid, kWriteWarps * 32, 0, stream>>>(
+          params, kt, vt, slots, k_cache, v_cache, k_scales, v_scales);
+    } else {
+      WriteKvQuantizedKernel<T, KvElement::kFp8E4M3><<<grid, kWriteWarps * 32, 0, stream>>>(
+          params, kt, vt, slots, k_cache, v_cache, k_scales, v_scales);
+    }
+  });
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& params, int32_t num_rows,
                                  const int32_t* row_seq, const void* q, const void* k_cache, const void* v_cache,
@@ -107,10 +184,24 @@ cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& pa
     return cudaErrorInvalidValue;
   }
   const dim3 grid(static_cast<unsigned>(num_rows), static_cast<unsigned>(params.num_heads));
-  TERN_DISPATCH_SCALAR(type, T,
-                       PagedAttentionKernel<T><<<grid, kWarps * 32, 0, stream>>>(
-                           params, row_seq, static_cast<const T*>(q), static_cast<const T*>(k_cache),
-                           static_cast<const T*>(v_cache), static_cast<T*>(out)));
+  TERN_DISPATCH_SCALAR(type, T, {
+    const T* qt = static_cast<const T*>(q);
+    T* ot = static_cast<T*>(out);
+    switch (params.kv_element) {
+      case KvElement::kNative:
+        PagedAttentionKernel<T, KvElement::kNative>
+            <<<grid, kWarps * 32, 0, stream>>>(params, row_seq, qt, k_cache, v_cache, ot);
+        break;
+      case KvElement::kFp8E4M3:
+        PagedAttentionKernel<T, KvElement::kFp8E4M3>
+            <<<grid, kWarps * 32, 0, stream>>>(params, row_seq, qt, k_cache, v_cache, ot);
+        break;
+      case KvElement::kInt8:
+        PagedAttentionKernel<T, KvElement::kInt8>
+            <<<grid, kWarps * 32, 0, stream>>>(params, row_seq, qt, k_cache, v_cache, ot);
+        break;
+    }
+  });
   return cudaGetLastError();
 }
 

@@ -10,9 +10,15 @@
 // (and only the last `sliding_window` of them when sliding_window > 0).
 // Grouped-query attention: query head h reads kv head h / (num_heads /
 // num_kv_heads). The cache must already hold this step's keys and values.
+//
+// Quantized caches (kv_quant.h): with kv_element fp8 or int8 the caches hold
+// one byte per element in the same layout, and k_scales / v_scales say how
+// to dequantize them; kernels compute attention over the dequantized values.
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/attention/kv_quant.h"
 
 #if defined(TERN_WITH_CUDA)
 #include <cuda_runtime.h>
@@ -36,6 +42,11 @@ struct PagedAttentionParams {
   const int32_t* block_ids = nullptr;     // [block_indptr[num_seqs]] physical block per logical block
   int64_t q_row_stride = 0;    // elements between query rows (>= num_heads * head_dim)
   int64_t out_row_stride = 0;  // elements between output rows
+  KvElement kv_element = KvElement::kNative;  // how k_cache and v_cache store elements
+  // fp8: [num_kv_heads] head scales of the layer; int8: [num_blocks *
+  // block_size, num_kv_heads] token scales of the layer; native: unused.
+  const float* k_scales = nullptr;
+  const float* v_scales = nullptr;
 };
 
 // fp32 reference: q [rows, q_row_stride], out [rows, out_row_stride]; softmax
@@ -44,6 +55,11 @@ struct PagedAttentionParams {
 // batch across threads ([0, num_seqs) for all).
 void PagedAttentionReference(const PagedAttentionParams& params, const float* q, const float* k_cache,
                              const float* v_cache, float* out, int32_t seq_begin, int32_t seq_end);
+// The same over a quantized cache (params.kv_element fp8 or int8; caches of
+// bytes, host scales): each K and V head row is dequantized per kv_quant.h
+// and then used as the fp32 reference uses it.
+void PagedAttentionQuantizedReference(const PagedAttentionParams& params, const float* q, const uint8_t* k_cache,
+                                      const uint8_t* v_cache, float* out, int32_t seq_begin, int32_t seq_end);
 
 // Where token `slot` (= block * block_size + offset) of a layer's cache
 // starts: slot * num_kv_heads * head_dim elements from the base. A negative
@@ -58,7 +74,8 @@ void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim
 // (query row, head), warps splitting the keys with an online softmax in
 // fp32. All pointers in `params` are device pointers; `row_seq`
 // [num_rows] maps each query row to its sequence. head_dim is at most 256
-// (fastest at multiples of 32). q, caches and out are of `type`.
+// (fastest at multiples of 32). q and out are of `type`; the caches too, or
+// bytes when params.kv_element is fp8 or int8 (scales on the device).
 cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& params, int32_t num_rows,
                                  const int32_t* row_seq, const void* q, const void* k_cache, const void* v_cache,
                                  void* out, cudaStream_t stream);
@@ -67,6 +84,13 @@ cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& pa
 cudaError_t LaunchWriteKv(ScalarType type, int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const void* k,
                           int64_t k_row_stride, const void* v, int64_t v_row_stride, const int32_t* slots,
                           void* k_cache, void* v_cache, cudaStream_t stream);
+
+// Stores k and v rows (of `type`) quantized per kv_quant.h
+// (WriteKvQuantizedReference, bit for bit on the rows' values): one warp per
+// (token, kv head). Device pointers; head_dim at most 256.
+cudaError_t LaunchWriteKvQuantized(ScalarType type, const KvWriteQuantParams& params, const void* k, const void* v,
+                                   const int32_t* slots, uint8_t* k_cache, uint8_t* v_cache, float* k_scales,
+                                   float* v_scales, cudaStream_t stream);
 #endif
 
 }  // namespace tern::kernels

@@ -5,13 +5,18 @@
 #include "kernels/attention/paged_attention.h"
 
 namespace tern::kernels {
+namespace {
 
-void PagedAttentionReference(const PagedAttentionParams& p, const float* q, const float* k_cache,
-                             const float* v_cache, float* out, int32_t seq_begin, int32_t seq_end) {
+// The reference loop over any cache: load(cache, scales, slot, kv_head, row)
+// returns the fp32 values [head_dim] of one cached head row, in the cache
+// itself or decoded into `row`.
+template <typename Cache, typename Load>
+void AttentionLoop(const PagedAttentionParams& p, const float* q, const Cache* k_cache, const Cache* v_cache,
+                   float* out, int32_t seq_begin, int32_t seq_end, Load load) {
   const int32_t group = p.num_heads / p.num_kv_heads;
-  const int64_t token_stride = int64_t(p.num_kv_heads) * p.head_dim;  // elements per cached token
   std::vector<double> scores;
   std::vector<double> acc(p.head_dim);
+  std::vector<float> k_row(p.head_dim), v_row(p.head_dim);
   for (int32_t s = seq_begin; s < seq_end; ++s) {
     const int32_t n_q = p.query_start[s + 1] - p.query_start[s];
     const int32_t context = p.context_lens[s];
@@ -28,7 +33,7 @@ void PagedAttentionReference(const PagedAttentionParams& p, const float* q, cons
         double max_score = -INFINITY;
         for (int32_t j = first; j <= position; ++j) {
           const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
-          const float* kj = k_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+          const float* kj = load(k_cache, p.k_scales, slot, kv_head, k_row.data());
           double dot = 0.0;
           for (int32_t d = 0; d < p.head_dim; ++d) dot += double(qh[d]) * double(kj[d]);
           scores[j - first] = dot * p.scale;
@@ -42,7 +47,7 @@ void PagedAttentionReference(const PagedAttentionParams& p, const float* q, cons
         std::fill(acc.begin(), acc.end(), 0.0);
         for (int32_t j = first; j <= position; ++j) {
           const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
-          const float* vj = v_cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+          const float* vj = load(v_cache, p.v_scales, slot, kv_head, v_row.data());
           const double w = scores[j - first] / denom;
           for (int32_t d = 0; d < p.head_dim; ++d) acc[d] += w * vj[d];
         }
@@ -51,6 +56,30 @@ void PagedAttentionReference(const PagedAttentionParams& p, const float* q, cons
       }
     }
   }
+}
+
+}  // namespace
+
+void PagedAttentionReference(const PagedAttentionParams& p, const float* q, const float* k_cache,
+                             const float* v_cache, float* out, int32_t seq_begin, int32_t seq_end) {
+  const int64_t token_stride = int64_t(p.num_kv_heads) * p.head_dim;
+  AttentionLoop(p, q, k_cache, v_cache, out, seq_begin, seq_end,
+                [&](const float* cache, const float*, int64_t slot, int32_t kv_head, float*) {
+                  return cache + slot * token_stride + int64_t(kv_head) * p.head_dim;
+                });
+}
+
+void PagedAttentionQuantizedReference(const PagedAttentionParams& p, const float* q, const uint8_t* k_cache,
+                                      const uint8_t* v_cache, float* out, int32_t seq_begin, int32_t seq_end) {
+  const int64_t token_stride = int64_t(p.num_kv_heads) * p.head_dim;
+  AttentionLoop(p, q, k_cache, v_cache, out, seq_begin, seq_end,
+                [&](const uint8_t* cache, const float* scales, int64_t slot, int32_t kv_head, float* row) {
+                  const float scale =
+                      p.kv_element == KvElement::kInt8 ? scales[slot * p.num_kv_heads + kv_head] : scales[kv_head];
+                  DequantizeKvHead(p.kv_element, cache + slot * token_stride + int64_t(kv_head) * p.head_dim,
+                                   p.head_dim, scale, row);
+                  return static_cast<const float*>(row);
+                });
 }
 
 void WriteKvReference(int64_t num_tokens, int32_t num_kv_heads, int32_t head_dim, const float* k,

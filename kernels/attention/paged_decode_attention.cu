@@ -13,11 +13,18 @@
 //      through shared memory.
 // Partitions of a multi-partition sequence leave (max, sum, unnormalized
 // output) in the workspace; DecodeMergeKernel rescales and sums them.
+//
+// Quantized caches (kv_quant.h): a lane holds 8 bytes (8 elements) of a row
+// instead of 16, so it keeps as many values in registers as with fp16. fp8's
+// per-head K scale is folded into the query and its V scale into the output;
+// int8's per-token scales are staged in shared memory beside the slots and
+// multiply each token's score (K) and softmax weight (V).
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/attention/kv_quant.cuh"
 #include "kernels/attention/paged_decode_attention.h"
 #include "kernels/common/dispatch.cuh"
 #include "kernels/common/pdl.cuh"
@@ -77,6 +84,45 @@ __device__ __forceinline__ uint4 LoadStreaming(const void* ptr) {
   return v;
 }
 
+// Streams 8 bytes that are read once.
+__device__ __forceinline__ uint2 LoadStreaming8(const void* ptr) {
+  uint2 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(ptr));
+  return v;
+}
+
+// How a lane reads its piece of a cached row: kVec elements of 16 bytes
+// (native T) or 8 bytes (fp8, int8), as floats before any scale.
+template <typename T, KvElement E>
+struct KvLane {
+  using Raw = uint4;
+  using Elem = T;
+  static constexpr int kVec = 16 / sizeof(T);
+  static __device__ __forceinline__ Raw Load(const Elem* ptr) { return LoadStreaming(ptr); }
+  static __device__ __forceinline__ Raw Zero() { return make_uint4(0, 0, 0, 0); }
+  static __device__ __forceinline__ void Convert(const Raw& raw, float* out) { ToFloats<T>(raw, out); }
+};
+template <typename T>
+struct KvLane<T, KvElement::kFp8E4M3> {
+  using Raw = uint2;
+  using Elem = uint8_t;
+  static constexpr int kVec = 8;
+  static __device__ __forceinline__ Raw Load(const Elem* ptr) { return LoadStreaming8(ptr); }
+  static __device__ __forceinline__ Raw Zero() { return make_uint2(0, 0); }
+  static __device__ __forceinline__ void Convert(const Raw& raw, float* out) {
+    DecodeKv8<KvElement::kFp8E4M3>(raw, out);
+  }
+};
+template <typename T>
+struct KvLane<T, KvElement::kInt8> {
+  using Raw = uint2;
+  using Elem = uint8_t;
+  static constexpr int kVec = 8;
+  static __device__ __forceinline__ Raw Load(const Elem* ptr) { return LoadStreaming8(ptr); }
+  static __device__ __forceinline__ Raw Zero() { return make_uint2(0, 0); }
+  static __device__ __forceinline__ void Convert(const Raw& raw, float* out) { DecodeKv8<KvElement::kInt8>(raw, out); }
+};
+
 // Cached tokens [first, context) of a sequence and how many partitions they span.
 struct Span {
   int32_t first, length, parts;
@@ -95,15 +141,20 @@ int64_t PaddedEntries(int64_t entries) { return (entries + 63) / 64 * 64; }
 
 int64_t WorkspaceFloats(int64_t entries, int32_t head_dim) { return 2 * PaddedEntries(entries) + entries * head_dim; }
 
-template <typename T, int kHeadDim, int kGroup>
+template <typename T, KvElement E, int kHeadDim, int kGroup>
 __global__ void __launch_bounds__(kThreads)
     DecodePartitionKernel(PagedAttentionParams p, int32_t max_context, int32_t part_tokens, int32_t stride_parts,
-                          const T* __restrict__ q,
-                          const T* __restrict__ k_cache, const T* __restrict__ v_cache, T* __restrict__ out,
-                          float* __restrict__ part_max, float* __restrict__ part_sum, float* __restrict__ part_out) {
+                          const T* __restrict__ q, const void* __restrict__ k_raw, const void* __restrict__ v_raw,
+                          T* __restrict__ out, float* __restrict__ part_max, float* __restrict__ part_sum,
+                          float* __restrict__ part_out) {
   PdlAllowDependents();
   PdlWaitForPrior();
-  constexpr int kVec = 16 / sizeof(T);
+  using Lane = KvLane<T, E>;
+  using Elem = typename Lane::Elem;
+  const Elem* __restrict__ k_cache = static_cast<const Elem*>(k_raw);
+  const Elem* __restrict__ v_cache = static_cast<const Elem*>(v_raw);
+  constexpr bool kTokenScales = E == KvElement::kInt8;
+  constexpr int kVec = Lane::kVec;
   constexpr int kLanes = kHeadDim / kVec;  // threads per token row: 8, 16 or 32
   constexpr int kTeams = kThreads / kLanes;
   static_assert(kLanes <= 32 && 32 % kLanes == 0, "a token row must fit in one warp");
@@ -129,6 +180,7 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t n = min(part_tokens, span.length - part * part_tokens);
 
   __shared__ int32_t slots[kPart];
+  __shared__ float k_token_scale[kTokenScales ? kPart : 1], v_token_scale[kTokenScales ? kPart : 1];
   __shared__ float scores[kGroup][kPart];
   __shared__ float folded[kWarps][kGroup][kHeadDim];
   __shared__ float head_max[kGroup], head_sum[kGroup];
@@ -143,12 +195,18 @@ __global__ void __launch_bounds__(kThreads)
   for (int t = tid; t < n; t += kThreads) {
     const int32_t j = tok0 + t;
     slots[t] = blocks[j / p.block_size] * p.block_size + j % p.block_size;
+    if constexpr (kTokenScales) {
+      const int64_t scale_index = int64_t(slots[t]) * p.num_kv_heads + kv_head;
+      k_token_scale[t] = p.k_scales[scale_index];
+      v_token_scale[t] = p.v_scales[scale_index];
+    }
   }
 
   float qf[kGroup][kVec];
   {
     const T* q_row = q + int64_t(s) * p.q_row_stride + int64_t(head0) * kHeadDim + sub * kVec;
-    const float q_scale = p.scale * kLog2e;
+    float q_scale = p.scale * kLog2e;
+    if constexpr (E == KvElement::kFp8E4M3) q_scale *= p.k_scales[kv_head];
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
 #pragma unroll
@@ -163,16 +221,16 @@ __global__ void __launch_bounds__(kThreads)
   // 1. Scores. The loop bounds are uniform over the block so every lane of a
   // warp reaches the shuffles; teams past the end dot zeros and store nothing.
   for (int base = 0; base < n; base += kTeams * kUnroll) {
-    uint4 raw[kUnroll];
+    typename Lane::Raw raw[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * kTeams + team;
-      raw[u] = t < n ? LoadStreaming(k_cache + int64_t(slots[t]) * token_stride + row_offset) : make_uint4(0, 0, 0, 0);
+      raw[u] = t < n ? Lane::Load(k_cache + int64_t(slots[t]) * token_stride + row_offset) : Lane::Zero();
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       float kf[kVec];
-      ToFloats<T>(raw[u], kf);
+      Lane::Convert(raw[u], kf);
       float dot[kGroup];
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
@@ -187,8 +245,9 @@ __global__ void __launch_bounds__(kThreads)
       }
       const int t = base + u * kTeams + team;
       if (sub == 0 && t < n) {
+        const float k_scale = kTokenScales ? k_token_scale[t] : 1.0f;
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) scores[g][t] = dot[g];
+        for (int g = 0; g < kGroup; ++g) scores[g][t] = dot[g] * k_scale;
       }
     }
   }
@@ -221,22 +280,23 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < kVec; ++i) acc[g][i] = 0.0f;
   }
   for (int base = 0; base < n; base += kTeams * kUnroll) {
-    uint4 raw[kUnroll];
+    typename Lane::Raw raw[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * kTeams + team;
-      raw[u] = t < n ? LoadStreaming(v_cache + int64_t(slots[t]) * token_stride + row_offset) : make_uint4(0, 0, 0, 0);
+      raw[u] = t < n ? Lane::Load(v_cache + int64_t(slots[t]) * token_stride + row_offset) : Lane::Zero();
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * kTeams + team;
       if (t < n) {
         float vf[kVec];
-        ToFloats<T>(raw[u], vf);
+        Lane::Convert(raw[u], vf);
+        const float v_scale = kTokenScales ? v_token_scale[t] : 1.0f;
 #pragma unroll
         for (int g = 0; g < kGroup; ++g) {
           if (kGroup > 1 && g >= group) break;
-          const float w = scores[g][t];
+          const float w = scores[g][t] * v_scale;
 #pragma unroll
           for (int i = 0; i < kVec; ++i) acc[g][i] = fmaf(w, vf[i], acc[g][i]);
         }
@@ -266,6 +326,7 @@ __global__ void __launch_bounds__(kThreads)
     float sum = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) sum += folded[w][g][d];
+    if constexpr (E == KvElement::kFp8E4M3) sum *= p.v_scales[kv_head];
     if (span.parts == 1) {
       out_row[idx] = FromFloat<T>(sum / head_sum[g]);
     } else {
@@ -309,20 +370,31 @@ __global__ void DecodeMergeKernel(PagedAttentionParams p, int32_t max_context, i
 
 int32_t CeilDiv(int64_t a, int64_t b) { return int32_t((a + b - 1) / b); }
 
-template <typename T, int kHeadDim>
+template <typename T, KvElement E, int kHeadDim>
 cudaError_t LaunchForHeadDim(int32_t group, dim3 grid, const PagedAttentionParams& p, int32_t max_context,
                              int32_t part_tokens, int32_t parts, const void* q, const void* k, const void* v, void* out,
                              float* part_max, float* part_sum, float* part_out, cudaStream_t stream, bool pdl) {
   const auto args = [&](auto kernel) {
     return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, p, max_context, part_tokens, parts,
-                         static_cast<const T*>(q),
-                         static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), part_max,
-                         part_sum, part_out);
+                         static_cast<const T*>(q), k, v, static_cast<T*>(out), part_max, part_sum, part_out);
   };
-  if (group == 1) return args(DecodePartitionKernel<T, kHeadDim, 1>);
-  if (group == 2) return args(DecodePartitionKernel<T, kHeadDim, 2>);
-  if (group <= 4) return args(DecodePartitionKernel<T, kHeadDim, 4>);
-  return args(DecodePartitionKernel<T, kHeadDim, kMaxGroup>);
+  if (group == 1) return args(DecodePartitionKernel<T, E, kHeadDim, 1>);
+  if (group == 2) return args(DecodePartitionKernel<T, E, kHeadDim, 2>);
+  if (group <= 4) return args(DecodePartitionKernel<T, E, kHeadDim, 4>);
+  return args(DecodePartitionKernel<T, E, kHeadDim, kMaxGroup>);
+}
+
+template <typename T, KvElement E>
+cudaError_t LaunchForElement(int32_t group, dim3 grid, const PagedAttentionParams& p, int32_t max_context,
+                             int32_t part_tokens, int32_t parts, const void* q, const void* k, const void* v,
+                             void* out, float* part_max, float* part_sum, float* part_out, cudaStream_t stream,
+                             bool pdl) {
+  if (p.head_dim == 64) {
+    return LaunchForHeadDim<T, E, 64>(group, grid, p, max_context, part_tokens, parts, q, k, v, out, part_max,
+                                      part_sum, part_out, stream, pdl);
+  }
+  return LaunchForHeadDim<T, E, 128>(group, grid, p, max_context, part_tokens, parts, q, k, v, out, part_max,
+                                     part_sum, part_out, stream, pdl);
 }
 
 }  // namespace
@@ -361,6 +433,9 @@ cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionPara
   if (reinterpret_cast<uintptr_t>(k_cache) % 16 != 0 || reinterpret_cast<uintptr_t>(v_cache) % 16 != 0) {
     return cudaErrorInvalidValue;
   }
+  if (params.kv_element != KvElement::kNative && (params.k_scales == nullptr || params.v_scales == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
   // A window bounds the span as well as the context does.
   const int32_t span = params.sliding_window > 0 ? std::min(max_context, params.sliding_window) : max_context;
   const int32_t part_tokens = PagedDecodePartitionTokens(params, max_context);
@@ -379,12 +454,22 @@ cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionPara
   const int32_t group = params.num_heads / params.num_kv_heads;
   cudaError_t error = cudaSuccess;
   TERN_DISPATCH_SCALAR(type, T, {
-    if (params.head_dim == 64) {
-      error = LaunchForHeadDim<T, 64>(group, grid, params, max_context, part_tokens, parts, q, k_cache, v_cache, out, part_max,
-                                      part_sum, part_out, stream, pdl);
-    } else {
-      error = LaunchForHeadDim<T, 128>(group, grid, params, max_context, part_tokens, parts, q, k_cache, v_cache, out, part_max,
-                                       part_sum, part_out, stream, pdl);
+    switch (params.kv_element) {
+      case KvElement::kNative:
+        error = LaunchForElement<T, KvElement::kNative>(group, grid, params, max_context, part_tokens, parts, q,
+                                                        k_cache, v_cache, out, part_max, part_sum, part_out, stream,
+                                                        pdl);
+        break;
+      case KvElement::kFp8E4M3:
+        error = LaunchForElement<T, KvElement::kFp8E4M3>(group, grid, params, max_context, part_tokens, parts, q,
+                                                         k_cache, v_cache, out, part_max, part_sum, part_out, stream,
+                                                         pdl);
+        break;
+      case KvElement::kInt8:
+        error = LaunchForElement<T, KvElement::kInt8>(group, grid, params, max_context, part_tokens, parts, q,
+                                                      k_cache, v_cache, out, part_max, part_sum, part_out, stream,
+                                                      pdl);
+        break;
     }
     if (error == cudaSuccess && parts > 1) {
       error = LaunchWithPdl(pdl, DecodeMergeKernel<T>, dim3(unsigned(params.num_heads), unsigned(params.num_seqs)),

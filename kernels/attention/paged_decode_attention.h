@@ -25,8 +25,10 @@
 //     directly.
 //
 // Supported: fp32, fp16 and bf16; head_dim 64 or 128; num_heads /
-// num_kv_heads from 1 to 8; any block_size; sliding windows. Softmax and
-// accumulation are fp32. K and V caches must be 16-byte aligned.
+// num_kv_heads from 1 to 8; any block_size; sliding windows; native, fp8 or
+// int8 caches (params.kv_element, kv_quant.h; dequantized in registers, a
+// quantized row read as 8 bytes a lane, scales on the device and required).
+// Softmax and accumulation are fp32. K and V caches must be 16-byte aligned.
 #pragma once
 
 #include <cstddef>
@@ -59,8 +61,8 @@ int32_t PagedDecodePartitionTokens(const PagedAttentionParams& params, int32_t m
 size_t PagedDecodeAttentionWorkspaceBytes(const PagedAttentionParams& params, int32_t max_context);
 
 // Decode attention over the paged cache. Device pointers: q [num_seqs,
-// q_row_stride], out [num_seqs, out_row_stride], k_cache and v_cache as in
-// paged_attention.h, all of `type`; the int32 tables of `params` on the
+// q_row_stride], out [num_seqs, out_row_stride] of `type`, k_cache and
+// v_cache as in paged_attention.h (of `type`, or bytes when quantized); the int32 tables of `params` on the
 // device. `workspace` (device, caller-owned, at least
 // PagedDecodeAttentionWorkspaceBytes(params, max_context) bytes, 256-byte
 // aligned; may be null when that is 0) holds the

@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/backend/kv_cache_spec.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/quantized_weight.h"
 #include "runtime/model/safetensors.h"
@@ -74,22 +75,16 @@ class LinearWeight {
   virtual LinearScheme scheme() const { return {}; }
 };
 
-struct KvCacheSpec {
-  int32_t num_layers = 0;
-  int32_t num_blocks = 0;
-  int32_t block_size = 16;  // tokens per block
-  int32_t num_kv_heads = 0;
-  int32_t head_dim = 0;
-};
-
 // One layer-set of paged K and V: per layer [num_blocks, block_size,
-// num_kv_heads, head_dim]. Which blocks belong to which sequence is the
-// scheduler's business; the cache only stores.
+// num_kv_heads, head_dim] of the spec's element type (kv_cache_spec.h), and
+// for int8 the token scales beside them. Which blocks belong to which
+// sequence is the scheduler's business; the cache only stores.
 class KvCache {
  public:
   virtual ~KvCache() = default;
   virtual const KvCacheSpec& spec() const = 0;
-  // Copies whole blocks (copy-on-write forks): dst[i] <- src[i] in all layers.
+  // Copies whole blocks (copy-on-write forks): dst[i] <- src[i] in all
+  // layers, with their int8 scales.
   // Enqueued before the step's pass; an error fails the step it precedes
   // (BeginStep, FinishStep or SampleRows report it).
   virtual void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) = 0;
@@ -171,8 +166,12 @@ class Backend {
   // A quantized linear layer (fused parts already concatenated), repacked as
   // the backend's kernels want it. The default is UNIMPLEMENTED.
   virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareQuantizedLinear(const QuantizedLinear& weight);
+  // INVALID_ARGUMENT for a spec ValidateKvCacheSpec refuses; UNIMPLEMENTED
+  // naming the reason for an element type the backend cannot attend over
+  // at this shape.
   virtual absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) = 0;
-  // Bytes of KV cache one block costs across all layers, for sizing.
+  // Bytes of KV cache one block costs across all layers, for sizing
+  // (KvCacheBlockBytes at the backend's compute dtype).
   virtual size_t KvBlockBytes(const KvCacheSpec& spec) const = 0;
   // Free device memory in bytes now, or nullopt when the backend has no
   // device memory of its own (the CPU).

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/activation/silu_mul.h"
+#include "kernels/attention/kv_quant.h"
 #include "kernels/attention/paged_attention.h"
 #include "kernels/common/float8.h"
 #include "kernels/gemm/quant_gemm.h"
@@ -33,41 +34,79 @@ class CpuWeight final : public DeviceWeight {
   std::vector<float> values_;
 };
 
+// Per layer K and V of the spec's element type (fp32, or bytes for fp8 and
+// int8) and, for int8, the token scales beside them; fp8 head scales per layer.
 class CpuKvCache final : public KvCache {
  public:
   explicit CpuKvCache(const KvCacheSpec& spec) : spec_(spec) {
     // calloc: the kernel hands out zero pages lazily, so a large cache costs
     // resident memory only as blocks are used.
-    const size_t per_layer = size_t(spec.num_blocks) * spec.block_size * spec.num_kv_heads * spec.head_dim;
+    const size_t slots = size_t(spec.num_blocks) * spec.block_size;
+    const size_t per_layer = slots * spec.num_kv_heads * spec.head_dim * element_bytes();
+    const size_t scales_per_layer = spec.dtype == KvCacheDtype::kInt8 ? slots * spec.num_kv_heads : 0;
     for (int32_t l = 0; l < spec.num_layers; ++l) {
-      k_.emplace_back(static_cast<float*>(std::calloc(per_layer, sizeof(float))));
-      v_.emplace_back(static_cast<float*>(std::calloc(per_layer, sizeof(float))));
-      CHECK(k_.back() != nullptr && v_.back() != nullptr) << "out of memory for the KV cache";
+      for (int side = 0; side < 2; ++side) {
+        data_[side].emplace_back(static_cast<uint8_t*>(std::calloc(per_layer, 1)));
+        CHECK(data_[side].back() != nullptr) << "out of memory for the KV cache";
+        if (scales_per_layer > 0) {
+          scales_[side].emplace_back(static_cast<uint8_t*>(std::calloc(scales_per_layer, sizeof(float))));
+          CHECK(scales_[side].back() != nullptr) << "out of memory for the KV cache scales";
+        }
+        if (spec.dtype == KvCacheDtype::kFp8E4M3) {
+          for (int32_t h = 0; h < spec.num_kv_heads; ++h) head_scales_[side].push_back(spec.HeadScale(side == 1, l, h));
+        }
+      }
     }
   }
   const KvCacheSpec& spec() const override { return spec_; }
   void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) override {
     CHECK_EQ(src.size(), dst.size());
-    const size_t block = size_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim;
+    const size_t block = size_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim * element_bytes();
+    const size_t scale_block = size_t(spec_.block_size) * spec_.num_kv_heads * sizeof(float);
     for (int32_t l = 0; l < spec_.num_layers; ++l) {
-      for (size_t i = 0; i < src.size(); ++i) {
-        std::memcpy(k(l) + dst[i] * block, k(l) + src[i] * block, block * sizeof(float));
-        std::memcpy(v(l) + dst[i] * block, v(l) + src[i] * block, block * sizeof(float));
+      for (int side = 0; side < 2; ++side) {
+        for (size_t i = 0; i < src.size(); ++i) {
+          uint8_t* d = data_[side][l].get();
+          std::memcpy(d + dst[i] * block, d + src[i] * block, block);
+          if (!scales_[side].empty()) {
+            uint8_t* sc = scales_[side][l].get();
+            std::memcpy(sc + dst[i] * scale_block, sc + src[i] * scale_block, scale_block);
+          }
+        }
       }
     }
   }
-  float* k(int32_t layer) { return k_[layer].get(); }
-  float* v(int32_t layer) { return v_[layer].get(); }
-  const float* k(int32_t layer) const { return k_[layer].get(); }
-  const float* v(int32_t layer) const { return v_[layer].get(); }
+  size_t element_bytes() const { return spec_.quantized() ? 1 : sizeof(float); }
+  // side 0: K, 1: V.
+  uint8_t* data(int side, int32_t layer) const { return data_[side][layer].get(); }
+  float* k(int32_t layer) const { return reinterpret_cast<float*>(data(0, layer)); }
+  float* v(int32_t layer) const { return reinterpret_cast<float*>(data(1, layer)); }
+  // int8: [slots, num_kv_heads] token scales; fp8: [num_kv_heads] head scales.
+  float* scales(int side, int32_t layer) const {
+    if (spec_.dtype == KvCacheDtype::kInt8) return reinterpret_cast<float*>(scales_[side][layer].get());
+    return const_cast<float*>(head_scales_[side].data()) + size_t(layer) * spec_.num_kv_heads;
+  }
 
  private:
   struct Free {
-    void operator()(float* p) const { std::free(p); }
+    void operator()(uint8_t* p) const { std::free(p); }
   };
   KvCacheSpec spec_;
-  std::vector<std::unique_ptr<float[], Free>> k_, v_;
+  std::vector<std::unique_ptr<uint8_t[], Free>> data_[2], scales_[2];
+  std::vector<float> head_scales_[2];  // fp8: [num_layers * num_kv_heads]
 };
+
+kernels::KvElement ElementOf(KvCacheDtype dtype) {
+  switch (dtype) {
+    case KvCacheDtype::kFp8E4M3:
+      return kernels::KvElement::kFp8E4M3;
+    case KvCacheDtype::kInt8:
+      return kernels::KvElement::kInt8;
+    case KvCacheDtype::kAuto:
+      break;
+  }
+  return kernels::KvElement::kNative;
+}
 
 std::vector<float> ToFloat(const TensorView& t) {
   std::vector<float> out(t.numel());
@@ -261,16 +300,11 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CpuBackend::PrepareQuantizedLinear
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
-  if (spec.num_layers <= 0 || spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_kv_heads <= 0 ||
-      spec.head_dim <= 0) {
-    return absl::InvalidArgumentError("kv cache spec has a non-positive dimension");
-  }
+  if (absl::Status status = ValidateKvCacheSpec(spec); !status.ok()) return status;
   return std::unique_ptr<KvCache>(new CpuKvCache(spec));
 }
 
-size_t CpuBackend::KvBlockBytes(const KvCacheSpec& spec) const {
-  return size_t(2) * spec.num_layers * spec.block_size * spec.num_kv_heads * spec.head_dim * sizeof(float);
-}
+size_t CpuBackend::KvBlockBytes(const KvCacheSpec& spec) const { return KvCacheBlockBytes(spec, sizeof(float)); }
 
 absl::Status CpuBackend::BeginStep(const ForwardBatch& batch) {
   batch_ = &batch;
@@ -316,6 +350,18 @@ void CpuBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
   auto& c = static_cast<CpuKvCache&>(cache);
   const auto& spec = c.spec();
   CHECK_EQ(k.cols, int64_t(spec.num_kv_heads) * spec.head_dim);
+  if (spec.quantized()) {
+    kernels::KvWriteQuantParams p;
+    p.element = ElementOf(spec.dtype);
+    p.num_tokens = k.rows;
+    p.num_kv_heads = spec.num_kv_heads;
+    p.head_dim = spec.head_dim;
+    p.k_row_stride = k.stride;
+    p.v_row_stride = v.stride;
+    kernels::WriteKvQuantizedReference(p, F(k), F(v), batch_->slots.data(), c.data(0, layer), c.data(1, layer),
+                                       c.scales(0, layer), c.scales(1, layer));
+    return;
+  }
   kernels::WriteKvReference(k.rows, spec.num_kv_heads, spec.head_dim, F(k), k.stride, F(v), v.stride,
                             batch_->slots.data(), c.k(layer), c.v(layer));
 }
@@ -338,6 +384,16 @@ void CpuBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const 
   p.out_row_stride = out.stride;
   const float* qd = F(q);
   float* od = F(out);
+  if (c.spec().quantized()) {
+    p.kv_element = ElementOf(c.spec().dtype);
+    p.k_scales = c.scales(0, layer);
+    p.v_scales = c.scales(1, layer);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int32_t s = 0; s < p.num_seqs; ++s) {
+      kernels::PagedAttentionQuantizedReference(p, qd, c.data(0, layer), c.data(1, layer), od, s, s + 1);
+    }
+    return;
+  }
 #pragma omp parallel for schedule(dynamic, 1)
   for (int32_t s = 0; s < p.num_seqs; ++s) {
     kernels::PagedAttentionReference(p, qd, c.k(layer), c.v(layer), od, s, s + 1);

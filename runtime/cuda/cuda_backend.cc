@@ -131,27 +131,60 @@ class CudaKvCache final : public KvCache {
  public:
   // Records an op's error as the step's (CudaBackend::Impl::Record).
   using Recorder = std::function<void(cudaError_t, const char*)>;
+  // `element_bytes`: of the compute dtype; a quantized spec stores bytes.
   CudaKvCache(const KvCacheSpec& spec, size_t element_bytes, cudaStream_t stream, Recorder record)
-      : spec_(spec), element_bytes_(element_bytes), stream_(stream), record_(std::move(record)) {}
+      : spec_(spec), element_bytes_(spec.quantized() ? 1 : element_bytes), stream_(stream),
+        record_(std::move(record)) {}
   absl::Status Allocate() {
-    const size_t per_layer = size_t(spec_.num_blocks) * spec_.block_size * spec_.num_kv_heads * spec_.head_dim *
-                             element_bytes_;
+    const size_t slots = size_t(spec_.num_blocks) * spec_.block_size;
+    const size_t per_layer = slots * spec_.num_kv_heads * spec_.head_dim * element_bytes_;
+    const size_t scales_per_layer = slots * spec_.num_kv_heads * sizeof(float);
+    const bool token_scales = spec_.dtype == KvCacheDtype::kInt8;
     k_.resize(spec_.num_layers);
     v_.resize(spec_.num_layers);
-    std::vector<void*> pools;
-    for (int32_t l = 0; l < spec_.num_layers; ++l) {
-      if (auto s = CudaStatus(k_[l].Reserve(per_layer), "allocating the KV cache"); !s.ok()) return s;
-      if (auto s = CudaStatus(v_[l].Reserve(per_layer), "allocating the KV cache"); !s.ok()) return s;
-      cudaMemsetAsync(k_[l].data(), 0, per_layer, stream_);
-      cudaMemsetAsync(v_[l].data(), 0, per_layer, stream_);
-      pools.push_back(k_[l].data());
-      pools.push_back(v_[l].data());
+    if (token_scales) {
+      k_scales_.resize(spec_.num_layers);
+      v_scales_.resize(spec_.num_layers);
     }
-    // The block copies address every layer's K and V through this table.
-    const size_t table_bytes = pools.size() * sizeof(void*);
-    if (auto s = CudaStatus(pools_.Reserve(table_bytes), "allocating the KV cache"); !s.ok()) return s;
-    return CudaStatus(cudaMemcpy(pools_.data(), pools.data(), table_bytes, cudaMemcpyHostToDevice),
-                      "allocating the KV cache");
+    std::vector<void*> pools, scale_pools;
+    const auto reserve = [&](DeviceBuffer& buffer, size_t bytes, std::vector<void*>* table) {
+      if (auto s = CudaStatus(buffer.Reserve(bytes), "allocating the KV cache"); !s.ok()) return s;
+      cudaMemsetAsync(buffer.data(), 0, bytes, stream_);
+      table->push_back(buffer.data());
+      return absl::OkStatus();
+    };
+    for (int32_t l = 0; l < spec_.num_layers; ++l) {
+      if (auto s = reserve(k_[l], per_layer, &pools); !s.ok()) return s;
+      if (auto s = reserve(v_[l], per_layer, &pools); !s.ok()) return s;
+      if (token_scales) {
+        if (auto s = reserve(k_scales_[l], scales_per_layer, &scale_pools); !s.ok()) return s;
+        if (auto s = reserve(v_scales_[l], scales_per_layer, &scale_pools); !s.ok()) return s;
+      }
+    }
+    if (spec_.dtype == KvCacheDtype::kFp8E4M3) {
+      // [2, num_layers, num_kv_heads]: K's scales, then V's.
+      std::vector<float> host;
+      for (int side = 0; side < 2; ++side) {
+        for (int32_t l = 0; l < spec_.num_layers; ++l) {
+          for (int32_t h = 0; h < spec_.num_kv_heads; ++h) host.push_back(spec_.HeadScale(side == 1, l, h));
+        }
+      }
+      if (auto s = CudaStatus(head_scales_.Reserve(host.size() * sizeof(float)), "allocating the KV cache scales");
+          !s.ok()) {
+        return s;
+      }
+      if (auto s = CudaStatus(cudaMemcpy(head_scales_.data(), host.data(), host.size() * sizeof(float),
+                                         cudaMemcpyHostToDevice),
+                              "uploading the KV cache scales");
+          !s.ok()) {
+        return s;
+      }
+    }
+    // The block copies address every layer's K and V (and int8 scales)
+    // through these tables.
+    if (auto s = UploadTable(pools, &pools_); !s.ok()) return s;
+    if (token_scales) return UploadTable(scale_pools, &scale_pools_);
+    return absl::OkStatus();
   }
   const KvCacheSpec& spec() const override { return spec_; }
   // One batched kernel for every (pair, layer, K or V); an error becomes the
@@ -167,18 +200,56 @@ class CudaKvCache final : public KvCache {
     p.src = src.data();
     p.dst = dst.data();
     record_(kernels::LaunchCopyBlocks(p, stream_), "copying KV cache blocks");
+    if (spec_.dtype == KvCacheDtype::kInt8) {
+      // A block's token scales are its slots' rows of the scale pools.
+      p.pools = static_cast<void* const*>(scale_pools_.data());
+      p.block_bytes = int64_t(spec_.block_size) * spec_.num_kv_heads * int64_t(sizeof(float));
+      record_(kernels::LaunchCopyBlocks(p, stream_), "copying KV cache block scales");
+    }
   }
   void* k(int32_t layer) const { return k_[layer].data(); }
   void* v(int32_t layer) const { return v_[layer].data(); }
+  // int8: [slots, num_kv_heads] token scales of the layer; fp8: [num_kv_heads]
+  // head scales of the layer; native: null.
+  float* k_scales(int32_t layer) const { return Scales(0, layer); }
+  float* v_scales(int32_t layer) const { return Scales(1, layer); }
 
  private:
+  float* Scales(int side, int32_t layer) const {
+    if (spec_.dtype == KvCacheDtype::kInt8) return static_cast<float*>((side == 0 ? k_scales_ : v_scales_)[layer].data());
+    if (spec_.dtype == KvCacheDtype::kFp8E4M3) {
+      return static_cast<float*>(head_scales_.data()) + (size_t(side) * spec_.num_layers + layer) * spec_.num_kv_heads;
+    }
+    return nullptr;
+  }
+  static absl::Status UploadTable(const std::vector<void*>& table, DeviceBuffer* buffer) {
+    const size_t bytes = table.size() * sizeof(void*);
+    if (auto s = CudaStatus(buffer->Reserve(bytes), "allocating the KV cache"); !s.ok()) return s;
+    return CudaStatus(cudaMemcpy(buffer->data(), table.data(), bytes, cudaMemcpyHostToDevice),
+                      "allocating the KV cache");
+  }
   KvCacheSpec spec_;
-  size_t element_bytes_;
+  size_t element_bytes_;  // of one stored element
   cudaStream_t stream_;
   Recorder record_;
   std::vector<DeviceBuffer> k_, v_;
-  DeviceBuffer pools_;  // [2 * num_layers] device pointers: layer l's K at 2l, its V at 2l + 1
+  std::vector<DeviceBuffer> k_scales_, v_scales_;  // int8: per layer [slots, num_kv_heads]
+  DeviceBuffer head_scales_;                       // fp8: [2, num_layers, num_kv_heads]
+  DeviceBuffer pools_;        // [2 * num_layers] device pointers: layer l's K at 2l, its V at 2l + 1
+  DeviceBuffer scale_pools_;  // int8: the same for the token scales
 };
+
+kernels::KvElement ElementOf(KvCacheDtype dtype) {
+  switch (dtype) {
+    case KvCacheDtype::kFp8E4M3:
+      return kernels::KvElement::kFp8E4M3;
+    case KvCacheDtype::kInt8:
+      return kernels::KvElement::kInt8;
+    case KvCacheDtype::kAuto:
+      break;
+  }
+  return kernels::KvElement::kNative;
+}
 
 }  // namespace
 
@@ -523,9 +594,10 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareQuantizedLinea
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::AllocateKvCache(const KvCacheSpec& spec) {
-  if (spec.num_layers <= 0 || spec.num_blocks <= 0 || spec.block_size <= 0 || spec.num_kv_heads <= 0 ||
-      spec.head_dim <= 0) {
-    return absl::InvalidArgumentError("kv cache spec has a non-positive dimension");
+  if (absl::Status status = ValidateKvCacheSpec(spec); !status.ok()) return status;
+  if (spec.quantized() && spec.head_dim > 256) {
+    return absl::UnimplementedError(absl::StrCat("a ", KvCacheDtypeName(spec.dtype), " KV cache needs head_dim <= 256; the model has ",
+                                                 spec.head_dim));
   }
   Impl* impl = impl_.get();
   auto cache = std::make_unique<CudaKvCache>(spec, impl_->element_bytes, impl_->stream,
@@ -536,7 +608,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::AllocateKvCache(const KvCa
 }
 
 size_t CudaBackend::KvBlockBytes(const KvCacheSpec& spec) const {
-  return size_t(2) * spec.num_layers * spec.block_size * spec.num_kv_heads * spec.head_dim * impl_->element_bytes;
+  return KvCacheBlockBytes(spec, impl_->element_bytes);
 }
 
 std::optional<size_t> CudaBackend::FreeDeviceMemory() const {
@@ -794,6 +866,20 @@ void CudaBackend::Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight&
 void CudaBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
   if (impl_->Skip()) return;
   auto& c = static_cast<CudaKvCache&>(cache);
+  if (c.spec().quantized()) {
+    kernels::KvWriteQuantParams p;
+    p.element = ElementOf(c.spec().dtype);
+    p.num_tokens = k.rows;
+    p.num_kv_heads = c.spec().num_kv_heads;
+    p.head_dim = c.spec().head_dim;
+    p.k_row_stride = k.stride;
+    p.v_row_stride = v.stride;
+    impl_->Record(kernels::LaunchWriteKvQuantized(impl_->type, p, k.data, v.data, impl_->Meta(Impl::kSlots),
+                                                  static_cast<uint8_t*>(c.k(layer)), static_cast<uint8_t*>(c.v(layer)),
+                                                  c.k_scales(layer), c.v_scales(layer), impl_->stream),
+                  "quantized kv write");
+    return;
+  }
   impl_->Record(kernels::LaunchWriteKv(impl_->type, k.rows, c.spec().num_kv_heads, c.spec().head_dim, k.data, k.stride,
                                        v.data, v.stride, impl_->Meta(Impl::kSlots), c.k(layer), c.v(layer),
                                        impl_->stream),
@@ -805,6 +891,11 @@ void CudaBackend::RopeWriteKv(Tensor q, Tensor k, Tensor v, int32_t head_dim, co
   if (impl_->Skip()) return;
   CHECK_EQ(k.cols, v.cols);
   auto& c = static_cast<CudaKvCache&>(cache);
+  if (c.spec().quantized()) {
+    // Rope, then the quantizing append (not fused yet).
+    Backend::RopeWriteKv(q, k, v, head_dim, inv_freq, cache, layer);
+    return;
+  }
   kernels::RopeKvAppendParams p;
   p.num_tokens = q.rows;
   p.num_heads = int32_t(q.cols / head_dim);
@@ -838,6 +929,9 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
   p.block_ids = impl_->Meta(Impl::kBlockIds);
   p.q_row_stride = q.stride;
   p.out_row_stride = out.stride;
+  p.kv_element = ElementOf(c.spec().dtype);
+  p.k_scales = c.k_scales(layer);
+  p.v_scales = c.v_scales(layer);
   // Steps that prefill (some sequence has several query rows) take the tiled
   // tensor-core kernel for all their sequences; it refuses fp32 and odd shapes.
   if (impl_->max_query_len > 1 && kernels::SupportsFlashPrefillAttention(impl_->type, p) == cudaSuccess) {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/model/kv_cache_scales.h"
 #include "runtime/model/linear_plan.h"
 #include "runtime/model/rope_frequencies.h"
 #include "runtime/model/safetensors.h"
@@ -78,6 +79,11 @@ absl::StatusOr<CheckpointSummary> LlamaModel::Inspect(const std::string& model_d
   ASSIGN_OR_RETURN(auto plan, CheckCheckpoint(model_dir, config, *store, request, &summary.parameters));
   summary.weight_scheme = plan->Describe();
   summary.quantized = plan->quantized();
+  auto kv_scales = ReadKvCacheScales(*store, config);
+  if (!kv_scales.ok()) {
+    return absl::Status(kv_scales.status().code(), absl::StrCat(model_dir, ": ", kv_scales.status().message()));
+  }
+  summary.kv_cache_scales = kv_scales->present();
   return summary;
 }
 
@@ -98,6 +104,21 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     }
   }
   model->weight_scheme_ = plan->Describe();
+  auto kv_scales = ReadKvCacheScales(*store, c);
+  if (!kv_scales.ok()) {
+    return absl::Status(kv_scales.status().code(), absl::StrCat(model_dir, ": ", kv_scales.status().message()));
+  }
+  model->kv_cache_dtype_ = options.kv_cache_dtype;
+  model->kv_cache_description_ = KvCacheDtypeName(options.kv_cache_dtype);
+  if (options.kv_cache_dtype == KvCacheDtype::kFp8E4M3) {
+    if (kv_scales->present()) {
+      model->kv_k_scales_ = std::move(kv_scales->k);
+      model->kv_v_scales_ = std::move(kv_scales->v);
+      model->kv_cache_description_ = "fp8 (checkpoint scales)";
+    } else {
+      model->kv_cache_description_ = "fp8 (scales 1.0: the checkpoint has none)";
+    }
+  }
   const auto get = [&](const std::string& name) { return store->Get(name); };
   const auto linear = [&](const std::vector<std::string>& modules, bool with_bias) {
     return plan->Prepare(*backend, modules, with_bias);
@@ -148,6 +169,9 @@ KvCacheSpec LlamaModel::CacheSpec(int32_t num_blocks, int32_t block_size) const 
   spec.block_size = block_size;
   spec.num_kv_heads = static_cast<int32_t>(config_.num_key_value_heads);
   spec.head_dim = static_cast<int32_t>(config_.head_dim);
+  spec.dtype = kv_cache_dtype_;
+  spec.k_head_scales = kv_k_scales_;
+  spec.v_head_scales = kv_v_scales_;
   return spec;
 }
 

@@ -28,6 +28,9 @@ namespace tern::runtime {
 struct LlamaModelOptions {
   // What the linear layers run as (weight_scheme.h): as stored by default.
   WeightSchemeRequest weight_scheme;
+  // What the KV cache stores (kv_cache_spec.h). fp8 takes the checkpoint's
+  // KV scales (kv_cache_scales.h) when it has them, else 1.0.
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
 };
 
 // What a model directory holds, checked without loading it.
@@ -35,6 +38,7 @@ struct CheckpointSummary {
   int64_t parameters = 0;     // logical: a quantized [out, in] layer counts out * in
   std::string weight_scheme;  // LinearPlan::Describe: "dense", "w4a16-g128 (gptq)", ...
   bool quantized = false;     // some linear layer is not dense
+  bool kv_cache_scales = false;  // the checkpoint has fp8 KV cache scales
 };
 
 class LlamaModel {
@@ -52,13 +56,17 @@ class LlamaModel {
   const HfConfig& config() const { return config_; }
   // What the linear layers run as (LinearPlan::Describe).
   const std::string& weight_scheme() const { return weight_scheme_; }
-  // A KV cache shape for this model.
   // True when a forward pass only enqueues device work (no host round trip
   // mid-pass), so a backend may record it once and replay it as a graph:
   // every model but the mixture-of-experts ones, whose routing reads the
   // router logits on the host.
   bool CanRunAsGraph() const { return config_.num_local_experts == 0; }
+  // A KV cache for this model: its shape, the element type of
+  // LlamaModelOptions::kv_cache_dtype and, for fp8, the checkpoint's scales.
   KvCacheSpec CacheSpec(int32_t num_blocks, int32_t block_size) const;
+  // What the KV cache stores: "auto", "int8", "fp8 (checkpoint scales)" or
+  // "fp8 (scales 1.0: the checkpoint has none)".
+  const std::string& kv_cache_description() const { return kv_cache_description_; }
 
   // One forward pass over `batch` (tokens written into `cache` at the
   // batch's slots), ended with Backend::EndForward. Returns the
@@ -78,6 +86,9 @@ class LlamaModel {
 
   HfConfig config_;
   std::string weight_scheme_;
+  KvCacheDtype kv_cache_dtype_ = KvCacheDtype::kAuto;
+  std::vector<float> kv_k_scales_, kv_v_scales_;  // fp8 with checkpoint scales, else empty
+  std::string kv_cache_description_ = "auto";
   Backend* backend_ = nullptr;
   std::unique_ptr<DeviceWeight> embed_;
   std::unique_ptr<DeviceWeight> final_norm_;

@@ -79,6 +79,9 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   auto weight_scheme = runtime::ParseWeightSchemeRequest(model.weight_scheme());
   if (!weight_scheme.ok()) return weight_scheme.status();
   runner_options.model.weight_scheme = *weight_scheme;
+  auto kv_cache_dtype = runtime::ParseKvCacheDtype(model.kv_cache_dtype());
+  if (!kv_cache_dtype.ok()) return kv_cache_dtype.status();
+  runner_options.model.kv_cache_dtype = *kv_cache_dtype;
   if (model.has_gpu_memory_fraction()) runner_options.gpu_memory_fraction = model.gpu_memory_fraction();
   // On the GPU the first prefill of a process is about 3x slower than the
   // rest (lazy module loading, cuBLAS heuristics, first allocations): pay it
@@ -199,7 +202,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
                                                           : "fp32");
     info.set_attention_scheme(model_config.attention_scheme().empty() ? "dense"
                                                                        : model_config.attention_scheme());
-    info.set_kv_cache_dtype(model_config.kv_cache_dtype().empty() ? "auto" : model_config.kv_cache_dtype());
+    const std::string kv_dtype = model_config.kv_cache_dtype().empty() ? "auto" : model_config.kv_cache_dtype();
+    info.set_kv_cache_dtype(kv_dtype != "fp8"                  ? kv_dtype
+                            : checkpoint->kv_cache_scales ? "fp8 (checkpoint scales)"
+                                                          : "fp8 (scales 1.0: the checkpoint has none)");
     int64_t context = hf_config->max_position_embeddings;
     if (model_config.max_context_length() > 0 && model_config.max_context_length() < context) {
       context = model_config.max_context_length();

@@ -4,7 +4,7 @@
 // so that its figures compare one to one with the PyTorch evaluation.
 //
 //   tern-perplexity --model DIR --text FILE [--backend cpu|cuda] [--dtype float32]
-//                   [--weight-scheme auto] [--window 2048] [--chunk 512] [--max-bytes N] [--json OUT]
+//                   [--weight-scheme auto] [--kv-cache-dtype auto|fp8|int8] [--window 2048] [--chunk 512] [--max-bytes N] [--json OUT]
 //
 // Prints the token count, windows, total NLL, token perplexity, bits per
 // byte and word-level perplexity (NLL over the whitespace-separated words plus
@@ -40,6 +40,10 @@ ABSL_FLAG(std::string, json, "", "Also write the results here as JSON");
 ABSL_FLAG(std::string, weight_scheme, "auto",
           "What the linear layers run as: auto (as stored), w8a16, w4a16[-g32|-g64|-g128], fp8, int8, "
           "mixed:<plan> (runtime/model/weight_scheme.h); a scheme on a dense checkpoint quantizes it at load");
+
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "What the KV cache stores: auto (the compute dtype), fp8 (e4m3, the checkpoint's k_scale/v_scale or 1.0), "
+          "int8 (a scale per token and kv head); runtime/backend/kv_cache_spec.h");
 
 namespace {
 
@@ -111,6 +115,9 @@ int main(int argc, char** argv) {
   if (!weight_scheme.ok()) return Fail("--weight-scheme: " + std::string(weight_scheme.status().message()));
   LlamaModelOptions model_options;
   model_options.weight_scheme = *weight_scheme;
+  auto kv_cache_dtype = ParseKvCacheDtype(absl::GetFlag(FLAGS_kv_cache_dtype));
+  if (!kv_cache_dtype.ok()) return Fail("--kv-cache-dtype: " + std::string(kv_cache_dtype.status().message()));
+  model_options.kv_cache_dtype = *kv_cache_dtype;
   auto model = LlamaModel::Load(model_dir, backend.get(), model_options);
   if (!model.ok()) return Fail(std::string(model.status().message()));
   auto tokenizer = Tokenizer::FromModelDirectory(model_dir);
@@ -135,9 +142,9 @@ int main(int argc, char** argv) {
   const int64_t words = CountWords(text);
   const double bits_per_byte = nll->nll_sum / std::log(2.0) / double(text.size());
   const double word_ppl = std::exp(nll->nll_sum / double(words));
-  std::printf("model %s, backend %s%s, weights %s, window %d\n", model_dir.c_str(), backend->name().c_str(),
-              choice.name == "cuda" ? (" (" + absl::GetFlag(FLAGS_dtype) + ")").c_str() : "",
-              (*model)->weight_scheme().c_str(), options.window);
+  std::printf("model %s, backend %s%s, weights %s, kv cache %s, window %d\n", model_dir.c_str(),
+              backend->name().c_str(), choice.name == "cuda" ? (" (" + absl::GetFlag(FLAGS_dtype) + ")").c_str() : "",
+              (*model)->weight_scheme().c_str(), (*model)->kv_cache_description().c_str(), options.window);
   std::printf("text %s: %zu bytes, %lld tokens in %lld windows, %lld words\n", text_path.c_str(), text.size(),
               (long long)nll->tokens, (long long)nll->windows, (long long)words);
   std::printf("nll_sum %.6f nats\ntoken perplexity %.4f\nbits per byte %.6f\nword perplexity %.2f\n", nll->nll_sum,
@@ -147,6 +154,7 @@ int main(int argc, char** argv) {
     nlohmann::json out = {{"model", model_dir},       {"backend", backend->name()},
                           {"dtype", choice.name == "cuda" ? absl::GetFlag(FLAGS_dtype) : "float32"},
                           {"weight_scheme", (*model)->weight_scheme()},
+                          {"kv_cache_dtype", (*model)->kv_cache_description()},
                           {"text", text_path},        {"bytes", text.size()},
                           {"tokens", nll->tokens},    {"windows", nll->windows},
                           {"window", options.window}, {"nll_sum", nll->nll_sum},
