@@ -112,6 +112,19 @@ double Flops(const std::vector<GemmShape>& g) {
   return f;
 }
 
+// Waits for the device and exits naming `where` if any work so far failed,
+// so a fault is pinned on the configuration and phase that caused it (a
+// kernel's fault otherwise surfaces at some later, unrelated call).
+void CheckDevice(const std::string& where) {
+  cudaError_t error = cudaDeviceSynchronize();
+  if (error == cudaSuccess) error = cudaGetLastError();
+  if (error != cudaSuccess) {
+    std::fprintf(stderr, "tern-dit-bench: %s: %s (%s)\n", where.c_str(), cudaGetErrorName(error),
+                 cudaGetErrorString(error));
+    std::exit(1);
+  }
+}
+
 // The floor: each shape alone through cublasGemmEx (compute dtype in and
 // out, fp32 accumulation, cuBLAS's heuristic), summed over the pass.
 double CublasFloorMs(const std::vector<GemmShape>& gemms, cudaDataType type, size_t element) {
@@ -126,10 +139,11 @@ double CublasFloorMs(const std::vector<GemmShape>& gemms, cudaDataType type, siz
     max_b = std::max(max_b, s.n * s.k);
     max_c = std::max(max_c, s.m * s.n);
   }
-  void *a, *b, *c;
-  cudaMalloc(&a, max_a * element);
-  cudaMalloc(&b, max_b * element);
-  cudaMalloc(&c, max_c * element);
+  void *a = nullptr, *b = nullptr, *c = nullptr;
+  if (cudaMalloc(&a, max_a * element) != cudaSuccess || cudaMalloc(&b, max_b * element) != cudaSuccess ||
+      cudaMalloc(&c, max_c * element) != cudaSuccess) {
+    CheckDevice("cuBLAS floor: allocating operands");
+  }
   cudaMemset(a, 0, max_a * element);
   cudaMemset(b, 0, max_b * element);
   cudaEvent_t start, stop;
@@ -137,8 +151,14 @@ double CublasFloorMs(const std::vector<GemmShape>& gemms, cudaDataType type, siz
   cudaEventCreate(&stop);
   const float alpha = 1.0f, beta = 0.0f;
   const auto run = [&](const GemmShape& s) {
-    cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(s.m), int(s.k), &alpha, b, type, int(s.k), a, type,
-                 int(s.k), &beta, c, type, int(s.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    const cublasStatus_t status =
+        cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(s.m), int(s.k), &alpha, b, type, int(s.k), a,
+                     type, int(s.k), &beta, c, type, int(s.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      std::fprintf(stderr, "tern-dit-bench: cublasGemmEx %lld x %lld x %lld: status %d\n", (long long)s.m,
+                   (long long)s.n, (long long)s.k, int(status));
+      std::exit(1);
+    }
   };
   for (const GemmShape& s : gemms) run(s);  // warm-up
   constexpr int kReps = 5;
@@ -252,16 +272,24 @@ int main(int argc, char** argv) {
         y[b] = b % 2 == 0 ? int32_t(b % 1000) : config.null_class;  // conditional, unconditional
       }
       const DitBatch input{x, t, y};
+      const std::string where = std::to_string(tokens) + " tokens, batch " + std::to_string(batch);
+      CheckDevice(where + ": before the first pass");
       const auto time_ms = [&](DitModel& model, int reps, CudaDitOps* profiled, CudaDitOps::OpTimes* sum) {
-        for (int i = 0; i < 3; ++i) {  // eager, capture, first replay
+        const std::string mode = where + (profiled != nullptr ? ", profiled eager" : ", graphs");
+        const auto forward = [&](int pass) {
           if (const absl::Status s = model.Forward(input, absl::MakeSpan(eps)); !s.ok()) {
-            std::fprintf(stderr, "tern-dit-bench: forward: %s\n", std::string(s.message()).c_str());
+            std::fprintf(stderr, "tern-dit-bench: %s, pass %d: forward: %s\n", mode.c_str(), pass,
+                         std::string(s.message()).c_str());
             std::exit(1);
           }
+        };
+        for (int i = 0; i < 3; ++i) {  // eager, capture, first replay
+          forward(i);
+          CheckDevice(mode + ", pass " + std::to_string(i));
         }
         const auto start = std::chrono::steady_clock::now();
         for (int i = 0; i < reps; ++i) {
-          (void)model.Forward(input, absl::MakeSpan(eps));
+          forward(3 + i);
           if (profiled != nullptr) {
             const auto o = profiled->op_times();
             sum->linear_ms += o.linear_ms / reps;
@@ -277,6 +305,7 @@ int main(int argc, char** argv) {
       const std::vector<GemmShape> gemms = PassGemms(config, batch);
       const double flops = Flops(gemms);
       const double floor_ms = CublasFloorMs(gemms, blas_type, element);
+      CheckDevice(where + ", cuBLAS floor");
       const double linear_tflops = flops / (parts.linear_ms * 1e-3) / 1e12;
       const double floor_tflops = flops / (floor_ms * 1e-3) / 1e12;
       std::printf("%6lld %5lld | %9.3f %9.3f | %9.3f %9.3f %9.3f | %9.1f %9.3f %9.1f %6.2f\n", (long long)tokens,

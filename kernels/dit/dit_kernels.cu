@@ -76,10 +76,15 @@ __global__ void AddPositionsKernel(int64_t rows, int64_t cols, T* x, int64_t x_s
 }
 
 template <typename T>
-__global__ void GatherKernel(int64_t rows, int64_t cols, const int32_t* labels, const T* table, T* out,
-                             int64_t out_stride) {
+__global__ void GatherKernel(int64_t rows, int64_t cols, const int32_t* labels, const T* table, int64_t table_rows,
+                             T* out, int64_t out_stride) {
   TERN_FOR_ROWS(b, rows) {
-    const T* src = table + int64_t(labels[b]) * cols;
+    const int64_t label = labels[b];
+    if (label < 0 || label >= table_rows) {
+      TERN_FOR_COLS(c, cols) out[b * out_stride + c] = FromFloat<T>(__int_as_float(0x7fc00000));  // NaN
+      continue;
+    }
+    const T* src = table + label * cols;
     TERN_FOR_COLS(c, cols) out[b * out_stride + c] = src[c];
   }
 }
@@ -198,13 +203,15 @@ cudaError_t LaunchDitAddPositions(ScalarType type, int64_t rows, int64_t cols, v
 }
 
 cudaError_t LaunchDitGatherRows(ScalarType type, int64_t batch, int64_t cols, const int32_t* labels,
-                                const void* table, void* out, int64_t out_stride, cudaStream_t stream) {
-  if (batch < 0 || cols < 0) return cudaErrorInvalidValue;
+                                const void* table, int64_t table_rows, void* out, int64_t out_stride,
+                                cudaStream_t stream) {
+  if (batch < 0 || cols < 0 || table_rows < 0) return cudaErrorInvalidValue;
   const int64_t count = batch * cols;
   if (count == 0) return cudaSuccess;
   TERN_DISPATCH_SCALAR(type, T,
                        GatherKernel<T><<<RowBlocks(batch), kThreads, 0, stream>>>(
-                           batch, cols, labels, static_cast<const T*>(table), static_cast<T*>(out), out_stride));
+                           batch, cols, labels, static_cast<const T*>(table), table_rows, static_cast<T*>(out),
+                           out_stride));
   return cudaGetLastError();
 }
 

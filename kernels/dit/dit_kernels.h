@@ -48,9 +48,12 @@ cudaError_t LaunchDitAddPositions(ScalarType type, int64_t rows, int64_t cols, v
                                   const void* table, int64_t table_rows, cudaStream_t stream);
 
 // out[b, :] = table[labels[b], :]; labels [batch] int32 (checked by the
-// caller), table dense [*, cols].
+// caller), table dense [table_rows, cols]. A label outside [0, table_rows)
+// reads nothing and writes NaN to its row, so a bad label shows in the
+// output instead of faulting.
 cudaError_t LaunchDitGatherRows(ScalarType type, int64_t batch, int64_t cols, const int32_t* labels,
-                                const void* table, void* out, int64_t out_stride, cudaStream_t stream);
+                                const void* table, int64_t table_rows, void* out, int64_t out_stride,
+                                cudaStream_t stream);
 
 // Pointwise ops over rows x cols.
 enum class DitPointwise {

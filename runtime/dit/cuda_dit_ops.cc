@@ -157,20 +157,26 @@ struct CudaDitOps::Impl {
   // The pass.
   int64_t batch = 0;
   std::vector<float> timesteps;      // [B] host
-  const int32_t* labels = nullptr;   // [B] device, in the staging area
+  size_t labels_offset = 0;          // [B] int32 in the staging area, staged by BeginStep
   std::map<int, DeviceBuffer> scratch;
   DeviceBuffer read_buffer;  // ReadToHost's fp32 conversion
 
   // Host inputs of a pass: pinned regions handed out in op order from
   // offset 0 (reset by BeginStep), each with a device twin at the same
   // offset, so a replayed graph reads the new pass's values from the
-  // addresses it recorded. Outgrown buffers stay alive until FinishStep
-  // (copies from them may be in flight).
+  // addresses it recorded. When a pass outgrows the area, the regions it
+  // already staged move to the new buffers at the same offsets (host bytes
+  // copied, device bytes uploaded again): an op may read a region after a
+  // later Stage (EmbedClasses reads the labels), so device addresses are
+  // taken at use time, never kept across a Stage. Outgrown buffers (host
+  // and device) stay alive until FinishStep: work enqueued earlier in the
+  // pass may still read them.
   char* pinned = nullptr;
   size_t pinned_bytes = 0;
   size_t staged = 0;
-  DeviceBuffer staging_device;
+  std::unique_ptr<DeviceBuffer> staging_device = std::make_unique<DeviceBuffer>();
   std::vector<char*> retired_pinned;
+  std::vector<std::unique_ptr<DeviceBuffer>> retired_device;
 
   std::map<PlanKey, std::unique_ptr<GemmPlan>> plans;
 
@@ -253,13 +259,18 @@ struct CudaDitOps::Impl {
     return rows / batch;
   }
 
-  // A staged host input of `bytes`: {pinned host, device twin}.
+  // A staged host input of `bytes`: {pinned host, device twin}. Valid
+  // until the next Stage call (which may move the area); use StagedDevice
+  // for a region read later in the pass.
   std::pair<void*, void*> Stage(size_t bytes) {
     const size_t offset = staged;
     staged += (bytes + 255) / 256 * 256;
-    if (staged > pinned_bytes || staged > staging_device.bytes()) {
-      if (mode == Mode::kCapture) {
-        Fail("host staging grew during graph capture");
+    if (staged > pinned_bytes || staged > staging_device->bytes()) {
+      if (mode != Mode::kEager) {
+        // A captured or replayed pass stages what its batch's eager pass
+        // staged; growing would move addresses the graph records.
+        Fail(mode == Mode::kCapture ? "host staging grew during graph capture"
+                                    : "host staging grew in a replayed pass");
         return {nullptr, nullptr};
       }
       const size_t size = std::max(staged * 2, size_t(1) << 16);
@@ -267,17 +278,33 @@ struct CudaDitOps::Impl {
         char* grown = nullptr;
         Record(cudaMallocHost(&grown, size), "allocating pinned staging");
         if (grown == nullptr) return {nullptr, nullptr};
-        if (pinned != nullptr) retired_pinned.push_back(pinned);
+        if (pinned != nullptr) {
+          std::memcpy(grown, pinned, offset);
+          retired_pinned.push_back(pinned);
+        }
         pinned = grown;
         pinned_bytes = size;
       }
-      if (staged > staging_device.bytes()) {
-        // cudaFree waits for the device, so the copies from the old buffer are done.
-        Record(staging_device.Reserve(size), "allocating device staging");
+      if (staged > staging_device->bytes()) {
+        auto grown = std::make_unique<DeviceBuffer>();
+        Record(grown->Reserve(size), "allocating device staging");
+        if (grown->data() == nullptr) return {nullptr, nullptr};
+        retired_device.push_back(std::move(staging_device));
+        staging_device = std::move(grown);
+      }
+      // The regions staged so far in this pass, at their offsets in the
+      // new device buffer (an eager pass: copies are enqueued as staged).
+      if (offset > 0) {
+        Record(cudaMemcpyAsync(staging_device->data(), pinned, offset, cudaMemcpyHostToDevice, stream),
+               "moving host staging");
       }
       ++generation;
     }
-    return {pinned + offset, static_cast<char*>(staging_device.data()) + offset};
+    return {pinned + offset, static_cast<char*>(staging_device->data()) + offset};
+  }
+  // The device address of a region staged at `offset` in this pass.
+  const void* StagedDevice(size_t offset) const {
+    return static_cast<const char*>(staging_device->data()) + offset;
   }
 
   // dst <- host fp32 values already written at `host` (a staged region).
@@ -555,8 +582,8 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
   }
   if (m.profile) m.MarkEvent(kOtherOp);
   const size_t bytes = size_t(m.batch) * sizeof(int32_t);
+  m.labels_offset = m.staged;
   auto region = m.Stage(std::max<size_t>(bytes, 4));
-  m.labels = static_cast<const int32_t*>(region.second);
   if (region.first != nullptr && bytes > 0) {
     std::memcpy(region.first, step.labels.data(), bytes);
     if (m.mode != Impl::Mode::kReplay) {
@@ -607,6 +634,7 @@ absl::Status CudaDitOps::FinishStep() {
         const cudaError_t made = cudaGraphInstantiate(&exec, recorded, 0);
         m.Record(made, "instantiating a graph");
         if (made == cudaSuccess) {
+          if (graph->exec != nullptr) cudaGraphExecDestroy(graph->exec);  // recorded before buffers moved
           graph->exec = exec;
           graph->generation = m.generation;
           graph->signature = m.signature;
@@ -624,7 +652,7 @@ absl::Status CudaDitOps::FinishStep() {
                             " issued other ops, shapes or buffers than the CUDA graph recorded for that batch"));
         cudaGraphExecDestroy(graph->exec);
         *graph = Impl::Graph{};
-      } else {
+      } else if (m.first_error == cudaSuccess) {
         ++m.stats.replayed;
         m.Record(cudaGraphLaunch(graph->exec, m.stream), "launching a graph");
       }
@@ -642,6 +670,7 @@ absl::Status CudaDitOps::FinishStep() {
   m.Record(cudaGetLastError(), "dit step");
   for (char* p : m.retired_pinned) cudaFreeHost(p);
   m.retired_pinned.clear();
+  m.retired_device.clear();
   if (m.profile && m.first_error == cudaSuccess) {
     m.times = OpTimes{};
     for (size_t i = 0; i + 1 < m.events_used; ++i) {
@@ -770,8 +799,9 @@ void CudaDitOps::EmbedClasses(const DitTable& table, Tensor out) {
   m.Mix(out);
   m.Mix(reinterpret_cast<uintptr_t>(&table));
   if (!enqueue) return;
-  m.Record(kernels::LaunchDitGatherRows(m.type, out.rows, out.cols, m.labels, t.values.data(), out.data, out.stride,
-                                        m.stream),
+  m.Record(kernels::LaunchDitGatherRows(m.type, out.rows, out.cols,
+                                        static_cast<const int32_t*>(m.StagedDevice(m.labels_offset)),
+                                        t.values.data(), t.rows(), out.data, out.stride, m.stream),
            "embed classes");
 }
 

@@ -1,7 +1,9 @@
 // CudaDitOps against CpuDitOps op by op (fp32, bf16, fp16; 1 and 3
 // samples; odd token counts and DiT-XL/2's head_dim 72), the demo DiT's
 // forward pass and sampler goldens on CUDA, batch invariance (bitwise) and
-// CUDA graph capture / replay. Label gpu: every test skips without a GPU.
+// CUDA graph capture / replay; a head_dim-72, 256-token DiT through batches
+// 1, 8, 64 and 1 on one ops (graphs, profile), as tern-dit-bench runs it.
+// Label gpu: every test skips without a GPU.
 //
 // Tolerances: an op's error is max |gpu - cpu| / max |cpu| over its output
 // (printed with the worst element). fp32 matches to 2e-5 (accumulation order
@@ -14,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <random>
@@ -25,8 +28,10 @@
 #include "runtime/dit/cpu_dit_ops.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_pipeline.h"
+#include "runtime/dit/dit_weights.h"
 #include "runtime/dit/gaussian_noise.h"
 #include "runtime/model/dtype.h"
+#include "runtime/model/safetensors.h"
 #include "tests/runtime/dit/dit_golden.h"
 
 namespace tern::runtime {
@@ -448,6 +453,186 @@ TEST(CudaDitOpsGraphTest, AnotherOpSequenceAtACapturedBatchFailsInsteadOfReplayi
   EXPECT_NE(other.message().find("issued other ops"), std::string::npos) << other;
   EXPECT_TRUE(ops->Health().ok()) << ops->Health();
   EXPECT_TRUE(pass(false).ok());  // the graph was dropped: eager again
+}
+
+// The labels are staged first in a pass; a larger host input later in the
+// same pass outgrows the staging area, and the class embedding, which reads
+// the labels after that, must find them in the new one.
+TEST(CudaDitOpsStagingTest, LabelsSurviveTheStagingAreaGrowingInTheirPass) {
+  auto ops = MakeOps(DType::kBF16);
+  SKIP_WITHOUT_GPU(ops);
+  constexpr int64_t kRows = 4, kCols = 8;
+  std::vector<float> values(kRows * kCols);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = float(i);
+  auto table = ops->UploadTable(values, kRows, kCols);
+  ASSERT_TRUE(table.ok()) << table.status();
+  const auto pass = [&](const std::vector<int32_t>& labels, int64_t input_cols) {
+    const std::vector<float> t(labels.size(), 1.0f);
+    const int64_t batch = int64_t(labels.size());
+    EXPECT_TRUE(ops->BeginStep({t, labels}).ok());
+    const std::vector<float> input(size_t(batch * input_cols), 0.25f);
+    ops->CopyFromHost(input.data(), ops->Scratch(0, batch, input_cols));
+    const Tensor out = ops->Scratch(1, batch, kCols);
+    ops->EmbedClasses(**table, out);
+    const absl::Status status = ops->FinishStep();
+    EXPECT_TRUE(status.ok()) << status;
+    std::vector<float> got(size_t(batch * kCols));
+    ops->ReadToHost(out, got.data());
+    return got;
+  };
+  const auto expect_rows = [&](const std::vector<int32_t>& labels, const std::vector<float>& got) {
+    for (size_t b = 0; b < labels.size(); ++b) {
+      for (int64_t c = 0; c < kCols; ++c) {
+        EXPECT_EQ(got[b * kCols + c], values[labels[b] * kCols + c]) << "sample " << b << " col " << c;
+      }
+    }
+  };
+  expect_rows({2}, pass({2}, 16));
+  // 2 x 40000 floats (320 KB) outgrow the first pass's 64 KB of staging.
+  expect_rows({3, 1}, pass({3, 1}, 40000));
+  expect_rows({0, 3, 2}, pass({0, 3, 2}, 200000));
+  // A label outside the table (the model checks labels; the ops do not)
+  // writes NaN instead of reading past the table.
+  const std::vector<float> bad = pass({1, 99}, 16);
+  EXPECT_EQ(bad[0], values[kCols]);
+  for (int64_t c = 0; c < kCols; ++c) EXPECT_TRUE(std::isnan(bad[kCols + c])) << c;
+  EXPECT_TRUE(ops->Health().ok()) << ops->Health();
+}
+
+// A DiT with DiT-XL/2's head_dim (72) and token count at 256 px (256), two
+// blocks of 2 heads: the first shape where the staging area, the scratch
+// slots and the graphs all have to grow and move between batch sizes.
+DitConfig Head72Config() {
+  DitConfig c;
+  c.image_size = 32;
+  c.in_channels = 4;
+  c.patch_size = 2;
+  c.hidden_size = 144;
+  c.depth = 2;
+  c.num_heads = 2;
+  c.mlp_ratio = 4.0;
+  c.num_classes = 10;
+  c.null_class = 10;
+  c.learn_sigma = true;
+  return c;
+}
+
+// Random weights, uniform in +-1/sqrt(fan in) (biases +-0.05, the class
+// table +-1),
+// rounded to bf16 so every compute dtype sees the same network; no
+// pos_embed (computed). Returns the directory.
+std::string WriteHead72Model() {
+  const std::string dir = ::testing::TempDir() + "/cuda_dit_head72";
+  std::filesystem::create_directories(dir);
+  std::vector<TensorSpec> specs;
+  for (const DitTensorSpec& t : DitTensorLayout(Head72Config(), DitNaming::kTern)) {
+    if (!t.optional) specs.push_back({t.name, DType::kF32, t.shape});
+  }
+  uint32_t seed = 1;
+  const absl::Status s = WriteSafetensors(dir + "/model.safetensors", specs, [&](const TensorSpec& spec, uint8_t* out) {
+    int64_t fan_in = 1;
+    for (size_t i = 1; i < spec.shape.size(); ++i) fan_in *= spec.shape[i];
+    const bool table = spec.name.rfind("y_embedder", 0) == 0;  // the class table
+    const float bound = spec.shape.size() == 1 ? 0.05f : table ? 1.0f : float(1.0 / std::sqrt(double(fan_in)));
+    const std::vector<float> values = Random(size_t(spec.nbytes() / 4), seed++, DType::kBF16, -bound, bound);
+    std::memcpy(out, values.data(), values.size() * sizeof(float));
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  return dir;
+}
+
+// The benchmark's sequence at a smaller scale: batches 1, 8, 64 and 1 again
+// on the same ops (each eager, captured, replayed with graphs; eager and
+// timed with profile), so the host staging, the scratch slots and the
+// graphs grow and move between passes. Every sample matches the CPU and is
+// bitwise the same at every batch size.
+TEST(CudaDitModelTest, Head72At256TokensThroughGrowingBatches) {
+  if (MakeOps(DType::kBF16) == nullptr) GTEST_SKIP() << "no CUDA device";
+  const DitConfig config = Head72Config();
+  ASSERT_EQ(config.head_dim(), 72);
+  ASSERT_EQ(config.num_tokens(), 256);
+  const std::string dir = WriteHead72Model();
+  auto store = WeightStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  constexpr int64_t kMaxBatch = 64;
+  const int64_t pixels = config.sample_elements();
+  const std::vector<float> x = GaussianNoise(11, size_t(kMaxBatch * pixels));
+  std::vector<float> t(kMaxBatch);
+  std::vector<int32_t> y(kMaxBatch);
+  for (int64_t b = 0; b < kMaxBatch; ++b) {
+    t[b] = float((b * 37) % 1000);
+    y[b] = b % 2 == 0 ? int32_t(b % config.num_classes) : config.null_class;  // as tern-dit-bench
+  }
+  // The CPU reference, once: CpuDitOps is batch invariant.
+  CpuDitOps cpu;
+  auto cpu_model = DitModel::Create(config, **store, &cpu);
+  ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
+  const std::vector<float> want = Forward(**cpu_model, x, t, y);
+
+  struct Mode {
+    const char* name;
+    bool graphs, profile;
+  };
+  for (DType dtype : {DType::kBF16, DType::kF32}) {
+    for (const Mode mode : {Mode{"graphs", true, false}, Mode{"profile", false, true}}) {
+      CudaDitOpsOptions options;
+      options.compute_dtype = dtype;
+      options.cuda_graphs = mode.graphs;
+      options.profile = mode.profile;
+      auto ops = CudaDitOps::Create(options);
+      ASSERT_TRUE(ops.ok()) << ops.status();
+      auto model = DitModel::Create(config, **store, ops->get());
+      ASSERT_TRUE(model.ok()) << model.status();
+      std::vector<std::vector<float>> first(kMaxBatch);  // each sample's first eps
+      int64_t passes = 0;
+      for (const int64_t batch : {1, 8, 64, 1}) {
+        for (int pass = 0; pass < 3; ++pass) {
+          const std::string what = absl::StrCat(Name(dtype), " ", mode.name, " batch ", batch, " pass ", pass);
+          std::vector<float> eps(size_t(batch * pixels));
+          const absl::Status status =
+              (*model)->Forward({absl::MakeConstSpan(x).subspan(0, size_t(batch * pixels)),
+                                 absl::MakeConstSpan(t).subspan(0, size_t(batch)),
+                                 absl::MakeConstSpan(y).subspan(0, size_t(batch))},
+                                absl::MakeSpan(eps));
+          ASSERT_TRUE(status.ok()) << what << ": " << status;
+          ++passes;
+          if (pass == 0) {
+            const std::vector<float> reference(want.begin(), want.begin() + batch * pixels);
+            ExpectClose(what, reference, eps, pixels, dtype == DType::kF32 ? 1e-4 : 6e-2);
+          }
+          for (int64_t b = 0; b < batch; ++b) {
+            const std::vector<float> sample(eps.begin() + b * pixels, eps.begin() + (b + 1) * pixels);
+            if (first[b].empty()) {
+              first[b] = sample;
+              continue;
+            }
+            int differing = 0;
+            for (int64_t i = 0; i < pixels; ++i) differing += sample[i] != first[b][i];
+            EXPECT_EQ(differing, 0) << what << ": sample " << b << " differs from its first pass in " << differing
+                                    << " of " << pixels << " values";
+          }
+        }
+        if (mode.profile) {
+          const auto times = (*ops)->op_times();
+          EXPECT_GT(times.linear_ms, 0.0) << mode.name << " batch " << batch;
+          EXPECT_GT(times.attention_ms, 0.0) << mode.name << " batch " << batch;
+        }
+      }
+      EXPECT_TRUE((*ops)->Health().ok()) << (*ops)->Health();
+      const auto stats = (*ops)->graph_stats();
+      std::printf("cuda %s %s: %lld passes at batches 1, 8, 64, 1: %lld eager, %lld captured, %lld replayed\n",
+                  Name(dtype), mode.name, (long long)passes, (long long)stats.eager, (long long)stats.captured,
+                  (long long)stats.replayed);
+      if (mode.graphs) {
+        // Growing to 8 and 64 moves buffers, so batch 1 is captured again at the end.
+        EXPECT_EQ(stats.captured, 4);
+        EXPECT_EQ(stats.replayed, 4);
+        EXPECT_EQ(stats.eager, 4);
+      } else {
+        EXPECT_EQ(stats.eager, passes);
+      }
+    }
+  }
 }
 
 TEST(CudaDitOpsCreateTest, RefusesOtherDtypes) {
