@@ -44,9 +44,10 @@ absl::Status AddDeclaredTokens(const json& decoder, TokenizerSpec* spec) {
     if (!value.is_object() || !value.contains("content") || !value["content"].is_string()) {
       return Invalid(kConfig, absl::StrCat("added_tokens_decoder.", key), "needs a string \"content\"");
     }
-    auto flag = [&](const char* name) {
-      const auto it = value.find(name);
-      return it != value.end() && it->is_boolean() && it->get<bool>();
+    const json& entry = value;  // clang 14 cannot capture a structured binding
+    auto flag = [&entry](const char* name) {
+      const auto it = entry.find(name);
+      return it != entry.end() && it->is_boolean() && it->get<bool>();
     };
     const auto known = std::find_if(spec->added_tokens.begin(), spec->added_tokens.end(),
                                      [&](const AddedToken& t) { return t.id == id; });
