@@ -143,14 +143,28 @@ __device__ __forceinline__ float LoadScale(const void* scales, int64_t at) {
   }
 }
 
-template <typename T, int kBits, int kTiles, bool kHalfScales>
+// Bytes of dynamic shared memory that stage a tile's scales and zero codes
+// (kStaged): [groups][16] scales as stored, then [groups][16] zero codes when
+// the layer has them. Both parts are multiples of 16 bytes.
+int64_t StagedBytes(const WeightOnlyLayout& l, bool half_scales, bool zeros) {
+  return l.groups * 16 * ((half_scales ? 2 : 4) + (zeros ? 1 : 0));
+}
+
+// kStaged: the block copies its tile's scales and zero codes into shared
+// memory once (16-byte loads, issued with the first codes, before the wait
+// for x), so the loop never waits on a scale; otherwise each group's scale is
+// read from global memory when the group starts (layers whose scales do not
+// fit the shared memory budget, or unaligned scale or zero arrays).
+template <typename T, int kBits, int kTiles, bool kHalfScales, bool kStaged>
 __global__ void __launch_bounds__(kThreads)
     WeightOnlyGemmKernel(Shape s, const uint4* __restrict__ codes, const void* __restrict__ scales,
                          const uint8_t* __restrict__ zeros, const T* __restrict__ x, const T* __restrict__ bias,
                          T* __restrict__ y) {
   constexpr int kSteps = kBits == 4 ? 4 : 2;  // k16 steps per chunk
   constexpr int kChunkCols = 16 * kSteps;
+  constexpr int kScaleVecsPerGroup = kHalfScales ? 2 : 4;  // 16-byte vectors of one group's 16 scales
   __shared__ float partial[kWarps][kTiles][4][32];
+  extern __shared__ uint4 staged[];
   PdlAllowDependents();
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -192,11 +206,27 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
           for (int i = 0; i < 4; ++i) part[tt][i] = 0.0f;
         }
-        const int64_t at = (tile * s.groups + group) * 16 + g;
-        scale_lo = LoadScale<kHalfScales>(scales, at);
-        scale_hi = LoadScale<kHalfScales>(scales, at + 8);
-        zero_lo = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at)) : s.mid);
-        zero_hi = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at + 8)) : s.mid);
+        if constexpr (kStaged) {
+          const int32_t at = group * 16 + g;
+          if constexpr (kHalfScales) {
+            const __half* staged_scales = reinterpret_cast<const __half*>(staged);
+            scale_lo = __half2float(staged_scales[at]);
+            scale_hi = __half2float(staged_scales[at + 8]);
+          } else {
+            const float* staged_scales = reinterpret_cast<const float*>(staged);
+            scale_lo = staged_scales[at];
+            scale_hi = staged_scales[at + 8];
+          }
+          const uint8_t* staged_zeros = reinterpret_cast<const uint8_t*>(staged + s.groups * kScaleVecsPerGroup);
+          zero_lo = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(staged_zeros[at]) : s.mid);
+          zero_hi = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(staged_zeros[at + 8]) : s.mid);
+        } else {
+          const int64_t at = (tile * s.groups + group) * 16 + g;
+          scale_lo = LoadScale<kHalfScales>(scales, at);
+          scale_hi = LoadScale<kHalfScales>(scales, at + 8);
+          zero_lo = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at)) : s.mid);
+          zero_hi = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at + 8)) : s.mid);
+        }
       }
       uint32_t a[4];
 #pragma unroll
@@ -233,7 +263,20 @@ __global__ void __launch_bounds__(kThreads)
     const int32_t c = c0 + u * kWarps;
     current[u] = c < s.chunks ? LoadStreaming(tile_codes + int64_t(c) * 32) : make_uint4(0, 0, 0, 0);
   }
+  if constexpr (kStaged) {
+    // Scales and zeros are constant too: staged before the wait.
+    const int32_t scale_vecs = s.groups * kScaleVecsPerGroup;
+    const uint4* scale_src = static_cast<const uint4*>(scales) + tile * scale_vecs;
+#pragma unroll 4
+    for (int32_t i = threadIdx.x; i < scale_vecs; i += kThreads) staged[i] = __ldg(scale_src + i);
+    if (zeros != nullptr) {
+      const uint4* zero_src = reinterpret_cast<const uint4*>(zeros) + tile * s.groups;
+#pragma unroll 4
+      for (int32_t i = threadIdx.x; i < s.groups; i += kThreads) staged[scale_vecs + i] = __ldg(zero_src + i);
+    }
+  }
   PdlWaitForPrior();
+  if constexpr (kStaged) __syncthreads();
   while (c0 < s.chunks) {
     const int32_t c1 = c0 + kWarps * kUnroll;
     uint4 next[kUnroll];
@@ -336,17 +379,35 @@ __global__ void GatherColumnsKernel(int64_t rows, int64_t k, const int32_t* __re
   out[r * out_row_stride + j] = x[r * x_row_stride + order[j]];
 }
 
+// Static shared memory of a kernel with kTiles row tiles (the warps'
+// partial sums); the staged scales take what is left of the 48 KB a launch
+// may use without opting in.
+constexpr int64_t kSharedBudget = 48 * 1024;
+constexpr int64_t PartialBytes(int tiles) { return int64_t(kWarps) * tiles * 4 * 32 * 4; }
+
+template <typename T, int kBits, int kTiles, bool kHalfScales>
+cudaError_t LaunchTiles(const Shape& s, const WeightOnlyDeviceWeight& w, dim3 grid, const void* x, const void* bias,
+                        void* y, cudaStream_t stream, bool pdl) {
+  const auto launch = [&](auto kernel, int64_t shared) {
+    return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), size_t(shared), stream, s,
+                         static_cast<const uint4*>(w.codes), w.scales, w.zeros, static_cast<const T*>(x),
+                         static_cast<const T*>(bias), static_cast<T*>(y));
+  };
+  const int64_t staged = StagedBytes(w.layout, kHalfScales, w.zeros != nullptr);
+  const bool aligned = reinterpret_cast<uintptr_t>(w.scales) % 16 == 0 && reinterpret_cast<uintptr_t>(w.zeros) % 16 == 0;
+  if (aligned && staged + PartialBytes(kTiles) <= kSharedBudget) {
+    return launch(WeightOnlyGemmKernel<T, kBits, kTiles, kHalfScales, true>, staged);
+  }
+  return launch(WeightOnlyGemmKernel<T, kBits, kTiles, kHalfScales, false>, 0);
+}
+
 template <typename T, int kBits, bool kHalfScales>
 cudaError_t LaunchGemm(const Shape& s, const WeightOnlyDeviceWeight& w, dim3 grid, const void* x, const void* bias,
                        void* y, cudaStream_t stream, bool pdl) {
-  const auto launch = [&](auto kernel) {
-    return LaunchWithPdl(pdl, kernel, grid, dim3(kThreads), 0, stream, s, static_cast<const uint4*>(w.codes), w.scales,
-                         w.zeros, static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<T*>(y));
-  };
-  if (s.rows <= 8) return launch(WeightOnlyGemmKernel<T, kBits, 1, kHalfScales>);
-  if (s.rows <= 16) return launch(WeightOnlyGemmKernel<T, kBits, 2, kHalfScales>);
-  if (s.rows <= 32) return launch(WeightOnlyGemmKernel<T, kBits, 4, kHalfScales>);
-  return launch(WeightOnlyGemmKernel<T, kBits, 8, kHalfScales>);
+  if (s.rows <= 8) return LaunchTiles<T, kBits, 1, kHalfScales>(s, w, grid, x, bias, y, stream, pdl);
+  if (s.rows <= 16) return LaunchTiles<T, kBits, 2, kHalfScales>(s, w, grid, x, bias, y, stream, pdl);
+  if (s.rows <= 32) return LaunchTiles<T, kBits, 4, kHalfScales>(s, w, grid, x, bias, y, stream, pdl);
+  return LaunchTiles<T, kBits, 8, kHalfScales>(s, w, grid, x, bias, y, stream, pdl);
 }
 
 template <typename T>

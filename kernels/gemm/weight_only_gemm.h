@@ -8,7 +8,9 @@
 // (512-byte coalesced loads, several in flight), turns each pair of codes
 // into an fp16/bf16 pair (c - zero, exact) with a mask, an OR and a packed
 // subtraction, and multiplies it with x on the tensor cores (m16n8k16, fp32
-// accumulation), 8 rows of x per MMA. The group scale multiplies each
+// accumulation), 8 rows of x per MMA. The block stages its tile's group
+// scales and zero codes in shared memory before the loop (when they fit), so
+// no warp waits on a scale load. The group scale multiplies each
 // group's fp32 partial sum, so the arithmetic is the reference's up to fp32
 // summation order; warps combine in shared memory, the bias is added and
 // each output is rounded once.
@@ -38,6 +40,13 @@
 namespace tern::kernels {
 
 inline constexpr int64_t kWeightOnlyGemmMaxRows = 64;
+// The row count up to which the CUDA backend runs LaunchWeightOnlyGemm; from
+// kWeightOnlyGemmFastRows + 1 on it dequantizes and runs cuBLAS. The GEMM
+// reads x from L1/L2 once per 16-row output tile and MMA row tile, which
+// costs more than dequantize + cuBLAS at 64 rows on the H100 (Llama-7B MLP
+// shapes, tern-quant-bench); 32 rows is the last MMA row-tile count below
+// that crossover.
+inline constexpr int64_t kWeightOnlyGemmFastRows = 32;
 
 // Device pointers of a packed layer (PackedWeightOnly uploaded as is).
 struct WeightOnlyDeviceWeight {

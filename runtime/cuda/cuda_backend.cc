@@ -801,9 +801,9 @@ void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
 }
 
 // Act-order layers gather x into stored column order first. Up to
-// kWeightOnlyGemmMaxRows rows run the tensor-core weight-only GEMM on the
+// kWeightOnlyGemmFastRows rows run the tensor-core weight-only GEMM on the
 // packed codes; more rows (and fp32) dequantize the layer into
-// dequant_scratch and run the dense GEMM.
+// dequant_scratch and run the dense GEMM (faster there, weight_only_gemm.h).
 void CudaBackend::WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& w, Tensor out) {
   Impl& m = *impl_;
   CHECK_EQ(x.cols, w.in_features());
@@ -818,7 +818,7 @@ void CudaBackend::WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& w, Tens
     x = gathered;
   }
   const kernels::WeightOnlyGemmParams p{x.rows, x.stride, out.stride};
-  if (kernels::WeightOnlyGemmSupported(m.type, w.weight(), p, x.data)) {
+  if (x.rows <= kernels::kWeightOnlyGemmFastRows && kernels::WeightOnlyGemmSupported(m.type, w.weight(), p, x.data)) {
     m.Record(kernels::LaunchWeightOnlyGemm(m.type, w.weight(), p, x.data, w.bias(), out.data, m.stream, m.pdl),
              "weight-only gemm");
     return;

@@ -2,7 +2,7 @@
 // repacked once at load into kernels/gemm/weight_only_pack.h's layout and
 // uploaded (codes, group scales, zero codes unless symmetric, the act-order
 // permutation, the bias in the compute dtype). CudaBackend::Linear runs it:
-//   rows <= kernels::kWeightOnlyGemmMaxRows (decode, small batches), fp16 or
+//   rows <= kernels::kWeightOnlyGemmFastRows (decode, small batches), fp16 or
 //     bf16: the tensor-core weight-only GEMM, which reads the packed codes
 //     once (kernels/gemm/weight_only_gemm.h);
 //   more rows (prefill), or fp32: the large-M path, the layer dequantized into

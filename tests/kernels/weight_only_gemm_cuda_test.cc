@@ -4,7 +4,8 @@
 // not a multiple of the 16-row tile, input counts that are not a multiple of
 // the 64- or 32-column chunk, per-channel layers with k not a multiple of 16,
 // group sizes 16..128, symmetric and asymmetric (zero codes up to 2^bits),
-// fp16 and fp32 scales, a bias, strided rows, fp16 and bf16. Also the
+// fp16 and fp32 scales, a bias, strided rows, fp16 and bf16, scales staged in
+// shared memory and read from global memory (layers too large to stage). Also the
 // dequantization (exact: both sides round the same fp32 value once), the
 // act-order column gather, and the calls the GEMM must decline.
 #include <algorithm>
@@ -151,6 +152,10 @@ const Config kConfigs[] = {
     {8, 130, 1000, 1000, true, true, false},  // per channel
     {8, 96, 4096, 128, false, true, true},    // g128 with zero points
     {8, 50, 2048, 32, true, false, false},    // g32, fp32 scales
+    {8, 33, 640, 64, true, false, false},     // g64, fp32 scales
+    {4, 80, 2048, 32, false, true, true},     // g32 with zero points: two groups per chunk
+    {8, 48, 8192, 16, false, true, true},     // 24 KB of scales and zeros: staged up to 32 rows, not at 64
+    {4, 40, 11008, 16, false, false, false},  // 55 KB of scales and zeros: never staged
 };
 
 TEST_P(WeightOnlyGemmCudaTest, MatchesReference) {
