@@ -120,6 +120,14 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
                  CUBLAS_STATUS_SUCCESS;
   ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)) ==
                  CUBLAS_STATUS_SUCCESS;
+  if (fp8()) {
+    // cuBLASLt's default, stated: partial sums are promoted to fp32 every 128
+    // inputs instead of staying in the tensor cores' 13-fraction-bit
+    // accumulation for all of K (on, the error grows with K).
+    const int8_t fast_accum = 0;
+    ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast_accum,
+                                              sizeof(fast_accum)) == CUBLAS_STATUS_SUCCESS;
+  }
   ok = ok && cublasLtMatrixLayoutCreate(&desc.a, ab_type, uint64_t(in_), uint64_t(out_), in_) == CUBLAS_STATUS_SUCCESS;
   ok = ok &&
        cublasLtMatrixLayoutCreate(&desc.b, ab_type, uint64_t(in_), uint64_t(rows), q_stride) == CUBLAS_STATUS_SUCCESS;

@@ -1,8 +1,10 @@
 // A W8A8 linear layer (INT8 or FP8 E4M3) on the CUDA backend, as
 // kernels/gemm/quant_gemm.h states it: the activations quantized per token
 // (or with the layer's static scale, after its smoothing) by a small kernel
-// (kernels/gemm/w8a8.h), the products summed by cuBLASLt (FP8: fp32
-// accumulation, Hopper or Ada; INT8: exact int32 sums), and the row and
+// (kernels/gemm/w8a8.h), the products summed by cuBLASLt (FP8, Hopper or
+// Ada: fast accumulation off, so partial sums are added in fp32 every 128
+// inputs, each 32-input tensor-core step keeping 13 fraction bits; INT8:
+// exact int32 sums), and the row and
 // weight scales and the bias applied by an elementwise epilogue. Weights stay
 // as stored ([out, in] bytes: cuBLASLt's "TN" operand), with their
 // per-output-channel fp32 scales.

@@ -6,7 +6,8 @@
 // weight-only GEMM's limit, in fp16, bf16 and fp32. x is rounded to the
 // compute dtype first, so both backends see the same activations (W8A8: the
 // same quantized codes), and only summation order and the output's rounding
-// differ.
+// differ, except that FP8 sums on the tensor cores keep fewer bits than fp32
+// (the tolerance below says how many).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -192,7 +193,18 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheCpuBackend) {
         }
         scale = std::max(scale, std::abs(want[i]));
       }
-      const float tolerance = dtype == DType::kF32 ? 1e-4f : dtype == DType::kF16 ? 4e-3f : 2e-2f;
+      float tolerance = dtype == DType::kF32 ? 1e-4f : dtype == DType::kF16 ? 4e-3f : 2e-2f;
+      if (c.scheme.scheme == WeightScheme::kW8A8Fp8) {
+        // FP8 sums on Hopper tensor cores are not fp32 sums: each 32-input
+        // MMA step aligns its products and the running sum to the largest of
+        // them and keeps 13 fraction bits (truncating); cuBLASLt adds the
+        // partial sums in fp32 every 128 inputs. Each step may so lose about
+        // 2^-13 of a magnitude the output's scale bounds, and K / 32 steps
+        // run: (K / 32) * 2^-13, 1e-3 at K = 256 and 2e-3 at K = 512, where
+        // that model of the hardware gives 2.5e-4 to 4e-4 on these inputs
+        // (fp32 summation would stay near 1e-6).
+        tolerance = std::max(tolerance, float(c.in / 32) * std::ldexp(1.0f, -13));
+      }
       EXPECT_LT(diff / scale, tolerance) << c.name << " in " << DTypeSafetensorsName(dtype) << ", rows " << rows
                                          << ": worst at row " << worst / c.out << ", feature " << worst % c.out
                                          << ": got " << got[worst] << ", want " << want[worst];

@@ -5,12 +5,18 @@
 // large-M path (dequantize + cuBLAS), then single-token decode steps take
 // the tensor-core weight-only GEMM. W8A8 (FP8, INT8): per-token activation
 // quantization, cuBLASLt and the epilogue on every step. From the second
-// decode step on the CUDA backend records and replays a graph. W8A8 layers
-// quantize activations that differ by their rounding between backends, so a
-// code may flip by one step. In fp32 the CUDA path computes what the CPU does up to
-// summation order; in fp16 and bf16 the activations round between ops, so
-// the bound is the larger of a fixed tolerance and three times the dense
-// model's own CUDA-versus-CPU spread in that dtype.
+// decode step on the CUDA backend records and replays a graph. Weight-only
+// schemes in fp32 compute what the CPU does up to summation order; in fp16
+// and bf16 the activations round between ops, so the bound is the larger of
+// a fixed tolerance and three times the dense model's own CUDA-versus-CPU
+// spread in that dtype. W8A8 layers quantize activations that differ in
+// their last bits between backends (summation order; FP8 sums also keep 13
+// fraction bits per tensor-core step, kernels/gemm/quant_gemm.h), so codes
+// at a rounding boundary flip by one step and the flips carry through the
+// layers: on the CPU path alone, moving each quantizer input by one ulp
+// with probability 1/2 moves this model's logits by up to 0.031 (INT8) and
+// 0.064 (FP8) normwise, over the prefill and the decode steps. Their bounds
+// are about twice that (a wrong scale or layout moves logits by order 1).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -145,8 +151,8 @@ INSTANTIATE_TEST_SUITE_P(Schemes, QuantizedModelCudaTest,
                                            Case{"w8a16", DType::kF16, 2e-2}, Case{"w4a16-g128", DType::kF16, 2e-2},
                                            Case{"w4a16-g32-asym", DType::kF16, 2e-2},
                                            Case{"w8a16-g64-asym", DType::kBF16, 6e-2},
-                                           Case{"w4a16-g128", DType::kBF16, 6e-2}, Case{"fp8", DType::kF32, 1e-2},
-                                           Case{"int8", DType::kF32, 1e-2}, Case{"fp8", DType::kF16, 3e-2},
+                                           Case{"w4a16-g128", DType::kBF16, 6e-2}, Case{"fp8", DType::kF32, 0.15},
+                                           Case{"int8", DType::kF32, 0.08}, Case{"fp8", DType::kF16, 0.15},
                                            Case{"int8", DType::kBF16, 6e-2}),
                          [](const auto& info) {
                            std::string name =
