@@ -1,5 +1,3 @@
-#include <mma.h>
-
 #include <cmath>
 #include <cstdint>
 
@@ -73,149 +71,365 @@ __global__ void __launch_bounds__(kRowWarps * 32)
 }
 
 // ---------------------------------------------------------------------------
-// Tensor cores: 64 query rows x 64 keys a tile, 4 warps of 16 query rows.
+// Tensor cores (mma.sync m16n8k16, fp32 accumulation).
+//
+// A CTA of 4 warps takes kTileM query rows of one (sample, head); each warp
+// owns kMBlocks blocks of 16 rows, so every K and V fragment read from shared
+// memory feeds kMBlocks products. The sample's keys are walked 64 at a time:
+// K and V tiles are copied with cp.async into two shared-memory stages, so the
+// next tile's copy overlaps this tile's math, and every warp reads the same
+// tile. Per tile a warp computes S = Q K^T from ldmatrix fragments, updates
+// the running max and sum of its rows in registers (exp2 of scores scaled by
+// scale * log2(e)), and adds P V with P re-packed to 16 bits straight from the
+// accumulators (the m16n8 accumulator layout of two adjacent key octets is the
+// A layout of one k16 step). Shared rows are kPitch = kDims + 8 elements, so
+// the 8 row addresses of an ldmatrix fall into distinct banks. A head_dim
+// that is no multiple of 16 (72) is zero-padded to kDims in shared memory for
+// the Q K^T steps; P V computes only the real dim octets.
 
-constexpr int kTileQ = 64;
-constexpr int kTileK = 64;
-constexpr int kFlashThreads = 128;
-constexpr int kMaxFlashHeadDim = 128;
+constexpr int kFlashWarps = 4;
+constexpr int kFlashThreads = kFlashWarps * 32;
+constexpr int kTileK = 64;  // keys per tile
+constexpr int kKeyOctets = kTileK / 8;
 
-// Rows [first, first + 64) of one head's q, k or v (`src` at the head's
-// column offset) into shared [64, dp], zero beyond `tokens` and head_dim.
-template <typename T>
-__device__ __forceinline__ void LoadTile(T* dst, const T* src, int first, int tokens, int hd, int dp, int64_t stride,
-                                         bool vec) {
-  if (vec) {
-    // 16-byte pieces: hd, the stride and the base are multiples of 8
-    // elements (checked by the launcher), so a piece is all in or all out.
-    const int pieces = dp / 8;
-    for (int i = threadIdx.x; i < kTileQ * pieces; i += kFlashThreads) {
-      const int r = i / pieces, c = (i - r * pieces) * 8;
-      uint4 value = make_uint4(0, 0, 0, 0);
-      if (first + r < tokens && c < hd) value = *reinterpret_cast<const uint4*>(src + int64_t(first + r) * stride + c);
-      *reinterpret_cast<uint4*>(dst + r * dp + c) = value;
-    }
-  } else {
-    for (int i = threadIdx.x; i < kTileQ * dp; i += kFlashThreads) {
-      const int r = i / dp, c = i - r * dp;
-      dst[i] = (first + r < tokens && c < hd) ? src[int64_t(first + r) * stride + c] : FromFloat<T>(0.0f);
-    }
-  }
+template <int kHeadDim>
+struct FlashConfig {
+  static constexpr int kDims = (kHeadDim + 15) / 16 * 16;  // padded for the k16 steps
+  static constexpr int kPitch = kDims + 8;                  // elements per shared row
+  static constexpr int kChunks = kHeadDim / 8;              // 16-byte pieces of a real row
+  static constexpr int kPadChunks = kDims / 8 - kChunks;    // zero pieces (0 or 1)
+  static constexpr int kKSteps = kDims / 16;                // k16 steps of Q K^T
+  static constexpr int kDimOctets = kHeadDim / 8;           // n8 tiles of P V
+  // Two row blocks a warp up to head_dim 96 (fits 255 registers unspilled);
+  // one above, where the accumulators alone would take 128 registers.
+  static constexpr int kMBlocks = kHeadDim <= 96 ? 2 : 1;
+  static constexpr int kTileM = kFlashWarps * 16 * kMBlocks;
+  static constexpr size_t kSharedBytes = size_t(kTileM + 4 * kTileK) * kPitch * 2;  // Q, 2 x K, 2 x V
+};
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-size_t FlashSharedBytes(int dp, size_t element_bytes) {
-  return (size_t(kTileQ) * dp + 2 * size_t(kTileK) * dp) * element_bytes  // q, k, v
-         + size_t(kTileQ) * kTileK * 4                                     // scores
-         + size_t(kTileQ) * kTileK * element_bytes                         // probabilities
-         + size_t(kTileQ) * dp * 4                                         // output accumulators
-         + 2 * size_t(kTileQ) * 4;                                         // row max, row sum
+// 16-byte global -> shared copy; writes zeros when !valid (src is not read).
+__device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void LoadMatrixX4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void LoadMatrixX4Trans(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c[16x8] += a[16x16] * b[16x8], fp32 accumulation.
+template <typename T>
+__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void Mma<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void Mma<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats rounded to T as one 32-bit register, `lo` in the low half; `sum`
+// gains the two rounded values.
+template <typename T>
+__device__ __forceinline__ uint32_t PackAndSum(float lo, float hi, float& sum);
+template <>
+__device__ __forceinline__ uint32_t PackAndSum<__half>(float lo, float hi, float& sum) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  const float2 r = __half22float2(v);
+  sum += r.x + r.y;
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t PackAndSum<__nv_bfloat16>(float lo, float hi, float& sum) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  const uint32_t bits = *reinterpret_cast<const uint32_t*>(&v);
+  sum += __uint_as_float(bits << 16) + __uint_as_float(bits & 0xffff0000u);
+  return bits;
 }
 
 template <typename T>
+__device__ __forceinline__ uint32_t Pack(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t Pack<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t Pack<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kFlashThreads)
-    FlashAttentionKernel(DitAttentionShape s, int dp, float scale_log2, bool vec, const T* qkv, T* out) {
-  using namespace nvcuda;
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* qs = reinterpret_cast<T*>(smem);
-  T* ks = qs + kTileQ * dp;
-  T* vs = ks + kTileK * dp;
-  float* ss = reinterpret_cast<float*>(vs + kTileK * dp);
-  T* ps = reinterpret_cast<T*>(ss + kTileQ * kTileK);
-  float* os = reinterpret_cast<float*>(ps + kTileQ * kTileK);
-  float* ms = os + kTileQ * dp;
-  float* ls = ms + kTileQ;
+    FlashAttentionKernel(DitAttentionShape s, float scale_log2, const T* __restrict__ qkv, T* __restrict__ out) {
+  using C = FlashConfig<kHeadDim>;
+  constexpr int kPitch = C::kPitch, kChunks = C::kChunks, kMBlocks = C::kMBlocks, kTileM = C::kTileM;
+  constexpr int kDimOctets = C::kDimOctets;
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t b = blockIdx.z;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  T* sq = reinterpret_cast<T*>(shared_raw);  // [kTileM][kPitch]
+  T* sk = sq + kTileM * kPitch;              // [2][kTileK][kPitch]
+  T* sv = sk + 2 * kTileK * kPitch;          // [2][kTileK][kPitch]
+
+  const int tid = threadIdx.x;
+  const int q0 = blockIdx.x * kTileM;
   const int h = blockIdx.y;
-  const int q0 = blockIdx.x * kTileQ;
-  const int hd = s.head_dim;
-  const int64_t width = int64_t(s.num_heads) * hd;
-  const T* sample = qkv + b * s.tokens * s.qkv_stride + int64_t(h) * hd;
+  const int64_t b = blockIdx.z;
+  const int tokens = s.tokens;
+  const int64_t stride = s.qkv_stride;
+  const int64_t width = int64_t(s.num_heads) * kHeadDim;
+  const T* q_head = qkv + b * tokens * stride + int64_t(h) * kHeadDim;
+  const T* k_head = q_head + width;
+  const T* v_head = k_head + width;
 
-  LoadTile(qs, sample, q0, s.tokens, hd, dp, s.qkv_stride, vec);
-  for (int i = threadIdx.x; i < kTileQ * dp; i += kFlashThreads) os[i] = 0.0f;
-  if (threadIdx.x < kTileQ) {
-    ms[threadIdx.x] = -INFINITY;
-    ls[threadIdx.x] = 0.0f;
+  // The padding piece of every row (head_dim 72: dims 72..79) is zero once
+  // and for all; the copies below never touch it.
+  if constexpr (C::kPadChunks > 0) {
+    for (int r = tid; r < kTileM + 4 * kTileK; r += kFlashThreads) {
+      *reinterpret_cast<uint4*>(sq + r * kPitch + kChunks * 8) = make_uint4(0, 0, 0, 0);
+    }
   }
-  const int row0 = warp * 16;  // this warp's query rows in the tile
-  for (int k0 = 0; k0 < s.tokens; k0 += kTileK) {
-    __syncthreads();  // the previous tile's k and v are consumed (first time: q and the state are written)
-    LoadTile(ks, sample + width, k0, s.tokens, hd, dp, s.qkv_stride, vec);
-    LoadTile(vs, sample + 2 * width, k0, s.tokens, hd, dp, s.qkv_stride, vec);
+  // Rows past the sample's tokens are zero-filled: query rows compute
+  // harmless zeros, masked keys never meet garbage values.
+  for (int i = tid; i < kTileM * kChunks; i += kFlashThreads) {
+    const int r = i / kChunks, c = i - r * kChunks;
+    const bool valid = q0 + r < tokens;
+    CopyAsync16(SharedAddress(sq + r * kPitch + c * 8), q_head + (valid ? int64_t(q0 + r) * stride + c * 8 : 0),
+                valid);
+  }
+  CopyAsyncCommit();
+  auto load_kv = [&](int k0, int stage) {
+    T* dk = sk + stage * kTileK * kPitch;
+    T* dv = sv + stage * kTileK * kPitch;
+    for (int i = tid; i < kTileK * kChunks; i += kFlashThreads) {
+      const int r = i / kChunks, c = i - r * kChunks;
+      const bool valid = k0 + r < tokens;
+      const int64_t offset = valid ? int64_t(k0 + r) * stride + c * 8 : 0;
+      CopyAsync16(SharedAddress(dk + r * kPitch + c * 8), k_head + offset, valid);
+      CopyAsync16(SharedAddress(dv + r * kPitch + c * 8), v_head + offset, valid);
+    }
+  };
+  load_kv(0, 0);
+  CopyAsyncCommit();
+
+  const int warp = tid / 32, lane = tid % 32;
+  const int quad_row = lane / 4, quad_col = lane % 4;
+  const int warp_row = warp * 16 * kMBlocks;
+
+  float o[kMBlocks][kDimOctets][4];
+  float m_run[kMBlocks][2], l_run[kMBlocks][2];
+#pragma unroll
+  for (int mb = 0; mb < kMBlocks; ++mb) {
+#pragma unroll
+    for (int d = 0; d < kDimOctets; ++d) o[mb][d][0] = o[mb][d][1] = o[mb][d][2] = o[mb][d][3] = 0.0f;
+    m_run[mb][0] = m_run[mb][1] = -INFINITY;
+    l_run[mb][0] = l_run[mb][1] = 0.0f;
+  }
+
+  const int num_tiles = (tokens + kTileK - 1) / kTileK;
+  for (int t = 0; t < num_tiles; ++t) {
+    const int stage = t & 1;
+    if (t + 1 < num_tiles) {
+      load_kv((t + 1) * kTileK, stage ^ 1);
+      CopyAsyncCommit();
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
     __syncthreads();
 
-    // Scores of the warp's 16 rows against the 64 keys.
-    for (int nb = 0; nb < kTileK / 16; ++nb) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int kb = 0; kb < dp / 16; ++kb) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bk;
-        wmma::load_matrix_sync(a, qs + row0 * dp + kb * 16, dp);
-        wmma::load_matrix_sync(bk, ks + nb * 16 * dp + kb * 16, dp);  // K^T: K [key, dim] read column-major
-        wmma::mma_sync(acc, a, bk, acc);
-      }
-      wmma::store_matrix_sync(ss + row0 * kTileK + nb * 16, acc, kTileK, wmma::mem_row_major);
+    // S = Q K^T for the warp's rows and the tile's 64 keys.
+    const T* kb = sk + stage * kTileK * kPitch;
+    float sc[kMBlocks][kKeyOctets][4];
+#pragma unroll
+    for (int mb = 0; mb < kMBlocks; ++mb) {
+#pragma unroll
+      for (int n = 0; n < kKeyOctets; ++n) sc[mb][n][0] = sc[mb][n][1] = sc[mb][n][2] = sc[mb][n][3] = 0.0f;
     }
-    __syncwarp();
+#pragma unroll
+    for (int kk = 0; kk < C::kKSteps; ++kk) {
+      uint32_t qa[kMBlocks][4];
+#pragma unroll
+      for (int mb = 0; mb < kMBlocks; ++mb) {
+        LoadMatrixX4(SharedAddress(sq + (warp_row + mb * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kPitch + kk * 16 +
+                                   (lane / 16) * 8),
+                     qa[mb]);
+      }
+#pragma unroll
+      for (int n = 0; n < kKeyOctets; n += 2) {
+        // Key octets n and n + 1, dims kk * 16 .. + 15.
+        uint32_t kf[4];
+        LoadMatrixX4(SharedAddress(kb + (n * 8 + (lane / 16) * 8 + lane % 8) * kPitch + kk * 16 + ((lane / 8) % 2) * 8),
+                     kf);
+#pragma unroll
+        for (int mb = 0; mb < kMBlocks; ++mb) {
+          Mma<T>(sc[mb][n], qa[mb], kf[0], kf[1]);
+          Mma<T>(sc[mb][n + 1], qa[mb], kf[2], kf[3]);
+        }
+      }
+    }
 
-    // Online softmax, one row at a time across the warp (2 keys a lane).
-    for (int rr = 0; rr < 16; ++rr) {
-      const int row = row0 + rr;
-      const float s0 = k0 + lane < s.tokens ? ss[row * kTileK + lane] * scale_log2 : -INFINITY;
-      const float s1 = k0 + lane + 32 < s.tokens ? ss[row * kTileK + lane + 32] * scale_log2 : -INFINITY;
-      const float m_old = ms[row];
-      const float m_new = fmaxf(m_old, WarpMax(fmaxf(s0, s1)));  // finite: key k0 exists
-      const float alpha = exp2f(m_old - m_new);
-      const T p0 = FromFloat<T>(exp2f(s0 - m_new));
-      const T p1 = FromFloat<T>(exp2f(s1 - m_new));
-      ps[row * kTileK + lane] = p0;
-      ps[row * kTileK + lane + 32] = p1;
-      const float sum = WarpSum(ToFloat(p0) + ToFloat(p1));
-      for (int c = lane; c < dp; c += 32) os[row * dp + c] *= alpha;
-      if (lane == 0) {  // every lane read ms[row] before the shuffles above
-        ms[row] = m_new;
-        ls[row] = ls[row] * alpha + sum;
+    const int k0 = t * kTileK;
+    if (k0 + kTileK > tokens) {  // the last tile, partly past the sample's keys
+#pragma unroll
+      for (int mb = 0; mb < kMBlocks; ++mb) {
+#pragma unroll
+        for (int n = 0; n < kKeyOctets; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if (k0 + n * 8 + 2 * quad_col + (e & 1) >= tokens) sc[mb][n][e] = -INFINITY;
+          }
+        }
       }
     }
-    __syncwarp();
 
-    // O += P V for the warp's rows.
-    for (int nb = 0; nb < dp / 16; ++nb) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, os + row0 * dp + nb * 16, dp, wmma::mem_row_major);
-      for (int kb = 0; kb < kTileK / 16; ++kb) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bv;
-        wmma::load_matrix_sync(a, ps + row0 * kTileK + kb * 16, kTileK);
-        wmma::load_matrix_sync(bv, vs + kb * 16 * dp + nb * 16, dp);
-        wmma::mma_sync(acc, a, bv, acc);
+    // Online softmax in the log2 domain; a row's 64 scores live in the 4
+    // lanes of a quad. Key k0 exists, so every row's max is finite from the
+    // first tile on (the first correction is exp2(-inf) = 0).
+    uint32_t pa[kMBlocks][kTileK / 16][4];  // P as the A fragments of P V
+#pragma unroll
+    for (int mb = 0; mb < kMBlocks; ++mb) {
+      float base[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = m_run[mb][r];
+#pragma unroll
+        for (int n = 0; n < kKeyOctets; ++n) mx = fmaxf(mx, fmaxf(sc[mb][n][2 * r], sc[mb][n][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        base[r] = mx * scale_log2;
+        const float correction = exp2f(m_run[mb][r] * scale_log2 - base[r]);
+        m_run[mb][r] = mx;
+        l_run[mb][r] *= correction;
+#pragma unroll
+        for (int d = 0; d < kDimOctets; ++d) {
+          o[mb][d][2 * r] *= correction;
+          o[mb][d][2 * r + 1] *= correction;
+        }
       }
-      wmma::store_matrix_sync(os + row0 * dp + nb * 16, acc, dp, wmma::mem_row_major);
+#pragma unroll
+      for (int n = 0; n < kKeyOctets; ++n) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float p0 = exp2f(fmaf(sc[mb][n][2 * r], scale_log2, -base[r]));
+          const float p1 = exp2f(fmaf(sc[mb][n][2 * r + 1], scale_log2, -base[r]));
+          // Octet n is half (n % 2) of k16 step n / 2: registers r, r + 2.
+          pa[mb][n / 2][r + 2 * (n % 2)] = PackAndSum<T>(p0, p1, l_run[mb][r]);
+        }
+      }
     }
-    __syncwarp();
+
+    // O += P V; each V fragment serves every row block of the warp.
+    const T* vb = sv + stage * kTileK * kPitch;
+#pragma unroll
+    for (int kk = 0; kk < kTileK / 16; ++kk) {
+#pragma unroll
+      for (int d = 0; d < kDimOctets; d += 2) {
+        // Dim octets d and d + 1 (d + 1 may be the zero padding: unused).
+        uint32_t vf[4];
+        LoadMatrixX4Trans(
+            SharedAddress(vb + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kPitch + d * 8 + (lane / 16) * 8), vf);
+#pragma unroll
+        for (int mb = 0; mb < kMBlocks; ++mb) {
+          Mma<T>(o[mb][d], pa[mb][kk], vf[0], vf[1]);
+          if (d + 1 < kDimOctets) Mma<T>(o[mb][d + 1], pa[mb][kk], vf[2], vf[3]);
+        }
+      }
+    }
+    __syncthreads();  // this stage is refilled two tiles on
   }
 
-  for (int rr = 0; rr < 16; ++rr) {
-    const int row = row0 + rr;
-    const int t = q0 + row;
-    if (t >= s.tokens) break;
-    const float inv = 1.0f / ls[row];
-    T* dst = out + (b * s.tokens + t) * s.out_stride + int64_t(h) * hd;
-    for (int c = lane; c < hd; c += 32) dst[c] = FromFloat<T>(os[row * dp + c] * inv);
+  T* out_tile = out + (b * tokens + q0) * s.out_stride + int64_t(h) * kHeadDim + 2 * quad_col;
+#pragma unroll
+  for (int mb = 0; mb < kMBlocks; ++mb) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = l_run[mb][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = 1.0f / l;  // >= 1: the row's max contributes exp2(0)
+      const int row = warp_row + mb * 16 + quad_row + 8 * r;
+      if (q0 + row >= tokens) continue;
+      T* dst = out_tile + int64_t(row) * s.out_stride;
+#pragma unroll
+      for (int d = 0; d < kDimOctets; ++d) {
+        *reinterpret_cast<uint32_t*>(dst + d * 8) = Pack<T>(o[mb][d][2 * r] * inv, o[mb][d][2 * r + 1] * inv);
+      }
+    }
   }
 }
 
-// Opts a kernel into more than 48 KB of dynamic shared memory, once per
-// size increase (host state; not a stream operation, so capture is fine).
-template <typename Kernel>
-cudaError_t AllowSharedBytes(Kernel kernel, size_t bytes, size_t* allowed) {
-  if (bytes <= *allowed) return cudaSuccess;
-  const cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-  if (error == cudaSuccess) *allowed = bytes;
-  return error;
+template <typename T, int kHeadDim>
+cudaError_t LaunchFlash(const DitAttentionShape& shape, float scale_log2, const void* qkv, void* out,
+                        cudaStream_t stream) {
+  using C = FlashConfig<kHeadDim>;
+  auto kernel = FlashAttentionKernel<T, kHeadDim>;
+  // Host state, set once per instantiation (not a stream operation, so
+  // capture is fine): more than 48 KB of dynamic shared memory.
+  static const cudaError_t allowed =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSharedBytes));
+  if (allowed != cudaSuccess) return allowed;
+  const dim3 grid(unsigned((shape.tokens + C::kTileM - 1) / C::kTileM), unsigned(shape.num_heads),
+                  unsigned(shape.batch));
+  kernel<<<grid, kFlashThreads, C::kSharedBytes, stream>>>(shape, scale_log2, static_cast<const T*>(qkv),
+                                                             static_cast<T*>(out));
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchFlashForHeadDim(const DitAttentionShape& shape, float scale_log2, const void* qkv, void* out,
+                                  cudaStream_t stream) {
+  switch (shape.head_dim) {
+    case 32: return LaunchFlash<T, 32>(shape, scale_log2, qkv, out, stream);
+    case 48: return LaunchFlash<T, 48>(shape, scale_log2, qkv, out, stream);
+    case 64: return LaunchFlash<T, 64>(shape, scale_log2, qkv, out, stream);
+    case 72: return LaunchFlash<T, 72>(shape, scale_log2, qkv, out, stream);
+    case 80: return LaunchFlash<T, 80>(shape, scale_log2, qkv, out, stream);
+    case 96: return LaunchFlash<T, 96>(shape, scale_log2, qkv, out, stream);
+    case 128: return LaunchFlash<T, 128>(shape, scale_log2, qkv, out, stream);
+    default: return cudaErrorNotSupported;
+  }
+}
+
+bool FlashHeadDim(int32_t head_dim) {
+  switch (head_dim) {
+    case 32:
+    case 48:
+    case 64:
+    case 72:
+    case 80:
+    case 96:
+    case 128:
+      return true;
+    default:
+      return false;
+  }
 }
 
 bool BadShape(const DitAttentionShape& s) {
@@ -227,7 +441,8 @@ bool BadShape(const DitAttentionShape& s) {
 }  // namespace
 
 bool DitAttentionUsesTensorCores(ScalarType type, const DitAttentionShape& shape) {
-  return type != ScalarType::kF32 && shape.head_dim <= kMaxFlashHeadDim;
+  return type != ScalarType::kF32 && FlashHeadDim(shape.head_dim) && shape.scale > 0.0f &&
+         shape.qkv_stride % 8 == 0 && shape.out_stride % 2 == 0;
 }
 
 cudaError_t LaunchDitAttention(ScalarType type, const DitAttentionShape& shape, const void* qkv, void* out,
@@ -235,32 +450,16 @@ cudaError_t LaunchDitAttention(ScalarType type, const DitAttentionShape& shape, 
   if (BadShape(shape)) return cudaErrorInvalidValue;
   if (shape.batch == 0) return cudaSuccess;
   const float scale_log2 = shape.scale * kLog2e;
-  if (!DitAttentionUsesTensorCores(type, shape)) {
-    const dim3 grid(unsigned((shape.tokens + kRowWarps - 1) / kRowWarps), unsigned(shape.num_heads),
-                    unsigned(shape.batch));
-    TERN_DISPATCH_SCALAR(type, T,
-                         RowAttentionKernel<T><<<grid, kRowWarps * 32, 0, stream>>>(
-                             shape, scale_log2, static_cast<const T*>(qkv), static_cast<T*>(out)));
-    return cudaGetLastError();
+  const bool aligned = reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
+  if (DitAttentionUsesTensorCores(type, shape) && aligned) {
+    if (type == ScalarType::kF16) return LaunchFlashForHeadDim<__half>(shape, scale_log2, qkv, out, stream);
+    return LaunchFlashForHeadDim<__nv_bfloat16>(shape, scale_log2, qkv, out, stream);
   }
-  const int dp = (shape.head_dim + 15) / 16 * 16;
-  const bool vec = shape.head_dim % 8 == 0 && shape.qkv_stride % 8 == 0 &&
-                   reinterpret_cast<uintptr_t>(qkv) % 16 == 0;
-  const size_t bytes = FlashSharedBytes(dp, 2);
-  const dim3 grid(unsigned((shape.tokens + kTileQ - 1) / kTileQ), unsigned(shape.num_heads), unsigned(shape.batch));
-  if (type == ScalarType::kF16) {
-    static size_t allowed = 48 << 10;
-    if (cudaError_t e = AllowSharedBytes(FlashAttentionKernel<__half>, bytes, &allowed); e != cudaSuccess) return e;
-    FlashAttentionKernel<__half><<<grid, kFlashThreads, bytes, stream>>>(
-        shape, dp, scale_log2, vec, static_cast<const __half*>(qkv), static_cast<__half*>(out));
-  } else {
-    static size_t allowed = 48 << 10;
-    if (cudaError_t e = AllowSharedBytes(FlashAttentionKernel<__nv_bfloat16>, bytes, &allowed); e != cudaSuccess) {
-      return e;
-    }
-    FlashAttentionKernel<__nv_bfloat16><<<grid, kFlashThreads, bytes, stream>>>(
-        shape, dp, scale_log2, vec, static_cast<const __nv_bfloat16*>(qkv), static_cast<__nv_bfloat16*>(out));
-  }
+  const dim3 grid(unsigned((shape.tokens + kRowWarps - 1) / kRowWarps), unsigned(shape.num_heads),
+                  unsigned(shape.batch));
+  TERN_DISPATCH_SCALAR(type, T,
+                       RowAttentionKernel<T><<<grid, kRowWarps * 32, 0, stream>>>(
+                           shape, scale_log2, static_cast<const T*>(qkv), static_cast<T*>(out)));
   return cudaGetLastError();
 }
 

@@ -8,14 +8,17 @@
 // out_stride], head h in columns [h*d, (h+1)*d). Device pointers.
 //
 // Two kernels, the same contract:
-// - fp16 and bf16 with head_dim a multiple of 8 up to 128: flash attention
-//   on tensor cores (WMMA, 16x16x16 tiles, fp32 accumulation). A CTA of 4
-//   warps takes 64 query rows of one (sample, head) and walks the sample's
-//   keys 64 at a time with an online softmax in fp32 (exp2 of scores scaled
-//   by scale * log2(e)); head_dim is zero-padded to a multiple of 16 in
-//   shared memory (DiT-XL/2's 72 -> 80). P is rounded to the element type
-//   before the PV product, and the softmax denominator sums the rounded
-//   values. Needs compute capability 8.0.
+// - fp16 and bf16 with head_dim 32, 48, 64, 72, 80, 96 or 128, scale > 0,
+//   qkv_stride a multiple of 8, out_stride even, qkv 16-byte and out 4-byte
+//   aligned: flash attention on tensor cores (mma.sync m16n8k16, fp32
+//   accumulation). A CTA of 4 warps takes 128 query rows of one (sample,
+//   head) (64 at head_dim 128), each warp 16 or 32 of them, and walks the
+//   sample's keys 64 at a time through two cp.async shared-memory stages
+//   shared by the warps; scores, the online softmax (exp2 of scores scaled
+//   by scale * log2(e), fp32) and the output accumulators stay in registers.
+//   head_dim 72 (DiT-XL/2) is zero-padded to 80 for Q K^T only. P is rounded
+//   to the element type before the P V product, and the softmax denominator
+//   sums the rounded values. Needs compute capability 8.0.
 // - anything else (fp32 always): one warp per query row, scores and
 //   accumulation in fp32 on CUDA cores, the same online softmax. The
 //   reference-grade path, not a fast one.
@@ -41,7 +44,8 @@ struct DitAttentionShape {
   int64_t out_stride = 0;
 };
 
-// True when the tensor-core kernel takes this shape (else the fallback runs).
+// True when the tensor-core kernel takes this shape, given aligned pointers
+// (else the fallback runs).
 bool DitAttentionUsesTensorCores(ScalarType type, const DitAttentionShape& shape);
 
 // Launches on `stream`. cudaErrorInvalidValue for a non-positive shape,

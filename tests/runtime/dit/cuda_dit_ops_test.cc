@@ -265,11 +265,16 @@ TEST_P(CudaDitOpsTest, LayerNormModulateAndGatedAdd) {
 
 TEST_P(CudaDitOpsTest, Attention) {
   // (tokens, heads, head_dim): the demo (256 tokens, 4 x 32), odd token
-  // counts that leave a partial 64-key tile, DiT-XL/2's 72-wide heads.
+  // counts that leave a partial 64-key tile or 128-query tile, DiT-XL/2's
+  // 72-wide heads at its 256 tokens (256 px) and 1024 (512 px), every head
+  // dim the tensor-core kernel instantiates, and one it declines (40: the
+  // per-row kernel at 16 bits).
   struct Shape {
     int32_t tokens, heads, head_dim;
   };
-  for (const Shape& s : {Shape{256, 4, 32}, Shape{100, 2, 72}, Shape{17, 3, 64}, Shape{1, 2, 72}, Shape{130, 1, 128}}) {
+  for (const Shape& s : {Shape{256, 4, 32}, Shape{100, 2, 72}, Shape{17, 3, 64}, Shape{1, 2, 72}, Shape{130, 1, 128},
+                         Shape{256, 16, 72}, Shape{1024, 4, 72}, Shape{200, 2, 72}, Shape{77, 2, 48},
+                         Shape{65, 2, 80}, Shape{150, 1, 96}, Shape{33, 2, 40}}) {
     const int64_t width = int64_t(s.heads) * s.head_dim;
     const int64_t rows = int64_t(batch_) * s.tokens;
     // q and k scaled up so the softmax is peaked, not uniform.
