@@ -85,9 +85,52 @@ TEST(CliOptionsTest, RejectsBadValuesAndMisplacedFlags) {
   ExpectError({"generate", "--mode", "normal", "--outline", "a;b", "x"}, "--outline");
   ExpectError({"generate", "--ordered", "--mode", "normal", "x"}, "--ordered");
   ExpectError({"generate", "--max-point-tokens", "8", "--mode=normal", "x"}, "--max-point-tokens");
-  ExpectError({"tokenize", "--json", "-m", "m", "x"}, "--json applies to generate and chat only");
+  ExpectError({"tokenize", "--json", "-m", "m", "x"}, "--json applies to generate, chat and image only");
   ExpectError({"models", "--mode", "sot"}, "--mode applies to generate and chat only");
   ExpectError({"generate", "--system", "s", "-m", "m", "x"}, "--system applies to chat only");
+}
+
+TEST(CliOptionsTest, ImageOptions) {
+  const absl::StatusOr<CliOptions> o =
+      Parse({"image", "-m", "tern-demo-dit", "--class", "Sneaker", "-o", "out.png", "--steps", "20", "--guidance",
+             "1.5", "--sampler", "dpm++2m", "--seed", "18446744073709551615", "--count", "3", "--json"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "image");
+  EXPECT_EQ(o->class_name, "Sneaker");
+  EXPECT_FALSE(o->class_label.has_value());
+  EXPECT_EQ(o->output, "out.png");
+  EXPECT_EQ(o->steps, 20);
+  EXPECT_EQ(o->guidance, 1.5f);
+  EXPECT_EQ(o->sampler, "dpm++2m");
+  EXPECT_EQ(o->seed, 18446744073709551615ull);
+  EXPECT_EQ(o->count, 3);
+  EXPECT_TRUE(o->json);
+
+  const absl::StatusOr<CliOptions> label = Parse({"image", "-m", "m", "--class-label", "7"});
+  ASSERT_TRUE(label.ok()) << label.status();
+  EXPECT_EQ(label->class_label, 7);
+  EXPECT_EQ(label->output, "image.png");
+  EXPECT_EQ(label->count, 1);
+  const absl::StatusOr<CliOptions> prompt = Parse({"image", "-m", "m", "a red fox"});
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(prompt->args, (std::vector<std::string>{"a red fox"}));
+}
+
+TEST(CliOptionsTest, ImageErrors) {
+  ExpectError({"image", "-m", "m"}, "exactly one of --class NAME, --class-label N or a text prompt");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--class-label", "3"}, "exactly one of");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "a prompt"}, "exactly one of");
+  ExpectError({"image", "-m", "m", "two", "prompts"}, "image takes one prompt; quote it");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--steps", "0"}, "--steps: expected an integer in [1, 1000]");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--steps", "1001"}, "--steps");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--count", "17"}, "--count: expected an integer in [1, 16]");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--guidance", "nan"}, "--guidance");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--guidance", "-1"}, "--guidance");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--sampler", "heun"}, "expected ddim, dpm++2m or euler");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--seed", "-3"}, "--seed");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "-o", ""}, "empty file name");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--max-tokens", "3"}, "--max-tokens applies to generate and chat only");
+  ExpectError({"generate", "-m", "m", "--steps", "3", "x"}, "--steps applies to image only");
 }
 
 TEST(CliOptionsTest, NegativeNumbersArePositional) {

@@ -30,6 +30,14 @@ absl::StatusOr<double> NonNegative(const std::string& flag, const std::string& t
 
 bool IsTextCommand(const std::string& command) { return command == "generate" || command == "chat"; }
 
+absl::StatusOr<int> IntInRange(const std::string& flag, const std::string& text, int lo, int hi) {
+  int value = 0;
+  if (!absl::SimpleAtoi(text, &value) || value < lo || value > hi) {
+    return Bad(absl::StrCat(flag, ": expected an integer in [", lo, ", ", hi, "], got \"", text, "\""));
+  }
+  return value;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ParseOutline(const std::string& value) {
@@ -46,6 +54,7 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
   *help = false;
   CliOptions o = std::move(defaults);
   std::vector<std::string> given;  // the generate/chat-only flags seen, for the checks below
+  std::vector<std::string> image_given;  // the image-only flags seen
   bool mode_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string arg = args[i];
@@ -133,7 +142,62 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
       given.push_back(arg);
     } else if (arg == "--json") {
       if ((status = no_value()).ok()) o.json = true;
-      given.push_back(arg);
+    } else if (arg == "--class") {
+      if ((status = take()).ok()) o.class_name = value;
+      image_given.push_back(arg);
+    } else if (arg == "--class-label") {
+      if ((status = take()).ok()) {
+        absl::StatusOr<int> n = IntInRange(arg, value, 0, 1 << 20);
+        if (n.ok()) o.class_label = *n;
+        status = n.status();
+      }
+      image_given.push_back(arg);
+    } else if (arg == "-o" || arg == "--output") {
+      if ((status = take()).ok()) {
+        if (value.empty()) status = Bad(arg + ": empty file name");
+        o.output = value;
+      }
+      image_given.push_back(arg);
+    } else if (arg == "--steps") {
+      if ((status = take()).ok()) {
+        absl::StatusOr<int> n = IntInRange(arg, value, 1, 1000);
+        if (n.ok()) o.steps = *n;
+        status = n.status();
+      }
+      image_given.push_back(arg);
+    } else if (arg == "--guidance") {
+      if ((status = take()).ok()) {
+        absl::StatusOr<double> g = NonNegative(arg, value);
+        if (g.ok()) o.guidance = static_cast<float>(*g);
+        status = g.status();
+      }
+      image_given.push_back(arg);
+    } else if (arg == "--sampler") {
+      if ((status = take()).ok()) {
+        if (value == "ddim" || value == "dpm++2m" || value == "euler") {
+          o.sampler = value;
+        } else {
+          status = Bad("--sampler: expected ddim, dpm++2m or euler, got \"" + value + "\"");
+        }
+      }
+      image_given.push_back(arg);
+    } else if (arg == "--seed") {
+      if ((status = take()).ok()) {
+        uint64_t seed = 0;
+        if (absl::SimpleAtoi(value, &seed)) {
+          o.seed = seed;
+        } else {
+          status = Bad("--seed: expected an unsigned integer, got \"" + value + "\"");
+        }
+      }
+      image_given.push_back(arg);
+    } else if (arg == "--count") {
+      if ((status = take()).ok()) {
+        absl::StatusOr<int> n = IntInRange(arg, value, 1, 16);
+        if (n.ok()) o.count = *n;
+        status = n.status();
+      }
+      image_given.push_back(arg);
     } else if (arg == "-h" || arg == "--help") {
       *help = true;
       return o;
@@ -150,6 +214,17 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
   if (!o.system.empty() && o.command != "chat") return Bad("--system applies to chat only");
   if (!IsTextCommand(o.command) && !given.empty()) {
     return Bad(given.front() + " applies to generate and chat only");
+  }
+  if (o.json && !IsTextCommand(o.command) && o.command != "image") {
+    return Bad("--json applies to generate, chat and image only");
+  }
+  if (o.command != "image" && !image_given.empty()) return Bad(image_given.front() + " applies to image only");
+  if (o.command == "image") {
+    if (o.args.size() > 1) return Bad("image takes one prompt; quote it");
+    const int conditions = int(!o.class_name.empty()) + int(o.class_label.has_value()) + int(!o.args.empty());
+    if (conditions != 1) {
+      return Bad("image needs exactly one of --class NAME, --class-label N or a text prompt");
+    }
   }
   if (o.mode == ModeFlag::kNormal && mode_given) {
     for (const std::string& flag : given) {
@@ -170,6 +245,8 @@ commands:
   detokenize -m MODEL ID...   print the text of token ids
   generate -m MODEL [OPTIONS] PROMPT
   chat -m MODEL [--system TEXT] [OPTIONS] MESSAGE
+  image -m MODEL (--class NAME | --class-label N | PROMPT) [IMAGE OPTIONS]
+                              generate images (PNG), progress on a terminal
 generate and chat options:
   --max-tokens N              sampling.max_tokens
   --temperature T             sampling.temperature (0: greedy)
@@ -180,6 +257,15 @@ generate and chat options:
   --ordered                   stream the points one after another
   --max-point-tokens N        most tokens per point, 1..4096
   --json                      print one JSON object (text, parts, usage, sot report)
+image options:
+  -o, --output FILE           where the PNG goes (default image.png); with --count N > 1,
+                              FILE's stem gets -0, -1, ... before the extension
+  --steps N                   sampler steps, 1..1000 (default: the model's)
+  --guidance G                classifier-free guidance scale (1 disables it)
+  --sampler ddim|dpm++2m|euler
+  --seed S                    same seed, same request: same image
+  --count N                   images, 1..16
+  --json                      print one JSON object (files, seeds, sizes, time)
 The target and key may also come from TERN_TARGET and TERN_API_KEY.
 Exit status: 0 OK, 1 the server failed the call, 2 bad usage.
 )";

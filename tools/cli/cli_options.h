@@ -3,6 +3,7 @@
 // TERN_API_KEY in as defaults.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,7 +23,7 @@ struct CliOptions {
   std::string target = "localhost:50051";
   std::string api_key;
   double timeout_seconds = 30;           // the call's deadline
-  std::string command;                   // health, models, tokenize, detokenize, generate, chat
+  std::string command;                   // health, models, tokenize, detokenize, generate, chat, image
   std::string model;
   std::vector<std::string> args;         // the command's positional arguments
 
@@ -35,6 +36,16 @@ struct CliOptions {
   bool ordered = false;                  // stream the points one after another
   std::optional<int> max_point_tokens;   // in [1, 4096]
   bool json = false;                     // one JSON object on stdout instead of the text
+
+  // image.
+  std::string class_name;                // --class: one of the model's class names
+  std::optional<int> class_label;        // --class-label: the class by number
+  std::string output = "image.png";      // -o: the file (or the stem of numbered files)
+  std::optional<int> steps;              // in [1, 1000]
+  std::optional<float> guidance;         // >= 0
+  std::string sampler;                   // ddim, dpm++2m, euler; empty: the model's default
+  std::optional<uint64_t> seed;
+  int count = 1;                         // images, in [1, 16]
 };
 
 // Parses argv[1..]. Flags may come before or after the command; `--flag

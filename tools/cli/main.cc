@@ -11,6 +11,8 @@
 //   chat -m MODEL [--system TEXT] [OPTIONS] MESSAGE
 //                                streams the assistant's reply to one user
 //                                message (the model's chat template applies)
+//   image -m MODEL (--class NAME | --class-label N | PROMPT) [-o FILE]
+//                                generates images into PNG files
 //
 // generate and chat take --mode auto|sot|normal and the Skeleton-of-Thought
 // options; see tools/cli/README.md. The target and key may also come from
@@ -27,6 +29,7 @@
 #include "tools/cli/basic_commands.h"
 #include "tools/cli/cli_options.h"
 #include "tools/cli/generate_command.h"
+#include "tools/cli/image_command.h"
 #include "tools/cli/live_region.h"
 
 int main(int argc, char** argv) {
@@ -59,6 +62,13 @@ int main(int argc, char** argv) {
     auto stub = tern::v1::Llm::NewStub(channel);
     return options.command == "generate" ? RunGenerate(stub.get(), options, console)
                                          : RunChat(stub.get(), options, console);
+  }
+  if (options.command == "image") {
+    Console console;
+    console.err_is_tty = isatty(STDERR_FILENO);
+    console.terminal_size = [] { return TerminalSize(STDERR_FILENO).value_or(FrameSize{}); };
+    auto stub = tern::v1::Diffusion::NewStub(channel);
+    return RunImage(stub.get(), options, console);
   }
   return UsageError("unknown command \"" + options.command + "\"");
 }
