@@ -225,6 +225,30 @@ def request_seeds():
         write_seed("request_validation_fuzzer", name, bytes([selector]) + encoded)
 
 
+# --- OpenAI-compatible request bodies ----------------------------------------
+
+OPENAI_BODIES = {
+    # name: (control byte: bit 0 completions, bit 7 tight limits; body)
+    "chat": (0, {"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                             {"role": "user", "content": "Hi"}],
+                 "temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "n": 2, "stop": ["\n\n"], "seed": 7}),
+    "chat-stream": (0, {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                        "stream": True, "stream_options": {"include_usage": True}, "logprobs": True,
+                        "top_logprobs": 2, "max_completion_tokens": 8}),
+    "chat-extras": (0x80, {"model": "m", "messages": [{"role": "user", "content": "Hi"}],
+                           "decoding_mode": "skeleton_of_thought", "sot": {"outline": ["a", "b"], "max_point_tokens": 4},
+                           "priority": 3, "top_k": -1, "min_p": 0.1, "repetition_penalty": 1.1, "ignore_eos": True,
+                           "stop_token_ids": [2], "response_format": {"type": "text"}}),
+    "completion": (1, {"model": "m", "prompt": "Once upon a time", "max_tokens": 8, "logprobs": 1}),
+    "completion-ids": (0x81, {"model": "m", "prompt": [[1, 2, 3]], "stream": True, "echo": False}),
+}
+
+
+def openai_seeds():
+    for name, (control, body) in OPENAI_BODIES.items():
+        write_seed("openai_request_fuzzer", name, bytes([control]) + json.dumps(body).encode())
+
+
 # --- server config -----------------------------------------------------------
 
 def server_config_seeds():
@@ -245,6 +269,7 @@ def main():
     tokenizer_seeds()
     chat_template_seeds()
     request_seeds()
+    openai_seeds()
     server_config_seeds()
     for folder in sorted(CORPUS.iterdir()):
         files = list(folder.iterdir())

@@ -3,15 +3,15 @@
 namespace tern::loadtest {
 
 GenerateCall::GenerateCall(RequestTrace trace, tern::v1::GenerateRequest request, const std::string& api_key,
-                           std::chrono::milliseconds timeout, CallSink* sink)
-    : request_(std::move(request)), trace_(std::move(trace)), timeout_(timeout), sink_(sink) {
+                           std::chrono::milliseconds timeout, tern::v1::Llm::StubInterface* stub, CallSink* sink)
+    : LoadCall(std::move(trace)), request_(std::move(request)), timeout_(timeout), stub_(stub), sink_(sink) {
   if (!api_key.empty()) context_.AddMetadata("authorization", "Bearer " + api_key);
 }
 
-void GenerateCall::Start(tern::v1::Llm::StubInterface* stub) {
+void GenerateCall::Start() {
   context_.set_deadline(std::chrono::system_clock::now() + timeout_);
   trace_.sent = Clock::now();
-  stub->async()->Generate(&context_, &request_, this);
+  stub_->async()->Generate(&context_, &request_, this);
   StartRead(&response_);
   StartCall();
 }

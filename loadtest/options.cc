@@ -129,7 +129,9 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
   };
   double duration = 0;
   double max_time_value = 0;
+  std::string api;
   const std::map<std::string, Handler> valued = {
+      {"--api", set_string(&api)},
       {"--target", set_string(&o.target)},
       {"--model", set_string(&o.model)},
       {"--connections", set_int(&o.connections, 1, 64)},
@@ -268,7 +270,28 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
 
   // Cross-flag rules.
   if (o.model.empty()) return Bad("--model", "required");
+  if (api.empty() || api == "grpc") {
+    o.api = Api::kGrpc;
+  } else if (api == "openai") {
+    o.api = Api::kOpenAi;
+  } else {
+    return Bad("--api", "expected grpc or openai, got \"" + api + "\"");
+  }
   if (o.target.empty()) return Bad("--target", "must not be empty");
+  if (o.api == Api::kOpenAi) {
+    if (!given.count("--target")) o.target = "http://127.0.0.1:8000";
+    if (o.target.rfind("http://", 0) != 0) {
+      return Bad("--target", "with --api openai, give the server's http://HOST:PORT, got \"" + o.target + "\"");
+    }
+    if (given.count("--connections")) {
+      return Bad("--connections", "applies to --api grpc (with --api openai each request has its own connection)");
+    }
+    if (given.count("--synthetic-prompt-tokens")) {
+      return Bad("--synthetic-prompt-tokens", "needs --api grpc (chat completions take text prompts)");
+    }
+  } else if (o.target.rfind("http://", 0) == 0 || o.target.rfind("https://", 0) == 0) {
+    return Bad("--target", "with --api grpc, give HOST:PORT (an http:// URL needs --api openai)");
+  }
   const bool open_loop = given.count("--rate") > 0;
   const bool closed_loop = given.count("--concurrency") > 0;
   if (open_loop == closed_loop) {
@@ -339,7 +362,10 @@ const char* LoadUsage() {
   return R"(usage: tern-load --model NAME (--rate R | --concurrency C) (--duration S | --requests N)
                  (--prompts FILE | --synthetic-prompt-tokens N) [options]
 target
-  --target HOST:PORT            ternd's gRPC address (default 127.0.0.1:50051)
+  --api grpc|openai             tern.v1 gRPC Generate streams (default), or streamed OpenAI chat
+                                completions to any OpenAI-compatible server
+  --target HOST:PORT            ternd's gRPC address (default 127.0.0.1:50051); with --api openai
+                                the server's http://HOST:PORT (default http://127.0.0.1:8000)
   --model NAME                  model name as ListModels reports it (required)
   --connections N               gRPC channels to spread streams over, 1..64 (default 1)
 load shape

@@ -31,12 +31,20 @@ enum class DecodingChoice {
 // "normal", "skeleton_of_thought", "auto": the names the report uses.
 const char* DecodingChoiceName(DecodingChoice choice);
 
+// What the requests speak.
+enum class Api {
+  kGrpc,    // tern.v1.Llm/Generate streams (ternd's gRPC port)
+  kOpenAi,  // streamed OpenAI chat completions (any OpenAI-compatible server)
+};
+
 struct TenantWeight {
   std::string api_key;
   double weight = 0;  // > 0; the share of requests is weight / sum of weights
 };
 
 struct LoadOptions {
+  Api api = Api::kGrpc;
+  // gRPC: HOST:PORT; OpenAI: http://HOST:PORT[/prefix] (default http://127.0.0.1:8000).
   std::string target = "127.0.0.1:50051";
   std::string model;                     // required
   int connections = 1;                   // gRPC channels (TCP connections), round-robin

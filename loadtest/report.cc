@@ -215,8 +215,8 @@ Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& 
 
 std::string FormatReportTable(const LoadOptions& options, const Report& r) {
   std::string out;
-  absl::StrAppendFormat(&out, "tern-load: %s, model %s at %s, seed %d\n", ModeText(options), options.model,
-                        options.target, options.seed);
+  absl::StrAppendFormat(&out, "tern-load: %s, model %s at %s%s, seed %d\n", ModeText(options), options.model,
+                        options.target, options.api == Api::kOpenAi ? " (OpenAI API)" : "", options.seed);
   absl::StrAppendFormat(&out, "  run         %.2f s%s, sent %d, ok %d, failed %d", r.elapsed_s,
                         r.hit_max_time  ? " (stopped by --max-time)"
                         : r.interrupted ? " (interrupted)"
@@ -305,6 +305,7 @@ std::string FormatReportTable(const LoadOptions& options, const Report& r) {
 nlohmann::json ReportToJson(const LoadOptions& o, const Report& r, const std::vector<RequestTrace>* traces,
                             Clock::time_point start) {
   nlohmann::json config;
+  config["api"] = o.api == Api::kOpenAi ? "openai" : "grpc";
   config["target"] = o.target;
   config["model"] = o.model;
   config["connections"] = o.connections;

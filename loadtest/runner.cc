@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "loadtest/generate_call.h"
 #include "loadtest/request_builder.h"
 #include "loadtest/workload.h"
 
@@ -28,6 +29,11 @@ absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions
   if (prompts.empty() && options.synthetic_prompt_tokens <= 0) {
     return absl::InvalidArgumentError("no prompts to send");
   }
+  if (options.api == Api::kOpenAi) {
+    absl::StatusOr<std::unique_ptr<OpenAiClient>> client = OpenAiClient::Create(options.target, connect_timeout);
+    if (!client.ok()) return client.status();
+    return std::unique_ptr<LoadRunner>(new LoadRunner(options, std::move(prompts), {}, *std::move(client)));
+  }
   std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs;
   for (int i = 0; i < options.connections; ++i) {
     grpc::ChannelArguments args;
@@ -43,32 +49,45 @@ absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions
     }
     stubs.push_back(tern::v1::Llm::NewStub(channel));
   }
-  return std::unique_ptr<LoadRunner>(new LoadRunner(options, std::move(prompts), std::move(stubs)));
+  return std::unique_ptr<LoadRunner>(new LoadRunner(options, std::move(prompts), std::move(stubs), nullptr));
 }
 
 LoadRunner::LoadRunner(const LoadOptions& options, std::vector<std::string> prompts,
-                       std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs)
-    : options_(options), prompts_(std::move(prompts)), stubs_(std::move(stubs)) {}
+                       std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs, std::unique_ptr<OpenAiClient> openai)
+    : options_(options), prompts_(std::move(prompts)), stubs_(std::move(stubs)), openai_(std::move(openai)) {}
 
 LoadRunner::~LoadRunner() {
-  // Calls gRPC never finished may still be touched by its threads: leak them
-  // rather than free memory in use. Run() counts them as abandoned.
+  // Calls their transport never finished may still be touched by its
+  // threads: leak them rather than free memory in use. Run() counts them as
+  // abandoned. (The OpenAI client's threads stop before it goes.)
   for (auto& [index, call] : live_) call.release();
 }
 
-void LoadRunner::OnCallDone(GenerateCall* call) {
+std::unique_ptr<LoadCall> LoadRunner::NewCall(RequestTrace trace, const PlannedRequest& planned,
+                                              std::chrono::milliseconds timeout) {
+  const std::string& api_key = options_.tenants[planned.tenant].api_key;
+  CallSink* sink = this;
+  if (openai_ != nullptr) {
+    return std::make_unique<OpenAiCall>(std::move(trace), BuildChatCompletionBody(options_, planned, prompts_).dump(),
+                                        api_key, timeout, openai_.get(), sink);
+  }
+  return std::make_unique<GenerateCall>(std::move(trace), BuildGenerateRequest(options_, planned, prompts_), api_key,
+                                        timeout, stubs_[next_stub_++ % stubs_.size()].get(), sink);
+}
+
+void LoadRunner::OnCallDone(LoadCall* call) {
   absl::MutexLock lock(&mu_);
   finished_.push_back(call);
   finished_cv_.Signal();
 }
 
 void LoadRunner::Reap(RunResult* result, RunProgress* progress) {
-  std::vector<GenerateCall*> done;
+  std::vector<LoadCall*> done;
   {
     absl::MutexLock lock(&mu_);
     done.swap(finished_);
   }
-  for (GenerateCall* call : done) {
+  for (LoadCall* call : done) {
     RequestTrace& trace = call->trace();
     const int64_t index = trace.index;
     if (trace.status_code == 0) {
@@ -100,7 +119,6 @@ RunResult LoadRunner::Run(const RunHooks& hooks) {
       options_.mode == ArrivalMode::kClosedLoop ? options_.concurrency : options_.max_in_flight);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.request_timeout_s * 1000));
   Clock::time_point next_progress = start + progress_every;
-  size_t next_stub = 0;
   bool issuing = true;
   // Set when an open-loop arrival fell past --duration: the run then lasts
   // the whole window even if the last request finished early, so rates are
@@ -140,13 +158,10 @@ RunResult LoadRunner::Run(const RunHooks& hooks) {
       // A closed loop has no schedule: a request is due when a slot frees.
       trace.scheduled = options_.mode == ArrivalMode::kClosedLoop ? now : due;
       trace.sot_requested = next.sot;
-      tern::v1::GenerateRequest request = BuildGenerateRequest(options_, next, prompts_);
-      CallSink* sink = this;
-      auto call = std::make_unique<GenerateCall>(std::move(trace), std::move(request),
-                                                 options_.tenants[next.tenant].api_key, timeout, sink);
-      GenerateCall* raw = call.get();
+      std::unique_ptr<LoadCall> call = NewCall(std::move(trace), next, timeout);
+      LoadCall* raw = call.get();
       live_.emplace(next.index, std::move(call));  // before Start: OnDone may come at once
-      raw->Start(stubs_[next_stub++ % stubs_.size()].get());
+      raw->Start();
       ++progress.sent;
       next = workload.Next();
       continue;

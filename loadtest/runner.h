@@ -1,4 +1,5 @@
-// LoadRunner: sends the workload to ternd and collects one trace per request.
+// LoadRunner: sends the workload to ternd (tern.v1 gRPC) or to any
+// OpenAI-compatible server (--api openai) and collects one trace per request.
 //
 // One dispatcher loop (the thread that calls Run) issues requests at their
 // arrival times, never with more than --max-in-flight streams open, and
@@ -8,7 +9,8 @@
 // flight (and, for an open loop cut by --duration, the window is over), or
 // at --max-time, when every open stream is cancelled (their
 // traces end CANCELLED) and the run waits a bounded grace period for gRPC
-// to report them done.
+// to report them done. The API is the calls' business (load_call.h): the
+// loop is the same for both.
 #pragma once
 
 #include <atomic>
@@ -22,7 +24,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
-#include "loadtest/generate_call.h"
+#include "loadtest/load_call.h"
+#include "loadtest/openai_call.h"
 #include "loadtest/options.h"
 #include "loadtest/request_metrics.h"
 #include "tern/v1/llm.grpc.pb.h"
@@ -62,9 +65,10 @@ struct RunResult {
 
 class LoadRunner : private CallSink {
  public:
-  // Connects `options.connections` channels to the target; fails with
-  // UNAVAILABLE when none is ready within `connect_timeout`. `prompts` must be
-  // non-empty unless the options ask for synthetic prompts.
+  // gRPC: connects `options.connections` channels to the target; OpenAI:
+  // checks that the target accepts a connection. UNAVAILABLE when it is not
+  // reachable within `connect_timeout`. `prompts` must be non-empty unless
+  // the options ask for synthetic prompts.
   static absl::StatusOr<std::unique_ptr<LoadRunner>> Create(const LoadOptions& options,
                                                             std::vector<std::string> prompts,
                                                             std::chrono::milliseconds connect_timeout);
@@ -75,19 +79,23 @@ class LoadRunner : private CallSink {
 
  private:
   LoadRunner(const LoadOptions& options, std::vector<std::string> prompts,
-             std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs);
-  void OnCallDone(GenerateCall* call) override;
+             std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs, std::unique_ptr<OpenAiClient> openai);
+  void OnCallDone(LoadCall* call) override;
+  // The call of one planned request, not yet started.
+  std::unique_ptr<LoadCall> NewCall(RequestTrace trace, const PlannedRequest& planned, std::chrono::milliseconds timeout);
   // Moves finished calls' traces into `result` and deletes the calls.
   void Reap(RunResult* result, RunProgress* progress);
 
   const LoadOptions options_;
   const std::vector<std::string> prompts_;
-  std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs_;
-  std::map<int64_t, std::unique_ptr<GenerateCall>> live_;  // dispatcher thread only
+  std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs_;  // gRPC
+  size_t next_stub_ = 0;
+  std::unique_ptr<OpenAiClient> openai_;                     // OpenAI
+  std::map<int64_t, std::unique_ptr<LoadCall>> live_;  // dispatcher thread only
 
   absl::Mutex mu_;
   absl::CondVar finished_cv_;
-  std::vector<GenerateCall*> finished_ ABSL_GUARDED_BY(mu_);
+  std::vector<LoadCall*> finished_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tern::loadtest

@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   daemon->llm_service_ = std::make_unique<LlmService>(daemon->services_);
   daemon->models_service_ = std::make_unique<ModelsService>(daemon->services_);
   daemon->diffusion_service_ = std::make_unique<DiffusionService>(daemon->services_);
+  daemon->openai_api_ = std::make_unique<openai::OpenAiApi>(daemon->services_);
 
   RETURN_IF_ERROR(daemon->StartHttp());
   RETURN_IF_ERROR(daemon->StartGrpc());
@@ -153,14 +154,15 @@ HttpRouter Daemon::BuildRouter() {
   });
   router.Handle("GET", "/healthz", [this](const HttpRequest&) {
     metrics_->RecordHttp("/healthz", 200);
-    return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
+    return HttpResponse{200, "text/plain; charset=utf-8", "ok\n", {}};
   });
   router.Handle("GET", "/readyz", [this](const HttpRequest&) {
     const Readiness readiness = CheckReadiness();
     const int code = readiness.ready ? 200 : 503;
     metrics_->RecordHttp("/readyz", code);
-    return HttpResponse{code, "text/plain; charset=utf-8", readiness.reason + "\n"};
+    return HttpResponse{code, "text/plain; charset=utf-8", readiness.reason + "\n", {}};
   });
+  openai_api_->Register(router);
   return router;
 }
 
@@ -168,6 +170,9 @@ absl::Status Daemon::StartHttp() {
   HttpServer::Options options;
   options.host = EffectiveHttpHost(config_);
   options.port = EffectiveHttpPort(config_);
+  // Streams are written from these threads (formatting included), never
+  // from the engines'.
+  options.num_threads = 4;
   ASSIGN_OR_RETURN(http_server_, HttpServer::Start(options, BuildRouter()));
   http_port_ = http_server_->port();
   return absl::OkStatus();
@@ -192,7 +197,9 @@ void Daemon::Drain(absl::Duration timeout) {
     grpc_server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(1))));
     grpc_server_->Wait();
   }
-  if (http_server_ != nullptr) http_server_->Stop();
+  // Streams of the OpenAI API have ended in the engines; let their last
+  // chunks reach the clients.
+  if (http_server_ != nullptr) http_server_->Stop(std::max(deadline - absl::Now(), absl::Seconds(1)));
   spdlog::info("drained");
 }
 

@@ -1,7 +1,8 @@
 // Daemon: everything ternd runs, wired together. main() parses flags into a
 // ServerConfig and hands it here; the Daemon owns the models, the gRPC server
-// (tern.v1 services, grpc.health.v1, reflection) and the HTTP server, and
-// drains them on request.
+// (tern.v1 services, grpc.health.v1, reflection) and the HTTP server
+// (/metrics, /healthz, /readyz, the OpenAI-compatible API), both transports
+// over one front (server/front/), and drains them on request.
 //
 // Threads: Start and Drain are called from the main thread; gRPC and HTTP
 // run on their own pools.
@@ -24,7 +25,8 @@
 #include "server/services/diffusion_service.h"
 #include "server/services/llm_service.h"
 #include "server/services/models_service.h"
-#include "server/services/service_context.h"
+#include "server/front/service_context.h"
+#include "server/openai/openai_api.h"
 #include "tern/v1/config.pb.h"
 
 namespace tern::server {
@@ -86,6 +88,7 @@ class Daemon {
   std::unique_ptr<LlmService> llm_service_;
   std::unique_ptr<ModelsService> models_service_;
   std::unique_ptr<DiffusionService> diffusion_service_;
+  std::unique_ptr<openai::OpenAiApi> openai_api_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpServer> http_server_;
   std::unique_ptr<StallWatchdog> watchdog_;

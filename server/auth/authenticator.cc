@@ -44,7 +44,7 @@ absl::StatusOr<const scheduler::Tenant*> Authenticator::Authenticate(
   if (!enabled_) return default_tenant_;
   if (authorization_header.empty()) {
     return absl::UnauthenticatedError(
-        "missing API key: send metadata \"authorization: Bearer <key>\"");
+        "missing API key: send the header (gRPC metadata) \"authorization: Bearer <key>\"");
   }
   constexpr std::string_view kScheme = "bearer ";
   bool scheme_matches = authorization_header.size() > kScheme.size();
@@ -53,7 +53,7 @@ absl::StatusOr<const scheduler::Tenant*> Authenticator::Authenticate(
   }
   if (!scheme_matches) {
     return absl::UnauthenticatedError(
-        "malformed authorization metadata: expected \"Bearer <key>\"");
+        "malformed authorization header: expected \"Bearer <key>\"");
   }
   std::string_view key = authorization_header.substr(kScheme.size());
   while (!key.empty() && std::isspace(static_cast<unsigned char>(key.front()))) key.remove_prefix(1);

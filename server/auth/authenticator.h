@@ -1,4 +1,5 @@
-// Maps the `authorization: Bearer <key>` request header to a tenant.
+// Maps the `authorization: Bearer <key>` request header (gRPC metadata or
+// HTTP header) to a tenant.
 //
 // Keys are kept only as SHA-256 digests (server/auth/key_digest.h): the
 // config's keys in clear are hashed at startup, its api_key_sha256 entries
@@ -13,9 +14,11 @@
 //
 // Why not a gRPC interceptor: gRPC C++ server interceptors cannot fail a call
 // with a chosen status (only cancel it), and health checks and reflection
-// must stay open to Kubernetes probes and grpcurl. Each tern.v1 handler calls
-// Authenticate first through RpcScope (server/services/rpc_scope.h), so every
-// tern.v1 method is covered and the open services are open by construction.
+// must stay open to Kubernetes probes and grpcurl. Each tern.v1 handler and
+// each OpenAI-compatible HTTP handler calls Authenticate first through its
+// CallScope (server/front/call_scope.h), so every such method is covered and
+// the open services (health, reflection, /metrics, /healthz, /readyz) are
+// open by construction.
 #pragma once
 
 #include <memory>

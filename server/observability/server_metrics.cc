@@ -34,6 +34,11 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                      .Name("tern_http_requests_total")
                      .Help("HTTP requests by route and status code.")
                      .Register(*registry_);
+  http_seconds_ = &prometheus::BuildHistogram()
+                       .Name("tern_http_request_duration_seconds")
+                       .Help("Wall time of OpenAI-compatible API requests from arrival to the end of the "
+                             "response (the last byte of a stream).")
+                       .Register(*registry_);
   models_loaded_ = &prometheus::BuildGauge()
                         .Name("tern_models_loaded")
                         .Help("Models loaded and ready to serve.")
@@ -62,6 +67,11 @@ void ServerMetrics::RecordRpc(const std::string& method, const std::string& code
 
 void ServerMetrics::RecordHttp(const std::string& route, int status_code) {
   http_total_->Add({{"route", route}, {"code", std::to_string(status_code)}}).Increment();
+}
+
+void ServerMetrics::RecordHttp(const std::string& route, int status_code, double seconds) {
+  RecordHttp(route, status_code);
+  http_seconds_->Add({{"route", route}}, LatencyBuckets()).Observe(seconds);
 }
 
 void ServerMetrics::SetModelsLoaded(int count) { models_loaded_->Set(count); }

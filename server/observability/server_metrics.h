@@ -29,6 +29,9 @@ class ServerMetrics {
   void RecordRpc(const std::string& method, const std::string& code, double seconds);
   // One HTTP request: the route ("/metrics", or "other") and status code.
   void RecordHttp(const std::string& route, int status_code);
+  // One request to the OpenAI-compatible API: also its wall time
+  // (tern_http_request_duration_seconds{route}).
+  void RecordHttp(const std::string& route, int status_code, double seconds);
   void SetModelsLoaded(int count);
   // tern_ready: 1 while ternd should get traffic (what /readyz and gRPC
   // health say), else 0.
@@ -55,6 +58,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>* rpc_total_;
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;
   prometheus::Family<prometheus::Counter>* http_total_;
+  prometheus::Family<prometheus::Histogram>* http_seconds_;
   prometheus::Gauge* models_loaded_;
   prometheus::Gauge* ready_;
   prometheus::Family<prometheus::Counter>* engine_stalls_;

@@ -3,7 +3,7 @@
 // INVALID_ARGUMENT, an unknown one NOT_FOUND.
 #pragma once
 
-#include "server/services/service_context.h"
+#include "server/front/service_context.h"
 #include "tern/v1/diffusion.grpc.pb.h"
 
 namespace tern::server {

@@ -1,4 +1,5 @@
-// tern.v1.Llm over the gRPC callback API.
+// tern.v1.Llm over the gRPC callback API: a thin transport over the front
+// (server/front/generation.h), which holds every rule.
 //
 // Every call: authenticate, validate, resolve the model, check the tenant may
 // use it. Generate and Chat then tokenize (Chat renders the model's chat
@@ -6,7 +7,7 @@
 // through a GenerateReactor. Tokenize and Detokenize need only the tokenizer.
 #pragma once
 
-#include "server/services/service_context.h"
+#include "server/front/service_context.h"
 #include "tern/v1/llm.grpc.pb.h"
 
 namespace tern::server {

@@ -1,7 +1,7 @@
 // tern.v1.Models: ListModels and GetModelInfo from the ModelRegistry.
 #pragma once
 
-#include "server/services/service_context.h"
+#include "server/front/service_context.h"
 #include "tern/v1/models.grpc.pb.h"
 
 namespace tern::server {

@@ -187,6 +187,47 @@ TEST(TernLoadE2eTest, SotShareReportsSotAndOtherRequestsApart) {
   }
 }
 
+// --api openai: the same workload as streamed chat completions to ternd's
+// OpenAI-compatible HTTP API (the demo LLM: it has a chat template).
+TEST(TernLoadE2eTest, OpenAiApiDrivesTheHttpServer) {
+  TempDir dir;
+  std::optional<DaemonProcess> daemon =
+      StartDaemon({"--model", std::string(TERN_MODELS_DIR) + "/tern-demo-llm", "--backend", "cpu", "--config",
+                   dir.Write("config.json", kTenantsConfig)});
+  ASSERT_TRUE(daemon.has_value());
+  const std::string target = "http://127.0.0.1:" + std::to_string(daemon->http_port());
+  ProcessResult run;
+  const nlohmann::json report = RunLoad(
+      {"--api", "openai", "--target", target, "--model", "tern-demo-llm", "--concurrency", "3", "--requests", "9",
+       "--prompts", std::string(TERN_LOADTEST_PROMPTS_DIR) + "/vicuna80.csv", "--max-tokens", "6", "--ignore-eos",
+       "--tenant-mix", "key-aaaaaaaa:1,key-bbbbbbbb:1", "--seed", "5", "--json-requests", "--max-time", "60"},
+      dir.Path("report.json"), &run);
+  ASSERT_FALSE(report.is_discarded()) << run.output;
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(report["config"]["api"], "openai");
+  EXPECT_EQ(report["summary"]["completed"], 9) << report["errors"].dump(2);
+  EXPECT_EQ(report["latency_ms"]["ttft"]["count"], 9);
+  EXPECT_GT(report["latency_ms"]["itl"]["count"].get<int>(), 0);
+  for (const nlohmann::json& request : report["requests"]) {
+    EXPECT_EQ(request["output_tokens"], 6) << request.dump();  // usage.completion_tokens
+    EXPECT_GT(request["prompt_tokens"].get<int>(), 0) << request.dump();
+    EXPECT_EQ(request["finish_reason"], "length") << request.dump();
+  }
+  EXPECT_NE(run.output.find("(OpenAI API)"), std::string::npos) << run.output;
+
+  // Errors read as for gRPC: 401 is UNAUTHENTICATED, with the server's message.
+  const nlohmann::json rejected = RunLoad(
+      {"--api", "openai", "--target", target, "--model", "tern-demo-llm", "--concurrency", "1", "--requests", "2",
+       "--prompts", std::string(TERN_LOADTEST_PROMPTS_DIR) + "/vicuna80.csv", "--max-tokens", "2", "--api-key",
+       "wrong-key-000", "--max-time", "60"},
+      dir.Path("rejected.json"), &run);
+  ASSERT_FALSE(rejected.is_discarded()) << run.output;
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  ASSERT_TRUE(rejected["errors"].contains("UNAUTHENTICATED")) << rejected["errors"].dump(2);
+  EXPECT_EQ(rejected["errors"]["UNAUTHENTICATED"]["count"], 2);
+  EXPECT_EQ(rejected["errors"]["UNAUTHENTICATED"]["first_message"], "HTTP 401: unknown API key");
+}
+
 TEST(TernLoadE2eTest, BadArgumentsExitTwoWithAClearMessage) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--rate", "1", "--duration", "1", "--prompts", "p"}, "--model: required"},

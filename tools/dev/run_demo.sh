@@ -14,6 +14,7 @@ model="$root/models/tern-demo-llm"
 echo "ternd: gRPC on :$grpc_port, HTTP on :$http_port (metrics /metrics, health /healthz /readyz)"
 echo "try:   $build/bin/tern generate -m tern-demo-llm \"The history of\""
 echo "       $build/bin/tern generate -m tern-demo-llm --mode sot \"How do I make good coffee?\""
+echo "       curl -s localhost:$http_port/v1/chat/completions -d '{\"model\": \"tern-demo-llm\", \"max_tokens\": 32, \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'"
 # --backend auto: CUDA when this build has it and a GPU is visible, else CPU.
 # The trained SoT-R router (models/sot-router) decides DECODING_MODE_AUTO requests.
 exec "$root/$build/bin/ternd" --model "$model" --backend auto \

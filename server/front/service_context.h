@@ -1,5 +1,6 @@
-// What every tern.v1 service handler needs, borrowed from the Daemon that
-// owns it all and outlives the gRPC server.
+// What every handler needs, whatever its transport (gRPC's tern.v1
+// services, HTTP's OpenAI-compatible API), borrowed from the Daemon that owns
+// it all and outlives both servers.
 #pragma once
 
 #include "server/auth/authenticator.h"

@@ -1,4 +1,4 @@
-#include "server/services/sot_call.h"
+#include "server/front/sot_call.h"
 
 #include <utility>
 

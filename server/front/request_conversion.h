@@ -1,13 +1,14 @@
-// tern.v1 requests -> native engine requests. Runs after validation, so it
-// only maps fields; the one place where proto sampling fields meet
-// runtime::SamplingParams.
+// tern.v1 requests -> native engine requests, for every transport (the
+// OpenAI-compatible API converts its JSON into tern.v1 requests first). Runs
+// after validation, so it only maps fields; the one place where proto
+// sampling fields meet runtime::SamplingParams.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "grpcpp/server_context.h"
+#include "absl/time/time.h"
 #include "scheduler/engine.h"
 #include "server/models/model_registry.h"
 #include "tern/v1/llm.pb.h"
@@ -26,9 +27,9 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(const tern::v1::GenerateReques
 absl::StatusOr<std::vector<int32_t>> ChatPromptTokens(const tern::v1::ChatRequest& request, const ServedModel& model);
 
 // Fills the envelope: id, tenant, priority (request's + tenant's, clamped to
-// [-200, 200]), arrival, deadline from the call.
+// [-200, 200]), arrival (now), and the call's deadline (InfiniteFuture: none).
 scheduler::EngineRequest MakeEngineRequest(const std::string& request_id, const scheduler::Tenant& tenant,
                                            int32_t priority, std::vector<int32_t> prompt,
-                                           runtime::SamplingParams sampling, const grpc::CallbackServerContext& context);
+                                           runtime::SamplingParams sampling, absl::Time deadline);
 
 }  // namespace tern::server

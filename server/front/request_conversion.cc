@@ -1,7 +1,6 @@
-#include "server/services/request_conversion.h"
+#include "server/front/request_conversion.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -56,7 +55,7 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptTokens(const tern::v1::ChatReques
 
 scheduler::EngineRequest MakeEngineRequest(const std::string& request_id, const scheduler::Tenant& tenant,
                                            int32_t priority, std::vector<int32_t> prompt,
-                                           runtime::SamplingParams sampling, const grpc::CallbackServerContext& context) {
+                                           runtime::SamplingParams sampling, absl::Time deadline) {
   scheduler::EngineRequest request;
   request.request_id = request_id;
   request.tenant = &tenant;
@@ -64,8 +63,7 @@ scheduler::EngineRequest MakeEngineRequest(const std::string& request_id, const 
   request.prompt_token_ids = std::move(prompt);
   request.sampling = std::move(sampling);
   request.arrival_time = absl::Now();
-  const auto deadline = context.deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) request.deadline = absl::FromChrono(deadline);
+  request.deadline = deadline;
   return request;
 }
 

@@ -1,9 +1,8 @@
-#include "server/services/generate_stream.h"
+#include "server/front/generation_stream.h"
 
 #include <variant>
 
 #include "absl/strings/str_cat.h"
-#include "server/grpc/status_conversion.h"
 
 namespace tern::server {
 namespace {
@@ -26,8 +25,6 @@ void SetLogprob(const runtime::Tokenizer* tokenizer, int32_t id, float logprob, 
   }
 }
 
-}  // namespace
-
 tern::v1::ChoicePart ToProto(scheduler::DeltaPart part) {
   switch (part) {
     case scheduler::DeltaPart::kSkeleton: return tern::v1::CHOICE_PART_SKELETON;
@@ -37,16 +34,18 @@ tern::v1::ChoicePart ToProto(scheduler::DeltaPart part) {
   return tern::v1::CHOICE_PART_ANSWER;
 }
 
-GenerateStreamState::GenerateStreamState(std::string request_id, tern::v1::DecodingMode mode,
-                                         const runtime::Tokenizer* tokenizer, StreamObservation observation,
-                                         std::shared_ptr<const scheduler::SotOutcome> sot)
+}  // namespace
+
+GenerationStream::GenerationStream(std::string request_id, tern::v1::DecodingMode mode,
+                                   const runtime::Tokenizer* tokenizer, StreamObservation observation,
+                                   std::shared_ptr<const scheduler::SotOutcome> sot)
     : request_id_(std::move(request_id)),
       mode_(mode),
       tokenizer_(tokenizer),
       sot_(std::move(sot)),
       observation_(std::move(observation)) {}
 
-void GenerateStreamState::FillSotReport(tern::v1::GenerateResponse* last) const {
+void GenerationStream::FillSotReport(tern::v1::GenerateResponse* last) const {
   const scheduler::SotOutcome& o = *sot_;
   last->set_decoding_mode(o.used_sot ? tern::v1::DECODING_MODE_SKELETON_OF_THOUGHT : tern::v1::DECODING_MODE_NORMAL);
   tern::v1::SotReport* report = last->mutable_sot();
@@ -69,7 +68,7 @@ void GenerateStreamState::FillSotReport(tern::v1::GenerateResponse* last) const 
   report->set_expansion_seconds(absl::ToDoubleSeconds(o.expansion_time));
 }
 
-void GenerateStreamState::ObserveChunk(int tokens, const std::vector<scheduler::ChoiceDelta>& deltas) {
+void GenerationStream::ObserveChunk(int tokens, const std::vector<scheduler::ChoiceDelta>& deltas) {
   for (const auto& delta : deltas) {
     if (delta.aborted) outcome_ = "abort";
     else if (delta.finish_reason == runtime::FinishReason::kLength && outcome_ != "abort") outcome_ = "length";
@@ -87,7 +86,7 @@ void GenerateStreamState::ObserveChunk(int tokens, const std::vector<scheduler::
   last_token_ = now;
 }
 
-void GenerateStreamState::ObserveDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
+void GenerationStream::ObserveDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
   if (observation_.metrics == nullptr) return;
   const auto now = std::chrono::steady_clock::now();
   const double e2e = std::chrono::duration<double>(now - observation_.arrival).count();
@@ -118,7 +117,7 @@ void GenerateStreamState::ObserveDone(const absl::Status& status, const schedule
   }
 }
 
-void GenerateStreamState::OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) {
+void GenerationStream::OnDeltas(const std::vector<scheduler::ChoiceDelta>& deltas) {
   tern::v1::GenerateResponse response;
   response.set_request_id(request_id_);
   if (sot_ == nullptr) response.set_decoding_mode(mode_);  // SoT: known on the last message
@@ -151,7 +150,7 @@ void GenerateStreamState::OnDeltas(const std::vector<scheduler::ChoiceDelta>& de
   PumpLocked();
 }
 
-void GenerateStreamState::OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
+void GenerationStream::OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
   ObserveDone(status, usage);
   absl::MutexLock lock(&mu_);
   if (status.ok()) {
@@ -171,74 +170,45 @@ void GenerateStreamState::OnDone(const absl::Status& status, const scheduler::Re
   PumpLocked();
 }
 
-void GenerateStreamState::Attach(GenerateReactor* reactor) {
+void GenerationStream::Attach(StreamConsumer* consumer) {
   absl::MutexLock lock(&mu_);
-  reactor_ = reactor;
+  consumer_ = consumer;
   PumpLocked();
 }
 
-void GenerateStreamState::OnWriteDone(bool ok) {
+void GenerationStream::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   writing_ = false;
   if (!ok) {
-    // The client is gone; OnCancel aborts the request in the engine.
+    // The client is gone; its transport cancels the request in the engine.
     pending_.clear();
-    return;
   }
   PumpLocked();
 }
 
-void GenerateStreamState::Detach() {
+void GenerationStream::Detach() {
   absl::MutexLock lock(&mu_);
-  reactor_ = nullptr;
+  consumer_ = nullptr;
 }
 
-absl::Status GenerateStreamState::final_status() {
+absl::Status GenerationStream::final_status() {
   absl::MutexLock lock(&mu_);
   return status_;
 }
 
-void GenerateStreamState::PumpLocked() {
-  if (reactor_ == nullptr || writing_ || finished_) return;
+void GenerationStream::PumpLocked() {
+  if (consumer_ == nullptr || writing_ || finished_) return;
   if (!pending_.empty()) {
     in_flight_ = std::move(pending_.front());
     pending_.pop_front();
     writing_ = true;
-    reactor_->StartWrite(&in_flight_);
+    consumer_->StartWrite(&in_flight_);
     return;
   }
   if (done_) {
     finished_ = true;
-    reactor_->Finish(ToGrpcStatus(status_));
+    consumer_->Finish(status_);
   }
-}
-
-GenerateReactor::GenerateReactor(RpcScope scope, scheduler::Engine* engine, std::string request_id,
-                                 std::shared_ptr<GenerateStreamState> state)
-    : scope_(std::move(scope)), engine_(engine), request_id_(std::move(request_id)), state_(std::move(state)) {}
-
-GenerateReactor* GenerateReactor::Start(RpcScope scope, scheduler::Engine* engine, scheduler::EngineRequest request,
-                                        tern::v1::DecodingMode mode, const runtime::Tokenizer* tokenizer,
-                                        StreamObservation observation,
-                                        std::shared_ptr<const scheduler::SotOutcome> sot) {
-  const std::string request_id = request.request_id;
-  auto state =
-      std::make_shared<GenerateStreamState>(request_id, mode, tokenizer, std::move(observation), std::move(sot));
-  auto* reactor = new GenerateReactor(std::move(scope), engine, request_id, state);
-  const absl::Status submitted = engine->Submit(std::move(request), state);
-  if (!submitted.ok()) {
-    state->OnDone(submitted, {});
-  }
-  state->Attach(reactor);
-  return reactor;
-}
-
-void GenerateReactor::OnCancel() { engine_->Cancel(request_id_); }
-
-void GenerateReactor::OnDone() {
-  state_->Detach();
-  scope_.Finish(state_->final_status());
-  delete this;
 }
 
 }  // namespace tern::server

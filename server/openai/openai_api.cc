@@ -1,0 +1,261 @@
+#include "server/openai/openai_api.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/front/call_scope.h"
+#include "server/front/generation.h"
+#include "server/openai/openai_request.h"
+#include "server/openai/openai_response.h"
+
+namespace tern::server::openai {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+constexpr char kChatRoute[] = "/v1/chat/completions";
+constexpr char kCompletionsRoute[] = "/v1/completions";
+constexpr char kModelsRoute[] = "/v1/models";
+constexpr char kModelPrefix[] = "/v1/models/";
+
+CallInfo HttpCallInfo(const HttpRequest& request, const char* route) {
+  CallInfo info;
+  info.transport = Transport::kHttp;
+  info.method = route;
+  info.peer = request.peer;
+  info.authorization = request.Header("authorization");
+  info.request_id = request.Header("x-request-id");
+  return info;
+}
+
+HttpResponse JsonResponse(const json& body, const std::string& request_id) {
+  HttpResponse response;
+  response.content_type = "application/json";
+  response.body = Dump(body);
+  response.headers.emplace_back("x-request-id", request_id);
+  return response;
+}
+
+// Ends a call that never reached an engine: the error response, then the
+// call's log line and metrics.
+void Reject(CallScope& scope, HttpExchange& exchange, const absl::Status& status) {
+  HttpResponse response = ErrorResponse(status);
+  response.headers.emplace_back("x-request-id", scope.request_id());
+  exchange.Respond(std::move(response));
+  scope.Finish(status).IgnoreError();
+}
+
+// "%2F" -> "/": model names in paths may be percent-encoded.
+std::string PercentDecode(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto hex = [](char ch) -> int {
+      if (ch >= '0' && ch <= '9') return ch - '0';
+      if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+      if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+      return -1;
+    };
+    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+json ModelObject(const tern::v1::ModelInfo& info, int64_t created) {
+  return {{"id", info.name()},
+          {"object", "model"},
+          {"created", created},
+          {"owned_by", "tern"},
+          {"max_model_len", info.context_length()}};
+}
+
+// The HTTP end of one Generate/Chat stream: the GenerationStream's consumer.
+// Messages are formatted and written on the connection's strand. The call
+// keeps itself alive (self_) from Start until its stream has ended, like a
+// gRPC reactor until OnDone.
+class OpenAiCall final : public StreamConsumer, public std::enable_shared_from_this<OpenAiCall> {
+ public:
+  static void Start(CallScope scope, PreparedGeneration call, Endpoint endpoint, ResponseOptions options,
+                    std::shared_ptr<HttpExchange> exchange) {
+    const std::string prefix = endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-";
+    auto self = std::make_shared<OpenAiCall>(std::move(scope), endpoint, options, std::move(exchange),
+                                             call.model->engine.get(), call.request.request_id,
+                                             ResponseAssembler(endpoint, prefix + call.request.request_id,
+                                                               call.model->info.name(), absl::ToUnixSeconds(absl::Now()),
+                                                               options, call.model->tokenizer.get()));
+    self->self_ = self;
+    self->stream_ = NewGenerationStream(call, &self->scope_.services().metrics->requests());
+    self->exchange_->OnClientGone([weak = std::weak_ptr<OpenAiCall>(self)] {
+      if (auto call = weak.lock()) {
+        call->client_gone_ = true;
+        call->Cancel();
+      }
+    });
+    StartGeneration(std::move(call), self->stream_, self.get());
+  }
+
+  OpenAiCall(CallScope scope, Endpoint endpoint, ResponseOptions options, std::shared_ptr<HttpExchange> exchange,
+             scheduler::Engine* engine, std::string request_id, ResponseAssembler assembler)
+      : scope_(std::move(scope)),
+        endpoint_(endpoint),
+        options_(options),
+        exchange_(std::move(exchange)),
+        engine_(engine),
+        request_id_(std::move(request_id)),
+        assembler_(std::move(assembler)) {}
+
+ private:
+  // StreamConsumer: called with the stream's mutex held; hop onto the strand.
+  void StartWrite(const tern::v1::GenerateResponse* message) override {
+    // `message` stays valid until OnWriteDone.
+    exchange_->Post([self = shared_from_this(), message] { self->Write(*message); });
+  }
+  void Finish(const absl::Status& status) override {
+    exchange_->Post([self = shared_from_this(), status] { self->End(status); });
+  }
+
+  void Write(const tern::v1::GenerateResponse& message) {
+    if (!options_.stream) {
+      assembler_.Add(message);
+      stream_->OnWriteDone(true);
+      return;
+    }
+    std::string events = assembler_.Events(message);
+    if (events.empty()) {
+      stream_->OnWriteDone(true);
+      return;
+    }
+    OpenStream();
+    exchange_->Write(std::move(events), [self = shared_from_this()](bool ok) {
+      if (!ok) self->Cancel();  // the client is gone: stop generating for it
+      self->stream_->OnWriteDone(ok);
+    });
+  }
+
+  void End(const absl::Status& status) {
+    const absl::Status outcome = InOpenAiTerms(status, endpoint_);
+    if (!options_.stream || (!stream_open_ && !outcome.ok())) {
+      if (outcome.ok()) {
+        exchange_->Respond(JsonResponse(assembler_.Body(), request_id_));
+      } else {
+        HttpResponse response = ErrorResponse(outcome);
+        response.headers.emplace_back("x-request-id", request_id_);
+        exchange_->Respond(std::move(response));
+      }
+    } else {
+      OpenStream();
+      exchange_->Write(outcome.ok() ? assembler_.EndEvents() : assembler_.ErrorEvents(outcome), nullptr);
+      exchange_->EndStream();
+    }
+    scope_.Finish(client_gone_ ? absl::CancelledError("the client closed the connection") : outcome).IgnoreError();
+    stream_->Detach();
+    self_.reset();  // the posted task that runs End holds the last reference
+  }
+
+  void OpenStream() {
+    if (stream_open_) return;
+    stream_open_ = true;
+    HttpResponse head;
+    head.content_type = "text/event-stream";
+    head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}, {"x-request-id", request_id_}};
+    exchange_->StartStream(std::move(head));
+  }
+
+  void Cancel() { engine_->Cancel(request_id_); }
+
+  CallScope scope_;
+  const Endpoint endpoint_;
+  const ResponseOptions options_;
+  std::shared_ptr<HttpExchange> exchange_;
+  scheduler::Engine* engine_;
+  const std::string request_id_;
+  // Strand only.
+  ResponseAssembler assembler_;
+  bool stream_open_ = false;
+  std::shared_ptr<GenerationStream> stream_;
+  std::shared_ptr<OpenAiCall> self_;
+  std::atomic<bool> client_gone_{false};
+};
+
+}  // namespace
+
+OpenAiApi::OpenAiApi(const ServiceContext& services)
+    : services_(services), created_(absl::ToUnixSeconds(absl::Now())) {}
+
+void OpenAiApi::Register(HttpRouter& router) const {
+  router.HandleAsync("POST", kChatRoute, [this](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+    Completions(request, std::move(exchange), /*chat=*/true);
+  });
+  router.HandleAsync("POST", kCompletionsRoute,
+                     [this](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+                       Completions(request, std::move(exchange), /*chat=*/false);
+                     });
+  router.HandleAsync("GET", kModelsRoute, [this](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+    ListModels(request, std::move(exchange));
+  });
+  router.HandlePrefix("GET", kModelPrefix, [this](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+    RetrieveModel(request, std::move(exchange));
+  });
+  ServerMetrics* metrics = services_.metrics;
+  router.SetErrorResponder([metrics](int status, const std::string& message) {
+    if (metrics != nullptr) metrics->RecordHttp("other", status);
+    return TransportErrorResponse(status, message);
+  });
+}
+
+void OpenAiApi::Completions(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange, bool chat) const {
+  const Endpoint endpoint = chat ? Endpoint::kChatCompletions : Endpoint::kCompletions;
+  CallScope scope(services_, HttpCallInfo(request, chat ? kChatRoute : kCompletionsRoute));
+  scope.AssignRequestId("");
+  // The key first: a caller without one learns nothing about the body.
+  if (auto tenant = scope.Authenticate(); !tenant.ok()) return Reject(scope, *exchange, tenant.status());
+  ResponseOptions options;
+  absl::StatusOr<PreparedGeneration> call;
+  if (chat) {
+    absl::StatusOr<ChatCompletionRequest> parsed = ParseChatCompletionRequest(request.body);
+    if (!parsed.ok()) return Reject(scope, *exchange, parsed.status());
+    options = parsed->options;
+    call = PrepareChat(scope, parsed->request);
+  } else {
+    absl::StatusOr<CompletionRequest> parsed = ParseCompletionRequest(request.body);
+    if (!parsed.ok()) return Reject(scope, *exchange, parsed.status());
+    options = parsed->options;
+    call = PrepareGenerate(scope, parsed->request);
+  }
+  if (!call.ok()) return Reject(scope, *exchange, InOpenAiTerms(call.status(), endpoint));
+  OpenAiCall::Start(std::move(scope), *std::move(call), endpoint, options, std::move(exchange));
+}
+
+void OpenAiApi::ListModels(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) const {
+  CallScope scope(services_, HttpCallInfo(request, kModelsRoute));
+  scope.AssignRequestId("");
+  absl::StatusOr<const scheduler::Tenant*> tenant = scope.Authenticate();
+  if (!tenant.ok()) return Reject(scope, *exchange, tenant.status());
+  json data = json::array();
+  for (const tern::v1::ModelInfo& info : ModelsVisibleTo(services_, **tenant)) {
+    data.push_back(ModelObject(info, created_));
+  }
+  exchange->Respond(JsonResponse({{"object", "list"}, {"data", std::move(data)}}, scope.request_id()));
+  scope.Finish(absl::OkStatus()).IgnoreError();
+}
+
+void OpenAiApi::RetrieveModel(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) const {
+  CallScope scope(services_, HttpCallInfo(request, "/v1/models/{model}"));
+  scope.AssignRequestId("");
+  absl::StatusOr<const scheduler::Tenant*> tenant = scope.Authenticate();
+  if (!tenant.ok()) return Reject(scope, *exchange, tenant.status());
+  const std::string name = PercentDecode(std::string_view(request.path).substr(std::string_view(kModelPrefix).size()));
+  absl::StatusOr<const ServedModel*> model = FindModelVisibleTo(services_, **tenant, name);
+  if (!model.ok()) return Reject(scope, *exchange, model.status());
+  exchange->Respond(JsonResponse(ModelObject((*model)->info, created_), scope.request_id()));
+  scope.Finish(absl::OkStatus()).IgnoreError();
+}
+
+}  // namespace tern::server::openai

@@ -1,0 +1,383 @@
+// The OpenAI-compatible HTTP API of the real ternd on the demo LLM, over
+// loopback: the official OpenAI Node client (tests/e2e/openai_client_test.mjs;
+// skipped where node or the npm package is absent), curl's view of the SSE
+// framing, and what only a raw socket can do: a client that goes away
+// cancels its request, size limits, malformed HTTP, a full queue, and the
+// same rule answering on gRPC and HTTP.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "boost/asio/connect.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/write.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tern/v1/llm.grpc.pb.h"
+#include "tests/e2e/daemon_process.h"
+#include "tests/e2e/e2e_helpers.h"
+
+namespace tern::testing {
+namespace {
+
+using json = nlohmann::json;
+using std::chrono::seconds;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+constexpr char kModel[] = "tern-demo-llm";
+constexpr char kKey[] = "e2e-openai-key-0123";
+
+std::string DemoModelDir() { return std::string(TERN_MODELS_DIR) + "/tern-demo-llm"; }
+
+std::string Series(const std::string& name) { return name + "{model=\"" + kModel + "\"}"; }
+
+struct Reply {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // lower-case names
+  json Json() const { return json::parse(body, nullptr, false); }
+};
+
+// One HTTP/1.1 request with Beast; the body of a streamed (chunked)
+// response arrives de-chunked.
+Reply Request(int port, http::verb method, const std::string& target, const std::string& body,
+              const std::string& key = kKey, const std::map<std::string, std::string>& extra_headers = {}) {
+  asio::io_context io;
+  asio::ip::tcp::socket socket(io);
+  Reply reply;
+  boost::system::error_code ec;
+  socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)}, ec);
+  if (ec) return reply;
+  http::request<http::string_body> request{method, target, 11};
+  request.set(http::field::host, "127.0.0.1");
+  if (!key.empty()) request.set(http::field::authorization, "Bearer " + key);
+  if (method == http::verb::post) request.set(http::field::content_type, "application/json");
+  for (const auto& [name, value] : extra_headers) request.set(name, value);
+  request.body() = body;
+  request.prepare_payload();
+  http::write(socket, request, ec);
+  if (ec) return reply;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  http::read(socket, buffer, parser, ec);
+  if (ec) return reply;
+  reply.status = parser.get().result_int();
+  reply.body = parser.get().body();
+  for (const auto& field : parser.get()) {
+    std::string name(field.name_string());
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    reply.headers[name] = std::string(field.value());
+  }
+  return reply;
+}
+
+Reply Post(int port, const std::string& target, const json& body, const std::string& key = kKey) {
+  return Request(port, http::verb::post, target, body.dump(), key);
+}
+
+json Chat(const std::string& content, int max_tokens) {
+  return {{"model", kModel},
+          {"messages", json::array({{{"role", "user"}, {"content", content}}})},
+          {"max_tokens", max_tokens},
+          {"temperature", 0}};
+}
+
+// A raw connection that sends a request and may walk away mid-response.
+class RawClient {
+ public:
+  explicit RawClient(int port) : socket_(io_) {
+    socket_.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
+  }
+  void SendPost(const std::string& target, const std::string& body) {
+    const std::string request = "POST " + target + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                std::string(kKey) + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                                std::to_string(body.size()) + "\r\n\r\n" + body;
+    asio::write(socket_, asio::buffer(request));
+  }
+  void SendRaw(const std::string& bytes) { asio::write(socket_, asio::buffer(bytes)); }
+  std::string ReadUntil(const std::string& until, std::chrono::milliseconds timeout = seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    socket_.non_blocking(true);
+    while (received_.find(until) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      char buffer[4096];
+      boost::system::error_code ec;
+      const size_t n = socket_.read_some(asio::buffer(buffer), ec);
+      if (ec == asio::error::would_block) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        continue;
+      }
+      if (ec) break;
+      received_.append(buffer, n);
+    }
+    return received_;
+  }
+  void Close() {
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+  }
+
+ private:
+  asio::io_context io_;
+  asio::ip::tcp::socket socket_;
+  std::string received_;
+};
+
+bool HaveProgram(const std::string& name) {
+  return RunProcess({"/usr/bin/env", "sh", "-c", "command -v " + name}, seconds(10)).exit_code == 0;
+}
+
+std::string NodeModulesDir() {
+  const char* env = std::getenv("TERN_NODE_MODULES");
+  return env != nullptr && *env != '\0' ? env : TERN_NODE_MODULES;
+}
+
+class OpenAiE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    const std::string config = dir_->Write("config.json", R"({
+      "models": [{"name": "tern-demo-llm", "path": ")" + DemoModelDir() + R"(", "backend": "cpu"}],
+      "tenants": [{"name": "alpha", "apiKeys": [")" + std::string(kKey) + R"("]}]
+    })");
+    daemon_ = new DaemonProcess(StartOrDie({"--config", config}));
+  }
+  static void TearDownTestSuite() {
+    delete daemon_;
+    delete dir_;
+  }
+  static int port() { return daemon_->http_port(); }
+
+  static TempDir* dir_;
+  static DaemonProcess* daemon_;
+};
+
+TempDir* OpenAiE2eTest::dir_ = nullptr;
+DaemonProcess* OpenAiE2eTest::daemon_ = nullptr;
+
+TEST_F(OpenAiE2eTest, OfficialNodeClient) {
+  if (!HaveProgram("node")) GTEST_SKIP() << "node is not installed";
+  const std::string modules = NodeModulesDir();
+  if (!std::filesystem::exists(modules + "/openai/package.json")) {
+    GTEST_SKIP() << "the npm package openai is not in " << modules << " (tools/dev/install_deps.sh installs it)";
+  }
+  const ProcessResult run =
+      RunProcess({"/usr/bin/env", "node", std::string(TERN_E2E_DIR) + "/openai_client_test.mjs", "--base-url",
+                  "http://127.0.0.1:" + std::to_string(port()) + "/v1", "--api-key", kKey, "--model", kModel,
+                  "--modules", modules},
+                 seconds(240));
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("all checks passed"), std::string::npos) << run.output;
+}
+
+// curl sees the wire: "data: {json}\n\n" events, the last one "data: [DONE]".
+TEST_F(OpenAiE2eTest, CurlSeesServerSentEvents) {
+  if (!HaveProgram("curl")) GTEST_SKIP() << "curl is not installed";
+  json body = Chat("Tell me about ships.", 8);
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  const ProcessResult run = RunProcess(
+      {"/usr/bin/env", "curl", "-sS", "-N", "-D", "-", "--max-time", "60", "-H", "Authorization: Bearer " + std::string(kKey),
+       "-H", "Content-Type: application/json", "-d", body.dump(),
+       "http://127.0.0.1:" + std::to_string(port()) + "/v1/chat/completions"},
+      seconds(90));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const size_t head_end = run.output.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos) << run.output;
+  const std::string head = run.output.substr(0, head_end);
+  EXPECT_NE(head.find("HTTP/1.1 200 OK"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Type: text/event-stream"), std::string::npos) << head;
+  EXPECT_NE(head.find("Transfer-Encoding: chunked"), std::string::npos) << head;
+  EXPECT_NE(head.find("x-request-id: "), std::string::npos) << head;
+  const std::string stream = run.output.substr(head_end + 4);
+  ASSERT_GE(stream.size(), 14u);
+  EXPECT_EQ(stream.substr(stream.size() - 14), "data: [DONE]\n\n") << stream;
+  size_t pos = 0;
+  int events = 0;
+  bool usage = false;
+  while (pos < stream.size()) {
+    const size_t end = stream.find("\n\n", pos);
+    ASSERT_NE(end, std::string::npos) << stream.substr(pos);
+    const std::string event = stream.substr(pos, end - pos);
+    ASSERT_EQ(event.rfind("data: ", 0), 0u) << event;
+    EXPECT_EQ(event.find('\n'), std::string::npos) << "one line per event: " << event;
+    const std::string data = event.substr(6);
+    if (data != "[DONE]") {
+      const json chunk = json::parse(data, nullptr, false);
+      ASSERT_FALSE(chunk.is_discarded()) << data;
+      EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+      if (chunk["choices"].empty()) usage = chunk["usage"]["completion_tokens"].get<int>() > 0;
+      ++events;
+    }
+    pos = end + 2;
+  }
+  EXPECT_GE(events, 3);
+  EXPECT_TRUE(usage);
+}
+
+TEST_F(OpenAiE2eTest, NonStreamedChatCompletionAndModels) {
+  const Reply chat = Post(port(), "/v1/chat/completions", Chat("Hello", 6));
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  EXPECT_EQ(chat.headers.at("content-type"), "application/json");
+  const json object = chat.Json();
+  EXPECT_EQ(object["object"], "chat.completion");
+  EXPECT_EQ(object["id"], "chatcmpl-" + chat.headers.at("x-request-id"));
+  EXPECT_LE(object["usage"]["completion_tokens"].get<int>(), 6);
+
+  const Reply models = Request(port(), http::verb::get, "/v1/models", "");
+  ASSERT_EQ(models.status, 200) << models.body;
+  EXPECT_EQ(models.Json()["data"][0]["id"], kModel);
+  EXPECT_EQ(models.Json()["data"][0]["max_model_len"], 2048);
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/models/tern-demo-llm", "").status, 200);
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/models/nope", "").status, 404);
+  // The client's x-request-id names the request.
+  const Reply named = Request(port(), http::verb::post, "/v1/completions",
+                              json{{"model", kModel}, {"prompt", "Hi"}, {"max_tokens", 2}}.dump(), kKey,
+                              {{"x-request-id", "my-request-7"}});
+  ASSERT_EQ(named.status, 200) << named.body;
+  EXPECT_EQ(named.Json()["id"], "cmpl-my-request-7");
+  EXPECT_EQ(named.headers.at("x-request-id"), "my-request-7");
+  const Reply listed = Request(port(), http::verb::get, "/v1/models", "", "");
+  EXPECT_EQ(listed.status, 401);
+  EXPECT_EQ(listed.Json()["error"]["type"], "authentication_error");
+  EXPECT_EQ(listed.headers.at("www-authenticate"), "Bearer");
+}
+
+// One rule, two transports: the front's validation answers gRPC with
+// INVALID_ARGUMENT naming the tern.v1 field, HTTP with 400 naming the OpenAI
+// parameter; the HTTP metrics count by route and status.
+TEST_F(OpenAiE2eTest, SameRuleOnGrpcAndHttp) {
+  auto stub = tern::v1::Llm::NewStub(Connect(*daemon_));
+  tern::v1::ChatRequest request;
+  request.set_model(kModel);
+  auto* message = request.add_messages();
+  message->set_role("user");
+  message->set_content("Hi");
+  request.mutable_sampling()->set_temperature(101);
+  const StreamResult grpc_result = StreamChat(*stub, request, {.api_key = kKey});
+  EXPECT_EQ(grpc_result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(grpc_result.status.error_message(), "sampling.temperature: 101 is not in [0, 100]");
+
+  json body = Chat("Hi", 4);
+  body["temperature"] = 101;
+  const Reply http_result = Post(port(), "/v1/chat/completions", body);
+  EXPECT_EQ(http_result.status, 400);
+  EXPECT_EQ(http_result.Json(), json::parse(R"({"error": {"message": "temperature: 101 is not in [0, 100]",
+      "type": "invalid_request_error", "param": "temperature", "code": "invalid_argument"}})"));
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ScrapeMetric(*daemon_, R"(tern_http_requests_total{code="400",route="/v1/chat/completions"})")
+                   .value_or(0) >= 1;
+      },
+      seconds(5)));
+}
+
+TEST_F(OpenAiE2eTest, TransportErrorsAreOpenAiErrors) {
+  const Reply malformed = Request(port(), http::verb::post, "/v1/chat/completions", "{\"model\": ");
+  EXPECT_EQ(malformed.status, 400);
+  EXPECT_EQ(malformed.Json()["error"]["message"].get<std::string>().rfind(
+                "the request body is not valid JSON: parse error at line 1, column 11", 0),
+            0u)
+      << malformed.body;
+  const Reply unknown_route = Request(port(), http::verb::post, "/v1/embeddings", "{}");
+  EXPECT_EQ(unknown_route.status, 404);
+  EXPECT_EQ(unknown_route.Json()["error"]["type"], "not_found_error");
+  const Reply wrong_method = Request(port(), http::verb::get, "/v1/chat/completions", "");
+  EXPECT_EQ(wrong_method.status, 405);
+  EXPECT_EQ(wrong_method.headers.at("allow"), "POST");
+
+  // A body over 8 MiB is refused from its Content-Length, before it is sent.
+  RawClient big(port());
+  big.SendRaw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n");
+  const std::string refused = big.ReadUntil("}}");
+  EXPECT_NE(refused.find("HTTP/1.1 413"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("\"code\":\"request_too_large\""), std::string::npos) << refused;
+
+  RawClient headers(port());
+  headers.SendRaw("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(20000, 'p') + "\r\n\r\n");
+  EXPECT_NE(headers.ReadUntil("}}").find("HTTP/1.1 431"), std::string::npos);
+}
+
+// A client that closes its connection, streamed or not, has its request
+// cancelled in the engine: it stops generating within a step or so.
+TEST_F(OpenAiE2eTest, ClientThatGoesAwayCancelsItsRequest) {
+  const auto aborted = [&] {
+    return ScrapeMetric(*daemon_, R"(tern_request_finished_total{model="tern-demo-llm",outcome="abort",tenant="alpha"})")
+        .value_or(0);
+  };
+  const double before = aborted();
+  json body = Chat("Write a very long story about the sea.", 1800);
+  body["ignore_eos"] = true;
+  {
+    json streamed = body;
+    streamed["stream"] = true;
+    RawClient client(port());
+    client.SendPost("/v1/chat/completions", streamed.dump());
+    ASSERT_NE(client.ReadUntil("data: {").find("data: {"), std::string::npos);
+    client.Close();
+  }
+  EXPECT_TRUE(WaitUntil([&] { return aborted() >= before + 1; }, seconds(10)));
+  {
+    RawClient client(port());
+    client.SendPost("/v1/completions", json{{"model", kModel}, {"prompt", "The sea"}, {"max_tokens", 1800},
+                                             {"ignore_eos", true}}.dump());
+    ASSERT_TRUE(WaitUntil([&] { return ScrapeMetric(*daemon_, Series("tern_num_requests_running")) == 1.0; },
+                          seconds(10)));
+    client.Close();
+  }
+  EXPECT_TRUE(WaitUntil([&] { return aborted() >= before + 2; }, seconds(10)));
+  EXPECT_TRUE(WaitUntil([&] { return ScrapeMetric(*daemon_, Series("tern_num_requests_running")) == 0.0; },
+                        seconds(10)));
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ScrapeMetric(*daemon_, R"(tern_http_requests_total{code="499",route="/v1/chat/completions"})")
+                   .value_or(0) >= 1;
+      },
+      seconds(5)));
+}
+
+// A full queue is 429, as OpenAI answers a rate limit.
+TEST(OpenAiLimitsE2eTest, FullQueueIs429) {
+  TempDir dir;
+  const std::string config = dir.Write("config.json", R"({
+    "models": [{"name": "tern-demo-llm", "path": ")" + DemoModelDir() + R"(", "backend": "cpu", "maxNumSeqs": 1}],
+    "limits": {"maxQueuedRequests": 1}
+  })");
+  DaemonProcess daemon = StartOrDie({"--config", config});
+  json body = Chat("Write a very long story about the sea.", 1800);
+  body["ignore_eos"] = true;
+  body["stream"] = true;
+  RawClient running(daemon.http_port());
+  running.SendPost("/v1/chat/completions", body.dump());
+  ASSERT_NE(running.ReadUntil("data: {").find("data: {"), std::string::npos);
+  RawClient waiting(daemon.http_port());
+  waiting.SendPost("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(WaitUntil([&] { return ScrapeMetric(daemon, Series("tern_num_requests_waiting")) == 1.0; }, seconds(10)));
+  const Reply refused = Post(daemon.http_port(), "/v1/chat/completions", Chat("Hi", 4), "");
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(refused.Json()["error"]["type"], "rate_limit_error");
+  running.Close();
+  waiting.Close();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ScrapeMetric(daemon, Series("tern_num_requests_running")) == 0.0 &&
+               ScrapeMetric(daemon, Series("tern_num_requests_waiting")) == 0.0;
+      },
+      seconds(10)));
+}
+
+}  // namespace
+}  // namespace tern::testing
