@@ -7,25 +7,39 @@
 #include "server/grpc/call_info.h"
 #include "server/grpc/status_conversion.h"
 #include "server/services/finished_writer.h"
+#include "server/services/image_request.h"
+#include "server/services/image_stream.h"
 
 namespace tern::server {
+
+DiffusionService::DiffusionService(const ServiceContext& services) : services_(services) {
+  if (services.metrics != nullptr) {
+    metrics_ = std::make_unique<DiffusionMetrics>(services.metrics->registry());
+    services.metrics->AddCollectable(std::make_shared<DiffusionCollector>(services.models));
+  }
+}
 
 grpc::ServerWriteReactor<tern::v1::GenerateImageResponse>* DiffusionService::GenerateImage(
     grpc::CallbackServerContext* context, const tern::v1::GenerateImageRequest* request) {
   CallScope scope(services_, GrpcCallInfo(*context, "/tern.v1.Diffusion/GenerateImage"));
   scope.AssignRequestId(request->request_id());
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(const scheduler::Tenant* tenant, scope.Authenticate());
+  const ServedModel* model = nullptr;
+  absl::StatusOr<scheduler::DiffusionRequest> prepared = [&]() -> absl::StatusOr<scheduler::DiffusionRequest> {
+    const scheduler::Tenant* tenant = nullptr;
+    ASSIGN_OR_RETURN(model, Admit(scope, request->model(), &tenant));
     RETURN_IF_ERROR(ValidateGenerateImageRequest(*request, services_.limits));
-    ASSIGN_OR_RETURN(const ServedModel* model, ModelForTenant(services_, *tenant, request->model()));
-    if (model->info.kind() != tern::v1::MODEL_KIND_DIFFUSION) {
+    if (model->diffusion == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "model \"", request->model(), "\" is a language model; GenerateImage needs a diffusion model"));
+          "model: \"", request->model(), "\" is a language model; GenerateImage needs a diffusion model"));
     }
-    return absl::UnavailableError(
-        absl::StrCat("model \"", request->model(), "\" has no diffusion engine attached in this ternd"));
+    return MakeDiffusionRequest(*request, request->model(), *model->diffusion, scope.request_id(), *tenant,
+                                scope.info().deadline);
   }();
-  return new FinishedWriter<tern::v1::GenerateImageResponse>(ToGrpcStatus(scope.Finish(status)));
+  if (!prepared.ok()) {
+    return new FinishedWriter<tern::v1::GenerateImageResponse>(ToGrpcStatus(scope.Finish(prepared.status())));
+  }
+  return ImageReactor::Start(std::move(scope), model->diffusion->engine.get(), *std::move(prepared),
+                             request->model(), metrics_.get());
 }
 
 }  // namespace tern::server

@@ -1,22 +1,31 @@
-// tern.v1.Diffusion over the gRPC callback API. Requests are authenticated,
-// validated and resolved to a model; a model that is not a diffusion model is
-// INVALID_ARGUMENT, an unknown one NOT_FOUND.
+// tern.v1.Diffusion over the gRPC callback API. GenerateImage authenticates,
+// validates (model-free checks in server/validation, then the model's own in
+// image_request.h), submits to the model's DiffusionEngine and streams
+// progress events, one PNG per image, and a last message with done = true
+// (image_stream.h). A language model is INVALID_ARGUMENT, an unknown one
+// NOT_FOUND, a full queue RESOURCE_EXHAUSTED.
 #pragma once
 
+#include <memory>
+
 #include "server/front/service_context.h"
+#include "server/observability/diffusion_metrics.h"
 #include "tern/v1/diffusion.grpc.pb.h"
 
 namespace tern::server {
 
 class DiffusionService final : public tern::v1::Diffusion::CallbackService {
  public:
-  explicit DiffusionService(const ServiceContext& services) : services_(services) {}
+  // Registers the diffusion metrics (and their collector) with
+  // services.metrics: construct during setup, before scraping starts.
+  explicit DiffusionService(const ServiceContext& services);
 
   grpc::ServerWriteReactor<tern::v1::GenerateImageResponse>* GenerateImage(
       grpc::CallbackServerContext* context, const tern::v1::GenerateImageRequest* request) override;
 
  private:
   const ServiceContext& services_;
+  std::unique_ptr<DiffusionMetrics> metrics_;  // null without services.metrics
 };
 
 }  // namespace tern::server
