@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the tern inference-serving daemon\n\n"
       "  ternd [--config FILE] [--model DIR]... [--grpc-port N] [--http-port N]\n");
-  std::vector<std::string> args = tern::base::NormalizeFlagDashes(argc, argv);
+  std::vector<std::string> args =
+      tern::base::JoinRepeatedListFlag(tern::base::NormalizeFlagDashes(argc, argv), "model");
   std::vector<char*> arg_ptrs;
   for (auto& arg : args) arg_ptrs.push_back(arg.data());
   const std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()),

@@ -21,5 +21,17 @@ TEST(FlagNamesTest, LeavesValuesAndPositionalsAlone) {
             (std::vector<std::string>{"ternd", "--model", "my-model", "--", "--not-a-flag"}));
 }
 
+TEST(FlagNamesTest, JoinsARepeatedListFlagWhereTheFirstStood) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(JoinRepeatedListFlag({"ternd", "--model", "a", "--grpc_port", "0", "--model=b,c", "--model", "d"}, "model"),
+            (V{"ternd", "--model=a,b,c,d", "--grpc_port", "0"}));
+  EXPECT_EQ(JoinRepeatedListFlag({"ternd", "--model=a"}, "model"), (V{"ternd", "--model=a"}));
+  EXPECT_EQ(JoinRepeatedListFlag({"ternd", "--models", "x", "--config", "f"}, "model"),
+            (V{"ternd", "--models", "x", "--config", "f"}));
+  // A value-less last flag is Abseil's to report; after "--" nothing is a flag.
+  EXPECT_EQ(JoinRepeatedListFlag({"ternd", "--model", "a", "--model"}, "model"), (V{"ternd", "--model=a", "--model"}));
+  EXPECT_EQ(JoinRepeatedListFlag({"ternd", "--", "--model", "a"}, "model"), (V{"ternd", "--", "--model", "a"}));
+}
+
 }  // namespace
 }  // namespace tern::base
