@@ -27,6 +27,7 @@
 #include "tern/v1/llm.grpc.pb.h"
 #include "tests/e2e/daemon_process.h"
 #include "tests/e2e/e2e_helpers.h"
+#include "tests/raw_http_client.h"
 
 namespace tern::testing {
 namespace {
@@ -96,45 +97,6 @@ json Chat(const std::string& content, int max_tokens) {
           {"temperature", 0}};
 }
 
-// A raw connection that sends a request and may walk away mid-response.
-class RawClient {
- public:
-  explicit RawClient(int port) : socket_(io_) {
-    socket_.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
-  }
-  void SendPost(const std::string& target, const std::string& body) {
-    const std::string request = "POST " + target + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                                std::string(kKey) + "\r\nContent-Type: application/json\r\nContent-Length: " +
-                                std::to_string(body.size()) + "\r\n\r\n" + body;
-    asio::write(socket_, asio::buffer(request));
-  }
-  void SendRaw(const std::string& bytes) { asio::write(socket_, asio::buffer(bytes)); }
-  std::string ReadUntil(const std::string& until, std::chrono::milliseconds timeout = seconds(20)) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    socket_.non_blocking(true);
-    while (received_.find(until) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      char buffer[4096];
-      boost::system::error_code ec;
-      const size_t n = socket_.read_some(asio::buffer(buffer), ec);
-      if (ec == asio::error::would_block) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        continue;
-      }
-      if (ec) break;
-      received_.append(buffer, n);
-    }
-    return received_;
-  }
-  void Close() {
-    boost::system::error_code ignored;
-    socket_.close(ignored);
-  }
-
- private:
-  asio::io_context io_;
-  asio::ip::tcp::socket socket_;
-  std::string received_;
-};
 
 bool HaveProgram(const std::string& name) {
   return RunProcess({"/usr/bin/env", "sh", "-c", "command -v " + name}, seconds(10)).exit_code == 0;
@@ -300,15 +262,15 @@ TEST_F(OpenAiE2eTest, TransportErrorsAreOpenAiErrors) {
   EXPECT_EQ(wrong_method.headers.at("allow"), "POST");
 
   // A body over 8 MiB is refused from its Content-Length, before it is sent.
-  RawClient big(port());
-  big.SendRaw("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n");
-  const std::string refused = big.ReadUntil("}}");
+  RawHttpClient big(port());
+  big.Send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n");
+  const std::string refused = big.ReadUntil("}}", seconds(20));
   EXPECT_NE(refused.find("HTTP/1.1 413"), std::string::npos) << refused;
   EXPECT_NE(refused.find("\"code\":\"request_too_large\""), std::string::npos) << refused;
 
-  RawClient headers(port());
-  headers.SendRaw("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(20000, 'p') + "\r\n\r\n");
-  EXPECT_NE(headers.ReadUntil("}}").find("HTTP/1.1 431"), std::string::npos);
+  RawHttpClient headers(port());
+  headers.Send("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(20000, 'p') + "\r\n\r\n");
+  EXPECT_NE(headers.ReadUntil("}}", seconds(20)).find("HTTP/1.1 431"), std::string::npos);
 }
 
 // A client that closes its connection, streamed or not, has its request
@@ -324,16 +286,16 @@ TEST_F(OpenAiE2eTest, ClientThatGoesAwayCancelsItsRequest) {
   {
     json streamed = body;
     streamed["stream"] = true;
-    RawClient client(port());
-    client.SendPost("/v1/chat/completions", streamed.dump());
-    ASSERT_NE(client.ReadUntil("data: {").find("data: {"), std::string::npos);
+    RawHttpClient client(port());
+    client.SendPost("/v1/chat/completions", streamed.dump(), std::string(kKey));
+    ASSERT_NE(client.ReadUntil("data: {", seconds(20)).find("data: {"), std::string::npos);
     client.Close();
   }
   EXPECT_TRUE(WaitUntil([&] { return aborted() >= before + 1; }, seconds(10)));
   {
-    RawClient client(port());
+    RawHttpClient client(port());
     client.SendPost("/v1/completions", json{{"model", kModel}, {"prompt", "The sea"}, {"max_tokens", 1800},
-                                             {"ignore_eos", true}}.dump());
+                                             {"ignore_eos", true}}.dump(), std::string(kKey));
     ASSERT_TRUE(WaitUntil([&] { return ScrapeMetric(*daemon_, Series("tern_num_requests_running")) == 1.0; },
                           seconds(10)));
     client.Close();
@@ -360,11 +322,11 @@ TEST(OpenAiLimitsE2eTest, FullQueueIs429) {
   json body = Chat("Write a very long story about the sea.", 1800);
   body["ignore_eos"] = true;
   body["stream"] = true;
-  RawClient running(daemon.http_port());
-  running.SendPost("/v1/chat/completions", body.dump());
-  ASSERT_NE(running.ReadUntil("data: {").find("data: {"), std::string::npos);
-  RawClient waiting(daemon.http_port());
-  waiting.SendPost("/v1/chat/completions", body.dump());
+  RawHttpClient running(daemon.http_port());
+  running.SendPost("/v1/chat/completions", body.dump(), std::string(kKey));
+  ASSERT_NE(running.ReadUntil("data: {", seconds(20)).find("data: {"), std::string::npos);
+  RawHttpClient waiting(daemon.http_port());
+  waiting.SendPost("/v1/chat/completions", body.dump(), std::string(kKey));
   ASSERT_TRUE(WaitUntil([&] { return ScrapeMetric(daemon, Series("tern_num_requests_waiting")) == 1.0; }, seconds(10)));
   const Reply refused = Post(daemon.http_port(), "/v1/chat/completions", Chat("Hi", 4), "");
   EXPECT_EQ(refused.status, 429) << refused.body;

@@ -14,6 +14,7 @@
 #include "boost/asio/write.hpp"
 #include "gtest/gtest.h"
 #include "tests/e2e/daemon_process.h"
+#include "tests/raw_http_client.h"
 
 namespace tern::server {
 namespace {
@@ -53,42 +54,6 @@ HttpRequest Request(std::string method, std::string path, std::string query = ""
   return request;
 }
 
-// A raw client: sends bytes, reads what comes back until the server closes
-// or `timeout` passes.
-class RawClient {
- public:
-  explicit RawClient(int port) : socket_(io_) {
-    socket_.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
-  }
-  void Send(const std::string& bytes) { asio::write(socket_, asio::buffer(bytes)); }
-  // Reads until `until` appears in what was read (or the connection ends or
-  // `timeout` passes); returns everything read so far.
-  std::string ReadUntil(const std::string& until, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    socket_.non_blocking(true);
-    while (received_.find(until) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      char buffer[4096];
-      boost::system::error_code ec;
-      const size_t n = socket_.read_some(asio::buffer(buffer), ec);
-      if (ec == asio::error::would_block) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        continue;
-      }
-      if (ec) break;
-      received_.append(buffer, n);
-    }
-    return received_;
-  }
-  void Close() {
-    boost::system::error_code ignored;
-    socket_.close(ignored);
-  }
-
- private:
-  asio::io_context io_;
-  tcp::socket socket_;
-  std::string received_;
-};
 
 std::unique_ptr<HttpServer> StartServer(HttpRouter router, HttpServer::Options options = {}) {
   options.host = "127.0.0.1";
@@ -189,7 +154,7 @@ TEST(HttpServerTest, StreamsChunksFromAnotherThreadThenKeepsTheConnection) {
   router.Handle("GET", "/ping", [](const HttpRequest&) { return HttpResponse{200, "text/plain", "pong", {}}; });
   auto server = StartServer(std::move(router));
   ASSERT_NE(server, nullptr);
-  RawClient client(server->port());
+  tern::testing::RawHttpClient client(server->port());
   client.Send("POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
   const std::string streamed = client.ReadUntil("0\r\n\r\n");
   EXPECT_NE(streamed.find("HTTP/1.1 200 OK\r\n"), std::string::npos) << streamed;
@@ -218,7 +183,7 @@ TEST(HttpServerTest, ClientThatGoesAwayIsReportedAndWritesFail) {
   auto server = StartServer(std::move(router));
   ASSERT_NE(server, nullptr);
   {
-    RawClient client(server->port());
+    tern::testing::RawHttpClient client(server->port());
     client.Send("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
     std::shared_ptr<HttpExchange> exchange = held.get_future().get();
     EXPECT_EQ(server->active_responses(), 1);
@@ -246,27 +211,27 @@ TEST(HttpServerTest, LimitsAndMalformedRequestsGetTheErrorResponder) {
   auto server = StartServer(std::move(router), options);
   ASSERT_NE(server, nullptr);
   {
-    RawClient client(server->port());
+    tern::testing::RawHttpClient client(server->port());
     client.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
     const std::string reply = client.ReadUntil("}");
     EXPECT_NE(reply.find("HTTP/1.1 413"), std::string::npos) << reply;
     EXPECT_NE(reply.find("request body is larger than 64 bytes"), std::string::npos) << reply;
   }
   {
-    RawClient client(server->port());
+    tern::testing::RawHttpClient client(server->port());
     client.Send("POST /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n");
     const std::string reply = client.ReadUntil("}");
     EXPECT_NE(reply.find("HTTP/1.1 431"), std::string::npos) << reply;
   }
   {
-    RawClient client(server->port());
+    tern::testing::RawHttpClient client(server->port());
     client.Send("NOT HTTP AT ALL\r\n\r\n");
     const std::string reply = client.ReadUntil("}");
     EXPECT_NE(reply.find("HTTP/1.1 400"), std::string::npos) << reply;
   }
   {
     // Expect: 100-continue gets the interim response, then the answer.
-    RawClient client(server->port());
+    tern::testing::RawHttpClient client(server->port());
     client.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     EXPECT_NE(client.ReadUntil("100 Continue\r\n\r\n").find("HTTP/1.1 100 Continue"), std::string::npos);
     client.Send("hello");
