@@ -25,6 +25,8 @@
 namespace tern::scheduler {
 namespace {
 
+using testing::GatedRunner;
+
 namespace fs = std::filesystem;
 
 // Collects everything a request's sink receives.
@@ -361,37 +363,6 @@ TEST(EngineTest, DeadlineGivesDeadlineExceeded) {
   EXPECT_EQ(past->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(past->tokens().empty());
 }
-
-// A runner that blocks every step until released, so requests pile up.
-class GatedRunner final : public runtime::ModelRunner {
- public:
-  GatedRunner() : inner_(64, 4, 1000, 512) {}
-  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override {
-    {
-      absl::MutexLock lock(&mu_);
-      entered_ = true;
-      mu_.Await(absl::Condition(&open_));
-    }
-    return inner_.Execute(plan);
-  }
-  runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
-  int64_t vocab_size() const override { return inner_.vocab_size(); }
-  int64_t max_context_length() const override { return inner_.max_context_length(); }
-  void Open() {
-    absl::MutexLock lock(&mu_);
-    open_ = true;
-  }
-  void WaitEntered() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(&entered_));
-  }
-
- private:
-  absl::Mutex mu_;
-  bool open_ ABSL_GUARDED_BY(mu_) = false;
-  bool entered_ ABSL_GUARDED_BY(mu_) = false;
-  testing::FakeModelRunner inner_;
-};
 
 // Fails the step when told to; otherwise the fake runner.
 class FailingRunner final : public runtime::ModelRunner {

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "runtime/runner/model_runner.h"
 
@@ -57,6 +59,39 @@ class FakeModelRunner final : public runtime::ModelRunner {
   std::vector<int32_t> kv_;  // [num_blocks * block_size] token id at each slot, -1 unwritten
   std::vector<int32_t> context_;
   std::vector<RecordedStep> steps_;
+};
+
+// A FakeModelRunner(64, 4, 1000, 512) whose every step blocks until Open(),
+// so requests pile up or an engine looks hung. WaitEntered returns once a
+// step has begun.
+class GatedRunner final : public runtime::ModelRunner {
+ public:
+  GatedRunner() : inner_(64, 4, 1000, 512) {}
+  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override {
+    {
+      absl::MutexLock lock(&mu_);
+      entered_ = true;
+      mu_.Await(absl::Condition(&open_));
+    }
+    return inner_.Execute(plan);
+  }
+  runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  int64_t max_context_length() const override { return inner_.max_context_length(); }
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  void WaitEntered() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&entered_));
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+  bool entered_ ABSL_GUARDED_BY(mu_) = false;
+  FakeModelRunner inner_;
 };
 
 }  // namespace tern::scheduler::testing

@@ -16,36 +16,7 @@
 namespace tern::server {
 namespace {
 
-// Blocks every step while closed.
-class GatedRunner final : public runtime::ModelRunner {
- public:
-  GatedRunner() : inner_(64, 4, 1000, 512) {}
-  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override {
-    {
-      absl::MutexLock lock(&mu_);
-      entered_ = true;
-      mu_.Await(absl::Condition(&open_));
-    }
-    return inner_.Execute(plan);
-  }
-  runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
-  int64_t vocab_size() const override { return inner_.vocab_size(); }
-  int64_t max_context_length() const override { return inner_.max_context_length(); }
-  void Open() {
-    absl::MutexLock lock(&mu_);
-    open_ = true;
-  }
-  void WaitEntered() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(&entered_));
-  }
-
- private:
-  absl::Mutex mu_;
-  bool open_ ABSL_GUARDED_BY(mu_) = false;
-  bool entered_ ABSL_GUARDED_BY(mu_) = false;
-  scheduler::testing::FakeModelRunner inner_;
-};
+using scheduler::testing::GatedRunner;
 
 class NullSink final : public scheduler::RequestSink {
  public:
