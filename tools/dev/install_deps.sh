@@ -9,7 +9,20 @@
 # integrity checked, unpacked into .node/node_modules/openai (git-ignored).
 # It has no dependencies and nothing to build; no install script runs. Without
 # node or npm, or offline, the step says so and the test skips.
+#
+#   install_deps.sh              what `make build` and `make test` need
+#   install_deps.sh --build      only what compiling ternd and tern needs (the Dockerfile's build stage)
+#   install_deps.sh --container  also buildah, runc and debootstrap, which tools/container/ builds and
+#                                runs the image with (the `container` ctest)
 set -euo pipefail
+
+mode=default
+case "${1:-}" in
+  "") ;;
+  --build) mode=build ;;
+  --container) mode=container ;;
+  *) echo "usage: install_deps.sh [--build | --container]" >&2; exit 2 ;;
+esac
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 openai_node_version=6.49.0
@@ -48,14 +61,23 @@ print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).
   echo "installed the OpenAI Node client openai@$openai_node_version into .node/node_modules"
 }
 
-packages=(
+build_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev libboost-dev
   nlohmann-json3-dev libopenblas-dev libssl-dev libpng-dev
-  libgtest-dev libgmock-dev
-  prometheus python3 python3-grpcio python3-protobuf clang libclang-rt-14-dev yamllint
 )
+test_packages=(
+  libgtest-dev libgmock-dev
+  prometheus python3 python3-grpcio python3-protobuf clang libclang-rt-14-dev yamllint curl
+)
+# Rootful buildah on Debian 12 uses overlay storage and runc; uidmap, fuse-overlayfs
+# and slirp4netns are what it needs to build as an ordinary user too.
+container_packages=(buildah runc debootstrap uidmap fuse-overlayfs slirp4netns)
+
+packages=("${build_packages[@]}")
+[[ "$mode" == build ]] || packages+=("${test_packages[@]}")
+[[ "$mode" == container ]] && packages+=("${container_packages[@]}")
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -63,7 +85,7 @@ for pkg in "${packages[@]}"; do
   [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
 done
 if ((${#missing[@]} == 0)); then
-  install_openai_node
+  [[ "$mode" == build ]] || install_openai_node
   exit 0
 fi
 
@@ -76,4 +98,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-install_openai_node
+[[ "$mode" == build ]] || install_openai_node
