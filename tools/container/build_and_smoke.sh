@@ -6,7 +6,10 @@
 # and curl on the OpenAI HTTP API (/v1/models, /v1/chat/completions) and
 # /metrics call it, and SIGTERM must end it with status 0.
 #
-#   tools/container/build_and_smoke.sh [--no-build] [IMAGE]     (default IMAGE: localhost/tern:smoke)
+#   tools/container/build_and_smoke.sh [--when-enabled] [--no-build] [IMAGE]
+#
+# IMAGE defaults to localhost/tern:smoke. --no-build uses the image as it is.
+# --when-enabled (the `container_smoke` ctest) skips unless TERN_CONTAINER_TEST=1.
 #
 # Environment: JOBS (compile jobs in the build stage, default 2), TERN_CUDA
 # (default OFF), TERN_CONTAINER_LOG (where the build log goes, default a file in
@@ -19,10 +22,15 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=1
-if [[ "${1:-}" == "--no-build" ]]; then
-  build=0
+when_enabled=0
+while [[ "${1:-}" == --* ]]; do
+  case "$1" in
+    --no-build) build=0 ;;
+    --when-enabled) when_enabled=1 ;;
+    *) echo "usage: build_and_smoke.sh [--when-enabled] [--no-build] [IMAGE]" >&2; exit 2 ;;
+  esac
   shift
-fi
+done
 image=${1:-localhost/tern:smoke}
 base_image=localhost/tern-base:bookworm
 jobs=${JOBS:-2}
@@ -30,6 +38,9 @@ tern_cuda=${TERN_CUDA:-OFF}
 model=tern-demo-llm
 
 skip() { echo "SKIP: $*"; exit 77; }
+if ((when_enabled)) && [[ "${TERN_CONTAINER_TEST:-}" != 1 ]]; then
+  skip "set TERN_CONTAINER_TEST=1 to build the image (about 30 minutes on 2 cores) and serve from it"
+fi
 command -v buildah >/dev/null || skip "buildah is not installed (tools/dev/install_deps.sh --container)"
 command -v runc >/dev/null || skip "runc is not installed (tools/dev/install_deps.sh --container)"
 command -v curl >/dev/null || skip "curl is not installed"
