@@ -6,8 +6,8 @@
 ternd serves the demo LLM (CPU, with the trained SoT-R router) and the demo
 DiT; Debian's Prometheus scrapes its /metrics every second as job "tern" and
 evaluates deploy/prometheus/*.rules.yml every second. tern-load then sends a
-few seconds of Generate streams (router-decided, and Skeleton-of-Thought) and
-`tern image` one image. The test passes when:
+few Generate streams (router-decided; Skeleton-of-Thought with a skeleton
+phase and with client outlines) and `tern image` one image. The test passes when:
 
   - every metric name that deploy/ reads returns data from Prometheus' HTTP
     API (/api/v1/query): the names are derived from the files, not listed
@@ -195,14 +195,18 @@ def run(args, binaries, names, work, procs, started):
             sys.exit("FAIL: prometheus did not become ready")
         time.sleep(0.2)
 
-    # The load: router-decided Generate streams, Skeleton-of-Thought ones, one image.
+    # The load: Generate streams the router decides, Skeleton-of-Thought ones (a skeleton phase;
+    # client outlines, whose points always expand), and one image. Each run its own seed, so
+    # that their request ids differ.
     prompts = os.path.join(args.root, "loadtest", "prompts", "vicuna80.csv")
-    common = ["--target", grpc_target, "--model", LLM, "--prompts", prompts, "--max-tokens", "12",
-              "--concurrency", "2", "--duration", "4", "--max-in-flight", "2"]
+    common = ["--target", grpc_target, "--model", LLM, "--prompts", prompts, "--requests", "2",
+              "--concurrency", "2", "--max-tokens", "6"]
     load_log = open(os.path.join(work, "load.log"), "w")
-    loads = [procs.start([binaries["tern-load"], *common, "--decoding-mode", "auto"], load_log),
-             procs.start([binaries["tern-load"], *common, "--decoding-mode", "sot", "--sot-point-tokens", "8"],
-                         load_log)]
+    loads = [procs.start([binaries["tern-load"], *common, "--seed", str(seed), *mode], load_log)
+             for seed, mode in ((1, ["--decoding-mode", "auto"]),
+                                (2, ["--decoding-mode", "sot"]),
+                                (3, ["--decoding-mode", "sot", "--sot-outline-points", "2",
+                                     "--sot-point-tokens", "2"]))]
     image = subprocess.run([binaries["tern"], "--target", grpc_target, "image", "-m", DIT, "--class", "Sneaker",
                             "--steps", "4", "-o", os.path.join(work, "sneaker.png")],
                            capture_output=True, text=True, timeout=60)
