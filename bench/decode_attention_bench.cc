@@ -4,7 +4,8 @@
 // K+V bytes read per second against this run's own device-to-device copy
 // bandwidth (cudaMemcpy of 1 GiB, bytes read + written, best of 5).
 //
-//   tern-decode-attention-bench [--iters N] [--kv-dtype all|fp16|fp8|int8] [--json PATH]
+//   tern-decode-attention-bench [--iters N] [--kv-dtype all|fp16|fp8|int8] [--moa-density 0.25,0.5,0.75]
+//                               [--json PATH]
 //
 // Cases: fp16 queries, 16-token blocks scattered over the cache, every
 // sequence at the full context; Llama-2-7B heads (32 / 32 kv / 128) and
@@ -14,9 +15,19 @@
 // over the fp16 cache's split kernel and their bytes (codes, plus int8's
 // token scales) against the copy bandwidth. The per-(row, head) kernel runs
 // on fp16 caches only.
+//
+// --moa-density adds, per case and cache type, rows with MoA per-head spans
+// (kernels/attention/attention_spans.h) at each average density d at the
+// case's context: every head a 64-token sink and a band growing at beta =
+// d - s or d + s (alternating heads, s = min(d, 1 - d) / 2), alpha = -64, so
+// heads of one GQA group differ and the mean density is d. Their tables map
+// only the blocks some head reads (the rest -1, as the scheduler frees them).
+// They report decode tokens/s (sequences / step time), the KV bytes read, and
+// the KV bytes the cache holds for them against full attention's.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention/attention_spans.h"
 #include "kernels/attention/kv_quant.h"
 #include "kernels/attention/paged_attention.h"
 #include "kernels/common/float8.h"
@@ -58,6 +70,26 @@ struct Row {
   Case c;
   KvElement kv;
   double kv_bytes, new_ms, old_ms, max_diff;  // old_ms, max_diff: fp16 caches only
+  double density = 0;         // MoA rows: the plan's mean density; 0: full attention
+  double held_fraction = 1;   // KV blocks held (mapped) / full attention's
+};
+
+// The MoA plan of --moa-density for one layer of `heads` heads at density d.
+struct SpanTables {
+  std::vector<int32_t> max_length = {INT32_MAX};
+  std::vector<int32_t> sinks;
+  std::vector<double> alphas, betas;
+  SpanTables(int32_t heads, double d) {
+    const double s = std::min(d, 1.0 - d) / 2;
+    for (int32_t h = 0; h < heads; ++h) {
+      sinks.push_back(64);
+      alphas.push_back(-64.0);
+      betas.push_back(h % 2 == 0 ? d - s : d + s);
+    }
+  }
+  tern::kernels::AttentionSpanRules Host() const {
+    return {1, max_length.data(), sinks.data(), alphas.data(), betas.data()};
+  }
 };
 
 const char* KvName(KvElement kv) { return kv == KvElement::kNative ? "fp16" : tern::kernels::KvElementName(kv); }
@@ -116,7 +148,7 @@ std::vector<float> ToFloats(const void* device, size_t count) {
   return f;
 }
 
-Row Run(const Case& c, KvElement kv, int iters) {
+Row Run(const Case& c, KvElement kv, int iters, double density) {
   constexpr int32_t kBlock = 16;
   std::mt19937 rng(1);
   const int32_t blocks_per_seq = (c.context + kBlock - 1) / kBlock;
@@ -159,6 +191,49 @@ Row Run(const Case& c, KvElement kv, int iters) {
   upload(&d_row_seq, row_seq);
   upload(&d_context, context_lens);
   upload(&d_indptr, block_indptr);
+  // MoA: spans on the device, and the blocks no head reads unmapped.
+  const SpanTables tables(c.num_heads, density);
+  tern::kernels::AttentionSpanRules spans;
+  int32_t *d_max_length = nullptr, *d_sinks = nullptr;
+  double *d_alphas = nullptr, *d_betas = nullptr;
+  double held_fraction = 1.0, read_fraction = 1.0;
+  if (density > 0) {
+    const tern::kernels::AttentionSpanRules host = tables.Host();
+    int32_t sink = 0, band = c.context;
+    double read = 0;
+    for (int32_t h = 0; h < c.num_heads; ++h) {
+      sink = std::max(sink, host.SinkEnd(h, c.context));
+      band = std::min(band, host.BandStart(c.num_heads, h, c.context));
+    }
+    // Bytes read: each kv head reads the union of its group's ranges once.
+    const int32_t group = c.num_heads / c.num_kv_heads;
+    for (int32_t kvh = 0; kvh < c.num_kv_heads; ++kvh) {
+      int32_t gs = 0, gb = c.context;
+      for (int32_t g = 0; g < group; ++g) {
+        gs = std::max(gs, host.SinkEnd(kvh * group + g, c.context));
+        gb = std::min(gb, host.BandStart(c.num_heads, kvh * group + g, c.context));
+      }
+      read += gs + c.context - std::max(gs, gb);
+    }
+    read_fraction = read / (double(c.num_kv_heads) * c.context);
+    int32_t held = 0;
+    for (int32_t s = 0; s < c.batch; ++s) {
+      for (int32_t i = 0; i < blocks_per_seq; ++i) {
+        const bool kept = i * kBlock < sink || (i + 1) * kBlock > band;
+        if (!kept) pool[size_t(s) * blocks_per_seq + i] = -1;
+        held += kept ? 1 : 0;
+      }
+    }
+    held_fraction = double(held) / double(num_blocks);
+    BENCH_CUDA(cudaMalloc(&d_max_length, 4));
+    BENCH_CUDA(cudaMemcpy(d_max_length, tables.max_length.data(), 4, cudaMemcpyHostToDevice));
+    upload(&d_sinks, tables.sinks);
+    for (auto [dst, src] : {std::pair{&d_alphas, &tables.alphas}, std::pair{&d_betas, &tables.betas}}) {
+      BENCH_CUDA(cudaMalloc(dst, src->size() * 8));
+      BENCH_CUDA(cudaMemcpy(*dst, src->data(), src->size() * 8, cudaMemcpyHostToDevice));
+    }
+    spans = {1, d_max_length, d_sinks, d_alphas, d_betas};
+  }
   upload(&d_blocks, pool);
   FillHalf(q, q_elems, rng);
   if (quantized) {
@@ -186,14 +261,16 @@ Row Run(const Case& c, KvElement kv, int iters) {
   p.kv_element = kv;
   p.k_scales = k_scales;
   p.v_scales = v_scales;
+  p.spans = spans;
   // Bytes read: K and V codes, and int8's token scales.
-  const double tokens = double(c.batch) * c.context * c.num_kv_heads;
-  Row row{c, kv, 2.0 * tokens * (c.head_dim * double(elem_bytes) + (kv == KvElement::kInt8 ? 4 : 0)), 0, 0, 0};
+  const double tokens = double(c.batch) * c.context * c.num_kv_heads * read_fraction;
+  Row row{c, kv, 2.0 * tokens * (c.head_dim * double(elem_bytes) + (kv == KvElement::kInt8 ? 4 : 0)), 0, 0, 0,
+          density, held_fraction};
   row.new_ms = TimeMs(iters, [&] {
     BENCH_CUDA(tern::kernels::LaunchPagedDecodeAttention(ScalarType::kF16, p, c.context, q, k, v, out_new, workspace,
                                                          workspace_bytes, nullptr));
   });
-  if (!quantized) {
+  if (!quantized) {  // MoA rows too: the general kernel over the same spans
     row.old_ms = TimeMs(std::max(1, iters / 4), [&] {
       BENCH_CUDA(
           tern::kernels::LaunchPagedAttention(ScalarType::kF16, p, c.batch, d_row_seq, q, k, v, out_old, nullptr));
@@ -203,7 +280,8 @@ Row Run(const Case& c, KvElement kv, int iters) {
   }
   for (void* ptr : {q, k, v, out_new, out_old, workspace}) cudaFree(ptr);
   for (float* ptr : {k_scales, v_scales}) cudaFree(ptr);
-  for (int32_t* ptr : {d_query_start, d_row_seq, d_context, d_indptr, d_blocks}) cudaFree(ptr);
+  for (int32_t* ptr : {d_query_start, d_row_seq, d_context, d_indptr, d_blocks, d_max_length, d_sinks}) cudaFree(ptr);
+  for (double* ptr : {d_alphas, d_betas}) cudaFree(ptr);
   return row;
 }
 
@@ -213,6 +291,7 @@ int main(int argc, char** argv) {
   int iters = 20;
   std::string json_path;
   std::vector<KvElement> kv_types = {KvElement::kNative, KvElement::kFp8E4M3, KvElement::kInt8};
+  std::vector<double> densities;  // MoA rows beside the full-attention ones
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--iters" && i + 1 < argc) {
@@ -231,8 +310,21 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "--kv-dtype: \"%s\" is not one of all, fp16, fp8, int8\n", kv.c_str());
         return 2;
       }
+    } else if ((arg == "--moa-density" || arg == "--moa_density") && i + 1 < argc) {
+      std::string list = argv[++i];
+      for (size_t pos = 0; pos <= list.size();) {
+        const size_t comma = std::min(list.find(',', pos), list.size());
+        const double d = std::atof(list.substr(pos, comma - pos).c_str());
+        if (!(d > 0.0 && d <= 1.0)) {
+          std::fprintf(stderr, "--moa-density: \"%s\" is not a list of densities in (0, 1]\n", list.c_str());
+          return 2;
+        }
+        densities.push_back(d);
+        pos = comma + 1;
+      }
     } else {
-      std::fprintf(stderr, "usage: %s [--iters N] [--kv-dtype all|fp16|fp8|int8] [--json PATH]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--iters N] [--kv-dtype all|fp16|fp8|int8] [--moa-density D,...] [--json PATH]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -251,25 +343,33 @@ int main(int argc, char** argv) {
       {"llama-3-8b", 32, 8, 128, 256, 1024},
   };
   std::vector<Row> rows;
-  std::vector<double> fp16_ms;  // per case, the fp16 cache's split kernel
+  std::vector<double> fp16_ms;  // per case, the fp16 cache's split kernel over the full context
+  std::vector<double> row_densities = {0.0};
+  row_densities.insert(row_densities.end(), densities.begin(), densities.end());
+  const size_t rows_per_case = kv_types.size() * row_densities.size();
   for (const Case& c : cases) {
-    for (KvElement kv : kv_types) {
-      rows.push_back(Run(c, kv, iters));
-      if (kv == KvElement::kNative) fp16_ms.push_back(rows.back().new_ms);
+    for (double d : row_densities) {
+      for (KvElement kv : kv_types) {
+        rows.push_back(Run(c, kv, iters, d));
+        if (kv == KvElement::kNative && d == 0.0) fp16_ms.push_back(rows.back().new_ms);
+      }
     }
   }
   std::printf("decode attention, fp16 queries, 16-token blocks, %s, copy bandwidth %.0f GB/s (read + write)\n",
               prop.name, copy / 1e9);
-  std::printf("%-11s %9s %6s %6s %5s %9s %10s %8s %10s %8s %8s %9s %8s\n", "model", "heads", "batch", "ctx", "kv",
-              "KV MB", "split ms", "GB/s", "of copy", "old ms", "speedup", "max diff", "vs fp16");
+  std::printf("%-11s %9s %6s %6s %5s %5s %9s %10s %8s %10s %8s %8s %9s %8s %10s %7s\n", "model", "heads", "batch",
+              "ctx", "kv", "moa", "KV MB", "split ms", "GB/s", "of copy", "old ms", "speedup", "max diff",
+              "vs fp16", "tokens/s", "KV held");
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
-    const double base = fp16_ms[i / kv_types.size()];
+    const double base = fp16_ms[i / rows_per_case];
     const std::string heads = std::to_string(r.c.num_heads) + "/" + std::to_string(r.c.num_kv_heads);
-    std::printf("%-11s %9s %6d %6d %5s %9.0f %10.3f %8.0f %10.2f %8.3f %8.1f %9.1e %8.2f\n", r.c.model.c_str(),
-                heads.c_str(), r.c.batch, r.c.context, KvName(r.kv), r.kv_bytes / 1e6, r.new_ms,
-                r.kv_bytes / (r.new_ms * 1e-3) / 1e9, r.kv_bytes / (r.new_ms * 1e-3) / copy, r.old_ms,
-                r.old_ms > 0 ? r.old_ms / r.new_ms : 0.0, r.max_diff, base / r.new_ms);
+    const std::string moa = r.density > 0 ? std::to_string(int(r.density * 100 + 0.5)) + "%" : "-";
+    std::printf("%-11s %9s %6d %6d %5s %5s %9.0f %10.3f %8.0f %10.2f %8.3f %8.1f %9.1e %8.2f %10.0f %7.2f\n",
+                r.c.model.c_str(), heads.c_str(), r.c.batch, r.c.context, KvName(r.kv), moa.c_str(), r.kv_bytes / 1e6,
+                r.new_ms, r.kv_bytes / (r.new_ms * 1e-3) / 1e9, r.kv_bytes / (r.new_ms * 1e-3) / copy, r.old_ms,
+                r.old_ms > 0 ? r.old_ms / r.new_ms : 0.0, r.max_diff, base / r.new_ms,
+                r.c.batch / (r.new_ms * 1e-3), r.held_fraction);
   }
   if (!json_path.empty()) {
     nlohmann::json doc;
@@ -284,6 +384,9 @@ int main(int argc, char** argv) {
                               {"batch", r.c.batch},
                               {"context", r.c.context},
                               {"kv_cache_dtype", KvName(r.kv)},
+                              {"moa_density", r.density},
+                              {"kv_held_fraction", r.held_fraction},
+                              {"attention_tokens_per_s", r.c.batch / (r.new_ms * 1e-3)},
                               {"kv_bytes", r.kv_bytes},
                               {"split_ms", r.new_ms},
                               {"split_bytes_per_s", r.kv_bytes / (r.new_ms * 1e-3)},

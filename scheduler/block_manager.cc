@@ -137,13 +137,30 @@ void BlockManager::Release(int32_t block) {
 }
 
 void BlockManager::ReleaseTable(BlockTable* table) {
-  for (auto it = table->rbegin(); it != table->rend(); ++it) Release(*it);
+  for (auto it = table->rbegin(); it != table->rend(); ++it) {
+    if (*it != kFreedBlock) Release(*it);
+  }
   table->clear();
+}
+
+int32_t BlockManager::ReleaseRange(BlockTable* table, int32_t begin, int32_t end) {
+  CHECK(0 <= begin && begin <= end && size_t(end) <= table->size());
+  int32_t released = 0;
+  for (int32_t i = end; i-- > begin;) {
+    int32_t& block = (*table)[i];
+    if (block == kFreedBlock) continue;
+    Release(block);
+    block = kFreedBlock;
+    ++released;
+  }
+  return released;
 }
 
 void BlockManager::Fork(const BlockTable& src, BlockTable* dst) {
   CHECK(dst->empty());
-  for (int32_t b : src) IncRef(b);
+  for (int32_t b : src) {
+    if (b != kFreedBlock) IncRef(b);
+  }
   *dst = src;
 }
 
@@ -160,6 +177,7 @@ int32_t BlockManager::BlocksNeededToWrite(const BlockTable& table, int32_t begin
   const int32_t want = (end + block_size_ - 1) / block_size_;
   int32_t needed = std::max(0, want - have);
   for (int32_t i = begin / block_size_; i < std::min(have, want); ++i) {
+    CHECK_NE(table[i], kFreedBlock) << "a write into freed block " << i << " of a table";
     if (MustCopyBeforeWrite(table[i])) ++needed;
   }
   return needed;
@@ -216,6 +234,7 @@ void BlockManager::CacheFullBlock(uint64_t salt, const BlockTable& table, int32_
   CHECK(index >= 0 && size_t(index) < table.size() && size_t(index) < hashes.size());
   CHECK_GE(tokens.size(), size_t(index + 1) * block_size_);
   const int32_t block = table[index];
+  if (block == kFreedBlock) return;
   CHECK_GT(ref_[block], 0);
   if (cached_[block]) return;
   if (!index_.try_emplace(hashes[index], block).second) return;

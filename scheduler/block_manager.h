@@ -40,8 +40,12 @@
 
 namespace tern::scheduler {
 
-// Physical block ids covering positions [0, size * block_size).
+// Physical block ids covering positions [0, size * block_size). An entry
+// may be kFreedBlock: a block given back because no query reads its tokens
+// again (runtime::KvRetention: MoA spans, sliding windows); it holds no
+// reference and is never written.
 using BlockTable = std::vector<int32_t>;
+inline constexpr int32_t kFreedBlock = -1;  // runtime::kFreedBlock
 // Whole-block copies src -> dst to make before a step.
 using BlockCopies = std::vector<std::pair<int32_t, int32_t>>;
 
@@ -84,9 +88,16 @@ class BlockManager {
   void Release(int32_t block);
 
   // Releases a whole table, last block first (so tail blocks, the least
-  // likely to be shared later, are evicted first), and clears it.
+  // likely to be shared later, are evicted first), and clears it. Freed
+  // entries are skipped.
   void ReleaseTable(BlockTable* table);
-  // `dst` becomes a copy of `src` sharing every block (ref + 1 each).
+  // Releases entries [begin, end) of `table` (last first) and marks them
+  // kFreedBlock; entries already freed are skipped. Returns how many blocks
+  // went back. A cached block keeps its hash, so a later request with the
+  // same prefix can still hit it.
+  int32_t ReleaseRange(BlockTable* table, int32_t begin, int32_t end);
+  // `dst` becomes a copy of `src` sharing every block (ref + 1 each; freed
+  // entries stay freed).
   void Fork(const BlockTable& src, BlockTable* dst);
 
   // Makes `table` hold positions [0, end) with the block of `begin`

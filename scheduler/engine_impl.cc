@@ -17,6 +17,7 @@ SchedulerOptions MakeSchedulerOptions(const EngineOptions& options, const runtim
   s.max_num_batched_tokens = options.max_num_batched_tokens;
   s.enable_prefix_caching = options.enable_prefix_caching;
   s.max_context_length = runner.max_context_length();
+  s.kv_retention = runner.kv_retention();
   s.tokenizer = options.tokenizer;
   s.eos_token_ids = options.eos_token_ids;
   if (options.tokenizer != nullptr) {
@@ -47,6 +48,17 @@ int64_t KvBlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n, 
 }
 
 EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::ModelRunner> runner)
+int64_t EngineImpl::BlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n) const {
+  const int64_t dense = KvBlocksAtLongest(prompt_tokens, max_tokens, n, layout_.block_size);
+  const runtime::KvRetention* retention = runner_->kv_retention();
+  if (retention == nullptr) return dense;
+  // Each choice holds at most its own peak (its sinks and band, and the
+  // step's new blocks); shared blocks counted once per choice bound it.
+  const int64_t peak =
+      retention->PeakBlocks(prompt_tokens + max_tokens - 1, layout_.block_size, options_.max_num_batched_tokens);
+  return std::min(dense, n * peak);
+}
+
     : options_(options),
       layout_(runner->kv_cache_layout()),
       vocab_size_(runner->vocab_size()),
@@ -86,7 +98,10 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
     return absl::InvalidArgumentError(
         absl::StrCat("the prompt has ", prompt, " tokens; the context holds ", max_context_, " (room for output needed)"));
   }
-  if (prompt > kv_tokens) {
+  // With KV retention (MoA, sliding windows) a sequence holds only the
+  // blocks some query still reads, so only the block count below limits it.
+  const bool retention = runner_->kv_retention() != nullptr;
+  if (!retention && prompt > kv_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("the prompt has ", prompt, " tokens; the KV cache holds ", kv_tokens));
   }
@@ -99,17 +114,35 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
       return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (", max_tokens,
                                                      ") exceeds the context of ", max_context_));
     }
-    if (prompt + max_tokens - 1 > kv_tokens) {
+    if (!retention && prompt + max_tokens - 1 > kv_tokens) {
       return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) + max_tokens (", max_tokens,
                                                      ") exceeds the KV cache of ", kv_tokens, " tokens"));
     }
-    const int64_t blocks = KvBlocksAtLongest(prompt, max_tokens, n, bs);
+    const int64_t blocks = BlocksAtLongest(prompt, max_tokens, n);
     if (blocks > num_blocks) {
       return absl::InvalidArgumentError(absl::StrCat(
           "n = ", n, " choices of prompt (", prompt, " tokens) + max_tokens (", max_tokens, ") need up to ", blocks,
           " KV blocks at once; the KV cache holds ", num_blocks, " blocks of ", bs, " tokens even when empty"));
     }
   } else {
+  } else if (retention) {
+    // The most output that fits: BlocksAtLongest grows with max_tokens.
+    if (BlocksAtLongest(prompt, 1, n) > num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "n = ", n, " choices of prompt (", prompt, " tokens) need ", BlocksAtLongest(prompt, 1, n),
+          " KV blocks at once, even with the blocks no query reads again freed; the KV cache holds ", num_blocks,
+          " blocks of ", bs, " tokens even when empty"));
+    }
+    int64_t lo = 1, hi = max_context_ - prompt;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo + 1) / 2;
+      if (BlocksAtLongest(prompt, mid, n) <= num_blocks) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    request.sampling.max_tokens = static_cast<int32_t>(lo);
     // The most output every choice can have at once: each choice's blocks
     // beyond the shared prefix fit in its share of the rest of the cache.
     const int64_t shared = (prompt - 1) / bs;
@@ -199,7 +232,11 @@ absl::Status EngineImpl::ValidatePhase(const ProgramPhase& phase) const {
                                                      " tokens) + max_tokens (", *b.sampling.max_tokens,
                                                      ") exceeds the context of ", max_context_));
     }
-    blocks += (length - 1 + bs - 1) / bs - prefix / bs;
+    int64_t own = (length - 1 + bs - 1) / bs - prefix / bs;
+    if (const runtime::KvRetention* retention = runner_->kv_retention(); retention != nullptr) {
+      own = std::min(own, retention->PeakBlocks(length - 1, layout_.block_size, options_.max_num_batched_tokens));
+    }
+    blocks += own;
   }
   for (int32_t id : phase.shared_prefix) {
     if (id < 0 || id >= vocab_size_) {

@@ -251,11 +251,21 @@ int32_t Scheduler::BlocksToAdmit(const SequenceGroup& group) const {
   const Sequence* carrier = group.carrier();
   int32_t need =
       blocks_.BlocksNeededToWrite(carrier->block_table(), carrier->num_computed_tokens(), carrier->num_tokens());
-  if (!group.needs_fork()) return need;
+  const runtime::KvRetention* retention = options_.kv_retention;
   const int32_t bs = blocks_.block_size();
+  // With KV retention a sequence never holds more than its peak: its sinks,
+  // its band and one step's new blocks.
+  const auto peak = [&](int32_t tokens) {
+    return static_cast<int32_t>(retention->PeakBlocks(tokens, bs, options_.max_num_batched_tokens));
+  };
+  int32_t need =
+      blocks_.BlocksNeededToWrite(carrier->block_table(), carrier->num_computed_tokens(), carrier->num_tokens());
+  if (retention != nullptr) need = std::min(need, peak(carrier->num_tokens()));
   for (const auto& seq : group.sequences()) {
     if (seq.get() == carrier || seq->finished()) continue;
-    need += (seq->num_tokens() + bs - 1) / bs - group.shared_prefix_len() / bs;
+    int32_t own = (seq->num_tokens() + bs - 1) / bs - group.shared_prefix_len() / bs;
+    if (retention != nullptr) own = std::min(own, peak(seq->num_tokens()));
+    need += own;
   }
   return need;
 }
@@ -282,6 +292,9 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
       // Keep at least the last token to compute, so the step has logits.
       seq->SetComputedFromCache(std::min(hit * bs, seq->num_tokens() - 1));
     }
+      // Hit blocks that no query of this sequence reads go back at once
+      // (they stay cached).
+      if (options_.kv_retention != nullptr) seq->ReleaseUnread(*options_.kv_retention, &blocks_);
     const int32_t n = ChunkSize(*seq, *budget);
     const int32_t begin = seq->num_computed_tokens();
     // A gang starts only when the blocks of all its prompts are free, so
@@ -367,6 +380,7 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     prompt_tokens_ += std::max(0, std::min(begin + s.num_tokens, seq->num_prompt_tokens()) - begin);
     seq->AdvanceComputed(s.num_tokens, &blocks_);
     if (!s.sample) continue;
+    if (options_.kv_retention != nullptr) seq->ReleaseUnread(*options_.kv_retention, &blocks_);
     const absl::StatusOr<runtime::SampledToken>& sampled = result.outputs[k++].token;
     if (!sampled.ok()) {
       SequenceGroup* group = seq->group();

@@ -28,8 +28,9 @@
 // preempted whole; it resumes by recomputing the prefix once.
 //
 // Apply(result) advances num_computed_tokens, publishes newly full blocks to
-// the prefix cache, appends the sampled tokens (stop checks, text) and frees
-// the blocks of finished sequences.
+// the prefix cache, frees the blocks no query reads again (with a KV
+// retention: MoA spans, sliding windows; see README.md), appends the sampled
+// tokens (stop checks, text) and frees the blocks of finished sequences.
 //
 // Contract: Schedule and Apply alternate (CHECK); between them the plan's
 // spans borrow from the sequences, so nothing else may change them (Add is
@@ -65,6 +66,10 @@ struct SchedulerOptions {
   int32_t max_num_batched_tokens = 2048;  // > 0
   bool enable_prefix_caching = true;
   int64_t max_context_length = 0;         // > 0; a sequence finishes "length" here
+  // Which tokens no query reads again (the runner's: MoA spans, a sliding
+  // window); their blocks are freed after each step. Null: all are kept.
+  // Borrowed; outlives the scheduler.
+  const runtime::KvRetention* kv_retention = nullptr;
   std::vector<int32_t> eos_token_ids;
   const runtime::Tokenizer* tokenizer = nullptr;  // borrowed; null: no text
 };

@@ -40,6 +40,7 @@ void Sequence::AttachSharedPrefix(const Sequence& carrier, int32_t prefix_len, B
   BlockTable prefix(carrier.block_table().begin(), carrier.block_table().begin() + num_blocks);
   blocks->Fork(prefix, &block_table_);
   num_computed_tokens_ = prefix_len;
+  released_until_ = 0;
 }
 
 void Sequence::UpdateHashes(const BlockManager& blocks) {
@@ -62,6 +63,23 @@ void Sequence::AdvanceComputed(int32_t n, BlockManager* blocks) {
 void Sequence::ResetComputed(BlockManager* blocks) {
   blocks->ReleaseTable(&block_table_);
   num_computed_tokens_ = 0;
+  released_until_ = 0;
+}
+
+int32_t Sequence::ReleaseUnread(const runtime::KvRetention& retention, BlockManager* blocks) {
+  const int32_t bs = blocks->block_size();
+  const int32_t first = (retention.sink_tokens() + bs - 1) / bs;  // blocks holding sinks stay
+  const int32_t end = std::min<int32_t>(retention.FreeBefore(num_computed_tokens_) / bs,
+                                        static_cast<int32_t>(block_table_.size()));
+  const int32_t begin = std::max(first, released_until_);
+  if (end <= begin) return 0;
+  released_until_ = end;
+  return blocks->ReleaseRange(&block_table_, begin, end);
+}
+
+int32_t Sequence::num_held_blocks() const {
+  return static_cast<int32_t>(std::count_if(block_table_.begin(), block_table_.end(),
+                                            [](int32_t b) { return b != kFreedBlock; }));
 }
 
 void Sequence::Finish(runtime::FinishReason reason, runtime::StopReason stop_reason) {

@@ -7,7 +7,7 @@
 // by page with cp.async into two shared-memory buffers, so the next tile's
 // copy overlaps this tile's math. Per tile each warp computes S = Q K^T
 // (m16n8k16, fp32 accumulators), masks only the tiles that cross the causal
-// diagonal or the sliding-window edge, updates the running max and sum in the
+// diagonal, the sliding-window edge or a MoA head's sink/band edge, updates the running max and sum in the
 // log2 domain (exp2f with scale * log2(e) folded in), and adds P V with the
 // scores re-packed to 16 bits straight from the accumulator registers (the
 // m16n8 accumulator layout of two adjacent key octets is the A layout of one
@@ -143,9 +143,40 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   const int pos0 = p.context_lens[s] - n_q + row0;  // position of the tile's first row
   const int pos_last = pos0 + rows - 1;
   const int window = p.sliding_window;
-  const int kv_begin = window > 0 ? max(0, pos0 - window + 1) / kTileN * kTileN : 0;
   const int kv_end = pos_last + 1;
-  const int num_kv_tiles = (kv_end - kv_begin + kTileN - 1) / kTileN;
+  const int tid = threadIdx.x;
+  // Key tiles: the sink's, then the band's up to the diagonal. Dense: no
+  // sink, the band from key 0 or from the window of the first row. MoA
+  // spans: this head's sink and, over the tile's rows, the earliest (band_min)
+  // and latest (band_max) band start; keys in neither are never loaded, so
+  // blocks the scheduler freed (outside every head's spans) are never read.
+  const bool spans = p.spans.active();
+  int sink = 0, band_min = window > 0 ? max(0, pos0 - window + 1) : 0, band_max = band_min;
+  if (spans) {
+    __shared__ int shared_band[2];
+    if (tid == 0) {
+      shared_band[0] = kv_end;
+      shared_band[1] = 0;
+    }
+    __syncthreads();
+    int lo = kv_end, hi = 0;
+    for (int r = tid; r < rows; r += kThreads) {
+      const int start = p.spans.BandStart(p.num_heads, head, pos0 + r + 1);
+      lo = min(lo, start);
+      hi = max(hi, start);
+    }
+    atomicMin(&shared_band[0], lo);
+    atomicMax(&shared_band[1], hi);
+    __syncthreads();
+    band_min = shared_band[0];
+    band_max = shared_band[1];
+    sink = min(p.spans.sinks[head], kv_end);
+  }
+  const int sink_tiles = (sink + kTileN - 1) / kTileN;
+  const int band_tile = max(sink_tiles, band_min / kTileN);
+  const int num_kv_tiles = sink_tiles + max(0, (kv_end + kTileN - 1) / kTileN - band_tile);
+  // First key of kv tile t.
+  const auto tile_start = [&](int t) { return (t < sink_tiles ? t : band_tile + (t - sink_tiles)) * kTileN; };
   const int32_t* blocks = p.block_ids + p.block_indptr[s];
   const int block_size = p.block_size;
   // Pages are nearly always a power of two: shift and mask instead of dividing.
@@ -155,7 +186,6 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   const int64_t token_stride = int64_t(p.num_kv_heads) * kHeadDim;
   const T* k_head = k_cache + kv_head * kHeadDim;
   const T* v_head = v_cache + kv_head * kHeadDim;
-  const int tid = threadIdx.x;
 
   for (int i = tid; i < kTileM * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
@@ -166,13 +196,13 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   CopyAsyncCommit();
   // Keys past kv_end are zero-filled so that masked scores never meet garbage values.
   auto load_kv = [&](int tile, int buffer) {
-    const int k0 = kv_begin + tile * kTileN;
+    const int k0 = tile_start(tile);
     T* dk = sk + buffer * kTileN * kStride;
     T* dv = sv + buffer * kTileN * kStride;
     for (int i = tid; i < kTileN * kChunks; i += kThreads) {
       const int r = i / kChunks, c = i % kChunks;
       const int j = k0 + r;
-      const bool valid = j < kv_end;
+      const bool valid = j < kv_end && (j < sink || j >= band_min);
       int64_t offset = c * 8;
       if (valid) {
         const int page = pow2_pages ? j >> page_shift : j / block_size;
@@ -246,19 +276,27 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
       }
     }
 
-    const int k0 = kv_begin + t * kTileN;
-    const bool needs_mask = k0 + kTileN - 1 > pos0 || (window > 0 && k0 <= pos_last - window);
+    const int k0 = tile_start(t);
+    const bool needs_mask = k0 + kTileN - 1 > pos0 || (window > 0 && k0 <= pos_last - window) ||
+                            (spans && k0 + kTileN > sink && k0 < band_max);
 #pragma unroll
     for (int mb = 0; mb < kMBlocks; ++mb) {
       const int pos_a = pos0 + warp_row + mb * 16 + quad_row;  // and pos_a + 8
       if (needs_mask) {
+        // MoA: the band start of this lane's two rows.
+        int row_band[2] = {0, 0};
+        if (spans) {
+          row_band[0] = p.spans.BandStart(p.num_heads, head, pos_a + 1);
+          row_band[1] = p.spans.BandStart(p.num_heads, head, pos_a + 9);
+        }
 #pragma unroll
         for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = k0 + n * 8 + 2 * quad_col + (e & 1);
             const int pos = pos_a + (e < 2 ? 0 : 8);
-            if (key > pos || (window > 0 && key <= pos - window)) sc[mb][n][e] = -INFINITY;
+            const bool outside_spans = spans && key >= sink && key < row_band[e < 2 ? 0 : 1];
+            if (key > pos || (window > 0 && key <= pos - window) || outside_spans) sc[mb][n][e] = -INFINITY;
           }
         }
       }
@@ -380,6 +418,7 @@ cudaError_t SupportsFlashPrefillAttention(ScalarType type, const PagedAttentionP
     return cudaErrorNotSupported;
   }
   if (params.q_row_stride % 8 != 0 || params.out_row_stride % 2 != 0) return cudaErrorNotSupported;
+  if (params.spans.active() && params.sliding_window > 0) return cudaErrorNotSupported;
   return cudaSuccess;
 }
 

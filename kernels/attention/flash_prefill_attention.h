@@ -4,7 +4,9 @@
 // Same contract as LaunchPagedAttention (kernels/attention/paged_attention.h):
 // the same PagedAttentionParams, the same paged KV layout, query rows of
 // sequence s are its LAST n_s tokens (so chunked prefill and prefix-cache hits
-// read earlier context from the cache), GQA and sliding_window alike. It is
+// read earlier context from the cache), GQA, sliding_window and MoA per-head
+// spans alike (a CTA visits only its head's sink tiles and the band tiles of
+// its rows, and loads no key outside them). It is
 // correct for any mix of query lengths, one-row sequences included, but it
 // pays off only when some sequence has many query rows.
 //

@@ -37,7 +37,15 @@ __global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __re
   const int32_t s = row_seq[row];
   const int32_t n_q = p.query_start[s + 1] - p.query_start[s];
   const int32_t position = p.context_lens[s] - n_q + (row - p.query_start[s]);
-  const int32_t first = p.sliding_window > 0 ? max(0, position - p.sliding_window + 1) : 0;
+  // The keys of this head: [0, sink_end) then [band, position] (dense: no
+  // sink; band 0 or the window's first key; MoA: the head's own spans).
+  int32_t sink_end = 0;
+  int32_t band = p.sliding_window > 0 ? max(0, position - p.sliding_window + 1) : 0;
+  if (p.spans.active()) {
+    sink_end = p.spans.SinkEnd(head, position + 1);
+    band = max(sink_end, p.spans.BandStart(p.num_heads, head, position + 1));
+  }
+  const int32_t run = sink_end + position + 1 - band;
   const int32_t* blocks = p.block_ids + p.block_indptr[s];
   const int32_t kv_head = head / (p.num_heads / p.num_kv_heads);
   const int64_t token_stride = int64_t(p.num_kv_heads) * p.head_dim;
@@ -53,7 +61,8 @@ __global__ void PagedAttentionKernel(PagedAttentionParams p, const int32_t* __re
 
   float m = -FLT_MAX, l = 0.0f, acc[kPerLane];
   for (int i = 0; i < kPerLane; ++i) acc[i] = 0.0f;
-  for (int32_t j = first + warp; j <= position; j += kWarps) {
+  for (int32_t t = warp; t < run; t += kWarps) {
+    const int32_t j = t < sink_end ? t : band + (t - sink_end);
     const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
     const int64_t row_base = slot * token_stride + int64_t(kv_head) * p.head_dim;
     const float k_scale = KvRowScale<E>(p.k_scales, slot, p.num_kv_heads, kv_head);
@@ -180,7 +189,8 @@ cudaError_t LaunchPagedAttention(ScalarType type, const PagedAttentionParams& pa
                                  void* out, cudaStream_t stream) {
   if (num_rows == 0) return cudaSuccess;
   if (params.head_dim <= 0 || params.head_dim > kMaxHeadDim || params.num_kv_heads <= 0 ||
-      params.num_heads % params.num_kv_heads != 0 || params.num_heads > 65535) {
+      params.num_heads % params.num_kv_heads != 0 || params.num_heads > 65535 ||
+      (params.spans.active() && params.sliding_window > 0)) {
     return cudaErrorInvalidValue;
   }
   const dim3 grid(static_cast<unsigned>(num_rows), static_cast<unsigned>(params.num_heads));

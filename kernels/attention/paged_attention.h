@@ -11,6 +11,14 @@
 // Grouped-query attention: query head h reads kv head h / (num_heads /
 // num_kv_heads). The cache must already hold this step's keys and values.
 //
+// Per-head spans (MoA, attention_spans.h): with params.spans active, query
+// head h at position p attends only to its sink and its band (keys j with
+// spans.Attends(num_heads, h, p, j)); heads of one GQA group may differ.
+// Keys outside every head's sink and band are never read, so a caller may
+// leave their blocks unmapped: a block_ids entry of -1 (a block the
+// scheduler freed) is allowed only where no head of the step reads.
+// Spans and sliding_window are exclusive.
+//
 // Quantized caches (kv_quant.h): with kv_element fp8 or int8 the caches hold
 // one byte per element in the same layout, and k_scales / v_scales say how
 // to dequantize them; kernels compute attention over the dequantized values.
@@ -18,6 +26,7 @@
 
 #include <cstdint>
 
+#include "kernels/attention/attention_spans.h"
 #include "kernels/attention/kv_quant.h"
 
 #if defined(TERN_WITH_CUDA)
@@ -47,6 +56,9 @@ struct PagedAttentionParams {
   // block_size, num_kv_heads] token scales of the layer; native: unused.
   const float* k_scales = nullptr;
   const float* v_scales = nullptr;
+  // MoA per-head spans of this layer (pointers in the kernel's memory);
+  // inactive (num_buckets == 0) for dense attention.
+  AttentionSpanRules spans;
 };
 
 // fp32 reference: q [rows, q_row_stride], out [rows, out_row_stride]; softmax

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "kernels/attention/paged_attention.h"
@@ -15,6 +16,7 @@ void AttentionLoop(const PagedAttentionParams& p, const float* q, const Cache* k
                    float* out, int32_t seq_begin, int32_t seq_end, Load load) {
   const int32_t group = p.num_heads / p.num_kv_heads;
   std::vector<double> scores;
+  std::vector<int32_t> keys;
   std::vector<double> acc(p.head_dim);
   std::vector<float> k_row(p.head_dim), v_row(p.head_dim);
   for (int32_t s = seq_begin; s < seq_end; ++s) {
@@ -24,20 +26,31 @@ void AttentionLoop(const PagedAttentionParams& p, const float* q, const Cache* k
     for (int32_t i = 0; i < n_q; ++i) {
       const int32_t row = p.query_start[s] + i;
       const int32_t position = context - n_q + i;
-      const int32_t first = p.sliding_window > 0 ? std::max(0, position - p.sliding_window + 1) : 0;
-      const int32_t count = position - first + 1;
-      scores.resize(count);
       for (int32_t h = 0; h < p.num_heads; ++h) {
+        // The keys this head's query attends: all up to its position, the
+        // last sliding_window of them, or its sink and band (MoA spans).
+        keys.clear();
+        if (p.spans.active()) {
+          const int32_t sink_end = p.spans.SinkEnd(h, position + 1);
+          const int32_t band = std::max(sink_end, p.spans.BandStart(p.num_heads, h, position + 1));
+          for (int32_t j = 0; j < sink_end; ++j) keys.push_back(j);
+          for (int32_t j = band; j <= position; ++j) keys.push_back(j);
+        } else {
+          const int32_t first = p.sliding_window > 0 ? std::max(0, position - p.sliding_window + 1) : 0;
+          for (int32_t j = first; j <= position; ++j) keys.push_back(j);
+        }
+        scores.resize(keys.size());
         const float* qh = q + row * p.q_row_stride + int64_t(h) * p.head_dim;
         const int32_t kv_head = h / group;
         double max_score = -INFINITY;
-        for (int32_t j = first; j <= position; ++j) {
+        for (size_t k = 0; k < keys.size(); ++k) {
+          const int32_t j = keys[k];
           const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
           const float* kj = load(k_cache, p.k_scales, slot, kv_head, k_row.data());
           double dot = 0.0;
           for (int32_t d = 0; d < p.head_dim; ++d) dot += double(qh[d]) * double(kj[d]);
-          scores[j - first] = dot * p.scale;
-          max_score = std::max(max_score, scores[j - first]);
+          scores[k] = dot * p.scale;
+          max_score = std::max(max_score, scores[k]);
         }
         double denom = 0.0;
         for (auto& score : scores) {
@@ -45,10 +58,11 @@ void AttentionLoop(const PagedAttentionParams& p, const float* q, const Cache* k
           denom += score;
         }
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (int32_t j = first; j <= position; ++j) {
+        for (size_t k = 0; k < keys.size(); ++k) {
+          const int32_t j = keys[k];
           const int64_t slot = int64_t(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
           const float* vj = load(v_cache, p.v_scales, slot, kv_head, v_row.data());
-          const double w = scores[j - first] / denom;
+          const double w = scores[k] / denom;
           for (int32_t d = 0; d < p.head_dim; ++d) acc[d] += w * vj[d];
         }
         float* oh = out + row * p.out_row_stride + int64_t(h) * p.head_dim;

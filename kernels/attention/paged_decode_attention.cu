@@ -123,15 +123,36 @@ struct KvLane<T, KvElement::kInt8> {
   static __device__ __forceinline__ void Convert(const Raw& raw, float* out) { DecodeKv8<KvElement::kInt8>(raw, out); }
 };
 
-// Cached tokens [first, context) of a sequence and how many partitions they span.
+// The cached tokens one (sequence, kv head) block reads: [0, sink_end) then
+// [band, context), as one run of `length` tokens split into `parts`
+// partitions. Dense: no sink, band = 0 (or the window's first token). With
+// MoA spans: the union over the group's query heads, the sink up to the
+// longest sink of the group and the band from the earliest band start;
+// each head then masks the keys outside its own sink and band. Freed blocks
+// lie outside every head's range, so they are never read.
 struct Span {
-  int32_t first, length, parts;
+  int32_t sink_end, band, length, parts;
+  // The cache position of run index t.
+  __device__ __forceinline__ int32_t Token(int32_t t) const { return t < sink_end ? t : band + (t - sink_end); }
 };
 
-__device__ __forceinline__ Span SequenceSpan(const PagedAttentionParams& p, int32_t context, int32_t part_tokens) {
-  const int32_t first = p.sliding_window > 0 ? max(0, context - p.sliding_window) : 0;
-  const int32_t length = max(0, context - first);
-  return {first, length, (length + part_tokens - 1) / part_tokens};
+__device__ __forceinline__ Span SequenceSpan(const PagedAttentionParams& p, int32_t context, int32_t kv_head,
+                                             int32_t part_tokens) {
+  int32_t sink_end = 0, band;
+  if (p.spans.active()) {
+    const int32_t group = p.num_heads / p.num_kv_heads;
+    band = context;
+    for (int32_t g = 0; g < group; ++g) {
+      const int32_t head = kv_head * group + g;
+      sink_end = max(sink_end, p.spans.SinkEnd(head, context));
+      band = min(band, p.spans.BandStart(p.num_heads, head, context));
+    }
+    band = max(band, sink_end);
+  } else {
+    band = p.sliding_window > 0 ? max(0, context - p.sliding_window) : 0;
+  }
+  const int32_t length = max(0, sink_end + context - band);
+  return {sink_end, band, length, (length + part_tokens - 1) / part_tokens};
 }
 
 // Workspace layout: [entries] maxima, [entries] sums (each padded to 64
@@ -174,9 +195,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     return;
   }
-  const Span span = SequenceSpan(p, context, part_tokens);
+  const Span span = SequenceSpan(p, context, kv_head, part_tokens);
   if (part >= span.parts) return;
-  const int32_t tok0 = span.first + part * part_tokens;
+  const int32_t run0 = part * part_tokens;  // this partition's first run index
   const int32_t n = min(part_tokens, span.length - part * part_tokens);
 
   __shared__ int32_t slots[kPart];
@@ -193,12 +214,26 @@ __global__ void __launch_bounds__(kThreads)
 
   const int32_t* blocks = p.block_ids + p.block_indptr[s];
   for (int t = tid; t < n; t += kThreads) {
-    const int32_t j = tok0 + t;
+    const int32_t j = span.Token(run0 + t);
     slots[t] = blocks[j / p.block_size] * p.block_size + j % p.block_size;
     if constexpr (kTokenScales) {
       const int64_t scale_index = int64_t(slots[t]) * p.num_kv_heads + kv_head;
       k_token_scale[t] = p.k_scales[scale_index];
       v_token_scale[t] = p.v_scales[scale_index];
+    }
+  }
+
+  // MoA: each query head of the group keeps the keys of its own sink and
+  // band; the others score -inf (weight 0). The last key is in every band,
+  // so a head's softmax over the whole run always has a key.
+  int32_t head_sink[kGroup], head_band[kGroup];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    head_sink[g] = 0;
+    head_band[g] = 0;
+    if (p.spans.active() && g < group) {
+      head_sink[g] = p.spans.SinkEnd(head0 + g, context);
+      head_band[g] = p.spans.BandStart(p.num_heads, head0 + g, context);
     }
   }
 
@@ -246,8 +281,12 @@ __global__ void __launch_bounds__(kThreads)
       const int t = base + u * kTeams + team;
       if (sub == 0 && t < n) {
         const float k_scale = kTokenScales ? k_token_scale[t] : 1.0f;
+        const int32_t j = span.Token(run0 + t);
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) scores[g][t] = dot[g] * k_scale;
+        for (int g = 0; g < kGroup; ++g) {
+          const bool kept = j < head_sink[g] || j >= head_band[g];
+          scores[g][t] = kept ? dot[g] * k_scale : -INFINITY;
+        }
       }
     }
   }
@@ -351,7 +390,7 @@ __global__ void DecodeMergeKernel(PagedAttentionParams p, int32_t max_context, i
   const int32_t s = blockIdx.y;
   const int32_t context = p.context_lens[s];
   if (context <= 0 || context > max_context) return;
-  const Span span = SequenceSpan(p, context, part_tokens);
+  const Span span = SequenceSpan(p, context, head / (p.num_heads / p.num_kv_heads), part_tokens);
   if (span.parts <= 1) return;  // written by the partition kernel
   const int64_t entry0 = (int64_t(s) * p.num_heads + head) * stride_parts;
   float m = -FLT_MAX;
@@ -436,6 +475,7 @@ cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionPara
   if (params.kv_element != KvElement::kNative && (params.k_scales == nullptr || params.v_scales == nullptr)) {
     return cudaErrorInvalidValue;
   }
+  if (params.spans.active() && params.sliding_window > 0) return cudaErrorInvalidValue;
   // A window bounds the span as well as the context does.
   const int32_t span = params.sliding_window > 0 ? std::min(max_context, params.sliding_window) : max_context;
   const int32_t part_tokens = PagedDecodePartitionTokens(params, max_context);

@@ -8,7 +8,10 @@
 // differences:
 //   - Query row s (of q and out) belongs to sequence s; query_start is not
 //     read. The row attends to cached tokens [first, context_lens[s]) where
-//     first = max(0, context_lens[s] - sliding_window) with a window, else 0.
+//     first = max(0, context_lens[s] - sliding_window) with a window, else 0;
+//     with MoA spans (params.spans), each query head to its own sink and
+//     band: the block reads the union of its group's ranges once (the
+//     longest sink, then from the earliest band start) and masks per head.
 //   - One thread block handles one (sequence, kv head, partition) and all
 //     num_heads / num_kv_heads query heads of that kv head, so each K and V
 //     row is read from memory once per step.
@@ -69,7 +72,8 @@ size_t PagedDecodeAttentionWorkspaceBytes(const PagedAttentionParams& params, in
 // partials between the two kernels, so one workspace must not serve two
 // launches in flight on different streams. num_seqs == 0 launches nothing.
 // cudaErrorInvalidValue for an unsupported shape, a negative max_context,
-// num_seqs above 65535, a workspace too small or a misaligned cache.
+// num_seqs above 65535, a workspace too small, a misaligned cache, or spans
+// together with a sliding window.
 // `pdl`: both kernels launched with programmatic dependent launch
 // (common/pdl.cuh).
 cudaError_t LaunchPagedDecodeAttention(ScalarType type, const PagedAttentionParams& params, int32_t max_context,

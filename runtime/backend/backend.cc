@@ -1,6 +1,7 @@
 #include "runtime/backend/backend.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/attention_span_tables.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
 
@@ -33,6 +34,10 @@ absl::Status Backend::SupportsWeightScheme(const LinearScheme& scheme) const {
 absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareQuantizedLinear(const QuantizedLinear& weight) {
   RETURN_IF_ERROR(SupportsWeightScheme(weight.scheme));
   return absl::UnimplementedError(absl::StrCat("the ", name(), " backend has no ", weight.scheme.ToString(), " linear"));
+}
+
+absl::StatusOr<std::unique_ptr<AttentionSpans>> Backend::UploadAttentionSpans(const MoaPlan& plan) {
+  return std::unique_ptr<AttentionSpans>(new HostAttentionSpans(AttentionSpanTables::FromPlan(plan)));
 }
 
 bool ForwardBatch::IsDecodeOnly() const {
@@ -100,7 +105,9 @@ absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size
     if (id < 0 || id >= vocab_size) return invalid(absl::StrCat("token id ", id, " outside the vocabulary"));
   }
   for (int32_t b : block_ids) {
-    if (b < 0 || b >= cache.num_blocks) return invalid(absl::StrCat("block id ", b, " outside the cache"));
+    if ((b < 0 && b != kFreedBlock) || b >= cache.num_blocks) {
+      return invalid(absl::StrCat("block id ", b, " outside the cache"));
+    }
   }
   const int64_t num_slots = int64_t(cache.num_blocks) * cache.block_size;
   for (int32_t slot : slots) {
@@ -121,6 +128,7 @@ absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size
         return invalid(absl::StrCat("token ", row, " has position ", positions[row], ", expected ", position));
       }
       const int32_t block = block_ids[block_indptr[q] + position / cache.block_size];
+      if (block == kFreedBlock) return invalid(absl::StrCat("token ", row, " is written into a freed block"));
       if (slots[row] != block * cache.block_size + position % cache.block_size) {
         return invalid(absl::StrCat("token ", row, " slot does not match its block table"));
       }

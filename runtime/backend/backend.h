@@ -30,6 +30,7 @@
 #include "absl/types/span.h"
 #include "runtime/backend/kv_cache_spec.h"
 #include "runtime/model/dtype.h"
+#include "runtime/model/moa_plan.h"
 #include "runtime/model/quantized_weight.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/sampling/sampler.h"
@@ -90,6 +91,9 @@ class KvCache {
   virtual void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) = 0;
 };
 
+// A block-table entry whose block was freed (runtime/backend/kv_retention.h).
+inline constexpr int32_t kFreedBlock = -1;
+
 // What one forward pass computes. Tokens of all sequences are packed: the
 // new tokens of sequence s are rows [query_start[s], query_start[s+1]).
 struct ForwardBatch {
@@ -99,7 +103,9 @@ struct ForwardBatch {
   std::vector<int32_t> query_start;     // [num_seqs + 1]
   std::vector<int32_t> context_lens;    // [num_seqs] tokens cached after this step
   std::vector<int32_t> block_indptr;    // [num_seqs + 1] offsets into block_ids
-  std::vector<int32_t> block_ids;       // block table of each sequence, concatenated
+  // Block table of each sequence, concatenated; -1 (kFreedBlock) marks a
+  // block freed because no query reads its tokens again (KV retention).
+  std::vector<int32_t> block_ids;
   std::vector<int32_t> logits_rows;     // token rows whose logits are wanted, in output order
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
@@ -119,12 +125,23 @@ struct ForwardBatch {
 // Validate, which rejects negative slots.
 void PadDecodeBatch(int32_t num_seqs, ForwardBatch* batch);
 
+// The per-head spans of every layer of an MoA plan (moa_plan.h), in the
+// backend's memory for its attention kernels (UploadAttentionSpans).
+class AttentionSpans {
+ public:
+  virtual ~AttentionSpans() = default;
+};
+
 struct AttentionOptions {
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
   float scale = 1.0f;
   int32_t sliding_window = 0;
+  // MoA: each query head attends only to its sink and band
+  // (kernels/attention/attention_spans.h); null: dense. Exclusive with
+  // sliding_window. Borrowed from the model.
+  const AttentionSpans* spans = nullptr;
 };
 
 // Mixture-of-experts FFN weights of one layer (Mixtral): per expert
@@ -170,6 +187,10 @@ class Backend {
   // naming the reason for an element type the backend cannot attend over
   // at this shape.
   virtual absl::StatusOr<std::unique_ptr<KvCache>> AllocateKvCache(const KvCacheSpec& spec) = 0;
+  // An MoA plan's spans for Attention (AttentionOptions::spans). The
+  // default keeps them in host memory, for backends whose kernels run on
+  // the host.
+  virtual absl::StatusOr<std::unique_ptr<AttentionSpans>> UploadAttentionSpans(const MoaPlan& plan);
   // Bytes of KV cache one block costs across all layers, for sizing
   // (KvCacheBlockBytes at the backend's compute dtype).
   virtual size_t KvBlockBytes(const KvCacheSpec& spec) const = 0;
@@ -205,7 +226,9 @@ class Backend {
     Rope(q, k, head_dim, inv_freq);
     WriteKv(k, v, cache, layer);
   }
-  // Causal paged attention of q over layer `layer` for the step's sequences.
+  // Causal paged attention of q over layer `layer` for the step's sequences
+  // (with options.spans, each head over its own sink and band; the block
+  // tables may then hold -1 where the scheduler freed blocks no head reads).
   virtual void Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& options,
                          Tensor out) = 0;
   // out = silu(gate) * up, where gate_up holds [gate | up] column halves.

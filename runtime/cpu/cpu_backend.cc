@@ -16,6 +16,7 @@
 #include "kernels/gemm/quant_gemm.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
+#include "runtime/backend/attention_span_tables.h"
 #include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
 
@@ -376,6 +377,7 @@ void CpuBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const 
   p.block_size = c.spec().block_size;
   p.scale = o.scale;
   p.sliding_window = o.sliding_window;
+  if (o.spans != nullptr) p.spans = static_cast<const HostAttentionSpans*>(o.spans)->Layer(layer);
   p.query_start = batch_->query_start.data();
   p.context_lens = batch_->context_lens.data();
   p.block_indptr = batch_->block_indptr.data();

@@ -23,6 +23,7 @@
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
 #include "kernels/rope/rope_kv_append.h"
+#include "runtime/backend/attention_span_tables.h"
 #include "runtime/backend/backend_common.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
@@ -535,6 +536,44 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> CudaBackend::UploadFp32Table(const
   return std::unique_ptr<DeviceWeight>(new CudaWeight({int64_t(values.size())}, std::move(buffer)));
 }
 
+namespace {
+
+// An MoA plan's span tables in device memory (attention_span_tables.h).
+class CudaAttentionSpans final : public AttentionSpans {
+ public:
+  explicit CudaAttentionSpans(AttentionSpanTables tables) : tables_(std::move(tables)) {}
+  absl::Status Upload() {
+    RETURN_IF_ERROR(Copy(tables_.bucket_max_length, &max_length_));
+    RETURN_IF_ERROR(Copy(tables_.sinks, &sinks_));
+    RETURN_IF_ERROR(Copy(tables_.alphas, &alphas_));
+    return Copy(tables_.betas, &betas_);
+  }
+  kernels::AttentionSpanRules Layer(int32_t layer) const {
+    return tables_.Layer(layer, static_cast<const int32_t*>(max_length_.data()),
+                         static_cast<const int32_t*>(sinks_.data()), static_cast<const double*>(alphas_.data()),
+                         static_cast<const double*>(betas_.data()));
+  }
+
+ private:
+  template <typename T>
+  static absl::Status Copy(const std::vector<T>& values, DeviceBuffer* buffer) {
+    RETURN_IF_CUDA(buffer->Reserve(values.size() * sizeof(T)), "allocating attention span tables");
+    RETURN_IF_CUDA(cudaMemcpy(buffer->data(), values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice),
+                   "uploading attention span tables");
+    return absl::OkStatus();
+  }
+  AttentionSpanTables tables_;
+  DeviceBuffer max_length_, sinks_, alphas_, betas_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AttentionSpans>> CudaBackend::UploadAttentionSpans(const MoaPlan& plan) {
+  auto spans = std::make_unique<CudaAttentionSpans>(AttentionSpanTables::FromPlan(plan));
+  RETURN_IF_ERROR(spans->Upload());
+  return std::unique_ptr<AttentionSpans>(std::move(spans));
+}
+
 absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareLinear(const TensorView& weight,
                                                                          const TensorView* bias) {
   std::vector<TensorView> biases;
@@ -923,6 +962,7 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
   p.block_size = c.spec().block_size;
   p.scale = o.scale;
   p.sliding_window = o.sliding_window;
+  if (o.spans != nullptr) p.spans = static_cast<const CudaAttentionSpans*>(o.spans)->Layer(layer);
   p.query_start = impl_->Meta(Impl::kQueryStart);
   p.context_lens = impl_->Meta(Impl::kContextLens);
   p.block_indptr = impl_->Meta(Impl::kBlockIndptr);

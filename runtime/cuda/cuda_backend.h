@@ -60,6 +60,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadWeight(const TensorView& tensor) override;
   absl::StatusOr<std::unique_ptr<DeviceWeight>> UploadFp32Table(const std::vector<float>& values) override;
+  absl::StatusOr<std::unique_ptr<AttentionSpans>> UploadAttentionSpans(const MoaPlan& plan) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareLinear(const TensorView& weight,
                                                               const TensorView* bias) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareFusedLinear(const std::vector<TensorView>& weights,

@@ -119,6 +119,12 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       model->kv_cache_description_ = "fp8 (scales 1.0: the checkpoint has none)";
     }
   }
+  if (options.attention.moa()) {
+    auto moa = LoadMoaPlan(options.attention.plan_path);
+    if (!moa.ok()) return moa.status();
+    RETURN_IF_ERROR(CheckMoaPlanFits(*moa, c, c.max_position_embeddings));
+    model->moa_plan_ = std::move(*moa);
+  }
   const auto get = [&](const std::string& name) { return store->Get(name); };
   const auto linear = [&](const std::vector<std::string>& modules, bool with_bias) {
     return plan->Prepare(*backend, modules, with_bias);
@@ -131,6 +137,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   ASSIGN_OR_RETURN(model->lm_head_, linear({"lm_head"}, false));
   ASSIGN_OR_RETURN(std::vector<float> inv_freq, RopeInverseFrequencies(c));
   ASSIGN_OR_RETURN(model->inv_freq_, backend->UploadFp32Table(inv_freq));
+
+  if (model->moa_plan_.has_value()) {
+    ASSIGN_OR_RETURN(model->spans_, backend->UploadAttentionSpans(*model->moa_plan_));
+  }
 
   model->layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
@@ -191,6 +201,7 @@ absl::StatusOr<Tensor> LlamaModel::ForwardLogits(const ForwardBatch& batch, KvCa
   attention.head_dim = static_cast<int32_t>(c.head_dim);
   attention.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   attention.sliding_window = static_cast<int32_t>(c.sliding_window);
+  attention.spans = spans_.get();
 
   Tensor x = b.Scratch(kX, tokens, hidden);
   Tensor normed = b.Scratch(kNormed, tokens, hidden);

@@ -15,12 +15,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "runtime/backend/backend.h"
 #include "runtime/model/hf_config.h"
+#include "runtime/model/moa_plan.h"
 #include "runtime/model/weight_scheme.h"
 
 namespace tern::runtime {
@@ -31,6 +33,9 @@ struct LlamaModelOptions {
   // What the KV cache stores (kv_cache_spec.h). fp8 takes the checkpoint's
   // KV scales (kv_cache_scales.h) when it has them, else 1.0.
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
+  // How attention reads the cache (moa_plan.h): dense, or an MoA plan's
+  // per-head spans, loaded and checked against the model by Load.
+  AttentionSchemeRequest attention;
 };
 
 // What a model directory holds, checked without loading it.
@@ -67,6 +72,8 @@ class LlamaModel {
   // What the KV cache stores: "auto", "int8", "fp8 (checkpoint scales)" or
   // "fp8 (scales 1.0: the checkpoint has none)".
   const std::string& kv_cache_description() const { return kv_cache_description_; }
+  // The MoA plan attention runs with, or null for dense attention.
+  const MoaPlan* moa_plan() const { return moa_plan_.has_value() ? &*moa_plan_ : nullptr; }
 
   // One forward pass over `batch` (tokens written into `cache` at the
   // batch's slots), ended with Backend::EndForward. Returns the
@@ -89,6 +96,8 @@ class LlamaModel {
   KvCacheDtype kv_cache_dtype_ = KvCacheDtype::kAuto;
   std::vector<float> kv_k_scales_, kv_v_scales_;  // fp8 with checkpoint scales, else empty
   std::string kv_cache_description_ = "auto";
+  std::optional<MoaPlan> moa_plan_;
+  std::unique_ptr<AttentionSpans> spans_;  // moa_plan_ in the backend's memory
   Backend* backend_ = nullptr;
   std::unique_ptr<DeviceWeight> embed_;
   std::unique_ptr<DeviceWeight> final_norm_;

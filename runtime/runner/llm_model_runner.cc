@@ -1,6 +1,7 @@
 #include "runtime/runner/llm_model_runner.h"
 
 #include <algorithm>
+#include <climits>
 #include <numeric>
 #include <vector>
 
@@ -33,6 +34,14 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
                    runner->backend_->AllocateKvCache(runner->model_->CacheSpec(num_blocks, options.block_size)));
   runner->max_context_ = runner->model_->config().max_position_embeddings;
   if (options.max_context_length > 0) runner->max_context_ = std::min(runner->max_context_, options.max_context_length);
+  // What the cache may give back: the MoA plan's spans, or a sliding window.
+  const int32_t context = static_cast<int32_t>(std::min<int64_t>(runner->max_context_, INT32_MAX));
+  if (const MoaPlan* plan = runner->model_->moa_plan(); plan != nullptr) {
+    runner->retention_ = plan->Retention(context);
+  } else if (runner->model_->config().sliding_window > 0 && context > 0) {
+    runner->retention_ =
+        KvRetention::SlidingWindow(static_cast<int32_t>(runner->model_->config().sliding_window), context);
+  }
   if (options.warmup_tokens > 0) {
     if (absl::Status warm = runner->Warmup(options.warmup_tokens); !warm.ok()) {
       return absl::Status(warm.code(), absl::StrCat("warm-up step: ", warm.message()));

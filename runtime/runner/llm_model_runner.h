@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "runtime/backend/backend.h"
@@ -58,6 +59,11 @@ class LlmModelRunner final : public ModelRunner {
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   int64_t max_context_length() const override { return max_context_; }
   absl::Status Health() const override { return backend_->Health(); }
+  // The MoA plan's retention, or a sliding window's; null when every token
+  // stays readable.
+  const KvRetention* kv_retention() const override { return retention_.has_value() ? &*retention_ : nullptr; }
+  // The model's MoA plan, or null (dense attention).
+  const MoaPlan* moa_plan() const { return model_->moa_plan(); }
 
   // The warm-up of LlmModelRunnerOptions::warmup_tokens: one greedy prefill
   // of `tokens` copies of token 0 into blocks 0, 1, ... and one decode step.
@@ -76,6 +82,7 @@ class LlmModelRunner final : public ModelRunner {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<KvCache> cache_;
   int64_t max_context_ = 0;
+  std::optional<KvRetention> retention_;
   ForwardBatch batch_;  // reused step to step
   std::vector<SampleRequest> requests_;
   std::vector<absl::StatusOr<SampledToken>> tokens_;

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/backend/kv_retention.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/sampling/sampling_params.h"
 #include "runtime/sampling/sequence_sampling_state.h"
@@ -26,7 +27,8 @@ struct SequenceStep {
   // Tokens to compute now: positions [num_computed_tokens, num_computed_tokens + size).
   absl::Span<const int32_t> token_ids;
   int32_t num_computed_tokens = 0;  // tokens already in the KV cache
-  // Physical KV blocks covering positions [0, num_computed_tokens + size).
+  // Physical KV blocks covering positions [0, num_computed_tokens + size);
+  // -1 for a block freed by KV retention (kv_retention()), never one written.
   absl::Span<const int32_t> block_table;
   // Sample a next token after the last computed position (false for a
   // prefill chunk that does not reach the end of the prompt).
@@ -67,6 +69,11 @@ class ModelRunner {
   virtual KvCacheLayout kv_cache_layout() const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context_length() const = 0;
+  // Which cached tokens no query reads again (MoA spans, a sliding window),
+  // so the scheduler frees their blocks and plans with the holes
+  // (kFreedBlock in the block table) in place; null: every token is kept.
+  // Valid as long as the runner.
+  virtual const KvRetention* kv_retention() const { return nullptr; }
   // OK while steps can run; otherwise the device's unrecoverable failure
   // (Backend::Health): the engine stops and reports it as fatal.
   virtual absl::Status Health() const { return absl::OkStatus(); }

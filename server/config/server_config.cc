@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/model/moa_plan.h"
 #include "runtime/model/weight_scheme.h"
 #include "server/auth/key_digest.h"
 
@@ -35,10 +36,6 @@ absl::Status CheckOneOf(const std::string& field, const std::string& value,
   return Invalid(field, absl::StrCat("\"", value, "\" is not one of: ", list));
 }
 
-bool HasPrefix(const std::string& value, const std::string& prefix) {
-  return value.rfind(prefix, 0) == 0;
-}
-
 absl::Status ValidateModel(const tern::v1::ModelConfig& model, int index) {
   const std::string field = absl::StrCat("models[", index, "]");
   if (model.path().empty()) return Invalid(field + ".path", "is required");
@@ -48,9 +45,8 @@ absl::Status ValidateModel(const tern::v1::ModelConfig& model, int index) {
   if (auto scheme = runtime::ParseWeightSchemeRequest(model.weight_scheme()); !scheme.ok()) {
     return Invalid(field + ".weight_scheme", std::string(scheme.status().message()));
   }
-  if (!HasPrefix(model.attention_scheme(), "moa:")) {
-    RETURN_IF_ERROR(CheckOneOf(field + ".attention_scheme", model.attention_scheme(),
-                               {"dense", "moa:<plan file>"}));
+  if (auto scheme = runtime::ParseAttentionScheme(model.attention_scheme()); !scheme.ok()) {
+    return Invalid(field + ".attention_scheme", std::string(scheme.status().message()));
   }
   RETURN_IF_ERROR(
       CheckOneOf(field + ".kv_cache_dtype", model.kv_cache_dtype(), {"auto", "fp8", "int8"}));

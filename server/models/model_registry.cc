@@ -8,6 +8,7 @@
 #include "runtime/cuda/device_probe.h"
 #include "runtime/runner/llm_model_runner.h"
 #include "runtime/model/llama_model.h"
+#include "runtime/model/moa_plan.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/weight_layout.h"
 #include "runtime/model/weight_scheme.h"
@@ -83,6 +84,9 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   if (!kv_cache_dtype.ok()) return kv_cache_dtype.status();
   runner_options.model.kv_cache_dtype = *kv_cache_dtype;
   if (model.has_gpu_memory_fraction()) runner_options.gpu_memory_fraction = model.gpu_memory_fraction();
+  auto attention = runtime::ParseAttentionScheme(model.attention_scheme());
+  if (!attention.ok()) return attention.status();
+  runner_options.model.attention = *attention;
   // On the GPU the first prefill of a process is about 3x slower than the
   // rest (lazy module loading, cuBLAS heuristics, first allocations): pay it
   // at start-up, not in the first request's time to first token.
@@ -200,12 +204,6 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
                            : info.dtype() == "bfloat16"   ? "bf16"
                            : info.dtype() == "float16"    ? "fp16"
                                                           : "fp32");
-    info.set_attention_scheme(model_config.attention_scheme().empty() ? "dense"
-                                                                       : model_config.attention_scheme());
-    const std::string kv_dtype = model_config.kv_cache_dtype().empty() ? "auto" : model_config.kv_cache_dtype();
-    info.set_kv_cache_dtype(kv_dtype != "fp8"                  ? kv_dtype
-                            : checkpoint->kv_cache_scales ? "fp8 (checkpoint scales)"
-                                                          : "fp8 (scales 1.0: the checkpoint has none)");
     int64_t context = hf_config->max_position_embeddings;
     if (model_config.max_context_length() > 0 && model_config.max_context_length() < context) {
       context = model_config.max_context_length();
@@ -224,6 +222,25 @@ absl::StatusOr<const ServedModel*> ModelRegistry::Find(const std::string& name) 
   if (it != models_.end()) return it->second.get();
   std::vector<std::string> names;
   for (const auto& [served_name, unused] : models_) names.push_back(served_name);
+    // The engine's model loaded and checked the plan; it is read again here
+    // (a few KB) for what ListModels reports.
+    info.set_attention_scheme("dense");
+    info.set_attention_density(1.0);
+    info.set_attention_density_length(static_cast<int32_t>(std::min<int64_t>(context, INT32_MAX)));
+    if (auto attention = runtime::ParseAttentionScheme(model_config.attention_scheme()); attention.ok() &&
+                                                                                           attention->moa()) {
+      auto plan = runtime::LoadMoaPlan(attention->plan_path);
+      if (!plan.ok()) return fail(plan.status());
+      const int32_t length = plan->reference_length > 0 ? plan->reference_length : info.attention_density_length();
+      info.set_attention_scheme("moa");
+      info.set_attention_plan(attention->plan_path);
+      info.set_attention_density(plan->Density(length));
+      info.set_attention_density_length(length);
+    }
+    const std::string kv_dtype = model_config.kv_cache_dtype().empty() ? "auto" : model_config.kv_cache_dtype();
+    info.set_kv_cache_dtype(kv_dtype != "fp8"                  ? kv_dtype
+                            : checkpoint->kv_cache_scales ? "fp8 (checkpoint scales)"
+                                                          : "fp8 (scales 1.0: the checkpoint has none)");
   return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not served; served models: ",
                                           names.empty() ? "(none)" : absl::StrJoin(names, ", ")));
 }

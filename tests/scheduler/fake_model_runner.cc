@@ -1,5 +1,7 @@
 #include "tests/scheduler/fake_model_runner.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace tern::scheduler::testing {
@@ -20,6 +22,15 @@ int32_t FakeModelRunner::NextToken(absl::Span<const int32_t> context, int64_t vo
   h *= 0xbf58476d1ce4e5b9ULL;
   h ^= h >> 32;
   return static_cast<int32_t>(h % uint64_t(vocab_size));
+}
+
+std::vector<int32_t> FakeModelRunner::RetainedPositions(const runtime::KvRetention* retention, int32_t end) {
+  std::vector<int32_t> positions;
+  const int32_t sink = retention == nullptr ? end : std::min(end, retention->sink_tokens());
+  const int32_t band = retention == nullptr ? end : std::max(sink, retention->FreeBefore(end - 1));
+  for (int32_t p = 0; p < sink; ++p) positions.push_back(p);
+  for (int32_t p = band; p < end; ++p) positions.push_back(p);
+  return positions;
 }
 
 absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::StepPlan& plan) {
@@ -43,11 +54,14 @@ absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::Step
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": too few blocks"));
     }
     for (int32_t b : s.block_table) {
-      if (b < 0 || b >= num_blocks_) return absl::InvalidArgumentError("block id outside the cache");
+      const bool freed = b == -1 && retention_ != nullptr;
+      if (!freed && (b < 0 || b >= num_blocks_)) return absl::InvalidArgumentError("block id outside the cache");
     }
     for (int32_t i = 0; i < n; ++i) {
       const int32_t p = s.num_computed_tokens + i;
-      kv_[size_t(s.block_table[p / block_size_]) * block_size_ + p % block_size_] = s.token_ids[i];
+      const int32_t block = s.block_table[p / block_size_];
+      if (block < 0) return absl::InvalidArgumentError(absl::StrCat("position ", p, " is written into a freed block"));
+      kv_[size_t(block) * block_size_ + p % block_size_] = s.token_ids[i];
     }
     if (record_) {
       record.sequences.push_back({s.seq_id, std::vector<int32_t>(s.token_ids.begin(), s.token_ids.end()),
@@ -61,9 +75,11 @@ absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::Step
       return absl::InvalidArgumentError("sample without sampling parameters");
     }
     const int32_t end = s.num_computed_tokens + static_cast<int32_t>(s.token_ids.size());
-    context_.resize(end);
-    for (int32_t p = 0; p < end; ++p) {
-      context_[p] = kv_[size_t(s.block_table[p / block_size_]) * block_size_ + p % block_size_];
+    context_.clear();
+    for (int32_t p : RetainedPositions(retention_, end)) {
+      const int32_t block = s.block_table[p / block_size_];
+      if (block < 0) return absl::InvalidArgumentError(absl::StrCat("position ", p, " is read from a freed block"));
+      context_.push_back(kv_[size_t(block) * block_size_ + p % block_size_]);
     }
     runtime::SequenceOutput out;
     out.seq_id = s.seq_id;

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/backend/kv_retention.h"
+
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -45,6 +47,16 @@ class FakeModelRunner final : public runtime::ModelRunner {
   int64_t vocab_size() const override { return vocab_size_; }
   int64_t max_context_length() const override { return max_context_; }
 
+  // With a KV retention (borrowed), the runner offers it to the scheduler
+  // and reads back, for a sample at `end`, only RetainedPositions: a freed
+  // (-1) block is an error if ever written or read.
+  void set_retention(const runtime::KvRetention* retention) { retention_ = retention; }
+  const runtime::KvRetention* kv_retention() const override { return retention_; }
+  // The positions of [0, end) a sample at `end` reads under `retention`: the
+  // sinks and everything from FreeBefore(end - 1) on; every position when
+  // `retention` is null. NextToken of the tokens there is what it samples.
+  static std::vector<int32_t> RetainedPositions(const runtime::KvRetention* retention, int32_t end);
+
   void set_record(bool record) { record_ = record; }
   // A sequence whose context holds `token` cannot be sampled (as a row with
   // a NaN logit): its output carries INVALID_ARGUMENT. -1 (default): none.
@@ -56,6 +68,7 @@ class FakeModelRunner final : public runtime::ModelRunner {
   int64_t vocab_size_, max_context_;
   bool record_ = true;
   int32_t poison_token_ = -1;
+  const runtime::KvRetention* retention_ = nullptr;
   std::vector<int32_t> kv_;  // [num_blocks * block_size] token id at each slot, -1 unwritten
   std::vector<int32_t> context_;
   std::vector<RecordedStep> steps_;

@@ -2,6 +2,7 @@
 // FakeModelRunner, asserting what each step ran.
 #include "scheduler/scheduler.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/backend/kv_retention.h"
 #include "tests/scheduler/fake_model_runner.h"
 
 namespace tern::scheduler {
@@ -648,4 +650,99 @@ TEST(SchedulerGangTest, TheTenantIsChargedForEveryPointToken) {
 }
 
 }  // namespace
+// ---------------------------------------------------------------------------
+// KV retention (MoA spans, sliding windows): blocks no query reads again go
+// back after each step; the runner reads only the retained positions.
+
+// A 4-token sink and a 10-token band (band_min[n] = n - 10).
+runtime::KvRetention SinkAndBand(int32_t max_context = 4096) {
+  std::vector<int32_t> band_min(size_t(max_context) + 1, 0);
+  for (int32_t n = 1; n <= max_context; ++n) band_min[size_t(n)] = std::max(0, n - 10);
+  return runtime::KvRetention::Create(4, band_min);
+}
+
+// What a request produces alone when each sample reads the retained
+// positions only (FakeModelRunner::RetainedPositions).
+std::vector<int32_t> RetainedReference(const runtime::KvRetention& r, std::vector<int32_t> tokens,
+                                       int32_t max_tokens, uint32_t stream = 0) {
+  std::vector<int32_t> out;
+  for (int32_t i = 0; i < max_tokens; ++i) {
+    std::vector<int32_t> context;
+    for (int32_t p : FakeModelRunner::RetainedPositions(&r, int32_t(tokens.size()))) context.push_back(tokens[p]);
+    const int32_t t = FakeModelRunner::NextToken(context, kVocab, stream);
+    out.push_back(t);
+    tokens.push_back(t);
+  }
+  return out;
+}
+
+SchedulerOptions RetainingOptions(const runtime::KvRetention* r, int32_t max_seqs, int32_t budget,
+                                  bool caching = true) {
+  SchedulerOptions o = Options(max_seqs, budget, caching);
+  o.kv_retention = r;
+  return o;
+}
+
+TEST(SchedulerRetentionTest, BlocksInUseFollowThePrediction) {
+  const runtime::KvRetention r = SinkAndBand();
+  Driver d(64, 4, RetainingOptions(&r, 8, 8, /*caching=*/false));
+  d.runner().set_retention(&r);
+  SequenceGroup* a = d.Add("a", Prompt(30), 40);
+  const Sequence& seq = *a->sequences()[0];
+  int32_t peak = 0;
+  while (d.scheduler().HasWork()) {
+    d.Step();
+    if (!d.scheduler().HasWork()) break;
+    const int32_t computed = seq.num_computed_tokens();
+    const int32_t held = (computed + 3) / 4 - r.FreedBlocks(computed, 4);
+    // The table may already hold the block the next token goes into.
+    const int32_t used = d.scheduler().block_manager().stats().num_used;
+    EXPECT_EQ(used, seq.num_held_blocks()) << computed;
+    EXPECT_TRUE(used == held || used == held + 1) << computed << ": " << used << " blocks, predicted " << held;
+    peak = std::max(peak, used);
+  }
+  EXPECT_EQ(d.Output("a"), RetainedReference(r, Prompt(30), 40));
+  // 70 tokens would take 18 blocks; the sink block and the band take 5 or 6.
+  EXPECT_LE(peak, int32_t(r.PeakBlocks(70, 4, 8)));
+  EXPECT_LE(peak, 6);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(SchedulerRetentionTest, SequencesLongerThanTheCacheRunWithForksPrefixHitsAndPreemption) {
+  // 12 blocks of 4 tokens (48 positions): each request reaches 90 tokens.
+  const runtime::KvRetention r = SinkAndBand();
+  Driver d(12, 4, RetainingOptions(&r, 8, 16));
+  d.runner().set_retention(&r);
+  d.Add("a", Prompt(50), 40);
+  d.Add("b", Prompt(50, 300), 40);
+  d.Add("c", Prompt(40, 600), 20, nullptr, 0, /*n=*/2);  // two choices on a shared prefix
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a"), RetainedReference(r, Prompt(50), 40));
+  EXPECT_EQ(d.Output("b"), RetainedReference(r, Prompt(50, 300), 40));
+  EXPECT_EQ(d.Output("c", 0), RetainedReference(r, Prompt(40, 600), 20, 0));
+  EXPECT_EQ(d.Output("c", 1), RetainedReference(r, Prompt(40, 600), 20, 1));
+  // The same prompt again: its cached full blocks (freed ones included, until
+  // evicted) are hit, and the output is the same.
+  const int64_t hits = d.scheduler().block_manager().stats().prefix_hits;
+  d.Add("a2", Prompt(50), 40);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a2"), RetainedReference(r, Prompt(50), 40));
+  EXPECT_GT(d.scheduler().block_manager().stats().prefix_hits, hits);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(SchedulerRetentionTest, PreemptedSequencesRecomputeAndMatch) {
+  // 8 blocks: three long requests cannot all hold their band at once.
+  const runtime::KvRetention r = SinkAndBand();
+  Driver d(8, 4, RetainingOptions(&r, 8, 64, /*caching=*/false));
+  d.runner().set_retention(&r);
+  d.Add("a", Prompt(20), 30);
+  d.Add("b", Prompt(20, 200), 30);
+  d.Add("c", Prompt(20, 400), 30, nullptr, /*priority=*/5);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a"), RetainedReference(r, Prompt(20), 30));
+  EXPECT_EQ(d.Output("b"), RetainedReference(r, Prompt(20, 200), 30));
+  EXPECT_EQ(d.Output("c"), RetainedReference(r, Prompt(20, 400), 30));
+}
+
 }  // namespace tern::scheduler

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the tern image with buildah (Dockerfile, CPU-only unless TERN_CUDA=ON is
-# given) and serves the demo LLM from it: ternd runs in a container of the image
-# as the image's user, on the host's network, with models/ mounted read-only at
-# /models; then the image's HEALTHCHECK command, `tern generate` from the image
-# and curl on the OpenAI HTTP API (/v1/models, /v1/chat/completions) and
-# /metrics call it, and SIGTERM must end it with status 0.
+# given) and serves the demo LLM from it: runc runs the image's entrypoint as
+# the image's user on a read-only root with no capabilities, on the host's
+# network, with models/ mounted read-only at /models; the image's HEALTHCHECK
+# command and `tern generate` run inside that container (runc exec), curl
+# calls the OpenAI HTTP API (/v1/models, /v1/chat/completions) and /metrics,
+# and SIGTERM (runc kill) must end ternd with status 0. It also checks that
+# the image holds no compiler or headers and runs as a non-root user.
 #
 #   tools/container/build_and_smoke.sh [--when-enabled] [--no-build] [IMAGE]
 #
@@ -51,11 +53,14 @@ buildah info >/dev/null 2>&1 || skip "buildah cannot reach its storage: $(builda
 work=$(mktemp -d /var/tmp/tern-smoke.XXXXXX)
 ctr=
 ternd_pid=
+name=
 cleanup() {
-  if [[ -n "$ternd_pid" ]] && kill -0 "$ternd_pid" 2>/dev/null; then
-    kill -KILL "$ternd_pid" 2>/dev/null || true
+  if [[ -n "$name" ]]; then
+    runc kill "$name" KILL >/dev/null 2>&1 || true
+    [[ -n "$ternd_pid" ]] && wait "$ternd_pid" 2>/dev/null
+    runc delete --force "$name" >/dev/null 2>&1 || true
   fi
-  [[ -n "$ctr" ]] && buildah rm "$ctr" >/dev/null 2>&1 || true
+  [[ -n "$ctr" ]] && { buildah umount "$ctr" >/dev/null 2>&1; buildah rm "$ctr" >/dev/null 2>&1; } || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -101,37 +106,65 @@ print("\n".join(test[1:]))' "$health") || fail "the image has no HEALTHCHECK CMD
 mapfile -t health_argv <<<"$health_cmd"
 echo "user $user, entrypoint $entrypoint, healthcheck ${health_argv[*]}"
 
+# ternd runs as the image says (entrypoint, user, environment, working directory) under runc,
+# as a container engine would run it: read-only root, no capabilities, the host's network,
+# models/ read-only at /models. The healthcheck and the CLI run inside it with `runc exec`,
+# as an engine runs HEALTHCHECK, and SIGTERM goes to ternd through `runc kill`.
 ctr=$(buildah from --pull=false "$image")
-run_in() { buildah run --network host "$@"; }
-
-# Only runtime libraries: no compiler, no headers, no CMake in the final stage.
-run_in "$ctr" -- sh -c '! command -v c++ && ! command -v cmake && ! test -d /usr/include/grpcpp' >/dev/null \
-  || fail "the final stage holds build tools or headers"
-[[ $(run_in "$ctr" -- id -u) != 0 ]] || fail "commands in the image run as root"
-version=$(run_in "$ctr" -- ternd --version) || fail "ternd --version failed"
-echo "ternd --version: $version"
-
+rootfs=$(buildah mount "$ctr")
 ports=$(python3 -c 'import socket
 socks = [socket.socket() for _ in range(2)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
 read -r grpc_port http_port <<<"$ports"
 target=127.0.0.1:$grpc_port
-
-run_in --volume "$root/models:/models:ro" "$ctr" -- ternd --model "/models/$model" --backend cpu \
-  --host 127.0.0.1 --grpc-port "$grpc_port" --http-port "$http_port" >"$work/ternd.log" 2>&1 &
+bundle=$work/bundle
+mkdir -p "$bundle"
+(cd "$bundle" && runc spec)
+python3 - "$bundle/config.json" "$rootfs" "$root/models" "$(buildah inspect --type image --format '{{json .Docker.Config}}' "$image")" \
+  "$model" "$grpc_port" "$http_port" <<'PY'
+import json, sys
+path, rootfs, models, image_config, model, grpc_port, http_port = sys.argv[1:]
+spec = json.load(open(path))
+image = json.loads(image_config)
+uid, _, gid = image["User"].partition(":")
+spec["root"] = {"path": rootfs, "readonly": True}
+process = spec["process"]
+process["terminal"] = False
+process["user"] = {"uid": int(uid), "gid": int(gid or uid)}
+process["args"] = image["Entrypoint"] + ["--model", f"/models/{model}", "--backend", "cpu", "--host", "127.0.0.1",
+                                         "--grpc-port", grpc_port, "--http-port", http_port]
+process["env"] = image.get("Env") or []
+process["cwd"] = image.get("WorkingDir") or "/"
+spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"]
+spec["mounts"] += [
+    {"destination": "/models", "type": "bind", "source": models, "options": ["rbind", "ro"]},
+    {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
+]
+json.dump(spec, open(path, "w"), indent=1)
+PY
+name=tern-smoke-$$
+runc run --bundle "$bundle" "$name" >"$work/ternd.log" 2>&1 &
 ternd_pid=$!
+in_ctr() { runc exec "$name" "$@"; }
 
 # The HEALTHCHECK itself decides when ternd is up.
 started=$(date +%s)
-until run_in --env TERN_TARGET="$target" "$ctr" -- "${health_argv[@]}" >/dev/null 2>&1; do
+until in_ctr env TERN_TARGET="$target" "${health_argv[@]}" >/dev/null 2>&1; do
   kill -0 "$ternd_pid" 2>/dev/null || fail "ternd exited before it served"
   (( $(date +%s) - started < 120 )) || fail "the healthcheck did not pass within 120 s"
   sleep 1
 done
 echo "healthcheck passed after $(( $(date +%s) - started )) s"
 
-text=$(run_in "$ctr" -- tern --target "$target" generate -m "$model" --mode normal --temperature 0 \
+# Only runtime libraries: no compiler, no headers, no CMake; not root.
+in_ctr sh -c '! command -v c++ && ! command -v cmake && ! test -d /usr/include/grpcpp' >/dev/null \
+  || fail "the final stage holds build tools or headers"
+[[ $(in_ctr id -u) != 0 ]] || fail "ternd's container runs as root"
+version=$(in_ctr ternd --version) || fail "ternd --version failed"
+echo "ternd --version: $version"
+
+text=$(in_ctr tern --target "$target" generate -m "$model" --mode normal --temperature 0 \
   --max-tokens 12 "The history of") || fail "tern generate failed: $text"
 [[ -n "${text//[[:space:]]/}" ]] || fail "tern generate returned no text"
 echo "tern generate: $text"
@@ -155,8 +188,8 @@ metrics=$(curl -sS --fail-with-body "http://127.0.0.1:$http_port/metrics") || fa
 grep -q "^tern_generation_tokens_total{.*model=\"$model\"" <<<"$metrics" \
   || fail "/metrics has no tern_generation_tokens_total for $model"
 
-kill -TERM "$ternd_pid"
+runc kill "$name" TERM
 if wait "$ternd_pid"; then status=0; else status=$?; fi
 ternd_pid=
 [[ $status -eq 0 ]] || fail "ternd exited with status $status after SIGTERM"
-echo "PASS: $image serves $model (healthcheck, tern generate, /v1/models, /v1/chat/completions, /metrics; SIGTERM exit 0)"
+echo "PASS: $image serves $model (runc, read-only root, uid ${user%%:*}; healthcheck, tern generate, /v1/models, /v1/chat/completions, /metrics; SIGTERM exit 0)"

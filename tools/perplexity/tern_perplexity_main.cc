@@ -4,7 +4,8 @@
 // so that its figures compare one to one with the PyTorch evaluation.
 //
 //   tern-perplexity --model DIR --text FILE [--backend cpu|cuda] [--dtype float32]
-//                   [--weight-scheme auto] [--kv-cache-dtype auto|fp8|int8] [--window 2048] [--chunk 512] [--max-bytes N] [--json OUT]
+//                   [--weight-scheme auto] [--kv-cache-dtype auto|fp8|int8] [--attention-scheme dense|moa:PLAN]
+//                   [--window 2048] [--chunk 512] [--max-bytes N] [--json OUT]
 //
 // Prints the token count, windows, total NLL, token perplexity, bits per
 // byte and word-level perplexity (NLL over the whitespace-separated words plus
@@ -44,6 +45,10 @@ ABSL_FLAG(std::string, weight_scheme, "auto",
 ABSL_FLAG(std::string, kv_cache_dtype, "auto",
           "What the KV cache stores: auto (the compute dtype), fp8 (e4m3, the checkpoint's k_scale/v_scale or 1.0), "
           "int8 (a scale per token and kv head); runtime/backend/kv_cache_spec.h");
+
+ABSL_FLAG(std::string, attention_scheme, "dense",
+          "How attention reads the cache: dense, or moa:<plan file> (MoA per-head sink and band spans; "
+          "runtime/model/moa_plan.h): each query head attends its sink and band only");
 
 namespace {
 
@@ -118,6 +123,9 @@ int main(int argc, char** argv) {
   auto kv_cache_dtype = ParseKvCacheDtype(absl::GetFlag(FLAGS_kv_cache_dtype));
   if (!kv_cache_dtype.ok()) return Fail("--kv-cache-dtype: " + std::string(kv_cache_dtype.status().message()));
   model_options.kv_cache_dtype = *kv_cache_dtype;
+  auto attention = ParseAttentionScheme(absl::GetFlag(FLAGS_attention_scheme));
+  if (!attention.ok()) return Fail("--attention-scheme: " + std::string(attention.status().message()));
+  model_options.attention = *attention;
   auto model = LlamaModel::Load(model_dir, backend.get(), model_options);
   if (!model.ok()) return Fail(std::string(model.status().message()));
   auto tokenizer = Tokenizer::FromModelDirectory(model_dir);
@@ -140,11 +148,21 @@ int main(int argc, char** argv) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   const int64_t words = CountWords(text);
+  // MoA: the plan's average density at the window's length (the fraction of
+  // each window position's context a head attends, over the heads).
+  std::string attention_description = "dense";
+  double density = 1.0;
+  if (const MoaPlan* plan = (*model)->moa_plan(); plan != nullptr) {
+    density = plan->Density(options.window);
+    attention_description = "moa " + plan->path + " (density " + std::to_string(density).substr(0, 5) + " at " +
+                            std::to_string(options.window) + " tokens)";
+  }
   const double bits_per_byte = nll->nll_sum / std::log(2.0) / double(text.size());
   const double word_ppl = std::exp(nll->nll_sum / double(words));
-  std::printf("model %s, backend %s%s, weights %s, kv cache %s, window %d\n", model_dir.c_str(),
+  std::printf("model %s, backend %s%s, weights %s, kv cache %s, attention %s, window %d\n", model_dir.c_str(),
               backend->name().c_str(), choice.name == "cuda" ? (" (" + absl::GetFlag(FLAGS_dtype) + ")").c_str() : "",
-              (*model)->weight_scheme().c_str(), (*model)->kv_cache_description().c_str(), options.window);
+              (*model)->weight_scheme().c_str(), (*model)->kv_cache_description().c_str(),
+              attention_description.c_str(), options.window);
   std::printf("text %s: %zu bytes, %lld tokens in %lld windows, %lld words\n", text_path.c_str(), text.size(),
               (long long)nll->tokens, (long long)nll->windows, (long long)words);
   std::printf("nll_sum %.6f nats\ntoken perplexity %.4f\nbits per byte %.6f\nword perplexity %.2f\n", nll->nll_sum,
@@ -155,6 +173,8 @@ int main(int argc, char** argv) {
                           {"dtype", choice.name == "cuda" ? absl::GetFlag(FLAGS_dtype) : "float32"},
                           {"weight_scheme", (*model)->weight_scheme()},
                           {"kv_cache_dtype", (*model)->kv_cache_description()},
+                          {"attention_scheme", absl::GetFlag(FLAGS_attention_scheme)},
+                          {"attention_density", density},
                           {"text", text_path},        {"bytes", text.size()},
                           {"tokens", nll->tokens},    {"windows", nll->windows},
                           {"window", options.window}, {"nll_sum", nll->nll_sum},

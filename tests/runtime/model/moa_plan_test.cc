@@ -1,0 +1,178 @@
+// MoA plans (runtime/model/moa_plan.h): thu-nics/MoA's alphas/betas files and
+// tern's bucketed form, every refusal naming the file and the field, the
+// fit checks against a model, the attention scheme spelling, density, and
+// the plan's KV retention.
+#include "runtime/model/moa_plan.h"
+
+#include <algorithm>
+#include <climits>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace tern::runtime {
+namespace {
+
+HfConfig Model(int64_t layers, int64_t heads) {
+  HfConfig c;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = heads / 2;
+  c.max_position_embeddings = 4096;
+  return c;
+}
+
+// A tern plan of 2 layers x 2 heads with the given buckets (JSON text).
+std::string TernPlan(const std::string& buckets, const std::string& extra = "") {
+  return R"({"format": "tern.moa.v1", "num_layers": 2, "num_heads": 2, "sinks": [[4, 0], [16, 8]],)" + extra +
+         R"( "buckets": )" + buckets + "}";
+}
+
+TEST(MoaPlanTest, ReadsMoaAlphasAndBetasAsSink64AndTheRestAsBand) {
+  const std::string text = R"({"alphas": [[1024.0, -1024.0, 0.0], [2048.0, 64.0, 0.0]],
+                               "betas": [[0.0, 0.5, 0.25], [0.0, 0.0, 1.0]]})";
+  auto plan = ParseMoaPlan(text, "plan.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->format, "moa");
+  EXPECT_EQ(plan->num_layers, 2);
+  EXPECT_EQ(plan->num_heads, 3);
+  EXPECT_EQ(plan->num_buckets(), 1);
+  EXPECT_EQ(plan->SinkEnd(0, 0, 5000), 64);
+  // Layer 0 head 0: 1024 tokens in all, 64 of them the sink: a band of 960.
+  EXPECT_EQ(plan->BandStart(0, 0, 5000), 5000 - 960);
+  // Layer 0 head 1: -1024 + 0.5 N - 64; below 1 token at short lengths.
+  EXPECT_EQ(plan->BandStart(0, 1, 1000), 999);
+  EXPECT_EQ(plan->BandStart(0, 1, 4000), 4000 - (-1024 - 64 + 2000));
+  // Layer 1 head 2: beta 1, the whole context.
+  EXPECT_EQ(plan->BandStart(1, 2, 3000), 0);
+  EXPECT_TRUE(CheckMoaPlanFits(*plan, Model(2, 3), 4096).ok());
+}
+
+TEST(MoaPlanTest, ReadsTernBucketsAndSinks) {
+  auto plan = ParseMoaPlan(TernPlan(R"([{"max_length": 1024, "alphas": [[100, 10], [0, 64]], "betas": [[0, 0.5], [0.25, 0]]},
+                                        {"alphas": [[200, 10], [0, 64]], "betas": [[0, 0.5], [0.5, 0]]}])",
+                                    R"("reference_length": 2048,)"),
+                           "p.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->format, "tern");
+  EXPECT_EQ(plan->reference_length, 2048);
+  EXPECT_EQ(plan->bucket_max_length, (std::vector<int32_t>{1024, INT32_MAX}));
+  EXPECT_EQ(plan->SinkEnd(1, 0, 3000), 16);
+  EXPECT_EQ(plan->BandStart(0, 0, 1024), 1024 - 100);
+  EXPECT_EQ(plan->BandStart(0, 0, 1025), 1025 - 200);  // the next bucket's wider band
+  EXPECT_EQ(plan->BandStart(1, 0, 2000), 1000);
+  EXPECT_TRUE(CheckMoaPlanFits(*plan, Model(2, 2), 4096).ok());
+  // Density at 2000: (sink + band) / 2000 averaged over the four heads.
+  const double want = ((4 + 200) + (0 + 1010) + (16 + 1000) + (8 + 64)) / (4.0 * 2000);
+  EXPECT_NEAR(plan->Density(2000), want, 1e-12);
+}
+
+void ExpectRefused(const std::string& text, const std::string& field) {
+  auto plan = ParseMoaPlan(text, "bad.json");
+  ASSERT_FALSE(plan.ok()) << text;
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(plan.status().message().find("bad.json"), absl::string_view::npos) << plan.status();
+  EXPECT_NE(plan.status().message().find(field), absl::string_view::npos) << plan.status();
+}
+
+TEST(MoaPlanTest, RefusesMalformedPlansNamingTheField) {
+  const std::string ok_bucket = R"({"alphas": [[1, 1], [1, 1]], "betas": [[0, 0], [0, 0]]})";
+  ExpectRefused("[1, 2]", "top level");
+  ExpectRefused("{", "not valid JSON");
+  ExpectRefused(R"({"alphas": [[1]], "betas": [[0]], "sinks": 3})", "sinks");
+  ExpectRefused(R"({"alphas": [[1, 2]], "betas": [[0]]})", "betas[0]");
+  ExpectRefused(R"({"alphas": [[1]], "betas": [[-0.5]]})", "betas[0][0]");
+  ExpectRefused(R"({"alphas": [[1]], "betas": [[1.5]]})", "betas[0][0]");
+  ExpectRefused(R"({"alphas": [["x"]], "betas": [[0]]})", "alphas[0][0]");
+  ExpectRefused(TernPlan("[" + ok_bucket + "]", R"("colour": 1,)"), "colour");
+  ExpectRefused(R"({"format": "tern.moa.v2", "num_layers": 1, "num_heads": 1, "sinks": 0, "buckets": []})", "format");
+  ExpectRefused(TernPlan("[]"), "buckets");
+  ExpectRefused(TernPlan(R"([{"max_length": 100, "alphas": [[1, 1], [1, 1]], "betas": [[0, 0], [0, 0]]},
+                             {"max_length": 50, "alphas": [[1, 1], [1, 1]], "betas": [[0, 0], [0, 0]]}])"),
+                "buckets[1].max_length");
+  ExpectRefused(TernPlan("[" + ok_bucket + ", " + ok_bucket + "]"), "buckets[0].max_length");
+  ExpectRefused(TernPlan(R"([{"alphas": [[1, 1], [1, 1]], "betas": [[0, 0], [0, 0]], "gamma": 1}])"),
+                "buckets[0].gamma");
+  ExpectRefused(TernPlan(R"([{"alphas": [[1, 1]], "betas": [[0, 0], [0, 0]]}])"), "buckets[0].alphas");
+  ExpectRefused(R"({"format": "tern.moa.v1", "num_layers": 1, "num_heads": 1, "sinks": -1,
+                    "buckets": [{"alphas": [[1]], "betas": [[0]]}]})",
+                "sinks");
+  ExpectRefused(R"({"format": "tern.moa.v1", "num_layers": 1, "num_heads": 1, "sinks": [[2.5]],
+                    "buckets": [{"alphas": [[1]], "betas": [[0]]}]})",
+                "sinks[0][0]");
+}
+
+TEST(MoaPlanTest, RefusesPlansThatDoNotFitTheModel) {
+  auto plan = ParseMoaPlan(TernPlan(R"([{"alphas": [[-100, 1], [1, 1]], "betas": [[0.5, 0], [0, 0]]}])"), "fit.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  absl::Status layers = CheckMoaPlanFits(*plan, Model(3, 2), 4096);
+  EXPECT_NE(layers.message().find("num_hidden_layers"), absl::string_view::npos) << layers;
+  absl::Status heads = CheckMoaPlanFits(*plan, Model(2, 4), 4096);
+  EXPECT_NE(heads.message().find("num_attention_heads"), absl::string_view::npos) << heads;
+  // -100 + 0.5 N is negative from N = 1 up to 199.
+  absl::Status negative = CheckMoaPlanFits(*plan, Model(2, 2), 4096);
+  EXPECT_EQ(negative.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(negative.message().find("buckets[0].alphas[0][0]"), absl::string_view::npos) << negative;
+  EXPECT_NE(negative.message().find("fit.json"), absl::string_view::npos) << negative;
+  HfConfig windowed = Model(2, 2);
+  windowed.sliding_window = 4096;
+  auto fine = ParseMoaPlan(TernPlan(R"([{"alphas": [[1, 1], [1, 1]], "betas": [[0, 0], [0, 0]]}])"), "w.json");
+  ASSERT_TRUE(fine.ok());
+  EXPECT_NE(CheckMoaPlanFits(*fine, windowed, 4096).message().find("sliding window"), absl::string_view::npos);
+  EXPECT_EQ(LoadMoaPlan("/nonexistent/plan.json").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(MoaPlanTest, AttentionSchemeSpellings) {
+  EXPECT_FALSE(ParseAttentionScheme("").value().moa());
+  EXPECT_FALSE(ParseAttentionScheme("dense").value().moa());
+  EXPECT_EQ(ParseAttentionScheme("moa:/p/plan.json").value().plan_path, "/p/plan.json");
+  EXPECT_FALSE(ParseAttentionScheme("moa:").ok());
+  EXPECT_FALSE(ParseAttentionScheme("sparse").ok());
+}
+
+// The retention never frees a key any head of any layer reads at any later
+// length, even where a later bucket's band reaches back; and it frees all
+// the rest.
+TEST(MoaPlanTest, RetentionFreesExactlyWhatNoLaterQueryReads) {
+  auto plan = ParseMoaPlan(TernPlan(R"([{"max_length": 300, "alphas": [[40, 10], [0, 64]], "betas": [[0, 0.1], [0.05, 0]]},
+                                        {"alphas": [[200, 10], [30, 64]], "betas": [[0, 0.1], [0.05, 0]]}])"),
+                           "r.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const int32_t max_context = 1000;
+  const KvRetention r = plan->Retention(max_context);
+  EXPECT_EQ(r.sink_tokens(), 16);
+  EXPECT_FALSE(r.monotone());  // at N = 301 the first head's band jumps from 40 to 200 tokens
+  std::vector<int32_t> band_min(max_context + 1, INT32_MAX);
+  for (int32_t n = 1; n <= max_context; ++n) {
+    for (int32_t l = 0; l < 2; ++l) {
+      for (int32_t h = 0; h < 2; ++h) band_min[n] = std::min(band_min[n], plan->BandStart(l, h, n));
+    }
+  }
+  for (int32_t c = 1; c < max_context; ++c) {
+    int32_t earliest = c;
+    for (int32_t n = c + 1; n <= max_context; ++n) earliest = std::min(earliest, band_min[n]);
+    ASSERT_EQ(r.FreeBefore(c), earliest) << c;
+  }
+  EXPECT_EQ(r.FreeBefore(260), 300 + 1 - 200);  // held back for the query at N = 301
+}
+
+TEST(KvRetentionTest, FreedAndPeakBlocks) {
+  // A 4-token sink and a 10-token band.
+  std::vector<int32_t> band_min(201);
+  for (int32_t n = 1; n <= 200; ++n) band_min[n] = std::max(0, n - 10);
+  const KvRetention r = KvRetention::Create(4, band_min);
+  EXPECT_TRUE(r.monotone());
+  EXPECT_EQ(r.FreeBefore(50), 41);
+  EXPECT_EQ(r.FreedBlocks(50, 4), 10 - 1);  // blocks 1..9 lie in [4, 41)
+  EXPECT_EQ(r.FreedBlocks(5, 4), 0);
+  // Decoding one token a step: sink block + 3 band blocks + the new one at most.
+  EXPECT_LE(r.PeakBlocks(200, 4, 1), 1 + 4 + 1);
+  EXPECT_EQ(r.PeakBlocks(200, 4, 200), 50);  // one step of everything frees nothing first
+  const KvRetention window = KvRetention::SlidingWindow(8, 100);
+  EXPECT_EQ(window.sink_tokens(), 0);
+  EXPECT_EQ(window.FreeBefore(50), 43);
+}
+
+}  // namespace
+}  // namespace tern::runtime
