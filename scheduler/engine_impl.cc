@@ -47,7 +47,6 @@ int64_t KvBlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n, 
   return shared + n * per_choice;
 }
 
-EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::ModelRunner> runner)
 int64_t EngineImpl::BlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n) const {
   const int64_t dense = KvBlocksAtLongest(prompt_tokens, max_tokens, n, layout_.block_size);
   const runtime::KvRetention* retention = runner_->kv_retention();
@@ -59,6 +58,7 @@ int64_t EngineImpl::BlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, i
   return std::min(dense, n * peak);
 }
 
+EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::ModelRunner> runner)
     : options_(options),
       layout_(runner->kv_cache_layout()),
       vocab_size_(runner->vocab_size()),
@@ -124,7 +124,6 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
           "n = ", n, " choices of prompt (", prompt, " tokens) + max_tokens (", max_tokens, ") need up to ", blocks,
           " KV blocks at once; the KV cache holds ", num_blocks, " blocks of ", bs, " tokens even when empty"));
     }
-  } else {
   } else if (retention) {
     // The most output that fits: BlocksAtLongest grows with max_tokens.
     if (BlocksAtLongest(prompt, 1, n) > num_blocks) {
@@ -143,6 +142,7 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
       }
     }
     request.sampling.max_tokens = static_cast<int32_t>(lo);
+  } else {
     // The most output every choice can have at once: each choice's blocks
     // beyond the shared prefix fit in its share of the rest of the cache.
     const int64_t shared = (prompt - 1) / bs;

@@ -68,10 +68,10 @@ class EngineImpl final : public Engine {
   };
 
   absl::Status Validate(EngineRequest& request) const;
-  void Loop();
   // KvBlocksAtLongest, or less where the runner's KV retention frees the
   // blocks no query reads again (KvRetention::PeakBlocks per choice).
   int64_t BlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n) const;
+  void Loop();
   // Engine thread only.
   void Admit(Submission submission);
   // Abort into done_; FinishDone tells their sinks (after PublishStats, so a

@@ -249,8 +249,6 @@ void Scheduler::ScheduleRunning(bool decodes_only, int32_t* budget) {
 
 int32_t Scheduler::BlocksToAdmit(const SequenceGroup& group) const {
   const Sequence* carrier = group.carrier();
-  int32_t need =
-      blocks_.BlocksNeededToWrite(carrier->block_table(), carrier->num_computed_tokens(), carrier->num_tokens());
   const runtime::KvRetention* retention = options_.kv_retention;
   const int32_t bs = blocks_.block_size();
   // With KV retention a sequence never holds more than its peak: its sinks,
@@ -261,6 +259,7 @@ int32_t Scheduler::BlocksToAdmit(const SequenceGroup& group) const {
   int32_t need =
       blocks_.BlocksNeededToWrite(carrier->block_table(), carrier->num_computed_tokens(), carrier->num_tokens());
   if (retention != nullptr) need = std::min(need, peak(carrier->num_tokens()));
+  if (!group.needs_fork()) return need;
   for (const auto& seq : group.sequences()) {
     if (seq.get() == carrier || seq->finished()) continue;
     int32_t own = (seq->num_tokens() + bs - 1) / bs - group.shared_prefix_len() / bs;
@@ -291,10 +290,10 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
           blocks_.MatchPrefix(seq->salt(), seq->block_hashes(), seq->tokens(), max_blocks, &seq->block_table());
       // Keep at least the last token to compute, so the step has logits.
       seq->SetComputedFromCache(std::min(hit * bs, seq->num_tokens() - 1));
-    }
       // Hit blocks that no query of this sequence reads go back at once
       // (they stay cached).
       if (options_.kv_retention != nullptr) seq->ReleaseUnread(*options_.kv_retention, &blocks_);
+    }
     const int32_t n = ChunkSize(*seq, *budget);
     const int32_t begin = seq->num_computed_tokens();
     // A gang starts only when the blocks of all its prompts are free, so
@@ -379,8 +378,8 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     const int32_t begin = seq->num_computed_tokens();
     prompt_tokens_ += std::max(0, std::min(begin + s.num_tokens, seq->num_prompt_tokens()) - begin);
     seq->AdvanceComputed(s.num_tokens, &blocks_);
-    if (!s.sample) continue;
     if (options_.kv_retention != nullptr) seq->ReleaseUnread(*options_.kv_retention, &blocks_);
+    if (!s.sample) continue;
     const absl::StatusOr<runtime::SampledToken>& sampled = result.outputs[k++].token;
     if (!sampled.ok()) {
       SequenceGroup* group = seq->group();

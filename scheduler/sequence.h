@@ -99,13 +99,13 @@ class Sequence {
   void SetComputedFromCache(int32_t n) { num_computed_tokens_ = n; }
   // Drops the KV: releases blocks, num_computed_tokens = 0.
   void ResetComputed(BlockManager* blocks);
-  // Appends a sampled token: advances the random stream, detokenizes, runs
   // Gives back the whole blocks of tokens no query reads again now that
   // num_computed_tokens are cached (retention.FreeBefore), keeping the
   // sinks: their table entries become kFreedBlock. Returns how many.
   int32_t ReleaseUnread(const runtime::KvRetention& retention, BlockManager* blocks);
   // Table entries that hold a block (not kFreedBlock).
   int32_t num_held_blocks() const;
+  // Appends a sampled token: advances the random stream, detokenizes, runs
   // the stop checks and queues output. `max_context`: finish "length" when
   // the sequence reaches it. Must not be finished.
   void AppendOutput(const runtime::SampledToken& token, int64_t max_context);
@@ -127,9 +127,9 @@ class Sequence {
   const int32_t num_prompt_tokens_;
   int32_t num_computed_tokens_ = 0;
   BlockTable block_table_;
-  std::vector<uint64_t> block_hashes_;
   // Entries [first past the sinks, released_until_) are kFreedBlock.
   int32_t released_until_ = 0;
+  std::vector<uint64_t> block_hashes_;
   uint64_t salt_;
   SequenceStatus status_ = SequenceStatus::kWaiting;
   runtime::SequenceSamplingState sampling_state_;

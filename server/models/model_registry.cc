@@ -83,10 +83,10 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   auto kv_cache_dtype = runtime::ParseKvCacheDtype(model.kv_cache_dtype());
   if (!kv_cache_dtype.ok()) return kv_cache_dtype.status();
   runner_options.model.kv_cache_dtype = *kv_cache_dtype;
-  if (model.has_gpu_memory_fraction()) runner_options.gpu_memory_fraction = model.gpu_memory_fraction();
   auto attention = runtime::ParseAttentionScheme(model.attention_scheme());
   if (!attention.ok()) return attention.status();
   runner_options.model.attention = *attention;
+  if (model.has_gpu_memory_fraction()) runner_options.gpu_memory_fraction = model.gpu_memory_fraction();
   // On the GPU the first prefill of a process is about 3x slower than the
   // rest (lazy module loading, cuBLAS heuristics, first allocations): pay it
   // at start-up, not in the first request's time to first token.
@@ -208,20 +208,6 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     if (model_config.max_context_length() > 0 && model_config.max_context_length() < context) {
       context = model_config.max_context_length();
     }
-    info.set_context_length(static_cast<int32_t>(std::min<int64_t>(context, INT32_MAX)));
-    info.set_backend(*backend);
-    info.set_num_parameters(checkpoint->parameters);
-    info.set_path(model_config.path());
-    registry->models_[name] = std::move(served);
-  }
-  return registry;
-}
-
-absl::StatusOr<const ServedModel*> ModelRegistry::Find(const std::string& name) const {
-  const auto it = models_.find(name);
-  if (it != models_.end()) return it->second.get();
-  std::vector<std::string> names;
-  for (const auto& [served_name, unused] : models_) names.push_back(served_name);
     // The engine's model loaded and checked the plan; it is read again here
     // (a few KB) for what ListModels reports.
     info.set_attention_scheme("dense");
@@ -241,6 +227,20 @@ absl::StatusOr<const ServedModel*> ModelRegistry::Find(const std::string& name) 
     info.set_kv_cache_dtype(kv_dtype != "fp8"                  ? kv_dtype
                             : checkpoint->kv_cache_scales ? "fp8 (checkpoint scales)"
                                                           : "fp8 (scales 1.0: the checkpoint has none)");
+    info.set_context_length(static_cast<int32_t>(std::min<int64_t>(context, INT32_MAX)));
+    info.set_backend(*backend);
+    info.set_num_parameters(checkpoint->parameters);
+    info.set_path(model_config.path());
+    registry->models_[name] = std::move(served);
+  }
+  return registry;
+}
+
+absl::StatusOr<const ServedModel*> ModelRegistry::Find(const std::string& name) const {
+  const auto it = models_.find(name);
+  if (it != models_.end()) return it->second.get();
+  std::vector<std::string> names;
+  for (const auto& [served_name, unused] : models_) names.push_back(served_name);
   return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not served; served models: ",
                                           names.empty() ? "(none)" : absl::StrJoin(names, ", ")));
 }

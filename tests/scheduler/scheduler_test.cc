@@ -649,7 +649,6 @@ TEST(SchedulerGangTest, TheTenantIsChargedForEveryPointToken) {
   EXPECT_EQ(d.scheduler().tenant_queues().Find("acme")->tokens_served, 10 + 6 + 8);
 }
 
-}  // namespace
 // ---------------------------------------------------------------------------
 // KV retention (MoA spans, sliding windows): blocks no query reads again go
 // back after each step; the runner reads only the retained positions.
@@ -745,4 +744,5 @@ TEST(SchedulerRetentionTest, PreemptedSequencesRecomputeAndMatch) {
   EXPECT_EQ(d.Output("c"), RetainedReference(r, Prompt(20, 400), 30));
 }
 
+}  // namespace
 }  // namespace tern::scheduler
