@@ -210,19 +210,34 @@ void DiffusionEngineImpl::Step() {
     if (first.done()) done.push_back(id);
   }
   std::vector<std::pair<std::string, std::vector<runtime::DitImage>>> finished;
-  const runtime::DitConfig& config = runner_->config();
+  // The finished requests' images, decoded together (a latent model's VAE
+  // pass; an image is the same whatever it is decoded with).
+  std::vector<const runtime::DenoisingSample*> done_samples;
+  for (const auto& id : done) {
+    for (const auto& sample : in_flight_.at(id).samples) done_samples.push_back(sample.get());
+  }
+  absl::StatusOr<std::vector<runtime::DitImage>> decoded = runner_->MakeImages(done_samples);
+  if (!decoded.ok()) {
+    const absl::Status health = runner_->Health();
+    spdlog::error("model {}: making the images of {} requests failed: {}", options_.model_name, done.size(),
+                  decoded.status().ToString());
+    const absl::Status failure(health.ok() ? decoded.status().code() : absl::StatusCode::kUnavailable,
+                               absl::StrCat("making the images failed: ", decoded.status().message()));
+    for (const auto& id : done) Finish(id, failure);
+    bool first_fatal = false;
+    if (!health.ok()) {
+      first_fatal = core_.SetFatal(health);
+      FailAll(failure);
+    }
+    PublishStats();
+    if (first_fatal && options_.on_fatal) options_.on_fatal(health);
+    return;
+  }
+  size_t next_image = 0;
   for (const std::string& id : done) {
     std::vector<runtime::DitImage> images;
-    for (const auto& sample : in_flight_.at(id).samples) {
-      CHECK(sample->done());
-      runtime::DitImage image;
-      image.seed = sample->params().seed;
-      image.channels = config.in_channels;
-      image.height = config.image_size;
-      image.width = config.image_size;
-      image.sample.assign(sample->x().begin(), sample->x().end());
-      image.pixels = runtime::SampleToPixels(image.sample, config);
-      images.push_back(std::move(image));
+    for (size_t i = 0; i < in_flight_.at(id).samples.size(); ++i) {
+      images.push_back(std::move((*decoded)[next_image++]));
     }
     images_ += static_cast<int64_t>(images.size());
     finished.emplace_back(id, std::move(images));

@@ -8,7 +8,9 @@ namespace tern::kernels {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kMaxHeadDim = 256;
+// The per-row kernel holds head_dim / 32 accumulators a lane: up to 512
+// (the VAE mid-block attention: one head of 512 channels).
+constexpr int kMaxHeadDim = 512;
 
 // ---------------------------------------------------------------------------
 // Fallback: one warp per query row, CUDA cores, fp32 throughout.

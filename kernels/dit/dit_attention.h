@@ -19,7 +19,8 @@
 //   head_dim 72 (DiT-XL/2) is zero-padded to 80 for Q K^T only. P is rounded
 //   to the element type before the P V product, and the softmax denominator
 //   sums the rounded values. Needs compute capability 8.0.
-// - anything else (fp32 always): one warp per query row, scores and
+// - anything else (fp32 always; head_dim up to 512, as the VAE decoder's
+//   single-head mid-block attention has): one warp per query row, scores and
 //   accumulation in fp32 on CUDA cores, the same online softmax. The
 //   reference-grade path, not a fast one.
 // A (sample, head)'s output depends on that sample's rows alone (batch
@@ -38,7 +39,7 @@ struct DitAttentionShape {
   int64_t batch = 0;
   int32_t tokens = 0;     // per sample
   int32_t num_heads = 0;
-  int32_t head_dim = 0;   // <= 256
+  int32_t head_dim = 0;   // <= 512
   float scale = 1.0f;     // applied to q.k
   int64_t qkv_stride = 0;  // elements
   int64_t out_stride = 0;
@@ -49,7 +50,7 @@ struct DitAttentionShape {
 bool DitAttentionUsesTensorCores(ScalarType type, const DitAttentionShape& shape);
 
 // Launches on `stream`. cudaErrorInvalidValue for a non-positive shape,
-// head_dim over 256, or batch / tokens beyond the grid's limits
+// head_dim over 512, or batch / tokens beyond the grid's limits
 // (batch <= 65535); else the launch status.
 cudaError_t LaunchDitAttention(ScalarType type, const DitAttentionShape& shape, const void* qkv, void* out,
                                cudaStream_t stream);

@@ -41,6 +41,22 @@ class CpuDitTable final : public DitTable {
   std::vector<float> values_;  // [rows, cols]
 };
 
+class CpuDitConv final : public DitConv {
+ public:
+  CpuDitConv(int32_t out, int32_t in, int32_t kernel, std::vector<float> weight, std::vector<float> bias)
+      : out_(out), in_(in), kernel_(kernel), weight_(std::move(weight)), bias_(std::move(bias)) {}
+  int32_t out_channels() const override { return out_; }
+  int32_t in_channels() const override { return in_; }
+  int32_t kernel() const override { return kernel_; }
+  const float* weight() const { return weight_.data(); }
+  const std::vector<float>& bias() const { return bias_; }
+
+ private:
+  int32_t out_, in_, kernel_;
+  std::vector<float> weight_;  // [out, k, k, in]: im2col's column order (ky, kx, channel)
+  std::vector<float> bias_;    // [out] or empty
+};
+
 float* F(Tensor t) {
   CHECK(t.dtype == DType::kF32) << "CpuDitOps computes in fp32";
   return static_cast<float*>(t.data);
@@ -116,6 +132,34 @@ absl::StatusOr<std::unique_ptr<DitLinear>> CpuDitOps::PrepareLinear(const Tensor
   return std::unique_ptr<DitLinear>(new CpuDitLinear(out, in, ToFloat(weight), std::move(b)));
 }
 
+absl::StatusOr<std::unique_ptr<DitConv>> CpuDitOps::PrepareConv2d(const TensorView& weight, const TensorView* bias) {
+  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  if (weight.shape.size() != 4 || weight.shape[2] != weight.shape[3] || weight.shape[2] % 2 != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", weight.name, "\" has shape ", weight.ShapeString(),
+                                                   "; expected [out, in, k, k] with k odd"));
+  }
+  const int64_t out = weight.shape[0], in = weight.shape[1], k = weight.shape[2];
+  std::vector<float> b;
+  if (bias != nullptr) {
+    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (bias->shape != std::vector<int64_t>{out}) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
+                                                     "; expected [", out, "] (the bias of \"", weight.name, "\")"));
+    }
+    b = ToFloat(*bias);
+  }
+  // [out, in, ky, kx] -> [out, ky, kx, in].
+  const std::vector<float> w = ToFloat(weight);
+  std::vector<float> permuted(w.size());
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t c = 0; c < in; ++c) {
+      for (int64_t t = 0; t < k * k; ++t) permuted[(o * k * k + t) * in + c] = w[(o * in + c) * k * k + t];
+    }
+  }
+  return std::unique_ptr<DitConv>(
+      new CpuDitConv(int32_t(out), int32_t(in), int32_t(k), std::move(permuted), std::move(b)));
+}
+
 absl::StatusOr<std::unique_ptr<DitTable>> CpuDitOps::UploadTable(const TensorView& table, int64_t rows) {
   if (auto s = CheckFloat(table); !s.ok()) return s;
   if (rows == 0) rows = table.shape[0];
@@ -139,15 +183,15 @@ absl::Status CpuDitOps::BeginStep(const DitStep& step) {
     return absl::InvalidArgumentError(
         absl::StrCat("dit step: ", step.timesteps.size(), " timesteps but ", step.labels.size(), " labels"));
   }
+  batch_ = step.batch();
   timesteps_.assign(step.timesteps.begin(), step.timesteps.end());
   labels_.assign(step.labels.begin(), step.labels.end());
   return absl::OkStatus();
 }
 
 int64_t CpuDitOps::RowsPerSample(int64_t rows) const {
-  const int64_t batch = int64_t(timesteps_.size());
-  CHECK(batch > 0 && rows % batch == 0) << rows << " rows in a step of " << batch << " samples";
-  return rows / batch;
+  CHECK(batch_ > 0 && rows % batch_ == 0) << rows << " rows in a step of " << batch_ << " samples";
+  return rows / batch_;
 }
 
 Tensor CpuDitOps::Scratch(int slot, int64_t rows, int64_t cols) {
@@ -217,7 +261,7 @@ void CpuDitOps::AddPositions(Tensor x, const DitTable& table) {
   }
 }
 
-void CpuDitOps::TimestepEmbedding(double max_period, Tensor out) {
+void CpuDitOps::TimestepEmbedding(double max_period, double freq_shift, Tensor out) {
   CHECK_EQ(out.rows, int64_t(timesteps_.size()));
   CHECK_EQ(out.cols % 2, 0);
   const int64_t half = out.cols / 2;
@@ -225,8 +269,8 @@ void CpuDitOps::TimestepEmbedding(double max_period, Tensor out) {
   for (int64_t b = 0; b < out.rows; ++b) {
     float* row = F(out) + b * out.stride;
     for (int64_t i = 0; i < half; ++i) {
-      // The reference's order: (-ln(P) * i) / h, then exp.
-      const double freq = std::exp(-log_period * double(i) / double(half));
+      // The reference's order: (-ln(P) * i) / (h - shift), then exp.
+      const double freq = std::exp(-log_period * double(i) / (double(half) - freq_shift));
       const double arg = double(timesteps_[b]) * freq;
       row[i] = static_cast<float>(std::cos(arg));
       row[half + i] = static_cast<float>(std::sin(arg));
@@ -392,6 +436,119 @@ void CpuDitOps::Unpatchify(Tensor patches, const DitPatchGeometry& g, int32_t ke
             }
           }
         }
+      }
+    }
+  }
+}
+
+void CpuDitOps::Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) {
+  const auto& c = static_cast<const CpuDitConv&>(conv);
+  const int64_t pixels = shape.pixels();
+  CHECK_EQ(x.cols, c.in_channels());
+  CHECK_EQ(out.cols, c.out_channels());
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(RowsPerSample(x.rows), pixels);
+  CHECK(x.data != out.data);
+  const int32_t k = c.kernel(), radius = k / 2;
+  const int64_t in = c.in_channels(), cols = int64_t(k) * k * in;
+  const bool has_bias = !c.bias().empty();
+  if (k > 1) columns_.resize(size_t(std::min(pixels, kConvChunkPixels)) * size_t(cols));
+  for (int64_t b = 0; b < batch_; ++b) {
+    const float* image = F(x) + b * pixels * x.stride;
+    float* result = F(out) + b * pixels * out.stride;
+    for (int64_t p0 = 0; p0 < pixels; p0 += kConvChunkPixels) {
+      const int64_t count = std::min(kConvChunkPixels, pixels - p0);
+      const float* a = image + p0 * x.stride;
+      int64_t lda = x.stride;
+      if (k > 1) {
+        // im2col: row p holds the k x k neighbourhood of pixel p0 + p,
+        // (ky, kx, channel) in order, zeros outside the image.
+        for (int64_t p = 0; p < count; ++p) {
+          const int64_t y = (p0 + p) / shape.width, xx = (p0 + p) % shape.width;
+          float* row = columns_.data() + p * cols;
+          for (int32_t ky = 0; ky < k; ++ky) {
+            for (int32_t kx = 0; kx < k; ++kx) {
+              float* dst = row + (int64_t(ky) * k + kx) * in;
+              const int64_t sy = y + ky - radius, sx = xx + kx - radius;
+              if (sy < 0 || sy >= shape.height || sx < 0 || sx >= shape.width) {
+                std::memset(dst, 0, size_t(in) * sizeof(float));
+              } else {
+                std::memcpy(dst, image + (sy * shape.width + sx) * x.stride, size_t(in) * sizeof(float));
+              }
+            }
+          }
+        }
+        a = columns_.data();
+        lda = cols;
+      }
+      float* o = result + p0 * out.stride;
+      if (has_bias) {
+        for (int64_t r = 0; r < count; ++r) std::memcpy(o + r * out.stride, c.bias().data(), out.cols * 4);
+      }
+      GemmNT(count, c.out_channels(), cols, 1.0f, a, lda, c.weight(), cols, has_bias ? 1.0f : 0.0f, o, out.stride);
+    }
+  }
+}
+
+void CpuDitOps::GroupNorm(Tensor x, int32_t groups, float eps, const DitTable& affine, bool silu, Tensor out) {
+  const auto& t = static_cast<const CpuDitTable&>(affine);
+  const int64_t channels = x.cols;
+  CHECK(groups > 0 && channels % groups == 0) << groups << " groups of " << channels << " channels";
+  CHECK_EQ(t.rows(), 2);
+  CHECK_EQ(t.cols(), channels);
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(x.cols, out.cols);
+  const int64_t pixels = RowsPerSample(x.rows);
+  const int64_t per_group = channels / groups;
+  const double count = double(pixels) * double(per_group);
+  const float* gamma = t.row(0);
+  const float* beta = t.row(1);
+  group_stats_.resize(size_t(2 * groups));
+  for (int64_t b = 0; b < batch_; ++b) {
+    const float* in = F(x) + b * pixels * x.stride;
+    float* o = F(out) + b * pixels * out.stride;
+    // Two passes in float64 per group: the mean, then the biased variance.
+    for (int32_t g = 0; g < groups; ++g) {
+      double sum = 0.0;
+      for (int64_t p = 0; p < pixels; ++p) {
+        const float* v = in + p * x.stride + g * per_group;
+        for (int64_t c = 0; c < per_group; ++c) sum += v[c];
+      }
+      const double mean = sum / count;
+      double var = 0.0;
+      for (int64_t p = 0; p < pixels; ++p) {
+        const float* v = in + p * x.stride + g * per_group;
+        for (int64_t c = 0; c < per_group; ++c) var += (v[c] - mean) * (v[c] - mean);
+      }
+      group_stats_[2 * g] = static_cast<float>(mean);
+      group_stats_[2 * g + 1] = static_cast<float>(1.0 / std::sqrt(var / count + double(eps)));
+    }
+    for (int64_t p = 0; p < pixels; ++p) {
+      const float* v = in + p * x.stride;
+      float* w = o + p * out.stride;
+      for (int64_t c = 0; c < channels; ++c) {
+        const int64_t g = c / per_group;
+        float y = (v[c] - group_stats_[2 * g]) * group_stats_[2 * g + 1] * gamma[c] + beta[c];
+        if (silu) y = y / (1.0f + std::exp(-y));
+        w[c] = y;
+      }
+    }
+  }
+}
+
+void CpuDitOps::Upsample2x(Tensor x, const DitImageShape& shape, Tensor out) {
+  const int64_t pixels = shape.pixels();
+  CHECK_EQ(RowsPerSample(x.rows), pixels);
+  CHECK_EQ(out.rows, 4 * x.rows);
+  CHECK_EQ(out.cols, x.cols);
+  const int64_t width = shape.width, out_width = 2 * width;
+  for (int64_t b = 0; b < batch_; ++b) {
+    const float* in = F(x) + b * pixels * x.stride;
+    float* o = F(out) + b * 4 * pixels * out.stride;
+    for (int64_t y = 0; y < 2 * shape.height; ++y) {
+      for (int64_t xx = 0; xx < out_width; ++xx) {
+        std::memcpy(o + (y * out_width + xx) * out.stride, in + ((y / 2) * width + xx / 2) * x.stride,
+                    size_t(x.cols) * sizeof(float));
       }
     }
   }

@@ -1,13 +1,15 @@
-// CpuDitOps: DitOps in fp32 on the host. GEMMs (linear layers, and the two
-// products of each attention head) go through OpenBLAS, which threads them;
-// everything else is a plain loop over rows. It is the reference a device
+// CpuDitOps: DitOps in fp32 on the host. GEMMs (linear layers, the two
+// products of each attention head, and convolutions as im2col + GEMM) go
+// through OpenBLAS, which threads them; everything else is a plain loop over
+// rows (GroupNorm's statistics in float64). It is the reference a device
 // implementation of DitOps is checked against.
 //
 // Weights of any float dtype (F32, F16, BF16) are converted to fp32 at
 // preparation. Batch invariance: a linear layer runs one GEMM per sample
 // (OpenBLAS's result for a row depends on the GEMM's row count and on where
 // the row falls in it, so a single batched GEMM would make a sample's output
-// depend on its batch mates); the other ops are loops over rows.
+// depend on its batch mates), a convolution GEMMs per sample over fixed
+// chunks of its pixels; the other ops are loops over rows.
 // Single-threaded use per the DitOps contract.
 #pragma once
 
@@ -30,6 +32,7 @@ class CpuDitOps final : public DitOps {
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) override;
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
                                                         int64_t cols) override;
+  absl::StatusOr<std::unique_ptr<DitConv>> PrepareConv2d(const TensorView& weight, const TensorView* bias) override;
 
   absl::Status BeginStep(const DitStep& step) override;
   Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
@@ -40,7 +43,7 @@ class CpuDitOps final : public DitOps {
   void Linear(Tensor x, const DitLinear& weight, Tensor out) override;
   void Patchify(Tensor images, const DitPatchGeometry& geometry, Tensor patches) override;
   void AddPositions(Tensor x, const DitTable& table) override;
-  void TimestepEmbedding(double max_period, Tensor out) override;
+  void TimestepEmbedding(double max_period, double freq_shift, Tensor out) override;
   void EmbedClasses(const DitTable& table, Tensor out) override;
   void Add(Tensor x, Tensor y) override;
   void Silu(Tensor x, Tensor out) override;
@@ -49,16 +52,26 @@ class CpuDitOps final : public DitOps {
   void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
   void GatedAdd(Tensor x, Tensor y, Tensor gate) override;
   void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels, Tensor images) override;
+  void Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) override;
+  void GroupNorm(Tensor x, int32_t groups, float eps, const DitTable& affine, bool silu, Tensor out) override;
+  void Upsample2x(Tensor x, const DitImageShape& shape, Tensor out) override;
+
+  // Pixels of one convolution GEMM: a sample's pixels go through im2col and
+  // the GEMM this many at a time (a fixed split, so batch invariance holds).
+  static constexpr int64_t kConvChunkPixels = 4096;
 
  private:
   // Rows per sample of an activation with `rows` rows in this step.
   int64_t RowsPerSample(int64_t rows) const;
 
+  int64_t batch_ = 0;             // B of the current step
   std::vector<float> timesteps_;  // [B] of the current step
   std::vector<int32_t> labels_;   // [B]
   std::map<int, std::vector<float>> scratch_;
   std::vector<float> scores_;    // [tokens, tokens] of one attention head
   std::vector<float> inv_sums_;  // [tokens] its softmax denominators, inverted
+  std::vector<float> columns_;   // a convolution chunk's im2col [pixels, k*k*in]
+  std::vector<float> group_stats_;  // GroupNorm's [groups] means and inverse deviations
 };
 
 }  // namespace tern::runtime

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/dit/dit_attention.h"
 #include "kernels/dit/dit_kernels.h"
+#include "kernels/dit/vae_kernels.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
 
@@ -68,6 +69,17 @@ class CudaDitLinear final : public DitLinear {
   DeviceBuffer weight;  // [out, in] compute dtype
   DeviceBuffer bias;    // [out] compute dtype, when has_bias
   bool has_bias = false;
+};
+
+// A convolution as a GEMM over im2col rows: the weight permuted to [out,
+// k, k, in] (the columns' order), a CudaDitLinear [out, k*k*in].
+class CudaDitConv final : public DitConv {
+ public:
+  int32_t out_channels() const override { return out; }
+  int32_t in_channels() const override { return in; }
+  int32_t kernel() const override { return k; }
+  int32_t out = 0, in = 0, k = 0;
+  CudaDitLinear gemm;
 };
 
 class CudaDitTable final : public DitTable {
@@ -132,8 +144,17 @@ struct GemmPlan {
   }
 };
 
-// (in, out, bias, x stride, out stride, rows per sample)
+// (in, out, bias, x stride, out stride, reference rows)
 using PlanKey = std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t>;
+
+// Rows of one convolution GEMM: a sample's pixels go through im2col this
+// many at a time (a split fixed by the layer's shape, so batch invariance
+// holds): about 32 MiB of columns, 4096 to 65536 rows.
+int64_t ConvChunkPixels(int64_t pixels, int64_t columns, size_t element_bytes) {
+  int64_t chunk = 4096;
+  while (chunk < 65536 && 2 * chunk * columns * int64_t(element_bytes) <= (int64_t(32) << 20)) chunk *= 2;
+  return std::min(chunk, pixels);
+}
 
 }  // namespace
 
@@ -159,6 +180,8 @@ struct CudaDitOps::Impl {
   std::vector<float> timesteps;      // [B] host
   size_t labels_offset = 0;          // [B] int32 in the staging area, staged by BeginStep
   std::map<int, DeviceBuffer> scratch;
+  DeviceBuffer im2col;          // a convolution chunk's columns
+  DeviceBuffer norm_workspace;  // GroupNorm's partial moments and statistics
   DeviceBuffer read_buffer;  // ReadToHost's fp32 conversion
 
   // Host inputs of a pass: pinned regions handed out in op order from
@@ -190,7 +213,8 @@ struct CudaDitOps::Impl {
     uint64_t signature = 0;
   };
   Mode mode = Mode::kEager;
-  std::map<int64_t, Graph> graphs;
+  DitPass pass = DitPass::kForward;
+  std::map<std::pair<int32_t, int64_t>, Graph> graphs;  // by (pass kind, batch)
   uint64_t generation = 0;  // bumped when a buffer that ops touch moves
   uint64_t signature = 0;   // the pass's op sequence, hashed
   GraphStats stats;
@@ -317,8 +341,24 @@ struct CudaDitOps::Impl {
            op);
   }
 
-  GemmPlan* Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t rows_per_sample);
-  void Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out);
+  // A workspace (im2col, GroupNorm) of at least `bytes`, grown like a
+  // Scratch slot: never during capture, and growth retires the graphs.
+  void* Workspace(DeviceBuffer& buffer, size_t bytes, const char* what) {
+    if (bytes > buffer.bytes()) {
+      if (mode != Mode::kEager) {
+        Fail(absl::StrCat(what, mode == Mode::kCapture ? " grew during graph capture" : " grew in a replayed pass"));
+        return nullptr;
+      }
+      Record(buffer.Reserve(bytes), absl::StrCat("allocating ", what));
+      ++generation;
+    }
+    return buffer.data();
+  }
+
+  // One algorithm per (layer shape, reference_rows): the heuristic's choice
+  // for reference_rows rows, used for every row count.
+  GemmPlan* Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows);
+  void Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows);
 
   absl::StatusOr<DeviceBuffer*> Upload(const TensorView& t, DeviceBuffer* dst) {
     std::vector<float> values(t.numel());
@@ -343,8 +383,8 @@ struct CudaDitOps::Impl {
 };
 
 GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out,
-                                 int64_t rows_per_sample) {
-  const PlanKey key{w.in, w.out, w.has_bias, x.stride, out.stride, rows_per_sample};
+                                 int64_t reference_rows) {
+  const PlanKey key{w.in, w.out, w.has_bias, x.stride, out.stride, reference_rows};
   auto it = plans.find(key);
   if (it != plans.end()) return it->second.get();
   const std::string what = absl::StrCat("linear [", w.out, " x ", w.in, "]");
@@ -372,7 +412,6 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
 
   // The algorithm: the heuristic's first choice without split-K for the
   // reference row count.
-  const int64_t reference_rows = rows_per_sample * gemm_reference_batch;
   GemmPlan::Layouts& ref = plan->by_rows[reference_rows];
   cublasLtMatrixLayoutCreate(&ref.x, data_type, uint64_t(w.in), uint64_t(reference_rows), x.stride);
   cublasLtMatrixLayoutCreate(&ref.out, data_type, uint64_t(w.out), uint64_t(reference_rows), out.stride);
@@ -422,9 +461,8 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
   return raw;
 }
 
-void CudaDitOps::Impl::Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out) {
-  const int64_t rows_per_sample = RowsPerSample(x.rows);
-  GemmPlan* plan = Plan(x, w, out, rows_per_sample);
+void CudaDitOps::Impl::Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows) {
+  GemmPlan* plan = Plan(x, w, out, reference_rows);
   if (plan == nullptr) return;
   const std::string what = absl::StrCat("linear [", w.out, " x ", w.in, "]");
   if (reinterpret_cast<uintptr_t>(x.data) % plan->x_align != 0 ||
@@ -548,6 +586,40 @@ absl::StatusOr<std::unique_ptr<DitTable>> CudaDitOps::UploadTable(absl::Span<con
   return std::unique_ptr<DitTable>(std::move(t));
 }
 
+absl::StatusOr<std::unique_ptr<DitConv>> CudaDitOps::PrepareConv2d(const TensorView& weight, const TensorView* bias) {
+  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  if (weight.shape.size() != 4 || weight.shape[2] != weight.shape[3] || weight.shape[2] % 2 != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", weight.name, "\" has shape ", weight.ShapeString(),
+                                                   "; expected [out, in, k, k] with k odd"));
+  }
+  auto conv = std::make_unique<CudaDitConv>();
+  conv->out = int32_t(weight.shape[0]);
+  conv->in = int32_t(weight.shape[1]);
+  conv->k = int32_t(weight.shape[2]);
+  const int64_t out = conv->out, in = conv->in, taps = int64_t(conv->k) * conv->k;
+  conv->gemm.out = out;
+  conv->gemm.in = taps * in;
+  if (bias != nullptr) {
+    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (bias->shape != std::vector<int64_t>{out}) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
+                                                     "; expected [", out, "] (the bias of \"", weight.name, "\")"));
+    }
+    if (auto s = impl_->Upload(*bias, &conv->gemm.bias); !s.ok()) return s.status();
+    conv->gemm.has_bias = true;
+  }
+  // [out, in, ky, kx] -> [out, ky, kx, in], im2col's column order.
+  std::vector<float> values(weight.numel()), permuted(weight.numel());
+  ConvertToFloat(weight.dtype, weight.data, values.size(), values.data());
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t c = 0; c < in; ++c) {
+      for (int64_t t = 0; t < taps; ++t) permuted[(o * taps + t) * in + c] = values[(o * in + c) * taps + t];
+    }
+  }
+  if (auto s = impl_->UploadValues(permuted, &conv->gemm.weight, weight.name); !s.ok()) return s.status();
+  return std::unique_ptr<DitConv>(std::move(conv));
+}
+
 absl::Status CudaDitOps::Health() const {
   if (impl_->poisoned) return absl::InternalError(absl::StrCat("CUDA DiT ops are unusable: ", impl_->fatal_error));
   return absl::OkStatus();
@@ -566,13 +638,14 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
         absl::StrCat("dit step: ", step.timesteps.size(), " timesteps but ", step.labels.size(), " labels"));
   }
   m.batch = step.batch();
+  m.pass = step.pass;
   m.timesteps.assign(step.timesteps.begin(), step.timesteps.end());
   m.staged = 0;
-  m.signature = uint64_t(m.batch);
+  m.signature = uint64_t(m.batch) * 4 + uint64_t(step.pass);
   m.events_used = 0;
   m.mode = Impl::Mode::kEager;
   if (m.graphs_enabled && m.batch > 0) {
-    Impl::Graph& g = m.graphs[m.batch];
+    Impl::Graph& g = m.graphs[{int32_t(m.pass), m.batch}];
     if (g.exec != nullptr && g.generation == m.generation) {
       m.mode = Impl::Mode::kReplay;
     } else if (g.warmed && g.warm_generation == m.generation) {
@@ -581,7 +654,7 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
     }
   }
   if (m.profile) m.MarkEvent(kOtherOp);
-  const size_t bytes = size_t(m.batch) * sizeof(int32_t);
+  const size_t bytes = step.labels.size() * sizeof(int32_t);  // none in a decode pass
   m.labels_offset = m.staged;
   auto region = m.Stage(std::max<size_t>(bytes, 4));
   if (region.first != nullptr && bytes > 0) {
@@ -623,7 +696,7 @@ void CudaDitOps::CopyFromHost(const float* src, Tensor dst) {
 absl::Status CudaDitOps::FinishStep() {
   Impl& m = *impl_;
   if (m.profile) m.MarkEvent(kOtherOp);
-  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 ? &m.graphs[m.batch] : nullptr;
+  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 ? &m.graphs[{int32_t(m.pass), m.batch}] : nullptr;
   switch (m.mode) {
     case Impl::Mode::kCapture: {
       cudaGraph_t recorded = nullptr;
@@ -732,7 +805,7 @@ void CudaDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
   m.Mix(out);
   m.Mix(reinterpret_cast<uintptr_t>(&weight));
   if (!enqueue || x.rows == 0) return;
-  m.Gemm(x, w, out);
+  m.Gemm(x, w, out, m.RowsPerSample(x.rows) * m.gemm_reference_batch);
 }
 
 void CudaDitOps::Patchify(Tensor images, const DitPatchGeometry& g, Tensor patches) {
@@ -763,7 +836,7 @@ void CudaDitOps::AddPositions(Tensor x, const DitTable& table) {
            "add positions");
 }
 
-void CudaDitOps::TimestepEmbedding(double max_period, Tensor out) {
+void CudaDitOps::TimestepEmbedding(double max_period, double freq_shift, Tensor out) {
   Impl& m = *impl_;
   CHECK_EQ(out.rows, m.batch);
   CHECK_EQ(out.cols % 2, 0);
@@ -781,7 +854,7 @@ void CudaDitOps::TimestepEmbedding(double max_period, Tensor out) {
   for (int64_t b = 0; b < out.rows; ++b) {
     float* row = features + b * out.cols;
     for (int64_t i = 0; i < half; ++i) {
-      const double freq = std::exp(-log_period * double(i) / double(half));
+      const double freq = std::exp(-log_period * double(i) / (double(half) - freq_shift));
       const double arg = double(m.timesteps[b]) * freq;
       row[i] = static_cast<float>(std::cos(arg));
       row[half + i] = static_cast<float>(std::sin(arg));
@@ -927,5 +1000,96 @@ void CudaDitOps::Unpatchify(Tensor patches, const DitPatchGeometry& g, int32_t k
 CudaDitOps::OpTimes CudaDitOps::op_times() const { return impl_->times; }
 
 CudaDitOps::GraphStats CudaDitOps::graph_stats() const { return impl_->stats; }
+
+void CudaDitOps::Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) {
+  Impl& m = *impl_;
+  const auto& c = static_cast<const CudaDitConv&>(conv);
+  const int64_t pixels = shape.pixels();
+  CHECK_EQ(x.cols, c.in);
+  CHECK_EQ(out.cols, c.out);
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(m.RowsPerSample(x.rows), pixels);
+  CHECK(x.data != out.data);
+  const bool enqueue = m.Enter(kLinearOp, 14);
+  m.Mix(x);
+  m.Mix(out);
+  m.Mix(reinterpret_cast<uintptr_t>(&conv));
+  const int64_t columns = c.gemm.in;
+  const int64_t chunk = ConvChunkPixels(pixels, columns, m.element_bytes);
+  // The im2col buffer is part of the pass's recorded work: size it (and
+  // hash it) even when replaying.
+  void* buffer = nullptr;
+  if (c.k > 1) {
+    buffer = m.Workspace(m.im2col, size_t(chunk) * size_t(columns) * m.element_bytes, "the im2col buffer");
+    m.Mix(reinterpret_cast<uintptr_t>(buffer));
+  }
+  if (!enqueue || x.rows == 0) return;
+  if (c.k > 1 && buffer == nullptr) return;
+  const kernels::DitImageDims dims{shape.height, shape.width, c.in};
+  for (int64_t b = 0; b < m.batch; ++b) {
+    for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
+      const int64_t count = std::min(chunk, pixels - p0);
+      Tensor rows_out{static_cast<char*>(out.data) + size_t(b * pixels + p0) * out.stride * m.element_bytes,
+                      out.dtype, count, out.cols, out.stride};
+      Tensor rows_in;
+      if (c.k == 1) {
+        rows_in = Tensor{static_cast<char*>(x.data) + size_t(b * pixels + p0) * x.stride * m.element_bytes, x.dtype,
+                         count, x.cols, x.stride};
+      } else {
+        const void* sample = static_cast<const char*>(x.data) + size_t(b * pixels) * x.stride * m.element_bytes;
+        m.Record(kernels::LaunchDitIm2col(m.type, dims, c.k, sample, x.stride, p0, count, buffer, m.stream),
+                 "im2col");
+        rows_in = Tensor{buffer, x.dtype, count, columns, columns};
+      }
+      m.Gemm(rows_in, c.gemm, rows_out, chunk);
+    }
+  }
+}
+
+void CudaDitOps::GroupNorm(Tensor x, int32_t groups, float eps, const DitTable& affine, bool silu, Tensor out) {
+  Impl& m = *impl_;
+  const auto& t = static_cast<const CudaDitTable&>(affine);
+  CHECK(groups > 0 && x.cols % groups == 0) << groups << " groups of " << x.cols << " channels";
+  CHECK_EQ(t.rows(), 2);
+  CHECK_EQ(t.cols(), x.cols);
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(x.cols, out.cols);
+  const int64_t pixels = m.RowsPerSample(x.rows);
+  const bool enqueue = m.Enter(kOtherOp, 15);
+  m.Mix(x);
+  m.Mix(out);
+  m.Mix(reinterpret_cast<uintptr_t>(&affine));
+  m.Mix(uint64_t(groups) * 2 + (silu ? 1 : 0));
+  float* workspace = static_cast<float*>(m.Workspace(
+      m.norm_workspace, size_t(kernels::DitGroupNormWorkspaceFloats(m.batch, pixels, groups)) * sizeof(float),
+      "the GroupNorm workspace"));
+  m.Mix(reinterpret_cast<uintptr_t>(workspace));
+  if (!enqueue || workspace == nullptr) return;
+  kernels::DitGroupNormParams p;
+  p.batch = m.batch;
+  p.pixels = pixels;
+  p.channels = int32_t(x.cols);
+  p.groups = groups;
+  p.eps = eps;
+  p.silu = silu;
+  p.x_stride = x.stride;
+  p.out_stride = out.stride;
+  m.Record(kernels::LaunchDitGroupNorm(m.type, p, x.data, t.values.data(), out.data, workspace, m.stream),
+           absl::StrCat("group norm (", groups, " groups of ", x.cols, " channels, ", pixels, " pixels)"));
+}
+
+void CudaDitOps::Upsample2x(Tensor x, const DitImageShape& shape, Tensor out) {
+  Impl& m = *impl_;
+  CHECK_EQ(m.RowsPerSample(x.rows), shape.pixels());
+  CHECK_EQ(out.rows, 4 * x.rows);
+  CHECK_EQ(out.cols, x.cols);
+  const bool enqueue = m.Enter(kOtherOp, 16);
+  m.Mix(x);
+  m.Mix(out);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitUpsample2x(m.type, m.batch, {shape.height, shape.width, int32_t(x.cols)}, x.data,
+                                        x.stride, out.data, out.stride, m.stream),
+           "upsample 2x");
+}
 
 }  // namespace tern::runtime

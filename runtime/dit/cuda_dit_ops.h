@@ -19,9 +19,14 @@
 // in pinned memory at addresses that depend only on the op sequence and
 // sizes, and copied on the stream.
 //
-// CUDA graphs (`cuda_graphs`): the first pass of a batch size runs eagerly;
-// the second is captured (per batch size) and replayed by every later pass
-// of that size: ops then only stage their host inputs and FinishStep
+// Convolutions (the VAE decoder's): per sample, im2col over fixed chunks of
+// its pixels (kernels/dit/vae_kernels.h) and a cuBLASLt GEMM with the
+// layer's one algorithm, the bias in the epilogue; a 1x1 convolution GEMMs
+// the pixels directly. GroupNorm: chunked moments merged in a fixed order.
+//
+// CUDA graphs (`cuda_graphs`): the first pass of a (pass kind, batch size)
+// runs eagerly; the second is captured and replayed by every later pass of
+// that kind and size: ops then only stage their host inputs and FinishStep
 // launches the graph. So every pass of one batch size must issue the same op
 // sequence, as DitModel::Forward does for its model (one model per ops); a
 // pass that differs (op, shape or buffer) fails FinishStep with INTERNAL
@@ -71,6 +76,7 @@ class CudaDitOps final : public DitOps {
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) override;
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
                                                         int64_t cols) override;
+  absl::StatusOr<std::unique_ptr<DitConv>> PrepareConv2d(const TensorView& weight, const TensorView* bias) override;
 
   absl::Status BeginStep(const DitStep& step) override;
   Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
@@ -81,7 +87,7 @@ class CudaDitOps final : public DitOps {
   void Linear(Tensor x, const DitLinear& weight, Tensor out) override;
   void Patchify(Tensor images, const DitPatchGeometry& geometry, Tensor patches) override;
   void AddPositions(Tensor x, const DitTable& table) override;
-  void TimestepEmbedding(double max_period, Tensor out) override;
+  void TimestepEmbedding(double max_period, double freq_shift, Tensor out) override;
   void EmbedClasses(const DitTable& table, Tensor out) override;
   void Add(Tensor x, Tensor y) override;
   void Silu(Tensor x, Tensor out) override;
@@ -90,6 +96,9 @@ class CudaDitOps final : public DitOps {
   void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
   void GatedAdd(Tensor x, Tensor y, Tensor gate) override;
   void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels, Tensor images) override;
+  void Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) override;
+  void GroupNorm(Tensor x, int32_t groups, float eps, const DitTable& affine, bool silu, Tensor out) override;
+  void Upsample2x(Tensor x, const DitImageShape& shape, Tensor out) override;
 
   // OK unless a device fault poisoned the ops.
   absl::Status Health() const;

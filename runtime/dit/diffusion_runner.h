@@ -1,7 +1,8 @@
 // DiffusionRunner: what the diffusion engine (scheduler/diffusion_engine.h)
 // sees of a diffusion model, as the LLM engine sees a ModelRunner: the
-// model's config and noise schedule, and one denoising step over any set of
-// samples. DitRunner is the DiT on a DitOps (CpuDitOps today).
+// model's config and noise schedule, one denoising step over any set of
+// samples, and the images of finished samples (a latent model's decoded by
+// its VAE, batched). DitRunner is the DiT (and VAE decoder) on a DitOps.
 //
 // Threads: Step is called from one thread at a time (the engine thread);
 // config() and schedule() are immutable after Create and readable anywhere.
@@ -9,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -17,6 +19,8 @@
 #include "runtime/dit/dit_config.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_ops.h"
+#include "runtime/dit/dit_pipeline.h"
+#include "runtime/dit/vae_decoder.h"
 #include "runtime/dit/noise_schedule.h"
 
 namespace tern::runtime {
@@ -31,29 +35,58 @@ class DiffusionRunner {
   // DenoisingStepper::Step: each unfinished, made for config(); unchanged
   // on error).
   virtual absl::Status Step(absl::Span<DenoisingSample* const> samples) = 0;
+  // The images of finished samples, in order (MakeDitImages): pixel-space
+  // models' from their samples; latent models' through the VAE decoder, one
+  // decode pass per at most max_decode_batch samples. Each image is the same
+  // whatever else is decoded with it. Errors are the decode pass's.
+  virtual absl::StatusOr<std::vector<DitImage>> MakeImages(absl::Span<const DenoisingSample* const> samples) {
+    return MakeDitImages(config(), nullptr, samples, 1);
+  }
   // OK while the device can run more steps; after a failed Step, an error
   // means it cannot (the engine then stops for good).
   virtual absl::Status Health() const { return absl::OkStatus(); }
 };
 
+struct DitRunnerOptions {
+  // Images a VAE decode pass takes at most (its activations at 512 x 512:
+  // ~0.6 GB an image in bf16 on the GPU, over the four pooled buffers).
+  int32_t max_decode_batch = 8;
+};
+
 class DitRunner final : public DiffusionRunner {
  public:
-  // Loads <model_dir> (config.json, safetensors) onto `ops`, which the
-  // runner owns. Errors name the file, field or tensor.
-  static absl::StatusOr<std::unique_ptr<DitRunner>> Create(const std::string& model_dir, std::unique_ptr<DitOps> ops);
+  // Loads <model_dir> (either layout, dit_config.h; the VAE from vae/ when
+  // there is one) onto `ops`, which the runner owns. Errors name the file,
+  // field or tensor.
+  static absl::StatusOr<std::unique_ptr<DitRunner>> Create(const std::string& model_dir, std::unique_ptr<DitOps> ops,
+                                                           const DitRunnerOptions& options = {});
 
   const DitConfig& config() const override { return model_->config(); }
   const NoiseSchedule& schedule() const override { return schedule_; }
   absl::Status Step(absl::Span<DenoisingSample* const> samples) override { return stepper_.Step(samples); }
+  absl::StatusOr<std::vector<DitImage>> MakeImages(absl::Span<const DenoisingSample* const> samples) override {
+    return MakeDitImages(config(), vae_.get(), samples, options_.max_decode_batch);
+  }
+  DitModel* model() { return model_.get(); }
+  VaeDecoder* vae() { return vae_.get(); }  // null for pixel-space models and latents without a VAE
+  DitOps* ops() { return ops_.get(); }
 
  private:
-  DitRunner(std::unique_ptr<DitOps> ops, std::unique_ptr<DitModel> model, NoiseSchedule schedule)
-      : ops_(std::move(ops)), model_(std::move(model)), schedule_(std::move(schedule)), stepper_(model_.get()) {}
+  DitRunner(std::unique_ptr<DitOps> ops, std::unique_ptr<DitModel> model, std::unique_ptr<VaeDecoder> vae,
+            NoiseSchedule schedule, const DitRunnerOptions& options)
+      : ops_(std::move(ops)),
+        model_(std::move(model)),
+        vae_(std::move(vae)),
+        schedule_(std::move(schedule)),
+        stepper_(model_.get()),
+        options_(options) {}
 
   std::unique_ptr<DitOps> ops_;
   std::unique_ptr<DitModel> model_;
+  std::unique_ptr<VaeDecoder> vae_;
   NoiseSchedule schedule_;
   DenoisingStepper stepper_;
+  DitRunnerOptions options_;
 };
 
 }  // namespace tern::runtime

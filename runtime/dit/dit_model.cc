@@ -1,6 +1,7 @@
 #include "runtime/dit/dit_model.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/base/status_macros.h"
@@ -27,13 +28,20 @@ enum Slot : int {
   kFinalModulation, // [B, 2 D]
   kOutPatches,      // [B*L, p*p*C_out]
   kEps,             // [B, C*H*W]
+  kBlockCond,       // [B, D] a block's own conditioning (diffusers checkpoints whose blocks differ)
+  kBlockCondSilu,   // [B, D]
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Load(const std::string& model_dir, DitOps* ops) {
   ASSIGN_OR_RETURN(const DitConfig config, LoadDitConfig(model_dir));
-  ASSIGN_OR_RETURN(const auto store, WeightStore::Open(model_dir));
+  const std::string dir = config.transformer_dir().empty()
+                              ? model_dir
+                              : (std::filesystem::path(model_dir) / config.transformer_dir()).string();
+  ASSIGN_OR_RETURN(const auto store, config.layout == DitLayout::kDiffusers
+                                         ? WeightStore::Open(dir, "diffusion_pytorch_model")
+                                         : WeightStore::Open(dir));
   return Create(config, *store, ops);
 }
 
@@ -86,19 +94,23 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
   ops.Linear(patches, *weights_.patch_embed, x);
   ops.AddPositions(x, *weights_.pos_embed);
 
-  // Conditioning: timestep MLP + class embedding, per sample.
+  // Conditioning: timestep MLP + class embedding, per sample; SiLU of it
+  // feeds every adaLN projection.
   Tensor features = ops.Scratch(kTimeFeatures, b, c.frequency_embedding_size);
-  ops.TimestepEmbedding(10000.0, features);
+  ops.TimestepEmbedding(10000.0, double(c.timestep_freq_shift), features);
   Tensor time_hidden = ops.Scratch(kTimeHidden, b, d);
-  ops.Linear(features, *weights_.t_fc1, time_hidden);
-  ops.Silu(time_hidden, time_hidden);
-  Tensor cond = ops.Scratch(kCond, b, d);
-  ops.Linear(time_hidden, *weights_.t_fc2, cond);
   Tensor class_embedding = ops.Scratch(kClassEmbedding, b, d);
-  ops.EmbedClasses(*weights_.class_table, class_embedding);
-  ops.Add(cond, class_embedding);
+  const auto conditioning = [&](const DitConditioningWeights& w, Tensor cond, Tensor cond_silu) {
+    ops.Linear(features, *w.t_fc1, time_hidden);
+    ops.Silu(time_hidden, time_hidden);
+    ops.Linear(time_hidden, *w.t_fc2, cond);
+    ops.EmbedClasses(*w.class_table, class_embedding);
+    ops.Add(cond, class_embedding);
+    ops.Silu(cond, cond_silu);
+  };
+  Tensor cond = ops.Scratch(kCond, b, d);
   Tensor cond_silu = ops.Scratch(kCondSilu, b, d);
-  ops.Silu(cond, cond_silu);
+  conditioning(weights_.cond, cond, cond_silu);
 
   Tensor modulation = ops.Scratch(kModulation, b, 6 * d);
   Tensor normed = ops.Scratch(kNormed, rows, d);
@@ -106,14 +118,20 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
   Tensor attended = ops.Scratch(kAttention, rows, d);
   Tensor branch = ops.Scratch(kBranch, rows, d);
   Tensor mlp = ops.Scratch(kMlp, rows, c.mlp_hidden());
+  const float mlp_ln_eps = static_cast<float>(c.mlp_layernorm_eps);
   for (const DitBlockWeights& block : weights_.blocks) {
-    ops.Linear(cond_silu, *block.adaln, modulation);
+    Tensor block_cond_silu = cond_silu;
+    if (block.cond != nullptr) {
+      block_cond_silu = ops.Scratch(kBlockCondSilu, b, d);
+      conditioning(*block.cond, ops.Scratch(kBlockCond, b, d), block_cond_silu);
+    }
+    ops.Linear(block_cond_silu, *block.adaln, modulation);
     ops.LayerNormModulate(x, modulation.Columns(0, d), modulation.Columns(d, d), ln_eps, normed);
     ops.Linear(normed, *block.qkv, qkv);
     ops.Attention(qkv, attention, attended);
     ops.Linear(attended, *block.proj, branch);
     ops.GatedAdd(x, branch, modulation.Columns(2 * d, d));
-    ops.LayerNormModulate(x, modulation.Columns(3 * d, d), modulation.Columns(4 * d, d), ln_eps, normed);
+    ops.LayerNormModulate(x, modulation.Columns(3 * d, d), modulation.Columns(4 * d, d), mlp_ln_eps, normed);
     ops.Linear(normed, *block.fc1, mlp);
     ops.GeluTanh(mlp);
     ops.Linear(mlp, *block.fc2, branch);

@@ -3,7 +3,8 @@
 //
 //   tokens = Linear(Patchify(x)) + pos_embed             [B*L, D]
 //   cond   = fc2(SiLU(fc1(TimestepEmbedding(t)))) + class_table[y]   [B, D]
-//   per block (adaLN-Zero):
+//   per block (adaLN-Zero; a diffusers block with embedders of its own
+//   computes its own cond from them):
 //     shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = adaLN(SiLU(cond))
 //     tokens += gate_a * proj(Attention(qkv(LN(tokens) * (1 + scale_a) + shift_a)))
 //     tokens += gate_m * fc2(GELU(fc1(LN(tokens) * (1 + scale_m) + shift_m)))
@@ -41,8 +42,10 @@ struct DitBatch {
 
 class DitModel {
  public:
-  // Reads <model_dir>/config.json and the safetensors weights. `ops` is
-  // borrowed and must outlive the model. Errors name the file, field or tensor.
+  // Reads the model directory's config and the DiT's safetensors weights
+  // (either layout: dit_config.h). `ops` is borrowed and must outlive the
+  // model. Errors name the file, field or tensor. The VAE (if any) is
+  // VaeDecoder's.
   static absl::StatusOr<std::unique_ptr<DitModel>> Load(const std::string& model_dir, DitOps* ops);
   // The same from a parsed config and an open store (the store may be
   // closed afterwards: weights are copied into `ops`).

@@ -16,12 +16,16 @@
 //
 // A forward pass: BeginStep(step) stages the per-sample inputs (timesteps,
 // class labels) and fixes the batch size B; ops enqueue work; FinishStep
-// reports the pass's first error and makes results readable.
+// reports the pass's first error and makes results readable. The VAE
+// decoder of a latent model (vae_decoder.h) runs on the same ops, as passes
+// of their own kind (DitPass::kVaeDecode) without timesteps.
 //
 // Shapes: activations of B samples with L tokens each are [B * L, features],
 // sample-major (rows b*L .. b*L+L-1 are sample b's tokens); per-sample
 // vectors (conditioning, modulation) are [B, features]. Ops take the rows per
-// sample from x.rows / B. Shape mismatches are programming errors and
+// sample from x.rows / B. Images (the VAE decoder's activations) are the same
+// thing with pixels for tokens: [B * H * W, channels], pixel (y, x) of sample
+// b in row b*H*W + y*W + x (NHWC). Shape mismatches are programming errors and
 // CHECK-fail; ops return nothing.
 //
 // Batch invariance: every op computes a sample's rows with the same
@@ -65,6 +69,24 @@ class DitTable {
   virtual int64_t cols() const = 0;
 };
 
+// A 2-D convolution y = conv(x, W) + b, stride 1, odd square kernel k, zero
+// padding (k - 1) / 2 on every side (the output is as large as the input),
+// prepared by DitOps::PrepareConv2d.
+class DitConv {
+ public:
+  virtual ~DitConv() = default;
+  virtual int32_t out_channels() const = 0;
+  virtual int32_t in_channels() const = 0;
+  virtual int32_t kernel() const = 0;
+};
+
+// One sample's image in an NHWC activation: height x width pixels.
+struct DitImageShape {
+  int32_t height = 0;
+  int32_t width = 0;
+  int64_t pixels() const { return int64_t(height) * width; }
+};
+
 // One sample's image side: channels x image_size x image_size, cut into
 // (image_size / patch_size)^2 patches of patch_size^2 pixels.
 struct DitPatchGeometry {
@@ -77,12 +99,21 @@ struct DitPatchGeometry {
   int64_t pixels() const { return int64_t(channels) * image_size * image_size; }
 };
 
-// The per-sample inputs of one forward pass (host memory).
+// The kinds of pass a model runs on one DitOps. Implementations that record
+// a pass's work (CudaDitOps' graphs) keep one record per (kind, batch size).
+enum class DitPass : int32_t {
+  kForward = 0,    // the DiT: DitModel::Forward
+  kVaeDecode = 1,  // the VAE decoder: VaeDecoder::Decode
+};
+
+// The per-sample inputs of one pass (host memory).
 struct DitStep {
   absl::Span<const float> timesteps;  // [B] diffusion timesteps, any real numbers
   absl::Span<const int32_t> labels;   // [B] rows of the class table
+  DitPass pass = DitPass::kForward;
+  int64_t samples = 0;  // B of a pass without timesteps (a decode); else ignored
 
-  int64_t batch() const { return static_cast<int64_t>(timesteps.size()); }
+  int64_t batch() const { return timesteps.empty() ? samples : static_cast<int64_t>(timesteps.size()); }
 };
 
 // Non-causal multi-head self-attention within each sample.
@@ -110,10 +141,17 @@ class DitOps {
   // A table computed on the host: `values` [rows, cols] row-major.
   virtual absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
                                                                 int64_t cols) = 0;
+  // `weight` [out, in, k, k] (a PyTorch Conv2d's), k odd; `bias` [out] or
+  // null. Stored F32, F16 or BF16. INVALID_ARGUMENT naming the tensor for
+  // another shape.
+  virtual absl::StatusOr<std::unique_ptr<DitConv>> PrepareConv2d(const TensorView& weight,
+                                                                 const TensorView* bias) = 0;
 
   // --- a forward pass ---
   // Starts a pass over `step.batch()` samples; `step`'s spans are borrowed
   // until FinishStep. INVALID_ARGUMENT when the spans disagree in length.
+  // Every pass of one (kind, batch size) issues the same ops on the same
+  // shapes (DitModel and VaeDecoder do).
   virtual absl::Status BeginStep(const DitStep& step) = 0;
   // A workspace tensor [rows, cols] in the compute dtype: `slot` names its
   // role; contents are undefined and survive until the next Scratch call
@@ -137,10 +175,11 @@ class DitOps {
   // x[b*L + l] += table[l] for every sample b (the position table, [L, cols]).
   virtual void AddPositions(Tensor x, const DitTable& table) = 0;
   // out [B, 2h] row b = [cos(t_b f_0) .. cos(t_b f_{h-1}), sin(t_b f_0) ..
-  // sin(t_b f_{h-1})], f_i = exp(-ln(max_period) i / h), t_b the step's
-  // timestep of sample b. Computed in float64 (t f reaches ~1000 radians,
-  // where float32 arguments are off by ~6e-5), rounded to the compute dtype.
-  virtual void TimestepEmbedding(double max_period, Tensor out) = 0;
+  // sin(t_b f_{h-1})], f_i = exp(-ln(max_period) i / (h - freq_shift)), t_b
+  // the step's timestep of sample b (freq_shift: 0 in the original DiT, 1 in
+  // diffusers). Computed in float64 (t f reaches ~1000 radians, where
+  // float32 arguments are off by ~6e-5), rounded to the compute dtype.
+  virtual void TimestepEmbedding(double max_period, double freq_shift, Tensor out) = 0;
   // out [B, cols] row b = table[label_b], the step's class of sample b (the
   // caller checked labels against the table).
   virtual void EmbedClasses(const DitTable& table, Tensor out) = 0;
@@ -158,7 +197,8 @@ class DitOps {
   // qkv [B*L, 3*H*d]: q in columns [0, H*d), k in [H*d, 2*H*d), v after,
   // head h at offset h*d of each. out [B*L, H*d] = per sample and head,
   // softmax(q k^T * scale) v over the sample's L tokens (no mask), heads
-  // concatenated in head order.
+  // concatenated in head order. Any head_dim (the VAE's mid-block attention
+  // is one head of 512 over every pixel).
   virtual void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) = 0;
   // x[b*L + l] += gate[b] * y[b*L + l] (adaLN-Zero's gated residual);
   // gate [B, D].
@@ -168,6 +208,19 @@ class DitOps {
   // `keep_channels` channels (the noise prediction of a learn_sigma model).
   virtual void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels,
                           Tensor images) = 0;
+
+  // --- image ops (the VAE decoder), NHWC activations [B * H * W, C] ---
+  // out [B*H*W, conv.out] = conv(x [B*H*W, conv.in]) + bias, each sample
+  // alone (zero padding at its borders). out must not alias x.
+  virtual void Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) = 0;
+  // GroupNorm: per sample and group of C / groups consecutive channels, the
+  // mean and biased variance over the sample's pixels x the group's
+  // channels; out = (x - mean) / sqrt(var + eps) * gamma[c] + beta[c], then
+  // SiLU when `silu`. `affine` is [2, C]: gamma, then beta. out may alias x.
+  virtual void GroupNorm(Tensor x, int32_t groups, float eps, const DitTable& affine, bool silu, Tensor out) = 0;
+  // Nearest-neighbour 2x upsampling: out [B*2H*2W, C], pixel (y, x) of out
+  // is pixel (y / 2, x / 2) of x (shape: x's H, W).
+  virtual void Upsample2x(Tensor x, const DitImageShape& shape, Tensor out) = 0;
 };
 
 }  // namespace tern::runtime

@@ -20,6 +20,7 @@
 #include "runtime/dit/denoising.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/noise_schedule.h"
+#include "runtime/dit/vae_decoder.h"
 
 namespace tern::runtime {
 
@@ -34,11 +35,14 @@ struct DitGenerateRequest {
 
 struct DitImage {
   uint64_t seed = 0;
+  // The image's: config.output_channels() x output_size()^2 (the model's
+  // own C x H x W for pixel-space models, the VAE's for latent ones; a
+  // latent model without a VAE: its latents' shape, and no pixels).
   int32_t channels = 0;
   int32_t height = 0;
   int32_t width = 0;
-  std::vector<float> sample;     // [C, H, W]: the sampler's final x
-  std::vector<uint8_t> pixels;   // [C, H, W] (SampleToPixels); empty for latent models
+  std::vector<float> sample;     // [in_channels, image_size, image_size]: the sampler's final x
+  std::vector<uint8_t> pixels;   // [channels, height, width]; empty for a latent model without a VAE
 };
 
 // uint8 = clip(floor((x - lo) * (255 / (hi - lo)) + 0.5), 0, 255) over the
@@ -46,10 +50,23 @@ struct DitImage {
 // model's golden convention). Empty for a latent model.
 std::vector<uint8_t> SampleToPixels(absl::Span<const float> x, const DitConfig& config);
 
+// The same over [lo, hi] (a VAE's output: [-1, 1], as diffusers' (x / 2 +
+// 0.5).clamp(0, 1) * 255, rounded half up).
+std::vector<uint8_t> ToPixels(absl::Span<const float> x, double lo, double hi);
+
+// The images of finished samples, in order: a pixel-space model's straight
+// from the samples; a latent model's decoded by `vae` in batches of at most
+// `max_decode_batch` samples (each image is the same whatever the batch);
+// a latent model without a VAE (vae null) gets no pixels.
+absl::StatusOr<std::vector<DitImage>> MakeDitImages(const DitConfig& config, VaeDecoder* vae,
+                                                    absl::Span<const DenoisingSample* const> samples,
+                                                    int32_t max_decode_batch);
+
 class DitPipeline {
  public:
-  // `model` is borrowed and must outlive the pipeline.
-  static absl::StatusOr<std::unique_ptr<DitPipeline>> Create(DitModel* model);
+  // `model` (and `vae`, which latent models need for pixels) are borrowed
+  // and must outlive the pipeline.
+  static absl::StatusOr<std::unique_ptr<DitPipeline>> Create(DitModel* model, VaeDecoder* vae = nullptr);
 
   const NoiseSchedule& schedule() const { return schedule_; }
 
@@ -62,10 +79,11 @@ class DitPipeline {
   absl::StatusOr<std::vector<std::vector<DitImage>>> GenerateBatch(absl::Span<const DitGenerateRequest> requests);
 
  private:
-  DitPipeline(DitModel* model, NoiseSchedule schedule)
-      : model_(model), schedule_(std::move(schedule)), stepper_(model) {}
+  DitPipeline(DitModel* model, VaeDecoder* vae, NoiseSchedule schedule)
+      : model_(model), vae_(vae), schedule_(std::move(schedule)), stepper_(model) {}
 
   DitModel* model_;
+  VaeDecoder* vae_;
   NoiseSchedule schedule_;
   DenoisingStepper stepper_;
 };

@@ -1,6 +1,8 @@
 #include "runtime/dit/dit_weights.h"
 
 #include <cmath>
+#include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -33,10 +35,81 @@ Names NamesOf(DitNaming naming) {
 }
 
 constexpr char kPosEmbed[] = "pos_embed";
+constexpr char kDiffusersPosEmbed[] = "pos_embed.pos_embed";
+
+// The tensors' bytes, shapes and dtypes equal.
+bool SameTensor(const TensorView& a, const TensorView& b) {
+  return a.dtype == b.dtype && a.shape == b.shape && a.nbytes == b.nbytes &&
+         (a.data == b.data || std::memcmp(a.data, b.data, a.nbytes) == 0);
+}
 
 }  // namespace
 
+absl::StatusOr<TensorView> StackTensorRows(const std::vector<TensorView>& parts, const std::string& name,
+                                           std::vector<uint8_t>* storage) {
+  CHECK(!parts.empty());
+  const int64_t cols = parts[0].numel() / std::max<int64_t>(parts[0].shape.empty() ? 1 : parts[0].shape[0], 1);
+  bool same_dtype = true;
+  int64_t rows = 0;
+  for (const TensorView& part : parts) {
+    if (part.shape.empty() || part.numel() == 0 || part.numel() / part.shape[0] != cols) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", part.name, "\" ", part.ShapeString(),
+                                                     " is not [rows, ", cols, "] like \"", parts[0].name, "\""));
+    }
+    same_dtype = same_dtype && part.dtype == parts[0].dtype;
+    rows += part.shape[0];
+  }
+  TensorView out;
+  out.name = name;
+  out.shape = {rows, cols};
+  out.dtype = same_dtype ? parts[0].dtype : DType::kF32;
+  const size_t element = DTypeSize(out.dtype);
+  storage->resize(size_t(rows) * size_t(cols) * element);
+  size_t offset = 0;
+  for (const TensorView& part : parts) {
+    const size_t count = size_t(part.numel());
+    if (same_dtype) {
+      std::memcpy(storage->data() + offset, part.data, part.nbytes);
+    } else {
+      ConvertToFloat(part.dtype, part.data, count, reinterpret_cast<float*>(storage->data() + offset));
+    }
+    offset += count * element;
+  }
+  out.data = storage->data();
+  out.nbytes = storage->size();
+  return out;
+}
+
+static std::vector<DitTensorSpec> DiffusersLayout(const DitConfig& c) {
+  const int64_t h = c.hidden_size, p = c.patch_size;
+  std::vector<DitTensorSpec> layout;
+  const auto linear = [&layout](const std::string& prefix, int64_t out, int64_t in, bool bias = true) {
+    layout.push_back({prefix + ".weight", {out, in}});
+    if (bias) layout.push_back({prefix + ".bias", {out}});
+  };
+  layout.push_back({"pos_embed.proj.weight", {h, c.in_channels, p, p}});
+  layout.push_back({"pos_embed.proj.bias", {h}});
+  layout.push_back({kDiffusersPosEmbed, {1, c.num_tokens(), h}, /*optional=*/true});
+  for (int32_t i = 0; i < c.depth; ++i) {
+    const std::string b = absl::StrCat("transformer_blocks.", i, ".");
+    linear(b + "norm1.emb.timestep_embedder.linear_1", h, c.frequency_embedding_size);
+    linear(b + "norm1.emb.timestep_embedder.linear_2", h, h);
+    layout.push_back({b + "norm1.emb.class_embedder.embedding_table.weight", {c.num_classes + 1, h}});
+    linear(b + "norm1.linear", 6 * h, h);
+    linear(b + "attn1.to_q", h, h, c.attention_bias);
+    linear(b + "attn1.to_k", h, h, c.attention_bias);
+    linear(b + "attn1.to_v", h, h, c.attention_bias);
+    linear(b + "attn1.to_out.0", h, h);
+    linear(b + "ff.net.0.proj", c.mlp_hidden(), h);
+    linear(b + "ff.net.2", h, c.mlp_hidden());
+  }
+  linear("proj_out_1", 2 * h, h);
+  linear("proj_out_2", p * p * c.out_channels(), h);
+  return layout;
+}
+
 std::vector<DitTensorSpec> DitTensorLayout(const DitConfig& c, DitNaming naming) {
+  if (naming == DitNaming::kDiffusers) return DiffusersLayout(c);
   const Names n = NamesOf(naming);
   const int64_t h = c.hidden_size, p = c.patch_size;
   std::vector<DitTensorSpec> layout;
@@ -62,7 +135,8 @@ std::vector<DitTensorSpec> DitTensorLayout(const DitConfig& c, DitNaming naming)
   return layout;
 }
 
-DitNaming DetectDitNaming(const WeightStore& store) {
+DitNaming DetectDitNaming(const DitConfig& config, const WeightStore& store) {
+  if (config.layout == DitLayout::kDiffusers) return DitNaming::kDiffusers;
   return store.Contains("x_embedder.proj.weight") ? DitNaming::kOriginal : DitNaming::kTern;
 }
 
@@ -86,7 +160,7 @@ std::vector<float> DitPositionTable(int32_t hidden, int32_t grid) {
 }
 
 absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const WeightStore& store, DitOps* ops) {
-  const DitNaming naming = DetectDitNaming(store);
+  const DitNaming naming = DetectDitNaming(config, store);
   std::map<std::string, DitTensorSpec> specs;
   for (auto& spec : DitTensorLayout(config, naming)) specs.emplace(spec.name, spec);
   const auto get = [&](const std::string& name) -> absl::StatusOr<TensorView> {
@@ -99,25 +173,90 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
     ASSIGN_OR_RETURN(const TensorView bias, get(prefix + ".bias"));
     return ops->PrepareLinear(weight, &bias);
   };
-
-  const Names n = NamesOf(naming);
-  DitWeights w;
-  ASSIGN_OR_RETURN(w.patch_embed, linear(n.patch_embed));
-  if (store.Contains(kPosEmbed)) {
-    ASSIGN_OR_RETURN(const TensorView pos, get(kPosEmbed));
-    ASSIGN_OR_RETURN(w.pos_embed, ops->UploadTable(pos, config.num_tokens()));
-  } else {
+  const auto position_table = [&](const char* name) -> absl::StatusOr<std::unique_ptr<DitTable>> {
+    if (store.Contains(name)) {
+      ASSIGN_OR_RETURN(const TensorView pos, get(name));
+      return ops->UploadTable(pos, config.num_tokens());
+    }
     if (config.hidden_size % 4 != 0) {
-      return absl::NotFoundError(absl::StrCat("tensor \"", kPosEmbed, "\" is absent, and hidden_size ",
+      return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" is absent, and hidden_size ",
                                               config.hidden_size, " is not a multiple of 4 to compute it"));
     }
     const std::vector<float> table = DitPositionTable(config.hidden_size, config.grid_size());
-    ASSIGN_OR_RETURN(w.pos_embed, ops->UploadTable(table, config.num_tokens(), config.hidden_size));
+    return ops->UploadTable(table, config.num_tokens(), config.hidden_size);
+  };
+
+  DitWeights w;
+  if (naming == DitNaming::kDiffusers) {
+    ASSIGN_OR_RETURN(w.patch_embed, linear("pos_embed.proj"));
+    ASSIGN_OR_RETURN(w.pos_embed, position_table(kDiffusersPosEmbed));
+    // Block i's conditioning embedders: shared with block 0's when equal.
+    std::vector<TensorView> first;
+    for (int32_t i = 0; i < config.depth; ++i) {
+      const std::string b = absl::StrCat("transformer_blocks.", i, ".");
+      const std::string names[5] = {
+          b + "norm1.emb.timestep_embedder.linear_1.weight", b + "norm1.emb.timestep_embedder.linear_1.bias",
+          b + "norm1.emb.timestep_embedder.linear_2.weight", b + "norm1.emb.timestep_embedder.linear_2.bias",
+          b + "norm1.emb.class_embedder.embedding_table.weight"};
+      std::vector<TensorView> views;
+      for (const std::string& name : names) {
+        ASSIGN_OR_RETURN(TensorView view, get(name));
+        views.push_back(std::move(view));
+      }
+      DitBlockWeights block;
+      bool shared = i > 0;
+      for (size_t k = 0; shared && k < views.size(); ++k) shared = SameTensor(views[k], first[k]);
+      if (!shared) {
+        DitConditioningWeights cond;
+        ASSIGN_OR_RETURN(cond.t_fc1, ops->PrepareLinear(views[0], &views[1]));
+        ASSIGN_OR_RETURN(cond.t_fc2, ops->PrepareLinear(views[2], &views[3]));
+        ASSIGN_OR_RETURN(cond.class_table, ops->UploadTable(views[4], 0));
+        if (i == 0) {
+          w.cond = std::move(cond);
+          first = views;
+        } else {
+          block.cond = std::make_unique<DitConditioningWeights>(std::move(cond));
+        }
+      }
+      ASSIGN_OR_RETURN(block.adaln, linear(b + "norm1.linear"));
+      std::vector<TensorView> qkv_weights, qkv_biases;
+      for (const char* part : {"to_q", "to_k", "to_v"}) {
+        ASSIGN_OR_RETURN(TensorView weight, get(absl::StrCat(b, "attn1.", part, ".weight")));
+        qkv_weights.push_back(std::move(weight));
+        if (config.attention_bias) {
+          ASSIGN_OR_RETURN(TensorView bias, get(absl::StrCat(b, "attn1.", part, ".bias")));
+          qkv_biases.push_back(std::move(bias));
+        }
+      }
+      std::vector<uint8_t> weight_storage, bias_storage;
+      ASSIGN_OR_RETURN(const TensorView qkv_weight,
+                       StackTensorRows(qkv_weights, b + "attn1.to_q/to_k/to_v.weight", &weight_storage));
+      if (config.attention_bias) {
+        ASSIGN_OR_RETURN(const TensorView qkv_bias,
+                         StackTensorRows(qkv_biases, b + "attn1.to_q/to_k/to_v.bias", &bias_storage));
+        TensorView bias = qkv_bias;
+        bias.shape = {bias.shape[0]};
+        ASSIGN_OR_RETURN(block.qkv, ops->PrepareLinear(qkv_weight, &bias));
+      } else {
+        ASSIGN_OR_RETURN(block.qkv, ops->PrepareLinear(qkv_weight, nullptr));
+      }
+      ASSIGN_OR_RETURN(block.proj, linear(b + "attn1.to_out.0"));
+      ASSIGN_OR_RETURN(block.fc1, linear(b + "ff.net.0.proj"));
+      ASSIGN_OR_RETURN(block.fc2, linear(b + "ff.net.2"));
+      w.blocks.push_back(std::move(block));
+    }
+    ASSIGN_OR_RETURN(w.final_adaln, linear("proj_out_1"));
+    ASSIGN_OR_RETURN(w.final_linear, linear("proj_out_2"));
+    return w;
   }
-  ASSIGN_OR_RETURN(w.t_fc1, linear(n.time_fc1));
-  ASSIGN_OR_RETURN(w.t_fc2, linear(n.time_fc2));
+
+  const Names n = NamesOf(naming);
+  ASSIGN_OR_RETURN(w.patch_embed, linear(n.patch_embed));
+  ASSIGN_OR_RETURN(w.pos_embed, position_table(kPosEmbed));
+  ASSIGN_OR_RETURN(w.cond.t_fc1, linear(n.time_fc1));
+  ASSIGN_OR_RETURN(w.cond.t_fc2, linear(n.time_fc2));
   ASSIGN_OR_RETURN(const TensorView table, get(n.class_table));
-  ASSIGN_OR_RETURN(w.class_table, ops->UploadTable(table, 0));
+  ASSIGN_OR_RETURN(w.cond.class_table, ops->UploadTable(table, 0));
   for (int32_t i = 0; i < config.depth; ++i) {
     DitBlockWeights block;
     ASSIGN_OR_RETURN(block.adaln, linear(n.Block(i, "adaln")));

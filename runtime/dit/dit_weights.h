@@ -7,6 +7,23 @@
 // x_embedder.proj, t_embedder.mlp.0 / .2, y_embedder.embedding_table,
 // adaLN_modulation.1). The two hold the same tensors with the same shapes
 // and meaning; DetectDitNaming picks one from the names present.
+//
+// kDiffusers is diffusers' DiTTransformer2DModel (transformer/ of a
+// DiTPipeline), which splits and repeats some of them:
+//   pos_embed.proj                      the patch embedding (pos_embed.pos_embed, a
+//                                       non-persistent buffer, is computed when absent)
+//   transformer_blocks.{i}.norm1.emb.timestep_embedder.linear_1 / .linear_2
+//   transformer_blocks.{i}.norm1.emb.class_embedder.embedding_table
+//                                       every block's own conditioning embedders
+//                                       (converted checkpoints hold copies of one)
+//   transformer_blocks.{i}.norm1.linear the block's adaLN projection [6 D, D]
+//   transformer_blocks.{i}.attn1.to_q / to_k / to_v   (stacked into tern's qkv)
+//   transformer_blocks.{i}.attn1.to_out.0, ff.net.0.proj, ff.net.2
+//   proj_out_1 (final adaLN [2 D, D]), proj_out_2 (final linear)
+// The final layer's conditioning is block 0's (diffusers:
+// transformer_blocks[0].norm1.emb). A block whose embedders equal block 0's
+// byte for byte shares block 0's conditioning; any other block computes its
+// own, as diffusers does.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +38,15 @@
 
 namespace tern::runtime {
 
-enum class DitNaming { kTern, kOriginal };
+enum class DitNaming { kTern, kOriginal, kDiffusers };
+
+// Stacks [rows_i, ...] tensors (each read as rows_i x cols, cols equal) into
+// one [sum rows_i, cols] view named `name` over `storage` (which it
+// overwrites and must outlive the view): bytes as stored when every part has
+// the same dtype, else converted to F32. INVALID_ARGUMENT naming the part
+// whose columns differ.
+absl::StatusOr<TensorView> StackTensorRows(const std::vector<TensorView>& parts, const std::string& name,
+                                           std::vector<uint8_t>* storage);
 
 struct DitTensorSpec {
   std::string name;
@@ -31,11 +56,13 @@ struct DitTensorSpec {
 };
 
 // Every tensor of the model `config` describes, in a fixed order that is the
-// same for both namings (entry i of one is entry i of the other).
+// same for kTern and kOriginal (entry i of one is entry i of the other);
+// kDiffusers lists diffusers' tensors (q, k, v apart, embedders per block).
 std::vector<DitTensorSpec> DitTensorLayout(const DitConfig& config, DitNaming naming);
 
-// kOriginal when the store holds "x_embedder.proj.weight", else kTern.
-DitNaming DetectDitNaming(const WeightStore& store);
+// kDiffusers for a diffusers-layout config; else kOriginal when the store
+// holds "x_embedder.proj.weight", else kTern.
+DitNaming DetectDitNaming(const DitConfig& config, const WeightStore& store);
 
 // The fixed 2-D sin-cos position table [grid*grid, hidden] (MAE/DiT), for
 // token k = row * grid + col, w_i = 10000^(-i / (hidden/4)), i < hidden/4:
@@ -43,27 +70,36 @@ DitNaming DetectDitNaming(const WeightStore& store);
 // wide; float64, rounded to float32. hidden must be a multiple of 4.
 std::vector<float> DitPositionTable(int32_t hidden, int32_t grid);
 
+// The conditioning embedders: timestep MLP and class table.
+struct DitConditioningWeights {
+  std::unique_ptr<DitLinear> t_fc1;        // [hidden, frequency_embedding_size]
+  std::unique_ptr<DitLinear> t_fc2;        // [hidden, hidden]
+  std::unique_ptr<DitTable> class_table;   // [num_classes (+1 null), hidden]
+};
+
 struct DitBlockWeights {
   std::unique_ptr<DitLinear> adaln;  // [6 hidden, hidden]: shift, scale, gate (attention), shift, scale, gate (MLP)
   std::unique_ptr<DitLinear> qkv;    // [3 hidden, hidden]
   std::unique_ptr<DitLinear> proj;   // [hidden, hidden]
   std::unique_ptr<DitLinear> fc1;    // [mlp_hidden, hidden]
   std::unique_ptr<DitLinear> fc2;    // [hidden, mlp_hidden]
+  // The block's own conditioning embedders (diffusers checkpoints whose
+  // blocks differ); null: the model's.
+  std::unique_ptr<DitConditioningWeights> cond;
 };
 
 struct DitWeights {
   std::unique_ptr<DitLinear> patch_embed;  // [hidden, C * p * p]
   std::unique_ptr<DitTable> pos_embed;     // [tokens, hidden]
-  std::unique_ptr<DitLinear> t_fc1;        // [hidden, frequency_embedding_size]
-  std::unique_ptr<DitLinear> t_fc2;        // [hidden, hidden]
-  std::unique_ptr<DitTable> class_table;   // [num_classes (+1 null), hidden]
+  DitConditioningWeights cond;             // the final layer's and (unless their own) the blocks'
   std::vector<DitBlockWeights> blocks;     // [depth]
   std::unique_ptr<DitLinear> final_adaln;  // [2 hidden, hidden]: shift, scale
   std::unique_ptr<DitLinear> final_linear; // [p * p * out_channels, hidden]
 
   // Checks every tensor of DitTensorLayout (present, exact shape, a float
   // dtype) and prepares it with `ops`. INVALID_ARGUMENT / NOT_FOUND naming the
-  // tensor.
+  // tensor. `store` holds the DiT's tensors (transformer/ in the diffusers
+  // layout).
   static absl::StatusOr<DitWeights> Load(const DitConfig& config, const WeightStore& store, DitOps* ops);
 };
 

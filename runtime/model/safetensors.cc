@@ -157,10 +157,16 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
 }
 
 absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string& model_dir) {
+  return Open(model_dir, "model");
+}
+
+absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string& model_dir,
+                                                              const std::string& base_name) {
   namespace fs = std::filesystem;
   std::unique_ptr<WeightStore> store(new WeightStore());
   const fs::path dir(model_dir);
-  const fs::path index_path = dir / "model.safetensors.index.json";
+  const std::string single = base_name + ".safetensors";
+  const fs::path index_path = dir / (single + ".index.json");
   std::vector<std::string> shard_names;
   std::map<std::string, std::string> expected_shard;  // tensor -> shard per the index
   std::error_code ec;
@@ -189,11 +195,14 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
       expected_shard[tensor] = shard_name;
     }
     shard_names.assign(shards.begin(), shards.end());
-  } else if (fs::exists(dir / "model.safetensors", ec)) {
-    shard_names.push_back("model.safetensors");
+  } else if (fs::exists(dir / single, ec)) {
+    shard_names.push_back(single);
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        model_dir, ": no model.safetensors or model.safetensors.index.json"));
+    const std::string pickle = fs::exists(dir / (base_name + ".bin"), ec)
+                                   ? absl::StrCat(" (", base_name, ".bin is there: tern reads safetensors only)")
+                                   : "";
+    return absl::NotFoundError(
+        absl::StrCat(model_dir, ": no ", single, " or ", single, ".index.json", pickle));
   }
   for (const auto& shard : shard_names) {
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open((dir / shard).string()));

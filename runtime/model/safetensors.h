@@ -67,6 +67,10 @@ class SafetensorsFile {
 class WeightStore {
  public:
   static absl::StatusOr<std::unique_ptr<WeightStore>> Open(const std::string& model_dir);
+  // The same for <base_name>.safetensors (diffusers:
+  // "diffusion_pytorch_model") or <base_name>.safetensors.index.json.
+  static absl::StatusOr<std::unique_ptr<WeightStore>> Open(const std::string& model_dir,
+                                                           const std::string& base_name);
 
   // NOT_FOUND naming the tensor when absent.
   absl::StatusOr<TensorView> Get(const std::string& name) const;

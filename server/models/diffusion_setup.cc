@@ -8,12 +8,23 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "runtime/dit/diffusion_runner.h"
+#include "runtime/dit/dit_config.h"
 #include "runtime/dit/dit_ops_factory.h"
 #include "server/config/server_config.h"
 
 namespace tern::server {
 
 bool IsDitModelDirectory(const std::string& dir) {
+  if (runtime::IsDiffusersModelDirectory(dir)) {
+    // A diffusers pipeline: model_index.json names it (only DiTPipeline loads).
+    std::ifstream index(std::filesystem::path(dir) / "model_index.json", std::ios::binary);
+    std::ostringstream text;
+    text << index.rdbuf();
+    const nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+    if (doc.is_discarded() || !doc.is_object()) return false;
+    const auto it = doc.find("_class_name");
+    return it != doc.end() && it->is_string() && it->get<std::string>() == "DiTPipeline";
+  }
   std::ifstream in(std::filesystem::path(dir) / "config.json", std::ios::binary);
   if (!in) return false;
   std::ostringstream text;
@@ -24,14 +35,19 @@ bool IsDitModelDirectory(const std::string& dir) {
   return it != doc.end() && it->is_string() && it->get<std::string>() == "DiT";
 }
 
-absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
-    const tern::v1::ServerConfig& server, const tern::v1::ModelConfig& model, const std::string& name,
-    std::function<void(const absl::Status&)> on_fatal, tern::v1::ModelInfo* info) {
+std::string DiffusionBackend(const tern::v1::ModelConfig& model) {
   // "cuda" must be named (the factory refuses it clearly in a build without
   // CUDA or on a machine without a GPU); "auto" stays on the CPU DiT ops,
   // whose float32 images are the ones the demo's goldens and e2e tests pin.
+  return model.backend() == "cuda" ? "cuda" : "cpu";
+}
+
+absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
+    const tern::v1::ServerConfig& server, const tern::v1::ModelConfig& model, const std::string& name,
+    std::function<void(const absl::Status&)> on_fatal, scheduler::DeviceShareOptions device,
+    tern::v1::ModelInfo* info) {
   runtime::DitOpsChoice choice;
-  choice.backend = model.backend() == "cuda" ? "cuda" : "cpu";
+  choice.backend = DiffusionBackend(model);
   choice.dtype = model.dtype();
   choice.cuda_graphs = !model.enforce_eager();
   auto dtype = runtime::DitOpsComputeDType(choice);
@@ -45,9 +61,10 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   auto runner = runtime::DitRunner::Create(model.path(), *std::move(ops));
   if (!runner.ok()) return runner.status();
   const runtime::DitConfig config = (*runner)->config();
-  if (!config.pixel_space) {
+  if (!config.pixel_space && !config.has_vae) {
     return absl::FailedPreconditionError(
-        "a latent DiT needs a VAE decoder, which ternd does not have yet (config.json: input.pixel_range is absent)");
+        "a latent DiT makes images through its VAE decoder, and this model has none (no vae/config.json beside "
+        "config.json, and no input.pixel_range)");
   }
 
   auto served = std::make_unique<ServedDiffusion>();
@@ -81,6 +98,7 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   if (server.limits().max_queued_requests() > 0) options.max_queued_requests = server.limits().max_queued_requests();
   options.stall_timeout = absl::Seconds(EffectiveEngineStallTimeoutSeconds(server));
   options.on_fatal = std::move(on_fatal);
+  options.device = std::move(device);
   auto engine = scheduler::DiffusionEngine::Create(options, *std::move(runner));
   if (!engine.ok()) return engine.status();
   served->engine = std::move(*engine);
@@ -91,7 +109,7 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   info->set_weight_scheme(*dtype == "float32" ? "fp32" : *dtype == "bfloat16" ? "bf16" : "fp16");
   info->set_attention_scheme("dense");
   info->set_backend(choice.backend);
-  info->set_image_size(config.image_size);
+  info->set_image_size(config.output_size());
   for (const std::string& c : config.class_names) info->add_class_names(c);
   const int64_t d_model = config.hidden_size;
   // Blocks: qkv + proj + MLP + adaLN (6 D per block), with biases; embedders

@@ -78,9 +78,9 @@ absl::StatusOr<scheduler::DiffusionRequest> MakeDiffusionRequest(const tern::v1:
   if (!label.ok()) return label.status();
   out.params.class_label = *label;
   for (const auto& [field, value] : {std::pair{"width", r.width()}, std::pair{"height", r.height()}}) {
-    if (value != 0 && value != config.image_size) {
+    if (value != 0 && value != config.output_size()) {
       return Invalid(field, absl::StrCat(value, " is not a size model \"", model_name, "\" makes: it makes ",
-                                         config.image_size, "x", config.image_size, " (0 takes that)"));
+                                         config.output_size(), "x", config.output_size(), " (0 takes that)"));
     }
   }
   const int32_t timesteps = config.noise_schedule.num_train_timesteps;

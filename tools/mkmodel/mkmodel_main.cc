@@ -27,11 +27,20 @@
 #include "runtime/model/hf_config.h"
 #include "runtime/model/weight_layout.h"
 #include "runtime/base/flag_names.h"
+#include "tools/mkmodel/dit_model_writer.h"
 #include "tools/mkmodel/model_presets.h"
+#include "tools/mkmodel/normal_stream.h"
 #include "tools/mkmodel/tokenizer_facts.h"
 
-ABSL_FLAG(std::string, arch, "llama", "llama, mistral, qwen2 or mixtral");
-ABSL_FLAG(std::string, preset, "tiny", "tiny, 100m, 1b, llama-2-7b or llama-3-8b");
+ABSL_FLAG(std::string, arch, "llama", "llama, mistral, qwen2, mixtral, or dit (a latent DiT with its VAE)");
+ABSL_FLAG(std::string, preset, "tiny",
+          "tiny, 100m, 1b, llama-2-7b or llama-3-8b; for dit: tiny, dit-xl-2-256 or dit-xl-2-512");
+ABSL_FLAG(std::string, layout, "diffusers",
+          "dit only: diffusers (model_index.json, transformer/, scheduler/, vae/) or original (config.json and "
+          "model.safetensors in the original DiT's names, vae/ beside)");
+ABSL_FLAG(bool, distinct_block_embedders, false,
+          "dit, diffusers layout only: every block gets its own timestep and class embedders (converted "
+          "checkpoints repeat one set)");
 ABSL_FLAG(std::string, tokenizer, "",
           "Directory with tokenizer.json or tokenizer.model, copied into the model; sets the vocabulary");
 ABSL_FLAG(int64_t, vocab_size, 0,
@@ -48,41 +57,7 @@ namespace {
 namespace fs = std::filesystem;
 using tern::runtime::DType;
 
-uint64_t SplitMix64(uint64_t* state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-uint64_t Fnv1a(const std::string& text) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
-
-// Fills `count` standard normals from a stream seeded by (seed, name).
-class NormalStream {
- public:
-  NormalStream(uint64_t seed, const std::string& name) : state_(seed * 0x2545f4914f6cdd1dull ^ Fnv1a(name)) {}
-  float Next() {
-    if (has_spare_) {
-      has_spare_ = false;
-      return spare_;
-    }
-    const double u1 = (double(SplitMix64(&state_) >> 11) + 0.5) * 0x1.0p-53;
-    const double u2 = double(SplitMix64(&state_) >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    spare_ = float(r * std::sin(2.0 * M_PI * u2));
-    has_spare_ = true;
-    return float(r * std::cos(2.0 * M_PI * u2));
-  }
-
- private:
-  uint64_t state_;
-  float spare_ = 0;
-  bool has_spare_ = false;
-};
+using tern::tools::NormalStream;
 
 void StoreValue(DType dtype, float value, size_t i, uint8_t* out) {
   switch (dtype) {
@@ -161,6 +136,20 @@ int main(int argc, char** argv) {
   const std::string dtype_name = absl::GetFlag(FLAGS_dtype);
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   if (out.empty()) return Fail("--out is required");
+  if (absl::GetFlag(FLAGS_arch) == "dit") {
+    DType dit_dtype;
+    if (!tern::runtime::ParseTorchDType(dtype_name, &dit_dtype)) return Fail("--dtype must be float32, float16 or bfloat16");
+    auto spec = tern::tools::DitPreset(absl::GetFlag(FLAGS_preset));
+    if (!spec.ok()) return Fail(std::string(spec.status().message()));
+    if (absl::GetFlag(FLAGS_layers) > 0) spec->depth = int32_t(absl::GetFlag(FLAGS_layers));
+    spec->diffusers = absl::GetFlag(FLAGS_layout) == "diffusers";
+    if (!spec->diffusers && absl::GetFlag(FLAGS_layout) != "original") return Fail("--layout must be diffusers or original");
+    spec->distinct_block_embedders = absl::GetFlag(FLAGS_distinct_block_embedders);
+    auto written = tern::tools::WriteDitModel(*spec, out, seed, dit_dtype);
+    if (!written.ok()) return Fail(std::string(written.status().message()));
+    std::printf("wrote %s: %s\n", out.c_str(), written->c_str());
+    return 0;
+  }
   const int64_t vocab_size = absl::GetFlag(FLAGS_vocab_size);
   if (tokenizer_dir.empty() == (vocab_size <= 0)) return Fail("give exactly one of --tokenizer and --vocab-size");
   DType dtype;

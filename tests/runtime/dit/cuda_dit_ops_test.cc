@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -23,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "runtime/dit/cpu_dit_ops.h"
@@ -30,6 +33,7 @@
 #include "runtime/dit/dit_pipeline.h"
 #include "runtime/dit/dit_weights.h"
 #include "runtime/dit/gaussian_noise.h"
+#include "runtime/dit/vae_decoder.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/safetensors.h"
 #include "tests/runtime/dit/dit_golden.h"
@@ -219,7 +223,12 @@ TEST_P(CudaDitOpsTest, EmbeddingsAndPointwise) {
   });
   Compare("timestep embedding", {}, [&](DitOps& ops, std::vector<Tensor>&) {
     Tensor out = ops.Scratch(9, batch_, 256);
-    ops.TimestepEmbedding(10000.0, out);
+    ops.TimestepEmbedding(10000.0, 0.0, out);
+    return out;
+  });
+  Compare("timestep embedding (diffusers' shift 1)", {}, [&](DitOps& ops, std::vector<Tensor>&) {
+    Tensor out = ops.Scratch(9, batch_, 256);
+    ops.TimestepEmbedding(10000.0, 1.0, out);
     return out;
   });
   Compare("embed classes", {}, [&](DitOps& ops, std::vector<Tensor>&) {
@@ -283,6 +292,80 @@ TEST_P(CudaDitOpsTest, Attention) {
     Compare(absl::StrCat("attention L=", s.tokens, " ", s.heads, "x", s.head_dim), {{{rows, 3 * width}, qkv}},
             [&](DitOps& ops, std::vector<Tensor>& t) {
               Tensor out = ops.Scratch(9, rows, width);
+              ops.Attention(t[0], p, out);
+              return out;
+            });
+  }
+}
+
+TEST_P(CudaDitOpsTest, Convolution) {
+  // (height, width, in, out, kernel): 16-byte rows (the vector im2col), the
+  // VAE's conv_in (4 latent channels: the scalar one), post_quant_conv and a
+  // shortcut (1x1: no im2col), conv_out (3 channels out), and 96x96 pixels
+  // of 576 columns, which span two im2col chunks in fp32 (8192 pixels a
+  // chunk: fixed by the layer's shape, never by the batch).
+  struct Shape {
+    int32_t height, width, in, out, kernel;
+  };
+  for (const Shape& s : {Shape{9, 7, 16, 24, 3}, Shape{8, 8, 4, 32, 3}, Shape{8, 8, 4, 4, 1}, Shape{6, 5, 32, 16, 1},
+                         Shape{12, 10, 32, 3, 3}, Shape{96, 96, 64, 8, 3}}) {
+    const auto w = Random(size_t(s.out) * s.in * s.kernel * s.kernel, 21, dtype());
+    const auto bias = Random(size_t(s.out), 22, dtype());
+    const TensorView wv = View("w", {s.out, s.in, s.kernel, s.kernel}, w);
+    const TensorView bv = View("b", {s.out}, bias);
+    auto cpu_c = cpu_.PrepareConv2d(wv, &bv);
+    auto gpu_c = gpu_->PrepareConv2d(wv, &bv);
+    ASSERT_TRUE(cpu_c.ok() && gpu_c.ok());
+    const int64_t rows = int64_t(batch_) * s.height * s.width;
+    Compare(absl::StrCat("conv ", s.kernel, "x", s.kernel, " ", s.in, "->", s.out, " ", s.height, "x", s.width),
+            {{{rows, s.in}, Random(size_t(rows * s.in), 23, dtype())}}, [&](DitOps& ops, std::vector<Tensor>& in) {
+              Tensor out = ops.Scratch(9, rows, s.out);
+              ops.Conv2d(in[0], {s.height, s.width}, &ops == &cpu_ ? **cpu_c : **gpu_c, out);
+              return out;
+            });
+  }
+}
+
+TEST_P(CudaDitOpsTest, GroupNormAndUpsample) {
+  // (height, width, channels, groups): the VAE's 32 groups of 2 and of 1
+  // channel, a sample over several 1024-pixel chunks, values far from 0.
+  struct Shape {
+    int32_t height, width, channels, groups;
+  };
+  for (const Shape& s : {Shape{13, 11, 64, 32}, Shape{48, 40, 32, 32}, Shape{4, 4, 96, 8}}) {
+    const int64_t rows = int64_t(batch_) * s.height * s.width;
+    const auto x = Random(size_t(rows * s.channels), 24, dtype(), 3.0f, 7.0f);
+    const auto affine = Random(size_t(2 * s.channels), 25, dtype());
+    auto cpu_t = cpu_.UploadTable(affine, 2, s.channels);
+    auto gpu_t = gpu_->UploadTable(affine, 2, s.channels);
+    ASSERT_TRUE(cpu_t.ok() && gpu_t.ok());
+    for (bool silu : {true, false}) {
+      Compare(absl::StrCat("group norm", silu ? "+silu " : " ", s.groups, "x", s.channels / s.groups, " ", s.height, "x",
+                           s.width),
+              {{{rows, s.channels}, x}}, [&](DitOps& ops, std::vector<Tensor>& in) {
+                ops.GroupNorm(in[0], s.groups, 1e-6f, &ops == &cpu_ ? **cpu_t : **gpu_t, silu, in[0]);  // in place
+                return in[0];
+              });
+    }
+    Compare(absl::StrCat("upsample 2x ", s.height, "x", s.width), {{{rows, s.channels}, x}},
+            [&](DitOps& ops, std::vector<Tensor>& in) {
+              Tensor out = ops.Scratch(9, 4 * rows, s.channels);
+              ops.Upsample2x(in[0], {s.height, s.width}, out);
+              return out;
+            }, 0.0);
+  }
+}
+
+TEST_P(CudaDitOpsTest, VaeMidBlockAttention) {
+  // One head of 512 channels over every pixel (the SD VAE's mid block at
+  // 8x8 and 16x16 latents' pixels), on the per-row kernel.
+  for (int32_t tokens : {64, 256}) {
+    const int64_t rows = int64_t(batch_) * tokens;
+    auto qkv = Random(size_t(rows * 3 * 512), 26, dtype(), -1.0f, 1.0f);
+    const DitAttentionParams p{1, 512, float(1.0 / std::sqrt(512.0))};
+    Compare(absl::StrCat("attention L=", tokens, " 1x512"), {{{rows, 3 * 512}, qkv}},
+            [&](DitOps& ops, std::vector<Tensor>& t) {
+              Tensor out = ops.Scratch(9, rows, 512);
               ops.Attention(t[0], p, out);
               return out;
             });
@@ -645,6 +728,64 @@ TEST(CudaDitOpsCreateTest, RefusesOtherDtypes) {
   options.compute_dtype = DType::kI8;
   const auto ops = CudaDitOps::Create(options);
   EXPECT_EQ(ops.status().code(), absl::StatusCode::kInvalidArgument) << ops.status();
+}
+
+// A tiny latent DiT with its VAE (tern-mkmodel --arch dit --preset tiny):
+// the DiT step and the VAE decode on CUDA against the CPU reference, and the
+// decode bitwise the same alone and batched through graph capture and replay.
+std::string MakeTinyLatentModel() {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("tern-cuda-latent-" + std::to_string(getpid()))).string();
+  if (!std::filesystem::exists(dir + "/vae/config.json")) {
+    const char* env_bin = std::getenv("TERN_BIN_DIR");
+    const std::string bin = env_bin != nullptr && *env_bin != '\0' ? env_bin : TERN_BIN_DIR;
+    const std::string cmd = bin + "/tern-mkmodel --arch dit --preset tiny --layout diffusers --seed 11 "
+                                  "--dtype float32 --out " + dir + " >/dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  return dir;
+}
+
+TEST(CudaLatentDitTest, StepAndDecodeMatchTheCpuAndDecodesAreBatchInvariant) {
+  if (MakeOps(DType::kF32) == nullptr) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = MakeTinyLatentModel();
+  auto config = LoadDitConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  CpuDitOps cpu;
+  auto cpu_model = DitModel::Load(dir, &cpu);
+  auto cpu_vae = VaeDecoder::Load(dir + "/vae", config->vae, config->image_size, &cpu);
+  ASSERT_TRUE(cpu_model.ok() && cpu_vae.ok());
+  const int64_t n = config->sample_elements(), m = (*cpu_vae)->image_elements();
+  const std::vector<float> x = GaussianNoise(3, 3 * n);
+  const std::vector<float> t = {999.0f, 500.0f, 3.0f};
+  const std::vector<int32_t> y = {1, 10, 4};
+  std::vector<float> want_eps(3 * n), want_images(3 * m);
+  ASSERT_TRUE((*cpu_model)->Forward({x, t, y}, absl::MakeSpan(want_eps)).ok());
+  ASSERT_TRUE((*cpu_vae)->Decode(x, absl::MakeSpan(want_images)).ok());
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    auto ops = MakeOps(dtype, /*graphs=*/true);
+    auto model = DitModel::Load(dir, ops.get());
+    auto vae = VaeDecoder::Load(dir + "/vae", config->vae, config->image_size, ops.get());
+    ASSERT_TRUE(model.ok() && vae.ok());
+    std::vector<float> eps(3 * n), images(3 * m);
+    ASSERT_TRUE((*model)->Forward({x, t, y}, absl::MakeSpan(eps)).ok());
+    ExpectClose(absl::StrCat("tiny latent DiT eps ", Name(dtype)), want_eps, eps, n, 5 * Tolerance(dtype));
+    // Batches 3, 1, 1, 1 (eager, then captured, then replayed at batch 1), 3.
+    ASSERT_TRUE((*vae)->Decode(x, absl::MakeSpan(images)).ok());
+    ExpectClose(absl::StrCat("tiny VAE decode ", Name(dtype)), want_images, images, m, 5 * Tolerance(dtype));
+    for (int round = 0; round < 3; ++round) {
+      for (int b = 0; b < 3; ++b) {
+        std::vector<float> alone(m);
+        ASSERT_TRUE((*vae)->Decode(absl::MakeConstSpan(x.data() + b * n, n), absl::MakeSpan(alone)).ok());
+        ASSERT_TRUE(std::equal(alone.begin(), alone.end(), images.begin() + b * m))
+            << Name(dtype) << " image " << b << " round " << round << " differs alone and batched";
+      }
+    }
+    std::vector<float> again(3 * m);
+    ASSERT_TRUE((*vae)->Decode(x, absl::MakeSpan(again)).ok());
+    EXPECT_EQ(again, images) << Name(dtype);
+    EXPECT_GT(ops->graph_stats().replayed, 0) << Name(dtype);
+  }
 }
 
 }  // namespace
