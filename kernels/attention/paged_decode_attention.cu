@@ -281,11 +281,16 @@ __global__ void __launch_bounds__(kThreads)
       const int t = base + u * kTeams + team;
       if (sub == 0 && t < n) {
         const float k_scale = kTokenScales ? k_token_scale[t] : 1.0f;
-        const int32_t j = span.Token(run0 + t);
+        if (!p.spans.active()) {
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) {
-          const bool kept = j < head_sink[g] || j >= head_band[g];
-          scores[g][t] = kept ? dot[g] * k_scale : -INFINITY;
+          for (int g = 0; g < kGroup; ++g) scores[g][t] = dot[g] * k_scale;
+        } else {
+          const int32_t j = span.Token(run0 + t);
+#pragma unroll
+          for (int g = 0; g < kGroup; ++g) {
+            const bool kept = j < head_sink[g] || j >= head_band[g];
+            scores[g][t] = kept ? dot[g] * k_scale : -INFINITY;
+          }
         }
       }
     }

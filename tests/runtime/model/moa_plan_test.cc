@@ -44,8 +44,8 @@ TEST(MoaPlanTest, ReadsMoaAlphasAndBetasAsSink64AndTheRestAsBand) {
   // Layer 0 head 1: -1024 + 0.5 N - 64; below 1 token at short lengths.
   EXPECT_EQ(plan->BandStart(0, 1, 1000), 999);
   EXPECT_EQ(plan->BandStart(0, 1, 4000), 4000 - (-1024 - 64 + 2000));
-  // Layer 1 head 2: beta 1, the whole context.
-  EXPECT_EQ(plan->BandStart(1, 2, 3000), 0);
+  // Layer 1 head 2: beta 1: the band N - 64 starts where the sink ends, the whole context.
+  EXPECT_EQ(plan->BandStart(1, 2, 3000), 64);
   EXPECT_TRUE(CheckMoaPlanFits(*plan, Model(2, 3), 4096).ok());
 }
 

@@ -7,13 +7,19 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/base/status_macros.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "tests/runtime/test_backend.h"
 
@@ -160,6 +166,149 @@ TEST_F(LlmModelRunnerTest, CopiedBlocksContinueLikeTheirSources) {
   ASSERT_TRUE(unwritten.ok());
   ASSERT_TRUE(unwritten->outputs[0].token.ok());
   EXPECT_NE(unwritten->outputs[0].token->logprob, a.logprob);
+}
+
+// MoA spans on the demo LLM (8 layers of 6 query heads, 2 kv heads, head_dim
+// 64): a long prompt prefilled in chunks, then greedy decode steps, with
+// every block no head reads again unmapped (-1) as the scheduler leaves it,
+// on the test backend (CPU, bit for bit; or CUDA in fp32, whose decode steps
+// replay CUDA graphs, and in bf16, whose prefill takes the tensor-core
+// kernel) against the CPU backend with the same plan and every block kept:
+// the same tokens (teacher-forced in bf16) and their logprobs close. On CUDA
+// with auto, int8 and fp8 KV caches.
+std::string WriteDemoMoaPlan(const std::string& path) {
+  std::ostringstream sinks, alphas0, betas0, alphas1, betas1;
+  const int sink_choice[] = {0, 16, 64};
+  const double alpha_choice[] = {32, 96, 64, 48};
+  const double beta_choice[] = {0.0, 0.05, 0.1, 0.02};
+  for (int l = 0; l < 8; ++l) {
+    for (auto* os : {&sinks, &alphas0, &betas0, &alphas1, &betas1}) *os << (l ? ", [" : "[");
+    for (int h = 0; h < 6; ++h) {
+      const char* sep = h ? ", " : "";
+      sinks << sep << sink_choice[(l + h) % 3];
+      alphas0 << sep << alpha_choice[(l * 5 + h) % 4] / 2;
+      betas0 << sep << beta_choice[(l + 2 * h) % 4];
+      alphas1 << sep << alpha_choice[(l * 5 + h) % 4];
+      betas1 << sep << beta_choice[(l + 2 * h) % 4];
+    }
+    for (auto* os : {&sinks, &alphas0, &betas0, &alphas1, &betas1}) *os << "]";
+  }
+  std::ofstream(path) << R"({"format": "tern.moa.v1", "num_layers": 8, "num_heads": 6, "sinks": [)" << sinks.str()
+                      << R"(], "buckets": [{"max_length": 256, "alphas": [)" << alphas0.str() << R"(], "betas": [)"
+                      << betas0.str() << R"(]}, {"alphas": [)" << alphas1.str() << R"(], "betas": [)" << betas1.str()
+                      << "]}]}";
+  return path;
+}
+
+struct MoaRun {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+};
+
+// Prefill `prompt` in chunks of 96, then `steps` decode steps. `force`: feed
+// these tokens instead of the sampled ones. `unmap`: unmap what the runner's
+// retention frees after each step, as the scheduler does.
+absl::StatusOr<MoaRun> RunMoa(LlmModelRunner& runner, std::vector<int32_t> tokens, int32_t steps, bool unmap,
+                              const std::vector<int32_t>* force) {
+  const int32_t bs = 16;
+  std::vector<int32_t> table((tokens.size() + steps + bs - 1) / bs);
+  std::iota(table.begin(), table.end(), 0);
+  const KvRetention* retention = runner.kv_retention();
+  if (retention == nullptr) return absl::InternalError("an MoA runner has no KV retention");
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  greedy.logprobs = 0;
+  MoaRun run;
+  const int32_t prompt = int32_t(tokens.size());
+  int32_t computed = 0;
+  for (int32_t i = 0; computed < int32_t(tokens.size()) && i < prompt + steps; ++i) {
+    const int32_t n = computed < prompt ? std::min(96, prompt - computed) : 1;
+    SequenceSamplingState state(1, 0, tokens);
+    SequenceStep s;
+    s.seq_id = 1;
+    s.token_ids = absl::MakeConstSpan(tokens).subspan(size_t(computed), size_t(n));
+    s.num_computed_tokens = computed;
+    s.block_table = table;
+    s.sample = computed + n == int32_t(tokens.size());
+    s.sampling = &greedy;
+    s.sampling_state = &state;
+    StepPlan plan;
+    plan.sequences.push_back(s);
+    ASSIGN_OR_RETURN(StepResult result, runner.Execute(plan));
+    computed += n;
+    if (unmap) {
+      for (int32_t b = (retention->sink_tokens() + bs - 1) / bs; (b + 1) * bs <= retention->FreeBefore(computed); ++b) {
+        table[size_t(b)] = kFreedBlock;
+      }
+    }
+    if (!s.sample) continue;
+    if (!result.outputs[0].token.ok()) return result.outputs[0].token.status();
+    const SampledToken& t = *result.outputs[0].token;
+    run.tokens.push_back(t.token_id);
+    run.logprobs.push_back(t.logprob.value_or(NAN));
+    if (int32_t(run.tokens.size()) == steps) break;
+    tokens.push_back(force != nullptr ? (*force)[run.tokens.size() - 1] : t.token_id);
+  }
+  return run;
+}
+
+TEST(LlmModelRunnerMoaTest, FreedBlocksAndSpansMatchTheCpuReference) {
+  const std::string plan = WriteDemoMoaPlan(
+      (fs::temp_directory_path() / ("tern-moa-plan-" + std::to_string(getpid()) + ".json")).string());
+#if defined(TERN_TEST_CUDA_BACKEND)
+  const int32_t prompt_len = 600, steps = 40;
+  const std::vector<KvCacheDtype> kv_types = {KvCacheDtype::kAuto, KvCacheDtype::kInt8, KvCacheDtype::kFp8E4M3};
+#else
+  // The CPU against itself (holes against every block kept): bit for bit, and short for CI.
+  const int32_t prompt_len = 320, steps = 12;
+  const std::vector<KvCacheDtype> kv_types = {KvCacheDtype::kAuto};
+#endif
+  std::vector<int32_t> prompt(prompt_len);
+  for (int32_t i = 0; i < prompt_len; ++i) prompt[size_t(i)] = 3 + (i * 7919) % 8000;
+  for (KvCacheDtype kv : kv_types) {
+    SCOPED_TRACE(KvCacheDtypeName(kv));
+    LlmModelRunnerOptions options;
+    options.model_dir = std::string(TERN_MODELS_DIR) + "/tern-demo-llm";
+    options.block_size = 16;
+    options.num_blocks = 64;
+    options.model.kv_cache_dtype = kv;
+    options.model.attention.plan_path = plan;
+    auto reference = LlmModelRunner::Create(std::make_unique<CpuBackend>(), options);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    auto want = RunMoa(**reference, prompt, steps, /*unmap=*/false, nullptr);
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_GT((*reference)->kv_retention()->FreeBefore(prompt_len), 96) << "the plan frees nothing";
+
+    std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends;
+    backends.emplace_back("test backend", testing::MakeTestBackend());
+#if defined(TERN_TEST_CUDA_BACKEND)
+    if (backends[0].second == nullptr) GTEST_SKIP() << "no CUDA device";
+    CudaBackendOptions bf16;
+    bf16.compute_dtype = DType::kBF16;
+    auto made = CudaBackend::Create(bf16);
+    ASSERT_TRUE(made.ok()) << made.status();
+    backends.emplace_back("cuda bf16", std::move(*made));
+#endif
+    for (auto& [name, backend] : backends) {
+      SCOPED_TRACE(name);
+      const bool bf16_run = name == "cuda bf16";
+      auto runner = LlmModelRunner::Create(std::move(backend), options);
+      ASSERT_TRUE(runner.ok()) << runner.status();
+      auto got = RunMoa(**runner, prompt, steps, /*unmap=*/true, bf16_run ? &want->tokens : nullptr);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->tokens.size(), want->tokens.size());
+      int32_t same = 0;
+      for (size_t i = 0; i < want->tokens.size(); ++i) same += got->tokens[i] == want->tokens[i] ? 1 : 0;
+      if (bf16_run) {
+        EXPECT_GE(same, int32_t(want->tokens.size() * 9 / 10));
+        EXPECT_NEAR(got->logprobs[0], want->logprobs[0], 0.15);
+      } else {
+        EXPECT_EQ(got->tokens, want->tokens);
+        for (size_t i = 0; i < want->logprobs.size(); ++i) EXPECT_NEAR(got->logprobs[i], want->logprobs[i], 2e-3) << i;
+      }
+    }
+  }
+  fs::remove(plan);
 }
 
 }  // namespace
