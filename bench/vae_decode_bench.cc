@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/host_info.h"
+#include "runtime/base/flag_names.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_ops_factory.h"
 #include "runtime/dit/gaussian_noise.h"
@@ -148,7 +149,10 @@ int Bench() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> args = tern::base::NormalizeFlagDashes(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (auto& arg : args) arg_ptrs.push_back(arg.data());
+  absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
   if (!absl::GetFlag(FLAGS_dump).empty()) {
     if (absl::GetFlag(FLAGS_model).empty()) return Fail("--dump needs --model");
     return Dump();
