@@ -260,7 +260,7 @@ TEST(LlmModelRunnerMoaTest, FreedBlocksAndSpansMatchTheCpuReference) {
   const std::vector<KvCacheDtype> kv_types = {KvCacheDtype::kAuto, KvCacheDtype::kInt8, KvCacheDtype::kFp8E4M3};
 #else
   // The CPU against itself (holes against every block kept): bit for bit, and short for CI.
-  const int32_t prompt_len = 320, steps = 12;
+  const int32_t prompt_len = 224, steps = 8;
   const std::vector<KvCacheDtype> kv_types = {KvCacheDtype::kAuto};
 #endif
   std::vector<int32_t> prompt(prompt_len);
