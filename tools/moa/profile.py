@@ -212,7 +212,7 @@ def main():
             m = torch.tensor([mask[1:] + [0] * pad], device=device, dtype=torch.float32)
             inputs = embed(x).detach().requires_grad_(True)
             RECORDER.active = True
-            logits = model(inputs_embeds=inputs).logits[0, :-1].float()
+            logits = model(inputs_embeds=inputs, use_cache=False).logits[0, :-1].float()
             nll = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none")
             loss = (nll * m[0]).sum() / m.sum().clamp_min(1.0)
             loss.backward()
