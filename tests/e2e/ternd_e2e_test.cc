@@ -196,6 +196,30 @@ TEST(TerndE2eTest, ServesModelDirectoryGivenByFlag) {
   EXPECT_GT(response.models(0).num_parameters(), 4'000'000);
 }
 
+// A model served with an MoA plan (attention_scheme "moa:<plan>"): ListModels
+// names the scheme, the plan and its average density at the plan's reference
+// length (tiny: 2 layers of 4 heads; layer 0 bands of 250 tokens, layer 1 of
+// 250 + N / 4: at N = 1000, (0.25 + 0.5) / 2).
+TEST(TerndE2eTest, ServesAnMoaPlanAndReportsItsDensity) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, "tiny-moa");
+  const std::string plan = dir.Write("plan.json", R"({"format": "tern.moa.v1", "num_layers": 2, "num_heads": 4,
+    "reference_length": 1000, "sinks": 0, "buckets": [{"alphas": [[250, 250, 250, 250], [250, 250, 250, 250]],
+    "betas": [[0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25]]}]})");
+  DaemonProcess daemon = StartOrDie({"--config", dir.Write("c.json", R"({"models": [{"path": ")" + model +
+                                                                         R"(", "backend": "cpu", "attentionScheme": "moa:)" +
+                                                                         plan + R"("}]})")});
+  auto stub = tern::v1::Models::NewStub(Connect(daemon));
+  grpc::ClientContext context;
+  tern::v1::ListModelsResponse response;
+  ASSERT_TRUE(stub->ListModels(&context, {}, &response).ok());
+  ASSERT_EQ(response.models_size(), 1);
+  EXPECT_EQ(response.models(0).attention_scheme(), "moa");
+  EXPECT_EQ(response.models(0).attention_plan(), plan);
+  EXPECT_NEAR(response.models(0).attention_density(), 0.375, 1e-9);
+  EXPECT_EQ(response.models(0).attention_density_length(), 1000);
+}
+
 TEST(TerndE2eTest, TokenizeAndDetokenizeOverTheWire) {
   TempDir dir;
   DaemonProcess daemon = StartOrDie({"--model", MakeTinyModel(dir, "tiny-llama")});
@@ -367,6 +391,32 @@ TEST(TerndBadInputTest, SkeletonOfThoughtSettingsThatCannotWork) {
   ExpectCleanFailure({"--config", config(R"({"pointPrompt": "no placeholders"})")}, "point_user");
   ExpectCleanFailure({"--model", model, "--sot-router-file", dir.Write("bad-router.json", "{\"version\": 99}")},
                      "bad-router.json");
+}
+
+// An MoA plan that does not fit the model stops start-up naming the file and
+// the field (tiny: 2 layers of 4 query heads).
+TEST(TerndBadInputTest, MoaPlanThatDoesNotFitTheModel) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, "tiny");
+  const auto config = [&](const std::string& scheme) {
+    return dir.Write("c.json", R"({"models": [{"path": ")" + model + R"(", "backend": "cpu", "attentionScheme": ")" +
+                                   scheme + R"("}]})");
+  };
+  const std::string three_layers = dir.Write("three.json", R"({"alphas": [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]],
+    "betas": [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]})");
+  ExpectCleanFailure({"--config", config("moa:" + three_layers)}, "num_hidden_layers");
+  ExpectCleanFailure({"--config", config("moa:" + three_layers)}, "three.json");
+  const std::string unsorted = dir.Write("unsorted.json", R"({"format": "tern.moa.v1", "num_layers": 2,
+    "num_heads": 4, "sinks": 4, "buckets": [
+      {"max_length": 512, "alphas": [[64, 64, 64, 64], [64, 64, 64, 64]], "betas": [[0, 0, 0, 0], [0, 0, 0, 0]]},
+      {"max_length": 256, "alphas": [[64, 64, 64, 64], [64, 64, 64, 64]], "betas": [[0, 0, 0, 0], [0, 0, 0, 0]]}]})");
+  ExpectCleanFailure({"--config", config("moa:" + unsorted)}, "buckets[1].max_length");
+  const std::string negative = dir.Write("negative.json", R"({"format": "tern.moa.v1", "num_layers": 2,
+    "num_heads": 4, "sinks": 4, "buckets": [{"alphas": [[-64, 64, 64, 64], [64, 64, 64, 64]],
+    "betas": [[0, 0, 0, 0], [0, 0, 0, 0]]}]})");
+  ExpectCleanFailure({"--config", config("moa:" + negative)}, "negative");
+  ExpectCleanFailure({"--config", config("moa:")}, "attention_scheme");
+  ExpectCleanFailure({"--config", config("moa:/nonexistent/plan.json")}, "/nonexistent/plan.json");
 }
 
 TEST(TerndBadInputTest, PortAlreadyInUse) {
