@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# On the GPU machine: MoA on the demo LLM end to end, in phases that each fit
+# one 10-minute command. Run from the repository root with the bundle in
+# .device-bundle/ (TERN_BUNDLE_BINARIES="tern-perplexity tern-retrieval
+# tern-decode-attention-bench" tools/device/bundle.sh):
+#   tools/device/moa_eval.sh [profile] [search] [perplexity] [retrieval] [bench]   (default: all)
+# profile     tools/moa/profile.py at 512/1k/2k on calibration sequences (PyTorch)
+# search      MoA plans at 25/50/75% mean density at 2048 tokens, and the
+#             uniform sliding windows at the same densities (tools/moa/search.py)
+# perplexity  WikiText-2 test through tern (CUDA, float32): dense, then each plan
+# retrieval   line retrieval at 512/1k/2k (200 cases each) through tern: dense, then each plan
+# bench       decode attention with MoA rows (tern-decode-attention-bench --moa-density)
+# Everything lands in $OUT (default /tmp/moa): plans, profiles, JSON results.
+set -uo pipefail
+root=$(pwd)
+bundle="$root/.device-bundle"
+out=${OUT:-/tmp/moa}
+phases=${*:-profile search perplexity retrieval bench}
+model="$root/models/tern-demo-llm"
+mkdir -p "$out"
+run_tool() { "$bundle/run.sh" "$@"; }
+plans() {
+  for d in 25 50 75; do echo "moa-$d window-$d"; done
+}
+
+if [[ " $phases " == *" profile "* ]]; then
+  python3 tools/moa/profile.py --model "$model" --lengths 512 1024 2048 --sequences 32 --out "$out/profile"
+fi
+if [[ " $phases " == *" search "* ]]; then
+  for d in 25 50 75; do
+    python3 tools/moa/search.py --profile "$out/profile/influence_L512" "$out/profile/influence_L1024" \
+      "$out/profile/influence_L2048" --density "0.$d" --density-length 2048 --out "$out/moa-$d.json"
+    python3 tools/moa/search.py --profile "$out/profile/influence_L2048" --density "0.$d" --density-length 2048 \
+      --uniform --out "$out/window-$d.json"
+  done
+fi
+if [[ " $phases " == *" perplexity "* ]]; then
+  text="$root/tests/data/text/wikitext-2-test.txt"
+  run_tool bin/tern-perplexity --backend cuda --dtype float32 --model "$model" --text "$text" \
+    --json "$out/ppl-dense.json" | grep -E "attention|perplexity"
+  for plan in $(plans); do
+    run_tool bin/tern-perplexity --backend cuda --dtype float32 --model "$model" --text "$text" \
+      --attention-scheme "moa:$out/$plan.json" --json "$out/ppl-$plan.json" | grep -E "attention|perplexity"
+  done
+fi
+if [[ " $phases " == *" retrieval "* ]]; then
+  python3 tools/eval/retrieval_cases.py --lengths 512 1024 2048 --cases 200 --out "$out/retrieval-cases.jsonl"
+  run_tool bin/tern-retrieval --backend cuda --dtype float16 --model "$model" --cases "$out/retrieval-cases.jsonl" \
+    --batch 32 --json "$out/retrieval-dense.json"
+  for plan in $(plans); do
+    run_tool bin/tern-retrieval --backend cuda --dtype float16 --model "$model" \
+      --cases "$out/retrieval-cases.jsonl" --batch 32 --attention-scheme "moa:$out/$plan.json" \
+      --json "$out/retrieval-$plan.json"
+  done
+fi
+if [[ " $phases " == *" bench "* ]]; then
+  run_tool bin/tern-decode-attention-bench --kv-dtype all --moa-density 0.25,0.5,0.75 --json "$out/decode-moa.json"
+fi
