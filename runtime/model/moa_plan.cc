@@ -115,6 +115,10 @@ absl::StatusOr<MoaPlan> ParseTernFormat(const Json& j, const std::string& path) 
   }
   ASSIGN_OR_RETURN(plan.num_layers, ReadPositiveInt(j["num_layers"], path, "num_layers"));
   ASSIGN_OR_RETURN(plan.num_heads, ReadPositiveInt(j["num_heads"], path, "num_heads"));
+  if (int64_t(plan.num_layers) * plan.num_heads > kMaxPlanHeads) {
+    return Bad(path, "num_layers", absl::StrCat(plan.num_layers, " layers of ", plan.num_heads, " heads exceed ",
+                                                kMaxPlanHeads, " heads in all"));
+  }
   if (j.contains("reference_length")) {
     ASSIGN_OR_RETURN(plan.reference_length, ReadPositiveInt(j["reference_length"], path, "reference_length"));
   }
@@ -137,6 +141,9 @@ absl::StatusOr<MoaPlan> ParseTernFormat(const Json& j, const std::string& path) 
   }
   const Json& buckets = j["buckets"];
   if (!buckets.is_array() || buckets.empty()) return Bad(path, "buckets", "expected a non-empty array");
+  if (buckets.size() > size_t(kMaxPlanBuckets)) {
+    return Bad(path, "buckets", absl::StrCat(buckets.size(), " buckets; at most ", kMaxPlanBuckets));
+  }
   for (size_t b = 0; b < buckets.size(); ++b) {
     const Json& bucket = buckets[b];
     const std::string field = absl::StrCat("buckets[", b, "]");

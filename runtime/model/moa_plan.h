@@ -53,6 +53,9 @@ namespace tern::runtime {
 
 // MoA's sink when its own format gives none (its StaticCircularCache).
 inline constexpr int32_t kMoaFormatSinkTokens = 64;
+// Bounds of a tern plan's declared shape, checked before anything is sized by it.
+inline constexpr int64_t kMaxPlanHeads = int64_t(1) << 20;  // num_layers * num_heads
+inline constexpr int32_t kMaxPlanBuckets = 64;
 
 struct MoaPlan {
   std::string path;    // where it was read from; errors name it
