@@ -88,6 +88,16 @@ def model_config_seeds():
                                                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                         "original_max_position_embeddings": 64})
     write_seed("model_config_fuzzer", "tern-demo-llm-as-mixtral", json.dumps(mixtral))
+    # MoA plans (runtime/model/moa_plan.h): thu-nics/MoA's alphas/betas and tern's bucketed form.
+    moa = {"alphas": [[1024.0, -512.0, 64.0], [0.0, 256.0, 2048.0]],
+           "betas": [[0.0, 0.5, 0.25], [1.0, 0.125, 0.0]]}
+    write_seed("model_config_fuzzer", "moa-plan", json.dumps(moa))
+    tern_plan = {"format": "tern.moa.v1", "num_layers": 2, "num_heads": 3, "reference_length": 200,
+                 "sinks": [[4, 0, 16], [64, 8, 0]],
+                 "buckets": [{"max_length": 96, "alphas": [[8, 12, 4], [6, 10, 20]],
+                              "betas": [[0.0, 0.125, 0.25], [0.1, 0.0, 0.0]]},
+                             {"alphas": [[12, 12, 6], [8, 10, 20]], "betas": [[0.0, 0.125, 0.25], [0.1, 0.0, 1.0]]}]}
+    write_seed("model_config_fuzzer", "tern-moa-plan", json.dumps(tern_plan))
 
 
 # --- tokenizers --------------------------------------------------------------
