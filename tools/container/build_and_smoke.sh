@@ -93,16 +93,15 @@ size=$(buildah images --format '{{.Size}}' "$image" | head -1)
 echo "image $image: $size"
 
 # The image's configuration: a non-root user, ternd as the entrypoint, a healthcheck.
-user=$(buildah inspect --type image --format '{{.Docker.Config.User}}' "$image")
-entrypoint=$(buildah inspect --type image --format '{{json .Docker.Config.Entrypoint}}' "$image")
-health=$(buildah inspect --type image --format '{{json .Docker.Config.Healthcheck}}' "$image")
+image_config=$(buildah inspect --type image "$image" | python3 -c 'import json, sys
+print(json.dumps(json.load(sys.stdin)["Docker"]["config"]))')
+config() { python3 -c "import json, sys; c = json.loads(sys.argv[1]); print($1)" "$image_config"; }
+user=$(config 'c.get("User") or ""')
+entrypoint=$(config 'json.dumps(c.get("Entrypoint"))')
 [[ -n "$user" && "${user%%:*}" != 0 && "${user%%:*}" != root ]] || fail "the image runs as '$user', not as a non-root user"
 [[ "$entrypoint" == '["ternd"]' ]] || fail "entrypoint is $entrypoint, not [\"ternd\"]"
-health_cmd=$(python3 -c 'import json, sys
-h = json.loads(sys.argv[1]) or {}
-test = h.get("Test") or []
-if not test or test[0] != "CMD": sys.exit("no HEALTHCHECK CMD in the image")
-print("\n".join(test[1:]))' "$health") || fail "the image has no HEALTHCHECK CMD: $health"
+health_cmd=$(config '"\n".join((c.get("Healthcheck") or {}).get("Test", [])[1:]) if ((c.get("Healthcheck") or {}).get("Test") or [""])[0] == "CMD" else ""')
+[[ -n "$health_cmd" ]] || fail "the image has no HEALTHCHECK CMD"
 mapfile -t health_argv <<<"$health_cmd"
 echo "user $user, entrypoint $entrypoint, healthcheck ${health_argv[*]}"
 
@@ -121,7 +120,7 @@ target=127.0.0.1:$grpc_port
 bundle=$work/bundle
 mkdir -p "$bundle"
 (cd "$bundle" && runc spec)
-python3 - "$bundle/config.json" "$rootfs" "$root/models" "$(buildah inspect --type image --format '{{json .Docker.Config}}' "$image")" \
+python3 - "$bundle/config.json" "$rootfs" "$root/models" "$image_config" \
   "$model" "$grpc_port" "$http_port" <<'PY'
 import json, sys
 path, rootfs, models, image_config, model, grpc_port, http_port = sys.argv[1:]
