@@ -28,12 +28,13 @@
 #include "runtime/dit/denoising.h"
 #include "runtime/dit/diffusion_runner.h"
 #include "runtime/dit/dit_pipeline.h"
+#include "scheduler/request_key.h"
 #include "scheduler/tenant.h"
 
 namespace tern::scheduler {
 
 struct DiffusionRequest {
-  std::string request_id;          // unique among in-flight requests
+  std::string request_id;          // unique among the tenant's in-flight requests
   const Tenant* tenant = nullptr;  // borrowed; outlives the engine. Null: kDefaultTenantName
   int32_t priority = 0;            // higher first within a tenant (tenant priority already added)
   // Image i is generated with `params` and seed params.seed + i.
@@ -111,12 +112,15 @@ class DiffusionEngine {
   // Enqueues a request; returns at once. INVALID_ARGUMENT naming the field
   // (class_label, steps, guidance_scale, num_images: see
   // runtime::ValidateDenoisingParams), RESOURCE_EXHAUSTED when the queue or
-  // the tenant's limit is full, ALREADY_EXISTS for an in-flight id,
+  // the tenant's limit is full, ALREADY_EXISTS for an id in flight for the
+  // same tenant (another tenant's is no conflict: request_key.h),
   // UNAVAILABLE when draining or failed. On OK the sink gets OnDone once.
   virtual absl::Status Submit(DiffusionRequest request, std::shared_ptr<DiffusionSink> sink) = 0;
   // Aborts a request: its samples leave the batch before the next step, and
-  // its sink gets OnDone(CANCELLED). Unknown ids are ignored.
-  virtual void Cancel(const std::string& request_id) = 0;
+  // its sink gets OnDone(CANCELLED). `key`: the tenant's name (a null
+  // tenant's is kDefaultTenantName) and the request id. Unknown keys are
+  // ignored: another tenant's request of the same id is never touched.
+  virtual void Cancel(const RequestKey& key) = 0;
   virtual DiffusionEngineStats Stats() const = 0;
   // Stops admitting, lets in-flight requests finish until `timeout`, fails
   // the rest with UNAVAILABLE, delivers every pending event, and stops.

@@ -1,6 +1,7 @@
 #include "scheduler/diffusion_engine_impl.h"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -90,16 +91,16 @@ void DiffusionEngineImpl::Queue(Core::Submission submission) {
   InFlight flight;
   flight.request = std::move(r);
   flight.sink = std::move(submission.payload.sink);
-  flight.deadline = core_.TrackDeadline(flight.request.request_id, flight.request.deadline);
-  const std::string id = flight.request.request_id;
-  CHECK(in_flight_.emplace(id, std::move(flight)).second);
+  const RequestKey key{flight.request.tenant->name, flight.request.request_id};
+  flight.deadline = core_.TrackDeadline(key, flight.request.deadline);
+  CHECK(in_flight_.emplace(key, std::move(flight)).second);
   queue_.Push(std::move(queued));
 }
 
 void DiffusionEngineImpl::FillBatch() {
   while (const QueuedDiffusion* next = queue_.PickNext()) {
     if (running_rows_ + next->rows > options_.max_batch_rows) return;  // waits for room; nothing jumps it
-    const std::string id = next->request_id;
+    const RequestKey id{next->tenant->name, next->request_id};
     queue_.Remove(id);
     InFlight& flight = in_flight_.at(id);
     absl::Status created;
@@ -125,12 +126,12 @@ void DiffusionEngineImpl::FillBatch() {
   }
 }
 
-void DiffusionEngineImpl::Finish(const std::string& request_id, const absl::Status& status,
+void DiffusionEngineImpl::Finish(const RequestKey& key, const absl::Status& status,
                                  std::vector<runtime::DitImage> images) {
-  auto it = in_flight_.find(request_id);
+  auto it = in_flight_.find(key);
   CHECK(it != in_flight_.end());
   InFlight& flight = it->second;
-  queue_.Remove(request_id);  // false unless it was still waiting
+  queue_.Remove(key);  // false unless it was still waiting
   if (flight.running) LeaveBatch(flight);
   DiffusionUsage usage;
   usage.images = static_cast<int32_t>(images.size());
@@ -141,7 +142,7 @@ void DiffusionEngineImpl::Finish(const std::string& request_id, const absl::Stat
   core_.UntrackDeadline(flight.deadline);
   std::shared_ptr<DiffusionSink> sink = std::move(flight.sink);
   in_flight_.erase(it);
-  core_.Finished(request_id, 0);
+  core_.Finished(key, 0);
   delivery_.Post([sink, status, usage, images = std::move(images)]() mutable {
     if (status.ok()) sink->OnImages(std::move(images));
     sink->OnDone(status, usage);
@@ -153,20 +154,22 @@ void DiffusionEngineImpl::LeaveBatch(InFlight& flight) {
   flight.running = false;
   flight.samples.clear();
   queue_.Stopped(*flight.request.tenant);
-  running_.erase(std::find(running_.begin(), running_.end(), flight.request.request_id));
+  running_.erase(std::find(running_.begin(), running_.end(),
+                           RequestKey{flight.request.tenant->name, flight.request.request_id}));
   running_rows_ -= RowsOf(flight.request);
 }
 
 void DiffusionEngineImpl::FailAll(const absl::Status& status) {
-  std::vector<std::string> ids;
-  for (const auto& [id, flight] : in_flight_) ids.push_back(id);
-  std::sort(ids.begin(), ids.end());
-  for (const std::string& id : ids) Finish(id, status);
+  std::vector<RequestKey> keys;
+  for (const auto& [key, flight] : in_flight_) keys.push_back(key);
+  std::sort(keys.begin(), keys.end(),
+            [](const RequestKey& a, const RequestKey& b) { return std::tie(a.tenant, a.id) < std::tie(b.tenant, b.id); });
+  for (const RequestKey& key : keys) Finish(key, status);
 }
 
 void DiffusionEngineImpl::Step() {
   std::vector<runtime::DenoisingSample*> samples;
-  for (const std::string& id : running_) {
+  for (const RequestKey& id : running_) {
     for (auto& sample : in_flight_.at(id).samples) samples.push_back(sample.get());
   }
   const absl::Time begin = absl::Now();
@@ -188,8 +191,8 @@ void DiffusionEngineImpl::Step() {
     const absl::Status failure(health.ok() ? status.code() : absl::StatusCode::kUnavailable,
                                absl::StrCat("diffusion step failed: ", status.message()));
     if (health.ok()) {
-      const std::vector<std::string> running = running_;
-      for (const std::string& id : running) Finish(id, failure);
+      const std::vector<RequestKey> running = running_;
+      for (const RequestKey& key : running) Finish(key, failure);
     } else {
       FailAll(failure);
     }
@@ -199,8 +202,8 @@ void DiffusionEngineImpl::Step() {
   }
   step_images_ += static_cast<int64_t>(samples.size());
 
-  std::vector<std::string> done;
-  for (const std::string& id : running_) {
+  std::vector<RequestKey> done;
+  for (const RequestKey& id : running_) {
     InFlight& flight = in_flight_.at(id);
     ++flight.steps;
     queue_.Charge(*flight.request.tenant, RowsOf(flight.request));
@@ -209,7 +212,7 @@ void DiffusionEngineImpl::Step() {
     delivery_.Post([sink = flight.sink, progress] { sink->OnProgress(progress); });
     if (first.done()) done.push_back(id);
   }
-  std::vector<std::pair<std::string, std::vector<runtime::DitImage>>> finished;
+  std::vector<std::pair<RequestKey, std::vector<runtime::DitImage>>> finished;
   // The finished requests' images, decoded together (a latent model's VAE
   // pass; an image is the same whatever it is decoded with).
   std::vector<const runtime::DenoisingSample*> done_samples;
@@ -234,7 +237,7 @@ void DiffusionEngineImpl::Step() {
     return;
   }
   size_t next_image = 0;
-  for (const std::string& id : done) {
+  for (const RequestKey& id : done) {
     std::vector<runtime::DitImage> images;
     for (size_t i = 0; i < in_flight_.at(id).samples.size(); ++i) {
       images.push_back(std::move((*decoded)[next_image++]));
@@ -253,7 +256,7 @@ void DiffusionEngineImpl::PublishStats() {
                                                                 ? queue_.WaitingByTenant()
                                                                 : absl::flat_hash_map<std::string, int64_t>());
   int32_t images = 0;
-  for (const std::string& id : running_) images += static_cast<int32_t>(in_flight_.at(id).samples.size());
+  for (const RequestKey& id : running_) images += static_cast<int32_t>(in_flight_.at(id).samples.size());
   absl::MutexLock lock(&stats_mu_);
   stats_.running_requests = static_cast<int32_t>(running_.size());
   stats_.running_images = images;
@@ -270,12 +273,14 @@ void DiffusionEngineImpl::Loop() {
   while (true) {
     Core::Intake intake = core_.Take(!in_flight_.empty());
     for (Core::Submission& sub : intake.submissions) Queue(std::move(sub));
-    for (const std::string& id : intake.cancels) {
-      if (in_flight_.contains(id)) Finish(id, absl::CancelledError(absl::StrCat("request ", id, " was cancelled")));
+    for (const RequestKey& key : intake.cancels) {
+      if (in_flight_.contains(key)) {
+        Finish(key, absl::CancelledError(absl::StrCat("request ", key.id, " was cancelled")));
+      }
     }
     const absl::Time now = absl::Now();
-    for (const std::string& id : core_.Expired(now)) {
-      Finish(id, absl::DeadlineExceededError(absl::StrCat("request ", id, " passed its deadline")));
+    for (const RequestKey& key : core_.Expired(now)) {
+      Finish(key, absl::DeadlineExceededError(absl::StrCat("request ", key.id, " passed its deadline")));
     }
     if (intake.draining && now >= intake.drain_deadline) {
       FailAll(absl::UnavailableError("the engine drained before the request finished"));

@@ -43,7 +43,7 @@ class DiffusionEngineImpl final : public DiffusionEngine {
 
   const runtime::DitConfig& config() const override { return runner_->config(); }
   absl::Status Submit(DiffusionRequest request, std::shared_ptr<DiffusionSink> sink) override;
-  void Cancel(const std::string& request_id) override { core_.Cancel(request_id); }
+  void Cancel(const RequestKey& key) override { core_.Cancel(key); }
   DiffusionEngineStats Stats() const override;
   void Drain(absl::Duration timeout) override;
 
@@ -76,7 +76,7 @@ class DiffusionEngineImpl final : public DiffusionEngine {
   void Step();
   // Ends a request (waiting or running): OnDone(status) through the
   // delivery thread, after `images` (only when OK).
-  void Finish(const std::string& request_id, const absl::Status& status,
+  void Finish(const RequestKey& key, const absl::Status& status,
               std::vector<runtime::DitImage> images = {});
   void FailAll(const absl::Status& status);
   // Takes a running request's samples out of the batch.
@@ -91,8 +91,8 @@ class DiffusionEngineImpl final : public DiffusionEngine {
   // Engine thread only.
   std::unique_ptr<runtime::DiffusionRunner> runner_;
   DiffusionQueue queue_;
-  absl::flat_hash_map<std::string, InFlight> in_flight_;
-  std::vector<std::string> running_;  // ids in the batch, in the order they joined
+  absl::flat_hash_map<RequestKey, InFlight> in_flight_;
+  std::vector<RequestKey> running_;  // requests in the batch, in the order they joined
   int32_t running_rows_ = 0;
   uint64_t next_order_ = 0;
   int64_t steps_ = 0;

@@ -25,17 +25,15 @@ void DiffusionQueue::Push(QueuedDiffusion request) {
     if (floor != std::numeric_limits<double>::infinity()) state.virtual_rows = std::max(state.virtual_rows, floor);
   }
   const Key key = KeyOf(request);
-  CHECK(by_id_.emplace(request.request_id, key).second) << "request " << request.request_id << " queued twice";
-  tenant_of_[request.request_id] = request.tenant->name;
+  CHECK(by_id_.emplace(RequestKey{request.tenant->name, request.request_id}, key).second)
+      << "request " << request.request_id << " of tenant " << request.tenant->name << " queued twice";
   state.waiting.emplace(key, std::move(request));
 }
 
-bool DiffusionQueue::Remove(const std::string& request_id) {
-  auto it = by_id_.find(request_id);
+bool DiffusionQueue::Remove(const RequestKey& key) {
+  auto it = by_id_.find(key);
   if (it == by_id_.end()) return false;
-  auto tenant = tenant_of_.find(request_id);
-  tenants_.at(tenant->second).waiting.erase(it->second);
-  tenant_of_.erase(tenant);
+  tenants_.at(key.tenant).waiting.erase(it->second);
   by_id_.erase(it);
   return true;
 }

@@ -20,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
+#include "scheduler/request_key.h"
 #include "scheduler/tenant.h"
 
 namespace tern::scheduler {
@@ -36,8 +37,8 @@ struct QueuedDiffusion {
 class DiffusionQueue {
  public:
   void Push(QueuedDiffusion request);
-  // False when `request_id` was not waiting.
-  bool Remove(const std::string& request_id);
+  // False when the request of `key` was not waiting.
+  bool Remove(const RequestKey& key);
   // The next request by fairness, whether or not it fits the batch; null
   // when nothing waits or every waiting tenant is at its concurrency limit.
   // Not removed (Remove it when it starts).
@@ -66,8 +67,7 @@ class DiffusionQueue {
   static Key KeyOf(const QueuedDiffusion& r) { return {-r.priority, r.arrival, r.order}; }
 
   std::map<std::string, TenantState> tenants_;        // ordered: deterministic ties
-  absl::flat_hash_map<std::string, Key> by_id_;       // waiting request -> its key
-  absl::flat_hash_map<std::string, std::string> tenant_of_;  // waiting request -> tenant name
+  absl::flat_hash_map<RequestKey, Key> by_id_;  // waiting request (tenant, id) -> its place
 };
 
 }  // namespace tern::scheduler

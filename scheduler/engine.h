@@ -22,6 +22,7 @@
 #include "runtime/sampling/stop_checker.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "scheduler/tenant.h"
+#include "scheduler/request_key.h"
 
 namespace tern::scheduler {
 
@@ -34,7 +35,7 @@ struct EngineRequest {
   EngineRequest(EngineRequest&&) noexcept;
   EngineRequest& operator=(EngineRequest&&) noexcept;
 
-  std::string request_id;            // unique among in-flight requests
+  std::string request_id;            // unique among the tenant's in-flight requests
   const Tenant* tenant = nullptr;    // borrowed; outlives the engine
   int32_t priority = 0;              // higher first within a tenant (tenant priority already added)
   std::vector<int32_t> prompt_token_ids;
@@ -145,14 +146,18 @@ class Engine {
   // UNAVAILABLE when draining. On OK the sink gets OnDone exactly once.
   // Details: max_tokens unset becomes the rest of the context (or of the KV
   // cache, when smaller); a request whose prompt + max_tokens cannot fit the
-  // KV cache is INVALID_ARGUMENT; a duplicate in-flight id is ALREADY_EXISTS;
+  // KV cache is INVALID_ARGUMENT; an id in flight for the same tenant is
+  // ALREADY_EXISTS (another tenant's is no conflict: request_key.h);
   // a null tenant means kDefaultTenantName. Tenant::max_concurrent_requests
   // is enforced by waiting, not by rejection: the request queues until one
   // of the tenant's requests finishes.
   virtual absl::Status Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) = 0;
-  // Aborts a request (client went away); its blocks are freed within one
-  // step and its sink gets OnDone(OK) with aborted deltas. Unknown ids are ignored.
-  virtual void Cancel(const std::string& request_id) = 0;
+  // Aborts the request of `key` (client went away): the tenant's name (a
+  // null tenant's is kDefaultTenantName) and the request id. Its blocks are
+  // freed within one step and its sink gets OnDone(OK) with aborted deltas.
+  // Unknown keys are ignored: another tenant's request of the same id is
+  // never touched.
+  virtual void Cancel(const RequestKey& key) = 0;
   virtual EngineStats Stats() const = 0;
   // Stops admitting, lets in-flight requests finish until `timeout`, aborts
   // the rest, and stops the thread.

@@ -33,13 +33,15 @@ void EngineCoreBase::Start(std::function<void()> loop) {
   thread_ = std::thread(std::move(loop));
 }
 
-absl::Status EngineCoreBase::AdmitLocked(const std::string& request_id, const Tenant& tenant, int64_t quota_tokens) {
+absl::Status EngineCoreBase::AdmitLocked(const RequestKey& key, const Tenant& tenant, int64_t quota_tokens) {
   if (!fatal_.ok()) {
     return absl::UnavailableError(absl::StrCat("model ", options_.model_name, " failed: ", fatal_.message()));
   }
   if (draining_) return absl::UnavailableError("the engine is draining");
-  if (request_ids_.contains(request_id)) {
-    return absl::AlreadyExistsError(absl::StrCat("request id ", request_id, " is already in flight"));
+  // Only the tenant's own requests: another tenant's id is neither a
+  // conflict nor something this answer may reveal.
+  if (in_flight_.contains(key)) {
+    return absl::AlreadyExistsError(absl::StrCat("request id ", key.id, " is already in flight"));
   }
   if (waiting_requests_ >= options_.max_queued_requests) {
     return absl::ResourceExhaustedError(
@@ -56,16 +58,16 @@ absl::Status EngineCoreBase::AdmitLocked(const std::string& request_id, const Te
                                                      tenant.max_tokens_per_minute, " tokens per minute: this request may cost ",
                                                      quota_tokens, ", ", available, " are left"));
   }
-  if (tenant.max_tokens_per_minute > 0) reserved_[request_id] = Reservation{&tenant, quota_tokens};
+  if (tenant.max_tokens_per_minute > 0) reserved_[key] = Reservation{&tenant, quota_tokens};
   ++waiting_requests_;
   ++tenant_waiting;
-  request_ids_.insert(request_id);
+  in_flight_.insert(key);
   return absl::OkStatus();
 }
 
-void EngineCoreBase::Cancel(const std::string& request_id) {
+void EngineCoreBase::Cancel(const RequestKey& key) {
   absl::MutexLock lock(&mu_);
-  cancels_.push_back(request_id);
+  cancels_.push_back(key);
   wake_.Signal();
 }
 
@@ -101,10 +103,10 @@ bool EngineCoreBase::SetFatal(const absl::Status& status) {
   return true;
 }
 
-void EngineCoreBase::Finished(const std::string& request_id, int64_t used_tokens) {
+void EngineCoreBase::Finished(const RequestKey& key, int64_t used_tokens) {
   absl::MutexLock lock(&mu_);
-  request_ids_.erase(request_id);
-  if (auto it = reserved_.find(request_id); it != reserved_.end()) {
+  in_flight_.erase(key);
+  if (auto it = reserved_.find(key); it != reserved_.end()) {
     quotas_.Refund(*it->second.tenant, it->second.tokens - used_tokens, absl::Now());
     reserved_.erase(it);
   }
@@ -126,19 +128,19 @@ void EngineCoreBase::Stop() {
   MarkAsleep();
 }
 
-EngineCoreBase::DeadlineHandle EngineCoreBase::TrackDeadline(const std::string& request_id, absl::Time deadline) {
+EngineCoreBase::DeadlineHandle EngineCoreBase::TrackDeadline(const RequestKey& key, absl::Time deadline) {
   if (deadline == absl::InfiniteFuture()) return deadlines_.end();
-  return deadlines_.emplace(deadline, request_id);
+  return deadlines_.emplace(deadline, key);
 }
 
 void EngineCoreBase::UntrackDeadline(DeadlineHandle handle) {
   if (handle != deadlines_.end()) deadlines_.erase(handle);
 }
 
-std::vector<std::string> EngineCoreBase::Expired(absl::Time now) const {
-  std::vector<std::string> ids;
-  for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it) ids.push_back(it->second);
-  return ids;
+std::vector<RequestKey> EngineCoreBase::Expired(absl::Time now) const {
+  std::vector<RequestKey> keys;
+  for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it) keys.push_back(it->second);
+  return keys;
 }
 
 }  // namespace tern::scheduler

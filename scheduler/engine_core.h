@@ -2,7 +2,8 @@
 // kind steps (LLM token steps, diffusion denoising steps). It owns
 //
 //   - admission at Submit: draining, a failed device, duplicate in-flight
-//     ids, the queue bounds (all requests and per tenant) and the tenant's
+//     ids of the same tenant (requests are keyed by tenant and id:
+//     request_key.h), the queue bounds (all requests and per tenant) and the tenant's
 //     token-rate quota, all checked and reserved under one mutex;
 //   - the inbox and the cancel list, which the engine thread takes each pass;
 //   - the engine thread itself, its sleep on a condition variable (never
@@ -36,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "scheduler/request_key.h"
 #include "scheduler/tenant.h"
 #include "scheduler/token_quota.h"
 
@@ -60,7 +62,7 @@ struct CoreSubmission {
 template <typename Payload>
 struct CoreIntake {
   std::vector<CoreSubmission<Payload>> submissions;
-  std::vector<std::string> cancels;
+  std::vector<RequestKey> cancels;
   bool draining = false;
   absl::Time drain_deadline = absl::InfiniteFuture();
 };
@@ -78,9 +80,9 @@ class EngineCoreBase {
   // Starts the engine thread running `loop` (once).
   void Start(std::function<void()> loop);
 
-  // Any thread. Aborts a request at the engine thread's next pass; unknown
-  // ids are the engine's to ignore.
-  void Cancel(const std::string& request_id);
+  // Any thread. Aborts the request of `key` (its tenant and id) at the
+  // engine thread's next pass; unknown keys are the engine's to ignore.
+  void Cancel(const RequestKey& key);
   // Any thread. Stops admitting (UNAVAILABLE), gives in-flight requests
   // until now + `timeout` (a second call can only shorten it), and joins
   // the engine thread, whose loop must return once draining with no work.
@@ -97,7 +99,7 @@ class EngineCoreBase {
   bool SetFatal(const absl::Status& status);
   // The request ended: its id may be reused and the part of its quota
   // reservation beyond `used_tokens` is refunded.
-  void Finished(const std::string& request_id, int64_t used_tokens);
+  void Finished(const RequestKey& key, int64_t used_tokens);
   // After each pass: requests the engine holds that are not running yet, in
   // all and by tenant name (the inbox is added here). Also marks the pass
   // finished for BusyFor. Returns the inbox's size.
@@ -106,19 +108,19 @@ class EngineCoreBase {
   void Stop();
 
   // Deadlines of in-flight requests (none tracked for InfiniteFuture).
-  using DeadlineHandle = std::multimap<absl::Time, std::string>::iterator;
-  DeadlineHandle TrackDeadline(const std::string& request_id, absl::Time deadline);
+  using DeadlineHandle = std::multimap<absl::Time, RequestKey>::iterator;
+  DeadlineHandle TrackDeadline(const RequestKey& key, absl::Time deadline);
   void UntrackDeadline(DeadlineHandle handle);
   DeadlineHandle NoDeadline() { return deadlines_.end(); }
-  // Ids whose deadline is at or before `now`, earliest first (still tracked).
-  std::vector<std::string> Expired(absl::Time now) const;
+  // Requests whose deadline is at or before `now`, earliest first (still tracked).
+  std::vector<RequestKey> Expired(absl::Time now) const;
   absl::Time EarliestDeadline() const {
     return deadlines_.empty() ? absl::InfiniteFuture() : deadlines_.begin()->first;
   }
 
  protected:
   // Admission checks and reservations for one request, under mu_.
-  absl::Status AdmitLocked(const std::string& request_id, const Tenant& tenant, int64_t quota_tokens)
+  absl::Status AdmitLocked(const RequestKey& key, const Tenant& tenant, int64_t quota_tokens)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   virtual int64_t InboxSizeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   void MarkAsleep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { asleep_ = true; }
@@ -126,7 +128,7 @@ class EngineCoreBase {
 
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
-  std::vector<std::string> cancels_ ABSL_GUARDED_BY(mu_);
+  std::vector<RequestKey> cancels_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   // Inbox entries by tenant name (cleared when the engine takes the inbox).
@@ -136,24 +138,24 @@ class EngineCoreBase {
   const EngineCoreOptions options_;
   const Tenant default_tenant_;
 
-  absl::flat_hash_set<std::string> request_ids_ ABSL_GUARDED_BY(mu_);  // submitted, not finished
+  absl::flat_hash_set<RequestKey> in_flight_ ABSL_GUARDED_BY(mu_);  // submitted, not finished
   int64_t waiting_requests_ ABSL_GUARDED_BY(mu_) = 0;  // not yet running (engine's + inbox)
   absl::flat_hash_map<std::string, int64_t> waiting_by_tenant_ ABSL_GUARDED_BY(mu_);
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   bool asleep_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time progress_time_ ABSL_GUARDED_BY(mu_) = absl::Now();
   TokenQuotas quotas_ ABSL_GUARDED_BY(mu_);
-  // Tokens reserved against a tenant's quota, by request id.
+  // Tokens reserved against a tenant's quota, by request.
   struct Reservation {
     const Tenant* tenant = nullptr;
     int64_t tokens = 0;
   };
-  absl::flat_hash_map<std::string, Reservation> reserved_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<RequestKey, Reservation> reserved_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex join_mu_;
   std::thread thread_ ABSL_GUARDED_BY(join_mu_);
 
-  std::multimap<absl::Time, std::string> deadlines_;  // engine thread only
+  std::multimap<absl::Time, RequestKey> deadlines_;  // engine thread only
 };
 
 template <typename Payload>
@@ -166,12 +168,12 @@ class EngineCore final : public EngineCoreBase {
 
   // Any thread. Admits the request into the inbox, or returns why not:
   // UNAVAILABLE (draining, or the device failed), ALREADY_EXISTS (an
-  // in-flight id), RESOURCE_EXHAUSTED (the queue, the tenant's queue or the
+  // in-flight id of the same tenant), RESOURCE_EXHAUSTED (the queue, the tenant's queue or the
   // tenant's token quota; `quota_tokens` is reserved until Finished).
   absl::Status Submit(std::string request_id, const Tenant* tenant, int64_t quota_tokens, Payload payload) {
     if (tenant == nullptr) tenant = &default_tenant();
     absl::MutexLock lock(&mu_);
-    absl::Status admitted = AdmitLocked(request_id, *tenant, quota_tokens);
+    absl::Status admitted = AdmitLocked(RequestKey{tenant->name, request_id}, *tenant, quota_tokens);
     if (!admitted.ok()) return admitted;
     ++inbox_by_tenant_[tenant->name];
     inbox_.push_back(Submission{std::move(request_id), tenant, std::move(payload)});

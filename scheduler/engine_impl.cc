@@ -171,7 +171,7 @@ absl::Status EngineImpl::Submit(EngineRequest request, std::shared_ptr<RequestSi
   return core_.Submit(std::move(id), tenant, cost, Submission{std::move(request), std::move(sink), seed});
 }
 
-void EngineImpl::Cancel(const std::string& request_id) { core_.Cancel(request_id); }
+void EngineImpl::Cancel(const RequestKey& key) { core_.Cancel(key); }
 
 EngineStats EngineImpl::Stats() const {
   EngineStats stats;
@@ -195,8 +195,9 @@ void EngineImpl::Admit(Submission submission) {
   options.sampling = r.sampling;
   options.arrival_time = r.arrival_time == absl::InfinitePast() ? absl::Now() : r.arrival_time;
   options.deadline = r.deadline;
-  InFlight flight{std::move(submission.sink), core_.TrackDeadline(r.request_id, r.deadline), std::move(r.program)};
-  auto [it, inserted] = in_flight_.emplace(r.request_id, std::move(flight));
+  const RequestKey key{r.tenant->name, r.request_id};
+  InFlight flight{std::move(submission.sink), core_.TrackDeadline(key, r.deadline), std::move(r.program)};
+  auto [it, inserted] = in_flight_.emplace(key, std::move(flight));
   CHECK(inserted);
   if (it->second.program == nullptr) {
     scheduler_.Add(std::move(options), std::move(r.prompt_token_ids), submission.seed);
@@ -206,7 +207,7 @@ void EngineImpl::Admit(Submission submission) {
   absl::StatusOr<ProgramPhase> phase = it->second.program->Start(r, limits);
   absl::Status status = phase.status();
   if (status.ok()) status = AddPhase(r.request_id, options, *std::move(phase), submission.seed, false);
-  if (!status.ok()) FinishRequest(r.request_id, status);
+  if (!status.ok()) FinishRequest(key, status);
 }
 
 absl::Status EngineImpl::ValidatePhase(const ProgramPhase& phase) const {
@@ -261,17 +262,17 @@ absl::Status EngineImpl::AddPhase(const std::string& request_id, const SequenceG
 }
 
 void EngineImpl::AbortExpired(absl::Time now) {
-  for (const std::string& id : core_.Expired(now)) {
-    std::unique_ptr<SequenceGroup> group = scheduler_.Abort(id);
+  for (const RequestKey& key : core_.Expired(now)) {
+    std::unique_ptr<SequenceGroup> group = scheduler_.Abort(key);
     if (group == nullptr) {
       // A cancel in this same iteration aborted it first (gRPC cancels a call
       // whose deadline passed, so both come together); it waits in done_,
       // and Finish erases this entry.
-      CHECK(in_flight_.contains(id)) << "deadline of unknown request " << id;
+      CHECK(in_flight_.contains(key)) << "deadline of unknown request " << key.id << " of tenant " << key.tenant;
       continue;
     }
     done_.emplace_back(std::move(group),
-                       absl::DeadlineExceededError(absl::StrCat("request ", id, " passed its deadline")));
+                       absl::DeadlineExceededError(absl::StrCat("request ", key.id, " passed its deadline")));
   }
 }
 
@@ -285,7 +286,7 @@ void EngineImpl::FinishDone() {
 }
 
 void EngineImpl::EmitDeltas(SequenceGroup& group, bool request_final) {
-  auto it = in_flight_.find(group.request_id());
+  auto it = in_flight_.find(group.key());
   CHECK(it != in_flight_.end());
   std::vector<ChoiceDelta> deltas;
   for (const auto& seq : group.sequences()) {
@@ -323,7 +324,7 @@ void EngineImpl::AddUsage(InFlight& flight, const SequenceGroup& group) {
 }
 
 void EngineImpl::Complete(std::unique_ptr<SequenceGroup> group) {
-  auto it = in_flight_.find(group->request_id());
+  auto it = in_flight_.find(group->key());
   CHECK(it != in_flight_.end());
   InFlight& flight = it->second;
   if (flight.program == nullptr) {
@@ -341,7 +342,7 @@ void EngineImpl::Complete(std::unique_ptr<SequenceGroup> group) {
     r.finish_reason = seq->finish_reason();
     results.push_back(std::move(r));
   }
-  const std::string request_id = group->request_id();
+  const RequestKey key = group->key();
   SequenceGroup::Options base;
   base.tenant = &group->tenant();
   base.priority = group->priority();
@@ -353,24 +354,24 @@ void EngineImpl::Complete(std::unique_ptr<SequenceGroup> group) {
   absl::StatusOr<std::optional<ProgramPhase>> next = flight.program->Next(results);
   absl::Status status = next.status();
   if (status.ok() && next->has_value()) {
-    status = AddPhase(request_id, base, **std::move(next), seed, /*continuation=*/true);
+    status = AddPhase(key.id, base, **std::move(next), seed, /*continuation=*/true);
     if (status.ok()) return;
   }
-  FinishRequest(request_id, status);
+  FinishRequest(key, status);
 }
 
 void EngineImpl::Finish(std::unique_ptr<SequenceGroup> group, const absl::Status& status) {
   EmitDeltas(*group, /*request_final=*/false);
-  auto it = in_flight_.find(group->request_id());
+  auto it = in_flight_.find(group->key());
   CHECK(it != in_flight_.end());
   AddUsage(it->second, *group);
-  const std::string request_id = group->request_id();
+  const RequestKey key = group->key();
   group.reset();
-  FinishRequest(request_id, status);
+  FinishRequest(key, status);
 }
 
-void EngineImpl::FinishRequest(const std::string& request_id, const absl::Status& status) {
-  auto it = in_flight_.find(request_id);
+void EngineImpl::FinishRequest(const RequestKey& key, const absl::Status& status) {
+  auto it = in_flight_.find(key);
   CHECK(it != in_flight_.end());
   InFlight& flight = it->second;
   if (flight.program != nullptr) {
@@ -384,7 +385,7 @@ void EngineImpl::FinishRequest(const std::string& request_id, const absl::Status
   in_flight_.erase(it);
   // Prompt and completion are what the request cost; the rest of its quota
   // reservation is refunded.
-  core_.Finished(request_id, int64_t(usage.prompt_tokens) + usage.completion_tokens);
+  core_.Finished(key, int64_t(usage.prompt_tokens) + usage.completion_tokens);
   sink->OnDone(status, usage);
 }
 
@@ -393,8 +394,8 @@ void EngineImpl::PublishStats(bool stepped) {
   // What Submit's queue bounds count: requests not yet running.
   absl::flat_hash_map<std::string, int64_t> waiting_by_tenant;
   if (options_.max_queued_requests_per_tenant > 0) {
-    for (const auto& [id, flight] : in_flight_) {
-      const SequenceGroup* group = scheduler_.Find(id);
+    for (const auto& [key, flight] : in_flight_) {
+      const SequenceGroup* group = scheduler_.Find(key);
       if (group != nullptr && !group->admitted()) ++waiting_by_tenant[group->tenant().name];
     }
   }
@@ -421,8 +422,8 @@ void EngineImpl::Loop() {
     Core::Intake intake = core_.Take(scheduler_.HasWork());
     const bool draining = intake.draining;
     for (Core::Submission& sub : intake.submissions) Admit(std::move(sub.payload));
-    for (const std::string& id : intake.cancels) {
-      if (std::unique_ptr<SequenceGroup> group = scheduler_.Abort(id)) done_.emplace_back(std::move(group), absl::OkStatus());
+    for (const RequestKey& key : intake.cancels) {
+      if (std::unique_ptr<SequenceGroup> group = scheduler_.Abort(key)) done_.emplace_back(std::move(group), absl::OkStatus());
     }
     const absl::Time now = absl::Now();
     AbortExpired(now);

@@ -48,7 +48,7 @@ class EngineImpl final : public Engine {
   void Start();
 
   absl::Status Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) override;
-  void Cancel(const std::string& request_id) override;
+  void Cancel(const RequestKey& key) override;
   EngineStats Stats() const override;
   void Drain(absl::Duration timeout) override;
 
@@ -81,7 +81,7 @@ class EngineImpl final : public Engine {
   void FinishDone();
   // Checks a program's phase as Submit checks a request.
   absl::Status ValidatePhase(const ProgramPhase& phase) const;
-  // Queues a program's phase under the request's id.
+  // Queues a program's phase under the request's key (base's tenant and `request_id`).
   absl::Status AddPhase(const std::string& request_id, const SequenceGroup::Options& base, ProgramPhase phase,
                         uint64_t seed, bool continuation);
   // Hands the group's pending output to the sink (through the program's
@@ -95,7 +95,7 @@ class EngineImpl final : public Engine {
   // Ends the request of an aborted, failed or completed group.
   void Finish(std::unique_ptr<SequenceGroup> group, const absl::Status& status);
   // Tells the sink the request ended (OnDone) and forgets it.
-  void FinishRequest(const std::string& request_id, const absl::Status& status);
+  void FinishRequest(const RequestKey& key, const absl::Status& status);
   void PublishStats(bool stepped);
 
   const EngineOptions options_;
@@ -113,7 +113,7 @@ class EngineImpl final : public Engine {
   // Engine thread only.
   std::unique_ptr<runtime::ModelRunner> runner_;
   Scheduler scheduler_;
-  absl::flat_hash_map<std::string, InFlight> in_flight_;
+  absl::flat_hash_map<RequestKey, InFlight> in_flight_;
   std::vector<std::pair<std::unique_ptr<SequenceGroup>, absl::Status>> done_;
 };
 

@@ -36,12 +36,14 @@ SequenceGroup* Scheduler::Add(SequenceGroup::Options options, std::vector<int32_
 SequenceGroup* Scheduler::AddGroup(SequenceGroup::Options options, std::vector<int32_t> shared_prefix,
                                    std::vector<BranchSpec> branches, uint64_t seed) {
   CHECK(!branches.empty());
-  const std::string id = options.request_id;
+  const RequestKey key{options.tenant->name, options.request_id};
+  const std::string& id = key.id;
   const bool continuation = options.continuation;
   auto group = std::make_unique<SequenceGroup>(std::move(options), next_arrival_order_++, seed,
                                                static_cast<int32_t>(shared_prefix.size()));
   SequenceGroup* g = group.get();
-  CHECK(groups_.try_emplace(id, std::move(group)).second) << "duplicate request id " << id;
+  CHECK(groups_.try_emplace(key, std::move(group)).second)
+      << "duplicate request id " << id << " of tenant " << key.tenant;
   for (BranchSpec& branch : branches) {
     CHECK(!branch.suffix.empty()) << "branch " << branch.index << " of " << id << " has no tokens of its own";
     std::vector<int32_t> prompt;
@@ -66,8 +68,8 @@ SequenceGroup* Scheduler::AddGroup(SequenceGroup::Options options, std::vector<i
   return g;
 }
 
-SequenceGroup* Scheduler::Find(const std::string& request_id) const {
-  auto it = groups_.find(request_id);
+SequenceGroup* Scheduler::Find(const RequestKey& key) const {
+  auto it = groups_.find(key);
   return it == groups_.end() ? nullptr : it->second.get();
 }
 
@@ -371,7 +373,7 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
 
   StepOutcome outcome;
   std::vector<SequenceGroup*> touched;
-  std::vector<std::pair<std::string, absl::Status>> failures;  // request id, first row error
+  std::vector<std::pair<SequenceGroup*, absl::Status>> failures;  // request, first row error
   size_t k = 0;
   for (const ScheduledSequence& s : out_.scheduled) {
     Sequence* seq = s.seq;
@@ -404,19 +406,19 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
                                     [&](const auto& f) { return f.first == group->request_id(); });
     if (failed) continue;
     if (group->AllFinished()) {
-      outcome.finished.push_back(Detach(group->request_id()));
+      outcome.finished.push_back(Detach(group->key()));
     } else {
       outcome.updated.push_back(group);
     }
   }
-  for (auto& [request_id, status] : failures) {
-    outcome.failed.push_back({Abort(request_id), std::move(status)});
+  for (auto& [group, status] : failures) {
+    outcome.failed.push_back({Abort(group->key()), std::move(status)});
   }
   return outcome;
 }
 
-std::unique_ptr<SequenceGroup> Scheduler::Detach(const std::string& request_id) {
-  auto it = groups_.find(request_id);
+std::unique_ptr<SequenceGroup> Scheduler::Detach(const RequestKey& key) {
+  auto it = groups_.find(key);
   CHECK(it != groups_.end());
   std::unique_ptr<SequenceGroup> group = std::move(it->second);
   groups_.erase(it);
@@ -427,9 +429,9 @@ std::unique_ptr<SequenceGroup> Scheduler::Detach(const std::string& request_id) 
   return group;
 }
 
-std::unique_ptr<SequenceGroup> Scheduler::Abort(const std::string& request_id) {
+std::unique_ptr<SequenceGroup> Scheduler::Abort(const RequestKey& key) {
   CHECK(!step_pending_) << "Abort between Schedule and Apply";
-  SequenceGroup* group = Find(request_id);
+  SequenceGroup* group = Find(key);
   if (group == nullptr) return nullptr;
   for (const auto& seq : group->sequences()) {
     switch (seq->status()) {
@@ -447,14 +449,14 @@ std::unique_ptr<SequenceGroup> Scheduler::Abort(const std::string& request_id) {
     seq->ResetComputed(&blocks_);
     seq->Abort();
   }
-  return Detach(request_id);
+  return Detach(key);
 }
 
 std::vector<std::unique_ptr<SequenceGroup>> Scheduler::AbortAll() {
-  std::vector<std::string> ids;
-  for (const auto& [id, group] : groups_) ids.push_back(id);
+  std::vector<RequestKey> keys;
+  for (const auto& [key, group] : groups_) keys.push_back(key);
   std::vector<std::unique_ptr<SequenceGroup>> aborted;
-  for (const std::string& id : ids) aborted.push_back(Abort(id));
+  for (const RequestKey& key : keys) aborted.push_back(Abort(key));
   return aborted;
 }
 

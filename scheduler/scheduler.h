@@ -151,12 +151,12 @@ class Scheduler {
   void DiscardStep();
 
   // Removes a request, frees its blocks and marks its sequences aborted.
-  // Null for an unknown id. Not between Schedule and Apply (CHECK).
-  std::unique_ptr<SequenceGroup> Abort(const std::string& request_id);
+  // Null for an unknown key. Not between Schedule and Apply (CHECK).
+  std::unique_ptr<SequenceGroup> Abort(const RequestKey& key);
   // Every request, for shutdown and failures.
   std::vector<std::unique_ptr<SequenceGroup>> AbortAll();
 
-  SequenceGroup* Find(const std::string& request_id) const;
+  SequenceGroup* Find(const RequestKey& key) const;
   bool HasWork() const { return !groups_.empty(); }
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   int64_t num_waiting() const { return queues_.num_waiting(); }
@@ -193,12 +193,12 @@ class Scheduler {
   void RemoveRunning(Sequence* seq);
   bool InStep(const Sequence* seq) const;
   // Finishes the removal of a group from every structure.
-  std::unique_ptr<SequenceGroup> Detach(const std::string& request_id);
+  std::unique_ptr<SequenceGroup> Detach(const RequestKey& key);
 
   SchedulerOptions options_;
   BlockManager blocks_;
   TenantQueues queues_;
-  absl::flat_hash_map<std::string, std::unique_ptr<SequenceGroup>> groups_;
+  absl::flat_hash_map<RequestKey, std::unique_ptr<SequenceGroup>> groups_;  // by (tenant, request id)
   std::vector<Sequence*> running_;  // in service order (ServedBefore)
   ScheduleOutput out_;
   bool step_pending_ = false;

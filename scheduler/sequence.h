@@ -29,6 +29,7 @@
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/backend/kv_retention.h"
 #include "scheduler/block_manager.h"
+#include "scheduler/request_key.h"
 #include "scheduler/tenant.h"
 
 namespace tern::scheduler {
@@ -171,6 +172,8 @@ class SequenceGroup {
 
   const std::string& request_id() const { return options_.request_id; }
   const Tenant& tenant() const { return *options_.tenant; }
+  // What names the request in its engine: tenant and id (request_key.h).
+  RequestKey key() const { return {options_.tenant->name, options_.request_id}; }
   int32_t priority() const { return options_.priority; }
   const runtime::SamplingParams& sampling() const { return options_.sampling; }
   absl::Time arrival_time() const { return options_.arrival_time; }

@@ -103,11 +103,12 @@ std::shared_ptr<GenerationStream> NewGenerationStream(const PreparedGeneration& 
                                             call.model->tokenizer.get(), std::move(observation), call.sot);
 }
 
-void StartGeneration(PreparedGeneration call, const std::shared_ptr<GenerationStream>& stream,
+bool StartGeneration(PreparedGeneration call, const std::shared_ptr<GenerationStream>& stream,
                      StreamConsumer* consumer) {
   const absl::Status submitted = call.model->engine->Submit(std::move(call.request), stream);
   if (!submitted.ok()) stream->OnDone(submitted, {});
   stream->Attach(consumer);
+  return submitted.ok();
 }
 
 }  // namespace tern::server

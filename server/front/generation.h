@@ -70,8 +70,10 @@ std::shared_ptr<GenerationStream> NewGenerationStream(const PreparedGeneration& 
 // error (RESOURCE_EXHAUSTED for a full queue, UNAVAILABLE while draining,
 // ...) ends the stream at once with that status and is observed as a
 // rejected request. `consumer` must stay valid until its Finish was called
-// or it called Detach.
-void StartGeneration(PreparedGeneration call, const std::shared_ptr<GenerationStream>& stream,
+// or it called Detach. Returns whether the engine accepted the request: only
+// then may the transport cancel it (by its scheduler::RequestKey), since a
+// rejected call's id may name another request of the same tenant.
+bool StartGeneration(PreparedGeneration call, const std::shared_ptr<GenerationStream>& stream,
                      StreamConsumer* consumer);
 
 }  // namespace tern::server

@@ -86,7 +86,8 @@ class OpenAiCall final : public StreamConsumer, public std::enable_shared_from_t
                     std::shared_ptr<HttpExchange> exchange) {
     const std::string prefix = endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-";
     auto self = std::make_shared<OpenAiCall>(std::move(scope), endpoint, options, std::move(exchange),
-                                             call.model->engine.get(), call.request.request_id,
+                                             call.model->engine.get(),
+                                             scheduler::RequestKey{call.request.tenant->name, call.request.request_id},
                                              ResponseAssembler(endpoint, prefix + call.request.request_id,
                                                                call.model->info.name(), absl::ToUnixSeconds(absl::Now()),
                                                                options, call.model->tokenizer.get()));
@@ -98,17 +99,21 @@ class OpenAiCall final : public StreamConsumer, public std::enable_shared_from_t
         call->Cancel();
       }
     });
-    StartGeneration(std::move(call), self->stream_, self.get());
+    if (StartGeneration(std::move(call), self->stream_, self.get())) {
+      self->accepted_ = true;
+      if (self->cancelled_) self->engine_->Cancel(self->key_);
+    }
   }
 
   OpenAiCall(CallScope scope, Endpoint endpoint, ResponseOptions options, std::shared_ptr<HttpExchange> exchange,
-             scheduler::Engine* engine, std::string request_id, ResponseAssembler assembler)
+             scheduler::Engine* engine, scheduler::RequestKey key, ResponseAssembler assembler)
       : scope_(std::move(scope)),
         endpoint_(endpoint),
         options_(options),
         exchange_(std::move(exchange)),
         engine_(engine),
-        request_id_(std::move(request_id)),
+        key_(std::move(key)),
+        request_id_(key_.id),
         assembler_(std::move(assembler)) {}
 
  private:
@@ -168,14 +173,22 @@ class OpenAiCall final : public StreamConsumer, public std::enable_shared_from_t
     exchange_->StartStream(std::move(head));
   }
 
-  void Cancel() { engine_->Cancel(request_id_); }
+  // Only a request the engine took: a rejected call's id may name another
+  // request of the same tenant.
+  void Cancel() {
+    cancelled_ = true;
+    if (accepted_) engine_->Cancel(key_);
+  }
 
   CallScope scope_;
   const Endpoint endpoint_;
   const ResponseOptions options_;
   std::shared_ptr<HttpExchange> exchange_;
   scheduler::Engine* engine_;
+  const scheduler::RequestKey key_;  // the tenant's name and the request id
   const std::string request_id_;
+  std::atomic<bool> accepted_{false};   // the engine took the request
+  std::atomic<bool> cancelled_{false};  // the client went away (sent once accepted)
   // Strand only.
   ResponseAssembler assembler_;
   bool stream_open_ = false;

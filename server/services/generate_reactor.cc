@@ -4,14 +4,17 @@
 
 namespace tern::server {
 
-GenerateReactor::GenerateReactor(CallScope scope, scheduler::Engine* engine, std::string request_id)
-    : scope_(std::move(scope)), engine_(engine), request_id_(std::move(request_id)) {}
+GenerateReactor::GenerateReactor(CallScope scope, scheduler::Engine* engine, scheduler::RequestKey key)
+    : scope_(std::move(scope)), engine_(engine), key_(std::move(key)) {}
 
 GenerateReactor* GenerateReactor::Start(CallScope scope, PreparedGeneration call) {
   scheduler::Engine* engine = call.model->engine.get();
   auto* reactor = new GenerateReactor(std::move(scope), engine, call.request.request_id);
   reactor->stream_ = NewGenerationStream(call, &reactor->scope_.services().metrics->requests());
-  StartGeneration(std::move(call), reactor->stream_, reactor);
+  if (StartGeneration(std::move(call), reactor->stream_, reactor)) {
+    reactor->accepted_ = true;
+    if (reactor->cancelled_) engine->Cancel(reactor->key_);
+  }
   return reactor;
 }
 
@@ -23,7 +26,10 @@ void GenerateReactor::Finish(const absl::Status& status) {
   grpc::ServerWriteReactor<tern::v1::GenerateResponse>::Finish(ToGrpcStatus(status));
 }
 
-void GenerateReactor::OnCancel() { engine_->Cancel(request_id_); }
+void GenerateReactor::OnCancel() {
+  cancelled_ = true;
+  if (accepted_) engine_->Cancel(key_);
+}
 
 void GenerateReactor::OnDone() {
   stream_->Detach();

@@ -27,14 +27,18 @@ class GenerateReactor final : public grpc::ServerWriteReactor<tern::v1::Generate
   void OnDone() override;
 
  private:
-  GenerateReactor(CallScope scope, scheduler::Engine* engine, std::string request_id);
+  GenerateReactor(CallScope scope, scheduler::Engine* engine, scheduler::RequestKey key);
   // StreamConsumer.
   void StartWrite(const tern::v1::GenerateResponse* message) override;
   void Finish(const absl::Status& status) override;
 
   CallScope scope_;
   scheduler::Engine* engine_;
-  std::string request_id_;
+  const scheduler::RequestKey key_;  // the tenant's name and the request id
+  // A cancel goes to the engine only once it took the request; one that
+  // came before is sent when Submit returns.
+  std::atomic<bool> accepted_{false};
+  std::atomic<bool> cancelled_{false};
   std::shared_ptr<GenerationStream> stream_;
 };
 

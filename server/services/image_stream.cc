@@ -104,7 +104,9 @@ ImageReactor* ImageReactor::Start(CallScope scope, scheduler::DiffusionEngine* e
                                   scheduler::DiffusionRequest request, const std::string& model,
                                   DiffusionMetrics* metrics) {
   const std::string tenant = scope.tenant();
-  auto* reactor = new ImageReactor(std::move(scope), engine, request.request_id);
+  // The engine keys the request by its tenant (a null one is the default).
+  const std::string tenant_name = request.tenant != nullptr ? request.tenant->name : scheduler::kDefaultTenantName;
+  auto* reactor = new ImageReactor(std::move(scope), engine, {tenant_name, request.request_id});
   auto stream = std::make_shared<ImageStream>(request.request_id, model, tenant, metrics);
   reactor->stream_ = stream;
   const absl::Status submitted = engine->Submit(std::move(request), stream);
@@ -114,6 +116,8 @@ ImageReactor* ImageReactor::Start(CallScope scope, scheduler::DiffusionEngine* e
     reactor->Finish(ToGrpcStatus(submitted));
     return reactor;
   }
+  reactor->accepted_ = true;
+  if (reactor->cancelled_) engine->Cancel(reactor->key_);
   stream->Attach(reactor);
   return reactor;
 }

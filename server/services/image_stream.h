@@ -10,6 +10,7 @@
 // The stream points at the reactor under its mutex until Detach.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <string>
@@ -71,19 +72,27 @@ class ImageReactor final : public grpc::ServerWriteReactor<tern::v1::GenerateIma
                              const std::string& model, DiffusionMetrics* metrics);
 
   void OnWriteDone(bool ok) override { stream_->OnWriteDone(ok); }
-  void OnCancel() override { engine_->Cancel(request_id_); }
+  void OnCancel() override {
+    cancelled_ = true;
+    if (accepted_) engine_->Cancel(key_);
+  }
   void OnDone() override;
 
  private:
   friend class ImageStream;
-  ImageReactor(CallScope scope, scheduler::DiffusionEngine* engine, std::string request_id)
-      : scope_(std::move(scope)), engine_(engine), request_id_(std::move(request_id)) {}
+  ImageReactor(CallScope scope, scheduler::DiffusionEngine* engine, scheduler::RequestKey key)
+      : scope_(std::move(scope)), engine_(engine), key_(std::move(key)) {}
   // Called by the stream under its mutex.
   void EndWith(const absl::Status& status);
 
   CallScope scope_;
   scheduler::DiffusionEngine* engine_;
-  const std::string request_id_;
+  const scheduler::RequestKey key_;     // the tenant's name and the request id
+  // A cancel goes to the engine only once it took the request (a rejected
+  // call's id may name another request of the tenant); one that came
+  // before is sent when Submit returns.
+  std::atomic<bool> accepted_{false};
+  std::atomic<bool> cancelled_{false};
   std::shared_ptr<ImageStream> stream_;
   absl::Status final_status_;  // written in EndWith, read in OnDone (after Finish)
 };

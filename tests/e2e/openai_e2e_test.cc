@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -40,6 +41,7 @@ namespace http = beast::http;
 
 constexpr char kModel[] = "tern-demo-llm";
 constexpr char kKey[] = "e2e-openai-key-0123";
+constexpr char kBetaKey[] = "e2e-beta-key-4567";
 
 std::string DemoModelDir() { return std::string(TERN_MODELS_DIR) + "/tern-demo-llm"; }
 
@@ -113,7 +115,8 @@ class OpenAiE2eTest : public ::testing::Test {
     dir_ = new TempDir();
     const std::string config = dir_->Write("config.json", R"({
       "models": [{"name": "tern-demo-llm", "path": ")" + DemoModelDir() + R"(", "backend": "cpu"}],
-      "tenants": [{"name": "alpha", "apiKeys": [")" + std::string(kKey) + R"("]}]
+      "tenants": [{"name": "alpha", "apiKeys": [")" + std::string(kKey) + R"("]},
+                  {"name": "beta", "apiKeys": [")" + std::string(kBetaKey) + R"("]}]
     })");
     daemon_ = new DaemonProcess(StartOrDie({"--config", config}));
   }
@@ -309,6 +312,94 @@ TEST_F(OpenAiE2eTest, ClientThatGoesAwayCancelsItsRequest) {
                    .value_or(0) >= 1;
       },
       seconds(5)));
+}
+
+// Request ids are the client's, so two tenants may pick the same one: ternd
+// keys requests by (tenant, id). While alpha's request "shared" streams over
+// gRPC, beta uses "shared" over HTTP and gRPC (accepted: no 409 or
+// ALREADY_EXISTS that would tell beta alpha's request exists), and beta's
+// client going away cancels only beta's request; alpha's own second
+// "shared" is a conflict, and its rejected call cancels nothing. alpha's
+// stream ends with exactly the tokens of a fault-free greedy run. Then
+// /metrics and the log name both tenants and never a key.
+TEST_F(OpenAiE2eTest, TenantsCannotCollideWithCancelOrObserveEachOthersRequests) {
+  auto stub = tern::v1::Llm::NewStub(Connect(*daemon_));
+  tern::v1::GenerateRequest request;
+  request.set_model(kModel);
+  request.set_text("The history of the sea");
+  request.mutable_sampling()->set_temperature(0);
+  request.mutable_sampling()->set_max_tokens(300);
+  request.mutable_sampling()->set_ignore_eos(true);
+  request.set_request_id("shared");
+  const auto abort_count = [&](const std::string& tenant) {
+    return ScrapeMetric(*daemon_, R"(tern_request_finished_total{model="tern-demo-llm",outcome="abort",tenant=")" +
+                                      tenant + R"("})")
+        .value_or(0);
+  };
+  const double beta_aborts = abort_count("beta"), alpha_aborts = abort_count("alpha");
+
+  grpc::ClientContext alpha_context;
+  Prepare(&alpha_context, {.api_key = kKey, .timeout = seconds(120)});
+  auto alpha_reader = stub->Generate(&alpha_context, request);
+  std::atomic<int> alpha_chunks{0};
+  StreamResult alpha;
+  std::thread alpha_thread([&] {
+    alpha = ReadStream(alpha_reader.get(), [&](const tern::v1::GenerateResponse&) { ++alpha_chunks; });
+  });
+  ASSERT_TRUE(WaitUntil([&] { return alpha_chunks > 0; }, seconds(20)));
+
+  // alpha's own id again: 409 over HTTP (streamed or not), ALREADY_EXISTS over gRPC.
+  json again = {{"model", kModel}, {"prompt", "Hi"}, {"max_tokens", 2}};
+  EXPECT_EQ(Request(port(), http::verb::post, "/v1/completions", again.dump(), kKey, {{"x-request-id", "shared"}}).status,
+            409);
+  again["stream"] = true;
+  EXPECT_EQ(Request(port(), http::verb::post, "/v1/completions", again.dump(), kKey, {{"x-request-id", "shared"}}).status,
+            409);
+  tern::v1::GenerateRequest short_request = request;
+  short_request.mutable_sampling()->set_max_tokens(2);
+  EXPECT_EQ(Stream(*stub, short_request, {.api_key = kKey}).status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+
+  // beta's "shared" streams over HTTP; its client walks away mid-stream.
+  {
+    RawHttpClient client(port());
+    client.Send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(kBetaKey) +
+                "\r\nx-request-id: shared\r\nContent-Type: application/json\r\nContent-Length: ");
+    const std::string body = json{{"model", kModel}, {"prompt", "The sea"}, {"max_tokens", 1800},
+                                  {"ignore_eos", true}, {"stream", true}}.dump();
+    client.Send(std::to_string(body.size()) + "\r\n\r\n" + body);
+    const std::string head = client.ReadUntil("data: {", seconds(20));
+    ASSERT_NE(head.find("HTTP/1.1 200"), std::string::npos) << head;
+    client.Close();
+  }
+  EXPECT_TRUE(WaitUntil([&] { return abort_count("beta") >= beta_aborts + 1; }, seconds(10)));
+  // beta's "shared" over gRPC, while alpha's still runs.
+  EXPECT_GT(alpha_chunks, 0);
+  const StreamResult beta = Stream(*stub, short_request, {.api_key = kBetaKey});
+  EXPECT_TRUE(beta.status.ok()) << beta.status.error_message();
+  EXPECT_EQ(beta.tokens, 2);
+  for (const std::string& id : beta.request_ids) EXPECT_EQ(id, "shared");
+
+  alpha_thread.join();
+  ASSERT_TRUE(alpha.status.ok()) << alpha.status.error_message();
+  EXPECT_EQ(abort_count("alpha"), alpha_aborts) << "nothing of beta's reached alpha's request";
+  // The reference: the same request alone, with no fault around it.
+  request.set_request_id("reference");
+  const StreamResult reference = Stream(*stub, request, {.api_key = kKey, .timeout = seconds(120)});
+  ASSERT_TRUE(reference.status.ok()) << reference.status.error_message();
+  ASSERT_EQ(reference.choices.at(0).token_ids.size(), 300u);
+  EXPECT_EQ(alpha.choices.at(0).token_ids, reference.choices.at(0).token_ids) << "tokens lost or duplicated";
+
+  // Metrics carry tenant names, never a key; nor does the log.
+  const HttpReply scrape = HttpGet(port(), "/metrics");
+  ASSERT_EQ(scrape.status, 200);
+  EXPECT_NE(scrape.body.find(R"(tenant="alpha")"), std::string::npos);
+  EXPECT_NE(scrape.body.find(R"(tenant="beta")"), std::string::npos);
+  EXPECT_EQ(scrape.body.find(kKey), std::string::npos);
+  EXPECT_EQ(scrape.body.find(kBetaKey), std::string::npos);
+  const std::string log = daemon_->Output();
+  EXPECT_NE(log.find("tenant=beta"), std::string::npos);
+  EXPECT_EQ(log.find(kKey), std::string::npos);
+  EXPECT_EQ(log.find(kBetaKey), std::string::npos);
 }
 
 // A full queue is 429, as OpenAI answers a rate limit.

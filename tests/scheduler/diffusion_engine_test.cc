@@ -227,11 +227,38 @@ TEST_F(DiffusionEngineTest, CancelFreesTheSlotAtTheNextStep) {
   auto long_one = Submit(Request("long", 0, runtime::DiffusionSamplerKind::kDdim, 1000, 1.0, 1));
   long_one->AwaitProgress(1);
   auto next = Submit(Request("next", 0, runtime::DiffusionSamplerKind::kDdim, 2, 1.0, 2));
-  engine_->Cancel("long");
+  engine_->Cancel({kDefaultTenantName, "long"});
   EXPECT_EQ(long_one->Wait().code(), absl::StatusCode::kCancelled);
   ASSERT_TRUE(next->Wait().ok());
   EXPECT_LT(long_one->progress_.size(), 1000u);
   EXPECT_TRUE(long_one->images_.empty());
+}
+
+// Requests are keyed by (tenant, id): another tenant may use the same id at
+// once, and a cancel reaches only the request of the tenant it names.
+TEST_F(DiffusionEngineTest, TenantsKeepTheirOwnRequestIds) {
+  Start();
+  Tenant acme, beta;
+  acme.name = "acme";
+  beta.name = "beta";
+  runner_->SetOpen(false);
+  DiffusionRequest a = Request("same", 1, runtime::DiffusionSamplerKind::kDdim, 3, 1.0, 5);
+  a.tenant = &acme;
+  DiffusionRequest b = Request("same", 2, runtime::DiffusionSamplerKind::kDdim, 1000, 1.0, 6);
+  b.tenant = &beta;
+  const DiffusionRequest reference = Request("ref", 1, runtime::DiffusionSamplerKind::kDdim, 3, 1.0, 5);
+  auto acme_sink = Submit(std::move(a));
+  auto beta_sink = Submit(std::move(b));
+  DiffusionRequest again = Request("same", 1, runtime::DiffusionSamplerKind::kDdim, 3, 1.0, 5);
+  again.tenant = &acme;
+  const absl::Status dup = engine_->Submit(std::move(again), std::make_shared<RecordingSink>());
+  EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists) << dup;
+  engine_->Cancel({kDefaultTenantName, "same"});
+  engine_->Cancel({"beta", "same"});
+  runner_->SetOpen(true);
+  EXPECT_EQ(beta_sink->Wait().code(), absl::StatusCode::kCancelled);
+  ASSERT_TRUE(acme_sink->Wait().ok()) << acme_sink->status_;
+  ExpectSameImages(acme_sink->images_, PipelineImages(reference));
 }
 
 TEST_F(DiffusionEngineTest, DeadlinePassedFailsTheRequest) {

@@ -327,8 +327,8 @@ TEST_F(EngineCpuTest, CancelFreesAllBlocks) {
   // Wait until they are running and hold blocks.
   for (int i = 0; i < 2000 && engine->Stats().generation_tokens < 6; ++i) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_GT(engine->Stats().kv_blocks_used, 0);
-  for (int i = 0; i < 3; ++i) engine->Cancel("c" + std::to_string(i));
-  engine->Cancel("unknown");
+  for (int i = 0; i < 3; ++i) engine->Cancel({kDefaultTenantName, "c" + std::to_string(i)});
+  engine->Cancel({kDefaultTenantName, "unknown"});
   for (auto& sink : sinks) {
     ASSERT_TRUE(sink->WaitDone());
     EXPECT_TRUE(sink->status().ok());
@@ -644,7 +644,7 @@ TEST(EngineTest, CancelAndDeadlineInOneIterationFinishOnce) {
   ASSERT_TRUE((*engine)->Submit(Clone(r), sink).ok());
   gate->WaitEntered();  // admitted, its first step blocked
   absl::SleepFor(r.deadline - absl::Now() + absl::Milliseconds(1));  // until the deadline has passed
-  (*engine)->Cancel("both");
+  (*engine)->Cancel({kDefaultTenantName, "both"});
   gate->Open();
   ASSERT_TRUE(sink->WaitDone());
   EXPECT_TRUE(sink->status().ok()) << sink->status();
@@ -898,3 +898,55 @@ TEST(EngineTest, KvBlocksAtLongestSharesThePromptButItsLastToken) {
 
 }  // namespace
 }  // namespace tern::scheduler
+// Request ids are the client's to choose, so two tenants may both use one:
+// the engine keys requests by (tenant, id). A tenant reusing another's id is
+// accepted (no ALREADY_EXISTS that would reveal the other's request), and a
+// cancel names its tenant, so it reaches only that tenant's request.
+TEST(EngineTest, TenantsKeepTheirOwnRequestIds) {
+  auto gated = std::make_unique<GatedRunner>();
+  GatedRunner* gate = gated.get();
+  auto engine = Engine::Create(EngineOptions{}, std::move(gated));
+  ASSERT_TRUE(engine.ok());
+  Tenant acme, beta;
+  acme.name = "acme";
+  beta.name = "beta";
+  const auto request = [](const Tenant& tenant, std::vector<int32_t> prompt) {
+    EngineRequest r = Greedy("same", std::move(prompt), 40);
+    r.tenant = &tenant;
+    return r;
+  };
+  auto acme_sink = std::make_shared<CollectingSink>();
+  auto beta_sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(request(acme, {1, 2, 3}), acme_sink).ok());
+  gate->WaitEntered();  // acme's first step is held at the gate
+  const absl::Status beta_submitted = (*engine)->Submit(request(beta, {4, 5, 6}), beta_sink);
+  EXPECT_TRUE(beta_submitted.ok()) << beta_submitted;
+  // The same tenant's id twice is still a conflict.
+  const absl::Status acme_again = (*engine)->Submit(request(acme, {7, 8}), std::make_shared<CollectingSink>());
+  EXPECT_EQ(acme_again.code(), absl::StatusCode::kAlreadyExists) << acme_again;
+  // Cancels of the id under other tenants reach neither request; beta's reaches beta's.
+  (*engine)->Cancel({kDefaultTenantName, "same"});
+  (*engine)->Cancel({"gamma", "same"});
+  (*engine)->Cancel({"beta", "same"});
+  gate->Open();
+  ASSERT_TRUE(beta_sink->WaitDone());
+  EXPECT_TRUE(beta_sink->status().ok()) << beta_sink->status();
+  EXPECT_TRUE(beta_sink->aborted());
+  EXPECT_LT(beta_sink->tokens().size(), 40u);
+  ASSERT_TRUE(acme_sink->WaitDone());
+  EXPECT_TRUE(acme_sink->status().ok()) << acme_sink->status();
+  EXPECT_FALSE(acme_sink->aborted());
+  EXPECT_EQ(acme_sink->tokens().size(), 40u);
+  // acme's tokens are those of its prompt alone: nothing of beta's leaked in.
+  auto alone = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(request(acme, {1, 2, 3}), alone).ok());
+  ASSERT_TRUE(alone->WaitDone());
+  EXPECT_EQ(alone->tokens(), acme_sink->tokens());
+  // Once a request ended, its tenant may use the id again; beta's ended too.
+  auto beta_again = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(request(beta, {4, 5, 6}), beta_again).ok());
+  ASSERT_TRUE(beta_again->WaitDone());
+  EXPECT_EQ(beta_again->tokens().size(), 40u);
+  EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
+}
+

@@ -506,7 +506,8 @@ TEST(SchedulerTest, AbortFreesEveryBlock) {
   d.Add("b", Prompt(30, 300), 5);
   for (int i = 0; i < 4; ++i) d.Step();
   EXPECT_GT(d.scheduler().block_manager().stats().num_used, 0);
-  auto a = d.scheduler().Abort("a");
+  EXPECT_EQ(d.scheduler().Abort({"other", "a"}), nullptr) << "another tenant's request of the same id";
+  auto a = d.scheduler().Abort({"default", "a"});
   ASSERT_NE(a, nullptr);
   for (const auto& seq : a->sequences()) EXPECT_TRUE(seq->aborted());
   auto b = d.scheduler().Abort("b");

@@ -236,7 +236,7 @@ TEST_F(SotProgramTest, CancelMidExpansionFreesEveryBlock) {
   ASSERT_TRUE(engine->Submit(std::move(request), sink).ok());
   while (sink->num_events() < 6) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_GT(engine->Stats().kv_blocks_used, 0);
-  engine->Cancel("cancel");
+  engine->Cancel({kDefaultTenantName, "cancel"});
   ASSERT_TRUE(sink->WaitDone());
   EXPECT_TRUE(sink->status().ok());
   EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
