@@ -244,6 +244,9 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
     if (const size_t eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
       inline_value = flag.substr(eq + 1);
       flag = flag.substr(0, eq);
+      {"--tls-ca", set_string(&o.tls_ca)},
+      {"--tls-cert", set_string(&o.tls_cert)},
+      {"--tls-key", set_string(&o.tls_key)},
     }
     if (!given.insert(flag).second) return Bad(flag, "given more than once");
     if (const auto sw = switches.find(flag); sw != switches.end()) {
@@ -381,6 +384,11 @@ hard caps
                                 (default: duration + 60, or 600 with --requests only)
   --timeout S                   per-request gRPC deadline (default 300)
 prompts
+  const bool tls = given.count("--tls-ca") || given.count("--tls-cert") || given.count("--tls-key");
+  if (tls && o.api == Api::kOpenAi) return Bad("--tls-ca", "TLS applies to --api grpc");
+  if (given.count("--tls-cert") != given.count("--tls-key")) {
+    return Bad(given.count("--tls-cert") ? "--tls-cert" : "--tls-key", "--tls-cert and --tls-key go together");
+  }
   --prompts FILE                prompts: text (one per line), .csv (a request/prompt/text column)
                                 or .jsonl (objects with a prompt/text/request field)
   --prompts-format F            auto (by extension), text, csv or jsonl (default auto)
@@ -408,6 +416,8 @@ tenants
 report
   --slo-ttft-ms X               goodput counts requests with TTFT <= X ms ...
   --slo-tpot-ms X               ... and TPOT <= X ms
+  --tls-ca FILE                 gRPC over TLS, trusting this CA (PEM) for the server's certificate
+  --tls-cert FILE --tls-key FILE  and presenting this client certificate (mutual TLS)
   --json OUT                    write the report as JSON to OUT
   --json-requests               include one record per request in the JSON
   --progress                    show the progress line even when stderr is not a TTY

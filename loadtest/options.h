@@ -48,6 +48,11 @@ struct LoadOptions {
   std::string target = "127.0.0.1:50051";
   std::string model;                     // required
   int connections = 1;                   // gRPC channels (TCP connections), round-robin
+  // gRPC over TLS (any set): the CA of the server's certificate (empty: the
+  // system's roots); for mutual TLS the client certificate and its key.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
 
   ArrivalMode mode = ArrivalMode::kPoisson;
   double rate = 0;                       // requests/s; open loop only

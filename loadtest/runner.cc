@@ -2,8 +2,12 @@
 
 #include <algorithm>
 
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
 #include "loadtest/generate_call.h"
 #include "loadtest/request_builder.h"
 #include "loadtest/workload.h"
@@ -34,6 +38,31 @@ absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions
     if (!client.ok()) return client.status();
     return std::unique_ptr<LoadRunner>(new LoadRunner(options, std::move(prompts), {}, *std::move(client)));
   }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty() || !options.tls_cert.empty()) {
+    const auto read = [](const std::string& flag, const std::string& path) -> absl::StatusOr<std::string> {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read \"", path, "\""));
+      std::stringstream text;
+      text << in.rdbuf();
+      return text.str();
+    };
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca.empty()) {
+      absl::StatusOr<std::string> ca = read("--tls-ca", options.tls_ca);
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+    }
+    if (!options.tls_cert.empty()) {
+      absl::StatusOr<std::string> cert = read("--tls-cert", options.tls_cert);
+      if (!cert.ok()) return cert.status();
+      absl::StatusOr<std::string> key = read("--tls-key", options.tls_key);
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
   std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs;
   for (int i = 0; i < options.connections; ++i) {
     grpc::ChannelArguments args;
@@ -42,7 +71,7 @@ absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("tern.load.channel_index", i);
     std::shared_ptr<grpc::Channel> channel =
-        grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+        grpc::CreateCustomChannel(options.target, credentials, args);
     if (!channel->WaitForConnected(std::chrono::system_clock::now() + connect_timeout)) {
       return absl::UnavailableError(absl::StrCat("cannot connect to ", options.target, " within ",
                                                  connect_timeout.count(), " ms"));

@@ -31,7 +31,14 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   RETURN_IF_ERROR(ValidateServerConfig(config));
   std::unique_ptr<Daemon> daemon(new Daemon());
   daemon->config_ = config;
-  daemon->metrics_ = std::make_unique<ServerMetrics>();
+  // TLS files are checked before any model loads: a bad certificate stops
+  // start-up at once, naming the field.
+  if (TlsConfigured(config)) {
+    ASSIGN_OR_RETURN(daemon->tls_, LoadTlsFiles(config.tls()));
+  }
+  daemon->metrics_ = std::make_unique<ServerMetrics>(config.limits().max_tenant_label_values() > 0
+                                                         ? config.limits().max_tenant_label_values()
+                                                         : kDefaultMaxTenantLabelValues);
   daemon->authenticator_ = Authenticator::FromConfig(config);
   Daemon* self = daemon.get();
   ASSIGN_OR_RETURN(daemon->models_,
@@ -74,10 +81,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   });
   const absl::Duration stall_timeout = absl::Seconds(EffectiveEngineStallTimeoutSeconds(config));
   daemon->watchdog_->Start(StallWatchdog::IntervalFor(stall_timeout));
-  spdlog::info("ternd serving: gRPC on {}, HTTP on {}, auth {}, {} model(s)",
-               HostPort(EffectiveGrpcHost(config), daemon->grpc_port_),
+  spdlog::info("ternd serving: gRPC on {}, HTTP{} on {}, auth {}, tls {}, {} model(s)",
+               HostPort(EffectiveGrpcHost(config), daemon->grpc_port_), daemon->tls_ ? "S" : "",
                HostPort(EffectiveHttpHost(config), daemon->http_port_),
-               daemon->authenticator_->enabled() ? "on" : "off", daemon->models_->size());
+               daemon->authenticator_->enabled() ? "on" : "off",
+               !daemon->tls_ ? "off" : daemon->tls_->mutual() ? "mutual" : "on", daemon->models_->size());
   return daemon;
 }
 
@@ -130,7 +138,16 @@ absl::Status Daemon::StartGrpc() {
   // half its calls; a port in use must be an error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   const std::string address = HostPort(EffectiveGrpcHost(config_), EffectiveGrpcPort(config_));
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &grpc_port_);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls_.has_value()) {
+    // Mutual TLS: the client's certificate must chain to the client CA.
+    grpc::SslServerCredentialsOptions ssl(tls_->mutual() ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                                         : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    ssl.pem_root_certs = tls_->client_ca_pem;
+    ssl.pem_key_cert_pairs.push_back({tls_->private_key_pem, tls_->cert_chain_pem});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(address, credentials, &grpc_port_);
   builder.RegisterService(llm_service_.get());
   builder.RegisterService(models_service_.get());
   builder.RegisterService(diffusion_service_.get());
@@ -175,6 +192,7 @@ absl::Status Daemon::StartHttp() {
   options.num_threads = 4;
   ASSIGN_OR_RETURN(http_server_, HttpServer::Start(options, BuildRouter()));
   http_port_ = http_server_->port();
+  options.tls = tls_;
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -81,6 +82,7 @@ class Daemon {
   void PublishReadiness() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_);
 
   tern::v1::ServerConfig config_;
+  std::optional<TlsFiles> tls_;  // set: both ports speak TLS only (config `tls`)
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<Authenticator> authenticator_;
   std::unique_ptr<ModelRegistry> models_;

@@ -12,6 +12,7 @@
 #include "runtime/model/moa_plan.h"
 #include "runtime/model/weight_scheme.h"
 #include "server/auth/key_digest.h"
+#include "server/observability/tenant_labels.h"
 
 namespace tern::server {
 namespace {
@@ -89,6 +90,11 @@ absl::Status ValidateTenant(const tern::v1::TenantConfig& tenant, int index) {
   for (char c : tenant.name()) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '-' || c == '_' || c == '.';
+  if (tenant.name() == kOverflowTenantLabel) {
+    return Invalid(field + ".name", absl::StrCat("\"", kOverflowTenantLabel,
+                                                 "\" is the metrics label of tenants beyond "
+                                                 "limits.max_tenant_label_values"));
+  }
     if (!ok) return Invalid(field + ".name", "may use only letters, digits, '-', '_' and '.'");
   }
   if (tenant.has_weight() && !(tenant.weight() > 0.0)) {
@@ -209,6 +215,7 @@ absl::Status ValidateServerConfig(const tern::v1::ServerConfig& config) {
   return absl::OkStatus();
 }
 
+  if (limits.max_tenant_label_values() < 0) return Invalid("limits.max_tenant_label_values", "is negative");
 int EffectiveGrpcPort(const tern::v1::ServerConfig& config) {
   return config.listen().has_grpc_port() ? config.listen().grpc_port() : kDefaultGrpcPort;
 }

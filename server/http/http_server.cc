@@ -15,10 +15,12 @@
 #include "absl/time/clock.h"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/post.hpp"
+#include "boost/asio/ssl.hpp"
 #include "boost/asio/strand.hpp"
 #include "boost/asio/write.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "boost/beast/ssl.hpp"
 #include "spdlog/spdlog.h"
 
 namespace tern::server {
@@ -58,6 +60,7 @@ std::string PeerOf(const tcp::socket& socket) {
 struct HttpServer::Impl {
   Options options;
   HttpRouter router;
+  std::optional<asio::ssl::context> tls;  // set: every connection is TLS
   asio::io_context io;
   tcp::acceptor acceptor{io};
   std::vector<std::thread> threads;
@@ -70,20 +73,78 @@ struct HttpServer::Impl {
 
 namespace {
 
+// A connection's byte stream: plain TCP, or TLS over it. Beast's and Asio's
+// algorithms take it as an AsyncReadStream / AsyncWriteStream; timeouts and
+// the socket belong to the TCP layer (tcp_layer()).
+class ConnectionStream {
+ public:
+  using executor_type = beast::tcp_stream::executor_type;
+
+  ConnectionStream(tcp::socket socket, asio::ssl::context* tls) {
+    if (tls != nullptr) {
+      tls_.emplace(std::move(socket), *tls);
+    } else {
+      plain_.emplace(std::move(socket));
+    }
+  }
+
+  bool is_tls() const { return tls_.has_value(); }
+  beast::tcp_stream& tcp_layer() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
+  beast::ssl_stream<beast::tcp_stream>& tls() { return *tls_; }
+  executor_type get_executor() { return tcp_layer().get_executor(); }
+
+  template <class MutableBuffers, class Handler>
+  void async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+    if (tls_) {
+      tls_->async_read_some(buffers, std::forward<Handler>(handler));
+    } else {
+      plain_->async_read_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+  template <class ConstBuffers, class Handler>
+  void async_write_some(const ConstBuffers& buffers, Handler&& handler) {
+    if (tls_) {
+      tls_->async_write_some(buffers, std::forward<Handler>(handler));
+    } else {
+      plain_->async_write_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+
+ private:
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
+};
+
 // One connection: read a request, hand it to its handler, write the answer
 // (whole or streamed), repeat while keep-alive. Everything here runs on the
 // connection's strand; HttpExchange calls hop onto it.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), server_(server), peer_(PeerOf(stream_.socket())) {}
+      : stream_(std::move(socket), server->tls ? &*server->tls : nullptr),
+        server_(server),
+        peer_(PeerOf(stream_.tcp_layer().socket())) {}
 
   ~Session() {
     if (current_ != 0) server_->active.fetch_sub(1);
   }
 
   void Run() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (!self->stream_.is_tls()) return self->Read();
+      // TLS first (a client certificate too, under mutual TLS); a client
+      // that fails it, or sends plaintext, is dropped without an answer.
+      self->stream_.tcp_layer().expires_after(absl::ToChronoNanoseconds(self->server_->options.idle_timeout));
+      self->stream_.tls().async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
+        if (ec) {
+          spdlog::debug("http {}: TLS handshake failed: {}", self->peer_, ec.message());
+          beast::error_code ignored;
+          self->stream_.tcp_layer().socket().close(ignored);
+          return;
+        }
+        self->Read();
+      });
+    });
   }
 
   void Post(std::function<void()> task) { asio::post(stream_.get_executor(), std::move(task)); }
@@ -124,7 +185,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Close();
   void Linger();
 
-  beast::tcp_stream stream_;
+  ConnectionStream stream_;
   HttpServer::Impl* server_;
   const std::string peer_;
   beast::flat_buffer buffer_;
@@ -193,7 +254,7 @@ void Session::Read() {
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_header_bytes));
   parser_->body_limit(server_->options.max_body_bytes);
-  stream_.expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
+  stream_.tcp_layer().expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
   http::async_read_header(stream_, buffer_, *parser_,
                           [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
 }
@@ -226,7 +287,7 @@ void Session::OnHeader(beast::error_code ec) {
 }
 
 void Session::ReadBody() {
-  stream_.expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
+  stream_.tcp_layer().expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
 }
@@ -264,7 +325,7 @@ void Session::Dispatch() {
   server_->active.fetch_add(1);
   // A handler may take its time (a non-streamed generation): no deadline on
   // the connection until the answer is written.
-  stream_.expires_never();
+  stream_.tcp_layer().expires_never();
   Watch();
   auto exchange = std::make_shared<Exchange>(shared_from_this(), current_);
   try {
@@ -305,7 +366,7 @@ void Session::WriteWhole(HttpResponse response, bool keep_alive) {
   message->keep_alive(keep_alive);
   message->body() = std::move(response.body);
   message->prepare_payload();
-  stream_.expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
+  stream_.tcp_layer().expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
   http::async_write(stream_, *message,
                     [self = shared_from_this(), message, keep_alive](beast::error_code ec, size_t) {
                       self->FinishResponse(!ec && keep_alive);
@@ -373,7 +434,7 @@ void Session::MaybeWrite() {
   }
   writing_ = true;
   // A client that does not take a chunk for this long is treated as gone.
-  stream_.expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
+  stream_.tcp_layer().expires_after(absl::ToChronoNanoseconds(server_->options.idle_timeout));
   asio::async_write(stream_, asio::buffer(next.bytes),
                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWritten(ec); });
 }
@@ -411,7 +472,7 @@ void Session::FinishResponse(bool reusable) {
 }
 
 void Session::Watch() {
-  stream_.socket().async_wait(tcp::socket::wait_read,
+  stream_.tcp_layer().socket().async_wait(tcp::socket::wait_read,
                               [self = shared_from_this(), id = current_](beast::error_code ec) {
                                 self->OnReadable(id, ec);
                               });
@@ -421,7 +482,7 @@ void Session::OnReadable(uint64_t id, beast::error_code ec) {
   if (id != current_ || state_ == State::kReading || ec == asio::error::operation_aborted) return;
   if (ec) return ClientGone();
   char byte;
-  const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const ssize_t n = ::recv(stream_.tcp_layer().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0) return ClientGone();  // the client closed its end
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return Watch();
@@ -444,24 +505,25 @@ void Session::ClientGone() {
 
 void Session::Close() {
   beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.tcp_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
   if (server_->stopped.load()) {
-    stream_.socket().close(ignored);
+    stream_.tcp_layer().socket().close(ignored);
     return;
   }
   // Read what the client still sends (a body we refused, say) until it
   // closes, so that closing does not reset the connection under our reply.
   lingered_ = 0;
-  stream_.expires_after(kLingerTime);
+  stream_.tcp_layer().expires_after(kLingerTime);
   Linger();
 }
 
 void Session::Linger() {
-  stream_.async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+  // Raw bytes (TLS records too) are only counted and dropped.
+  stream_.tcp_layer().async_read_some(asio::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, size_t n) {
     self->lingered_ += n;
     if (ec || self->lingered_ > kLingerBytes) {
       beast::error_code ignored;
-      self->stream_.socket().close(ignored);
+      self->stream_.tcp_layer().socket().close(ignored);
       return;
     }
     self->Linger();
@@ -554,6 +616,24 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->router = std::move(router);
+  if (options.tls.has_value()) {
+    // TLS 1.2 and up; with a client CA, a client certificate that chains to
+    // it is required (mutual TLS).
+    try {
+      asio::ssl::context& tls = impl->tls.emplace(asio::ssl::context::tls_server);
+      tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+      tls.use_certificate_chain(asio::buffer(options.tls->cert_chain_pem));
+      tls.use_private_key(asio::buffer(options.tls->private_key_pem), asio::ssl::context::pem);
+      if (options.tls->mutual()) {
+        tls.add_certificate_authority(asio::buffer(options.tls->client_ca_pem));
+        tls.set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+      }
+    } catch (const boost::system::system_error& e) {
+      return absl::InvalidArgumentError(absl::StrCat("tls: the HTTP server cannot use the certificates: ", e.what()));
+    }
+  }
   const std::string where = absl::StrCat(options.host, ":", options.port);
   beast::error_code ec;
   const auto address = asio::ip::make_address(options.host, ec);

@@ -26,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -34,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/config/tls_files.h"
 
 namespace tern::server {
 
@@ -137,6 +139,11 @@ class HttpServer {
     // A connection with no request in progress is closed after this long,
     // and so is one whose client does not take a streamed chunk for this long.
     absl::Duration idle_timeout = absl::Seconds(60);
+    // Set: HTTPS only (TLS 1.2+), and with a client CA mutual TLS: a
+    // connection without a client certificate that chains to it fails the
+    // handshake. A failed handshake (plaintext HTTP too) closes the
+    // connection without an answer.
+    std::optional<TlsFiles> tls;
   };
 
   // Binds, listens and starts serving. FAILED_PRECONDITION when the address

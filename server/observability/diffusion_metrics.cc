@@ -18,8 +18,9 @@ const char* OutcomeOf(const absl::Status& status) {
 
 }  // namespace
 
-DiffusionMetrics::DiffusionMetrics(prometheus::Registry& registry)
-    : queue_time_(&prometheus::BuildHistogram()
+DiffusionMetrics::DiffusionMetrics(prometheus::Registry& registry, TenantLabels* tenants)
+    : tenants_(tenants),
+      queue_time_(&prometheus::BuildHistogram()
                        .Name("tern_diffusion_queue_time_seconds")
                        .Help("Image requests: time from arrival until the request joined the running batch.")
                        .Register(registry)),
@@ -38,8 +39,9 @@ DiffusionMetrics::DiffusionMetrics(prometheus::Registry& registry)
 
 void DiffusionMetrics::ObserveRequest(const std::string& model, const std::string& tenant, const absl::Status& status,
                                       int images, absl::Duration queue_time, absl::Duration e2e) {
-  const prometheus::Labels labels{{"model", model}, {"tenant", tenant}};
-  requests_->Add({{"model", model}, {"tenant", tenant}, {"outcome", OutcomeOf(status)}}).Increment();
+  const std::string tenant_label = tenants_->Of(tenant);
+  const prometheus::Labels labels{{"model", model}, {"tenant", tenant_label}};
+  requests_->Add({{"model", model}, {"tenant", tenant_label}, {"outcome", OutcomeOf(status)}}).Increment();
   if (queue_time > absl::ZeroDuration()) {
     queue_time_->Add(labels, LatencyBuckets()).Observe(absl::ToDoubleSeconds(queue_time));
   }
@@ -50,7 +52,8 @@ void DiffusionMetrics::ObserveRequest(const std::string& model, const std::strin
 }
 
 void DiffusionMetrics::ObserveRejected(const std::string& model, const std::string& tenant) {
-  requests_->Add({{"model", model}, {"tenant", tenant}, {"outcome", "rejected"}}).Increment();
+  const std::string tenant_label = tenants_->Of(tenant);
+  requests_->Add({{"model", model}, {"tenant", tenant_label}, {"outcome", "rejected"}}).Increment();
 }
 
 std::vector<prometheus::MetricFamily> DiffusionCollector::Collect() const {

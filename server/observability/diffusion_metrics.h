@@ -26,12 +26,15 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/models/model_registry.h"
+#include "server/observability/tenant_labels.h"
 
 namespace tern::server {
 
 class DiffusionMetrics {
  public:
-  explicit DiffusionMetrics(prometheus::Registry& registry);
+  // `tenants` (borrowed, outlives this) maps a tenant to its label value
+  // (tenant_labels.h: the number of values is capped).
+  DiffusionMetrics(prometheus::Registry& registry, TenantLabels* tenants);
 
   // One request's end. `queue_time` is zero for a request that never ran.
   void ObserveRequest(const std::string& model, const std::string& tenant, const absl::Status& status,
@@ -40,6 +43,7 @@ class DiffusionMetrics {
   void ObserveRejected(const std::string& model, const std::string& tenant);
 
  private:
+  TenantLabels* const tenants_;
   prometheus::Family<prometheus::Histogram>* queue_time_;
   prometheus::Family<prometheus::Histogram>* e2e_;
   prometheus::Family<prometheus::Counter>* images_;

@@ -19,8 +19,9 @@ const prometheus::Histogram::BucketBoundaries& LengthBuckets() {
 
 }  // namespace
 
-RequestMetrics::RequestMetrics(prometheus::Registry& registry)
-    : ttft_(prometheus::BuildHistogram()
+RequestMetrics::RequestMetrics(prometheus::Registry& registry, TenantLabels* tenants)
+    : tenants_(tenants),
+      ttft_(prometheus::BuildHistogram()
                 .Name("tern_time_to_first_token_seconds")
                 .Help("Time from arrival to the first streamed token.")
                 .Register(registry)),
@@ -82,16 +83,19 @@ RequestMetrics::RequestMetrics(prometheus::Registry& registry)
                       .Register(registry)) {}
 
 void RequestMetrics::ObserveTimeToFirstToken(const std::string& model, const std::string& tenant, double seconds) {
-  ttft_.Add({{"model", model}, {"tenant", tenant}}, LatencyBuckets()).Observe(seconds);
+  const std::string tenant_label = tenants_->Of(tenant);
+  ttft_.Add({{"model", model}, {"tenant", tenant_label}}, LatencyBuckets()).Observe(seconds);
 }
 
 void RequestMetrics::ObserveInterTokenLatency(const std::string& model, const std::string& tenant, double seconds) {
-  itl_.Add({{"model", model}, {"tenant", tenant}}, TokenLatencyBuckets()).Observe(seconds);
+  const std::string tenant_label = tenants_->Of(tenant);
+  itl_.Add({{"model", model}, {"tenant", tenant_label}}, TokenLatencyBuckets()).Observe(seconds);
 }
 
 void RequestMetrics::ObserveAdmission(const std::string& model, const std::string& tenant, double queue_seconds,
                                       double prefill_seconds, double decode_seconds, int prompt_tokens) {
-  const prometheus::Labels labels = {{"model", model}, {"tenant", tenant}};
+  const std::string tenant_label = tenants_->Of(tenant);
+  const prometheus::Labels labels = {{"model", model}, {"tenant", tenant_label}};
   queue_.Add(labels, LatencyBuckets()).Observe(queue_seconds);
   if (prefill_seconds >= 0) prefill_.Add(labels, LatencyBuckets()).Observe(prefill_seconds);
   if (decode_seconds >= 0) decode_.Add(labels, LatencyBuckets()).Observe(decode_seconds);
@@ -101,17 +105,19 @@ void RequestMetrics::ObserveAdmission(const std::string& model, const std::strin
 void RequestMetrics::ObserveFinished(const std::string& model, const std::string& tenant, double e2e_seconds,
                                      double time_per_output_token_seconds, int completion_tokens,
                                      const std::string& outcome) {
-  const prometheus::Labels labels = {{"model", model}, {"tenant", tenant}};
+  const std::string tenant_label = tenants_->Of(tenant);
+  const prometheus::Labels labels = {{"model", model}, {"tenant", tenant_label}};
   e2e_.Add(labels, LatencyBuckets()).Observe(e2e_seconds);
   if (completion_tokens > 1) tpot_.Add(labels, TokenLatencyBuckets()).Observe(time_per_output_token_seconds);
   output_length_.Add(labels, LengthBuckets()).Observe(completion_tokens);
-  requests_.Add({{"model", model}, {"tenant", tenant}, {"outcome", outcome}}).Increment();
+  requests_.Add({{"model", model}, {"tenant", tenant_label}, {"outcome", outcome}}).Increment();
 }
 
 void RequestMetrics::ObserveSot(const std::string& model, const std::string& tenant, const std::string& decision,
                                 int points, double skeleton_seconds, double expansion_seconds,
                                 const std::string& router, double router_seconds) {
-  sot_requests_.Add({{"model", model}, {"tenant", tenant}, {"decision", decision}}).Increment();
+  const std::string tenant_label = tenants_->Of(tenant);
+  sot_requests_.Add({{"model", model}, {"tenant", tenant_label}, {"decision", decision}}).Increment();
   const prometheus::Labels labels = {{"model", model}};
   if (points > 0) {
     static const auto* point_buckets = new prometheus::Histogram::BucketBoundaries{2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64};

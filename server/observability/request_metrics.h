@@ -3,7 +3,8 @@
 // latency (between streamed chunks that carry tokens), time per output token,
 // end-to-end latency, queue time, prompt and output lengths, requests by
 // outcome (finish reason, or the status code of a rejected or failed
-// request: rejections by reason). Thread-safe.
+// request: rejections by reason). Tenant label values are capped
+// (tenant_labels.h). Thread-safe.
 #pragma once
 
 #include <string>
@@ -12,12 +13,14 @@
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/observability/tenant_labels.h"
 
 namespace tern::server {
 
 class RequestMetrics {
  public:
-  explicit RequestMetrics(prometheus::Registry& registry);
+  // `tenants` (borrowed, outlives this) maps a tenant to its label value.
+  RequestMetrics(prometheus::Registry& registry, TenantLabels* tenants);
 
   void ObserveTimeToFirstToken(const std::string& model, const std::string& tenant, double seconds);
   void ObserveInterTokenLatency(const std::string& model, const std::string& tenant, double seconds);
@@ -40,6 +43,7 @@ class RequestMetrics {
                   double router_seconds);
 
  private:
+  TenantLabels* const tenants_;
   prometheus::Family<prometheus::Histogram>& ttft_;
   prometheus::Family<prometheus::Histogram>& itl_;
   prometheus::Family<prometheus::Histogram>& tpot_;

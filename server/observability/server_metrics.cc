@@ -13,7 +13,8 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   return *buckets;
 }
 
-ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
+ServerMetrics::ServerMetrics(int max_tenant_label_values)
+    : registry_(std::make_shared<prometheus::Registry>()), tenant_labels_(max_tenant_label_values) {
   prometheus::BuildGauge()
       .Name("tern_build_info")
       .Help("Build of the running ternd; the value is always 1.")
@@ -55,7 +56,7 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                         .Help("Times a model's engine was busy without finishing a step for longer than the "
                               "stall timeout.")
                         .Register(*registry_);
-  requests_ = std::make_unique<RequestMetrics>(*registry_);
+  requests_ = std::make_unique<RequestMetrics>(*registry_, &tenant_labels_);
   collectables_.push_back(registry_);
   collectables_.push_back(std::make_shared<ProcessCollector>());
 }

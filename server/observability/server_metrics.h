@@ -17,12 +17,15 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/observability/request_metrics.h"
+#include "server/observability/tenant_labels.h"
 
 namespace tern::server {
 
 class ServerMetrics {
  public:
-  ServerMetrics();
+  // `max_tenant_label_values`: distinct tenants the per-request metrics
+  // name; the rest share kOverflowTenantLabel (tenant_labels.h).
+  explicit ServerMetrics(int max_tenant_label_values = kDefaultMaxTenantLabelValues);
 
   // One finished gRPC call: `method` is the full name ("/tern.v1.Llm/Generate"),
   // `code` the gRPC status code name ("OK", "INVALID_ARGUMENT", ...).
@@ -53,6 +56,7 @@ class ServerMetrics {
 
  private:
   // shared_ptr: prometheus-cpp's Collectable API is built on shared ownership.
+  TenantLabels& tenant_labels() { return tenant_labels_; }
   std::shared_ptr<prometheus::Registry> registry_;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   prometheus::Family<prometheus::Counter>* rpc_total_;
@@ -67,5 +71,6 @@ class ServerMetrics {
 
 // Buckets for request latencies in seconds: 1 ms .. 5 min.
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets();
+  TenantLabels tenant_labels_;
 
 }  // namespace tern::server

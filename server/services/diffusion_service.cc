@@ -14,7 +14,7 @@ namespace tern::server {
 
 DiffusionService::DiffusionService(const ServiceContext& services) : services_(services) {
   if (services.metrics != nullptr) {
-    metrics_ = std::make_unique<DiffusionMetrics>(services.metrics->registry());
+    metrics_ = std::make_unique<DiffusionMetrics>(services.metrics->registry(), &services.metrics->tenant_labels());
     services.metrics->AddCollectable(std::make_shared<DiffusionCollector>(services.models));
   }
 }

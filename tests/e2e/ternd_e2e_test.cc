@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
@@ -437,6 +438,152 @@ TEST(TerndBadInputTest, PortAlreadyInUse) {
 }
 
 TEST(TerndBadInputTest, UnknownFlag) { ExpectCleanFailure({"--no-such-flag"}, "no_such_flag"); }
+
+// A model directory whose files are corrupt at start: a named error and a
+// non-zero exit, never a crash.
+TEST(TerndBadInputTest, CorruptModelFiles) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, "tiny");
+  const std::string weights = model + "/model.safetensors";
+  std::filesystem::resize_file(weights, std::filesystem::file_size(weights) / 2);
+  ExpectCleanFailure({"--model", model}, "model.safetensors");
+  std::ofstream(weights, std::ios::trunc) << "\xff\xff\xff\xff\xff\xff\xff\x7f{";
+  ExpectCleanFailure({"--model", model}, "model.safetensors");
+  const std::string other = MakeTinyModel(dir, "tiny2");
+  std::ofstream(other + "/config.json", std::ios::trunc) << "{\"architectures\": [";
+  ExpectCleanFailure({"--model", other}, "config.json");
+}
+
+// --- TLS and mutual TLS, with a CA and certificates made at test time. ---
+
+bool HaveProgram(const std::string& name) {
+  return RunProcess({"/usr/bin/env", "sh", "-c", "command -v " + name}, seconds(10)).exit_code == 0;
+}
+
+// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+// by the openssl CLI (EC P-256, valid one day) in `dir`.
+void MakeCertificates(const TempDir& dir) {
+  const std::string script = R"(set -e
+cd ")" + dir.path() + R"("
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+key ca.key
+openssl req -x509 -new -key ca.key -subj /CN=tern-test-ca -days 1 -out ca.pem
+for who in server client other; do
+  key $who.key
+  openssl req -new -key $who.key -subj /CN=tern-test-$who -out $who.csr
+done
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out server.pem 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile client.ext -out client.pem 2>/dev/null
+# A client certificate from a CA ternd does not trust.
+key rogue-ca.key
+openssl req -x509 -new -key rogue-ca.key -subj /CN=rogue-ca -days 1 -out rogue-ca.pem
+openssl x509 -req -in other.csr -CA rogue-ca.pem -CAkey rogue-ca.key -CAcreateserial -days 1 -extfile client.ext -out other.pem 2>/dev/null
+)";
+  const ProcessResult made = RunProcess({"/bin/sh", "-c", script}, seconds(60));
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// gRPC health over `credentials`: the status of the call (OK when served).
+grpc::Status HealthOver(const DaemonProcess& daemon, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(daemon.grpc_target(), credentials));
+  grpc::ClientContext context;
+  SetDeadline(&context, std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, {}, &response);
+  if (status.ok()) EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  return status;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> Tls(const TempDir& dir, const std::string& client = "") {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = ReadText(dir.Path("ca.pem"));
+  if (!client.empty()) {
+    options.pem_cert_chain = ReadText(dir.Path(client + ".pem"));
+    options.pem_private_key = ReadText(dir.Path(client + ".key"));
+  }
+  return grpc::SslCredentials(options);
+}
+
+// curl's exit status and output (body and the HTTP status on the last line).
+ProcessResult Curl(const DaemonProcess& daemon, const std::string& scheme, const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {"curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(scheme + "://127.0.0.1:" + std::to_string(daemon.http_port()) + "/v1/models");
+  return RunProcess(argv, seconds(30));
+}
+
+TEST(TerndTlsE2eTest, TlsAndMutualTlsOnGrpcAndHttp) {
+  if (!HaveProgram("openssl") || !HaveProgram("curl")) GTEST_SKIP() << "needs the openssl and curl programs";
+  TempDir dir;
+  MakeCertificates(dir);
+  const auto config = [&](const std::string& tls) {
+    return dir.Write("c.json", R"({"tls": )" + tls + "}");
+  };
+  const std::string cert = dir.Path("server.pem"), key = dir.Path("server.key"), ca = dir.Path("ca.pem");
+
+  // Bad TLS settings stop start-up, naming the field.
+  ExpectCleanFailure({"--config", config(R"({"keyFile": ")" + key + R"("})")}, "tls.cert_file: is required");
+  ExpectCleanFailure({"--config", config(R"({"certFile": ")" + dir.Path("nope.pem") + R"(", "keyFile": ")" + key +
+                                         R"("})")},
+                     "tls.cert_file: cannot read");
+  ExpectCleanFailure({"--config", config(R"({"certFile": ")" + cert + R"(", "keyFile": ")" + dir.Write("bad.key", "junk") +
+                                         R"("})")},
+                     "tls.key_file");
+  ExpectCleanFailure({"--config", config(R"({"certFile": ")" + cert + R"(", "keyFile": ")" + dir.Path("client.key") +
+                                         R"("})")},
+                     "does not match the certificate");
+  ExpectCleanFailure({"--config", config(R"({"certFile": ")" + cert + R"(", "keyFile": ")" + key +
+                                         R"(", "clientCaFile": ")" + dir.Write("empty-ca.pem", "") + R"("})")},
+                     "tls.client_ca_file");
+
+  {  // TLS: encrypted clients get in; plaintext does not.
+    DaemonProcess daemon =
+        StartOrDie({"--config", config(R"({"certFile": ")" + cert + R"(", "keyFile": ")" + key + R"("})")});
+    EXPECT_TRUE(HealthOver(daemon, Tls(dir)).ok());
+    EXPECT_EQ(HealthOver(daemon, grpc::InsecureChannelCredentials()).error_code(), grpc::StatusCode::UNAVAILABLE);
+    const ProcessResult https = Curl(daemon, "https", {"--cacert", ca});
+    EXPECT_EQ(https.exit_code, 0) << https.output;
+    EXPECT_NE(https.output.find(R"("object":"list")"), std::string::npos) << https.output;
+    EXPECT_EQ(https.output.substr(https.output.size() - 3), "200") << https.output;
+    EXPECT_NE(Curl(daemon, "http", {}).exit_code, 0) << "plaintext HTTP must be refused";
+    EXPECT_NE(Curl(daemon, "https", {}).exit_code, 0) << "a certificate from an unknown CA must be refused";
+    const ProcessResult cli = RunProcess({BinaryPath("tern"), "--target", daemon.grpc_target(), "--tls-ca", ca, "health"},
+                                         seconds(30));
+    EXPECT_EQ(cli.exit_code, 0) << cli.output;
+    EXPECT_NE(RunProcess({BinaryPath("tern"), "--target", daemon.grpc_target(), "health"}, seconds(30)).exit_code, 0);
+  }
+  {  // Mutual TLS: a client certificate from the client CA is required.
+    DaemonProcess daemon = StartOrDie({"--config", config(R"({"certFile": ")" + cert + R"(", "keyFile": ")" + key +
+                                                          R"(", "clientCaFile": ")" + ca + R"("})")});
+    EXPECT_TRUE(HealthOver(daemon, Tls(dir, "client")).ok());
+    EXPECT_EQ(HealthOver(daemon, Tls(dir)).error_code(), grpc::StatusCode::UNAVAILABLE) << "no client certificate";
+    EXPECT_EQ(HealthOver(daemon, Tls(dir, "other")).error_code(), grpc::StatusCode::UNAVAILABLE)
+        << "a client certificate from another CA";
+    EXPECT_EQ(HealthOver(daemon, grpc::InsecureChannelCredentials()).error_code(), grpc::StatusCode::UNAVAILABLE);
+    const ProcessResult mutual =
+        Curl(daemon, "https", {"--cacert", ca, "--cert", dir.Path("client.pem"), "--key", dir.Path("client.key")});
+    EXPECT_EQ(mutual.exit_code, 0) << mutual.output;
+    EXPECT_EQ(mutual.output.substr(mutual.output.size() - 3), "200") << mutual.output;
+    EXPECT_NE(Curl(daemon, "https", {"--cacert", ca}).exit_code, 0) << "HTTPS without a client certificate";
+    const ProcessResult cli = RunProcess({BinaryPath("tern"), "--target", daemon.grpc_target(), "--tls-ca", ca,
+                                          "--tls-cert", dir.Path("client.pem"), "--tls-key", dir.Path("client.key"),
+                                          "health"},
+                                         seconds(30));
+    EXPECT_EQ(cli.exit_code, 0) << cli.output;
+    EXPECT_NE(RunProcess({BinaryPath("tern"), "--target", daemon.grpc_target(), "--tls-ca", ca, "health"}, seconds(30))
+                  .exit_code,
+              0);
+  }
+}
 
 }  // namespace
 }  // namespace tern::testing

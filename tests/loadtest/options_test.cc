@@ -119,6 +119,22 @@ TEST(OptionsTest, RejectsMissingOrContradictoryFlags) {
 TEST(OptionsTest, RejectsMalformedValues) {
   const auto with = [](std::vector<std::string> extra) {
     std::vector<std::string> args = Base();
+TEST(OptionsTest, TlsFlags) {
+  auto args = Base();
+  args.insert(args.end(), {"--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "c.key"});
+  const absl::StatusOr<LoadOptions> o = Parse(args);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->tls_ca, "ca.pem");
+  EXPECT_EQ(o->tls_cert, "c.pem");
+  EXPECT_EQ(o->tls_key, "c.key");
+  auto cert_alone = Base();
+  cert_alone.insert(cert_alone.end(), {"--tls-cert", "c.pem"});
+  ExpectError(cert_alone, "--tls-key go together");
+  std::vector<std::string> openai = {"--api", "openai", "--model", "m", "--rate", "1", "--duration", "1",
+                                     "--prompts", "p", "--tls-ca", "ca.pem"};
+  ExpectError(openai, "TLS applies to --api grpc");
+}
+
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   };

@@ -83,6 +83,8 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
                        {"name": "b", "apiKeySha256": ["8ad01026b2b2613b559ccb088e480e0d161365030085fb5cb060748451eb4c28"]}]})",
        "tenants[1].api_key_sha256"},
       {R"({"engine_stall_timeout_seconds": 3601})", "engine_stall_timeout_seconds"},
+      {R"({"tenants": [{"name": "_other"}]})", "tenants[0].name"},
+      {R"({"limits": {"maxTenantLabelValues": -1}})", "limits.max_tenant_label_values"},
   };
   for (const Case& c : cases) {
     auto config = ParseServerConfigJson(c.json);

@@ -26,6 +26,29 @@ TEST(ServerMetricsTest, ScrapeHasBuildInfoProcessAndRpcSeries) {
   }
 }
 
+// The tenant label takes at most max_tenant_label_values values: the first
+// tenants seen keep their names, later ones share "_other", in every metric.
+TEST(ServerMetricsTest, TenantLabelValuesAreCapped) {
+  ServerMetrics metrics(/*max_tenant_label_values=*/2);
+  for (const char* tenant : {"acme", "beta", "gamma", "delta", "acme"}) {
+    metrics.requests().ObserveFinished("m", tenant, 0.5, 0.01, 4, "stop");
+    metrics.requests().ObserveTimeToFirstToken("m", tenant, 0.1);
+  }
+  const std::string text = metrics.Scrape();
+  EXPECT_NE(text.find(R"(tern_request_finished_total{model="m",outcome="stop",tenant="acme"} 2)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(tern_request_finished_total{model="m",outcome="stop",tenant="beta"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(tern_request_finished_total{model="m",outcome="stop",tenant="_other"} 2)"), std::string::npos);
+  EXPECT_EQ(text.find(R"(tenant="gamma")"), std::string::npos);
+  EXPECT_EQ(text.find(R"(tenant="delta")"), std::string::npos);
+  EXPECT_NE(text.find(R"(tern_time_to_first_token_seconds_count{model="m",tenant="_other"} 2)"), std::string::npos);
+
+  TenantLabels labels(1);
+  EXPECT_EQ(labels.Of("x"), "x");
+  EXPECT_EQ(labels.Of("y"), kOverflowTenantLabel);
+  EXPECT_EQ(labels.Of("x"), "x");
+}
+
 TEST(LoggingTest, JsonEscapeKeepsLinesParseable) {
   EXPECT_EQ(JsonEscape("a\"b\\c\nd\x01"), "a\\\"b\\\\c\\nd\\u0001");
 }

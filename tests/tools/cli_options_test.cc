@@ -72,6 +72,18 @@ TEST(CliOptionsTest, RejectsBadValuesAndMisplacedFlags) {
   ExpectError({}, "no command");
   ExpectError({"generate", "--mode", "fast", "x"}, "--mode");
   ExpectError({"generate", "--outline", "a;;b", "x"}, "empty point");
+TEST(CliOptionsTest, TlsFlags) {
+  const absl::StatusOr<CliOptions> o =
+      Parse({"--tls-ca", "ca.pem", "--tls-cert=c.pem", "--tls-key", "c.key", "health"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->tls());
+  EXPECT_EQ(o->tls_ca, "ca.pem");
+  EXPECT_EQ(o->tls_cert, "c.pem");
+  EXPECT_EQ(o->tls_key, "c.key");
+  EXPECT_FALSE(Parse({"health"})->tls());
+  ExpectError({"--tls-cert", "c.pem", "health"}, "--tls-cert and --tls-key go together");
+}
+
   ExpectError({"generate", "--outline", ";", "x"}, "empty point");
   ExpectError({"generate", "--max-point-tokens", "0", "x"}, "--max-point-tokens");
   ExpectError({"generate", "--max-point-tokens", "4097", "x"}, "--max-point-tokens");

@@ -82,6 +82,12 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
       if ((status = take()).ok()) o.target = value;
     } else if (arg == "--api-key") {
       if ((status = take()).ok()) o.api_key = value;
+    } else if (arg == "--tls-ca") {
+      if ((status = take()).ok()) o.tls_ca = value;
+    } else if (arg == "--tls-cert") {
+      if ((status = take()).ok()) o.tls_cert = value;
+    } else if (arg == "--tls-key") {
+      if ((status = take()).ok()) o.tls_key = value;
     } else if (arg == "--timeout") {
       if ((status = take()).ok()) {
         absl::StatusOr<double> seconds = NonNegative(arg, value);
@@ -211,6 +217,7 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
     if (!status.ok()) return status;
   }
   if (o.command.empty()) return Bad("no command given");
+  if (o.tls_cert.empty() != o.tls_key.empty()) return Bad("--tls-cert and --tls-key go together (mutual TLS)");
   if (!o.system.empty() && o.command != "chat") return Bad("--system applies to chat only");
   if (!IsTextCommand(o.command) && !given.empty()) {
     return Bad(given.front() + " applies to generate and chat only");
@@ -237,7 +244,8 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
 }
 
 const char* CliUsage() {
-  return R"(usage: tern [--target HOST:PORT] [--api-key KEY] [--timeout S] COMMAND [ARGS]
+  return R"(usage: tern [--target HOST:PORT] [--api-key KEY] [--timeout S]
+            [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] COMMAND [ARGS]
 commands:
   health                      print SERVING or NOT_SERVING (exit 0 only when serving)
   models                      list served models
@@ -266,6 +274,8 @@ image options:
   --seed S                    same seed, same request: same image
   --count N                   images, 1..16
   --json                      print one JSON object (files, seeds, sizes, time)
+TLS: --tls-ca trusts the CA of ternd's certificate (without it, the system's roots);
+--tls-cert and --tls-key present a client certificate (mutual TLS).
 The target and key may also come from TERN_TARGET and TERN_API_KEY.
 Exit status: 0 OK, 1 the server failed the call, 2 bad usage.
 )";

@@ -23,6 +23,12 @@ struct CliOptions {
   std::string target = "localhost:50051";
   std::string api_key;
   double timeout_seconds = 30;           // the call's deadline
+  // TLS (any set): the CA that signed the server's certificate (empty: the
+  // system's roots), and for mutual TLS the client's certificate and key.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  bool tls() const { return !tls_ca.empty() || !tls_cert.empty() || !tls_key.empty(); }
   std::string command;                   // health, models, tokenize, detokenize, generate, chat, image
   std::string model;
   std::vector<std::string> args;         // the command's positional arguments

@@ -1,6 +1,7 @@
 // tern: command-line client for ternd over gRPC.
 //
-//   tern [--target HOST:PORT] [--api-key KEY] [--timeout SECONDS] COMMAND [ARGS]
+//   tern [--target HOST:PORT] [--api-key KEY] [--timeout SECONDS]
+//        [--tls-ca CA [--tls-cert CERT --tls-key KEY]] COMMAND [ARGS]
 //
 //   health                       SERVING / NOT_SERVING; exit 0 only when serving
 //   models                       the served models, one per line
@@ -46,7 +47,9 @@ int main(int argc, char** argv) {
   if (!parsed.ok()) return UsageError(std::string(parsed.status().message()));
   const CliOptions& options = *parsed;
 
-  auto channel = grpc::CreateChannel(options.target, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ChannelCredentials(options);
+  if (!credentials.ok()) return UsageError(std::string(credentials.status().message()));
+  auto channel = grpc::CreateChannel(options.target, *credentials);
   if (options.command == "health") return Health(channel, options);
   if (options.command == "models") return Models(channel, options);
   if (options.command == "tokenize") return Tokenize(channel, options);
