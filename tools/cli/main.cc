@@ -32,6 +32,7 @@
 #include "tools/cli/generate_command.h"
 #include "tools/cli/image_command.h"
 #include "tools/cli/live_region.h"
+#include "tools/cli/rpc_util.h"
 
 int main(int argc, char** argv) {
   using namespace tern::cli;
