@@ -99,6 +99,12 @@ def load_model(path, dtype, device):
         from transformers import AttentionInterface
         AttentionInterface.register("tern_moa_profile", profile_attention)
         impl = "tern_moa_profile"
+        try:  # transformers with per-implementation masks: ours builds its own causal mask, any format does
+            from transformers import AttentionMaskInterface
+            from transformers.masking_utils import sdpa_mask
+            AttentionMaskInterface.register("tern_moa_profile", sdpa_mask)
+        except ImportError:
+            pass
     except ImportError:  # older transformers: replace the eager function instead
         from transformers.models.llama import modeling_llama
         modeling_llama.eager_attention_forward = profile_attention
