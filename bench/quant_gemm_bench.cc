@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bench/copy_bandwidth.h"
+#include "bench/gpu_timing.h"
 #include "kernels/gemm/skinny_gemm.h"
 #include "kernels/gemm/weight_only_gemm.h"
 #include "nlohmann/json.hpp"
@@ -32,22 +33,6 @@ using tern::kernels::ScalarType;
 using tern::kernels::WeightOnlyDeviceWeight;
 using tern::kernels::WeightOnlyLayout;
 
-template <typename F>
-float TimeMs(F&& run, int reps) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  run();
-  cudaEventRecord(start);
-  for (int i = 0; i < reps; ++i) run();
-  cudaEventRecord(stop);
-  cudaEventSynchronize(stop);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return ms / reps;
-}
 
 // Enough copies of a weight that consecutive calls miss the L2 (50 MB on an H100).
 int CopiesFor(size_t bytes) { return int(std::max<size_t>(2, (size_t(256) << 20) / std::max<size_t>(bytes, 1) + 1)); }
@@ -148,11 +133,11 @@ int main(int argc, char** argv) {
         cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(r), int(s.k), &alpha, w, CUDA_R_16F, int(s.k), x,
                      CUDA_R_16F, int(s.k), &beta, y, CUDA_R_16F, int(s.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
       };
-      const float blas_ms = TimeMs([&] { blas_call(dense[copy++ % dense_copies], rows); }, reps);
+      const float blas_ms = tern::bench::MeanLaunchMs([&] { blas_call(dense[copy++ % dense_copies], rows); }, reps);
       float best = blas_ms;
       if (rows <= tern::kernels::kSkinnyGemmMaxRows) {
         const tern::kernels::SkinnyGemmParams p{rows, s.n, s.k, s.k, s.n};
-        best = std::min(best, TimeMs(
+        best = std::min(best, tern::bench::MeanLaunchMs(
                                   [&] {
                                     tern::kernels::LaunchSkinnyGemm(ScalarType::kF16, p, x,
                                                                     dense[copy++ % dense_copies], y, nullptr);
@@ -178,7 +163,7 @@ int main(int argc, char** argv) {
         int copy = 0;
         const tern::kernels::WeightOnlyGemmParams p{rows, s.k, s.n};
         cudaError_t error = cudaSuccess;
-        const float quant_ms = TimeMs(
+        const float quant_ms = tern::bench::MeanLaunchMs(
             [&] {
               const cudaError_t e = tern::kernels::LaunchWeightOnlyGemm(
                   ScalarType::kF16, packed[copy++ % copies].weight, p, x, nullptr, y, nullptr, false);
@@ -186,7 +171,7 @@ int main(int argc, char** argv) {
             },
             reps);
         // The large-M path: dequantize into one scratch, then cuBLAS.
-        const float deq_ms = TimeMs(
+        const float deq_ms = tern::bench::MeanLaunchMs(
             [&] {
               tern::kernels::LaunchWeightOnlyDequantize(ScalarType::kF16, packed[copy++ % copies].weight, dequant,
                                                         nullptr);

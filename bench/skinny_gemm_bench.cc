@@ -14,33 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "kernels/gemm/skinny_gemm.h"
 #include "bench/copy_bandwidth.h"
+#include "bench/gpu_timing.h"
+#include "kernels/gemm/skinny_gemm.h"
 #include "nlohmann/json.hpp"
 
-namespace {
-
 using tern::kernels::ScalarType;
-
-template <typename F>
-float TimeMs(F&& run, int reps) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  run();
-  cudaEventRecord(start);
-  for (int i = 0; i < reps; ++i) run();
-  cudaEventRecord(stop);
-  cudaEventSynchronize(stop);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return ms / reps;
-}
-
-
-}  // namespace
 
 int main(int argc, char** argv) {
   std::string json_path;
@@ -87,13 +66,13 @@ int main(int argc, char** argv) {
     for (int64_t rows : {1, 2, 4, 8}) {
       int copy = 0;
       const tern::kernels::SkinnyGemmParams p{rows, s.n, s.k, s.k, s.n};
-      const float skinny_ms = TimeMs(
+      const float skinny_ms = tern::bench::MeanLaunchMs(
           [&] {
             tern::kernels::LaunchSkinnyGemm(ScalarType::kF16, p, x, weights[copy++ % kCopies], y, nullptr);
           },
           50);
       const float alpha = 1.0f, beta = 0.0f;
-      const float blas_ms = TimeMs(
+      const float blas_ms = tern::bench::MeanLaunchMs(
           [&] {
             cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(rows), int(s.k), &alpha,
                          weights[copy++ % kCopies], CUDA_R_16F, int(s.k), x, CUDA_R_16F, int(s.k), &beta, y,

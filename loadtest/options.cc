@@ -215,7 +215,38 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
          o.sot_point_tokens = static_cast<int>(*n);
          return absl::OkStatus();
        }},
+      {"--image-model", set_string(&o.image_model)},
+      {"--image-share",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         double share = 0;
+         if (!absl::SimpleAtod(v, &share) || !std::isfinite(share) || share < 0 || share > 1) {
+           return Bad(f, "expected a fraction in [0, 1], got \"" + v + "\"");
+         }
+         o.image_share = share;
+         return absl::OkStatus();
+       }},
+      {"--image-steps",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         if (v.find(':') != std::string::npos) return ParseRange(f, v, 1, 1000, &o.image_steps_lo, &o.image_steps_hi);
+         absl::StatusOr<int64_t> n = IntInRange(f, v, 1, 1000);
+         if (!n.ok()) return n.status();
+         o.image_steps_lo = o.image_steps_hi = static_cast<int>(*n);
+         return absl::OkStatus();
+       }},
+      {"--image-classes", set_int(&o.image_classes, 1, 100000)},
+      {"--image-guidance",
+       [&](const std::string& f, const std::string& v) -> absl::Status {
+         double g = 0;
+         if (!absl::SimpleAtod(v, &g) || !std::isfinite(g) || g < 0 || g > 100) {
+           return Bad(f, "expected a guidance scale in [0, 100], got \"" + v + "\"");
+         }
+         o.image_guidance = static_cast<float>(g);
+         return absl::OkStatus();
+       }},
       {"--api-key", set_string(&api_key)},
+      {"--tls-ca", set_string(&o.tls_ca)},
+      {"--tls-cert", set_string(&o.tls_cert)},
+      {"--tls-key", set_string(&o.tls_key)},
       {"--tenant-mix", set_string(&tenant_mix)},
       {"--seed",
        [&](const std::string& f, const std::string& v) -> absl::Status {
@@ -244,9 +275,6 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
     if (const size_t eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
       inline_value = flag.substr(eq + 1);
       flag = flag.substr(0, eq);
-      {"--tls-ca", set_string(&o.tls_ca)},
-      {"--tls-cert", set_string(&o.tls_cert)},
-      {"--tls-key", set_string(&o.tls_key)},
     }
     if (!given.insert(flag).second) return Bad(flag, "given more than once");
     if (const auto sw = switches.find(flag); sw != switches.end()) {
@@ -272,7 +300,14 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
   }
 
   // Cross-flag rules.
-  if (o.model.empty()) return Bad("--model", "required");
+  const bool images = given.count("--image-model") > 0;
+  const bool only_images = images && o.image_share >= 1.0;
+  for (const char* flag : {"--image-share", "--image-steps", "--image-classes", "--image-guidance"}) {
+    if (given.count(flag) && !images) return Bad(flag, "needs --image-model");
+  }
+  if (images && o.image_model.empty()) return Bad("--image-model", "must not be empty");
+  if (images && !given.count("--image-share")) return Bad("--image-model", "needs --image-share F (1: images only)");
+  if (o.model.empty() && !only_images) return Bad("--model", "required (unless --image-share 1)");
   if (api.empty() || api == "grpc") {
     o.api = Api::kGrpc;
   } else if (api == "openai") {
@@ -292,6 +327,7 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
     if (given.count("--synthetic-prompt-tokens")) {
       return Bad("--synthetic-prompt-tokens", "needs --api grpc (chat completions take text prompts)");
     }
+    if (images) return Bad("--image-model", "needs --api grpc (tern.v1.Diffusion/GenerateImage)");
   } else if (o.target.rfind("http://", 0) == 0 || o.target.rfind("https://", 0) == 0) {
     return Bad("--target", "with --api grpc, give HOST:PORT (an http:// URL needs --api openai)");
   }
@@ -324,7 +360,10 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
   }
   const bool from_file = !o.prompts_path.empty();
   const bool synthetic = o.synthetic_prompt_tokens > 0;
-  if (from_file == synthetic) {
+  if (from_file && synthetic) {
+    return absl::InvalidArgumentError("give exactly one of --prompts FILE or --synthetic-prompt-tokens N");
+  }
+  if (!from_file && !synthetic && !only_images) {
     return absl::InvalidArgumentError("give exactly one of --prompts FILE or --synthetic-prompt-tokens N");
   }
   if (given.count("--prompts-format") && !from_file) return Bad("--prompts-format", "needs --prompts");
@@ -345,6 +384,11 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
   if (given.count("--sot-point-tokens") && !some_sot && o.decoding_mode != DecodingChoice::kAuto) {
     return Bad("--sot-point-tokens", "needs --sot-share > 0 or --decoding-mode sot or auto");
   }
+  const bool tls = given.count("--tls-ca") || given.count("--tls-cert") || given.count("--tls-key");
+  if (tls && o.api == Api::kOpenAi) return Bad("--tls-ca", "TLS applies to --api grpc");
+  if (given.count("--tls-cert") != given.count("--tls-key")) {
+    return Bad(given.count("--tls-cert") ? "--tls-cert" : "--tls-key", "--tls-cert and --tls-key go together");
+  }
   if (!api_key.empty() && !tenant_mix.empty()) {
     return absl::InvalidArgumentError("give one of --api-key or --tenant-mix");
   }
@@ -364,6 +408,7 @@ absl::StatusOr<LoadOptions> ParseLoadOptions(const std::vector<std::string>& arg
 const char* LoadUsage() {
   return R"(usage: tern-load --model NAME (--rate R | --concurrency C) (--duration S | --requests N)
                  (--prompts FILE | --synthetic-prompt-tokens N) [options]
+       tern-load --image-model NAME --image-share 1 (--rate R | --concurrency C) ... [options]
 target
   --api grpc|openai             tern.v1 gRPC Generate streams (default), or streamed OpenAI chat
                                 completions to any OpenAI-compatible server
@@ -371,6 +416,8 @@ target
                                 the server's http://HOST:PORT (default http://127.0.0.1:8000)
   --model NAME                  model name as ListModels reports it (required)
   --connections N               gRPC channels to spread streams over, 1..64 (default 1)
+  --tls-ca FILE                 gRPC over TLS, trusting this CA (PEM) for the server's certificate
+  --tls-cert FILE --tls-key FILE  and presenting this client certificate (mutual TLS)
 load shape
   --rate R                      open loop: R requests/s
   --arrival poisson|constant    gaps for --rate: exponential or fixed (default poisson)
@@ -384,11 +431,6 @@ hard caps
                                 (default: duration + 60, or 600 with --requests only)
   --timeout S                   per-request gRPC deadline (default 300)
 prompts
-  const bool tls = given.count("--tls-ca") || given.count("--tls-cert") || given.count("--tls-key");
-  if (tls && o.api == Api::kOpenAi) return Bad("--tls-ca", "TLS applies to --api grpc");
-  if (given.count("--tls-cert") != given.count("--tls-key")) {
-    return Bad(given.count("--tls-cert") ? "--tls-cert" : "--tls-key", "--tls-cert and --tls-key go together");
-  }
   --prompts FILE                prompts: text (one per line), .csv (a request/prompt/text column)
                                 or .jsonl (objects with a prompt/text/request field)
   --prompts-format F            auto (by extension), text, csv or jsonl (default auto)
@@ -410,14 +452,19 @@ decoding (Skeleton-of-Thought)
                                 ask for max_tokens = N * L, so every point is L tokens long
   --sot-as-normal               the baseline of a --sot-share run: the same requests, those
                                 picked for SoT sent as NORMAL with the same max_tokens
+images (tern.v1.Diffusion/GenerateImage; mixed with LLM requests or alone)
+  --image-model NAME            the diffusion model to ask for images
+  --image-share F               this fraction of requests (seeded) are image requests; 1: images
+                                only (then --model and prompts may be left out)
+  --image-steps N|LO:HI         sampler steps per image request, fixed or uniform (default 20)
+  --image-classes K             class labels drawn uniformly from [0, K) (default 10)
+  --image-guidance G            guidance_scale of image requests (default: the model's)
 tenants
   --api-key K                   send "authorization: Bearer K"
   --tenant-mix "kA:3,kB:1"      pick the API key per request by weight
 report
   --slo-ttft-ms X               goodput counts requests with TTFT <= X ms ...
   --slo-tpot-ms X               ... and TPOT <= X ms
-  --tls-ca FILE                 gRPC over TLS, trusting this CA (PEM) for the server's certificate
-  --tls-cert FILE --tls-key FILE  and presenting this client certificate (mutual TLS)
   --json OUT                    write the report as JSON to OUT
   --json-requests               include one record per request in the JSON
   --progress                    show the progress line even when stderr is not a TTY

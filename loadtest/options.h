@@ -91,6 +91,18 @@ struct LoadOptions {
   // same tokens and the other requests are the same.
   bool sot_as_normal = false;
 
+  // Images (tern.v1.Diffusion/GenerateImage, gRPC only). A request is an
+  // image request with probability image_share (seeded; 1: all of them), of
+  // `image_steps_lo..hi` sampler steps (uniform, seeded), a class drawn
+  // uniformly from [0, image_classes) (0: the model's default condition is
+  // not used; the class label 0 is sent), and image_guidance when given.
+  std::string image_model;
+  double image_share = 0;                // in [0, 1]
+  int image_steps_lo = 20;
+  int image_steps_hi = 20;
+  int image_classes = 10;                // class labels drawn from [0, image_classes)
+  std::optional<float> image_guidance;
+
   std::vector<TenantWeight> tenants;     // from --api-key (one) or --tenant-mix (several)
   uint64_t seed = 0;
 

@@ -161,13 +161,17 @@ Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& 
   // With --decoding-mode sot every request is in the SoT class; the other stays empty.
   r.non_sot.decoding_mode = DecodingChoiceName(
       options.decoding_mode == DecodingChoice::kSot ? DecodingChoice::kNormal : options.decoding_mode);
-  ClassSamples sot_samples, non_sot_samples;
+  r.images.label = "image";
+  r.images.decoding_mode = "image";
+  ClassSamples sot_samples, non_sot_samples, image_samples;
   for (const RequestTrace& trace : traces) {
     ++r.sent;
     TenantReport& tenant = r.tenants.at(trace.tenant);
     ++tenant.sent;
     const RequestMetrics m = ComputeRequestMetrics(trace);
-    if (trace.sot_requested) {
+    if (trace.image_requested) {
+      AddToClass(trace, m, &r.images, &image_samples);
+    } else if (trace.sot_requested) {
       AddToClass(trace, m, &r.sot, &sot_samples);
     } else {
       AddToClass(trace, m, &r.non_sot, &non_sot_samples);
@@ -181,6 +185,10 @@ Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& 
     }
     ++r.ok;
     ++tenant.ok;
+    if (trace.image_requested) {
+      r.images_made += trace.images_received;
+      continue;
+    }
     ++r.finish_reasons[FinishReasonName(trace.finish_reason)];
     r.output_tokens += m.output_tokens;
     r.prompt_tokens += trace.usage_prompt_tokens.value_or(0);
@@ -205,7 +213,9 @@ Report BuildReport(const LoadOptions& options, const std::vector<RequestTrace>& 
   for (size_t i = 0; i < r.tenants.size(); ++i) r.tenants[i].ttft_ms = Summarize(std::move(tenant_ttft[i]));
   SummarizeClass(std::move(sot_samples), &r.sot);
   SummarizeClass(std::move(non_sot_samples), &r.non_sot);
+  SummarizeClass(std::move(image_samples), &r.images);
   if (elapsed_s > 0) {
+    r.image_throughput = static_cast<double>(r.images_made) / elapsed_s;
     r.request_throughput = static_cast<double>(r.ok) / elapsed_s;
     r.output_token_throughput = static_cast<double>(r.output_tokens) / elapsed_s;
   }
@@ -283,6 +293,16 @@ std::string FormatReportTable(const LoadOptions& options, const Report& r) {
                             ratio(r.sot.e2e_ms, r.non_sot.e2e_ms), ratio(r.sot.ttft_ms, r.non_sot.ttft_ms),
                             ratio(r.sot.tpot_ms, r.non_sot.tpot_ms));
     }
+  }
+  if (r.images.sent > 0) {
+    absl::StrAppendFormat(&out, "\n  images      model %s: %d requests, %d ok, %d images, %.3f images/s\n",
+                          options.image_model, r.images.sent, r.images.ok, r.images_made, r.image_throughput);
+    absl::StrAppendFormat(&out, "  %-18s %7s %10s %10s %10s %10s %10s\n", "images (ms)", "count", "mean", "p50", "p90",
+                          "p99", "max");
+    row("first step", r.images.ttft_ms);
+    row("per step", r.images.tpot_ms);
+    row("image e2e", r.images.e2e_ms);
+    row("steps/request", r.images.output_tokens_per_request);
   }
   if (r.tenants.size() > 1) {
     absl::StrAppend(&out, "\n  tenant (API key)      sent      ok   TTFT p50   TTFT p99\n");
@@ -373,6 +393,12 @@ nlohmann::json ReportToJson(const LoadOptions& o, const Report& r, const std::ve
   j["finish_reasons"] = r.finish_reasons;
   j["tenants"] = tenants;
   j["decoding"] = {{"sot", ClassJson(r.sot)}, {"non_sot", ClassJson(r.non_sot)}};
+  if (r.images.sent > 0) {
+    j["images"] = {{"requests", ClassJson(r.images)},
+                   {"images", r.images_made},
+                   {"images_per_s", r.image_throughput},
+                   {"model", o.image_model}};
+  }
   if (traces != nullptr) {
     nlohmann::json requests = nlohmann::json::array();
     for (const RequestTrace& t : *traces) {
@@ -391,7 +417,9 @@ nlohmann::json ReportToJson(const LoadOptions& o, const Report& r, const std::ve
                                                 ? nlohmann::json(*t.usage_prompt_tokens)
                                                 : nlohmann::json(nullptr)},
                           {"finish_reason", FinishReasonName(t.finish_reason)},
-                          {"decoding_asked", t.sot_requested ? r.sot.decoding_mode : r.non_sot.decoding_mode},
+                          {"decoding_asked", t.image_requested ? r.images.decoding_mode
+                                             : t.sot_requested ? r.sot.decoding_mode
+                                                               : r.non_sot.decoding_mode},
                           {"decoding_used", DecodingUsedJson(t.decoding_used)},
                           {"sot_points", t.sot_points},
                           {"sot_fell_back", t.sot_fell_back}});

@@ -76,6 +76,13 @@ struct Report {
   bool by_decoding = false;
   DecodingClassReport sot;
   DecodingClassReport non_sot;
+  // Image requests (--image-share): counted in sent/ok/failed/errors above
+  // but not in the token latencies or the tenants' TTFT; here "TTFT" is the
+  // time to the first sampler step, "TPOT" the time per step and "output
+  // tokens" the steps.
+  DecodingClassReport images;
+  int64_t images_made = 0;               // images received by OK requests
+  double image_throughput = 0;           // images_made / s
 };
 
 // How the run ended, as the runner saw it.

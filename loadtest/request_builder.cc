@@ -59,4 +59,15 @@ tern::v1::GenerateRequest BuildGenerateRequest(const LoadOptions& options, const
   return request;
 }
 
+tern::v1::GenerateImageRequest BuildImageRequest(const LoadOptions& options, const PlannedRequest& planned) {
+  tern::v1::GenerateImageRequest request;
+  request.set_model(options.image_model);
+  request.set_request_id(absl::StrCat("tern-load-", options.seed, "-", planned.index));
+  request.set_class_label(planned.image_class);
+  request.set_steps(planned.image_steps);
+  if (options.image_guidance.has_value()) request.set_guidance_scale(*options.image_guidance);
+  request.set_seed(StreamSeed(options.seed, 1000 + static_cast<uint64_t>(planned.index)));
+  return request;
+}
+
 }  // namespace tern::loadtest

@@ -8,6 +8,7 @@
 
 #include "loadtest/options.h"
 #include "loadtest/workload.h"
+#include "tern/v1/diffusion.pb.h"
 #include "tern/v1/llm.pb.h"
 
 namespace tern::loadtest {
@@ -18,5 +19,9 @@ std::vector<std::string> SyntheticOutline(int points);
 // `prompts` is the loaded prompt list (unused for synthetic prompts).
 tern::v1::GenerateRequest BuildGenerateRequest(const LoadOptions& options, const PlannedRequest& planned,
                                                const std::vector<std::string>& prompts);
+
+// The GenerateImageRequest of a planned image request: --image-model, its
+// class and steps, --image-guidance, and a seed from --seed and the index.
+tern::v1::GenerateImageRequest BuildImageRequest(const LoadOptions& options, const PlannedRequest& planned);
 
 }  // namespace tern::loadtest

@@ -36,6 +36,11 @@ struct RequestTrace {
   int router_decision = 0;              // tern.v1.RouterDecision from it
   bool sot_fell_back = false;           // the skeleton had fewer than 2 points
   int sot_points = 0;                   // points expanded
+  // Images (GenerateImage): each progress event (one sampler step) counts as
+  // a token chunk above and counted_tokens counts steps, so TTFT is the time
+  // to the first step and TPOT the time per step.
+  bool image_requested = false;
+  int64_t images_received = 0;
   int status_code = -1;                 // grpc::StatusCode; -1 = never finished
   std::string status_message;
 };

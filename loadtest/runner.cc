@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/security/credentials.h"
 #include "loadtest/generate_call.h"
+#include "loadtest/image_call.h"
 #include "loadtest/request_builder.h"
 #include "loadtest/workload.h"
 
@@ -30,7 +31,7 @@ Clock::duration Seconds(double s) {
 absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions& options,
                                                                std::vector<std::string> prompts,
                                                                std::chrono::milliseconds connect_timeout) {
-  if (prompts.empty() && options.synthetic_prompt_tokens <= 0) {
+  if (prompts.empty() && options.synthetic_prompt_tokens <= 0 && options.image_share < 1.0) {
     return absl::InvalidArgumentError("no prompts to send");
   }
   if (options.api == Api::kOpenAi) {
@@ -63,7 +64,7 @@ absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions
     }
     credentials = grpc::SslCredentials(ssl);
   }
-  std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs;
+  std::vector<ChannelStubs> stubs;
   for (int i = 0; i < options.connections; ++i) {
     grpc::ChannelArguments args;
     // A local subchannel pool and a distinct argument make each channel open
@@ -76,13 +77,13 @@ absl::StatusOr<std::unique_ptr<LoadRunner>> LoadRunner::Create(const LoadOptions
       return absl::UnavailableError(absl::StrCat("cannot connect to ", options.target, " within ",
                                                  connect_timeout.count(), " ms"));
     }
-    stubs.push_back(tern::v1::Llm::NewStub(channel));
+    stubs.push_back({tern::v1::Llm::NewStub(channel), tern::v1::Diffusion::NewStub(channel)});
   }
   return std::unique_ptr<LoadRunner>(new LoadRunner(options, std::move(prompts), std::move(stubs), nullptr));
 }
 
 LoadRunner::LoadRunner(const LoadOptions& options, std::vector<std::string> prompts,
-                       std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs, std::unique_ptr<OpenAiClient> openai)
+                       std::vector<ChannelStubs> stubs, std::unique_ptr<OpenAiClient> openai)
     : options_(options), prompts_(std::move(prompts)), stubs_(std::move(stubs)), openai_(std::move(openai)) {}
 
 LoadRunner::~LoadRunner() {
@@ -100,8 +101,13 @@ std::unique_ptr<LoadCall> LoadRunner::NewCall(RequestTrace trace, const PlannedR
     return std::make_unique<OpenAiCall>(std::move(trace), BuildChatCompletionBody(options_, planned, prompts_).dump(),
                                         api_key, timeout, openai_.get(), sink);
   }
+  const ChannelStubs& channel = stubs_[next_stub_++ % stubs_.size()];
+  if (planned.image) {
+    return std::make_unique<ImageCall>(std::move(trace), BuildImageRequest(options_, planned), api_key, timeout,
+                                       channel.diffusion.get(), sink);
+  }
   return std::make_unique<GenerateCall>(std::move(trace), BuildGenerateRequest(options_, planned, prompts_), api_key,
-                                        timeout, stubs_[next_stub_++ % stubs_.size()].get(), sink);
+                                        timeout, channel.llm.get(), sink);
 }
 
 void LoadRunner::OnCallDone(LoadCall* call) {

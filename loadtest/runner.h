@@ -28,6 +28,7 @@
 #include "loadtest/openai_call.h"
 #include "loadtest/options.h"
 #include "loadtest/request_metrics.h"
+#include "tern/v1/diffusion.grpc.pb.h"
 #include "tern/v1/llm.grpc.pb.h"
 
 namespace tern::loadtest {
@@ -78,8 +79,13 @@ class LoadRunner : private CallSink {
   RunResult Run(const RunHooks& hooks);
 
  private:
-  LoadRunner(const LoadOptions& options, std::vector<std::string> prompts,
-             std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs, std::unique_ptr<OpenAiClient> openai);
+  // The services of one gRPC channel.
+  struct ChannelStubs {
+    std::unique_ptr<tern::v1::Llm::Stub> llm;
+    std::unique_ptr<tern::v1::Diffusion::Stub> diffusion;
+  };
+  LoadRunner(const LoadOptions& options, std::vector<std::string> prompts, std::vector<ChannelStubs> stubs,
+             std::unique_ptr<OpenAiClient> openai);
   void OnCallDone(LoadCall* call) override;
   // The call of one planned request, not yet started.
   std::unique_ptr<LoadCall> NewCall(RequestTrace trace, const PlannedRequest& planned, std::chrono::milliseconds timeout);
@@ -88,7 +94,7 @@ class LoadRunner : private CallSink {
 
   const LoadOptions options_;
   const std::vector<std::string> prompts_;
-  std::vector<std::unique_ptr<tern::v1::Llm::Stub>> stubs_;  // gRPC
+  std::vector<ChannelStubs> stubs_;                          // gRPC
   size_t next_stub_ = 0;
   std::unique_ptr<OpenAiClient> openai_;                     // OpenAI
   std::map<int64_t, std::unique_ptr<LoadCall>> live_;  // dispatcher thread only

@@ -51,7 +51,8 @@ Workload::Workload(const LoadOptions& options, int num_prompts)
       prompt_rng_(StreamSeed(options.seed, 1)),
       length_rng_(StreamSeed(options.seed, 2)),
       tenant_rng_(StreamSeed(options.seed, 3)),
-      decoding_rng_(StreamSeed(options.seed, 4)) {
+      decoding_rng_(StreamSeed(options.seed, 4)),
+      image_rng_(StreamSeed(options.seed, 5)) {
   double total = 0;
   for (const TenantWeight& t : options.tenants) total += t.weight;
   double running = 0;
@@ -66,22 +67,22 @@ PlannedRequest Workload::Next() {
   PlannedRequest r;
   r.index = next_index_++;
   r.arrival_s = arrivals_.Next();
+  if (tenant_cdf_.size() > 1) {
+    const double u = UniformUnit(tenant_rng_);
+    while (r.tenant + 1 < static_cast<int>(tenant_cdf_.size()) && u >= tenant_cdf_[r.tenant]) ++r.tenant;
+  }
   if (options_.synthetic_prompt_tokens > 0) {
     r.token_ids.reserve(options_.synthetic_prompt_tokens);
     for (int i = 0; i < options_.synthetic_prompt_tokens; ++i) {
       r.token_ids.push_back(static_cast<int32_t>(
           UniformInt(prompt_rng_, options_.synthetic_token_lo, options_.synthetic_token_hi)));
     }
-  } else {
+  } else if (num_prompts_ > 0) {
     r.prompt = static_cast<int>(UniformInt(prompt_rng_, 0, num_prompts_ - 1));
   }
   r.max_tokens = options_.max_tokens_lo.has_value()
                      ? static_cast<int>(UniformInt(length_rng_, *options_.max_tokens_lo, *options_.max_tokens_hi))
                      : options_.max_tokens;
-  if (tenant_cdf_.size() > 1) {
-    const double u = UniformUnit(tenant_rng_);
-    while (r.tenant + 1 < static_cast<int>(tenant_cdf_.size()) && u >= tenant_cdf_[r.tenant]) ++r.tenant;
-  }
   if (options_.decoding_mode == DecodingChoice::kSot) {
     r.sot = true;
   } else if (options_.sot_share > 0) {
@@ -91,6 +92,14 @@ PlannedRequest Workload::Next() {
   // every point its full share (the server divides max_tokens among them).
   if (r.sot && options_.sot_outline_points > 0 && options_.sot_point_tokens.has_value()) {
     r.max_tokens = options_.sot_outline_points * *options_.sot_point_tokens;
+  }
+  // Images draw from their own stream, three draws per request whatever the
+  // outcome: the text requests of a mixed run are those of a text-only run
+  // with the same seed, less the ones that became images.
+  if (options_.image_share > 0) {
+    r.image = UniformUnit(image_rng_) < options_.image_share;
+    r.image_steps = static_cast<int>(UniformInt(image_rng_, options_.image_steps_lo, options_.image_steps_hi));
+    r.image_class = static_cast<int>(UniformInt(image_rng_, 0, options_.image_classes - 1));
   }
   return r;
 }

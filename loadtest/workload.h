@@ -44,6 +44,10 @@ struct PlannedRequest {
   int max_tokens = 0;            // with a synthetic SoT outline: points * point tokens when given
   int tenant = 0;                // index into LoadOptions::tenants
   bool sot = false;              // sent as SKELETON_OF_THOUGHT (else as --decoding-mode)
+  // An image request (--image-share) of image_steps steps for class image_class.
+  bool image = false;
+  int image_steps = 0;
+  int image_class = 0;
 };
 
 class Workload {
@@ -61,6 +65,7 @@ class Workload {
   std::mt19937_64 length_rng_;
   std::mt19937_64 tenant_rng_;
   std::mt19937_64 decoding_rng_;
+  std::mt19937_64 image_rng_;
   std::vector<double> tenant_cdf_;  // cumulative weights / total, last == 1
   int64_t next_index_ = 0;
 };

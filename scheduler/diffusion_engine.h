@@ -28,6 +28,7 @@
 #include "runtime/dit/denoising.h"
 #include "runtime/dit/diffusion_runner.h"
 #include "runtime/dit/dit_pipeline.h"
+#include "scheduler/device_turns.h"
 #include "scheduler/request_key.h"
 #include "scheduler/tenant.h"
 
@@ -82,6 +83,8 @@ struct DiffusionEngineOptions {
   absl::Duration stall_timeout = absl::Seconds(30);  // > 0; as EngineOptions::stall_timeout
   // As EngineOptions::on_fatal (engine thread, once). May be empty.
   std::function<void(const absl::Status&)> on_fatal;
+  // As EngineOptions::device.
+  DeviceShareOptions device;
 };
 
 struct DiffusionEngineStats {

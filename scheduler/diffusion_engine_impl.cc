@@ -18,6 +18,7 @@ EngineCoreOptions MakeCoreOptions(const DiffusionEngineOptions& options) {
   core.max_queued_requests = options.max_queued_requests;
   core.max_queued_requests_per_tenant = options.max_queued_requests_per_tenant;
   core.stall_timeout = options.stall_timeout;
+  core.device = options.device;
   return core;
 }
 
@@ -172,9 +173,14 @@ void DiffusionEngineImpl::Step() {
   for (const RequestKey& id : running_) {
     for (auto& sample : in_flight_.at(id).samples) samples.push_back(sample.get());
   }
-  const absl::Time begin = absl::Now();
-  const absl::Status status = runner_->Step(samples);
-  const absl::Duration took = absl::Now() - begin;
+  absl::Status status;
+  absl::Duration took;
+  {
+    DeviceTurn turn = core_.StepOnDevice();
+    const absl::Time begin = absl::Now();
+    status = runner_->Step(samples);
+    took = absl::Now() - begin;
+  }
   ++steps_;
   step_time_ += took;
   last_step_time_ = absl::Now();

@@ -4,7 +4,8 @@
 //
 // Thread-safe entry points: Submit, Cancel, Stats, Drain (and the
 // destructor). Everything else runs on the engine thread. Sinks are called
-// on the engine thread and must not block.
+// in order on the engine's delivery thread (delivery_thread.h), never on the
+// engine thread: a slow sink delays other requests' output, not the steps.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +22,9 @@
 #include "runtime/sampling/sampling_params.h"
 #include "runtime/sampling/stop_checker.h"
 #include "runtime/tokenizer/tokenizer.h"
-#include "scheduler/tenant.h"
+#include "scheduler/device_turns.h"
 #include "scheduler/request_key.h"
+#include "scheduler/tenant.h"
 
 namespace tern::scheduler {
 
@@ -80,7 +82,7 @@ struct RequestUsage {
 class RequestSink {
  public:
   virtual ~RequestSink() = default;
-  // Called on the engine thread after each step that produced output.
+  // Called on the delivery thread after each step that produced output.
   virtual void OnDeltas(const std::vector<ChoiceDelta>& deltas) = 0;
   // Called once, last: OK with usage when every choice finished (or was
   // aborted by Cancel), else the error (DEADLINE_EXCEEDED, INTERNAL, ...).
@@ -108,6 +110,8 @@ struct EngineOptions {
   // a pass of its loop for this long is stalled (EngineStats::stalled): a
   // device step that hangs, say. > 0.
   absl::Duration stall_timeout = absl::Seconds(30);
+  // Turns on a device shared with other engines (device_turns.h); none by default.
+  DeviceShareOptions device;
 };
 
 struct EngineStats {

@@ -18,7 +18,9 @@ Tenant MakeDefaultTenant() {
 }  // namespace
 
 EngineCoreBase::EngineCoreBase(const EngineCoreOptions& options)
-    : options_(options), default_tenant_(MakeDefaultTenant()) {}
+    : options_(options),
+      default_tenant_(MakeDefaultTenant()),
+      device_seat_(options.device.turns ? options.device.turns->Join(options.model_name, options.device.share) : -1) {}
 
 EngineCoreBase::~EngineCoreBase() {
   absl::MutexLock lock(&join_mu_);
@@ -89,6 +91,11 @@ void EngineCoreBase::Drain(absl::Duration timeout) {
 absl::Duration EngineCoreBase::BusyFor() const {
   absl::MutexLock lock(&mu_);
   return asleep_ ? absl::ZeroDuration() : std::max(absl::ZeroDuration(), absl::Now() - progress_time_);
+}
+
+void EngineCoreBase::MarkAsleep() {
+  asleep_ = true;
+  if (options_.device.turns) options_.device.turns->Idle(device_seat_);
 }
 
 void EngineCoreBase::MarkAwake() {

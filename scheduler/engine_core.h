@@ -37,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "scheduler/device_turns.h"
 #include "scheduler/request_key.h"
 #include "scheduler/tenant.h"
 #include "scheduler/token_quota.h"
@@ -48,6 +49,8 @@ struct EngineCoreOptions {
   int32_t max_queued_requests = 4096;  // not yet running; beyond: RESOURCE_EXHAUSTED. > 0
   int32_t max_queued_requests_per_tenant = 0;  // 0: no limit
   absl::Duration stall_timeout = absl::Seconds(30);  // > 0
+  // The device this engine steps on, when other engines share it.
+  DeviceShareOptions device;
 };
 
 // What Submit hands the engine thread. `Payload` is the engine's own request.
@@ -92,6 +95,10 @@ class EngineCoreBase {
   absl::Duration BusyFor() const;
   bool Stalled() const { return BusyFor() > options_.stall_timeout; }
 
+  // Engine thread. Holds the device for one step (DeviceTurns: waits while
+  // another engine on the same device has the turn), until destroyed.
+  DeviceTurn StepOnDevice() { return DeviceTurn(options_.device.turns.get(), device_seat_); }
+
   // Engine thread only, from here on.
   //
   // Records the device failure that stopped the engine: Submit answers
@@ -123,7 +130,8 @@ class EngineCoreBase {
   absl::Status AdmitLocked(const RequestKey& key, const Tenant& tenant, int64_t quota_tokens)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   virtual int64_t InboxSizeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
-  void MarkAsleep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { asleep_ = true; }
+  // Asleep, the engine leaves its device turns (its unused time is not banked).
+  void MarkAsleep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkAwake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
@@ -137,6 +145,7 @@ class EngineCoreBase {
  private:
   const EngineCoreOptions options_;
   const Tenant default_tenant_;
+  const int32_t device_seat_;  // in options_.device.turns, or -1
 
   absl::flat_hash_set<RequestKey> in_flight_ ABSL_GUARDED_BY(mu_);  // submitted, not finished
   int64_t waiting_requests_ ABSL_GUARDED_BY(mu_) = 0;  // not yet running (engine's + inbox)

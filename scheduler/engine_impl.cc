@@ -36,6 +36,7 @@ EngineCoreOptions MakeCoreOptions(const EngineOptions& options) {
   core.max_queued_requests = options.max_queued_requests;
   core.max_queued_requests_per_tenant = options.max_queued_requests_per_tenant;
   core.stall_timeout = options.stall_timeout;
+  core.device = options.device;
   return core;
 }
 
@@ -184,7 +185,10 @@ EngineStats EngineImpl::Stats() const {
   return stats;
 }
 
-void EngineImpl::Drain(absl::Duration timeout) { core_.Drain(timeout); }
+void EngineImpl::Drain(absl::Duration timeout) {
+  core_.Drain(timeout);
+  delivery_.Stop();  // every delta and end of the finished requests reaches its sink
+}
 
 void EngineImpl::Admit(Submission submission) {
   EngineRequest& r = submission.request;
@@ -310,7 +314,9 @@ void EngineImpl::EmitDeltas(SequenceGroup& group, bool request_final) {
     deltas.push_back(std::move(d));
   }
   if (it->second.program != nullptr) deltas = it->second.program->Present(std::move(deltas), request_final);
-  if (!deltas.empty()) it->second.sink->OnDeltas(deltas);
+  if (!deltas.empty()) {
+    delivery_.Post([sink = it->second.sink, deltas = std::move(deltas)] { sink->OnDeltas(deltas); });
+  }
 }
 
 void EngineImpl::AddUsage(InFlight& flight, const SequenceGroup& group) {
@@ -377,7 +383,7 @@ void EngineImpl::FinishRequest(const RequestKey& key, const absl::Status& status
   if (flight.program != nullptr) {
     // What the program still holds back (ordered points) goes out now.
     std::vector<ChoiceDelta> rest = flight.program->Present({}, /*request_final=*/true);
-    if (!rest.empty()) flight.sink->OnDeltas(rest);
+    if (!rest.empty()) delivery_.Post([sink = flight.sink, rest = std::move(rest)] { sink->OnDeltas(rest); });
   }
   const RequestUsage usage = flight.usage;
   std::shared_ptr<RequestSink> sink = std::move(flight.sink);
@@ -386,7 +392,7 @@ void EngineImpl::FinishRequest(const RequestKey& key, const absl::Status& status
   // Prompt and completion are what the request cost; the rest of its quota
   // reservation is refunded.
   core_.Finished(key, int64_t(usage.prompt_tokens) + usage.completion_tokens);
-  sink->OnDone(status, usage);
+  delivery_.Post([sink = std::move(sink), status, usage] { sink->OnDone(status, usage); });
 }
 
 void EngineImpl::PublishStats(bool stepped) {
@@ -455,7 +461,11 @@ void EngineImpl::Loop() {
       if (stuck) core_.SleepUntilChange(intake, absl::InfiniteFuture());
       continue;
     }
-    absl::StatusOr<runtime::StepResult> result = runner_->Execute(out.plan);
+    absl::StatusOr<runtime::StepResult> result;
+    {
+      DeviceTurn turn = core_.StepOnDevice();
+      result = runner_->Execute(out.plan);
+    }
     if (!result.ok()) {
       spdlog::error("model {}: step {} failed, failing {} requests: {}", options_.model_name,
                     scheduler_.stats().steps, scheduler_.num_groups(), result.status().ToString());

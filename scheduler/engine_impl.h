@@ -24,6 +24,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "scheduler/engine.h"
+#include "scheduler/delivery_thread.h"
 #include "scheduler/engine_core.h"
 #include "scheduler/programs/request_program.h"
 #include "scheduler/token_quota.h"
@@ -115,6 +116,8 @@ class EngineImpl final : public Engine {
   Scheduler scheduler_;
   absl::flat_hash_map<RequestKey, InFlight> in_flight_;
   std::vector<std::pair<std::unique_ptr<SequenceGroup>, absl::Status>> done_;
+  // Runs the sinks (OnDeltas, OnDone) in order, off the engine thread.
+  DeliveryThread delivery_;
 };
 
 }  // namespace tern::scheduler

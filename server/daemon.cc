@@ -12,6 +12,7 @@
 #include "grpcpp/server_builder.h"
 #include "runtime/base/status_macros.h"
 #include "server/config/server_config.h"
+#include "server/observability/device_collector.h"
 #include "server/observability/engine_collector.h"
 #include "spdlog/spdlog.h"
 
@@ -48,6 +49,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
                        std::move(hooks.wrap_runner)));
   daemon->metrics_->SetModelsLoaded(static_cast<int>(daemon->models_->size()));
   daemon->metrics_->AddCollectable(std::make_shared<EngineCollector>(daemon->models_.get()));
+  daemon->metrics_->AddCollectable(std::make_shared<DeviceCollector>(daemon->models_.get()));
   for (const auto& info : daemon->models_->List()) {
     spdlog::info("model {} ready: {} {} backend={} context={} params={} path={}", info.name(),
                  info.architecture(), info.dtype(), info.backend(), info.context_length(),
@@ -190,9 +192,9 @@ absl::Status Daemon::StartHttp() {
   // Streams are written from these threads (formatting included), never
   // from the engines'.
   options.num_threads = 4;
+  options.tls = tls_;
   ASSIGN_OR_RETURN(http_server_, HttpServer::Start(options, BuildRouter()));
   http_port_ = http_server_->port();
-  options.tls = tls_;
   return absl::OkStatus();
 }
 

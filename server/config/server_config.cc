@@ -62,6 +62,9 @@ absl::Status ValidateModel(const tern::v1::ModelConfig& model, int index) {
     return Invalid(field + ".kv_block_size", absl::StrCat(model.kv_block_size(), " is not in [0, 256]"));
   }
   if (model.max_num_seqs() < 0) return Invalid(field + ".max_num_seqs", "is negative");
+  if (model.has_device_share() && !(model.device_share() > 0.0 && model.device_share() <= 1e6)) {
+    return Invalid(field + ".device_share", absl::StrCat(model.device_share(), " is not in (0, 1e6]"));
+  }
   if (model.max_num_batched_tokens() < 0) {
     return Invalid(field + ".max_num_batched_tokens", "is negative");
   }
@@ -87,14 +90,14 @@ absl::Status ValidateModel(const tern::v1::ModelConfig& model, int index) {
 absl::Status ValidateTenant(const tern::v1::TenantConfig& tenant, int index) {
   const std::string field = absl::StrCat("tenants[", index, "]");
   if (tenant.name().empty()) return Invalid(field + ".name", "is required");
-  for (char c : tenant.name()) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '_' || c == '.';
   if (tenant.name() == kOverflowTenantLabel) {
     return Invalid(field + ".name", absl::StrCat("\"", kOverflowTenantLabel,
                                                  "\" is the metrics label of tenants beyond "
                                                  "limits.max_tenant_label_values"));
   }
+  for (char c : tenant.name()) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.';
     if (!ok) return Invalid(field + ".name", "may use only letters, digits, '-', '_' and '.'");
   }
   if (tenant.has_weight() && !(tenant.weight() > 0.0)) {
@@ -212,10 +215,10 @@ absl::Status ValidateServerConfig(const tern::v1::ServerConfig& config) {
   }
   if (limits.max_stop_strings() < 0) return Invalid("limits.max_stop_strings", "is negative");
   if (limits.max_queued_requests() < 0) return Invalid("limits.max_queued_requests", "is negative");
+  if (limits.max_tenant_label_values() < 0) return Invalid("limits.max_tenant_label_values", "is negative");
   return absl::OkStatus();
 }
 
-  if (limits.max_tenant_label_values() < 0) return Invalid("limits.max_tenant_label_values", "is negative");
 int EffectiveGrpcPort(const tern::v1::ServerConfig& config) {
   return config.listen().has_grpc_port() ? config.listen().grpc_port() : kDefaultGrpcPort;
 }

@@ -31,7 +31,7 @@
 namespace tern::server {
 
 // The transport's end of a stream. Both calls come with the stream's mutex
-// held, from the engine thread or from whatever thread called OnWriteDone or
+// held, from the engine's delivery thread or from whatever thread called OnWriteDone or
 // Attach, so they must not block and must not call back into the stream
 // from within: the consumer reports a finished write later, by calling
 // GenerationStream::OnWriteDone from its own thread.
@@ -85,9 +85,10 @@ class GenerationStream final : public scheduler::RequestSink {
   const tern::v1::DecodingMode mode_;
   const runtime::Tokenizer* tokenizer_;  // borrowed, may be null
   // Shared with the engine's program, which writes it on the engine thread
-  // before OnDone; read only in OnDone (same thread).
+  // before OnDone is posted; read only in OnDone, on the delivery thread (the
+  // post orders the write before the read).
   const std::shared_ptr<const scheduler::SotOutcome> sot_;
-  // Touched only from the engine thread (OnDeltas, OnDone).
+  // Touched only from the delivery thread (OnDeltas, OnDone).
   StreamObservation observation_;
   std::optional<std::chrono::steady_clock::time_point> first_token_, last_token_;
   std::string outcome_ = "stop";

@@ -30,13 +30,17 @@ struct ServedDiffusion {
 // false when it is absent or says anything else).
 bool IsDitModelDirectory(const std::string& dir);
 
-// Loads the DiT in model.path() and starts its engine. `backend` is the
-// resolved one ("cpu" or "cuda"); there are CPU DiT ops only, so "cuda" is
-// FAILED_PRECONDITION, and "auto" models load on the CPU. Errors name the
-// file, field or tensor. `info` gets the model's facts (kind, dtype, image
-// size, class names, parameters).
+// The backend a DiT model runs on: "cuda" when its config asks for it,
+// else "cpu" ("auto" DiT models run on the CPU).
+std::string DiffusionBackend(const tern::v1::ModelConfig& model);
+
+// Loads the DiT in model.path() onto DiffusionBackend(model)'s DitOps and
+// starts its engine, taking turns on that device as `device` says. Errors
+// name the file, field or tensor. `info` gets the model's facts (kind,
+// dtype, image size, class names, parameters).
 absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
     const tern::v1::ServerConfig& server, const tern::v1::ModelConfig& model, const std::string& name,
-    std::function<void(const absl::Status&)> on_fatal, tern::v1::ModelInfo* info);
+    std::function<void(const absl::Status&)> on_fatal, scheduler::DeviceShareOptions device,
+    tern::v1::ModelInfo* info);
 
 }  // namespace tern::server

@@ -71,6 +71,7 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
                                                              const std::string& backend_name,
                                                              const runtime::Tokenizer* tokenizer,
                                                              scheduler::EngineOptions::FatalCallback on_fatal,
+                                                             scheduler::DeviceShareOptions device,
                                                              const ModelRegistry::RunnerWrapper& wrap_runner) {
   runtime::LlmModelRunnerOptions runner_options;
   runner_options.model_dir = model.path();
@@ -116,10 +117,21 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   options.tokenizer = tokenizer;
   options.on_fatal = std::move(on_fatal);
   options.stall_timeout = absl::Seconds(EffectiveEngineStallTimeoutSeconds(server));
+  options.device = std::move(device);
   return scheduler::Engine::Create(options, std::move(runner));
 }
 
 }  // namespace
+
+scheduler::DeviceShareOptions ModelRegistry::ShareDevice(const std::string& device,
+                                                         const tern::v1::ModelConfig& model) {
+  std::shared_ptr<scheduler::DeviceTurns>& turns = device_turns_[device];
+  if (!turns) turns = std::make_shared<scheduler::DeviceTurns>(device);
+  scheduler::DeviceShareOptions share;
+  share.turns = turns;
+  share.share = model.has_device_share() ? model.device_share() : 1.0;
+  return share;
+}
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern::v1::ServerConfig& config,
                                                                      FatalHandler on_fatal,
@@ -140,7 +152,9 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
       served->config = model_config;
       std::function<void(const absl::Status&)> engine_fatal;
       if (on_fatal) engine_fatal = [on_fatal, name](const absl::Status& status) { on_fatal(name, status); };
-      auto diffusion = LoadDiffusionModel(config, model_config, name, std::move(engine_fatal), &served->info);
+      auto diffusion = LoadDiffusionModel(config, model_config, name, std::move(engine_fatal),
+                                          registry->ShareDevice(DiffusionBackend(model_config), model_config),
+                                          &served->info);
       if (!diffusion.ok()) return fail(diffusion.status());
       served->diffusion = std::move(*diffusion);
       served->info.set_name(name);
@@ -186,7 +200,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     scheduler::EngineOptions::FatalCallback engine_fatal;
     if (on_fatal) engine_fatal = [on_fatal, name](const absl::Status& status) { on_fatal(name, status); };
     auto engine = MakeEngine(config, model_config, *hf_config, name, *backend, served->tokenizer.get(),
-                             std::move(engine_fatal), wrap_runner);
+                             std::move(engine_fatal), registry->ShareDevice(*backend, model_config), wrap_runner);
     if (!engine.ok()) return fail(engine.status());
     served->engine = std::move(*engine);
     auto& info = served->info;

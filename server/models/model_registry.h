@@ -66,10 +66,17 @@ class ModelRegistry {
   std::vector<const ServedModel*> All() const;
   // Drains every engine: no new requests, in-flight ones get until `timeout`.
   void DrainEngines(absl::Duration timeout);
+  // The engines' turns on each device ("cpu", "cuda"), for metrics.
+  const std::map<std::string, std::shared_ptr<scheduler::DeviceTurns>>& device_turns() const { return device_turns_; }
 
  private:
   ModelRegistry() = default;
+  // The turns of the engines on `device` ("cpu" or "cuda"), for `model`.
+  scheduler::DeviceShareOptions ShareDevice(const std::string& device, const tern::v1::ModelConfig& model);
+
   std::map<std::string, std::unique_ptr<ServedModel>> models_;
+  // By device; declared before nothing that outlives it: engines hold shared_ptrs.
+  std::map<std::string, std::shared_ptr<scheduler::DeviceTurns>> device_turns_;
 };
 
 }  // namespace tern::server

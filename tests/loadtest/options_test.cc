@@ -86,10 +86,53 @@ TEST(OptionsTest, ConstantArrivalsAndRequestsOnlyGetDefaultMaxTime) {
   EXPECT_EQ(o->tenants[0].api_key, "k1");
 }
 
+TEST(OptionsTest, ImageFlags) {
+  const absl::StatusOr<LoadOptions> mixed =
+      Parse({"--model", "m", "--rate", "2", "--duration", "5", "--prompts", "p.csv", "--image-model", "dit",
+             "--image-share", "0.3", "--image-steps", "10:30", "--image-classes", "4", "--image-guidance", "2.5"});
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->image_model, "dit");
+  EXPECT_DOUBLE_EQ(mixed->image_share, 0.3);
+  EXPECT_EQ(mixed->image_steps_lo, 10);
+  EXPECT_EQ(mixed->image_steps_hi, 30);
+  EXPECT_EQ(mixed->image_classes, 4);
+  EXPECT_FLOAT_EQ(*mixed->image_guidance, 2.5f);
+  // Images only: no LLM model and no prompts needed.
+  const absl::StatusOr<LoadOptions> only =
+      Parse({"--concurrency", "16", "--requests", "64", "--image-model", "dit", "--image-share", "1", "--image-steps", "20"});
+  ASSERT_TRUE(only.ok()) << only.status();
+  EXPECT_EQ(only->image_steps_lo, 20);
+  EXPECT_EQ(only->image_steps_hi, 20);
+  ExpectError({"--api", "openai", "--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--image-model",
+               "d", "--image-share", "1"},
+              "--image-model: needs --api grpc");
+  ExpectError({"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--image-model", "d",
+               "--image-share", "0.5", "--image-steps", "0"},
+              "--image-steps: expected an integer in [1, 1000]");
+  ExpectError({"--model", "m", "--rate", "1", "--duration", "1", "--image-model", "d", "--image-share", "0.5"},
+              "--prompts FILE or --synthetic-prompt-tokens");
+}
+
 TEST(OptionsTest, HelpIsNotAnError) {
   bool help = false;
   EXPECT_TRUE(ParseLoadOptions({"--help"}, &help).ok());
   EXPECT_TRUE(help);
+}
+
+TEST(OptionsTest, TlsFlags) {
+  auto args = Base();
+  args.insert(args.end(), {"--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "c.key"});
+  const absl::StatusOr<LoadOptions> o = Parse(args);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->tls_ca, "ca.pem");
+  EXPECT_EQ(o->tls_cert, "c.pem");
+  EXPECT_EQ(o->tls_key, "c.key");
+  auto cert_alone = Base();
+  cert_alone.insert(cert_alone.end(), {"--tls-cert", "c.pem"});
+  ExpectError(cert_alone, "--tls-key go together");
+  std::vector<std::string> openai = {"--api", "openai", "--model", "m", "--rate", "1", "--duration", "1",
+                                     "--prompts", "p", "--tls-ca", "ca.pem"};
+  ExpectError(openai, "TLS applies to --api grpc");
 }
 
 TEST(OptionsTest, RejectsMissingOrContradictoryFlags) {
@@ -119,22 +162,6 @@ TEST(OptionsTest, RejectsMissingOrContradictoryFlags) {
 TEST(OptionsTest, RejectsMalformedValues) {
   const auto with = [](std::vector<std::string> extra) {
     std::vector<std::string> args = Base();
-TEST(OptionsTest, TlsFlags) {
-  auto args = Base();
-  args.insert(args.end(), {"--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "c.key"});
-  const absl::StatusOr<LoadOptions> o = Parse(args);
-  ASSERT_TRUE(o.ok()) << o.status();
-  EXPECT_EQ(o->tls_ca, "ca.pem");
-  EXPECT_EQ(o->tls_cert, "c.pem");
-  EXPECT_EQ(o->tls_key, "c.key");
-  auto cert_alone = Base();
-  cert_alone.insert(cert_alone.end(), {"--tls-cert", "c.pem"});
-  ExpectError(cert_alone, "--tls-key go together");
-  std::vector<std::string> openai = {"--api", "openai", "--model", "m", "--rate", "1", "--duration", "1",
-                                     "--prompts", "p", "--tls-ca", "ca.pem"};
-  ExpectError(openai, "TLS applies to --api grpc");
-}
-
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   };

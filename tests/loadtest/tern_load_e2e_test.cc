@@ -187,6 +187,53 @@ TEST(TernLoadE2eTest, SotShareReportsSotAndOtherRequestsApart) {
   }
 }
 
+// Text and image requests in one run: the image requests go to the demo DiT
+// (GenerateImage), are reported apart, and both models take turns on the
+// one device they share (the CPU), as the device metrics show.
+TEST(TernLoadE2eTest, MixedTextAndImageRequestsAreReportedApart) {
+  TempDir dir;
+  std::optional<DaemonProcess> daemon =
+      StartDaemon({"--model", MakeTinyModel(dir), "--model", std::string(TERN_MODELS_DIR) + "/tern-demo-dit"});
+  ASSERT_TRUE(daemon.has_value());
+  ProcessResult run;
+  const nlohmann::json report = RunLoad(
+      {"--target", daemon->grpc_target(), "--model", "tiny-llama", "--concurrency", "4", "--requests", "12",
+       "--prompts", std::string(TERN_LOADTEST_PROMPTS_DIR) + "/vicuna80.csv", "--max-tokens", "6", "--ignore-eos",
+       "--image-model", "tern-demo-dit", "--image-share", "0.5", "--image-steps", "2:4", "--seed", "5",
+       "--json-requests", "--max-time", "60"},
+      dir.Path("report.json"), &run);
+  ASSERT_FALSE(report.is_discarded()) << run.output;
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(report["summary"]["completed"], 12) << report["errors"].dump(2);
+  const nlohmann::json& images = report["images"];
+  ASSERT_TRUE(images.is_object()) << report.dump(2);
+  const int image_requests = images["requests"]["sent"].get<int>();
+  EXPECT_GT(image_requests, 0);
+  EXPECT_LT(image_requests, 12);
+  EXPECT_EQ(images["images"], image_requests) << "one image per request";
+  EXPECT_EQ(report["decoding"]["non_sot"]["sent"].get<int>() + image_requests, 12);
+  for (const nlohmann::json& request : report["requests"]) {
+    if (request["decoding_asked"] == "image") {
+      EXPECT_GE(request["output_tokens"].get<int>(), 2) << request.dump();
+      EXPECT_LE(request["output_tokens"].get<int>(), 4) << request.dump();
+    } else {
+      EXPECT_EQ(request["output_tokens"], 6) << request.dump();
+    }
+  }
+  for (const char* part : {"images      model tern-demo-dit", "per step", "image e2e"}) {
+    EXPECT_NE(run.output.find(part), std::string::npos) << part << " not in " << run.output;
+  }
+  const HttpReply metrics = HttpGet(daemon->http_port(), "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  for (const char* model : {"tiny-llama", "tern-demo-dit"}) {
+    const std::string series =
+        std::string("tern_device_busy_seconds_total{device=\"cpu\",model=\"") + model + "\"} ";
+    const size_t at = metrics.body.find(series);
+    ASSERT_NE(at, std::string::npos) << series << " not in " << metrics.body;
+    EXPECT_GT(std::stod(metrics.body.substr(at + series.size())), 0.0) << series;
+  }
+}
+
 // --api openai: the same workload as streamed chat completions to ternd's
 // OpenAI-compatible HTTP API (the demo LLM: it has a chat template).
 TEST(TernLoadE2eTest, OpenAiApiDrivesTheHttpServer) {
@@ -243,6 +290,14 @@ TEST(TernLoadE2eTest, BadArgumentsExitTwoWithAClearMessage) {
        "--sot-outline-points: needs --sot-share > 0 or --decoding-mode sot"},
       {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--sot-share", "2"},
        "--sot-share: expected a fraction in [0, 1]"},
+      {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--image-share", "0.5"},
+       "--image-share: needs --image-model"},
+      {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--image-model", "d"},
+       "--image-model: needs --image-share"},
+      {{"--model", "m", "--rate", "1", "--duration", "1", "--prompts", "p", "--image-model", "d", "--image-share",
+        "0.5", "--image-steps", "9:3"},
+       "--image-steps: expected LO:HI"},
+      {{"--rate", "1", "--duration", "1", "--image-model", "d", "--image-share", "0.5"}, "--model: required"},
   };
   for (const auto& [args, message] : cases) {
     std::vector<std::string> argv = {BinaryPath("tern-load")};

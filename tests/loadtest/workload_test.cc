@@ -87,6 +87,35 @@ TEST(WorkloadTest, LengthDistributionDoesNotMoveArrivalsOrPrompts) {
   EXPECT_EQ(lengths.size(), 11u);  // both ends included
 }
 
+TEST(WorkloadTest, ImagesTakeTheirShareWithoutMovingTheTextRequests) {
+  LoadOptions text = OpenLoop(10, 9);
+  LoadOptions mixed = text;
+  mixed.image_model = "dit";
+  mixed.image_share = 0.25;
+  mixed.image_steps_lo = 5;
+  mixed.image_steps_hi = 8;
+  mixed.image_classes = 3;
+  Workload w1(text, 80), w2(mixed, 80);
+  int images = 0;
+  std::set<int> steps, classes;
+  for (int i = 0; i < 4000; ++i) {
+    const PlannedRequest r1 = w1.Next(), r2 = w2.Next();
+    ASSERT_EQ(r1.arrival_s, r2.arrival_s);
+    ASSERT_EQ(r1.prompt, r2.prompt);
+    ASSERT_EQ(r1.tenant, r2.tenant);
+    EXPECT_FALSE(r1.image);
+    if (!r2.image) continue;
+    ++images;
+    ASSERT_GE(r2.image_steps, 5);
+    ASSERT_LE(r2.image_steps, 8);
+    steps.insert(r2.image_steps);
+    classes.insert(r2.image_class);
+  }
+  EXPECT_NEAR(images / 4000.0, 0.25, 0.03);
+  EXPECT_EQ(steps.size(), 4u);
+  EXPECT_EQ(classes, (std::set<int>{0, 1, 2}));
+}
+
 TEST(WorkloadTest, PromptsCoverTheWholeList) {
   Workload w(OpenLoop(1, 3), 80);
   std::vector<int> hits(80);

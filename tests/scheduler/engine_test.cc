@@ -787,15 +787,43 @@ TEST(EngineTest, IdleEngineSleeps) {
   for (const std::string& tid : ThreadIds()) {
     if (!before_engine.contains(tid)) engine_threads.push_back(tid);
   }
-  ASSERT_EQ(engine_threads.size(), 1u);
+  // The engine thread and its delivery thread.
+  ASSERT_EQ(engine_threads.size(), 2u);
   auto sink = std::make_shared<CollectingSink>();
   ASSERT_TRUE(engine->Submit(Greedy("one", {1, 2}, 3), sink).ok());
   ASSERT_TRUE(sink->WaitDone());
-  // A busy engine thread would burn about 100 ms of CPU here.
-  const int64_t before = ThreadCpuNs(engine_threads[0]);
+  // A busy thread would burn about 100 ms of CPU here.
+  std::vector<int64_t> before;
+  for (const std::string& tid : engine_threads) before.push_back(ThreadCpuNs(tid));
   absl::SleepFor(absl::Milliseconds(100));
-  const double cpu_ms = (ThreadCpuNs(engine_threads[0]) - before) / 1e6;
-  EXPECT_LT(cpu_ms, 5.0);
+  for (size_t i = 0; i < engine_threads.size(); ++i) {
+    EXPECT_LT((ThreadCpuNs(engine_threads[i]) - before[i]) / 1e6, 5.0) << "thread " << engine_threads[i];
+  }
+}
+
+// Sinks run on the engine's delivery thread: a sink that blocks holds back
+// output, never the steps. While the first request's sink is stuck in
+// OnDeltas, the engine still computes both requests to the end.
+TEST(EngineTest, ABlockedSinkDoesNotStopTheSteps) {
+  auto engine = MakeFakeEngine();
+  class BlockingSink final : public RequestSink {
+   public:
+    void OnDeltas(const std::vector<ChoiceDelta>&) override { release.WaitForNotification(); }
+    void OnDone(const absl::Status&, const RequestUsage&) override { done.Notify(); }
+    absl::Notification release, done;
+  };
+  auto blocked = std::make_shared<BlockingSink>();
+  auto other = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy("blocked", {1, 2, 3}, 20), blocked).ok());
+  ASSERT_TRUE(engine->Submit(Greedy("other", {4, 5, 6}, 20), other).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (engine->Stats().generation_tokens < 40 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(2));
+  EXPECT_EQ(engine->Stats().generation_tokens, 40) << "the steps waited for a sink";
+  EXPECT_FALSE(blocked->done.HasBeenNotified());
+  blocked->release.Notify();
+  EXPECT_TRUE(blocked->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(other->WaitDone());
+  EXPECT_EQ(other->tokens().size(), 20u);
 }
 
 
@@ -882,22 +910,6 @@ TEST(EngineTest, PrefixCacheIsNotSharedAcrossTenants) {
   EXPECT_EQ(run("beta-2", beta)->usage().cached_prompt_tokens, 8);
 }
 
-TEST(EngineTest, KvBlocksAtLongestSharesThePromptButItsLastToken) {
-  // One choice: positions prompt + max_tokens - 1, in blocks.
-  EXPECT_EQ(KvBlocksAtLongest(3, 1, 1, 4), 1);
-  EXPECT_EQ(KvBlocksAtLongest(3, 2, 1, 4), 1);
-  EXPECT_EQ(KvBlocksAtLongest(3, 3, 1, 4), 2);
-  // A 9-token prompt shares 2 full blocks (8 tokens); each of 3 choices
-  // holds its last prompt token and output: 9 + 4 - 1 = 12 positions,
-  // 3 blocks, 1 of its own.
-  EXPECT_EQ(KvBlocksAtLongest(9, 4, 3, 4), 2 + 3 * 1);
-  // The partial shared block is each choice's own copy.
-  EXPECT_EQ(KvBlocksAtLongest(6, 1, 2, 4), 1 + 2 * 1);
-  EXPECT_EQ(KvBlocksAtLongest(6, 4, 2, 4), 1 + 2 * 2);
-}
-
-}  // namespace
-}  // namespace tern::scheduler
 // Request ids are the client's to choose, so two tenants may both use one:
 // the engine keys requests by (tenant, id). A tenant reusing another's id is
 // accepted (no ALREADY_EXISTS that would reveal the other's request), and a
@@ -950,3 +962,19 @@ TEST(EngineTest, TenantsKeepTheirOwnRequestIds) {
   EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
 }
 
+TEST(EngineTest, KvBlocksAtLongestSharesThePromptButItsLastToken) {
+  // One choice: positions prompt + max_tokens - 1, in blocks.
+  EXPECT_EQ(KvBlocksAtLongest(3, 1, 1, 4), 1);
+  EXPECT_EQ(KvBlocksAtLongest(3, 2, 1, 4), 1);
+  EXPECT_EQ(KvBlocksAtLongest(3, 3, 1, 4), 2);
+  // A 9-token prompt shares 2 full blocks (8 tokens); each of 3 choices
+  // holds its last prompt token and output: 9 + 4 - 1 = 12 positions,
+  // 3 blocks, 1 of its own.
+  EXPECT_EQ(KvBlocksAtLongest(9, 4, 3, 4), 2 + 3 * 1);
+  // The partial shared block is each choice's own copy.
+  EXPECT_EQ(KvBlocksAtLongest(6, 1, 2, 4), 1 + 2 * 1);
+  EXPECT_EQ(KvBlocksAtLongest(6, 4, 2, 4), 1 + 2 * 2);
+}
+
+}  // namespace
+}  // namespace tern::scheduler
