@@ -1,11 +1,13 @@
 // Soak: ternd serving a tiny model under the real tern-load, open loop at
-// twice the capacity it measured, for 120 s. Afterwards ternd must be alive,
+// twice the capacity it measured, for 40 s. Afterwards ternd must be alive,
 // healthy and idle; tern-load must have seen no error but the two that
 // overload may bring (RESOURCE_EXHAUSTED from the bounded queue,
 // DEADLINE_EXCEEDED); and ternd's resident memory must be flat: the maximum
 // over the last third of the run within 15% of the maximum over the first.
 //
-// One ctest test (label e2e, RUN_SERIAL, about 2.5 minutes on 2 cores).
+// One ctest test (label e2e, RUN_SERIAL, under a minute on 2 cores). The long
+// soak with mixed traffic (cancels, deadlines, bad inputs, tenants, SoT,
+// images) and memory slopes is a benchmark: tools/soak/soak.py.
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
@@ -26,7 +28,7 @@ namespace {
 
 using std::chrono::seconds;
 
-constexpr int kSoakSeconds = 120;
+constexpr int kSoakSeconds = 40;
 constexpr int kMaxNumSeqs = 16;
 
 // VmRSS of `pid` in KiB, or -1 when it cannot be read (process gone).
@@ -52,7 +54,7 @@ std::vector<std::string> LoadArgs(const DaemonProcess& daemon, const std::string
           "--json", json};
 }
 
-TEST(SoakE2eTest, AboveCapacityForTwoMinutesStaysUpWithFlatMemory) {
+TEST(SoakE2eTest, AboveCapacityForFortySecondsStaysUpWithFlatMemory) {
   TempDir dir;
   const std::string model = MakeTinyModel(dir, "tiny-llama");
   // The CPU backend's KV cache is committed page by page as blocks are first
@@ -60,17 +62,18 @@ TEST(SoakE2eTest, AboveCapacityForTwoMinutesStaysUpWithFlatMemory) {
   // until the free uncached ones run out, so a large cache keeps adding
   // resident pages for as long as new text comes. A 4 MiB cache (512 blocks
   // of 16 tokens at 512 bytes a token) is written through during the
-  // calibration run (about 200 requests of 3 or more fresh blocks each), so
-  // growth measured during the soak is the daemon's own.
+  // calibration run and the first third of the soak (about 100 requests of 3
+  // or more fresh blocks each, 16 at once), so growth measured from the first
+  // third to the last is the daemon's own.
   const std::string config = dir.Write("config.json", R"({
     "models": [{"name": "tiny-llama", "path": ")" + model + R"(", "maxNumSeqs": 16, "cpuKvCacheMib": 4}],
     "limits": {"maxQueuedRequests": 16}
   })");
   DaemonProcess daemon = StartOrDie({"--config", config});
 
-  // Capacity: a closed loop of maxNumSeqs streams for 8 s.
+  // Capacity: a closed loop of maxNumSeqs streams for 4 s.
   std::vector<std::string> calibrate = LoadArgs(daemon, dir.Path("calibrate.json"));
-  calibrate.insert(calibrate.end(), {"--concurrency", std::to_string(kMaxNumSeqs), "--duration", "8"});
+  calibrate.insert(calibrate.end(), {"--concurrency", std::to_string(kMaxNumSeqs), "--duration", "4"});
   const ProcessResult calibrated = RunProcess(calibrate, seconds(60));
   ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
   const nlohmann::json capacity_report = ReadJson(dir.Path("calibrate.json"));
@@ -82,24 +85,24 @@ TEST(SoakE2eTest, AboveCapacityForTwoMinutesStaysUpWithFlatMemory) {
   // The soak: open loop (Poisson) at twice the capacity.
   std::vector<std::string> soak = LoadArgs(daemon, dir.Path("soak.json"));
   soak.insert(soak.end(), {"--rate", std::to_string(rate), "--duration", std::to_string(kSoakSeconds),
-                           "--max-in-flight", "64", "--timeout", "20", "--max-time", "170"});
+                           "--max-in-flight", "64", "--timeout", "10", "--max-time", "70"});
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
   ProcessResult run;
   const auto start = std::chrono::steady_clock::now();
   std::thread load([&] {
-    ProcessResult result = RunProcess(soak, seconds(200));
+    ProcessResult result = RunProcess(soak, seconds(90));
     std::lock_guard<std::mutex> lock(mu);
     run = std::move(result);
     done = true;
     cv.notify_all();
   });
-  // Resident memory every 2 s until tern-load ends.
+  // Resident memory every second until tern-load ends.
   std::vector<std::pair<double, int64_t>> rss;  // (seconds since start, KiB)
   {
     std::unique_lock<std::mutex> lock(mu);
-    while (!cv.wait_for(lock, seconds(2), [&] { return done; })) {
+    while (!cv.wait_for(lock, seconds(1), [&] { return done; })) {
       const double at = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (at <= kSoakSeconds) rss.emplace_back(at, ResidentKib(daemon.pid()));
     }
