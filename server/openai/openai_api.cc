@@ -173,10 +173,12 @@ class OpenAiCall final : public StreamConsumer, public std::enable_shared_from_t
     exchange_->StartStream(std::move(head));
   }
 
-  // Only a request the engine took: a rejected call's id may name another
-  // request of the same tenant.
+  // Only a request the engine took (a rejected call's id may name another
+  // request of the same tenant), and once: a client that leaves and a write
+  // that fails both call it, and a second cancel could reach a later request
+  // of the same tenant and id.
   void Cancel() {
-    cancelled_ = true;
+    if (cancelled_.exchange(true)) return;
     if (accepted_) engine_->Cancel(key_);
   }
 
