@@ -2,17 +2,25 @@
 // the demo LLM's shape. The streamed PNG decodes to exactly the pixels the
 // synchronous DitPipeline makes for the same class, sampler, steps, guidance
 // and seed; a progress event per step; bad requests get INVALID_ARGUMENT
-// naming the field while another image keeps generating.
+// naming the field while another image keeps generating. A tiny latent DiT
+// (tern-mkmodel --arch dit, diffusers' layout) makes RGB PNGs through its
+// VAE: the pipeline's pixels, and an image of a batch equals the same seed
+// generated alone.
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "runtime/dit/cpu_dit_ops.h"
+#include "runtime/dit/diffusion_runner.h"
 #include "runtime/dit/dit_pipeline.h"
 #include "server/services/png_codec.h"
 #include "tern/v1/diffusion.grpc.pb.h"
@@ -131,6 +139,76 @@ TEST(DiffusionE2eTest, BadRequestsNameTheFieldWhileAnImageGenerates) {
   }
   runner.join();
   EXPECT_TRUE(background.status.ok()) << background.status.error_message();
+}
+
+// A tiny latent DiT with its VAE, written by tern-mkmodel (diffusers' layout).
+std::string MakeTinyLatentDit() {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("tern-e2e-latent-dit-" + std::to_string(getpid()))).string();
+  if (!std::filesystem::exists(dir + "/model_index.json")) {
+    const char* env_bin = std::getenv("TERN_BIN_DIR");
+    const std::string bin = env_bin != nullptr && *env_bin != '\0' ? env_bin : TERN_BIN_DIR;
+    const std::string cmd = bin + "/tern-mkmodel --arch dit --preset tiny --layout diffusers --seed 3 "
+                                  "--dtype float32 --out " + dir + " >/dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  return dir;
+}
+
+TEST(DiffusionE2eTest, LatentModelImagesAreTheVaesAndTheSameAloneAndBatched) {
+  const std::string dir = MakeTinyLatentDit();
+  DaemonProcess daemon = StartOrDie({"--model", dir});
+  auto stub = tern::v1::Diffusion::NewStub(
+      grpc::CreateChannel(daemon.grpc_target(), grpc::InsecureChannelCredentials()));
+  const std::string name = std::filesystem::path(dir).filename().string();
+  tern::v1::GenerateImageRequest r;
+  r.set_model(name);
+  r.set_class_label(3);
+  r.set_steps(3);
+  r.set_guidance_scale(2.0f);
+  r.set_sampler(tern::v1::SAMPLER_DDIM);
+  r.set_seed(500);
+  r.set_batch(2);
+  const ImageCall batched = Generate(*stub, r);
+  ASSERT_TRUE(batched.status.ok()) << batched.status.error_message();
+  r.set_seed(501);
+  r.set_batch(1);
+  const ImageCall alone = Generate(*stub, r);
+  ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
+  r.set_width(32);
+  EXPECT_EQ(Generate(*stub, r).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);  // it makes 64x64
+
+  auto runner = runtime::DitRunner::Create(dir, std::make_unique<runtime::CpuDitOps>());
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  auto pipeline = runtime::DitPipeline::Create((*runner)->model(), (*runner)->vae());
+  ASSERT_TRUE(pipeline.ok());
+  runtime::DitGenerateRequest g;
+  g.class_label = 3;
+  g.num_images = 2;
+  g.sampler = runtime::DiffusionSamplerKind::kDdim;
+  g.num_steps = 3;
+  g.guidance_scale = 2.0;
+  g.seed = 500;
+  auto expected = (*pipeline)->Generate(g);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  std::vector<std::vector<uint8_t>> pngs;
+  for (const auto& m : batched.messages) {
+    if (!m.has_image()) continue;
+    EXPECT_EQ(m.image().width(), 64);
+    auto png = server::DecodePng(m.image().png());
+    ASSERT_TRUE(png.ok()) << png.status();
+    EXPECT_EQ(png->channels, 3);
+    EXPECT_EQ(png->planar, (*expected)[m.image().index()].pixels) << "image " << m.image().index();
+    pngs.push_back(png->planar);
+  }
+  ASSERT_EQ(pngs.size(), 2u);
+  for (const auto& m : alone.messages) {
+    if (!m.has_image()) continue;
+    auto png = server::DecodePng(m.image().png());
+    ASSERT_TRUE(png.ok());
+    EXPECT_EQ(png->planar, pngs[1]) << "seed 501 differs alone and as image 1 of a batch";
+  }
 }
 
 }  // namespace

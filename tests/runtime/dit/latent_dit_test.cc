@@ -417,39 +417,65 @@ TEST(LatentDitModelTest, PerBlockEmbeddersLoadAndMatter) {
   EXPECT_GT(diff, 1e-3);
 }
 
+// Rewrites <dir>/<file> without `drop` and with `reshape` (if named) read as
+// [rows, numel / rows] instead of its shape.
+void RewriteTensors(const std::string& dir, const std::string& base, const std::string& drop,
+                    const std::string& reshape = "") {
+  auto store = WeightStore::Open(dir, base);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<TensorSpec> specs;
+  for (const std::string& name : (*store)->Names()) {
+    if (name == drop) continue;
+    const TensorView t = *(*store)->Get(name);
+    std::vector<int64_t> shape = t.shape;
+    if (name == reshape) shape = {shape[0] / 2, t.numel() / (shape[0] / 2)};
+    specs.push_back({name, t.dtype, shape});
+  }
+  const std::string path = dir + "/rewritten.safetensors";
+  ASSERT_TRUE(WriteSafetensors(path, specs, [&](const TensorSpec& spec, uint8_t* out) {
+                const TensorView t = *(*store)->Get(spec.name);
+                std::memcpy(out, t.data, t.nbytes);
+              }).ok());
+  store->reset();
+  fs::rename(path, dir + "/" + base + ".safetensors");
+}
+
 TEST(LatentDitModelTest, BrokenFilesAreNamedErrors) {
   const std::string dir = MakeTinyModel("diffusers");
   const std::string broken = (fs::temp_directory_path() / ("tern-latent-broken-" + std::to_string(getpid()))).string();
-  fs::remove_all(broken);
-  fs::copy(dir, broken, fs::copy_options::recursive);
-  // A VAE whose up block misses a tensor.
-  {
-    auto store = WeightStore::Open(broken + "/vae", "diffusion_pytorch_model");
-    ASSERT_TRUE(store.ok());
-    std::vector<TensorSpec> specs;
-    for (const std::string& name : (*store)->Names()) {
-      if (name == "decoder.up_blocks.1.resnets.2.conv2.weight") continue;
-      const TensorView t = *(*store)->Get(name);
-      specs.push_back({name, t.dtype, t.shape});
-    }
-    const std::string path = broken + "/vae/pruned.safetensors";
-    ASSERT_TRUE(WriteSafetensors(path, specs, [&](const TensorSpec& spec, uint8_t* out) {
-                  const TensorView t = *(*store)->Get(spec.name);
-                  std::memcpy(out, t.data, t.nbytes);
-                }).ok());
-    store->reset();
-    fs::rename(path, broken + "/vae/diffusion_pytorch_model.safetensors");
+  struct Case {
+    const char* subdir;
+    const char* drop;
+    const char* reshape;
+    const char* message;
+  };
+  for (const Case& c : {Case{"vae", "decoder.up_blocks.1.resnets.2.conv2.weight", "",
+                             "decoder.up_blocks.1.resnets.2.conv2.weight"},
+                        Case{"vae", "", "decoder.mid_block.attentions.0.to_k.weight",
+                             "decoder.mid_block.attentions.0.to_k.weight\" has shape [32, 128]"},
+                        Case{"transformer", "transformer_blocks.1.attn1.to_v.bias", "",
+                             "transformer_blocks.1.attn1.to_v.bias"},
+                        Case{"transformer", "", "transformer_blocks.0.ff.net.2.weight",
+                             "transformer_blocks.0.ff.net.2.weight\" has shape [32, 512], expected [64, 256]"}}) {
+    fs::remove_all(broken);
+    fs::copy(dir, broken, fs::copy_options::recursive);
+    RewriteTensors(broken + "/" + c.subdir, "diffusion_pytorch_model", c.drop, c.reshape);
+    auto runner = DitRunner::Create(broken, std::make_unique<CpuDitOps>());
+    ASSERT_FALSE(runner.ok()) << c.message;
+    EXPECT_NE(runner.status().message().find(c.message), std::string::npos) << runner.status();
   }
-  auto runner = DitRunner::Create(broken, std::make_unique<CpuDitOps>());
-  ASSERT_FALSE(runner.ok());
-  EXPECT_NE(runner.status().message().find("decoder.up_blocks.1.resnets.2.conv2.weight"), std::string::npos)
-      << runner.status();
-  // A scheduler config that is not JSON.
+  // A scheduler config that is not JSON; a pipeline without its VAE.
   std::ofstream(broken + "/scheduler/scheduler_config.json") << "{";
   auto config = LoadDitConfig(broken);
   ASSERT_FALSE(config.ok());
   EXPECT_NE(config.status().message().find("scheduler/scheduler_config.json: not valid JSON"), std::string::npos)
       << config.status();
+  fs::remove_all(broken + "/vae");
+  fs::copy_file(dir + "/scheduler/scheduler_config.json", broken + "/scheduler/scheduler_config.json",
+                fs::copy_options::overwrite_existing);
+  config = LoadDitConfig(broken);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound) << config.status();
+  EXPECT_NE(config.status().message().find("vae/config.json"), std::string::npos) << config.status();
   fs::remove_all(broken);
 }
 
