@@ -111,8 +111,9 @@ int Bench() {
   if (!ops.ok()) return Fail(std::string(ops.status().message()));
   auto store = WeightStore::Open(dir, "diffusion_pytorch_model");
   if (!store.ok()) return Fail(std::string(store.status().message()));
-  std::printf("tern VAE decode on %s, %s ops, dtype %s; host latents in, host images out, CUDA graphs on\n",
-              tern::bench::CpuModelName().c_str(), (*ops)->name().c_str(), absl::GetFlag(FLAGS_dtype).c_str());
+  std::printf("tern VAE decode on %s, %s ops, dtype %s; host latents in, host images out%s\n",
+              tern::bench::CpuModelName().c_str(), (*ops)->name().c_str(), absl::GetFlag(FLAGS_dtype).c_str(),
+              (*ops)->name() == "cuda" ? ", CUDA graphs on" : "");
   std::printf("%8s %7s %6s | %12s %12s\n", "latent", "image", "batch", "ms/decode", "ms/image");
   std::string json = "[";
   for (int latent : Ints(absl::GetFlag(FLAGS_latent_sizes))) {
