@@ -515,7 +515,7 @@ std::shared_ptr<grpc::ChannelCredentials> Tls(const TempDir& dir, const std::str
 
 // curl's exit status and output (body and the HTTP status on the last line).
 ProcessResult Curl(const DaemonProcess& daemon, const std::string& scheme, const std::vector<std::string>& extra) {
-  std::vector<std::string> argv = {"curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}"};
+  std::vector<std::string> argv = {"/usr/bin/env", "curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(scheme + "://127.0.0.1:" + std::to_string(daemon.http_port()) + "/v1/models");
   return RunProcess(argv, seconds(30));
