@@ -145,7 +145,8 @@ struct GemmPlan {
 };
 
 // (in, out, bias, x stride, out stride, reference rows)
-using PlanKey = std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t>;
+// in, out, bias, x stride, out stride, reference rows, GELU epilogue.
+using PlanKey = std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t, bool>;
 
 // Rows of one convolution GEMM: a sample's pixels go through im2col this
 // many at a time (a split fixed by the layer's shape, so batch invariance
@@ -357,8 +358,9 @@ struct CudaDitOps::Impl {
 
   // One algorithm per (layer shape, reference_rows): the heuristic's choice
   // for reference_rows rows, used for every row count.
-  GemmPlan* Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows);
-  void Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows);
+  // `gelu`: GELU (tanh) in the epilogue, after the bias.
+  GemmPlan* Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu);
+  void Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu = false);
 
   absl::StatusOr<DeviceBuffer*> Upload(const TensorView& t, DeviceBuffer* dst) {
     std::vector<float> values(t.numel());
@@ -383,8 +385,8 @@ struct CudaDitOps::Impl {
 };
 
 GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out,
-                                 int64_t reference_rows) {
-  const PlanKey key{w.in, w.out, w.has_bias, x.stride, out.stride, reference_rows};
+                                 int64_t reference_rows, bool gelu) {
+  const PlanKey key{w.in, w.out, w.has_bias, x.stride, out.stride, reference_rows, gelu};
   auto it = plans.find(key);
   if (it != plans.end()) return it->second.get();
   const std::string what = absl::StrCat("linear [", w.out, " x ", w.in, "]");
@@ -399,9 +401,12 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
   cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
-  if (w.has_bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  if (w.has_bias || gelu) {
+    const cublasLtEpilogue_t epilogue = gelu ? (w.has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                             : CUBLASLT_EPILOGUE_BIAS;
     cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+  }
+  if (w.has_bias) {
     const void* bias = w.bias.data();
     cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
   }
@@ -461,8 +466,9 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
   return raw;
 }
 
-void CudaDitOps::Impl::Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows) {
-  GemmPlan* plan = Plan(x, w, out, reference_rows);
+void CudaDitOps::Impl::Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows,
+                            bool gelu) {
+  GemmPlan* plan = Plan(x, w, out, reference_rows, gelu);
   if (plan == nullptr) return;
   const std::string what = absl::StrCat("linear [", w.out, " x ", w.in, "]");
   if (reinterpret_cast<uintptr_t>(x.data) % plan->x_align != 0 ||
@@ -806,6 +812,20 @@ void CudaDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
   m.Mix(reinterpret_cast<uintptr_t>(&weight));
   if (!enqueue || x.rows == 0) return;
   m.Gemm(x, w, out, m.RowsPerSample(x.rows) * m.gemm_reference_batch);
+}
+
+void CudaDitOps::LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) {
+  Impl& m = *impl_;
+  const auto& w = static_cast<const CudaDitLinear&>(weight);
+  CHECK_EQ(x.cols, w.in_features());
+  CHECK_EQ(out.cols, w.out_features());
+  CHECK_EQ(x.rows, out.rows);
+  const bool enqueue = m.Enter(kLinearOp, 17);
+  m.Mix(x);
+  m.Mix(out);
+  m.Mix(reinterpret_cast<uintptr_t>(&weight));
+  if (!enqueue || x.rows == 0) return;
+  m.Gemm(x, w, out, m.RowsPerSample(x.rows) * m.gemm_reference_batch, /*gelu=*/true);
 }
 
 void CudaDitOps::Patchify(Tensor images, const DitPatchGeometry& g, Tensor patches) {

@@ -92,6 +92,8 @@ class CudaDitOps final : public DitOps {
   void Add(Tensor x, Tensor y) override;
   void Silu(Tensor x, Tensor out) override;
   void GeluTanh(Tensor x) override;
+  // cuBLASLt's GELU (tanh) epilogue, after the bias, on the fp32 accumulators.
+  void LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) override;
   void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) override;
   void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
   void GatedAdd(Tensor x, Tensor y, Tensor gate) override;

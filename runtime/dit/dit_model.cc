@@ -132,8 +132,7 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
     ops.Linear(attended, *block.proj, branch);
     ops.GatedAdd(x, branch, modulation.Columns(2 * d, d));
     ops.LayerNormModulate(x, modulation.Columns(3 * d, d), modulation.Columns(4 * d, d), mlp_ln_eps, normed);
-    ops.Linear(normed, *block.fc1, mlp);
-    ops.GeluTanh(mlp);
+    ops.LinearGeluTanh(normed, *block.fc1, mlp);
     ops.Linear(mlp, *block.fc2, branch);
     ops.GatedAdd(x, branch, modulation.Columns(5 * d, d));
   }

@@ -189,6 +189,13 @@ class DitOps {
   virtual void Silu(Tensor x, Tensor out) = 0;
   // x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place.
   virtual void GeluTanh(Tensor x) = 0;
+  // out = GeluTanh(x W^T + b): the MLP's first layer. This default runs
+  // Linear then GeluTanh; a backend may apply the activation in the GEMM's
+  // epilogue instead (one pass over `out`, rounded once).
+  virtual void LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) {
+    Linear(x, weight, out);
+    GeluTanh(out);
+  }
   // LayerNorm without affine (biased variance, eps) of each row of x [B*L, D],
   // then adaLN: out = norm * (1 + scale[b]) + shift[b], shift and scale
   // [B, D] (column views of the modulation output are fine). out must not

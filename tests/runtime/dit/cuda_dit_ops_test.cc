@@ -184,6 +184,14 @@ TEST_P(CudaDitOpsTest, Linear) {
               ops.Linear(in[0], &ops == &cpu_ ? **cpu_w : **gpu_w, out);
               return out;
             });
+    // The MLP's first layer: CUDA applies GELU in the GEMM's epilogue, the
+    // CPU runs Linear then GeluTanh.
+    Compare(absl::StrCat("linear+gelu ", s.in, "->", s.out, " x", s.tokens, s.bias ? " +b" : ""),
+            {{{rows, s.in}, Random(size_t(rows * s.in), 3, dtype())}}, [&](DitOps& ops, std::vector<Tensor>& in) {
+              Tensor out = ops.Scratch(9, rows, s.out);
+              ops.LinearGeluTanh(in[0], &ops == &cpu_ ? **cpu_w : **gpu_w, out);
+              return out;
+            });
   }
 }
 
