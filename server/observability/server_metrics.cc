@@ -3,6 +3,7 @@
 #include "prometheus/text_serializer.h"
 #include "runtime/cuda/device_probe.h"
 #include "server/build_info.h"
+#include "server/observability/diffusion_metrics.h"
 #include "server/observability/process_collector.h"
 
 namespace tern::server {
@@ -59,7 +60,10 @@ ServerMetrics::ServerMetrics(int max_tenant_label_values)
   requests_ = std::make_unique<RequestMetrics>(*registry_, &tenant_labels_);
   collectables_.push_back(registry_);
   collectables_.push_back(std::make_shared<ProcessCollector>());
+  diffusion_ = std::make_unique<DiffusionMetrics>(*registry_, &tenant_labels_);
 }
+
+ServerMetrics::~ServerMetrics() = default;
 
 void ServerMetrics::RecordRpc(const std::string& method, const std::string& code, double seconds) {
   rpc_total_->Add({{"method", method}, {"code", code}}).Increment();

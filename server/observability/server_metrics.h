@@ -21,11 +21,14 @@
 
 namespace tern::server {
 
+class DiffusionMetrics;
+
 class ServerMetrics {
  public:
   // `max_tenant_label_values`: distinct tenants the per-request metrics
   // name; the rest share kOverflowTenantLabel (tenant_labels.h).
   explicit ServerMetrics(int max_tenant_label_values = kDefaultMaxTenantLabelValues);
+  ~ServerMetrics();
 
   // One finished gRPC call: `method` is the full name ("/tern.v1.Llm/Generate"),
   // `code` the gRPC status code name ("OK", "INVALID_ARGUMENT", ...).
@@ -53,6 +56,8 @@ class ServerMetrics {
 
   prometheus::Registry& registry() { return *registry_; }
   RequestMetrics& requests() { return *requests_; }
+  // Image requests, whichever transport they came by (diffusion_metrics.h).
+  DiffusionMetrics& diffusion() { return *diffusion_; }
 
  private:
   // shared_ptr: prometheus-cpp's Collectable API is built on shared ownership.
@@ -67,6 +72,7 @@ class ServerMetrics {
   prometheus::Gauge* ready_;
   prometheus::Family<prometheus::Counter>* engine_stalls_;
   std::unique_ptr<RequestMetrics> requests_;
+  std::unique_ptr<DiffusionMetrics> diffusion_;
 };
 
 // Buckets for request latencies in seconds: 1 ms .. 5 min.

@@ -1,15 +1,20 @@
 #include "server/openai/openai_api.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/front/call_scope.h"
 #include "server/front/generation.h"
+#include "server/front/image_generation.h"
+#include "server/observability/diffusion_metrics.h"
 #include "server/openai/openai_request.h"
 #include "server/openai/openai_response.h"
+#include "server/services/image_stream.h"
 
 namespace tern::server::openai {
 namespace {
@@ -20,6 +25,7 @@ constexpr char kChatRoute[] = "/v1/chat/completions";
 constexpr char kCompletionsRoute[] = "/v1/completions";
 constexpr char kModelsRoute[] = "/v1/models";
 constexpr char kModelPrefix[] = "/v1/models/";
+constexpr char kImagesRoute[] = "/v1/images/generations";
 
 CallInfo HttpCallInfo(const HttpRequest& request, const char* route) {
   CallInfo info;
@@ -199,6 +205,91 @@ class OpenAiCall final : public StreamConsumer, public std::enable_shared_from_t
   std::atomic<bool> client_gone_{false};
 };
 
+// The HTTP end of one image request: the ImageStream's consumer. Images are
+// collected as they come (progress events are dropped) and answered at the
+// end as one JSON body, on the connection's strand. Alive (self_) from Start
+// until the stream has ended.
+class OpenAiImageCall final : public ImageConsumer, public std::enable_shared_from_this<OpenAiImageCall> {
+ public:
+  static void Start(CallScope scope, PreparedImage call, std::shared_ptr<HttpExchange> exchange) {
+    const std::string model = call.model->info.name();
+    const std::string tenant = scope.tenant();
+    DiffusionMetrics* metrics = scope.services().metrics != nullptr ? &scope.services().metrics->diffusion() : nullptr;
+    scheduler::DiffusionEngine* engine = call.model->diffusion->engine.get();
+    auto self = std::make_shared<OpenAiImageCall>(std::move(scope), std::move(exchange), engine,
+                                                  scheduler::RequestKey{call.request.tenant->name, call.request.request_id});
+    self->self_ = self;
+    self->stream_ = std::make_shared<ImageStream>(call.request.request_id, model, tenant, metrics);
+    self->exchange_->OnClientGone([weak = std::weak_ptr<OpenAiImageCall>(self)] {
+      if (auto call = weak.lock()) {
+        call->client_gone_ = true;
+        call->Cancel();
+      }
+    });
+    if (SubmitImages(engine, std::move(call.request), self->stream_)) {
+      self->accepted_ = true;
+      if (self->cancelled_) engine->Cancel(self->key_);
+    }
+    self->stream_->Attach(self.get());
+  }
+
+  OpenAiImageCall(CallScope scope, std::shared_ptr<HttpExchange> exchange, scheduler::DiffusionEngine* engine,
+                  scheduler::RequestKey key)
+      : scope_(std::move(scope)),
+        exchange_(std::move(exchange)),
+        engine_(engine),
+        key_(std::move(key)),
+        created_(absl::ToUnixSeconds(absl::Now())) {}
+
+ private:
+  // ImageConsumer: called with the stream's mutex held; hop onto the strand.
+  void StartWrite(const tern::v1::GenerateImageResponse* message) override {
+    exchange_->Post([self = shared_from_this(), message] {
+      if (message->has_image()) self->images_.push_back(message->image());
+      self->stream_->OnWriteDone(true);
+    });
+  }
+  void Finish(const absl::Status& status) override {
+    exchange_->Post([self = shared_from_this(), status] { self->End(status); });
+  }
+
+  void End(const absl::Status& status) {
+    const absl::Status outcome = InOpenAiTerms(status, Endpoint::kImageGenerations);
+    HttpResponse response;
+    if (outcome.ok()) {
+      std::sort(images_.begin(), images_.end(),
+                [](const auto& a, const auto& b) { return a.index() < b.index(); });
+      response.content_type = "application/json";
+      response.body = Dump(ImagesBody(created_, images_));
+    } else {
+      response = ErrorResponse(outcome);
+    }
+    response.headers.emplace_back("x-request-id", key_.id);
+    exchange_->Respond(std::move(response));
+    scope_.Finish(client_gone_ ? absl::CancelledError("the client closed the connection") : outcome).IgnoreError();
+    stream_->Detach();
+    self_.reset();  // the posted task that runs End holds the last reference
+  }
+
+  void Cancel() {
+    cancelled_ = true;
+    if (accepted_) engine_->Cancel(key_);
+  }
+
+  CallScope scope_;
+  std::shared_ptr<HttpExchange> exchange_;
+  scheduler::DiffusionEngine* engine_;
+  const scheduler::RequestKey key_;  // the tenant's name and the request id
+  const int64_t created_;
+  std::atomic<bool> accepted_{false};   // the engine took the request
+  std::atomic<bool> cancelled_{false};  // the client went away (sent once accepted)
+  std::atomic<bool> client_gone_{false};
+  // Strand only.
+  std::vector<tern::v1::GeneratedImage> images_;
+  std::shared_ptr<ImageStream> stream_;
+  std::shared_ptr<OpenAiImageCall> self_;
+};
+
 }  // namespace
 
 OpenAiApi::OpenAiApi(const ServiceContext& services)
@@ -217,6 +308,9 @@ void OpenAiApi::Register(HttpRouter& router) const {
   });
   router.HandlePrefix("GET", kModelPrefix, [this](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
     RetrieveModel(request, std::move(exchange));
+  });
+  router.HandleAsync("POST", kImagesRoute, [this](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+    ImageGenerations(request, std::move(exchange));
   });
   ServerMetrics* metrics = services_.metrics;
   router.SetErrorResponder([metrics](int status, const std::string& message) {
@@ -271,6 +365,18 @@ void OpenAiApi::RetrieveModel(const HttpRequest& request, std::shared_ptr<HttpEx
   if (!model.ok()) return Reject(scope, *exchange, model.status());
   exchange->Respond(JsonResponse(ModelObject((*model)->info, created_), scope.request_id()));
   scope.Finish(absl::OkStatus()).IgnoreError();
+}
+
+void OpenAiApi::ImageGenerations(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) const {
+  CallScope scope(services_, HttpCallInfo(request, kImagesRoute));
+  scope.AssignRequestId("");
+  // The key first: a caller without one learns nothing about the body.
+  if (auto tenant = scope.Authenticate(); !tenant.ok()) return Reject(scope, *exchange, tenant.status());
+  absl::StatusOr<tern::v1::GenerateImageRequest> parsed = ParseImageGenerationRequest(request.body);
+  if (!parsed.ok()) return Reject(scope, *exchange, parsed.status());
+  absl::StatusOr<PreparedImage> call = PrepareImage(scope, *parsed);
+  if (!call.ok()) return Reject(scope, *exchange, InOpenAiTerms(call.status(), Endpoint::kImageGenerations));
+  OpenAiImageCall::Start(std::move(scope), *std::move(call), std::move(exchange));
 }
 
 }  // namespace tern::server::openai

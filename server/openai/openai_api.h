@@ -4,6 +4,7 @@
 //   POST /v1/completions        text completion (likewise)
 //   GET  /v1/models             the models this caller may use
 //   GET  /v1/models/{id}        one of them
+//   POST /v1/images/generations images from a diffusion model, as base64 PNGs
 //
 // A thin transport over the front (server/front/generation.h): each request
 // gets a CallScope (bearer key -> tenant, request id from x-request-id, one
@@ -13,7 +14,11 @@
 // feeds an OpenAiCall, which formats messages (openai_response.h) on the
 // connection's strand, never on the engine thread, and writes them as one
 // JSON response or as SSE chunks. A client that closes its connection
-// cancels its request in the engine. Errors are OpenAI's error object with
+// cancels its request in the engine. An image request goes the same way
+// through the front's PrepareImage (server/front/image_generation.h) into the
+// model's diffusion engine; its ImageStream (services/image_stream.h) feeds
+// an OpenAiImageCall, which answers with all the images at once. Errors are
+// OpenAI's error object with
 // the HTTP status of server/front/status_mapping.h.
 #pragma once
 
@@ -38,6 +43,7 @@ class OpenAiApi {
   void Completions(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange, bool chat) const;
   void ListModels(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) const;
   void RetrieveModel(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) const;
+  void ImageGenerations(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) const;
 
   const ServiceContext& services_;
   const int64_t created_;  // "created" of every model: when ternd started

@@ -9,6 +9,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/types/span.h"
 #include "runtime/base/status_macros.h"
 
 namespace tern::server::openai {
@@ -547,6 +549,133 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
   return out;
 }
 
+namespace {
+
+// "auto" -> 0x0 (the model's own size); "WIDTHxHEIGHT" -> both.
+absl::Status ReadImageSize(const std::string& param, const json& value, tern::v1::GenerateImageRequest* request) {
+  ASSIGN_OR_RETURN(std::string size, String(param, value));
+  if (size == "auto") return absl::OkStatus();
+  const absl::Status bad = Invalid(param, absl::StrCat("must be \"auto\" or WIDTHxHEIGHT such as \"256x256\", not \"",
+                                                       size.substr(0, 32), "\""));
+  const size_t x = size.find('x');
+  if (x == std::string::npos || x == 0 || x + 1 == size.size() || size.size() > 11) return bad;
+  int32_t sides[2] = {0, 0};
+  const std::string parts[2] = {size.substr(0, x), size.substr(x + 1)};
+  for (int i = 0; i < 2; ++i) {
+    for (char ch : parts[i]) {
+      if (ch < '0' || ch > '9') return bad;
+    }
+    sides[i] = std::stoi(parts[i]);
+    if (sides[i] <= 0) return bad;
+  }
+  request->set_width(sides[0]);
+  request->set_height(sides[1]);
+  return absl::OkStatus();
+}
+
+// A field OpenAI's images API has that tern takes only at the value that
+// changes nothing.
+ObjectReader::Handler OnlyValue(std::string allowed, std::string why) {
+  return [allowed = std::move(allowed), why = std::move(why)](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(std::string value, String(p, v));
+    if (value == allowed) return absl::OkStatus();
+    return Invalid(p, absl::StrCat("\"", value.substr(0, 32), "\" is not supported (", why, "); use \"", allowed, "\""));
+  };
+}
+
+}  // namespace
+
+absl::StatusOr<tern::v1::GenerateImageRequest> ParseImageGenerationRequest(std::string_view body) {
+  ASSIGN_OR_RETURN(json object, ParseJsonObject(body));
+  tern::v1::GenerateImageRequest out;
+  ObjectReader reader("");
+  reader.On("model", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(*out.mutable_model(), String(p, v));
+    return absl::OkStatus();
+  });
+  reader.On("prompt", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(*out.mutable_prompt(), String(p, v));
+    return absl::OkStatus();
+  });
+  reader.On("class_name", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(*out.mutable_class_name(), String(p, v));
+    return absl::OkStatus();
+  });
+  reader.On("class_label", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(int32_t label, Int32(p, v));
+    out.set_class_label(label);
+    return absl::OkStatus();
+  });
+  reader.On("n", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(int32_t n, Int32(p, v));
+    if (n < 1) return Invalid(p, absl::StrCat(n, " is not a number of images (1 or more)"));
+    out.set_batch(n);
+    return absl::OkStatus();
+  });
+  reader.On("size", [&](const std::string& p, const json& v) { return ReadImageSize(p, v, &out); });
+  reader.On("response_format",
+            OnlyValue("b64_json", "tern returns the images in the response and keeps none to serve by URL"));
+  reader.On("output_format", OnlyValue("png", "tern encodes images as PNG"));
+  reader.On("quality", OnlyValue("auto", "tern's models have one quality; num_inference_steps trades time for it"));
+  reader.On("stream", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(bool stream, Bool(p, v));
+    if (stream) return Invalid(p, "true is not supported (tern returns the finished images; gRPC GenerateImage streams progress)");
+    return absl::OkStatus();
+  });
+  for (const char* field : {"style", "background", "moderation", "output_compression", "partial_images"}) {
+    reader.On(field, [](const std::string& p, const json&) {
+      return Invalid(p, "is not supported (tern's diffusion models take none)");
+    });
+  }
+  reader.On("user", [](const std::string& p, const json& v) { return String(p, v).status(); });
+  // tern's extras, as tern.v1.GenerateImageRequest has them.
+  reader.On("seed", [&](const std::string& p, const json& v) -> absl::Status {
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0)) {
+      return Invalid(p, "must be an integer in [0, 2^64)");
+    }
+    out.set_seed(v.get<uint64_t>());
+    return absl::OkStatus();
+  });
+  reader.On("guidance_scale", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(float scale, Float(p, v));
+    out.set_guidance_scale(scale);
+    return absl::OkStatus();
+  });
+  reader.On("num_inference_steps", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(int32_t steps, Int32(p, v));
+    if (steps < 1) return Invalid(p, absl::StrCat(steps, " is not a number of steps (1 or more)"));
+    out.set_steps(steps);
+    return absl::OkStatus();
+  });
+  reader.On("sampler", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(std::string name, String(p, v));
+    static const auto* samplers = new std::map<std::string, tern::v1::Sampler>{
+        {"ddim", tern::v1::SAMPLER_DDIM}, {"dpm++2m", tern::v1::SAMPLER_DPM_SOLVER_PP_2M},
+        {"euler", tern::v1::SAMPLER_EULER}};
+    const auto it = samplers->find(name);
+    if (it == samplers->end()) {
+      return Invalid(p, absl::StrCat("\"", name.substr(0, 32), "\" is not a sampler: ddim, dpm++2m or euler"));
+    }
+    out.set_sampler(it->second);
+    return absl::OkStatus();
+  });
+  reader.On("priority", [&](const std::string& p, const json& v) -> absl::Status {
+    ASSIGN_OR_RETURN(int32_t priority, Int32(p, v));
+    out.set_priority(priority);
+    return absl::OkStatus();
+  });
+  RETURN_IF_ERROR(reader.Read(object));
+  const int conditions = reader.Seen("prompt") + reader.Seen("class_name") + reader.Seen("class_label");
+  if (conditions == 0) {
+    return Invalid("prompt", "is required (a class-conditional model takes tern's class_name or class_label instead)");
+  }
+  if (conditions > 1) {
+    return Invalid(reader.Seen("prompt") ? "prompt" : "class_name",
+                   "give one of prompt, class_name or class_label, not several");
+  }
+  return out;
+}
+
 absl::Status InOpenAiTerms(const absl::Status& status, Endpoint endpoint) {
   const std::string message(status.message());
   struct Rename {
@@ -554,14 +683,21 @@ absl::Status InOpenAiTerms(const absl::Status& status, Endpoint endpoint) {
     const char* openai;
   };
   const char* logprobs = endpoint == Endpoint::kChatCompletions ? "top_logprobs" : "logprobs";
-  const Rename renames[] = {
+  const Rename text_renames[] = {
       {"sampling.logprobs", logprobs}, {"sampling.", ""}, {"token_ids", "prompt"}, {"text", "prompt"}};
+  const Rename image_renames[] = {{"batch", "n"},     {"steps", "num_inference_steps"}, {"width", "size"},
+                                  {"height", "size"}, {"condition", "prompt"}};
+  const absl::Span<const Rename> renames =
+      endpoint == Endpoint::kImageGenerations ? absl::Span<const Rename>(image_renames) : text_renames;
   for (const Rename& r : renames) {
     if (!absl::StartsWith(message, r.tern)) continue;
     const std::string rest = message.substr(std::string_view(r.tern).size());
     // Whole field names only: "text: ..." but not "textual ...".
     if (std::string_view(r.tern).back() != '.' && !rest.empty() && rest[0] != ':' && rest[0] != '[') continue;
-    return absl::Status(status.code(), absl::StrCat(r.openai, rest));
+    std::string renamed = absl::StrCat(r.openai, rest);
+    // The gRPC field takes 0 for the model's size; OpenAI's takes "auto".
+    if (std::string_view(r.openai) == "size") absl::StrReplaceAll({{"(0 takes that)", "(\"auto\" takes that)"}}, &renamed);
+    return absl::Status(status.code(), renamed);
   }
   return status;
 }

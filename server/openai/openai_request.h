@@ -20,6 +20,18 @@
 // or 0: no limit), min_p, repetition_penalty, ignore_eos, stop_token_ids,
 // skip_special_tokens, and for chat add_generation_prompt.
 //
+// POST /v1/images/generations becomes a tern.v1.GenerateImageRequest:
+// `prompt` (the text condition; a class-conditional model such as the demo
+// DiT takes tern's `class_name` or `class_label` instead: exactly one of the
+// three), `n` (images, 1 or more), `size` ("auto", or "WIDTHxHEIGHT", which
+// the front checks against the model's resolution), `response_format` only
+// "b64_json" (tern keeps no images to serve by URL), `output_format` only
+// "png", `quality` only "auto", `stream` only false, `user` (no effect); tern's
+// extras as the gRPC request has them: `seed` (0 to 2^64 - 1; image i gets
+// seed + i), `guidance_scale`, `num_inference_steps`, `sampler` ("ddim",
+// "dpm++2m", "euler"), `priority`. `style`, `background`, `moderation`,
+// `output_compression`, `partial_images` and unknown fields are errors.
+//
 // Errors are INVALID_ARGUMENT with a message "<param>: <why>", param being
 // the OpenAI name of the field (InOpenAiTerms rewrites the front's messages,
 // which name tern.v1 fields, the same way).
@@ -30,6 +42,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "tern/v1/diffusion.pb.h"
 #include "tern/v1/llm.pb.h"
 
 namespace tern::server::openai {
@@ -37,7 +50,7 @@ namespace tern::server::openai {
 // Arrays and objects nested deeper than this are refused.
 inline constexpr int kMaxJsonDepth = 32;
 
-enum class Endpoint { kChatCompletions, kCompletions };
+enum class Endpoint { kChatCompletions, kCompletions, kImageGenerations };
 
 // What the response should look like, beyond the tern.v1 request.
 struct ResponseOptions {
@@ -64,10 +77,12 @@ absl::StatusOr<nlohmann::json> ParseJsonObject(std::string_view body);
 
 absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_view body);
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body);
+absl::StatusOr<tern::v1::GenerateImageRequest> ParseImageGenerationRequest(std::string_view body);
 
 // The front's error in OpenAI's words: a message that names a tern.v1 field
 // ("sampling.temperature: ...", "text: ...") names the OpenAI parameter
-// instead ("temperature: ...", "prompt: ..."). Other statuses pass unchanged.
+// instead ("temperature: ...", "prompt: ..."; for images "n: ...",
+// "size: ...", "num_inference_steps: ..."). Other statuses pass unchanged.
 absl::Status InOpenAiTerms(const absl::Status& status, Endpoint endpoint);
 
 // The parameter an INVALID_ARGUMENT (or other) message names: its text

@@ -1,5 +1,6 @@
 #include "server/openai/openai_response.h"
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "server/front/status_mapping.h"
 
@@ -34,6 +35,19 @@ json BytesArray(const std::string& bytes) {
 }
 
 }  // namespace
+
+json ImagesBody(int64_t created, const std::vector<tern::v1::GeneratedImage>& images) {
+  json data = json::array();
+  json seeds = json::array();
+  for (const tern::v1::GeneratedImage& image : images) {
+    data.push_back({{"b64_json", absl::Base64Escape(image.png())}});
+    seeds.push_back(image.seed());
+  }
+  json body = {{"created", created}, {"data", std::move(data)}, {"output_format", "png"}};
+  if (!images.empty()) body["size"] = absl::StrCat(images[0].width(), "x", images[0].height());
+  body["tern"] = {{"seeds", std::move(seeds)}};
+  return body;
+}
 
 std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 

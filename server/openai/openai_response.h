@@ -32,12 +32,14 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
 #include "runtime/tokenizer/tokenizer.h"
 #include "server/http/http_server.h"
 #include "server/openai/openai_request.h"
+#include "tern/v1/diffusion.pb.h"
 #include "tern/v1/llm.pb.h"
 
 namespace tern::server::openai {
@@ -52,6 +54,12 @@ nlohmann::ordered_json ErrorObject(int http_status, const std::string& message, 
 HttpResponse ErrorResponse(const absl::Status& status);
 // The HTTP response of an error the transport found (413, 431, 404, 405, ...).
 HttpResponse TransportErrorResponse(int http_status, const std::string& message);
+
+// The body of POST /v1/images/generations: {"created", "data": [{"b64_json":
+// PNG as base64}, ...], "output_format": "png", "size": "WxH", "tern":
+// {"seeds": [...]}} (each image's seed, to ask for it again), images in
+// index order.
+nlohmann::ordered_json ImagesBody(int64_t created, const std::vector<tern::v1::GeneratedImage>& images);
 
 // JSON text as the API writes it: compact, invalid UTF-8 replaced (never
 // throws).

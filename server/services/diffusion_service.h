@@ -6,18 +6,15 @@
 // NOT_FOUND, a full queue RESOURCE_EXHAUSTED.
 #pragma once
 
-#include <memory>
-
 #include "server/front/service_context.h"
-#include "server/observability/diffusion_metrics.h"
 #include "tern/v1/diffusion.grpc.pb.h"
 
 namespace tern::server {
 
 class DiffusionService final : public tern::v1::Diffusion::CallbackService {
  public:
-  // Registers the diffusion metrics (and their collector) with
-  // services.metrics: construct during setup, before scraping starts.
+  // Registers the diffusion engines' collector with services.metrics:
+  // construct during setup, before scraping starts.
   explicit DiffusionService(const ServiceContext& services);
 
   grpc::ServerWriteReactor<tern::v1::GenerateImageResponse>* GenerateImage(
@@ -25,7 +22,6 @@ class DiffusionService final : public tern::v1::Diffusion::CallbackService {
 
  private:
   const ServiceContext& services_;
-  std::unique_ptr<DiffusionMetrics> metrics_;  // null without services.metrics
 };
 
 }  // namespace tern::server

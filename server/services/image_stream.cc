@@ -64,9 +64,17 @@ void ImageStream::Push(tern::v1::GenerateImageResponse message) {
   PumpLocked();
 }
 
-void ImageStream::Attach(ImageReactor* reactor) {
+void ImageStream::OnRejected(const absl::Status& status) {
+  if (metrics_ != nullptr) metrics_->ObserveRejected(model_, tenant_);
   absl::MutexLock lock(&mu_);
-  reactor_ = reactor;
+  done_ = true;
+  status_ = status;
+  PumpLocked();
+}
+
+void ImageStream::Attach(ImageConsumer* consumer) {
+  absl::MutexLock lock(&mu_);
+  consumer_ = consumer;
   PumpLocked();
 }
 
@@ -82,22 +90,29 @@ void ImageStream::OnWriteDone(bool ok) {
 
 void ImageStream::Detach() {
   absl::MutexLock lock(&mu_);
-  reactor_ = nullptr;
+  consumer_ = nullptr;
 }
 
 void ImageStream::PumpLocked() {
-  if (reactor_ == nullptr || writing_ || finished_) return;
+  if (consumer_ == nullptr || writing_ || finished_) return;
   if (!pending_.empty()) {
     in_flight_ = std::move(pending_.front());
     pending_.pop_front();
     writing_ = true;
-    reactor_->StartWrite(&in_flight_);
+    consumer_->StartWrite(&in_flight_);
     return;
   }
   if (done_) {
     finished_ = true;
-    reactor_->EndWith(status_);
+    consumer_->Finish(status_);
   }
+}
+
+bool SubmitImages(scheduler::DiffusionEngine* engine, scheduler::DiffusionRequest request,
+                  const std::shared_ptr<ImageStream>& stream) {
+  const absl::Status submitted = engine->Submit(std::move(request), stream);
+  if (!submitted.ok()) stream->OnRejected(submitted);
+  return submitted.ok();
 }
 
 ImageReactor* ImageReactor::Start(CallScope scope, scheduler::DiffusionEngine* engine,
@@ -109,22 +124,21 @@ ImageReactor* ImageReactor::Start(CallScope scope, scheduler::DiffusionEngine* e
   auto* reactor = new ImageReactor(std::move(scope), engine, {tenant_name, request.request_id});
   auto stream = std::make_shared<ImageStream>(request.request_id, model, tenant, metrics);
   reactor->stream_ = stream;
-  const absl::Status submitted = engine->Submit(std::move(request), stream);
-  if (!submitted.ok()) {
-    if (metrics != nullptr) metrics->ObserveRejected(model, tenant);
-    reactor->final_status_ = submitted;
-    reactor->Finish(ToGrpcStatus(submitted));
-    return reactor;
+  if (SubmitImages(engine, std::move(request), stream)) {
+    reactor->accepted_ = true;
+    if (reactor->cancelled_) engine->Cancel(reactor->key_);
   }
-  reactor->accepted_ = true;
-  if (reactor->cancelled_) engine->Cancel(reactor->key_);
   stream->Attach(reactor);
   return reactor;
 }
 
-void ImageReactor::EndWith(const absl::Status& status) {
+void ImageReactor::StartWrite(const tern::v1::GenerateImageResponse* message) {
+  grpc::ServerWriteReactor<tern::v1::GenerateImageResponse>::StartWrite(message);
+}
+
+void ImageReactor::Finish(const absl::Status& status) {
   final_status_ = status;
-  Finish(ToGrpcStatus(status));
+  grpc::ServerWriteReactor<tern::v1::GenerateImageResponse>::Finish(ToGrpcStatus(status));
 }
 
 void ImageReactor::OnDone() {

@@ -1,13 +1,16 @@
-// The gRPC side of one GenerateImage call: ImageStream is the diffusion
-// engine's sink, ImageReactor the call's write reactor.
+// One image request's way out, whatever the transport: ImageStream is the
+// diffusion engine's sink, an ImageConsumer the transport's end of it: gRPC's
+// ImageReactor (below) or the OpenAI-compatible API's HTTP writer
+// (server/openai/openai_api.cc).
 //
 // The sink runs on the engine's delivery thread (scheduler/delivery_thread.h),
 // never on the engine thread: there it builds each GenerateImageResponse,
 // encodes the images as PNG (png_codec.h), records the request's metrics,
-// and starts writes. Writes go out one at a time, in order; the engine never
-// waits on the client. Two objects because their lifetimes differ: gRPC
-// deletes the reactor in OnDone; the engine drops the sink after OnDone.
-// The stream points at the reactor under its mutex until Detach.
+// and hands the messages to the consumer, one at a time, in order; the
+// engine never waits on the client. Two objects because their lifetimes
+// differ: the transport ends its consumer (gRPC deletes the reactor in
+// OnDone); the engine drops the sink after OnDone. The stream points at the
+// consumer under its mutex until Detach.
 #pragma once
 
 #include <atomic>
@@ -26,7 +29,21 @@
 
 namespace tern::server {
 
-class ImageReactor;
+// The transport's end of an ImageStream. Both calls come with the stream's
+// mutex held, from the delivery thread or from whatever thread called
+// OnWriteDone or Attach, so they must not block and must not call back into
+// the stream from within: the consumer reports a finished write later, by
+// calling ImageStream::OnWriteDone from its own thread.
+class ImageConsumer {
+ public:
+  virtual ~ImageConsumer() = default;
+  // Sends `message`, which stays valid until the consumer calls
+  // OnWriteDone. One write at a time.
+  virtual void StartWrite(const tern::v1::GenerateImageResponse* message) = 0;
+  // The end, after the last write completed: OK (the last message carried
+  // done = true), or the error the request ended with. Called once.
+  virtual void Finish(const absl::Status& status) = 0;
+};
 
 class ImageStream final : public scheduler::DiffusionSink {
  public:
@@ -37,8 +54,14 @@ class ImageStream final : public scheduler::DiffusionSink {
   void OnImages(std::vector<runtime::DitImage> images) override;
   void OnDone(const absl::Status& status, const scheduler::DiffusionUsage& usage) override;
 
-  // Reactor side.
-  void Attach(ImageReactor* reactor);
+  // A request the engine refused at Submit: counted as rejected, and the
+  // consumer is finished with `status` once attached.
+  void OnRejected(const absl::Status& status);
+
+  // Consumer side. Attach once; OnWriteDone after each StartWrite (`ok`
+  // false: the client is gone, nothing more is written); Detach when the
+  // consumer goes away.
+  void Attach(ImageConsumer* consumer);
   void OnWriteDone(bool ok);
   void Detach();
 
@@ -55,16 +78,29 @@ class ImageStream final : public scheduler::DiffusionSink {
   absl::Status encode_error_;
 
   absl::Mutex mu_;
-  ImageReactor* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
+  ImageConsumer* consumer_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::deque<tern::v1::GenerateImageResponse> pending_ ABSL_GUARDED_BY(mu_);
   tern::v1::GenerateImageResponse in_flight_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;      // OnDone came
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // the reactor was told to finish
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // the consumer was told to finish
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-class ImageReactor final : public grpc::ServerWriteReactor<tern::v1::GenerateImageResponse> {
+// Submits `request` to `engine` with `stream` as its sink. A Submit error
+// (RESOURCE_EXHAUSTED for a full queue, UNAVAILABLE while draining) ends the
+// stream at once with it. Returns whether the engine took the request: only
+// then may the transport cancel it (by its scheduler::RequestKey). The
+// transport attaches its consumer afterwards, so that nothing reaches the
+// consumer before it knows the answer.
+bool SubmitImages(scheduler::DiffusionEngine* engine, scheduler::DiffusionRequest request,
+                  const std::shared_ptr<ImageStream>& stream);
+
+// The gRPC end: a server write reactor that writes each message, ends the
+// call with the stream's status, cancels the request in the engine when the
+// client cancels or its deadline passes, and finishes the call's CallScope.
+class ImageReactor final : public grpc::ServerWriteReactor<tern::v1::GenerateImageResponse>,
+                           private ImageConsumer {
  public:
   // Submits `request` to `engine` with a new ImageStream as its sink and
   // streams its events; on a Submit error the call ends at once with it.
@@ -79,11 +115,11 @@ class ImageReactor final : public grpc::ServerWriteReactor<tern::v1::GenerateIma
   void OnDone() override;
 
  private:
-  friend class ImageStream;
   ImageReactor(CallScope scope, scheduler::DiffusionEngine* engine, scheduler::RequestKey key)
       : scope_(std::move(scope)), engine_(engine), key_(std::move(key)) {}
-  // Called by the stream under its mutex.
-  void EndWith(const absl::Status& status);
+  // ImageConsumer, called by the stream under its mutex.
+  void StartWrite(const tern::v1::GenerateImageResponse* message) override;
+  void Finish(const absl::Status& status) override;
 
   CallScope scope_;
   scheduler::DiffusionEngine* engine_;
@@ -94,7 +130,7 @@ class ImageReactor final : public grpc::ServerWriteReactor<tern::v1::GenerateIma
   std::atomic<bool> accepted_{false};
   std::atomic<bool> cancelled_{false};
   std::shared_ptr<ImageStream> stream_;
-  absl::Status final_status_;  // written in EndWith, read in OnDone (after Finish)
+  absl::Status final_status_;  // written in Finish, read in OnDone
 };
 
 }  // namespace tern::server

@@ -1,21 +1,27 @@
 // The official OpenAI Node client (npm package `openai`) against a running
 // ternd's OpenAI-compatible API. Run by tests/e2e/openai_e2e_test.cc, which
-// starts ternd on the demo LLM with one API key:
+// starts ternd on the demo LLM and the demo DiT with one API key, and hands
+// over the PNGs that gRPC GenerateImage made for the Sneakers asked for below:
 //
 //   node openai_client_test.mjs --base-url http://127.0.0.1:PORT/v1 --api-key KEY \
-//        --model tern-demo-llm --modules DIR/node_modules
+//        --model tern-demo-llm --image-model tern-demo-dit --image-pngs a.png,b.png \
+//        --modules DIR/node_modules
 //
 // Prints one line per check and exits 0 when all pass, 1 at the first failure.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import zlib from 'node:zlib';
 
 const { values: args } = parseArgs({
   options: {
     'base-url': { type: 'string' },
     'api-key': { type: 'string' },
     model: { type: 'string' },
+    'image-model': { type: 'string' },
+    'image-pngs': { type: 'string' },
     modules: { type: 'string' },
   },
 });
@@ -51,7 +57,7 @@ async function expectError(name, ErrorClass, status, promise, param) {
 await check('models.list', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
-  assert.deepEqual(ids, [model]);
+  assert.deepEqual(ids.sort(), [model, args['image-model']].sort());
 });
 
 await check('models.retrieve', async () => {
@@ -165,6 +171,55 @@ await check('tern extras: skeleton_of_thought with an outline, priority, top_k',
   assert.equal(whole.tern.decoding_mode, 'skeleton_of_thought');
   assert.equal(whole.tern.sot.points, 2);
 });
+
+// A PNG decoded far enough to know it is one: chunks with their lengths,
+// IHDR, and IDAT that inflates to one filter byte plus the pixels per row.
+function decodePng(bytes) {
+  assert.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'PNG signature');
+  let at = 8;
+  let header;
+  const idat = [];
+  for (;;) {
+    const length = bytes.readUInt32BE(at);
+    const type = bytes.toString('latin1', at + 4, at + 8);
+    const data = bytes.subarray(at + 8, at + 8 + length);
+    at += 12 + length;
+    if (type === 'IHDR') {
+      header = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), depth: data[8], color: data[9] };
+    } else if (type === 'IDAT') {
+      idat.push(data);
+    } else if (type === 'IEND') {
+      break;
+    }
+  }
+  const channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[header.color];
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  assert.equal(header.depth, 8);
+  assert.equal(raw.length, header.height * (1 + header.width * channels));
+  return header;
+}
+
+await check('images.generate: b64_json PNGs equal gRPC GenerateImage\'s for the same seed', async () => {
+  const expected = args['image-pngs'].split(',').map((file) => fs.readFileSync(file));
+  const r = await client.images.generate({
+    model: args['image-model'], class_name: 'Sneaker', n: expected.length, size: '32x32',
+    response_format: 'b64_json', seed: 1234, num_inference_steps: 4, guidance_scale: 2, sampler: 'dpm++2m',
+  });
+  assert.ok(r.created > 0);
+  assert.equal(r.data.length, expected.length);
+  r.data.forEach((image, i) => {
+    const png = Buffer.from(image.b64_json, 'base64');
+    const header = decodePng(png);
+    assert.equal(header.width, 32);
+    assert.equal(header.height, 32);
+    assert.ok(png.equals(expected[i]), `image ${i} differs from gRPC's`);
+  });
+  assert.deepEqual(r.tern.seeds, expected.map((_, i) => 1234 + i));
+});
+await expectError('images.generate with a size the model does not make: 400', OpenAI.BadRequestError, 400,
+  client.images.generate({ model: args['image-model'], class_name: 'Sneaker', size: '1024x1024' }), 'size');
+await expectError('images.generate with a text prompt for a class-conditional model: 400', OpenAI.BadRequestError,
+  400, client.images.generate({ model: args['image-model'], prompt: 'a red sneaker' }), 'prompt');
 
 await expectError('bad key: 401', OpenAI.AuthenticationError, 401,
   new OpenAI({ baseURL: args['base-url'], apiKey: 'not-a-key-at-all', maxRetries: 0 }).chat.completions.create(

@@ -1,5 +1,6 @@
-// The OpenAI-compatible HTTP API of the real ternd on the demo LLM, over
-// loopback: the official OpenAI Node client (tests/e2e/openai_client_test.mjs;
+// The OpenAI-compatible HTTP API of the real ternd on the demo LLM (and the
+// demo DiT beside it for /v1/images/generations), over loopback: the
+// official OpenAI Node client (tests/e2e/openai_client_test.mjs;
 // skipped where node or the npm package is absent), curl's view of the SSE
 // framing, and what only a raw socket can do: a client that goes away
 // cancels its request, size limits, malformed HTTP, a full queue, and the
@@ -11,10 +12,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "boost/asio/connect.hpp"
@@ -25,6 +28,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tern/v1/diffusion.grpc.pb.h"
 #include "tern/v1/llm.grpc.pb.h"
 #include "tests/e2e/daemon_process.h"
 #include "tests/e2e/e2e_helpers.h"
@@ -40,10 +44,83 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 constexpr char kModel[] = "tern-demo-llm";
+constexpr char kImageModel[] = "tern-demo-dit";
 constexpr char kKey[] = "e2e-openai-key-0123";
 constexpr char kBetaKey[] = "e2e-beta-key-4567";
 
 std::string DemoModelDir() { return std::string(TERN_MODELS_DIR) + "/tern-demo-llm"; }
+std::string DemoDitDir() { return std::string(TERN_MODELS_DIR) + "/tern-demo-dit"; }
+
+// Standard base64 (RFC 4648, padded), as OpenAI's b64_json is written.
+std::string Base64Decode(const std::string& text) {
+  static const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t bits = 0;
+  int count = 0;
+  for (char ch : text) {
+    if (ch == '=') break;
+    const size_t value = alphabet.find(ch);
+    if (value == std::string::npos) return "<not base64>";
+    bits = (bits << 6) | static_cast<uint32_t>(value);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out.push_back(static_cast<char>((bits >> count) & 0xff));
+    }
+  }
+  return out;
+}
+
+// A PNG's width and height from its IHDR chunk (0x0 when it is not a PNG).
+std::pair<uint32_t, uint32_t> PngSize(const std::string& png) {
+  const std::string signature = "\x89PNG\r\n\x1a\n";
+  if (png.size() < 24 || png.compare(0, 8, signature) != 0 || png.compare(12, 4, "IHDR") != 0) return {0, 0};
+  const auto be32 = [&](size_t at) {
+    return (static_cast<uint32_t>(static_cast<uint8_t>(png[at])) << 24) |
+           (static_cast<uint32_t>(static_cast<uint8_t>(png[at + 1])) << 16) |
+           (static_cast<uint32_t>(static_cast<uint8_t>(png[at + 2])) << 8) | static_cast<uint8_t>(png[at + 3]);
+  };
+  return {be32(16), be32(20)};
+}
+
+// The demo DiT's Sneakers as tern.v1 asks for them.
+tern::v1::GenerateImageRequest GrpcSneakers() {
+  tern::v1::GenerateImageRequest r;
+  r.set_model(kImageModel);
+  r.set_class_name("Sneaker");
+  r.set_steps(4);
+  r.set_guidance_scale(2.0f);
+  r.set_sampler(tern::v1::SAMPLER_DPM_SOLVER_PP_2M);
+  r.set_seed(1234);
+  r.set_batch(2);
+  return r;
+}
+
+// The same request in OpenAI's words, with tern's extras.
+json OpenAiSneakers() {
+  return {{"model", kImageModel}, {"class_name", "Sneaker"}, {"n", 2}, {"size", "32x32"},
+          {"response_format", "b64_json"}, {"num_inference_steps", 4}, {"guidance_scale", 2.0},
+          {"sampler", "dpm++2m"}, {"seed", 1234}};
+}
+
+// The PNGs gRPC GenerateImage streams for `request`, by index.
+std::vector<std::string> GrpcImages(const DaemonProcess& daemon, const tern::v1::GenerateImageRequest& request,
+                                    const std::string& key) {
+  auto stub = tern::v1::Diffusion::NewStub(Connect(daemon));
+  grpc::ClientContext context;
+  Prepare(&context, {.api_key = key, .timeout = seconds(120)});
+  auto reader = stub->GenerateImage(&context, request);
+  std::vector<std::string> pngs(request.batch());
+  tern::v1::GenerateImageResponse message;
+  while (reader->Read(&message)) {
+    if (message.has_image() && message.image().index() < request.batch()) {
+      pngs[message.image().index()] = message.image().png();
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return pngs;
+}
 
 std::string Series(const std::string& name) { return name + "{model=\"" + kModel + "\"}"; }
 
@@ -114,7 +191,8 @@ class OpenAiE2eTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     const std::string config = dir_->Write("config.json", R"({
-      "models": [{"name": "tern-demo-llm", "path": ")" + DemoModelDir() + R"(", "backend": "cpu"}],
+      "models": [{"name": "tern-demo-llm", "path": ")" + DemoModelDir() + R"(", "backend": "cpu"},
+                 {"name": "tern-demo-dit", "path": ")" + DemoDitDir() + R"("}],
       "tenants": [{"name": "alpha", "apiKeys": [")" + std::string(kKey) + R"("]},
                   {"name": "beta", "apiKeys": [")" + std::string(kBetaKey) + R"("]}]
     })");
@@ -139,10 +217,16 @@ TEST_F(OpenAiE2eTest, OfficialNodeClient) {
   if (!std::filesystem::exists(modules + "/openai/package.json")) {
     GTEST_SKIP() << "the npm package openai is not in " << modules << " (tools/dev/install_deps.sh installs it)";
   }
+  // gRPC's images for the same request, which client.images.generate must get byte for byte.
+  const std::vector<std::string> pngs = GrpcImages(*daemon_, GrpcSneakers(), kKey);
+  std::string expected;
+  for (size_t i = 0; i < pngs.size(); ++i) {
+    expected += (i > 0 ? "," : "") + dir_->Write("grpc-sneaker-" + std::to_string(i) + ".png", pngs[i]);
+  }
   const ProcessResult run =
       RunProcess({"/usr/bin/env", "node", std::string(TERN_E2E_DIR) + "/openai_client_test.mjs", "--base-url",
                   "http://127.0.0.1:" + std::to_string(port()) + "/v1", "--api-key", kKey, "--model", kModel,
-                  "--modules", modules},
+                  "--image-model", kImageModel, "--image-pngs", expected, "--modules", modules},
                  seconds(240));
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("all checks passed"), std::string::npos) << run.output;
@@ -204,8 +288,11 @@ TEST_F(OpenAiE2eTest, NonStreamedChatCompletionAndModels) {
 
   const Reply models = Request(port(), http::verb::get, "/v1/models", "");
   ASSERT_EQ(models.status, 200) << models.body;
-  EXPECT_EQ(models.Json()["data"][0]["id"], kModel);
-  EXPECT_EQ(models.Json()["data"][0]["max_model_len"], 2048);
+  // By name: the demo DiT, then the demo LLM.
+  ASSERT_EQ(models.Json()["data"].size(), 2u) << models.body;
+  EXPECT_EQ(models.Json()["data"][0]["id"], kImageModel);
+  EXPECT_EQ(models.Json()["data"][1]["id"], kModel);
+  EXPECT_EQ(models.Json()["data"][1]["max_model_len"], 2048);
   EXPECT_EQ(Request(port(), http::verb::get, "/v1/models/tern-demo-llm", "").status, 200);
   EXPECT_EQ(Request(port(), http::verb::get, "/v1/models/nope", "").status, 404);
   // The client's x-request-id names the request.
@@ -219,6 +306,72 @@ TEST_F(OpenAiE2eTest, NonStreamedChatCompletionAndModels) {
   EXPECT_EQ(listed.status, 401);
   EXPECT_EQ(listed.Json()["error"]["type"], "authentication_error");
   EXPECT_EQ(listed.headers.at("www-authenticate"), "Bearer");
+}
+
+// POST /v1/images/generations runs the same front and diffusion engine as
+// gRPC GenerateImage: the same seed gives the same PNG bytes; errors are
+// OpenAI error objects naming the OpenAI parameter.
+TEST_F(OpenAiE2eTest, ImagesAreGrpcsImagesAsBase64Pngs) {
+  const std::vector<std::string> grpc_pngs = GrpcImages(*daemon_, GrpcSneakers(), kKey);
+  const Reply reply = Post(port(), "/v1/images/generations", OpenAiSneakers());
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(reply.headers.at("content-type"), "application/json");
+  const json body = reply.Json();
+  EXPECT_GT(body["created"].get<int64_t>(), 0);
+  EXPECT_EQ(body["size"], "32x32");
+  EXPECT_EQ(body["output_format"], "png");
+  EXPECT_EQ(body["tern"]["seeds"], json::array({1234, 1235}));
+  ASSERT_EQ(body["data"].size(), 2u) << reply.body;
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string png = Base64Decode(body["data"][i]["b64_json"].get<std::string>());
+    EXPECT_EQ(PngSize(png), std::make_pair(32u, 32u)) << "image " << i;
+    EXPECT_EQ(png, grpc_pngs[i]) << "image " << i << " differs from gRPC's for the same seed";
+  }
+  // "auto" is the model's size; one image by default.
+  json one = OpenAiSneakers();
+  one["size"] = "auto";
+  one.erase("n");
+  const Reply single = Post(port(), "/v1/images/generations", one);
+  ASSERT_EQ(single.status, 200) << single.body;
+  ASSERT_EQ(single.Json()["data"].size(), 1u);
+  EXPECT_EQ(Base64Decode(single.Json()["data"][0]["b64_json"].get<std::string>()), grpc_pngs[0]);
+  EXPECT_GE(ScrapeMetric(*daemon_, R"(tern_http_requests_total{code="200",route="/v1/images/generations"})")
+                .value_or(0), 2);
+  EXPECT_GE(ScrapeMetric(*daemon_, R"(tern_diffusion_images_total{model="tern-demo-dit",tenant="alpha"})")
+                .value_or(0), 5);
+
+  struct Case {
+    const char* what;
+    std::function<void(json&)> edit;
+    int status;
+    const char* param;
+  };
+  const std::vector<Case> cases = {
+      {"a size the model does not make", [](json& r) { r["size"] = "64x64"; }, 400, "size"},
+      {"a size that is not WxH", [](json& r) { r["size"] = "large"; }, 400, "size"},
+      {"images by URL", [](json& r) { r["response_format"] = "url"; }, 400, "response_format"},
+      {"too many images", [](json& r) { r["n"] = 17; }, 400, "n"},
+      {"no images", [](json& r) { r["n"] = 0; }, 400, "n"},
+      {"steps past the model's", [](json& r) { r["num_inference_steps"] = 5000; }, 400, "num_inference_steps"},
+      {"a text prompt for a class-conditional model",
+       [](json& r) { r.erase("class_name"); r["prompt"] = "a sneaker"; }, 400, "prompt"},
+      {"no prompt", [](json& r) { r.erase("class_name"); }, 400, "prompt"},
+      {"a class the model lacks", [](json& r) { r["class_name"] = "Hat"; }, 400, "class_name"},
+      {"a language model", [](json& r) { r["model"] = kModel; }, 400, "model"},
+      {"an unknown model", [](json& r) { r["model"] = "nope"; }, 404, "model"},
+      {"a field tern's models take none of", [](json& r) { r["style"] = "vivid"; }, 400, "style"},
+      {"a misspelt extra", [](json& r) { r["num_inference_step"] = 4; }, 400, "num_inference_step"},
+  };
+  for (const Case& c : cases) {
+    json request = OpenAiSneakers();
+    c.edit(request);
+    const Reply bad = Post(port(), "/v1/images/generations", request);
+    EXPECT_EQ(bad.status, c.status) << c.what << ": " << bad.body;
+    EXPECT_EQ(bad.Json()["error"]["param"], c.param) << c.what << ": " << bad.body;
+    EXPECT_TRUE(bad.Json()["error"]["message"].is_string()) << c.what;
+  }
+  const Reply anonymous = Post(port(), "/v1/images/generations", OpenAiSneakers(), "");
+  EXPECT_EQ(anonymous.status, 401) << anonymous.body;
 }
 
 // One rule, two transports: the front's validation answers gRPC with

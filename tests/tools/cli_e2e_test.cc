@@ -50,6 +50,52 @@ std::vector<std::string> Lines(const std::string& text) {
   return lines;
 }
 
+// --json on the one-shot commands: one object on stdout with "status", the
+// result, and "error" when the call failed; exit 0, or 1 when it failed.
+TEST_F(TernCliE2eTest, OneShotCommandsPrintJsonAndExitByOutcome) {
+  // The object's line (stdout and stderr are merged, in no fixed order).
+  const auto json_of = [](const ProcessResult& run) {
+    for (const std::string& line : Lines(run.output)) {
+      if (!line.empty() && line[0] == '{') return nlohmann::json::parse(line, nullptr, false);
+    }
+    return nlohmann::json();
+  };
+  const ProcessResult health = Tern({"--json", "health"});
+  EXPECT_EQ(health.exit_code, 0) << health.output;
+  EXPECT_EQ(json_of(health)["status"], "OK") << health.output;
+  EXPECT_EQ(json_of(health)["health"], "SERVING") << health.output;
+
+  const ProcessResult models = Tern({"models", "--json"});
+  ASSERT_EQ(models.exit_code, 0) << models.output;
+  const nlohmann::json listed = json_of(models);
+  ASSERT_EQ(listed["models"].size(), 2u) << models.output;
+  EXPECT_EQ(listed["models"][0]["name"], "tiny-llama") << models.output;
+  EXPECT_GT(listed["models"][0]["context_length"].get<int>(), 0) << models.output;
+
+  const ProcessResult tokens = Tern({"tokenize", "--json", "-m", "tiny-llama", "Hello there"});
+  ASSERT_EQ(tokens.exit_code, 0) << tokens.output;
+  const nlohmann::json ids = json_of(tokens)["ids"];
+  ASSERT_TRUE(ids.is_array() && !ids.empty()) << tokens.output;
+  std::vector<std::string> detokenize = {"detokenize", "--json", "-m", "tiny-llama"};
+  for (const auto& id : ids) detokenize.push_back(std::to_string(id.get<int>()));
+  const ProcessResult text = Tern(detokenize);
+  ASSERT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_NE(json_of(text)["text"].get<std::string>().find("Hello there"), std::string::npos) << text.output;
+
+  // A failed call: its code and message in the object (the usual line goes to stderr), exit 1.
+  const ProcessResult missing = Tern({"tokenize", "--json", "-m", "no-such-model", "x"});
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_EQ(json_of(missing)["status"], "NOT_FOUND") << missing.output;
+  EXPECT_TRUE(json_of(missing)["error"].is_string()) << missing.output;
+  // Nobody listening: UNAVAILABLE, not serving, exit 1; bad usage stays 2.
+  const ProcessResult down = RunProcess({BinaryPath("tern"), "--target", "127.0.0.1:1", "--timeout", "5",
+                                         "--json", "health"}, seconds(30));
+  EXPECT_EQ(down.exit_code, 1) << down.output;
+  EXPECT_EQ(json_of(down)["status"], "UNAVAILABLE") << down.output;
+  EXPECT_EQ(json_of(down)["health"], "NOT_SERVING") << down.output;
+  EXPECT_EQ(Tern({"tokenize", "--json"}).exit_code, 2);
+}
+
 TEST_F(TernCliE2eTest, OutlineExpandsEveryPointAsJson) {
   const ProcessResult run = Tern({"generate", "-m", "tiny-llama", "--outline", "Water; Leaves", "--outline", "Time",
                                   "--max-point-tokens", "4", "--temperature", "0", "--json", "How do I make tea?"});

@@ -33,6 +33,17 @@ TEST(CliOptionsTest, GenerateDefaultsToAutoWithoutSotOptions) {
   EXPECT_EQ(o->target, "localhost:50051");
 }
 
+TEST(CliOptionsTest, JsonAppliesToEveryCommand) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--json", "health"}, {"models", "--json"}, {"tokenize", "--json", "-m", "m", "x"},
+        {"detokenize", "-m", "m", "--json", "1", "2"}, {"generate", "-m", "m", "--json", "x"},
+        {"image", "-m", "m", "--class", "Bag", "--json"}}) {
+    const absl::StatusOr<CliOptions> o = Parse(args);
+    ASSERT_TRUE(o.ok()) << args[0] << ": " << o.status();
+    EXPECT_TRUE(o->json) << args[0];
+  }
+}
+
 TEST(CliOptionsTest, SotFlagsParseAndOutlinesAddUp) {
   const absl::StatusOr<CliOptions> o =
       Parse({"--target=h:1", "chat", "--mode", "sot", "--outline", " a; b ;c", "--outline=d", "--ordered",
@@ -97,7 +108,6 @@ TEST(CliOptionsTest, TlsFlags) {
   ExpectError({"generate", "--mode", "normal", "--outline", "a;b", "x"}, "--outline");
   ExpectError({"generate", "--ordered", "--mode", "normal", "x"}, "--ordered");
   ExpectError({"generate", "--max-point-tokens", "8", "--mode=normal", "x"}, "--max-point-tokens");
-  ExpectError({"tokenize", "--json", "-m", "m", "x"}, "--json applies to generate, chat and image only");
   ExpectError({"models", "--mode", "sot"}, "--mode applies to generate and chat only");
   ExpectError({"generate", "--system", "s", "-m", "m", "x"}, "--system applies to chat only");
 }

@@ -1,6 +1,8 @@
 // The one-shot commands: health, models, tokenize, detokenize. Each prints
-// its result to stdout and returns the exit status (0 OK, 1 the server
-// failed the call or is not serving, 2 bad usage).
+// its result to stdout (with --json one object: {"status": "OK" or the gRPC
+// code, the result's fields, "error" when the call failed}) and returns the
+// exit status (0 OK, 1 the server failed the call or is not serving, 2 bad
+// usage).
 #pragma once
 
 #include <cstdio>

@@ -222,9 +222,6 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
   if (!IsTextCommand(o.command) && !given.empty()) {
     return Bad(given.front() + " applies to generate and chat only");
   }
-  if (o.json && !IsTextCommand(o.command) && o.command != "image") {
-    return Bad("--json applies to generate, chat and image only");
-  }
   if (o.command != "image" && !image_given.empty()) return Bad(image_given.front() + " applies to image only");
   if (o.command == "image") {
     if (o.args.size() > 1) return Bad("image takes one prompt; quote it");
@@ -245,7 +242,7 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
 
 const char* CliUsage() {
   return R"(usage: tern [--target HOST:PORT] [--api-key KEY] [--timeout S]
-            [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] COMMAND [ARGS]
+            [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--json] COMMAND [ARGS]
 commands:
   health                      print SERVING or NOT_SERVING (exit 0 only when serving)
   models                      list served models
@@ -276,8 +273,10 @@ image options:
   --json                      print one JSON object (files, seeds, sizes, time)
 TLS: --tls-ca trusts the CA of ternd's certificate (without it, the system's roots);
 --tls-cert and --tls-key present a client certificate (mutual TLS).
+--json (any command): one JSON object on stdout: {"status": "OK" or the gRPC code, the
+command's result, "error" when the call failed}.
 The target and key may also come from TERN_TARGET and TERN_API_KEY.
-Exit status: 0 OK, 1 the server failed the call, 2 bad usage.
+Exit status: 0 OK, 1 the server failed the call (or health: not serving), 2 bad usage.
 )";
 }
 
