@@ -25,6 +25,12 @@ FROM ${CUDA_IMAGE} AS cuda
 RUN mkdir -p /usr/local/cuda
 
 FROM ${BASE_IMAGE} AS build
+COPY tools/dev/install_deps.sh /src/tools/dev/install_deps.sh
+RUN /src/tools/dev/install_deps.sh --build && rm -rf /var/lib/apt/lists/*
+COPY --from=cuda /usr/local/cuda /usr/local/cuda
+WORKDIR /src
+COPY . .
+# Declared after the layers above, so that a new commit or job count reuses them.
 # OFF: the CPU backend only. ON: also the CUDA backend for TERN_CUDA_ARCHITECTURES.
 ARG TERN_CUDA=OFF
 ARG TERN_CUDA_ARCHITECTURES=80;90a
@@ -32,11 +38,6 @@ ARG TERN_CUDA_ARCHITECTURES=80;90a
 ARG JOBS=
 # The commit `ternd --version` reports (the build context has no .git).
 ARG TERN_GIT_SHA=unknown
-COPY tools/dev/install_deps.sh /src/tools/dev/install_deps.sh
-RUN /src/tools/dev/install_deps.sh --build && rm -rf /var/lib/apt/lists/*
-COPY --from=cuda /usr/local/cuda /usr/local/cuda
-WORKDIR /src
-COPY . .
 # ccache keeps its objects in a build cache, so a rebuild after a small change is quick.
 RUN --mount=type=cache,target=/root/.cache/ccache \
     cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTERN_BUILD_TESTS=OFF \
