@@ -358,7 +358,8 @@ struct CudaDitOps::Impl {
 
   // One algorithm per (layer shape, reference_rows): the heuristic's choice
   // for reference_rows rows, used for every row count.
-  // `gelu`: GELU (tanh) in the epilogue, after the bias.
+  // `gelu`: GELU (tanh) in the epilogue, after the bias; a GELU plan that
+  // cuBLASLt cannot make without split-K is null (cached), not an error.
   GemmPlan* Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu);
   void Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu = false);
 
@@ -441,6 +442,10 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
                                      kCandidates, results, &found);
   cublasLtMatmulPreferenceDestroy(preference);
   if (heuristic != CUBLAS_STATUS_SUCCESS) {
+    if (gelu) {  // the caller runs the linear and the activation apart
+      plans.emplace(key, nullptr);
+      return nullptr;
+    }
     RecordBlas(heuristic, what + ": algorithm heuristic");
     return nullptr;
   }
@@ -458,6 +463,10 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
     chosen = true;
   }
   if (!chosen) {
+    if (gelu) {  // the caller runs the linear and the activation apart
+      plans.emplace(key, nullptr);
+      return nullptr;
+    }
     Fail(absl::StrCat(what, ": cuBLASLt offers no algorithm without split-K (", found, " candidates)"));
     return nullptr;
   }
@@ -825,7 +834,18 @@ void CudaDitOps::LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) {
   m.Mix(out);
   m.Mix(reinterpret_cast<uintptr_t>(&weight));
   if (!enqueue || x.rows == 0) return;
-  m.Gemm(x, w, out, m.RowsPerSample(x.rows) * m.gemm_reference_batch, /*gelu=*/true);
+  const int64_t reference_rows = m.RowsPerSample(x.rows) * m.gemm_reference_batch;
+  if (m.Plan(x, w, out, reference_rows, /*gelu=*/true) != nullptr) {
+    m.Gemm(x, w, out, reference_rows, /*gelu=*/true);
+    return;
+  }
+  // cuBLASLt has no GELU epilogue without split-K for this shape (tiny K):
+  // the linear, then the activation kernel. The choice is fixed per shape,
+  // so captured and replayed passes make the same one.
+  m.Gemm(x, w, out, reference_rows);
+  m.Record(kernels::LaunchDitPointwise(m.type, kernels::DitPointwise::kGeluTanh, out.rows, out.cols, out.data,
+                                       out.stride, nullptr, 0, out.data, out.stride, m.stream),
+           "gelu tanh");
 }
 
 void CudaDitOps::Patchify(Tensor images, const DitPatchGeometry& g, Tensor patches) {
