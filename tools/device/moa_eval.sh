@@ -4,7 +4,7 @@
 # .device-bundle/ (TERN_BUNDLE_BINARIES="tern-perplexity tern-retrieval
 # tern-decode-attention-bench" tools/device/bundle.sh):
 #   tools/device/moa_eval.sh [profile] [search] [perplexity] [retrieval] [bench]   (default: all)
-# profile     tools/moa/profile.py at 512/1k/2k on calibration sequences (PyTorch)
+# profile     tools/moa/profile_influence.py at 512/1k/2k on calibration sequences (PyTorch)
 # search      MoA plans at 25/50/75% mean density at 2048 tokens, and the
 #             uniform sliding windows at the same densities (tools/moa/search.py)
 # perplexity  WikiText-2 test through tern (CUDA, float32): dense, then each plan
@@ -24,7 +24,7 @@ plans() {
 }
 
 if [[ " $phases " == *" profile "* ]]; then
-  python3 tools/moa/profile.py --model "$model" --lengths 512 1024 2048 --sequences 32 --out "$out/profile"
+  python3 tools/moa/profile_influence.py --model "$model" --lengths 512 1024 2048 --sequences 32 --out "$out/profile"
 fi
 if [[ " $phases " == *" search "* ]]; then
   for d in 25 50 75; do
@@ -35,11 +35,13 @@ if [[ " $phases " == *" search "* ]]; then
   done
 fi
 if [[ " $phases " == *" perplexity "* ]]; then
+  # The text and windows of the KV-cache and weight tables in bench/RESULTS.md: the first
+  # 130,416 bytes of the WikiText-2 test split, 19 windows of 2048 tokens.
   text="$root/tests/data/text/wikitext-2-test.txt"
-  run_tool bin/tern-perplexity --backend cuda --dtype float32 --model "$model" --text "$text" \
+  run_tool bin/tern-perplexity --backend cuda --dtype float32 --model "$model" --text "$text" --max-bytes 131072 \
     --json "$out/ppl-dense.json" | grep -E "attention|perplexity"
   for plan in $(plans); do
-    run_tool bin/tern-perplexity --backend cuda --dtype float32 --model "$model" --text "$text" \
+    run_tool bin/tern-perplexity --backend cuda --dtype float32 --model "$model" --text "$text" --max-bytes 131072 \
       --attention-scheme "moa:$out/$plan.json" --json "$out/ppl-$plan.json" | grep -E "attention|perplexity"
   done
 fi

@@ -1,4 +1,4 @@
-"""The attention-influence files profile.py writes and search.py reads (no torch or numpy needed
+"""The attention-influence files profile_influence.py writes and search.py reads (no torch or numpy needed
 to read them).
 
 One profile at one length is two files:
@@ -6,7 +6,7 @@ One profile at one length is two files:
                    "num_heads": ..., "num_blocks": nb, "sequences": n, "model": "..."}
     <stem>.f32    float32 little-endian [num_layers, num_heads, nb, nb]: entry (l, h, qb, kb) is the
                   summed |first-order loss change| of dropping each key of key block kb from the
-                  softmax of each query of query block qb (profile.py states the formula); entries
+                  softmax of each query of query block qb (profile_influence.py states the formula); entries
                   above the diagonal are 0.
 """
 import array

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Searches per-head MoA span rules under an average density budget from profile.py's attention
+"""Searches per-head MoA span rules under an average density budget from profile_influence.py's attention
 influence, and writes a tern MoA plan (runtime/model/moa_plan.h, format "tern.moa.v1").
 
     python3 tools/moa/search.py --profile out/influence_L512 out/influence_L1024 out/influence_L2048 \
@@ -15,7 +15,7 @@ longest (MoA's elastic search space).
 
 The loss of a rule for a head at a profiled length L is the influence of the keys it drops (a query
 block keeps the key blocks that start inside the sink or overlap its band, its band taken at the
-block's last query): the first-order increase of the model's loss on its own outputs (profile.py).
+block's last query): the first-order increase of the model's loss on its own outputs (profile_influence.py).
 Each length's losses are divided by that length's total influence, so every profiled length weighs
 the same, and summed. The search picks one rule per head minimising the summed loss subject to the
 mean density over all heads of all layers at --density-length (and, with --budget-every-length, at
@@ -157,7 +157,7 @@ def solve(losses, dens, budget):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", nargs="+", required=True, help="influence file stems from profile.py")
+    ap.add_argument("--profile", nargs="+", required=True, help="influence file stems from profile_influence.py")
     ap.add_argument("--density", type=float, required=True, help="mean density budget, in (0, 1]")
     ap.add_argument("--density-length", type=int, default=0, help="length the budget holds at (default: longest profile)")
     ap.add_argument("--budget-every-length", action="store_true", help="also hold the budget at every profiled length")

@@ -2,7 +2,7 @@
 """Profiles the attention influence of every query head of a Hugging Face Llama model (the demo
 LLM or any Llama directory) on calibration sequences, MoA's gradient-based way, for search.py.
 
-    python3 tools/moa/profile.py --model models/tern-demo-llm --lengths 512 1024 2048 \
+    python3 tools/moa/profile_influence.py --model models/tern-demo-llm --lengths 512 1024 2048 \
         --sequences 32 --out /tmp/moa-profile
 
 Calibration, never the evaluation sets: long-dependency line-retrieval records
