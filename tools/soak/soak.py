@@ -167,8 +167,9 @@ class Soak:
     def start_ternd(self):
         config = {
             "models": [
-                {"name": LLM, "path": os.path.join(ROOT, "models", LLM), "backend": self.args.backend,
-                 "maxNumSeqs": 16},
+                dict({"name": LLM, "path": os.path.join(ROOT, "models", LLM), "backend": self.args.backend,
+                      "maxNumSeqs": 16},
+                     **({"cpuKvCacheMib": self.args.cpu_kv_cache_mib} if self.args.backend == "cpu" else {})),
             ] + ([] if self.args.no_images else [{"name": DIT, "path": os.path.join(ROOT, "models", DIT)}]),
             "sotRouterFile": os.path.join(ROOT, "models", "sot-router", "router.json"),
             "tenants": [
@@ -517,6 +518,11 @@ def main():
     parser.add_argument("--backend", default="cpu", help="the LLM's backend: cpu, cuda or auto (default cpu)")
     parser.add_argument("--ternd-nice", type=int, default=0, help="run ternd under nice -n N")
     parser.add_argument("--no-images", action="store_true", help="serve and drive the LLM only")
+    # The CPU backend's KV pool becomes resident page by page as blocks are first written, and the
+    # prefix cache keeps blocks until the pool runs out: a small pool is all resident within
+    # minutes, so the slope measured after it is the daemon's own.
+    parser.add_argument("--cpu-kv-cache-mib", type=int, default=64,
+                        help="the CPU backend's KV cache (default 64 MiB; ternd's own default is 1024)")
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args()
     sys.exit(Soak(args).run())
