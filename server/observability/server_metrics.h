@@ -58,10 +58,10 @@ class ServerMetrics {
   RequestMetrics& requests() { return *requests_; }
   // Image requests, whichever transport they came by (diffusion_metrics.h).
   DiffusionMetrics& diffusion() { return *diffusion_; }
+  TenantLabels& tenant_labels() { return tenant_labels_; }
 
  private:
   // shared_ptr: prometheus-cpp's Collectable API is built on shared ownership.
-  TenantLabels& tenant_labels() { return tenant_labels_; }
   std::shared_ptr<prometheus::Registry> registry_;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   prometheus::Family<prometheus::Counter>* rpc_total_;
@@ -71,12 +71,12 @@ class ServerMetrics {
   prometheus::Gauge* models_loaded_;
   prometheus::Gauge* ready_;
   prometheus::Family<prometheus::Counter>* engine_stalls_;
+  TenantLabels tenant_labels_;
   std::unique_ptr<RequestMetrics> requests_;
   std::unique_ptr<DiffusionMetrics> diffusion_;
 };
 
 // Buckets for request latencies in seconds: 1 ms .. 5 min.
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets();
-  TenantLabels tenant_labels_;
 
 }  // namespace tern::server
