@@ -385,9 +385,9 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     const absl::StatusOr<runtime::SampledToken>& sampled = result.outputs[k++].token;
     if (!sampled.ok()) {
       SequenceGroup* group = seq->group();
-      const bool listed = std::any_of(failures.begin(), failures.end(),
-                                      [&](const auto& f) { return f.first == group->request_id(); });
-      if (!listed) failures.emplace_back(group->request_id(), sampled.status());
+      const bool listed =
+          std::any_of(failures.begin(), failures.end(), [&](const auto& f) { return f.first == group; });
+      if (!listed) failures.emplace_back(group, sampled.status());
       continue;
     }
     seq->AppendOutput(*sampled, options_.max_context_length);
@@ -402,8 +402,8 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     }
   }
   for (SequenceGroup* group : touched) {
-    const bool failed = std::any_of(failures.begin(), failures.end(),
-                                    [&](const auto& f) { return f.first == group->request_id(); });
+    const bool failed =
+        std::any_of(failures.begin(), failures.end(), [&](const auto& f) { return f.first == group; });
     if (failed) continue;
     if (group->AllFinished()) {
       outcome.finished.push_back(Detach(group->key()));

@@ -9,7 +9,8 @@ GenerateReactor::GenerateReactor(CallScope scope, scheduler::Engine* engine, sch
 
 GenerateReactor* GenerateReactor::Start(CallScope scope, PreparedGeneration call) {
   scheduler::Engine* engine = call.model->engine.get();
-  auto* reactor = new GenerateReactor(std::move(scope), engine, call.request.request_id);
+  auto* reactor =
+      new GenerateReactor(std::move(scope), engine, {call.request.tenant->name, call.request.request_id});
   reactor->stream_ = NewGenerationStream(call, &reactor->scope_.services().metrics->requests());
   if (StartGeneration(std::move(call), reactor->stream_, reactor)) {
     reactor->accepted_ = true;

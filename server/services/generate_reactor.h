@@ -5,6 +5,7 @@
 // cancels or its deadline passes, and finishes the call's CallScope.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 

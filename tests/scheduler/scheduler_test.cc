@@ -510,9 +510,9 @@ TEST(SchedulerTest, AbortFreesEveryBlock) {
   auto a = d.scheduler().Abort({"default", "a"});
   ASSERT_NE(a, nullptr);
   for (const auto& seq : a->sequences()) EXPECT_TRUE(seq->aborted());
-  auto b = d.scheduler().Abort("b");
+  auto b = d.scheduler().Abort({"default", "b"});
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(d.scheduler().Abort("nope"), nullptr);
+  EXPECT_EQ(d.scheduler().Abort({"default", "nope"}), nullptr);
   EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
   EXPECT_EQ(d.scheduler().block_manager().num_free(), 64);
   EXPECT_FALSE(d.scheduler().HasWork());
