@@ -72,17 +72,6 @@ TEST(CliOptionsTest, DefaultsFromTheEnvironmentYieldToFlags) {
   EXPECT_EQ(o->api_key, "flag-key");
 }
 
-TEST(CliOptionsTest, HelpIsNotAnError) {
-  bool help = false;
-  EXPECT_TRUE(ParseCliArgs({"generate", "--help"}, CliOptions(), &help).ok());
-  EXPECT_TRUE(help);
-  EXPECT_NE(std::string(CliUsage()).find("--mode auto|sot|normal"), std::string::npos);
-}
-
-TEST(CliOptionsTest, RejectsBadValuesAndMisplacedFlags) {
-  ExpectError({}, "no command");
-  ExpectError({"generate", "--mode", "fast", "x"}, "--mode");
-  ExpectError({"generate", "--outline", "a;;b", "x"}, "empty point");
 TEST(CliOptionsTest, TlsFlags) {
   const absl::StatusOr<CliOptions> o =
       Parse({"--tls-ca", "ca.pem", "--tls-cert=c.pem", "--tls-key", "c.key", "health"});
@@ -95,6 +84,17 @@ TEST(CliOptionsTest, TlsFlags) {
   ExpectError({"--tls-cert", "c.pem", "health"}, "--tls-cert and --tls-key go together");
 }
 
+TEST(CliOptionsTest, HelpIsNotAnError) {
+  bool help = false;
+  EXPECT_TRUE(ParseCliArgs({"generate", "--help"}, CliOptions(), &help).ok());
+  EXPECT_TRUE(help);
+  EXPECT_NE(std::string(CliUsage()).find("--mode auto|sot|normal"), std::string::npos);
+}
+
+TEST(CliOptionsTest, RejectsBadValuesAndMisplacedFlags) {
+  ExpectError({}, "no command");
+  ExpectError({"generate", "--mode", "fast", "x"}, "--mode");
+  ExpectError({"generate", "--outline", "a;;b", "x"}, "empty point");
   ExpectError({"generate", "--outline", ";", "x"}, "empty point");
   ExpectError({"generate", "--max-point-tokens", "0", "x"}, "--max-point-tokens");
   ExpectError({"generate", "--max-point-tokens", "4097", "x"}, "--max-point-tokens");
