@@ -271,8 +271,10 @@ class OpenAiImageCall final : public ImageConsumer, public std::enable_shared_fr
     self_.reset();  // the posted task that runs End holds the last reference
   }
 
+  // Once: both a client that leaves and a write that fails call it, and a
+  // second cancel could reach a later request of the same tenant and id.
   void Cancel() {
-    cancelled_ = true;
+    if (cancelled_.exchange(true)) return;
     if (accepted_) engine_->Cancel(key_);
   }
 
