@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
   auto engine = Engine::Create(engine_options, *std::move(runner));
   CHECK(engine.ok()) << engine.status();
 
-  Bench b{engine->get(), tokenizer->get(), chat.get()};
+  Bench b{engine->get(), tokenizer->get(), chat.get(), {}};
   b.config.tokenizer = tokenizer->get();
   b.config.chat_template = chat.get();
   b.config.router = tern::scheduler::SotRouterKind::kNone;

@@ -71,7 +71,9 @@ TEST(KvQuantReferenceTest, AppendWritesTokenScalesAtSlotsAndSkipsPadding) {
   EXPECT_FLOAT_EQ(ks[3 * heads + 1], 8.0f / 127.0f);
   EXPECT_EQ(int8_t(kc[3 * heads * dim + dim]), -127);
   for (int32_t i = 0; i < 5 * heads; ++i) {
-    if (i / heads != 3) EXPECT_EQ(ks[i], -1.0f) << i;  // only slot 3 written
+    if (i / heads != 3) {
+      EXPECT_EQ(ks[i], -1.0f) << i;  // only slot 3 written
+    }
   }
   EXPECT_EQ(kc[0], 0xEE);
 }
