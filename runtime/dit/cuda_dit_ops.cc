@@ -809,34 +809,20 @@ void CudaDitOps::ReadToHost(Tensor src, float* dst) {
   }
 }
 
-void CudaDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
+void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear& weight, Tensor out) {
   Impl& m = *impl_;
   const auto& w = static_cast<const CudaDitLinear&>(weight);
   CHECK_EQ(x.cols, w.in_features());
   CHECK_EQ(out.cols, w.out_features());
   CHECK_EQ(x.rows, out.rows);
-  const bool enqueue = m.Enter(kLinearOp, 2);
-  m.Mix(x);
-  m.Mix(out);
-  m.Mix(reinterpret_cast<uintptr_t>(&weight));
-  if (!enqueue || x.rows == 0) return;
-  m.Gemm(x, w, out, m.RowsPerSample(x.rows) * m.gemm_reference_batch);
-}
-
-void CudaDitOps::LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) {
-  Impl& m = *impl_;
-  const auto& w = static_cast<const CudaDitLinear&>(weight);
-  CHECK_EQ(x.cols, w.in_features());
-  CHECK_EQ(out.cols, w.out_features());
-  CHECK_EQ(x.rows, out.rows);
-  const bool enqueue = m.Enter(kLinearOp, 17);
+  const bool enqueue = m.Enter(kLinearOp, op_id);
   m.Mix(x);
   m.Mix(out);
   m.Mix(reinterpret_cast<uintptr_t>(&weight));
   if (!enqueue || x.rows == 0) return;
   const int64_t reference_rows = m.RowsPerSample(x.rows) * m.gemm_reference_batch;
-  if (m.Plan(x, w, out, reference_rows, /*gelu=*/true) != nullptr) {
-    m.Gemm(x, w, out, reference_rows, /*gelu=*/true);
+  if (!gelu || m.Plan(x, w, out, reference_rows, /*gelu=*/true) != nullptr) {
+    m.Gemm(x, w, out, reference_rows, gelu);
     return;
   }
   // cuBLASLt has no GELU epilogue without split-K for this shape (tiny K):
@@ -846,6 +832,14 @@ void CudaDitOps::LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) {
   m.Record(kernels::LaunchDitPointwise(m.type, kernels::DitPointwise::kGeluTanh, out.rows, out.cols, out.data,
                                        out.stride, nullptr, 0, out.data, out.stride, m.stream),
            "gelu tanh");
+}
+
+void CudaDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
+  RunLinear(2, /*gelu=*/false, x, weight, out);
+}
+
+void CudaDitOps::LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) {
+  RunLinear(17, /*gelu=*/true, x, weight, out);
 }
 
 void CudaDitOps::Patchify(Tensor images, const DitPatchGeometry& g, Tensor patches) {

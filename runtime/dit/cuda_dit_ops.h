@@ -124,6 +124,8 @@ class CudaDitOps final : public DitOps {
  private:
   struct Impl;
   CudaDitOps(std::unique_ptr<Impl> impl, const CudaDitOpsOptions& options);
+  // Linear and LinearGeluTanh: op `op_id` of the pass, GELU in the epilogue or not.
+  void RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear& weight, Tensor out);
   std::unique_ptr<Impl> impl_;
   CudaDitOpsOptions options_;
 };
