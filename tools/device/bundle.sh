@@ -4,7 +4,9 @@
 #   bin/     ternd, tern, tern-mkmodel and the benchmarks, stripped
 #   tests/   the test binaries that hold GPU tests, stripped
 #   lib/     the non-CUDA shared libraries they load (gRPC, protobuf, Abseil, OpenBLAS, ...)
-#   (the three folders travel as bundle.tar.xz; run.sh unpacks it on first use)
+#   fuzz/    with TERN_BUNDLE_FUZZ=1, the libFuzzer targets of BUILD/fuzz (fuzz/README.md, "Long
+#            runs"; the host's many cores run them while the GPU works)
+#   (the folders travel as bundle.tar.xz; run.sh unpacks it on first use)
 #   CTestTestfile.cmake   the build's test list with bundle-relative paths
 #   run.sh   sets LD_LIBRARY_PATH; `run.sh ctest -L gpu`, `run.sh bin/ternd ...`
 # The GPU machine supplies libcudart and libcublas itself.
@@ -25,7 +27,7 @@ else
 fi
 
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/tests" "$out/lib"
+mkdir -p "$out/bin" "$out/tests" "$out/lib" "$out/fuzz"
 # TERN_BUNDLE_BINARIES picks the executables (default: all); fewer executables
 # mean fewer libraries, for trees that leave little of the 64 MiB carry.
 for f in "$build"/bin/*; do
@@ -46,6 +48,12 @@ if [[ "${TERN_BUNDLE_TESTS:-1}" != 0 ]]; then
   done
 fi
 
+if [[ "${TERN_BUNDLE_FUZZ:-0}" == 1 ]]; then
+  for f in "$build"/fuzz/*_fuzzer; do
+    strip --strip-all -o "$out/fuzz/$(basename "$f")" "$f"
+  done
+fi
+
 # The LD_PRELOAD kernel tracer (tools/trace), when built.
 [[ -f "$build/lib/libtern-kernel-trace.so" ]] && strip --strip-unneeded -o "$out/lib/libtern-kernel-trace.so" \
   "$build/lib/libtern-kernel-trace.so"
@@ -53,7 +61,7 @@ fi
 # Shared libraries, minus what the GPU machine's own image provides: the C
 # library family and the CUDA libraries.
 skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|libcuda\.so|libcudart|libcublas|libnvidia)'
-for f in "$out"/bin/* "$out"/tests/*; do
+for f in "$out"/bin/* "$out"/tests/* "$out"/fuzz/*; do
   ldd "$f" 2>/dev/null | awk '/=> \//{print $1" "$3}'
 done | sort -u | while read -r name path; do
   [[ "$name" =~ $skip ]] && continue
@@ -94,8 +102,8 @@ with open(os.path.join(out, "CTestTestfile.cmake"), "w") as f:
 PY
 # Libraries, executables and tests travel xz-compressed (OpenBLAS alone is 36 MB, 4 MB packed);
 # run.sh unpacks them on first use.
-XZ_OPT=${XZ_OPT:--9e -T0} tar -C "$out" -cJf "$out/bundle.tar.xz" lib bin tests
-rm -rf "$out/lib" "$out/bin" "$out/tests"
+XZ_OPT=${XZ_OPT:--9e -T0} tar -C "$out" -cJf "$out/bundle.tar.xz" lib bin tests fuzz
+rm -rf "$out/lib" "$out/bin" "$out/tests" "$out/fuzz"
 cp "$root/tools/device/run.sh" "$out/run.sh"
 chmod +x "$out/run.sh"
 du -sh "$out"
