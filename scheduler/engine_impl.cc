@@ -467,17 +467,24 @@ void EngineImpl::Loop() {
       result = runner_->Execute(out.plan);
     }
     if (!result.ok()) {
-      spdlog::error("model {}: step {} failed, failing {} requests: {}", options_.model_name,
-                    scheduler_.stats().steps, scheduler_.num_groups(), result.status().ToString());
-      scheduler_.DiscardStep();
+      spdlog::error("model {}: step {} of {} sequences failed: {}", options_.model_name, scheduler_.stats().steps,
+                    out.plan.sequences.size(), result.status().ToString());
       const absl::Status health = runner_->Health();
       bool first_fatal = false;
       if (!health.ok()) {
+        // The device is gone: every request fails, and so does every later step.
         spdlog::critical("model {}: the device cannot run more steps: {}", options_.model_name, health.ToString());
         first_fatal = core_.SetFatal(health);
+        scheduler_.DiscardStep();
+        FailAll(absl::Status(absl::StatusCode::kUnavailable,
+                             absl::StrCat("model step failed: ", result.status().message())));
+      } else {
+        // The device can go on (out of device memory, say): the requests of
+        // this step fail with its error; the others run on as if it never was.
+        const absl::Status failed(result.status().code(),
+                                  absl::StrCat("model step failed: ", result.status().message()));
+        for (auto& group : scheduler_.AbortStep()) done_.emplace_back(std::move(group), failed);
       }
-      FailAll(absl::Status(health.ok() ? result.status().code() : absl::StatusCode::kUnavailable,
-                           absl::StrCat("model step failed: ", result.status().message())));
       PublishStats(true);
       FinishDone();
       if (first_fatal && options_.on_fatal) options_.on_fatal(health);

@@ -352,6 +352,28 @@ void Scheduler::DiscardStep() {
   step_pending_ = false;
 }
 
+std::vector<std::unique_ptr<SequenceGroup>> Scheduler::AbortStep() {
+  CHECK(step_pending_);
+  std::vector<RequestKey> keys;
+  const auto add = [&keys](const Sequence* seq) {
+    const RequestKey& key = seq->group()->key();
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+  };
+  for (const ScheduledSequence& s : out_.scheduled) add(s.seq);
+  // A copy's destination may hold garbage now; its sequence writes in this
+  // step, but check the tables rather than rely on that.
+  for (const auto& [src, dst] : out_.plan.block_copies) {
+    for (const Sequence* seq : running_) {
+      const BlockTable& table = seq->block_table();
+      if (std::find(table.begin(), table.end(), dst) != table.end()) add(seq);
+    }
+  }
+  step_pending_ = false;
+  std::vector<std::unique_ptr<SequenceGroup>> aborted;
+  for (const RequestKey& key : keys) aborted.push_back(Abort(key));
+  return aborted;
+}
+
 absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) {
   CHECK(step_pending_) << "Apply without Schedule";
   size_t num_samples = 0;

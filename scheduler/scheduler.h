@@ -146,9 +146,15 @@ class Scheduler {
   // whose output carries an error fails its whole request (StepOutcome::
   // failed) and no other.
   absl::StatusOr<StepOutcome> Apply(const runtime::StepResult& result);
-  // Forgets the last plan without applying it (the step failed); nothing
-  // counts as computed.
+  // Forgets the last plan without applying it; nothing counts as computed.
   void DiscardStep();
+  // The step failed on the device without harming it (out of device memory,
+  // say): forgets the last plan and aborts every request with a sequence in
+  // it (freeing their blocks, which the step may have half written). Other
+  // requests keep their state: what planning did to them (a preemption, a
+  // start with nothing to compute) stands, and none of their blocks was
+  // written by the step.
+  std::vector<std::unique_ptr<SequenceGroup>> AbortStep();
 
   // Removes a request, frees its blocks and marks its sequences aborted.
   // Null for an unknown key. Not between Schedule and Apply (CHECK).

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
@@ -577,6 +578,92 @@ TEST(EngineTest, RunnerFailureFailsInFlightRequestsAndTheEngineGoesOn) {
   ASSERT_TRUE(after->WaitDone());
   EXPECT_TRUE(after->status().ok());
   EXPECT_EQ(after->tokens().size(), 4u);
+}
+
+// Fails, once, the first step that computes more than `limit` tokens, as a
+// device does that cannot grow its activations for a step larger than any
+// before (the CUDA backend's RESOURCE_EXHAUSTED); otherwise the fake runner.
+class OutOfMemoryRunner final : public runtime::ModelRunner {
+ public:
+  explicit OutOfMemoryRunner(int32_t limit) : inner_(256, 4, 1000, 512), limit_(limit) {}
+  absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override {
+    size_t tokens = 0;
+    for (const runtime::SequenceStep& s : plan.sequences) tokens += s.token_ids.size();
+    if (!fired_.load() && tokens > size_t(limit_)) {
+      fired_.store(true);
+      return absl::ResourceExhaustedError(absl::StrCat("out of device memory: scratch for ", tokens, " tokens"));
+    }
+    absl::SleepFor(absl::Microseconds(500));  // so that a long request is still running when others come
+    return inner_.Execute(plan);
+  }
+  runtime::KvCacheLayout kv_cache_layout() const override { return inner_.kv_cache_layout(); }
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  int64_t max_context_length() const override { return inner_.max_context_length(); }
+  bool fired() const { return fired_.load(); }
+
+ private:
+  testing::FakeModelRunner inner_;
+  const int32_t limit_;
+  std::atomic<bool> fired_{false};
+};
+
+// A step the device has no memory for fails the requests in it with
+// RESOURCE_EXHAUSTED; a request waiting beside them is untouched and ends as
+// in a fault-free run, as do the failed ones submitted again; no block leaks.
+TEST(EngineTest, AStepOutOfDeviceMemoryFailsOnlyItsRequests) {
+  const std::vector<int32_t> short_prompt = {1, 2, 3};
+  const std::vector<int32_t> long_prompt = PromptOf(40, 5);
+  const std::vector<int32_t> waiting_prompt = PromptOf(6, 9);
+  std::vector<std::vector<int32_t>> expected;
+  {
+    auto engine = Engine::Create(EngineOptions{}, std::make_unique<testing::FakeModelRunner>(256, 4, 1000, 512));
+    ASSERT_TRUE(engine.ok());
+    for (const auto& [prompt, max_tokens] : std::vector<std::pair<std::vector<int32_t>, int32_t>>{
+             {short_prompt, 200}, {long_prompt, 24}, {waiting_prompt, 24}}) {
+      auto sink = std::make_shared<CollectingSink>();
+      ASSERT_TRUE((*engine)->Submit(Greedy("ref", prompt, max_tokens), sink).ok());
+      ASSERT_TRUE(sink->WaitDone());
+      ASSERT_TRUE(sink->status().ok()) << sink->status();
+      expected.push_back(sink->tokens());
+    }
+  }
+  auto oom = std::make_unique<OutOfMemoryRunner>(/*limit=*/20);
+  OutOfMemoryRunner* runner = oom.get();
+  EngineOptions options;
+  options.max_num_seqs = 2;  // the third request waits while the faulted step runs
+  auto engine = Engine::Create(options, std::move(oom));
+  ASSERT_TRUE(engine.ok());
+  auto running = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(Greedy("running", short_prompt, 200), running).ok());
+  for (int i = 0; i < 2000 && (*engine)->Stats().generation_tokens < 2; ++i) absl::SleepFor(absl::Milliseconds(1));
+  auto large = std::make_shared<CollectingSink>();
+  auto waiting = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(Greedy("large", long_prompt, 24), large).ok());
+  ASSERT_TRUE((*engine)->Submit(Greedy("waiting", waiting_prompt, 24), waiting).ok());
+  for (auto* sink : {running.get(), large.get(), waiting.get()}) ASSERT_TRUE(sink->WaitDone());
+  EXPECT_TRUE(runner->fired());
+  for (auto* sink : {running.get(), large.get()}) {
+    EXPECT_EQ(sink->status().code(), absl::StatusCode::kResourceExhausted) << sink->status();
+    EXPECT_NE(sink->status().message().find("out of device memory"), std::string::npos) << sink->status();
+  }
+  EXPECT_TRUE(waiting->status().ok()) << waiting->status();
+  EXPECT_EQ(waiting->tokens(), expected[2]);
+  // What the running request streamed before the fault came once, in order.
+  const std::vector<int32_t> partial = running->tokens();
+  ASSERT_LT(partial.size(), expected[0].size());
+  EXPECT_EQ(partial, std::vector<int32_t>(expected[0].begin(), expected[0].begin() + partial.size()));
+  // Submitted again, the failed requests end as in the fault-free run.
+  auto running_again = std::make_shared<CollectingSink>();
+  auto large_again = std::make_shared<CollectingSink>();
+  ASSERT_TRUE((*engine)->Submit(Greedy("running", short_prompt, 200), running_again).ok());
+  ASSERT_TRUE((*engine)->Submit(Greedy("large", long_prompt, 24), large_again).ok());
+  for (auto* sink : {running_again.get(), large_again.get()}) {
+    ASSERT_TRUE(sink->WaitDone());
+    EXPECT_TRUE(sink->status().ok()) << sink->status();
+  }
+  EXPECT_EQ(running_again->tokens(), expected[0]);
+  EXPECT_EQ(large_again->tokens(), expected[1]);
+  EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
 }
 
 TEST(EngineTest, ARowThatCannotBeSampledFailsOnlyItsRequest) {
