@@ -12,6 +12,18 @@
 // 4 * head_dim * heads * sum over query rows of attended keys (QK^T and PV).
 // The last column is the largest normwise difference between the two
 // kernels' outputs.
+//
+//   tern-prefill-attention-bench --moa-plan=PLAN [--context=16384] [--dtype=...] [--iters=N] [--json=PATH]
+//
+// instead times one prompt of --context tokens at the Llama-3-8B shape (32
+// heads, 8 KV heads, head_dim 128) through every layer of an MoA plan
+// (runtime/model/moa_plan.h; 32 query heads a layer): the flash kernel with
+// each layer's spans beside the same kernel dense, the whole model's
+// attention as the sum over layers (dense: one layer's median times the
+// layers). FLOPs count the keys each (row, head) attends
+// (kernels/attention/attention_spans.h). The difference column compares the
+// first layer's MoA output with the per-row kernel under the same spans (one
+// launch).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,10 +36,12 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention/attention_spans.h"
 #include "kernels/attention/flash_prefill_attention.h"
 #include "kernels/attention/paged_attention.h"
 #include "kernels/elementwise/elementwise.h"
 #include "nlohmann/json.hpp"
+#include "runtime/model/moa_plan.h"
 
 namespace {
 
@@ -104,15 +118,181 @@ std::vector<float> ToHost(ScalarType type, const void* x, int64_t rows, int64_t 
   return host;
 }
 
+// Largest normwise difference between two outputs on the host.
+double NormwiseDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  float diff = 0.0f, scale = 1.0f;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::isfinite(a[i]) ? std::max(diff, std::abs(a[i] - b[i])) : INFINITY;
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  return diff / scale;
+}
+
+// One layer's MoA rules in device memory.
+struct DeviceSpans {
+  int32_t* bucket_max_length = nullptr;
+  int32_t* sinks = nullptr;
+  double *alphas = nullptr, *betas = nullptr;
+  tern::kernels::AttentionSpanRules rules;
+  std::vector<int32_t> host_sinks;
+  std::vector<double> host_alphas, host_betas;
+
+  DeviceSpans(const tern::runtime::MoaPlan& plan, int32_t layer) {
+    const int32_t heads = plan.num_heads;
+    host_sinks.assign(plan.sinks.begin() + size_t(layer) * heads, plan.sinks.begin() + size_t(layer + 1) * heads);
+    for (int32_t b = 0; b < plan.num_buckets(); ++b) {
+      const size_t base = (size_t(b) * plan.num_layers + layer) * heads;
+      host_alphas.insert(host_alphas.end(), plan.alphas.begin() + base, plan.alphas.begin() + base + heads);
+      host_betas.insert(host_betas.end(), plan.betas.begin() + base, plan.betas.begin() + base + heads);
+    }
+    bucket_max_length = ToDevice(plan.bucket_max_length);
+    sinks = ToDevice(host_sinks);
+    BENCH_CUDA(cudaMalloc(&alphas, host_alphas.size() * sizeof(double)));
+    BENCH_CUDA(cudaMalloc(&betas, host_betas.size() * sizeof(double)));
+    BENCH_CUDA(cudaMemcpy(alphas, host_alphas.data(), host_alphas.size() * sizeof(double), cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaMemcpy(betas, host_betas.data(), host_betas.size() * sizeof(double), cudaMemcpyHostToDevice));
+    rules = {plan.num_buckets(), bucket_max_length, sinks, alphas, betas};
+  }
+  ~DeviceSpans() {
+    cudaFree(bucket_max_length);
+    cudaFree(sinks);
+    cudaFree(alphas);
+    cudaFree(betas);
+  }
+  // Keys the (row, head) pairs of one causal prompt of `prompt` tokens attend.
+  double AttendedKeys(const tern::runtime::MoaPlan& plan, int32_t prompt) const {
+    const tern::kernels::AttentionSpanRules host{plan.num_buckets(), plan.bucket_max_length.data(),
+                                                 host_sinks.data(), host_alphas.data(), host_betas.data()};
+    double keys = 0;
+    for (int32_t h = 0; h < plan.num_heads; ++h) {
+      for (int32_t n = 1; n <= prompt; ++n) {
+        const int32_t sink = host.SinkEnd(h, n);
+        keys += sink + (n - std::max(sink, host.BandStart(plan.num_heads, h, n)));
+      }
+    }
+    return keys;
+  }
+};
+
+// --moa-plan: one prompt of `context` tokens at the Llama-3-8B shape through
+// every layer of the plan, MoA beside dense. Returns the process status.
+int RunMoaPrefill(ScalarType type, const char* dtype_name, const std::string& plan_path, int32_t context, int iters,
+                  const std::string& json_path, const cudaDeviceProp& prop) {
+  auto plan = tern::runtime::LoadMoaPlan(plan_path);
+  if (!plan.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(plan.status().message()).c_str());
+    return 1;
+  }
+  constexpr int32_t kHeads = 32, kKvHeads = 8, kHeadDim = 128, kBlockSize = 16;
+  if (plan->num_heads != kHeads) {
+    std::fprintf(stderr, "MoA plan %s: %d query heads a layer; the Llama-3-8B shape has %d\n", plan_path.c_str(),
+                 plan->num_heads, kHeads);
+    return 1;
+  }
+  std::mt19937 rng(1234);
+  const int32_t blocks = (context + kBlockSize - 1) / kBlockSize;
+  std::vector<int32_t> pool(blocks);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  std::vector<int32_t> row_seq(size_t(context), 0);
+  const int64_t width = int64_t(kHeads) * kHeadDim;
+  const size_t cache = size_t(blocks) * kBlockSize * kKvHeads * kHeadDim;
+  void* q = RandomDevice(type, size_t(context) * width, rng);
+  void* k = RandomDevice(type, cache, rng);
+  void* v = RandomDevice(type, cache, rng);
+  void *out_flash = nullptr, *out_paged = nullptr;
+  BENCH_CUDA(cudaMalloc(&out_flash, size_t(context) * width * 2));
+  BENCH_CUDA(cudaMalloc(&out_paged, size_t(context) * width * 2));
+  int32_t* d_query_start = ToDevice({0, context});
+  int32_t* d_context = ToDevice({context});
+  int32_t* d_indptr = ToDevice({0, blocks});
+  int32_t* d_blocks = ToDevice(pool);
+  int32_t* d_row_seq = ToDevice(row_seq);
+  PagedAttentionParams p;
+  p.num_seqs = 1;
+  p.num_heads = kHeads;
+  p.num_kv_heads = kKvHeads;
+  p.head_dim = kHeadDim;
+  p.block_size = kBlockSize;
+  p.scale = 1.0f / std::sqrt(float(kHeadDim));
+  p.query_start = d_query_start;
+  p.context_lens = d_context;
+  p.block_indptr = d_indptr;
+  p.block_ids = d_blocks;
+  p.q_row_stride = width;
+  p.out_row_stride = width;
+  const auto flash = [&] { return tern::kernels::LaunchFlashPrefillAttention(type, p, context, q, k, v, out_flash, nullptr); };
+
+  std::printf("prefill attention, Llama-3-8B shape (%d / %d / %d), 1 x %d tokens, %s, %s, median of %d, plan %s\n\n",
+              kHeads, kKvHeads, kHeadDim, context, prop.name, dtype_name, iters, plan_path.c_str());
+  const double dense_ms = MedianMs(iters, flash);
+  const double dense_keys = double(kHeads) * context * (context + 1) / 2.0;
+  double moa_ms = 0, moa_keys = 0, diff = 0;
+  std::printf("%5s %10s %10s %10s %9s\n", "layer", "ms", "TF/s", "density", "vs_dense");
+  nlohmann::json layers = nlohmann::json::array();
+  for (int32_t layer = 0; layer < plan->num_layers; ++layer) {
+    DeviceSpans spans(*plan, layer);
+    p.spans = spans.rules;
+    const double ms = MedianMs(iters, flash);
+    const double keys = spans.AttendedKeys(*plan, context);
+    const double tflops = 4.0 * keys * kHeadDim / (ms * 1e-3) / 1e12;
+    std::printf("%5d %10.3f %10.1f %10.3f %8.2fx\n", layer, ms, tflops, keys / dense_keys, dense_ms / ms);
+    layers.push_back({{"layer", layer}, {"ms", ms}, {"tflops", tflops}, {"density", keys / dense_keys}});
+    moa_ms += ms;
+    moa_keys += keys;
+    if (layer == 0) {
+      BENCH_CUDA(flash());
+      BENCH_CUDA(tern::kernels::LaunchPagedAttention(type, p, context, d_row_seq, q, k, v, out_paged, nullptr));
+      BENCH_CUDA(cudaDeviceSynchronize());
+      diff = NormwiseDiff(ToHost(type, out_flash, context, width), ToHost(type, out_paged, context, width));
+    }
+    p.spans = {};
+  }
+  const double all_dense_ms = dense_ms * plan->num_layers;
+  const double dense_tflops = 4.0 * dense_keys * kHeadDim / (dense_ms * 1e-3) / 1e12;
+  const double moa_tflops = 4.0 * moa_keys * kHeadDim / (moa_ms * 1e-3) / 1e12;
+  std::printf("\n%-34s %10s %10s %10s\n", "whole model (all layers)", "ms", "TF/s", "density");
+  std::printf("%-34s %10.2f %10.1f %10.3f\n", "dense flash", all_dense_ms, dense_tflops, 1.0);
+  std::printf("%-34s %10.2f %10.1f %10.3f\n", "MoA flash", moa_ms, moa_tflops, moa_keys / (dense_keys * plan->num_layers));
+  std::printf("MoA attention time / dense: %.3f (%.2fx faster); layer 0 against the per-row kernel: %.2e\n",
+              moa_ms / all_dense_ms, all_dense_ms / moa_ms, diff);
+  if (!json_path.empty()) {
+    std::ofstream out(json_path);
+    out << nlohmann::json{{"bench", "prefill_attention_moa"}, {"device", prop.name}, {"dtype", dtype_name},
+                          {"iters", iters}, {"plan", plan_path}, {"context", context},
+                          {"num_heads", kHeads}, {"num_kv_heads", kKvHeads}, {"head_dim", kHeadDim},
+                          {"dense_layer_ms", dense_ms}, {"dense_ms", all_dense_ms}, {"dense_tflops", dense_tflops},
+                          {"moa_ms", moa_ms}, {"moa_tflops", moa_tflops},
+                          {"moa_density", moa_keys / (dense_keys * plan->num_layers)},
+                          {"moa_vs_dense_time", moa_ms / all_dense_ms},
+                          {"layer0_max_normwise_diff_vs_paged", diff}, {"layers", layers}}
+               .dump(2)
+        << "\n";
+  }
+  for (void* ptr : {q, k, v, out_flash, out_paged}) BENCH_CUDA(cudaFree(ptr));
+  for (int32_t* ptr : {d_query_start, d_context, d_indptr, d_blocks, d_row_seq}) BENCH_CUDA(cudaFree(ptr));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int iters = 20;
   std::string json_path;
   ScalarType type = ScalarType::kF16;
+  std::string moa_plan;
+  int32_t context = 16384;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg.rfind("--iters=", 0) == 0) {
+    if (arg.rfind("--moa-plan=", 0) == 0) {
+      moa_plan = arg.substr(11);
+    } else if (arg.rfind("--context=", 0) == 0) {
+      context = std::atoi(arg.c_str() + 10);
+      if (context < 1 || context > (1 << 20)) {
+        std::fprintf(stderr, "--context: \"%s\" is not a token count in [1, 1048576]\n", arg.c_str() + 10);
+        return 2;
+      }
+    } else if (arg.rfind("--iters=", 0) == 0) {
       iters = std::max(1, std::atoi(arg.c_str() + 8));
     } else if (arg.rfind("--json=", 0) == 0) {
       json_path = arg.substr(7);
@@ -123,7 +303,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--dtype=bfloat16") {
       type = ScalarType::kBF16;
     } else {
-      std::fprintf(stderr, "usage: %s [--dtype=float16|bfloat16] [--iters=N] [--json=PATH]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--dtype=float16|bfloat16] [--iters=N] [--json=PATH] [--moa-plan=PLAN [--context=N]]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -136,6 +318,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
   const char* dtype_name = type == ScalarType::kF16 ? "float16" : "bfloat16";
+  if (!moa_plan.empty()) return RunMoaPrefill(type, dtype_name, moa_plan, context, iters, json_path, prop);
   std::printf("prefill attention, one layer, %s, %s, median of %d\n\n", prop.name, dtype_name, iters);
   std::printf("%-22s %5s %5s %4s %10s %10s %10s %10s %8s %9s\n", "shape", "heads", "kv", "d", "flash_ms",
               "flash_TF/s", "paged_ms", "paged_TF/s", "speedup", "max_diff");

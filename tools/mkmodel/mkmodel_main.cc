@@ -4,6 +4,7 @@
 //   tern-mkmodel --arch llama|mistral|qwen2|mixtral --preset tiny|100m|1b|llama-2-7b|llama-3-8b
 //                (--tokenizer DIR | --vocab-size N) --seed N
 //                --dtype float32|float16|bfloat16 --out DIR [--max-shard-mib N] [--layers N]
+//                [--max-position-embeddings N]
 //
 // Weights: linear W ~ N(0, 1/in_features), embeddings ~ N(0, 1), norm
 // weights ~ 1 + N(0, 0.1^2), biases ~ N(0, 0.02^2). Each tensor's stream is
@@ -51,6 +52,8 @@ ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16");
 ABSL_FLAG(std::string, out, "", "Output directory (created)");
 ABSL_FLAG(int64_t, max_shard_mib, 4096, "Largest safetensors shard; more shards get an index");
 ABSL_FLAG(int64_t, layers, 0, "Override the preset's number of layers (0 keeps it)");
+ABSL_FLAG(int64_t, max_position_embeddings, 0,
+          "Override the preset's max_position_embeddings, the longest context (0 keeps it)");
 
 namespace {
 
@@ -162,6 +165,8 @@ int main(int argc, char** argv) {
   auto shape = tern::tools::ShapeFor(absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_preset), facts->vocab_size);
   if (!shape.ok()) return Fail(std::string(shape.status().message()));
   if (absl::GetFlag(FLAGS_layers) > 0) shape->layers = absl::GetFlag(FLAGS_layers);
+  if (absl::GetFlag(FLAGS_max_position_embeddings) < 0) return Fail("--max-position-embeddings must not be negative");
+  if (absl::GetFlag(FLAGS_max_position_embeddings) > 0) shape->max_positions = absl::GetFlag(FLAGS_max_position_embeddings);
 
   const nlohmann::json config_json =
       tern::tools::HfConfigJson(absl::GetFlag(FLAGS_arch), *shape, dtype_name, facts->bos_id, facts->eos_id);
