@@ -555,6 +555,27 @@ TEST_F(OpenAiE2eTest, TenantsCannotCollideWithCancelOrObserveEachOthersRequests)
   EXPECT_EQ(log.find(kBetaKey), std::string::npos);
 }
 
+// The prefix cache is salted by tenant: a prompt alpha has sent is a cache
+// hit for alpha's next request and a miss for beta's, whose own copy then
+// serves beta. Seen over the wire as OpenAI's usage.prompt_tokens_details.
+TEST_F(OpenAiE2eTest, PrefixCacheHitsStayInsideTheirTenant) {
+  std::string prompt = "Tenant probe 7f3a: ";
+  for (int i = 0; i < 24; ++i) prompt += "the tide came in over the harbour wall and the boats rose with it. ";
+  const json body = {{"model", kModel}, {"prompt", prompt}, {"max_tokens", 1}, {"temperature", 0}};
+  const auto cached_tokens = [&](const char* key) {
+    const Reply reply = Request(port(), http::verb::post, "/v1/completions", body.dump(), key);
+    EXPECT_EQ(reply.status, 200) << reply.body;
+    const json usage = reply.Json().value("usage", json::object());
+    EXPECT_GT(usage.value("prompt_tokens", 0), 200) << reply.body;
+    return usage.value("prompt_tokens_details", json::object()).value("cached_tokens", -1);
+  };
+  EXPECT_EQ(cached_tokens(kKey), 0) << "alpha's first sight of the prompt";
+  const int alpha_again = cached_tokens(kKey);
+  EXPECT_GT(alpha_again, 200) << "alpha's own blocks are reused";
+  EXPECT_EQ(cached_tokens(kBetaKey), 0) << "beta must not hit alpha's blocks";
+  EXPECT_EQ(cached_tokens(kBetaKey), alpha_again) << "beta's own copy serves beta";
+}
+
 // A full queue is 429, as OpenAI answers a rate limit.
 TEST(OpenAiLimitsE2eTest, FullQueueIs429) {
   TempDir dir;

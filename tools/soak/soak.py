@@ -149,6 +149,37 @@ def bad_http_requests():
     ]
 
 
+def start_ternd(bin_dir, config, work_dir, nice=0):
+    """Starts BIN_DIR/ternd on CONFIG (a dict, written to WORK_DIR/config.json) on free loopback
+    ports; returns (process, "127.0.0.1:<grpc port>", http port, log file) once it listens.
+    Exits the script when ternd dies or takes over 300 s to start."""
+    config_path = os.path.join(work_dir, "config.json")
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    ports_file = os.path.join(work_dir, "ports.json")
+    log = open(os.path.join(work_dir, "ternd.log"), "w")
+    cmd = [os.path.join(bin_dir, "ternd"), "--config", config_path, "--grpc-port", "0", "--http-port", "0",
+           "--host", "127.0.0.1", "--ports-file", ports_file]
+    if nice:
+        cmd = ["nice", "-n", str(nice)] + cmd
+    daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if daemon.poll() is not None:
+            sys.exit(f"ternd exited with {daemon.returncode} at start; see {log.name}")
+        if os.path.exists(ports_file) and os.path.getsize(ports_file) > 0:
+            try:
+                with open(ports_file) as f:
+                    ports = json.load(f)
+                grpc = f"127.0.0.1:{ports['grpc_port'] if 'grpc_port' in ports else ports['grpc']}"
+                http = int(ports["http_port"] if "http_port" in ports else ports["http"])
+                return daemon, grpc, http, log
+            except (ValueError, KeyError):
+                pass
+        time.sleep(0.2)
+    sys.exit("ternd did not start within 300 s")
+
+
 class Soak:
     def __init__(self, args):
         self.args = args
@@ -180,31 +211,7 @@ class Soak:
             "limits": {"maxQueuedRequests": 64},
             "drainTimeoutSeconds": 20,
         }
-        config_path = os.path.join(self.dir, "config.json")
-        with open(config_path, "w") as f:
-            json.dump(config, f)
-        ports_file = os.path.join(self.dir, "ports.json")
-        self.log = open(os.path.join(self.dir, "ternd.log"), "w")
-        cmd = [os.path.join(self.bin, "ternd"), "--config", config_path, "--grpc-port", "0", "--http-port", "0",
-               "--host", "127.0.0.1", "--ports-file", ports_file]
-        if self.args.ternd_nice:
-            cmd = ["nice", "-n", str(self.args.ternd_nice)] + cmd
-        self.daemon = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.daemon.poll() is not None:
-                sys.exit(f"ternd exited with {self.daemon.returncode} at start; see {self.log.name}")
-            if os.path.exists(ports_file) and os.path.getsize(ports_file) > 0:
-                try:
-                    with open(ports_file) as f:
-                        ports = json.load(f)
-                    self.grpc = f"127.0.0.1:{ports['grpc_port'] if 'grpc_port' in ports else ports['grpc']}"
-                    self.http = int(ports["http_port"] if "http_port" in ports else ports["http"])
-                    return
-                except (ValueError, KeyError):
-                    pass
-            time.sleep(0.2)
-        sys.exit("ternd did not start within 300 s")
+        self.daemon, self.grpc, self.http, self.log = start_ternd(self.bin, config, self.dir, self.args.ternd_nice)
 
     def scrape(self):
         status, body = http_request(self.http, "GET", "/metrics", timeout=20)
