@@ -213,9 +213,13 @@ struct CudaDitOps::Impl {
     uint64_t generation = 0;
     uint64_t signature = 0;
   };
+  // A graph records the ops of one (pass kind, batch, image height, image
+  // width): a pass of the same kind and batch at another image shape (a
+  // VAE decoder at another latent size) issues other ops on other shapes.
+  using GraphKey = std::tuple<int32_t, int64_t, int32_t, int32_t>;
   Mode mode = Mode::kEager;
-  DitPass pass = DitPass::kForward;
-  std::map<std::pair<int32_t, int64_t>, Graph> graphs;  // by (pass kind, batch)
+  GraphKey pass_key{};
+  std::map<GraphKey, Graph> graphs;
   uint64_t generation = 0;  // bumped when a buffer that ops touch moves
   uint64_t signature = 0;   // the pass's op sequence, hashed
   GraphStats stats;
@@ -292,10 +296,12 @@ struct CudaDitOps::Impl {
     staged += (bytes + 255) / 256 * 256;
     if (staged > pinned_bytes || staged > staging_device->bytes()) {
       if (mode != Mode::kEager) {
-        // A captured or replayed pass stages what its batch's eager pass
-        // staged; growing would move addresses the graph records.
-        Fail(mode == Mode::kCapture ? "host staging grew during graph capture"
-                                    : "host staging grew in a replayed pass");
+        // A captured or replayed pass stages what its key's eager pass
+        // staged; growing would move addresses the graph records. Only a
+        // caller that issues other host inputs under one key gets here.
+        Fail(absl::StrCat("host staging grew ", mode == Mode::kCapture ? "during graph capture" : "in a replayed pass",
+                          " (", staged, " bytes staged, ", std::min(pinned_bytes, staging_device->bytes()),
+                          " recorded): a pass of one kind, batch and image shape must issue the same ops"));
         return {nullptr, nullptr};
       }
       const size_t size = std::max(staged * 2, size_t(1) << 16);
@@ -653,14 +659,15 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
         absl::StrCat("dit step: ", step.timesteps.size(), " timesteps but ", step.labels.size(), " labels"));
   }
   m.batch = step.batch();
-  m.pass = step.pass;
+  m.pass_key = {int32_t(step.pass), m.batch, step.image.height, step.image.width};
   m.timesteps.assign(step.timesteps.begin(), step.timesteps.end());
   m.staged = 0;
   m.signature = uint64_t(m.batch) * 4 + uint64_t(step.pass);
+  m.Mix(uint64_t(uint32_t(step.image.height)) << 32 | uint32_t(step.image.width));
   m.events_used = 0;
   m.mode = Impl::Mode::kEager;
   if (m.graphs_enabled && m.batch > 0) {
-    Impl::Graph& g = m.graphs[{int32_t(m.pass), m.batch}];
+    Impl::Graph& g = m.graphs[m.pass_key];
     if (g.exec != nullptr && g.generation == m.generation) {
       m.mode = Impl::Mode::kReplay;
     } else if (g.warmed && g.warm_generation == m.generation) {
@@ -711,7 +718,7 @@ void CudaDitOps::CopyFromHost(const float* src, Tensor dst) {
 absl::Status CudaDitOps::FinishStep() {
   Impl& m = *impl_;
   if (m.profile) m.MarkEvent(kOtherOp);
-  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 ? &m.graphs[{int32_t(m.pass), m.batch}] : nullptr;
+  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 ? &m.graphs[m.pass_key] : nullptr;
   switch (m.mode) {
     case Impl::Mode::kCapture: {
       cudaGraph_t recorded = nullptr;

@@ -24,13 +24,15 @@
 // layer's one algorithm, the bias in the epilogue; a 1x1 convolution GEMMs
 // the pixels directly. GroupNorm: chunked moments merged in a fixed order.
 //
-// CUDA graphs (`cuda_graphs`): the first pass of a (pass kind, batch size)
-// runs eagerly; the second is captured and replayed by every later pass of
-// that kind and size: ops then only stage their host inputs and FinishStep
-// launches the graph. So every pass of one batch size must issue the same op
-// sequence, as DitModel::Forward does for its model (one model per ops); a
-// pass that differs (op, shape or buffer) fails FinishStep with INTERNAL
-// rather than replaying the wrong work. Buffers that grow retire the graphs.
+// CUDA graphs (`cuda_graphs`): the first pass of a (pass kind, batch size,
+// image shape) runs eagerly; the second is captured and replayed by every
+// later pass of that key: ops then only stage their host inputs and
+// FinishStep launches the graph. So every pass of one key must issue the
+// same op sequence, as DitModel::Forward does for its model (one model per
+// ops) and VaeDecoder::Decode for its latent size (decoders of several sizes
+// may share the ops); a pass that differs (op, shape or buffer) fails
+// FinishStep with INTERNAL rather than replaying the wrong work. Buffers that
+// grow retire the graphs.
 //
 // Errors: ops record the first CUDA / cuBLAS error of a pass and FinishStep
 // returns it, naming the op. ReadToHost after a failed read fills NaN and

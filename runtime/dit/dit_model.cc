@@ -84,7 +84,8 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
   const DitAttentionParams attention{c.num_heads, c.head_dim(),
                                      static_cast<float>(1.0 / std::sqrt(double(c.head_dim())))};
 
-  RETURN_IF_ERROR(ops.BeginStep({batch.timesteps, batch.labels}));
+  RETURN_IF_ERROR(
+      ops.BeginStep({batch.timesteps, batch.labels, DitPass::kForward, 0, {c.image_size, c.image_size}}));
   // Tokens: patch embedding (a linear over unfolded patches) + positions.
   Tensor images = ops.Scratch(kImages, b, pixels);
   ops.CopyFromHost(batch.x.data(), images);

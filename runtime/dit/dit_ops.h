@@ -100,7 +100,8 @@ struct DitPatchGeometry {
 };
 
 // The kinds of pass a model runs on one DitOps. Implementations that record
-// a pass's work (CudaDitOps' graphs) keep one record per (kind, batch size).
+// a pass's work (CudaDitOps' graphs) keep one record per (kind, batch size,
+// image shape).
 enum class DitPass : int32_t {
   kForward = 0,    // the DiT: DitModel::Forward
   kVaeDecode = 1,  // the VAE decoder: VaeDecoder::Decode
@@ -112,6 +113,11 @@ struct DitStep {
   absl::Span<const int32_t> labels;   // [B] rows of the class table
   DitPass pass = DitPass::kForward;
   int64_t samples = 0;  // B of a pass without timesteps (a decode); else ignored
+  // One sample's input image: the DiT's latents (or pixels), the VAE
+  // decoder's latents. With the kind and B it fixes the pass's ops and
+  // shapes: one VaeDecoder weight set decodes several latent sizes on one
+  // ops, at the same batch sizes.
+  DitImageShape image;
 
   int64_t batch() const { return timesteps.empty() ? samples : static_cast<int64_t>(timesteps.size()); }
 };
@@ -150,8 +156,8 @@ class DitOps {
   // --- a forward pass ---
   // Starts a pass over `step.batch()` samples; `step`'s spans are borrowed
   // until FinishStep. INVALID_ARGUMENT when the spans disagree in length.
-  // Every pass of one (kind, batch size) issues the same ops on the same
-  // shapes (DitModel and VaeDecoder do).
+  // Every pass of one (kind, batch size, image shape) issues the same ops on
+  // the same shapes (DitModel and VaeDecoder do).
   virtual absl::Status BeginStep(const DitStep& step) = 0;
   // A workspace tensor [rows, cols] in the compute dtype: `slot` names its
   // role; contents are undefined and survive until the next Scratch call

@@ -289,7 +289,7 @@ absl::Status VaeDecoder::Decode(absl::Span<const float> latents, absl::Span<floa
     }
   }
 
-  RETURN_IF_ERROR(ops.BeginStep({{}, {}, DitPass::kVaeDecode, batch}));
+  RETURN_IF_ERROR(ops.BeginStep({{}, {}, DitPass::kVaeDecode, batch, {latent_size_, latent_size_}}));
   DitImageShape shape{latent_size_, latent_size_};
   int64_t rows = batch * shape.pixels();
   Tensor z = ops.Scratch(kLatents, rows, latent_channels);

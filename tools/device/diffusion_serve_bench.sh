@@ -51,7 +51,7 @@ device_split() {
 
 dit_only=$(mktemp --suffix .json)
 cat >"$dit_only" <<EOF
-{"models": [{"name": "dit", "path": "$dit", "backend": "cuda", "dtype": "bfloat16", "enforce_eager": true,
+{"models": [{"name": "dit", "path": "$dit", "backend": "cuda", "dtype": "bfloat16",
              "diffusion": {"max_batch_rows": 32}}]}
 EOF
 start_ternd "$dit_only"
@@ -74,7 +74,7 @@ for share in 1 4; do
   both=$(mktemp --suffix .json)
   cat >"$both" <<EOF
 {"models": [{"name": "llm", "path": "$llm", "backend": "cuda", "device_share": $share},
-            {"name": "dit", "path": "$dit", "backend": "cuda", "dtype": "bfloat16", "enforce_eager": true, "device_share": 1,
+            {"name": "dit", "path": "$dit", "backend": "cuda", "dtype": "bfloat16", "device_share": 1,
              "diffusion": {"max_batch_rows": 16}}]}
 EOF
   start_ternd "$both"

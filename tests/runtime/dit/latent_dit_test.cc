@@ -198,7 +198,7 @@ TEST(CpuImageOpsTest, ConvolutionMatchesDirectLoopsAcrossChunks) {
     ASSERT_TRUE(biased.ok()) << biased.status();
     const int64_t pixels = int64_t(height) * width;
     const std::vector<float> x = Random(size_t(batch * pixels * in), 3);
-    ASSERT_TRUE(ops.BeginStep({{}, {}, DitPass::kVaeDecode, batch}).ok());
+    ASSERT_TRUE(ops.BeginStep({{}, {}, DitPass::kVaeDecode, batch, {height, width}}).ok());
     Tensor tx = ops.Scratch(0, batch * pixels, in);
     ops.CopyFromHost(x.data(), tx);
     Tensor ty = ops.Scratch(1, batch * pixels, out);
@@ -245,7 +245,7 @@ TEST(CpuImageOpsTest, GroupNormAndUpsampleMatchDirectLoops) {
   std::vector<float> affine = Random(size_t(2 * channels), 5);
   auto table = ops.UploadTable(affine, 2, channels);
   ASSERT_TRUE(table.ok());
-  ASSERT_TRUE(ops.BeginStep({{}, {}, DitPass::kVaeDecode, batch}).ok());
+  ASSERT_TRUE(ops.BeginStep({{}, {}, DitPass::kVaeDecode, batch, {height, width}}).ok());
   Tensor tx = ops.Scratch(0, batch * pixels, channels);
   ops.CopyFromHost(x.data(), tx);
   Tensor normed = ops.Scratch(1, batch * pixels, channels);
