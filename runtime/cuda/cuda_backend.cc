@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "kernels/activation/silu_mul.h"
 #include "kernels/attention/flash_prefill_attention.h"
 #include "kernels/attention/paged_attention.h"
@@ -37,9 +38,33 @@ namespace {
 
 using kernels::ScalarType;
 
+// An allocation that failed is RESOURCE_EXHAUSTED: the device (or pinned
+// host memory) has no room, but nothing is broken, and a smaller request may
+// succeed. Every other error is INTERNAL.
 absl::Status CudaStatus(cudaError_t error, const std::string& what) {
   if (error == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(error), " (", cudaGetErrorString(error), ")"));
+  const std::string message = absl::StrCat(what, ": ", cudaGetErrorName(error), " (", cudaGetErrorString(error), ")");
+  if (error == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(absl::StrCat("out of memory: ", message));
+  return absl::InternalError(message);
+}
+
+std::string Mib(size_t bytes) { return absl::StrFormat("%.1f MiB", double(bytes) / double(1 << 20)); }
+
+// What a device allocation of `bytes` for `what` asked for, and what the
+// device had: "allocating scratch: 1536.0 MiB of device memory asked, 20.5
+// MiB free of 81559.0 MiB".
+std::string DescribeDeviceAllocation(const std::string& what, size_t bytes) {
+  size_t free = 0, total = 0;
+  std::string room = "free memory unknown";
+  if (cudaMemGetInfo(&free, &total) == cudaSuccess) room = absl::StrCat(Mib(free), " free of ", Mib(total));
+  return absl::StrCat(what, ": ", Mib(bytes), " of device memory asked, ", room);
+}
+
+// CudaStatus of a device allocation, naming its size and the room left when
+// it failed for want of memory.
+absl::Status AllocationStatus(cudaError_t error, const std::string& what, size_t bytes) {
+  if (error != cudaErrorMemoryAllocation) return CudaStatus(error, what);
+  return CudaStatus(error, DescribeDeviceAllocation(what, bytes));
 }
 
 #define RETURN_IF_CUDA(expr, what)                                   \
@@ -90,7 +115,14 @@ class DeviceBuffer {
     data_ = nullptr;
     bytes_ = 0;
     const cudaError_t error = cudaMalloc(&data_, std::max<size_t>(bytes, 256));
-    if (error == cudaSuccess) bytes_ = std::max<size_t>(bytes, 256);
+    if (error == cudaSuccess) {
+      bytes_ = std::max<size_t>(bytes, 256);
+    } else {
+      // The failure is returned; clear it from the runtime's last error, where
+      // a later step's check would find it again.
+      data_ = nullptr;
+      (void)cudaGetLastError();
+    }
     return error;
   }
   void* data() const { return data_; }
@@ -148,8 +180,11 @@ class CudaKvCache final : public KvCache {
       v_scales_.resize(spec_.num_layers);
     }
     std::vector<void*> pools, scale_pools;
+    const size_t total = 2 * size_t(spec_.num_layers) * (per_layer + (token_scales ? scales_per_layer : 0));
+    const std::string what = absl::StrCat("allocating the KV cache (", spec_.num_blocks, " blocks of ",
+                                          spec_.block_size, " tokens, ", Mib(total), " in all)");
     const auto reserve = [&](DeviceBuffer& buffer, size_t bytes, std::vector<void*>* table) {
-      if (auto s = CudaStatus(buffer.Reserve(bytes), "allocating the KV cache"); !s.ok()) return s;
+      if (auto s = AllocationStatus(buffer.Reserve(bytes), what, bytes); !s.ok()) return s;
       cudaMemsetAsync(buffer.data(), 0, bytes, stream_);
       table->push_back(buffer.data());
       return absl::OkStatus();
@@ -170,7 +205,8 @@ class CudaKvCache final : public KvCache {
           for (int32_t h = 0; h < spec_.num_kv_heads; ++h) host.push_back(spec_.HeadScale(side == 1, l, h));
         }
       }
-      if (auto s = CudaStatus(head_scales_.Reserve(host.size() * sizeof(float)), "allocating the KV cache scales");
+      if (auto s = AllocationStatus(head_scales_.Reserve(host.size() * sizeof(float)), "allocating the KV cache scales",
+                                    host.size() * sizeof(float));
           !s.ok()) {
         return s;
       }
@@ -225,7 +261,7 @@ class CudaKvCache final : public KvCache {
   }
   static absl::Status UploadTable(const std::vector<void*>& table, DeviceBuffer* buffer) {
     const size_t bytes = table.size() * sizeof(void*);
-    if (auto s = CudaStatus(buffer->Reserve(bytes), "allocating the KV cache"); !s.ok()) return s;
+    if (auto s = AllocationStatus(buffer->Reserve(bytes), "allocating the KV cache tables", bytes); !s.ok()) return s;
     return CudaStatus(cudaMemcpy(buffer->data(), table.data(), bytes, cudaMemcpyHostToDevice),
                       "allocating the KV cache");
   }
@@ -327,11 +363,14 @@ struct CudaBackend::Impl {
       if (graph.exec != nullptr) cudaGraphExecDestroy(graph.exec);
     }
   }
-  bool Skip() const { return mode == Mode::kReplay; }
+  // An op enqueues nothing while a graph replays the pass, or once the step
+  // has failed (a buffer that could not grow is empty): FinishStep reports
+  // the error, and the backend stays usable unless the device faulted.
+  bool Skip() const { return mode == Mode::kReplay || first_error != cudaSuccess; }
   // Reserve, counting moves of buffers that a recorded graph may point into.
   void ReserveTracked(DeviceBuffer& buffer, size_t bytes, const char* what) {
     const void* before = buffer.data();
-    Record(buffer.Reserve(bytes), what);
+    RecordAllocation(buffer.Reserve(bytes), what, bytes);
     if (buffer.data() != before) ++generation;
   }
   std::unique_ptr<CudaSampling> sampling;  // created by the first SampleRows
@@ -340,6 +379,15 @@ struct CudaBackend::Impl {
     if (error != cudaSuccess && first_error == cudaSuccess) {
       first_error = error;
       first_error_op = op;
+    }
+  }
+  // Record for a device allocation of `bytes`: a failure names the size and
+  // the room left. The buffer is then empty, and the step's later ops skip
+  // (Skip), so no kernel runs on a missing buffer.
+  void RecordAllocation(cudaError_t error, const char* what, size_t bytes) {
+    if (error != cudaSuccess && first_error == cudaSuccess) {
+      first_error = error;
+      first_error_op = error == cudaErrorMemoryAllocation ? DescribeDeviceAllocation(what, bytes) : what;
     }
   }
   void RecordBlas(cublasStatus_t status, const char* op) {
@@ -427,7 +475,7 @@ struct CudaBackend::Impl {
     g.pointers.assign(g.a.begin(), g.a.end());
     g.pointers.insert(g.pointers.end(), g.b.begin(), g.b.end());
     g.pointers.insert(g.pointers.end(), g.c.begin(), g.c.end());
-    Record(g.device_pointers.Reserve(g.pointers.size() * sizeof(void*)), op);
+    RecordAllocation(g.device_pointers.Reserve(g.pointers.size() * sizeof(void*)), op, g.pointers.size() * sizeof(void*));
     // Pageable source: the copy has read it when the call returns.
     Record(cudaMemcpyAsync(g.device_pointers.data(), g.pointers.data(), g.pointers.size() * sizeof(void*),
                            cudaMemcpyHostToDevice, stream),
@@ -446,7 +494,13 @@ struct CudaBackend::Impl {
     size_t count = 0;
     for (const auto& part : parts) count += size_t(part.numel());
     DeviceBuffer buffer;
-    RETURN_IF_CUDA(buffer.Reserve(count * element_bytes), "allocating weights");
+    if (absl::Status s = AllocationStatus(buffer.Reserve(count * element_bytes),
+                                          absl::StrCat("allocating weight ", parts.empty() ? "" : parts[0].name,
+                                                       parts.size() > 1 ? absl::StrCat(" (+", parts.size() - 1, " fused)") : ""),
+                                          count * element_bytes);
+        !s.ok()) {
+      return s;
+    }
     size_t offset = 0;
     std::vector<float> staging;
     DeviceBuffer staging_device;
@@ -461,7 +515,11 @@ struct CudaBackend::Impl {
       } else {
         staging.resize(n);
         ConvertToFloat(part.dtype, part.data, n, staging.data());
-        RETURN_IF_CUDA(staging_device.Reserve(n * sizeof(float)), "allocating weight staging");
+        if (absl::Status s = AllocationStatus(staging_device.Reserve(n * sizeof(float)), "allocating weight staging",
+                                              n * sizeof(float));
+            !s.ok()) {
+          return s;
+        }
         RETURN_IF_CUDA(cudaMemcpy(staging_device.data(), staging.data(), n * sizeof(float), cudaMemcpyHostToDevice),
                        "uploading weights");
         RETURN_IF_CUDA(kernels::LaunchFromFloat(type, int64_t(n), static_cast<const float*>(staging_device.data()),
@@ -530,7 +588,8 @@ absl::StatusOr<std::unique_ptr<DeviceWeight>> CudaBackend::UploadWeight(const Te
 
 absl::StatusOr<std::unique_ptr<DeviceWeight>> CudaBackend::UploadFp32Table(const std::vector<float>& values) {
   DeviceBuffer buffer;
-  RETURN_IF_CUDA(buffer.Reserve(values.size() * sizeof(float)), "allocating a table");
+  RETURN_IF_ERROR(AllocationStatus(buffer.Reserve(values.size() * sizeof(float)), "allocating a table",
+                                   values.size() * sizeof(float)));
   RETURN_IF_CUDA(cudaMemcpy(buffer.data(), values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice),
                  "uploading a table");
   return std::unique_ptr<DeviceWeight>(new CudaWeight({int64_t(values.size())}, std::move(buffer)));
@@ -557,7 +616,8 @@ class CudaAttentionSpans final : public AttentionSpans {
  private:
   template <typename T>
   static absl::Status Copy(const std::vector<T>& values, DeviceBuffer* buffer) {
-    RETURN_IF_CUDA(buffer->Reserve(values.size() * sizeof(T)), "allocating attention span tables");
+    RETURN_IF_ERROR(AllocationStatus(buffer->Reserve(values.size() * sizeof(T)), "allocating attention span tables",
+                                     values.size() * sizeof(T)));
     RETURN_IF_CUDA(cudaMemcpy(buffer->data(), values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice),
                    "uploading attention span tables");
     return absl::OkStatus();
@@ -851,6 +911,7 @@ void CudaBackend::WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& w, Tens
   if (x.rows == 0) return;
   if (w.input_order() != nullptr) {
     Tensor gathered = Scratch(kGatherScratchSlot, x.rows, x.cols);
+    if (m.Skip()) return;  // the scratch could not grow
     m.Record(kernels::LaunchGatherColumns(m.type, x.rows, x.cols, w.input_order(), x.data, x.stride, gathered.data,
                                           gathered.stride, m.stream),
              "act-order gather");
@@ -886,6 +947,7 @@ void CudaBackend::W8A8Linear(Tensor x, const CudaW8A8Linear& w, Tensor out) {
   ws.q = static_cast<uint8_t*>(Scratch(kW8A8QuantSlot, x.rows, elements(w.in_features())).data);
   ws.row_scales = static_cast<float*>(Scratch(kW8A8ScaleSlot, x.rows, elements(4)).data);
   ws.acc = Scratch(kW8A8AccSlot, x.rows, elements(w.out_features() * 4)).data;
+  if (m.Skip()) return;  // a scratch could not grow
   const char* what = "w8a8 linear";
   m.Record(w.Run(m.type, x, out, ws, &what), what);
 }
@@ -986,6 +1048,7 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
     m.ReserveTracked(m.decode_workspace,
                      kernels::PagedDecodeAttentionWorkspaceBytes(p, m.step_context_capacity),
                      "allocating the decode attention workspace");
+    if (m.Skip()) return;  // the workspace could not grow
     m.Record(kernels::LaunchPagedDecodeAttention(m.type, p, m.step_context_capacity, q.data, c.k(layer), c.v(layer),
                                                  out.data, m.decode_workspace.data(), m.decode_workspace.bytes(),
                                                  m.stream, m.pdl),
@@ -1039,6 +1102,7 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
   Impl& m = *impl_;
   m.graphs_enabled = false;
   CHECK(m.mode == Impl::Mode::kEager) << "MoeFfn cannot be recorded into a graph";
+  if (m.Skip()) return;  // the step failed already
   const int32_t num_experts = int32_t(router_logits.cols);
   const int32_t top_k = experts.top_k;
   const int64_t tokens = x.rows;
@@ -1048,7 +1112,9 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
   const int64_t inter = experts.gate[0]->out_features();
 
   // Routing outputs: ids, weights, offsets, sorted tokens, sorted weights, entry rows.
-  m.Record(m.moe_routing.Reserve(size_t(5 * n + num_experts + 1) * sizeof(int32_t)), "moe routing buffers");
+  m.RecordAllocation(m.moe_routing.Reserve(size_t(5 * n + num_experts + 1) * sizeof(int32_t)), "moe routing buffers",
+                     size_t(5 * n + num_experts + 1) * sizeof(int32_t));
+  if (m.Skip()) return;
   auto* base = static_cast<int32_t*>(m.moe_routing.data());
   int32_t* topk_ids = base;
   float* topk_weights = reinterpret_cast<float*>(base + n);
@@ -1071,6 +1137,7 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
   Tensor gate_up = Scratch(101, n, 2 * inter);
   Tensor act = Scratch(102, n, inter);
   Tensor expert_out = Scratch(103, n, hidden);
+  if (m.Skip()) return;
   m.Record(kernels::LaunchGatherRows(m.type, n, hidden, sorted_tokens, x.data, x.stride, in.data, in.stride, m.stream),
            "moe gather");
 
@@ -1132,7 +1199,8 @@ absl::Status CudaBackend::SampleRows(Tensor logits, absl::Span<const SampleReque
   Impl& m = *impl_;
   if (m.sampling == nullptr) m.sampling = std::make_unique<CudaSampling>();
   const absl::Status prepared = m.sampling->Prepare(logits, requests);
-  if (prepared.ok()) m.Record(m.sampling->Enqueue(m.type, logits, m.stream), "sampling");
+  // A step that failed already samples nothing (its logits may be missing).
+  if (prepared.ok() && m.first_error == cudaSuccess) m.Record(m.sampling->Enqueue(m.type, logits, m.stream), "sampling");
   // The step's one synchronization; it reports the forward pass's errors too.
   if (absl::Status finished = FinishStep(); !finished.ok()) return finished;
   if (!prepared.ok()) return prepared;
@@ -1170,7 +1238,7 @@ absl::Status CudaBackend::FinishStep() {
 void CudaBackend::ReadToHost(Tensor tensor, float* out) {
   Impl& m = *impl_;
   const size_t bytes = size_t(tensor.rows) * tensor.cols * sizeof(float);
-  m.Record(m.host_read.Reserve(bytes), "read to host");
+  m.RecordAllocation(m.host_read.Reserve(bytes), "read to host", bytes);
   m.Record(kernels::LaunchToFloat(m.type, tensor.rows, tensor.cols, tensor.data, tensor.stride,
                                   static_cast<float*>(m.host_read.data()), m.stream),
            "read to host");

@@ -3,12 +3,19 @@
 #include <algorithm>
 #include <climits>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "runtime/base/status_macros.h"
 
 namespace tern::runtime {
+namespace {
+
+std::string Mib(size_t bytes) { return absl::StrFormat("%.1f MiB", double(bytes) / double(1 << 20)); }
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::unique_ptr<Backend> backend,
                                                                        const LlmModelRunnerOptions& options) {
@@ -20,15 +27,20 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
   if (num_blocks <= 0) {
     const size_t per_block = runner->backend_->KvBlockBytes(runner->model_->CacheSpec(1, options.block_size));
     size_t budget = options.kv_cache_bytes;
+    std::string budget_source = absl::StrCat("the KV cache budget of ", Mib(budget));
     if (const std::optional<size_t> free = runner->backend_->FreeDeviceMemory(); free.has_value()) {
       const double usable = double(*free) * options.gpu_memory_fraction - double(options.activation_reserve_bytes);
       budget = usable > 0 ? size_t(usable) : 0;
+      budget_source = absl::StrCat("the device memory left for the KV cache after loading the weights (",
+                                   Mib(*free), " free x gpu_memory_fraction ", options.gpu_memory_fraction,
+                                   " - ", Mib(options.activation_reserve_bytes), " reserved for activations = ",
+                                   Mib(budget), ")");
     }
     num_blocks = static_cast<int32_t>(std::min<size_t>(budget / per_block, INT32_MAX));
-  }
-  if (num_blocks <= 0) {
-    return absl::ResourceExhaustedError(absl::StrCat("the KV cache budget of ", options.kv_cache_bytes,
-                                                     " bytes holds no block"));
+    if (num_blocks <= 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(budget_source, " holds no KV cache block of ",
+                                                       Mib(per_block)));
+    }
   }
   ASSIGN_OR_RETURN(runner->cache_,
                    runner->backend_->AllocateKvCache(runner->model_->CacheSpec(num_blocks, options.block_size)));

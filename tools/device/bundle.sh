@@ -97,6 +97,8 @@ for test in info["tests"]:
     if labels:
         lines.append('set_tests_properties(%s PROPERTIES LABELS "%s" SKIP_REGULAR_EXPRESSION "\\\\[  SKIPPED \\\\]")'
                      % (name, ";".join(labels)))
+    if props.get("RUN_SERIAL"):
+        lines.append("set_tests_properties(%s PROPERTIES RUN_SERIAL TRUE)" % name)  # takes the whole card
 with open(os.path.join(out, "CTestTestfile.cmake"), "w") as f:
     f.write("\n".join(lines) + "\n")
 PY

@@ -59,6 +59,23 @@ class LlmModelRunnerTest : public ::testing::Test {
 };
 std::string* LlmModelRunnerTest::dir_ = nullptr;
 
+// A cache sized from a budget that holds no block is refused at start,
+// naming the budget (the device's free memory on a GPU: see
+// cuda_out_of_memory_test).
+TEST_F(LlmModelRunnerTest, ABudgetThatHoldsNoBlockIsRefusedNamingIt) {
+  LlmModelRunnerOptions options;
+  options.model_dir = *dir_;
+  options.block_size = 4;
+  options.num_blocks = 0;
+  options.kv_cache_bytes = 100;
+  auto runner = LlmModelRunner::Create(std::make_unique<CpuBackend>(), options);
+  ASSERT_FALSE(runner.ok());
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kResourceExhausted) << runner.status();
+  EXPECT_NE(runner.status().message().find("the KV cache budget of 0.0 MiB holds no KV cache block of"),
+            std::string::npos)
+      << runner.status();
+}
+
 TEST_F(LlmModelRunnerTest, EachStepWaitsForTheDeviceOnce) {
   int finish_steps = 0;
   LlmModelRunnerOptions options;
