@@ -18,9 +18,22 @@
 // query_start[s] / 128 + s, so a binary search over query_start finds a CTA's
 // sequence and the grid needs only the row and sequence counts. Tiles are
 // taken in reverse so the long causal tiles start first.
+//
+// Quantized caches (fp8 e4m3, int8; kernels/attention/kv_quant.h): the bytes
+// of the next K and V tiles (and int8's token scales) go with cp.async into
+// two staging buffers, so the copy of tile t + 1 still overlaps the math of
+// tile t. Before a tile's math the CTA converts the staged tile into the
+// fp16/bf16 K and V tiles (one buffer each) that the tensor-core part reads
+// as it reads a native cache. V is dequantized there, x' = float(code) *
+// scale in fp32, then rounded to the compute type. K's codes go into the K
+// tile as they are (int8 and e4m3 values are exact in fp16 and bf16) and
+// K's scale multiplies each fp32 score: q . x' = scale * (q . code), with no
+// rounding of x' to 16 bits on the way.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/attention/flash_prefill_attention.h"
+#include "kernels/attention/kv_quant.cuh"
 #include "kernels/common/dispatch.cuh"
 
 namespace tern::kernels {
@@ -43,6 +56,11 @@ __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
 __device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, bool valid) {
   const int bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+// 4-byte global -> shared copy (through L1); writes zeros when !valid.
+__device__ __forceinline__ void CopyAsync4(uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
@@ -100,26 +118,62 @@ __host__ __device__ constexpr int SharedStride() {
   return kHeadDim + 8;  // elements per shared row: 16 bytes of padding
 }
 
-template <typename T, int kHeadDim>
+// Native caches: Q, 2 x K, 2 x V tiles of T. Quantized: Q, K, V tiles of T,
+// 2 x (K, V) tiles of codes and, for int8, 2 x (K, V) token scales.
+template <typename T, int kHeadDim, KvElement E>
 constexpr size_t SharedBytes() {
-  return size_t(kTileM + 4 * kTileN) * SharedStride<kHeadDim>() * sizeof(T);  // Q, 2 x K, 2 x V
+  constexpr size_t row_bytes = size_t(SharedStride<kHeadDim>()) * sizeof(T);
+  if constexpr (E == KvElement::kNative) {
+    return (kTileM + 4 * kTileN) * row_bytes;
+  } else {
+    return (kTileM + 2 * kTileN) * row_bytes + size_t(4 * kTileN) * kHeadDim +
+           (E == KvElement::kInt8 ? size_t(4 * kTileN) * sizeof(float) : 0);
+  }
 }
 
-template <typename T, int kHeadDim>
+// Eight stored codes at `src` (8-byte aligned, shared) stored at `dst`
+// (16-byte aligned, shared) as eight values of T: dequantized per kv_quant.h,
+// x' = float(code) * scale in fp32, when kScaled; else the codes' own values,
+// which T holds exactly.
+template <typename T, KvElement E, bool kScaled>
+__device__ __forceinline__ void ConvertOctet(const uint8_t* src, float scale, T* dst) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(src);
+  float x[8];
+  DecodeKv8<E>(raw, x);
+  if constexpr (kScaled) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) x[i] *= scale;
+  }
+  uint4 packed;
+  packed.x = Pack<T>(x[0], x[1]);
+  packed.y = Pack<T>(x[2], x[3]);
+  packed.z = Pack<T>(x[4], x[5]);
+  packed.w = Pack<T>(x[6], x[7]);
+  *reinterpret_cast<uint4*>(dst) = packed;
+}
+
+// k_cache / v_cache hold T (native) or one byte per element (fp8, int8).
+template <typename T, int kHeadDim, KvElement E>
 __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionParams p, const T* __restrict__ q,
-                                                               const T* __restrict__ k_cache,
-                                                               const T* __restrict__ v_cache, T* __restrict__ out) {
+                                                               const void* __restrict__ k_cache,
+                                                               const void* __restrict__ v_cache,
+                                                               T* __restrict__ out) {
+  constexpr bool kQuantized = E != KvElement::kNative;
+  using Cache = std::conditional_t<kQuantized, uint8_t, T>;
   constexpr int kStride = SharedStride<kHeadDim>();
-  constexpr int kChunks = kHeadDim / 8;      // 16-byte chunks per row
+  constexpr int kChunks = kHeadDim / 8;      // 16-byte chunks per row of T
   constexpr int kKSteps = kHeadDim / 16;     // k16 steps of Q K^T
   constexpr int kDimTiles = kHeadDim / 8;    // n8 tiles of P V
   constexpr int kKeyTiles = kTileN / 8;      // n8 tiles of Q K^T
+  constexpr int kKvBuffers = kQuantized ? 1 : 2;  // K and V tiles of T
   static_assert(kDimTiles % 2 == 0, "head_dim must be a multiple of 16");
 
   extern __shared__ __align__(16) unsigned char shared_raw[];
   T* sq = reinterpret_cast<T*>(shared_raw);  // [kTileM][kStride]
-  T* sk = sq + kTileM * kStride;             // [2][kTileN][kStride]
-  T* sv = sk + 2 * kTileN * kStride;         // [2][kTileN][kStride]
+  T* sk = sq + kTileM * kStride;             // [kKvBuffers][kTileN][kStride]
+  T* sv = sk + kKvBuffers * kTileN * kStride;  // [kKvBuffers][kTileN][kStride]
+  // Quantized: [2][K, V][kTileN][kHeadDim] codes, then (int8) [2][K, V][kTileN] token scales.
+  uint8_t* codes = reinterpret_cast<uint8_t*>(sv + kKvBuffers * kTileN * kStride);
 
   const int head = blockIdx.x;
   const int tile_id = int(gridDim.y - 1 - blockIdx.y);
@@ -183,9 +237,22 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   const bool pow2_pages = (block_size & (block_size - 1)) == 0;
   const int page_shift = __ffs(block_size) - 1;
   const int kv_head = head / (p.num_heads / p.num_kv_heads);
-  const int64_t token_stride = int64_t(p.num_kv_heads) * kHeadDim;
-  const T* k_head = k_cache + kv_head * kHeadDim;
-  const T* v_head = v_cache + kv_head * kHeadDim;
+  const int64_t token_stride = int64_t(p.num_kv_heads) * kHeadDim;  // elements (bytes when quantized) per slot
+  const Cache* k_head = static_cast<const Cache*>(k_cache) + kv_head * kHeadDim;
+  const Cache* v_head = static_cast<const Cache*>(v_cache) + kv_head * kHeadDim;
+  // fp8: the layer's scale of this kv head, for every K (V) row.
+  float k_head_scale = 1.0f, v_head_scale = 1.0f;
+  if constexpr (E == KvElement::kFp8E4M3) {
+    k_head_scale = p.k_scales[kv_head];
+    v_head_scale = p.v_scales[kv_head];
+  }
+  // Key j is read when it is causal and in the sink or past band_min; its cache slot.
+  const auto key_valid = [&](int j) { return j < kv_end && (j < sink || j >= band_min); };
+  const auto slot_of = [&](int j) {
+    const int page = pow2_pages ? j >> page_shift : j / block_size;
+    const int slot_in_page = pow2_pages ? j & (block_size - 1) : j % block_size;
+    return int64_t(blocks[page]) * block_size + slot_in_page;
+  };
 
   for (int i = tid; i < kTileM * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
@@ -195,22 +262,65 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   }
   CopyAsyncCommit();
   // Keys past kv_end are zero-filled so that masked scores never meet garbage values.
+  // Quantized caches stage codes (zeros, and zero scales, for keys not read).
   auto load_kv = [&](int tile, int buffer) {
     const int k0 = tile_start(tile);
-    T* dk = sk + buffer * kTileN * kStride;
-    T* dv = sv + buffer * kTileN * kStride;
-    for (int i = tid; i < kTileN * kChunks; i += kThreads) {
-      const int r = i / kChunks, c = i % kChunks;
-      const int j = k0 + r;
-      const bool valid = j < kv_end && (j < sink || j >= band_min);
-      int64_t offset = c * 8;
-      if (valid) {
-        const int page = pow2_pages ? j >> page_shift : j / block_size;
-        const int slot_in_page = pow2_pages ? j & (block_size - 1) : j % block_size;
-        offset += (int64_t(blocks[page]) * block_size + slot_in_page) * token_stride;
+    if constexpr (!kQuantized) {
+      T* dk = sk + buffer * kTileN * kStride;
+      T* dv = sv + buffer * kTileN * kStride;
+      for (int i = tid; i < kTileN * kChunks; i += kThreads) {
+        const int r = i / kChunks, c = i % kChunks;
+        const int j = k0 + r;
+        const bool valid = key_valid(j);
+        int64_t offset = c * 8;
+        if (valid) offset += slot_of(j) * token_stride;
+        CopyAsync16(SharedAddress(dk + r * kStride + c * 8), k_head + offset, valid);
+        CopyAsync16(SharedAddress(dv + r * kStride + c * 8), v_head + offset, valid);
       }
-      CopyAsync16(SharedAddress(dk + r * kStride + c * 8), k_head + offset, valid);
-      CopyAsync16(SharedAddress(dv + r * kStride + c * 8), v_head + offset, valid);
+    } else {
+      constexpr int kCodeChunks = kHeadDim / 16;  // 16-byte chunks per row of codes
+      uint8_t* dk = codes + buffer * 2 * kTileN * kHeadDim;
+      uint8_t* dv = dk + kTileN * kHeadDim;
+      for (int i = tid; i < kTileN * kCodeChunks; i += kThreads) {
+        const int r = i / kCodeChunks, c = i % kCodeChunks;
+        const int j = k0 + r;
+        const bool valid = key_valid(j);
+        int64_t offset = c * 16;
+        if (valid) offset += slot_of(j) * token_stride;
+        CopyAsync16(SharedAddress(dk + r * kHeadDim + c * 16), k_head + offset, valid);
+        CopyAsync16(SharedAddress(dv + r * kHeadDim + c * 16), v_head + offset, valid);
+      }
+      if constexpr (E == KvElement::kInt8) {
+        // Entry i < kTileN: K's scale of key k0 + i; kTileN + i: V's.
+        float* ds = reinterpret_cast<float*>(codes + 4 * kTileN * kHeadDim) + buffer * 2 * kTileN;
+        for (int i = tid; i < 2 * kTileN; i += kThreads) {
+          const int j = k0 + i % kTileN;
+          const bool valid = key_valid(j);
+          const float* scales = i < kTileN ? p.k_scales : p.v_scales;
+          const int64_t index = (valid ? slot_of(j) * p.num_kv_heads : 0) + kv_head;
+          CopyAsync4(SharedAddress(ds + i), scales + index, valid);
+        }
+      }
+    }
+  };
+  // int8: the staged token scales of buffer `buffer`, K's [kTileN] then V's.
+  const auto staged_scales = [&](int buffer) {
+    return reinterpret_cast<const float*>(codes + 4 * kTileN * kHeadDim) + buffer * 2 * kTileN;
+  };
+  // Quantized caches: the staged tile `buffer` into the K tile (codes) and
+  // the V tile (dequantized values) of T.
+  auto convert_kv = [&](int buffer) {
+    if constexpr (kQuantized) {
+      constexpr int kOctets = kHeadDim / 8;
+      const uint8_t* ck = codes + buffer * 2 * kTileN * kHeadDim;
+      const uint8_t* cv = ck + kTileN * kHeadDim;
+      for (int i = tid; i < kTileN * kOctets; i += kThreads) {
+        const int r = i / kOctets, c = i % kOctets;
+        float v_scale = v_head_scale;
+        if constexpr (E == KvElement::kInt8) v_scale = staged_scales(buffer)[kTileN + r];
+        ConvertOctet<T, E, false>(ck + r * kHeadDim + c * 8, 1.0f, sk + r * kStride + c * 8);
+        ConvertOctet<T, E, true>(cv + r * kHeadDim + c * 8, v_scale, sv + r * kStride + c * 8);
+      }
     }
   };
   load_kv(0, 0);
@@ -242,10 +352,15 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
       CopyAsyncWait<0>();
     }
     __syncthreads();
+    if constexpr (kQuantized) {
+      convert_kv(buffer);
+      __syncthreads();
+    }
+    const int kv_buffer = kQuantized ? 0 : buffer;
 
     // S = Q K^T for this warp's rows and the tile's 64 keys; each K fragment
     // serves both row blocks.
-    const T* kb = sk + buffer * kTileN * kStride;
+    const T* kb = sk + kv_buffer * kTileN * kStride;
     float sc[kMBlocks][kKeyTiles][4];
 #pragma unroll
     for (int mb = 0; mb < kMBlocks; ++mb) {
@@ -272,6 +387,24 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
         for (int mb = 0; mb < kMBlocks; ++mb) {
           Mma<T>(sc[mb][n], qa[mb], b[0], b[1]);
           Mma<T>(sc[mb][n + 1], qa[mb], b[2], b[3]);
+        }
+      }
+    }
+
+    if constexpr (kQuantized) {
+      // K's scale: per kv head (fp8) or per key (int8; zero for keys not read).
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+        float2 key_scale = make_float2(k_head_scale, k_head_scale);
+        if constexpr (E == KvElement::kInt8) {
+          key_scale = *reinterpret_cast<const float2*>(staged_scales(buffer) + n * 8 + 2 * quad_col);
+        }
+#pragma unroll
+        for (int mb = 0; mb < kMBlocks; ++mb) {
+          sc[mb][n][0] *= key_scale.x;
+          sc[mb][n][1] *= key_scale.y;
+          sc[mb][n][2] *= key_scale.x;
+          sc[mb][n][3] *= key_scale.y;
         }
       }
     }
@@ -332,7 +465,7 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
 
     // O += P V: the probabilities go to the tensor cores from registers, and
     // each V fragment serves both row blocks.
-    const T* vb = sv + buffer * kTileN * kStride;
+    const T* vb = sv + kv_buffer * kTileN * kStride;
 #pragma unroll
     for (int kk = 0; kk < kTileN / 16; ++kk) {
       uint32_t a[kMBlocks][4];
@@ -355,7 +488,7 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
         }
       }
     }
-    __syncthreads();  // this buffer is refilled two tiles on
+    __syncthreads();  // native: this buffer is refilled two tiles on; quantized: the K and V tiles next tile
   }
 
   T* out_tile = out + int64_t(q_begin + row0) * p.out_row_stride + head * kHeadDim;
@@ -378,29 +511,40 @@ __global__ void __launch_bounds__(kThreads) FlashPrefillKernel(PagedAttentionPar
   }
 }
 
-template <typename T, int kHeadDim>
+template <typename T, int kHeadDim, KvElement E>
 cudaError_t Launch(const PagedAttentionParams& p, int64_t tiles, const void* q, const void* k_cache,
                    const void* v_cache, void* out, cudaStream_t stream) {
-  constexpr size_t bytes = SharedBytes<T, kHeadDim>();
-  auto kernel = FlashPrefillKernel<T, kHeadDim>;
+  constexpr size_t bytes = SharedBytes<T, kHeadDim, E>();
+  auto kernel = FlashPrefillKernel<T, kHeadDim, E>;
   const cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
   if (error != cudaSuccess) return error;
   const dim3 grid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(tiles));
-  kernel<<<grid, kThreads, bytes, stream>>>(p, static_cast<const T*>(q), static_cast<const T*>(k_cache),
-                                            static_cast<const T*>(v_cache), static_cast<T*>(out));
+  kernel<<<grid, kThreads, bytes, stream>>>(p, static_cast<const T*>(q), k_cache, v_cache, static_cast<T*>(out));
   return cudaGetLastError();
 }
 
-template <typename T>
+template <typename T, KvElement E>
 cudaError_t LaunchForHeadDim(const PagedAttentionParams& p, int64_t tiles, const void* q, const void* k_cache,
                              const void* v_cache, void* out, cudaStream_t stream) {
   switch (p.head_dim) {
-    case 64: return Launch<T, 64>(p, tiles, q, k_cache, v_cache, out, stream);
-    case 80: return Launch<T, 80>(p, tiles, q, k_cache, v_cache, out, stream);
-    case 96: return Launch<T, 96>(p, tiles, q, k_cache, v_cache, out, stream);
-    case 128: return Launch<T, 128>(p, tiles, q, k_cache, v_cache, out, stream);
+    case 64: return Launch<T, 64, E>(p, tiles, q, k_cache, v_cache, out, stream);
+    case 80: return Launch<T, 80, E>(p, tiles, q, k_cache, v_cache, out, stream);
+    case 96: return Launch<T, 96, E>(p, tiles, q, k_cache, v_cache, out, stream);
+    case 128: return Launch<T, 128, E>(p, tiles, q, k_cache, v_cache, out, stream);
     default: return cudaErrorNotSupported;
   }
+}
+
+template <typename T>
+cudaError_t LaunchForCache(const PagedAttentionParams& p, int64_t tiles, const void* q, const void* k_cache,
+                           const void* v_cache, void* out, cudaStream_t stream) {
+  switch (p.kv_element) {
+    case KvElement::kNative: return LaunchForHeadDim<T, KvElement::kNative>(p, tiles, q, k_cache, v_cache, out, stream);
+    case KvElement::kFp8E4M3:
+      return LaunchForHeadDim<T, KvElement::kFp8E4M3>(p, tiles, q, k_cache, v_cache, out, stream);
+    case KvElement::kInt8: return LaunchForHeadDim<T, KvElement::kInt8>(p, tiles, q, k_cache, v_cache, out, stream);
+  }
+  return cudaErrorNotSupported;
 }
 
 bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
@@ -409,7 +553,10 @@ bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t
 
 cudaError_t SupportsFlashPrefillAttention(ScalarType type, const PagedAttentionParams& params) {
   if (type != ScalarType::kF16 && type != ScalarType::kBF16) return cudaErrorNotSupported;
-  if (params.kv_element != KvElement::kNative) return cudaErrorNotSupported;  // quantized caches: LaunchPagedAttention
+  if (params.kv_element != KvElement::kNative && params.kv_element != KvElement::kFp8E4M3 &&
+      params.kv_element != KvElement::kInt8) {
+    return cudaErrorNotSupported;
+  }
   if (params.head_dim != 64 && params.head_dim != 80 && params.head_dim != 96 && params.head_dim != 128) {
     return cudaErrorNotSupported;
   }
@@ -431,10 +578,13 @@ cudaError_t LaunchFlashPrefillAttention(ScalarType type, const PagedAttentionPar
   if (!Aligned(q, 16) || !Aligned(k_cache, 16) || !Aligned(v_cache, 16) || !Aligned(out, 4)) {
     return cudaErrorInvalidValue;
   }
+  if (params.kv_element != KvElement::kNative && (params.k_scales == nullptr || params.v_scales == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
   const int64_t tiles = FlashPrefillTileCount(num_rows, params.num_seqs);
   if (tiles > 65535) return cudaErrorInvalidValue;
-  if (type == ScalarType::kF16) return LaunchForHeadDim<__half>(params, tiles, q, k_cache, v_cache, out, stream);
-  return LaunchForHeadDim<__nv_bfloat16>(params, tiles, q, k_cache, v_cache, out, stream);
+  if (type == ScalarType::kF16) return LaunchForCache<__half>(params, tiles, q, k_cache, v_cache, out, stream);
+  return LaunchForCache<__nv_bfloat16>(params, tiles, q, k_cache, v_cache, out, stream);
 }
 
 }  // namespace tern::kernels

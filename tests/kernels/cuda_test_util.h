@@ -38,6 +38,13 @@ inline float Tolerance(ScalarType type) {
   return type == ScalarType::kF32 ? 2e-5f : type == ScalarType::kF16 ? 4e-3f : 2e-2f;
 }
 
+// What rounding dequantized cache values (x' = code * scale, fp8/int8 KV)
+// to `type` before a tensor-core product may add to a kernel's normwise
+// error: two unit roundoffs of `type` (fp16 2^-11, bf16 2^-8; fp32 none).
+inline float DequantizedRoundingTolerance(ScalarType type) {
+  return type == ScalarType::kF32 ? 0.0f : type == ScalarType::kF16 ? 1e-3f : 8e-3f;
+}
+
 // Rounds v to `type` and back.
 inline float Round(ScalarType type, float v) {
   switch (type) {
