@@ -13,15 +13,15 @@
 #            (tools/moa/plans/, about 49% density): sequences at once, KV blocks held,
 #            steady decode tokens/s against dense and against the byte floor
 # prefill    tern-prefill-attention-bench --moa-plan: one 16k prompt through the
-#            plan's 32 layers, MoA flash attention time against dense
+#            plan's 32 layers, MoA flash attention time against dense, for each KV
+#            dtype in $KV_DTYPES (auto: prefill-moa-16k.json; fp8, int8:
+#            prefill-moa-16k-<dtype>.json)
 # retrieval  tern-retrieval on the demo LLM (CUDA, float16) at 512/1k/2k, 200 cases
 #            each, with the KV cache in float16, fp8 and int8
-# KV_DTYPES defaults to "auto": a prompt over an fp8 or int8 cache is computed by
-# the per-row attention kernel (the flash prefill kernel reads native caches
-# only); scaled from its 2048-token figure in bench/RESULTS.md, about 1 s per
-# layer for a 16k prompt, so the fp8 rows' 16-32 prompts would take far more
-# than one command. Once the flash kernel reads quantized caches,
-# KV_DTYPES="auto fp8" gives the fp8 and fp8 + MoA rows. Results (JSON and logs) land in $OUT (default /tmp/long-context).
+# KV_DTYPES defaults to "auto" (the compute dtype); "auto fp8 int8" adds the
+# quantized caches, whose prompts the flash prefill kernel computes as it does
+# native ones (the engine phase then runs three times as many prompts).
+# Results (JSON and logs) land in $OUT (default /tmp/long-context).
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle"
@@ -56,8 +56,11 @@ if [[ " $phases " == *" engine "* ]]; then
     --decode-steps 64 --json "$out/long-context.json"
 fi
 if [[ " $phases " == *" prefill "* ]]; then
-  step prefill run_tool bin/tern-prefill-attention-bench --moa-plan="$plan" --context=16384 --dtype=float16 \
-    --iters=5 --json="$out/prefill-moa-16k.json"
+  for kv in $kv_dtypes; do
+    suffix=$([[ $kv == auto ]] && echo "" || echo "-$kv")
+    step "prefill$suffix" run_tool bin/tern-prefill-attention-bench --moa-plan="$plan" --context=16384 \
+      --dtype=float16 --kv-dtype="$kv" --iters=5 --json="$out/prefill-moa-16k$suffix.json"
+  done
 fi
 if [[ " $phases " == *" retrieval "* ]]; then
   step retrieval-cases python3 tools/eval/retrieval_cases.py --lengths 512 1024 2048 --cases 200 \
