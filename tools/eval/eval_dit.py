@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import diffusion  # noqa: E402
 import fmnist  # noqa: E402
 import loading  # noqa: E402
+from frechet import frechet_distance  # noqa: E402  (tools/eval, this script's folder)
 
 DEFAULT_CONFIGS = ("dpmpp2m:20:3.0,ddim:50:3.0,ddim:20:3.0,dpmpp2m:10:3.0,dpmpp2m:20:2.0,dpmpp2m:20:4.0,"
                    "ddim:50:1.0,dpmpp2m:20:1.0")
@@ -45,19 +46,6 @@ def parse_args():
     ap.add_argument("--json", default="")
     ap.add_argument("--grid", default="", help="write a PNG sheet (10 per class) of the first config here")
     return ap.parse_args()
-
-
-def frechet_distance(f1, f2):
-    """Frechet distance between Gaussians fitted to feature rows f1 [n1, d], f2 [n2, d] (float64):
-    |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1^1/2 S2 S1^1/2)^1/2)."""
-    f1, f2 = f1.astype(np.float64), f2.astype(np.float64)
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = r1 @ s2 @ r1
-    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
 @torch.no_grad()
