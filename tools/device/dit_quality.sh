@@ -43,10 +43,12 @@ fi
 steps=20 sampler=dpm++2m guidance=3
 seed_base=100000 seed_stride=100
 
+# exec: a backgrounded ternd is then this pid itself (run.sh execs too), so
+# the EXIT trap stops ternd, not a shell around it.
 if [[ -n "${TERN_BIN_DIR:-}" ]]; then
-  tern_run() { local exe=$1; shift; "$TERN_BIN_DIR/$exe" "$@"; }
+  tern_run() { local exe=$1; shift; exec "$TERN_BIN_DIR/$exe" "$@"; }
 else
-  tern_run() { local exe=$1; shift; "$root/.device-bundle/run.sh" "bin/$exe" "$@"; }
+  tern_run() { local exe=$1; shift; exec "$root/.device-bundle/run.sh" "bin/$exe" "$@"; }
 fi
 mkdir -p "$out"
 rm -rf "$out/images"
@@ -65,8 +67,8 @@ config="$out/ternd.json"
 
 ports="$out/ports.json"
 rm -f "$ports"
-tern_run ternd --config "$config" --host 127.0.0.1 --grpc-port 0 --http-port 0 --ports-file "$ports" \
-  >"$out/ternd.log" 2>&1 &
+(tern_run ternd --config "$config" --host 127.0.0.1 --grpc-port 0 --http-port 0 --ports-file "$ports" \
+  >"$out/ternd.log" 2>&1) &
 ternd_pid=$!
 trap 'kill -TERM $ternd_pid 2>/dev/null; wait $ternd_pid 2>/dev/null' EXIT
 for _ in $(seq 1800); do [[ -f "$ports" ]] && break; sleep 0.1; done
