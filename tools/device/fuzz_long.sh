@@ -2,9 +2,10 @@
 # On the GPU machine: the long fuzzing runs (fuzz/README.md, "Long runs") on the host's spare
 # cores while the GPU works. Run from the repository root with a bundle that carries the targets
 # (TERN_BUNDLE_FUZZ=1 tools/device/bundle.sh):
-#   tools/device/fuzz_long.sh start SECONDS CPUS   every target at once in the background, pinned to
-#                                                  CPUS (taskset list, e.g. 6-15), each with workers
-#                                                  by its speed; returns at once
+#   tools/device/fuzz_long.sh start SECONDS CPUS [SKIP...]
+#                                                  every target but SKIP at once in the background,
+#                                                  pinned to CPUS (taskset list, e.g. 6-15), each with
+#                                                  workers by its speed; returns at once
 #   tools/device/fuzz_long.sh collect              waits for the runs to end, prints one summary line
 #                                                  per target and copies logs and reproducers to $OUT
 # The targets were built with this tree's absolute path (for the tokenizers they load), so that path
@@ -27,6 +28,7 @@ case "${1:-}" in
   start)
     seconds=${2:?seconds}
     cpus=${3:?cpu list}
+    skip=" ${*:4} "
     [[ -d "$bundle/lib" ]] || "$bundle/run.sh" true
     # TERN_FUZZ_SOURCE_DIR, compiled in as "<root>/fuzz/..".
     built_root=$(grep -aoE '/[[:alnum:]_./-]*/fuzz/\.\.' "$bundle/fuzz/tokenizer_codec_fuzzer" | head -n 1 | sed 's#/fuzz/\.\.$##')
@@ -36,11 +38,12 @@ case "${1:-}" in
     rm -rf "$state" && mkdir -p "$state/build"
     for target in "$bundle"/fuzz/*_fuzzer; do
       name=$(basename "$target")
+      [[ "$skip" == *" $name "* ]] && continue
       ln -s "$target" "$state/build/$name"
       LD_LIBRARY_PATH="$bundle/lib" setsid taskset -c "$cpus" "$root/fuzz/run_long.sh" "$state/build" "$name" \
         "$seconds" "$(workers_for "$name")" >"$state/$name.summary" 2>"$state/$name.log" </dev/null &
     done
-    echo "started $(ls "$bundle"/fuzz | wc -l) targets for ${seconds}s on CPUs $cpus (source root ${built_root:-?})"
+    echo "started $(ls "$state/build" | wc -l) targets for ${seconds}s on CPUs $cpus (source root ${built_root:-?})"
     ;;
   collect)
     while pgrep -f "$root/fuzz/run_long.sh" >/dev/null; do sleep 5; done
