@@ -112,6 +112,13 @@ __global__ void PointwiseKernel(DitPointwise op, int64_t rows, int64_t cols, T* 
   }
 }
 
+// x + gate * y, rounded to T: the gated residual, one definition for the
+// gated add and the fused gated add + LayerNorm, so the two agree bitwise.
+template <typename T>
+__device__ __forceinline__ T GatedSum(T x, T gate, T y) {
+  return FromFloat<T>(ToFloat(x) + ToFloat(gate) * ToFloat(y));
+}
+
 template <typename T>
 __global__ void GatedAddKernel(int64_t rows, int64_t cols, int64_t tokens, T* x, int64_t x_stride, const T* y,
                                int64_t y_stride, const T* gate, int64_t gate_stride) {
@@ -119,33 +126,82 @@ __global__ void GatedAddKernel(int64_t rows, int64_t cols, int64_t tokens, T* x,
     T* a = x + r * x_stride;
     const T* b = y + r * y_stride;
     const T* g = gate + (r / tokens) * gate_stride;
-    TERN_FOR_COLS(c, cols) a[c] = FromFloat<T>(ToFloat(a[c]) + ToFloat(g[c]) * ToFloat(b[c]));
+    TERN_FOR_COLS(c, cols) a[c] = GatedSum(a[c], g[c], b[c]);
   }
 }
 
 constexpr int kNormWarps = 8;  // rows per block
+// Columns a lane keeps in registers: rows up to 32 * kNormCached = 1280
+// columns (DiT-XL/2's 1152 included) are read from memory once; a wider
+// row's remaining columns are read again in each of the three passes. With
+// the launch bound of two blocks an SM (at most 128 registers a thread),
+// 40 fit without spilling at 16 bits.
+constexpr int kNormCached = 40;
 
-template <typename T>
-__global__ void LayerNormModulateKernel(DitNormParams p, const T* x, const T* shift, const T* scale, T* out) {
+// One warp per row: out = LayerNorm(v) * (1 + scale) + shift, where v is
+// the row of x or, when `gated`, x + gate * y, which is also written back
+// to x (one pass over x: read once, written once). Mean, then the biased
+// variance about it, in fp32, each summed lane-strided and then across the
+// warp; the values are those of x after rounding to T, so the gated form is
+// bitwise GatedAddKernel followed by the plain form.
+template <typename T, bool kGated>
+__global__ void __launch_bounds__(kNormWarps * 32, 2) NormModulateKernel(DitNormParams p, T* x, const T* y, int64_t y_stride, const T* gate,
+                                   int64_t gate_stride, const T* shift, const T* scale, T* out) {
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kNormWarps + (threadIdx.x >> 5);
   if (row >= p.rows) return;
-  const T* in = x + row * p.x_stride;
+  T* in = x + row * p.x_stride;
   const int64_t sample = row / p.tokens;
   const T* sh = shift + sample * p.shift_stride;
   const T* sc = scale + sample * p.scale_stride;
   T* o = out + row * p.out_stride;
+  // A column's value: from the registers, else from x (which, gated, this
+  // lane has already updated).
+  float cached[kNormCached];
   float sum = 0.0f;
-  for (int64_t c = lane; c < p.cols; c += 32) sum += ToFloat(in[c]);
+#pragma unroll
+  for (int i = 0; i < kNormCached; ++i) {
+    const int64_t c = lane + 32 * int64_t(i);
+    cached[i] = 0.0f;
+    if (c < p.cols) {
+      T v = in[c];
+      if constexpr (kGated) {
+        v = GatedSum(v, gate[sample * gate_stride + c], y[row * y_stride + c]);
+        in[c] = v;
+      }
+      cached[i] = ToFloat(v);
+      sum += cached[i];
+    }
+  }
+  for (int64_t c = lane + 32 * int64_t(kNormCached); c < p.cols; c += 32) {
+    T v = in[c];
+    if constexpr (kGated) {
+      v = GatedSum(v, gate[sample * gate_stride + c], y[row * y_stride + c]);
+      in[c] = v;
+    }
+    sum += ToFloat(v);
+  }
   const float mean = WarpSum(sum) / float(p.cols);
   float sq = 0.0f;
-  for (int64_t c = lane; c < p.cols; c += 32) {
+#pragma unroll
+  for (int i = 0; i < kNormCached; ++i) {
+    if (lane + 32 * int64_t(i) < p.cols) {
+      const float d = cached[i] - mean;
+      sq += d * d;
+    }
+  }
+  for (int64_t c = lane + 32 * int64_t(kNormCached); c < p.cols; c += 32) {
     const float d = ToFloat(in[c]) - mean;
     sq += d * d;
   }
   const float var = WarpSum(sq) / float(p.cols);
   const float rstd = rsqrtf(var + p.eps);
-  for (int64_t c = lane; c < p.cols; c += 32) {
+#pragma unroll
+  for (int i = 0; i < kNormCached; ++i) {
+    const int64_t c = lane + 32 * int64_t(i);
+    if (c < p.cols) o[c] = FromFloat<T>((cached[i] - mean) * rstd * (1.0f + ToFloat(sc[c])) + ToFloat(sh[c]));
+  }
+  for (int64_t c = lane + 32 * int64_t(kNormCached); c < p.cols; c += 32) {
     o[c] = FromFloat<T>((ToFloat(in[c]) - mean) * rstd * (1.0f + ToFloat(sc[c])) + ToFloat(sh[c]));
   }
 }
@@ -241,17 +297,39 @@ cudaError_t LaunchDitGatedAdd(ScalarType type, int64_t rows, int64_t cols, int64
   return cudaGetLastError();
 }
 
-cudaError_t LaunchDitLayerNormModulate(ScalarType type, const DitNormParams& params, const void* x, const void* shift,
-                                       const void* scale, void* out, cudaStream_t stream) {
+namespace {
+
+// Launches NormModulateKernel; y and gate are read only when kGated.
+template <bool kGated>
+cudaError_t LaunchNormModulate(ScalarType type, const DitNormParams& params, void* x, const void* y,
+                               int64_t y_stride, const void* gate, int64_t gate_stride, const void* shift,
+                               const void* scale, void* out, cudaStream_t stream) {
   if (params.rows < 0 || params.cols <= 0 || params.tokens <= 0) return cudaErrorInvalidValue;
   if (params.rows == 0) return cudaSuccess;
   const int64_t blocks = (params.rows + kNormWarps - 1) / kNormWarps;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
   TERN_DISPATCH_SCALAR(type, T,
-                       LayerNormModulateKernel<T><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
-                           params, static_cast<const T*>(x), static_cast<const T*>(shift),
-                           static_cast<const T*>(scale), static_cast<T*>(out)));
+                       (NormModulateKernel<T, kGated><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
+                           params, static_cast<T*>(x), static_cast<const T*>(y), y_stride,
+                           static_cast<const T*>(gate), gate_stride, static_cast<const T*>(shift),
+                           static_cast<const T*>(scale), static_cast<T*>(out))));
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t LaunchDitLayerNormModulate(ScalarType type, const DitNormParams& params, const void* x, const void* shift,
+                                       const void* scale, void* out, cudaStream_t stream) {
+  // The plain form never writes x.
+  return LaunchNormModulate<false>(type, params, const_cast<void*>(x), nullptr, 0, nullptr, 0, shift, scale, out,
+                                   stream);
+}
+
+cudaError_t LaunchDitGatedAddLayerNormModulate(ScalarType type, const DitNormParams& params, void* x, const void* y,
+                                               int64_t y_stride, const void* gate, int64_t gate_stride,
+                                               const void* shift, const void* scale, void* out,
+                                               cudaStream_t stream) {
+  return LaunchNormModulate<true>(type, params, x, y, y_stride, gate, gate_stride, shift, scale, out, stream);
 }
 
 cudaError_t LaunchDitFromFloat(ScalarType type, int64_t rows, int64_t cols, const float* src, void* out,

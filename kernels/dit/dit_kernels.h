@@ -1,7 +1,8 @@
 // The diffusion transformer's pointwise and per-row kernels (runtime/dit's
 // CudaDitOps): patchify / unpatchify, position and class embeddings, add,
 // SiLU, GELU-tanh, LayerNorm fused with adaLN modulation, the gated
-// residual, and conversions from host fp32. Their CPU reference is
+// residual (alone and fused with the LayerNorm after it), and conversions
+// from host fp32. Their CPU reference is
 // runtime/dit/cpu_dit_ops.cc, which tests/runtime/dit/cuda_dit_ops_test.cc
 // compares them with op by op.
 //
@@ -74,7 +75,8 @@ cudaError_t LaunchDitGatedAdd(ScalarType type, int64_t rows, int64_t cols, int64
 
 // out[r, :] = LayerNorm(x[r, :]) * (1 + scale[r / tokens, :]) + shift[r /
 // tokens, :], LayerNorm without affine: biased variance, eps; mean and
-// variance in fp32, two passes. One warp per row. out must not alias x.
+// variance in fp32, two passes. One warp per row, the row held in registers
+// up to 1280 columns (x read once). out must not alias x.
 struct DitNormParams {
   int64_t rows = 0;
   int64_t cols = 0;
@@ -87,6 +89,17 @@ struct DitNormParams {
 };
 cudaError_t LaunchDitLayerNormModulate(ScalarType type, const DitNormParams& params, const void* x, const void* shift,
                                        const void* scale, void* out, cudaStream_t stream);
+
+// adaLN-Zero's residual fused with the LayerNorm + modulate after it:
+// x[r, :] += gate[r / tokens, :] * y[r, :] (rounded to `type` as
+// LaunchDitGatedAdd rounds it), then out as LaunchDitLayerNormModulate of
+// the new x. One pass: x read once and written once, y read once. Bitwise
+// equal to LaunchDitGatedAdd followed by LaunchDitLayerNormModulate. out
+// must alias neither x nor y.
+cudaError_t LaunchDitGatedAddLayerNormModulate(ScalarType type, const DitNormParams& params, void* x, const void* y,
+                                               int64_t y_stride, const void* gate, int64_t gate_stride,
+                                               const void* shift, const void* scale, void* out,
+                                               cudaStream_t stream);
 
 // out [rows, out_stride] of `type` <- src dense fp32 [rows, cols].
 cudaError_t LaunchDitFromFloat(ScalarType type, int64_t rows, int64_t cols, const float* src, void* out,

@@ -1023,6 +1023,41 @@ void CudaDitOps::GatedAdd(Tensor x, Tensor y, Tensor gate) {
            "gated add");
 }
 
+void CudaDitOps::GatedAddLayerNormModulate(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps,
+                                           Tensor out) {
+  Impl& m = *impl_;
+  CHECK_EQ(x.rows, y.rows);
+  CHECK_EQ(x.cols, y.cols);
+  CHECK_EQ(x.rows, out.rows);
+  CHECK_EQ(x.cols, out.cols);
+  CHECK_EQ(gate.cols, x.cols);
+  CHECK_EQ(shift.cols, x.cols);
+  CHECK_EQ(scale.cols, x.cols);
+  CHECK(gate.rows == shift.rows && shift.rows == scale.rows) << gate.rows << ", " << shift.rows << ", " << scale.rows;
+  CHECK(shift.rows > 0 && x.rows % shift.rows == 0) << x.rows << " rows for " << shift.rows << " samples";
+  CHECK(out.data != x.data && out.data != y.data);
+  const bool enqueue = m.Enter(kOtherOp, 17);
+  m.Mix(x);
+  m.Mix(y);
+  m.Mix(gate);
+  m.Mix(shift);
+  m.Mix(scale);
+  m.Mix(out);
+  if (!enqueue) return;
+  kernels::DitNormParams p;
+  p.rows = x.rows;
+  p.cols = x.cols;
+  p.tokens = x.rows / shift.rows;
+  p.x_stride = x.stride;
+  p.shift_stride = shift.stride;
+  p.scale_stride = scale.stride;
+  p.out_stride = out.stride;
+  p.eps = eps;
+  m.Record(kernels::LaunchDitGatedAddLayerNormModulate(m.type, p, x.data, y.data, y.stride, gate.data, gate.stride,
+                                                       shift.data, scale.data, out.data, m.stream),
+           "gated add + layernorm modulate");
+}
+
 void CudaDitOps::Unpatchify(Tensor patches, const DitPatchGeometry& g, int32_t keep_channels, Tensor images) {
   Impl& m = *impl_;
   CHECK(keep_channels > 0 && keep_channels <= g.channels);

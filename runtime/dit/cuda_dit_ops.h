@@ -99,6 +99,10 @@ class CudaDitOps final : public DitOps {
   void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) override;
   void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
   void GatedAdd(Tensor x, Tensor y, Tensor gate) override;
+  // One kernel: x += gate * y, then LayerNorm + modulate of the new x
+  // (bitwise GatedAdd then LayerNormModulate).
+  void GatedAddLayerNormModulate(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps,
+                                 Tensor out) override;
   void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels, Tensor images) override;
   void Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) override;
   void GroupNorm(Tensor x, int32_t groups, float eps, const DitTable& affine, bool silu, Tensor out) override;

@@ -216,6 +216,19 @@ class DitOps {
   // x[b*L + l] += gate[b] * y[b*L + l] (adaLN-Zero's gated residual);
   // gate [B, D].
   virtual void GatedAdd(Tensor x, Tensor y, Tensor gate) = 0;
+  // An adaLN-Zero block's residual and the LayerNorm + modulate after it:
+  // x += gate[b] * y (as GatedAdd), then out = LayerNormModulate(x, shift,
+  // scale, eps) of the updated x (as LayerNormModulate). gate, shift and
+  // scale [B, D] (column views are fine); out must alias neither x nor y.
+  // This default runs the two ops in turn (the CPU's, so its results are
+  // theirs bit for bit); a backend may fuse them into one pass over x that
+  // reads the old x once and writes the new x and out once, with the same
+  // arithmetic as its two ops (CudaDitOps: bitwise equal to them).
+  virtual void GatedAddLayerNormModulate(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps,
+                                         Tensor out) {
+    GatedAdd(x, y, gate);
+    LayerNormModulate(x, shift, scale, eps, out);
+  }
   // patches [B*L, p*p*C_out] (ordered row in patch, col in patch, channel;
   // geometry.channels = C_out) -> images [B, keep*H*W] holding the first
   // `keep_channels` channels (the noise prediction of a learn_sigma model).

@@ -281,6 +281,65 @@ TEST_P(CudaDitOpsTest, LayerNormModulateAndGatedAdd) {
           });
 }
 
+TEST_P(CudaDitOpsTest, GatedAddLayerNormModulate) {
+  // adaLN-Zero's residual fused with the LayerNorm + modulate after it,
+  // against the CPU's two ops (both outputs: the new x and the normed
+  // rows), and bitwise against CUDA's own two ops. Widths: the demo's 96
+  // (a partial last column group), DiT-XL/2's 1152 (held in registers) and
+  // 1600 (past the 1280 columns a warp holds: the rest re-read from x).
+  const int64_t tokens = 7;
+  for (const int64_t d : {int64_t{96}, int64_t{1152}, int64_t{1600}}) {
+    const int64_t rows = batch_ * tokens;
+    const auto x = Random(size_t(rows * d), 14, dtype(), 2.0f, 6.0f);
+    const auto modulation = Random(size_t(batch_ * 6 * d), 15, dtype());
+    const auto y = Random(size_t(rows * d), 16, dtype(), -3.0f, 3.0f);
+    const std::vector<std::pair<std::pair<int64_t, int64_t>, std::vector<float>>> inputs = {
+        {{rows, d}, x}, {{batch_, 6 * d}, modulation}, {{rows, d}, y}};
+    // gate, shift and scale as column views of one [B, 6 D] modulation.
+    const auto fused = [&](DitOps& ops, std::vector<Tensor>& t) {
+      Tensor out = ops.Scratch(9, rows, d);
+      ops.GatedAddLayerNormModulate(t[0], t[2], t[1].Columns(5 * d, d), t[1].Columns(0, d), t[1].Columns(d, d),
+                                    1e-6f, out);
+      return out;
+    };
+    Compare(absl::StrCat("gated add + layernorm modulate D=", d, ": out"), inputs, fused);
+    Compare(absl::StrCat("gated add + layernorm modulate D=", d, ": x"), inputs,
+            [&](DitOps& ops, std::vector<Tensor>& t) {
+              fused(ops, t);
+              return t[0];
+            });
+
+    // CUDA: fused == GatedAdd then LayerNormModulate, bit for bit (x and out).
+    std::vector<float> results[2][2];
+    for (int fuse = 0; fuse < 2; ++fuse) {
+      ASSERT_TRUE(gpu_->BeginStep({timesteps_, labels_}).ok());
+      std::vector<Tensor> t;
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        t.push_back(gpu_->Scratch(int(i), inputs[i].first.first, inputs[i].first.second));
+        gpu_->CopyFromHost(inputs[i].second.data(), t.back());
+      }
+      Tensor out = gpu_->Scratch(9, rows, d);
+      if (fuse == 1) {
+        out = fused(*gpu_, t);
+      } else {
+        gpu_->GatedAdd(t[0], t[2], t[1].Columns(5 * d, d));
+        gpu_->LayerNormModulate(t[0], t[1].Columns(0, d), t[1].Columns(d, d), 1e-6f, out);
+      }
+      ASSERT_TRUE(gpu_->FinishStep().ok());
+      for (int which = 0; which < 2; ++which) {
+        const Tensor& r = which == 0 ? t[0] : out;
+        results[fuse][which].resize(size_t(r.rows) * r.cols);
+        gpu_->ReadToHost(r, results[fuse][which].data());
+      }
+    }
+    for (int which = 0; which < 2; ++which) {
+      EXPECT_EQ(0, std::memcmp(results[0][which].data(), results[1][which].data(),
+                               results[0][which].size() * sizeof(float)))
+          << Label(absl::StrCat("fused vs two ops D=", d, which == 0 ? ": x" : ": out"));
+    }
+  }
+}
+
 TEST_P(CudaDitOpsTest, Attention) {
   // (tokens, heads, head_dim): the demo (256 tokens, 4 x 32), odd token
   // counts that leave a partial 64-key tile or 128-query tile, DiT-XL/2's
