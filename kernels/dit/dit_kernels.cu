@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdint>
 
 #include "kernels/common/dispatch.cuh"
 #include "kernels/dit/dit_kernels.h"
@@ -137,16 +138,31 @@ constexpr int kNormWarps = 8;  // rows per block
 // the launch bound of two blocks an SM (at most 128 registers a thread),
 // 40 fit without spilling at 16 bits.
 constexpr int kNormCached = 40;
+// Columns a lane loads at once when the row allows (NormVector).
+constexpr int kNormVector = 4;
+
+// kVec consecutive elements, loaded and stored as one access.
+template <typename T, int kVec>
+struct alignas(sizeof(T) * kVec) NormPack {
+  T v[kVec];
+};
 
 // One warp per row: out = LayerNorm(v) * (1 + scale) + shift, where v is
-// the row of x or, when `gated`, x + gate * y, which is also written back
-// to x (one pass over x: read once, written once). Mean, then the biased
-// variance about it, in fp32, each summed lane-strided and then across the
-// warp; the values are those of x after rounding to T, so the gated form is
-// bitwise GatedAddKernel followed by the plain form.
-template <typename T, bool kGated>
-__global__ void __launch_bounds__(kNormWarps * 32, 2) NormModulateKernel(DitNormParams p, T* x, const T* y, int64_t y_stride, const T* gate,
-                                   int64_t gate_stride, const T* shift, const T* scale, T* out) {
+// the row of x or, when kGated, x + gate * y, which is also written back
+// to x (one pass over x: read once, written once). A lane takes groups of
+// kVec consecutive columns, group g at column kVec * (lane + 32 g). Mean,
+// then the biased variance about it, in fp32, each summed over the lane's
+// columns in order and then across the warp; the values are those of x
+// after rounding to T, so the gated form is bitwise GatedAddKernel followed
+// by the plain form with the same kVec. kVec divides cols and every
+// pointer and stride is aligned to it (NormVector).
+template <typename T, bool kGated, int kVec>
+__global__ void __launch_bounds__(kNormWarps * 32, 2)
+    NormModulateKernel(DitNormParams p, T* x, const T* y, int64_t y_stride, const T* gate, int64_t gate_stride,
+                       const T* shift, const T* scale, T* out) {
+  using Pack = NormPack<T, kVec>;
+  constexpr int kGroups = kNormCached / kVec;  // groups held in registers
+  constexpr int64_t kSpan = 32 * kVec;         // columns a warp covers per group
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kNormWarps + (threadIdx.x >> 5);
   if (row >= p.rows) return;
@@ -155,54 +171,85 @@ __global__ void __launch_bounds__(kNormWarps * 32, 2) NormModulateKernel(DitNorm
   const T* sh = shift + sample * p.shift_stride;
   const T* sc = scale + sample * p.scale_stride;
   T* o = out + row * p.out_stride;
+  const int64_t first = int64_t(kVec) * lane;
+  // The group at column c of the new x (gated: updated and stored here).
+  const auto update = [&](int64_t c) {
+    Pack a = *reinterpret_cast<const Pack*>(in + c);
+    if constexpr (kGated) {
+      const Pack g = *reinterpret_cast<const Pack*>(gate + sample * gate_stride + c);
+      const Pack b = *reinterpret_cast<const Pack*>(y + row * y_stride + c);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) a.v[j] = GatedSum(a.v[j], g.v[j], b.v[j]);
+      *reinterpret_cast<Pack*>(in + c) = a;
+    }
+    return a;
+  };
+  const auto store = [&](int64_t c, const float (&v)[kVec], float mean, float rstd) {
+    const Pack gamma = *reinterpret_cast<const Pack*>(sc + c);
+    const Pack beta = *reinterpret_cast<const Pack*>(sh + c);
+    Pack r;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      r.v[j] = FromFloat<T>((v[j] - mean) * rstd * (1.0f + ToFloat(gamma.v[j])) + ToFloat(beta.v[j]));
+    }
+    *reinterpret_cast<Pack*>(o + c) = r;
+  };
   // A column's value: from the registers, else from x (which, gated, this
   // lane has already updated).
-  float cached[kNormCached];
+  float cached[kGroups][kVec];
   float sum = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kNormCached; ++i) {
-    const int64_t c = lane + 32 * int64_t(i);
-    cached[i] = 0.0f;
+  for (int i = 0; i < kGroups; ++i) {
+    const int64_t c = first + kSpan * i;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) cached[i][j] = 0.0f;
     if (c < p.cols) {
-      T v = in[c];
-      if constexpr (kGated) {
-        v = GatedSum(v, gate[sample * gate_stride + c], y[row * y_stride + c]);
-        in[c] = v;
+      const Pack a = update(c);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        cached[i][j] = ToFloat(a.v[j]);
+        sum += cached[i][j];
       }
-      cached[i] = ToFloat(v);
-      sum += cached[i];
     }
   }
-  for (int64_t c = lane + 32 * int64_t(kNormCached); c < p.cols; c += 32) {
-    T v = in[c];
-    if constexpr (kGated) {
-      v = GatedSum(v, gate[sample * gate_stride + c], y[row * y_stride + c]);
-      in[c] = v;
-    }
-    sum += ToFloat(v);
+  for (int64_t c = first + kSpan * kGroups; c < p.cols; c += kSpan) {
+    const Pack a = update(c);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) sum += ToFloat(a.v[j]);
   }
   const float mean = WarpSum(sum) / float(p.cols);
   float sq = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kNormCached; ++i) {
-    if (lane + 32 * int64_t(i) < p.cols) {
-      const float d = cached[i] - mean;
-      sq += d * d;
+  for (int i = 0; i < kGroups; ++i) {
+    if (first + kSpan * i < p.cols) {
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        const float d = cached[i][j] - mean;
+        sq += d * d;
+      }
     }
   }
-  for (int64_t c = lane + 32 * int64_t(kNormCached); c < p.cols; c += 32) {
-    const float d = ToFloat(in[c]) - mean;
-    sq += d * d;
+  for (int64_t c = first + kSpan * kGroups; c < p.cols; c += kSpan) {
+    const Pack a = *reinterpret_cast<const Pack*>(in + c);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      const float d = ToFloat(a.v[j]) - mean;
+      sq += d * d;
+    }
   }
   const float var = WarpSum(sq) / float(p.cols);
   const float rstd = rsqrtf(var + p.eps);
 #pragma unroll
-  for (int i = 0; i < kNormCached; ++i) {
-    const int64_t c = lane + 32 * int64_t(i);
-    if (c < p.cols) o[c] = FromFloat<T>((cached[i] - mean) * rstd * (1.0f + ToFloat(sc[c])) + ToFloat(sh[c]));
+  for (int i = 0; i < kGroups; ++i) {
+    const int64_t c = first + kSpan * i;
+    if (c < p.cols) store(c, cached[i], mean, rstd);
   }
-  for (int64_t c = lane + 32 * int64_t(kNormCached); c < p.cols; c += 32) {
-    o[c] = FromFloat<T>((ToFloat(in[c]) - mean) * rstd * (1.0f + ToFloat(sc[c])) + ToFloat(sh[c]));
+  for (int64_t c = first + kSpan * kGroups; c < p.cols; c += kSpan) {
+    const Pack a = *reinterpret_cast<const Pack*>(in + c);
+    float v[kVec];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) v[j] = ToFloat(a.v[j]);
+    store(c, v, mean, rstd);
   }
 }
 
@@ -299,7 +346,16 @@ cudaError_t LaunchDitGatedAdd(ScalarType type, int64_t rows, int64_t cols, int64
 
 namespace {
 
-// Launches NormModulateKernel; y and gate are read only when kGated.
+// True when every row of a strided tensor starts on a `bytes` boundary.
+bool RowsAligned(const void* p, int64_t stride, size_t elem, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0 && (size_t(stride) * elem) % bytes == 0;
+}
+
+// Launches NormModulateKernel; y and gate are read only when kGated. Rows
+// whose width and addresses allow it take kNormVector columns per access,
+// others one: the choice follows from shapes and addresses alone (the
+// workspace's, the same at every batch size), never from the row count, so
+// batch invariance holds.
 template <bool kGated>
 cudaError_t LaunchNormModulate(ScalarType type, const DitNormParams& params, void* x, const void* y,
                                int64_t y_stride, const void* gate, int64_t gate_stride, const void* shift,
@@ -308,11 +364,24 @@ cudaError_t LaunchNormModulate(ScalarType type, const DitNormParams& params, voi
   if (params.rows == 0) return cudaSuccess;
   const int64_t blocks = (params.rows + kNormWarps - 1) / kNormWarps;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  TERN_DISPATCH_SCALAR(type, T,
-                       (NormModulateKernel<T, kGated><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
-                           params, static_cast<T*>(x), static_cast<const T*>(y), y_stride,
-                           static_cast<const T*>(gate), gate_stride, static_cast<const T*>(shift),
-                           static_cast<const T*>(scale), static_cast<T*>(out))));
+  TERN_DISPATCH_SCALAR(type, T, {
+    const size_t bytes = sizeof(T) * kNormVector;
+    const bool vector = params.cols % kNormVector == 0 && RowsAligned(x, params.x_stride, sizeof(T), bytes) &&
+                        RowsAligned(shift, params.shift_stride, sizeof(T), bytes) &&
+                        RowsAligned(scale, params.scale_stride, sizeof(T), bytes) &&
+                        RowsAligned(out, params.out_stride, sizeof(T), bytes) &&
+                        (!kGated || (RowsAligned(y, y_stride, sizeof(T), bytes) &&
+                                     RowsAligned(gate, gate_stride, sizeof(T), bytes)));
+    if (vector) {
+      NormModulateKernel<T, kGated, kNormVector><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
+          params, static_cast<T*>(x), static_cast<const T*>(y), y_stride, static_cast<const T*>(gate),
+          gate_stride, static_cast<const T*>(shift), static_cast<const T*>(scale), static_cast<T*>(out));
+    } else {
+      NormModulateKernel<T, kGated, 1><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
+          params, static_cast<T*>(x), static_cast<const T*>(y), y_stride, static_cast<const T*>(gate),
+          gate_stride, static_cast<const T*>(shift), static_cast<const T*>(scale), static_cast<T*>(out));
+    }
+  });
   return cudaGetLastError();
 }
 

@@ -76,7 +76,8 @@ cudaError_t LaunchDitGatedAdd(ScalarType type, int64_t rows, int64_t cols, int64
 // out[r, :] = LayerNorm(x[r, :]) * (1 + scale[r / tokens, :]) + shift[r /
 // tokens, :], LayerNorm without affine: biased variance, eps; mean and
 // variance in fp32, two passes. One warp per row, the row held in registers
-// up to 1280 columns (x read once). out must not alias x.
+// up to 1280 columns (x read once), 4 columns an access when cols and every
+// row's address allow it. out must not alias x.
 struct DitNormParams {
   int64_t rows = 0;
   int64_t cols = 0;

@@ -285,10 +285,12 @@ TEST_P(CudaDitOpsTest, GatedAddLayerNormModulate) {
   // adaLN-Zero's residual fused with the LayerNorm + modulate after it,
   // against the CPU's two ops (both outputs: the new x and the normed
   // rows), and bitwise against CUDA's own two ops. Widths: the demo's 96
-  // (a partial last column group), DiT-XL/2's 1152 (held in registers) and
-  // 1600 (past the 1280 columns a warp holds: the rest re-read from x).
+  // (a partial last column group), DiT-XL/2's 1152 (held in registers),
+  // 1600 (past the 1280 columns a warp holds: the rest re-read from x), all
+  // loaded 4 columns at a time; 99 and 1601 (odd: one column at a time,
+  // the column views misaligned).
   const int64_t tokens = 7;
-  for (const int64_t d : {int64_t{96}, int64_t{1152}, int64_t{1600}}) {
+  for (const int64_t d : {int64_t{96}, int64_t{1152}, int64_t{1600}, int64_t{99}, int64_t{1601}}) {
     const int64_t rows = batch_ * tokens;
     const auto x = Random(size_t(rows * d), 14, dtype(), 2.0f, 6.0f);
     const auto modulation = Random(size_t(batch_ * 6 * d), 15, dtype());
