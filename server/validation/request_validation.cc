@@ -261,8 +261,12 @@ absl::Status ValidateGenerateImageRequest(const tern::v1::GenerateImageRequest& 
   if (!tern::v1::Sampler_IsValid(r.sampler())) {
     return Invalid("sampler", absl::StrCat(static_cast<int>(r.sampler()), " is not a Sampler"));
   }
-  if (r.batch() < 0 || r.batch() > limits.max_image_batch) {
-    return Invalid("batch", absl::StrCat(r.batch(), " is not in [0, ", limits.max_image_batch, "]"));
+  // Worded so that it reads right through both transports: gRPC's batch (0 means one image) and
+  // OpenAI's n (1 or more), which the HTTP front renames back to n.
+  if (r.batch() < 0) return Invalid("batch", absl::StrCat(r.batch(), " is not a number of images"));
+  if (r.batch() > limits.max_image_batch) {
+    return Invalid("batch", absl::StrCat(r.batch(), " images is over the limit of ", limits.max_image_batch,
+                                         " a request"));
   }
   RETURN_IF_ERROR(CheckPriority(r.priority()));
   return CheckRequestId(r.request_id(), limits);

@@ -319,7 +319,7 @@ TEST(RequestValidationTest, EverySizeLimitAcceptsItsLimitAndRejectsOnePast) {
   expect_limit(image([](auto& r) { r.set_steps(1000); }), image([](auto& r) { r.set_steps(1001); }), "steps",
                "1001 is not in [0, 1000]");
   expect_limit(image([](auto& r) { r.set_batch(16); }), image([](auto& r) { r.set_batch(17); }), "batch",
-               "17 is not in [0, 16]");
+               "17 images is over the limit of 16 a request");
   expect_limit(image([](auto& r) { r.set_prompt(std::string(1 << 20, 'i')); }),
                image([](auto& r) { r.set_prompt(std::string((1 << 20) + 1, 'i')); }), "prompt",
                "is 1048577 bytes; the limit is 1048576");
