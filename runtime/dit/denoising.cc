@@ -21,6 +21,24 @@ absl::Status ValidateDenoisingParams(const DitConfig& config, const DenoisingPar
   if (params.num_steps < 1 || params.num_steps > t) {
     return absl::InvalidArgumentError(absl::StrCat("steps: ", params.num_steps, " is not in [1, ", t, "]"));
   }
+  if (params.sampler == DiffusionSamplerKind::kSchedule) {
+    if (params.schedule == nullptr) {
+      return absl::InvalidArgumentError("sampler: schedule, but the model has no sampler schedule configured");
+    }
+    if (params.schedule->num_train_timesteps != t) {
+      return absl::InvalidArgumentError(absl::StrCat("schedule: ", params.schedule->source, " is for ",
+                                                     params.schedule->num_train_timesteps,
+                                                     " timesteps; the model has ", t));
+    }
+    if (params.num_steps != params.schedule->num_steps()) {
+      return absl::InvalidArgumentError(absl::StrCat("steps: ", params.num_steps, ", but the sampler schedule ",
+                                                     params.schedule->source, " has ",
+                                                     params.schedule->num_steps()));
+    }
+  } else if (params.schedule != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("schedule: given with sampler ", DiffusionSamplerName(params.sampler),
+                                                   ", which does not follow one"));
+  }
   if (!std::isfinite(params.guidance_scale)) {
     return absl::InvalidArgumentError("guidance_scale: is not finite");
   }
@@ -39,7 +57,7 @@ absl::StatusOr<std::unique_ptr<DenoisingSample>> DenoisingSample::Create(const D
   options.clip_x0 = config.pixel_space;
   options.clip_min = config.pixel_min;
   options.clip_max = config.pixel_max;
-  auto sampler = CreateDiffusionSampler(params.sampler, schedule, options);
+  auto sampler = CreateDiffusionSampler(params.sampler, schedule, options, params.schedule);
   RETURN_IF_ERROR(sampler->Init(params.num_steps, config.sample_elements()));
   return std::unique_ptr<DenoisingSample>(new DenoisingSample(
       params, config.null_class, std::move(sampler), GaussianNoise(params.seed, config.sample_elements())));

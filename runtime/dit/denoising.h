@@ -22,6 +22,7 @@
 #include "absl/types/span.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/noise_schedule.h"
+#include "runtime/dit/sampler_schedule.h"
 #include "runtime/dit/samplers.h"
 
 namespace tern::runtime {
@@ -33,9 +34,13 @@ struct DenoisingParams {
   int32_t num_steps = 20;       // network evaluations, [1, num_train_timesteps]
   double guidance_scale = 1.0;  // 1: the conditional prediction alone (one row a step)
   uint64_t seed = 0;            // the initial noise: GaussianNoise(seed, C*H*W)
+  // kSchedule's timesteps and orders (shared, immutable): set exactly when
+  // sampler is kSchedule, with num_steps its step count.
+  std::shared_ptr<const SamplerSchedule> schedule;
 };
 
-// INVALID_ARGUMENT naming the field (class_label, steps, guidance_scale).
+// INVALID_ARGUMENT naming the field (class_label, steps, guidance_scale,
+// sampler, schedule).
 absl::Status ValidateDenoisingParams(const DitConfig& config, const DenoisingParams& params);
 
 class DenoisingSample {

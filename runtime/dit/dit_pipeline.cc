@@ -89,6 +89,7 @@ absl::StatusOr<std::vector<std::vector<DitImage>>> DitPipeline::GenerateBatch(
       params.class_label = request.class_label;
       params.sampler = request.sampler;
       params.num_steps = request.num_steps;
+      params.schedule = request.schedule;
       params.guidance_scale = request.guidance_scale;
       params.seed = request.seed + uint64_t(i);
       ASSIGN_OR_RETURN(auto sample, DenoisingSample::Create(config, &schedule_, params));

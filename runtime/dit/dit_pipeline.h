@@ -31,6 +31,7 @@ struct DitGenerateRequest {
   int32_t num_steps = 20;
   double guidance_scale = 1.0;
   uint64_t seed = 0;  // image i: seed + i (mod 2^64)
+  std::shared_ptr<const SamplerSchedule> schedule;  // kSchedule's (see DenoisingParams)
 };
 
 struct DitImage {

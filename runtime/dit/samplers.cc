@@ -61,6 +61,50 @@ class DpmSolverPp2mSampler final : public DiffusionSampler {
   std::vector<double> previous_x0_;  // [num_elements] x0 of the previous step
 };
 
+// A SamplerSchedule's timesteps and per-step orders: order 1 is DDIM's update
+// and order 2 DPM-Solver++(2M)'s, written as DpmSolverPp2mSampler writes them
+// (same expressions, same rounding), so the uniform schedules reproduce ddim
+// and dpmpp2m bit for bit.
+class ScheduleSampler final : public DiffusionSampler {
+ public:
+  ScheduleSampler(const NoiseSchedule* schedule, const DiffusionSamplerOptions& options,
+                  std::shared_ptr<const SamplerSchedule> steps)
+      : DiffusionSampler(DiffusionSamplerKind::kSchedule, schedule, options), steps_(std::move(steps)) {}
+
+ private:
+  absl::StatusOr<std::vector<int32_t>> PlanTimesteps(int32_t num_train_timesteps, int32_t num_steps) const override {
+    if (num_steps != steps_->num_steps()) {
+      return absl::InvalidArgumentError(absl::StrCat("steps: ", num_steps, ", but the sampler schedule ",
+                                                     steps_->source, " has ", steps_->num_steps()));
+    }
+    return steps_->timesteps();
+  }
+
+  void Reset(int64_t num_elements) override { previous_x0_.assign(size_t(num_elements), 0.0); }
+
+  void Update(int32_t i, absl::Span<const float> eps, absl::Span<float> x) override {
+    const double ratio = sigma_[i + 1] / sigma_[i];
+    const double coef = alpha_[i + 1] - alpha_[i] * ratio;
+    // The parser keeps order 2 off the first and the last step.
+    const bool second_order = steps_->steps[size_t(i)].order == 2;
+    double c0 = 1.0, c1 = 0.0;  // D = c0 x0_i - c1 x0_{i-1}
+    if (second_order) {
+      const double r = (lambda_[i] - lambda_[i - 1]) / (lambda_[i + 1] - lambda_[i]);
+      c0 = 1.0 + 0.5 / r;
+      c1 = 0.5 / r;
+    }
+    for (size_t k = 0; k < x.size(); ++k) {
+      const double x0 = PredictX0(i, x[k], eps[k]);
+      const double d = second_order ? c0 * x0 - c1 * previous_x0_[k] : x0;
+      x[k] = static_cast<float>(last(i) ? d : ratio * x[k] + coef * d);
+      previous_x0_[k] = x0;
+    }
+  }
+
+  std::shared_ptr<const SamplerSchedule> steps_;
+  std::vector<double> previous_x0_;  // [num_elements] x0 of the previous step
+};
+
 // Euler on the probability-flow ODE dxbar/dsigmabar = (xbar - x0) / sigmabar.
 class EulerSampler final : public DiffusionSampler {
  public:
@@ -86,7 +130,9 @@ absl::StatusOr<DiffusionSamplerKind> ParseDiffusionSamplerKind(std::string_view 
   if (name == "ddim") return DiffusionSamplerKind::kDdim;
   if (name == "dpmpp2m" || name == "dpm++2m" || name == "dpmpp_2m") return DiffusionSamplerKind::kDpmSolverPp2m;
   if (name == "euler") return DiffusionSamplerKind::kEuler;
-  return absl::InvalidArgumentError(absl::StrCat("sampler: \"", std::string(name), "\" is not ddim, dpmpp2m or euler"));
+  if (name == "schedule") return DiffusionSamplerKind::kSchedule;
+  return absl::InvalidArgumentError(
+      absl::StrCat("sampler: \"", std::string(name), "\" is not ddim, dpmpp2m, euler or schedule"));
 }
 
 const char* DiffusionSamplerName(DiffusionSamplerKind kind) {
@@ -97,13 +143,15 @@ const char* DiffusionSamplerName(DiffusionSamplerKind kind) {
       return "dpmpp2m";
     case DiffusionSamplerKind::kEuler:
       return "euler";
+    case DiffusionSamplerKind::kSchedule:
+      return "schedule";
   }
   return "?";
 }
 
 absl::Status DiffusionSampler::Init(int32_t num_steps, int64_t num_elements) {
   if (num_elements <= 0) return absl::InvalidArgumentError(absl::StrCat("sample of ", num_elements, " values"));
-  ASSIGN_OR_RETURN(timesteps_, SamplingTimesteps(schedule_->num_train_timesteps(), num_steps));
+  ASSIGN_OR_RETURN(timesteps_, PlanTimesteps(schedule_->num_train_timesteps(), num_steps));
   alpha_.clear();
   sigma_.clear();
   lambda_.clear();
@@ -119,6 +167,11 @@ absl::Status DiffusionSampler::Init(int32_t num_steps, int64_t num_elements) {
   step_ = 0;
   Reset(num_elements);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> DiffusionSampler::PlanTimesteps(int32_t num_train_timesteps,
+                                                                    int32_t num_steps) const {
+  return SamplingTimesteps(num_train_timesteps, num_steps);
 }
 
 int32_t DiffusionSampler::Timestep(int32_t step) const {
@@ -140,7 +193,8 @@ double DiffusionSampler::PredictX0(int32_t i, float x, float eps) const {
 }
 
 std::unique_ptr<DiffusionSampler> CreateDiffusionSampler(DiffusionSamplerKind kind, const NoiseSchedule* schedule,
-                                                         const DiffusionSamplerOptions& options) {
+                                                         const DiffusionSamplerOptions& options,
+                                                         std::shared_ptr<const SamplerSchedule> steps) {
   switch (kind) {
     case DiffusionSamplerKind::kDdim:
       return std::make_unique<DdimSampler>(schedule, options);
@@ -148,6 +202,10 @@ std::unique_ptr<DiffusionSampler> CreateDiffusionSampler(DiffusionSamplerKind ki
       return std::make_unique<DpmSolverPp2mSampler>(schedule, options);
     case DiffusionSamplerKind::kEuler:
       return std::make_unique<EulerSampler>(schedule, options);
+    case DiffusionSamplerKind::kSchedule:
+      CHECK(steps != nullptr) << "a schedule sampler without a schedule";
+      CHECK_EQ(steps->num_train_timesteps, schedule->num_train_timesteps());
+      return std::make_unique<ScheduleSampler>(schedule, options, std::move(steps));
   }
   return nullptr;
 }

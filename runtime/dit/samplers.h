@@ -26,6 +26,12 @@
 //                      (sigmabar_{i+1} - sigmabar_i) d. In exact arithmetic it
 //                      is the same update as DDIM (DDIM is this ODE's Euler
 //                      step); it differs in rounding only.
+//   Schedule:          a SamplerSchedule's timesteps instead of
+//                      SamplingTimesteps, and per step its order: 1 is the
+//                      DDIM update, 2 the DPM-Solver++(2M) one (r from the
+//                      schedule's own lambdas). A schedule equal to
+//                      UniformSamplerSchedule(T, S, second_order) gives
+//                      dpmpp2m's (or ddim's) results bit for bit.
 // DDIM and DPM-Solver++(2M) are exactly tools/train/dit/diffusion.py's
 // `sample`, whose outputs golden.json holds. Coefficients and updates are
 // float64; x stays float32 between steps (it is the model's input).
@@ -44,15 +50,17 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/dit/noise_schedule.h"
+#include "runtime/dit/sampler_schedule.h"
 
 namespace tern::runtime {
 
-enum class DiffusionSamplerKind { kDdim, kDpmSolverPp2m, kEuler };
+// kSchedule follows a SamplerSchedule (the model's configured schedule file).
+enum class DiffusionSamplerKind { kDdim, kDpmSolverPp2m, kEuler, kSchedule };
 
-// "ddim", "dpmpp2m" (also "dpm++2m", "dpmpp_2m"), "euler"; INVALID_ARGUMENT
-// naming "sampler" otherwise.
+// "ddim", "dpmpp2m" (also "dpm++2m", "dpmpp_2m"), "euler", "schedule";
+// INVALID_ARGUMENT naming "sampler" otherwise.
 absl::StatusOr<DiffusionSamplerKind> ParseDiffusionSamplerKind(std::string_view name);
-// "ddim", "dpmpp2m", "euler".
+// "ddim", "dpmpp2m", "euler", "schedule".
 const char* DiffusionSamplerName(DiffusionSamplerKind kind);
 
 struct DiffusionSamplerOptions {
@@ -72,7 +80,8 @@ class DiffusionSampler {
   DiffusionSamplerKind kind() const { return kind_; }
   // (Re)starts a run of `num_steps` network evaluations on samples of
   // `num_elements` values. INVALID_ARGUMENT naming "steps" unless
-  // 1 <= num_steps <= the schedule's T.
+  // 1 <= num_steps <= the schedule's T (a kSchedule sampler: unless
+  // num_steps is its schedule's step count).
   absl::Status Init(int32_t num_steps, int64_t num_elements);
   int32_t num_steps() const { return static_cast<int32_t>(timesteps_.size()); }
   // Steps taken since Init.
@@ -96,6 +105,8 @@ class DiffusionSampler {
   virtual void Update(int32_t i, absl::Span<const float> eps, absl::Span<float> x) = 0;
   // Called by Init after the tables are set.
   virtual void Reset(int64_t num_elements) {}
+  // The timesteps of a run of num_steps steps: SamplingTimesteps by default.
+  virtual absl::StatusOr<std::vector<int32_t>> PlanTimesteps(int32_t num_train_timesteps, int32_t num_steps) const;
   bool last(int32_t i) const { return i == num_steps() - 1; }
   // x0 = (x - sigma_i eps) / alpha_i, clipped when the options say so.
   double PredictX0(int32_t i, float x, float eps) const;
@@ -112,8 +123,12 @@ class DiffusionSampler {
 };
 
 // A sampler of `kind` over `schedule` (borrowed); Init it before use.
+// kSchedule follows `steps` (shared; non-null for kSchedule, ignored for the
+// other kinds: a null one with kSchedule is a bug, CHECK). `steps` must fit
+// `schedule` (its num_train_timesteps equal: CHECK).
 std::unique_ptr<DiffusionSampler> CreateDiffusionSampler(DiffusionSamplerKind kind, const NoiseSchedule* schedule,
-                                                         const DiffusionSamplerOptions& options);
+                                                         const DiffusionSamplerOptions& options,
+                                                         std::shared_ptr<const SamplerSchedule> steps = nullptr);
 
 // Classifier-free guidance: out = uncond + scale * (cond - uncond), per value
 // (scale 1 is the conditional prediction, 0 the unconditional one).

@@ -203,7 +203,7 @@ TEST(DitSamplerTest, StateMachine) {
   EXPECT_EQ(*ParseDiffusionSamplerKind("dpm++2m"), DiffusionSamplerKind::kDpmSolverPp2m);
   EXPECT_EQ(*ParseDiffusionSamplerKind("euler"), DiffusionSamplerKind::kEuler);
   EXPECT_EQ(ParseDiffusionSamplerKind("plms").status().message(),
-            "sampler: \"plms\" is not ddim, dpmpp2m or euler");
+            "sampler: \"plms\" is not ddim, dpmpp2m, euler or schedule");
 }
 
 TEST(DitSamplerTest, Guidance) {
