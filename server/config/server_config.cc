@@ -82,7 +82,10 @@ absl::Status ValidateModel(const tern::v1::ModelConfig& model, int index) {
   }
   if (!diffusion.default_sampler().empty()) {
     RETURN_IF_ERROR(CheckOneOf(field + ".diffusion.default_sampler", diffusion.default_sampler(),
-                               {"ddim", "dpmpp2m", "euler"}));
+                               {"ddim", "dpmpp2m", "euler", "schedule"}));
+    if (diffusion.default_sampler() == "schedule" && diffusion.sampler_schedule().empty()) {
+      return Invalid(field + ".diffusion.default_sampler", "\"schedule\" needs diffusion.sampler_schedule (a file)");
+    }
   }
   return absl::OkStatus();
 }

@@ -84,10 +84,33 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
     }
     served->default_guidance_scale = d.default_guidance_scale();
   }
+  const int32_t timesteps = config.noise_schedule.num_train_timesteps;
+  if (!d.sampler_schedule().empty()) {
+    auto schedule = runtime::LoadSamplerSchedule(d.sampler_schedule(), timesteps);
+    if (!schedule.ok()) {
+      return absl::Status(schedule.status().code(),
+                          absl::StrCat("diffusion.sampler_schedule: ", schedule.status().message()));
+    }
+    served->schedule = std::make_shared<const runtime::SamplerSchedule>(*std::move(schedule));
+    served->default_sampler = runtime::DiffusionSamplerKind::kSchedule;
+  }
   if (!d.default_sampler().empty()) {
     auto sampler = runtime::ParseDiffusionSamplerKind(d.default_sampler());
     if (!sampler.ok()) return sampler.status();
+    if (*sampler == runtime::DiffusionSamplerKind::kSchedule && served->schedule == nullptr) {
+      return absl::InvalidArgumentError(
+          "diffusion.default_sampler: \"schedule\" needs diffusion.sampler_schedule (a file)");
+    }
     served->default_sampler = *sampler;
+  }
+  if (served->default_sampler == runtime::DiffusionSamplerKind::kSchedule) {
+    const int32_t n = served->schedule->num_steps();
+    if (d.default_steps() > 0 && d.default_steps() != n) {
+      return absl::InvalidArgumentError(absl::StrCat("diffusion.default_steps: ", d.default_steps(),
+                                                     ", but the default sampler is the schedule ",
+                                                     served->schedule->source, " of ", n, " steps"));
+    }
+    served->default_steps = n;
   }
   if (d.max_batch_rows() > 0) served->max_batch_rows = d.max_batch_rows();
 
@@ -110,6 +133,16 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   info->set_attention_scheme("dense");
   info->set_backend(choice.backend);
   info->set_image_size(config.output_size());
+  info->set_default_sampler(runtime::DiffusionSamplerName(served->default_sampler));
+  info->set_default_steps(served->default_steps);
+  if (served->schedule != nullptr) {
+    tern::v1::SamplerScheduleInfo* s = info->mutable_sampler_schedule();
+    s->set_path(served->schedule->source);
+    for (const runtime::SamplerScheduleStep& step : served->schedule->steps) {
+      s->add_timesteps(step.timestep);
+      s->add_orders(step.order);
+    }
+  }
   for (const std::string& c : config.class_names) info->add_class_names(c);
   const int64_t d_model = config.hidden_size;
   // Blocks: qkv + proj + MLP + adaLN (6 D per block), with biases; embedders

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/dit/dit_config.h"
+#include "runtime/dit/sampler_schedule.h"
 #include "runtime/dit/samplers.h"
 #include "scheduler/diffusion_engine.h"
 #include "tern/v1/config.pb.h"
@@ -22,6 +23,8 @@ struct ServedDiffusion {
   int32_t default_steps = 20;
   double default_guidance_scale = 1.0;
   runtime::DiffusionSamplerKind default_sampler = runtime::DiffusionSamplerKind::kDpmSolverPp2m;
+  // diffusion.sampler_schedule's, or null; SAMPLER_SCHEDULE follows it.
+  std::shared_ptr<const runtime::SamplerSchedule> schedule;
   int32_t max_batch_rows = 16;
   std::unique_ptr<scheduler::DiffusionEngine> engine;
 };
@@ -36,7 +39,8 @@ std::string DiffusionBackend(const tern::v1::ModelConfig& model);
 
 // Loads the DiT in model.path() onto DiffusionBackend(model)'s DitOps and
 // starts its engine, taking turns on that device as `device` says. Errors
-// name the file, field or tensor. `info` gets the model's facts (kind,
+// name the file, field or tensor (a bad diffusion.sampler_schedule: the
+// file, step and field). `info` gets the model's facts (kind,
 // dtype, image size, class names, parameters).
 absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
     const tern::v1::ServerConfig& server, const tern::v1::ModelConfig& model, const std::string& name,

@@ -651,10 +651,10 @@ absl::StatusOr<tern::v1::GenerateImageRequest> ParseImageGenerationRequest(std::
     ASSIGN_OR_RETURN(std::string name, String(p, v));
     static const auto* samplers = new std::map<std::string, tern::v1::Sampler>{
         {"ddim", tern::v1::SAMPLER_DDIM}, {"dpm++2m", tern::v1::SAMPLER_DPM_SOLVER_PP_2M},
-        {"euler", tern::v1::SAMPLER_EULER}};
+        {"euler", tern::v1::SAMPLER_EULER}, {"schedule", tern::v1::SAMPLER_SCHEDULE}};
     const auto it = samplers->find(name);
     if (it == samplers->end()) {
-      return Invalid(p, absl::StrCat("\"", name.substr(0, 32), "\" is not a sampler: ddim, dpm++2m or euler"));
+      return Invalid(p, absl::StrCat("\"", name.substr(0, 32), "\" is not a sampler: ddim, dpm++2m, euler or schedule"));
     }
     out.set_sampler(it->second);
     return absl::OkStatus();

@@ -29,7 +29,7 @@
 // "png", `quality` only "auto", `stream` only false, `user` (no effect); tern's
 // extras as the gRPC request has them: `seed` (0 to 2^64 - 1; image i gets
 // seed + i), `guidance_scale`, `num_inference_steps`, `sampler` ("ddim",
-// "dpm++2m", "euler"), `priority`. `style`, `background`, `moderation`,
+// "dpm++2m", "euler", "schedule"), `priority`. `style`, `background`, `moderation`,
 // `output_compression`, `partial_images` and unknown fields are errors.
 //
 // Errors are INVALID_ARGUMENT with a message "<param>: <why>", param being

@@ -56,6 +56,7 @@ absl::StatusOr<runtime::DiffusionSamplerKind> SamplerOf(tern::v1::Sampler sample
     case tern::v1::SAMPLER_DDIM: return runtime::DiffusionSamplerKind::kDdim;
     case tern::v1::SAMPLER_DPM_SOLVER_PP_2M: return runtime::DiffusionSamplerKind::kDpmSolverPp2m;
     case tern::v1::SAMPLER_EULER: return runtime::DiffusionSamplerKind::kEuler;
+    case tern::v1::SAMPLER_SCHEDULE: return runtime::DiffusionSamplerKind::kSchedule;
     default: break;
   }
   return Invalid("sampler", absl::StrCat(static_cast<int>(sampler), " is not a Sampler"));
@@ -84,7 +85,24 @@ absl::StatusOr<scheduler::DiffusionRequest> MakeDiffusionRequest(const tern::v1:
     }
   }
   const int32_t timesteps = config.noise_schedule.num_train_timesteps;
-  out.params.num_steps = r.steps() > 0 ? r.steps() : model.default_steps;
+  auto sampler = SamplerOf(r.sampler(), model);
+  if (!sampler.ok()) return sampler.status();
+  out.params.sampler = *sampler;
+  if (*sampler == runtime::DiffusionSamplerKind::kSchedule) {
+    if (model.schedule == nullptr) {
+      return Invalid("sampler", absl::StrCat("SAMPLER_SCHEDULE, but model \"", model_name,
+                                             "\" has no sampler schedule (diffusion.sampler_schedule)"));
+    }
+    const int32_t n = model.schedule->num_steps();
+    if (r.steps() != 0 && r.steps() != n) {
+      return Invalid("steps", absl::StrCat(r.steps(), ", but model \"", model_name, "\"'s sampler schedule has ", n,
+                                           " steps (0 takes them; name another sampler for other step counts)"));
+    }
+    out.params.schedule = model.schedule;
+  }
+  out.params.num_steps = *sampler == runtime::DiffusionSamplerKind::kSchedule ? model.schedule->num_steps()
+                         : r.steps() > 0                                     ? r.steps()
+                                                                             : model.default_steps;
   if (out.params.num_steps > timesteps) {
     return Invalid("steps", absl::StrCat(out.params.num_steps, " is not in [1, ", timesteps, "], the timesteps of model \"",
                                          model_name, "\""));
@@ -97,9 +115,6 @@ absl::StatusOr<scheduler::DiffusionRequest> MakeDiffusionRequest(const tern::v1:
     return Invalid("guidance_scale", absl::StrCat("model \"", model_name,
                                                   "\" has no null class, so only 1 (no guidance) is possible"));
   }
-  auto sampler = SamplerOf(r.sampler(), model);
-  if (!sampler.ok()) return sampler.status();
-  out.params.sampler = *sampler;
   out.params.seed = r.has_seed() ? r.seed() : runtime::DrawRandomSeed();
   out.num_images = r.batch() > 0 ? r.batch() : 1;
   const int32_t rows = out.num_images * (out.params.guidance_scale != 1.0 ? 2 : 1);

@@ -23,7 +23,9 @@
 #include "runtime/dit/diffusion_runner.h"
 #include "runtime/dit/dit_pipeline.h"
 #include "server/services/png_codec.h"
+#include "runtime/dit/sampler_schedule.h"
 #include "tern/v1/diffusion.grpc.pb.h"
+#include "tern/v1/models.grpc.pb.h"
 #include "tests/e2e/daemon_process.h"
 #include "tests/e2e/e2e_helpers.h"
 
@@ -139,6 +141,124 @@ TEST(DiffusionE2eTest, BadRequestsNameTheFieldWhileAnImageGenerates) {
   }
   runner.join();
   EXPECT_TRUE(background.status.ok()) << background.status.error_message();
+}
+
+// A model's sampler schedule from the server config: the default sampler
+// when a request names none (dpmpp2m's own 4-step schedule: the same pixels
+// as dpmpp2m at 4 steps), selectable as SAMPLER_SCHEDULE, reported by
+// ListModels; steps that contradict it, or SAMPLER_SCHEDULE on a model
+// without one, are INVALID_ARGUMENT naming the field.
+TEST(DiffusionE2eTest, ASamplerScheduleFromTheConfigIsTheModelsDefault) {
+  TempDir dir;
+  const std::string schedule =
+      dir.Write("dpmpp2m-4.json", runtime::SamplerScheduleToJson(*runtime::UniformSamplerSchedule(1000, 4, true)));
+  const std::string config = dir.Write("ternd.json", std::string(R"({"models": [
+    {"name": "scheduled", "path": ")") + kDemoDit + R"(", "diffusion": {"samplerSchedule": ")" + schedule + R"("}},
+    {"name": "plain", "path": ")" + kDemoDit + R"("}]})");
+  DaemonProcess daemon = StartOrDie({"--config", config});
+  auto channel = grpc::CreateChannel(daemon.grpc_target(), grpc::InsecureChannelCredentials());
+
+  auto models = tern::v1::Models::NewStub(channel);
+  grpc::ClientContext list_context;
+  tern::v1::ListModelsResponse list;
+  ASSERT_TRUE(models->ListModels(&list_context, {}, &list).ok());
+  ASSERT_EQ(list.models_size(), 2);
+  for (const auto& m : list.models()) {
+    if (m.name() == "scheduled") {
+      EXPECT_EQ(m.default_sampler(), "schedule");
+      EXPECT_EQ(m.default_steps(), 4);
+      EXPECT_EQ(m.sampler_schedule().path(), schedule);
+      EXPECT_EQ(std::vector<int32_t>(m.sampler_schedule().timesteps().begin(), m.sampler_schedule().timesteps().end()),
+                (std::vector<int32_t>{999, 666, 333, 0}));
+      EXPECT_EQ(std::vector<int32_t>(m.sampler_schedule().orders().begin(), m.sampler_schedule().orders().end()),
+                (std::vector<int32_t>{1, 2, 2, 1}));
+    } else {
+      EXPECT_EQ(m.default_sampler(), "dpmpp2m");
+      EXPECT_EQ(m.default_steps(), 20);
+      EXPECT_FALSE(m.has_sampler_schedule());
+    }
+  }
+
+  auto stub = tern::v1::Diffusion::NewStub(channel);
+  tern::v1::GenerateImageRequest by_default = Sneakers();
+  by_default.set_model("scheduled");
+  by_default.set_sampler(tern::v1::SAMPLER_UNSPECIFIED);
+  by_default.set_steps(0);
+  tern::v1::GenerateImageRequest fixed = Sneakers();  // dpmpp2m, 4 steps
+  fixed.set_model("plain");
+  tern::v1::GenerateImageRequest named = by_default;
+  named.set_sampler(tern::v1::SAMPLER_SCHEDULE);
+  named.set_steps(4);
+  const ImageCall want = Generate(*stub, fixed);
+  ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+  for (const tern::v1::GenerateImageRequest& request : {by_default, named}) {
+    const ImageCall got = Generate(*stub, request);
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    ASSERT_EQ(got.messages.size(), want.messages.size());
+    for (size_t i = 0; i < got.messages.size(); ++i) {
+      if (got.messages[i].has_progress()) {
+        EXPECT_EQ(got.messages[i].progress().total_steps(), 4);
+      }
+      if (got.messages[i].has_image()) {
+        EXPECT_EQ(got.messages[i].image().png(), want.messages[i].image().png()) << "message " << i;
+      }
+    }
+  }
+
+  struct Case {
+    std::string model;
+    tern::v1::Sampler sampler;
+    int32_t steps;
+    const char* field;
+  };
+  for (const Case& c : {Case{"scheduled", tern::v1::SAMPLER_UNSPECIFIED, 5, "steps"},
+                        Case{"scheduled", tern::v1::SAMPLER_SCHEDULE, 8, "steps"},
+                        Case{"plain", tern::v1::SAMPLER_SCHEDULE, 0, "sampler"}}) {
+    tern::v1::GenerateImageRequest r = Sneakers();
+    r.set_model(c.model);
+    r.set_sampler(c.sampler);
+    r.set_steps(c.steps);
+    const ImageCall call = Generate(*stub, r);
+    EXPECT_EQ(call.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.model << " " << c.steps;
+    EXPECT_NE(call.status.error_message().find(std::string(c.field) + ":"), std::string::npos)
+        << call.status.error_message();
+  }
+  // A request naming another sampler on the scheduled model runs it.
+  tern::v1::GenerateImageRequest other = Sneakers();
+  other.set_model("scheduled");
+  other.set_steps(3);
+  EXPECT_TRUE(Generate(*stub, other).status.ok());
+}
+
+// A bad schedule file stops start-up, naming the file, the step and the field.
+TEST(DiffusionE2eTest, ABadSamplerScheduleStopsStartUp) {
+  TempDir dir;
+  struct Case {
+    std::string schedule;
+    std::string message;
+  };
+  const std::string head = R"({"format": "tern-sampler-schedule", "version": 1, "num_train_timesteps": 1000, )";
+  for (const Case& c : {
+           Case{head + R"("steps": [{"timestep": 500, "order": 1}, {"timestep": 700, "order": 1}]})",
+                "steps[1].timestep: 700 does not decrease"},
+           Case{head + R"("steps": [{"timestep": 1000, "order": 1}]})", "steps[0].timestep: 1000 is not in [0, 999]"},
+           Case{head + R"("steps": [{"timestep": 999, "order": 2}, {"timestep": 0, "order": 1}]})",
+                "steps[0].order: 2 on the first step"},
+           Case{head + R"("steps": [{"timestep": 999, "order": 1, "eta": 0}]})", "steps[0].eta: unknown field"},
+           Case{head + R"("steps": []})", "steps: empty"},
+       }) {
+    const std::string schedule = dir.Write("bad.json", c.schedule);
+    const std::string config = dir.Write("ternd.json", std::string(R"({"models": [{"name": "d", "path": ")") +
+                                                           kDemoDit + R"(", "diffusion": {"samplerSchedule": ")" +
+                                                           schedule + R"("}}]})");
+    const ProcessResult result = RunProcess({BinaryPath("ternd"), "--grpc-port", "0", "--http-port", "0", "--config",
+                                             config},
+                                            std::chrono::seconds(60));
+    EXPECT_EQ(result.signal, 0) << "ternd crashed: " << result.output;
+    EXPECT_GT(result.exit_code, 0) << result.output;
+    const std::string want = "diffusion.sampler_schedule: " + schedule + ": " + c.message;
+    EXPECT_NE(result.output.find(want), std::string::npos) << "expected \"" << want << "\" in: " << result.output;
+  }
 }
 
 // A tiny latent DiT with its VAE, written by tern-mkmodel (diffusers' layout).

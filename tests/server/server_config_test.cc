@@ -85,6 +85,9 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
       {R"({"engine_stall_timeout_seconds": 3601})", "engine_stall_timeout_seconds"},
       {R"({"tenants": [{"name": "_other"}]})", "tenants[0].name"},
       {R"({"limits": {"maxTenantLabelValues": -1}})", "limits.max_tenant_label_values"},
+      {R"({"models": [{"path": "a", "diffusion": {"defaultSampler": "plms"}}]})", "models[0].diffusion.default_sampler"},
+      {R"({"models": [{"path": "a", "diffusion": {"defaultSampler": "schedule"}}]})",
+       "models[0].diffusion.default_sampler: \"schedule\" needs diffusion.sampler_schedule"},
   };
   for (const Case& c : cases) {
     auto config = ParseServerConfigJson(c.json);

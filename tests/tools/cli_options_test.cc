@@ -148,7 +148,7 @@ TEST(CliOptionsTest, ImageErrors) {
   ExpectError({"image", "-m", "m", "--class", "Bag", "--count", "17"}, "--count: expected an integer in [1, 16]");
   ExpectError({"image", "-m", "m", "--class", "Bag", "--guidance", "nan"}, "--guidance");
   ExpectError({"image", "-m", "m", "--class", "Bag", "--guidance", "-1"}, "--guidance");
-  ExpectError({"image", "-m", "m", "--class", "Bag", "--sampler", "heun"}, "expected ddim, dpm++2m or euler");
+  ExpectError({"image", "-m", "m", "--class", "Bag", "--sampler", "heun"}, "expected ddim, dpm++2m, euler or schedule");
   ExpectError({"image", "-m", "m", "--class", "Bag", "--seed", "-3"}, "--seed");
   ExpectError({"image", "-m", "m", "--class", "Bag", "-o", ""}, "empty file name");
   ExpectError({"image", "-m", "m", "--class", "Bag", "--max-tokens", "3"}, "--max-tokens applies to generate and chat only");

@@ -180,10 +180,10 @@ absl::StatusOr<CliOptions> ParseCliArgs(const std::vector<std::string>& args, Cl
       image_given.push_back(arg);
     } else if (arg == "--sampler") {
       if ((status = take()).ok()) {
-        if (value == "ddim" || value == "dpm++2m" || value == "euler") {
+        if (value == "ddim" || value == "dpm++2m" || value == "euler" || value == "schedule") {
           o.sampler = value;
         } else {
-          status = Bad("--sampler: expected ddim, dpm++2m or euler, got \"" + value + "\"");
+          status = Bad("--sampler: expected ddim, dpm++2m, euler or schedule, got \"" + value + "\"");
         }
       }
       image_given.push_back(arg);

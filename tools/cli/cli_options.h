@@ -49,7 +49,7 @@ struct CliOptions {
   std::string output = "image.png";      // -o: the file (or the stem of numbered files)
   std::optional<int> steps;              // in [1, 1000]
   std::optional<float> guidance;         // >= 0
-  std::string sampler;                   // ddim, dpm++2m, euler; empty: the model's default
+  std::string sampler;                   // ddim, dpm++2m, euler, schedule; empty: the model's default
   std::optional<uint64_t> seed;
   int count = 1;                         // images, in [1, 16]
 };

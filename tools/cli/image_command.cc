@@ -16,6 +16,7 @@ tern::v1::Sampler SamplerOf(const std::string& name) {
   if (name == "ddim") return tern::v1::SAMPLER_DDIM;
   if (name == "dpm++2m") return tern::v1::SAMPLER_DPM_SOLVER_PP_2M;
   if (name == "euler") return tern::v1::SAMPLER_EULER;
+  if (name == "schedule") return tern::v1::SAMPLER_SCHEDULE;
   return tern::v1::SAMPLER_UNSPECIFIED;
 }
 
