@@ -62,6 +62,8 @@ def parse_args():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--schedules", default="", help="report: directory of schedule-S.json files")
     ap.add_argument("--per-class", type=int, default=20, help="report: images per class")
+    ap.add_argument("--rows", default="both", choices=["both", "dpmpp2m", "searched"],
+                    help="report: which rows to make (both: dpmpp2m's default timesteps and the searched schedule)")
     a = ap.parse_args()
     if not a.steps:
         a.steps = "5,6,8,10" if a.mode == "search" else "5,6,8,10,20"
@@ -171,9 +173,13 @@ def search(a):
     os.makedirs(a.out_dir, exist_ok=True)
     scratch = os.path.join(a.out_dir, "scratch")
     os.makedirs(scratch, exist_ok=True)
-    ref_path = os.path.join(scratch, "reference.u8")
+    ref_path = os.path.join(scratch, f"reference-{a.reference_steps}-{a.guidance}-{a.search_seed_base}-"
+                                     f"{a.search_per_class}.u8")
     started = time.time()
-    ref, _ = sample(a, ref_path, a.search_seed_base, a.search_per_class, steps=a.reference_steps)
+    if os.path.exists(ref_path):  # the same reference run, made by an earlier search
+        ref = np.fromfile(ref_path, np.uint8).reshape(10 * a.search_per_class, 32, 32)
+    else:
+        ref, _ = sample(a, ref_path, a.search_seed_base, a.search_per_class, steps=a.reference_steps)
     ref = ref.astype(np.float64) / 255.0
     print(f"reference: dpmpp2m {a.reference_steps} steps, {len(ref)} images on the search seeds "
           f"({time.time() - started:.0f} s)", flush=True)
@@ -252,9 +258,9 @@ def report(a):
     os.makedirs(a.out_dir, exist_ok=True)
     rows = []
     for s in a.steps:
-        variants = [("dpmpp2m", None)]
+        variants = [("dpmpp2m", None)] if a.rows != "searched" else []
         path = os.path.join(a.schedules, f"schedule-{s}.json") if a.schedules else ""
-        if path and os.path.exists(path):
+        if a.rows != "dpmpp2m" and path and os.path.exists(path):
             variants.append(("searched", path))
         for name, schedule in variants:
             u8, info = sample(a, os.path.join(a.out_dir, f"report-{name}-{s}.u8"), REPORT_SEED_BASE, a.per_class,
