@@ -12,7 +12,7 @@
 # is linked to this checkout when it does not exist here.
 set -uo pipefail
 root=$(pwd)
-bundle="$root/.device-bundle"
+bundle=$(cd "$root/.device-bundle" && pwd -P)  # resolved: the runs outlive a relinked .device-bundle
 state=/tmp/tern-fuzz-long
 out=${OUT:-/tmp/fuzz-long}
 
