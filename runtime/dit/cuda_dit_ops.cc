@@ -455,6 +455,13 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
     RecordBlas(heuristic, what + ": algorithm heuristic");
     return nullptr;
   }
+  // First choice: no split-K. Where the heuristic offers none (tiny output widths such as a VAE's
+  // 3-channel conv_out in 16-bit types), a split-K algorithm whose partial sums meet in the
+  // workspace (reduction in the compute or output type): with the algorithm fixed, a row's
+  // partial sums and their order are the same at every row count, so batch invariance holds. An
+  // in-place split-K reduction (partial sums added into the output) is never taken: its order
+  // is not fixed.
+  int split_k_fallback = -1;
   bool chosen = false;
   for (int i = 0; i < found && !chosen; ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
@@ -464,8 +471,21 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
                                              sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
       splits = 1;
     }
-    if (splits > 1) continue;
+    if (splits > 1) {
+      uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_INPLACE;
+      if (split_k_fallback < 0 &&
+          cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                               sizeof(scheme), &written) == CUBLAS_STATUS_SUCCESS &&
+          (scheme == CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE || scheme == CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE)) {
+        split_k_fallback = i;
+      }
+      continue;
+    }
     plan->algo = results[i].algo;
+    chosen = true;
+  }
+  if (!chosen && split_k_fallback >= 0 && !gelu) {
+    plan->algo = results[split_k_fallback].algo;
     chosen = true;
   }
   if (!chosen) {
@@ -473,7 +493,8 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
       plans.emplace(key, nullptr);
       return nullptr;
     }
-    Fail(absl::StrCat(what, ": cuBLASLt offers no algorithm without split-K (", found, " candidates)"));
+    Fail(absl::StrCat(what, ": cuBLASLt offers no algorithm without split-K or with a workspace reduction (", found,
+                      " candidates)"));
     return nullptr;
   }
   GemmPlan* raw = plan.get();

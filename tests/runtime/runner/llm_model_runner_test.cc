@@ -316,12 +316,23 @@ TEST(LlmModelRunnerMoaTest, FreedBlocksAndSpansMatchTheCpuReference) {
       ASSERT_EQ(got->tokens.size(), want->tokens.size());
       int32_t same = 0;
       for (size_t i = 0; i < want->tokens.size(); ++i) same += got->tokens[i] == want->tokens[i] ? 1 : 0;
+      // A quantized cache is a step function of K and V: where two backends' K or V differ by a
+      // rounding, a code can flip (one int8 step of the token's range; an eighth of the value for
+      // e4m3's 3-bit mantissa), and later tokens' logprobs inherit it. Same-precision runs keep
+      // the native cache's tight bound.
+      const double quantized_slack = kv == KvCacheDtype::kAuto ? 0.0 : kv == KvCacheDtype::kInt8 ? 0.05 : 0.5;
       if (bf16_run) {
-        EXPECT_GE(same, int32_t(want->tokens.size() * 9 / 10));
-        EXPECT_NEAR(got->logprobs[0], want->logprobs[0], 0.15);
+        // bf16 against the fp32 reference: 90% of the greedy tokens agree with a native or int8
+        // cache; e4m3's coarse grid lets bf16's roundings flip more codes (35 of 40 on an H100).
+        const int32_t agree_percent = kv == KvCacheDtype::kFp8E4M3 ? 80 : 90;
+        EXPECT_GE(same, int32_t(want->tokens.size()) * agree_percent / 100);
+        EXPECT_NEAR(got->logprobs[0], want->logprobs[0], 0.15 + quantized_slack);
       } else {
         EXPECT_EQ(got->tokens, want->tokens);
-        for (size_t i = 0; i < want->logprobs.size(); ++i) EXPECT_NEAR(got->logprobs[i], want->logprobs[i], 2e-3) << i;
+        const double tolerance = kv == KvCacheDtype::kAuto ? 2e-3 : 5e-2;
+        for (size_t i = 0; i < want->logprobs.size(); ++i) {
+          EXPECT_NEAR(got->logprobs[i], want->logprobs[i], tolerance) << i;
+        }
       }
     }
   }
