@@ -29,21 +29,18 @@ class DdimSampler final : public DiffusionSampler {
   }
 };
 
-// DPM-Solver++(2M) (Lu et al. 2022, multistep, data prediction): the DDIM
-// update with D extrapolated from this step's and the previous step's x0;
-// first order on the first and the last step.
-class DpmSolverPp2mSampler final : public DiffusionSampler {
- public:
-  DpmSolverPp2mSampler(const NoiseSchedule* schedule, const DiffusionSamplerOptions& options)
-      : DiffusionSampler(DiffusionSamplerKind::kDpmSolverPp2m, schedule, options) {}
+// The multistep data-prediction update both DPM-Solver++(2M) and sampler
+// schedules take: the DDIM update with D = x0_i (first order) or D extrapolated
+// from this step's and the previous step's x0 (second order).
+class MultistepSampler : public DiffusionSampler {
+ protected:
+  using DiffusionSampler::DiffusionSampler;
 
- private:
   void Reset(int64_t num_elements) override { previous_x0_.assign(size_t(num_elements), 0.0); }
 
-  void Update(int32_t i, absl::Span<const float> eps, absl::Span<float> x) override {
+  void MultistepUpdate(int32_t i, bool second_order, absl::Span<const float> eps, absl::Span<float> x) {
     const double ratio = sigma_[i + 1] / sigma_[i];
     const double coef = alpha_[i + 1] - alpha_[i] * ratio;
-    const bool second_order = i > 0 && !last(i);
     double c0 = 1.0, c1 = 0.0;  // D = c0 x0_i - c1 x0_{i-1}
     if (second_order) {
       const double r = (lambda_[i] - lambda_[i - 1]) / (lambda_[i + 1] - lambda_[i]);
@@ -58,18 +55,33 @@ class DpmSolverPp2mSampler final : public DiffusionSampler {
     }
   }
 
+ private:
   std::vector<double> previous_x0_;  // [num_elements] x0 of the previous step
+};
+
+// DPM-Solver++(2M) (Lu et al. 2022, multistep, data prediction): the DDIM
+// update with D extrapolated from this step's and the previous step's x0;
+// first order on the first and the last step.
+class DpmSolverPp2mSampler final : public MultistepSampler {
+ public:
+  DpmSolverPp2mSampler(const NoiseSchedule* schedule, const DiffusionSamplerOptions& options)
+      : MultistepSampler(DiffusionSamplerKind::kDpmSolverPp2m, schedule, options) {}
+
+ private:
+  void Update(int32_t i, absl::Span<const float> eps, absl::Span<float> x) override {
+    MultistepUpdate(i, /*second_order=*/i > 0 && !last(i), eps, x);
+  }
 };
 
 // A SamplerSchedule's timesteps and per-step orders: order 1 is DDIM's update
 // and order 2 DPM-Solver++(2M)'s, written as DpmSolverPp2mSampler writes them
 // (same expressions, same rounding), so the uniform schedules reproduce ddim
 // and dpmpp2m bit for bit.
-class ScheduleSampler final : public DiffusionSampler {
+class ScheduleSampler final : public MultistepSampler {
  public:
   ScheduleSampler(const NoiseSchedule* schedule, const DiffusionSamplerOptions& options,
                   std::shared_ptr<const SamplerSchedule> steps)
-      : DiffusionSampler(DiffusionSamplerKind::kSchedule, schedule, options), steps_(std::move(steps)) {}
+      : MultistepSampler(DiffusionSamplerKind::kSchedule, schedule, options), steps_(std::move(steps)) {}
 
  private:
   absl::StatusOr<std::vector<int32_t>> PlanTimesteps(int32_t num_train_timesteps, int32_t num_steps) const override {
@@ -80,29 +92,12 @@ class ScheduleSampler final : public DiffusionSampler {
     return steps_->timesteps();
   }
 
-  void Reset(int64_t num_elements) override { previous_x0_.assign(size_t(num_elements), 0.0); }
-
   void Update(int32_t i, absl::Span<const float> eps, absl::Span<float> x) override {
-    const double ratio = sigma_[i + 1] / sigma_[i];
-    const double coef = alpha_[i + 1] - alpha_[i] * ratio;
     // The parser keeps order 2 off the first and the last step.
-    const bool second_order = steps_->steps[size_t(i)].order == 2;
-    double c0 = 1.0, c1 = 0.0;  // D = c0 x0_i - c1 x0_{i-1}
-    if (second_order) {
-      const double r = (lambda_[i] - lambda_[i - 1]) / (lambda_[i + 1] - lambda_[i]);
-      c0 = 1.0 + 0.5 / r;
-      c1 = 0.5 / r;
-    }
-    for (size_t k = 0; k < x.size(); ++k) {
-      const double x0 = PredictX0(i, x[k], eps[k]);
-      const double d = second_order ? c0 * x0 - c1 * previous_x0_[k] : x0;
-      x[k] = static_cast<float>(last(i) ? d : ratio * x[k] + coef * d);
-      previous_x0_[k] = x0;
-    }
+    MultistepUpdate(i, steps_->steps[size_t(i)].order == 2, eps, x);
   }
 
   std::shared_ptr<const SamplerSchedule> steps_;
-  std::vector<double> previous_x0_;  // [num_elements] x0 of the previous step
 };
 
 // Euler on the probability-flow ODE dxbar/dsigmabar = (xbar - x0) / sigmabar.
