@@ -170,6 +170,18 @@ inline StreamResult StreamChat(tern::v1::Llm::Stub& stub, const tern::v1::ChatRe
 
 // The value of `series` (name and labels exactly as exposed, e.g.
 // `tern_num_requests_running{model="m"}`) in a Prometheus text scrape.
+// Greedy, exactly `max_tokens` tokens (EOS ignored): a deterministic request,
+// the reference a faulted stream is compared with.
+inline tern::v1::GenerateRequest GreedyRequest(const std::string& model, const std::string& text, int max_tokens) {
+  tern::v1::GenerateRequest request;
+  request.set_model(model);
+  request.set_text(text);
+  request.mutable_sampling()->set_temperature(0.0f);
+  request.mutable_sampling()->set_max_tokens(max_tokens);
+  request.mutable_sampling()->set_ignore_eos(true);
+  return request;
+}
+
 inline std::optional<double> MetricValue(const std::string& scrape, const std::string& series) {
   const std::string prefix = series + " ";
   size_t pos = 0;

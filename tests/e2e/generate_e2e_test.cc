@@ -34,13 +34,7 @@ constexpr int kVocab = 32000;
 
 // Greedy, exactly `max_tokens` tokens (EOS ignored): deterministic output.
 tern::v1::GenerateRequest Greedy(const std::string& text, int max_tokens) {
-  tern::v1::GenerateRequest request;
-  request.set_model(kModel);
-  request.set_text(text);
-  request.mutable_sampling()->set_temperature(0.0f);
-  request.mutable_sampling()->set_max_tokens(max_tokens);
-  request.mutable_sampling()->set_ignore_eos(true);
-  return request;
+  return GreedyRequest(kModel, text, max_tokens);
 }
 
 std::string Series(const std::string& name) { return name + "{model=\"" + kModel + "\"}"; }

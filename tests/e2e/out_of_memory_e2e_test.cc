@@ -101,13 +101,7 @@ class OutOfMemoryRunner final : public runtime::ModelRunner {
 };
 
 tern::v1::GenerateRequest Greedy(const std::string& text, int max_tokens) {
-  tern::v1::GenerateRequest request;
-  request.set_model(kModel);
-  request.set_text(text);
-  request.mutable_sampling()->set_temperature(0.0f);
-  request.mutable_sampling()->set_max_tokens(max_tokens);
-  request.mutable_sampling()->set_ignore_eos(true);
-  return request;
+  return GreedyRequest(kModel, text, max_tokens);
 }
 
 // A stream read to its end on its own thread.
