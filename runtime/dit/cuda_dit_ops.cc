@@ -391,6 +391,25 @@ struct CudaDitOps::Impl {
   }
 };
 
+namespace {
+
+// The LayerNorm + modulate kernels' shapes: x [rows, cols] of shift.rows samples.
+kernels::DitNormParams ModulateParams(const Tensor& x, const Tensor& shift, const Tensor& scale, const Tensor& out,
+                                      float eps) {
+  kernels::DitNormParams p;
+  p.rows = x.rows;
+  p.cols = x.cols;
+  p.tokens = x.rows / shift.rows;
+  p.x_stride = x.stride;
+  p.shift_stride = shift.stride;
+  p.scale_stride = scale.stride;
+  p.out_stride = out.stride;
+  p.eps = eps;
+  return p;
+}
+
+}  // namespace
+
 GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out,
                                  int64_t reference_rows, bool gelu) {
   const PlanKey key{w.in, w.out, w.has_bias, x.stride, out.stride, reference_rows, gelu};
@@ -991,15 +1010,7 @@ void CudaDitOps::LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float e
   m.Mix(scale);
   m.Mix(out);
   if (!enqueue) return;
-  kernels::DitNormParams p;
-  p.rows = x.rows;
-  p.cols = x.cols;
-  p.tokens = x.rows / shift.rows;
-  p.x_stride = x.stride;
-  p.shift_stride = shift.stride;
-  p.scale_stride = scale.stride;
-  p.out_stride = out.stride;
-  p.eps = eps;
+  const kernels::DitNormParams p = ModulateParams(x, shift, scale, out, eps);
   m.Record(kernels::LaunchDitLayerNormModulate(m.type, p, x.data, shift.data, scale.data, out.data, m.stream),
            "layernorm modulate");
 }
@@ -1065,15 +1076,7 @@ void CudaDitOps::GatedAddLayerNormModulate(Tensor x, Tensor y, Tensor gate, Tens
   m.Mix(scale);
   m.Mix(out);
   if (!enqueue) return;
-  kernels::DitNormParams p;
-  p.rows = x.rows;
-  p.cols = x.cols;
-  p.tokens = x.rows / shift.rows;
-  p.x_stride = x.stride;
-  p.shift_stride = shift.stride;
-  p.scale_stride = scale.stride;
-  p.out_stride = out.stride;
-  p.eps = eps;
+  const kernels::DitNormParams p = ModulateParams(x, shift, scale, out, eps);
   m.Record(kernels::LaunchDitGatedAddLayerNormModulate(m.type, p, x.data, y.data, y.stride, gate.data, gate.stride,
                                                        shift.data, scale.data, out.data, m.stream),
            "gated add + layernorm modulate");
