@@ -17,7 +17,7 @@
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle"
-out=${OUT:-/tmp/quant-quality}
+out=$(realpath -m "${OUT:-/tmp/quant-quality}")  # absolute: run.sh runs tools from the bundle
 phases=${*:-quantize evaluate}
 model="$root/models/tern-demo-llm"
 text="$root/tests/data/text/wikitext-2-test.txt"
@@ -80,6 +80,7 @@ if [[ " $phases " == *" quantize "* ]]; then
     how=${entry#*|}
     [[ -z "$how" ]] && continue
     echo "== quantize $name"
+    rm -f "$logs/$name.quantize.failed"
     # shellcheck disable=SC2086
     if make_checkpoint "$name" $how >"$logs/$name.quantize.log" 2>&1; then
       tail -n 3 "$logs/$name.quantize.log"
