@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/gemm/quant_gemm.h"
 #include "runtime/base/check.h"
 
 namespace tern::runtime {
@@ -26,6 +27,24 @@ class CpuDitLinear final : public DitLinear {
   int64_t out_, in_;
   std::vector<float> weight_;  // [out, in]
   std::vector<float> bias_;    // [out] or empty
+};
+
+// A W8A8 layer as quantized: codes [out, in], scales [out], bias [out] or
+// empty.
+class CpuDitW8A8Linear final : public DitLinear {
+ public:
+  explicit CpuDitW8A8Linear(QuantizedLinear linear) : linear_(std::move(linear)) {}
+  int64_t out_features() const override { return linear_.out_features; }
+  int64_t in_features() const override { return linear_.in_features; }
+  LinearScheme scheme() const override { return linear_.scheme; }
+  const QuantizedLinear& linear() const { return linear_; }
+  kernels::ActivationQuant type() const {
+    return linear_.scheme.scheme == WeightScheme::kW8A8Fp8 ? kernels::ActivationQuant::kFp8E4M3
+                                                           : kernels::ActivationQuant::kInt8;
+  }
+
+ private:
+  QuantizedLinear linear_;
 };
 
 class CpuDitTable final : public DitTable {
@@ -132,6 +151,23 @@ absl::StatusOr<std::unique_ptr<DitLinear>> CpuDitOps::PrepareLinear(const Tensor
   return std::unique_ptr<DitLinear>(new CpuDitLinear(out, in, ToFloat(weight), std::move(b)));
 }
 
+absl::Status CpuDitOps::CheckWeightScheme(const LinearScheme& scheme) const {
+  if (scheme.scheme == WeightScheme::kDense || IsW8A8(scheme.scheme)) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("the cpu DiT ops run dense, w8a8-int8 and w8a8-fp8 linear layers, not ", scheme.ToString()));
+}
+
+absl::StatusOr<std::unique_ptr<DitLinear>> CpuDitOps::PrepareQuantizedLinear(const QuantizedLinear& linear) {
+  const std::string what = absl::StrCat("a ", linear.scheme.ToString(), " linear [", linear.out_features, ", ",
+                                        linear.in_features, "]");
+  if (auto s = ValidateQuantizedLinear(linear, what); !s.ok()) return s;
+  if (!IsW8A8(linear.scheme.scheme)) return absl::InvalidArgumentError(what + " is not w8a8");
+  if (linear.input_scale != 0.0f || !linear.input_smoothing.empty()) {
+    return absl::InvalidArgumentError(what + ": the DiT quantizes activations per token (no static scale or smoothing)");
+  }
+  return std::unique_ptr<DitLinear>(new CpuDitW8A8Linear(linear));
+}
+
 absl::StatusOr<std::unique_ptr<DitConv>> CpuDitOps::PrepareConv2d(const TensorView& weight, const TensorView* bias) {
   if (auto s = CheckFloat(weight); !s.ok()) return s;
   if (weight.shape.size() != 4 || weight.shape[2] != weight.shape[3] || weight.shape[2] % 2 != 1) {
@@ -209,7 +245,42 @@ void CpuDitOps::ReadToHost(Tensor src, float* dst) {
   for (int64_t r = 0; r < src.rows; ++r) std::memcpy(dst + r * src.cols, F(src) + r * src.stride, src.cols * 4);
 }
 
+namespace {
+
+// out = x W^T + b by quant_gemm.h's references: each row's activations
+// quantized (dynamic per-token scale), then the quantized GEMM and its
+// epilogue. Every row on its own, so batch invariance holds.
+void LinearW8A8(Tensor x, const CpuDitW8A8Linear& w, Tensor out, std::vector<uint8_t>* codes,
+                std::vector<float>* scales) {
+  const QuantizedLinear& q = w.linear();
+  CHECK_EQ(x.cols, q.in_features);
+  CHECK_EQ(out.cols, q.out_features);
+  CHECK_EQ(x.rows, out.rows);
+  codes->resize(size_t(x.rows) * size_t(q.in_features));
+  scales->resize(size_t(x.rows));
+  kernels::ActivationQuantParams a;
+  a.type = w.type();
+  a.rows = x.rows;
+  a.k = q.in_features;
+  a.x_stride = x.stride;
+  kernels::QuantizeActivationsReference(a, F(x), codes->data(), scales->data());
+  kernels::W8A8GemmParams g;
+  g.type = w.type();
+  g.rows = x.rows;
+  g.n = q.out_features;
+  g.k = q.in_features;
+  g.y_stride = out.stride;
+  kernels::W8A8GemmReference(g, codes->data(), scales->data(), q.weight.data(), q.scales.data(),
+                             q.bias.empty() ? nullptr : q.bias.data(), F(out));
+}
+
+}  // namespace
+
 void CpuDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
+  if (IsW8A8(weight.scheme().scheme)) {
+    LinearW8A8(x, static_cast<const CpuDitW8A8Linear&>(weight), out, &quantized_rows_, &row_scales_);
+    return;
+  }
   const auto& w = static_cast<const CpuDitLinear&>(weight);
   CHECK_EQ(x.cols, w.in_features());
   CHECK_EQ(out.cols, w.out_features());

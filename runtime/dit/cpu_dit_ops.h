@@ -29,6 +29,11 @@ class CpuDitOps final : public DitOps {
 
   absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,
                                                          const TensorView* bias) override;
+  // W8A8 INT8 and FP8 both: the reference arithmetic itself
+  // (QuantizeActivationsReference and W8A8GemmReference), row by row, so
+  // batch invariance holds as for dense layers.
+  absl::Status CheckWeightScheme(const LinearScheme& scheme) const override;
+  absl::StatusOr<std::unique_ptr<DitLinear>> PrepareQuantizedLinear(const QuantizedLinear& linear) override;
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) override;
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
                                                         int64_t cols) override;
@@ -72,6 +77,8 @@ class CpuDitOps final : public DitOps {
   std::vector<float> inv_sums_;  // [tokens] its softmax denominators, inverted
   std::vector<float> columns_;   // a convolution chunk's im2col [pixels, k*k*in]
   std::vector<float> group_stats_;  // GroupNorm's [groups] means and inverse deviations
+  std::vector<uint8_t> quantized_rows_;  // a W8A8 layer's activation codes [rows, in]
+  std::vector<float> row_scales_;        // and their scales [rows]
 };
 
 }  // namespace tern::runtime

@@ -17,6 +17,7 @@
 #include "kernels/dit/vae_kernels.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/dit/cuda_dit_w8a8_linear.h"
 
 namespace tern::runtime {
 namespace {
@@ -184,6 +185,7 @@ struct CudaDitOps::Impl {
   DeviceBuffer im2col;          // a convolution chunk's columns
   DeviceBuffer norm_workspace;  // GroupNorm's partial moments and statistics
   DeviceBuffer read_buffer;  // ReadToHost's fp32 conversion
+  DeviceBuffer w8a8_codes, w8a8_scales, w8a8_acc;  // a W8A8 linear's activation codes, row scales, sums
 
   // Host inputs of a pass: pinned regions handed out in op order from
   // offset 0 (reset by BeginStep), each with a device twin at the same
@@ -621,6 +623,17 @@ absl::StatusOr<std::unique_ptr<DitLinear>> CudaDitOps::PrepareLinear(const Tenso
   return std::unique_ptr<DitLinear>(std::move(linear));
 }
 
+absl::Status CudaDitOps::CheckWeightScheme(const LinearScheme& scheme) const {
+  return CheckCudaDitWeightScheme(scheme, options_.device);
+}
+
+absl::StatusOr<std::unique_ptr<DitLinear>> CudaDitOps::PrepareQuantizedLinear(const QuantizedLinear& linear) {
+  RETURN_IF_ERROR(CheckWeightScheme(linear.scheme));
+  auto made = CudaDitW8A8Linear::Create(linear);
+  if (!made.ok()) return made.status();
+  return std::unique_ptr<DitLinear>(*std::move(made));
+}
+
 absl::StatusOr<std::unique_ptr<DitTable>> CudaDitOps::UploadTable(const TensorView& table, int64_t rows) {
   if (auto s = CheckFloat(table); !s.ok()) return s;
   if (rows == 0) rows = table.shape[0];
@@ -867,6 +880,21 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
   m.Mix(out);
   m.Mix(reinterpret_cast<uintptr_t>(&weight));
   if (!enqueue || x.rows == 0) return;
+  if (IsW8A8(weight.scheme().scheme)) {
+    const auto& q = static_cast<const CudaDitW8A8Linear&>(weight);
+    W8A8Workspace ws;
+    ws.lt = m.lt;
+    ws.workspace = m.workspace.data();
+    ws.workspace_bytes = m.workspace.bytes();
+    ws.stream = m.stream;
+    ws.q = static_cast<uint8_t*>(m.Workspace(m.w8a8_codes, q.CodeBytes(x.rows), "w8a8 activation codes"));
+    ws.row_scales = static_cast<float*>(m.Workspace(m.w8a8_scales, size_t(x.rows) * 4, "w8a8 row scales"));
+    ws.acc = m.Workspace(m.w8a8_acc, q.AccBytes(x.rows), "w8a8 accumulators");
+    if (ws.q == nullptr || ws.row_scales == nullptr || ws.acc == nullptr) return;
+    const char* what = "w8a8 linear";
+    m.Record(q.Run(m.type, x, out, gelu, ws, &what), what);
+    return;
+  }
   const int64_t reference_rows = m.RowsPerSample(x.rows) * m.gemm_reference_batch;
   if (!gelu || m.Plan(x, w, out, reference_rows, /*gelu=*/true) != nullptr) {
     m.Gemm(x, w, out, reference_rows, gelu);

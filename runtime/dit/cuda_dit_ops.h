@@ -75,6 +75,10 @@ class CudaDitOps final : public DitOps {
 
   absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,
                                                          const TensorView* bias) override;
+  // W8A8: INT8 on any device, FP8 on compute capability 8.9+
+  // (cuda_dit_w8a8_linear.h).
+  absl::Status CheckWeightScheme(const LinearScheme& scheme) const override;
+  absl::StatusOr<std::unique_ptr<DitLinear>> PrepareQuantizedLinear(const QuantizedLinear& linear) override;
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) override;
   absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(absl::Span<const float> values, int64_t rows,
                                                         int64_t cols) override;

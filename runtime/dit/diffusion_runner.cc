@@ -12,7 +12,7 @@ absl::StatusOr<std::unique_ptr<DitRunner>> DitRunner::Create(const std::string& 
                                                             const DitRunnerOptions& options) {
   if (ops == nullptr) return absl::InvalidArgumentError("no DitOps");
   if (options.max_decode_batch < 1) return absl::InvalidArgumentError("max_decode_batch must be at least 1");
-  ASSIGN_OR_RETURN(std::unique_ptr<DitModel> model, DitModel::Load(model_dir, ops.get()));
+  ASSIGN_OR_RETURN(std::unique_ptr<DitModel> model, DitModel::Load(model_dir, ops.get(), options.model));
   const DitConfig& config = model->config();
   std::unique_ptr<VaeDecoder> vae;
   if (config.has_vae) {

@@ -51,6 +51,8 @@ struct DitRunnerOptions {
   // Images a VAE decode pass takes at most (its activations at 512 x 512:
   // ~0.6 GB an image in bf16 on the GPU, over the four pooled buffers).
   int32_t max_decode_batch = 8;
+  // The DiT's linear layers (dit_linear_plan.h); the VAE stays dense.
+  DitModelOptions model;
 };
 
 class DitRunner final : public DiffusionRunner {

@@ -35,7 +35,8 @@ enum Slot : int {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Load(const std::string& model_dir, DitOps* ops) {
+absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Load(const std::string& model_dir, DitOps* ops,
+                                                         const DitModelOptions& options) {
   ASSIGN_OR_RETURN(const DitConfig config, LoadDitConfig(model_dir));
   const std::string dir = config.transformer_dir().empty()
                               ? model_dir
@@ -43,13 +44,18 @@ absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Load(const std::string& mode
   ASSIGN_OR_RETURN(const auto store, config.layout == DitLayout::kDiffusers
                                          ? WeightStore::Open(dir, "diffusion_pytorch_model")
                                          : WeightStore::Open(dir));
-  return Create(config, *store, ops);
+  return Create(config, *store, ops, options);
 }
 
 absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Create(const DitConfig& config, const WeightStore& store,
-                                                           DitOps* ops) {
-  ASSIGN_OR_RETURN(DitWeights weights, DitWeights::Load(config, store, ops));
-  return std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights)));
+                                                           DitOps* ops, const DitModelOptions& options) {
+  const DitNaming naming = DetectDitNaming(config, store);
+  const bool in_memory = options.plan != nullptr && options.weight_scheme.kind == WeightSchemeRequest::Kind::kMixed;
+  ASSIGN_OR_RETURN(DitLinearPlan plan,
+                   in_memory ? DitLinearPlan::FromMixed(config, naming, *options.plan, options.weight_scheme.plan_path)
+                             : DitLinearPlan::Create(config, naming, options.weight_scheme));
+  ASSIGN_OR_RETURN(DitWeights weights, DitWeights::Load(config, store, ops, &plan));
+  return std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights), std::move(plan), naming));
 }
 
 absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {

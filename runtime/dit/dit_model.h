@@ -27,7 +27,9 @@
 #include "absl/types/span.h"
 #include "runtime/dit/dit_config.h"
 #include "runtime/dit/dit_ops.h"
+#include "runtime/dit/dit_linear_plan.h"
 #include "runtime/dit/dit_weights.h"
+#include "runtime/model/weight_scheme.h"
 
 namespace tern::runtime {
 
@@ -40,19 +42,31 @@ struct DitBatch {
   int64_t size() const { return static_cast<int64_t>(timesteps.size()); }
 };
 
+struct DitModelOptions {
+  // What the linear layers run as (dit_linear_plan.h): as stored by default.
+  WeightSchemeRequest weight_scheme;
+  // With a mixed weight_scheme: this plan instead of reading the file
+  // weight_scheme.plan_path names (tools building plans in memory).
+  const MixedPrecisionPlan* plan = nullptr;
+};
+
 class DitModel {
  public:
   // Reads the model directory's config and the DiT's safetensors weights
-  // (either layout: dit_config.h). `ops` is borrowed and must outlive the
-  // model. Errors name the file, field or tensor. The VAE (if any) is
-  // VaeDecoder's.
-  static absl::StatusOr<std::unique_ptr<DitModel>> Load(const std::string& model_dir, DitOps* ops);
+  // (either layout: dit_config.h), quantizing linear layers as `options`
+  // say. `ops` is borrowed and must outlive the model. Errors name the file,
+  // field, tensor, plan or layer. The VAE (if any) is VaeDecoder's.
+  static absl::StatusOr<std::unique_ptr<DitModel>> Load(const std::string& model_dir, DitOps* ops,
+                                                        const DitModelOptions& options = {});
   // The same from a parsed config and an open store (the store may be
   // closed afterwards: weights are copied into `ops`).
   static absl::StatusOr<std::unique_ptr<DitModel>> Create(const DitConfig& config, const WeightStore& store,
-                                                          DitOps* ops);
+                                                          DitOps* ops, const DitModelOptions& options = {});
 
   const DitConfig& config() const { return config_; }
+  // Per linear layer, what it runs as; the checkpoint's naming of them.
+  const DitLinearPlan& linear_plan() const { return plan_; }
+  DitNaming naming() const { return naming_; }
 
   // eps [B, C, H, W] (host fp32; the noise prediction: the first C output
   // channels of a learn_sigma model). INVALID_ARGUMENT for inconsistent
@@ -60,12 +74,14 @@ class DitModel {
   absl::Status Forward(const DitBatch& batch, absl::Span<float> eps);
 
  private:
-  DitModel(const DitConfig& config, DitOps* ops, DitWeights weights)
-      : config_(config), ops_(ops), weights_(std::move(weights)) {}
+  DitModel(const DitConfig& config, DitOps* ops, DitWeights weights, DitLinearPlan plan, DitNaming naming)
+      : config_(config), ops_(ops), weights_(std::move(weights)), plan_(std::move(plan)), naming_(naming) {}
 
   DitConfig config_;
   DitOps* ops_;
   DitWeights weights_;
+  DitLinearPlan plan_;
+  DitNaming naming_;
 };
 
 }  // namespace tern::runtime

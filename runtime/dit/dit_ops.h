@@ -45,8 +45,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "runtime/backend/backend.h"
+#include "runtime/model/quantized_weight.h"
 #include "runtime/model/safetensors.h"
 
 namespace tern::runtime {
@@ -58,6 +60,9 @@ class DitLinear {
   virtual ~DitLinear() = default;
   virtual int64_t out_features() const = 0;
   virtual int64_t in_features() const = 0;
+  // What the layer runs as: dense (PrepareLinear) or W8A8
+  // (PrepareQuantizedLinear).
+  virtual LinearScheme scheme() const { return LinearScheme{}; }
 };
 
 // A table of rows (class embeddings, the position table), prepared by
@@ -141,6 +146,24 @@ class DitOps {
   // Stored F32, F16 or BF16.
   virtual absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,
                                                                  const TensorView* bias) = 0;
+  // OK when this ops can run layers of `scheme` (dense always);
+  // FAILED_PRECONDITION saying why not (FP8 on a GPU older than compute
+  // capability 8.9). Asked before any layer is prepared.
+  virtual absl::Status CheckWeightScheme(const LinearScheme& scheme) const {
+    if (scheme.scheme == WeightScheme::kDense) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", name(), " DiT ops run dense linear layers only, not ", scheme.ToString()));
+  }
+  // A W8A8 layer (INT8 or FP8 E4M3 weights [out, in] with one fp32 scale per
+  // output row, fp32 bias or none, dynamic per-token activation scales: no
+  // static scale, no smoothing): Linear then computes
+  // kernels/gemm/quant_gemm.h's W8A8 arithmetic, activations quantized per
+  // row from the compute dtype. INVALID_ARGUMENT for another scheme or an
+  // invalid layer; UNIMPLEMENTED for a shape the implementation cannot run.
+  virtual absl::StatusOr<std::unique_ptr<DitLinear>> PrepareQuantizedLinear(const QuantizedLinear& linear) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", name(), " DiT ops run dense linear layers only, not ", linear.scheme.ToString()));
+  }
   // `table` [rows, ...] read as [rows, numel / rows] (a [1, L, hidden]
   // position table is L rows when `rows` is L; pass rows = 0 to take shape[0]).
   virtual absl::StatusOr<std::unique_ptr<DitTable>> UploadTable(const TensorView& table, int64_t rows) = 0;
@@ -171,7 +194,7 @@ class DitOps {
   virtual void ReadToHost(Tensor src, float* dst) = 0;
 
   // --- ops ---
-  // out = x W^T + b.
+  // out = x W^T + b (a W8A8 layer: quant_gemm.h's arithmetic).
   virtual void Linear(Tensor x, const DitLinear& weight, Tensor out) = 0;
   // images [B, C*H*W] (each sample C x H x W row-major) -> patches
   // [B*L, C*p*p]: row b*L + (r*grid + c) holds patch (r, c) of sample b,

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/dit/dit_linear_plan.h"
+#include "runtime/model/rtn_quantizer.h"
 
 namespace tern::runtime {
 namespace {
@@ -41,6 +43,42 @@ constexpr char kDiffusersPosEmbed[] = "pos_embed.pos_embed";
 bool SameTensor(const TensorView& a, const TensorView& b) {
   return a.dtype == b.dtype && a.shape == b.shape && a.nbytes == b.nbytes &&
          (a.data == b.data || std::memcmp(a.data, b.data, a.nbytes) == 0);
+}
+
+// `weight` (any float dtype, read as [out, numel / out]) and `bias` quantized
+// by round-to-nearest to `scheme` and prepared by the ops; errors name
+// `module`.
+absl::StatusOr<std::unique_ptr<DitLinear>> PrepareQuantized(const std::string& module, const LinearScheme& scheme,
+                                                            const TensorView& weight, const TensorView* bias,
+                                                            DitOps* ops) {
+  const auto in_module = [&module](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("layer \"", module, "\" (", s.message(), ")"));
+  };
+  for (const TensorView* t : {&weight, bias}) {
+    if (t == nullptr) continue;
+    if (t->dtype != DType::kF32 && t->dtype != DType::kF16 && t->dtype != DType::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", t->name, "\" has dtype ",
+                                                     DTypeSafetensorsName(t->dtype), "; expected F32, F16 or BF16"));
+    }
+  }
+  CHECK(!weight.shape.empty() && weight.shape[0] > 0);
+  const int64_t out = weight.shape[0];
+  const int64_t in = weight.numel() / out;
+  std::vector<float> w(weight.numel());
+  ConvertToFloat(weight.dtype, weight.data, w.size(), w.data());
+  std::vector<float> b;
+  if (bias != nullptr) {
+    CHECK_EQ(bias->numel(), out) << bias->name;
+    b.resize(out);
+    ConvertToFloat(bias->dtype, bias->data, b.size(), b.data());
+  }
+  RtnOptions options;
+  options.scheme = scheme;
+  auto quantized = QuantizeRtn(w, out, in, options, std::move(b));
+  if (!quantized.ok()) return in_module(quantized.status());
+  auto linear = ops->PrepareQuantizedLinear(*quantized);
+  if (!linear.ok()) return in_module(linear.status());
+  return linear;
 }
 
 }  // namespace
@@ -135,6 +173,46 @@ std::vector<DitTensorSpec> DitTensorLayout(const DitConfig& c, DitNaming naming)
   return layout;
 }
 
+std::vector<DitLinearModule> DitLinearModules(const DitConfig& c, DitNaming naming) {
+  const int64_t h = c.hidden_size, p = c.patch_size;
+  const int64_t patch_in = int64_t(c.in_channels) * p * p, final_out = p * p * c.out_channels();
+  std::vector<DitLinearModule> modules;
+  const auto add = [&modules](std::string name, DitLinearRole role, int32_t block, int64_t out, int64_t in) {
+    modules.push_back({std::move(name), role, block, out, in});
+  };
+  if (naming == DitNaming::kDiffusers) {
+    add("pos_embed.proj", DitLinearRole::kPatchEmbed, -1, h, patch_in);
+    for (int32_t i = 0; i < c.depth; ++i) {
+      const std::string b = absl::StrCat("transformer_blocks.", i, ".");
+      add(b + "norm1.emb.timestep_embedder.linear_1", DitLinearRole::kTimestepEmbed, i, h,
+          c.frequency_embedding_size);
+      add(b + "norm1.emb.timestep_embedder.linear_2", DitLinearRole::kTimestepEmbed, i, h, h);
+      add(b + "norm1.linear", DitLinearRole::kAdaLN, i, 6 * h, h);
+      for (const char* part : {"to_q", "to_k", "to_v"}) add(b + "attn1." + part, DitLinearRole::kQkv, i, h, h);
+      add(b + "attn1.to_out.0", DitLinearRole::kAttentionOut, i, h, h);
+      add(b + "ff.net.0.proj", DitLinearRole::kMlpFc1, i, c.mlp_hidden(), h);
+      add(b + "ff.net.2", DitLinearRole::kMlpFc2, i, h, c.mlp_hidden());
+    }
+    add("proj_out_1", DitLinearRole::kFinalAdaLN, -1, 2 * h, h);
+    add("proj_out_2", DitLinearRole::kFinalLinear, -1, final_out, h);
+    return modules;
+  }
+  const Names n = NamesOf(naming);
+  add(n.patch_embed, DitLinearRole::kPatchEmbed, -1, h, patch_in);
+  add(n.time_fc1, DitLinearRole::kTimestepEmbed, -1, h, c.frequency_embedding_size);
+  add(n.time_fc2, DitLinearRole::kTimestepEmbed, -1, h, h);
+  for (int32_t i = 0; i < c.depth; ++i) {
+    add(n.Block(i, "adaln"), DitLinearRole::kAdaLN, i, 6 * h, h);
+    add(n.Block(i, "attn.qkv"), DitLinearRole::kQkv, i, 3 * h, h);
+    add(n.Block(i, "attn.proj"), DitLinearRole::kAttentionOut, i, h, h);
+    add(n.Block(i, "mlp.fc1"), DitLinearRole::kMlpFc1, i, c.mlp_hidden(), h);
+    add(n.Block(i, "mlp.fc2"), DitLinearRole::kMlpFc2, i, h, c.mlp_hidden());
+  }
+  add(n.final_adaln, DitLinearRole::kFinalAdaLN, -1, 2 * h, h);
+  add(n.final_linear, DitLinearRole::kFinalLinear, -1, final_out, h);
+  return modules;
+}
+
 DitNaming DetectDitNaming(const DitConfig& config, const WeightStore& store) {
   if (config.layout == DitLayout::kDiffusers) return DitNaming::kDiffusers;
   return store.Contains("x_embedder.proj.weight") ? DitNaming::kOriginal : DitNaming::kTern;
@@ -159,8 +237,18 @@ std::vector<float> DitPositionTable(int32_t hidden, int32_t grid) {
   return table;
 }
 
-absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const WeightStore& store, DitOps* ops) {
+absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const WeightStore& store, DitOps* ops,
+                                            const DitLinearPlan* plan) {
   const DitNaming naming = DetectDitNaming(config, store);
+  if (plan != nullptr) {
+    for (const LinearScheme& scheme : plan->schemes()) RETURN_IF_ERROR(ops->CheckWeightScheme(scheme));
+  }
+  // `module`'s layer as the plan says: as stored, or quantized here.
+  const auto prepare = [&](const std::string& module, const TensorView& weight,
+                           const TensorView* bias) -> absl::StatusOr<std::unique_ptr<DitLinear>> {
+    if (plan == nullptr || plan->For(module).scheme == WeightScheme::kDense) return ops->PrepareLinear(weight, bias);
+    return PrepareQuantized(module, plan->For(module), weight, bias, ops);
+  };
   std::map<std::string, DitTensorSpec> specs;
   for (auto& spec : DitTensorLayout(config, naming)) specs.emplace(spec.name, spec);
   const auto get = [&](const std::string& name) -> absl::StatusOr<TensorView> {
@@ -171,7 +259,7 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
   const auto linear = [&](const std::string& prefix) -> absl::StatusOr<std::unique_ptr<DitLinear>> {
     ASSIGN_OR_RETURN(const TensorView weight, get(prefix + ".weight"));
     ASSIGN_OR_RETURN(const TensorView bias, get(prefix + ".bias"));
-    return ops->PrepareLinear(weight, &bias);
+    return prepare(prefix, weight, &bias);
   };
   const auto position_table = [&](const char* name) -> absl::StatusOr<std::unique_ptr<DitTable>> {
     if (store.Contains(name)) {
@@ -208,8 +296,8 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
       for (size_t k = 0; shared && k < views.size(); ++k) shared = SameTensor(views[k], first[k]);
       if (!shared) {
         DitConditioningWeights cond;
-        ASSIGN_OR_RETURN(cond.t_fc1, ops->PrepareLinear(views[0], &views[1]));
-        ASSIGN_OR_RETURN(cond.t_fc2, ops->PrepareLinear(views[2], &views[3]));
+        ASSIGN_OR_RETURN(cond.t_fc1, prepare(b + "norm1.emb.timestep_embedder.linear_1", views[0], &views[1]));
+        ASSIGN_OR_RETURN(cond.t_fc2, prepare(b + "norm1.emb.timestep_embedder.linear_2", views[2], &views[3]));
         ASSIGN_OR_RETURN(cond.class_table, ops->UploadTable(views[4], 0));
         if (i == 0) {
           w.cond = std::move(cond);
@@ -236,9 +324,9 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
                          StackTensorRows(qkv_biases, b + "attn1.to_q/to_k/to_v.bias", &bias_storage));
         TensorView bias = qkv_bias;
         bias.shape = {bias.shape[0]};
-        ASSIGN_OR_RETURN(block.qkv, ops->PrepareLinear(qkv_weight, &bias));
+        ASSIGN_OR_RETURN(block.qkv, prepare(b + "attn1.to_q", qkv_weight, &bias));
       } else {
-        ASSIGN_OR_RETURN(block.qkv, ops->PrepareLinear(qkv_weight, nullptr));
+        ASSIGN_OR_RETURN(block.qkv, prepare(b + "attn1.to_q", qkv_weight, nullptr));
       }
       ASSIGN_OR_RETURN(block.proj, linear(b + "attn1.to_out.0"));
       ASSIGN_OR_RETURN(block.fc1, linear(b + "ff.net.0.proj"));

@@ -70,6 +70,37 @@ DitNaming DetectDitNaming(const DitConfig& config, const WeightStore& store);
 // wide; float64, rounded to float32. hidden must be a multiple of 4.
 std::vector<float> DitPositionTable(int32_t hidden, int32_t grid);
 
+enum class DitLinearRole {
+  kPatchEmbed,     // tokens from patches
+  kTimestepEmbed,  // the timestep MLP's two layers
+  kAdaLN,          // a block's modulation projection [6 D, D]
+  kQkv,            // [3 D, D] (diffusers: to_q, to_k, to_v, each [D, D])
+  kAttentionOut,   // [D, D]
+  kMlpFc1,         // [mlp_hidden, D]
+  kMlpFc2,         // [D, mlp_hidden]
+  kFinalAdaLN,     // [2 D, D]
+  kFinalLinear,    // [p p C_out, D]
+};
+
+struct DitLinearModule {
+  std::string name;  // as in the checkpoint, without ".weight"
+  DitLinearRole role;
+  int32_t block = -1;  // the block of a block layer or of a diffusers block's embedder, else -1
+  int64_t out = 0, in = 0;
+  // adaLN, qkv, attention out, MLP: what a uniform W8A8 scheme quantizes.
+  bool block_layer() const {
+    return role == DitLinearRole::kAdaLN || role == DitLinearRole::kQkv || role == DitLinearRole::kAttentionOut ||
+           role == DitLinearRole::kMlpFc1 || role == DitLinearRole::kMlpFc2;
+  }
+};
+
+// Every linear layer of the model `config` describes, in load order
+// (diffusers: to_q, to_k and to_v as three entries; each block's timestep
+// embedder).
+std::vector<DitLinearModule> DitLinearModules(const DitConfig& config, DitNaming naming);
+
+class DitLinearPlan;  // dit_linear_plan.h
+
 // The conditioning embedders: timestep MLP and class table.
 struct DitConditioningWeights {
   std::unique_ptr<DitLinear> t_fc1;        // [hidden, frequency_embedding_size]
@@ -99,8 +130,13 @@ struct DitWeights {
   // Checks every tensor of DitTensorLayout (present, exact shape, a float
   // dtype) and prepares it with `ops`. INVALID_ARGUMENT / NOT_FOUND naming the
   // tensor. `store` holds the DiT's tensors (transformer/ in the diffusers
-  // layout).
-  static absl::StatusOr<DitWeights> Load(const DitConfig& config, const WeightStore& store, DitOps* ops);
+  // layout). `plan` (null: every layer dense) says which linear layers are
+  // quantized at load by round-to-nearest (DitOps::PrepareQuantizedLinear);
+  // before anything is prepared, FAILED_PRECONDITION when the ops cannot
+  // run one of its schemes (DitOps::CheckWeightScheme), and errors from the
+  // quantizer or the ops name the layer.
+  static absl::StatusOr<DitWeights> Load(const DitConfig& config, const WeightStore& store, DitOps* ops,
+                                         const DitLinearPlan* plan = nullptr);
 };
 
 }  // namespace tern::runtime

@@ -1,0 +1,62 @@
+// A W8A8 linear layer of the CUDA DiT ops (CudaDitOps::PrepareQuantizedLinear):
+// the LLM backend's CudaW8A8Linear (runtime/cuda/cuda_w8a8_linear.h) behind
+// the DitLinear interface. A call quantizes the activations per token
+// (kernels/gemm/w8a8.h, bit for bit QuantizeActivationsReference), sums the
+// products in cuBLASLt (INT8: exact int32; FP8 E4M3: fp32 every 128 inputs,
+// 13 fraction bits within each 32-input tensor-core step), applies the row
+// and weight scales and the bias in the epilogue kernel (one rounding to
+// the compute dtype), and, for LinearGeluTanh, the GELU kernel after it.
+//
+// Batch invariance: a row's codes and scale depend on that row only; INT8
+// sums are exact, so a sample's output is bitwise the same at any batch size
+// whatever algorithm cuBLASLt picks per row count. FP8 sums depend on the
+// algorithm's order of K steps only, which the GPU test checks across batch
+// sizes.
+//
+// Built only with TERN_WITH_CUDA. Immutable after Create but for
+// CudaW8A8Linear's algorithm cache (one thread, as the ops).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "kernels/common/scalar_type.h"
+#include "runtime/cuda/cuda_w8a8_linear.h"
+#include "runtime/dit/dit_ops.h"
+
+namespace tern::runtime {
+
+class CudaDitW8A8Linear final : public DitLinear {
+ public:
+  // CudaW8A8Linear::Create's errors (INVALID_ARGUMENT, UNIMPLEMENTED for in
+  // not a multiple of 16 or out not of 4, INTERNAL); INVALID_ARGUMENT for a
+  // static activation scale or smoothing (the DiT path quantizes per token).
+  static absl::StatusOr<std::unique_ptr<CudaDitW8A8Linear>> Create(const QuantizedLinear& linear);
+
+  int64_t out_features() const override { return gemm_->out_features(); }
+  int64_t in_features() const override { return gemm_->in_features(); }
+  LinearScheme scheme() const override { return gemm_->scheme(); }
+
+  // Bytes of ws.q, ws.row_scales and ws.acc that Run needs for `rows` rows.
+  size_t CodeBytes(int64_t rows) const { return size_t(rows) * size_t(in_features()); }
+  size_t AccBytes(int64_t rows) const { return gemm_->AccBytes(rows); }
+
+  // out [rows, out] = x [rows, in] W^T + b (then GELU-tanh when `gelu`), x
+  // and out in `type`. Enqueues on ws.stream only; the first failure, with
+  // `what` naming the step.
+  cudaError_t Run(kernels::ScalarType type, const Tensor& x, const Tensor& out, bool gelu, const W8A8Workspace& ws,
+                  const char** what) const;
+
+ private:
+  explicit CudaDitW8A8Linear(std::unique_ptr<CudaW8A8Linear> gemm) : gemm_(std::move(gemm)) {}
+  std::unique_ptr<CudaW8A8Linear> gemm_;
+};
+
+// OK for dense and W8A8 INT8; W8A8 FP8 on compute capability 8.9 or later;
+// FAILED_PRECONDITION naming the device's capability otherwise.
+absl::Status CheckCudaDitWeightScheme(const LinearScheme& scheme, int device);
+
+}  // namespace tern::runtime
