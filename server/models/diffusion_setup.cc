@@ -10,6 +10,7 @@
 #include "runtime/dit/diffusion_runner.h"
 #include "runtime/dit/dit_config.h"
 #include "runtime/dit/dit_ops_factory.h"
+#include "runtime/model/weight_scheme.h"
 #include "server/config/server_config.h"
 
 namespace tern::server {
@@ -52,14 +53,19 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   choice.cuda_graphs = !model.enforce_eager();
   auto dtype = runtime::DitOpsComputeDType(choice);
   if (!dtype.ok()) return dtype.status();
-  if (!model.weight_scheme().empty() && model.weight_scheme() != "auto") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weight_scheme \"", model.weight_scheme(), "\": diffusion models load their weights as stored"));
-  }
+  // auto, w8a8-int8, w8a8-fp8 or mixed:<plan> (runtime/dit/dit_linear_plan.h);
+  // the plan, the layers it names and the device's support are checked as
+  // the runner loads, and any failure stops start-up naming them.
+  auto weight_scheme = runtime::ParseWeightSchemeRequest(model.weight_scheme());
+  if (!weight_scheme.ok()) return weight_scheme.status();
+  runtime::DitRunnerOptions runner_options;
+  runner_options.model.weight_scheme = *weight_scheme;
   auto ops = runtime::MakeDitOps(choice);
   if (!ops.ok()) return ops.status();
-  auto runner = runtime::DitRunner::Create(model.path(), *std::move(ops));
+  auto runner = runtime::DitRunner::Create(model.path(), *std::move(ops), runner_options);
   if (!runner.ok()) return runner.status();
+  const std::string dense_name = *dtype == "float32" ? "fp32" : *dtype == "bfloat16" ? "bf16" : "fp16";
+  const std::string scheme_description = (*runner)->model()->linear_plan().Describe(dense_name);
   const runtime::DitConfig config = (*runner)->config();
   if (!config.pixel_space && !config.has_vae) {
     return absl::FailedPreconditionError(
@@ -129,7 +135,7 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   info->set_kind(tern::v1::MODEL_KIND_DIFFUSION);
   info->set_architecture("DiT");
   info->set_dtype(*dtype);
-  info->set_weight_scheme(*dtype == "float32" ? "fp32" : *dtype == "bfloat16" ? "bf16" : "fp16");
+  info->set_weight_scheme(scheme_description);
   info->set_attention_scheme("dense");
   info->set_backend(choice.backend);
   info->set_image_size(config.output_size());

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "runtime/dit/dit_pipeline.h"
 #include "server/services/png_codec.h"
 #include "runtime/dit/sampler_schedule.h"
+#include "runtime/model/weight_scheme.h"
 #include "tern/v1/diffusion.grpc.pb.h"
 #include "tern/v1/models.grpc.pb.h"
 #include "tests/e2e/daemon_process.h"
@@ -328,6 +330,103 @@ TEST(DiffusionE2eTest, LatentModelImagesAreTheVaesAndTheSameAloneAndBatched) {
     auto png = server::DecodePng(m.image().png());
     ASSERT_TRUE(png.ok());
     EXPECT_EQ(png->planar, pngs[1]) << "seed 501 differs alone and as image 1 of a batch";
+  }
+}
+
+// W8A8 on the demo DiT (CPU: the reference arithmetic of
+// kernels/gemm/quant_gemm.h): w8a8-int8, w8a8-fp8 and a mixed plan that
+// keeps two layers dense serve images equal, pixel for pixel, to the
+// in-process pipeline over a model loaded with the same scheme, and
+// ListModels reports each scheme with its layer counts.
+TEST(DiffusionE2eTest, W8A8SchemesServeThePipelinesImagesAndListModelsReportsThem) {
+  TempDir dir;
+  const std::string plan = dir.Write("plan.json", R"({"default": "w8a8-int8",
+      "layers": {"blocks.0.attn.qkv": "dense", "blocks.7.mlp.fc2": "dense"}})");
+  const std::string config = dir.Write("ternd.json", std::string(R"({"models": [
+    {"name": "int8", "path": ")") + kDemoDit + R"(", "weightScheme": "w8a8-int8"},
+    {"name": "fp8", "path": ")" + kDemoDit + R"(", "weightScheme": "w8a8-fp8"},
+    {"name": "mixed", "path": ")" + kDemoDit + R"(", "weightScheme": "mixed:)" + plan + R"("}]})");
+  DaemonProcess daemon = StartOrDie({"--config", config});
+  auto channel = grpc::CreateChannel(daemon.grpc_target(), grpc::InsecureChannelCredentials());
+
+  auto models = tern::v1::Models::NewStub(channel);
+  grpc::ClientContext list_context;
+  tern::v1::ListModelsResponse list;
+  ASSERT_TRUE(models->ListModels(&list_context, {}, &list).ok());
+  std::map<std::string, std::string> reported;
+  for (const auto& m : list.models()) reported[m.name()] = m.weight_scheme();
+  // 8 blocks x 5 layers quantized; patch embedding, timestep MLP (2) and
+  // the final layer (2) dense.
+  EXPECT_EQ(reported["int8"], "w8a8-int8 (dense x 5, w8a8-int8 x 40; quantized at load, dense layers in fp32)");
+  EXPECT_EQ(reported["fp8"], "w8a8-fp8 (dense x 5, w8a8-fp8 x 40; quantized at load, dense layers in fp32)");
+  EXPECT_EQ(reported["mixed"], "mixed (dense x 7, w8a8-int8 x 38; quantized at load, dense layers in fp32)");
+
+  auto stub = tern::v1::Diffusion::NewStub(channel);
+  struct Case {
+    std::string model, scheme;
+  };
+  for (const Case& c : {Case{"int8", "w8a8-int8"}, Case{"fp8", "w8a8-fp8"}, Case{"mixed", "mixed:" + plan}}) {
+    tern::v1::GenerateImageRequest r = Sneakers();
+    r.set_model(c.model);
+    r.set_batch(1);
+    r.set_steps(2);
+    r.set_guidance_scale(1.0f);
+    const ImageCall call = Generate(*stub, r);
+    ASSERT_TRUE(call.status.ok()) << c.model << ": " << call.status.error_message();
+
+    runtime::CpuDitOps ops;
+    runtime::DitModelOptions options;
+    options.weight_scheme = *runtime::ParseWeightSchemeRequest(c.scheme);
+    auto model = runtime::DitModel::Load(kDemoDit, &ops, options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto pipeline = runtime::DitPipeline::Create(model->get());
+    runtime::DitGenerateRequest g;
+    g.class_label = 7;  // Sneaker
+    g.num_images = 1;
+    g.sampler = runtime::DiffusionSamplerKind::kDpmSolverPp2m;
+    g.num_steps = 2;
+    g.guidance_scale = 1.0;
+    g.seed = 1234;
+    auto expected = (*pipeline)->Generate(g);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    int images = 0;
+    for (const auto& m : call.messages) {
+      if (!m.has_image()) continue;
+      ++images;
+      auto png = server::DecodePng(m.image().png());
+      ASSERT_TRUE(png.ok()) << png.status();
+      EXPECT_EQ(png->planar, (*expected)[0].pixels) << c.model << ": the image differs from the pipeline's";
+    }
+    EXPECT_EQ(images, 1) << c.model;
+  }
+}
+
+// A weight_scheme a DiT cannot run, or a plan naming a layer the model does
+// not have, stops start-up naming the scheme, the plan and the layer.
+TEST(DiffusionE2eTest, ABadWeightSchemeStopsStartUp) {
+  TempDir dir;
+  const std::string unknown_layer =
+      dir.Write("unknown.json", R"({"default": "w8a8-int8", "layers": {"blocks.8.attn.qkv": "dense"}})");
+  const std::string weight_only = dir.Write("w4.json", R"({"default": "w8a8-int8", "layers": {"blocks.1.mlp.fc1": "w4a16"}})");
+  struct Case {
+    std::string scheme, message;
+  };
+  for (const Case& c : {
+           Case{"w4a16-g128", "weight_scheme \"w4a16-g128\": \"w4a16-g128\" is not a scheme a DiT runs"},
+           Case{"mixed:" + unknown_layer, "mixed-precision plan " + unknown_layer +
+                                              " names \"blocks.8.attn.qkv\", which is not a linear layer of this model"},
+           Case{"mixed:" + weight_only, "mixed-precision plan " + weight_only + ": layers.blocks.1.mlp.fc1: \"w4a16-g128\" is not a scheme a DiT runs"},
+           Case{"mixed:" + dir.Path("absent.json"), "mixed-precision plan " + dir.Path("absent.json") + " cannot be read"},
+           Case{"w8a8", "w8a8"},
+       }) {
+    const std::string config = dir.Write("ternd.json", std::string(R"({"models": [{"name": "d", "path": ")") +
+                                                           kDemoDit + R"(", "weightScheme": ")" + c.scheme + R"("}]})");
+    const ProcessResult result = RunProcess({BinaryPath("ternd"), "--grpc-port", "0", "--http-port", "0", "--config",
+                                             config},
+                                            std::chrono::seconds(60));
+    EXPECT_EQ(result.signal, 0) << "ternd crashed: " << result.output;
+    EXPECT_GT(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.output.find(c.message), std::string::npos) << "expected \"" << c.message << "\" in: " << result.output;
   }
 }
 
