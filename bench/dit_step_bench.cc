@@ -15,6 +15,12 @@
 //
 //   tern-dit-bench [--dtype bfloat16] [--batches 1,8,64] [--tokens 256,1024]
 //                  [--iters 20] [--dir /tmp/tern-dit-xl2] [--json out.json]
+//                  [--weight-scheme auto | w8a8-int8 | w8a8-fp8 | mixed:PLAN]
+//
+// --weight-scheme quantizes the blocks' linear layers at load as ternd's
+// model config does (runtime/dit/dit_linear_plan.h); the cuBLAS floor stays
+// the dense GEMMs in the compute dtype, so the ratio column reads as the
+// speed of the quantized layers against dense ones.
 //
 // The random checkpoint (1.35 GB in bf16, no pos_embed: the table is
 // computed) is written to --dir once and reused.
@@ -37,6 +43,7 @@
 #include "runtime/dit/dit_weights.h"
 #include "runtime/dit/gaussian_noise.h"
 #include "runtime/model/dtype.h"
+#include "runtime/model/weight_scheme.h"
 
 namespace {
 
@@ -192,7 +199,7 @@ std::vector<int64_t> ParseList(const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dtype_name = "bfloat16", dir = "/tmp/tern-dit-xl2", json_path;
+  std::string dtype_name = "bfloat16", dir = "/tmp/tern-dit-xl2", json_path, weight_scheme = "auto";
   std::vector<int64_t> batches = {1, 8, 64}, token_counts = {256, 1024};
   int iters = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -203,6 +210,7 @@ int main(int argc, char** argv) {
     else if (flag == "--batches") batches = ParseList(value);
     else if (flag == "--tokens") token_counts = ParseList(value);
     else if (flag == "--iters") iters = std::max(1, std::atoi(value.c_str()));
+    else if (flag == "--weight-scheme") weight_scheme = value;
     else {
       std::fprintf(stderr, "tern-dit-bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -211,6 +219,13 @@ int main(int argc, char** argv) {
   DType dtype;
   if (!ParseTorchDType(dtype_name, &dtype)) {
     std::fprintf(stderr, "tern-dit-bench: --dtype must be float32, bfloat16 or float16\n");
+    return 2;
+  }
+  DitModelOptions model_options;
+  if (auto request = ParseWeightSchemeRequest(weight_scheme); request.ok()) {
+    model_options.weight_scheme = *request;
+  } else {
+    std::fprintf(stderr, "tern-dit-bench: --weight-scheme: %s\n", std::string(request.status().message()).c_str());
     return 2;
   }
   int devices = 0;
@@ -230,10 +245,11 @@ int main(int argc, char** argv) {
   const size_t element = DTypeSize(dtype);
 
   nlohmann::json report = {{"bench", "tern-dit-bench"}, {"device", prop.name}, {"dtype", dtype_name},
-                           {"model", "DiT-XL/2 shape, random weights"}, {"rows_note", "batch = forward rows (CFG: 2 per image)"},
+                           {"weight_scheme", model_options.weight_scheme.ToString()}, {"model", "DiT-XL/2 shape, random weights"}, {"rows_note", "batch = forward rows (CFG: 2 per image)"},
                            {"results", nlohmann::json::array()}};
-  std::printf("tern-dit-bench on %s, %s, DiT-XL/2 shape; batch = forward rows (2 per guided image)\n", prop.name,
-              dtype_name.c_str());
+  std::printf("tern-dit-bench on %s, %s, weight_scheme %s, DiT-XL/2 shape; batch = forward rows (2 per guided "
+              "image)\n",
+              prop.name, dtype_name.c_str(), model_options.weight_scheme.ToString().c_str());
   std::printf("%6s %5s | %9s %9s | %9s %9s %9s | %9s %9s %9s %6s\n", "tokens", "batch", "graph ms", "eager ms",
               "linear ms", "attn ms", "other ms", "lin TF/s", "cuBLAS ms", "cuBLAS TF", "ratio");
   for (int64_t tokens : token_counts) {
@@ -255,8 +271,8 @@ int main(int argc, char** argv) {
                    std::string((graph_ops.ok() ? profile_ops.status() : graph_ops.status()).message()).c_str());
       return 1;
     }
-    auto graph_model = DitModel::Create(config, **store, graph_ops->get());
-    auto profile_model = DitModel::Create(config, **store, profile_ops->get());
+    auto graph_model = DitModel::Create(config, **store, graph_ops->get(), model_options);
+    auto profile_model = DitModel::Create(config, **store, profile_ops->get(), model_options);
     if (!graph_model.ok() || !profile_model.ok()) {
       std::fprintf(stderr, "tern-dit-bench: loading: %s\n",
                    std::string((graph_model.ok() ? profile_model.status() : graph_model.status()).message()).c_str());

@@ -10,27 +10,33 @@
 # of a row), asked for through `tern image` (16 a call, 16 calls in flight,
 # so the engine batches them) with DPM-Solver++(2M), 20 steps, guidance 3:
 # eval.json's first row (98.8 %, FD 0.859). One ternd serves the model once
-# per dtype (models dit-float32, dit-bfloat16, ...).
+# per dtype (models dit-float32, dit-bfloat16, ...), and per weight scheme
+# with --weight-schemes (models dit-bfloat16-w8a8-int8, dit-bfloat16-mixed
+# for mixed:PLAN, ...: runtime/dit/dit_linear_plan.h).
 #
 #   tools/device/dit_quality.sh [--backend cuda|cpu] [--dtypes float32,bfloat16]
+#                               [--weight-schemes auto,w8a8-int8,mixed:PLAN]
 #                               [--per-class 100] [--check-torch]
 #
 # From the repository root, with a bundle holding ternd and tern
 # (.device-bundle/run.sh), or with TERN_BIN_DIR naming a build's bin/ (the
 # CPU check on the build machine). Needs python3 with numpy; --check-torch
 # also compares the classifier with PyTorch's. Writes $OUT (default
-# /tmp/dit-quality): quality-DTYPE.json, images/DTYPE/CLASS/*.png, ternd.log.
+# /tmp/dit-quality): quality-VARIANT.json, images/VARIANT/CLASS/*.png, ternd.log
+# (VARIANT: the dtype, then -SCHEME unless auto).
 set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/dit-quality}
 backend=cuda
 dtypes=float32,bfloat16
+weight_schemes=auto
 per_class=100
 check_torch=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --backend) backend=$2; shift 2 ;;
     --dtypes) dtypes=$2; shift 2 ;;
+    --weight-schemes) weight_schemes=$2; shift 2 ;;
     --per-class) per_class=$2; shift 2 ;;
     --check-torch) check_torch=--check-torch; shift ;;
     *) echo "dit_quality.sh: unknown argument $1" >&2; exit 2 ;;
@@ -53,14 +59,23 @@ fi
 mkdir -p "$out"
 rm -rf "$out/images"
 
+# One model per (dtype, weight scheme): "variant" names it.
+variants=()
 config="$out/ternd.json"
 {
   echo '{"models": ['
   sep=""
   for dtype in ${dtypes//,/ }; do
-    echo "$sep{\"name\": \"dit-$dtype\", \"path\": \"$root/models/tern-demo-dit\", \"backend\": \"$backend\","
-    echo " \"dtype\": \"$dtype\", \"diffusion\": {\"max_batch_rows\": 256}}"
-    sep=","
+    for scheme in ${weight_schemes//,/ }; do
+      label=$scheme
+      [[ $scheme == mixed:* ]] && label=mixed
+      variant=$dtype
+      [[ $scheme != auto ]] && variant=$dtype-$label
+      variants+=("$variant")
+      echo "$sep{\"name\": \"dit-$variant\", \"path\": \"$root/models/tern-demo-dit\", \"backend\": \"$backend\","
+      echo " \"dtype\": \"$dtype\", \"weightScheme\": \"$scheme\", \"diffusion\": {\"max_batch_rows\": 256}}"
+      sep=","
+    done
   done
   echo ']}'
 } >"$config"
@@ -77,9 +92,9 @@ grpc=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["grpc_po
 target=127.0.0.1:$grpc
 
 status=0
-for dtype in ${dtypes//,/ }; do
-  dir="$out/images/$dtype"
-  jobs_file="$out/requests-$dtype.txt"
+for variant in "${variants[@]}"; do
+  dir="$out/images/$variant"
+  jobs_file="$out/requests-$variant.txt"
   : >"$jobs_file"
   for c in $(seq 0 9); do
     mkdir -p "$dir/$c"
@@ -89,15 +104,15 @@ for dtype in ${dtypes//,/ }; do
       echo "$c $seed $count" >>"$jobs_file"
     done
   done
-  echo "== dit-$dtype ($backend): $((10 * per_class)) images, $sampler $steps steps, guidance $guidance"
+  echo "== dit-$variant ($backend): $((10 * per_class)) images, $sampler $steps steps, guidance $guidance"
   begin=$(date +%s%N)
   export -f tern_run
-  export TERN_BIN_DIR root target dtype dir steps sampler guidance
+  export TERN_BIN_DIR root target variant dir steps sampler guidance
   # shellcheck disable=SC2016
-  if ! xargs -P 16 -L 1 bash -c 'tern_run tern --target "$target" --timeout 1800 image -m "dit-$dtype" --class-label "$0" \
+  if ! xargs -P 16 -L 1 bash -c 'tern_run tern --target "$target" --timeout 1800 image -m "dit-$variant" --class-label "$0" \
         --steps "$steps" --sampler "$sampler" --guidance "$guidance" --seed "$1" --count "$2" \
         -o "$dir/$0/s$1.png" >/dev/null' <"$jobs_file"; then
-    echo "dit-$dtype: a tern image call failed"
+    echo "dit-$variant: a tern image call failed"
     status=1
     continue
   fi
@@ -106,7 +121,7 @@ for dtype in ${dtypes//,/ }; do
   python3 -c 'import sys; n, s = int(sys.argv[1]), int(sys.argv[2]) / 1e9; print(f"{n} images in {s:.1f} s ({n / s:.1f} images/s, 16 tern processes at a time)")' \
     "$made" "$((end - begin))"
   python3 "$root/tools/eval/score_dit_images.py" "$dir" --classifier "$root/models/fmnist-classifier" \
-    --json "$out/quality-$dtype.json" $check_torch || status=1
+    --json "$out/quality-$variant.json" $check_torch || status=1
 done
 
 echo "== PyTorch sampler, same seeds (models/tern-demo-dit/eval.json, $((10 * 100)) images):"
