@@ -15,9 +15,9 @@
 // quantized (the uniform scheme) and with the --keep-dense worst kept dense
 // (what --plan-out gives). --plan-out writes the plan ternd reads
 // (weight_scheme "mixed:<file>", runtime/dit/dit_linear_plan.h): the scheme
-// as default, the kept layers "dense". Layers a uniform scheme keeps dense
-// (patch embedding, timestep MLP, final layer) are measured too and kept
-// dense unless they rank in the worst --keep-dense.
+// as default, the --keep-dense most sensitive block layers "dense". Layers
+// a uniform scheme keeps dense (patch embedding, timestep MLP, final layer)
+// are measured too, for the ranking, and stay dense.
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -46,7 +46,7 @@ ABSL_FLAG(std::string, scheme, "w8a8-int8", "w8a8-int8 or w8a8-fp8");
 ABSL_FLAG(std::string, classes, "0-9", "classes of the calibration trajectories: a range A-B or a list A,B,C");
 ABSL_FLAG(int32_t, steps, 6, "DDIM steps per trajectory (inputs per class)");
 ABSL_FLAG(uint64_t, seed, 7, "noise seed of class c's trajectory: seed + c");
-ABSL_FLAG(int32_t, keep_dense, 4, "layers the written plan keeps dense (the most sensitive)");
+ABSL_FLAG(int32_t, keep_dense, 4, "block layers the written plan keeps dense (the most sensitive)");
 ABSL_FLAG(std::string, plan_out, "", "file for the mixed-precision plan (optional)");
 ABSL_FLAG(std::string, json_out, "", "file for the per-layer results as JSON (optional)");
 
@@ -226,7 +226,14 @@ int main(int argc, char** argv) {
       plan->layers[m.name] = LinearScheme{};
     }
   };
-  for (int32_t i = 0; i < std::min<int32_t>(keep_dense, int32_t(rows.size())); ++i) keep(&kept, rows[i].module);
+  // The worst of the layers the scheme quantizes (the others are dense already).
+  std::vector<std::string> kept_names;
+  for (const Row& r : rows) {
+    if (int32_t(kept_names.size()) == keep_dense) break;
+    if (!r.module.block_layer()) continue;
+    keep(&kept, r.module);
+    kept_names.push_back(r.module.name);
+  }
   auto uniform_error = error_of(uniform);
   auto kept_error = error_of(kept);
   if (!uniform_error.ok()) return Fail(std::string(uniform_error.status().message()));
@@ -236,12 +243,16 @@ int main(int argc, char** argv) {
               dir.c_str(), inputs.t.size(), classes.size(), steps);
   std::printf("%-4s  %-40s  %-16s  %s\n", "rank", "layer", "role", "relative MSE of eps");
   for (size_t i = 0; i < rows.size(); ++i) {
+    const bool kept_dense =
+        std::find(kept_names.begin(), kept_names.end(), rows[i].module.name) != kept_names.end();
     std::printf("%-4zu  %-40s  %-16s  %.4g%s\n", i + 1, rows[i].module.name.c_str(), RoleName(rows[i].module.role),
-                rows[i].error, int32_t(i) < keep_dense ? "  (kept dense)" : "");
+                rows[i].error,
+                kept_dense ? "  (kept dense)" : !rows[i].module.block_layer() ? "  (dense unless a plan names it)" : "");
   }
   std::printf("all block layers %s (weight_scheme %s): relative MSE %.4g\n", scheme->ToString().c_str(),
               scheme->ToString().c_str(), *uniform_error);
-  std::printf("the %d most sensitive kept dense (the plan): relative MSE %.4g\n", keep_dense, *kept_error);
+  std::printf("the %zu most sensitive block layers kept dense (the plan): relative MSE %.4g\n", kept_names.size(),
+              *kept_error);
 
   nlohmann::json plan_json;
   plan_json["default"] = scheme->ToString();
