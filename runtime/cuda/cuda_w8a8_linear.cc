@@ -133,22 +133,55 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
        cublasLtMatrixLayoutCreate(&desc.b, ab_type, uint64_t(in_), uint64_t(rows), q_stride) == CUBLAS_STATUS_SUCCESS;
   ok = ok && cublasLtMatrixLayoutCreate(&desc.d, d_type, uint64_t(out_), uint64_t(rows), out_) == CUBLAS_STATUS_SUCCESS;
   if (!ok) return cudaErrorUnknown;
-  auto found = algos_.find(rows);
+  const bool fixed = ws.algorithm_rows > 0;
+  const int64_t key = fixed ? ws.algorithm_rows : rows;
+  auto found = algos_.find(key);
   if (found == algos_.end()) {
     // Host-side only: finding the algorithm enqueues nothing, so it may
     // happen during graph capture.
-    *what = "w8a8 cuBLASLt algorithm search (none for this shape on this device)";
+    *what = fixed ? "w8a8 cuBLASLt algorithm search (none without split-K for this shape on this device)"
+                  : "w8a8 cuBLASLt algorithm search (none for this shape on this device)";
+    Descriptors search;  // the B and D layouts at algorithm_rows rows
+    if (fixed &&
+        (cublasLtMatrixLayoutCreate(&search.b, ab_type, uint64_t(in_), uint64_t(key), q_stride) !=
+             CUBLAS_STATUS_SUCCESS ||
+         cublasLtMatrixLayoutCreate(&search.d, d_type, uint64_t(out_), uint64_t(key), out_) != CUBLAS_STATUS_SUCCESS)) {
+      return cudaErrorUnknown;
+    }
     cublasLtMatmulPreference_t preference = nullptr;
     if (cublasLtMatmulPreferenceCreate(&preference) != CUBLAS_STATUS_SUCCESS) return cudaErrorUnknown;
     const size_t limit = ws.workspace_bytes;
     cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &limit, sizeof(limit));
-    cublasLtMatmulHeuristicResult_t result{};
+    constexpr int kCandidates = 16;
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
     int count = 0;
-    const cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(ws.lt, desc.op, desc.a, desc.b, desc.d, desc.d, preference, 1, &result, &count);
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+        ws.lt, desc.op, desc.a, fixed ? search.b : desc.b, fixed ? search.d : desc.d, fixed ? search.d : desc.d,
+        preference, fixed ? kCandidates : 1, results, &count);
     cublasLtMatmulPreferenceDestroy(preference);
-    if (status != CUBLAS_STATUS_SUCCESS || count == 0) return cudaErrorNotSupported;
-    found = algos_.emplace(rows, result.algo).first;
+    if (status != CUBLAS_STATUS_SUCCESS) return cudaErrorNotSupported;
+    int chosen = -1;
+    for (int i = 0; i < count && chosen < 0; ++i) {
+      if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      int32_t splits = 1;
+      size_t written = 0;
+      if (fixed && cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                                        sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
+        splits = 1;
+      }
+      if (splits <= 1) chosen = i;
+    }
+    if (chosen < 0) return cudaErrorNotSupported;
+    found = algos_.emplace(key, results[chosen].algo).first;
+  }
+  if (fixed && checked_.count({key, rows}) == 0) {
+    *what = "w8a8 cuBLASLt: the layer's fixed algorithm does not run this row count";
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(ws.lt, desc.op, desc.a, desc.b, desc.d, desc.d, &found->second, &check) !=
+        CUBLAS_STATUS_SUCCESS) {
+      return cudaErrorNotSupported;
+    }
+    checked_.insert({key, rows});
   }
   *what = "w8a8 cuBLASLt matmul";
   const float alpha_f = 1.0f, beta_f = 0.0f;

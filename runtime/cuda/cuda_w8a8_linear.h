@@ -18,6 +18,8 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
+#include <utility>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -38,6 +40,11 @@ struct W8A8Workspace {
   uint8_t* q = nullptr;         // [rows, in] (row stride in)
   float* row_scales = nullptr;  // [rows]
   void* acc = nullptr;          // [rows, out] fp32 or int32
+  // > 0: one cuBLASLt algorithm for every row count, the heuristic's first
+  // without split-K for this many rows, so a row's sums do not depend on
+  // how many rows run with it (the DiT's batch invariance); 0: the
+  // heuristic's choice per row count.
+  int64_t algorithm_rows = 0;
 };
 
 class CudaW8A8Linear final : public LinearWeight {
@@ -74,8 +81,10 @@ class CudaW8A8Linear final : public LinearWeight {
   float* w_scales_ = nullptr;   // [out]
   float* smoothing_ = nullptr;  // [in] or null
   float* bias_ = nullptr;       // [out] or null
-  // cuBLASLt's choice per row count, found on first use.
+  // cuBLASLt's choice per row count (or per algorithm_rows), found on first use.
   mutable std::map<int64_t, cublasLtMatmulAlgo_t> algos_;
+  // With algorithm_rows: the (algorithm_rows, rows) pairs checked to run.
+  mutable std::set<std::pair<int64_t, int64_t>> checked_;
 };
 
 }  // namespace tern::runtime

@@ -8,9 +8,11 @@
 // the compute dtype), and, for LinearGeluTanh, the GELU kernel after it.
 //
 // Batch invariance: a row's codes and scale depend on that row only; INT8
-// sums are exact, so a sample's output is bitwise the same at any batch size
-// whatever algorithm cuBLASLt picks per row count. FP8 sums depend on the
-// algorithm's order of K steps only, which the GPU test checks across batch
+// sums are exact whatever the algorithm. FP8 sums depend on the algorithm's
+// order of K steps, so CudaDitOps fixes one algorithm per layer shape as for
+// its dense layers (W8A8Workspace::algorithm_rows: the heuristic's first
+// without split-K for rows per sample x gemm_reference_batch rows, used at
+// every batch size); the GPU test checks the result bitwise across batch
 // sizes.
 //
 // Built only with TERN_WITH_CUDA. Immutable after Create but for
