@@ -1,6 +1,5 @@
 #include "runtime/dit/dit_linear_plan.h"
 
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"

@@ -23,7 +23,9 @@
 // dit_weights.h):
 // "blocks.3.attn.qkv", "blocks.3.adaLN_modulation", "final_layer.linear" in
 // tern's naming; "transformer_blocks.3.attn1.to_q" in diffusers' (to_q,
-// to_k and to_v are one fused layer and must share a scheme).
+// to_k and to_v are one fused layer and must share a scheme; a block's
+// timestep embedder equal to block 0's is block 0's, so only block 0's
+// name changes it).
 //
 // Errors (INVALID_ARGUMENT, naming the scheme, plan file and layer): a
 // weight-only scheme (the DiT path has no W4A16/W8A16 kernels), a plan that
