@@ -1,14 +1,17 @@
 // Weight-only GEMM for small row counts on the tensor cores, after the
 // layout in weight_only_pack.h. Per block: one 16-row tile of outputs and
-// kWarps warps; warp w takes chunks w, w + kWarps, ... of the input columns,
-// kUnroll chunks (512 bytes each per warp) per batch with the next batch
-// requested before the current one is used. Per k16 step a lane turns its
-// 8 codes into the 4 registers of an m16n8k16 A fragment (c - zero, exact in
-// fp16 and bf16), loads x's B fragment for each 8 rows of x (zero past the
-// rows and past k) and runs the MMA into a per-group fp32 partial, which the
-// group's scale multiplies into the accumulator when the group ends. The
-// warps' accumulators meet in shared memory; the bias is added and each
-// output rounded once.
+// kWarps warps; warp w takes chunks w, w + kWarps, ... of the input columns
+// in batches of kBatch chunks (512 bytes each per warp). Each warp keeps
+// kStages - 1 batches in flight with cp.async into its own ring of shared
+// memory (each lane copies and later reads back only its own 16 bytes, so
+// no barrier is needed), which keeps enough bytes in flight to reach the
+// copy bandwidth without holding them in registers. Per k16 step a lane
+// turns its 8 codes into the 4 registers of an m16n8k16 A fragment (c - zero,
+// exact in fp16 and bf16), loads x's B fragment for each 8 rows of x (zero
+// past the rows and past k) and runs the MMA into a per-group fp32 partial,
+// which the group's scale multiplies into the accumulator when the group
+// ends. The warps' accumulators meet in shared memory (the ring, reused);
+// the bias is added and each output rounded once.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -17,6 +20,7 @@
 
 #include "kernels/common/dispatch.cuh"
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/tensor_core.cuh"
 #include "kernels/gemm/weight_only_gemm.h"
 
 namespace tern::kernels {
@@ -24,7 +28,10 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kUnroll = 4;  // chunks a warp loads per batch
+constexpr int kBatch = 4;   // chunks a warp requests at once
+constexpr int kStages = 4;  // batches in a warp's ring (kStages - 1 in flight)
+// Bytes of a block's cp.async rings.
+constexpr int64_t kRingBytes = int64_t(kWarps) * kStages * kBatch * kWeightOnlyChunkBytes;
 
 // What the kernels need of a layer and a call, in device-friendly types.
 struct Shape {
@@ -60,15 +67,6 @@ __device__ __forceinline__ int32_t GroupOf(const Shape& s, int32_t col) {
   return g < s.groups ? g : s.groups - 1;
 }
 
-// Streams 16 bytes past L1: each code is used once.
-__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 template <typename P>
 __device__ __forceinline__ uint32_t Bits(P v) {
   uint32_t u;
@@ -82,55 +80,70 @@ __device__ __forceinline__ P FromBits(uint32_t u) {
   return v;
 }
 
-template <typename T>
-using Pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
-
-// The zero code of one row, in the form CodesToPair subtracts: fp16 pairs of
-// 1024 + z (the fp16 magic number 0x6400 is 1024), bf16 pairs of 128 + z
-// (0x4300 is 128) for 4 bits, z itself for bf16 8 bits (256 + 127 is past
+// The zero code of one row, in the forms the conversions below subtract.
+// fp16: `sub` is the pair 1024 + z (the fp16 magic number 0x6400 is 1024),
+// `fma` the pair -(64 + z) for codes held as 16 c. bf16 4 bits: `sub` is
+// 128 + z (0x4300 is 128). bf16 8 bits: `sub` is z itself (256 + 127 is past
 // bf16's 8-bit significand, so those codes go through fp32).
+struct ZeroForms {
+  uint32_t sub = 0;
+  uint32_t fma = 0;
+};
 template <typename T, int kBits>
-__device__ __forceinline__ uint32_t ZeroPair(int32_t z) {
+__device__ __forceinline__ ZeroForms MakeZero(int32_t z) {
+  ZeroForms f;
   if constexpr (std::is_same_v<T, __half>) {
     const __half h = __float2half_rn(1024.0f + float(z));
-    return Bits(__halves2half2(h, h));
+    const __half m = __float2half_rn(-64.0f - float(z));
+    f.sub = Bits(__halves2half2(h, h));
+    f.fma = Bits(__halves2half2(m, m));
   } else if constexpr (kBits == 4) {
     const __nv_bfloat16 h = __float2bfloat16_rn(128.0f + float(z));
-    return Bits(__halves2bfloat162(h, h));
+    f.sub = Bits(__halves2bfloat162(h, h));
   } else {
-    return uint32_t(z);
+    f.sub = uint32_t(z);
   }
+  return f;
 }
 
-// Two codes at bits [0, bits) and [16, 16 + bits) of m -> the pair (c - z)
-// in T, low half first. Exact: |c - z| <= 256.
+// The four A registers (c - z pairs, register order of weight_only_pack.h)
+// of k16 step j of a lane's 16 bytes `w`. fp16 4 bits: register p's codes
+// are nibbles p and p + 4; the even registers' sit at bits [0, 4) of each
+// half (after a shift by 8 for p = 2), the odd registers' at bits [4, 8),
+// read as 16 c and scaled back by the exact 1/16 of one fma. fp16 8 bits:
+// one byte permute puts each code under the magic exponent.
 template <typename T, int kBits>
-__device__ __forceinline__ uint32_t CodesToPair(uint32_t m, uint32_t zero) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return Bits(__hsub2(FromBits<__half2>(m | 0x64006400u), FromBits<__half2>(zero)));
+__device__ __forceinline__ void StepFragment(const uint32_t (&w)[4], int j, const ZeroForms& lo, const ZeroForms& hi,
+                                             uint32_t (&a)[4]) {
+  if constexpr (std::is_same_v<T, __half> && kBits == 4) {
+    const uint32_t v = w[j];
+    const uint32_t v8 = v >> 8;
+    const __half2 sixteenth = __float2half2_rn(0.0625f);
+    a[0] = Bits(__hsub2(FromBits<__half2>((v & 0x000f000fu) | 0x64006400u), FromBits<__half2>(lo.sub)));
+    a[1] = Bits(__hfma2(FromBits<__half2>((v & 0x00f000f0u) | 0x64006400u), sixteenth, FromBits<__half2>(hi.fma)));
+    a[2] = Bits(__hsub2(FromBits<__half2>((v8 & 0x000f000fu) | 0x64006400u), FromBits<__half2>(lo.sub)));
+    a[3] = Bits(__hfma2(FromBits<__half2>((v8 & 0x00f000f0u) | 0x64006400u), sixteenth, FromBits<__half2>(hi.fma)));
+  } else if constexpr (std::is_same_v<T, __half>) {
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const uint32_t v = w[2 * j + (p >> 1)];
+      const uint32_t m = __byte_perm(v, 0x64646464u, (p & 1) ? 0x4341u : 0x4240u);
+      a[p] = Bits(__hsub2(FromBits<__half2>(m), FromBits<__half2>((p & 1) ? hi.sub : lo.sub)));
+    }
   } else if constexpr (kBits == 4) {
-    return Bits(__hsub2(FromBits<__nv_bfloat162>(m | 0x43004300u), FromBits<__nv_bfloat162>(zero)));
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const uint32_t m = (w[j] >> (4 * p)) & 0x000f000fu;
+      a[p] = Bits(__hsub2(FromBits<__nv_bfloat162>(m | 0x43004300u),
+                          FromBits<__nv_bfloat162>((p & 1) ? hi.sub : lo.sub)));
+    }
   } else {
-    const int32_t z = int32_t(zero);
-    return Bits(__floats2bfloat162_rn(float(int32_t(m & 0xffu) - z), float(int32_t(m >> 16) - z)));
-  }
-}
-
-// d += A (16 x 16, row) * B (16 x 8, col), fp32 accumulators.
-template <typename T>
-__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (std::is_same_v<T, __half>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const uint32_t m = (w[2 * j + (p >> 1)] >> (8 * (p & 1))) & 0x00ff00ffu;
+      const int32_t z = int32_t((p & 1) ? hi.sub : lo.sub);
+      a[p] = Bits(__floats2bfloat162_rn(float(int32_t(m & 0xffu) - z), float(int32_t(m >> 16) - z)));
+    }
   }
 }
 
@@ -150,12 +163,17 @@ int64_t StagedBytes(const WeightOnlyLayout& l, bool half_scales, bool zeros) {
   return l.groups * 16 * ((half_scales ? 2 : 4) + (zeros ? 1 : 0));
 }
 
+// Dynamic shared memory: the warps' rings (kRingBytes; the partial sums of
+// the final reduction reuse them), then the staged scales and zeros.
 // kStaged: the block copies its tile's scales and zero codes into shared
 // memory once (16-byte loads, issued with the first codes, before the wait
 // for x), so the loop never waits on a scale; otherwise each group's scale is
 // read from global memory when the group starts (layers whose scales do not
 // fit the shared memory budget, or unaligned scale or zero arrays).
-template <typename T, int kBits, int kTiles, bool kHalfScales, bool kStaged>
+// kChunkInGroup: every chunk lies inside one group (the group size is a
+// multiple of the chunk's columns, or one group), so the scale and zero are
+// looked up once per chunk instead of once per k16 step.
+template <typename T, int kBits, int kTiles, bool kHalfScales, bool kStaged, bool kChunkInGroup>
 __global__ void __launch_bounds__(kThreads)
     WeightOnlyGemmKernel(Shape s, const uint4* __restrict__ codes, const void* __restrict__ scales,
                          const uint8_t* __restrict__ zeros, const T* __restrict__ x, const T* __restrict__ bias,
@@ -163,14 +181,32 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kSteps = kBits == 4 ? 4 : 2;  // k16 steps per chunk
   constexpr int kChunkCols = 16 * kSteps;
   constexpr int kScaleVecsPerGroup = kHalfScales ? 2 : 4;  // 16-byte vectors of one group's 16 scales
-  __shared__ float partial[kWarps][kTiles][4][32];
-  extern __shared__ uint4 staged[];
+  static_assert(int64_t(kWarps) * kTiles * 4 * 32 * 4 <= kRingBytes, "the partial sums must fit the rings");
+  extern __shared__ uint4 shared[];
+  uint4* const staged = shared + kRingBytes / 16;
   PdlAllowDependents();
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t tile = blockIdx.x;
   const uint4* tile_codes = codes + tile * int64_t(s.chunks) * 32 + lane;
+  // This lane's slot of batch slot b, chunk u: ring[warp][b][u][lane].
+  uint4* const ring = shared + int64_t(warp) * kStages * kBatch * 32 + lane;
+
+  // The warp's chunks are warp + kWarps i; batch b holds i in [b kBatch, (b + 1) kBatch).
+  const int32_t own_chunks = warp < s.chunks ? (s.chunks - warp + kWarps - 1) / kWarps : 0;
+  const int32_t batches = (own_chunks + kBatch - 1) / kBatch;
+  const auto request = [&](int32_t b) {
+    if (b < batches) {
+      uint4* slot = ring + (b % kStages) * kBatch * 32;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int32_t c = warp + kWarps * (b * kBatch + u);
+        CopyAsync16(SharedAddress(slot + u * 32), tile_codes + int64_t(c < s.chunks ? c : 0) * 32, c < s.chunks);
+      }
+    }
+    CopyAsyncCommit();
+  };
 
   float acc[kTiles][4];
 #pragma unroll
@@ -179,12 +215,56 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < 4; ++i) acc[tt][i] = 0.0f;
   }
 
+  // The group's scale and zero forms for output rows g (lo) and g + 8 (hi).
+  float scale_lo = 0.0f, scale_hi = 0.0f;
+  ZeroForms zero_lo, zero_hi;
+  const auto load_group = [&](int32_t group) {
+    if constexpr (kStaged) {
+      const int32_t at = group * 16 + g;
+      if constexpr (kHalfScales) {
+        const __half* staged_scales = reinterpret_cast<const __half*>(staged);
+        scale_lo = __half2float(staged_scales[at]);
+        scale_hi = __half2float(staged_scales[at + 8]);
+      } else {
+        const float* staged_scales = reinterpret_cast<const float*>(staged);
+        scale_lo = staged_scales[at];
+        scale_hi = staged_scales[at + 8];
+      }
+      if (zeros != nullptr) {
+        const uint8_t* staged_zeros = reinterpret_cast<const uint8_t*>(staged + s.groups * kScaleVecsPerGroup);
+        zero_lo = MakeZero<T, kBits>(staged_zeros[at]);
+        zero_hi = MakeZero<T, kBits>(staged_zeros[at + 8]);
+      }
+    } else {
+      const int64_t at = (tile * s.groups + group) * 16 + g;
+      scale_lo = LoadScale<kHalfScales>(scales, at);
+      scale_hi = LoadScale<kHalfScales>(scales, at + 8);
+      if (zeros != nullptr) {
+        zero_lo = MakeZero<T, kBits>(__ldg(zeros + at));
+        zero_hi = MakeZero<T, kBits>(__ldg(zeros + at + 8));
+      }
+    }
+  };
+  if (zeros == nullptr) {
+    zero_lo = MakeZero<T, kBits>(s.mid);
+    zero_hi = zero_lo;
+  }
+
+  // x's B fragments: lane (g, t) of row tile tt reads row 8 tt + g, columns
+  // 2 t + {0, 1} and 2 t + 8 + {0, 1} of each k16 step.
+  const T* x_lane[kTiles];
+#pragma unroll
+  for (int tt = 0; tt < kTiles; ++tt) {
+    const int32_t row = tt * 8 + g;
+    x_lane[tt] = row < s.rows ? x + row * s.x_row_stride + 2 * t : nullptr;
+  }
+
   const auto process = [&](const uint4& v, int32_t chunk) {
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    const int32_t chunk_col = chunk * kChunkCols;
+    const bool full = chunk_col + kChunkCols <= s.k;
     float part[kTiles][4];
     int32_t current = -1;
-    float scale_lo = 0.0f, scale_hi = 0.0f;
-    uint32_t zero_lo = 0, zero_hi = 0;
     const auto flush = [&] {
 #pragma unroll
       for (int tt = 0; tt < kTiles; ++tt) {
@@ -194,60 +274,44 @@ __global__ void __launch_bounds__(kThreads)
         acc[tt][3] = fmaf(scale_hi, part[tt][3], acc[tt][3]);
       }
     };
+    if constexpr (kChunkInGroup) load_group(GroupOf(s, chunk_col));
+#pragma unroll
+    for (int tt = 0; tt < kTiles; ++tt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[tt][i] = 0.0f;
+    }
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
-      const int32_t col0 = chunk * kChunkCols + 16 * j;
-      const int32_t group = GroupOf(s, col0);
-      if (group != current) {
-        if (current >= 0) flush();
-        current = group;
+      const int32_t col0 = chunk_col + 16 * j;
+      if constexpr (!kChunkInGroup) {
+        const int32_t group = GroupOf(s, col0);
+        if (group != current) {
+          if (current >= 0) {
+            flush();
 #pragma unroll
-        for (int tt = 0; tt < kTiles; ++tt) {
+            for (int tt = 0; tt < kTiles; ++tt) {
 #pragma unroll
-          for (int i = 0; i < 4; ++i) part[tt][i] = 0.0f;
-        }
-        if constexpr (kStaged) {
-          const int32_t at = group * 16 + g;
-          if constexpr (kHalfScales) {
-            const __half* staged_scales = reinterpret_cast<const __half*>(staged);
-            scale_lo = __half2float(staged_scales[at]);
-            scale_hi = __half2float(staged_scales[at + 8]);
-          } else {
-            const float* staged_scales = reinterpret_cast<const float*>(staged);
-            scale_lo = staged_scales[at];
-            scale_hi = staged_scales[at + 8];
+              for (int i = 0; i < 4; ++i) part[tt][i] = 0.0f;
+            }
           }
-          const uint8_t* staged_zeros = reinterpret_cast<const uint8_t*>(staged + s.groups * kScaleVecsPerGroup);
-          zero_lo = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(staged_zeros[at]) : s.mid);
-          zero_hi = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(staged_zeros[at + 8]) : s.mid);
-        } else {
-          const int64_t at = (tile * s.groups + group) * 16 + g;
-          scale_lo = LoadScale<kHalfScales>(scales, at);
-          scale_hi = LoadScale<kHalfScales>(scales, at + 8);
-          zero_lo = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at)) : s.mid);
-          zero_hi = ZeroPair<T, kBits>(zeros != nullptr ? int32_t(__ldg(zeros + at + 8)) : s.mid);
+          current = group;
+          load_group(group);
         }
       }
       uint32_t a[4];
-#pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        uint32_t m;
-        if constexpr (kBits == 4) {
-          m = (w[j] >> (4 * p)) & 0x000f000fu;
-        } else {
-          m = (w[2 * j + (p >> 1)] >> (8 * (p & 1))) & 0x00ff00ffu;
-        }
-        a[p] = CodesToPair<T, kBits>(m, (p & 1) ? zero_hi : zero_lo);
-      }
-      const int32_t col = col0 + 2 * t;
+      StepFragment<T, kBits>(w, j, zero_lo, zero_hi, a);
 #pragma unroll
       for (int tt = 0; tt < kTiles; ++tt) {
-        const int32_t row = tt * 8 + g;
         uint32_t b0 = 0, b1 = 0;
-        if (row < s.rows) {
-          const T* xr = x + row * s.x_row_stride + col;
-          if (col < s.k) b0 = __ldg(reinterpret_cast<const unsigned int*>(xr));
-          if (col + 8 < s.k) b1 = __ldg(reinterpret_cast<const unsigned int*>(xr + 8));
+        if (x_lane[tt] != nullptr) {
+          const T* xr = x_lane[tt] + col0;
+          if (full) {
+            b0 = __ldg(reinterpret_cast<const unsigned int*>(xr));
+            b1 = __ldg(reinterpret_cast<const unsigned int*>(xr + 8));
+          } else {
+            if (col0 + 2 * t < s.k) b0 = __ldg(reinterpret_cast<const unsigned int*>(xr));
+            if (col0 + 2 * t + 8 < s.k) b1 = __ldg(reinterpret_cast<const unsigned int*>(xr + 8));
+          }
         }
         Mma<T>(part[tt], a, b0, b1);
       }
@@ -255,16 +319,10 @@ __global__ void __launch_bounds__(kThreads)
     flush();
   };
 
-  // Codes are constant: the first batch is requested before the wait for x.
-  uint4 current[kUnroll];
-  int32_t c0 = warp;
+  // Codes, scales and zeros are constant: requested before the wait for x.
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    const int32_t c = c0 + u * kWarps;
-    current[u] = c < s.chunks ? LoadStreaming(tile_codes + int64_t(c) * 32) : make_uint4(0, 0, 0, 0);
-  }
+  for (int b = 0; b < kStages - 1; ++b) request(b);
   if constexpr (kStaged) {
-    // Scales and zeros are constant too: staged before the wait.
     const int32_t scale_vecs = s.groups * kScaleVecsPerGroup;
     const uint4* scale_src = static_cast<const uint4*>(scales) + tile * scale_vecs;
 #pragma unroll 4
@@ -277,24 +335,20 @@ __global__ void __launch_bounds__(kThreads)
   }
   PdlWaitForPrior();
   if constexpr (kStaged) __syncthreads();
-  while (c0 < s.chunks) {
-    const int32_t c1 = c0 + kWarps * kUnroll;
-    uint4 next[kUnroll];
+  for (int32_t b = 0; b < batches; ++b) {
+    CopyAsyncWait<kStages - 2>();  // batch b has landed (this lane's part of it)
+    request(b + kStages - 1);      // into the slot batch b - 1 left
+    const uint4* slot = ring + (b % kStages) * kBatch * 32;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int32_t c = c1 + u * kWarps;
-      next[u] = c < s.chunks ? LoadStreaming(tile_codes + int64_t(c) * 32) : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < kBatch; ++u) {
+      const int32_t c = warp + kWarps * (b * kBatch + u);
+      if (c < s.chunks) process(slot[u * 32], c);
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int32_t c = c0 + u * kWarps;
-      if (c < s.chunks) process(current[u], c);
-    }
-    c0 = c1;
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) current[u] = next[u];
   }
+  CopyAsyncWait<0>();
+  __syncthreads();  // every warp is done with its ring: it now holds the partial sums
 
+  float (*partial)[kTiles][4][32] = reinterpret_cast<float (*)[kTiles][4][32]>(shared);
 #pragma unroll
   for (int tt = 0; tt < kTiles; ++tt) {
 #pragma unroll
@@ -379,11 +433,15 @@ __global__ void GatherColumnsKernel(int64_t rows, int64_t k, const int32_t* __re
   out[r * out_row_stride + j] = x[r * x_row_stride + order[j]];
 }
 
-// Static shared memory of a kernel with kTiles row tiles (the warps'
-// partial sums); the staged scales take what is left of the 48 KB a launch
-// may use without opting in.
-constexpr int64_t kSharedBudget = 48 * 1024;
-constexpr int64_t PartialBytes(int tiles) { return int64_t(kWarps) * tiles * 4 * 32 * 4; }
+// Dynamic shared memory a block may use: the rings plus staged scales and
+// zeros up to this budget (opted into once per kernel); layers with more
+// groups read their scales from global memory.
+constexpr int64_t kSharedBudget = 160 * 1024;
+
+template <typename Kernel>
+cudaError_t AllowSharedBudget(Kernel kernel) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSharedBudget));
+}
 
 template <typename T, int kBits, int kTiles, bool kHalfScales>
 cudaError_t LaunchTiles(const Shape& s, const WeightOnlyDeviceWeight& w, dim3 grid, const void* x, const void* bias,
@@ -393,12 +451,24 @@ cudaError_t LaunchTiles(const Shape& s, const WeightOnlyDeviceWeight& w, dim3 gr
                          static_cast<const uint4*>(w.codes), w.scales, w.zeros, static_cast<const T*>(x),
                          static_cast<const T*>(bias), static_cast<T*>(y));
   };
+  const auto kStagedInGroup = WeightOnlyGemmKernel<T, kBits, kTiles, kHalfScales, true, true>;
+  const auto kStagedSplit = WeightOnlyGemmKernel<T, kBits, kTiles, kHalfScales, true, false>;
+  const auto kUnstaged = WeightOnlyGemmKernel<T, kBits, kTiles, kHalfScales, false, false>;
+  static const cudaError_t allowed = [&] {
+    cudaError_t e = AllowSharedBudget(kStagedInGroup);
+    if (e == cudaSuccess) e = AllowSharedBudget(kStagedSplit);
+    if (e == cudaSuccess) e = AllowSharedBudget(kUnstaged);
+    return e;
+  }();
+  if (allowed != cudaSuccess) return allowed;
   const int64_t staged = StagedBytes(w.layout, kHalfScales, w.zeros != nullptr);
   const bool aligned = reinterpret_cast<uintptr_t>(w.scales) % 16 == 0 && reinterpret_cast<uintptr_t>(w.zeros) % 16 == 0;
-  if (aligned && staged + PartialBytes(kTiles) <= kSharedBudget) {
-    return launch(WeightOnlyGemmKernel<T, kBits, kTiles, kHalfScales, true>, staged);
+  if (aligned && kRingBytes + staged <= kSharedBudget) {
+    const int64_t chunk_cols = w.layout.chunk_cols();
+    const bool chunk_in_group = w.layout.groups == 1 || w.layout.group_size % chunk_cols == 0;
+    return launch(chunk_in_group ? kStagedInGroup : kStagedSplit, kRingBytes + staged);
   }
-  return launch(WeightOnlyGemmKernel<T, kBits, kTiles, kHalfScales, false>, 0);
+  return launch(kUnstaged, kRingBytes);
 }
 
 template <typename T, int kBits, bool kHalfScales>

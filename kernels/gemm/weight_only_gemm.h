@@ -5,13 +5,16 @@
 // LaunchWeightOnlyGemm (rows 1..kWeightOnlyGemmMaxRows: decode and small
 // batches): one thread block per 16-row tile of outputs, its warps splitting
 // the input columns; each warp streams its chunks of packed codes once
-// (512-byte coalesced loads, several in flight), turns each pair of codes
-// into an fp16/bf16 pair (c - zero, exact) with a mask, an OR and a packed
-// subtraction, and multiplies it with x on the tensor cores (m16n8k16, fp32
+// through a ring of shared memory that cp.async keeps three batches of four
+// 512-byte chunks ahead of the math (so the bytes in flight, not registers,
+// set the bandwidth), turns each pair of codes into an fp16/bf16 pair
+// (c - zero, exact) with a mask-and-OR (plus one fma for fp16's high
+// nibbles, one byte permute for fp16 8-bit codes) and a packed subtraction,
+// and multiplies it with x on the tensor cores (m16n8k16, fp32
 // accumulation), 8 rows of x per MMA. The block stages its tile's group
-// scales and zero codes in shared memory before the loop (when they fit), so
-// no warp waits on a scale load. The group scale multiplies each
-// group's fp32 partial sum, so the arithmetic is the reference's up to fp32
+// scales and zero codes in shared memory before the loop (when they fit),
+// so no warp waits on a scale load. The group scale multiplies each group's
+// fp32 partial sum, so the arithmetic is the reference's up to fp32
 // summation order; warps combine in shared memory, the bias is added and
 // each output is rounded once.
 //
