@@ -180,8 +180,9 @@ absl::Status ParseVocab(const json& model, const json& doc, TokenizerSpec* spec)
   }
   int64_t size = 0;
   for (const auto& [piece, id] : vocab->items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= (1 << 30)) {
-      return Invalid("model.vocab", absl::StrCat("\"", piece, "\" has an invalid id"));
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocabularySize) {
+      return Invalid("model.vocab", absl::StrCat("\"", piece, "\" has an invalid id (ids are integers in [0, ",
+                                                 kMaxVocabularySize, "))"));
     }
     size = std::max(size, id.get<int64_t>() + 1);
   }
@@ -192,8 +193,9 @@ absl::Status ParseVocab(const json& model, const json& doc, TokenizerSpec* spec)
   if (added != doc.end() && added->is_array()) {
     for (const json& t : *added) {
       if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") ||
-          !t["content"].is_string() || t["id"].get<int64_t>() < 0 || t["id"].get<int64_t>() >= (1 << 30)) {
-        return Invalid("added_tokens", "each entry needs an integer id >= 0 and a string content");
+          !t["content"].is_string() || t["id"].get<int64_t>() < 0 || t["id"].get<int64_t>() >= kMaxVocabularySize) {
+        return Invalid("added_tokens", absl::StrCat("each entry needs an integer id in [0, ", kMaxVocabularySize,
+                                                    ") and a string content"));
       }
       AddedToken token;
       token.id = static_cast<int32_t>(t["id"].get<int64_t>());

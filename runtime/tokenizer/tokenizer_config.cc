@@ -38,7 +38,7 @@ absl::Status AddDeclaredTokens(const json& decoder, TokenizerSpec* spec) {
   for (const auto& [key, value] : decoder.items()) {
     int64_t id = -1;
     const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
-    if (ec != std::errc() || end != key.data() + key.size() || id < 0 || id >= (1 << 30)) {
+    if (ec != std::errc() || end != key.data() + key.size() || id < 0 || id >= kMaxVocabularySize) {
       return Invalid(kConfig, "added_tokens_decoder", absl::StrCat("key \"", key, "\" is not a token id"));
     }
     if (!value.is_object() || !value.contains("content") || !value["content"].is_string()) {

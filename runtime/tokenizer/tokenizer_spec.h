@@ -35,6 +35,12 @@ enum class PrependScheme {
   kAlways,  // to every plain-text segment (legacy Prepend normalizer)
 };
 
+// The largest token id + 1 a tokenizer may declare (about 16x the largest
+// published vocabularies). Pieces are indexed by id, so an id bounds the
+// memory a tokenizer file can make the parser take: a 64 KB file naming id
+// 2^29 would otherwise ask for tens of GB.
+inline constexpr int64_t kMaxVocabularySize = int64_t(1) << 22;
+
 struct TokenizerSpec {
   enum class Model {
     kByteLevelBpe,       // GPT-2 / Llama-3 / Qwen2: BPE over bytes mapped to printable chars

@@ -242,6 +242,19 @@ TEST(HfTokenizerJsonTest, RejectsMalformedAndUnsupportedFiles) {
   j = ByteLevelJson();
   j["added_tokens"][0]["id"] = "259";
   EXPECT_EQ(ParseHfTokenizerJson(j.dump()).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // Pieces are indexed by id: an id far past the vocabulary would size the
+  // tables by it (gigabytes from a small file), so it is refused by name.
+  j = ByteLevelJson();
+  j["model"]["vocab"]["far"] = int64_t(1) << 29;
+  auto far_piece = ParseHfTokenizerJson(j.dump());
+  EXPECT_EQ(far_piece.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(far_piece.status().message()), HasSubstr("\"far\" has an invalid id"));
+  j = ByteLevelJson();
+  j["added_tokens"][0]["id"] = kMaxVocabularySize;
+  EXPECT_EQ(ParseHfTokenizerJson(j.dump()).status().code(), absl::StatusCode::kInvalidArgument);
+  j["added_tokens"][0]["id"] = kMaxVocabularySize - 1;  // the last id accepted
+  EXPECT_TRUE(ParseHfTokenizerJson(j.dump()).ok());
 }
 
 // Minimal protobuf writer for hand-built ModelProto bytes.
