@@ -18,6 +18,7 @@
 // Threads: a Backend is used by one engine thread at a time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -63,6 +64,9 @@ class DeviceWeight {
  public:
   virtual ~DeviceWeight() = default;
   virtual const std::vector<int64_t>& shape() const = 0;
+  // Bytes this weight holds in the backend's memory (device memory on a GPU
+  // backend): every buffer it allocated, at the size allocated.
+  virtual size_t bytes() const = 0;
 };
 
 // A linear layer y = x W^T (+ b), W stored [out_features, in_features] in
@@ -74,6 +78,12 @@ class LinearWeight {
   virtual int64_t out_features() const = 0;
   virtual int64_t in_features() const = 0;
   virtual LinearScheme scheme() const { return {}; }
+  // Bytes this layer holds in the backend's memory (device memory on a GPU
+  // backend) in the form its kernels run: weights or codes, scales, zero
+  // codes, permutation, smoothing and bias, every buffer at the size
+  // allocated. Scratch shared by all layers (a dequantization buffer) is the
+  // backend's, not a layer's.
+  virtual size_t bytes() const = 0;
 };
 
 // One layer-set of paged K and V: per layer [num_blocks, block_size,

@@ -28,6 +28,7 @@ class CpuWeight final : public DeviceWeight {
   CpuWeight(std::vector<int64_t> shape, std::vector<float> values)
       : shape_(std::move(shape)), values_(std::move(values)) {}
   const std::vector<int64_t>& shape() const override { return shape_; }
+  size_t bytes() const override { return values_.size() * sizeof(float); }
   const float* data() const { return values_.data(); }
 
  private:
@@ -167,6 +168,7 @@ class CpuFloatLinear final : public CpuLinear {
  public:
   CpuFloatLinear(int64_t out, int64_t in, LinearScheme scheme, std::vector<float> weight, std::vector<float> bias)
       : CpuLinear(out, in, scheme, std::move(bias)), weight_(std::move(weight)) {}
+  size_t bytes() const override { return (weight_.size() + bias_.size()) * sizeof(float); }
   void Apply(Tensor x, Tensor y, CpuLinearScratch&) const override {
     CHECK(x.dtype == DType::kF32) << "a " << scheme_.ToString() << " linear takes fp32 activations";
     Gemm(x, weight_.data(), out_, in_, bias_, y);
@@ -189,6 +191,11 @@ class CpuW8A8Linear final : public CpuLinear {
         input_scale_(q.input_scale),
         smoothing_(q.input_smoothing) {
     for (size_t i = 0; i < weight_.size(); ++i) weight_[i] = Decode(q.weight[i]);
+  }
+  // The codes are held decoded to fp32 (the GEMM's operand), so a W8A8
+  // layer costs 4 bytes a weight here, as a dense one does.
+  size_t bytes() const override {
+    return (weight_.size() + w_scales_.size() + smoothing_.size() + bias_.size()) * sizeof(float);
   }
 
   void Apply(Tensor x, Tensor y, CpuLinearScratch& s) const override {

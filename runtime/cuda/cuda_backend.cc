@@ -137,6 +137,7 @@ class CudaWeight final : public DeviceWeight {
  public:
   CudaWeight(std::vector<int64_t> shape, DeviceBuffer buffer) : shape_(std::move(shape)), buffer_(std::move(buffer)) {}
   const std::vector<int64_t>& shape() const override { return shape_; }
+  size_t bytes() const override { return buffer_.bytes(); }
   const void* data() const { return buffer_.data(); }
 
  private:
@@ -150,6 +151,7 @@ class CudaLinear final : public LinearWeight {
       : out_(out), in_(in), weight_(std::move(weight)), bias_(std::move(bias)), has_bias_(has_bias) {}
   int64_t out_features() const override { return out_; }
   int64_t in_features() const override { return in_; }
+  size_t bytes() const override { return weight_.bytes() + bias_.bytes(); }
   const void* weight() const { return weight_.data(); }
   const void* bias() const { return has_bias_ ? bias_.data() : nullptr; }
 

@@ -10,7 +10,9 @@
 namespace tern::runtime {
 namespace {
 
-absl::Status Upload(const void* host, size_t bytes, void** device, const std::string& what) {
+// Allocates `bytes` on the device, copies `host` there and adds `bytes` to
+// `*total`; INTERNAL naming `what` on failure.
+absl::Status Upload(const void* host, size_t bytes, void** device, const std::string& what, size_t* total) {
   if (bytes == 0) return absl::OkStatus();
   cudaError_t error = cudaMalloc(device, bytes);
   if (error == cudaSuccess) error = cudaMemcpy(*device, host, bytes, cudaMemcpyHostToDevice);
@@ -19,6 +21,7 @@ absl::Status Upload(const void* host, size_t bytes, void** device, const std::st
     return absl::InternalError(absl::StrCat("uploading ", what, " (", bytes, " bytes): ", cudaGetErrorName(error), " (",
                                             cudaGetErrorString(error), ")"));
   }
+  *total += bytes;
   return absl::OkStatus();
 }
 
@@ -51,17 +54,18 @@ absl::StatusOr<std::unique_ptr<CudaW8A8Linear>> CudaW8A8Linear::Create(const Qua
   linear->out_ = q.out_features;
   linear->in_ = q.in_features;
   linear->input_scale_ = q.input_scale;
+  size_t* total = &linear->device_bytes_;
   void* p = nullptr;
-  RETURN_IF_ERROR(Upload(q.weight.data(), q.weight.size(), &p, what + " weight"));
+  RETURN_IF_ERROR(Upload(q.weight.data(), q.weight.size(), &p, what + " weight", total));
   linear->weight_ = static_cast<uint8_t*>(p);
   p = nullptr;
-  RETURN_IF_ERROR(Upload(q.scales.data(), q.scales.size() * 4, &p, what + " scales"));
+  RETURN_IF_ERROR(Upload(q.scales.data(), q.scales.size() * 4, &p, what + " scales", total));
   linear->w_scales_ = static_cast<float*>(p);
   p = nullptr;
-  RETURN_IF_ERROR(Upload(q.input_smoothing.data(), q.input_smoothing.size() * 4, &p, what + " smoothing"));
+  RETURN_IF_ERROR(Upload(q.input_smoothing.data(), q.input_smoothing.size() * 4, &p, what + " smoothing", total));
   linear->smoothing_ = static_cast<float*>(p);
   p = nullptr;
-  RETURN_IF_ERROR(Upload(q.bias.data(), q.bias.size() * 4, &p, what + " bias"));
+  RETURN_IF_ERROR(Upload(q.bias.data(), q.bias.size() * 4, &p, what + " bias", total));
   linear->bias_ = static_cast<float*>(p);
   return linear;
 }

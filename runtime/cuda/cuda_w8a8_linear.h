@@ -60,6 +60,8 @@ class CudaW8A8Linear final : public LinearWeight {
   int64_t out_features() const override { return out_; }
   int64_t in_features() const override { return in_; }
   LinearScheme scheme() const override { return scheme_; }
+  // Weight bytes, weight scales, smoothing and bias.
+  size_t bytes() const override { return device_bytes_; }
   bool fp8() const { return scheme_.scheme == WeightScheme::kW8A8Fp8; }
   // Bytes of the accumulators of `rows` rows.
   size_t AccBytes(int64_t rows) const { return size_t(rows) * size_t(out_) * 4; }
@@ -77,6 +79,7 @@ class CudaW8A8Linear final : public LinearWeight {
   LinearScheme scheme_;
   int64_t out_ = 0, in_ = 0;
   float input_scale_ = 0.0f;
+  size_t device_bytes_ = 0;
   uint8_t* weight_ = nullptr;   // [out, in]
   float* w_scales_ = nullptr;   // [out]
   float* smoothing_ = nullptr;  // [in] or null

@@ -39,14 +39,15 @@ class CudaWeightOnlyLinear final : public LinearWeight {
   int64_t out_features() const override { return weight_.layout.n; }
   int64_t in_features() const override { return weight_.layout.k; }
   LinearScheme scheme() const override { return scheme_; }
+  // Codes, scales, zero codes, input order and bias (not the backend's
+  // dequantization scratch).
+  size_t bytes() const override { return device_bytes_; }
 
   const kernels::WeightOnlyDeviceWeight& weight() const { return weight_; }
   const void* bias() const { return bias_; }             // [out] compute dtype, or null
   const int32_t* input_order() const { return order_; }  // [in], or null (identity)
   // Bytes of the dense weight the large-M path dequantizes into.
   size_t DenseBytes() const { return size_t(weight_.layout.n) * size_t(weight_.layout.k) * element_bytes_; }
-  // Bytes this layer holds on the device.
-  size_t DeviceBytes() const { return device_bytes_; }
 
  private:
   CudaWeightOnlyLinear() = default;

@@ -169,7 +169,32 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       ASSIGN_OR_RETURN(layer.down, linear({Module(n.down)}, false));
     }
   }
+  model->weight_bytes_ = model->SumWeightBytes();
   return model;
+}
+
+size_t LlamaModel::SumWeightBytes() const {
+  size_t total = 0;
+  const auto add = [&total](const auto& weight) {
+    if (weight != nullptr) total += weight->bytes();
+  };
+  add(embed_);
+  add(final_norm_);
+  add(lm_head_);
+  add(inv_freq_);
+  for (const Layer& layer : layers_) {
+    add(layer.input_norm);
+    add(layer.post_norm);
+    add(layer.qkv);
+    add(layer.o);
+    add(layer.gate_up);
+    add(layer.down);
+    add(layer.router);
+    for (const auto* experts : {&layer.experts.gate, &layer.experts.up, &layer.experts.down}) {
+      for (const auto& expert : *experts) add(expert);
+    }
+  }
+  return total;
 }
 
 KvCacheSpec LlamaModel::CacheSpec(int32_t num_blocks, int32_t block_size) const {

@@ -14,6 +14,7 @@
 // a model.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,6 +62,11 @@ class LlamaModel {
   const HfConfig& config() const { return config_; }
   // What the linear layers run as (LinearPlan::Describe).
   const std::string& weight_scheme() const { return weight_scheme_; }
+  // Bytes the weights hold in the backend's memory, as the backend keeps
+  // them (DeviceWeight::bytes and LinearWeight::bytes of every table, norm,
+  // linear layer and expert; a tied lm_head is its own copy). Not the KV
+  // cache, the MoA span tables or the backend's scratch.
+  size_t weight_bytes() const { return weight_bytes_; }
   // True when a forward pass only enqueues device work (no host round trip
   // mid-pass), so a backend may record it once and replay it as a graph:
   // every model but the mixture-of-experts ones, whose routing reads the
@@ -90,9 +96,11 @@ class LlamaModel {
  private:
   struct Layer;
   LlamaModel() = default;
+  size_t SumWeightBytes() const;
 
   HfConfig config_;
   std::string weight_scheme_;
+  size_t weight_bytes_ = 0;
   KvCacheDtype kv_cache_dtype_ = KvCacheDtype::kAuto;
   std::vector<float> kv_k_scales_, kv_v_scales_;  // fp8 with checkpoint scales, else empty
   std::string kv_cache_description_ = "auto";

@@ -64,6 +64,10 @@ class LlmModelRunner final : public ModelRunner {
   const KvRetention* kv_retention() const override { return retention_.has_value() ? &*retention_ : nullptr; }
   // The model's MoA plan, or null (dense attention).
   const MoaPlan* moa_plan() const { return model_->moa_plan(); }
+  // Bytes the model's weights hold on the backend (LlamaModel::weight_bytes).
+  size_t weight_bytes() const { return model_->weight_bytes(); }
+  // What the linear layers run as (LlamaModel::weight_scheme).
+  const std::string& weight_scheme() const { return model_->weight_scheme(); }
 
   // The warm-up of LlmModelRunnerOptions::warmup_tokens: one greedy prefill
   // of `tokens` copies of token 0 into blocks 0, 1, ... and one decode step.
