@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -14,6 +15,7 @@
 #include "server/config/server_config.h"
 #include "server/observability/device_collector.h"
 #include "server/observability/engine_collector.h"
+#include "server/observability/model_info_collector.h"
 #include "spdlog/spdlog.h"
 
 namespace tern::server {
@@ -25,6 +27,34 @@ std::string HostPort(const std::string& host, int port) {
 }
 
 constexpr const char* kServiceNames[] = {"tern.v1.Llm", "tern.v1.Models", "tern.v1.Diffusion"};
+
+// "3.9 GiB", "812.0 MiB", "96.0 KiB", "512 B".
+std::string HumanBytes(size_t bytes) {
+  constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  double value = double(bytes) / 1024;
+  int unit = 0;
+  while (value >= 1024 && unit + 1 < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
+}
+
+// The start-up line of one model: what it is, what its weights hold in the
+// backend's memory and in which scheme, and (LLMs) the KV cache's tokens.
+void LogModelReady(const ServedModel& model) {
+  const tern::v1::ModelInfo& info = model.info;
+  std::string memory;
+  if (model.engine != nullptr) {
+    memory = absl::StrCat(" weights=", HumanBytes(model.weight_bytes), " (", info.weight_scheme(),
+                          ") kv_cache=", model.kv_cache_capacity_tokens, " tokens");
+  } else {
+    memory = absl::StrCat(" weight_scheme=", info.weight_scheme());
+  }
+  spdlog::info("model {} ready: {} {} backend={} context={} params={}{} path={}", info.name(), info.architecture(),
+               info.dtype(), info.backend(), info.context_length(), info.num_parameters(), memory, info.path());
+}
 
 }  // namespace
 
@@ -50,11 +80,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const tern::v1::ServerConf
   daemon->metrics_->SetModelsLoaded(static_cast<int>(daemon->models_->size()));
   daemon->metrics_->AddCollectable(std::make_shared<EngineCollector>(daemon->models_.get()));
   daemon->metrics_->AddCollectable(std::make_shared<DeviceCollector>(daemon->models_.get()));
-  for (const auto& info : daemon->models_->List()) {
-    spdlog::info("model {} ready: {} {} backend={} context={} params={} path={}", info.name(),
-                 info.architecture(), info.dtype(), info.backend(), info.context_length(),
-                 info.num_parameters(), info.path());
-  }
+  daemon->metrics_->AddCollectable(std::make_shared<ModelInfoCollector>(daemon->models_.get()));
+  for (const ServedModel* model : daemon->models_->All()) LogModelReady(*model);
 
   daemon->services_.models = daemon->models_.get();
   daemon->services_.authenticator = daemon->authenticator_.get();

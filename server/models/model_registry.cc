@@ -65,6 +65,8 @@ runtime::BackendChoice ChooseBackend(const std::string& backend, const tern::v1:
   return choice;
 }
 
+// Builds an LLM's runner and engine; records the runner's weight bytes and
+// KV cache capacity in `served`.
 absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::ServerConfig& server,
                                                              const tern::v1::ModelConfig& model,
                                                              const runtime::HfConfig& config, const std::string& name,
@@ -72,7 +74,8 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
                                                              const runtime::Tokenizer* tokenizer,
                                                              scheduler::EngineOptions::FatalCallback on_fatal,
                                                              scheduler::DeviceShareOptions device,
-                                                             const ModelRegistry::RunnerWrapper& wrap_runner) {
+                                                             const ModelRegistry::RunnerWrapper& wrap_runner,
+                                                             ServedModel* served) {
   runtime::LlmModelRunnerOptions runner_options;
   runner_options.model_dir = model.path();
   runner_options.block_size = model.kv_block_size() > 0 ? model.kv_block_size() : 16;
@@ -107,6 +110,9 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   if (!backend.ok()) return backend.status();
   auto created = runtime::LlmModelRunner::Create(std::move(*backend), runner_options);
   if (!created.ok()) return created.status();
+  served->weight_bytes = (*created)->weight_bytes();
+  const runtime::KvCacheLayout kv = (*created)->kv_cache_layout();
+  served->kv_cache_capacity_tokens = int64_t(kv.num_blocks) * kv.block_size;
   std::unique_ptr<runtime::ModelRunner> runner = std::move(*created);
   if (wrap_runner) runner = wrap_runner(name, std::move(runner));
   scheduler::EngineOptions options;
@@ -200,7 +206,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
     scheduler::EngineOptions::FatalCallback engine_fatal;
     if (on_fatal) engine_fatal = [on_fatal, name](const absl::Status& status) { on_fatal(name, status); };
     auto engine = MakeEngine(config, model_config, *hf_config, name, *backend, served->tokenizer.get(),
-                             std::move(engine_fatal), registry->ShareDevice(*backend, model_config), wrap_runner);
+                             std::move(engine_fatal), registry->ShareDevice(*backend, model_config), wrap_runner,
+                             served.get());
     if (!engine.ok()) return fail(engine.status());
     served->engine = std::move(*engine);
     auto& info = served->info;

@@ -40,6 +40,12 @@ struct ServedModel {
   std::unique_ptr<scheduler::Engine> engine;
   // A diffusion model's config, request defaults and engine; null for an LLM.
   std::unique_ptr<ServedDiffusion> diffusion;
+  // LLMs: the bytes the weights hold on the model's backend
+  // (runtime::LlmModelRunner::weight_bytes) and the tokens the KV cache holds
+  // (blocks x block size), read once the runner is built. Zero for a
+  // diffusion model, whose weights do not report their bytes.
+  size_t weight_bytes = 0;
+  int64_t kv_cache_capacity_tokens = 0;
 };
 
 class ModelRegistry {

@@ -197,6 +197,51 @@ TEST(TerndE2eTest, ServesModelDirectoryGivenByFlag) {
   EXPECT_GT(response.models(0).num_parameters(), 4'000'000);
 }
 
+// /metrics describes each model (tern_model_info, with the configured weight
+// scheme as the layers run it), the bytes its weights hold on the backend and
+// the KV cache's tokens (its blocks x 16), and the start-up log says the same.
+TEST(TerndE2eTest, MetricsDescribeTheModelsWeightsAndKvCapacity) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, "tiny-llama");
+  DaemonProcess daemon = StartOrDie({"--config", dir.Write("c.json", R"({"models": [{"path": ")" + model +
+                                                                         R"(", "backend": "cpu", "weightScheme": "w4a16-g32",
+                                                                         "kvBlockSize": 16, "cpuKvCacheMib": 4}]})")});
+  const HttpReply scrape = HttpGet(daemon.http_port(), "/metrics");
+  ASSERT_EQ(scrape.status, 200);
+  const std::string info =
+      R"(tern_model_info{architecture="LlamaForCausalLM",attention_scheme="dense",backend="cpu",dtype="float32",)"
+      R"x(kind="llm",kv_cache_dtype="auto",model="tiny-llama",weight_scheme="w4a16-g32 (quantized at load)"} 1)x";
+  EXPECT_NE(scrape.body.find(info), std::string::npos) << scrape.body;
+  // The value of the one series of `name` (label model="tiny-llama").
+  const auto value = [&](const std::string& name) {
+    const std::string series = name + R"({model="tiny-llama"} )";
+    const size_t at = scrape.body.find(series);
+    EXPECT_NE(at, std::string::npos) << series << "\n" << scrape.body;
+    return at == std::string::npos ? -1.0 : std::stod(scrape.body.substr(at + series.size()));
+  };
+  // The CPU backend holds every weight in fp32 (weight-only layers
+  // dequantized), so at least 4 bytes a parameter.
+  auto stub = tern::v1::Models::NewStub(Connect(daemon));
+  grpc::ClientContext context;
+  tern::v1::ListModelsResponse models;
+  ASSERT_TRUE(stub->ListModels(&context, {}, &models).ok());
+  ASSERT_EQ(models.models_size(), 1);
+  const double weight_bytes = value("tern_model_weight_bytes");
+  EXPECT_GE(weight_bytes, 4.0 * double(models.models(0).num_parameters()));
+  const double blocks = value("tern_kv_cache_blocks");
+  EXPECT_GT(blocks, 0);
+  EXPECT_EQ(value("tern_kv_cache_capacity_tokens"), blocks * 16);
+  TempDir scrape_dir;
+  const ProcessResult promtool = RunProcess(
+      {"/bin/sh", "-c", "promtool check metrics < " + scrape_dir.Write("scrape.txt", scrape.body)}, seconds(30));
+  EXPECT_EQ(promtool.exit_code, 0) << promtool.output;
+
+  const std::string log = daemon.Output();
+  EXPECT_NE(log.find(" (w4a16-g32 (quantized at load)) kv_cache=" + std::to_string(int64_t(blocks) * 16) + " tokens"),
+            std::string::npos)
+      << log;
+}
+
 // A model served with an MoA plan (attention_scheme "moa:<plan>"): ListModels
 // names the scheme, the plan and its average density at the plan's reference
 // length (tiny: 2 layers of 4 heads; layer 0 bands of 250 tokens, layer 1 of
