@@ -31,6 +31,7 @@ enum Slot : int {
   kBlockCond,       // [B, D] a block's own conditioning (diffusers checkpoints whose blocks differ)
   kBlockCondSilu,   // [B, D]
   kNextModulation,  // [B, 6 D] the next block's, made while this block's gate_m is still needed
+  kAllModulations,  // [B, (6 depth + 2) D] every block's and the final layer's (DitWeights::modulations)
 };
 
 }  // namespace
@@ -54,7 +55,7 @@ absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Create(const DitConfig& conf
   ASSIGN_OR_RETURN(DitLinearPlan plan,
                    in_memory ? DitLinearPlan::FromMixed(config, naming, *options.plan, options.weight_scheme.plan_path)
                              : DitLinearPlan::Create(config, naming, options.weight_scheme));
-  ASSIGN_OR_RETURN(DitWeights weights, DitWeights::Load(config, store, ops, &plan));
+  ASSIGN_OR_RETURN(DitWeights weights, DitWeights::Load(config, store, ops, &plan, options.stack_modulations));
   return std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights), std::move(plan), naming));
 }
 
@@ -120,59 +121,68 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
   Tensor cond_silu = ops.Scratch(kCondSilu, b, d);
   conditioning(weights_.cond, cond, cond_silu);
 
-  // Two modulation buffers, block i's in modulations[i % 2]: a block's MLP
-  // gated add is fused with the LayerNorm + modulate that follows it (the
-  // next block's, or the final layer's), so the next modulation is made
-  // before this block's gate_m is spent.
-  const Tensor modulations[2] = {ops.Scratch(kModulation, b, 6 * d), ops.Scratch(kNextModulation, b, 6 * d)};
+  // Modulations: with DitWeights::modulations one GEMM makes every block's
+  // (and the final layer's, unless it has its own); otherwise two buffers, block i's in
+  // modulations[i % 2]: a block's MLP gated add is fused with the LayerNorm
+  // + modulate that follows it (the next block's, or the final layer's), so
+  // the next modulation is made before this block's gate_m is spent.
+  const size_t num_blocks = weights_.blocks.size();
+  const bool stacked = weights_.modulations != nullptr;
+  Tensor all_modulations;
+  if (stacked) {
+    const int64_t final_columns = weights_.final_adaln == nullptr ? 2 * d : 0;
+    all_modulations = ops.Scratch(kAllModulations, b, 6 * d * int64_t(num_blocks) + final_columns);
+    ops.Linear(cond_silu, *weights_.modulations, all_modulations);
+  }
+  const Tensor modulations[2] = {stacked ? Tensor() : ops.Scratch(kModulation, b, 6 * d),
+                                 stacked ? Tensor() : ops.Scratch(kNextModulation, b, 6 * d)};
+  // Block i's [B, 6 D] modulation, made now unless stacked.
+  const auto block_modulation = [&](size_t i) -> Tensor {
+    if (stacked) return all_modulations.Columns(6 * d * int64_t(i), 6 * d);
+    const DitBlockWeights& block = weights_.blocks[i];
+    Tensor block_cond_silu = cond_silu;
+    if (block.cond != nullptr) {
+      block_cond_silu = ops.Scratch(kBlockCondSilu, b, d);
+      conditioning(*block.cond, ops.Scratch(kBlockCond, b, d), block_cond_silu);
+    }
+    ops.Linear(block_cond_silu, *block.adaln, modulations[i % 2]);
+    return modulations[i % 2];
+  };
+  // The final layer's [B, 2 D] shift and scale, made now unless stacked.
+  const auto final_modulation = [&]() -> Tensor {
+    if (weights_.final_adaln == nullptr) return all_modulations.Columns(6 * d * int64_t(num_blocks), 2 * d);
+    Tensor out = ops.Scratch(kFinalModulation, b, 2 * d);
+    ops.Linear(cond_silu, *weights_.final_adaln, out);
+    return out;
+  };
   Tensor normed = ops.Scratch(kNormed, rows, d);
   Tensor qkv = ops.Scratch(kQkv, rows, 3 * d);
   Tensor attended = ops.Scratch(kAttention, rows, d);
   Tensor branch = ops.Scratch(kBranch, rows, d);
   Tensor mlp = ops.Scratch(kMlp, rows, c.mlp_hidden());
   const float mlp_ln_eps = static_cast<float>(c.mlp_layernorm_eps);
-  const auto modulate = [&](const DitBlockWeights& block, Tensor modulation) {
-    Tensor block_cond_silu = cond_silu;
-    if (block.cond != nullptr) {
-      block_cond_silu = ops.Scratch(kBlockCondSilu, b, d);
-      conditioning(*block.cond, ops.Scratch(kBlockCond, b, d), block_cond_silu);
-    }
-    ops.Linear(block_cond_silu, *block.adaln, modulation);
-  };
-  Tensor final_modulation = ops.Scratch(kFinalModulation, b, 2 * d);
-  const size_t num_blocks = weights_.blocks.size();
-  if (num_blocks == 0) {
-    ops.Linear(cond_silu, *weights_.final_adaln, final_modulation);
-    ops.LayerNormModulate(x, final_modulation.Columns(0, d), final_modulation.Columns(d, d), ln_eps, normed);
-  } else {
-    modulate(weights_.blocks[0], modulations[0]);
-    ops.LayerNormModulate(x, modulations[0].Columns(0, d), modulations[0].Columns(d, d), ln_eps, normed);
-  }
+  Tensor modulation = num_blocks == 0 ? final_modulation() : block_modulation(0);
+  ops.LayerNormModulate(x, modulation.Columns(0, d), modulation.Columns(d, d), ln_eps, normed);
   for (size_t i = 0; i < num_blocks; ++i) {
     const DitBlockWeights& block = weights_.blocks[i];
-    const Tensor modulation = modulations[i % 2];
     // Here normed = LN(x) * (1 + scale_a) + shift_a.
-    ops.Linear(normed, *block.qkv, qkv);
-    ops.Attention(qkv, attention, attended);
-    ops.Linear(attended, *block.proj, branch);
+    if (fast) {
+      attention_->RunLayer(ops, int32_t(i), batch.attention, *block.qkv, *block.proj, attention, normed, branch);
+    } else {
+      ops.Linear(normed, *block.qkv, qkv);
+      ops.Attention(qkv, attention, attended);
+      ops.Linear(attended, *block.proj, branch);
+    }
     ops.GatedAddLayerNormModulate(x, branch, modulation.Columns(2 * d, d), modulation.Columns(3 * d, d),
                                   modulation.Columns(4 * d, d), mlp_ln_eps, normed);
     ops.LinearGeluTanh(normed, *block.fc1, mlp);
     ops.Linear(mlp, *block.fc2, branch);
     // x += gate_m * branch, then the next LayerNorm + modulate: the next
     // block's attention input, or the final layer's.
-    Tensor next_shift, next_scale;
-    if (i + 1 < num_blocks) {
-      const Tensor next = modulations[(i + 1) % 2];
-      modulate(weights_.blocks[i + 1], next);
-      next_shift = next.Columns(0, d);
-      next_scale = next.Columns(d, d);
-    } else {
-      ops.Linear(cond_silu, *weights_.final_adaln, final_modulation);
-      next_shift = final_modulation.Columns(0, d);
-      next_scale = final_modulation.Columns(d, d);
-    }
-    ops.GatedAddLayerNormModulate(x, branch, modulation.Columns(5 * d, d), next_shift, next_scale, ln_eps, normed);
+    const Tensor next = i + 1 < num_blocks ? block_modulation(i + 1) : final_modulation();
+    ops.GatedAddLayerNormModulate(x, branch, modulation.Columns(5 * d, d), next.Columns(0, d), next.Columns(d, d),
+                                  ln_eps, normed);
+    modulation = next;
   }
 
   Tensor out_patches = ops.Scratch(kOutPatches, rows, int64_t(c.patch_size) * c.patch_size * c.out_channels());

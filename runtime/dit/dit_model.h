@@ -48,6 +48,9 @@ struct DitModelOptions {
   // With a mixed weight_scheme: this plan instead of reading the file
   // weight_scheme.plan_path names (tools building plans in memory).
   const MixedPrecisionPlan* plan = nullptr;
+  // One GEMM for every adaLN projection where the model allows it
+  // (DitWeights::modulations); false keeps one per block.
+  bool stack_modulations = true;
 };
 
 class DitModel {

@@ -238,7 +238,7 @@ std::vector<float> DitPositionTable(int32_t hidden, int32_t grid) {
 }
 
 absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const WeightStore& store, DitOps* ops,
-                                            const DitLinearPlan* plan) {
+                                            const DitLinearPlan* plan, bool stack_modulations) {
   const DitNaming naming = DetectDitNaming(config, store);
   if (plan != nullptr) {
     for (const LinearScheme& scheme : plan->schemes()) RETURN_IF_ERROR(ops->CheckWeightScheme(scheme));
@@ -261,6 +261,43 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
     ASSIGN_OR_RETURN(const TensorView bias, get(prefix + ".bias"));
     return prepare(prefix, weight, &bias);
   };
+  // The adaLN projections (the blocks' `prefixes`, then the final layer's),
+  // all reading SiLU(cond) when `shared_cond`: stacked into w.modulations
+  // when the blocks' share a scheme (the final layer's with them when it
+  // runs that scheme too), else prepared one by one.
+  const auto modulation_layers = [&](const std::vector<std::string>& prefixes, bool shared_cond,
+                                     DitWeights* w) -> absl::Status {
+    CHECK_EQ(prefixes.size(), w->blocks.size() + 1);
+    const auto same_scheme = [&](const std::string& a, const std::string& b) {
+      return plan == nullptr || plan->For(a) == plan->For(b);
+    };
+    bool stack = stack_modulations && shared_cond && !w->blocks.empty();
+    for (size_t i = 1; stack && i < w->blocks.size(); ++i) stack = same_scheme(prefixes[i], prefixes[0]);
+    const bool with_final = stack && same_scheme(prefixes.back(), prefixes[0]);
+    if (!with_final) {
+      ASSIGN_OR_RETURN(w->final_adaln, linear(prefixes.back()));
+    }
+    if (!stack) {
+      for (size_t i = 0; i < w->blocks.size(); ++i) {
+        ASSIGN_OR_RETURN(w->blocks[i].adaln, linear(prefixes[i]));
+      }
+      return absl::OkStatus();
+    }
+    std::vector<TensorView> weights, biases;
+    for (size_t i = 0; i < prefixes.size() - (with_final ? 0 : 1); ++i) {
+      ASSIGN_OR_RETURN(TensorView weight, get(prefixes[i] + ".weight"));
+      ASSIGN_OR_RETURN(TensorView bias, get(prefixes[i] + ".bias"));
+      weights.push_back(std::move(weight));
+      biases.push_back(std::move(bias));
+    }
+    std::vector<uint8_t> weight_storage, bias_storage;
+    ASSIGN_OR_RETURN(const TensorView weight,
+                     StackTensorRows(weights, "the stacked adaLN projections' weight", &weight_storage));
+    ASSIGN_OR_RETURN(TensorView bias, StackTensorRows(biases, "the stacked adaLN projections' bias", &bias_storage));
+    bias.shape = {bias.shape[0]};
+    ASSIGN_OR_RETURN(w->modulations, prepare(prefixes[0], weight, &bias));
+    return absl::OkStatus();
+  };
   const auto position_table = [&](const char* name) -> absl::StatusOr<std::unique_ptr<DitTable>> {
     if (store.Contains(name)) {
       ASSIGN_OR_RETURN(const TensorView pos, get(name));
@@ -280,6 +317,8 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
     ASSIGN_OR_RETURN(w.pos_embed, position_table(kDiffusersPosEmbed));
     // Block i's conditioning embedders: shared with block 0's when equal.
     std::vector<TensorView> first;
+    std::vector<std::string> adaln_prefixes;
+    bool shared_cond = true;
     for (int32_t i = 0; i < config.depth; ++i) {
       const std::string b = absl::StrCat("transformer_blocks.", i, ".");
       const std::string names[5] = {
@@ -304,9 +343,10 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
           first = views;
         } else {
           block.cond = std::make_unique<DitConditioningWeights>(std::move(cond));
+          shared_cond = false;
         }
       }
-      ASSIGN_OR_RETURN(block.adaln, linear(b + "norm1.linear"));
+      adaln_prefixes.push_back(b + "norm1.linear");
       std::vector<TensorView> qkv_weights, qkv_biases;
       for (const char* part : {"to_q", "to_k", "to_v"}) {
         ASSIGN_OR_RETURN(TensorView weight, get(absl::StrCat(b, "attn1.", part, ".weight")));
@@ -333,7 +373,8 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
       ASSIGN_OR_RETURN(block.fc2, linear(b + "ff.net.2"));
       w.blocks.push_back(std::move(block));
     }
-    ASSIGN_OR_RETURN(w.final_adaln, linear("proj_out_1"));
+    adaln_prefixes.push_back("proj_out_1");
+    RETURN_IF_ERROR(modulation_layers(adaln_prefixes, shared_cond, &w));
     ASSIGN_OR_RETURN(w.final_linear, linear("proj_out_2"));
     return w;
   }
@@ -345,16 +386,18 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
   ASSIGN_OR_RETURN(w.cond.t_fc2, linear(n.time_fc2));
   ASSIGN_OR_RETURN(const TensorView table, get(n.class_table));
   ASSIGN_OR_RETURN(w.cond.class_table, ops->UploadTable(table, 0));
+  std::vector<std::string> adaln_prefixes;
   for (int32_t i = 0; i < config.depth; ++i) {
     DitBlockWeights block;
-    ASSIGN_OR_RETURN(block.adaln, linear(n.Block(i, "adaln")));
+    adaln_prefixes.push_back(n.Block(i, "adaln"));
     ASSIGN_OR_RETURN(block.qkv, linear(n.Block(i, "attn.qkv")));
     ASSIGN_OR_RETURN(block.proj, linear(n.Block(i, "attn.proj")));
     ASSIGN_OR_RETURN(block.fc1, linear(n.Block(i, "mlp.fc1")));
     ASSIGN_OR_RETURN(block.fc2, linear(n.Block(i, "mlp.fc2")));
     w.blocks.push_back(std::move(block));
   }
-  ASSIGN_OR_RETURN(w.final_adaln, linear(n.final_adaln));
+  adaln_prefixes.push_back(n.final_adaln);
+  RETURN_IF_ERROR(modulation_layers(adaln_prefixes, /*shared_cond=*/true, &w));
   ASSIGN_OR_RETURN(w.final_linear, linear(n.final_linear));
   return w;
 }

@@ -109,7 +109,9 @@ struct DitConditioningWeights {
 };
 
 struct DitBlockWeights {
-  std::unique_ptr<DitLinear> adaln;  // [6 hidden, hidden]: shift, scale, gate (attention), shift, scale, gate (MLP)
+  // [6 hidden, hidden]: shift, scale, gate (attention), shift, scale, gate
+  // (MLP). Null when DitWeights::modulations holds it.
+  std::unique_ptr<DitLinear> adaln;
   std::unique_ptr<DitLinear> qkv;    // [3 hidden, hidden]
   std::unique_ptr<DitLinear> proj;   // [hidden, hidden]
   std::unique_ptr<DitLinear> fc1;    // [mlp_hidden, hidden]
@@ -124,8 +126,19 @@ struct DitWeights {
   std::unique_ptr<DitTable> pos_embed;     // [tokens, hidden]
   DitConditioningWeights cond;             // the final layer's and (unless their own) the blocks'
   std::vector<DitBlockWeights> blocks;     // [depth]
-  std::unique_ptr<DitLinear> final_adaln;  // [2 hidden, hidden]: shift, scale
+  std::unique_ptr<DitLinear> final_adaln;  // [2 hidden, hidden]: shift, scale; null when in `modulations`
   std::unique_ptr<DitLinear> final_linear; // [p * p * out_channels, hidden]
+  // Every block's adaLN projection, stacked by rows [6 hidden depth, hidden]
+  // (then the final layer's [2 hidden, hidden] too when it runs the same
+  // scheme; final_adaln is null then): one GEMM a pass instead of depth + 1
+  // small ones. Made when every block reads the model's conditioning (no
+  // block has embedders of its own) and the blocks' adaLN layers run one
+  // scheme; block i's modulation is columns [6 hidden i, 6 hidden (i + 1))
+  // of its output, the final layer's the 2 hidden after the blocks'. Null
+  // otherwise (then each block's adaln). Stacking changes no arithmetic of
+  // an output column: it reads the same weight row, bias and (W8A8) per-row
+  // scale as in the layer alone, and the same per-token activation scale.
+  std::unique_ptr<DitLinear> modulations;
 
   // Checks every tensor of DitTensorLayout (present, exact shape, a float
   // dtype) and prepares it with `ops`. INVALID_ARGUMENT / NOT_FOUND naming the
@@ -135,8 +148,10 @@ struct DitWeights {
   // before anything is prepared, FAILED_PRECONDITION when the ops cannot
   // run one of its schemes (DitOps::CheckWeightScheme), and errors from the
   // quantizer or the ops name the layer.
+  // `stack_modulations` false keeps one adaLN linear per block (for tests
+  // comparing the two).
   static absl::StatusOr<DitWeights> Load(const DitConfig& config, const WeightStore& store, DitOps* ops,
-                                         const DitLinearPlan* plan = nullptr);
+                                         const DitLinearPlan* plan = nullptr, bool stack_modulations = true);
 };
 
 }  // namespace tern::runtime

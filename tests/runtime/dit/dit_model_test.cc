@@ -16,6 +16,7 @@
 
 #include "gtest/gtest.h"
 #include "runtime/dit/cpu_dit_ops.h"
+#include "runtime/dit/dit_linear_plan.h"
 #include "runtime/dit/dit_weights.h"
 #include "runtime/dit/gaussian_noise.h"
 #include "tests/runtime/dit/dit_golden.h"
@@ -232,6 +233,64 @@ TEST_F(DitModelTest, LearnSigmaKeepsTheNoiseChannels) {
   const std::vector<float> a = Forward(*model_, x, {300.0f}, {4});
   const std::vector<float> b = Forward(**sigma_model, x, {300.0f}, {4});
   for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-6) << i;
+}
+
+TEST_F(DitModelTest, StackedModulationsMatchOneProjectionPerBlock) {
+  // One GEMM for every adaLN projection (DitWeights::modulations) against
+  // one per block: each output column reads the same weights, so only the
+  // GEMM's blocking may move the last bits.
+  DitModelOptions per_block;
+  per_block.stack_modulations = false;
+  CpuDitOps ops;
+  auto unstacked = DitModel::Load(dit_test::kDemoDitDir, &ops, per_block);
+  ASSERT_TRUE(unstacked.ok()) << unstacked.status();
+  const std::vector<float> x = GaussianNoise(11, 3 * kPixels);
+  const std::vector<float> t = {999.0f, 400.0f, 3.0f};
+  const std::vector<int32_t> y = {0, 5, 9};
+  const std::vector<float> a = Forward(*model_, x, t, y);
+  const std::vector<float> b = Forward(**unstacked, x, t, y);
+  double max_abs = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) max_abs = std::max(max_abs, std::abs(double(a[i]) - b[i]));
+  EXPECT_LT(max_abs, 1e-5);
+}
+
+TEST(DitWeightsTest, StacksTheAdaLNProjectionsThatShareAScheme) {
+  auto config = LoadDitConfig(dit_test::kDemoDitDir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto store = WeightStore::Open(dit_test::kDemoDitDir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  CpuDitOps ops;
+  const DitNaming naming = DetectDitNaming(*config, **store);
+  const auto load = [&](const DitLinearPlan* plan, bool stack) {
+    auto w = DitWeights::Load(*config, **store, &ops, plan, stack);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? std::move(*w) : DitWeights{};
+  };
+  // Dense: every block's and the final layer's in one linear.
+  DitWeights dense = load(nullptr, true);
+  EXPECT_NE(dense.modulations, nullptr);
+  EXPECT_EQ(dense.final_adaln, nullptr);
+  for (const DitBlockWeights& block : dense.blocks) EXPECT_EQ(block.adaln, nullptr);
+  DitWeights apart = load(nullptr, false);
+  EXPECT_EQ(apart.modulations, nullptr);
+  EXPECT_NE(apart.final_adaln, nullptr);
+  for (const DitBlockWeights& block : apart.blocks) EXPECT_NE(block.adaln, nullptr);
+  // Uniform INT8 quantizes the blocks' adaLN but not the final layer's:
+  // the blocks' stack, the final layer's stays its own.
+  auto int8 = DitLinearPlan::Create(*config, naming, *ParseWeightSchemeRequest("int8"));
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  DitWeights quantized = load(&*int8, true);
+  EXPECT_NE(quantized.modulations, nullptr);
+  EXPECT_NE(quantized.final_adaln, nullptr);
+  // One block's adaLN in another scheme: none stack.
+  MixedPrecisionPlan mixed;
+  mixed.default_scheme.scheme = WeightScheme::kW8A8Int8;
+  mixed.layers["blocks.1.adaLN_modulation"] = LinearScheme{};
+  auto plan = DitLinearPlan::FromMixed(*config, naming, mixed, "p.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  DitWeights split = load(&*plan, true);
+  EXPECT_EQ(split.modulations, nullptr);
+  for (const DitBlockWeights& block : split.blocks) EXPECT_NE(block.adaln, nullptr);
 }
 
 TEST(DitWeightsTest, ErrorsNameTheTensor) {
