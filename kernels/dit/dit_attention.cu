@@ -38,10 +38,16 @@ __global__ void __launch_bounds__(kRowWarps * 32)
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) o[i] = 0.0f;
   float m = -INFINITY, l = 0.0f;
-  for (int k0 = 0; k0 < s.tokens; k0 += 32) {
+  // Keys [k_lo, k_end): every key, or the band |t - j| <= window; chunks of
+  // 32 start at a multiple of 32, the first holding key k_lo (so every
+  // chunk's max is finite from the first on).
+  const int window = s.windows != nullptr ? s.windows[b] : -1;
+  const int k_lo = window < 0 ? 0 : max(0, t - window);
+  const int k_end = window < 0 ? s.tokens : min(s.tokens, t + window + 1);
+  for (int k0 = k_lo / 32 * 32; k0 < k_end; k0 += 32) {
     const int j = k0 + lane;
     float score = -INFINITY;
-    if (j < s.tokens) {
+    if (j < k_end && j >= k_lo) {
       const T* k = sample + width + int64_t(j) * s.qkv_stride;
       score = 0.0f;
       for (int d = 0; d < hd; ++d) score += q[d] * ToFloat(k[d]);
@@ -52,7 +58,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
     l = l * alpha + WarpSum(p);
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) o[i] *= alpha;
-    const int keys = min(32, s.tokens - k0);
+    const int keys = min(32, k_end - k0);
     for (int jj = 0; jj < keys; ++jj) {
       const float pj = __shfl_sync(0xffffffffu, p, jj);
       const T* v = sample + 2 * width + int64_t(k0 + jj) * s.qkv_stride;
@@ -161,6 +167,11 @@ __global__ void __launch_bounds__(kFlashThreads)
   const int tokens = s.tokens;
   const int64_t stride = s.qkv_stride;
   const int64_t width = int64_t(s.num_heads) * kHeadDim;
+  // A band sample walks only the key tiles that meet some query's band.
+  const int window = s.windows != nullptr ? s.windows[b] : -1;
+  const int num_tiles = (tokens + kTileK - 1) / kTileK;
+  const int t_begin = window < 0 ? 0 : max(0, q0 - window) / kTileK;
+  const int t_end = window < 0 ? num_tiles : min(tokens - 1, q0 + kTileM - 1 + window) / kTileK + 1;
   const T* q_head = qkv + b * tokens * stride + int64_t(h) * kHeadDim;
   const T* k_head = q_head + width;
   const T* v_head = k_head + width;
@@ -192,7 +203,7 @@ __global__ void __launch_bounds__(kFlashThreads)
       CopyAsync16(SharedAddress(dv + r * kPitch + c * 8), v_head + offset, valid);
     }
   };
-  load_kv(0, 0);
+  load_kv(t_begin * kTileK, 0);
   CopyAsyncCommit();
 
   const int warp = tid / 32, lane = tid % 32;
@@ -209,10 +220,9 @@ __global__ void __launch_bounds__(kFlashThreads)
     l_run[mb][0] = l_run[mb][1] = 0.0f;
   }
 
-  const int num_tiles = (tokens + kTileK - 1) / kTileK;
-  for (int t = 0; t < num_tiles; ++t) {
-    const int stage = t & 1;
-    if (t + 1 < num_tiles) {
+  for (int t = t_begin; t < t_end; ++t) {
+    const int stage = (t - t_begin) & 1;
+    if (t + 1 < t_end) {
       load_kv((t + 1) * kTileK, stage ^ 1);
       CopyAsyncCommit();
       CopyAsyncWait<1>();
@@ -266,9 +276,28 @@ __global__ void __launch_bounds__(kFlashThreads)
       }
     }
 
+    // A band: scores of keys outside |query - key| <= window are -inf
+    // (tiles wholly inside every row's band skip the test).
+    if (window >= 0 && (k0 < q0 + kTileM - 1 - window || k0 + kTileK - 1 > q0 + window)) {
+#pragma unroll
+      for (int mb = 0; mb < kMBlocks; ++mb) {
+#pragma unroll
+        for (int n = 0; n < kKeyOctets; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int row = q0 + warp_row + mb * 16 + quad_row + 8 * (e >> 1);
+            const int col = k0 + n * 8 + 2 * quad_col + (e & 1);
+            if (col - row > window || row - col > window) sc[mb][n][e] = -INFINITY;
+          }
+        }
+      }
+    }
+
     // Online softmax in the log2 domain; a row's 64 scores live in the 4
-    // lanes of a quad. Key k0 exists, so every row's max is finite from the
-    // first tile on (the first correction is exp2(-inf) = 0).
+    // lanes of a quad. Without a band key k0 exists, so every row's max is
+    // finite from the first tile on (the first correction is exp2(-inf) =
+    // 0); a band row may see no key of its band in a tile, and keeps base 0
+    // there (every p and the correction are then 0).
     uint32_t pa[kMBlocks][kTileK / 16][4];  // P as the A fragments of P V
 #pragma unroll
     for (int mb = 0; mb < kMBlocks; ++mb) {
@@ -280,7 +309,7 @@ __global__ void __launch_bounds__(kFlashThreads)
         for (int n = 0; n < kKeyOctets; ++n) mx = fmaxf(mx, fmaxf(sc[mb][n][2 * r], sc[mb][n][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        base[r] = mx * scale_log2;
+        base[r] = mx == -INFINITY ? 0.0f : mx * scale_log2;
         const float correction = exp2f(m_run[mb][r] * scale_log2 - base[r]);
         m_run[mb][r] = mx;
         l_run[mb][r] *= correction;

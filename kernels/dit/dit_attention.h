@@ -43,6 +43,12 @@ struct DitAttentionShape {
   float scale = 1.0f;     // applied to q.k
   int64_t qkv_stride = 0;  // elements
   int64_t out_stride = 0;
+  // DiTFastAttn's window attention: device int32 [batch], or null (every
+  // sample full). Sample b with windows[b] >= 0 attends, from query i, the
+  // keys j with |i - j| <= windows[b] (a 1-D band over the token order); the
+  // tensor-core kernel walks only the key tiles some query of its CTA needs.
+  // A negative window, or null, is full attention with the same arithmetic.
+  const int32_t* windows = nullptr;
 };
 
 // True when the tensor-core kernel takes this shape, given aligned pointers

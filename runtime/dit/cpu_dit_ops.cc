@@ -60,6 +60,19 @@ class CpuDitTable final : public DitTable {
   std::vector<float> values_;  // [rows, cols]
 };
 
+class CpuDitBuffer final : public DitBuffer {
+ public:
+  CpuDitBuffer(int64_t rows, int64_t cols) : rows_(rows), cols_(cols), values_(size_t(rows) * size_t(cols), 0.0f) {}
+  Tensor tensor() const override {
+    return Tensor{const_cast<float*>(values_.data()), DType::kF32, rows_, cols_, cols_};
+  }
+  size_t bytes() const override { return values_.size() * sizeof(float); }
+
+ private:
+  int64_t rows_, cols_;
+  std::vector<float> values_;
+};
+
 class CpuDitConv final : public DitConv {
  public:
   CpuDitConv(int32_t out, int32_t in, int32_t kernel, std::vector<float> weight, std::vector<float> bias)
@@ -298,6 +311,58 @@ void CpuDitOps::Linear(Tensor x, const DitLinear& weight, Tensor out) {
   }
 }
 
+void CpuDitOps::LinearSamples(Tensor x, int64_t samples, const DitLinear& weight, Tensor out) {
+  CHECK(samples > 0 && x.rows % samples == 0) << x.rows << " rows for " << samples << " samples";
+  if (IsW8A8(weight.scheme().scheme)) {  // row by row: the sample count does not matter
+    LinearW8A8(x, static_cast<const CpuDitW8A8Linear&>(weight), out, &quantized_rows_, &row_scales_);
+    return;
+  }
+  const auto& w = static_cast<const CpuDitLinear&>(weight);
+  CHECK_EQ(x.cols, w.in_features());
+  CHECK_EQ(out.cols, w.out_features());
+  CHECK_EQ(x.rows, out.rows);
+  const bool has_bias = !w.bias().empty();
+  if (has_bias) {
+    for (int64_t r = 0; r < out.rows; ++r) std::memcpy(F(out) + r * out.stride, w.bias().data(), out.cols * 4);
+  }
+  const int64_t per_sample = x.rows / samples;
+  for (int64_t r = 0; r < x.rows; r += per_sample) {
+    GemmNT(per_sample, w.out_features(), w.in_features(), 1.0f, F(x) + r * x.stride, x.stride, w.weight(),
+           w.in_features(), has_bias ? 1.0f : 0.0f, F(out) + r * out.stride, out.stride);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<DitBuffer>> CpuDitOps::AllocateBuffer(int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("buffer of ", rows, " x ", cols));
+  }
+  return std::unique_ptr<DitBuffer>(new CpuDitBuffer(rows, cols));
+}
+
+void CpuDitOps::CopySamples(Tensor src, absl::Span<const int32_t> from, Tensor dst, absl::Span<const int32_t> to,
+                            int64_t rows_per_sample) {
+  CHECK_EQ(from.size(), to.size());
+  CHECK_EQ(src.cols, dst.cols);
+  for (size_t i = 0; i < from.size(); ++i) {
+    CHECK(from[i] >= 0 && (from[i] + 1) * rows_per_sample <= src.rows) << "sample " << from[i] << " of src";
+    CHECK(to[i] >= 0 && (to[i] + 1) * rows_per_sample <= dst.rows) << "sample " << to[i] << " of dst";
+    for (int64_t r = 0; r < rows_per_sample; ++r) {
+      std::memmove(F(dst) + (to[i] * rows_per_sample + r) * dst.stride,
+                   F(src) + (from[i] * rows_per_sample + r) * src.stride, size_t(src.cols) * 4);
+    }
+  }
+}
+
+void CpuDitOps::Subtract(Tensor x, Tensor y, Tensor out) {
+  CHECK(x.rows == y.rows && x.rows == out.rows && x.cols == y.cols && x.cols == out.cols);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* a = F(x) + r * x.stride;
+    const float* b = F(y) + r * y.stride;
+    float* o = F(out) + r * out.stride;
+    for (int64_t c = 0; c < x.cols; ++c) o[c] = a[c] - b[c];
+  }
+}
+
 void CpuDitOps::Patchify(Tensor images, const DitPatchGeometry& g, Tensor patches) {
   const int64_t tokens = g.tokens();
   const int32_t p = g.patch_size, size = g.image_size;
@@ -427,9 +492,17 @@ void CpuDitOps::LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float ep
 }
 
 void CpuDitOps::Attention(Tensor qkv, const DitAttentionParams& p, Tensor out) {
-  const int64_t width = int64_t(p.num_heads) * p.head_dim;
   const int64_t tokens = RowsPerSample(qkv.rows);
-  const int64_t batch = qkv.rows / tokens;
+  full_windows_.assign(size_t(qkv.rows / tokens), -1);
+  WindowAttention(qkv, p, full_windows_, out);
+}
+
+void CpuDitOps::WindowAttention(Tensor qkv, const DitAttentionParams& p, absl::Span<const int32_t> windows,
+                                Tensor out) {
+  const int64_t width = int64_t(p.num_heads) * p.head_dim;
+  const int64_t batch = int64_t(windows.size());
+  CHECK(batch > 0 && qkv.rows % batch == 0) << qkv.rows << " rows for " << batch << " samples";
+  const int64_t tokens = qkv.rows / batch;
   CHECK_EQ(qkv.cols, 3 * width);
   CHECK_EQ(out.rows, qkv.rows);
   CHECK_EQ(out.cols, width);
@@ -447,17 +520,24 @@ void CpuDitOps::Attention(Tensor qkv, const DitAttentionParams& p, Tensor out) {
       GemmNT(tokens, tokens, p.head_dim, p.scale, q, qkv.stride, k, qkv.stride, 0.0f, s, tokens);
       // Softmax without the division: out_h = (e^(s - max) v) / sum, the
       // row scale applied to the [tokens, head_dim] product instead.
+      const int64_t window = windows[size_t(b)];
       for (int64_t i = 0; i < tokens; ++i) {
         float* row = s + i * tokens;
+        // Keys [lo, hi): every key, or the band |i - j| <= window (the
+        // others weigh exactly 0).
+        const int64_t lo = window < 0 ? 0 : std::max<int64_t>(0, i - window);
+        const int64_t hi = window < 0 ? tokens : std::min<int64_t>(tokens, i + window + 1);
         float max_score = -INFINITY;
 #pragma omp simd reduction(max : max_score)
-        for (int64_t j = 0; j < tokens; ++j) max_score = row[j] > max_score ? row[j] : max_score;
+        for (int64_t j = lo; j < hi; ++j) max_score = row[j] > max_score ? row[j] : max_score;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < tokens; ++j) {
+        for (int64_t j = lo; j < hi; ++j) {
           row[j] = FastExp(row[j] - max_score);
           sum += row[j];
         }
+        for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+        for (int64_t j = hi; j < tokens; ++j) row[j] = 0.0f;
         inv_sums_[i] = 1.0f / sum;
       }
       float* oh = o + int64_t(h) * p.head_dim;

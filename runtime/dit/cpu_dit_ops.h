@@ -55,6 +55,14 @@ class CpuDitOps final : public DitOps {
   void GeluTanh(Tensor x) override;
   void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) override;
   void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
+  absl::StatusOr<std::unique_ptr<DitBuffer>> AllocateBuffer(int64_t rows, int64_t cols) override;
+  void LinearSamples(Tensor x, int64_t samples, const DitLinear& weight, Tensor out) override;
+  // Attention's loops, a band's keys outside it weighing exactly 0.
+  void WindowAttention(Tensor qkv, const DitAttentionParams& params, absl::Span<const int32_t> windows,
+                       Tensor out) override;
+  void CopySamples(Tensor src, absl::Span<const int32_t> from, Tensor dst, absl::Span<const int32_t> to,
+                   int64_t rows_per_sample) override;
+  void Subtract(Tensor x, Tensor y, Tensor out) override;
   void GatedAdd(Tensor x, Tensor y, Tensor gate) override;
   void Unpatchify(Tensor patches, const DitPatchGeometry& geometry, int32_t keep_channels, Tensor images) override;
   void Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) override;
@@ -75,6 +83,7 @@ class CpuDitOps final : public DitOps {
   std::map<int, std::vector<float>> scratch_;
   std::vector<float> scores_;    // [tokens, tokens] of one attention head
   std::vector<float> inv_sums_;  // [tokens] its softmax denominators, inverted
+  std::vector<int32_t> full_windows_;  // Attention's windows: -1 a sample
   std::vector<float> columns_;   // a convolution chunk's im2col [pixels, k*k*in]
   std::vector<float> group_stats_;  // GroupNorm's [groups] means and inverse deviations
   std::vector<uint8_t> quantized_rows_;  // a W8A8 layer's activation codes [rows, in]

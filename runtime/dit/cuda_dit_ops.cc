@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/dit/dit_attention.h"
+#include "kernels/dit/dit_cache_kernels.h"
 #include "kernels/dit/dit_kernels.h"
 #include "kernels/dit/vae_kernels.h"
 #include "runtime/base/check.h"
@@ -89,6 +90,16 @@ class CudaDitTable final : public DitTable {
   int64_t cols() const override { return num_cols; }
   int64_t num_rows = 0, num_cols = 0;
   DeviceBuffer values;  // [rows, cols] compute dtype
+};
+
+// DiTFastAttn's cache pool memory (AllocateBuffer).
+class CudaDitBuffer final : public DitBuffer {
+ public:
+  Tensor tensor() const override { return Tensor{memory.data(), dtype, rows, cols, cols}; }
+  size_t bytes() const override { return memory.bytes(); }
+  int64_t rows = 0, cols = 0;
+  DType dtype = DType::kBF16;
+  DeviceBuffer memory;
 };
 
 absl::Status CheckFloat(const TensorView& t) {
@@ -179,6 +190,8 @@ struct CudaDitOps::Impl {
 
   // The pass.
   int64_t batch = 0;
+  bool eager_pass = false;          // DitStep::eager: no graph recorded or replayed
+  int64_t linear_rows_per_sample = 0;  // LinearSamples' rows per sample; 0: from the batch
   std::vector<float> timesteps;      // [B] host
   size_t labels_offset = 0;          // [B] int32 in the staging area, staged by BeginStep
   std::map<int, DeviceBuffer> scratch;
@@ -283,6 +296,23 @@ struct CudaDitOps::Impl {
     event_kinds[events_used] = kind;
     Record(cudaEventRecord(events[events_used], stream), "profiling event");
     ++events_used;
+  }
+
+  // A linear's rows per sample: LinearSamples' own, else the pass's.
+  int64_t LinearRowsPerSample(int64_t rows) const {
+    return linear_rows_per_sample > 0 ? linear_rows_per_sample : RowsPerSample(rows);
+  }
+  // Host int32 values staged in one region, uploaded on the stream: their
+  // device address, valid until the next Stage.
+  const int32_t* StageInts(std::initializer_list<absl::Span<const int32_t>> parts, const char* op) {
+    size_t count = 0;
+    for (const auto& p : parts) count += p.size();
+    auto region = Stage(std::max<size_t>(count, 1) * sizeof(int32_t));
+    if (region.first == nullptr) return nullptr;
+    int32_t* host = static_cast<int32_t*>(region.first);
+    for (const auto& p : parts) host = std::copy(p.begin(), p.end(), host);
+    Record(cudaMemcpyAsync(region.second, region.first, count * sizeof(int32_t), cudaMemcpyHostToDevice, stream), op);
+    return static_cast<const int32_t*>(region.second);
   }
 
   int64_t RowsPerSample(int64_t rows) const {
@@ -712,6 +742,8 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
         absl::StrCat("dit step: ", step.timesteps.size(), " timesteps but ", step.labels.size(), " labels"));
   }
   m.batch = step.batch();
+  m.eager_pass = step.eager;
+  m.linear_rows_per_sample = 0;
   m.pass_key = {int32_t(step.pass), m.batch, step.image.height, step.image.width};
   m.timesteps.assign(step.timesteps.begin(), step.timesteps.end());
   m.staged = 0;
@@ -719,7 +751,7 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
   m.Mix(uint64_t(uint32_t(step.image.height)) << 32 | uint32_t(step.image.width));
   m.events_used = 0;
   m.mode = Impl::Mode::kEager;
-  if (m.graphs_enabled && m.batch > 0) {
+  if (m.graphs_enabled && m.batch > 0 && !m.eager_pass) {
     Impl::Graph& g = m.graphs[m.pass_key];
     if (g.exec != nullptr && g.generation == m.generation) {
       m.mode = Impl::Mode::kReplay;
@@ -771,7 +803,7 @@ void CudaDitOps::CopyFromHost(const float* src, Tensor dst) {
 absl::Status CudaDitOps::FinishStep() {
   Impl& m = *impl_;
   if (m.profile) m.MarkEvent(kOtherOp);
-  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 ? &m.graphs[m.pass_key] : nullptr;
+  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 && !m.eager_pass ? &m.graphs[m.pass_key] : nullptr;
   switch (m.mode) {
     case Impl::Mode::kCapture: {
       cudaGraph_t recorded = nullptr;
@@ -887,7 +919,7 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
     ws.workspace = m.workspace.data();
     ws.workspace_bytes = m.workspace.bytes();
     ws.stream = m.stream;
-    ws.algorithm_rows = m.RowsPerSample(x.rows) * m.gemm_reference_batch;  // as the dense layers choose theirs
+    ws.algorithm_rows = m.LinearRowsPerSample(x.rows) * m.gemm_reference_batch;  // as the dense layers choose theirs
     ws.q = static_cast<uint8_t*>(m.Workspace(m.w8a8_codes, q.CodeBytes(x.rows), "w8a8 activation codes"));
     ws.row_scales = static_cast<float*>(m.Workspace(m.w8a8_scales, size_t(x.rows) * 4, "w8a8 row scales"));
     ws.acc = m.Workspace(m.w8a8_acc, q.AccBytes(x.rows), "w8a8 accumulators");
@@ -896,7 +928,7 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
     m.Record(q.Run(m.type, x, out, gelu, ws, &what), what);
     return;
   }
-  const int64_t reference_rows = m.RowsPerSample(x.rows) * m.gemm_reference_batch;
+  const int64_t reference_rows = m.LinearRowsPerSample(x.rows) * m.gemm_reference_batch;
   if (!gelu || m.Plan(x, w, out, reference_rows, /*gelu=*/true) != nullptr) {
     m.Gemm(x, w, out, reference_rows, gelu);
     return;
@@ -1066,6 +1098,93 @@ void CudaDitOps::Attention(Tensor qkv, const DitAttentionParams& params, Tensor 
   m.Record(kernels::LaunchDitAttention(m.type, s, qkv.data, out.data, m.stream),
            absl::StrCat("attention (", m.batch, " samples x ", tokens, " tokens, ", params.num_heads, " heads of ",
                         params.head_dim, ")"));
+}
+
+absl::StatusOr<std::unique_ptr<DitBuffer>> CudaDitOps::AllocateBuffer(int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0) return absl::InvalidArgumentError(absl::StrCat("buffer of ", rows, " x ", cols));
+  auto buffer = std::make_unique<CudaDitBuffer>();
+  buffer->rows = rows;
+  buffer->cols = cols;
+  buffer->dtype = impl_->dtype;
+  const size_t bytes = std::max<size_t>(size_t(rows) * size_t(cols) * impl_->element_bytes, 1);
+  const std::string what = absl::StrCat("allocating a ", rows, " x ", cols, " DiT cache buffer");
+  if (cudaError_t e = buffer->memory.Reserve(bytes); e != cudaSuccess) {
+    cudaGetLastError();
+    return e == cudaErrorMemoryAllocation ? absl::ResourceExhaustedError(absl::StrCat(what, ": out of device memory"))
+                                          : CudaStatus(e, what);
+  }
+  RETURN_IF_CUDA(cudaMemset(buffer->memory.data(), 0, bytes), what);
+  return std::unique_ptr<DitBuffer>(std::move(buffer));
+}
+
+void CudaDitOps::LinearSamples(Tensor x, int64_t samples, const DitLinear& weight, Tensor out) {
+  CHECK(samples > 0 && x.rows % samples == 0) << x.rows << " rows for " << samples << " samples";
+  impl_->linear_rows_per_sample = x.rows / samples;
+  RunLinear(/*op_id=*/30, /*gelu=*/false, x, weight, out);
+  impl_->linear_rows_per_sample = 0;
+}
+
+void CudaDitOps::WindowAttention(Tensor qkv, const DitAttentionParams& params, absl::Span<const int32_t> windows,
+                                 Tensor out) {
+  Impl& m = *impl_;
+  const int64_t width = int64_t(params.num_heads) * params.head_dim;
+  const int64_t samples = int64_t(windows.size());
+  CHECK(samples > 0 && qkv.rows % samples == 0) << qkv.rows << " rows for " << samples << " samples";
+  const int64_t tokens = qkv.rows / samples;
+  CHECK_EQ(qkv.cols, 3 * width);
+  CHECK_EQ(out.rows, qkv.rows);
+  CHECK_EQ(out.cols, width);
+  const bool enqueue = m.Enter(kAttentionOp, 31);
+  m.Mix(qkv);
+  m.Mix(out);
+  const int32_t* device_windows = m.StageInts({windows}, "attention windows");
+  if (!enqueue || device_windows == nullptr) return;
+  kernels::DitAttentionShape s;
+  s.batch = samples;
+  s.tokens = int32_t(tokens);
+  s.num_heads = params.num_heads;
+  s.head_dim = params.head_dim;
+  s.scale = params.scale;
+  s.qkv_stride = qkv.stride;
+  s.out_stride = out.stride;
+  s.windows = device_windows;
+  m.Record(kernels::LaunchDitAttention(m.type, s, qkv.data, out.data, m.stream),
+           absl::StrCat("window attention (", samples, " samples x ", tokens, " tokens, ", params.num_heads,
+                        " heads of ", params.head_dim, ")"));
+}
+
+void CudaDitOps::CopySamples(Tensor src, absl::Span<const int32_t> from, Tensor dst, absl::Span<const int32_t> to,
+                             int64_t rows_per_sample) {
+  Impl& m = *impl_;
+  CHECK_EQ(from.size(), to.size());
+  CHECK_EQ(src.cols, dst.cols);
+  for (size_t i = 0; i < from.size(); ++i) {
+    CHECK(from[i] >= 0 && (from[i] + 1) * rows_per_sample <= src.rows) << "sample " << from[i] << " of src";
+    CHECK(to[i] >= 0 && (to[i] + 1) * rows_per_sample <= dst.rows) << "sample " << to[i] << " of dst";
+  }
+  const bool enqueue = m.Enter(kOtherOp, 32);
+  m.Mix(src);
+  m.Mix(dst);
+  if (from.empty()) return;
+  const int32_t* indices = m.StageInts({from, to}, "copy samples");
+  if (!enqueue || indices == nullptr) return;
+  m.Record(kernels::LaunchDitCopySamples(m.type, int32_t(from.size()), indices, indices + from.size(),
+                                         rows_per_sample, src.cols, src.data, src.stride, dst.data, dst.stride,
+                                         m.stream),
+           "copy samples");
+}
+
+void CudaDitOps::Subtract(Tensor x, Tensor y, Tensor out) {
+  Impl& m = *impl_;
+  CHECK(x.rows == y.rows && x.rows == out.rows && x.cols == y.cols && x.cols == out.cols);
+  const bool enqueue = m.Enter(kOtherOp, 33);
+  m.Mix(x);
+  m.Mix(y);
+  m.Mix(out);
+  if (!enqueue) return;
+  m.Record(kernels::LaunchDitSubtract(m.type, x.rows, x.cols, x.data, x.stride, y.data, y.stride, out.data,
+                                      out.stride, m.stream),
+           "subtract");
 }
 
 void CudaDitOps::GatedAdd(Tensor x, Tensor y, Tensor gate) {

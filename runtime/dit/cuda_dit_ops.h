@@ -24,7 +24,9 @@
 // layer's one algorithm, the bias in the epilogue; a 1x1 convolution GEMMs
 // the pixels directly. GroupNorm: chunked moments merged in a fixed order.
 //
-// CUDA graphs (`cuda_graphs`): the first pass of a (pass kind, batch size,
+// CUDA graphs (`cuda_graphs`): a pass marked DitStep::eager (a DiTFastAttn
+// pass, whose ops depend on each sample's step and cache rows) runs eagerly
+// and leaves the graphs alone. Otherwise the first pass of a (pass kind, batch size,
 // image shape) runs eagerly; the second is captured and replayed by every
 // later pass of that key: ops then only stage their host inputs and
 // FinishStep launches the graph. So every pass of one key must issue the
@@ -102,6 +104,18 @@ class CudaDitOps final : public DitOps {
   void LinearGeluTanh(Tensor x, const DitLinear& weight, Tensor out) override;
   void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) override;
   void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) override;
+  // DiTFastAttn: cache buffers (cudaMalloc, zeroed), the linear with its
+  // layer's one algorithm for that many rows per sample, the flash kernel
+  // walking only the key tiles of each band (kernels/dit/dit_attention.h),
+  // index copies and the residual (kernels/dit/dit_cache_kernels.h). Index
+  // and window arrays are staged host inputs, like the labels.
+  absl::StatusOr<std::unique_ptr<DitBuffer>> AllocateBuffer(int64_t rows, int64_t cols) override;
+  void LinearSamples(Tensor x, int64_t samples, const DitLinear& weight, Tensor out) override;
+  void WindowAttention(Tensor qkv, const DitAttentionParams& params, absl::Span<const int32_t> windows,
+                       Tensor out) override;
+  void CopySamples(Tensor src, absl::Span<const int32_t> from, Tensor dst, absl::Span<const int32_t> to,
+                   int64_t rows_per_sample) override;
+  void Subtract(Tensor x, Tensor y, Tensor out) override;
   void GatedAdd(Tensor x, Tensor y, Tensor gate) override;
   // One kernel: x += gate * y, then LayerNorm + modulate of the new x
   // (bitwise GatedAdd then LayerNormModulate).

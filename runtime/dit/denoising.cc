@@ -80,27 +80,49 @@ absl::Status DenoisingStepper::Step(absl::Span<DenoisingSample* const> samples) 
   x_.clear();
   timesteps_.clear();
   labels_.clear();
-  for (const DenoisingSample* sample : samples) {
+  attention_.clear();
+  // DiTFastAttn: samples whose step count is the plan's follow it, each at
+  // its own step, with cache rows taken at their first step.
+  DitAttentionCache* cache = model_->attention_cache();
+  bool any_plan = false;
+  for (DenoisingSample* sample : samples) {
     CHECK(!sample->done()) << "a finished sample in a denoising step";
     CHECK_EQ(sample->x().size(), n);
     const float t = static_cast<float>(sample->timestep());
+    const bool planned = cache != nullptr && !sample->params().exact_attention &&
+                         sample->num_steps() == cache->plan().num_steps;
+    if (planned && sample->attention_slots_ == nullptr) {
+      ASSIGN_OR_RETURN(sample->attention_slots_, cache->Acquire(sample->model_rows()));
+    }
+    const int32_t cond_row = static_cast<int32_t>(timesteps_.size());
+    const auto row_attention = [&](size_t k, int32_t pair) {
+      if (!planned) return DitRowAttention{};
+      any_plan = true;
+      return DitRowAttention{sample->step(), sample->attention_slots_->slot(k), pair};
+    };
     x_.insert(x_.end(), sample->x().begin(), sample->x().end());
     timesteps_.push_back(t);
     labels_.push_back(sample->params().class_label);
+    attention_.push_back(row_attention(0, -1));
     if (sample->model_rows() == 2) {
       x_.insert(x_.end(), sample->x().begin(), sample->x().end());
       timesteps_.push_back(t);
       labels_.push_back(sample->null_class_);
+      attention_.push_back(row_attention(1, cond_row));
     }
   }
   eps_.resize(x_.size());
-  RETURN_IF_ERROR(model_->Forward({x_, timesteps_, labels_}, absl::MakeSpan(eps_)));
+  absl::Span<const DitRowAttention> attention;
+  if (any_plan) attention = attention_;
+  RETURN_IF_ERROR(model_->Forward({x_, timesteps_, labels_, attention}, absl::MakeSpan(eps_)));
   size_t row = 0;
   for (DenoisingSample* sample : samples) {
     const absl::Span<const float> cond(eps_.data() + row * n, n);
     absl::Span<const float> uncond;
     if (sample->model_rows() == 2) uncond = absl::Span<const float>(eps_.data() + (row + 1) * n, n);
     sample->Advance(cond, uncond);
+    // A finished sample's caches go back at once (its images may wait).
+    if (sample->done()) sample->attention_slots_.reset();
     row += size_t(sample->model_rows());
   }
   return absl::OkStatus();

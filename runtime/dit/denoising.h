@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/dit/dit_fast_attention.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/noise_schedule.h"
 #include "runtime/dit/sampler_schedule.h"
@@ -37,6 +38,9 @@ struct DenoisingParams {
   // kSchedule's timesteps and orders (shared, immutable): set exactly when
   // sampler is kSchedule, with num_steps its step count.
   std::shared_ptr<const SamplerSchedule> schedule;
+  // Full attention at every step even when the model has an attention plan
+  // (DiTFastAttn) for this step count.
+  bool exact_attention = false;
 };
 
 // INVALID_ARGUMENT naming the field (class_label, steps, guidance_scale,
@@ -62,6 +66,9 @@ class DenoisingSample {
   int32_t model_rows() const { return params_.guidance_scale != 1.0 ? 2 : 1; }
   // [C*H*W]: the current noisy sample; the clean sample once done.
   absl::Span<const float> x() const { return x_; }
+  // True while the sample holds DiTFastAttn cache rows (from its first step
+  // under a plan until it finishes or is destroyed).
+  bool holds_attention_cache() const { return attention_slots_ != nullptr; }
 
   // One step from the model's outputs for this sample's rows: `cond_eps`,
   // and `uncond_eps` when model_rows() is 2 (else empty).
@@ -78,6 +85,7 @@ class DenoisingSample {
   std::unique_ptr<DiffusionSampler> sampler_;
   std::vector<float> x_;
   std::vector<float> guided_eps_;  // scratch
+  std::unique_ptr<DitAttentionSlots> attention_slots_;  // one per model row, under an attention plan
 };
 
 // Runs denoising steps of a model over host-side batches.
@@ -97,6 +105,7 @@ class DenoisingStepper {
   // Host staging of one pass, reused.
   std::vector<float> x_, timesteps_, eps_;
   std::vector<int32_t> labels_;
+  std::vector<DitRowAttention> attention_;
 };
 
 }  // namespace tern::runtime

@@ -56,7 +56,17 @@ absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Create(const DitConfig& conf
                    in_memory ? DitLinearPlan::FromMixed(config, naming, *options.plan, options.weight_scheme.plan_path)
                              : DitLinearPlan::Create(config, naming, options.weight_scheme));
   ASSIGN_OR_RETURN(DitWeights weights, DitWeights::Load(config, store, ops, &plan, options.stack_modulations));
-  return std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights), std::move(plan), naming));
+  auto model = std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights), std::move(plan), naming));
+  if (options.attention_plan != nullptr) {
+    if (options.attention_plan->num_layers != config.depth) {
+      return absl::InvalidArgumentError(absl::StrCat(options.attention_plan->source, ": layers: ",
+                                                     options.attention_plan->num_layers, ", but the model has ",
+                                                     config.depth, " blocks"));
+    }
+    ASSIGN_OR_RETURN(model->attention_, DitAttentionCache::Create(options.attention_plan, config, ops,
+                                                                  options.attention_cache_rows));
+  }
+  return model;
 }
 
 absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
@@ -80,6 +90,25 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
       return absl::InvalidArgumentError(absl::StrCat("dit forward: sample ", i, " has a non-finite timestep"));
     }
   }
+  // DiTFastAttn: rows at a plan step follow it (the pass runs eagerly).
+  bool fast = false;
+  if (!batch.attention.empty()) {
+    if (int64_t(batch.attention.size()) != b) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dit forward: ", batch.attention.size(), " attention rows for ", b, " samples"));
+    }
+    for (int64_t i = 0; i < b; ++i) {
+      const DitRowAttention& a = batch.attention[i];
+      if (a.plan_step < 0) continue;
+      if (attention_ == nullptr || a.plan_step >= attention_->plan().num_steps || a.slot < 0 ||
+          a.slot >= attention_->capacity() || a.cond_row >= b) {
+        return absl::InvalidArgumentError(absl::StrCat("dit forward: sample ", i, " has attention plan step ",
+                                                       a.plan_step, " and cache slot ", a.slot,
+                                                       attention_ == nullptr ? ", but the model has no plan" : ""));
+      }
+      fast = true;
+    }
+  }
   if (b == 0) return absl::OkStatus();
 
   DitOps& ops = *ops_;
@@ -93,7 +122,7 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
                                      static_cast<float>(1.0 / std::sqrt(double(c.head_dim())))};
 
   RETURN_IF_ERROR(
-      ops.BeginStep({batch.timesteps, batch.labels, DitPass::kForward, 0, {c.image_size, c.image_size}}));
+      ops.BeginStep({batch.timesteps, batch.labels, DitPass::kForward, 0, {c.image_size, c.image_size}, fast}));
   // Tokens: patch embedding (a linear over unfolded patches) + positions.
   Tensor images = ops.Scratch(kImages, b, pixels);
   ops.CopyFromHost(batch.x.data(), images);

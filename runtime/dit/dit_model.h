@@ -25,7 +25,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/dit/dit_attention_plan.h"
 #include "runtime/dit/dit_config.h"
+#include "runtime/dit/dit_fast_attention.h"
 #include "runtime/dit/dit_ops.h"
 #include "runtime/dit/dit_linear_plan.h"
 #include "runtime/dit/dit_weights.h"
@@ -38,6 +40,9 @@ struct DitBatch {
   absl::Span<const float> x;          // [B, C, H, W] row-major: the noisy samples
   absl::Span<const float> timesteps;  // [B] diffusion timesteps (the model takes them as real numbers)
   absl::Span<const int32_t> labels;   // [B] class ids in [0, num_classes), or the null class
+  // [B] or empty (exact attention for every row): each row's DiTFastAttn
+  // state (dit_fast_attention.h), for a model with an attention plan.
+  absl::Span<const DitRowAttention> attention;
 
   int64_t size() const { return static_cast<int64_t>(timesteps.size()); }
 };
@@ -48,6 +53,11 @@ struct DitModelOptions {
   // With a mixed weight_scheme: this plan instead of reading the file
   // weight_scheme.plan_path names (tools building plans in memory).
   const MixedPrecisionPlan* plan = nullptr;
+  // DiTFastAttn (dit_attention_plan.h, checked against the model's config at
+  // load) and the forward rows its caches are allocated for at load (the
+  // engine's row budget). Null: exact attention always.
+  std::shared_ptr<const DitAttentionPlan> attention_plan;
+  int32_t attention_cache_rows = 64;
   // One GEMM for every adaLN projection where the model allows it
   // (DitWeights::modulations); false keeps one per block.
   bool stack_modulations = true;
@@ -70,6 +80,8 @@ class DitModel {
   // Per linear layer, what it runs as; the checkpoint's naming of them.
   const DitLinearPlan& linear_plan() const { return plan_; }
   DitNaming naming() const { return naming_; }
+  // The attention plan's caches, or null without a plan.
+  DitAttentionCache* attention_cache() { return attention_.get(); }
 
   // eps [B, C, H, W] (host fp32; the noise prediction: the first C output
   // channels of a learn_sigma model). INVALID_ARGUMENT for inconsistent
@@ -85,6 +97,7 @@ class DitModel {
   DitWeights weights_;
   DitLinearPlan plan_;
   DitNaming naming_;
+  std::unique_ptr<DitAttentionCache> attention_;
 };
 
 }  // namespace tern::runtime

@@ -85,6 +85,15 @@ class DitConv {
   virtual int32_t kernel() const = 0;
 };
 
+// Device memory that outlives passes (DiTFastAttn's per-request caches),
+// prepared by DitOps::AllocateBuffer: [rows, cols] in the compute dtype.
+class DitBuffer {
+ public:
+  virtual ~DitBuffer() = default;
+  virtual Tensor tensor() const = 0;
+  virtual size_t bytes() const = 0;
+};
+
 // One sample's image in an NHWC activation: height x width pixels.
 struct DitImageShape {
   int32_t height = 0;
@@ -123,6 +132,11 @@ struct DitStep {
   // shapes: one VaeDecoder weight set decodes several latent sizes on one
   // ops, at the same batch sizes.
   DitImageShape image;
+  // Run this pass eagerly, without recording or replaying a CUDA graph: its
+  // op sequence depends on more than the kind, batch and image shape (a
+  // DiTFastAttn pass: which samples compute attention, and their cache rows,
+  // change from step to step).
+  bool eager = false;
 
   int64_t batch() const { return timesteps.empty() ? samples : static_cast<int64_t>(timesteps.size()); }
 };
@@ -236,6 +250,30 @@ class DitOps {
   // concatenated in head order. Any head_dim (the VAE's mid-block attention
   // is one head of 512 over every pixel).
   virtual void Attention(Tensor qkv, const DitAttentionParams& params, Tensor out) = 0;
+  // --- DiTFastAttn (dit_fast_attention.h): ops over a subset of the samples ---
+  // A zeroed buffer that lives until destroyed (across passes). Not during a
+  // pass. RESOURCE_EXHAUSTED when the device has no room.
+  virtual absl::StatusOr<std::unique_ptr<DitBuffer>> AllocateBuffer(int64_t rows, int64_t cols) = 0;
+  // Linear over `samples` samples of x.rows / samples rows each (a gathered
+  // subset of the pass's samples): the same arithmetic per row as Linear
+  // gives a sample of that many rows in the pass, so a sample's output is the
+  // same whichever route it takes.
+  virtual void LinearSamples(Tensor x, int64_t samples, const DitLinear& weight, Tensor out) = 0;
+  // Attention over windows.size() samples of qkv.rows / windows.size()
+  // tokens each (layout as Attention). Sample b with windows[b] < 0 attends
+  // every key, with Attention's arithmetic exactly; with windows[b] >= 0
+  // query i attends the keys j with |i - j| <= windows[b] (a band over the
+  // token order; a band as wide as the sample is full attention, bitwise).
+  virtual void WindowAttention(Tensor qkv, const DitAttentionParams& params, absl::Span<const int32_t> windows,
+                               Tensor out) = 0;
+  // For every i: the rows_per_sample rows of sample to[i] of dst <- those of
+  // sample from[i] of src (src and dst may be one tensor when no sample is
+  // both read and written).
+  virtual void CopySamples(Tensor src, absl::Span<const int32_t> from, Tensor dst, absl::Span<const int32_t> to,
+                           int64_t rows_per_sample) = 0;
+  // out = x - y elementwise (out may alias x or y).
+  virtual void Subtract(Tensor x, Tensor y, Tensor out) = 0;
+
   // x[b*L + l] += gate[b] * y[b*L + l] (adaLN-Zero's gated residual);
   // gate [B, D].
   virtual void GatedAdd(Tensor x, Tensor y, Tensor gate) = 0;
