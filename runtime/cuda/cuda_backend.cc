@@ -22,6 +22,7 @@
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/gemm/skinny_gemm.h"
 #include "kernels/gemm/weight_only_gemm.h"
+#include "kernels/gemm/weight_only_gemv.h"
 #include "kernels/norm/rmsnorm.h"
 #include "kernels/rope/rope.h"
 #include "kernels/rope/rope_kv_append.h"
@@ -155,9 +156,10 @@ void CudaBackend::Linear(Tensor x, const LinearWeight& weight, Tensor out) {
   }
 }
 
-// Act-order layers gather x into stored column order first. Up to
-// kWeightOnlyGemmFastRows rows run the tensor-core weight-only GEMM on the
-// packed codes; more rows (and fp32) dequantize the layer into
+// Act-order layers gather x into stored column order first. Then
+// kernels::SelectWeightOnlyKernel: up to kWeightOnlyGemvMaxRows rows (decode)
+// the weight-only GEMV, up to kWeightOnlyGemmFastRows the tensor-core GEMM,
+// both on the packed codes; more rows (and fp32) dequantize the layer into
 // dequant_scratch and run the dense GEMM (faster there, weight_only_gemm.h).
 void CudaBackend::WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& w, Tensor out) {
   Impl& m = *impl_;
@@ -174,7 +176,15 @@ void CudaBackend::WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& w, Tens
     x = gathered;
   }
   const kernels::WeightOnlyGemmParams p{x.rows, x.stride, out.stride};
-  if (x.rows <= kernels::kWeightOnlyGemmFastRows && kernels::WeightOnlyGemmSupported(m.type, w.weight(), p, x.data)) {
+  const kernels::WeightOnlyKernel kernel = kernels::SelectWeightOnlyKernel(
+      x.rows, x.rows <= kernels::kWeightOnlyGemvMaxRows && kernels::WeightOnlyGemvSupported(m.type, w.weight(), p, x.data),
+      x.rows <= kernels::kWeightOnlyGemmFastRows && kernels::WeightOnlyGemmSupported(m.type, w.weight(), p, x.data));
+  if (kernel == kernels::WeightOnlyKernel::kGemv) {
+    m.Record(kernels::LaunchWeightOnlyGemv(m.type, w.weight(), p, x.data, w.bias(), out.data, m.stream, m.pdl),
+             "weight-only gemv");
+    return;
+  }
+  if (kernel == kernels::WeightOnlyKernel::kGemm) {
     m.Record(kernels::LaunchWeightOnlyGemm(m.type, w.weight(), p, x.data, w.bias(), out.data, m.stream, m.pdl),
              "weight-only gemm");
     return;

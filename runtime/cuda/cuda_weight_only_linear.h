@@ -1,10 +1,14 @@
 // A W4A16 / W8A16 linear layer on the CUDA backend: the QuantizedLinear
 // repacked once at load into kernels/gemm/weight_only_pack.h's layout and
 // uploaded (codes, group scales, zero codes unless symmetric, the act-order
-// permutation, the bias in the compute dtype). CudaBackend::Linear runs it:
-//   rows <= kernels::kWeightOnlyGemmFastRows (decode, small batches), fp16 or
-//     bf16: the tensor-core weight-only GEMM, which reads the packed codes
-//     once (kernels/gemm/weight_only_gemm.h);
+// permutation, the bias in the compute dtype). CudaBackend::Linear runs it
+// (kernels::SelectWeightOnlyKernel), fp16 or bf16, on the one packed layout:
+//   rows <= kernels::kWeightOnlyGemvMaxRows (decode): the weight-only GEMV,
+//     which streams the packed codes once at close to copy bandwidth
+//     (kernels/gemm/weight_only_gemv.h);
+//   rows <= kernels::kWeightOnlyGemmFastRows (small batches): the tensor-core
+//     weight-only GEMM, which reads the packed codes once
+//     (kernels/gemm/weight_only_gemm.h);
 //   more rows (prefill), or fp32: the large-M path, the layer dequantized into
 //     the backend's scratch (DenseBytes) and the dense GEMM (cuBLAS).
 // An act-order layer first gathers x's columns into stored order.

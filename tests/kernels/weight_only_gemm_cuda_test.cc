@@ -7,7 +7,10 @@
 // fp16 and fp32 scales, a bias, strided rows, fp16 and bf16, scales staged in
 // shared memory and read from global memory (layers too large to stage). Also the
 // dequantization (exact: both sides round the same fp32 value once), the
-// act-order column gather, and the calls the GEMM must decline.
+// act-order column gather, and the calls the GEMM must decline. The decode
+// GEMV (weight_only_gemv.h) on the same layers at rows 1..8: x staged with
+// 16-byte and 4-byte loads or read from global memory, every slice count,
+// several tiles per block, act order, and the calls it must decline.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "kernels/gemm/quant_gemm.h"
 #include "kernels/gemm/weight_only_gemm.h"
+#include "kernels/gemm/weight_only_gemv.h"
 #include "kernels/gemm/weight_only_pack.h"
 #include "tests/kernels/cuda_test_util.h"
 
@@ -208,6 +212,151 @@ TEST_P(WeightOnlyGemmCudaTest, MatchesReference) {
   }
 }
 
+// The first element of y off by more than `tolerance` times the largest
+// |want| of the region (row, feature, got, want), or "" when there is none.
+std::string FirstMismatch(const std::vector<float>& got, const std::vector<float>& want, int64_t rows, int64_t n,
+                          int64_t stride, float tolerance) {
+  float scale = 0.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) scale = std::max(scale, std::abs(want[r * stride + c]));
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      const float g = got[r * stride + c], w = want[r * stride + c];
+      if (!(std::abs(g - w) <= tolerance * scale)) {
+        std::ostringstream s;
+        s << "first mismatch at row " << r << ", feature " << c << " (index " << r * stride + c << "): got " << g
+          << ", want " << w << " (largest |want| " << scale << ")";
+        return s.str();
+      }
+    }
+  }
+  return "";
+}
+
+std::string DescribePlan(const WeightOnlyDeviceWeight& layer, int64_t rows, int32_t slices) {
+  int device = 0, sms = 1;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const WeightOnlyGemvPlan p =
+      PlanWeightOnlyGemv(layer.layout, rows, layer.half_scales, layer.zeros != nullptr, sms, slices);
+  std::ostringstream s;
+  s << "plan: " << p.slices << " slices x " << p.tiles_per_block << " tiles per block, " << p.blocks << " blocks, x "
+    << (p.x_shared ? "in shared memory" : "from global memory") << ", " << p.shared_bytes << " shared bytes";
+  return s.str();
+}
+
+// Runs the GEMV on `rows` rows of fresh x (row stride x_stride) and compares
+// with the reference; `slices` 0 is the plan's own choice.
+void CheckGemv(ScalarType type, const Config& c, const Layer& layer, const std::vector<float>& bias,
+               DeviceArray* d_bias, int64_t rows, int64_t x_stride, int32_t slices, uint32_t seed) {
+  const int64_t y_stride = c.n + 3;
+  auto x = Normal(size_t(rows * x_stride), seed);
+  DeviceArray dx(type, x.size()), dy(type, size_t(rows * y_stride));
+  dx.Upload(x);
+  std::vector<float> y_init(size_t(rows * y_stride), 12345.0f);
+  dy.Upload(y_init);
+  const WeightOnlyGemmParams p{rows, x_stride, y_stride};
+  const std::string what = Describe(c) + ", rows " + std::to_string(rows) + ", x stride " + std::to_string(x_stride) +
+                           ", " + DescribePlan(layer.device, rows, slices);
+  ASSERT_TRUE(WeightOnlyGemvSupported(type, layer.device, p, dx.data())) << what;
+  ASSERT_EQ(LaunchWeightOnlyGemv(type, layer.device, p, dx.data(), d_bias != nullptr ? d_bias->data() : nullptr,
+                                 dy.data(), nullptr, true, slices),
+            cudaSuccess)
+      << what;
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+  std::vector<float> want = y_init;  // padding columns of y stay untouched
+  for (auto& v : want) v = testing::Round(type, v);
+  WeightOnlyGemmReference(layer.params, rows, x.data(), x_stride, nullptr, layer.codes.data(), layer.scales.data(),
+                          layer.zeros.data(), d_bias != nullptr ? bias.data() : nullptr, want.data(), y_stride);
+  const std::vector<float> got = dy.Download();
+  std::vector<float> got_region, want_region;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t col = 0; col < y_stride; ++col) {
+      const size_t at = size_t(r * y_stride + col);
+      if (col < c.n) {
+        got_region.push_back(got[at]);
+        want_region.push_back(want[at]);
+      } else {
+        ASSERT_EQ(got[at], want[at]) << what << ": wrote padding column " << col << " of row " << r;
+      }
+    }
+  }
+  const float tolerance = testing::Tolerance(type);
+  EXPECT_LT(testing::RelativeError(got_region, want_region), tolerance)
+      << what << ": " << FirstMismatch(got, want, rows, c.n, y_stride, 4 * tolerance) << "; "
+      << Worst(got, want, rows, c.n, y_stride);
+  // Elementwise too: a few wrong outputs among many right ones hardly move the normwise error.
+  const std::string mismatch = FirstMismatch(got, want, rows, c.n, y_stride, 8 * tolerance);
+  EXPECT_EQ(mismatch, "") << what;
+}
+
+// Layers for the GEMV's plans beyond kConfigs: many tiles (several tiles per
+// block on GPUs with up to ~260 / ~130 SMs), k not a multiple of 8 (x staged
+// pair by pair), per channel 8 bits with k odd in chunks.
+const Config kGemvConfigs[] = {
+    {4, 12805, 256, 64, false, true, true},    // 801 tiles, the last partial
+    {8, 51300, 64, 64, true, true, false},     // 3207 tiles: one slice per tile on an H100
+    {8, 24, 1002, 1002, false, true, true},    // per channel, k = 2 mod 8
+    {4, 19, 1010, 1010, false, false, false},  // per channel, fp32 scales, k = 2 mod 8
+    {4, 4096, 4096, 128, true, true, false},   // Llama-2-7B o, symmetric g128
+    {4, 512, 11008, 32, false, true, true},    // g32 asymmetric, k of down
+};
+
+TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReference) {
+  const ScalarType type = GetParam();
+  uint32_t seed = 500;
+  std::vector<Config> configs(std::begin(kConfigs), std::end(kConfigs));
+  configs.insert(configs.end(), std::begin(kGemvConfigs), std::end(kGemvConfigs));
+  for (const Config& c : configs) {
+    auto layer = MakeLayer(c, seed++);
+    std::vector<float> bias;
+    std::unique_ptr<DeviceArray> d_bias;
+    if (c.bias) {
+      bias = Normal(size_t(c.n), seed++);
+      d_bias = std::make_unique<DeviceArray>(type, bias.size());
+      d_bias->Upload(bias);
+    }
+    for (int64_t rows = 1; rows <= kWeightOnlyGemvMaxRows; ++rows) {
+      // x_stride == k: 16-byte staging when k % 8 == 0; k + 6: pair by pair.
+      for (int64_t x_stride : {c.k, c.k + 6}) {
+        CheckGemv(type, c, *layer, bias, d_bias.get(), rows, x_stride, 0, seed++);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+// Every slice count (1, 2, 4, 8 warps per tile; 8, 4, 2, 1 tiles per block)
+// on layers whose chunks do not divide evenly, whatever the plan would pick.
+TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReferenceAtEverySliceCount) {
+  const ScalarType type = GetParam();
+  const Config configs[] = {
+      {4, 133, 1088, 64, false, true, true},   // 17 chunks, 9 tiles (the last partial)
+      {8, 70, 2080, 32, true, false, false},   // 65 chunks, fp32 scales
+      {4, 50, 800, 32, false, true, false},    // g32: two groups per chunk
+      {8, 40, 4096, 16, false, true, true},    // 8 bits g16: two groups per chunk
+      {4, 300, 11008, 128, false, true, true}, // x from global memory at 5..8 rows
+  };
+  uint32_t seed = 900;
+  for (const Config& c : configs) {
+    auto layer = MakeLayer(c, seed++);
+    std::vector<float> bias;
+    std::unique_ptr<DeviceArray> d_bias;
+    if (c.bias) {
+      bias = Normal(size_t(c.n), seed++);
+      d_bias = std::make_unique<DeviceArray>(type, bias.size());
+      d_bias->Upload(bias);
+    }
+    for (int32_t slices : {1, 2, 4, 8}) {
+      for (int64_t rows : {1, 3, 8}) {
+        CheckGemv(type, c, *layer, bias, d_bias.get(), rows, c.k, slices, seed++);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
 TEST_P(WeightOnlyGemmCudaTest, DequantizesExactly) {
   const ScalarType type = GetParam();
   uint32_t seed = 100;
@@ -266,6 +415,15 @@ TEST_P(WeightOnlyGemmCudaTest, GathersActOrderColumns) {
     const std::vector<float> got = dy.Download();
     EXPECT_LT(testing::RelativeError(got, want), testing::Tolerance(type))
         << "rows " << rows << ": " << Worst(got, want, rows, c.n, c.n);
+    if (rows <= kWeightOnlyGemvMaxRows) {
+      DeviceArray dz(type, size_t(rows * c.n));
+      ASSERT_EQ(LaunchWeightOnlyGemv(type, layer->device, p, gathered.data(), nullptr, dz.data(), nullptr),
+                cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::vector<float> gemv = dz.Download();
+      EXPECT_LT(testing::RelativeError(gemv, want), testing::Tolerance(type))
+          << "GEMV, rows " << rows << ": " << FirstMismatch(gemv, want, rows, c.n, c.n, 4 * testing::Tolerance(type));
+    }
   }
 }
 
@@ -290,6 +448,37 @@ TEST_P(WeightOnlyGemmCudaTest, DeclinesWhatItCannotRun) {
   EXPECT_EQ(LaunchWeightOnlyGemm(type, layer->device, bad, x, nullptr, buffer.data(), nullptr), cudaErrorNotSupported);
   const WeightOnlyGemmParams empty{0, 64, 16};
   EXPECT_EQ(LaunchWeightOnlyGemm(type, layer->device, empty, nullptr, nullptr, nullptr, nullptr), cudaSuccess);
+}
+
+TEST_P(WeightOnlyGemmCudaTest, GemvDeclinesWhatItCannotRun) {
+  const ScalarType type = GetParam();
+  auto layer = MakeLayer({4, 16, 64, 32, true, true, false}, 3);
+  DeviceArray buffer(type, 4096);
+  const void* x = buffer.data();
+  const WeightOnlyGemmParams ok{1, 64, 16};
+  EXPECT_TRUE(WeightOnlyGemvSupported(type, layer->device, ok, x));
+  EXPECT_FALSE(WeightOnlyGemvSupported(ScalarType::kF32, layer->device, ok, x));
+  WeightOnlyGemmParams bad = ok;
+  bad.rows = kWeightOnlyGemvMaxRows + 1;
+  EXPECT_FALSE(WeightOnlyGemvSupported(type, layer->device, bad, x));
+  bad = ok;
+  bad.x_row_stride = 65;
+  EXPECT_FALSE(WeightOnlyGemvSupported(type, layer->device, bad, x));
+  bad = ok;
+  bad.x_row_stride = 62;
+  EXPECT_FALSE(WeightOnlyGemvSupported(type, layer->device, bad, x));
+  bad = ok;
+  bad.y_row_stride = 15;
+  EXPECT_FALSE(WeightOnlyGemvSupported(type, layer->device, bad, x));
+  EXPECT_FALSE(WeightOnlyGemvSupported(type, layer->device, ok, static_cast<const char*>(x) + 2));
+  WeightOnlyDeviceWeight misaligned = layer->device;
+  misaligned.scales = static_cast<const char*>(misaligned.scales) + 2;
+  EXPECT_FALSE(WeightOnlyGemvSupported(type, misaligned, ok, x));
+  EXPECT_EQ(LaunchWeightOnlyGemv(type, layer->device, bad, x, nullptr, buffer.data(), nullptr), cudaErrorNotSupported);
+  EXPECT_EQ(LaunchWeightOnlyGemv(type, layer->device, ok, x, nullptr, buffer.data(), nullptr, true, 3),
+            cudaErrorNotSupported);
+  const WeightOnlyGemmParams empty{0, 64, 16};
+  EXPECT_EQ(LaunchWeightOnlyGemv(type, layer->device, empty, nullptr, nullptr, nullptr, nullptr), cudaSuccess);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, WeightOnlyGemmCudaTest, ::testing::Values(ScalarType::kF16, ScalarType::kBF16),

@@ -9,7 +9,6 @@
 // backend's packed sizes are checked by tests/runtime/cuda/cuda_weight_bytes_test.cc.
 #include <cstdint>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,42 +16,17 @@
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/model/hf_config.h"
 #include "runtime/model/llama_model.h"
-#include "runtime/model/rtn_quantizer.h"
 #include "runtime/model/weight_scheme.h"
+#include "tests/runtime/backend/weight_test_helpers.h"
 
 namespace tern::runtime {
 namespace {
 
 constexpr size_t kF32 = sizeof(float);
 
-std::vector<float> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  std::vector<float> out(n);
-  for (auto& v : out) v = normal(rng);
-  return out;
-}
-
-TensorView View(const std::string& name, const std::vector<float>& values, std::vector<int64_t> shape) {
-  TensorView view;
-  view.name = name;
-  view.dtype = DType::kF32;
-  view.shape = std::move(shape);
-  view.data = reinterpret_cast<const uint8_t*>(values.data());
-  view.nbytes = values.size() * kF32;
-  return view;
-}
-
-QuantizedLinear Rtn(const std::string& scheme, int64_t out, int64_t in, bool bias) {
-  RtnOptions options;
-  auto parsed = ParseLinearScheme(scheme);
-  EXPECT_TRUE(parsed.ok()) << parsed.status();
-  options.scheme = *parsed;
-  auto q = QuantizeRtn(Random(size_t(out * in), 3), out, in, options,
-                       bias ? Random(size_t(out), 4) : std::vector<float>{});
-  EXPECT_TRUE(q.ok()) << q.status();
-  return *q;
-}
+using test_weights::Random;
+using test_weights::Rtn;
+using test_weights::View;
 
 TEST(CpuWeightBytesTest, TablesAndDenseLayersHoldFp32) {
   CpuBackend backend;

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,42 +16,18 @@
 #include "runtime/cuda/device_probe.h"
 #include "runtime/model/hf_config.h"
 #include "runtime/model/llama_model.h"
-#include "runtime/model/rtn_quantizer.h"
 #include "runtime/model/weight_scheme.h"
+#include "tests/runtime/backend/weight_test_helpers.h"
 
 namespace tern::runtime {
 namespace {
 
 constexpr int64_t kOut = 256, kIn = 512;
 
-std::vector<float> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  std::vector<float> out(n);
-  for (auto& v : out) v = normal(rng);
-  return out;
-}
+using test_weights::Random;
+using test_weights::View;
 
-TensorView View(const std::string& name, const std::vector<float>& values, std::vector<int64_t> shape) {
-  TensorView view;
-  view.name = name;
-  view.dtype = DType::kF32;
-  view.shape = std::move(shape);
-  view.data = reinterpret_cast<const uint8_t*>(values.data());
-  view.nbytes = values.size() * sizeof(float);
-  return view;
-}
-
-QuantizedLinear Rtn(const std::string& scheme, bool bias) {
-  RtnOptions options;
-  auto parsed = ParseLinearScheme(scheme);
-  EXPECT_TRUE(parsed.ok()) << parsed.status();
-  options.scheme = *parsed;
-  auto q = QuantizeRtn(Random(size_t(kOut * kIn), 7), kOut, kIn, options,
-                       bias ? Random(size_t(kOut), 8) : std::vector<float>{});
-  EXPECT_TRUE(q.ok()) << q.status();
-  return *q;
-}
+QuantizedLinear Rtn(const std::string& scheme, bool bias) { return test_weights::Rtn(scheme, kOut, kIn, bias, 7); }
 
 // A CUDA backend computing in fp16 (dense weights are held in fp16).
 std::unique_ptr<CudaBackend> Fp16Backend() {
