@@ -1,22 +1,29 @@
-// tern-quant-bench: the weight-only GEMM kernels (W4A16 g128, W8A16 per
-// channel and g128) on Llama-2-7B's linear shapes at 1, 4, 8, 16, 32 and 64 rows,
-// side by side with the fp16 path of the same shape (what the CUDA backend
-// runs: the skinny kernel for 1-2 rows, cuBLAS GemmEx above, both shown) and
-// with each scheme's byte floor: the bytes the kernel must read (packed
-// codes, scales, zeros) over the device's copy bandwidth measured in the
-// same run (cudaMemcpy device to device, read + write). Also the large-M
-// path (dequantize + cuBLAS) at each row count, for the crossover. fp16
-// activations, fp32 accumulation. Whole-model tokens/s: tools/device/
-// quant_bench.sh (tern-run on random-weight Llama-2-7B quantized by
-// tern-quantize).
+// tern-quant-bench: the weight-only kernels (W4A16 at group sizes 128, 64
+// and 32, symmetric and asymmetric; W8A16 per channel and g128) on
+// Llama-2-7B's linear shapes at 1, 2, 4, 8, 16, 32 and 64 rows, side by side
+// with the dense path of the same shape (what the CUDA backend runs: the
+// skinny kernel up to 8 rows or cuBLAS GemmEx, the faster shown) and with
+// each scheme's byte floor: the bytes the kernel must read (packed codes,
+// scales, zeros) over the device's copy bandwidth measured in the same run
+// (cudaMemcpy device to device, read + write). Columns: the decode GEMV
+// (weight_only_gemv.h, rows <= 8), the tensor-core GEMM (weight_only_gemm.h),
+// and the large-M path (dequantize + cuBLAS); "of floor" and "vs dense" are
+// those of the kernel the backend picks at that row count
+// (SelectWeightOnlyKernel). Activations fp16 or bf16 (--dtype), fp32
+// accumulation; launches with programmatic dependent launch as the backend
+// runs them (--pdl 0 for plain stream order). --sweep-slices also times the
+// GEMV at each slice count (1, 2, 4, 8 warps per tile) beside the plan's
+// choice. Whole-model tokens/s: tools/device/quant_bench.sh (tern-run on
+// random-weight Llama-2-7B quantized by tern-quantize).
 //
-//   tern-quant-bench [--json out.json] [--reps 50]
+//   tern-quant-bench [--json out.json] [--reps 50] [--dtype float16|bfloat16] [--pdl 1] [--sweep-slices]
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -25,6 +32,7 @@
 #include "bench/gpu_timing.h"
 #include "kernels/gemm/skinny_gemm.h"
 #include "kernels/gemm/weight_only_gemm.h"
+#include "kernels/gemm/weight_only_gemv.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -72,12 +80,27 @@ size_t PackedBytes(const WeightOnlyLayout& layout, bool asymmetric) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string json_path;
+  std::string json_path, dtype = "float16";
   int reps = 50;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--json") json_path = argv[i + 1];
-    if (std::string(argv[i]) == "--reps") reps = std::max(1, std::atoi(argv[i + 1]));
+  bool pdl = true, sweep = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--sweep-slices") {
+      sweep = true;
+      continue;
+    }
+    if (i + 1 >= argc) break;
+    if (arg == "--json") json_path = argv[i + 1];
+    if (arg == "--reps") reps = std::max(1, std::atoi(argv[i + 1]));
+    if (arg == "--dtype") dtype = argv[i + 1];
+    if (arg == "--pdl") pdl = std::atoi(argv[i + 1]) != 0;
   }
+  if (dtype != "float16" && dtype != "bfloat16") {
+    std::fprintf(stderr, "tern-quant-bench: --dtype is float16 or bfloat16, not %s\n", dtype.c_str());
+    return 1;
+  }
+  const ScalarType type = dtype == "float16" ? ScalarType::kF16 : ScalarType::kBF16;
+  const cudaDataType blas_type = dtype == "float16" ? CUDA_R_16F : CUDA_R_16BF;
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::fprintf(stderr, "tern-quant-bench: no CUDA device\n");
@@ -105,24 +128,23 @@ int main(int argc, char** argv) {
     int64_t group;  // 0: per channel
     bool asymmetric;
   };
-  const Scheme schemes[] = {{"w4a16-g128", 4, 128, false},
-                            {"w4a16-g128-asym", 4, 128, true},
-                            {"w8a16", 8, 0, false},
-                            {"w8a16-g128", 8, 128, false}};
-  const int64_t row_counts[] = {1, 4, 8, 16, 32, 64};
+  const Scheme schemes[] = {{"w4a16-g128", 4, 128, false}, {"w4a16-g128-asym", 4, 128, true},
+                            {"w4a16-g64", 4, 64, false},   {"w4a16-g32-asym", 4, 32, true},
+                            {"w8a16", 8, 0, false},        {"w8a16-g128", 8, 128, false}};
+  const int64_t row_counts[] = {1, 2, 4, 8, 16, 32, 64};
 
-  std::printf("%s, copy bandwidth %.0f GB/s (read + write); fp16 activations, fp32 accumulation\n", prop.name,
-              bandwidth / 1e9);
-  std::printf("%-8s %-16s %4s %10s %10s %10s %8s %10s %10s\n", "shape", "scheme", "rows", "fp16 us", "quant us",
-              "floor us", "of floor", "vs fp16", "deq+blas us");
+  std::printf("%s, %d SMs, copy bandwidth %.0f GB/s (read + write); %s activations, fp32 accumulation, PDL %s\n",
+              prop.name, prop.multiProcessorCount, bandwidth / 1e9, dtype.c_str(), pdl ? "on" : "off");
+  std::printf("%-8s %-16s %4s %10s %10s %10s %10s %10s %8s %9s %10s\n", "shape", "scheme", "rows", "dense us",
+              "gemv us", "gemm us", "deq+blas", "floor us", "of floor", "vs dense", "slices");
   nlohmann::json results = nlohmann::json::array();
   for (const Shape& s : shapes) {
-    const size_t dense_bytes = size_t(s.n) * s.k * sizeof(__half);
+    const size_t dense_bytes = size_t(s.n) * s.k * 2;
     const int dense_copies = CopiesFor(dense_bytes);
     std::vector<void*> dense(dense_copies);
     for (auto& w : dense) w = DeviceFill(dense_bytes, 0);
-    void* x = DeviceFill(size_t(64) * s.k * sizeof(__half), 0);
-    void* y = DeviceFill(size_t(64) * s.n * sizeof(__half), 0);
+    void* x = DeviceFill(size_t(64) * s.k * 2, 0);
+    void* y = DeviceFill(size_t(64) * s.n * 2, 0);
     void* dequant = DeviceFill(dense_bytes, 0);
     const float alpha = 1.0f, beta = 0.0f;
     // The fp16 path at each row count: best of the skinny kernel (rows <= 8) and cuBLAS.
@@ -130,8 +152,8 @@ int main(int argc, char** argv) {
     for (int64_t rows : row_counts) {
       int copy = 0;
       const auto blas_call = [&](const void* w, int64_t r) {
-        cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(r), int(s.k), &alpha, w, CUDA_R_16F, int(s.k), x,
-                     CUDA_R_16F, int(s.k), &beta, y, CUDA_R_16F, int(s.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(r), int(s.k), &alpha, w, blas_type, int(s.k), x,
+                     blas_type, int(s.k), &beta, y, blas_type, int(s.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
       };
       const float blas_ms = tern::bench::MeanLaunchMs([&] { blas_call(dense[copy++ % dense_copies], rows); }, reps);
       float best = blas_ms;
@@ -139,8 +161,8 @@ int main(int argc, char** argv) {
         const tern::kernels::SkinnyGemmParams p{rows, s.n, s.k, s.k, s.n};
         best = std::min(best, tern::bench::MeanLaunchMs(
                                   [&] {
-                                    tern::kernels::LaunchSkinnyGemm(ScalarType::kF16, p, x,
-                                                                    dense[copy++ % dense_copies], y, nullptr);
+                                    tern::kernels::LaunchSkinnyGemm(type, p, x, dense[copy++ % dense_copies], y,
+                                                                    nullptr, pdl);
                                   },
                                   reps));
       }
@@ -163,20 +185,50 @@ int main(int argc, char** argv) {
         int copy = 0;
         const tern::kernels::WeightOnlyGemmParams p{rows, s.k, s.n};
         cudaError_t error = cudaSuccess;
-        const float quant_ms = tern::bench::MeanLaunchMs(
+        const auto note = [&](cudaError_t e) {
+          if (e != cudaSuccess) error = e;
+        };
+        const float gemm_ms = tern::bench::MeanLaunchMs(
             [&] {
-              const cudaError_t e = tern::kernels::LaunchWeightOnlyGemm(
-                  ScalarType::kF16, packed[copy++ % copies].weight, p, x, nullptr, y, nullptr, false);
-              if (e != cudaSuccess) error = e;
+              note(tern::kernels::LaunchWeightOnlyGemm(type, packed[copy++ % copies].weight, p, x, nullptr, y, nullptr,
+                                                       pdl));
             },
             reps);
+        // The decode GEMV (rows <= 8): the plan's slices, and each slice count when sweeping.
+        const bool gemv_ok =
+            rows <= tern::kernels::kWeightOnlyGemvMaxRows &&
+            tern::kernels::WeightOnlyGemvSupported(type, packed[0].weight, p, x);
+        const auto gemv_time = [&](int32_t slices) {
+          return tern::bench::MeanLaunchMs(
+              [&] {
+                note(tern::kernels::LaunchWeightOnlyGemv(type, packed[copy++ % copies].weight, p, x, nullptr, y,
+                                                         nullptr, pdl, slices));
+              },
+              reps);
+        };
+        const float gemv_ms = gemv_ok ? gemv_time(0) : 0.0f;
+        std::string slices_text = "-";
+        nlohmann::json sweep_json = nlohmann::json::object();
+        if (gemv_ok) {
+          const auto plan = tern::kernels::PlanWeightOnlyGemv(layout, rows, true, q.asymmetric,
+                                                              prop.multiProcessorCount);
+          slices_text = std::to_string(plan.slices) + (plan.x_shared ? "" : " xg");
+          if (sweep) {
+            for (int32_t slices : {1, 2, 4, 8}) {
+              const double us = gemv_time(slices) * 1e3;
+              sweep_json[std::to_string(slices)] = us;
+              char text[32];
+              std::snprintf(text, sizeof(text), " %d:%.1f", slices, us);
+              slices_text += text;
+            }
+          }
+        }
         // The large-M path: dequantize into one scratch, then cuBLAS.
         const float deq_ms = tern::bench::MeanLaunchMs(
             [&] {
-              tern::kernels::LaunchWeightOnlyDequantize(ScalarType::kF16, packed[copy++ % copies].weight, dequant,
-                                                        nullptr);
-              cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(rows), int(s.k), &alpha, dequant, CUDA_R_16F,
-                           int(s.k), x, CUDA_R_16F, int(s.k), &beta, y, CUDA_R_16F, int(s.n), CUBLAS_COMPUTE_32F,
+              tern::kernels::LaunchWeightOnlyDequantize(type, packed[copy++ % copies].weight, dequant, nullptr);
+              cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(rows), int(s.k), &alpha, dequant, blas_type,
+                           int(s.k), x, blas_type, int(s.k), &beta, y, blas_type, int(s.n), CUBLAS_COMPUTE_32F,
                            CUBLAS_GEMM_DEFAULT);
             },
             std::max(1, reps / 5));
@@ -185,21 +237,38 @@ int main(int argc, char** argv) {
                        cudaGetErrorString(error));
           return 1;
         }
-        const double quant_us = quant_ms * 1e3;
-        std::printf("%-8s %-16s %4lld %10.1f %10.1f %10.1f %8.2f %9.2fx %10.1f\n", s.name, q.name, (long long)rows,
-                    fp16_us[ri], quant_us, floor_us, floor_us / quant_us, fp16_us[ri] / quant_us, deq_ms * 1e3);
-        results.push_back({{"shape", s.name},
-                           {"n", s.n},
-                           {"k", s.k},
-                           {"scheme", q.name},
-                           {"rows", rows},
-                           {"fp16_us", fp16_us[ri]},
-                           {"quant_us", quant_us},
-                           {"dequant_cublas_us", deq_ms * 1e3},
-                           {"packed_bytes", bytes},
-                           {"floor_us", floor_us},
-                           {"fraction_of_floor", floor_us / quant_us},
-                           {"speedup_vs_fp16", fp16_us[ri] / quant_us}});
+        // What the backend runs at this row count.
+        const auto pick = tern::kernels::SelectWeightOnlyKernel(rows, gemv_ok, true);
+        const double chosen_us = (pick == tern::kernels::WeightOnlyKernel::kGemv   ? gemv_ms
+                                  : pick == tern::kernels::WeightOnlyKernel::kGemm ? gemm_ms
+                                                                                   : deq_ms) *
+                                 1e3;
+        char gemv_text[16] = "-";
+        if (gemv_ok) std::snprintf(gemv_text, sizeof(gemv_text), "%.1f", gemv_ms * 1e3);
+        std::printf("%-8s %-16s %4lld %10.1f %10s %10.1f %10.1f %10.1f %8.2f %8.2fx %s\n", s.name, q.name,
+                    (long long)rows, fp16_us[ri], gemv_text, gemm_ms * 1e3, deq_ms * 1e3, floor_us,
+                    floor_us / chosen_us, fp16_us[ri] / chosen_us, slices_text.c_str());
+        std::fflush(stdout);
+        nlohmann::json row = {{"shape", s.name},
+                              {"n", s.n},
+                              {"k", s.k},
+                              {"scheme", q.name},
+                              {"rows", rows},
+                              {"dense_us", fp16_us[ri]},
+                              {"gemm_us", gemm_ms * 1e3},
+                              {"dequant_cublas_us", deq_ms * 1e3},
+                              {"chosen_us", chosen_us},
+                              {"packed_bytes", bytes},
+                              {"floor_us", floor_us},
+                              {"fraction_of_floor", floor_us / chosen_us},
+                              {"speedup_vs_dense", fp16_us[ri] / chosen_us}};
+        if (gemv_ok) {
+          row["gemv_us"] = gemv_ms * 1e3;
+          row["gemv_fraction_of_floor"] = floor_us / (gemv_ms * 1e3);
+          row["gemv_slices"] = slices_text;
+          if (sweep) row["gemv_us_by_slices"] = sweep_json;
+        }
+        results.push_back(row);
       }
       for (auto& c : packed) {
         for (void* ptr : c.owned) cudaFree(ptr);
@@ -217,7 +286,8 @@ int main(int argc, char** argv) {
   if (!json_path.empty()) {
     std::ofstream(json_path) << nlohmann::json{{"device", prop.name},
                                                {"copy_bytes_per_s", bandwidth},
-                                               {"activations", "fp16"},
+                                               {"activations", dtype},
+                                               {"pdl", pdl},
                                                {"results", results}}
                                     .dump(2)
                              << "\n";
