@@ -6,7 +6,7 @@
 // each scheme's byte floor: the bytes the kernel must read (packed codes,
 // scales, zeros) over the device's copy bandwidth measured in the same run
 // (cudaMemcpy device to device, read + write). Columns: the decode GEMV
-// (weight_only_gemv.h, rows <= 8), the tensor-core GEMM (weight_only_gemm.h),
+// (weight_only_gemv.h, rows <= 16), the tensor-core GEMM (weight_only_gemm.h),
 // and the large-M path (dequantize + cuBLAS); "of floor" and "vs dense" are
 // those of the kernel the backend picks at that row count
 // (SelectWeightOnlyKernel). Activations fp16 or bf16 (--dtype), fp32
@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
                                                        pdl));
             },
             reps);
-        // The decode GEMV (rows <= 8): the plan's slices, and each slice count when sweeping.
+        // The decode GEMV (rows <= 16): the plan's slices, and each slice count when sweeping.
         const bool gemv_ok =
             rows <= tern::kernels::kWeightOnlyGemvMaxRows &&
             tern::kernels::WeightOnlyGemvSupported(type, packed[0].weight, p, x);

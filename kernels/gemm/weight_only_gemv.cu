@@ -1,4 +1,4 @@
-// Weight-only GEMV (weight_only_gemv.h): 1..8 rows of x against a layer
+// Weight-only GEMV (weight_only_gemv.h): 1..16 rows of x against a layer
 // packed by weight_only_pack.h. Per block: kWarps warps = tiles_per_block
 // 16-row tiles times `slices` contiguous chunk ranges; warp w takes tile
 // w / slices, slice w % slices. Before waiting for x (PDL) each lane issues
@@ -8,9 +8,9 @@
 // in shared memory in B-fragment order (WeightOnlyGemvSharedSlot) and the
 // warps stream their chunks, batch a computed while batch b is in flight and
 // the reverse. Per chunk a lane reads its x pieces (one or two 16-byte
-// shared loads, rows past `rows` are zero registers), turns its codes into
-// A fragments (weight_only_fragment.cuh) and runs one m16n8k16 MMA per k16
-// step into a per-group fp32 partial that the group's scale multiplies into
+// shared loads per 8-row tile of x, rows past `rows` are zero registers),
+// turns its codes into A fragments (weight_only_fragment.cuh) and runs one
+// m16n8k16 MMA per k16 step and row tile into a per-group fp32 partial that the group's scale multiplies into
 // the accumulator. The slices of a tile add up in shared memory in a fixed
 // order; the bias is added and each output rounded once.
 #include <cuda_bf16.h>
@@ -80,15 +80,17 @@ __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
 // stored, then its zero codes [tiles_per_block][groups][16] when the layer
 // has them. kChunkInGroup: every chunk lies in one group, so the scale and
 // zero are looked up once per chunk instead of once per k16 step.
-template <typename T, int kBits, bool kHalfScales, bool kChunkInGroup, bool kXShared>
-__global__ void __launch_bounds__(kThreads, 3)
+// kRowTiles: 8-row tiles of x (1: up to 8 rows, 2: up to 16), each one MMA per
+// k16 step.
+template <typename T, int kBits, int kRowTiles, bool kHalfScales, bool kChunkInGroup, bool kXShared>
+__global__ void __launch_bounds__(kThreads, kRowTiles == 1 ? 3 : 2)
     WeightOnlyGemvKernel(GemvShape s, const uint4* __restrict__ codes, const void* __restrict__ scales,
                          const uint8_t* __restrict__ zeros, const T* __restrict__ x, const T* __restrict__ bias,
                          T* __restrict__ y) {
   constexpr int kSteps = kBits == 4 ? 4 : 2;  // k16 steps per chunk
   constexpr int kChunkCols = 16 * kSteps;
   extern __shared__ uint4 shared[];
-  __shared__ float partial[kWarps][4][32];
+  __shared__ float partial[kWarps][kRowTiles][4][32];
   PdlAllowDependents();
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -215,42 +217,66 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
   };
 
-  // Lane (g, t) multiplies x row g (B column g); rows past `rows` are zeros.
-  const bool row_valid = g < s.rows;
-  const T* const x_shared_lane = xs + g * s.x_row_elements + t * 4 * kSteps;
-  const T* const x_global_lane = x + (row_valid ? g : 0) * s.x_row_stride + 2 * t;
+  // Lane (g, t) of row tile tt multiplies x row 8 tt + g (B column g); rows
+  // past `rows` are zeros.
+  bool row_valid[kRowTiles];
+  const T* x_shared_lane[kRowTiles];
+  const T* x_global_lane[kRowTiles];
+#pragma unroll
+  for (int tt = 0; tt < kRowTiles; ++tt) {
+    const int32_t row = 8 * tt + g;
+    row_valid[tt] = row < s.rows;
+    x_shared_lane[tt] = xs + row * s.x_row_elements + t * 4 * kSteps;
+    x_global_lane[tt] = x + (row_valid[tt] ? row : 0) * s.x_row_stride + 2 * t;
+  }
 
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float acc[kRowTiles][4];
+#pragma unroll
+  for (int tt = 0; tt < kRowTiles; ++tt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[tt][i] = 0.0f;
+  }
   const auto process = [&](const uint4& v, int32_t chunk) {
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
     const int32_t chunk_col = chunk * kChunkCols;
-    // xb[2 j], xb[2 j + 1]: the B fragment (b0, b1) of step j.
-    uint32_t xb[2 * kSteps];
-    if constexpr (kXShared) {
-      const uint4* piece = reinterpret_cast<const uint4*>(x_shared_lane + chunk_col);
+    // xb[tt][2 j], xb[tt][2 j + 1]: the B fragment (b0, b1) of step j for row tile tt.
+    uint32_t xb[kRowTiles][2 * kSteps];
 #pragma unroll
-      for (int q = 0; q < kSteps / 2; ++q) {
-        const uint4 p = row_valid ? piece[q] : make_uint4(0, 0, 0, 0);
-        xb[4 * q] = p.x;
-        xb[4 * q + 1] = p.y;
-        xb[4 * q + 2] = p.z;
-        xb[4 * q + 3] = p.w;
-      }
-    } else {
+    for (int tt = 0; tt < kRowTiles; ++tt) {
+      if constexpr (kXShared) {
+        const uint4* piece = reinterpret_cast<const uint4*>(x_shared_lane[tt] + chunk_col);
 #pragma unroll
-      for (int j = 0; j < kSteps; ++j) {
-        const int32_t col = chunk_col + 16 * j + 2 * t;
-        const unsigned int* p = reinterpret_cast<const unsigned int*>(x_global_lane + chunk_col + 16 * j);
-        xb[2 * j] = row_valid && col < s.k ? __ldg(p) : 0u;
-        xb[2 * j + 1] = row_valid && col + 8 < s.k ? __ldg(p + 4) : 0u;
+        for (int q = 0; q < kSteps / 2; ++q) {
+          const uint4 p = row_valid[tt] ? piece[q] : make_uint4(0, 0, 0, 0);
+          xb[tt][4 * q] = p.x;
+          xb[tt][4 * q + 1] = p.y;
+          xb[tt][4 * q + 2] = p.z;
+          xb[tt][4 * q + 3] = p.w;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kSteps; ++j) {
+          const int32_t col = chunk_col + 16 * j + 2 * t;
+          const unsigned int* p = reinterpret_cast<const unsigned int*>(x_global_lane[tt] + chunk_col + 16 * j);
+          xb[tt][2 * j] = row_valid[tt] && col < s.k ? __ldg(p) : 0u;
+          xb[tt][2 * j + 1] = row_valid[tt] && col + 8 < s.k ? __ldg(p + 4) : 0u;
+        }
       }
     }
-    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float part[kRowTiles][4];
+#pragma unroll
+    for (int tt = 0; tt < kRowTiles; ++tt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[tt][i] = 0.0f;
+    }
     const auto flush = [&] {
-      acc[0] = fmaf(scale_lo, part[0], acc[0]);
-      acc[1] = fmaf(scale_lo, part[1], acc[1]);
-      acc[2] = fmaf(scale_hi, part[2], acc[2]);
-      acc[3] = fmaf(scale_hi, part[3], acc[3]);
+#pragma unroll
+      for (int tt = 0; tt < kRowTiles; ++tt) {
+        acc[tt][0] = fmaf(scale_lo, part[tt][0], acc[tt][0]);
+        acc[tt][1] = fmaf(scale_lo, part[tt][1], acc[tt][1]);
+        acc[tt][2] = fmaf(scale_hi, part[tt][2], acc[tt][2]);
+        acc[tt][3] = fmaf(scale_hi, part[tt][3], acc[tt][3]);
+      }
     };
     if constexpr (kChunkInGroup) load_group(GroupOf(s, chunk_col));
     int32_t current = -1;
@@ -262,7 +288,10 @@ __global__ void __launch_bounds__(kThreads, 3)
           if (current >= 0) {
             flush();
 #pragma unroll
-            for (int i = 0; i < 4; ++i) part[i] = 0.0f;
+            for (int tt = 0; tt < kRowTiles; ++tt) {
+#pragma unroll
+              for (int i = 0; i < 4; ++i) part[tt][i] = 0.0f;
+            }
           }
           current = group;
           load_group(group);
@@ -270,7 +299,8 @@ __global__ void __launch_bounds__(kThreads, 3)
       }
       uint32_t a[4];
       StepFragment<T, kBits>(w, j, zero_lo, zero_hi, a);
-      Mma<T>(part, a, xb[2 * j], xb[2 * j + 1]);
+#pragma unroll
+      for (int tt = 0; tt < kRowTiles; ++tt) Mma<T>(part[tt], a, xb[tt][2 * j], xb[tt][2 * j + 1]);
     }
     flush();
   };
@@ -289,17 +319,20 @@ __global__ void __launch_bounds__(kThreads, 3)
     request(batch_b, c + 3 * kBatch);
   }
 
-  // Accumulator register i of lane (g, t): output feature g + 8 (i >> 1) of
-  // the tile, x row 2 t + (i & 1).
+  // Accumulator register i of lane (g, t) in row tile tt: output feature
+  // g + 8 (i >> 1) of the tile, x row 8 tt + 2 t + (i & 1).
 #pragma unroll
-  for (int i = 0; i < 4; ++i) partial[warp][i][lane] = acc[i];
+  for (int tt = 0; tt < kRowTiles; ++tt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][tt][i][lane] = acc[tt][i];
+  }
   __syncthreads();
-  for (int o = threadIdx.x; o < s.tiles_per_block * 128; o += kThreads) {
-    const int tl = o / 128, i = (o / 32) % 4, ln = o % 32;
+  for (int o = threadIdx.x; o < s.tiles_per_block * kRowTiles * 128; o += kThreads) {
+    const int tl = o / (kRowTiles * 128), tt = (o / 128) % kRowTiles, i = (o / 32) % 4, ln = o % 32;
     float sum = 0.0f;
-    for (int sl = 0; sl < s.slices; ++sl) sum += partial[tl * s.slices + sl][i][ln];
+    for (int sl = 0; sl < s.slices; ++sl) sum += partial[tl * s.slices + sl][tt][i][ln];
     const int32_t feature = (tile0 + tl) * 16 + ln / 4 + 8 * (i >> 1);
-    const int32_t row = 2 * (ln % 4) + (i & 1);
+    const int32_t row = 8 * tt + 2 * (ln % 4) + (i & 1);
     if (feature < s.n && row < s.rows) {
       if (bias != nullptr) sum += ToFloat(bias[feature]);
       y[row * s.y_row_stride + feature] = FromFloat<T>(sum);
@@ -307,10 +340,10 @@ __global__ void __launch_bounds__(kThreads, 3)
   }
 }
 
-template <typename T, int kBits, bool kHalfScales, bool kChunkInGroup, bool kXShared>
+template <typename T, int kBits, int kRowTiles, bool kHalfScales, bool kChunkInGroup, bool kXShared>
 cudaError_t LaunchVariant(const GemvShape& s, const WeightOnlyDeviceWeight& w, const WeightOnlyGemvPlan& plan,
                           const void* x, const void* bias, void* y, cudaStream_t stream, bool pdl) {
-  const auto kernel = WeightOnlyGemvKernel<T, kBits, kHalfScales, kChunkInGroup, kXShared>;
+  const auto kernel = WeightOnlyGemvKernel<T, kBits, kRowTiles, kHalfScales, kChunkInGroup, kXShared>;
   static const cudaError_t allowed = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                           int(kWeightOnlyGemvSharedBudget));
   if (allowed != cudaSuccess) return allowed;
@@ -319,27 +352,36 @@ cudaError_t LaunchVariant(const GemvShape& s, const WeightOnlyDeviceWeight& w, c
                        static_cast<const T*>(bias), static_cast<T*>(y));
 }
 
-template <typename T, int kBits, bool kHalfScales>
+template <typename T, int kBits, int kRowTiles, bool kHalfScales>
 cudaError_t LaunchScales(const GemvShape& s, const WeightOnlyDeviceWeight& w, const WeightOnlyGemvPlan& plan,
                          const void* x, const void* bias, void* y, cudaStream_t stream, bool pdl) {
   const bool in_group = w.layout.groups == 1 || w.layout.group_size % w.layout.chunk_cols() == 0;
   if (plan.x_shared) {
-    return in_group ? LaunchVariant<T, kBits, kHalfScales, true, true>(s, w, plan, x, bias, y, stream, pdl)
-                    : LaunchVariant<T, kBits, kHalfScales, false, true>(s, w, plan, x, bias, y, stream, pdl);
+    return in_group ? LaunchVariant<T, kBits, kRowTiles, kHalfScales, true, true>(s, w, plan, x, bias, y, stream, pdl)
+                    : LaunchVariant<T, kBits, kRowTiles, kHalfScales, false, true>(s, w, plan, x, bias, y, stream,
+                                                                                   pdl);
   }
-  return in_group ? LaunchVariant<T, kBits, kHalfScales, true, false>(s, w, plan, x, bias, y, stream, pdl)
-                  : LaunchVariant<T, kBits, kHalfScales, false, false>(s, w, plan, x, bias, y, stream, pdl);
+  return in_group ? LaunchVariant<T, kBits, kRowTiles, kHalfScales, true, false>(s, w, plan, x, bias, y, stream, pdl)
+                  : LaunchVariant<T, kBits, kRowTiles, kHalfScales, false, false>(s, w, plan, x, bias, y, stream,
+                                                                                  pdl);
+}
+
+template <typename T, int kBits, bool kHalfScales>
+cudaError_t LaunchRows(const GemvShape& s, const WeightOnlyDeviceWeight& w, const WeightOnlyGemvPlan& plan,
+                       const void* x, const void* bias, void* y, cudaStream_t stream, bool pdl) {
+  return s.rows <= 8 ? LaunchScales<T, kBits, 1, kHalfScales>(s, w, plan, x, bias, y, stream, pdl)
+                     : LaunchScales<T, kBits, 2, kHalfScales>(s, w, plan, x, bias, y, stream, pdl);
 }
 
 template <typename T>
 cudaError_t LaunchTyped(const GemvShape& s, const WeightOnlyDeviceWeight& w, const WeightOnlyGemvPlan& plan,
                         const void* x, const void* bias, void* y, cudaStream_t stream, bool pdl) {
   if (w.layout.bits == 4) {
-    return w.half_scales ? LaunchScales<T, 4, true>(s, w, plan, x, bias, y, stream, pdl)
-                         : LaunchScales<T, 4, false>(s, w, plan, x, bias, y, stream, pdl);
+    return w.half_scales ? LaunchRows<T, 4, true>(s, w, plan, x, bias, y, stream, pdl)
+                         : LaunchRows<T, 4, false>(s, w, plan, x, bias, y, stream, pdl);
   }
-  return w.half_scales ? LaunchScales<T, 8, true>(s, w, plan, x, bias, y, stream, pdl)
-                       : LaunchScales<T, 8, false>(s, w, plan, x, bias, y, stream, pdl);
+  return w.half_scales ? LaunchRows<T, 8, true>(s, w, plan, x, bias, y, stream, pdl)
+                       : LaunchRows<T, 8, false>(s, w, plan, x, bias, y, stream, pdl);
 }
 
 // The current device's SM count, read once per device.

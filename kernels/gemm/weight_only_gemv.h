@@ -1,4 +1,4 @@
-// Weight-only GEMV for decode: W4A16 / W8A16 linear layers at 1..8 rows
+// Weight-only GEMV for decode: W4A16 / W8A16 linear layers at 1..16 rows
 // (y[m, n] = sum_i x[m, i] * W[n, i] + bias[n], quant_gemm.h's arithmetic),
 // reading the packed layout of weight_only_pack.h as it is (the same bytes
 // the tensor-core GEMM of weight_only_gemm.h reads for larger row counts).
@@ -6,8 +6,8 @@
 // The layer's 16-row tiles are cut into `slices` contiguous ranges of
 // chunks; one warp streams one (tile, slice) with 16-byte loads that bypass
 // L1, two batches of four chunks in flight per lane, and runs each chunk's
-// k16 steps on the tensor cores (m16n8k16: the 16 weight rows as A, the up
-// to 8 rows of x as B, fp32 accumulation). A block of 8 warps holds
+// k16 steps on the tensor cores (m16n8k16: the 16 weight rows as A, each 8
+// rows of x as B, fp32 accumulation). A block of 8 warps holds
 // 8 / slices tiles times `slices` slices. x is staged once per block in
 // shared memory, each chunk's columns ordered so that lane (g, t) reads its
 // B fragments for the whole chunk with one or two 16-byte loads
@@ -41,7 +41,9 @@
 
 namespace tern::kernels {
 
-inline constexpr int64_t kWeightOnlyGemvMaxRows = 8;
+// Two MMA row tiles; x's B fragments of rows 9..16 cost one more MMA and
+// one or two more shared loads per k16 step or chunk, not more weight bytes.
+inline constexpr int64_t kWeightOnlyGemvMaxRows = 16;
 inline constexpr int32_t kWeightOnlyGemvWarps = 8;  // per block
 // Dynamic shared memory a GEMV block may use for x and the staged scales and
 // zeros (at least two blocks fit an H100 SM).
@@ -100,7 +102,7 @@ enum class WeightOnlyKernel {
 WeightOnlyKernel SelectWeightOnlyKernel(int64_t rows, bool gemv_supported, bool gemm_supported);
 
 #if defined(TERN_WITH_CUDA)
-// Whether LaunchWeightOnlyGemv runs this: fp16 or bf16, rows 0..8, a
+// Whether LaunchWeightOnlyGemv runs this: fp16 or bf16, rows 0..16, a
 // supported layout whose plan is ok(), scales and zeros 16-byte aligned, x
 // 4-byte aligned with an even row stride >= k, y_row_stride >= n.
 bool WeightOnlyGemvSupported(ScalarType type, const WeightOnlyDeviceWeight& weight, const WeightOnlyGemmParams& params,

@@ -6,7 +6,7 @@
 //   rows <= kernels::kWeightOnlyGemvMaxRows (decode): the weight-only GEMV,
 //     which streams the packed codes once at close to copy bandwidth
 //     (kernels/gemm/weight_only_gemv.h);
-//   rows <= kernels::kWeightOnlyGemmFastRows (small batches): the tensor-core
+//   rows <= kernels::kWeightOnlyGemmFastRows (larger batches): the tensor-core
 //     weight-only GEMM, which reads the packed codes once
 //     (kernels/gemm/weight_only_gemm.h);
 //   more rows (prefill), or fp32: the large-M path, the layer dequantized into

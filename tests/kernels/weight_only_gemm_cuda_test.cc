@@ -8,7 +8,7 @@
 // shared memory and read from global memory (layers too large to stage). Also the
 // dequantization (exact: both sides round the same fp32 value once), the
 // act-order column gather, and the calls the GEMM must decline. The decode
-// GEMV (weight_only_gemv.h) on the same layers at rows 1..8: x staged with
+// GEMV (weight_only_gemv.h) on the same layers at rows 1..16: x staged with
 // 16-byte and 4-byte loads or read from global memory, every slice count,
 // several tiles per block, act order, and the calls it must decline.
 #include <algorithm>
@@ -336,7 +336,7 @@ TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReferenceAtEverySliceCount) {
       {8, 70, 2080, 32, true, false, false},   // 65 chunks, fp32 scales
       {4, 50, 800, 32, false, true, false},    // g32: two groups per chunk
       {8, 40, 4096, 16, false, true, true},    // 8 bits g16: two groups per chunk
-      {4, 300, 11008, 128, false, true, true}, // x from global memory at 5..8 rows
+      {4, 300, 11008, 128, false, true, true}, // x from global memory from 5 rows on
   };
   uint32_t seed = 900;
   for (const Config& c : configs) {
@@ -349,7 +349,7 @@ TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReferenceAtEverySliceCount) {
       d_bias->Upload(bias);
     }
     for (int32_t slices : {1, 2, 4, 8}) {
-      for (int64_t rows : {1, 3, 8}) {
+      for (int64_t rows : {1, 3, 8, 9, 16}) {
         CheckGemv(type, c, *layer, bias, d_bias.get(), rows, c.k, slices, seed++);
         if (HasFatalFailure()) return;
       }

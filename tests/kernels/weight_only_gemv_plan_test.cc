@@ -100,6 +100,9 @@ TEST(WeightOnlyGemvPlanTest, PlansLlama7bShapesOnAnH100) {
       {4, 4096, 4096, 32, 8, 8, true},     // 64 KB of x + 12 KB of scales and zeros
       {8, 22016, 4096, 4096, 1, 4, true},  // w8a16 per channel
       {8, 4096, 11008, 11008, 8, 8, false},
+      {4, 4096, 4096, 128, 12, 8, true},    // 12 rows: 98.5 KB of x
+      {4, 4096, 4096, 128, 16, 8, false},   // 16 rows: 131 KB, x read from global memory
+      {4, 22016, 4096, 128, 16, 4, false},  // gate_up at 16 rows
   };
   for (const Case& c : cases) {
     const WeightOnlyLayout l = Layout(c.bits, c.n, c.k, c.group);
@@ -141,7 +144,7 @@ TEST(WeightOnlyGemvPlanTest, PlansKeepTheirInvariants) {
     const int64_t group = (rng() % 4 == 0) ? 0 : 16 * (1 + rng() % 16);
     const int64_t k = group == 0 ? 2 * (1 + rng() % 9000) : group * (1 + rng() % 200);
     const WeightOnlyLayout l = Layout(bits, n, k, group == 0 ? k : group);
-    const int64_t rows = 1 + rng() % 8;
+    const int64_t rows = 1 + rng() % kWeightOnlyGemvMaxRows;
     const bool half = rng() % 2, zeros = rng() % 2;
     const int32_t sms = 1 + rng() % 200;
     const WeightOnlyGemvPlan p = PlanWeightOnlyGemv(l, rows, half, zeros, sms);
@@ -172,7 +175,8 @@ TEST(WeightOnlyGemvPlanTest, RefusesWhatTheKernelCannotRun) {
   EXPECT_TRUE(PlanWeightOnlyGemv(ok, 1, true, false, 132).ok());
   EXPECT_TRUE(PlanWeightOnlyGemv(ok, 8, false, true, 132).ok());
   EXPECT_FALSE(PlanWeightOnlyGemv(ok, 0, true, false, 132).ok());
-  EXPECT_FALSE(PlanWeightOnlyGemv(ok, 9, true, false, 132).ok());
+  EXPECT_TRUE(PlanWeightOnlyGemv(ok, 16, true, false, 132).ok());
+  EXPECT_FALSE(PlanWeightOnlyGemv(ok, 17, true, false, 132).ok());
   EXPECT_FALSE(PlanWeightOnlyGemv(ok, 1, true, false, 132, 3).ok());
   EXPECT_FALSE(PlanWeightOnlyGemv(Layout(3, 64, 256, 64), 1, true, false, 132).ok());
   EXPECT_FALSE(PlanWeightOnlyGemv(Layout(4, 64, 255, 255), 1, true, false, 132).ok());  // k odd
