@@ -2,8 +2,9 @@
 // and Linear (label gpu; skipped without a device) against the CPU backend's
 // reference of the same QuantizedLinear: the paths a model's own tests do
 // not reach (act-order gathers, biases, per-channel W8A16, static activation
-// scales and smoothing of W8A8), at row counts on both sides of the
-// weight-only GEMM's limit, in fp16, bf16 and fp32. x is rounded to the
+// scales and smoothing of W8A8), at row counts of each weight-only path
+// (the GEMV up to 16 rows, the tensor-core GEMM up to 32, dequantize + cuBLAS
+// above), in fp16, bf16 and fp32. x is rounded to the
 // compute dtype first, so both backends see the same activations (W8A8: the
 // same quantized codes), and only summation order and the output's rounding
 // differ, except that FP8 sums on the tensor cores keep fewer bits than fp32
@@ -121,7 +122,7 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheCpuBackend) {
        false,
        false,
        {1, 5, 64, 70}},
-      {"w4a16-g128", {WeightScheme::kW4A16, 128, true}, 4096, 1024, false, false, false, false, {1, 8, 100}},
+      {"w4a16-g128", {WeightScheme::kW4A16, 128, true}, 4096, 1024, false, false, false, false, {1, 8, 16, 100}},
       {"w8a16 per channel act-order",
        {WeightScheme::kW8A16, 0, true},
        96,
@@ -131,7 +132,7 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheCpuBackend) {
        false,
        false,
        {3, 33, 100}},
-      {"w8a16-g64-asym bias", {WeightScheme::kW8A16, 64, false}, 130, 256, false, true, false, false, {2, 65}},
+      {"w8a16-g64-asym bias", {WeightScheme::kW8A16, 64, false}, 130, 256, false, true, false, false, {2, 12, 24, 65}},
       {"w8a8-fp8 dynamic bias", {WeightScheme::kW8A8Fp8, 0, true}, 256, 512, false, true, false, false, {1, 7, 80}},
       {"w8a8-fp8 static smoothing", {WeightScheme::kW8A8Fp8, 0, true}, 128, 256, false, false, true, true, {2, 40}},
       {"w8a8-int8 dynamic", {WeightScheme::kW8A8Int8, 0, true}, 256, 512, false, false, false, false, {1, 9, 80}},
