@@ -7,22 +7,27 @@
 
 namespace tern::bench {
 
-int64_t BlocksPerSequence(int32_t context, int32_t block_size, int32_t chunk, const runtime::KvRetention* retention) {
+int64_t BlocksPerSequence(int32_t context, int32_t block_size, int32_t chunk, const runtime::KvCacheGroups* groups) {
   const int64_t written = int64_t(context) - 1;
   const int64_t dense = (written + block_size - 1) / block_size;
-  if (retention == nullptr) return dense;
-  return std::min(dense, retention->PeakBlocks(written, block_size, chunk));
+  if (groups == nullptr) return dense;
+  int64_t total = 0;
+  for (int32_t g = 0; g < groups->num_groups(); ++g) {
+    const runtime::KvRetention* retention = groups->group_retention(g);
+    total += retention == nullptr ? dense : std::min(dense, retention->PeakBlocks(written, block_size, chunk));
+  }
+  return total;
 }
 
 absl::StatusOr<LongContextRun> PlanLongContextRun(int64_t num_blocks, int32_t context, int32_t block_size,
                                                   int32_t max_num_batched_tokens, int32_t max_num_seqs,
-                                                  int32_t decode_steps, const runtime::KvRetention* retention) {
+                                                  int32_t decode_steps, const runtime::KvCacheGroups* groups) {
   if (context < 2) return absl::InvalidArgumentError(absl::StrCat("a context of ", context, " tokens: at least 2"));
   if (block_size <= 0 || max_num_batched_tokens <= 0 || max_num_seqs <= 0 || decode_steps <= 0) {
     return absl::InvalidArgumentError("block size, token budget, sequence limit and decode steps must be positive");
   }
   LongContextRun run;
-  run.blocks_per_seq = BlocksPerSequence(context, block_size, max_num_batched_tokens, retention);
+  run.blocks_per_seq = BlocksPerSequence(context, block_size, max_num_batched_tokens, groups);
   const int64_t fit = num_blocks / run.blocks_per_seq;
   if (fit == 0) {
     return absl::InvalidArgumentError(absl::StrCat("a sequence of ", context, " tokens holds ", run.blocks_per_seq,

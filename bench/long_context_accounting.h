@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/backend/kv_cache_groups.h"
 #include "runtime/backend/kv_cache_spec.h"
 #include "runtime/backend/kv_retention.h"
 #include "runtime/model/moa_plan.h"
@@ -25,13 +26,13 @@
 namespace tern::bench {
 
 // KV blocks one sequence of `context` tokens (prompt + max_tokens, >= 2)
-// holds at its longest, as the engine counts it at Submit: the positions it
-// writes (the last sampled token is never written) in blocks of
-// `block_size`, or, when the runner frees unread blocks (`retention`
-// non-null: an MoA plan or a sliding window), the peak while it grows in
-// prefill chunks of at most `chunk` tokens (KvRetention::PeakBlocks),
-// whichever is smaller.
-int64_t BlocksPerSequence(int32_t context, int32_t block_size, int32_t chunk, const runtime::KvRetention* retention);
+// holds at its longest, as the engine counts it at Submit, summed over the
+// KV-cache groups (`groups`; null: one group keeping every token): in each
+// group the positions it writes (the last sampled token is never written)
+// in blocks of `block_size`, or, when the group frees unread blocks (an MoA
+// plan or a sliding window), the peak while it grows in prefill chunks of at
+// most `chunk` tokens (KvRetention::PeakBlocks), whichever is smaller.
+int64_t BlocksPerSequence(int32_t context, int32_t block_size, int32_t chunk, const runtime::KvCacheGroups* groups);
 
 // Steps after a sequence's first token that are left out of the steady
 // window: the first decode-only step of a batch runs eagerly and the second
@@ -57,7 +58,7 @@ struct LongContextRun {
 // the budget does not exceed the sequences, or the context leaves no prompt.
 absl::StatusOr<LongContextRun> PlanLongContextRun(int64_t num_blocks, int32_t context, int32_t block_size,
                                                   int32_t max_num_batched_tokens, int32_t max_num_seqs,
-                                                  int32_t decode_steps, const runtime::KvRetention* retention);
+                                                  int32_t decode_steps, const runtime::KvCacheGroups* groups);
 
 struct SteadyWindow {
   double start_s = 0, end_s = 0;  // (start, end] on the times' clock

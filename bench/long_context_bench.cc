@@ -7,15 +7,17 @@
 //   tern-long-context-bench --model DIR [--backend cuda] [--dtype float16] [--kv-cache-mib 16384]
 //                           [--contexts 8192,16384] [--kv-cache-dtypes auto,fp8] [--moa-plan PLAN]
 //                           [--decode-steps 64] [--max-num-batched-tokens 2048] [--max-num-seqs 256]
-//                           [--json PATH]
+//                           [--max-kv-cache-groups 8] [--json PATH]
 //
 // Rows: every KV cache dtype, each with dense attention and (with --moa-plan)
 // the plan; every row loads the model afresh with a cache of exactly
-// --kv-cache-mib (blocks of the backend's own block bytes for that dtype), and
-// runs each context on that engine. Per context, the bench submits as many
+// --kv-cache-mib (blocks of the backend's own block bytes for that dtype and
+// KV-cache groups: an MoA row's block holds one group's layers, so its cache
+// has as many times more blocks as it has groups), and runs each context on
+// that engine. Per context, the bench submits as many
 // sequences as hold their KV at once at their longest, by the engine's own
 // count (long_context_accounting.h: the written positions, or the peak the
-// MoA plan's retention leaves), all together, each with a random prompt and a
+// MoA plan's retention leaves in each KV-cache group), all together, each with a random prompt and a
 // fixed output length chosen so that every sequence is still decoding when
 // the last prompt is done; the engine admits, chunks the prompts and decodes
 // as it does for ternd. Reported, per row:
@@ -83,6 +85,9 @@ ABSL_FLAG(std::string, moa_plan, "", "MoA plan file (runtime/model/moa_plan.h): 
 ABSL_FLAG(int32_t, decode_steps, 64, "decode steps every sequence runs together after the graph warm-up");
 ABSL_FLAG(int32_t, max_num_batched_tokens, 2048, "the engine's token budget per step (ternd's default)");
 ABSL_FLAG(int32_t, max_num_seqs, 256, "the engine's sequences per step (ternd's default)");
+ABSL_FLAG(int32_t, max_kv_cache_groups, tern::runtime::kDefaultMaxKvCacheGroups,
+          "the most KV-cache groups an MoA plan's layers are cut into (1: one block table, freeing only what no "
+          "layer reads)");
 ABSL_FLAG(std::string, json, "", "also write the results here as JSON");
 
 namespace {
@@ -137,6 +142,7 @@ struct Settings {
   std::vector<rt::KvCacheDtype> kv_dtypes;
   std::string moa_plan;
   int32_t decode_steps = 0, max_num_batched_tokens = 0, max_num_seqs = 0;
+  int32_t max_kv_cache_groups = 0;
 };
 
 // The flags, checked; an error names the flag.
@@ -175,6 +181,8 @@ absl::StatusOr<Settings> ReadFlags() {
   if (s.max_num_batched_tokens < 1) return absl::InvalidArgumentError("--max-num-batched-tokens must be at least 1");
   s.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   if (s.max_num_seqs < 1) return absl::InvalidArgumentError("--max-num-seqs must be at least 1");
+  s.max_kv_cache_groups = absl::GetFlag(FLAGS_max_kv_cache_groups);
+  if (s.max_kv_cache_groups < 1) return absl::InvalidArgumentError("--max-kv-cache-groups must be at least 1");
   return s;
 }
 
@@ -199,13 +207,13 @@ struct Measurement {
 
 // Runs one context on `engine`: submits the run's sequences and waits for them.
 absl::StatusOr<Measurement> RunContext(tern::scheduler::Engine& engine, const Settings& s, int32_t context,
-                                       const rt::KvRetention* retention, int64_t vocab) {
+                                       const rt::KvCacheGroups* groups, int64_t vocab) {
   Measurement m;
   m.context = context;
   const tern::scheduler::EngineStats before = engine.Stats();
   m.kv_blocks_total = before.kv_blocks_total;
   auto run = tern::bench::PlanLongContextRun(before.kv_blocks_total, context, kBlockSize, s.max_num_batched_tokens,
-                                             s.max_num_seqs, s.decode_steps, retention);
+                                             s.max_num_seqs, s.decode_steps, groups);
   if (!run.ok()) return run.status();
   m.run = *run;
   const Clock::time_point epoch = Clock::now();
@@ -338,6 +346,14 @@ int main(int argc, char** argv) {
     one_block.num_kv_heads = int32_t(config->num_key_value_heads);
     one_block.head_dim = int32_t(config->head_dim);
     one_block.dtype = row.kv;
+    // The runner cuts an MoA plan's layers into KV-cache groups the same way
+    // (a block then holds one group's layers, so the same bytes hold more).
+    int32_t num_groups = 1;
+    if (row.moa) {
+      const rt::KvCacheGroups groups = plan->KvGroups(longest, s.max_kv_cache_groups);
+      num_groups = groups.num_groups();
+      if (num_groups > 1) one_block.layer_group = groups.layer_group;
+    }
     const size_t block_bytes = (*backend)->KvBlockBytes(one_block);
     rt::LlmModelRunnerOptions options;
     options.model_dir = s.model_dir;
@@ -345,12 +361,16 @@ int main(int argc, char** argv) {
     options.num_blocks = int32_t(std::min<int64_t>(s.kv_cache_bytes / int64_t(block_bytes), INT32_MAX));
     options.max_context_length = longest;
     options.model.kv_cache_dtype = row.kv;
+    options.max_kv_cache_groups = s.max_kv_cache_groups;
     if (row.moa) options.model.attention.plan_path = s.moa_plan;
     if (s.backend == "cuda") options.warmup_tokens = s.max_num_batched_tokens;
     auto runner = rt::LlmModelRunner::Create(*std::move(backend), options);
     if (!runner.ok()) return Fail(absl::StrCat(row.Name(), ": ", runner.status().message()));
-    std::optional<rt::KvRetention> retention;
-    if ((*runner)->kv_retention() != nullptr) retention = *(*runner)->kv_retention();
+    const rt::KvCacheGroups groups = *(*runner)->kv_cache_groups();
+    if (groups.num_groups() != num_groups) {
+      return Fail(absl::StrCat(row.Name(), ": the runner made ", groups.num_groups(), " KV-cache groups, not ",
+                               num_groups));
+    }
     const int64_t vocab = (*runner)->vocab_size();
     tern::scheduler::EngineOptions engine_options;
     engine_options.model_name = "long-context-bench";
@@ -360,7 +380,7 @@ int main(int argc, char** argv) {
     if (!engine.ok()) return Fail(absl::StrCat(row.Name(), ": ", engine.status().message()));
 
     for (const int32_t context : s.contexts) {
-      auto m = RunContext(**engine, s, context, retention.has_value() ? &*retention : nullptr, vocab);
+      auto m = RunContext(**engine, s, context, &groups, vocab);
       if (!m.ok()) return Fail(absl::StrCat(row.Name(), ", context ", context, ": ", m.status().message()));
       if (m->max_running != m->run.num_seqs || m->preemptions != 0) {
         return Fail(absl::StrCat(row.Name(), ", context ", context, ": ", m->run.num_seqs,
@@ -389,6 +409,7 @@ int main(int argc, char** argv) {
                           {"kv_cache_dtype", rt::KvCacheDtypeName(row.kv)},
                           {"attention", row.moa ? "moa" : "dense"},
                           {"kv_block_bytes", block_bytes},
+                          {"kv_cache_groups", num_groups},
                           {"kv_blocks_total", m->kv_blocks_total},
                           {"kv_blocks_held_max", m->max_blocks_used},
                           {"blocks_per_sequence", m->run.blocks_per_seq},

@@ -89,9 +89,13 @@ void BlockManager::LruRemove(int32_t block) {
   --num_cached_free_;
 }
 
+uint64_t BlockManager::IndexKey(uint64_t hash, int32_t group) {
+  return group == 0 ? hash : Mix(hash ^ (uint64_t(uint32_t(group)) * 0xd6e8feb86659fd93ULL));
+}
+
 void BlockManager::Uncache(int32_t block) {
   CHECK(cached_[block].has_value());
-  index_.erase(cached_[block]->hash);
+  index_.erase(cached_[block]->key);
   cached_[block].reset();
 }
 
@@ -143,6 +147,17 @@ void BlockManager::ReleaseTable(BlockTable* table) {
   table->clear();
 }
 
+void BlockManager::ReleaseTables(BlockTables* tables) {
+  size_t longest = 0;
+  for (const BlockTable& t : *tables) longest = std::max(longest, t.size());
+  for (size_t i = longest; i-- > 0;) {
+    for (BlockTable& t : *tables) {
+      if (i < t.size() && t[i] != kFreedBlock) Release(t[i]);
+    }
+  }
+  for (BlockTable& t : *tables) t.clear();
+}
+
 int32_t BlockManager::ReleaseRange(BlockTable* table, int32_t begin, int32_t end) {
   CHECK(0 <= begin && begin <= end && size_t(end) <= table->size());
   int32_t released = 0;
@@ -183,6 +198,18 @@ int32_t BlockManager::BlocksNeededToWrite(const BlockTable& table, int32_t begin
   return needed;
 }
 
+int32_t BlockManager::BlocksNeededToWrite(const BlockTables& tables, int32_t begin, int32_t end) const {
+  int32_t needed = 0;
+  for (const BlockTable& t : tables) needed += BlocksNeededToWrite(t, begin, end);
+  return needed;
+}
+
+bool BlockManager::PrepareWrite(BlockTables* tables, int32_t begin, int32_t end, BlockCopies* copies) {
+  if (BlocksNeededToWrite(*tables, begin, end) > num_free_) return false;
+  for (BlockTable& t : *tables) CHECK(PrepareWrite(&t, begin, end, copies));
+  return true;
+}
+
 bool BlockManager::PrepareWrite(BlockTable* table, int32_t begin, int32_t end, BlockCopies* copies) {
   if (BlocksNeededToWrite(*table, begin, end) > num_free_) return false;
   const int32_t have = static_cast<int32_t>(table->size());
@@ -200,36 +227,73 @@ bool BlockManager::PrepareWrite(BlockTable* table, int32_t begin, int32_t end, B
   return true;
 }
 
+int32_t BlockManager::LookUp(uint64_t salt, absl::Span<const uint64_t> hashes, absl::Span<const int32_t> tokens,
+                             int32_t i, int32_t group) const {
+  auto it = index_.find(IndexKey(hashes[i], group));
+  if (it == index_.end()) return kNone;
+  const int32_t block = it->second;
+  const uint64_t parent = i == 0 ? salt : hashes[i - 1];
+  const CachedContent& c = *cached_[block];
+  const bool same = c.hash == hashes[i] && c.group == group && c.parent == parent &&
+                    std::equal(tokens.begin() + size_t(i) * block_size_, tokens.begin() + size_t(i + 1) * block_size_,
+                               tokens_.begin() + size_t(block) * block_size_);
+  return same ? block : kNone;  // a hash collision is a miss
+}
+
+void BlockManager::Revive(int32_t block) {
+  if (ref_[block] == 0) {
+    LruRemove(block);
+    --num_free_;
+  }
+  ++ref_[block];
+}
+
 int32_t BlockManager::MatchPrefix(uint64_t salt, absl::Span<const uint64_t> hashes,
-                                  absl::Span<const int32_t> tokens, int32_t max_blocks, BlockTable* table) {
+                                  absl::Span<const int32_t> tokens, int32_t max_blocks, BlockTable* table,
+                                  int32_t group) {
   CHECK(table->empty());
   if (!prefix_caching_) return 0;
   const int32_t limit = std::min<int32_t>(max_blocks, static_cast<int32_t>(hashes.size()));
   int32_t found = 0;
   for (; found < limit; ++found) {
     ++prefix_queries_;
-    auto it = index_.find(hashes[found]);
-    if (it == index_.end()) break;
-    const int32_t block = it->second;
-    const uint64_t parent = found == 0 ? salt : hashes[found - 1];
-    const bool same = cached_[block]->parent == parent &&
-                      std::equal(tokens.begin() + size_t(found) * block_size_,
-                                 tokens.begin() + size_t(found + 1) * block_size_,
-                                 tokens_.begin() + size_t(block) * block_size_);
-    if (!same) break;  // a hash collision: treat as a miss
+    const int32_t block = LookUp(salt, hashes, tokens, found, group);
+    if (block == kNone) break;
     ++prefix_hits_;
-    if (ref_[block] == 0) {
-      LruRemove(block);
-      --num_free_;
-    }
-    ++ref_[block];
+    Revive(block);
     table->push_back(block);
   }
   return found;
 }
 
+int32_t BlockManager::MatchPrefix(uint64_t salt, absl::Span<const uint64_t> hashes,
+                                  absl::Span<const int32_t> tokens, int32_t max_blocks, BlockTables* tables) {
+  for (const BlockTable& t : *tables) CHECK(t.empty());
+  if (!prefix_caching_) return 0;
+  const int32_t limit = std::min<int32_t>(max_blocks, static_cast<int32_t>(hashes.size()));
+  const int32_t groups = static_cast<int32_t>(tables->size());
+  // The longest run cached in every group, then a reference on each block.
+  int32_t found = 0;
+  for (; found < limit; ++found) {
+    ++prefix_queries_;
+    bool all = true;
+    for (int32_t g = 0; g < groups && all; ++g) all = LookUp(salt, hashes, tokens, found, g) != kNone;
+    if (!all) break;
+    ++prefix_hits_;
+  }
+  for (int32_t g = 0; g < groups; ++g) {
+    for (int32_t i = 0; i < found; ++i) {
+      const int32_t block = LookUp(salt, hashes, tokens, i, g);
+      Revive(block);
+      (*tables)[size_t(g)].push_back(block);
+    }
+  }
+  return found;
+}
+
 void BlockManager::CacheFullBlock(uint64_t salt, const BlockTable& table, int32_t index,
-                                  absl::Span<const uint64_t> hashes, absl::Span<const int32_t> tokens) {
+                                  absl::Span<const uint64_t> hashes, absl::Span<const int32_t> tokens,
+                                  int32_t group) {
   if (!prefix_caching_) return;
   CHECK(index >= 0 && size_t(index) < table.size() && size_t(index) < hashes.size());
   CHECK_GE(tokens.size(), size_t(index + 1) * block_size_);
@@ -237,10 +301,18 @@ void BlockManager::CacheFullBlock(uint64_t salt, const BlockTable& table, int32_
   if (block == kFreedBlock) return;
   CHECK_GT(ref_[block], 0);
   if (cached_[block]) return;
-  if (!index_.try_emplace(hashes[index], block).second) return;
-  cached_[block] = CachedContent{hashes[index], index == 0 ? salt : hashes[index - 1]};
+  const uint64_t key = IndexKey(hashes[index], group);
+  if (!index_.try_emplace(key, block).second) return;
+  cached_[block] = CachedContent{hashes[index], index == 0 ? salt : hashes[index - 1], group, key};
   std::copy(tokens.begin() + size_t(index) * block_size_, tokens.begin() + size_t(index + 1) * block_size_,
             tokens_.begin() + size_t(block) * block_size_);
+}
+
+void BlockManager::CacheFullBlock(uint64_t salt, const BlockTables& tables, int32_t index,
+                                  absl::Span<const uint64_t> hashes, absl::Span<const int32_t> tokens) {
+  for (int32_t g = 0; g < static_cast<int32_t>(tables.size()); ++g) {
+    CacheFullBlock(salt, tables[size_t(g)], index, hashes, tokens, g);
+  }
 }
 
 BlockManagerStats BlockManager::stats() const {

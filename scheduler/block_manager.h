@@ -15,9 +15,15 @@
 //                      does a write into a cached block, even one held
 //                      once: a published block is never written.
 //
+// KV-cache groups (runtime/backend/kv_cache_groups.h): a sequence holds one
+// block table per group (BlockTables); every group's blocks come from this
+// one pool and have the same bytes. The table-set calls below treat a
+// sequence's tables as one: all or nothing, one prefix-cache hit length.
+//
 // Prefix cache: a FULL block is named by a chained hash: Hash(parent hash,
 // the block's token ids), where the first block's parent is the tenant's
-// salt (HashTenant), so tenants never share entries. Hashes are checked
+// salt (HashTenant), so tenants never share entries. The index is keyed by
+// (hash, group): each group caches its own block of the same tokens. Hashes are checked
 // against the stored token ids and parent, so a 64-bit collision is a miss,
 // never wrong KV. A hash maps to at most one block; a second block with
 // the same content stays uncached.
@@ -46,6 +52,8 @@ namespace tern::scheduler {
 // reference and is never written.
 using BlockTable = std::vector<int32_t>;
 inline constexpr int32_t kFreedBlock = -1;  // runtime::kFreedBlock
+// One table per KV-cache group, group 0 first (one without groups).
+using BlockTables = std::vector<BlockTable>;
 // Whole-block copies src -> dst to make before a step.
 using BlockCopies = std::vector<std::pair<int32_t, int32_t>>;
 
@@ -91,6 +99,9 @@ class BlockManager {
   // likely to be shared later, are evicted first), and clears it. Freed
   // entries are skipped.
   void ReleaseTable(BlockTable* table);
+  // The same for every group's table, last position first across the
+  // groups; the tables stay, empty.
+  void ReleaseTables(BlockTables* tables);
   // Releases entries [begin, end) of `table` (last first) and marks them
   // kFreedBlock; entries already freed are skipped. Returns how many blocks
   // went back. A cached block keeps its hash, so a later request with the
@@ -107,20 +118,31 @@ class BlockManager {
   // prefix-cache hit recomputing its last token writes into the copy). All or nothing: false (and no change)
   // when there are not enough free blocks. Requires 0 <= begin <= end.
   bool PrepareWrite(BlockTable* table, int32_t begin, int32_t end, BlockCopies* copies);
+  // PrepareWrite in every group's table, all or nothing across them.
+  bool PrepareWrite(BlockTables* tables, int32_t begin, int32_t end, BlockCopies* copies);
   // Blocks PrepareWrite would take.
   int32_t BlocksNeededToWrite(const BlockTable& table, int32_t begin, int32_t end) const;
+  int32_t BlocksNeededToWrite(const BlockTables& tables, int32_t begin, int32_t end) const;
 
   // Prefix-cache lookup: the longest run of cached blocks matching
   // `hashes` (and the token ids in `tokens`), at most `max_blocks`; each
   // found block gets a reference and is appended to `table` (which must be
   // empty). Returns the number found. No-op (0) when caching is off.
   // `salt` is the chain's first parent (HashTenant of the tenant).
+  // `group`: the KV-cache group the table belongs to.
   int32_t MatchPrefix(uint64_t salt, absl::Span<const uint64_t> hashes, absl::Span<const int32_t> tokens,
-                      int32_t max_blocks, BlockTable* table);
+                      int32_t max_blocks, BlockTable* table, int32_t group = 0);
+  // The same over every group's (empty) table: the hit is the longest run
+  // cached in every group, and each table gets that many blocks. Counts as
+  // one lookup per block position in the stats.
+  int32_t MatchPrefix(uint64_t salt, absl::Span<const uint64_t> hashes, absl::Span<const int32_t> tokens,
+                      int32_t max_blocks, BlockTables* tables);
   // Publishes block `index` of `table` (full and computed) under
-  // hashes[index]. No-op when caching is off, when it is already cached,
-  // or when another block holds that hash.
+  // (hashes[index], group). No-op when caching is off, when it is already
+  // cached, or when another block holds that key.
   void CacheFullBlock(uint64_t salt, const BlockTable& table, int32_t index, absl::Span<const uint64_t> hashes,
+                      absl::Span<const int32_t> tokens, int32_t group = 0);
+  void CacheFullBlock(uint64_t salt, const BlockTables& tables, int32_t index, absl::Span<const uint64_t> hashes,
                       absl::Span<const int32_t> tokens);
 
   int32_t num_blocks() const { return static_cast<int32_t>(ref_.size()); }
@@ -139,7 +161,15 @@ class BlockManager {
   struct CachedContent {
     uint64_t hash = 0;
     uint64_t parent = 0;
+    int32_t group = 0;
+    uint64_t key = 0;  // of index_: the hash for group 0, mixed with the group otherwise
   };
+  static uint64_t IndexKey(uint64_t hash, int32_t group);
+  // The cached block of (hashes[i], group) whose content matches, or kNone.
+  int32_t LookUp(uint64_t salt, absl::Span<const uint64_t> hashes, absl::Span<const int32_t> tokens, int32_t i,
+                 int32_t group) const;
+  // Takes a reference on a cached block found by LookUp.
+  void Revive(int32_t block);
 
   void CheckBlock(int32_t block) const;
   // A write into `block` must go to a copy: it is shared or published.
@@ -155,7 +185,7 @@ class BlockManager {
   std::vector<int32_t> ref_;                         // [num_blocks]
   std::vector<std::optional<CachedContent>> cached_; // [num_blocks] hash of a cached block
   std::vector<int32_t> tokens_;                      // [num_blocks * block_size] content of cached blocks
-  absl::flat_hash_map<uint64_t, int32_t> index_;     // hash -> block
+  absl::flat_hash_map<uint64_t, int32_t> index_;     // IndexKey(hash, group) -> block
   std::vector<int32_t> uncached_free_;               // stack of free uncached blocks
   // Intrusive LRU list of free cached blocks.
   std::vector<int32_t> lru_prev_, lru_next_;         // [num_blocks]

@@ -1,5 +1,6 @@
 #include "scheduler/engine.h"
 
+#include "absl/strings/str_cat.h"
 #include "scheduler/engine_impl.h"
 #include "scheduler/programs/request_program.h"
 
@@ -23,6 +24,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   const runtime::KvCacheLayout layout = runner->kv_cache_layout();
   if (layout.num_blocks <= 0 || layout.block_size <= 0) {
     return absl::InvalidArgumentError("the model runner has an empty KV cache");
+  }
+  const runtime::KvCacheGroups* groups = runner->kv_cache_groups();
+  const int32_t num_groups = groups != nullptr ? groups->num_groups() : 1;
+  if (layout.num_groups != num_groups || layout.num_blocks < num_groups) {
+    return absl::InvalidArgumentError(absl::StrCat("the model runner's KV cache of ", layout.num_blocks,
+                                                   " blocks has ", layout.num_groups, " KV-cache groups; its groups say ",
+                                                   num_groups));
   }
   if (runner->max_context_length() <= 1) return absl::InvalidArgumentError("the model's context is too short");
   if (runner->vocab_size() <= 0) return absl::InvalidArgumentError("the model has no vocabulary");

@@ -17,7 +17,7 @@ SchedulerOptions MakeSchedulerOptions(const EngineOptions& options, const runtim
   s.max_num_batched_tokens = options.max_num_batched_tokens;
   s.enable_prefix_caching = options.enable_prefix_caching;
   s.max_context_length = runner.max_context_length();
-  s.kv_retention = runner.kv_retention();
+  s.kv_groups = runner.kv_cache_groups();
   s.tokenizer = options.tokenizer;
   s.eos_token_ids = options.eos_token_ids;
   if (options.tokenizer != nullptr) {
@@ -50,14 +50,30 @@ int64_t KvBlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n, 
 
 int64_t EngineImpl::BlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n) const {
   const int64_t dense = KvBlocksAtLongest(prompt_tokens, max_tokens, n, layout_.block_size);
-  const runtime::KvRetention* retention = runner_->kv_retention();
-  if (retention == nullptr) return dense;
-  // Each choice holds at most its own peak (its sinks and band, and the
-  // step's new blocks); shared blocks counted once per choice bound it.
-  const int64_t peak =
-      retention->PeakBlocks(prompt_tokens + max_tokens - 1, layout_.block_size, options_.max_num_batched_tokens);
-  return std::min(dense, n * peak);
+  const runtime::KvCacheGroups* groups = runner_->kv_cache_groups();
+  if (groups == nullptr) return dense;
+  int64_t total = 0;
+  for (int32_t g = 0; g < groups->num_groups(); ++g) {
+    const runtime::KvRetention* retention = groups->group_retention(g);
+    if (retention == nullptr) {
+      total += dense;
+      continue;
+    }
+    // Each choice holds at most its own peak (its sinks and band, and the
+    // step's new blocks); shared blocks counted once per choice bound it.
+    const int64_t peak =
+        retention->PeakBlocks(prompt_tokens + max_tokens - 1, layout_.block_size, options_.max_num_batched_tokens);
+    total += std::min(dense, n * peak);
+  }
+  return total;
 }
+
+bool EngineImpl::HasRetention() const {
+  const runtime::KvCacheGroups* groups = runner_->kv_cache_groups();
+  return groups != nullptr && groups->any_retention();
+}
+
+int64_t EngineImpl::TableBlocks() const { return layout_.num_blocks / std::max(1, layout_.num_groups); }
 
 EngineImpl::EngineImpl(const EngineOptions& options, std::unique_ptr<runtime::ModelRunner> runner)
     : options_(options),
@@ -93,15 +109,15 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
   }
   const int64_t prompt = static_cast<int64_t>(request.prompt_token_ids.size());
   // The last sampled token is never fed back, so a request occupies
-  // prompt + max_tokens - 1 KV positions.
-  const int64_t kv_tokens = int64_t(layout_.num_blocks) * layout_.block_size;
+  // prompt + max_tokens - 1 KV positions (in every KV-cache group).
+  const int64_t kv_tokens = TableBlocks() * layout_.block_size;
   if (prompt >= max_context_) {
     return absl::InvalidArgumentError(
         absl::StrCat("the prompt has ", prompt, " tokens; the context holds ", max_context_, " (room for output needed)"));
   }
   // With KV retention (MoA, sliding windows) a sequence holds only the
   // blocks some query still reads, so only the block count below limits it.
-  const bool retention = runner_->kv_retention() != nullptr;
+  const bool retention = HasRetention();
   if (!retention && prompt > kv_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("the prompt has ", prompt, " tokens; the KV cache holds ", kv_tokens));
@@ -147,11 +163,11 @@ absl::Status EngineImpl::Validate(EngineRequest& request) const {
     // The most output every choice can have at once: each choice's blocks
     // beyond the shared prefix fit in its share of the rest of the cache.
     const int64_t shared = (prompt - 1) / bs;
-    const int64_t last_block = shared + (num_blocks - shared) / n;  // blocks a choice may span
+    const int64_t last_block = shared + (TableBlocks() - shared) / n;  // blocks a choice may span
     const int64_t fits = last_block * bs + 1 - prompt;
     if (fits < 1) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "n = ", n, " choices of prompt (", prompt, " tokens) need ", KvBlocksAtLongest(prompt, 1, n, bs),
+          "n = ", n, " choices of prompt (", prompt, " tokens) need ", BlocksAtLongest(prompt, 1, n),
           " KV blocks at once; the KV cache holds ", num_blocks, " blocks of ", bs, " tokens even when empty"));
     }
     request.sampling.max_tokens = static_cast<int32_t>(std::min(max_context_ - prompt, fits));
@@ -207,7 +223,7 @@ void EngineImpl::Admit(Submission submission) {
     scheduler_.Add(std::move(options), std::move(r.prompt_token_ids), submission.seed);
     return;
   }
-  const ProgramLimits limits{max_context_, int64_t(layout_.num_blocks) * layout_.block_size};
+  const ProgramLimits limits{max_context_, TableBlocks() * layout_.block_size};
   absl::StatusOr<ProgramPhase> phase = it->second.program->Start(r, limits);
   absl::Status status = phase.status();
   if (status.ok()) status = AddPhase(r.request_id, options, *std::move(phase), submission.seed, false);
@@ -216,12 +232,15 @@ void EngineImpl::Admit(Submission submission) {
 
 absl::Status EngineImpl::ValidatePhase(const ProgramPhase& phase) const {
   if (phase.branches.empty()) return absl::InternalError("a program phase has no sequences");
-  const int64_t kv_tokens = int64_t(layout_.num_blocks) * layout_.block_size;
+  const int64_t kv_tokens = TableBlocks() * layout_.block_size;
   const int64_t bs = layout_.block_size;
   const int64_t prefix = static_cast<int64_t>(phase.shared_prefix.size());
-  // Blocks the whole phase may need at its longest: the prefix once, each
-  // branch's suffix and output on its own (a partial prefix block copied).
-  int64_t blocks = prefix / bs;
+  const runtime::KvCacheGroups* groups = runner_->kv_cache_groups();
+  const int32_t num_groups = groups != nullptr ? groups->num_groups() : 1;
+  // Blocks the whole phase may need at its longest, over every KV-cache
+  // group: the prefix once, each branch's suffix and output on its own (a
+  // partial prefix block copied).
+  int64_t blocks = num_groups * (prefix / bs);
   for (const BranchSpec& b : phase.branches) {
     RETURN_IF_ERROR(b.sampling.Validate());
     if (b.suffix.empty()) return absl::InternalError("a program phase has a sequence with no tokens of its own");
@@ -237,11 +256,13 @@ absl::Status EngineImpl::ValidatePhase(const ProgramPhase& phase) const {
                                                      " tokens) + max_tokens (", *b.sampling.max_tokens,
                                                      ") exceeds the context of ", max_context_));
     }
-    int64_t own = (length - 1 + bs - 1) / bs - prefix / bs;
-    if (const runtime::KvRetention* retention = runner_->kv_retention(); retention != nullptr) {
-      own = std::min(own, retention->PeakBlocks(length - 1, layout_.block_size, options_.max_num_batched_tokens));
+    const int64_t own = (length - 1 + bs - 1) / bs - prefix / bs;
+    for (int32_t g = 0; g < num_groups; ++g) {
+      const runtime::KvRetention* retention = groups != nullptr ? groups->group_retention(g) : nullptr;
+      blocks += retention == nullptr ? own
+                                     : std::min(own, retention->PeakBlocks(length - 1, layout_.block_size,
+                                                                           options_.max_num_batched_tokens));
     }
-    blocks += own;
   }
   for (int32_t id : phase.shared_prefix) {
     if (id < 0 || id >= vocab_size_) {
@@ -250,7 +271,8 @@ absl::Status EngineImpl::ValidatePhase(const ProgramPhase& phase) const {
   }
   if (blocks > layout_.num_blocks) {
     return absl::InvalidArgumentError(absl::StrCat("the phase's ", phase.branches.size(), " sequences need up to ",
-                                                   blocks * bs, " KV positions; the cache holds ", kv_tokens));
+                                                   blocks / num_groups * bs, " KV positions; the cache holds ",
+                                                   kv_tokens));
   }
   return absl::OkStatus();
 }

@@ -69,9 +69,14 @@ class EngineImpl final : public Engine {
   };
 
   absl::Status Validate(EngineRequest& request) const;
-  // KvBlocksAtLongest, or less where the runner's KV retention frees the
-  // blocks no query reads again (KvRetention::PeakBlocks per choice).
+  // KvBlocksAtLongest in every KV-cache group, or less in a group whose KV
+  // retention frees the blocks no query reads again (KvRetention::PeakBlocks
+  // per choice): blocks of the whole pool.
   int64_t BlocksAtLongest(int64_t prompt_tokens, int64_t max_tokens, int64_t n) const;
+  // Whether some KV-cache group frees tokens.
+  bool HasRetention() const;
+  // Blocks one group's table may have when the pool is split evenly.
+  int64_t TableBlocks() const;
   void Loop();
   // Engine thread only.
   void Admit(Submission submission);

@@ -14,6 +14,11 @@ Scheduler::Scheduler(const SchedulerOptions& options, const runtime::KvCacheLayo
   CHECK_GT(options_.max_num_seqs, 0);
   CHECK_GT(options_.max_num_batched_tokens, 0);
   CHECK_GT(options_.max_context_length, 0);
+  CHECK_EQ(num_kv_groups(), layout.num_groups) << "the KV-cache groups do not match the cache layout";
+}
+
+int32_t Scheduler::num_kv_groups() const {
+  return options_.kv_groups != nullptr ? options_.kv_groups->num_groups() : 1;
 }
 
 SequenceGroup* Scheduler::Add(SequenceGroup::Options options, std::vector<int32_t> prompt, uint64_t seed) {
@@ -51,7 +56,7 @@ SequenceGroup* Scheduler::AddGroup(SequenceGroup::Options options, std::vector<i
     prompt.insert(prompt.end(), shared_prefix.begin(), shared_prefix.end());
     prompt.insert(prompt.end(), branch.suffix.begin(), branch.suffix.end());
     auto seq = std::make_unique<Sequence>(next_seq_id_++, branch.index, g, std::move(prompt), seed, branch.sampling,
-                                          options_.eos_token_ids, options_.tokenizer);
+                                          options_.eos_token_ids, options_.tokenizer, num_kv_groups());
     if (g->sequences().empty()) {
       queues_.Push(seq.get());
     } else {
@@ -123,7 +128,7 @@ void Scheduler::AddToPlan(Sequence* seq, int32_t n) {
   step.seq_id = seq->seq_id();
   step.token_ids = absl::MakeConstSpan(seq->tokens()).subspan(begin, n);
   step.num_computed_tokens = begin;
-  step.block_table = absl::MakeConstSpan(seq->block_table());
+  step.block_tables = absl::MakeConstSpan(seq->block_tables());
   step.sample = begin + n == seq->num_tokens();
   if (step.sample) {
     step.sampling = &seq->sampling_params();
@@ -196,7 +201,7 @@ void Scheduler::ScheduleGang(SequenceGroup* group, int32_t* budget) {
     if (n == 0) continue;
     const int32_t begin = member->num_computed_tokens();
     bool ok;
-    while (!(ok = blocks_.PrepareWrite(&member->block_table(), begin, begin + n, &out_.plan.block_copies))) {
+    while (!(ok = blocks_.PrepareWrite(&member->block_tables(), begin, begin + n, &out_.plan.block_copies))) {
       if (!PreemptOne(member)) break;
     }
     if (!ok) {
@@ -236,7 +241,7 @@ void Scheduler::ScheduleRunning(bool decodes_only, int32_t* budget) {
     CHECK_GT(n, 0) << "running sequence " << seq->seq_id() << " has nothing to compute";
     const int32_t begin = seq->num_computed_tokens();
     bool ok;
-    while (!(ok = blocks_.PrepareWrite(&seq->block_table(), begin, begin + n, &out_.plan.block_copies))) {
+    while (!(ok = blocks_.PrepareWrite(&seq->block_tables(), begin, begin + n, &out_.plan.block_copies))) {
       if (!PreemptOne(seq)) break;
     }
     if (!ok) {
@@ -249,24 +254,30 @@ void Scheduler::ScheduleRunning(bool decodes_only, int32_t* budget) {
   }
 }
 
-int32_t Scheduler::BlocksToAdmit(const SequenceGroup& group) const {
-  const Sequence* carrier = group.carrier();
-  const runtime::KvRetention* retention = options_.kv_retention;
-  const int32_t bs = blocks_.block_size();
+int32_t Scheduler::GroupPeak(int32_t group, int32_t tokens, int32_t dense) const {
+  const runtime::KvRetention* retention =
+      options_.kv_groups != nullptr ? options_.kv_groups->group_retention(group) : nullptr;
+  if (retention == nullptr) return dense;
   // With KV retention a sequence never holds more than its peak: its sinks,
   // its band and one step's new blocks.
-  const auto peak = [&](int32_t tokens) {
-    return static_cast<int32_t>(retention->PeakBlocks(tokens, bs, options_.max_num_batched_tokens));
-  };
-  int32_t need =
-      blocks_.BlocksNeededToWrite(carrier->block_table(), carrier->num_computed_tokens(), carrier->num_tokens());
-  if (retention != nullptr) need = std::min(need, peak(carrier->num_tokens()));
+  const int64_t peak = retention->PeakBlocks(tokens, blocks_.block_size(), options_.max_num_batched_tokens);
+  return static_cast<int32_t>(std::min<int64_t>(dense, peak));
+}
+
+int32_t Scheduler::BlocksToAdmit(const SequenceGroup& group) const {
+  const Sequence* carrier = group.carrier();
+  const int32_t bs = blocks_.block_size();
+  int32_t need = 0;
+  for (int32_t g = 0; g < num_kv_groups(); ++g) {
+    const int32_t dense =
+        blocks_.BlocksNeededToWrite(carrier->block_table(g), carrier->num_computed_tokens(), carrier->num_tokens());
+    need += GroupPeak(g, carrier->num_tokens(), dense);
+  }
   if (!group.needs_fork()) return need;
   for (const auto& seq : group.sequences()) {
     if (seq.get() == carrier || seq->finished()) continue;
-    int32_t own = (seq->num_tokens() + bs - 1) / bs - group.shared_prefix_len() / bs;
-    if (retention != nullptr) own = std::min(own, peak(seq->num_tokens()));
-    need += own;
+    const int32_t own = (seq->num_tokens() + bs - 1) / bs - group.shared_prefix_len() / bs;
+    for (int32_t g = 0; g < num_kv_groups(); ++g) need += GroupPeak(g, seq->num_tokens(), own);
   }
   return need;
 }
@@ -282,19 +293,19 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
     const int32_t new_seqs = group->needs_fork() ? group->num_live() : 1;
     if (!running_.empty() && int32_t(running_.size()) + new_seqs > options_.max_num_seqs) return;
 
-    if (seq->block_table().empty() && seq->num_computed_tokens() == 0) {
+    if (!seq->holds_blocks() && seq->num_computed_tokens() == 0) {
       seq->UpdateHashes(blocks_);
       const int32_t bs = blocks_.block_size();
       // A carrier takes cached blocks only up to the shared prefix, where
       // the others attach.
       const int32_t max_blocks = group->needs_fork() ? group->shared_prefix_len() / bs : seq->num_tokens() / bs;
       const int32_t hit =
-          blocks_.MatchPrefix(seq->salt(), seq->block_hashes(), seq->tokens(), max_blocks, &seq->block_table());
+          blocks_.MatchPrefix(seq->salt(), seq->block_hashes(), seq->tokens(), max_blocks, &seq->block_tables());
       // Keep at least the last token to compute, so the step has logits.
       seq->SetComputedFromCache(std::min(hit * bs, seq->num_tokens() - 1));
       // Hit blocks that no query of this sequence reads go back at once
       // (they stay cached).
-      if (options_.kv_retention != nullptr) seq->ReleaseUnread(*options_.kv_retention, &blocks_);
+      if (options_.kv_groups != nullptr) seq->ReleaseUnread(*options_.kv_groups, &blocks_);
     }
     const int32_t n = ChunkSize(*seq, *budget);
     const int32_t begin = seq->num_computed_tokens();
@@ -302,7 +313,7 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
     // that it does not start and then preempt itself.
     const bool gang = group->needs_fork() && group->num_live() > 1;
     if ((gang && BlocksToAdmit(*group) > blocks_.num_free()) ||
-        (n > 0 && !blocks_.PrepareWrite(&seq->block_table(), begin, begin + n, &out_.plan.block_copies))) {
+        (n > 0 && !blocks_.PrepareWrite(&seq->block_tables(), begin, begin + n, &out_.plan.block_copies))) {
       seq->ResetComputed(&blocks_);  // gives the prefix hits back
       return;
     }
@@ -364,8 +375,9 @@ std::vector<std::unique_ptr<SequenceGroup>> Scheduler::AbortStep() {
   // step, but check the tables rather than rely on that.
   for (const auto& [src, dst] : out_.plan.block_copies) {
     for (const Sequence* seq : running_) {
-      const BlockTable& table = seq->block_table();
-      if (std::find(table.begin(), table.end(), dst) != table.end()) add(seq);
+      for (const BlockTable& table : seq->block_tables()) {
+        if (std::find(table.begin(), table.end(), dst) != table.end()) add(seq);
+      }
     }
   }
   step_pending_ = false;
@@ -402,7 +414,7 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
     const int32_t begin = seq->num_computed_tokens();
     prompt_tokens_ += std::max(0, std::min(begin + s.num_tokens, seq->num_prompt_tokens()) - begin);
     seq->AdvanceComputed(s.num_tokens, &blocks_);
-    if (options_.kv_retention != nullptr) seq->ReleaseUnread(*options_.kv_retention, &blocks_);
+    if (options_.kv_groups != nullptr) seq->ReleaseUnread(*options_.kv_groups, &blocks_);
     if (!s.sample) continue;
     const absl::StatusOr<runtime::SampledToken>& sampled = result.outputs[k++].token;
     if (!sampled.ok()) {

@@ -27,9 +27,14 @@
 // is always a whole group, and a gang that cannot get its blocks is itself
 // preempted whole; it resumes by recomputing the prefix once.
 //
+// KV-cache groups (README.md): a sequence holds one block table per group;
+// planning writes, preemption, forks and prefix-cache hits act on all of
+// them at once (all or nothing), and admission counts the blocks of every
+// group.
+//
 // Apply(result) advances num_computed_tokens, publishes newly full blocks to
-// the prefix cache, frees the blocks no query reads again (with a KV
-// retention: MoA spans, sliding windows; see README.md), appends the sampled
+// the prefix cache, frees the blocks no query reads again (per group, with a
+// KV retention: MoA spans, sliding windows; see README.md), appends the sampled
 // tokens (stop checks, text) and frees the blocks of finished sequences.
 //
 // Contract: Schedule and Apply alternate (CHECK); between them the plan's
@@ -66,10 +71,12 @@ struct SchedulerOptions {
   int32_t max_num_batched_tokens = 2048;  // > 0
   bool enable_prefix_caching = true;
   int64_t max_context_length = 0;         // > 0; a sequence finishes "length" here
-  // Which tokens no query reads again (the runner's: MoA spans, a sliding
-  // window); their blocks are freed after each step. Null: all are kept.
+  // The runner's KV-cache groups: one block table per group per sequence
+  // and, per group, which tokens no query of its layers reads again (MoA
+  // spans, a sliding window), whose blocks are freed after each step. Null:
+  // one group that keeps every token. Its group count must be the layout's.
   // Borrowed; outlives the scheduler.
-  const runtime::KvRetention* kv_retention = nullptr;
+  const runtime::KvCacheGroups* kv_groups = nullptr;
   std::vector<int32_t> eos_token_ids;
   const runtime::Tokenizer* tokenizer = nullptr;  // borrowed; null: no text
 };
@@ -198,6 +205,10 @@ class Scheduler {
   void InsertRunning(Sequence* seq);
   void RemoveRunning(Sequence* seq);
   bool InStep(const Sequence* seq) const;
+  // The blocks one sequence of `tokens` tokens holds at most in KV-cache
+  // group `group`, never more than `dense` (what it would hold keeping all).
+  int32_t GroupPeak(int32_t group, int32_t tokens, int32_t dense) const;
+  int32_t num_kv_groups() const;
   // Finishes the removal of a group from every structure.
   std::unique_ptr<SequenceGroup> Detach(const RequestKey& key);
 

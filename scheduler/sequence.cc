@@ -9,7 +9,7 @@ namespace tern::scheduler {
 
 Sequence::Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vector<int32_t> prompt, uint64_t seed,
                    const runtime::SamplingParams& params, const std::vector<int32_t>& eos_token_ids,
-                   const runtime::Tokenizer* tokenizer)
+                   const runtime::Tokenizer* tokenizer, int32_t num_kv_groups)
     : seq_id_(seq_id),
       index_(index),
       group_(group),
@@ -20,6 +20,9 @@ Sequence::Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vec
                       params.HasPenalties() ? runtime::OutputCounts::kTracked : runtime::OutputCounts::kUntracked),
       stop_checker_(params, eos_token_ids),
       params_(params) {
+  CHECK_GE(num_kv_groups, 1);
+  block_tables_.resize(size_t(num_kv_groups));
+  released_until_.assign(size_t(num_kv_groups), 0);
   if (tokenizer != nullptr) {
     // The output continues the prompt, so a SentencePiece leading space is kept.
     detokenizer_ = std::make_unique<runtime::IncrementalDetokenizer>(
@@ -29,18 +32,26 @@ Sequence::Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vec
 }
 
 void Sequence::AttachSharedPrefix(const Sequence& carrier, int32_t prefix_len, BlockManager* blocks) {
-  CHECK(block_table_.empty() && num_computed_tokens_ == 0) << "attach to a sequence holding KV";
+  CHECK(!holds_blocks() && num_computed_tokens_ == 0) << "attach to a sequence holding KV";
   CHECK_LE(prefix_len, carrier.num_computed_tokens());
   CHECK_LE(prefix_len, num_tokens());
+  CHECK_EQ(carrier.block_tables().size(), block_tables_.size());
   CHECK(std::equal(tokens_.begin(), tokens_.begin() + prefix_len, carrier.tokens().begin()))
       << "sequence " << seq_id_ << " does not share the prefix of " << carrier.seq_id();
   const int32_t bs = blocks->block_size();
   const size_t num_blocks = static_cast<size_t>((prefix_len + bs - 1) / bs);
-  CHECK_LE(num_blocks, carrier.block_table().size());
-  BlockTable prefix(carrier.block_table().begin(), carrier.block_table().begin() + num_blocks);
-  blocks->Fork(prefix, &block_table_);
+  for (size_t g = 0; g < block_tables_.size(); ++g) {
+    const BlockTable& from = carrier.block_tables()[g];
+    CHECK_LE(num_blocks, from.size());
+    BlockTable prefix(from.begin(), from.begin() + num_blocks);
+    blocks->Fork(prefix, &block_tables_[g]);
+    released_until_[g] = 0;
+  }
   num_computed_tokens_ = prefix_len;
-  released_until_ = 0;
+}
+
+bool Sequence::holds_blocks() const {
+  return std::any_of(block_tables_.begin(), block_tables_.end(), [](const BlockTable& t) { return !t.empty(); });
 }
 
 void Sequence::UpdateHashes(const BlockManager& blocks) {
@@ -53,33 +64,44 @@ void Sequence::AdvanceComputed(int32_t n, BlockManager* blocks) {
   const int32_t before = num_computed_tokens_ / bs;
   num_computed_tokens_ += n;
   CHECK_LE(num_computed_tokens_, num_tokens());
-  CHECK_GE(int64_t(block_table_.size()) * bs, num_computed_tokens_);
+  for (const BlockTable& t : block_tables_) CHECK_GE(int64_t(t.size()) * bs, num_computed_tokens_);
   const int32_t after = num_computed_tokens_ / bs;
   if (after == before || !blocks->prefix_caching()) return;
   UpdateHashes(*blocks);
-  for (int32_t i = before; i < after; ++i) blocks->CacheFullBlock(salt_, block_table_, i, block_hashes_, tokens_);
+  for (int32_t i = before; i < after; ++i) blocks->CacheFullBlock(salt_, block_tables_, i, block_hashes_, tokens_);
 }
 
 void Sequence::ResetComputed(BlockManager* blocks) {
-  blocks->ReleaseTable(&block_table_);
+  blocks->ReleaseTables(&block_tables_);
   num_computed_tokens_ = 0;
-  released_until_ = 0;
+  std::fill(released_until_.begin(), released_until_.end(), 0);
 }
 
-int32_t Sequence::ReleaseUnread(const runtime::KvRetention& retention, BlockManager* blocks) {
+int32_t Sequence::ReleaseUnread(const runtime::KvCacheGroups& groups, BlockManager* blocks) {
+  CHECK_EQ(size_t(groups.num_groups()), block_tables_.size());
   const int32_t bs = blocks->block_size();
-  const int32_t first = (retention.sink_tokens() + bs - 1) / bs;  // blocks holding sinks stay
-  const int32_t end = std::min<int32_t>(retention.FreeBefore(num_computed_tokens_) / bs,
-                                        static_cast<int32_t>(block_table_.size()));
-  const int32_t begin = std::max(first, released_until_);
-  if (end <= begin) return 0;
-  released_until_ = end;
-  return blocks->ReleaseRange(&block_table_, begin, end);
+  int32_t released = 0;
+  for (int32_t g = 0; g < groups.num_groups(); ++g) {
+    const runtime::KvRetention* retention = groups.group_retention(g);
+    if (retention == nullptr) continue;
+    BlockTable& table = block_tables_[size_t(g)];
+    const int32_t first = (retention->sink_tokens() + bs - 1) / bs;  // blocks holding sinks stay
+    const int32_t end = std::min<int32_t>(retention->FreeBefore(num_computed_tokens_) / bs,
+                                          static_cast<int32_t>(table.size()));
+    const int32_t begin = std::max(first, released_until_[size_t(g)]);
+    if (end <= begin) continue;
+    released_until_[size_t(g)] = end;
+    released += blocks->ReleaseRange(&table, begin, end);
+  }
+  return released;
 }
 
 int32_t Sequence::num_held_blocks() const {
-  return static_cast<int32_t>(std::count_if(block_table_.begin(), block_table_.end(),
-                                            [](int32_t b) { return b != kFreedBlock; }));
+  int32_t held = 0;
+  for (const BlockTable& t : block_tables_) {
+    held += static_cast<int32_t>(std::count_if(t.begin(), t.end(), [](int32_t b) { return b != kFreedBlock; }));
+  }
+  return held;
 }
 
 void Sequence::Finish(runtime::FinishReason reason, runtime::StopReason stop_reason) {

@@ -3,9 +3,10 @@
 // or one phase of a request program such as Skeleton-of-Thought's points).
 //
 // A Sequence holds all its tokens (prompt + output); num_computed_tokens of
-// them are in the KV cache, in the blocks of its block table. It is always
-// true that num_computed_tokens <= tokens.size() and that the block table
-// covers at least num_computed_tokens positions. Preemption by recompute
+// them are in the KV cache, in the blocks of its block tables (one per
+// KV-cache group, runtime/backend/kv_cache_groups.h). It is always true that
+// num_computed_tokens <= tokens.size() and that every block table covers at
+// least num_computed_tokens positions. Preemption by recompute
 // drops the KV (num_computed_tokens = 0, no blocks) but keeps every token,
 // so resuming recomputes prompt + output as one prompt and samples the
 // next output position with the same random draw.
@@ -27,6 +28,7 @@
 #include "runtime/sampling/stop_checker.h"
 #include "runtime/tokenizer/incremental_detokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "runtime/backend/kv_cache_groups.h"
 #include "runtime/backend/kv_retention.h"
 #include "scheduler/block_manager.h"
 #include "scheduler/request_key.h"
@@ -52,14 +54,16 @@ struct PendingOutput {
 class Sequence {
  public:
   // `index`: choice or point index (also the sampling stream). `seed`: the
-  // request's. `params`: this sequence's own (copied).
+  // request's. `params`: this sequence's own (copied). `num_kv_groups`: the
+  // block tables it holds (the runner's KV-cache groups).
   Sequence(int64_t seq_id, int32_t index, SequenceGroup* group, std::vector<int32_t> prompt, uint64_t seed,
            const runtime::SamplingParams& params, const std::vector<int32_t>& eos_token_ids,
-           const runtime::Tokenizer* tokenizer);
+           const runtime::Tokenizer* tokenizer, int32_t num_kv_groups = 1);
 
   // Shares the KV of `carrier`'s first `prefix_len` tokens (equal to this
-  // sequence's: CHECK): takes a reference on each block covering them and
-  // counts them as computed. This sequence must hold no blocks.
+  // sequence's: CHECK): takes a reference on each block covering them, in
+  // every group, and counts them as computed. This sequence must hold no
+  // blocks.
   void AttachSharedPrefix(const Sequence& carrier, int32_t prefix_len, BlockManager* blocks);
 
   int64_t seq_id() const { return seq_id_; }
@@ -74,8 +78,12 @@ class Sequence {
   // Tokens not yet in the KV cache.
   int32_t num_uncomputed_tokens() const { return num_tokens() - num_computed_tokens_; }
 
-  BlockTable& block_table() { return block_table_; }
-  const BlockTable& block_table() const { return block_table_; }
+  // The block tables, one per KV-cache group.
+  BlockTables& block_tables() { return block_tables_; }
+  const BlockTables& block_tables() const { return block_tables_; }
+  // One group's table (group 0: the only one without groups).
+  const BlockTable& block_table(int32_t group = 0) const { return block_tables_[size_t(group)]; }
+  bool holds_blocks() const;
   // Chained hashes of the full blocks of tokens(), extended on demand.
   const std::vector<uint64_t>& block_hashes() const { return block_hashes_; }
 
@@ -100,11 +108,12 @@ class Sequence {
   void SetComputedFromCache(int32_t n) { num_computed_tokens_ = n; }
   // Drops the KV: releases blocks, num_computed_tokens = 0.
   void ResetComputed(BlockManager* blocks);
-  // Gives back the whole blocks of tokens no query reads again now that
-  // num_computed_tokens are cached (retention.FreeBefore), keeping the
-  // sinks: their table entries become kFreedBlock. Returns how many.
-  int32_t ReleaseUnread(const runtime::KvRetention& retention, BlockManager* blocks);
-  // Table entries that hold a block (not kFreedBlock).
+  // Gives back, in each group with a retention, the whole blocks of tokens
+  // no query of the group's layers reads again now that num_computed_tokens
+  // are cached (retention.FreeBefore), keeping the sinks: their table
+  // entries become kFreedBlock. Returns how many.
+  int32_t ReleaseUnread(const runtime::KvCacheGroups& groups, BlockManager* blocks);
+  // Table entries that hold a block (not kFreedBlock), over every group.
   int32_t num_held_blocks() const;
   // Appends a sampled token: advances the random stream, detokenizes, runs
   // the stop checks and queues output. `max_context`: finish "length" when
@@ -127,9 +136,9 @@ class Sequence {
   std::vector<int32_t> tokens_;
   const int32_t num_prompt_tokens_;
   int32_t num_computed_tokens_ = 0;
-  BlockTable block_table_;
-  // Entries [first past the sinks, released_until_) are kFreedBlock.
-  int32_t released_until_ = 0;
+  BlockTables block_tables_;
+  // Per group: entries [first past the sinks, released_until_[g]) are kFreedBlock.
+  std::vector<int32_t> released_until_;
   std::vector<uint64_t> block_hashes_;
   uint64_t salt_;
   SequenceStatus status_ = SequenceStatus::kWaiting;

@@ -1,5 +1,8 @@
 #include "runtime/backend/backend.h"
 
+#include <utility>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/backend/attention_span_tables.h"
 #include "runtime/base/check.h"
@@ -50,17 +53,41 @@ bool ForwardBatch::IsDecodeOnly() const {
 
 void PadDecodeBatch(int32_t num_seqs, ForwardBatch* batch) {
   CHECK(batch->IsDecodeOnly()) << "only decode-only batches are padded";
-  while (batch->num_seqs() < num_seqs) {
+  const int32_t groups = batch->num_kv_groups;
+  const int32_t pad = num_seqs - batch->num_seqs();
+  if (pad <= 0) return;
+  const int32_t tokens = batch->num_tokens();
+  const int32_t seqs = batch->num_seqs();
+  // Per group: the real slots then pad slots of -1; the real offsets then one
+  // one-block table each, group sections rebuilt in place.
+  std::vector<int32_t> slots, indptr, ids;
+  slots.reserve(size_t(groups) * (tokens + pad));
+  indptr.reserve(size_t(groups) * (seqs + pad + 1));
+  ids.reserve(batch->block_ids.size() + size_t(groups) * pad);
+  for (int32_t g = 0; g < groups; ++g) {
+    const int32_t* s = batch->group_slots(g);
+    slots.insert(slots.end(), s, s + tokens);
+    slots.insert(slots.end(), size_t(pad), -1);
+    const int32_t* ip = batch->group_block_indptr(g);
+    const int32_t base = int32_t(ids.size()) - ip[0];
+    for (int32_t q = 0; q <= seqs; ++q) indptr.push_back(ip[q] + base);
+    ids.insert(ids.end(), batch->block_ids.begin() + ip[0], batch->block_ids.begin() + ip[seqs]);
+    for (int32_t p = 0; p < pad; ++p) {
+      ids.push_back(0);
+      indptr.push_back(int32_t(ids.size()));
+    }
+  }
+  for (int32_t p = 0; p < pad; ++p) {
     const int32_t row = batch->num_tokens();
     batch->token_ids.push_back(0);
     batch->positions.push_back(0);
-    batch->slots.push_back(-1);
     batch->query_start.push_back(row + 1);
     batch->context_lens.push_back(1);
-    batch->block_ids.push_back(0);
-    batch->block_indptr.push_back(int32_t(batch->block_ids.size()));
     batch->logits_rows.push_back(row);
   }
+  batch->slots = std::move(slots);
+  batch->block_indptr = std::move(indptr);
+  batch->block_ids = std::move(ids);
 }
 
 absl::Status Backend::SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
@@ -91,15 +118,24 @@ absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size
   const auto invalid = [](const std::string& what) { return absl::InvalidArgumentError("batch: " + what); };
   const int32_t n = num_tokens();
   const int32_t s = num_seqs();
-  if (positions.size() != token_ids.size() || slots.size() != token_ids.size()) {
-    return invalid("positions and slots must have one entry per token");
+  const int32_t groups = num_kv_groups;
+  if (groups != cache.num_groups()) {
+    return invalid(absl::StrCat("num_kv_groups is ", groups, "; the cache has ", cache.num_groups(), " groups"));
   }
-  if (query_start.size() != size_t(s) + 1 || block_indptr.size() != size_t(s) + 1) {
-    return invalid("query_start and block_indptr need num_seqs + 1 entries");
+  if (positions.size() != token_ids.size() || slots.size() != size_t(groups) * token_ids.size()) {
+    return invalid("positions need one entry per token and slots one per token and group");
+  }
+  if (query_start.size() != size_t(s) + 1 || block_indptr.size() != size_t(groups) * (size_t(s) + 1)) {
+    return invalid("query_start needs num_seqs + 1 entries and block_indptr num_seqs + 1 per group");
   }
   if (query_start.front() != 0 || query_start.back() != n) return invalid("query_start must span all tokens");
-  if (block_indptr.front() != 0 || block_indptr.back() != int32_t(block_ids.size())) {
-    return invalid("block_indptr must span block_ids");
+  for (int32_t g = 0; g < groups; ++g) {
+    const int32_t* ip = group_block_indptr(g);
+    const int32_t begin = g == 0 ? 0 : group_block_indptr(g - 1)[s];
+    const int32_t end = g + 1 == groups ? int32_t(block_ids.size()) : group_block_indptr(g + 1)[0];
+    if (ip[0] != begin || ip[s] != end) {
+      return invalid(absl::StrCat("block_indptr of group ", g, " must span its part of block_ids"));
+    }
   }
   for (int32_t id : token_ids) {
     if (id < 0 || id >= vocab_size) return invalid(absl::StrCat("token id ", id, " outside the vocabulary"));
@@ -115,22 +151,27 @@ absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size
   }
   for (int32_t q = 0; q < s; ++q) {
     const int32_t n_q = query_start[q + 1] - query_start[q];
-    const int32_t blocks = block_indptr[q + 1] - block_indptr[q];
-    if (n_q < 0 || blocks < 0) return invalid("offsets must not decrease");
+    if (n_q < 0) return invalid("offsets must not decrease");
     if (context_lens[q] < n_q) return invalid(absl::StrCat("sequence ", q, ": context shorter than its new tokens"));
-    if (int64_t(blocks) * cache.block_size < context_lens[q]) {
-      return invalid(absl::StrCat("sequence ", q, ": ", blocks, " blocks cannot hold ", context_lens[q], " tokens"));
-    }
-    for (int32_t i = 0; i < n_q; ++i) {
-      const int32_t row = query_start[q] + i;
-      const int32_t position = context_lens[q] - n_q + i;
-      if (positions[row] != position) {
-        return invalid(absl::StrCat("token ", row, " has position ", positions[row], ", expected ", position));
+    for (int32_t g = 0; g < groups; ++g) {
+      const int32_t* ip = group_block_indptr(g);
+      const int32_t* group_slot = group_slots(g);
+      const int32_t blocks = ip[q + 1] - ip[q];
+      if (blocks < 0) return invalid("offsets must not decrease");
+      if (int64_t(blocks) * cache.block_size < context_lens[q]) {
+        return invalid(absl::StrCat("sequence ", q, ": ", blocks, " blocks cannot hold ", context_lens[q], " tokens"));
       }
-      const int32_t block = block_ids[block_indptr[q] + position / cache.block_size];
-      if (block == kFreedBlock) return invalid(absl::StrCat("token ", row, " is written into a freed block"));
-      if (slots[row] != block * cache.block_size + position % cache.block_size) {
-        return invalid(absl::StrCat("token ", row, " slot does not match its block table"));
+      for (int32_t i = 0; i < n_q; ++i) {
+        const int32_t row = query_start[q] + i;
+        const int32_t position = context_lens[q] - n_q + i;
+        if (g == 0 && positions[row] != position) {
+          return invalid(absl::StrCat("token ", row, " has position ", positions[row], ", expected ", position));
+        }
+        const int32_t block = block_ids[ip[q] + position / cache.block_size];
+        if (block == kFreedBlock) return invalid(absl::StrCat("token ", row, " is written into a freed block"));
+        if (group_slot[row] != block * cache.block_size + position % cache.block_size) {
+          return invalid(absl::StrCat("token ", row, " slot does not match its block table"));
+        }
       }
     }
   }

@@ -86,16 +86,18 @@ class LinearWeight {
   virtual size_t bytes() const = 0;
 };
 
-// One layer-set of paged K and V: per layer [num_blocks, block_size,
+// One layer-set of paged K and V: per layer of a group (KvCacheSpec::
+// group_layers, every layer without groups) [num_blocks, block_size,
 // num_kv_heads, head_dim] of the spec's element type (kv_cache_spec.h), and
-// for int8 the token scales beside them. Which blocks belong to which
+// for int8 the token scales beside them; layer l of group g lives in pool
+// LayerSlot(l) of the block ids group g's tables hold. Which blocks belong to which
 // sequence is the scheduler's business; the cache only stores.
 class KvCache {
  public:
   virtual ~KvCache() = default;
   virtual const KvCacheSpec& spec() const = 0;
   // Copies whole blocks (copy-on-write forks): dst[i] <- src[i] in all
-  // layers, with their int8 scales.
+  // pools, with their int8 scales.
   // Enqueued before the step's pass; an error fails the step it precedes
   // (BeginStep, FinishStep or SampleRows report it).
   virtual void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) = 0;
@@ -106,30 +108,50 @@ inline constexpr int32_t kFreedBlock = -1;
 
 // What one forward pass computes. Tokens of all sequences are packed: the
 // new tokens of sequence s are rows [query_start[s], query_start[s+1]).
+//
+// KV-cache groups (KvCacheSpec::layer_group): each group has its own block
+// table per sequence and so its own cache slots. slots and block_indptr hold
+// one section per group, group after group; a group's block_indptr section
+// holds offsets into the one block_ids array (group g's tables follow group
+// g - 1's). A layer of group g writes at group_slots(g) and attends through
+// group_block_indptr(g). With one group (the default) this is one slot per
+// token and one table per sequence.
 struct ForwardBatch {
   std::vector<int32_t> token_ids;       // [num_tokens]
   std::vector<int32_t> positions;       // [num_tokens] absolute position of each token
-  std::vector<int32_t> slots;           // [num_tokens] cache slot = block * block_size + offset
+  // [num_kv_groups * num_tokens] cache slot = block * block_size + offset
+  // in the group's block of the token's position.
+  std::vector<int32_t> slots;
   std::vector<int32_t> query_start;     // [num_seqs + 1]
   std::vector<int32_t> context_lens;    // [num_seqs] tokens cached after this step
-  std::vector<int32_t> block_indptr;    // [num_seqs + 1] offsets into block_ids
-  // Block table of each sequence, concatenated; -1 (kFreedBlock) marks a
-  // block freed because no query reads its tokens again (KV retention).
+  // [num_kv_groups * (num_seqs + 1)] offsets into block_ids.
+  std::vector<int32_t> block_indptr;
+  // Block table of each sequence, concatenated, group after group; -1
+  // (kFreedBlock) marks a block freed because no query of the group's layers
+  // reads its tokens again (KV retention).
   std::vector<int32_t> block_ids;
   std::vector<int32_t> logits_rows;     // token rows whose logits are wanted, in output order
+  int32_t num_kv_groups = 1;
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_seqs() const { return static_cast<int32_t>(context_lens.size()); }
+  // Group g's sections of slots and block_indptr (offsets into their vectors).
+  size_t group_slots_offset(int32_t group) const { return size_t(group) * token_ids.size(); }
+  size_t group_indptr_offset(int32_t group) const { return size_t(group) * (context_lens.size() + 1); }
+  const int32_t* group_slots(int32_t group) const { return slots.data() + group_slots_offset(group); }
+  const int32_t* group_block_indptr(int32_t group) const { return block_indptr.data() + group_indptr_offset(group); }
   // True when every sequence computes exactly one token and samples it.
   bool IsDecodeOnly() const;
-  // Checks internal consistency against a cache spec; INVALID_ARGUMENT naming
-  // the broken field (for batches that come from outside the scheduler).
+  // Checks internal consistency against a cache spec (its group count
+  // included); INVALID_ARGUMENT naming the broken field (for batches that
+  // come from outside the scheduler).
   absl::Status Validate(const KvCacheSpec& cache, int64_t vocab_size) const;
 };
 
 // Pads a decode-only batch (IsDecodeOnly) to `num_seqs` sequences with
-// padding sequences: token 0 at position 0 with slot -1 (nothing is stored),
-// a context of one token in block 0, and a logits row. Their outputs are
+// padding sequences: token 0 at position 0 with slot -1 in every group
+// (nothing is stored), a context of one token in block 0 of every group, and
+// a logits row. Their outputs are
 // meaningless and follow the real rows. Used to run a decode step at a
 // CUDA-graph bucket size (Backend::DecodeGraphBatchSize); call after
 // Validate, which rejects negative slots.
@@ -226,7 +248,8 @@ class Backend {
   // Rotates q and k in place at the step's positions; inv_freq [head_dim / 2]
   // from UploadFp32Table.
   virtual void Rope(Tensor q, Tensor k, int32_t head_dim, const DeviceWeight& inv_freq) = 0;
-  // Stores k and v rows at the step's slots of layer `layer`.
+  // Stores k and v rows at the step's slots of layer `layer`'s KV-cache
+  // group (ForwardBatch::group_slots).
   virtual void WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) = 0;
   // Rope on q and k, then WriteKv of the rotated k and v: the seam between
   // the QKV projection and attention. k's contents afterwards are
@@ -236,9 +259,11 @@ class Backend {
     Rope(q, k, head_dim, inv_freq);
     WriteKv(k, v, cache, layer);
   }
-  // Causal paged attention of q over layer `layer` for the step's sequences
-  // (with options.spans, each head over its own sink and band; the block
-  // tables may then hold -1 where the scheduler freed blocks no head reads).
+  // Causal paged attention of q over layer `layer` for the step's sequences,
+  // through the block tables of the layer's KV-cache group (with
+  // options.spans, each head over its own sink and band; the block tables
+  // may then hold -1 where the scheduler freed blocks no head of the group's
+  // layers reads).
   virtual void Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& options,
                          Tensor out) = 0;
   // out = silu(gate) * up, where gate_up holds [gate | up] column halves.

@@ -36,8 +36,10 @@ class CpuWeight final : public DeviceWeight {
   std::vector<float> values_;
 };
 
-// Per layer K and V of the spec's element type (fp32, or bytes for fp8 and
-// int8) and, for int8, the token scales beside them; fp8 head scales per layer.
+// Per pool (one per layer of a KV-cache group: KvCacheSpec::group_layers) K
+// and V of the spec's element type (fp32, or bytes for fp8 and int8) and,
+// for int8, the token scales beside them; fp8 head scales per layer. Layer l
+// lives in pool LayerSlot(l).
 class CpuKvCache final : public KvCache {
  public:
   explicit CpuKvCache(const KvCacheSpec& spec) : spec_(spec) {
@@ -46,7 +48,7 @@ class CpuKvCache final : public KvCache {
     const size_t slots = size_t(spec.num_blocks) * spec.block_size;
     const size_t per_layer = slots * spec.num_kv_heads * spec.head_dim * element_bytes();
     const size_t scales_per_layer = spec.dtype == KvCacheDtype::kInt8 ? slots * spec.num_kv_heads : 0;
-    for (int32_t l = 0; l < spec.num_layers; ++l) {
+    for (int32_t pool = 0; pool < spec.group_layers(); ++pool) {
       for (int side = 0; side < 2; ++side) {
         data_[side].emplace_back(static_cast<uint8_t*>(std::calloc(per_layer, 1)));
         CHECK(data_[side].back() != nullptr) << "out of memory for the KV cache";
@@ -54,6 +56,10 @@ class CpuKvCache final : public KvCache {
           scales_[side].emplace_back(static_cast<uint8_t*>(std::calloc(scales_per_layer, sizeof(float))));
           CHECK(scales_[side].back() != nullptr) << "out of memory for the KV cache scales";
         }
+      }
+    }
+    for (int32_t l = 0; l < spec.num_layers; ++l) {
+      for (int side = 0; side < 2; ++side) {
         if (spec.dtype == KvCacheDtype::kFp8E4M3) {
           for (int32_t h = 0; h < spec.num_kv_heads; ++h) head_scales_[side].push_back(spec.HeadScale(side == 1, l, h));
         }
@@ -65,13 +71,13 @@ class CpuKvCache final : public KvCache {
     CHECK_EQ(src.size(), dst.size());
     const size_t block = size_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim * element_bytes();
     const size_t scale_block = size_t(spec_.block_size) * spec_.num_kv_heads * sizeof(float);
-    for (int32_t l = 0; l < spec_.num_layers; ++l) {
+    for (int32_t pool = 0; pool < spec_.group_layers(); ++pool) {
       for (int side = 0; side < 2; ++side) {
         for (size_t i = 0; i < src.size(); ++i) {
-          uint8_t* d = data_[side][l].get();
+          uint8_t* d = data_[side][pool].get();
           std::memcpy(d + dst[i] * block, d + src[i] * block, block);
           if (!scales_[side].empty()) {
-            uint8_t* sc = scales_[side][l].get();
+            uint8_t* sc = scales_[side][pool].get();
             std::memcpy(sc + dst[i] * scale_block, sc + src[i] * scale_block, scale_block);
           }
         }
@@ -79,13 +85,13 @@ class CpuKvCache final : public KvCache {
     }
   }
   size_t element_bytes() const { return spec_.quantized() ? 1 : sizeof(float); }
-  // side 0: K, 1: V.
-  uint8_t* data(int side, int32_t layer) const { return data_[side][layer].get(); }
+  // side 0: K, 1: V; the pool of `layer`.
+  uint8_t* data(int side, int32_t layer) const { return data_[side][spec_.LayerSlot(layer)].get(); }
   float* k(int32_t layer) const { return reinterpret_cast<float*>(data(0, layer)); }
   float* v(int32_t layer) const { return reinterpret_cast<float*>(data(1, layer)); }
   // int8: [slots, num_kv_heads] token scales; fp8: [num_kv_heads] head scales.
   float* scales(int side, int32_t layer) const {
-    if (spec_.dtype == KvCacheDtype::kInt8) return reinterpret_cast<float*>(scales_[side][layer].get());
+    if (spec_.dtype == KvCacheDtype::kInt8) return reinterpret_cast<float*>(scales_[side][spec_.LayerSlot(layer)].get());
     return const_cast<float*>(head_scales_[side].data()) + size_t(layer) * spec_.num_kv_heads;
   }
 
@@ -358,6 +364,7 @@ void CpuBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
   auto& c = static_cast<CpuKvCache&>(cache);
   const auto& spec = c.spec();
   CHECK_EQ(k.cols, int64_t(spec.num_kv_heads) * spec.head_dim);
+  const int32_t* slots = batch_->group_slots(spec.LayerGroup(layer));
   if (spec.quantized()) {
     kernels::KvWriteQuantParams p;
     p.element = ElementOf(spec.dtype);
@@ -366,12 +373,12 @@ void CpuBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
     p.head_dim = spec.head_dim;
     p.k_row_stride = k.stride;
     p.v_row_stride = v.stride;
-    kernels::WriteKvQuantizedReference(p, F(k), F(v), batch_->slots.data(), c.data(0, layer), c.data(1, layer),
-                                       c.scales(0, layer), c.scales(1, layer));
+    kernels::WriteKvQuantizedReference(p, F(k), F(v), slots, c.data(0, layer), c.data(1, layer), c.scales(0, layer),
+                                       c.scales(1, layer));
     return;
   }
-  kernels::WriteKvReference(k.rows, spec.num_kv_heads, spec.head_dim, F(k), k.stride, F(v), v.stride,
-                            batch_->slots.data(), c.k(layer), c.v(layer));
+  kernels::WriteKvReference(k.rows, spec.num_kv_heads, spec.head_dim, F(k), k.stride, F(v), v.stride, slots,
+                            c.k(layer), c.v(layer));
 }
 
 void CpuBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const AttentionOptions& o, Tensor out) {
@@ -387,7 +394,7 @@ void CpuBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const 
   if (o.spans != nullptr) p.spans = static_cast<const HostAttentionSpans*>(o.spans)->Layer(layer);
   p.query_start = batch_->query_start.data();
   p.context_lens = batch_->context_lens.data();
-  p.block_indptr = batch_->block_indptr.data();
+  p.block_indptr = batch_->group_block_indptr(c.spec().LayerGroup(layer));
   p.block_ids = batch_->block_ids.data();
   p.q_row_stride = q.stride;
   p.out_row_stride = out.stride;

@@ -241,14 +241,14 @@ void CudaBackend::WriteKv(Tensor k, Tensor v, KvCache& cache, int32_t layer) {
     p.head_dim = c.spec().head_dim;
     p.k_row_stride = k.stride;
     p.v_row_stride = v.stride;
-    impl_->Record(kernels::LaunchWriteKvQuantized(impl_->type, p, k.data, v.data, impl_->Meta(Impl::kSlots),
+    impl_->Record(kernels::LaunchWriteKvQuantized(impl_->type, p, k.data, v.data, impl_->GroupSlots(c.spec(), layer),
                                                   static_cast<uint8_t*>(c.k(layer)), static_cast<uint8_t*>(c.v(layer)),
                                                   c.k_scales(layer), c.v_scales(layer), impl_->stream),
                   "quantized kv write");
     return;
   }
   impl_->Record(kernels::LaunchWriteKv(impl_->type, k.rows, c.spec().num_kv_heads, c.spec().head_dim, k.data, k.stride,
-                                       v.data, v.stride, impl_->Meta(Impl::kSlots), c.k(layer), c.v(layer),
+                                       v.data, v.stride, impl_->GroupSlots(c.spec(), layer), c.k(layer), c.v(layer),
                                        impl_->stream),
                 "write kv");
 }
@@ -274,7 +274,7 @@ void CudaBackend::RopeWriteKv(Tensor q, Tensor k, Tensor v, int32_t head_dim, co
   CHECK_EQ(p.num_kv_heads, c.spec().num_kv_heads);
   const float* f = static_cast<const float*>(static_cast<const CudaWeight&>(inv_freq).data());
   impl_->Record(kernels::LaunchRopeKvAppend(impl_->type, p, impl_->Meta(Impl::kPositions), f,
-                                            impl_->Meta(Impl::kSlots), q.data, k.data, v.data, c.k(layer),
+                                            impl_->GroupSlots(c.spec(), layer), q.data, k.data, v.data, c.k(layer),
                                             c.v(layer), impl_->stream, impl_->pdl),
                 "rope + kv append");
 }
@@ -293,7 +293,7 @@ void CudaBackend::Attention(Tensor q, const KvCache& cache, int32_t layer, const
   if (o.spans != nullptr) p.spans = static_cast<const CudaAttentionSpans*>(o.spans)->Layer(layer);
   p.query_start = impl_->Meta(Impl::kQueryStart);
   p.context_lens = impl_->Meta(Impl::kContextLens);
-  p.block_indptr = impl_->Meta(Impl::kBlockIndptr);
+  p.block_indptr = impl_->GroupBlockIndptr(c.spec(), layer);
   p.block_ids = impl_->Meta(Impl::kBlockIds);
   p.q_row_stride = q.stride;
   p.out_row_stride = out.stride;

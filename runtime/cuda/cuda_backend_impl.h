@@ -57,7 +57,8 @@ struct CudaBackend::Impl {
   std::string fatal_error;  // the step error that poisoned the backend
 
   // Step metadata: one pinned staging buffer and one device buffer, the
-  // fields at offsets that depend only on their sizes (block ids last).
+  // fields at offsets that depend only on their sizes (block ids last);
+  // slots and block_indptr hold one section per KV-cache group.
   enum Meta { kTokens, kPositions, kSlots, kQueryStart, kContextLens, kBlockIndptr, kLogitsRows, kRowSeq, kBlockIds,
               kNumMeta };
   int32_t* pinned = nullptr;
@@ -142,6 +143,14 @@ struct CudaBackend::Impl {
   }
   const int32_t* Meta(int which) const {
     return static_cast<const int32_t*>(meta_device.data()) + meta_offset[which];
+  }
+  // The step's slots and block-table offsets of `layer`'s KV-cache group
+  // (ForwardBatch's group sections).
+  const int32_t* GroupSlots(const KvCacheSpec& spec, int32_t layer) const {
+    return Meta(kSlots) + batch->group_slots_offset(spec.LayerGroup(layer));
+  }
+  const int32_t* GroupBlockIndptr(const KvCacheSpec& spec, int32_t layer) const {
+    return Meta(kBlockIndptr) + batch->group_indptr_offset(spec.LayerGroup(layer));
   }
 
   cudaDataType BlasType() const {

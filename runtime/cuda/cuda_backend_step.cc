@@ -59,11 +59,15 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
     m.meta_offset[i] = total;
     total += lists[i]->size();
   }
-  // A graph step reserves room for the largest block table its key allows
-  // (every sequence at the context capacity, one-token blocks at worst), so
-  // the device buffer does not move while the key's graph lives.
+  // A graph step reserves room for the largest block tables its key allows
+  // (every sequence at the context capacity in every group, one-token
+  // blocks at worst), so the device buffer does not move while the key's
+  // graph lives.
   size_t reserve = total;
-  if (m.step_graphable) reserve = m.meta_offset[Impl::kBlockIds] + size_t(num_seqs) * m.step_context_capacity;
+  if (m.step_graphable) {
+    reserve = m.meta_offset[Impl::kBlockIds] +
+              size_t(batch.num_kv_groups) * size_t(num_seqs) * size_t(m.step_context_capacity);
+  }
   if (total > m.pinned_elems) {
     if (m.pinned != nullptr) cudaFreeHost(m.pinned);
     m.pinned = nullptr;

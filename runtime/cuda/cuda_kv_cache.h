@@ -1,7 +1,9 @@
-// The CUDA backend's paged KV cache: per layer a K and a V pool of
-// [num_blocks * block_size, num_kv_heads, head_dim] elements (int8 with
+// The CUDA backend's paged KV cache: per layer of a KV-cache group
+// (KvCacheSpec::group_layers; every layer without groups) a K and a V pool
+// of [num_blocks * block_size, num_kv_heads, head_dim] elements (int8 with
 // per-token scales, fp8 with per-head scales, or the compute dtype), and the
-// device tables of those pools that block copies address. Internal to
+// device tables of those pools that block copies address. Layer l lives in
+// pool LayerSlot(l); fp8 head scales stay per layer. Internal to
 // runtime/cuda.
 //
 // Built only with TERN_WITH_CUDA. Used by the backend's one thread; its
@@ -40,14 +42,15 @@ class CudaKvCache final : public KvCache {
     const size_t per_layer = slots * spec_.num_kv_heads * spec_.head_dim * element_bytes_;
     const size_t scales_per_layer = slots * spec_.num_kv_heads * sizeof(float);
     const bool token_scales = spec_.dtype == KvCacheDtype::kInt8;
-    k_.resize(spec_.num_layers);
-    v_.resize(spec_.num_layers);
+    const int32_t num_pools = spec_.group_layers();
+    k_.resize(num_pools);
+    v_.resize(num_pools);
     if (token_scales) {
-      k_scales_.resize(spec_.num_layers);
-      v_scales_.resize(spec_.num_layers);
+      k_scales_.resize(num_pools);
+      v_scales_.resize(num_pools);
     }
     std::vector<void*> pools, scale_pools;
-    const size_t total = 2 * size_t(spec_.num_layers) * (per_layer + (token_scales ? scales_per_layer : 0));
+    const size_t total = 2 * size_t(num_pools) * (per_layer + (token_scales ? scales_per_layer : 0));
     const std::string what = absl::StrCat("allocating the KV cache (", spec_.num_blocks, " blocks of ",
                                           spec_.block_size, " tokens, ", Mib(total), " in all)");
     const auto reserve = [&](DeviceBuffer& buffer, size_t bytes, std::vector<void*>* table) {
@@ -56,7 +59,7 @@ class CudaKvCache final : public KvCache {
       table->push_back(buffer.data());
       return absl::OkStatus();
     };
-    for (int32_t l = 0; l < spec_.num_layers; ++l) {
+    for (int32_t l = 0; l < num_pools; ++l) {
       if (auto s = reserve(k_[l], per_layer, &pools); !s.ok()) return s;
       if (auto s = reserve(v_[l], per_layer, &pools); !s.ok()) return s;
       if (token_scales) {
@@ -84,20 +87,20 @@ class CudaKvCache final : public KvCache {
         return s;
       }
     }
-    // The block copies address every layer's K and V (and int8 scales)
+    // The block copies address every pool's K and V (and int8 scales)
     // through these tables.
     if (auto s = UploadTable(pools, &pools_); !s.ok()) return s;
     if (token_scales) return UploadTable(scale_pools, &scale_pools_);
     return absl::OkStatus();
   }
   const KvCacheSpec& spec() const override { return spec_; }
-  // One batched kernel for every (pair, layer, K or V); an error becomes the
+  // One batched kernel for every (pair, pool, K or V); an error becomes the
   // step's first error, so the step these copies precede fails with it.
   void CopyBlocks(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) override {
     CHECK_EQ(src.size(), dst.size());
     kernels::CopyBlocksParams p;
     p.pools = static_cast<void* const*>(pools_.data());
-    p.num_pools = 2 * spec_.num_layers;
+    p.num_pools = 2 * spec_.group_layers();
     p.num_blocks = spec_.num_blocks;
     p.block_bytes = int64_t(spec_.block_size) * spec_.num_kv_heads * spec_.head_dim * int64_t(element_bytes_);
     p.num_pairs = static_cast<int32_t>(src.size());
@@ -111,8 +114,9 @@ class CudaKvCache final : public KvCache {
       record_(kernels::LaunchCopyBlocks(p, stream_), "copying KV cache block scales");
     }
   }
-  void* k(int32_t layer) const { return k_[layer].data(); }
-  void* v(int32_t layer) const { return v_[layer].data(); }
+  // The pool of `layer`.
+  void* k(int32_t layer) const { return k_[spec_.LayerSlot(layer)].data(); }
+  void* v(int32_t layer) const { return v_[spec_.LayerSlot(layer)].data(); }
   // int8: [slots, num_kv_heads] token scales of the layer; fp8: [num_kv_heads]
   // head scales of the layer; native: null.
   float* k_scales(int32_t layer) const { return Scales(0, layer); }
@@ -120,7 +124,9 @@ class CudaKvCache final : public KvCache {
 
  private:
   float* Scales(int side, int32_t layer) const {
-    if (spec_.dtype == KvCacheDtype::kInt8) return static_cast<float*>((side == 0 ? k_scales_ : v_scales_)[layer].data());
+    if (spec_.dtype == KvCacheDtype::kInt8) {
+      return static_cast<float*>((side == 0 ? k_scales_ : v_scales_)[spec_.LayerSlot(layer)].data());
+    }
     if (spec_.dtype == KvCacheDtype::kFp8E4M3) {
       return static_cast<float*>(head_scales_.data()) + (size_t(side) * spec_.num_layers + layer) * spec_.num_kv_heads;
     }
@@ -137,9 +143,9 @@ class CudaKvCache final : public KvCache {
   cudaStream_t stream_;
   Recorder record_;
   std::vector<DeviceBuffer> k_, v_;
-  std::vector<DeviceBuffer> k_scales_, v_scales_;  // int8: per layer [slots, num_kv_heads]
+  std::vector<DeviceBuffer> k_scales_, v_scales_;  // int8: per pool [slots, num_kv_heads]
   DeviceBuffer head_scales_;                       // fp8: [2, num_layers, num_kv_heads]
-  DeviceBuffer pools_;        // [2 * num_layers] device pointers: layer l's K at 2l, its V at 2l + 1
+  DeviceBuffer pools_;        // [2 * group_layers] device pointers: pool i's K at 2i, its V at 2i + 1
   DeviceBuffer scale_pools_;  // int8: the same for the token scales
 };
 

@@ -241,6 +241,28 @@ KvRetention MoaPlan::Retention(int32_t max_context) const {
   return KvRetention::Create(sink_tokens, band_min);
 }
 
+LayerBands MoaPlan::LayerReads(int32_t layer, int32_t max_context) const {
+  LayerBands out;
+  out.band_min.assign(size_t(max_context) + 1, 0);
+  for (int32_t n = 1; n <= max_context; ++n) out.band_min[size_t(n)] = n - 1;
+  std::vector<double> a, b;
+  const kernels::AttentionSpanRules rules = LayerRules(*this, layer, &a, &b);
+  for (int32_t h = 0; h < num_heads; ++h) {
+    out.sink_tokens = std::max(out.sink_tokens, rules.sinks[h]);
+    for (int32_t n = 1; n <= max_context; ++n) {
+      out.band_min[size_t(n)] = std::min(out.band_min[size_t(n)], rules.BandStart(num_heads, h, n));
+    }
+  }
+  return out;
+}
+
+KvCacheGroups MoaPlan::KvGroups(int32_t max_context, int32_t max_groups) const {
+  std::vector<LayerBands> layers;
+  layers.reserve(size_t(num_layers));
+  for (int32_t l = 0; l < num_layers; ++l) layers.push_back(LayerReads(l, max_context));
+  return GroupLayersByBands(layers, max_groups);
+}
+
 absl::StatusOr<MoaPlan> ParseMoaPlan(absl::string_view text, const std::string& path) {
   Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat("MoA plan ", path, ": not valid JSON"));

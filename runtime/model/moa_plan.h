@@ -46,6 +46,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "runtime/backend/kv_cache_groups.h"
 #include "runtime/backend/kv_retention.h"
 #include "runtime/model/hf_config.h"
 
@@ -77,6 +78,12 @@ struct MoaPlan {
   // The KV retention of the plan up to `max_context` tokens: sink_tokens the
   // longest sink, band_min[n] the earliest band start of any head.
   KvRetention Retention(int32_t max_context) const;
+  // What the heads of layer `layer` read up to `max_context` tokens: their
+  // longest sink and earliest band start at each length.
+  LayerBands LayerReads(int32_t layer, int32_t max_context) const;
+  // The plan's KV-cache groups (kv_cache_groups.h): layers that read alike
+  // share a block table, at most `max_groups` groups.
+  KvCacheGroups KvGroups(int32_t max_context, int32_t max_groups) const;
 };
 
 // Parses either format; `path` only names the source in errors.

@@ -23,9 +23,29 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
   std::unique_ptr<LlmModelRunner> runner(new LlmModelRunner());
   runner->backend_ = std::move(backend);
   ASSIGN_OR_RETURN(runner->model_, LlamaModel::Load(options.model_dir, runner->backend_.get(), options.model));
+  if (options.max_kv_cache_groups <= 0) return absl::InvalidArgumentError("max_kv_cache_groups must be positive");
+  runner->max_context_ = runner->model_->config().max_position_embeddings;
+  if (options.max_context_length > 0) runner->max_context_ = std::min(runner->max_context_, options.max_context_length);
+  // What the cache may give back, per KV-cache group: the MoA plan's spans
+  // (layers that read alike share a group), or a sliding window.
+  const int32_t num_layers = static_cast<int32_t>(runner->model_->config().num_hidden_layers);
+  const int32_t context = static_cast<int32_t>(std::min<int64_t>(runner->max_context_, INT32_MAX));
+  if (const MoaPlan* plan = runner->model_->moa_plan(); plan != nullptr) {
+    runner->groups_ = plan->KvGroups(context, options.max_kv_cache_groups);
+  } else if (runner->model_->config().sliding_window > 0 && context > 0) {
+    runner->groups_ = KvCacheGroups::Single(
+        num_layers, KvRetention::SlidingWindow(static_cast<int32_t>(runner->model_->config().sliding_window), context));
+  } else {
+    runner->groups_ = KvCacheGroups::Single(num_layers);
+  }
+  const auto cache_spec = [&](int32_t blocks) {
+    KvCacheSpec spec = runner->model_->CacheSpec(blocks, options.block_size);
+    if (runner->groups_.num_groups() > 1) spec.layer_group = runner->groups_.layer_group;
+    return spec;
+  };
   int32_t num_blocks = options.num_blocks;
   if (num_blocks <= 0) {
-    const size_t per_block = runner->backend_->KvBlockBytes(runner->model_->CacheSpec(1, options.block_size));
+    const size_t per_block = runner->backend_->KvBlockBytes(cache_spec(1));
     size_t budget = options.kv_cache_bytes;
     std::string budget_source = absl::StrCat("the KV cache budget of ", Mib(budget));
     if (const std::optional<size_t> free = runner->backend_->FreeDeviceMemory(); free.has_value()) {
@@ -37,23 +57,13 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
                                    Mib(budget), ")");
     }
     num_blocks = static_cast<int32_t>(std::min<size_t>(budget / per_block, INT32_MAX));
-    if (num_blocks <= 0) {
+    if (num_blocks < runner->groups_.num_groups()) {
       return absl::ResourceExhaustedError(absl::StrCat(budget_source, " holds no KV cache block of ",
-                                                       Mib(per_block)));
+                                                       Mib(per_block), " in each of ", runner->groups_.num_groups(),
+                                                       " KV-cache groups"));
     }
   }
-  ASSIGN_OR_RETURN(runner->cache_,
-                   runner->backend_->AllocateKvCache(runner->model_->CacheSpec(num_blocks, options.block_size)));
-  runner->max_context_ = runner->model_->config().max_position_embeddings;
-  if (options.max_context_length > 0) runner->max_context_ = std::min(runner->max_context_, options.max_context_length);
-  // What the cache may give back: the MoA plan's spans, or a sliding window.
-  const int32_t context = static_cast<int32_t>(std::min<int64_t>(runner->max_context_, INT32_MAX));
-  if (const MoaPlan* plan = runner->model_->moa_plan(); plan != nullptr) {
-    runner->retention_ = plan->Retention(context);
-  } else if (runner->model_->config().sliding_window > 0 && context > 0) {
-    runner->retention_ =
-        KvRetention::SlidingWindow(static_cast<int32_t>(runner->model_->config().sliding_window), context);
-  }
+  ASSIGN_OR_RETURN(runner->cache_, runner->backend_->AllocateKvCache(cache_spec(num_blocks)));
   if (options.warmup_tokens > 0) {
     if (absl::Status warm = runner->Warmup(options.warmup_tokens); !warm.ok()) {
       return absl::Status(warm.code(), absl::StrCat("warm-up step: ", warm.message()));
@@ -69,20 +79,23 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
 
 absl::Status LlmModelRunner::Warmup(int32_t tokens) {
   const int32_t block_size = cache_->spec().block_size;
-  const int64_t capacity = int64_t(cache_->spec().num_blocks) * block_size;
+  const int32_t groups = groups_.num_groups();
+  const int64_t capacity = int64_t(cache_->spec().num_blocks / groups) * block_size;
   // Room for the prompt and the one decoded token.
   const int32_t n = static_cast<int32_t>(std::min<int64_t>({int64_t(tokens), max_context_ - 1, capacity - 1}));
   if (n <= 0) return absl::OkStatus();
   std::vector<int32_t> ids(size_t(n), 0);  // token 0 exists in every vocabulary
-  std::vector<int32_t> blocks(size_t((n + 1 + block_size - 1) / block_size));
-  std::iota(blocks.begin(), blocks.end(), 0);
+  const int32_t per_group = (n + 1 + block_size - 1) / block_size;
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(groups),
+                                           std::vector<int32_t>(static_cast<size_t>(per_group), 0));
+  for (int32_t g = 0; g < groups; ++g) std::iota(tables[size_t(g)].begin(), tables[size_t(g)].end(), g * per_group);
   SamplingParams greedy;
   greedy.temperature = 0.0f;
   SequenceSamplingState state(0, 0, ids);
   SequenceStep step;
   step.seq_id = -1;
   step.token_ids = ids;
-  step.block_table = blocks;
+  step.block_tables = tables;
   step.sample = true;
   step.sampling = &greedy;
   step.sampling_state = &state;
@@ -113,6 +126,8 @@ absl::Status LlmModelRunner::WarmupDecodeGraphs(int32_t max_seqs) {
     if (context > cache_tokens) continue;
     std::vector<int32_t> blocks(size_t((context + block_size - 1) / block_size));
     std::iota(blocks.begin(), blocks.end(), 0);
+    // Every group and sequence shares the blocks: what they write is garbage.
+    const std::vector<std::vector<int32_t>> tables(size_t(groups_.num_groups()), blocks);
     std::vector<SequenceSamplingState> states;
     states.reserve(size_t(num_seqs));
     for (int32_t s = 0; s < num_seqs; ++s) states.emplace_back(0, 0, token, OutputCounts::kUntracked);
@@ -122,7 +137,7 @@ absl::Status LlmModelRunner::WarmupDecodeGraphs(int32_t max_seqs) {
       step.seq_id = -1 - s;
       step.token_ids = token;
       step.num_computed_tokens = context - 1;
-      step.block_table = blocks;
+      step.block_tables = tables;
       step.sample = true;
       step.sampling = &greedy;
       step.sampling_state = &states[size_t(s)];
@@ -153,38 +168,56 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
   }
 
   const int32_t block_size = cache_->spec().block_size;
+  const int32_t groups = groups_.num_groups();
   ForwardBatch& b = batch_;
   b.token_ids.clear();
   b.positions.clear();
   b.slots.clear();
   b.query_start.assign(1, 0);
   b.context_lens.clear();
-  b.block_indptr.assign(1, 0);
+  b.block_indptr.clear();
   b.block_ids.clear();
   b.logits_rows.clear();
+  b.num_kv_groups = groups;
   for (const SequenceStep& s : plan.sequences) {
     const int32_t n = static_cast<int32_t>(s.token_ids.size());
     if (n == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no tokens to compute"));
     const int32_t end = s.num_computed_tokens + n;
-    if (int64_t(s.block_table.size()) * block_size < end) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": ", s.block_table.size(),
-                                                     " blocks cannot hold ", end, " tokens"));
+    if (int32_t(s.block_tables.size()) != groups) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": ", s.block_tables.size(),
+                                                     " block tables for ", groups, " KV-cache groups"));
+    }
+    for (const std::vector<int32_t>& table : s.block_tables) {
+      if (int64_t(table.size()) * block_size < end) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": ", table.size(),
+                                                       " blocks cannot hold ", end, " tokens"));
+      }
     }
     for (int32_t i = 0; i < n; ++i) {
-      const int32_t p = s.num_computed_tokens + i;
       b.token_ids.push_back(s.token_ids[i]);
-      b.positions.push_back(p);
-      b.slots.push_back(s.block_table[p / block_size] * block_size + p % block_size);
+      b.positions.push_back(s.num_computed_tokens + i);
     }
     b.query_start.push_back(b.num_tokens());
     b.context_lens.push_back(end);
-    b.block_ids.insert(b.block_ids.end(), s.block_table.begin(), s.block_table.end());
-    b.block_indptr.push_back(static_cast<int32_t>(b.block_ids.size()));
     if (s.sample) {
       if (s.sampling == nullptr || s.sampling_state == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " samples without parameters"));
       }
       b.logits_rows.push_back(b.num_tokens() - 1);
+    }
+  }
+  // Slots and block tables group after group (ForwardBatch).
+  for (int32_t g = 0; g < groups; ++g) {
+    b.block_indptr.push_back(static_cast<int32_t>(b.block_ids.size()));
+    for (const SequenceStep& s : plan.sequences) {
+      const std::vector<int32_t>& table = s.block_tables[size_t(g)];
+      const int32_t n = static_cast<int32_t>(s.token_ids.size());
+      for (int32_t i = 0; i < n; ++i) {
+        const int32_t p = s.num_computed_tokens + i;
+        b.slots.push_back(table[size_t(p / block_size)] * block_size + p % block_size);
+      }
+      b.block_ids.insert(b.block_ids.end(), table.begin(), table.end());
+      b.block_indptr.push_back(static_cast<int32_t>(b.block_ids.size()));
     }
   }
   RETURN_IF_ERROR(b.Validate(cache_->spec(), model_->config().vocab_size));

@@ -46,6 +46,10 @@ struct LlmModelRunnerOptions {
   // or re-record one (a recording and a moved buffer are each a latency
   // spike between two tokens). Set it to the engine's max_num_seqs.
   int32_t warmup_graph_seqs = 0;
+  // The most KV-cache groups an MoA plan's layers are cut into
+  // (kv_cache_groups.h; 1: one block table for all layers, which frees only
+  // what no layer reads). Dense and sliding-window models have one group.
+  int32_t max_kv_cache_groups = kDefaultMaxKvCacheGroups;
 };
 
 class LlmModelRunner final : public ModelRunner {
@@ -55,13 +59,16 @@ class LlmModelRunner final : public ModelRunner {
                                                                 const LlmModelRunnerOptions& options);
 
   absl::StatusOr<StepResult> Execute(const StepPlan& plan) override;
-  KvCacheLayout kv_cache_layout() const override { return {cache_->spec().num_blocks, cache_->spec().block_size}; }
+  KvCacheLayout kv_cache_layout() const override {
+    return {cache_->spec().num_blocks, cache_->spec().block_size, groups_.num_groups()};
+  }
   int64_t vocab_size() const override { return model_->config().vocab_size; }
   int64_t max_context_length() const override { return max_context_; }
   absl::Status Health() const override { return backend_->Health(); }
-  // The MoA plan's retention, or a sliding window's; null when every token
-  // stays readable.
-  const KvRetention* kv_retention() const override { return retention_.has_value() ? &*retention_ : nullptr; }
+  // The KV-cache groups: an MoA plan's (layers that read alike share a
+  // block table and a retention), a sliding window's one group, or one group
+  // that keeps every token.
+  const KvCacheGroups* kv_cache_groups() const override { return &groups_; }
   // The model's MoA plan, or null (dense attention).
   const MoaPlan* moa_plan() const { return model_->moa_plan(); }
   // Bytes the model's weights hold on the backend (LlamaModel::weight_bytes).
@@ -70,7 +77,8 @@ class LlmModelRunner final : public ModelRunner {
   const std::string& weight_scheme() const { return model_->weight_scheme(); }
 
   // The warm-up of LlmModelRunnerOptions::warmup_tokens: one greedy prefill
-  // of `tokens` copies of token 0 into blocks 0, 1, ... and one decode step.
+  // of `tokens` copies of token 0 into blocks 0, 1, ... (each KV-cache group
+  // its own run of them) and one decode step.
   // The blocks it wrote hold no sequence afterwards (the scheduler owns
   // block allocation and overwrites them before any read).
   absl::Status Warmup(int32_t tokens);
@@ -86,7 +94,7 @@ class LlmModelRunner final : public ModelRunner {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<KvCache> cache_;
   int64_t max_context_ = 0;
-  std::optional<KvRetention> retention_;
+  KvCacheGroups groups_;
   ForwardBatch batch_;  // reused step to step
   std::vector<SampleRequest> requests_;
   std::vector<absl::StatusOr<SampledToken>> tokens_;

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/backend/kv_cache_groups.h"
 #include "runtime/backend/kv_retention.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/sampling/sampling_params.h"
@@ -27,9 +28,11 @@ struct SequenceStep {
   // Tokens to compute now: positions [num_computed_tokens, num_computed_tokens + size).
   absl::Span<const int32_t> token_ids;
   int32_t num_computed_tokens = 0;  // tokens already in the KV cache
-  // Physical KV blocks covering positions [0, num_computed_tokens + size);
-  // -1 for a block freed by KV retention (kv_retention()), never one written.
-  absl::Span<const int32_t> block_table;
+  // One block table per KV-cache group (the runner's kv_cache_groups(); one
+  // without groups): physical KV blocks covering positions [0,
+  // num_computed_tokens + size); -1 for a block freed by the group's KV
+  // retention, never one written.
+  absl::Span<const std::vector<int32_t>> block_tables;
   // Sample a next token after the last computed position (false for a
   // prefill chunk that does not reach the end of the prompt).
   bool sample = false;
@@ -55,9 +58,14 @@ struct StepResult {
   std::vector<SequenceOutput> outputs;
 };
 
+// The block pool: num_blocks blocks of block_size tokens, each holding the
+// KV of one KV-cache group's layers; a sequence holds a table in each of
+// the num_groups groups, so the cache holds num_blocks / num_groups * block_size
+// tokens of every layer.
 struct KvCacheLayout {
   int32_t num_blocks = 0;
   int32_t block_size = 0;
+  int32_t num_groups = 1;
 };
 
 class ModelRunner {
@@ -69,11 +77,13 @@ class ModelRunner {
   virtual KvCacheLayout kv_cache_layout() const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context_length() const = 0;
-  // Which cached tokens no query reads again (MoA spans, a sliding window),
-  // so the scheduler frees their blocks and plans with the holes
-  // (kFreedBlock in the block table) in place; null: every token is kept.
-  // Valid as long as the runner.
-  virtual const KvRetention* kv_retention() const { return nullptr; }
+  // The KV-cache groups (kv_cache_groups.h): how many block tables a
+  // sequence holds and, per group, which cached tokens no query of its
+  // layers reads again (MoA spans, a sliding window), so the scheduler frees
+  // their blocks and plans with the holes (kFreedBlock) in place. Null: one
+  // group that keeps every token. Valid as long as the runner; its group
+  // count is kv_cache_layout().num_groups.
+  virtual const KvCacheGroups* kv_cache_groups() const { return nullptr; }
   // OK while steps can run; otherwise the device's unrecoverable failure
   // (Backend::Health): the engine stops and reports it as fatal.
   virtual absl::Status Health() const { return absl::OkStatus(); }

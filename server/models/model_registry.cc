@@ -112,7 +112,8 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   if (!created.ok()) return created.status();
   served->weight_bytes = (*created)->weight_bytes();
   const runtime::KvCacheLayout kv = (*created)->kv_cache_layout();
-  served->kv_cache_capacity_tokens = int64_t(kv.num_blocks) * kv.block_size;
+  // Tokens of every layer: each KV-cache group holds its own blocks of them.
+  served->kv_cache_capacity_tokens = int64_t(kv.num_blocks / kv.num_groups) * kv.block_size;
   std::unique_ptr<runtime::ModelRunner> runner = std::move(*created);
   if (wrap_runner) runner = wrap_runner(name, std::move(runner));
   scheduler::EngineOptions options;

@@ -5,8 +5,8 @@
 //     (the labels are ModelInfo's fields, as ListModels reports them);
 //   tern_model_weight_bytes{model}: bytes the weights hold on the model's
 //     backend (device memory on CUDA), LLMs only;
-//   tern_kv_cache_capacity_tokens{model}: tokens the KV cache holds (blocks x
-//     block size), LLMs only.
+//   tern_kv_cache_capacity_tokens{model}: tokens of every layer the KV cache
+//     holds (blocks / KV-cache groups x block size), LLMs only.
 #pragma once
 
 #include <vector>

@@ -27,13 +27,20 @@ TEST(LongContextAccountingTest, DenseBlocksAreTheEnginesCountForEverySplitOfTheC
 
 TEST(LongContextAccountingTest, RetentionCountsThePeakWhenItIsSmaller) {
   const KvRetention window = KvRetention::SlidingWindow(64, 1024);
+  const runtime::KvCacheGroups one = runtime::KvCacheGroups::Single(4, window);
   // 1023 positions written: 64 dense blocks; a 64-token window in 128-token
   // chunks holds far fewer.
   const int64_t peak = window.PeakBlocks(1023, 16, 128);
   EXPECT_LT(peak, 64);
-  EXPECT_EQ(BlocksPerSequence(1024, 16, 128, &window), peak);
+  EXPECT_EQ(BlocksPerSequence(1024, 16, 128, &one), peak);
   // Tokens that never leave the window: the dense count.
-  EXPECT_EQ(BlocksPerSequence(40, 16, 128, &window), 3);
+  EXPECT_EQ(BlocksPerSequence(40, 16, 128, &one), 3);
+  // Two groups, one windowed and one keeping every token: each counted.
+  runtime::KvCacheGroups hybrid;
+  hybrid.layer_group = {0, 1, 0, 1};
+  hybrid.retention.emplace_back(window);
+  hybrid.retention.emplace_back(std::nullopt);
+  EXPECT_EQ(BlocksPerSequence(1024, 16, 128, &hybrid), peak + 64);
 }
 
 TEST(LongContextAccountingTest, PlanFillsTheCacheAndKeepsEverySequenceDecodingPastTheLastPrompt) {

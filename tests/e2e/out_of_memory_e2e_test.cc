@@ -92,7 +92,7 @@ class OutOfMemoryRunner final : public runtime::ModelRunner {
   runtime::KvCacheLayout kv_cache_layout() const override { return inner_->kv_cache_layout(); }
   int64_t vocab_size() const override { return inner_->vocab_size(); }
   int64_t max_context_length() const override { return inner_->max_context_length(); }
-  const runtime::KvRetention* kv_retention() const override { return inner_->kv_retention(); }
+  const runtime::KvCacheGroups* kv_cache_groups() const override { return inner_->kv_cache_groups(); }
   absl::Status Health() const override { return inner_->Health(); }
 
  private:

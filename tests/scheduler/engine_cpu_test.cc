@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/runner/llm_model_runner.h"
@@ -115,9 +116,11 @@ TEST_F(EngineCpuTest, BatchedGreedyOutputsEqualEachRequestAlone) {
 }
 
 // An MoA plan on the real CPU backend: sequences longer than the whole KV
-// cache run because the blocks no head of any layer reads again are freed
-// after each step, and every greedy token equals the model's own greedy
-// continuation with the same plan over a cache that keeps every block.
+// cache run because the blocks no head of a KV-cache group's layers reads
+// again are freed after each step, and every greedy token equals the
+// model's own greedy continuation with the same plan over a cache that keeps
+// every block: with one group per layer (the plan's layers differ) and with
+// one group for both layers (the union of their reads).
 TEST_F(EngineCpuTest, MoaPlanFreesUnreadBlocksAndKeepsTheOutputs) {
   // The tiny preset: 2 layers of 4 query heads (2 kv heads). Heads of a GQA
   // group differ; the second bucket's band starts wider.
@@ -131,68 +134,77 @@ TEST_F(EngineCpuTest, MoaPlanFreesUnreadBlocksAndKeepsTheOutputs) {
                             {"alphas": [[12, 12, 6, 16], [8, 10, 20, 6]],
                              "betas": [[0.0, 0.125, 0.125, 0.0], [0.1, 0.0, 0.0, 0.05]]}]})";
   }
-  const auto runner_options = [&](int32_t num_blocks) {
+  const auto runner_options = [&](int32_t num_blocks, int32_t max_groups) {
     runtime::LlmModelRunnerOptions o;
     o.model_dir = *dir_;
     o.block_size = 4;
     o.num_blocks = num_blocks;
     o.max_context_length = 256;
     o.model.attention.plan_path = plan_path;
+    o.max_kv_cache_groups = max_groups;
     return o;
   };
-  // The reference: the runner alone, every block kept, greedy one token a step.
-  auto full = runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), runner_options(64));
-  ASSERT_TRUE(full.ok()) << full.status();
-  ASSERT_NE((*full)->kv_retention(), nullptr);
-  const auto continuation = [&](std::vector<int32_t> tokens, int32_t max_tokens) {
-    runtime::SamplingParams greedy;
-    greedy.temperature = 0;
-    std::vector<int32_t> blocks(64);
-    std::iota(blocks.begin(), blocks.end(), 0);
-    std::vector<int32_t> out;
-    int32_t computed = 0;
-    for (int32_t i = 0; i < max_tokens; ++i) {
-      runtime::SequenceSamplingState state(0, 0, tokens);
-      runtime::SequenceStep step;
-      step.token_ids = absl::MakeConstSpan(tokens).subspan(size_t(computed));
-      step.num_computed_tokens = computed;
-      step.block_table = blocks;
-      step.sample = true;
-      step.sampling = &greedy;
-      step.sampling_state = &state;
-      runtime::StepPlan plan;
-      plan.sequences = {step};
-      auto result = (*full)->Execute(plan);
-      EXPECT_TRUE(result.ok() && result->outputs[0].token.ok());
-      if (!result.ok() || !result->outputs[0].token.ok()) return out;
-      computed = int32_t(tokens.size());
-      out.push_back(result->outputs[0].token->token_id);
-      tokens.push_back(out.back());
-    }
-    return out;
-  };
+  for (const int32_t max_groups : {2, 1}) {
+    SCOPED_TRACE(absl::StrCat("at most ", max_groups, " KV-cache groups"));
+    // The reference: the runner alone, every block kept, greedy one token a step.
+    auto full = runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), runner_options(128, max_groups));
+    ASSERT_TRUE(full.ok()) << full.status();
+    ASSERT_NE((*full)->kv_cache_groups(), nullptr);
+    ASSERT_TRUE((*full)->kv_cache_groups()->any_retention());
+    const int32_t groups = (*full)->kv_cache_layout().num_groups;
+    ASSERT_EQ(groups, max_groups) << "the plan's two layers read differently";
+    const auto continuation = [&](std::vector<int32_t> tokens, int32_t max_tokens) {
+      runtime::SamplingParams greedy;
+      greedy.temperature = 0;
+      std::vector<std::vector<int32_t>> tables(static_cast<size_t>(groups), std::vector<int32_t>(64, 0));
+      for (int32_t g = 0; g < groups; ++g) std::iota(tables[size_t(g)].begin(), tables[size_t(g)].end(), 64 * g);
+      std::vector<int32_t> out;
+      int32_t computed = 0;
+      for (int32_t i = 0; i < max_tokens; ++i) {
+        runtime::SequenceSamplingState state(0, 0, tokens);
+        runtime::SequenceStep step;
+        step.token_ids = absl::MakeConstSpan(tokens).subspan(size_t(computed));
+        step.num_computed_tokens = computed;
+        step.block_tables = tables;
+        step.sample = true;
+        step.sampling = &greedy;
+        step.sampling_state = &state;
+        runtime::StepPlan plan;
+        plan.sequences = {step};
+        auto result = (*full)->Execute(plan);
+        EXPECT_TRUE(result.ok() && result->outputs[0].token.ok());
+        if (!result.ok() || !result->outputs[0].token.ok()) return out;
+        computed = int32_t(tokens.size());
+        out.push_back(result->outputs[0].token->token_id);
+        tokens.push_back(out.back());
+      }
+      return out;
+    };
 
-  // 24 blocks of 4 tokens hold 96 positions; each request reaches 200 (a
-  // sink block or four, a band of up to ~40 tokens and an 8-token chunk:
-  // about 17 blocks), and three compete for the cache.
-  auto runner = runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), runner_options(24));
-  ASSERT_TRUE(runner.ok()) << runner.status();
-  EngineOptions options;
-  options.model_name = "tiny-moa";
-  options.max_num_batched_tokens = 8;
-  auto engine = Engine::Create(options, *std::move(runner));
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  std::vector<std::shared_ptr<CollectingSink>> sinks;
-  for (int32_t i = 0; i < 3; ++i) {
-    sinks.push_back(std::make_shared<CollectingSink>());
-    ASSERT_TRUE((*engine)->Submit(Greedy("moa" + std::to_string(i), PromptOf(120, i), 80), sinks.back()).ok());
+    // 24 blocks of 4 tokens per group hold 96 positions of every layer; each
+    // request reaches 200 (a sink block or four, a band of up to ~40 tokens
+    // and an 8-token chunk: about 17 blocks per group), and three compete
+    // for the cache.
+    auto runner =
+        runtime::LlmModelRunner::Create(std::make_unique<runtime::CpuBackend>(), runner_options(24 * groups, max_groups));
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    EngineOptions options;
+    options.model_name = "tiny-moa";
+    options.max_num_batched_tokens = 8;
+    auto engine = Engine::Create(options, *std::move(runner));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (int32_t i = 0; i < 3; ++i) {
+      sinks.push_back(std::make_shared<CollectingSink>());
+      ASSERT_TRUE((*engine)->Submit(Greedy("moa" + std::to_string(i), PromptOf(120, i), 80), sinks.back()).ok());
+    }
+    for (int32_t i = 0; i < 3; ++i) {
+      ASSERT_TRUE(sinks[i]->WaitDone());
+      ASSERT_TRUE(sinks[i]->status().ok()) << sinks[i]->status();
+      EXPECT_EQ(sinks[i]->tokens(), continuation(PromptOf(120, i), 80)) << "request " << i;
+    }
+    EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
   }
-  for (int32_t i = 0; i < 3; ++i) {
-    ASSERT_TRUE(sinks[i]->WaitDone());
-    ASSERT_TRUE(sinks[i]->status().ok()) << sinks[i]->status();
-    EXPECT_EQ(sinks[i]->tokens(), continuation(PromptOf(120, i), 80)) << "request " << i;
-  }
-  EXPECT_EQ((*engine)->Stats().kv_blocks_used, 0);
 }
 
 TEST_F(EngineCpuTest, ChoicesOfOneRequestMatchSeparateSeededRequests) {

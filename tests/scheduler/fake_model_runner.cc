@@ -33,6 +33,17 @@ std::vector<int32_t> FakeModelRunner::RetainedPositions(const runtime::KvRetenti
   return positions;
 }
 
+std::vector<int32_t> FakeModelRunner::ReadContext(const runtime::KvCacheGroups* groups,
+                                                 absl::Span<const int32_t> tokens, int32_t end) {
+  std::vector<int32_t> context;
+  const int32_t num_groups = groups != nullptr ? groups->num_groups() : 1;
+  for (int32_t g = 0; g < num_groups; ++g) {
+    const runtime::KvRetention* r = groups != nullptr ? groups->group_retention(g) : nullptr;
+    for (int32_t p : RetainedPositions(r, end)) context.push_back(tokens[size_t(p)]);
+  }
+  return context;
+}
+
 absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::StepPlan& plan) {
   RecordedStep record;
   record.block_copies = plan.block_copies;
@@ -46,27 +57,38 @@ absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::Step
   runtime::StepResult result;
   // Writes first, then reads: as a real forward pass, every sequence sees
   // the KV of the whole step.
+  const int32_t num_groups = groups_ != nullptr ? groups_->num_groups() : 1;
+  const bool retention = groups_ != nullptr && groups_->any_retention();
   for (const runtime::SequenceStep& s : plan.sequences) {
     const int32_t n = static_cast<int32_t>(s.token_ids.size());
     if (n == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no tokens"));
     const int32_t end = s.num_computed_tokens + n;
-    if (int64_t(s.block_table.size()) * block_size_ < end) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": too few blocks"));
+    if (int32_t(s.block_tables.size()) != num_groups) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": ", s.block_tables.size(),
+                                                     " block tables for ", num_groups, " groups"));
     }
-    for (int32_t b : s.block_table) {
-      const bool freed = b == -1 && retention_ != nullptr;
-      if (!freed && (b < 0 || b >= num_blocks_)) return absl::InvalidArgumentError("block id outside the cache");
-    }
-    for (int32_t i = 0; i < n; ++i) {
-      const int32_t p = s.num_computed_tokens + i;
-      const int32_t block = s.block_table[p / block_size_];
-      if (block < 0) return absl::InvalidArgumentError(absl::StrCat("position ", p, " is written into a freed block"));
-      kv_[size_t(block) * block_size_ + p % block_size_] = s.token_ids[i];
+    for (const std::vector<int32_t>& table : s.block_tables) {
+      if (int64_t(table.size()) * block_size_ < end) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": too few blocks"));
+      }
+      for (int32_t b : table) {
+        const bool freed = b == -1 && retention;
+        if (!freed && (b < 0 || b >= num_blocks_)) return absl::InvalidArgumentError("block id outside the cache");
+      }
+      for (int32_t i = 0; i < n; ++i) {
+        const int32_t p = s.num_computed_tokens + i;
+        const int32_t block = table[p / block_size_];
+        if (block < 0) {
+          return absl::InvalidArgumentError(absl::StrCat("position ", p, " is written into a freed block"));
+        }
+        kv_[size_t(block) * block_size_ + p % block_size_] = s.token_ids[i];
+      }
     }
     if (record_) {
-      record.sequences.push_back({s.seq_id, std::vector<int32_t>(s.token_ids.begin(), s.token_ids.end()),
-                                  s.num_computed_tokens,
-                                  std::vector<int32_t>(s.block_table.begin(), s.block_table.end()), s.sample});
+      RecordedSequence r{s.seq_id, std::vector<int32_t>(s.token_ids.begin(), s.token_ids.end()),
+                         s.num_computed_tokens, s.block_tables[0], {}, s.sample};
+      r.block_tables.assign(s.block_tables.begin(), s.block_tables.end());
+      record.sequences.push_back(std::move(r));
     }
   }
   for (const runtime::SequenceStep& s : plan.sequences) {
@@ -76,10 +98,16 @@ absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::Step
     }
     const int32_t end = s.num_computed_tokens + static_cast<int32_t>(s.token_ids.size());
     context_.clear();
-    for (int32_t p : RetainedPositions(retention_, end)) {
-      const int32_t block = s.block_table[p / block_size_];
-      if (block < 0) return absl::InvalidArgumentError(absl::StrCat("position ", p, " is read from a freed block"));
-      context_.push_back(kv_[size_t(block) * block_size_ + p % block_size_]);
+    for (int32_t g = 0; g < num_groups; ++g) {
+      const runtime::KvRetention* r = groups_ != nullptr ? groups_->group_retention(g) : nullptr;
+      const std::vector<int32_t>& table = s.block_tables[size_t(g)];
+      for (int32_t p : RetainedPositions(r, end)) {
+        const int32_t block = table[p / block_size_];
+        if (block < 0) {
+          return absl::InvalidArgumentError(absl::StrCat("position ", p, " of group ", g, " is read from a freed block"));
+        }
+        context_.push_back(kv_[size_t(block) * block_size_ + p % block_size_]);
+      }
     }
     runtime::SequenceOutput out;
     out.seq_id = s.seq_id;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/backend/kv_cache_groups.h"
 #include "runtime/backend/kv_retention.h"
 
 #include "absl/base/thread_annotations.h"
@@ -24,7 +25,8 @@ struct RecordedSequence {
   int64_t seq_id = 0;
   std::vector<int32_t> token_ids;
   int32_t num_computed_tokens = 0;
-  std::vector<int32_t> block_table;
+  std::vector<int32_t> block_table;                // group 0's
+  std::vector<std::vector<int32_t>> block_tables;  // every KV-cache group's
   bool sample = false;
 };
 
@@ -43,19 +45,28 @@ class FakeModelRunner final : public runtime::ModelRunner {
   static int32_t NextToken(absl::Span<const int32_t> context, int64_t vocab_size, uint32_t stream = 0);
 
   absl::StatusOr<runtime::StepResult> Execute(const runtime::StepPlan& plan) override;
-  runtime::KvCacheLayout kv_cache_layout() const override { return {num_blocks_, block_size_}; }
+  runtime::KvCacheLayout kv_cache_layout() const override {
+    return {num_blocks_, block_size_, groups_ != nullptr ? groups_->num_groups() : 1};
+  }
   int64_t vocab_size() const override { return vocab_size_; }
   int64_t max_context_length() const override { return max_context_; }
 
-  // With a KV retention (borrowed), the runner offers it to the scheduler
-  // and reads back, for a sample at `end`, only RetainedPositions: a freed
-  // (-1) block is an error if ever written or read.
-  void set_retention(const runtime::KvRetention* retention) { retention_ = retention; }
-  const runtime::KvRetention* kv_retention() const override { return retention_; }
+  // With KV-cache groups (borrowed), the runner offers them to the scheduler,
+  // expects one block table per group, and reads back, for a sample at
+  // `end`, the RetainedPositions of each group's retention through that
+  // group's table: a freed (-1) block is an error if ever written or read.
+  // What it samples is NextToken of the tokens read, group after group.
+  // Set before a scheduler reads the layout.
+  void set_groups(const runtime::KvCacheGroups* groups) { groups_ = groups; }
+  const runtime::KvCacheGroups* kv_cache_groups() const override { return groups_; }
   // The positions of [0, end) a sample at `end` reads under `retention`: the
   // sinks and everything from FreeBefore(end - 1) on; every position when
   // `retention` is null. NextToken of the tokens there is what it samples.
   static std::vector<int32_t> RetainedPositions(const runtime::KvRetention* retention, int32_t end);
+  // The tokens of `tokens[0, end)` a sample at `end` reads under `groups`
+  // (null: one group keeping every token), group after group.
+  static std::vector<int32_t> ReadContext(const runtime::KvCacheGroups* groups, absl::Span<const int32_t> tokens,
+                                          int32_t end);
 
   void set_record(bool record) { record_ = record; }
   // A sequence whose context holds `token` cannot be sampled (as a row with
@@ -68,7 +79,7 @@ class FakeModelRunner final : public runtime::ModelRunner {
   int64_t vocab_size_, max_context_;
   bool record_ = true;
   int32_t poison_token_ = -1;
-  const runtime::KvRetention* retention_ = nullptr;
+  const runtime::KvCacheGroups* groups_ = nullptr;
   std::vector<int32_t> kv_;  // [num_blocks * block_size] token id at each slot, -1 unwritten
   std::vector<int32_t> context_;
   std::vector<RecordedStep> steps_;

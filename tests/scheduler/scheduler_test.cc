@@ -53,6 +53,7 @@ class Driver {
   Driver(int32_t num_blocks, int32_t block_size, SchedulerOptions options)
       : runner_(num_blocks, block_size, kVocab, 4096) {
     options.max_context_length = 4096;
+    runner_.set_groups(options.kv_groups);
     scheduler_ = std::make_unique<Scheduler>(options, runner_.kv_cache_layout());
   }
 
@@ -662,31 +663,30 @@ runtime::KvRetention SinkAndBand(int32_t max_context = 4096) {
 }
 
 // What a request produces alone when each sample reads the retained
-// positions only (FakeModelRunner::RetainedPositions).
-std::vector<int32_t> RetainedReference(const runtime::KvRetention& r, std::vector<int32_t> tokens,
-                                       int32_t max_tokens, uint32_t stream = 0) {
+// positions of every group only (FakeModelRunner::ReadContext).
+std::vector<int32_t> GroupedReference(const runtime::KvCacheGroups& groups, std::vector<int32_t> tokens,
+                                      int32_t max_tokens, uint32_t stream = 0) {
   std::vector<int32_t> out;
   for (int32_t i = 0; i < max_tokens; ++i) {
-    std::vector<int32_t> context;
-    for (int32_t p : FakeModelRunner::RetainedPositions(&r, int32_t(tokens.size()))) context.push_back(tokens[p]);
-    const int32_t t = FakeModelRunner::NextToken(context, kVocab, stream);
+    const int32_t t =
+        FakeModelRunner::NextToken(FakeModelRunner::ReadContext(&groups, tokens, int32_t(tokens.size())), kVocab, stream);
     out.push_back(t);
     tokens.push_back(t);
   }
   return out;
 }
 
-SchedulerOptions RetainingOptions(const runtime::KvRetention* r, int32_t max_seqs, int32_t budget,
+SchedulerOptions RetainingOptions(const runtime::KvCacheGroups* groups, int32_t max_seqs, int32_t budget,
                                   bool caching = true) {
   SchedulerOptions o = Options(max_seqs, budget, caching);
-  o.kv_retention = r;
+  o.kv_groups = groups;
   return o;
 }
 
 TEST(SchedulerRetentionTest, BlocksInUseFollowThePrediction) {
   const runtime::KvRetention r = SinkAndBand();
-  Driver d(64, 4, RetainingOptions(&r, 8, 8, /*caching=*/false));
-  d.runner().set_retention(&r);
+  const runtime::KvCacheGroups groups = runtime::KvCacheGroups::Single(1, r);
+  Driver d(64, 4, RetainingOptions(&groups, 8, 8, /*caching=*/false));
   SequenceGroup* a = d.Add("a", Prompt(30), 40);
   const Sequence& seq = *a->sequences()[0];
   int32_t peak = 0;
@@ -701,7 +701,7 @@ TEST(SchedulerRetentionTest, BlocksInUseFollowThePrediction) {
     EXPECT_TRUE(used == held || used == held + 1) << computed << ": " << used << " blocks, predicted " << held;
     peak = std::max(peak, used);
   }
-  EXPECT_EQ(d.Output("a"), RetainedReference(r, Prompt(30), 40));
+  EXPECT_EQ(d.Output("a"), GroupedReference(groups, Prompt(30), 40));
   // 70 tokens would take 18 blocks; the sink block and the band take 5 or 6.
   EXPECT_LE(peak, int32_t(r.PeakBlocks(70, 4, 8)));
   EXPECT_LE(peak, 6);
@@ -711,28 +711,27 @@ TEST(SchedulerRetentionTest, BlocksInUseFollowThePrediction) {
 TEST(SchedulerRetentionTest, SequencesLongerThanTheCacheRunWithForksAndPrefixHits) {
   // 12 blocks of 4 tokens (48 positions): each request reaches 90 tokens.
   const runtime::KvRetention r = SinkAndBand();
-  Driver d(12, 4, RetainingOptions(&r, 8, 16));
-  d.runner().set_retention(&r);
+  const runtime::KvCacheGroups groups = runtime::KvCacheGroups::Single(1, r);
+  Driver d(12, 4, RetainingOptions(&groups, 8, 16));
   d.Add("a", Prompt(50), 40);
   d.Add("b", Prompt(50, 300), 40);
   d.Add("c", Prompt(40, 600), 20, nullptr, 0, /*n=*/2);  // two choices on a shared prefix
   d.RunUntilIdle();
-  EXPECT_EQ(d.Output("a"), RetainedReference(r, Prompt(50), 40));
-  EXPECT_EQ(d.Output("b"), RetainedReference(r, Prompt(50, 300), 40));
-  EXPECT_EQ(d.Output("c", 0), RetainedReference(r, Prompt(40, 600), 20, 0));
-  EXPECT_EQ(d.Output("c", 1), RetainedReference(r, Prompt(40, 600), 20, 1));
+  EXPECT_EQ(d.Output("a"), GroupedReference(groups, Prompt(50), 40));
+  EXPECT_EQ(d.Output("b"), GroupedReference(groups, Prompt(50, 300), 40));
+  EXPECT_EQ(d.Output("c", 0), GroupedReference(groups, Prompt(40, 600), 20, 0));
+  EXPECT_EQ(d.Output("c", 1), GroupedReference(groups, Prompt(40, 600), 20, 1));
   EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
 
   // In a cache with room to keep them, the same prompt again hits the cached
   // full blocks (the freed ones too: freeing keeps their hash), hit blocks
   // no query reads go back at once, and the output is the same.
-  Driver big(64, 4, RetainingOptions(&r, 8, 16));
-  big.runner().set_retention(&r);
+  Driver big(64, 4, RetainingOptions(&groups, 8, 16));
   big.Add("p", Prompt(50), 10);
   big.RunUntilIdle();
   big.Add("p2", Prompt(50), 10);
   big.RunUntilIdle();
-  EXPECT_EQ(big.Output("p2"), RetainedReference(r, Prompt(50), 10));
+  EXPECT_EQ(big.Output("p2"), GroupedReference(groups, Prompt(50), 10));
   EXPECT_EQ(big.scheduler().block_manager().stats().prefix_hits, 50 / 4);
   EXPECT_EQ(big.scheduler().block_manager().stats().num_used, 0);
 }
@@ -740,15 +739,137 @@ TEST(SchedulerRetentionTest, SequencesLongerThanTheCacheRunWithForksAndPrefixHit
 TEST(SchedulerRetentionTest, PreemptedSequencesRecomputeAndMatch) {
   // 8 blocks: three long requests cannot all hold their band at once.
   const runtime::KvRetention r = SinkAndBand();
-  Driver d(8, 4, RetainingOptions(&r, 8, 64, /*caching=*/false));
-  d.runner().set_retention(&r);
+  const runtime::KvCacheGroups groups = runtime::KvCacheGroups::Single(1, r);
+  Driver d(8, 4, RetainingOptions(&groups, 8, 64, /*caching=*/false));
   d.Add("a", Prompt(20), 30);
   d.Add("b", Prompt(20, 200), 30);
   d.Add("c", Prompt(20, 400), 30, nullptr, /*priority=*/5);
   d.RunUntilIdle();
-  EXPECT_EQ(d.Output("a"), RetainedReference(r, Prompt(20), 30));
-  EXPECT_EQ(d.Output("b"), RetainedReference(r, Prompt(20, 200), 30));
-  EXPECT_EQ(d.Output("c"), RetainedReference(r, Prompt(20, 400), 30));
+  EXPECT_EQ(d.Output("a"), GroupedReference(groups, Prompt(20), 30));
+  EXPECT_EQ(d.Output("b"), GroupedReference(groups, Prompt(20, 200), 30));
+  EXPECT_EQ(d.Output("c"), GroupedReference(groups, Prompt(20, 400), 30));
+}
+
+// ---------------------------------------------------------------------------
+// KV-cache groups: one block table per group, each freed by its own
+// retention; prefix hits, copy-on-write, forks and preemption act on every
+// group's table at once.
+
+// Group 0: a 4-token sink and a 10-token band; group 1: the same sink and a
+// 30-token band (band_min[n] = n - 30): layers that read further back.
+runtime::KvCacheGroups NarrowAndWide(int32_t max_context = 4096) {
+  std::vector<int32_t> wide(size_t(max_context) + 1, 0);
+  for (int32_t n = 1; n <= max_context; ++n) wide[size_t(n)] = std::max(0, n - 30);
+  runtime::KvCacheGroups groups;
+  groups.layer_group = {0, 1};
+  groups.retention.emplace_back(SinkAndBand(max_context));
+  groups.retention.emplace_back(runtime::KvRetention::Create(4, wide));
+  return groups;
+}
+
+// The union rule: what one table for both groups keeps (the wider band).
+runtime::KvCacheGroups UnionOf(const runtime::KvCacheGroups& groups) {
+  return runtime::KvCacheGroups::Single(2, *groups.retention[1]);
+}
+
+TEST(SchedulerKvGroupsTest, EachGroupFreesWhatItsLayersNoLongerRead) {
+  const runtime::KvCacheGroups groups = NarrowAndWide();
+  const runtime::KvCacheGroups joined = UnionOf(groups);
+  // Blocks of one group hold half the layers: the union's table, whose
+  // blocks hold both, costs two of them a block.
+  Driver d(64, 4, RetainingOptions(&groups, 8, 8, /*caching=*/false));
+  Driver u(32, 4, RetainingOptions(&joined, 8, 8, /*caching=*/false));
+  SequenceGroup* a = d.Add("a", Prompt(30), 60);
+  u.Add("a", Prompt(30), 60);
+  const Sequence& seq = *a->sequences()[0];
+  int32_t peak = 0, union_peak = 0;
+  while (d.scheduler().HasWork()) {
+    d.Step();
+    u.Step();
+    const int32_t used = d.scheduler().block_manager().stats().num_used;
+    if (d.scheduler().HasWork()) {
+      EXPECT_EQ(used, seq.num_held_blocks());
+      // Each group holds no more than its own retention's prediction (plus
+      // the block the next token goes into).
+      const int32_t computed = seq.num_computed_tokens();
+      for (int32_t g = 0; g < 2; ++g) {
+        const runtime::KvRetention& r = *groups.retention[size_t(g)];
+        const BlockTable& table = seq.block_table(g);
+        const int32_t held = int32_t(std::count_if(table.begin(), table.end(), [](int32_t b) { return b >= 0; }));
+        EXPECT_LE(held, (computed + 3) / 4 - r.FreedBlocks(computed, 4) + 1) << "group " << g << " at " << computed;
+      }
+    }
+    peak = std::max(peak, used);
+    union_peak = std::max(union_peak, 2 * u.scheduler().block_manager().stats().num_used);
+  }
+  EXPECT_EQ(d.Output("a"), GroupedReference(groups, Prompt(30), 60));
+  EXPECT_EQ(u.Output("a"), GroupedReference(joined, Prompt(30), 60));
+  EXPECT_LE(peak, int32_t(groups.PeakBlocks(90, 4, 8)));
+  // The narrow group gives back what the union keeps for the wide one.
+  EXPECT_LT(peak, union_peak);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(SchedulerKvGroupsTest, PrefixHitsForksAndCopiesCoverEveryGroup) {
+  // A dense group beside a retaining one (a hybrid model's layers).
+  runtime::KvCacheGroups groups;
+  groups.layer_group = {0, 1};
+  groups.retention.emplace_back(std::nullopt);
+  groups.retention.emplace_back(SinkAndBand());
+  Driver d(96, 4, RetainingOptions(&groups, 8, 16));
+  d.Add("p", Prompt(50), 10);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("p"), GroupedReference(groups, Prompt(50), 10));
+  // The same prompt again: every full block hits in both groups, each group
+  // its own block.
+  d.Add("p2", Prompt(50), 10);
+  const RecordedStep& s = d.Step();
+  ASSERT_EQ(s.sequences.size(), 1u);
+  EXPECT_EQ(s.sequences[0].num_computed_tokens, 48);
+  ASSERT_EQ(s.sequences[0].block_tables.size(), 2u);
+  const std::vector<int32_t>& dense = s.sequences[0].block_tables[0];
+  const std::vector<int32_t>& band = s.sequences[0].block_tables[1];
+  for (int32_t b : band) {
+    if (b >= 0) EXPECT_EQ(std::count(dense.begin(), dense.end(), b), 0) << "block " << b << " in both groups";
+  }
+  EXPECT_EQ(std::count(dense.begin(), dense.end(), kFreedBlock), 0);
+  EXPECT_GT(std::count(band.begin(), band.end(), kFreedBlock), 0);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("p2"), GroupedReference(groups, Prompt(50), 10));
+  EXPECT_EQ(d.scheduler().block_manager().stats().prefix_hits, 50 / 4);
+
+  // Two choices on a shared prefix: the partial block is copied in each
+  // group, the full ones shared.
+  SequenceGroup* c = d.Add("c", Prompt(22, 600), 12, nullptr, 0, /*n=*/2);
+  d.Step();  // the carrier's prefix, 16 of its 21 tokens
+  d.Step();  // the rest of it
+  const RecordedStep& fork = d.Step();
+  ASSERT_EQ(fork.sequences.size(), 2u);
+  EXPECT_EQ(fork.block_copies.size(), 2u);  // the partial block of each group
+  for (int32_t g = 0; g < 2; ++g) {
+    EXPECT_EQ(fork.sequences[0].block_tables[size_t(g)][0], fork.sequences[1].block_tables[size_t(g)][0]);
+    EXPECT_NE(fork.sequences[0].block_tables[size_t(g)][5], fork.sequences[1].block_tables[size_t(g)][5]);
+  }
+  d.RunUntilIdle();
+  EXPECT_EQ(c->sequences().size(), 2u);
+  EXPECT_EQ(d.Output("c", 0), GroupedReference(groups, Prompt(22, 600), 12, 0));
+  EXPECT_EQ(d.Output("c", 1), GroupedReference(groups, Prompt(22, 600), 12, 1));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(SchedulerKvGroupsTest, PreemptedSequencesGiveBackEveryGroupAndMatch) {
+  const runtime::KvCacheGroups groups = NarrowAndWide();
+  // 20 blocks over two groups: three long requests cannot all hold their bands.
+  Driver d(20, 4, RetainingOptions(&groups, 8, 64, /*caching=*/false));
+  d.Add("a", Prompt(20), 40);
+  d.Add("b", Prompt(20, 200), 40);
+  d.Add("c", Prompt(20, 400), 40, nullptr, /*priority=*/5);
+  d.RunUntilIdle();
+  EXPECT_GT(d.scheduler().stats().preemptions, 0);
+  EXPECT_EQ(d.Output("a"), GroupedReference(groups, Prompt(20), 40));
+  EXPECT_EQ(d.Output("b"), GroupedReference(groups, Prompt(20, 200), 40));
+  EXPECT_EQ(d.Output("c"), GroupedReference(groups, Prompt(20, 400), 40));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
 }
 
 }  // namespace

@@ -11,7 +11,10 @@
 #            ($KV_MIB, 16 GiB), sequences of 8k and 16k tokens; for each KV dtype in
 #            $KV_DTYPES, dense attention and MoA's published Llama-3-8B plan
 #            (tools/moa/plans/, about 49% density): sequences at once, KV blocks held,
-#            steady decode tokens/s against dense and against the byte floor
+#            steady decode tokens/s against dense and against the byte floor. The MoA
+#            rows cut the plan's 32 layers into at most $KV_GROUPS KV-cache groups
+#            (default 8: a block table per 4 layers that read alike); KV_GROUPS="8 1"
+#            also runs the single-table layout (the union rule) into long-context-g1.json
 # prefill    tern-prefill-attention-bench --moa-plan: one 16k prompt through the
 #            plan's 32 layers, MoA flash attention time against dense, for each KV
 #            dtype in $KV_DTYPES (auto: prefill-moa-16k.json; fp8, int8:
@@ -30,6 +33,7 @@ phases=${*:-model engine prefill retrieval}
 model_dir=${MODEL_DIR:-/tmp/tern-models/llama-3-8b-16k-float16}
 kv_mib=${KV_MIB:-16384}
 kv_dtypes=${KV_DTYPES:-auto}
+kv_groups=${KV_GROUPS:-8}
 plan="$root/tools/moa/plans/gradientai-Llama-3-8B-Instruct-262k.moa_alpha_beta.json"
 demo="$root/models/tern-demo-llm"
 mkdir -p "$out"
@@ -51,9 +55,12 @@ if [[ " $phases " == *" model "* && ! -f "$model_dir/config.json" ]]; then
     --max-position-embeddings 16384 --seed 1 --dtype float16 --out "$model_dir"
 fi
 if [[ " $phases " == *" engine "* ]]; then
-  step engine run_tool bin/tern-long-context-bench --model "$model_dir" --backend cuda --dtype float16 \
-    --kv-cache-mib "$kv_mib" --contexts 8192,16384 --kv-cache-dtypes "${kv_dtypes// /,}" --moa-plan "$plan" \
-    --decode-steps 64 --json "$out/long-context.json"
+  for groups in $kv_groups; do
+    suffix=$([[ $groups == 8 ]] && echo "" || echo "-g$groups")
+    step "engine$suffix" run_tool bin/tern-long-context-bench --model "$model_dir" --backend cuda --dtype float16 \
+      --kv-cache-mib "$kv_mib" --contexts 8192,16384 --kv-cache-dtypes "${kv_dtypes// /,}" --moa-plan "$plan" \
+      --max-kv-cache-groups "$groups" --decode-steps 64 --json "$out/long-context$suffix.json"
+  done
 fi
 if [[ " $phases " == *" prefill "* ]]; then
   for kv in $kv_dtypes; do

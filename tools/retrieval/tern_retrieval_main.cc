@@ -145,6 +145,9 @@ int main(int argc, char** argv) {
   options.block_size = 16;
   const int32_t blocks_per_case = (longest + options.block_size - 1) / options.block_size;
   options.num_blocks = batch * blocks_per_case;
+  // Every case keeps all its blocks (nothing is freed here), so one table
+  // for all layers.
+  options.max_kv_cache_groups = 1;
   auto kv = ParseKvCacheDtype(absl::GetFlag(FLAGS_kv_cache_dtype));
   if (!kv.ok()) return Fail("--kv-cache-dtype: " + std::string(kv.status().message()));
   options.model.kv_cache_dtype = *kv;
@@ -161,13 +164,14 @@ int main(int argc, char** argv) {
   int64_t tokens_run = 0;
   for (size_t first = 0; first < cases.size(); first += size_t(batch)) {
     const size_t count = std::min(cases.size() - first, size_t(batch));
-    std::vector<std::vector<int32_t>> tokens(count), tables(count);
+    std::vector<std::vector<int32_t>> tokens(count);
+    std::vector<std::vector<std::vector<int32_t>>> tables(count, std::vector<std::vector<int32_t>>(1));
     std::vector<SequenceSamplingState> states;
     states.reserve(count);
     for (size_t i = 0; i < count; ++i) {
       tokens[i] = cases[first + i].prompt;
-      tables[i].resize(size_t(blocks_per_case));
-      std::iota(tables[i].begin(), tables[i].end(), int32_t(i) * blocks_per_case);
+      tables[i][0].resize(size_t(blocks_per_case));
+      std::iota(tables[i][0].begin(), tables[i][0].end(), int32_t(i) * blocks_per_case);
       states.emplace_back(0, 0, tokens[i], OutputCounts::kUntracked);
     }
     std::vector<int32_t> computed(count, 0);
@@ -178,7 +182,7 @@ int main(int argc, char** argv) {
         s.seq_id = int64_t(first + i);
         s.token_ids = absl::MakeConstSpan(tokens[i]).subspan(size_t(computed[i]));
         s.num_computed_tokens = computed[i];
-        s.block_table = tables[i];
+        s.block_tables = tables[i];
         s.sample = true;
         s.sampling = &greedy;
         s.sampling_state = &states[i];

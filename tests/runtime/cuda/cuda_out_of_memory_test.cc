@@ -122,7 +122,8 @@ absl::StatusOr<int32_t> Prefill(LlmModelRunner& runner, const std::vector<int32_
   SequenceStep step;
   step.seq_id = 1;
   step.token_ids = prompt;
-  step.block_table = blocks;
+  const std::vector<std::vector<int32_t>> tables = {blocks};
+  step.block_tables = tables;
   step.sample = true;
   step.sampling = &greedy;
   step.sampling_state = &state;

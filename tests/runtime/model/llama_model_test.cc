@@ -419,7 +419,8 @@ std::vector<SampledToken> RunGreedyOn(LlmModelRunner& runner, const Golden& gold
     s.seq_id = 1;
     s.token_ids = absl::MakeConstSpan(tokens).subspan(computed);
     s.num_computed_tokens = computed;
-    s.block_table = blocks;
+    const std::vector<std::vector<int32_t>> tables = {blocks};
+    s.block_tables = tables;
     s.sample = true;
     s.sampling = &params;
     s.sampling_state = &state;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,56 @@ TEST(KvRetentionTest, FreedAndPeakBlocks) {
   const KvRetention window = KvRetention::SlidingWindow(8, 100);
   EXPECT_EQ(window.sink_tokens(), 0);
   EXPECT_EQ(window.FreeBefore(50), 43);
+}
+
+// Per-group retention: each group frees exactly what no head of its own
+// layers reads at any later length, which is at least what the union of
+// every layer frees.
+TEST(MoaPlanTest, GroupsFreeWhatTheirOwnLayersNoLongerRead) {
+  auto plan = ParseMoaPlan(TernPlan(R"([{"max_length": 300, "alphas": [[40, 10], [0, 64]], "betas": [[0, 0.1], [0.05, 0]]},
+                                        {"alphas": [[200, 10], [30, 64]], "betas": [[0, 0.1], [0.05, 0]]}])"),
+                           "g.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const int32_t max_context = 1000;
+  const KvCacheGroups groups = plan->KvGroups(max_context, 8);
+  ASSERT_EQ(groups.num_groups(), 2);
+  const KvRetention all = plan->Retention(max_context);
+  for (int32_t l = 0; l < 2; ++l) {
+    const KvRetention& r = *groups.group_retention(groups.layer_group[size_t(l)]);
+    for (int32_t c = 1; c < max_context; ++c) {
+      int32_t earliest = c;
+      for (int32_t n = c + 1; n <= max_context; ++n) {
+        for (int32_t h = 0; h < 2; ++h) earliest = std::min(earliest, plan->BandStart(l, h, n));
+      }
+      ASSERT_EQ(r.FreeBefore(c), earliest) << "layer " << l << " at " << c;
+      ASSERT_GE(r.FreeBefore(c), all.FreeBefore(c));
+    }
+  }
+}
+
+// The published Llama-3-8B plan (tools/moa/plans/, 32 layers of 32 heads,
+// about 49% density): the blocks of one layer a 16k-token sequence holds at
+// its peak, with one table (the union of every layer's reads) and with 8
+// KV-cache groups of 4 layers. Printed for bench/RESULTS.md.
+TEST(MoaPlanTest, PublishedLlama3PlanHoldsLessPerGroup) {
+  auto plan = LoadMoaPlan(std::string(TERN_PLANS_DIR) + "/gradientai-Llama-3-8B-Instruct-262k.moa_alpha_beta.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  for (const int32_t context : {8192, 16384}) {
+    const int64_t dense = int64_t(32) * ((context - 1 + 15) / 16);
+    int64_t held[2] = {0, 0};
+    int32_t index = 0;
+    for (const int32_t max_groups : {1, 8}) {
+      const KvCacheGroups groups = plan->KvGroups(context, max_groups);
+      ASSERT_EQ(groups.num_groups(), max_groups);
+      held[index++] = groups.PeakBlocks(context - 1, 16, 2048) * (32 / max_groups);
+    }
+    std::printf("Llama-3-8B MoA plan at %d tokens: per-layer blocks held at the peak: dense %lld, one table %lld "
+                "(%.2fx fewer), 8 groups %lld (%.2fx fewer)\n",
+                context, static_cast<long long>(dense), static_cast<long long>(held[0]), double(dense) / held[0],
+                static_cast<long long>(held[1]), double(dense) / held[1]);
+    EXPECT_LT(held[1], held[0]);
+    EXPECT_LE(held[0], dense);
+  }
 }
 
 }  // namespace

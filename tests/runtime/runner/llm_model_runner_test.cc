@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -94,7 +95,8 @@ TEST_F(LlmModelRunnerTest, EachStepWaitsForTheDeviceOnce) {
     s.seq_id = 1;
     s.token_ids = absl::MakeConstSpan(tokens).subspan(computed, count);
     s.num_computed_tokens = computed;
-    s.block_table = blocks;
+    const std::vector<std::vector<int32_t>> tables = {blocks};
+    s.block_tables = tables;
     s.sample = sample;
     s.sampling = &params;
     s.sampling_state = &state;
@@ -147,7 +149,8 @@ TEST_F(LlmModelRunnerTest, CopiedBlocksContinueLikeTheirSources) {
     s.seq_id = 1;
     s.token_ids = absl::MakeConstSpan(tokens).subspan(computed);
     s.num_computed_tokens = computed;
-    s.block_table = blocks;
+    const std::vector<std::vector<int32_t>> tables = {blocks};
+    s.block_tables = tables;
     s.sample = sample;
     s.sampling = &params;
     s.sampling_state = &state;
@@ -220,18 +223,29 @@ std::string WriteDemoMoaPlan(const std::string& path) {
 struct MoaRun {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
+  // Table entries unmapped at the end, over every KV-cache group, and the
+  // same weighted by the layers a block of the group holds.
+  int32_t freed_blocks = 0;
+  int64_t freed_layer_blocks = 0;
 };
 
-// Prefill `prompt` in chunks of 96, then `steps` decode steps. `force`: feed
-// these tokens instead of the sampled ones. `unmap`: unmap what the runner's
-// retention frees after each step, as the scheduler does.
+// Prefill `prompt` in chunks of 96, then `steps` decode steps, each KV-cache
+// group in its own run of blocks. `force`: feed these tokens instead of the
+// sampled ones. `unmap`: unmap what each group's retention frees after each
+// step, as the scheduler does.
 absl::StatusOr<MoaRun> RunMoa(LlmModelRunner& runner, std::vector<int32_t> tokens, int32_t steps, bool unmap,
                               const std::vector<int32_t>* force) {
   const int32_t bs = 16;
-  std::vector<int32_t> table((tokens.size() + steps + bs - 1) / bs);
-  std::iota(table.begin(), table.end(), 0);
-  const KvRetention* retention = runner.kv_retention();
-  if (retention == nullptr) return absl::InternalError("an MoA runner has no KV retention");
+  const KvCacheGroups* groups = runner.kv_cache_groups();
+  if (groups == nullptr || !groups->any_retention()) return absl::InternalError("an MoA runner frees nothing");
+  const int32_t num_groups = groups->num_groups();
+  const int32_t per_group = int32_t((tokens.size() + steps + bs - 1) / bs);
+  if (int64_t(per_group) * num_groups > runner.kv_cache_layout().num_blocks) {
+    return absl::InternalError("the cache is too small for the run");
+  }
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(num_groups),
+                                           std::vector<int32_t>(static_cast<size_t>(per_group), 0));
+  for (int32_t g = 0; g < num_groups; ++g) std::iota(tables[size_t(g)].begin(), tables[size_t(g)].end(), g * per_group);
   SamplingParams greedy;
   greedy.temperature = 0.0f;
   greedy.logprobs = 0;
@@ -245,7 +259,7 @@ absl::StatusOr<MoaRun> RunMoa(LlmModelRunner& runner, std::vector<int32_t> token
     s.seq_id = 1;
     s.token_ids = absl::MakeConstSpan(tokens).subspan(size_t(computed), size_t(n));
     s.num_computed_tokens = computed;
-    s.block_table = table;
+    s.block_tables = tables;
     s.sample = computed + n == int32_t(tokens.size());
     s.sampling = &greedy;
     s.sampling_state = &state;
@@ -254,8 +268,13 @@ absl::StatusOr<MoaRun> RunMoa(LlmModelRunner& runner, std::vector<int32_t> token
     ASSIGN_OR_RETURN(StepResult result, runner.Execute(plan));
     computed += n;
     if (unmap) {
-      for (int32_t b = (retention->sink_tokens() + bs - 1) / bs; (b + 1) * bs <= retention->FreeBefore(computed); ++b) {
-        table[size_t(b)] = kFreedBlock;
+      for (int32_t g = 0; g < num_groups; ++g) {
+        const KvRetention* retention = groups->group_retention(g);
+        if (retention == nullptr) continue;
+        for (int32_t b = (retention->sink_tokens() + bs - 1) / bs; (b + 1) * bs <= retention->FreeBefore(computed);
+             ++b) {
+          tables[size_t(g)][size_t(b)] = kFreedBlock;
+        }
       }
     }
     if (!s.sample) continue;
@@ -266,7 +285,61 @@ absl::StatusOr<MoaRun> RunMoa(LlmModelRunner& runner, std::vector<int32_t> token
     if (int32_t(run.tokens.size()) == steps) break;
     tokens.push_back(force != nullptr ? (*force)[run.tokens.size() - 1] : t.token_id);
   }
+  const int32_t group_layers = int32_t(groups->layer_group.size()) / num_groups;
+  for (const std::vector<int32_t>& table : tables) {
+    const int32_t freed = int32_t(std::count(table.begin(), table.end(), kFreedBlock));
+    run.freed_blocks += freed;
+    run.freed_layer_blocks += int64_t(freed) * group_layers;
+  }
   return run;
+}
+
+// The demo LLM's layers read differently under the plan, so each gets its
+// own KV-cache group (at most 8): with every unread block unmapped per
+// group, the CPU backend's tokens and logprobs are bit for bit those of the
+// run that keeps every block, and the groups free more of the cache (in
+// blocks of one layer) than one table for all layers does (the union rule).
+TEST(LlmModelRunnerMoaTest, GroupsFreeMoreThanTheUnionAndKeepTheLogits) {
+  const std::string plan = WriteDemoMoaPlan(
+      (fs::temp_directory_path() / ("tern-moa-groups-" + std::to_string(getpid()) + ".json")).string());
+  const int32_t prompt_len = 224, steps = 8;
+  std::vector<int32_t> prompt(prompt_len);
+  for (int32_t i = 0; i < prompt_len; ++i) prompt[size_t(i)] = 3 + (i * 7919) % 8000;
+  LlmModelRunnerOptions options;
+  options.model_dir = std::string(TERN_MODELS_DIR) + "/tern-demo-llm";
+  options.block_size = 16;
+  options.num_blocks = 8 * 16;
+  options.model.attention.plan_path = plan;
+  std::optional<MoaRun> grouped_run;
+  for (const int32_t max_groups : {8, 1}) {
+    SCOPED_TRACE(max_groups);
+    options.max_kv_cache_groups = max_groups;
+    auto kept = LlmModelRunner::Create(std::make_unique<CpuBackend>(), options);
+    ASSERT_TRUE(kept.ok()) << kept.status();
+    ASSERT_EQ((*kept)->kv_cache_layout().num_groups, max_groups);
+    auto freed = LlmModelRunner::Create(std::make_unique<CpuBackend>(), options);
+    ASSERT_TRUE(freed.ok()) << freed.status();
+    auto want = RunMoa(**kept, prompt, steps, /*unmap=*/false, nullptr);
+    ASSERT_TRUE(want.ok()) << want.status();
+    auto got = RunMoa(**freed, prompt, steps, /*unmap=*/true, nullptr);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(want->freed_blocks, 0);
+    EXPECT_GT(got->freed_blocks, 0);
+    EXPECT_EQ(got->tokens, want->tokens);
+    ASSERT_EQ(got->logprobs.size(), want->logprobs.size());
+    for (size_t i = 0; i < want->logprobs.size(); ++i) EXPECT_EQ(got->logprobs[i], want->logprobs[i]) << i;
+    if (max_groups == 8) {
+      grouped_run = *got;
+    } else {
+      // The same tokens whatever the grouping (blocks hold other layers, the
+      // arithmetic is the same), and the groups free more.
+      ASSERT_TRUE(grouped_run.has_value());
+      EXPECT_EQ(got->tokens, grouped_run->tokens);
+      for (size_t i = 0; i < got->logprobs.size(); ++i) EXPECT_EQ(got->logprobs[i], grouped_run->logprobs[i]) << i;
+      EXPECT_GT(grouped_run->freed_layer_blocks, got->freed_layer_blocks);
+    }
+  }
+  fs::remove(plan);
 }
 
 TEST(LlmModelRunnerMoaTest, FreedBlocksAndSpansMatchTheCpuReference) {
@@ -287,14 +360,14 @@ TEST(LlmModelRunnerMoaTest, FreedBlocksAndSpansMatchTheCpuReference) {
     LlmModelRunnerOptions options;
     options.model_dir = std::string(TERN_MODELS_DIR) + "/tern-demo-llm";
     options.block_size = 16;
-    options.num_blocks = 64;
+    options.num_blocks = 8 * 48;  // 8 KV-cache groups (one per layer) of 48 blocks
     options.model.kv_cache_dtype = kv;
     options.model.attention.plan_path = plan;
     auto reference = LlmModelRunner::Create(std::make_unique<CpuBackend>(), options);
     ASSERT_TRUE(reference.ok()) << reference.status();
     auto want = RunMoa(**reference, prompt, steps, /*unmap=*/false, nullptr);
     ASSERT_TRUE(want.ok()) << want.status();
-    ASSERT_GT((*reference)->kv_retention()->FreeBefore(prompt_len), 96) << "the plan frees nothing";
+    ASSERT_TRUE((*reference)->kv_cache_groups()->any_retention()) << "the plan frees nothing";
 
     std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends;
     backends.emplace_back("test backend", testing::MakeTestBackend());
