@@ -16,6 +16,11 @@
 //   tern-dit-bench [--dtype bfloat16] [--batches 1,8,64] [--tokens 256,1024]
 //                  [--iters 20] [--dir /tmp/tern-dit-xl2] [--json out.json]
 //                  [--weight-scheme auto | w8a8-int8 | w8a8-fp8 | mixed:PLAN]
+//                  [--attention-plan FILE | synthetic:STEPS:FRACTION[:cfg]] [--reps 2]
+//
+// --attention-plan times whole generations under a DiTFastAttn plan beside
+// exact attention instead of the step table (bench/dit_attention_plan_bench.h);
+// --reps generations are averaged after a warm-up one.
 //
 // --weight-scheme quantizes the blocks' linear layers at load as ternd's
 // model config does (runtime/dit/dit_linear_plan.h); the cuBLAS floor stays
@@ -38,6 +43,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "bench/dit_attention_plan_bench.h"
 #include "runtime/dit/cuda_dit_ops.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_weights.h"
@@ -199,7 +205,8 @@ std::vector<int64_t> ParseList(const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dtype_name = "bfloat16", dir = "/tmp/tern-dit-xl2", json_path, weight_scheme = "auto";
+  std::string dtype_name = "bfloat16", dir = "/tmp/tern-dit-xl2", json_path, weight_scheme = "auto", attention_plan;
+  int generation_reps = 2;
   std::vector<int64_t> batches = {1, 8, 64}, token_counts = {256, 1024};
   int iters = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -211,6 +218,8 @@ int main(int argc, char** argv) {
     else if (flag == "--tokens") token_counts = ParseList(value);
     else if (flag == "--iters") iters = std::max(1, std::atoi(value.c_str()));
     else if (flag == "--weight-scheme") weight_scheme = value;
+    else if (flag == "--attention-plan") attention_plan = value;
+    else if (flag == "--reps") generation_reps = std::max(1, std::atoi(value.c_str()));
     else {
       std::fprintf(stderr, "tern-dit-bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -259,6 +268,16 @@ int main(int argc, char** argv) {
     if (config.num_tokens() != tokens) {
       std::fprintf(stderr, "tern-dit-bench: %lld tokens is not a square grid\n", (long long)tokens);
       return 2;
+    }
+    if (!attention_plan.empty()) {
+      if (!report.contains("generations")) report["generations"] = nlohmann::json::array();
+      const absl::Status s = tern::bench::RunAttentionPlanBench(config, **store, dtype, attention_plan, batches,
+                                                                generation_reps, &report["generations"]);
+      if (!s.ok()) {
+        std::fprintf(stderr, "tern-dit-bench: --attention-plan: %s\n", std::string(s.message()).c_str());
+        return 1;
+      }
+      continue;
     }
     // Two ops: graphs (the serving path) and profiled eager passes.
     CudaDitOpsOptions graph_options, profile_options;

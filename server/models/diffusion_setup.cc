@@ -60,12 +60,30 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   if (!weight_scheme.ok()) return weight_scheme.status();
   runtime::DitRunnerOptions runner_options;
   runner_options.model.weight_scheme = *weight_scheme;
+  // DiTFastAttn: the plan checked against the model's config; its caches
+  // sized for the engine's rows.
+  std::shared_ptr<const runtime::DitAttentionPlan> attention_plan;
+  if (!model.diffusion().attention_plan().empty()) {
+    auto dit_config = runtime::LoadDitConfig(model.path());
+    if (!dit_config.ok()) return dit_config.status();
+    auto plan = runtime::LoadDitAttentionPlan(model.diffusion().attention_plan(), *dit_config);
+    if (!plan.ok()) {
+      return absl::Status(plan.status().code(), absl::StrCat("diffusion.attention_plan: ", plan.status().message()));
+    }
+    attention_plan = std::make_shared<const runtime::DitAttentionPlan>(*std::move(plan));
+    runner_options.model.attention_plan = attention_plan;
+    runner_options.model.attention_cache_rows =
+        model.diffusion().max_batch_rows() > 0 ? model.diffusion().max_batch_rows() : 16;
+  }
   auto ops = runtime::MakeDitOps(choice);
   if (!ops.ok()) return ops.status();
   auto runner = runtime::DitRunner::Create(model.path(), *std::move(ops), runner_options);
   if (!runner.ok()) return runner.status();
   const std::string dense_name = *dtype == "float32" ? "fp32" : *dtype == "bfloat16" ? "bf16" : "fp16";
   const std::string scheme_description = (*runner)->model()->linear_plan().Describe(dense_name);
+  const runtime::DitAttentionCache* attention_cache = (*runner)->model()->attention_cache();
+  const size_t attention_cache_bytes = attention_cache != nullptr ? attention_cache->bytes() : 0;
+  const size_t attention_cache_row_bytes = attention_cache != nullptr ? attention_cache->bytes_per_row() : 0;
   const runtime::DitConfig config = (*runner)->config();
   if (!config.pixel_space && !config.has_vae) {
     return absl::FailedPreconditionError(
@@ -75,6 +93,7 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
 
   auto served = std::make_unique<ServedDiffusion>();
   served->config = config;
+  served->attention_plan = attention_plan;
   const tern::v1::DiffusionModelConfig& d = model.diffusion();
   if (d.default_steps() > 0) served->default_steps = d.default_steps();
   if (served->default_steps > config.noise_schedule.num_train_timesteps) {
@@ -136,7 +155,17 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
   info->set_architecture("DiT");
   info->set_dtype(*dtype);
   info->set_weight_scheme(scheme_description);
-  info->set_attention_scheme("dense");
+  if (attention_plan != nullptr) {
+    info->set_attention_scheme(attention_plan->Describe());
+    info->set_attention_plan(attention_plan->source);
+    info->set_attention_density(attention_plan->AttentionFraction(config.num_tokens()));
+    info->set_attention_density_length(config.num_tokens());
+    info->set_attention_plan_steps(attention_plan->num_steps);
+    info->set_attention_cache_bytes(int64_t(attention_cache_bytes));
+    info->set_attention_cache_bytes_per_row(int64_t(attention_cache_row_bytes));
+  } else {
+    info->set_attention_scheme("dense");
+  }
   info->set_backend(choice.backend);
   info->set_image_size(config.output_size());
   info->set_default_sampler(runtime::DiffusionSamplerName(served->default_sampler));

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "runtime/dit/dit_attention_plan.h"
 #include "runtime/dit/dit_config.h"
 #include "runtime/dit/sampler_schedule.h"
 #include "runtime/dit/samplers.h"
@@ -26,6 +27,8 @@ struct ServedDiffusion {
   // diffusion.sampler_schedule's, or null; SAMPLER_SCHEDULE follows it.
   std::shared_ptr<const runtime::SamplerSchedule> schedule;
   int32_t max_batch_rows = 16;
+  // diffusion.attention_plan's (DiTFastAttn), or null.
+  std::shared_ptr<const runtime::DitAttentionPlan> attention_plan;
   std::unique_ptr<scheduler::DiffusionEngine> engine;
 };
 

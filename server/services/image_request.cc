@@ -115,6 +115,23 @@ absl::StatusOr<scheduler::DiffusionRequest> MakeDiffusionRequest(const tern::v1:
     return Invalid("guidance_scale", absl::StrCat("model \"", model_name,
                                                   "\" has no null class, so only 1 (no guidance) is possible"));
   }
+  switch (r.attention()) {
+    case tern::v1::DIFFUSION_ATTENTION_UNSPECIFIED: break;
+    case tern::v1::DIFFUSION_ATTENTION_EXACT: out.params.exact_attention = true; break;
+    case tern::v1::DIFFUSION_ATTENTION_PLAN:
+      if (model.attention_plan == nullptr) {
+        return Invalid("attention", absl::StrCat("DIFFUSION_ATTENTION_PLAN, but model \"", model_name,
+                                                 "\" has no attention plan (diffusion.attention_plan)"));
+      }
+      if (out.params.num_steps != model.attention_plan->num_steps) {
+        return Invalid("attention", absl::StrCat("DIFFUSION_ATTENTION_PLAN with ", out.params.num_steps,
+                                                 " steps, but model \"", model_name, "\"'s attention plan is for ",
+                                                 model.attention_plan->num_steps));
+      }
+      break;
+    default:
+      return Invalid("attention", absl::StrCat(static_cast<int>(r.attention()), " is not a DiffusionAttention"));
+  }
   out.params.seed = r.has_seed() ? r.seed() : runtime::DrawRandomSeed();
   out.num_images = r.batch() > 0 ? r.batch() : 1;
   const int32_t rows = out.num_images * (out.params.guidance_scale != 1.0 ? 2 : 1);

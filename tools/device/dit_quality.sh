@@ -12,10 +12,14 @@
 # eval.json's first row (98.8 %, FD 0.859). One ternd serves the model once
 # per dtype (models dit-float32, dit-bfloat16, ...), and per weight scheme
 # with --weight-schemes (models dit-bfloat16-w8a8-int8, dit-bfloat16-mixed
-# for mixed:PLAN, ...: runtime/dit/dit_linear_plan.h).
+# for mixed:PLAN, ...: runtime/dit/dit_linear_plan.h), and per DiTFastAttn
+# attention plan with --attention-plans (models dit-bfloat16-attn-NAME for
+# plan file NAME.json, beside the plain one: runtime/dit/dit_attention_plan.h;
+# a plan must be for this script's 20 steps).
 #
 #   tools/device/dit_quality.sh [--backend cuda|cpu] [--dtypes float32,bfloat16]
 #                               [--weight-schemes auto,w8a8-int8,mixed:PLAN]
+#                               [--attention-plans PLAN.json,...]
 #                               [--per-class 100] [--check-torch]
 #
 # From the repository root, with a bundle holding ternd and tern
@@ -30,6 +34,7 @@ out=${OUT:-/tmp/dit-quality}
 backend=cuda
 dtypes=float32,bfloat16
 weight_schemes=auto
+attention_plans=""
 per_class=100
 check_torch=""
 while [[ $# -gt 0 ]]; do
@@ -37,6 +42,7 @@ while [[ $# -gt 0 ]]; do
     --backend) backend=$2; shift 2 ;;
     --dtypes) dtypes=$2; shift 2 ;;
     --weight-schemes) weight_schemes=$2; shift 2 ;;
+    --attention-plans) attention_plans=$2; shift 2 ;;
     --per-class) per_class=$2; shift 2 ;;
     --check-torch) check_torch=--check-torch; shift ;;
     *) echo "dit_quality.sh: unknown argument $1" >&2; exit 2 ;;
@@ -75,6 +81,13 @@ config="$out/ternd.json"
       echo "$sep{\"name\": \"dit-$variant\", \"path\": \"$root/models/tern-demo-dit\", \"backend\": \"$backend\","
       echo " \"dtype\": \"$dtype\", \"weightScheme\": \"$scheme\", \"diffusion\": {\"max_batch_rows\": 256}}"
       sep=","
+      for plan in ${attention_plans//,/ }; do
+        plan_name=$(basename "$plan" .json)
+        variants+=("$variant-attn-$plan_name")
+        echo "$sep{\"name\": \"dit-$variant-attn-$plan_name\", \"path\": \"$root/models/tern-demo-dit\","
+        echo " \"backend\": \"$backend\", \"dtype\": \"$dtype\", \"weightScheme\": \"$scheme\","
+        echo " \"diffusion\": {\"max_batch_rows\": 256, \"attentionPlan\": \"$(realpath "$plan")\"}}"
+      done
     done
   done
   echo ']}'
