@@ -188,6 +188,70 @@ TEST_F(LlmModelRunnerTest, CopiedBlocksContinueLikeTheirSources) {
   EXPECT_NE(unwritten->outputs[0].token->logprob, a.logprob);
 }
 
+// The same with KV-cache groups: a plan whose two layers read differently
+// gives each layer its own group, whose blocks hold that layer alone; a
+// copies-only step copies every pool of the listed blocks, so a sequence
+// continues alike over its own blocks and over copies of them in both groups.
+TEST_F(LlmModelRunnerTest, CopiedBlocksOfEveryGroupContinueLikeTheirSources) {
+  std::unique_ptr<Backend> backend = testing::MakeTestBackend();
+  if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
+  const std::string plan_path = *dir_ + "/groups_plan.json";
+  std::ofstream(plan_path) << R"({"format": "tern.moa.v1", "num_layers": 2, "num_heads": 4,
+      "sinks": [[4, 0, 8, 4], [0, 4, 4, 16]],
+      "buckets": [{"alphas": [[8, 12, 4, 16], [6, 10, 20, 4]], "betas": [[0.0, 0.125, 0.125, 0.0], [0.1, 0.0, 0.0, 0.05]]}]})";
+  LlmModelRunnerOptions options;
+  options.model_dir = *dir_;
+  options.block_size = 4;
+  options.num_blocks = 16;
+  options.max_context_length = 64;
+  options.model.attention.plan_path = plan_path;
+  auto runner = LlmModelRunner::Create(std::move(backend), options);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  ASSERT_EQ((*runner)->kv_cache_layout().num_groups, 2);
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.logprobs = 2;
+  std::vector<int32_t> tokens = {5, 6, 7, 8, 9, 10, 11};
+  const auto step = [&](int32_t computed, const std::vector<std::vector<int32_t>>& tables, bool sample) {
+    SequenceSamplingState state(1, 0, tokens);
+    SequenceStep s;
+    s.seq_id = 1;
+    s.token_ids = absl::MakeConstSpan(tokens).subspan(computed);
+    s.num_computed_tokens = computed;
+    s.block_tables = tables;
+    s.sample = sample;
+    s.sampling = &params;
+    s.sampling_state = &state;
+    StepPlan plan;
+    plan.sequences.push_back(s);
+    return (*runner)->Execute(plan);
+  };
+  tokens.resize(6);
+  ASSERT_TRUE(step(0, {{3, 1}, {7, 2}}, false).ok());
+  StepPlan copies;
+  copies.block_copies = {{3, 9}, {1, 12}, {7, 10}, {2, 13}};
+  ASSERT_TRUE((*runner)->Execute(copies).ok());
+  tokens.push_back(11);
+  auto original = step(6, {{3, 1}, {7, 2}}, true);
+  auto copied = step(6, {{9, 12}, {10, 13}}, true);
+  ASSERT_TRUE(original.ok()) << original.status();
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  ASSERT_TRUE(original->outputs[0].token.ok());
+  ASSERT_TRUE(copied->outputs[0].token.ok());
+  const SampledToken& a = *original->outputs[0].token;
+  const SampledToken& b = *copied->outputs[0].token;
+  EXPECT_EQ(a.token_id, b.token_id);
+  EXPECT_EQ(a.logprob, b.logprob);
+  // The second group's blocks matter: one of them unwritten changes the logprobs.
+  auto unwritten = step(6, {{9, 12}, {10, 14}}, true);
+  ASSERT_TRUE(unwritten.ok());
+  ASSERT_TRUE(unwritten->outputs[0].token.ok());
+  EXPECT_NE(unwritten->outputs[0].token->logprob, a.logprob);
+  // A plan with one table for two groups is refused.
+  auto short_plan = step(6, {{3, 1}}, true);
+  EXPECT_EQ(short_plan.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // MoA spans on the demo LLM (8 layers of 6 query heads, 2 kv heads, head_dim
 // 64): a long prompt prefilled in chunks, then greedy decode steps, with
 // every block no head reads again unmapped (-1) as the scheduler leaves it,
