@@ -22,6 +22,12 @@ mean density over all heads of all layers at --density-length (and, with --budge
 every profiled length) being at most --density: a multiple-choice knapsack, solved by a Lagrangian
 relaxation (bisection on the price of density) and then greedy use of the budget left.
 
+--max-head-density caps every head's own density at the budget lengths (its candidates are only the
+rules within it). The mean density sets how much KV a decode step reads; what the cache can give back
+is set by the widest head of each KV-cache group of layers (runtime/backend/kv_cache_groups.h: a group
+keeps every key some head of its layers reads), so a plan searched with a cap keeps at most that
+fraction of every layer's context (plus the sink) and the cache holds correspondingly more sequences.
+
 Pure Python (no torch or numpy): a Llama-3-8B profile (1024 heads, 8k tokens in blocks of 64) takes
 a few minutes; --alpha-step and --betas shrink the search space.
 """
@@ -164,6 +170,9 @@ def main():
     ap.add_argument("--sink", type=int, default=0, help="sink tokens of every head (default: one block)")
     ap.add_argument("--alpha-step", type=int, default=0, help="alpha grid step (default: one block)")
     ap.add_argument("--betas", type=float, nargs="+", default=[i / 16 for i in range(17)])
+    ap.add_argument("--max-head-density", type=float, default=1.0,
+                    help="cap on each head's own density at the budget lengths, in (0, 1] (default 1: none); "
+                         "bounds what every layer's KV-cache group keeps")
     ap.add_argument("--uniform", action="store_true",
                     help="write the uniform sliding window at the density instead (every head alike)")
     ap.add_argument("--out", required=True, help="the tern plan to write")
@@ -172,6 +181,10 @@ def main():
         raise SystemExit("--density must be in (0, 1]")
     if any(not 0 <= b <= 1 for b in args.betas):
         raise SystemExit("--betas must lie in [0, 1]")
+    if not 0 < args.max_head_density <= 1:
+        raise SystemExit("--max-head-density must be in (0, 1]")
+    if args.max_head_density < args.density:
+        raise SystemExit("--max-head-density must be at least --density")
 
     profiles = [Profile(stem) for stem in args.profile]
     profiles.sort(key=lambda p: p.length)
@@ -198,10 +211,16 @@ def main():
         losses = [[sum(w * p.loss(h, sink, a, b, min(lengths)) for p, w in zip(profiles, weights)) for a, b in rules]
                   for h in range(heads)]
         # The tightest of the budget lengths decides feasibility: density at each must stay under it.
-        dens = [[max(density(sink, *written_rule(a, b, n, min(lengths)), n) for n in budget_lengths) for a, b in rules]
-                for _ in range(heads)]
+        rule_dens = [max(density(sink, *written_rule(a, b, n, min(lengths)), n) for n in budget_lengths)
+                     for a, b in rules]
+        # Each head's own cap: only the rules within it are candidates.
+        allowed = [c for c, d in enumerate(rule_dens) if d <= args.max_head_density + 1e-12]
+        if not allowed:
+            raise SystemExit(f"no candidate rule within --max-head-density {args.max_head_density}")
+        dens = [[rule_dens[c] for c in allowed] for _ in range(heads)]
+        losses = [[row[c] for c in allowed] for row in losses]
         choice = solve(losses, dens, args.density)
-        chosen = [rules[c] for c in choice]
+        chosen = [rules[allowed[c]] for c in choice]
 
     L, H = first.num_layers, first.num_heads
     shortest = min(lengths)
@@ -233,7 +252,10 @@ def main():
             for p, w in zip(profiles, weights)}
     print(f"{'uniform window' if args.uniform else 'MoA'} plan {args.out}: {L} layers x {H} heads, sink {sink}")
     for n, d in mean.items():
-        print(f"  density at {n}: {d:.3f}" + (f", dropped influence {loss[n]:.4f}" if n in loss else ""))
+        widest = [max(density(sink, *written_rule(a, b, n, shortest), n) for a, b in chosen[l * H:(l + 1) * H])
+                  for l in range(L)]
+        print(f"  density at {n}: {d:.3f}" + (f", dropped influence {loss[n]:.4f}" if n in loss else "") +
+              f"; widest head per layer: mean {sum(widest) / L:.3f}, max {max(widest):.3f}")
 
 
 if __name__ == "__main__":
