@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/common/dispatch.cuh"
 #include "kernels/dit/dit_kernels.h"
@@ -138,7 +139,8 @@ constexpr int kNormWarps = 8;  // rows per block
 // the launch bound of two blocks an SM (at most 128 registers a thread),
 // 40 fit without spilling at 16 bits.
 constexpr int kNormCached = 40;
-// Columns a lane loads at once when the row allows (NormVector).
+// Columns a lane loads at once when the row allows: 16 bytes, else 4
+// columns, else 1 (LaunchNormModulate).
 constexpr int kNormVector = 4;
 
 // kVec consecutive elements, loaded and stored as one access.
@@ -195,20 +197,46 @@ __global__ void __launch_bounds__(kNormWarps * 32, 2)
     *reinterpret_cast<Pack*>(o + c) = r;
   };
   // A column's value: from the registers, else from x (which, gated, this
-  // lane has already updated).
+  // lane has already updated). The cached groups' loads are issued kBatch
+  // groups at a time before those groups' stores: x may alias y or gate as
+  // far as the compiler knows, so a load after a store of x would wait for
+  // the loads that store depends on, one group at a time.
+  constexpr int kBatchMost = sizeof(T) == 4 || kVec == 1 ? 5 : 10;  // registers: 3 packs a group
+  constexpr int kBatch = kGroups < kBatchMost ? kGroups : kBatchMost;
+  static_assert(kGroups % kBatch == 0, "cached groups come in whole batches");
   float cached[kGroups][kVec];
   float sum = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kGroups; ++i) {
-    const int64_t c = first + kSpan * i;
+  for (int i0 = 0; i0 < kGroups; i0 += kBatch) {
+    Pack a[kBatch], g[kBatch], b[kBatch];
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) cached[i][j] = 0.0f;
-    if (c < p.cols) {
-      const Pack a = update(c);
+    for (int k = 0; k < kBatch; ++k) {
+      const int64_t c = first + kSpan * (i0 + k);
+      if (c < p.cols) {
+        a[k] = *reinterpret_cast<const Pack*>(in + c);
+        if constexpr (kGated) {
+          g[k] = *reinterpret_cast<const Pack*>(gate + sample * gate_stride + c);
+          b[k] = *reinterpret_cast<const Pack*>(y + row * y_stride + c);
+        }
+      }
+    }
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        cached[i][j] = ToFloat(a.v[j]);
-        sum += cached[i][j];
+    for (int k = 0; k < kBatch; ++k) {
+      const int i = i0 + k;
+      const int64_t c = first + kSpan * i;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) cached[i][j] = 0.0f;
+      if (c < p.cols) {
+        if constexpr (kGated) {
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) a[k].v[j] = GatedSum(a[k].v[j], g[k].v[j], b[k].v[j]);
+          *reinterpret_cast<Pack*>(in + c) = a[k];
+        }
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          cached[i][j] = ToFloat(a[k].v[j]);
+          sum += cached[i][j];
+        }
       }
     }
   }
@@ -351,11 +379,23 @@ bool RowsAligned(const void* p, int64_t stride, size_t elem, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0 && (size_t(stride) * elem) % bytes == 0;
 }
 
+// Whether every row of the norm's tensors allows accesses of `vec` columns.
+template <bool kGated>
+bool NormRowsAllow(int vec, size_t elem, const DitNormParams& params, const void* x, const void* y,
+                   int64_t y_stride, const void* gate, int64_t gate_stride, const void* shift, const void* scale,
+                   const void* out) {
+  const size_t bytes = elem * size_t(vec);
+  return params.cols % vec == 0 && RowsAligned(x, params.x_stride, elem, bytes) &&
+         RowsAligned(shift, params.shift_stride, elem, bytes) && RowsAligned(scale, params.scale_stride, elem, bytes) &&
+         RowsAligned(out, params.out_stride, elem, bytes) &&
+         (!kGated || (RowsAligned(y, y_stride, elem, bytes) && RowsAligned(gate, gate_stride, elem, bytes)));
+}
+
 // Launches NormModulateKernel; y and gate are read only when kGated. Rows
-// whose width and addresses allow it take kNormVector columns per access,
-// others one: the choice follows from shapes and addresses alone (the
-// workspace's, the same at every batch size), never from the row count, so
-// batch invariance holds.
+// whose width and addresses allow it take 16 bytes per access (8 columns
+// of a 16-bit type, 4 of fp32), else kNormVector columns, else one: the
+// choice follows from shapes and addresses alone (the workspace's, the same
+// at every batch size), never from the row count, so batch invariance holds.
 template <bool kGated>
 cudaError_t LaunchNormModulate(ScalarType type, const DitNormParams& params, void* x, const void* y,
                                int64_t y_stride, const void* gate, int64_t gate_stride, const void* shift,
@@ -365,21 +405,21 @@ cudaError_t LaunchNormModulate(ScalarType type, const DitNormParams& params, voi
   const int64_t blocks = (params.rows + kNormWarps - 1) / kNormWarps;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
   TERN_DISPATCH_SCALAR(type, T, {
-    const size_t bytes = sizeof(T) * kNormVector;
-    const bool vector = params.cols % kNormVector == 0 && RowsAligned(x, params.x_stride, sizeof(T), bytes) &&
-                        RowsAligned(shift, params.shift_stride, sizeof(T), bytes) &&
-                        RowsAligned(scale, params.scale_stride, sizeof(T), bytes) &&
-                        RowsAligned(out, params.out_stride, sizeof(T), bytes) &&
-                        (!kGated || (RowsAligned(y, y_stride, sizeof(T), bytes) &&
-                                     RowsAligned(gate, gate_stride, sizeof(T), bytes)));
-    if (vector) {
-      NormModulateKernel<T, kGated, kNormVector><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
+    const auto allow = [&](int vec) {
+      return NormRowsAllow<kGated>(vec, sizeof(T), params, x, y, y_stride, gate, gate_stride, shift, scale, out);
+    };
+    const auto launch = [&](auto vec) {
+      NormModulateKernel<T, kGated, decltype(vec)::value><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
           params, static_cast<T*>(x), static_cast<const T*>(y), y_stride, static_cast<const T*>(gate),
           gate_stride, static_cast<const T*>(shift), static_cast<const T*>(scale), static_cast<T*>(out));
+    };
+    constexpr int kWide = int(16 / sizeof(T));
+    if (kWide > kNormVector && allow(kWide)) {
+      launch(std::integral_constant<int, kWide>{});
+    } else if (allow(kNormVector)) {
+      launch(std::integral_constant<int, kNormVector>{});
     } else {
-      NormModulateKernel<T, kGated, 1><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
-          params, static_cast<T*>(x), static_cast<const T*>(y), y_stride, static_cast<const T*>(gate),
-          gate_stride, static_cast<const T*>(shift), static_cast<const T*>(scale), static_cast<T*>(out));
+      launch(std::integral_constant<int, 1>{});
     }
   });
   return cudaGetLastError();
