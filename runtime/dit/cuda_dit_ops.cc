@@ -162,10 +162,12 @@ using PlanKey = std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t, bo
 
 // Rows of one convolution GEMM: a sample's pixels go through im2col this
 // many at a time (a split fixed by the layer's shape, so batch invariance
-// holds): about 32 MiB of columns, 4096 to 65536 rows.
+// holds): at most 256 MiB of columns, 4096 to 65536 rows. Large chunks
+// matter: a VAE layer's GEMM is only 128 to 512 outputs wide, so its row
+// count alone fills the device (4096 rows of 128 outputs are 32 tiles).
 int64_t ConvChunkPixels(int64_t pixels, int64_t columns, size_t element_bytes) {
   int64_t chunk = 4096;
-  while (chunk < 65536 && 2 * chunk * columns * int64_t(element_bytes) <= (int64_t(32) << 20)) chunk *= 2;
+  while (chunk < 65536 && 2 * chunk * columns * int64_t(element_bytes) <= (int64_t(256) << 20)) chunk *= 2;
   return std::min(chunk, pixels);
 }
 
