@@ -1,6 +1,7 @@
 // Device memory of the CUDA backend: DeviceBuffer, an owned device
 // allocation that only grows, and CUDA errors as absl::Status (CudaStatus,
-// AllocationStatus, RETURN_IF_CUDA). Internal to runtime/cuda.
+// AllocationStatus, RETURN_IF_CUDA). Internal to the CUDA backend
+// (runtime/cuda) and the CUDA DiT ops (runtime/dit/cuda_dit_ops.cc).
 //
 // Built only with TERN_WITH_CUDA. Not thread-safe: used by the backend's
 // one thread.

@@ -18,50 +18,13 @@
 #include "kernels/dit/vae_kernels.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/cuda/cuda_device_buffer.h"
 #include "runtime/dit/cuda_dit_w8a8_linear.h"
 
 namespace tern::runtime {
 namespace {
 
 using kernels::ScalarType;
-
-absl::Status CudaStatus(cudaError_t error, const std::string& what) {
-  if (error == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(error), " (", cudaGetErrorString(error), ")"));
-}
-
-#define RETURN_IF_CUDA(expr, what)                                                  \
-  do {                                                                              \
-    const cudaError_t tern_cuda_error_ = (expr);                                    \
-    if (tern_cuda_error_ != cudaSuccess) return CudaStatus(tern_cuda_error_, what); \
-  } while (0)
-
-// An owned device allocation that only grows.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (data_ != nullptr) cudaFree(data_);
-  }
-  cudaError_t Reserve(size_t bytes) {
-    if (bytes <= bytes_) return cudaSuccess;
-    if (data_ != nullptr) cudaFree(data_);
-    data_ = nullptr;
-    bytes_ = 0;
-    const size_t size = std::max<size_t>(bytes, 256);
-    const cudaError_t error = cudaMalloc(&data_, size);
-    if (error == cudaSuccess) bytes_ = size;
-    return error;
-  }
-  void* data() const { return data_; }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
 
 class CudaDitLinear final : public DitLinear {
  public:
