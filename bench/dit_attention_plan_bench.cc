@@ -138,7 +138,8 @@ absl::Status RunAttentionPlanBench(const runtime::DitConfig& config, const runti
       return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     };
     const auto time = [&](runtime::DitModel* model, bool exact) {
-      generate(model, exact, 0);  // warm: buffers, graphs captured
+      generate(model, exact, 0);  // warm: buffers sized, each pass eager
+      generate(model, exact, 0);  // graphs captured
       CheckDevice(where + (exact ? ", exact" : ", plan"));
       double total = 0;
       for (int r = 0; r < reps; ++r) total += generate(model, exact, r + 1);
@@ -146,7 +147,10 @@ absl::Status RunAttentionPlanBench(const runtime::DitConfig& config, const runti
     };
     const double exact_graph_ms = time(graph_model->get(), true);
     const double exact_eager_ms = time(eager_model->get(), true);
+    const runtime::CudaDitOps::GraphStats before = (*graph_ops)->graph_stats();
     const double plan_ms = time(graph_model->get(), false);
+    const runtime::CudaDitOps::GraphStats after = (*graph_ops)->graph_stats();
+    const int64_t plan_replayed = after.replayed - before.replayed, plan_eager = after.eager - before.eager;
     const double row_mb = double((*graph_model)->attention_cache()->bytes_per_row()) / 1e6;
     const int32_t steps = (*plan)->num_steps;
     std::printf("%6lld %5lld | %11.2f %11.2f %11.2f | %8.2fx %8.2fx | %12.1f\n", (long long)tokens, (long long)batch,
@@ -166,7 +170,9 @@ absl::Status RunAttentionPlanBench(const runtime::DitConfig& config, const runti
                         {"speedup_vs_exact_graphs", exact_graph_ms / plan_ms},
                         {"speedup_vs_exact_eager", exact_eager_ms / plan_ms},
                         {"cache_bytes_per_row", (*graph_model)->attention_cache()->bytes_per_row()},
-                        {"cache_bytes", (*graph_model)->attention_cache()->bytes()}});
+                        {"cache_bytes", (*graph_model)->attention_cache()->bytes()},
+                        {"plan_passes_replayed", plan_replayed},
+                        {"plan_passes_eager", plan_eager}});
   }
   return absl::OkStatus();
 }

@@ -6,8 +6,9 @@
 // guided images, DDIM, every image at the same step, as a full batch of
 // requests admitted together), timed from the first step to the last
 // sampler update (no VAE: the model has none). Exact attention runs with
-// CUDA graphs (the serving path) and eagerly; the plan's passes are eager
-// (DitStep::eager). Reported: ms per generation, mean ms per step, the
+// CUDA graphs (the serving path) and eagerly; the plan's passes with graphs
+// too (one per step: DitStep::variant), after two warm-up generations (the
+// first runs each step eagerly, the second captures). Reported: ms per generation, mean ms per step, the
 // speed-up over exact with graphs, and the plan's attention work kept.
 //
 // The plan is a file (either form), or "synthetic:STEPS:FRACTION[:cfg]": step

@@ -155,7 +155,7 @@ struct CudaDitOps::Impl {
 
   // The pass.
   int64_t batch = 0;
-  bool eager_pass = false;          // DitStep::eager: no graph recorded or replayed
+  bool eager_pass = false;          // DitStep::eager, or past the variant graphs' cap: no graph
   int64_t linear_rows_per_sample = 0;  // LinearSamples' rows per sample; 0: from the batch
   std::vector<float> timesteps;      // [B] host
   size_t labels_offset = 0;          // [B] int32 in the staging area, staged by BeginStep
@@ -194,9 +194,14 @@ struct CudaDitOps::Impl {
     uint64_t signature = 0;
   };
   // A graph records the ops of one (pass kind, batch, image height, image
-  // width): a pass of the same kind and batch at another image shape (a
-  // VAE decoder at another latent size) issues other ops on other shapes.
-  using GraphKey = std::tuple<int32_t, int64_t, int32_t, int32_t>;
+  // width, variant): a pass of the same kind and batch at another image
+  // shape (a VAE decoder at another latent size) issues other ops on other
+  // shapes; DiTFastAttn passes differ by their rows' plan steps (variant).
+  using GraphKey = std::tuple<int32_t, int64_t, int32_t, int32_t, uint64_t>;
+  // Graphs of passes with a variant, at most: step-level batching makes many
+  // combinations of plan steps; past the cap a new one runs eagerly.
+  static constexpr size_t kMaxVariantGraphs = 512;
+  size_t variant_graphs = 0;
   Mode mode = Mode::kEager;
   GraphKey pass_key{};
   std::map<GraphKey, Graph> graphs;
@@ -269,14 +274,17 @@ struct CudaDitOps::Impl {
   }
   // Host int32 values staged in one region, uploaded on the stream: their
   // device address, valid until the next Stage.
-  const int32_t* StageInts(std::initializer_list<absl::Span<const int32_t>> parts, const char* op) {
+  const int32_t* StageInts(std::initializer_list<absl::Span<const int32_t>> parts, bool enqueue, const char* op) {
     size_t count = 0;
     for (const auto& p : parts) count += p.size();
     auto region = Stage(std::max<size_t>(count, 1) * sizeof(int32_t));
     if (region.first == nullptr) return nullptr;
     int32_t* host = static_cast<int32_t*>(region.first);
     for (const auto& p : parts) host = std::copy(p.begin(), p.end(), host);
-    Record(cudaMemcpyAsync(region.second, region.first, count * sizeof(int32_t), cudaMemcpyHostToDevice, stream), op);
+    if (enqueue) {  // a replayed graph holds the copy
+      Record(cudaMemcpyAsync(region.second, region.first, count * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
+             op);
+    }
     return static_cast<const int32_t*>(region.second);
   }
 
@@ -709,10 +717,18 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
   m.batch = step.batch();
   m.eager_pass = step.eager;
   m.linear_rows_per_sample = 0;
-  m.pass_key = {int32_t(step.pass), m.batch, step.image.height, step.image.width};
+  m.pass_key = {int32_t(step.pass), m.batch, step.image.height, step.image.width, step.variant};
+  if (m.graphs_enabled && step.variant != 0 && !m.eager_pass && m.graphs.count(m.pass_key) == 0) {
+    if (m.variant_graphs >= Impl::kMaxVariantGraphs) {
+      m.eager_pass = true;
+    } else {
+      ++m.variant_graphs;
+    }
+  }
   m.timesteps.assign(step.timesteps.begin(), step.timesteps.end());
   m.staged = 0;
   m.signature = uint64_t(m.batch) * 4 + uint64_t(step.pass);
+  m.Mix(step.variant);
   m.Mix(uint64_t(uint32_t(step.image.height)) << 32 | uint32_t(step.image.width));
   m.events_used = 0;
   m.mode = Impl::Mode::kEager;
@@ -1102,7 +1118,7 @@ void CudaDitOps::WindowAttention(Tensor qkv, const DitAttentionParams& params, a
   const bool enqueue = m.Enter(kAttentionOp, 31);
   m.Mix(qkv);
   m.Mix(out);
-  const int32_t* device_windows = m.StageInts({windows}, "attention windows");
+  const int32_t* device_windows = m.StageInts({windows}, enqueue, "attention windows");
   if (!enqueue || device_windows == nullptr) return;
   kernels::DitAttentionShape s;
   s.batch = samples;
@@ -1131,7 +1147,7 @@ void CudaDitOps::CopySamples(Tensor src, absl::Span<const int32_t> from, Tensor 
   m.Mix(src);
   m.Mix(dst);
   if (from.empty()) return;
-  const int32_t* indices = m.StageInts({from, to}, "copy samples");
+  const int32_t* indices = m.StageInts({from, to}, enqueue, "copy samples");
   if (!enqueue || indices == nullptr) return;
   m.Record(kernels::LaunchDitCopySamples(m.type, int32_t(from.size()), indices, indices + from.size(),
                                          rows_per_sample, src.cols, src.data, src.stride, dst.data, dst.stride,

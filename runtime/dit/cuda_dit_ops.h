@@ -24,10 +24,11 @@
 // layer's one algorithm, the bias in the epilogue; a 1x1 convolution GEMMs
 // the pixels directly. GroupNorm: chunked moments merged in a fixed order.
 //
-// CUDA graphs (`cuda_graphs`): a pass marked DitStep::eager (a DiTFastAttn
-// pass, whose ops depend on each sample's step and cache rows) runs eagerly
-// and leaves the graphs alone. Otherwise the first pass of a (pass kind, batch size,
-// image shape) runs eagerly; the second is captured and replayed by every
+// CUDA graphs (`cuda_graphs`): a pass marked DitStep::eager runs eagerly and
+// leaves the graphs alone. Otherwise the first pass of a (pass kind, batch
+// size, image shape, DitStep::variant) runs eagerly (DiTFastAttn passes: a
+// variant per combination of their rows' plan steps, at most 512 graphs of
+// them, later combinations eager); the second is captured and replayed by every
 // later pass of that key: ops then only stage their host inputs and
 // FinishStep launches the graph. So every pass of one key must issue the
 // same op sequence, as DitModel::Forward does for its model (one model per

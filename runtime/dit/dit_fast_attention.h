@@ -24,7 +24,9 @@
 // the difference. Reuse rows copy their slot's output; +cfg unconditional
 // rows copy their conditional row's result (and its residual). A row's
 // result is the same alone or batched: the ops compute it with the same
-// arithmetic wherever it sits (dit_ops.h).
+// arithmetic wherever it sits (dit_ops.h). The ops a pass issues depend only
+// on each row's plan step (DitModel hashes them into DitStep::variant, so a
+// CUDA graph per combination replays); slots and row indices are data.
 //
 // Not thread-safe; the model's thread drives it. Slots may be returned from
 // any thread that destroys a sample while the model is idle (the engine's).

@@ -90,8 +90,10 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
       return absl::InvalidArgumentError(absl::StrCat("dit forward: sample ", i, " has a non-finite timestep"));
     }
   }
-  // DiTFastAttn: rows at a plan step follow it (the pass runs eagerly).
+  // DiTFastAttn: rows at a plan step follow it; the rows' plan steps (and
+  // which rows share a guidance pair) fix the pass's ops: its graph variant.
   bool fast = false;
+  uint64_t variant = 0;
   if (!batch.attention.empty()) {
     if (int64_t(batch.attention.size()) != b) {
       return absl::InvalidArgumentError(
@@ -99,6 +101,7 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
     }
     for (int64_t i = 0; i < b; ++i) {
       const DitRowAttention& a = batch.attention[i];
+      variant = (variant ^ uint64_t(int64_t(a.plan_step) * 2 + (a.cond_row >= 0))) * 0x100000001b3ULL + 0x9e37ULL;
       if (a.plan_step < 0) continue;
       if (attention_ == nullptr || a.plan_step >= attention_->plan().num_steps || a.slot < 0 ||
           a.slot >= attention_->capacity() || a.cond_row >= b) {
@@ -122,7 +125,8 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
                                      static_cast<float>(1.0 / std::sqrt(double(c.head_dim())))};
 
   RETURN_IF_ERROR(
-      ops.BeginStep({batch.timesteps, batch.labels, DitPass::kForward, 0, {c.image_size, c.image_size}, fast}));
+      ops.BeginStep({batch.timesteps, batch.labels, DitPass::kForward, 0, {c.image_size, c.image_size}, false,
+                     fast ? variant | 1 : 0}));
   // Tokens: patch embedding (a linear over unfolded patches) + positions.
   Tensor images = ops.Scratch(kImages, b, pixels);
   ops.CopyFromHost(batch.x.data(), images);

@@ -132,11 +132,14 @@ struct DitStep {
   // shapes: one VaeDecoder weight set decodes several latent sizes on one
   // ops, at the same batch sizes.
   DitImageShape image;
-  // Run this pass eagerly, without recording or replaying a CUDA graph: its
-  // op sequence depends on more than the kind, batch and image shape (a
-  // DiTFastAttn pass: which samples compute attention, and their cache rows,
-  // change from step to step).
+  // Run this pass eagerly, without recording or replaying a CUDA graph.
   bool eager = false;
+  // Passes whose op sequence depends on more than the kind, batch and image
+  // shape name the rest here: passes of one (kind, batch, image, variant)
+  // issue the same ops on the same buffers (a DiTFastAttn pass: its rows'
+  // plan steps, which fix which rows compute what; the rows' cache slots and
+  // gather indices are staged inputs, like the labels). 0: none.
+  uint64_t variant = 0;
 
   int64_t batch() const { return timesteps.empty() ? samples : static_cast<int64_t>(timesteps.size()); }
 };
