@@ -355,6 +355,10 @@ int main(int argc, char** argv) {
       if (num_groups > 1) one_block.layer_group = groups.layer_group;
     }
     const size_t block_bytes = (*backend)->KvBlockBytes(one_block);
+    if (num_groups > 1) {
+      std::printf("%s: %d KV-cache groups of %d layers, blocks of %zu bytes\n", row.Name().c_str(), num_groups,
+                  int32_t(config->num_hidden_layers) / num_groups, block_bytes);
+    }
     rt::LlmModelRunnerOptions options;
     options.model_dir = s.model_dir;
     options.block_size = kBlockSize;
