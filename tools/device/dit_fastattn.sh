@@ -9,7 +9,9 @@
 #      attention kernel's unbanded path, unchanged);
 #   2. plans for the demo DiT (tools/dit_fastattn/search_plan.py, PyTorch on
 #      the GPU: the paper's greedy rule at each threshold; dpmpp2m, 20 steps,
-#      guidance 3, window 32 of 256 tokens), unless --plans names files;
+#      guidance 3, window 32 of 256 tokens), each checked against
+#      tern-dit-sample under the same plan (pixels within a level or two),
+#      unless --plans names files;
 #   3. quality: tools/device/dit_quality.sh in bf16, exact and with each plan
 #      (class accuracy and Frechet distance, 100 images a class by default);
 #      the gate for a default plan: accuracy within 2 points of exact, FD up
@@ -67,7 +69,7 @@ if [[ -z $plans ]]; then
   echo "== searching plans for the demo DiT (thresholds $thresholds)"
   mkdir -p "$out/plans"
   python3 "$root/tools/dit_fastattn/search_plan.py" --out-dir "$out/plans" --thresholds "$thresholds" \
-    --device cuda >"$out/plans/search.txt" 2>&1 || { echo "search_plan.py failed:"; tail -20 "$out/plans/search.txt"; exit 1; }
+    --device cuda --check-bin "$bundle" >"$out/plans/search.txt" 2>&1 || { echo "search_plan.py failed:"; tail -20 "$out/plans/search.txt"; exit 1; }
   cat "$out/plans/search.txt"
   plans=$(ls "$out"/plans/plan-*.json | paste -sd, -)
 fi

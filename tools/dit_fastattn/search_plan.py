@@ -24,7 +24,12 @@ images' error against the exact sampler on the calibration seeds).
 
   python3 tools/dit_fastattn/search_plan.py --out-dir /tmp/dit-fastattn \\
       [--thresholds 0.025,0.05,0.1,0.2] [--steps 20] [--guidance 3] [--window 32] \\
-      [--per-class 4] [--device cuda]
+      [--per-class 4] [--device cuda] [--check-bin BIN_DIR]
+
+--check-bin runs BIN_DIR/tern-dit-sample (tern's pipeline on the CPU ops) under each plan on one
+calibration image a class and compares its pixels with this file's PyTorch implementation of the
+same plan: the check that a plan means the same in both (search.json: check_max_pixel_diff,
+check_mismatched_pixels; fp32 both sides, so a few pixels one level apart at most).
 
 The sampler, steps and guidance must be the ones the plans will serve with (tools/device/
 dit_quality.sh: dpmpp2m, 20 steps, guidance 3): a plan is for one step count.
@@ -33,8 +38,11 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +193,32 @@ def attention_fraction(plan, window, tokens):
     return work / max(count, 1)
 
 
+def check_against_tern(args, model, layers, plan, path, cfg, abar, null_class):
+    """One calibration image a class through tern-dit-sample under the plan file, against this
+    file's PyTorch plan-following sampler on the same seeds."""
+    classes = cfg["num_classes"]
+    out = os.path.join(args.out_dir, "check.u8")
+    if args.check_bin.endswith(".sh"):
+        cmd = [args.check_bin, "bin/tern-dit-sample"]
+    else:
+        cmd = [os.path.join(args.check_bin, "tern-dit-sample")]
+    cmd += ["--model", args.model, "--sampler", "dpmpp2m", "--steps", str(args.steps), "--guidance",
+            str(args.guidance), "--classes", f"0-{classes - 1}", "--per-class", "1", "--seed-base",
+            str(CALIBRATION_SEED_BASE), "--seed-stride", "100", "--attention-plan", path, "--out", out]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    tern = np.fromfile(out, dtype=np.uint8).reshape((classes,) + shape)
+    seeds = [CALIBRATION_SEED_BASE + 100 * c for c in range(classes)]
+    noise = diffusion.batch_noise(seeds, shape).to(args.device)
+    labels = torch.arange(classes, device=args.device)
+    x, _ = run(model, layers, noise, labels, plan=plan, steps=args.steps, guidance=args.guidance, abar=abar,
+               null_class=null_class)
+    torch_pixels = diffusion.to_uint8(x)
+    diff = np.abs(tern.astype(np.int32) - torch_pixels.astype(np.int32))
+    return {"check_max_pixel_diff": int(diff.max()), "check_mismatched_pixels": int((diff > 0).sum()),
+            "check_pixels": int(diff.size)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "tern-demo-dit"))
@@ -195,6 +229,7 @@ def main():
     ap.add_argument("--window", type=int, default=32, help="keys on each side of a query in window steps")
     ap.add_argument("--per-class", type=int, default=4, help="calibration images a class")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--check-bin", default="", help="a build's bin/ with tern-dit-sample (or a bundle's run.sh)")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
 
@@ -237,9 +272,13 @@ def main():
         print(f"threshold {threshold:g}: {path}; " + ", ".join(f"{m} {100 * s:.0f}%" for m, s in shares.items())
               + f"; attention work kept {fraction:.3f}; images' relative L1 vs exact {image_error:.4f}"
               f" ({seconds:.1f} s)")
-        summary["plans"].append({"threshold": threshold, "path": path, "shares": shares,
-                                 "attention_fraction": fraction, "image_relative_l1_vs_exact": image_error,
-                                 "search_seconds": seconds})
+        entry = {"threshold": threshold, "path": path, "shares": shares, "attention_fraction": fraction,
+                 "image_relative_l1_vs_exact": image_error, "search_seconds": seconds}
+        if args.check_bin:
+            entry.update(check_against_tern(args, model, layers, plan, path, cfg, abar, null_class))
+            print(f"  tern-dit-sample under the plan vs PyTorch: max pixel difference {entry['check_max_pixel_diff']}, "
+                  f"{entry['check_mismatched_pixels']} of {entry['check_pixels']} pixels differ")
+        summary["plans"].append(entry)
     with open(os.path.join(args.out_dir, "search.json"), "w") as f:
         json.dump(summary, f, indent=2)
 

@@ -4,7 +4,11 @@
 //
 //   tern-dit-sample --model DIR (--schedule FILE | --sampler dpmpp2m --steps 20)
 //                   [--guidance 3] [--classes 0-9 | 1,4,7] [--per-class 10]
-//                   [--seed-base 100000] [--seed-stride 100] --out FILE
+//                   [--seed-base 100000] [--seed-stride 100] [--attention-plan FILE] --out FILE
+//
+// --attention-plan follows a DiTFastAttn plan (runtime/dit/dit_attention_plan.h)
+// for its step count (tools/dit_fastattn/search_plan.py --check-bin compares
+// these images with PyTorch's under the same plan).
 //
 // Image j of class c has noise seed seed_base + seed_stride c + j (the seeds
 // of tools/eval/eval_dit.py and tools/device/dit_quality.sh when left at
@@ -28,6 +32,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/base/flag_names.h"
 #include "runtime/dit/cpu_dit_ops.h"
+#include "runtime/dit/dit_attention_plan.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_pipeline.h"
 #include "runtime/dit/sampler_schedule.h"
@@ -37,6 +42,7 @@ ABSL_FLAG(std::string, model, "", "DiT model directory (a pixel-space class-cond
 ABSL_FLAG(std::string, schedule, "", "sampler schedule file (runtime/dit/README.md); excludes --sampler/--steps");
 ABSL_FLAG(std::string, sampler, "dpmpp2m", "ddim, dpmpp2m or euler (without --schedule)");
 ABSL_FLAG(int32_t, steps, 20, "sampler steps (without --schedule)");
+ABSL_FLAG(std::string, attention_plan, "", "a DiTFastAttn attention plan file (runtime/dit/README.md)");
 ABSL_FLAG(double, guidance, 3.0, "classifier-free guidance scale (1: none)");
 ABSL_FLAG(std::string, classes, "0-9", "classes: a range A-B or a list A,B,C");
 ABSL_FLAG(int32_t, per_class, 10, "images per class");
@@ -84,7 +90,17 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_per_class) < 1) return Fail("--per-class must be >= 1");
 
   tern::runtime::CpuDitOps ops;
-  auto model = tern::runtime::DitModel::Load(absl::GetFlag(FLAGS_model), &ops);
+  tern::runtime::DitModelOptions model_options;
+  if (!absl::GetFlag(FLAGS_attention_plan).empty()) {
+    auto dit_config = tern::runtime::LoadDitConfig(absl::GetFlag(FLAGS_model));
+    if (!dit_config.ok()) return Fail(dit_config.status().ToString());
+    auto plan = tern::runtime::LoadDitAttentionPlan(absl::GetFlag(FLAGS_attention_plan), *dit_config);
+    if (!plan.ok()) return Fail(plan.status().ToString());
+    model_options.attention_plan = std::make_shared<const tern::runtime::DitAttentionPlan>(*std::move(plan));
+    // Every image's two rows in one batch.
+    model_options.attention_cache_rows = int32_t(2 * classes.size()) * absl::GetFlag(FLAGS_per_class);
+  }
+  auto model = tern::runtime::DitModel::Load(absl::GetFlag(FLAGS_model), &ops, model_options);
   if (!model.ok()) return Fail(model.status().ToString());
   const tern::runtime::DitConfig& config = (*model)->config();
   if (!config.pixel_space) return Fail("the model is a latent model; this tool writes pixel-space models' images");
