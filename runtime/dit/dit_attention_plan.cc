@@ -218,7 +218,8 @@ std::string DitAttentionPlan::Describe() const {
     return absl::StrFormat("%.0f%%", 100.0 * share);
   };
   using M = DitAttentionMethod;
-  return absl::StrCat("ditfastattn (", num_steps, " steps, window ", window, ": full ", pct({M::kFull, M::kFullShareCfg}),
+  return absl::StrCat("ditfastattn (", num_steps, " steps, window ", window,
+                      ": full ", pct({M::kFull, M::kFullShareCfg}),
                       ", window ", pct({M::kWindow, M::kWindowShareCfg}), ", reuse ", pct({M::kReuse}), ", +cfg ",
                       pct({M::kFullShareCfg, M::kWindowShareCfg}), ")");
 }
@@ -247,8 +248,8 @@ absl::StatusOr<DitAttentionPlan> ParseDitAttentionPlan(std::string_view json_tex
   const int32_t tokens = config.num_tokens();
   if (plan.window < 1 || plan.window > tokens) {
     return Invalid(source, "window",
-                   absl::StrCat(plan.window, " is not in [1, ", tokens, "] (keys on each side of a query; the model has ",
-                                tokens, " tokens an image)"));
+                   absl::StrCat(plan.window, " is not in [1, ", tokens,
+                                "] (keys on each side of a query; the model has ", tokens, " tokens an image)"));
   }
   for (int32_t l = 0; l < plan.num_layers; ++l) {
     bool had_full = false, had_compute = false;

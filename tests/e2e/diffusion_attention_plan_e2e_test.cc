@@ -176,7 +176,8 @@ TEST(DiffusionAttentionPlanE2eTest, APlanThatDoesNotFitStopsStartUp) {
            Case{PlanText(6), "layers: 6, but the model has 8 blocks"},
            Case{PlanText(8, "0"), "window: 0 is not in [1, 256]"},
            Case{PlanText(8, "16", "skip"), "methods[2][0]: unknown method \"skip\""},
-           Case{R"({"steps": 1, "layers": 8, "window": 4, "methods": [["reuse", "full", "full", "full", "full", "full", "full", "full"]]})",
+           Case{R"({"steps": 1, "layers": 8, "window": 4, "methods": [["reuse", "full", "full", "full",)"
+                R"( "full", "full", "full", "full"]]})",
                 "methods[0][0]: \"reuse\" needs an earlier step of layer 0 that computes attention"},
        }) {
     const std::string plan = dir.Write("bad.json", c.plan);
@@ -192,8 +193,9 @@ TEST(DiffusionAttentionPlanE2eTest, APlanThatDoesNotFitStopsStartUp) {
     EXPECT_NE(result.output.find(want), std::string::npos) << "expected \"" << want << "\" in: " << result.output;
   }
   const std::string absent = dir.Path("absent.json");
-  const std::string config = dir.Write("ternd.json", std::string(R"({"models": [{"name": "d", "path": ")") + kDemoDit +
-                                                         R"(", "diffusion": {"attentionPlan": ")" + absent + R"("}}]})");
+  const std::string config =
+      dir.Write("ternd.json", std::string(R"({"models": [{"name": "d", "path": ")") + kDemoDit +
+                                  R"(", "diffusion": {"attentionPlan": ")" + absent + R"("}}]})");
   const ProcessResult result =
       RunProcess({BinaryPath("ternd"), "--grpc-port", "0", "--http-port", "0", "--config", config},
                  std::chrono::seconds(60));

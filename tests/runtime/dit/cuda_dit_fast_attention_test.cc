@@ -73,7 +73,9 @@ double RelativeError(const std::vector<float>& want, const std::vector<float>& g
 }
 
 // One pass on `ops`: inputs copied into scratch slots 0.., `body` returns the output.
-std::vector<float> RunPass(DitOps& ops, int64_t batch, const std::vector<std::pair<std::pair<int64_t, int64_t>, std::vector<float>>>& inputs,
+using Inputs = std::vector<std::pair<std::pair<int64_t, int64_t>, std::vector<float>>>;
+
+std::vector<float> RunPass(DitOps& ops, int64_t batch, const Inputs& inputs,
                            const std::function<Tensor(DitOps&, std::vector<Tensor>&)>& body) {
   std::vector<float> t(size_t(batch), 10.0f);
   std::vector<int32_t> y(size_t(batch), 0);
@@ -127,11 +129,12 @@ TEST(CudaDitFastAttentionOpsTest, WindowAttentionMatchesTheCpu) {
       std::printf("window attention %s L=%d %dx%d: %.3g relative\n", Name(dtype), s.tokens, s.heads, s.head_dim, error);
       EXPECT_LE(error, Tolerance(dtype)) << Name(dtype) << " L=" << s.tokens << " head_dim " << s.head_dim;
       // Unbanded and image-wide samples: Attention's output bit for bit.
-      const std::vector<float> full = RunPass(*gpu, batch, {{{rows, 3 * width}, qkv}}, [&](DitOps& ops, std::vector<Tensor>& t) {
+      const auto unbanded = [&](DitOps& ops, std::vector<Tensor>& t) {
         Tensor out = ops.Scratch(9, rows, width);
         ops.Attention(t[0], p, out);
         return out;
-      });
+      };
+      const std::vector<float> full = RunPass(*gpu, batch, {{{rows, 3 * width}, qkv}}, unbanded);
       const size_t per_sample = size_t(s.tokens) * size_t(width);
       for (int64_t b : {int64_t(0), batch - 1}) {
         EXPECT_EQ(std::memcmp(got.data() + b * per_sample, full.data() + b * per_sample, per_sample * 4), 0)

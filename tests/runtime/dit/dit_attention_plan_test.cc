@@ -114,7 +114,8 @@ TEST(DitAttentionPlanTest, NamesWhatDoesNotFitTheModel) {
   EXPECT_EQ(ErrorOf("{\"steps\": 0, \"layers\": 8, \"window\": 8, \"methods\": []}").message(),
             "plan.json: steps: 0 is not >= 1");
   EXPECT_EQ(ErrorOf(TernPlan("", 0)).message(),
-            "plan.json: window: 0 is not in [1, 256] (keys on each side of a query; the model has 256 tokens an image)");
+            "plan.json: window: 0 is not in [1, 256] (keys on each side of a query; the model has 256 tokens an "
+            "image)");
   EXPECT_EQ(ErrorOf(TernPlan("", 257)).message(),
             "plan.json: window: 257 is not in [1, 256] (keys on each side of a query; the model has 256 tokens an "
             "image)");
