@@ -9,13 +9,15 @@
 #            max_position_embeddings 16384) into $MODEL_DIR; kept when present
 # engine     tern-long-context-bench through the engine ternd runs: at one KV memory
 #            ($KV_MIB, 16 GiB), sequences of 8k and 16k tokens; for each KV dtype in
-#            $KV_DTYPES, dense attention and MoA's published Llama-3-8B plan
-#            (tools/moa/plans/, about 49% density): sequences at once, KV blocks held,
+#            $KV_DTYPES, dense attention and a MoA plan ($MOA_PLAN, default MoA's published
+#            Llama-3-8B plan in tools/moa/plans/, about 49% density; a path relative to the
+#            repository root or absolute, e.g. tools/moa/plans/llama-3-8b-moa-capped-50.tern.json,
+#            every head within half the context): sequences at once, KV blocks held,
 #            steady decode tokens/s against dense and against the byte floor. The MoA
 #            rows cut the plan's 32 layers into at most $KV_GROUPS KV-cache groups
 #            (default 8: a block table per 4 layers that read alike); KV_GROUPS="8 1"
 #            also runs the single-table layout (the union rule) into long-context-g1.json
-# prefill    tern-prefill-attention-bench --moa-plan: one 16k prompt through the
+# prefill    tern-prefill-attention-bench --moa-plan ($MOA_PLAN): one 16k prompt through the
 #            plan's 32 layers, MoA flash attention time against dense, for each KV
 #            dtype in $KV_DTYPES (auto: prefill-moa-16k.json; fp8, int8:
 #            prefill-moa-16k-<dtype>.json)
@@ -34,9 +36,15 @@ model_dir=${MODEL_DIR:-/tmp/tern-models/llama-3-8b-16k-float16}
 kv_mib=${KV_MIB:-16384}
 kv_dtypes=${KV_DTYPES:-auto}
 kv_groups=${KV_GROUPS:-8}
-plan="$root/tools/moa/plans/gradientai-Llama-3-8B-Instruct-262k.moa_alpha_beta.json"
+plan=${MOA_PLAN:-tools/moa/plans/gradientai-Llama-3-8B-Instruct-262k.moa_alpha_beta.json}
+[[ $plan == /* ]] || plan="$root/$plan"
+if [[ ! -f $plan ]]; then
+  echo "MOA_PLAN: no plan file at $plan" >&2
+  exit 2
+fi
 demo="$root/models/tern-demo-llm"
 mkdir -p "$out"
+echo "MoA plan: $plan" | tee -a "$out/times.log"
 # shellcheck disable=SC2317  # called through step
 run_tool() { "$bundle/run.sh" "$@"; }
 status=0

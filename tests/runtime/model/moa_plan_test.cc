@@ -206,25 +206,70 @@ TEST(MoaPlanTest, GroupsFreeWhatTheirOwnLayersNoLongerRead) {
 // every layer's reads), 8 KV-cache groups of 4 layers and 32 groups of one,
 // and how many such sequences 16 GiB of fp16 KV (8,192 blocks of all 32
 // layers) holds. Printed for bench/RESULTS.md.
+// The blocks of one layer a sequence of `context` tokens holds at its peak
+// under `plan` (Llama-3-8B shape: 32 layers, 16-token blocks, 2,048-token
+// prefill chunks) with 1, 8 and 32 KV-cache groups, printed beside dense with
+// how many such sequences 16 GiB of fp16 KV (8,192 blocks of all 32 layers)
+// holds. Returns them in that order, dense first.
+std::vector<int64_t> Llama3PeakBlocks(const MoaPlan& plan, const char* name, int32_t context) {
+  const int64_t pool = int64_t(8192) * 32;  // layer-blocks
+  const int64_t dense = int64_t(32) * ((context - 1 + 15) / 16);
+  std::vector<int64_t> out = {dense};
+  std::printf("Llama-3-8B %s at %d tokens (density %.3f): per-layer blocks at the peak (sequences in 16 GiB): "
+              "dense %lld (%lld)",
+              name, context, plan.Density(context), static_cast<long long>(dense),
+              static_cast<long long>(pool / dense));
+  for (const int32_t max_groups : {1, 8, 32}) {
+    const KvCacheGroups groups = plan.KvGroups(context, max_groups);
+    EXPECT_EQ(groups.num_groups(), max_groups);
+    const int64_t held = groups.PeakBlocks(context - 1, 16, 2048) * (32 / max_groups);
+    std::printf(", %d group%s %lld (%lld)", max_groups, max_groups > 1 ? "s" : "", static_cast<long long>(held),
+                static_cast<long long>(pool / held));
+    out.push_back(held);
+  }
+  std::printf("\n");
+  return out;
+}
+
 TEST(MoaPlanTest, PublishedLlama3PlanHoldsLessPerGroup) {
   auto plan = LoadMoaPlan(std::string(TERN_PLANS_DIR) + "/gradientai-Llama-3-8B-Instruct-262k.moa_alpha_beta.json");
   ASSERT_TRUE(plan.ok()) << plan.status();
-  const int64_t pool = int64_t(8192) * 32;  // layer-blocks
   for (const int32_t context : {8192, 16384}) {
-    const int64_t dense = int64_t(32) * ((context - 1 + 15) / 16);
-    std::printf("Llama-3-8B MoA plan at %d tokens: per-layer blocks at the peak (sequences in 16 GiB): dense %lld (%lld)",
-                context, static_cast<long long>(dense), static_cast<long long>(pool / dense));
-    int64_t previous = dense;
-    for (const int32_t max_groups : {1, 8, 32}) {
-      const KvCacheGroups groups = plan->KvGroups(context, max_groups);
-      ASSERT_EQ(groups.num_groups(), max_groups);
-      const int64_t held = groups.PeakBlocks(context - 1, 16, 2048) * (32 / max_groups);
-      std::printf(", %d group%s %lld (%lld)", max_groups, max_groups > 1 ? "s" : "", static_cast<long long>(held),
-                  static_cast<long long>(pool / held));
-      EXPECT_LE(held, previous);
-      previous = held;
+    const std::vector<int64_t> held = Llama3PeakBlocks(*plan, "MoA plan", context);
+    for (size_t i = 1; i < held.size(); ++i) EXPECT_LE(held[i], held[i - 1]);
+  }
+}
+
+// The published plan with every head capped at half the context up to 16k
+// (tools/moa/cap_plan.py; a speed and memory proxy, tools/moa/plans/README.md):
+// every layer then keeps at most half of a sequence's tokens plus what the
+// prefill chunk in flight and the block granularity add, so 8 groups hold
+// 14 sequences of 16k tokens in 16 GiB where dense holds 8 (25 against 16 at
+// 8k).
+TEST(MoaPlanTest, CappedLlama3PlanHoldsHalfPerGroup) {
+  auto plan = LoadMoaPlan(std::string(TERN_PLANS_DIR) + "/llama-3-8b-moa-capped-50.tern.json");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  HfConfig llama3 = Model(32, 32);
+  llama3.num_key_value_heads = 8;
+  llama3.max_position_embeddings = 16384;
+  ASSERT_TRUE(CheckMoaPlanFits(*plan, llama3, 16384).ok());  // as the long-context bench's model serves it
+  for (const int32_t context : {8192, 16384}) {
+    EXPECT_LE(plan->Density(context), 0.5);
+    // Every head attends at most half of what the query sees.
+    for (int32_t l = 0; l < 32; ++l) {
+      for (int32_t h = 0; h < 32; ++h) {
+        const int32_t n = context;
+        const int32_t sink = plan->SinkEnd(l, h, n);
+        const int32_t keys = sink + n - std::max(sink, plan->BandStart(l, h, n));
+        ASSERT_LE(keys, n / 2) << "layer " << l << " head " << h;
+      }
     }
-    std::printf("\n");
+    const std::vector<int64_t> held = Llama3PeakBlocks(*plan, "MoA plan capped at 50%", context);
+    for (size_t i = 1; i < held.size(); ++i) EXPECT_LE(held[i], held[i - 1]);
+    // 8 groups: at the peak the last 2,048-token prefill chunk is held whole
+    // while its first query still reads half of the context - 2,048 tokens it
+    // sees: context / 2 + 1,024 tokens, plus a partial block at each end.
+    EXPECT_LE(held[2], int64_t(32) * ((context / 2 + 1024) / 16 + 2));
   }
 }
 
