@@ -7,15 +7,17 @@
 # profile     tools/moa/profile_influence.py at 512/1k/2k on calibration sequences (PyTorch)
 # search      MoA plans at 25/50/75% mean density at 2048 tokens (moa-<d>), the same
 #             with every head capped at the density (--max-head-density, moa-<d>-cap:
-#             a bound on what each layer's KV-cache group keeps), and the uniform
-#             sliding windows at the same densities (window-<d>) (tools/moa/search.py)
+#             a bound on what each layer's KV-cache group keeps), the same with the
+#             mean of the layers' widest heads bounded by the density instead
+#             (--max-layer-density, moa-<d>-layer), and the uniform sliding windows
+#             at the same densities (window-<d>) (tools/moa/search.py)
 # perplexity  WikiText-2 test through tern (CUDA, float32): dense, then each plan
 # retrieval   line retrieval at 512/1k/2k (200 cases each) through tern: dense, then each plan
 # bench       decode attention with MoA rows (tern-decode-attention-bench --moa-density)
 # Everything lands in $OUT (default /tmp/moa): plans, profiles, JSON results.
 # PLANS names the plans the perplexity and retrieval phases judge (default
 # "moa-25 window-25 moa-50 window-50 moa-75 window-75"), e.g.
-#   PLANS="moa-50-cap moa-75-cap" tools/device/moa_eval.sh search retrieval
+#   PLANS="moa-50-layer moa-25-layer moa-75-cap" tools/device/moa_eval.sh search perplexity retrieval
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle"
@@ -38,6 +40,9 @@ if [[ " $phases " == *" search "* ]]; then
     python3 tools/moa/search.py --profile "$out/profile/influence_L512" "$out/profile/influence_L1024" \
       "$out/profile/influence_L2048" --density "0.$d" --density-length 2048 --max-head-density "0.$d" \
       --out "$out/moa-$d-cap.json"
+    python3 tools/moa/search.py --profile "$out/profile/influence_L512" "$out/profile/influence_L1024" \
+      "$out/profile/influence_L2048" --density "0.$d" --density-length 2048 --max-layer-density "0.$d" \
+      --out "$out/moa-$d-layer.json"
     python3 tools/moa/search.py --profile "$out/profile/influence_L2048" --density "0.$d" --density-length 2048 \
       --uniform --out "$out/window-$d.json"
   done

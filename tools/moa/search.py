@@ -28,6 +28,10 @@ is set by the widest head of each KV-cache group of layers (runtime/backend/kv_c
 keeps every key some head of its layers reads), so a plan searched with a cap keeps at most that
 fraction of every layer's context (plus the sink) and the cache holds correspondingly more sequences.
 
+--max-layer-density bounds the mean over layers of each layer's widest head instead, and picks each
+layer's width as well (layer_caps): a plan may then keep a few layers whole and narrow the others,
+which per-layer KV-cache groups turn into the same memory as one cap on every head.
+
 Pure Python (no torch or numpy): a Llama-3-8B profile (1024 heads, 8k tokens in blocks of 64) takes
 a few minutes; --alpha-step and --betas shrink the search space.
 """
@@ -161,6 +165,70 @@ def solve(losses, dens, budget):
     return best
 
 
+def layer_caps(losses, dens, num_layers, budget, retention, units=64):
+    """Chooses the widest density each layer's heads may have (its cap) so that the caps' mean over
+    the layers is at most `retention`, for the per-head rules (losses[h][c], dens[h][c], heads layer
+    by layer) then to meet the mean density `budget` at the least loss. For a price lam on density,
+    each layer's cost at a cap is the sum over its heads of the best loss + lam * density within it,
+    and an exact knapsack over the layers (caps rounded up to 1/`units`) picks the caps; lam is
+    bisected until the heads' choices meet the density budget. Returns the caps, one per layer."""
+    heads = len(losses)
+    per_layer = heads // num_layers
+    caps = sorted(set(d for row in dens for d in row))
+    cap_units = [math.ceil(c * units - 1e-9) for c in caps]
+    limit = math.floor(retention * num_layers * units + 1e-9)
+    # Each head's rules by density, so a cap's best rule is a prefix minimum.
+    order = [sorted(range(len(dens[h])), key=lambda c: dens[h][c]) for h in range(heads)]
+
+    def choose(lam):
+        cost = [[0.0] * len(caps) for _ in range(num_layers)]
+        pick = [[None] * len(caps) for _ in range(heads)]
+        for h in range(heads):
+            best, arg, i = math.inf, None, 0
+            for j, cap in enumerate(caps):
+                while i < len(order[h]) and dens[h][order[h][i]] <= cap + 1e-12:
+                    c = order[h][i]
+                    v = losses[h][c] + lam * dens[h][c]
+                    if v < best:
+                        best, arg = v, c
+                    i += 1
+                pick[h][j] = arg
+                cost[h // per_layer][j] += best
+        # Knapsack over the layers: dp[u] = least cost of the layers so far with caps summing to u units.
+        dp = {0: (0.0, [])}
+        for layer in range(num_layers):
+            nxt = {}
+            for used, (total, chosen) in dp.items():
+                for j in range(len(caps)):
+                    u = used + cap_units[j]
+                    if u > limit or cost[layer][j] == math.inf:
+                        continue
+                    v = total + cost[layer][j]
+                    if u not in nxt or v < nxt[u][0]:
+                        nxt[u] = (v, chosen + [j])
+            dp = nxt
+        if not dp:
+            raise SystemExit(f"no plan keeps the layers' widest heads within {retention} on average")
+        chosen = min(dp.values(), key=lambda t: t[0])[1]
+        used = sum(dens[h][pick[h][chosen[h // per_layer]]] for h in range(heads))
+        return [caps[j] for j in chosen], used
+
+    cap_total = budget * heads
+    lo, hi = 0.0, 1.0
+    best, used = choose(lo)
+    if used > cap_total:
+        while choose(hi)[1] > cap_total and hi < 1e12:
+            hi *= 4
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if choose(mid)[1] > cap_total:
+                lo = mid
+            else:
+                hi = mid
+        best, used = choose(hi)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", nargs="+", required=True, help="influence file stems from profile_influence.py")
@@ -173,6 +241,9 @@ def main():
     ap.add_argument("--max-head-density", type=float, default=1.0,
                     help="cap on each head's own density at the budget lengths, in (0, 1] (default 1: none); "
                          "bounds what every layer's KV-cache group keeps")
+    ap.add_argument("--max-layer-density", type=float, default=1.0,
+                    help="bound on the mean over layers of each layer's widest head density at the budget "
+                         "lengths, in (0, 1] (default 1: none); the search also picks each layer's width")
     ap.add_argument("--uniform", action="store_true",
                     help="write the uniform sliding window at the density instead (every head alike)")
     ap.add_argument("--out", required=True, help="the tern plan to write")
@@ -185,6 +256,10 @@ def main():
         raise SystemExit("--max-head-density must be in (0, 1]")
     if args.max_head_density < args.density:
         raise SystemExit("--max-head-density must be at least --density")
+    if not 0 < args.max_layer_density <= 1:
+        raise SystemExit("--max-layer-density must be in (0, 1]")
+    if args.max_layer_density < args.density:
+        raise SystemExit("--max-layer-density must be at least --density")
 
     profiles = [Profile(stem) for stem in args.profile]
     profiles.sort(key=lambda p: p.length)
@@ -219,7 +294,16 @@ def main():
             raise SystemExit(f"no candidate rule within --max-head-density {args.max_head_density}")
         dens = [[rule_dens[c] for c in allowed] for _ in range(heads)]
         losses = [[row[c] for c in allowed] for row in losses]
-        choice = solve(losses, dens, args.density)
+        if args.max_layer_density < 1:
+            # Each layer's own cap, under the bound on their mean; then the heads within their layer's.
+            caps = layer_caps(losses, dens, first.num_layers, args.density, args.max_layer_density)
+            within = [[c for c in range(len(allowed)) if dens[h][c] <= caps[h // first.num_heads] + 1e-12]
+                      for h in range(heads)]
+            sub = solve([[losses[h][c] for c in within[h]] for h in range(heads)],
+                        [[dens[h][c] for c in within[h]] for h in range(heads)], args.density)
+            choice = [within[h][c] for h, c in enumerate(sub)]
+        else:
+            choice = solve(losses, dens, args.density)
         chosen = [rules[allowed[c]] for c in choice]
 
     L, H = first.num_layers, first.num_heads
