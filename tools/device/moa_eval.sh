@@ -18,6 +18,10 @@
 # PLANS names the plans the perplexity and retrieval phases judge (default
 # "moa-25 window-25 moa-50 window-50 moa-75 window-75"), e.g.
 #   PLANS="moa-50-layer moa-25-layer moa-75-cap" tools/device/moa_eval.sh search perplexity retrieval
+# A name with a slash is a plan file (from the repository root, or absolute), so
+# the committed demo-LLM plans need no profile:
+#   PLANS="$(echo tools/moa/plans/tern-demo-llm/{moa-50,moa-50-layer,moa-50-cap,window-50}.json)" \
+#     tools/device/moa_eval.sh perplexity retrieval
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle"
@@ -28,6 +32,13 @@ mkdir -p "$out"
 run_tool() { "$bundle/run.sh" "$@"; }
 plans() {
   echo "${PLANS:-moa-25 window-25 moa-50 window-50 moa-75 window-75}"
+}
+plan_file() {  # a name in $out (the search phase's), or a path with a slash (from the repository root)
+  case $1 in
+    /*) echo "$1" ;;
+    */*) echo "$root/$1" ;;
+    *) echo "$out/$1.json" ;;
+  esac
 }
 
 if [[ " $phases " == *" profile "* ]]; then
@@ -55,7 +66,8 @@ if [[ " $phases " == *" perplexity "* ]]; then
     --json "$out/ppl-dense.json" | grep -E "attention|perplexity"
   for plan in $(plans); do
     run_tool bin/tern-perplexity --backend cuda --dtype float32 --model "$model" --text "$text" --max-bytes 131072 \
-      --attention-scheme "moa:$out/$plan.json" --json "$out/ppl-$plan.json" | grep -E "attention|perplexity"
+      --attention-scheme "moa:$(plan_file "$plan")" --json "$out/ppl-$(basename "$plan" .json).json" |
+      grep -E "attention|perplexity"
   done
 fi
 if [[ " $phases " == *" retrieval "* ]]; then
@@ -64,8 +76,8 @@ if [[ " $phases " == *" retrieval "* ]]; then
     --batch 32 --json "$out/retrieval-dense.json"
   for plan in $(plans); do
     run_tool bin/tern-retrieval --backend cuda --dtype float16 --model "$model" \
-      --cases "$out/retrieval-cases.jsonl" --batch 32 --attention-scheme "moa:$out/$plan.json" \
-      --json "$out/retrieval-$plan.json"
+      --cases "$out/retrieval-cases.jsonl" --batch 32 --attention-scheme "moa:$(plan_file "$plan")" \
+      --json "$out/retrieval-$(basename "$plan" .json).json"
   done
 fi
 if [[ " $phases " == *" bench "* ]]; then
