@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -271,6 +272,36 @@ TEST(MoaPlanTest, CappedLlama3PlanHoldsHalfPerGroup) {
     // sees: context / 2 + 1,024 tokens, plus a partial block at each end.
     EXPECT_LE(held[2], int64_t(32) * ((context / 2 + 1024) / 16 + 2));
   }
+}
+
+// The demo LLM's plans at 50% density (tools/moa/plans/tern-demo-llm/: 8
+// layers of 6 query heads, 2,048 tokens): they fit the model, and the
+// KV-cache groups tern forms for them (per layer, or one when the layers read
+// alike) keep what each plan's bound says. A sequence of 2,048
+// tokens in one 2,048-token prefill chunk peaks at its whole length, so the
+// blocks are counted as decoding would hold them after a short prompt (64-token
+// chunks): the window and the capped plan keep half of every layer, the
+// layer-bounded plan half of the layers on average, the unbounded plan more.
+TEST(MoaPlanTest, DemoLlmPlansKeepWhatTheirBoundsSay) {
+  HfConfig demo = Model(8, 6);
+  demo.num_key_value_heads = 2;
+  demo.max_position_embeddings = 2048;
+  std::map<std::string, int64_t> held;
+  for (const char* name : {"moa-50", "moa-50-cap", "moa-50-layer", "window-50"}) {
+    auto plan = LoadMoaPlan(std::string(TERN_PLANS_DIR) + "/tern-demo-llm/" + name + ".json");
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ASSERT_TRUE(CheckMoaPlanFits(*plan, demo, 2048).ok()) << name;
+    EXPECT_NEAR(plan->Density(2048), 0.5, 1e-9) << name;
+    const KvCacheGroups groups = plan->KvGroups(2048, 8);  // one group when every layer reads alike
+    ASSERT_EQ(8 % groups.num_groups(), 0);
+    held[name] = groups.PeakBlocks(2047, 16, 64) * (8 / groups.num_groups());  // blocks of one layer
+    std::printf("demo LLM %s: density %.3f at 2048, blocks of one layer held at the peak of 2,047 tokens, over the "
+                "layers: %lld of %d\n", name,
+                plan->Density(2048), static_cast<long long>(held[name]), 8 * 128);
+  }
+  EXPECT_EQ(held["moa-50-cap"], held["window-50"]);
+  EXPECT_LE(held["moa-50-layer"], held["window-50"] + 8);  // within a block a layer
+  EXPECT_GT(held["moa-50"], held["window-50"] + 8 * 8);
 }
 
 }  // namespace
