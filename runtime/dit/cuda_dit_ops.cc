@@ -884,9 +884,11 @@ void CudaDitOps::ReadToHost(Tensor src, float* dst) {
 
 void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear& weight, Tensor out) {
   Impl& m = *impl_;
-  const auto& w = static_cast<const CudaDitLinear&>(weight);
-  CHECK_EQ(x.cols, w.in_features());
-  CHECK_EQ(out.cols, w.out_features());
+  // Shapes through the interface: `weight` is a CudaDitLinear or a
+  // CudaDitW8A8Linear, and CudaDitLinear is final, so a call through a
+  // reference of that type would be bound statically to its own accessors.
+  CHECK_EQ(x.cols, weight.in_features());
+  CHECK_EQ(out.cols, weight.out_features());
   CHECK_EQ(x.rows, out.rows);
   const bool enqueue = m.Enter(kLinearOp, op_id);
   m.Mix(x);
@@ -909,6 +911,7 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
     m.Record(q.Run(m.type, x, out, gelu, ws, &what), what);
     return;
   }
+  const auto& w = static_cast<const CudaDitLinear&>(weight);
   const int64_t reference_rows = m.LinearRowsPerSample(x.rows) * m.gemm_reference_batch;
   if (!gelu || m.Plan(x, w, out, reference_rows, /*gelu=*/true) != nullptr) {
     m.Gemm(x, w, out, reference_rows, gelu);
