@@ -215,6 +215,14 @@ int main(int argc, char** argv) {
           slices_text = std::to_string(plan.slices) + (plan.x_shared ? "" : " xg");
           if (sweep) {
             for (int32_t slices : {1, 2, 4, 8}) {
+              // A forced count whose block would stage more scales than the
+              // shared budget has no plan (the launch declines it).
+              if (!tern::kernels::PlanWeightOnlyGemv(layout, rows, true, q.asymmetric, prop.multiProcessorCount,
+                                                     slices)
+                       .ok()) {
+                slices_text += " " + std::to_string(slices) + ":-";
+                continue;
+              }
               const double us = gemv_time(slices) * 1e3;
               sweep_json[std::to_string(slices)] = us;
               char text[32];

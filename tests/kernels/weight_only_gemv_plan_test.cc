@@ -91,18 +91,18 @@ TEST(WeightOnlyGemvPlanTest, PlansLlama7bShapesOnAnH100) {
     bool x_shared;
   };
   const Case cases[] = {
-      {4, 12288, 4096, 128, 1, 8, true},   // qkv: 768 tiles, 384 blocks at 4 slices is under 3 per SM
+      {4, 12288, 4096, 128, 1, 4, true},   // qkv: 768 tiles, 192 blocks at 2 slices is under 2 per SM
       {4, 4096, 4096, 128, 1, 8, true},    // o
-      {4, 22016, 4096, 128, 1, 4, true},   // gate_up: 1376 tiles, 688 blocks at 4 slices
+      {4, 22016, 4096, 128, 1, 2, true},   // gate_up: 1376 tiles, 344 blocks at 2 slices
       {4, 4096, 11008, 128, 1, 8, true},   // down
       {4, 4096, 11008, 128, 4, 8, true},   // 4 rows of 11008: 88 KB of x
       {4, 4096, 11008, 128, 8, 8, false},  // 8 rows of 11008: 176 KB, x read from global memory
       {4, 4096, 4096, 32, 8, 8, true},     // 64 KB of x + 12 KB of scales and zeros
-      {8, 22016, 4096, 4096, 1, 4, true},  // w8a16 per channel
+      {8, 22016, 4096, 4096, 1, 2, true},  // w8a16 per channel
       {8, 4096, 11008, 11008, 8, 8, false},
       {4, 4096, 4096, 128, 12, 8, true},    // 12 rows: 98.5 KB of x
       {4, 4096, 4096, 128, 16, 8, false},   // 16 rows: 131 KB, x read from global memory
-      {4, 22016, 4096, 128, 16, 4, false},  // gate_up at 16 rows
+      {4, 22016, 4096, 128, 16, 2, false},  // gate_up at 16 rows
   };
   for (const Case& c : cases) {
     const WeightOnlyLayout l = Layout(c.bits, c.n, c.k, c.group);
