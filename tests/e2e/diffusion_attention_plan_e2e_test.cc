@@ -18,6 +18,7 @@
 #include "tern/v1/diffusion.grpc.pb.h"
 #include "tern/v1/models.grpc.pb.h"
 #include "tests/e2e/daemon_process.h"
+#include "tests/e2e/diffusion_e2e_helpers.h"
 #include "tests/e2e/e2e_helpers.h"
 
 namespace tern::testing {
@@ -82,18 +83,6 @@ std::vector<std::vector<uint8_t>> PipelineImages(const std::string& plan_path, i
   return out;
 }
 
-tern::v1::GenerateImageRequest Sneakers(const std::string& model, int32_t steps) {
-  tern::v1::GenerateImageRequest r;
-  r.set_model(model);
-  r.set_class_name("Sneaker");
-  r.set_steps(steps);
-  r.set_guidance_scale(2.0f);
-  r.set_sampler(tern::v1::SAMPLER_DPM_SOLVER_PP_2M);
-  r.set_seed(1234);
-  r.set_batch(2);
-  return r;
-}
-
 TEST(DiffusionAttentionPlanE2eTest, ThePlanIsReportedFollowedAndExactAttentionCanBeAsked) {
   TempDir dir;
   const std::string plan = dir.Write("plan.json", PlanText());
@@ -132,7 +121,7 @@ TEST(DiffusionAttentionPlanE2eTest, ThePlanIsReportedFollowedAndExactAttentionCa
   ASSERT_NE(with_plan, exact);
   grpc::Status status;
   // The plan's step count: the plan; asked by name too.
-  tern::v1::GenerateImageRequest r = Sneakers("fast", 4);
+  tern::v1::GenerateImageRequest r = SneakerRequest("fast", 4);
   EXPECT_EQ(Images(*stub, r, &status), with_plan);
   EXPECT_TRUE(status.ok()) << status.error_message();
   r.set_attention(tern::v1::DIFFUSION_ATTENTION_PLAN);
@@ -142,7 +131,7 @@ TEST(DiffusionAttentionPlanE2eTest, ThePlanIsReportedFollowedAndExactAttentionCa
   r.set_attention(tern::v1::DIFFUSION_ATTENTION_EXACT);
   EXPECT_EQ(Images(*stub, r, &status), exact);
   EXPECT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(Images(*stub, Sneakers("fast", 3), &status), PipelineImages("", 3));
+  EXPECT_EQ(Images(*stub, SneakerRequest("fast", 3), &status), PipelineImages("", 3));
   EXPECT_TRUE(status.ok()) << status.error_message();
 
   struct Case {
@@ -159,7 +148,7 @@ TEST(DiffusionAttentionPlanE2eTest, ThePlanIsReportedFollowedAndExactAttentionCa
                 "(diffusion.attention_plan)"},
            Case{"fast", 4, 7, "attention: 7 is not a DiffusionAttention"},
        }) {
-    tern::v1::GenerateImageRequest bad = Sneakers(c.model, c.steps);
+    tern::v1::GenerateImageRequest bad = SneakerRequest(c.model, c.steps);
     bad.set_attention(static_cast<tern::v1::DiffusionAttention>(c.attention));
     EXPECT_TRUE(Images(*stub, bad, &status).empty());
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message;

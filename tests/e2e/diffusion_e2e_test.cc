@@ -29,6 +29,7 @@
 #include "tern/v1/diffusion.grpc.pb.h"
 #include "tern/v1/models.grpc.pb.h"
 #include "tests/e2e/daemon_process.h"
+#include "tests/e2e/diffusion_e2e_helpers.h"
 #include "tests/e2e/e2e_helpers.h"
 
 namespace tern::testing {
@@ -52,17 +53,7 @@ ImageCall Generate(tern::v1::Diffusion::Stub& stub, const tern::v1::GenerateImag
   return call;
 }
 
-tern::v1::GenerateImageRequest Sneakers() {
-  tern::v1::GenerateImageRequest r;
-  r.set_model("tern-demo-dit");
-  r.set_class_name("Sneaker");
-  r.set_steps(4);
-  r.set_guidance_scale(2.0f);
-  r.set_sampler(tern::v1::SAMPLER_DPM_SOLVER_PP_2M);
-  r.set_seed(1234);
-  r.set_batch(2);
-  return r;
-}
+tern::v1::GenerateImageRequest Sneakers() { return SneakerRequest("tern-demo-dit", 4); }
 
 TEST(DiffusionE2eTest, ImagesEqualThePipelinesAndProgressComesEveryStep) {
   DaemonProcess daemon = StartOrDie({"--model", kDemoDit});
