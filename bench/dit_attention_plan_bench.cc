@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -55,6 +57,49 @@ absl::StatusOr<std::shared_ptr<const runtime::DitAttentionPlan>> SyntheticPlan(c
   return std::make_shared<const runtime::DitAttentionPlan>(*std::move(parsed));
 }
 
+absl::StatusOr<std::shared_ptr<const runtime::DitAttentionPlan>> StretchedPlan(const std::string& spec,
+                                                                             const runtime::DitConfig& config) {
+  const std::vector<std::string> parts = absl::StrSplit(spec, ':');
+  int32_t source_tokens = 0;
+  int32_t grid = 0;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[2], &source_tokens) || source_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--attention-plan ", spec, ": expected stretch:FILE:TOKENS"));
+  }
+  while ((grid + 1) * (grid + 1) <= source_tokens) ++grid;
+  if (grid * grid != source_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--attention-plan ", spec, ": ", source_tokens,
+                                                   " tokens is not a square grid"));
+  }
+  std::ifstream in(parts[1]);
+  if (!in) return absl::NotFoundError(absl::StrCat("--attention-plan ", spec, ": cannot read ", parts[1]));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("layers") || !j["layers"].is_number_integer()) {
+    return absl::InvalidArgumentError(absl::StrCat("--attention-plan ", spec, ": ", parts[1],
+                                                   " is not a tern plan with \"layers\""));
+  }
+  // The source model as far as the plan's checks look: its depth and tokens.
+  runtime::DitConfig source_config = config;
+  source_config.depth = j["layers"].get<int32_t>();
+  source_config.image_size = grid * config.patch_size;
+  auto source = runtime::ParseDitAttentionPlan(text, parts[1], source_config);
+  if (!source.ok()) return source.status();
+  runtime::DitAttentionPlan plan;
+  plan.num_steps = source->num_steps;
+  plan.num_layers = config.depth;
+  plan.window = std::max<int32_t>(
+      1, int32_t(int64_t(source->window) * config.num_tokens() / source_tokens));
+  plan.metadata_json = absl::StrCat("{\"stretched_from\": \"", parts[1], "\"}");
+  for (int32_t s = 0; s < plan.num_steps; ++s) {
+    for (int32_t l = 0; l < config.depth; ++l) {
+      plan.methods.push_back(source->method(s, int32_t(int64_t(l) * source->num_layers / config.depth)));
+    }
+  }
+  auto parsed = runtime::ParseDitAttentionPlan(runtime::DitAttentionPlanToJson(plan), spec, config);
+  if (!parsed.ok()) return parsed.status();
+  return std::make_shared<const runtime::DitAttentionPlan>(*std::move(parsed));
+}
+
 void CheckDevice(const std::string& where) {
   cudaError_t error = cudaDeviceSynchronize();
   if (error == cudaSuccess) error = cudaGetLastError();
@@ -70,22 +115,24 @@ void CheckDevice(const std::string& where) {
 absl::StatusOr<std::shared_ptr<const runtime::DitAttentionPlan>> AttentionPlanFromSpec(
     const std::string& spec, const runtime::DitConfig& config) {
   if (spec.rfind("synthetic:", 0) == 0) return SyntheticPlan(spec, config);
+  if (spec.rfind("stretch:", 0) == 0) return StretchedPlan(spec, config);
   auto plan = runtime::LoadDitAttentionPlan(spec, config);
   if (!plan.ok()) return plan.status();
   return std::make_shared<const runtime::DitAttentionPlan>(*std::move(plan));
 }
 
 absl::Status RunAttentionPlanBench(const runtime::DitConfig& config, const runtime::WeightStore& store,
-                                   runtime::DType dtype, const std::string& spec, const std::vector<int64_t>& batches,
-                                   int reps, nlohmann::json* results) {
+                                   runtime::DType dtype, const runtime::DitModelOptions& base_options,
+                                   const std::string& spec, const std::vector<int64_t>& batches, int reps,
+                                   nlohmann::json* results) {
   auto plan = AttentionPlanFromSpec(spec, config);
   if (!plan.ok()) return plan.status();
   auto schedule = runtime::NoiseSchedule::Create(config.noise_schedule);
   if (!schedule.ok()) return schedule.status();
   const int64_t tokens = config.num_tokens();
-  std::printf("\nDiTFastAttn generations at %lld tokens: %s; %d steps; attention work kept %.3f\n",
-              (long long)tokens, (*plan)->Describe().c_str(), (*plan)->num_steps,
-              (*plan)->AttentionFraction(tokens));
+  std::printf("\nDiTFastAttn generations at %lld tokens, weight scheme %s: %s; %d steps; attention work kept %.3f\n",
+              (long long)tokens, base_options.weight_scheme.ToString().c_str(), (*plan)->Describe().c_str(),
+              (*plan)->num_steps, (*plan)->AttentionFraction(tokens));
   std::printf("%6s %5s | %11s %11s %11s | %9s %9s | %12s\n", "tokens", "batch", "exact graph", "exact eager",
               "plan", "speed-up", "vs eager", "cache MB/row");
   for (int64_t batch : batches) {
@@ -98,12 +145,14 @@ absl::Status RunAttentionPlanBench(const runtime::DitConfig& config, const runti
     auto eager_ops = runtime::CudaDitOps::Create(eager_options);
     if (!graph_ops.ok()) return graph_ops.status();
     if (!eager_ops.ok()) return eager_ops.status();
-    runtime::DitModelOptions model_options;
+    runtime::DitModelOptions model_options = base_options;
     model_options.attention_plan = *plan;
     model_options.attention_cache_rows = 2 * images;
     auto graph_model = runtime::DitModel::Create(config, store, graph_ops->get(), model_options);
     if (!graph_model.ok()) return graph_model.status();
-    auto eager_model = runtime::DitModel::Create(config, store, eager_ops->get(), runtime::DitModelOptions{});
+    runtime::DitModelOptions exact_options = base_options;
+    exact_options.attention_plan = nullptr;
+    auto eager_model = runtime::DitModel::Create(config, store, eager_ops->get(), exact_options);
     if (!eager_model.ok()) return eager_model.status();
     const std::string where = absl::StrCat(tokens, " tokens, batch ", batch, ", attention plan");
 
@@ -160,6 +209,7 @@ absl::Status RunAttentionPlanBench(const runtime::DitConfig& config, const runti
                         {"images", images},
                         {"steps", steps},
                         {"attention_plan", spec},
+                        {"weight_scheme", base_options.weight_scheme.ToString()},
                         {"plan", (*plan)->Describe()},
                         {"attention_fraction", (*plan)->AttentionFraction(tokens)},
                         {"generation_ms_exact_graphs", exact_graph_ms},

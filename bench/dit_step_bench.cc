@@ -16,7 +16,13 @@
 //   tern-dit-bench [--dtype bfloat16] [--batches 1,8,64] [--tokens 256,1024]
 //                  [--iters 20] [--dir /tmp/tern-dit-xl2] [--json out.json]
 //                  [--weight-scheme auto | w8a8-int8 | w8a8-fp8 | mixed:PLAN]
-//                  [--attention-plan FILE | synthetic:STEPS:FRACTION[:cfg]] [--reps 2]
+//                  [--attention-plan FILE | synthetic:STEPS:FRACTION[:cfg] | stretch:FILE:TOKENS]
+//                  [--reps 2]
+//                  [--gemm-autotune 1|0]
+//
+// --gemm-autotune 0 keeps cuBLASLt's heuristic first algorithm for every
+// layer shape instead of the fastest timed one (CudaDitOpsOptions); the
+// report names how many shapes the timing changed and what it saved.
 //
 // --attention-plan times whole generations under a DiTFastAttn plan beside
 // exact attention instead of the step table (bench/dit_attention_plan_bench.h);
@@ -209,6 +215,7 @@ int main(int argc, char** argv) {
   int generation_reps = 2;
   std::vector<int64_t> batches = {1, 8, 64}, token_counts = {256, 1024};
   int iters = 20;
+  bool gemm_autotune = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--dtype") dtype_name = value;
@@ -220,6 +227,7 @@ int main(int argc, char** argv) {
     else if (flag == "--weight-scheme") weight_scheme = value;
     else if (flag == "--attention-plan") attention_plan = value;
     else if (flag == "--reps") generation_reps = std::max(1, std::atoi(value.c_str()));
+    else if (flag == "--gemm-autotune" && (value == "0" || value == "1")) gemm_autotune = value == "1";
     else {
       std::fprintf(stderr, "tern-dit-bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -254,11 +262,11 @@ int main(int argc, char** argv) {
   const size_t element = DTypeSize(dtype);
 
   nlohmann::json report = {{"bench", "tern-dit-bench"}, {"device", prop.name}, {"dtype", dtype_name},
-                           {"weight_scheme", model_options.weight_scheme.ToString()}, {"model", "DiT-XL/2 shape, random weights"}, {"rows_note", "batch = forward rows (CFG: 2 per image)"},
+                           {"weight_scheme", model_options.weight_scheme.ToString()}, {"gemm_autotune", gemm_autotune}, {"model", "DiT-XL/2 shape, random weights"}, {"rows_note", "batch = forward rows (CFG: 2 per image)"},
                            {"results", nlohmann::json::array()}};
-  std::printf("tern-dit-bench on %s, %s, weight_scheme %s, DiT-XL/2 shape; batch = forward rows (2 per guided "
-              "image)\n",
-              prop.name, dtype_name.c_str(), model_options.weight_scheme.ToString().c_str());
+  std::printf("tern-dit-bench on %s, %s, weight_scheme %s, gemm autotune %s, DiT-XL/2 shape; batch = forward rows "
+              "(2 per guided image)\n",
+              prop.name, dtype_name.c_str(), model_options.weight_scheme.ToString().c_str(), gemm_autotune ? "on" : "off");
   std::printf("%6s %5s | %9s %9s | %9s %9s %9s | %9s %9s %9s %6s\n", "tokens", "batch", "graph ms", "eager ms",
               "linear ms", "attn ms", "other ms", "lin TF/s", "cuBLAS ms", "cuBLAS TF", "ratio");
   for (int64_t tokens : token_counts) {
@@ -271,7 +279,7 @@ int main(int argc, char** argv) {
     }
     if (!attention_plan.empty()) {
       if (!report.contains("generations")) report["generations"] = nlohmann::json::array();
-      const absl::Status s = tern::bench::RunAttentionPlanBench(config, **store, dtype, attention_plan, batches,
+      const absl::Status s = tern::bench::RunAttentionPlanBench(config, **store, dtype, model_options, attention_plan, batches,
                                                                 generation_reps, &report["generations"]);
       if (!s.ok()) {
         std::fprintf(stderr, "tern-dit-bench: --attention-plan: %s\n", std::string(s.message()).c_str());
@@ -283,6 +291,7 @@ int main(int argc, char** argv) {
     CudaDitOpsOptions graph_options, profile_options;
     graph_options.compute_dtype = profile_options.compute_dtype = dtype;
     profile_options.profile = true;
+    graph_options.gemm_autotune = profile_options.gemm_autotune = gemm_autotune;
     auto graph_ops = CudaDitOps::Create(graph_options);
     auto profile_ops = CudaDitOps::Create(profile_options);
     if (!graph_ops.ok() || !profile_ops.ok()) {
@@ -361,6 +370,18 @@ int main(int argc, char** argv) {
                                    {"graph_stats",
                                     {{"captured", (*graph_ops)->graph_stats().captured},
                                      {"replayed", (*graph_ops)->graph_stats().replayed}}}});
+    }
+    const CudaDitOps::GemmTuning tuning = (*graph_ops)->gemm_tuning();
+    if (tuning.shapes_timed > 0) {
+      std::printf("  gemm autotune (%lld tokens): %lld shapes timed, %lld changed; heuristic %.3f ms -> kept %.3f ms "
+                  "(one GEMM of each at the tuning rows)\n",
+                  (long long)tokens, (long long)tuning.shapes_timed, (long long)tuning.changed, tuning.heuristic_ms,
+                  tuning.chosen_ms);
+      report["gemm_tuning"].push_back({{"tokens", tokens},
+                                       {"shapes_timed", tuning.shapes_timed},
+                                       {"changed", tuning.changed},
+                                       {"heuristic_ms", tuning.heuristic_ms},
+                                       {"chosen_ms", tuning.chosen_ms}});
     }
   }
   if (!json_path.empty()) {

@@ -18,6 +18,7 @@
 #include "kernels/dit/vae_kernels.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/cuda/cublaslt_autotune.h"
 #include "runtime/cuda/cuda_device_buffer.h"
 #include "runtime/dit/cuda_dit_w8a8_linear.h"
 
@@ -144,6 +145,8 @@ struct CudaDitOps::Impl {
   DType dtype = DType::kBF16;
   size_t element_bytes = 2;
   int64_t gemm_reference_batch = 64;
+  bool gemm_autotune = true;
+  CudaDitOps::GemmTuning tuning;
   bool graphs_enabled = true;
   bool profile = false;
 
@@ -373,6 +376,11 @@ struct CudaDitOps::Impl {
   // cuBLASLt cannot make without split-K is null (cached), not an error.
   GemmPlan* Plan(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu);
   void Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu = false);
+  // The index of the algorithm a plan keeps among `candidates` (whole-K,
+  // heuristic order): 0, or with gemm_autotune in an eager pass the fastest
+  // timed at up to reference_rows rows (0 when timing cannot run).
+  size_t TunedChoice(const GemmPlan& plan, const CudaDitLinear& w, int64_t reference_rows,
+                     absl::Span<const cublasLtMatmulAlgo_t> candidates);
 
   absl::StatusOr<DeviceBuffer*> Upload(const TensorView& t, DeviceBuffer* dst) {
     std::vector<float> values(t.numel());
@@ -487,7 +495,8 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
   // is not fixed.
   int split_k_fallback = -1;
   bool chosen = false;
-  for (int i = 0; i < found && !chosen; ++i) {
+  std::vector<cublasLtMatmulAlgo_t> whole_k;  // the candidates without split-K, in the heuristic's order
+  for (int i = 0; i < found; ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
     int32_t splits = 1;
     size_t written = 0;
@@ -505,7 +514,10 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
       }
       continue;
     }
-    plan->algo = results[i].algo;
+    whole_k.push_back(results[i].algo);
+  }
+  if (!whole_k.empty()) {
+    plan->algo = whole_k[TunedChoice(*plan, w, reference_rows, whole_k)];
     chosen = true;
   }
   if (!chosen && split_k_fallback >= 0 && !gelu) {
@@ -524,6 +536,52 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
   GemmPlan* raw = plan.get();
   plans.emplace(key, std::move(plan));
   return raw;
+}
+
+size_t CudaDitOps::Impl::TunedChoice(const GemmPlan& plan, const CudaDitLinear& w, int64_t reference_rows,
+                                     absl::Span<const cublasLtMatmulAlgo_t> candidates) {
+  if (!gemm_autotune || mode != Mode::kEager || candidates.size() < 2) return 0;
+  // Dense tuning buffers of at most kTuneBytes (whole 128-row tiles when
+  // capped): big enough that the timing sees the reference shape's waves.
+  constexpr int64_t kTuneBytes = int64_t(512) << 20;
+  const int64_t row_bytes = (w.in + w.out) * int64_t(element_bytes);
+  int64_t rows = std::min(reference_rows, kTuneBytes / row_bytes);
+  if (rows < reference_rows) rows = std::max<int64_t>(128, rows / 128 * 128);
+  DeviceBuffer x_buffer, out_buffer;
+  if (x_buffer.Reserve(size_t(rows * w.in) * element_bytes) != cudaSuccess ||
+      out_buffer.Reserve(size_t(rows * w.out) * element_bytes) != cudaSuccess) {
+    cudaGetLastError();  // no room to time: the heuristic's first
+    return 0;
+  }
+  // Inputs of a typical magnitude (0x3c3c: about 0.011 in bf16, 1.06 in fp16,
+  // tiny in fp32): all-zero inputs would time the tensor cores at low power.
+  if (cudaMemsetAsync(x_buffer.data(), 0x3c, size_t(rows * w.in) * element_bytes, stream) != cudaSuccess) return 0;
+  const cudaDataType data_type = BlasType(type);
+  GemmPlan::Layouts tune;
+  cublasLtMatrixLayoutCreate(&tune.x, data_type, uint64_t(w.in), uint64_t(rows), w.in);
+  cublasLtMatrixLayoutCreate(&tune.out, data_type, uint64_t(w.out), uint64_t(rows), w.out);
+  LtMatmulProblem problem;
+  problem.lt = lt;
+  problem.desc = plan.desc;
+  problem.a_layout = plan.weight_layout;
+  problem.b_layout = tune.x;
+  problem.d_layout = tune.out;
+  problem.a = w.weight.data();
+  problem.b = x_buffer.data();
+  problem.d = out_buffer.data();
+  problem.workspace = workspace.data();
+  problem.workspace_bytes = workspace.bytes();
+  problem.stream = stream;
+  std::vector<AlgorithmTiming> timings;
+  const absl::StatusOr<int> fastest = FastestAlgorithm(problem, candidates, /*warmup=*/2, /*runs=*/5, &timings);
+  cublasLtMatrixLayoutDestroy(tune.x);
+  cublasLtMatrixLayoutDestroy(tune.out);
+  if (!fastest.ok() || timings.empty() || !std::isfinite(timings[0].mean_ms)) return 0;
+  ++tuning.shapes_timed;
+  tuning.heuristic_ms += timings[0].mean_ms;
+  tuning.chosen_ms += timings[size_t(*fastest)].mean_ms;
+  if (*fastest != 0) ++tuning.changed;
+  return size_t(*fastest);
 }
 
 void CudaDitOps::Impl::Gemm(const Tensor& x, const CudaDitLinear& w, const Tensor& out, int64_t reference_rows,
@@ -598,6 +656,7 @@ absl::StatusOr<std::unique_ptr<CudaDitOps>> CudaDitOps::Create(const CudaDitOpsO
   impl->dtype = options.compute_dtype;
   impl->element_bytes = ElementBytes(type);
   impl->gemm_reference_batch = options.gemm_reference_batch;
+  impl->gemm_autotune = options.gemm_autotune;
   impl->profile = options.profile;
   impl->graphs_enabled = options.cuda_graphs && !options.profile;
   RETURN_IF_CUDA(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "creating a stream");
@@ -1232,6 +1291,8 @@ void CudaDitOps::Unpatchify(Tensor patches, const DitPatchGeometry& g, int32_t k
 CudaDitOps::OpTimes CudaDitOps::op_times() const { return impl_->times; }
 
 CudaDitOps::GraphStats CudaDitOps::graph_stats() const { return impl_->stats; }
+
+CudaDitOps::GemmTuning CudaDitOps::gemm_tuning() const { return impl_->tuning; }
 
 void CudaDitOps::Conv2d(Tensor x, const DitImageShape& shape, const DitConv& conv, Tensor out) {
   Impl& m = *impl_;

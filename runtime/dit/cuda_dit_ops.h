@@ -8,7 +8,8 @@
 // and algorithms differ in rounding, so each linear layer shape runs ONE
 // fixed cuBLASLt algorithm whatever the batch: chosen once, by cuBLASLt's
 // heuristic, for (rows per sample) x `gemm_reference_batch` rows, among the
-// algorithms without split-K. In such a GEMM an output row's value depends
+// algorithms without split-K (with `gemm_autotune`, the fastest of them timed
+// at that row count, runtime/cuda/cublaslt_autotune.h). In such a GEMM an output row's value depends
 // only on that row of x (the tile loop over K is the same for every row), so
 // a sample's rows come out bitwise the same alone or batched. The other ops
 // work per row or per (sample, head). The GPU test checks this bitwise.
@@ -61,6 +62,11 @@ struct CudaDitOpsOptions {
   // Each linear layer shape's cuBLASLt algorithm is the heuristic's choice
   // for (rows per sample) x this many rows, then used for every batch size.
   int64_t gemm_reference_batch = 64;
+  // Among the heuristic's candidates without split-K, time each at the
+  // reference rows (tuning buffers of at most 512 MiB, allocated and freed
+  // around the timing) and keep the fastest; off: the heuristic's first.
+  // Only a plan made by an eager pass is timed (never during capture).
+  bool gemm_autotune = true;
   bool cuda_graphs = true;
   // Times every op with CUDA events (graphs off): op_times() after FinishStep.
   bool profile = false;
@@ -145,6 +151,18 @@ class CudaDitOps final : public DitOps {
     int64_t eager = 0;
   };
   GraphStats graph_stats() const;
+
+  // With gemm_autotune: the layer shapes timed so far, how many of them
+  // kept another algorithm than the heuristic's first, and the sum over
+  // them of the heuristic's first and of the kept one (ms a GEMM at the
+  // tuning rows).
+  struct GemmTuning {
+    int64_t shapes_timed = 0;
+    int64_t changed = 0;
+    double heuristic_ms = 0;
+    double chosen_ms = 0;
+  };
+  GemmTuning gemm_tuning() const;
 
  private:
   struct Impl;

@@ -5,22 +5,24 @@
 #   1. a DiT-XL/2 denoising step, bf16, 256 and 1024 tokens, batches 1/8/64 (forward rows):
 #      tern-dit-bench (graphs and eager, the linear/attention/other split, cuBLAS's plain GEMMs
 #      of the same shapes as the linears' floor), then tools/device/dit_torch_step.py (PyTorch
-#      eager bf16, SDPA) at the same shapes;
+#      eager bf16, SDPA) at the same shapes; then tern-dit-bench once more with
+#      --gemm-autotune 0 (cuBLASLt's heuristic first algorithm per layer) for the autotune's gain;
 #   2. VAE decode of 32x32x4 and 64x64x4 latents at batch 1 and 16: tern-vae-bench (bf16, graphs)
 #      and tools/device/vae_decode_torch.py (PyTorch eager bf16) on the same random VAE.
-#   tools/device/dit_speed.sh [--skip-dit] [--skip-vae]
-# Writes $OUT (default /tmp/dit-speed): tern-dit-bench.json, torch-dit-step.json,
+#   tools/device/dit_speed.sh [--skip-dit] [--skip-vae] [--skip-heuristic]
+# Writes $OUT (default /tmp/dit-speed): tern-dit-bench.json, tern-dit-bench-heuristic.json, torch-dit-step.json,
 # tern-vae-bench.json, torch-vae-decode.json and their logs.
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle/run.sh"
 out=${OUT:-/tmp/dit-speed}
 models=/tmp/tern-dit-speed
-run_dit=1 run_vae=1
+run_dit=1 run_vae=1 run_heuristic=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --skip-dit) run_dit=0; shift ;;
     --skip-vae) run_vae=0; shift ;;
+    --skip-heuristic) run_heuristic=0; shift ;;
     *) echo "dit_speed.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +37,11 @@ if ((run_dit)); then
   python3 tools/device/dit_torch_step.py --dtype bfloat16 --tokens 256,1024 --batches 1,8,64 \
     --json "$out/torch-dit-step.json" 2>&1 | grep -v -i warn | tee "$out/torch-dit-step.log"
   [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+  if ((run_heuristic)); then
+    "$bundle" bin/tern-dit-bench --dtype bfloat16 --tokens 256,1024 --batches 1,8,64 --gemm-autotune 0 \
+      --json "$out/tern-dit-bench-heuristic.json" 2>&1 | tee "$out/tern-dit-bench-heuristic.log"
+    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+  fi
 fi
 
 if ((run_vae)); then
