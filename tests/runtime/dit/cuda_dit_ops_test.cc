@@ -373,7 +373,9 @@ TEST_P(CudaDitOpsTest, Convolution) {
   // VAE's conv_in (4 latent channels: the scalar one), post_quant_conv and a
   // shortcut (1x1: no im2col), conv_out (3 channels out), and 96x96 pixels
   // of 576 columns, which span two im2col chunks in fp32 (8192 pixels a
-  // chunk: fixed by the layer's shape, never by the batch).
+  // chunk: fixed by the layer's shape, never by the batch). In bf16 and fp16
+  // the 3x3 layers with channels a multiple of 8 (16->24, 64->8) take the
+  // implicit-GEMM kernel instead (kernels/dit/vae_conv.h).
   struct Shape {
     int32_t height, width, in, out, kernel;
   };
