@@ -20,10 +20,13 @@
 // in pinned memory at addresses that depend only on the op sequence and
 // sizes, and copied on the stream.
 //
-// Convolutions (the VAE decoder's): per sample, im2col over fixed chunks of
-// its pixels (kernels/dit/vae_kernels.h) and a cuBLASLt GEMM with the
-// layer's one algorithm, the bias in the epilogue; a 1x1 convolution GEMMs
-// the pixels directly. GroupNorm: chunked moments merged in a fixed order.
+// Convolutions (the VAE decoder's): 3x3 layers in bf16/fp16 whose channels
+// are multiples of 8 run kernels/dit/vae_conv.h's implicit GEMM over the whole
+// batch (tiling fixed by the layer's shape); the rest go per sample through
+// im2col over fixed chunks of its pixels (kernels/dit/vae_kernels.h) and a
+// cuBLASLt GEMM with the layer's one algorithm, the bias in the epilogue; a
+// 1x1 convolution GEMMs the pixels directly. GroupNorm: chunked moments
+// merged in a fixed order.
 //
 // CUDA graphs (`cuda_graphs`): a pass marked DitStep::eager runs eagerly and
 // leaves the graphs alone. Otherwise the first pass of a (pass kind, batch
