@@ -1,11 +1,13 @@
 #include "runtime/cuda/cuda_w8a8_linear.h"
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/gemm/w8a8.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/model/dtype.h"
 
 namespace tern::runtime {
 namespace {
@@ -29,6 +31,7 @@ absl::Status Upload(const void* host, size_t bytes, void** device, const std::st
 struct Descriptors {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  int64_t d_stride = 0;
   ~Descriptors() {
     if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
     if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
@@ -36,6 +39,36 @@ struct Descriptors {
     if (op != nullptr) cublasLtMatmulDescDestroy(op);
   }
 };
+
+// The matmul descriptor (fp32 or int32 compute; FP8: fast accumulation
+// off) and the layouts of D [out, rows] = A^T B: A the weight [out, in]
+// row-major, B the quantized rows [rows, in] (row stride q_stride), D with
+// row stride d_stride (0: out). False when cuBLASLt refuses one.
+bool CreateDescriptors(bool fp8, cudaDataType_t ab_type, cudaDataType_t d_type, int64_t in, int64_t out, int64_t rows,
+                       int64_t q_stride, Descriptors* desc, int64_t d_stride = 0) {
+  desc->d_stride = d_stride > 0 ? d_stride : out;
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  bool ok = cublasLtMatmulDescCreate(&desc->op, fp8 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32I,
+                                     fp8 ? CUDA_R_32F : CUDA_R_32I) == CUBLAS_STATUS_SUCCESS;
+  ok = ok && cublasLtMatmulDescSetAttribute(desc->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)) ==
+                 CUBLAS_STATUS_SUCCESS;
+  ok = ok && cublasLtMatmulDescSetAttribute(desc->op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)) ==
+                 CUBLAS_STATUS_SUCCESS;
+  if (fp8) {
+    // cuBLASLt's default, stated: partial sums are promoted to fp32 every 128
+    // inputs instead of staying in the tensor cores' 13-fraction-bit
+    // accumulation for all of K (on, the error grows with K).
+    const int8_t fast_accum = 0;
+    ok = ok && cublasLtMatmulDescSetAttribute(desc->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast_accum,
+                                              sizeof(fast_accum)) == CUBLAS_STATUS_SUCCESS;
+  }
+  ok = ok && cublasLtMatrixLayoutCreate(&desc->a, ab_type, uint64_t(in), uint64_t(out), in) == CUBLAS_STATUS_SUCCESS;
+  ok = ok && cublasLtMatrixLayoutCreate(&desc->b, ab_type, uint64_t(in), uint64_t(rows), q_stride) ==
+                 CUBLAS_STATUS_SUCCESS;
+  ok = ok && cublasLtMatrixLayoutCreate(&desc->d, d_type, uint64_t(out), uint64_t(rows), desc->d_stride) ==
+                 CUBLAS_STATUS_SUCCESS;
+  return ok;
+}
 
 }  // namespace
 
@@ -67,12 +100,25 @@ absl::StatusOr<std::unique_ptr<CudaW8A8Linear>> CudaW8A8Linear::Create(const Qua
   p = nullptr;
   RETURN_IF_ERROR(Upload(q.bias.data(), q.bias.size() * 4, &p, what + " bias", total));
   linear->bias_ = static_cast<float*>(p);
+  if (linear->fp8() && !q.bias.empty()) {
+    std::vector<uint16_t> bf16(q.bias.size()), f16(q.bias.size());
+    for (size_t i = 0; i < q.bias.size(); ++i) {
+      bf16[i] = FloatToBFloat16(q.bias[i]);
+      f16[i] = FloatToHalf(q.bias[i]);
+    }
+    p = nullptr;
+    RETURN_IF_ERROR(Upload(bf16.data(), bf16.size() * 2, &p, what + " bias (bf16)", total));
+    linear->bias_bf16_ = static_cast<uint16_t*>(p);
+    p = nullptr;
+    RETURN_IF_ERROR(Upload(f16.data(), f16.size() * 2, &p, what + " bias (fp16)", total));
+    linear->bias_f16_ = static_cast<uint16_t*>(p);
+  }
   return linear;
 }
 
 CudaW8A8Linear::~CudaW8A8Linear() {
   for (void* p : {static_cast<void*>(weight_), static_cast<void*>(w_scales_), static_cast<void*>(smoothing_),
-                  static_cast<void*>(bias_)}) {
+                  static_cast<void*>(bias_), static_cast<void*>(bias_bf16_), static_cast<void*>(bias_f16_)}) {
     if (p != nullptr) cudaFree(p);
   }
 }
@@ -110,6 +156,14 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
     }
   }
 
+  cudaError_t error = cudaSuccess;
+  last_fused_ = false;
+  if (fp8() && type != kernels::ScalarType::kF32 &&
+      RunFusedFp8(type, q, row_scales, q_stride, out, ws, &error, what)) {
+    last_fused_ = error == cudaSuccess;
+    return error;
+  }
+
   // cuBLASLt, column-major: D [out, rows] = A^T B with A the weight [out, in]
   // row-major (column-major [in, out], transposed) and B the quantized rows
   // (column-major [in, rows]); D is then the row-major [rows, out] of acc.
@@ -117,83 +171,16 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
   const cudaDataType_t ab_type = fp8() ? CUDA_R_8F_E4M3 : CUDA_R_8I;
   const cudaDataType_t d_type = fp8() ? CUDA_R_32F : CUDA_R_32I;
   Descriptors desc;
-  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  bool ok = cublasLtMatmulDescCreate(&desc.op, fp8() ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32I,
-                                     fp8() ? CUDA_R_32F : CUDA_R_32I) == CUBLAS_STATUS_SUCCESS;
-  ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)) ==
-                 CUBLAS_STATUS_SUCCESS;
-  ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)) ==
-                 CUBLAS_STATUS_SUCCESS;
-  if (fp8()) {
-    // cuBLASLt's default, stated: partial sums are promoted to fp32 every 128
-    // inputs instead of staying in the tensor cores' 13-fraction-bit
-    // accumulation for all of K (on, the error grows with K).
-    const int8_t fast_accum = 0;
-    ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast_accum,
-                                              sizeof(fast_accum)) == CUBLAS_STATUS_SUCCESS;
-  }
-  ok = ok && cublasLtMatrixLayoutCreate(&desc.a, ab_type, uint64_t(in_), uint64_t(out_), in_) == CUBLAS_STATUS_SUCCESS;
-  ok = ok &&
-       cublasLtMatrixLayoutCreate(&desc.b, ab_type, uint64_t(in_), uint64_t(rows), q_stride) == CUBLAS_STATUS_SUCCESS;
-  ok = ok && cublasLtMatrixLayoutCreate(&desc.d, d_type, uint64_t(out_), uint64_t(rows), out_) == CUBLAS_STATUS_SUCCESS;
-  if (!ok) return cudaErrorUnknown;
-  const bool fixed = ws.algorithm_rows > 0;
-  const int64_t key = fixed ? ws.algorithm_rows : rows;
-  auto found = algos_.find(key);
-  if (found == algos_.end()) {
-    // Host-side only: finding the algorithm enqueues nothing, so it may
-    // happen during graph capture.
-    *what = fixed ? "w8a8 cuBLASLt algorithm search (none without split-K for this shape on this device)"
-                  : "w8a8 cuBLASLt algorithm search (none for this shape on this device)";
-    Descriptors search;  // the B and D layouts at algorithm_rows rows
-    if (fixed &&
-        (cublasLtMatrixLayoutCreate(&search.b, ab_type, uint64_t(in_), uint64_t(key), q_stride) !=
-             CUBLAS_STATUS_SUCCESS ||
-         cublasLtMatrixLayoutCreate(&search.d, d_type, uint64_t(out_), uint64_t(key), out_) != CUBLAS_STATUS_SUCCESS)) {
-      return cudaErrorUnknown;
-    }
-    cublasLtMatmulPreference_t preference = nullptr;
-    if (cublasLtMatmulPreferenceCreate(&preference) != CUBLAS_STATUS_SUCCESS) return cudaErrorUnknown;
-    const size_t limit = ws.workspace_bytes;
-    cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &limit, sizeof(limit));
-    constexpr int kCandidates = 16;
-    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
-    int count = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-        ws.lt, desc.op, desc.a, fixed ? search.b : desc.b, fixed ? search.d : desc.d, fixed ? search.d : desc.d,
-        preference, fixed ? kCandidates : 1, results, &count);
-    cublasLtMatmulPreferenceDestroy(preference);
-    if (status != CUBLAS_STATUS_SUCCESS) return cudaErrorNotSupported;
-    int chosen = -1;
-    for (int i = 0; i < count && chosen < 0; ++i) {
-      if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-      int32_t splits = 1;
-      size_t written = 0;
-      if (fixed && cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
-                                                        sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
-        splits = 1;
-      }
-      if (splits <= 1) chosen = i;
-    }
-    if (chosen < 0) return cudaErrorNotSupported;
-    found = algos_.emplace(key, results[chosen].algo).first;
-  }
-  if (fixed && checked_.count({key, rows}) == 0) {
-    *what = "w8a8 cuBLASLt: the layer's fixed algorithm does not run this row count";
-    cublasLtMatmulHeuristicResult_t check{};
-    if (cublasLtMatmulAlgoCheck(ws.lt, desc.op, desc.a, desc.b, desc.d, desc.d, &found->second, &check) !=
-        CUBLAS_STATUS_SUCCESS) {
-      return cudaErrorNotSupported;
-    }
-    checked_.insert({key, rows});
-  }
+  if (!CreateDescriptors(fp8(), ab_type, d_type, in_, out_, rows, q_stride, &desc)) return cudaErrorUnknown;
+  const cublasLtMatmulAlgo_t* algo = Algorithm(ws, &desc, ab_type, d_type, q_stride, rows, algos_, what);
+  if (algo == nullptr) return cudaErrorNotSupported;
   *what = "w8a8 cuBLASLt matmul";
   const float alpha_f = 1.0f, beta_f = 0.0f;
   const int32_t alpha_i = 1, beta_i = 0;
   const void* alpha = fp8() ? static_cast<const void*>(&alpha_f) : static_cast<const void*>(&alpha_i);
   const void* beta = fp8() ? static_cast<const void*>(&beta_f) : static_cast<const void*>(&beta_i);
-  if (cublasLtMatmul(ws.lt, desc.op, alpha, weight_, desc.a, q, desc.b, beta, ws.acc, desc.d, ws.acc, desc.d,
-                     &found->second, ws.workspace, ws.workspace_bytes, ws.stream) != CUBLAS_STATUS_SUCCESS) {
+  if (cublasLtMatmul(ws.lt, desc.op, alpha, weight_, desc.a, q, desc.b, beta, ws.acc, desc.d, ws.acc, desc.d, algo,
+                     ws.workspace, ws.workspace_bytes, ws.stream) != CUBLAS_STATUS_SUCCESS) {
     return cudaErrorUnknown;
   }
 
@@ -205,6 +192,133 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
   e.y_row_stride = out.stride;
   e.int32_acc = !fp8();
   return kernels::LaunchW8A8Epilogue(type, e, ws.acc, row_scales, w_scales_, bias_, out.data, ws.stream);
+}
+
+bool CudaW8A8Linear::RunFusedFp8(kernels::ScalarType type, const uint8_t* q, const float* row_scales,
+                                 int64_t q_stride, const Tensor& out, const W8A8Workspace& ws, cudaError_t* error,
+                                 const char** what) const {
+  const int which = type == kernels::ScalarType::kBF16 ? 1 : 0;
+  if (fused_unavailable_[which]) return false;
+  const int64_t rows = out.rows;
+  const cudaDataType_t d_type = which == 1 ? CUDA_R_16BF : CUDA_R_16F;
+  Descriptors desc;
+  *what = "w8a8 fused cuBLASLt matmul";
+  if (!CreateDescriptors(/*fp8=*/true, CUDA_R_8F_E4M3, d_type, in_, out_, rows, q_stride, &desc, out.stride)) {
+    *error = cudaErrorUnknown;
+    return true;
+  }
+  // Outer-vector scales: A (the weight, the M = out side) by channel, B (the
+  // rows, the N side) by row; the bias after them, in the output type.
+  const int32_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+  const void* a_scales = w_scales_;
+  const void* b_scales = row_scales;
+  bool ok = cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer)) ==
+            CUBLAS_STATUS_SUCCESS;
+  ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer)) ==
+                 CUBLAS_STATUS_SUCCESS;
+  ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scales,
+                                            sizeof(a_scales)) == CUBLAS_STATUS_SUCCESS;
+  ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scales,
+                                            sizeof(b_scales)) == CUBLAS_STATUS_SUCCESS;
+  const void* bias = which == 1 ? static_cast<const void*>(bias_bf16_) : static_cast<const void*>(bias_f16_);
+  if (bias != nullptr) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const int32_t bias_type = d_type;
+    ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)) ==
+                   CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                              sizeof(bias_type)) == CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)) ==
+                   CUBLAS_STATUS_SUCCESS;
+  }
+  if (!ok) {  // this cuBLASLt lacks the attributes: the unfused path
+    fused_unavailable_[which] = true;
+    return false;
+  }
+  const char* search_what = nullptr;
+  const cublasLtMatmulAlgo_t* algo =
+      Algorithm(ws, &desc, CUDA_R_8F_E4M3, d_type, q_stride, rows, fused_algos_[which], &search_what);
+  if (algo == nullptr) {
+    // No fused algorithm for this shape: the unfused path, from now on. (A
+    // layer with a fixed algorithm that later meets a row count it cannot
+    // run fails below instead: its sums must stay those of its one
+    // algorithm.)
+    if (fused_algos_[which].empty()) {
+      fused_unavailable_[which] = true;
+      return false;
+    }
+    *what = search_what;
+    *error = cudaErrorNotSupported;
+    return true;
+  }
+  *what = "w8a8 fused cuBLASLt matmul";
+  const float alpha = 1.0f, beta = 0.0f;
+  if (cublasLtMatmul(ws.lt, desc.op, &alpha, weight_, desc.a, q, desc.b, &beta, out.data, desc.d, out.data, desc.d,
+                     algo, ws.workspace, ws.workspace_bytes, ws.stream) != CUBLAS_STATUS_SUCCESS) {
+    *error = cudaErrorUnknown;
+  }
+  return true;
+}
+
+const cublasLtMatmulAlgo_t* CudaW8A8Linear::Algorithm(const W8A8Workspace& ws, const void* desc_ptr,
+                                                      cudaDataType_t ab_type, cudaDataType_t d_type,
+                                                      int64_t q_stride, int64_t rows,
+                                                      std::map<int64_t, cublasLtMatmulAlgo_t>& cache,
+                                                      const char** what) const {
+  const Descriptors& desc = *static_cast<const Descriptors*>(desc_ptr);
+  const bool fixed = ws.algorithm_rows > 0;
+  const int64_t key = fixed ? ws.algorithm_rows : rows;
+  const int64_t d_stride = desc.d_stride;
+  auto found = cache.find(key);
+  if (found == cache.end()) {
+    // Host-side only: finding the algorithm enqueues nothing, so it may
+    // happen during graph capture.
+    *what = fixed ? "w8a8 cuBLASLt algorithm search (none without split-K for this shape on this device)"
+                  : "w8a8 cuBLASLt algorithm search (none for this shape on this device)";
+    Descriptors search;  // the B and D layouts at algorithm_rows rows
+    if (fixed &&
+        (cublasLtMatrixLayoutCreate(&search.b, ab_type, uint64_t(in_), uint64_t(key), q_stride) !=
+             CUBLAS_STATUS_SUCCESS ||
+         cublasLtMatrixLayoutCreate(&search.d, d_type, uint64_t(out_), uint64_t(key), d_stride) !=
+             CUBLAS_STATUS_SUCCESS)) {
+      return nullptr;
+    }
+    cublasLtMatmulPreference_t preference = nullptr;
+    if (cublasLtMatmulPreferenceCreate(&preference) != CUBLAS_STATUS_SUCCESS) return nullptr;
+    const size_t limit = ws.workspace_bytes;
+    cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &limit, sizeof(limit));
+    constexpr int kCandidates = 16;
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+    int count = 0;
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+        ws.lt, desc.op, desc.a, fixed ? search.b : desc.b, fixed ? search.d : desc.d, fixed ? search.d : desc.d,
+        preference, fixed ? kCandidates : 1, results, &count);
+    cublasLtMatmulPreferenceDestroy(preference);
+    if (status != CUBLAS_STATUS_SUCCESS) return nullptr;
+    int chosen = -1;
+    for (int i = 0; i < count && chosen < 0; ++i) {
+      if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      int32_t splits = 1;
+      size_t written = 0;
+      if (fixed && cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                                        sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
+        splits = 1;
+      }
+      if (splits <= 1) chosen = i;
+    }
+    if (chosen < 0) return nullptr;
+    found = cache.emplace(key, results[chosen].algo).first;
+  }
+  if (fixed && checked_.count({&cache, key, rows}) == 0) {
+    *what = "w8a8 cuBLASLt: the layer's fixed algorithm does not run this row count";
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(ws.lt, desc.op, desc.a, desc.b, desc.d, desc.d, &found->second, &check) !=
+        CUBLAS_STATUS_SUCCESS) {
+      return nullptr;
+    }
+    checked_.insert({&cache, key, rows});
+  }
+  return &found->second;
 }
 
 }  // namespace tern::runtime

@@ -4,10 +4,20 @@
 // (kernels/gemm/w8a8.h), the products summed by cuBLASLt (FP8, Hopper or
 // Ada: fast accumulation off, so partial sums are added in fp32 every 128
 // inputs, each 32-input tensor-core step keeping 13 fraction bits; INT8:
-// exact int32 sums), and the row and
-// weight scales and the bias applied by an elementwise epilogue. Weights stay
-// as stored ([out, in] bytes: cuBLASLt's "TN" operand), with their
-// per-output-channel fp32 scales.
+// exact int32 sums), and the row and weight scales and the bias applied
+// after the sums. Weights stay as stored ([out, in] bytes: cuBLASLt's "TN"
+// operand), with their per-output-channel fp32 scales.
+//
+// Where the scales and bias are applied:
+// - FP8 with a 16-bit output, where cuBLASLt has outer-vector scaling
+//   (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F: a scale per row of each
+//   operand, Hopper and later): in the GEMM itself. The fp32 sum times the
+//   weight's and the row's scale, plus the bias (rounded to the output
+//   type), is rounded once into the output; no fp32 accumulator buffer, no
+//   epilogue kernel (`fused_scales()` after the first Run says so).
+// - Otherwise (INT8, fp32 output, no such algorithm for the shape): the GEMM
+//   writes fp32 / int32 sums into the workspace and an elementwise epilogue
+//   (kernels/gemm/w8a8.h) applies scales and bias in fp32.
 //
 // Built only with TERN_WITH_CUDA. Immutable after Create except for the
 // cached cuBLASLt algorithm per row count (single-threaded, as the backend).
@@ -19,6 +29,7 @@
 #include <cstdint>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <memory>
 
@@ -73,8 +84,22 @@ class CudaW8A8Linear final : public LinearWeight {
   cudaError_t Run(kernels::ScalarType type, const Tensor& x, const Tensor& out, const W8A8Workspace& ws,
                   const char** what) const;
 
+  // Whether the last Run applied the scales and bias inside the GEMM (see
+  // above); false before the first Run.
+  bool fused_scales() const { return last_fused_; }
+
  private:
   CudaW8A8Linear() = default;
+  // The algorithm for `rows` rows under `desc` (found on first use, host
+  // only), from `cache`; null with *what naming the failure.
+  const cublasLtMatmulAlgo_t* Algorithm(const W8A8Workspace& ws, const void* desc, cudaDataType_t ab_type,
+                                        cudaDataType_t d_type, int64_t q_stride, int64_t rows,
+                                        std::map<int64_t, cublasLtMatmulAlgo_t>& cache, const char** what) const;
+  // The FP8 GEMM with outer-vector scales into `out` (16-bit); false when
+  // cuBLASLt offers no such algorithm for this shape (then never tried
+  // again for this output type), with nothing enqueued.
+  bool RunFusedFp8(kernels::ScalarType type, const uint8_t* q, const float* row_scales, int64_t q_stride,
+                   const Tensor& out, const W8A8Workspace& ws, cudaError_t* error, const char** what) const;
 
   LinearScheme scheme_;
   int64_t out_ = 0, in_ = 0;
@@ -84,10 +109,17 @@ class CudaW8A8Linear final : public LinearWeight {
   float* w_scales_ = nullptr;   // [out]
   float* smoothing_ = nullptr;  // [in] or null
   float* bias_ = nullptr;       // [out] or null
+  uint16_t* bias_bf16_ = nullptr;  // [out] or null: the bias rounded, for the fused FP8 epilogue
+  uint16_t* bias_f16_ = nullptr;
   // cuBLASLt's choice per row count (or per algorithm_rows), found on first use.
   mutable std::map<int64_t, cublasLtMatmulAlgo_t> algos_;
-  // With algorithm_rows: the (algorithm_rows, rows) pairs checked to run.
-  mutable std::set<std::pair<int64_t, int64_t>> checked_;
+  // The same for the fused FP8 GEMM, by output type (0: fp16, 1: bf16), and
+  // whether that output type has no fused algorithm for this shape.
+  mutable std::map<int64_t, cublasLtMatmulAlgo_t> fused_algos_[2];
+  mutable bool fused_unavailable_[2] = {false, false};
+  mutable bool last_fused_ = false;
+  // With algorithm_rows: the (cache, algorithm_rows, rows) triples checked to run.
+  mutable std::set<std::tuple<const void*, int64_t, int64_t>> checked_;
 };
 
 }  // namespace tern::runtime

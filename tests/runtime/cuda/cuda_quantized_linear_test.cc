@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -22,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_w8a8_linear.h"
 #include "runtime/cuda/device_probe.h"
 #include "runtime/model/dtype.h"
 
@@ -185,6 +187,10 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheCpuBackend) {
       std::vector<float> got(size_t(rows * c.out));
       (*cuda)->ReadToHost(ty, got.data());
       cudaFree(dx);
+      if (const auto* w8 = dynamic_cast<const CudaW8A8Linear*>(w->get()); w8 != nullptr && w8->fp8()) {
+        std::printf("%s in %s, rows %lld: scales and bias %s\n", c.name, DTypeSafetensorsName(dtype),
+                    (long long)rows, w8->fused_scales() ? "in the GEMM (outer-vector scales)" : "by the epilogue");
+      }
       float diff = 0.0f, scale = 1.0f;
       int64_t worst = 0;
       for (size_t i = 0; i < want.size(); ++i) {
