@@ -315,7 +315,7 @@ int main(int argc, char** argv) {
         t[b] = float((b * 37) % 1000);
         y[b] = b % 2 == 0 ? int32_t(b % 1000) : config.null_class;  // conditional, unconditional
       }
-      const DitBatch input{x, t, y};
+      const DitBatch input{x, t, y, {}};
       const std::string where = std::to_string(tokens) + " tokens, batch " + std::to_string(batch);
       CheckDevice(where + ": before the first pass");
       const auto time_ms = [&](DitModel& model, int reps, CudaDitOps* profiled, CudaDitOps::OpTimes* sum) {

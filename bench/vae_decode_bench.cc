@@ -2,9 +2,13 @@
 // on the CPU or CUDA DiT ops.
 //
 //   tern-vae-bench --vae DIR/vae [--backend cuda] [--dtype bfloat16] [--latent-sizes 32,64]
-//                  [--batches 1,16] [--iters 10] [--json out.json]
+//                  [--batches 1,16] [--iters 10] [--profile] [--json out.json]
 //     times Decode (host latents in, host images out; CUDA graphs on) per
-//     latent size and batch: ms a decode and ms an image.
+//     latent size and batch: ms a decode and ms an image. --profile (cuda)
+//     also runs the decodes eagerly on ops that time every op with events
+//     (CudaDitOpsOptions::profile) and splits a decode into convolutions
+//     and 1x1 linears, the mid-block attention, and the rest (GroupNorm,
+//     SiLU, upsampling, residual adds, copies).
 //   tern-vae-bench --model DIR --dump out.safetensors [--backend cuda] [--dtype bfloat16]
 //     writes "eps" (one DiT step: x = GaussianNoise(42), t = [999, 500],
 //     y = [1, null]) and "images" (the decode of GaussianNoise(7) latents),
@@ -26,6 +30,9 @@
 #include "bench/host_info.h"
 #include "runtime/base/flag_names.h"
 #include "runtime/dit/dit_model.h"
+#if defined(TERN_WITH_CUDA)
+#include "runtime/dit/cuda_dit_ops.h"
+#endif
 #include "runtime/dit/dit_ops_factory.h"
 #include "runtime/dit/gaussian_noise.h"
 #include "runtime/dit/vae_decoder.h"
@@ -39,6 +46,7 @@ ABSL_FLAG(std::string, dtype, "auto", "float32, bfloat16 or float16 (auto: bfloa
 ABSL_FLAG(std::string, latent_sizes, "32,64", "Latent sides to time (32: 256x256 images, 64: 512x512)");
 ABSL_FLAG(std::string, batches, "1,16", "Images a decode");
 ABSL_FLAG(int32_t, iters, 10, "Timed decodes per configuration (after 2 untimed: eager, then graph capture)");
+ABSL_FLAG(bool, profile, false, "cuda: also split each decode into convolutions, attention and the rest");
 ABSL_FLAG(std::string, json, "", "Also write the results here");
 
 namespace {
@@ -83,7 +91,7 @@ int Dump() {
   const std::vector<float> t = {999.0f, 500.0f};
   const std::vector<int32_t> y = {1, config->null_class};
   std::vector<float> eps(2 * n), images(2 * m);
-  if (auto s = (*model)->Forward({x, t, y}, absl::MakeSpan(eps)); !s.ok()) return Fail(std::string(s.message()));
+  if (auto s = (*model)->Forward({x, t, y, {}}, absl::MakeSpan(eps)); !s.ok()) return Fail(std::string(s.message()));
   const std::vector<float> latents = GaussianNoise(7, 2 * n);
   if (auto s = (*vae)->Decode(latents, absl::MakeSpan(images)); !s.ok()) return Fail(std::string(s.message()));
   const int64_t c = config->in_channels, h = config->image_size, oc = config->vae.out_channels,
@@ -98,6 +106,46 @@ int Dump() {
               absl::GetFlag(FLAGS_dump).c_str(), (long long)c, (long long)h, (long long)h, (long long)oc,
               (long long)size, (long long)size, (*ops)->name().c_str());
   return 0;
+}
+
+// With --profile on the CUDA ops: ms of a decode in convolutions + linears,
+// attention and the rest, averaged over `iters` eager decodes on profiling
+// ops (after one that sizes the buffers). False when not asked for or not
+// available in this build.
+struct DecodeSplit {
+  double conv_ms = 0, attention_ms = 0, other_ms = 0;
+};
+bool ProfileDecode(const VaeDecoderConfig& config, int latent, const WeightStore& store, const std::vector<float>& latents,
+                   int iters, DecodeSplit* split) {
+#if defined(TERN_WITH_CUDA)
+  if (!absl::GetFlag(FLAGS_profile) || absl::GetFlag(FLAGS_backend) != "cuda") return false;
+  DitOpsChoice choice;
+  choice.backend = "cuda";
+  choice.dtype = absl::GetFlag(FLAGS_dtype);
+  auto dtype_name = DitOpsComputeDType(choice);
+  DType dtype;
+  if (!dtype_name.ok() || !ParseTorchDType(*dtype_name, &dtype)) return false;
+  CudaDitOpsOptions options;
+  options.compute_dtype = dtype;
+  options.profile = true;
+  auto ops = CudaDitOps::Create(options);
+  if (!ops.ok()) return false;
+  auto vae = VaeDecoder::Create(config, latent, store, ops->get());
+  if (!vae.ok()) return false;
+  std::vector<float> images(latents.size() / (*vae)->latent_elements() * (*vae)->image_elements());
+  for (int i = 0; i <= iters; ++i) {
+    if (!(*vae)->Decode(latents, absl::MakeSpan(images)).ok()) return false;
+    if (i == 0) continue;
+    const CudaDitOps::OpTimes t = (*ops)->op_times();
+    split->conv_ms += t.linear_ms / iters;
+    split->attention_ms += t.attention_ms / iters;
+    split->other_ms += t.other_ms / iters;
+  }
+  return true;
+#else
+  (void)config, (void)latent, (void)store, (void)latents, (void)iters, (void)split;
+  return false;
+#endif
 }
 
 int Bench() {
@@ -135,7 +183,15 @@ int Bench() {
       std::printf("%5dx%-2d %4dx%-3d %6d | %12.3f %12.3f\n", latent, latent, (*vae)->image_size(),
                   (*vae)->image_size(), batch, ms, ms / batch);
       absl::StrAppend(&json, json.size() > 1 ? "," : "", "{\"latent\":", latent, ",\"batch\":", batch,
-                      ",\"ms_per_decode\":", ms, ",\"ms_per_image\":", ms / batch, "}");
+                      ",\"ms_per_decode\":", ms, ",\"ms_per_image\":", ms / batch);
+      DecodeSplit split;
+      if (ProfileDecode(*config, latent, **store, latents, iters, &split)) {
+        std::printf("%24s profiled eager decode: convolutions + linears %.3f ms, attention %.3f ms, other %.3f ms\n",
+                    "", split.conv_ms, split.attention_ms, split.other_ms);
+        absl::StrAppend(&json, ",\"profiled_conv_ms\":", split.conv_ms, ",\"profiled_attention_ms\":",
+                        split.attention_ms, ",\"profiled_other_ms\":", split.other_ms);
+      }
+      json += "}";
     }
   }
   json += "]";

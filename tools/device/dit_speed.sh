@@ -7,8 +7,9 @@
 #      of the same shapes as the linears' floor), then tools/device/dit_torch_step.py (PyTorch
 #      eager bf16, SDPA) at the same shapes; then tern-dit-bench once more with
 #      --gemm-autotune 0 (cuBLASLt's heuristic first algorithm per layer) for the autotune's gain;
-#   2. VAE decode of 32x32x4 and 64x64x4 latents at batch 1 and 16: tern-vae-bench (bf16, graphs)
-#      and tools/device/vae_decode_torch.py (PyTorch eager bf16) on the same random VAE.
+#   2. VAE decode of 32x32x4 and 64x64x4 latents at batch 1 and 16: tern-vae-bench (bf16, graphs,
+#      and a profiled eager decode split into convolutions, attention and the rest) and
+#      tools/device/vae_decode_torch.py (PyTorch eager bf16) on the same random VAE.
 #   tools/device/dit_speed.sh [--skip-dit] [--skip-vae] [--skip-heuristic]
 # Writes $OUT (default /tmp/dit-speed): tern-dit-bench.json, tern-dit-bench-heuristic.json, torch-dit-step.json,
 # tern-vae-bench.json, torch-vae-decode.json and their logs.
@@ -50,7 +51,7 @@ if ((run_vae)); then
       --out "$models/xl256" >/dev/null || { echo "tern-mkmodel failed"; exit 1; }
   fi
   "$bundle" bin/tern-vae-bench --vae "$models/xl256/vae" --backend cuda --dtype bfloat16 \
-    --latent-sizes 32,64 --batches 1,16 --iters 10 --json "$out/tern-vae-bench.json" 2>&1 |
+    --latent-sizes 32,64 --batches 1,16 --iters 10 --profile --json "$out/tern-vae-bench.json" 2>&1 |
     tee "$out/tern-vae-bench.log"
   [[ ${PIPESTATUS[0]} == 0 ]] || status=1
   python3 tools/device/vae_decode_torch.py --vae "$models/xl256/vae" --dtype bfloat16 \
