@@ -1,5 +1,6 @@
 #include "runtime/cuda/cuda_w8a8_linear.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -7,6 +8,7 @@
 #include "kernels/gemm/w8a8.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/cuda/cublaslt_autotune.h"
 #include "runtime/model/dtype.h"
 
 namespace tern::runtime {
@@ -260,6 +262,80 @@ bool CudaW8A8Linear::RunFusedFp8(kernels::ScalarType type, const uint8_t* q, con
   return true;
 }
 
+size_t CudaW8A8Linear::TunedChoice(const W8A8Workspace& ws, const void* desc_ptr, cudaDataType_t ab_type,
+                                    cudaDataType_t d_type, int64_t rows,
+                                    const std::vector<cublasLtMatmulAlgo_t>& candidates) const {
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(ws.stream, &capturing) != cudaSuccess || capturing != cudaStreamCaptureStatusNone) {
+    cudaGetLastError();
+    return 0;
+  }
+  const Descriptors& desc = *static_cast<const Descriptors*>(desc_ptr);
+  // Dense tuning buffers at the search layouts' rows (codes, row scales, D),
+  // capped at 512 MiB in whole 128-row tiles; their D layout is dense too.
+  const size_t d_bytes = d_type == CUDA_R_16BF || d_type == CUDA_R_16F ? 2 : 4;
+  constexpr int64_t kTuneBytes = int64_t(512) << 20;
+  const int64_t row_bytes = in_ + out_ * int64_t(d_bytes) + 4;
+  int64_t tune_rows = std::min(rows, kTuneBytes / row_bytes);
+  if (tune_rows < rows) tune_rows = std::max<int64_t>(128, tune_rows / 128 * 128);
+  void *codes = nullptr, *scales = nullptr, *d = nullptr;
+  const auto release = [&] {
+    for (void* p : {codes, scales, d}) {
+      if (p != nullptr) cudaFree(p);
+    }
+  };
+  if (cudaMalloc(&codes, size_t(tune_rows * in_)) != cudaSuccess ||
+      cudaMalloc(&scales, size_t(tune_rows) * 4) != cudaSuccess ||
+      cudaMalloc(&d, size_t(tune_rows * out_) * d_bytes) != cudaSuccess ||
+      // Codes of a typical magnitude (0x38: 1.0 in E4M3, 56 in INT8) and
+      // unit row scales (0x3f800000 needs a fill; 0 times the sums is timed
+      // the same).
+      cudaMemsetAsync(codes, 0x38, size_t(tune_rows * in_), ws.stream) != cudaSuccess ||
+      cudaMemsetAsync(scales, 0, size_t(tune_rows) * 4, ws.stream) != cudaSuccess) {
+    cudaGetLastError();  // no room to time: the heuristic's first
+    release();
+    return 0;
+  }
+  Descriptors tune;
+  const bool layouts =
+      cublasLtMatrixLayoutCreate(&tune.b, ab_type, uint64_t(in_), uint64_t(tune_rows), in_) == CUBLAS_STATUS_SUCCESS &&
+      cublasLtMatrixLayoutCreate(&tune.d, d_type, uint64_t(out_), uint64_t(tune_rows), out_) == CUBLAS_STATUS_SUCCESS;
+  // The fused descriptor points its B scales at the caller's row scales;
+  // the timing points them at the tuning buffer's and restores them after.
+  const void* b_scales = nullptr;
+  size_t written = 0;
+  const bool fused_scales =
+      cublasLtMatmulDescGetAttribute(desc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scales, sizeof(b_scales),
+                                     &written) == CUBLAS_STATUS_SUCCESS &&
+      b_scales != nullptr;
+  if (fused_scales) {
+    cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scales, sizeof(scales));
+  }
+  size_t best = 0;
+  if (layouts) {
+    LtMatmulProblem problem;
+    problem.lt = ws.lt;
+    problem.desc = desc.op;
+    problem.a_layout = desc.a;
+    problem.b_layout = tune.b;
+    problem.d_layout = tune.d;
+    problem.a = weight_;
+    problem.b = codes;
+    problem.d = d;
+    problem.workspace = ws.workspace;
+    problem.workspace_bytes = ws.workspace_bytes;
+    problem.stream = ws.stream;
+    const absl::StatusOr<int> fastest = FastestAlgorithm(problem, candidates, /*warmup=*/2, /*runs=*/5);
+    if (fastest.ok()) best = size_t(*fastest);
+  }
+  if (fused_scales) {
+    cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scales, sizeof(b_scales));
+  }
+  cudaStreamSynchronize(ws.stream);
+  release();
+  return best;
+}
+
 const cublasLtMatmulAlgo_t* CudaW8A8Linear::Algorithm(const W8A8Workspace& ws, const void* desc_ptr,
                                                       cudaDataType_t ab_type, cudaDataType_t d_type,
                                                       int64_t q_stride, int64_t rows,
@@ -295,8 +371,8 @@ const cublasLtMatmulAlgo_t* CudaW8A8Linear::Algorithm(const W8A8Workspace& ws, c
         preference, fixed ? kCandidates : 1, results, &count);
     cublasLtMatmulPreferenceDestroy(preference);
     if (status != CUBLAS_STATUS_SUCCESS) return nullptr;
-    int chosen = -1;
-    for (int i = 0; i < count && chosen < 0; ++i) {
+    std::vector<cublasLtMatmulAlgo_t> whole_k;  // the candidates without split-K, heuristic order
+    for (int i = 0; i < count; ++i) {
       if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
       int32_t splits = 1;
       size_t written = 0;
@@ -304,10 +380,14 @@ const cublasLtMatmulAlgo_t* CudaW8A8Linear::Algorithm(const W8A8Workspace& ws, c
                                                         sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
         splits = 1;
       }
-      if (splits <= 1) chosen = i;
+      if (splits <= 1) whole_k.push_back(results[i].algo);
     }
-    if (chosen < 0) return nullptr;
-    found = cache.emplace(key, results[chosen].algo).first;
+    if (whole_k.empty()) return nullptr;
+    size_t chosen = 0;
+    if (fixed && ws.autotune && whole_k.size() > 1) {
+      chosen = TunedChoice(ws, &desc, ab_type, d_type, key, whole_k);
+    }
+    found = cache.emplace(key, whole_k[chosen]).first;
   }
   if (fixed && checked_.count({&cache, key, rows}) == 0) {
     *what = "w8a8 cuBLASLt: the layer's fixed algorithm does not run this row count";

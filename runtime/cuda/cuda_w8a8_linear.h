@@ -32,6 +32,7 @@
 #include <tuple>
 #include <utility>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/common/scalar_type.h"
@@ -56,6 +57,11 @@ struct W8A8Workspace {
   // how many rows run with it (the DiT's batch invariance); 0: the
   // heuristic's choice per row count.
   int64_t algorithm_rows = 0;
+  // With algorithm_rows: time the whole-K candidates at that many rows (at
+  // most 512 MiB of tuning buffers, allocated and freed around the timing;
+  // never while the stream is capturing) and keep the fastest, as the CUDA
+  // DiT ops' dense layers do (runtime/cuda/cublaslt_autotune.h).
+  bool autotune = false;
 };
 
 class CudaW8A8Linear final : public LinearWeight {
@@ -95,6 +101,11 @@ class CudaW8A8Linear final : public LinearWeight {
   const cublasLtMatmulAlgo_t* Algorithm(const W8A8Workspace& ws, const void* desc, cudaDataType_t ab_type,
                                         cudaDataType_t d_type, int64_t q_stride, int64_t rows,
                                         std::map<int64_t, cublasLtMatmulAlgo_t>& cache, const char** what) const;
+  // The index among `candidates` (whole-K, heuristic order) of the fastest
+  // timed at `rows` rows (W8A8Workspace::autotune); 0 when the stream is
+  // capturing or no tuning buffers fit.
+  size_t TunedChoice(const W8A8Workspace& ws, const void* desc, cudaDataType_t ab_type, cudaDataType_t d_type,
+                     int64_t rows, const std::vector<cublasLtMatmulAlgo_t>& candidates) const;
   // The FP8 GEMM with outer-vector scales into `out` (16-bit); false when
   // cuBLASLt offers no such algorithm for this shape (then never tried
   // again for this output type), with nothing enqueued.

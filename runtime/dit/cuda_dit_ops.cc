@@ -198,6 +198,7 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
     ws.workspace_bytes = m.workspace.bytes();
     ws.stream = m.stream;
     ws.algorithm_rows = m.LinearRowsPerSample(x.rows) * m.gemm_reference_batch;  // as the dense layers choose theirs
+    ws.autotune = m.gemm_autotune && m.mode == Impl::Mode::kEager;
     ws.q = static_cast<uint8_t*>(m.Workspace(m.w8a8_codes, q.CodeBytes(x.rows), "w8a8 activation codes"));
     ws.row_scales = static_cast<float*>(m.Workspace(m.w8a8_scales, size_t(x.rows) * 4, "w8a8 row scales"));
     ws.acc = m.Workspace(m.w8a8_acc, q.AccBytes(x.rows), "w8a8 accumulators");

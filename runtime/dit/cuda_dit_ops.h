@@ -69,6 +69,8 @@ struct CudaDitOpsOptions {
   // reference rows (tuning buffers of at most 512 MiB, allocated and freed
   // around the timing) and keep the fastest; off: the heuristic's first.
   // Only a plan made by an eager pass is timed (never during capture).
+  // W8A8 layers time their cuBLASLt candidates the same way
+  // (W8A8Workspace::autotune).
   bool gemm_autotune = true;
   bool cuda_graphs = true;
   // Times every op with CUDA events (graphs off): op_times() after FinishStep.
