@@ -94,17 +94,6 @@ float* F(Tensor t) {
   return static_cast<float*>(t.data);
 }
 
-absl::Status CheckFloat(const TensorView& t) {
-  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" has dtype ",
-                                                   DTypeSafetensorsName(t.dtype), "; expected F32, F16 or BF16"));
-  }
-  if (t.shape.empty() || t.numel() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" is empty ", t.ShapeString()));
-  }
-  return absl::OkStatus();
-}
-
 std::vector<float> ToFloat(const TensorView& t) {
   std::vector<float> out(t.numel());
   ConvertToFloat(t.dtype, t.data, out.size(), out.data());
@@ -149,12 +138,12 @@ void GemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_
 
 absl::StatusOr<std::unique_ptr<DitLinear>> CpuDitOps::PrepareLinear(const TensorView& weight,
                                                                    const TensorView* bias) {
-  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  if (auto s = CheckFloatTensor(weight); !s.ok()) return s;
   const int64_t out = weight.shape[0];
   const int64_t in = weight.numel() / out;
   std::vector<float> b;
   if (bias != nullptr) {
-    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (auto s = CheckFloatTensor(*bias); !s.ok()) return s;
     if (bias->shape != std::vector<int64_t>{out}) {
       return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
                                                      "; expected [", out, "] (the bias of \"", weight.name, "\")"));
@@ -182,7 +171,7 @@ absl::StatusOr<std::unique_ptr<DitLinear>> CpuDitOps::PrepareQuantizedLinear(con
 }
 
 absl::StatusOr<std::unique_ptr<DitConv>> CpuDitOps::PrepareConv2d(const TensorView& weight, const TensorView* bias) {
-  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  if (auto s = CheckFloatTensor(weight); !s.ok()) return s;
   if (weight.shape.size() != 4 || weight.shape[2] != weight.shape[3] || weight.shape[2] % 2 != 1) {
     return absl::InvalidArgumentError(absl::StrCat("tensor \"", weight.name, "\" has shape ", weight.ShapeString(),
                                                    "; expected [out, in, k, k] with k odd"));
@@ -190,7 +179,7 @@ absl::StatusOr<std::unique_ptr<DitConv>> CpuDitOps::PrepareConv2d(const TensorVi
   const int64_t out = weight.shape[0], in = weight.shape[1], k = weight.shape[2];
   std::vector<float> b;
   if (bias != nullptr) {
-    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (auto s = CheckFloatTensor(*bias); !s.ok()) return s;
     if (bias->shape != std::vector<int64_t>{out}) {
       return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
                                                      "; expected [", out, "] (the bias of \"", weight.name, "\")"));
@@ -210,7 +199,7 @@ absl::StatusOr<std::unique_ptr<DitConv>> CpuDitOps::PrepareConv2d(const TensorVi
 }
 
 absl::StatusOr<std::unique_ptr<DitTable>> CpuDitOps::UploadTable(const TensorView& table, int64_t rows) {
-  if (auto s = CheckFloat(table); !s.ok()) return s;
+  if (auto s = CheckFloatTensor(table); !s.ok()) return s;
   if (rows == 0) rows = table.shape[0];
   if (rows <= 0 || table.numel() % rows != 0) {
     return absl::InvalidArgumentError(

@@ -88,12 +88,12 @@ absl::StatusOr<std::unique_ptr<CudaDitOps>> CudaDitOps::Create(const CudaDitOpsO
 
 absl::StatusOr<std::unique_ptr<DitLinear>> CudaDitOps::PrepareLinear(const TensorView& weight,
                                                                     const TensorView* bias) {
-  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  if (auto s = CheckFloatTensor(weight); !s.ok()) return s;
   auto linear = std::make_unique<CudaDitLinear>();
   linear->out = weight.shape[0];
   linear->in = weight.numel() / linear->out;
   if (bias != nullptr) {
-    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (auto s = CheckFloatTensor(*bias); !s.ok()) return s;
     if (bias->shape != std::vector<int64_t>{linear->out}) {
       return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
                                                      "; expected [", linear->out, "] (the bias of \"", weight.name,
@@ -118,7 +118,7 @@ absl::StatusOr<std::unique_ptr<DitLinear>> CudaDitOps::PrepareQuantizedLinear(co
 }
 
 absl::StatusOr<std::unique_ptr<DitTable>> CudaDitOps::UploadTable(const TensorView& table, int64_t rows) {
-  if (auto s = CheckFloat(table); !s.ok()) return s;
+  if (auto s = CheckFloatTensor(table); !s.ok()) return s;
   if (rows == 0) rows = table.shape[0];
   if (rows <= 0 || table.numel() % rows != 0) {
     return absl::InvalidArgumentError(
@@ -144,7 +144,7 @@ absl::StatusOr<std::unique_ptr<DitTable>> CudaDitOps::UploadTable(absl::Span<con
 }
 
 absl::StatusOr<std::unique_ptr<DitConv>> CudaDitOps::PrepareConv2d(const TensorView& weight, const TensorView* bias) {
-  if (auto s = CheckFloat(weight); !s.ok()) return s;
+  if (auto s = CheckFloatTensor(weight); !s.ok()) return s;
   if (weight.shape.size() != 4 || weight.shape[2] != weight.shape[3] || weight.shape[2] % 2 != 1) {
     return absl::InvalidArgumentError(absl::StrCat("tensor \"", weight.name, "\" has shape ", weight.ShapeString(),
                                                    "; expected [out, in, k, k] with k odd"));
@@ -157,7 +157,7 @@ absl::StatusOr<std::unique_ptr<DitConv>> CudaDitOps::PrepareConv2d(const TensorV
   conv->gemm.out = out;
   conv->gemm.in = taps * in;
   if (bias != nullptr) {
-    if (auto s = CheckFloat(*bias); !s.ok()) return s;
+    if (auto s = CheckFloatTensor(*bias); !s.ok()) return s;
     if (bias->shape != std::vector<int64_t>{out}) {
       return absl::InvalidArgumentError(absl::StrCat("tensor \"", bias->name, "\" has shape ", bias->ShapeString(),
                                                      "; expected [", out, "] (the bias of \"", weight.name, "\")"));

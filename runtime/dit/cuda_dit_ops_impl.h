@@ -73,17 +73,6 @@ class CudaDitBuffer final : public DitBuffer {
   DeviceBuffer memory;
 };
 
-inline absl::Status CheckFloat(const TensorView& t) {
-  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" has dtype ",
-                                                   DTypeSafetensorsName(t.dtype), "; expected F32, F16 or BF16"));
-  }
-  if (t.shape.empty() || t.numel() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" is empty ", t.ShapeString()));
-  }
-  return absl::OkStatus();
-}
-
 inline size_t ElementBytes(ScalarType type) { return type == ScalarType::kF32 ? 4 : 2; }
 
 inline cudaDataType BlasType(ScalarType type) {

@@ -151,6 +151,19 @@ struct DitAttentionParams {
   float scale = 1.0f;  // applied to q.k, usually 1/sqrt(head_dim)
 };
 
+// OK when `t` is a non-empty F32, F16 or BF16 tensor, what every DitOps
+// preparation takes; INVALID_ARGUMENT naming the tensor otherwise.
+inline absl::Status CheckFloatTensor(const TensorView& t) {
+  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" has dtype ",
+                                                   DTypeSafetensorsName(t.dtype), "; expected F32, F16 or BF16"));
+  }
+  if (t.shape.empty() || t.numel() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" is empty ", t.ShapeString()));
+  }
+  return absl::OkStatus();
+}
+
 class DitOps {
  public:
   virtual ~DitOps() = default;
