@@ -77,13 +77,33 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
   return runner;
 }
 
+std::vector<int32_t> WarmupPrefillLengths(int32_t tokens) {
+  std::vector<int32_t> lengths;
+  if (tokens <= 0) return lengths;
+  lengths.push_back(tokens);
+  for (int32_t n = tokens / 4; n >= kMinWarmupPrefillTokens; n /= 4) lengths.push_back(n);
+  return lengths;
+}
+
 absl::Status LlmModelRunner::Warmup(int32_t tokens) {
   const int32_t block_size = cache_->spec().block_size;
   const int32_t groups = groups_.num_groups();
   const int64_t capacity = int64_t(cache_->spec().num_blocks / groups) * block_size;
   // Room for the prompt and the one decoded token.
-  const int32_t n = static_cast<int32_t>(std::min<int64_t>({int64_t(tokens), max_context_ - 1, capacity - 1}));
+  const auto fit = [&](int32_t length) {
+    return static_cast<int32_t>(std::min<int64_t>({int64_t(length), max_context_ - 1, capacity - 1}));
+  };
+  const std::vector<int32_t> lengths = WarmupPrefillLengths(tokens);
+  for (size_t i = 1; i < lengths.size(); ++i) {
+    if (fit(lengths[i]) < fit(lengths[0])) RETURN_IF_ERROR(WarmupPrefill(fit(lengths[i]), /*decode=*/false));
+  }
+  return lengths.empty() ? absl::OkStatus() : WarmupPrefill(fit(lengths[0]), /*decode=*/true);
+}
+
+absl::Status LlmModelRunner::WarmupPrefill(int32_t n, bool decode) {
   if (n <= 0) return absl::OkStatus();
+  const int32_t block_size = cache_->spec().block_size;
+  const int32_t groups = groups_.num_groups();
   std::vector<int32_t> ids(size_t(n), 0);  // token 0 exists in every vocabulary
   const int32_t per_group = (n + 1 + block_size - 1) / block_size;
   std::vector<std::vector<int32_t>> tables(static_cast<size_t>(groups),
@@ -106,6 +126,7 @@ absl::Status LlmModelRunner::Warmup(int32_t tokens) {
   if (!prefill.outputs[0].token.ok()) {
     return absl::InternalError(absl::StrCat("warm-up: ", prefill.outputs[0].token.status().message()));
   }
+  if (!decode) return absl::OkStatus();
   ids.push_back(prefill.outputs[0].token->token_id);
   state.AppendOutputToken(ids.back());
   step.token_ids = absl::MakeConstSpan(ids).subspan(size_t(n));

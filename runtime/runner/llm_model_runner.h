@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "runtime/backend/backend.h"
 #include "runtime/model/llama_model.h"
@@ -34,10 +35,11 @@ struct LlmModelRunnerOptions {
   size_t activation_reserve_bytes = size_t(1) << 30;
   int64_t max_context_length = 0;  // 0: the model's
   LlamaModelOptions model;
-  // > 0: Create runs a prefill of this many tokens (fewer when the cache or
-  // the context is smaller) and one decode step, then forgets them, so that
-  // lazy kernel loading, library heuristics and scratch growth happen before
-  // the first request instead of inside its time to first token.
+  // > 0: Create runs prefills of WarmupPrefillLengths(warmup_tokens) tokens
+  // (each fewer when the cache or the context is smaller) and one decode
+  // step, then forgets them, so that lazy kernel loading, library heuristics
+  // for each GEMM shape and scratch growth happen before the first request
+  // instead of inside its time to first token.
   int32_t warmup_tokens = 0;
   // > 0 (with warmup_tokens > 0): Create also records the backend's decode
   // graph for every batch bucket up to this many sequences at every context
@@ -51,6 +53,13 @@ struct LlmModelRunnerOptions {
   // what no layer reads). Dense and sliding-window models have one group.
   int32_t max_kv_cache_groups = kDefaultMaxKvCacheGroups;
 };
+
+// The prompt lengths of the start-up warm-up, longest first: `tokens`, then
+// a quarter of the previous one while that is at least
+// kMinWarmupPrefillTokens, so short, middle and long prompts each meet GEMM
+// shapes (and attention tiles) that have run once. Empty for tokens <= 0.
+inline constexpr int32_t kMinWarmupPrefillTokens = 16;
+std::vector<int32_t> WarmupPrefillLengths(int32_t tokens);
 
 class LlmModelRunner final : public ModelRunner {
  public:
@@ -76,9 +85,10 @@ class LlmModelRunner final : public ModelRunner {
   // What the linear layers run as (LlamaModel::weight_scheme).
   const std::string& weight_scheme() const { return model_->weight_scheme(); }
 
-  // The warm-up of LlmModelRunnerOptions::warmup_tokens: one greedy prefill
-  // of `tokens` copies of token 0 into blocks 0, 1, ... (each KV-cache group
-  // its own run of them) and one decode step.
+  // The warm-up of LlmModelRunnerOptions::warmup_tokens: a greedy prefill
+  // of each of WarmupPrefillLengths(tokens) copies of token 0 into blocks 0,
+  // 1, ... (each KV-cache group its own run of them), and after the longest
+  // one decode step.
   // The blocks it wrote hold no sequence afterwards (the scheduler owns
   // block allocation and overwrites them before any read).
   absl::Status Warmup(int32_t tokens);
@@ -90,6 +100,9 @@ class LlmModelRunner final : public ModelRunner {
 
  private:
   LlmModelRunner() = default;
+  // One warm-up prefill of n tokens (n fits the cache and the context), and
+  // with `decode` one decode step after it.
+  absl::Status WarmupPrefill(int32_t n, bool decode);
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<KvCache> cache_;

@@ -127,6 +127,29 @@ TEST_F(LlmModelRunnerTest, EachStepWaitsForTheDeviceOnce) {
   EXPECT_EQ((*runner)->Execute(copies).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(WarmupPrefillLengthsTest, QuartersDownToTheShortestPrompt) {
+  EXPECT_EQ(WarmupPrefillLengths(2048), (std::vector<int32_t>{2048, 512, 128, 32}));
+  EXPECT_EQ(WarmupPrefillLengths(100), (std::vector<int32_t>{100, 25}));
+  EXPECT_EQ(WarmupPrefillLengths(kMinWarmupPrefillTokens), (std::vector<int32_t>{kMinWarmupPrefillTokens}));
+  EXPECT_EQ(WarmupPrefillLengths(5), (std::vector<int32_t>{5}));
+  EXPECT_TRUE(WarmupPrefillLengths(0).empty());
+}
+
+// The start-up warm-up runs one step per prefill length (each cut to the
+// cache: 64 tokens of a 64-slot cache become 63, the prompt plus the one
+// decoded token) and one decode step after the longest.
+TEST_F(LlmModelRunnerTest, WarmupPrefillsEachLengthAndDecodesOnce) {
+  int finish_steps = 0;
+  LlmModelRunnerOptions options;
+  options.model_dir = *dir_;
+  options.block_size = 4;
+  options.num_blocks = 16;
+  options.warmup_tokens = 64;  // lengths 64 (cut to 63) and 16
+  auto runner = LlmModelRunner::Create(std::make_unique<CountingCpuBackend>(&finish_steps), options);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  EXPECT_EQ(finish_steps, 3);
+}
+
 // A prompt prefilled into some blocks, the blocks copied by a copies-only
 // step, then the same next step over the originals and over the copies:
 // the copies hold the same KV, so the logprobs are the same bits.
