@@ -18,7 +18,11 @@
 //                  [--weight-scheme auto | w8a8-int8 | w8a8-fp8 | mixed:PLAN]
 //                  [--attention-plan FILE | synthetic:STEPS:FRACTION[:cfg] | stretch:FILE:TOKENS]
 //                  [--reps 2]
-//                  [--gemm-autotune 1|0]
+//                  [--gemm-autotune 1|0] [--fp8-fast-accum 0|1]
+//
+// --fp8-fast-accum 1 runs w8a8-fp8 layers with cuBLASLt's fast accumulation
+// (CudaDitOpsOptions::w8a8_fp8_fast_accumulation), to time what the fp32
+// promotion every 128 inputs costs.
 //
 // --gemm-autotune 0 keeps cuBLASLt's heuristic first algorithm for every
 // layer shape instead of the fastest timed one (CudaDitOpsOptions); the
@@ -216,6 +220,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> batches = {1, 8, 64}, token_counts = {256, 1024};
   int iters = 20;
   bool gemm_autotune = true;
+  bool fp8_fast_accum = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--dtype") dtype_name = value;
@@ -228,6 +233,7 @@ int main(int argc, char** argv) {
     else if (flag == "--attention-plan") attention_plan = value;
     else if (flag == "--reps") generation_reps = std::max(1, std::atoi(value.c_str()));
     else if (flag == "--gemm-autotune" && (value == "0" || value == "1")) gemm_autotune = value == "1";
+    else if (flag == "--fp8-fast-accum" && (value == "0" || value == "1")) fp8_fast_accum = value == "1";
     else {
       std::fprintf(stderr, "tern-dit-bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -261,12 +267,19 @@ int main(int argc, char** argv) {
   const cudaDataType blas_type = dtype == DType::kF32 ? CUDA_R_32F : dtype == DType::kF16 ? CUDA_R_16F : CUDA_R_16BF;
   const size_t element = DTypeSize(dtype);
 
-  nlohmann::json report = {{"bench", "tern-dit-bench"}, {"device", prop.name}, {"dtype", dtype_name},
-                           {"weight_scheme", model_options.weight_scheme.ToString()}, {"gemm_autotune", gemm_autotune}, {"model", "DiT-XL/2 shape, random weights"}, {"rows_note", "batch = forward rows (CFG: 2 per image)"},
+  nlohmann::json report = {{"bench", "tern-dit-bench"},
+                           {"device", prop.name},
+                           {"dtype", dtype_name},
+                           {"weight_scheme", model_options.weight_scheme.ToString()},
+                           {"gemm_autotune", gemm_autotune},
+                           {"fp8_fast_accumulation", fp8_fast_accum},
+                           {"model", "DiT-XL/2 shape, random weights"},
+                           {"rows_note", "batch = forward rows (CFG: 2 per image)"},
                            {"results", nlohmann::json::array()}};
-  std::printf("tern-dit-bench on %s, %s, weight_scheme %s, gemm autotune %s, DiT-XL/2 shape; batch = forward rows "
-              "(2 per guided image)\n",
-              prop.name, dtype_name.c_str(), model_options.weight_scheme.ToString().c_str(), gemm_autotune ? "on" : "off");
+  std::printf("tern-dit-bench on %s, %s, weight_scheme %s, gemm autotune %s, fp8 fast accumulation %s, DiT-XL/2 "
+              "shape; batch = forward rows (2 per guided image)\n",
+              prop.name, dtype_name.c_str(), model_options.weight_scheme.ToString().c_str(),
+              gemm_autotune ? "on" : "off", fp8_fast_accum ? "on" : "off");
   std::printf("%6s %5s | %9s %9s | %9s %9s %9s | %9s %9s %9s %6s\n", "tokens", "batch", "graph ms", "eager ms",
               "linear ms", "attn ms", "other ms", "lin TF/s", "cuBLAS ms", "cuBLAS TF", "ratio");
   for (int64_t tokens : token_counts) {
@@ -292,6 +305,7 @@ int main(int argc, char** argv) {
     graph_options.compute_dtype = profile_options.compute_dtype = dtype;
     profile_options.profile = true;
     graph_options.gemm_autotune = profile_options.gemm_autotune = gemm_autotune;
+    graph_options.w8a8_fp8_fast_accumulation = profile_options.w8a8_fp8_fast_accumulation = fp8_fast_accum;
     auto graph_ops = CudaDitOps::Create(graph_options);
     auto profile_ops = CudaDitOps::Create(profile_options);
     if (!graph_ops.ok() || !profile_ops.ok()) {

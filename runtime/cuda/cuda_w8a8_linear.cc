@@ -46,8 +46,8 @@ struct Descriptors {
 // off) and the layouts of D [out, rows] = A^T B: A the weight [out, in]
 // row-major, B the quantized rows [rows, in] (row stride q_stride), D with
 // row stride d_stride (0: out). False when cuBLASLt refuses one.
-bool CreateDescriptors(bool fp8, cudaDataType_t ab_type, cudaDataType_t d_type, int64_t in, int64_t out, int64_t rows,
-                       int64_t q_stride, Descriptors* desc, int64_t d_stride = 0) {
+bool CreateDescriptors(bool fp8, bool fast_accumulation, cudaDataType_t ab_type, cudaDataType_t d_type, int64_t in,
+                       int64_t out, int64_t rows, int64_t q_stride, Descriptors* desc, int64_t d_stride = 0) {
   desc->d_stride = d_stride > 0 ? d_stride : out;
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   bool ok = cublasLtMatmulDescCreate(&desc->op, fp8 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32I,
@@ -57,10 +57,11 @@ bool CreateDescriptors(bool fp8, cudaDataType_t ab_type, cudaDataType_t d_type, 
   ok = ok && cublasLtMatmulDescSetAttribute(desc->op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)) ==
                  CUBLAS_STATUS_SUCCESS;
   if (fp8) {
-    // cuBLASLt's default, stated: partial sums are promoted to fp32 every 128
-    // inputs instead of staying in the tensor cores' 13-fraction-bit
-    // accumulation for all of K (on, the error grows with K).
-    const int8_t fast_accum = 0;
+    // Off (cuBLASLt's default, stated): partial sums are promoted to fp32
+    // every 128 inputs instead of staying in the tensor cores'
+    // 13-fraction-bit accumulation for all of K (on: faster, and the error
+    // grows with K).
+    const int8_t fast_accum = fast_accumulation ? 1 : 0;
     ok = ok && cublasLtMatmulDescSetAttribute(desc->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast_accum,
                                               sizeof(fast_accum)) == CUBLAS_STATUS_SUCCESS;
   }
@@ -173,7 +174,9 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
   const cudaDataType_t ab_type = fp8() ? CUDA_R_8F_E4M3 : CUDA_R_8I;
   const cudaDataType_t d_type = fp8() ? CUDA_R_32F : CUDA_R_32I;
   Descriptors desc;
-  if (!CreateDescriptors(fp8(), ab_type, d_type, in_, out_, rows, q_stride, &desc)) return cudaErrorUnknown;
+  if (!CreateDescriptors(fp8(), ws.fp8_fast_accumulation, ab_type, d_type, in_, out_, rows, q_stride, &desc)) {
+    return cudaErrorUnknown;
+  }
   const cublasLtMatmulAlgo_t* algo = Algorithm(ws, &desc, ab_type, d_type, q_stride, rows, algos_, what);
   if (algo == nullptr) return cudaErrorNotSupported;
   *what = "w8a8 cuBLASLt matmul";
@@ -205,7 +208,8 @@ bool CudaW8A8Linear::RunFusedFp8(kernels::ScalarType type, const uint8_t* q, con
   const cudaDataType_t d_type = which == 1 ? CUDA_R_16BF : CUDA_R_16F;
   Descriptors desc;
   *what = "w8a8 fused cuBLASLt matmul";
-  if (!CreateDescriptors(/*fp8=*/true, CUDA_R_8F_E4M3, d_type, in_, out_, rows, q_stride, &desc, out.stride)) {
+  if (!CreateDescriptors(/*fp8=*/true, ws.fp8_fast_accumulation, CUDA_R_8F_E4M3, d_type, in_, out_, rows, q_stride,
+                         &desc, out.stride)) {
     *error = cudaErrorUnknown;
     return true;
   }

@@ -62,6 +62,12 @@ struct W8A8Workspace {
   // never while the stream is capturing) and keep the fastest, as the CUDA
   // DiT ops' dense layers do (runtime/cuda/cublaslt_autotune.h).
   bool autotune = false;
+  // FP8: cuBLASLt's fast accumulation (the tensor cores' 13-fraction-bit
+  // sums over all of K, no fp32 promotion every 128 inputs): faster, with an
+  // error that grows with K, which kernels/gemm/quant_gemm.h's reference
+  // does not model. One setting per layer for its lifetime (the algorithm
+  // caches do not key on it).
+  bool fp8_fast_accumulation = false;
 };
 
 class CudaW8A8Linear final : public LinearWeight {

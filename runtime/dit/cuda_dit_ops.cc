@@ -78,6 +78,7 @@ absl::StatusOr<std::unique_ptr<CudaDitOps>> CudaDitOps::Create(const CudaDitOpsO
   impl->element_bytes = ElementBytes(type);
   impl->gemm_reference_batch = options.gemm_reference_batch;
   impl->gemm_autotune = options.gemm_autotune;
+  impl->w8a8_fp8_fast_accumulation = options.w8a8_fp8_fast_accumulation;
   impl->profile = options.profile;
   impl->graphs_enabled = options.cuda_graphs && !options.profile;
   RETURN_IF_CUDA(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "creating a stream");
@@ -199,6 +200,7 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
     ws.stream = m.stream;
     ws.algorithm_rows = m.LinearRowsPerSample(x.rows) * m.gemm_reference_batch;  // as the dense layers choose theirs
     ws.autotune = m.gemm_autotune && m.mode == Impl::Mode::kEager;
+    ws.fp8_fast_accumulation = m.w8a8_fp8_fast_accumulation;
     ws.q = static_cast<uint8_t*>(m.Workspace(m.w8a8_codes, q.CodeBytes(x.rows), "w8a8 activation codes"));
     ws.row_scales = static_cast<float*>(m.Workspace(m.w8a8_scales, size_t(x.rows) * 4, "w8a8 row scales"));
     ws.acc = m.Workspace(m.w8a8_acc, q.AccBytes(x.rows), "w8a8 accumulators");

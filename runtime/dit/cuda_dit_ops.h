@@ -72,6 +72,10 @@ struct CudaDitOpsOptions {
   // W8A8 layers time their cuBLASLt candidates the same way
   // (W8A8Workspace::autotune).
   bool gemm_autotune = true;
+  // FP8 W8A8 layers with cuBLASLt's fast accumulation
+  // (W8A8Workspace::fp8_fast_accumulation): off keeps the arithmetic the
+  // CPU reference models.
+  bool w8a8_fp8_fast_accumulation = false;
   bool cuda_graphs = true;
   // Times every op with CUDA events (graphs off): op_times() after FinishStep.
   bool profile = false;

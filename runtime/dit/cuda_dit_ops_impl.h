@@ -143,6 +143,7 @@ struct CudaDitOps::Impl {
   size_t element_bytes = 2;
   int64_t gemm_reference_batch = 64;
   bool gemm_autotune = true;
+  bool w8a8_fp8_fast_accumulation = false;
   CudaDitOps::GemmTuning tuning;
   bool graphs_enabled = true;
   bool profile = false;

@@ -14,8 +14,8 @@
 #      class accuracy and Frechet distance by score_dit_images.py /
 #      frechet.py, beside eval.json's PyTorch row);
 #   4. speed: tern-dit-bench (DiT-XL/2 shape, random weights) at 256 and
-#      1024 tokens, batches 1, 8 and 64, bf16 dense, w8a8-fp8 and w8a8-int8,
-#      in one run on one card.
+#      1024 tokens, batches 1, 8 and 64, bf16 dense, w8a8-fp8 (also with
+#      cuBLASLt's fast accumulation) and w8a8-int8, in one run on one card.
 #
 #   tools/device/dit_w8a8.sh [--per-class 100] [--plan FILE] [--skip-tests]
 #                            [--skip-quality] [--skip-bench]
@@ -77,19 +77,23 @@ if ((run_bench)); then
     "$bundle" bin/tern-dit-bench --dtype bfloat16 --weight-scheme "$scheme" --tokens 256,1024 --batches 1,8,64 \
       --json "$out/bench-$scheme.json" | tee -a "$out/bench.txt" || status=1
   done
+  # FP8 with cuBLASLt's fast accumulation: what the fp32 promotion every 128 inputs costs.
+  "$bundle" bin/tern-dit-bench --dtype bfloat16 --weight-scheme w8a8-fp8 --fp8-fast-accum 1 --tokens 256,1024 \
+    --batches 1,8,64 --json "$out/bench-w8a8-fp8-fast.json" | tee -a "$out/bench.txt" || status=1
   python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-runs = {s: json.load(open(f"{out}/bench-{s}.json")) for s in ("auto", "w8a8-fp8", "w8a8-int8")}
-print(f"{runs['auto']['device']}: DiT-XL/2 step, graphs, ms (speedup over bf16)")
-print(f"{'tokens':>6} {'batch':>5} | {'bf16':>8} | {'w8a8-fp8':>16} | {'w8a8-int8':>16}")
+schemes = ("w8a8-fp8", "w8a8-fp8-fast", "w8a8-int8")
+runs = {s: json.load(open(f"{out}/bench-{s}.json")) for s in ("auto",) + schemes}
+print(f"{runs['auto']['device']}: DiT-XL/2 step, graphs, ms (speedup over bf16); -fast: fp8 fast accumulation")
+print(f"{'tokens':>6} {'batch':>5} | {'bf16':>8} | " + " | ".join(f"{s:>16}" for s in schemes))
 for i, r in enumerate(runs["auto"]["results"]):
     base = r["step_ms_graphs"]
     cells = []
-    for s in ("w8a8-fp8", "w8a8-int8"):
+    for s in schemes:
         ms = runs[s]["results"][i]["step_ms_graphs"]
         cells.append(f"{ms:8.3f} ({base / ms:4.2f}x)")
-    print(f"{r['tokens']:>6} {r['batch_rows']:>5} | {base:8.3f} | {cells[0]:>16} | {cells[1]:>16}")
+    print(f"{r['tokens']:>6} {r['batch_rows']:>5} | {base:8.3f} | " + " | ".join(f"{c:>16}" for c in cells))
 PY
 fi
 exit $status
