@@ -216,7 +216,7 @@ void EngineImpl::Admit(Submission submission) {
   options.arrival_time = r.arrival_time == absl::InfinitePast() ? absl::Now() : r.arrival_time;
   options.deadline = r.deadline;
   const RequestKey key{r.tenant->name, r.request_id};
-  InFlight flight{std::move(submission.sink), core_.TrackDeadline(key, r.deadline), std::move(r.program)};
+  InFlight flight{std::move(submission.sink), core_.TrackDeadline(key, r.deadline), std::move(r.program), {}};
   auto [it, inserted] = in_flight_.emplace(key, std::move(flight));
   CHECK(inserted);
   if (it->second.program == nullptr) {

@@ -544,7 +544,9 @@ grpc::Status HealthOver(const DaemonProcess& daemon, const std::shared_ptr<grpc:
   SetDeadline(&context, std::chrono::seconds(5));
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status status = stub->Check(&context, {}, &response);
-  if (status.ok()) EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  if (status.ok()) {
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
   return status;
 }
 

@@ -830,7 +830,9 @@ TEST(SchedulerKvGroupsTest, PrefixHitsForksAndCopiesCoverEveryGroup) {
   const std::vector<int32_t>& dense = s.sequences[0].block_tables[0];
   const std::vector<int32_t>& band = s.sequences[0].block_tables[1];
   for (int32_t b : band) {
-    if (b >= 0) EXPECT_EQ(std::count(dense.begin(), dense.end(), b), 0) << "block " << b << " in both groups";
+    if (b >= 0) {
+      EXPECT_EQ(std::count(dense.begin(), dense.end(), b), 0) << "block " << b << " in both groups";
+    }
   }
   EXPECT_EQ(std::count(dense.begin(), dense.end(), kFreedBlock), 0);
   EXPECT_GT(std::count(band.begin(), band.end(), kFreedBlock), 0);

@@ -74,7 +74,9 @@ TEST(SequenceSamplingTest, OutputCountsAreTrackedOnlyForPenalties) {
     EXPECT_EQ(state.tracks_output_counts(), penalized);
     EXPECT_EQ(state.num_output_tokens(), 3);
     EXPECT_EQ(state.output_counts().size(), penalized ? 2u : 0u);
-    if (penalized) EXPECT_EQ(state.output_counts().at(9), 2);
+    if (penalized) {
+      EXPECT_EQ(state.output_counts().at(9), 2);
+    }
   }
 }
 

@@ -204,7 +204,6 @@ TEST(KvCacheGroupsTest, CpuBackendAttendsEachLayerThroughItsGroup) {
       Tensor k = cpu.Scratch(0, context, heads * dim);
       Tensor v = cpu.Scratch(1, context, heads * dim);
       Tensor qt = cpu.Scratch(2, context, heads * dim);
-      Tensor out = cpu.Scratch(3, context, heads * dim);
       const float* src = kv.data() + size_t(l) * context * 2 * heads * dim;
       for (int32_t r = 0; r < context; ++r) {
         std::memcpy(static_cast<float*>(k.data) + r * k.stride, src + size_t(r) * 2 * heads * dim,
@@ -236,7 +235,9 @@ TEST(KvCacheGroupsTest, CpuBackendAttendsEachLayerThroughItsGroup) {
   }
   for (int32_t l = 0; l < layers; ++l) {
     EXPECT_EQ(outputs[0][size_t(l)], outputs[1][size_t(l)]) << "layer " << l;
-    if (l > 0) EXPECT_NE(outputs[0][size_t(l)], outputs[0][size_t(l - 1)]);
+    if (l > 0) {
+      EXPECT_NE(outputs[0][size_t(l)], outputs[0][size_t(l - 1)]);
+    }
   }
 }
 

@@ -138,7 +138,7 @@ class CudaDitOpsTest : public ::testing::TestWithParam<OpCase> {
     DitOps* sides[2] = {&cpu_, gpu_.get()};
     for (int side = 0; side < 2; ++side) {
       DitOps& ops = *sides[side];
-      ASSERT_TRUE(ops.BeginStep({timesteps_, labels_}).ok());
+      ASSERT_TRUE(ops.BeginStep({.timesteps = timesteps_, .labels = labels_, .image = {}}).ok());
       std::vector<Tensor> tensors;
       for (size_t i = 0; i < inputs.size(); ++i) {
         Tensor t = ops.Scratch(int(i), inputs[i].first.first, inputs[i].first.second);
@@ -314,7 +314,7 @@ TEST_P(CudaDitOpsTest, GatedAddLayerNormModulate) {
     // CUDA: fused == GatedAdd then LayerNormModulate, bit for bit (x and out).
     std::vector<float> results[2][2];
     for (int fuse = 0; fuse < 2; ++fuse) {
-      ASSERT_TRUE(gpu_->BeginStep({timesteps_, labels_}).ok());
+      ASSERT_TRUE(gpu_->BeginStep({.timesteps = timesteps_, .labels = labels_, .image = {}}).ok());
       std::vector<Tensor> t;
       for (size_t i = 0; i < inputs.size(); ++i) {
         t.push_back(gpu_->Scratch(int(i), inputs[i].first.first, inputs[i].first.second));
@@ -456,7 +456,7 @@ constexpr int64_t kPixels = 1024;  // the demo: 1 x 32 x 32
 std::vector<float> Forward(DitModel& model, const std::vector<float>& x, const std::vector<float>& t,
                            const std::vector<int32_t>& y) {
   std::vector<float> eps(x.size());
-  const absl::Status status = model.Forward({x, t, y}, absl::MakeSpan(eps));
+  const absl::Status status = model.Forward({x, t, y, {}}, absl::MakeSpan(eps));
   EXPECT_TRUE(status.ok()) << status;
   return eps;
 }
@@ -597,7 +597,7 @@ TEST(CudaDitOpsGraphTest, AnotherOpSequenceAtACapturedBatchFailsInsteadOfReplayi
   const std::vector<int32_t> y = {0, 1};
   const std::vector<float> values(2 * 64, 0.5f);
   const auto pass = [&](bool silu) {
-    EXPECT_TRUE(ops->BeginStep({t, y}).ok());
+    EXPECT_TRUE(ops->BeginStep({.timesteps = t, .labels = y, .image = {}}).ok());
     Tensor x = ops->Scratch(0, 2, 64);
     ops->CopyFromHost(values.data(), x);
     if (silu) {
@@ -629,7 +629,7 @@ TEST(CudaDitOpsStagingTest, LabelsSurviveTheStagingAreaGrowingInTheirPass) {
   const auto pass = [&](const std::vector<int32_t>& labels, int64_t input_cols) {
     const std::vector<float> t(labels.size(), 1.0f);
     const int64_t batch = int64_t(labels.size());
-    EXPECT_TRUE(ops->BeginStep({t, labels}).ok());
+    EXPECT_TRUE(ops->BeginStep({.timesteps = t, .labels = labels, .image = {}}).ok());
     const std::vector<float> input(size_t(batch * input_cols), 0.25f);
     ops->CopyFromHost(input.data(), ops->Scratch(0, batch, input_cols));
     const Tensor out = ops->Scratch(1, batch, kCols);
@@ -752,7 +752,7 @@ TEST(CudaDitModelTest, Head72At256TokensThroughGrowingBatches) {
           const absl::Status status =
               (*model)->Forward({absl::MakeConstSpan(x).subspan(0, size_t(batch * pixels)),
                                  absl::MakeConstSpan(t).subspan(0, size_t(batch)),
-                                 absl::MakeConstSpan(y).subspan(0, size_t(batch))},
+                                 absl::MakeConstSpan(y).subspan(0, size_t(batch)), {}},
                                 absl::MakeSpan(eps));
           ASSERT_TRUE(status.ok()) << what << ": " << status;
           ++passes;
@@ -832,7 +832,7 @@ TEST(CudaLatentDitTest, StepAndDecodeMatchTheCpuAndDecodesAreBatchInvariant) {
   const std::vector<float> t = {999.0f, 500.0f, 3.0f};
   const std::vector<int32_t> y = {1, 10, 4};
   std::vector<float> want_eps(3 * n), want_images(3 * m);
-  ASSERT_TRUE((*cpu_model)->Forward({x, t, y}, absl::MakeSpan(want_eps)).ok());
+  ASSERT_TRUE((*cpu_model)->Forward({x, t, y, {}}, absl::MakeSpan(want_eps)).ok());
   ASSERT_TRUE((*cpu_vae)->Decode(x, absl::MakeSpan(want_images)).ok());
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
     auto ops = MakeOps(dtype, /*graphs=*/true);
@@ -840,7 +840,7 @@ TEST(CudaLatentDitTest, StepAndDecodeMatchTheCpuAndDecodesAreBatchInvariant) {
     auto vae = VaeDecoder::Load(dir + "/vae", config->vae, config->image_size, ops.get());
     ASSERT_TRUE(model.ok() && vae.ok());
     std::vector<float> eps(3 * n), images(3 * m);
-    ASSERT_TRUE((*model)->Forward({x, t, y}, absl::MakeSpan(eps)).ok());
+    ASSERT_TRUE((*model)->Forward({x, t, y, {}}, absl::MakeSpan(eps)).ok());
     ExpectClose(absl::StrCat("tiny latent DiT eps ", Name(dtype)), want_eps, eps, n, 5 * Tolerance(dtype));
     // Batches 3, 1, 1, 1 (eager, then captured, then replayed at batch 1), 3.
     ASSERT_TRUE((*vae)->Decode(x, absl::MakeSpan(images)).ok());

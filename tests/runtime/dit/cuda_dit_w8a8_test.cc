@@ -189,7 +189,7 @@ TEST(CudaDitW8A8Test, LinearsMatchTheCpuReference) {
 std::vector<float> Forward(DitModel& model, const std::vector<float>& x, const std::vector<float>& t,
                            const std::vector<int32_t>& y) {
   std::vector<float> eps(x.size());
-  const absl::Status status = model.Forward({x, t, y}, absl::MakeSpan(eps));
+  const absl::Status status = model.Forward({x, t, y, {}}, absl::MakeSpan(eps));
   EXPECT_TRUE(status.ok()) << status;
   return eps;
 }

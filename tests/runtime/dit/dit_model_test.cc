@@ -37,7 +37,7 @@ class DitModelTest : public ::testing::Test {
   std::vector<float> Forward(DitModel& model, const std::vector<float>& x, const std::vector<float>& t,
                              const std::vector<int32_t>& y) {
     std::vector<float> eps(x.size());
-    const absl::Status status = model.Forward({x, t, y}, absl::MakeSpan(eps));
+    const absl::Status status = model.Forward({x, t, y, {}}, absl::MakeSpan(eps));
     EXPECT_TRUE(status.ok()) << status;
     return eps;
   }
@@ -104,15 +104,15 @@ TEST_F(DitModelTest, SamplesAreIndependentOfTheirBatch) {
 TEST_F(DitModelTest, RejectsBadInputs) {
   const std::vector<float> x(2 * kPixels, 0.0f);
   std::vector<float> eps(2 * kPixels);
-  absl::Status s = model_->Forward({x, std::vector<float>{1.0f, 2.0f}, std::vector<int32_t>{3, 11}},
+  absl::Status s = model_->Forward({x, std::vector<float>{1.0f, 2.0f}, std::vector<int32_t>{3, 11}, {}},
                                    absl::MakeSpan(eps));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("sample 1 has class 11; expected [0, 10) or the null class 10"), std::string::npos) << s;
-  s = model_->Forward({x, std::vector<float>{1.0f}, std::vector<int32_t>{3}}, absl::MakeSpan(eps));
+  s = model_->Forward({x, std::vector<float>{1.0f}, std::vector<int32_t>{3}, {}}, absl::MakeSpan(eps));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  s = model_->Forward({x, std::vector<float>{1.0f, NAN}, std::vector<int32_t>{3, 4}}, absl::MakeSpan(eps));
+  s = model_->Forward({x, std::vector<float>{1.0f, NAN}, std::vector<int32_t>{3, 4}, {}}, absl::MakeSpan(eps));
   EXPECT_NE(s.message().find("non-finite timestep"), std::string::npos) << s;
-  EXPECT_TRUE(model_->Forward({{}, {}, {}}, {}).ok());  // an empty batch
+  EXPECT_TRUE(model_->Forward({{}, {}, {}, {}}, {}).ok());  // an empty batch
 }
 
 TEST_F(DitModelTest, ComputedPositionTableMatchesTheStoredOne) {

@@ -98,9 +98,9 @@ TEST_F(DitPipelineTest, SamplesAtDifferentStepsBatchLikeAlone) {
   // after A's third. Each steps beside the others at a different timestep,
   // and B finishes before A, which finishes before C.
   const DitConfig& config = model_->config();
-  const DenoisingParams a{4, DiffusionSamplerKind::kDpmSolverPp2m, 8, 3.0, 101};
-  const DenoisingParams b{10, DiffusionSamplerKind::kDdim, 4, 1.0, 202};
-  const DenoisingParams c{8, DiffusionSamplerKind::kEuler, 6, 2.0, 303};
+  const DenoisingParams a{4, DiffusionSamplerKind::kDpmSolverPp2m, 8, 3.0, 101, {}};
+  const DenoisingParams b{10, DiffusionSamplerKind::kDdim, 4, 1.0, 202, {}};
+  const DenoisingParams c{8, DiffusionSamplerKind::kEuler, 6, 2.0, 303, {}};
   const auto make = [&](const DenoisingParams& p) {
     auto sample = DenoisingSample::Create(config, &pipeline_->schedule(), p);
     EXPECT_TRUE(sample.ok()) << sample.status();

@@ -215,7 +215,7 @@ std::vector<float> DemoEps(const std::string& scheme, const std::vector<float>& 
   auto model = DitModel::Load(dit_test::kDemoDitDir, &ops, options);
   CHECK(model.ok()) << model.status();
   std::vector<float> eps(x.size());
-  const absl::Status s = (*model)->Forward({x, t, y}, absl::MakeSpan(eps));
+  const absl::Status s = (*model)->Forward({x, t, y, {}}, absl::MakeSpan(eps));
   CHECK(s.ok()) << s;
   return eps;
 }

@@ -346,7 +346,7 @@ TEST(LatentDitModelTest, VaeDecodesAloneAndBatchedTheSame) {
 TEST(LatentDitModelTest, GenerationsAreTheSameAloneAndBatchedInBothLayouts) {
   for (const std::string layout : {"diffusers", "original"}) {
     const std::string dir = MakeTinyModel(layout);
-    auto runner = DitRunner::Create(dir, std::make_unique<CpuDitOps>(), {.max_decode_batch = 2});
+    auto runner = DitRunner::Create(dir, std::make_unique<CpuDitOps>(), {.max_decode_batch = 2, .model = {}});
     ASSERT_TRUE(runner.ok()) << layout << ": " << runner.status();
     const DitConfig& c = (*runner)->config();
     EXPECT_EQ(c.layout, layout == "diffusers" ? DitLayout::kDiffusers : DitLayout::kSingle);
@@ -355,9 +355,9 @@ TEST(LatentDitModelTest, GenerationsAreTheSameAloneAndBatchedInBothLayouts) {
     auto pipeline = DitPipeline::Create((*runner)->model(), (*runner)->vae());
     ASSERT_TRUE(pipeline.ok());
     DitGenerateRequest guided{.class_label = 3, .num_images = 2, .sampler = DiffusionSamplerKind::kDdim,
-                              .num_steps = 3, .guidance_scale = 2.5, .seed = 40};
+                              .num_steps = 3, .guidance_scale = 2.5, .seed = 40, .schedule = {}};
     DitGenerateRequest plain{.class_label = 7, .num_images = 1, .sampler = DiffusionSamplerKind::kDpmSolverPp2m,
-                             .num_steps = 2, .guidance_scale = 1.0, .seed = 99};
+                             .num_steps = 2, .guidance_scale = 1.0, .seed = 99, .schedule = {}};
     auto batched = (*pipeline)->GenerateBatch({guided, plain});
     ASSERT_TRUE(batched.ok()) << batched.status();
     ASSERT_EQ((*batched)[0].size(), 2u);
@@ -382,7 +382,7 @@ TEST(LatentDitModelTest, GenerationsAreTheSameAloneAndBatchedInBothLayouts) {
     // The engine's path: the runner decodes finished samples.
     auto sample = DenoisingSample::Create(c, &(*runner)->schedule(),
                                           {.class_label = 7, .sampler = DiffusionSamplerKind::kDpmSolverPp2m,
-                                           .num_steps = 2, .guidance_scale = 1.0, .seed = 99});
+                                           .num_steps = 2, .guidance_scale = 1.0, .seed = 99, .schedule = {}});
     ASSERT_TRUE(sample.ok());
     DenoisingSample* s = sample->get();
     while (!s->done()) ASSERT_TRUE((*runner)->Step({&s, 1}).ok());
@@ -406,10 +406,10 @@ TEST(LatentDitModelTest, PerBlockEmbeddersLoadAndMatter) {
   ASSERT_TRUE(distinct.ok()) << distinct.status();
   const std::vector<float> x = GaussianNoise(5, 2 * 4 * 8 * 8);
   std::vector<float> a(x.size()), b(x.size());
-  ASSERT_TRUE((*shared)->Forward({x, std::vector<float>{10.0f, 900.0f}, std::vector<int32_t>{1, 10}},
+  ASSERT_TRUE((*shared)->Forward({x, std::vector<float>{10.0f, 900.0f}, std::vector<int32_t>{1, 10}, {}},
                                  absl::MakeSpan(a))
                   .ok());
-  ASSERT_TRUE((*distinct)->Forward({x, std::vector<float>{10.0f, 900.0f}, std::vector<int32_t>{1, 10}},
+  ASSERT_TRUE((*distinct)->Forward({x, std::vector<float>{10.0f, 900.0f}, std::vector<int32_t>{1, 10}, {}},
                                    absl::MakeSpan(b))
                   .ok());
   double diff = 0.0;

@@ -547,7 +547,7 @@ TEST(LlmModelRunnerTest, GraphWarmupRecordsEveryDecodeGraphUpFront) {
 #endif
 
 TEST(ForwardBatchTest, ValidateRejectsInconsistentBatches) {
-  KvCacheSpec spec{1, 4, 4, 1, 8};
+  KvCacheSpec spec{1, 4, 4, 1, 8, KvCacheDtype::kAuto, {}, {}, {}};
   ForwardBatch batch;
   batch.token_ids = {1, 2};
   batch.positions = {0, 1};
