@@ -23,23 +23,21 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
-#include "runtime/base/flag_names.h"
 #include "runtime/dit/cpu_dit_ops.h"
 #include "runtime/dit/denoising.h"
 #include "runtime/dit/dit_linear_plan.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/noise_schedule.h"
 #include "runtime/model/weight_scheme.h"
+#include "tools/common/tool_flags.h"
 
 ABSL_FLAG(std::string, model, "", "DiT model directory");
 ABSL_FLAG(std::string, scheme, "w8a8-int8", "w8a8-int8 or w8a8-fp8");
@@ -57,20 +55,6 @@ using namespace tern::runtime;
 int Fail(const std::string& message) {
   std::fprintf(stderr, "tern-dit-sensitivity: %s\n", message.c_str());
   return 1;
-}
-
-bool ParseClasses(const std::string& text, std::vector<int32_t>* out) {
-  const std::vector<std::string> range = absl::StrSplit(text, '-');
-  int32_t a = 0, b = 0;
-  if (range.size() == 2 && absl::SimpleAtoi(range[0], &a) && absl::SimpleAtoi(range[1], &b) && a <= b) {
-    for (int32_t c = a; c <= b; ++c) out->push_back(c);
-    return true;
-  }
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    if (!absl::SimpleAtoi(part, &a)) return false;
-    out->push_back(a);
-  }
-  return !out->empty();
 }
 
 // The network's inputs along the calibration trajectories.
@@ -128,18 +112,16 @@ const char* RoleName(DitLinearRole role) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("tern-dit-sensitivity --model DIR [--scheme w8a8-int8] [--plan-out FILE]");
-  std::vector<std::string> args = tern::base::NormalizeFlagDashes(argc, argv);
-  std::vector<char*> arg_ptrs;
-  for (auto& arg : args) arg_ptrs.push_back(arg.data());
-  absl::ParseCommandLine(int(arg_ptrs.size()), arg_ptrs.data());
+  tern::tools::ParseToolCommandLine(argc, argv);
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return Fail("--model is required");
   auto scheme = ParseLinearScheme(absl::GetFlag(FLAGS_scheme));
   if (!scheme.ok() || !IsW8A8(scheme->scheme)) {
     return Fail(absl::StrCat("--scheme \"", absl::GetFlag(FLAGS_scheme), "\": expected w8a8-int8 or w8a8-fp8"));
   }
-  std::vector<int32_t> classes;
-  if (!ParseClasses(absl::GetFlag(FLAGS_classes), &classes)) return Fail("--classes: expected A-B or A,B,C");
+  const std::optional<std::vector<int32_t>> class_list = tern::tools::ParseClassList(absl::GetFlag(FLAGS_classes));
+  if (!class_list) return Fail("--classes: expected A-B or A,B,C");
+  const std::vector<int32_t>& classes = *class_list;
   const int32_t steps = absl::GetFlag(FLAGS_steps);
   const int32_t keep_dense = absl::GetFlag(FLAGS_keep_dense);
   if (steps < 1 || keep_dense < 0) return Fail("--steps must be at least 1 and --keep-dense not negative");

@@ -20,23 +20,21 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
-#include "runtime/base/flag_names.h"
 #include "runtime/dit/cpu_dit_ops.h"
 #include "runtime/dit/dit_attention_plan.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_pipeline.h"
 #include "runtime/dit/sampler_schedule.h"
 #include "runtime/dit/samplers.h"
+#include "tools/common/tool_flags.h"
 
 ABSL_FLAG(std::string, model, "", "DiT model directory (a pixel-space class-conditional model)");
 ABSL_FLAG(std::string, schedule, "", "sampler schedule file (runtime/dit/README.md); excludes --sampler/--steps");
@@ -59,34 +57,18 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-bool ParseClasses(const std::string& text, std::vector<int32_t>* out) {
-  const std::vector<std::string> range = absl::StrSplit(text, '-');
-  int32_t a = 0, b = 0;
-  if (range.size() == 2 && absl::SimpleAtoi(range[0], &a) && absl::SimpleAtoi(range[1], &b) && a <= b) {
-    for (int32_t c = a; c <= b; ++c) out->push_back(c);
-    return true;
-  }
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    if (!absl::SimpleAtoi(part, &a)) return false;
-    out->push_back(a);
-  }
-  return !out->empty();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("tern-dit-sample --model DIR (--schedule FILE | --sampler S --steps N) --out FILE");
-  std::vector<std::string> args = tern::base::NormalizeFlagDashes(argc, argv);
-  std::vector<char*> arg_ptrs;
-  for (auto& arg : args) arg_ptrs.push_back(arg.data());
-  absl::ParseCommandLine(int(arg_ptrs.size()), arg_ptrs.data());
+  tern::tools::ParseToolCommandLine(argc, argv);
   const std::string out_path = absl::GetFlag(FLAGS_out);
   if (absl::GetFlag(FLAGS_model).empty() || out_path.empty()) return Fail("--model and --out are required");
-  std::vector<int32_t> classes;
-  if (!ParseClasses(absl::GetFlag(FLAGS_classes), &classes)) {
+  const std::optional<std::vector<int32_t>> class_list = tern::tools::ParseClassList(absl::GetFlag(FLAGS_classes));
+  if (!class_list) {
     return Fail(absl::StrCat("--classes ", absl::GetFlag(FLAGS_classes), ": not a range A-B or a list A,B,C"));
   }
+  const std::vector<int32_t>& classes = *class_list;
   if (absl::GetFlag(FLAGS_per_class) < 1) return Fail("--per-class must be >= 1");
 
   tern::runtime::CpuDitOps ops;
