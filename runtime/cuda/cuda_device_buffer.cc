@@ -1,5 +1,5 @@
 // CUDA errors as absl::Status, with the device's free memory named when an
-// allocation fails.
+// allocation fails; weight uploads.
 #include "runtime/cuda/cuda_device_buffer.h"
 
 #include <cuda_runtime.h>
@@ -28,6 +28,19 @@ std::string DescribeDeviceAllocation(const std::string& what, size_t bytes) {
 absl::Status AllocationStatus(cudaError_t error, const std::string& what, size_t bytes) {
   if (error != cudaErrorMemoryAllocation) return CudaStatus(error, what);
   return CudaStatus(error, DescribeDeviceAllocation(what, bytes));
+}
+
+absl::Status UploadToDevice(const void* host, size_t bytes, void** device, const std::string& what, size_t* total) {
+  if (bytes == 0) return absl::OkStatus();
+  cudaError_t error = cudaMalloc(device, bytes);
+  if (error == cudaSuccess) error = cudaMemcpy(*device, host, bytes, cudaMemcpyHostToDevice);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return absl::InternalError(absl::StrCat("uploading ", what, " (", bytes, " bytes): ", cudaGetErrorName(error), " (",
+                                            cudaGetErrorString(error), ")"));
+  }
+  *total += bytes;
+  return absl::OkStatus();
 }
 
 }  // namespace tern::runtime

@@ -1,6 +1,7 @@
 // Device memory of the CUDA backend: DeviceBuffer, an owned device
-// allocation that only grows, and CUDA errors as absl::Status (CudaStatus,
-// AllocationStatus, RETURN_IF_CUDA). Internal to the CUDA backend
+// allocation that only grows, UploadToDevice for weights copied once, and
+// CUDA errors as absl::Status (CudaStatus, AllocationStatus,
+// RETURN_IF_CUDA). Internal to the CUDA backend
 // (runtime/cuda) and the CUDA DiT ops (runtime/dit/cuda_dit_ops.cc).
 //
 // Built only with TERN_WITH_CUDA. Not thread-safe: used by the backend's
@@ -33,6 +34,15 @@ std::string DescribeDeviceAllocation(const std::string& what, size_t bytes);
 // CudaStatus of a device allocation, naming its size and the room left when
 // it failed for want of memory.
 absl::Status AllocationStatus(cudaError_t error, const std::string& what, size_t bytes);
+
+// Allocates `bytes` of device memory into `*device`, copies `bytes` from
+// `host` there (synchronously) and adds `bytes` to `*total`. Zero bytes
+// allocate nothing and leave `*device` as it was. A failed allocation (out
+// of memory included) or copy is INTERNAL: "uploading <what> (<bytes>
+// bytes): <CUDA error>", with the error cleared from the runtime's last
+// error, and `*total` unchanged. After a failed copy `*device` holds the
+// allocation: the caller owns it either way (cudaFree).
+absl::Status UploadToDevice(const void* host, size_t bytes, void** device, const std::string& what, size_t* total);
 
 // Returns CudaStatus(error, what) from the enclosing function when `expr`
 // is not cudaSuccess.

@@ -9,25 +9,11 @@
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/cuda/cublaslt_autotune.h"
+#include "runtime/cuda/cuda_device_buffer.h"
 #include "runtime/model/dtype.h"
 
 namespace tern::runtime {
 namespace {
-
-// Allocates `bytes` on the device, copies `host` there and adds `bytes` to
-// `*total`; INTERNAL naming `what` on failure.
-absl::Status Upload(const void* host, size_t bytes, void** device, const std::string& what, size_t* total) {
-  if (bytes == 0) return absl::OkStatus();
-  cudaError_t error = cudaMalloc(device, bytes);
-  if (error == cudaSuccess) error = cudaMemcpy(*device, host, bytes, cudaMemcpyHostToDevice);
-  if (error != cudaSuccess) {
-    cudaGetLastError();
-    return absl::InternalError(absl::StrCat("uploading ", what, " (", bytes, " bytes): ", cudaGetErrorName(error), " (",
-                                            cudaGetErrorString(error), ")"));
-  }
-  *total += bytes;
-  return absl::OkStatus();
-}
 
 // Owns the three cuBLASLt descriptors of one call.
 struct Descriptors {
@@ -92,16 +78,17 @@ absl::StatusOr<std::unique_ptr<CudaW8A8Linear>> CudaW8A8Linear::Create(const Qua
   linear->input_scale_ = q.input_scale;
   size_t* total = &linear->device_bytes_;
   void* p = nullptr;
-  RETURN_IF_ERROR(Upload(q.weight.data(), q.weight.size(), &p, what + " weight", total));
+  RETURN_IF_ERROR(UploadToDevice(q.weight.data(), q.weight.size(), &p, what + " weight", total));
   linear->weight_ = static_cast<uint8_t*>(p);
   p = nullptr;
-  RETURN_IF_ERROR(Upload(q.scales.data(), q.scales.size() * 4, &p, what + " scales", total));
+  RETURN_IF_ERROR(UploadToDevice(q.scales.data(), q.scales.size() * 4, &p, what + " scales", total));
   linear->w_scales_ = static_cast<float*>(p);
   p = nullptr;
-  RETURN_IF_ERROR(Upload(q.input_smoothing.data(), q.input_smoothing.size() * 4, &p, what + " smoothing", total));
+  RETURN_IF_ERROR(
+      UploadToDevice(q.input_smoothing.data(), q.input_smoothing.size() * 4, &p, what + " smoothing", total));
   linear->smoothing_ = static_cast<float*>(p);
   p = nullptr;
-  RETURN_IF_ERROR(Upload(q.bias.data(), q.bias.size() * 4, &p, what + " bias", total));
+  RETURN_IF_ERROR(UploadToDevice(q.bias.data(), q.bias.size() * 4, &p, what + " bias", total));
   linear->bias_ = static_cast<float*>(p);
   if (linear->fp8() && !q.bias.empty()) {
     std::vector<uint16_t> bf16(q.bias.size()), f16(q.bias.size());
@@ -110,10 +97,10 @@ absl::StatusOr<std::unique_ptr<CudaW8A8Linear>> CudaW8A8Linear::Create(const Qua
       f16[i] = FloatToHalf(q.bias[i]);
     }
     p = nullptr;
-    RETURN_IF_ERROR(Upload(bf16.data(), bf16.size() * 2, &p, what + " bias (bf16)", total));
+    RETURN_IF_ERROR(UploadToDevice(bf16.data(), bf16.size() * 2, &p, what + " bias (bf16)", total));
     linear->bias_bf16_ = static_cast<uint16_t*>(p);
     p = nullptr;
-    RETURN_IF_ERROR(Upload(f16.data(), f16.size() * 2, &p, what + " bias (fp16)", total));
+    RETURN_IF_ERROR(UploadToDevice(f16.data(), f16.size() * 2, &p, what + " bias (fp16)", total));
     linear->bias_f16_ = static_cast<uint16_t*>(p);
   }
   return linear;

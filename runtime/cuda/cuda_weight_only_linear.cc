@@ -8,27 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/cuda/cuda_device_buffer.h"
 #include "runtime/model/dtype.h"
 
 namespace tern::runtime {
-namespace {
-
-// Allocates `bytes` on the device and copies `host` there; INTERNAL naming
-// the layer and the part on failure.
-absl::Status Upload(const void* host, size_t bytes, void** device, const std::string& what, size_t* total) {
-  if (bytes == 0) return absl::OkStatus();
-  cudaError_t error = cudaMalloc(device, bytes);
-  if (error == cudaSuccess) error = cudaMemcpy(*device, host, bytes, cudaMemcpyHostToDevice);
-  if (error != cudaSuccess) {
-    cudaGetLastError();
-    return absl::InternalError(absl::StrCat("uploading ", what, " (", bytes, " bytes): ", cudaGetErrorName(error), " (",
-                                            cudaGetErrorString(error), ")"));
-  }
-  *total += bytes;
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaWeightOnlyLinear>> CudaWeightOnlyLinear::Create(const QuantizedLinear& q,
                                                                                    kernels::ScalarType type) {
@@ -55,20 +38,20 @@ absl::StatusOr<std::unique_ptr<CudaWeightOnlyLinear>> CudaWeightOnlyLinear::Crea
   linear->element_bytes_ = type == kernels::ScalarType::kF32 ? 4 : 2;
   linear->weight_.layout = layout;
   size_t& total = linear->device_bytes_;
-  RETURN_IF_ERROR(Upload(packed.codes.data(), packed.codes.size(), &linear->codes_, what + " codes", &total));
+  RETURN_IF_ERROR(UploadToDevice(packed.codes.data(), packed.codes.size(), &linear->codes_, what + " codes", &total));
   if (!packed.half_scales.empty()) {
-    RETURN_IF_ERROR(
-        Upload(packed.half_scales.data(), packed.half_scales.size() * 2, &linear->scales_, what + " scales", &total));
+    RETURN_IF_ERROR(UploadToDevice(packed.half_scales.data(), packed.half_scales.size() * 2, &linear->scales_,
+                                   what + " scales", &total));
   } else {
-    RETURN_IF_ERROR(
-        Upload(packed.float_scales.data(), packed.float_scales.size() * 4, &linear->scales_, what + " scales", &total));
+    RETURN_IF_ERROR(UploadToDevice(packed.float_scales.data(), packed.float_scales.size() * 4, &linear->scales_,
+                                   what + " scales", &total));
   }
   void* zeros = nullptr;
-  RETURN_IF_ERROR(Upload(packed.zeros.data(), packed.zeros.size(), &zeros, what + " zeros", &total));
+  RETURN_IF_ERROR(UploadToDevice(packed.zeros.data(), packed.zeros.size(), &zeros, what + " zeros", &total));
   linear->zeros_ = static_cast<uint8_t*>(zeros);
   void* order = nullptr;
-  RETURN_IF_ERROR(
-      Upload(q.input_order.data(), q.input_order.size() * sizeof(int32_t), &order, what + " input order", &total));
+  RETURN_IF_ERROR(UploadToDevice(q.input_order.data(), q.input_order.size() * sizeof(int32_t), &order,
+                                 what + " input order", &total));
   linear->order_ = static_cast<int32_t*>(order);
   if (!q.bias.empty()) {
     std::vector<uint8_t> bias(q.bias.size() * linear->element_bytes_);
@@ -80,7 +63,7 @@ absl::StatusOr<std::unique_ptr<CudaWeightOnlyLinear>> CudaWeightOnlyLinear::Crea
         std::memcpy(&bias[2 * i], &h, 2);
       }
     }
-    RETURN_IF_ERROR(Upload(bias.data(), bias.size(), &linear->bias_, what + " bias", &total));
+    RETURN_IF_ERROR(UploadToDevice(bias.data(), bias.size(), &linear->bias_, what + " bias", &total));
   }
   linear->weight_.codes = linear->codes_;
   linear->weight_.scales = linear->scales_;
