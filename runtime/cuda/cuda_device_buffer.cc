@@ -32,13 +32,16 @@ absl::Status AllocationStatus(cudaError_t error, const std::string& what, size_t
 
 absl::Status UploadToDevice(const void* host, size_t bytes, void** device, const std::string& what, size_t* total) {
   if (bytes == 0) return absl::OkStatus();
-  cudaError_t error = cudaMalloc(device, bytes);
-  if (error == cudaSuccess) error = cudaMemcpy(*device, host, bytes, cudaMemcpyHostToDevice);
+  void* allocation = nullptr;
+  cudaError_t error = cudaMalloc(&allocation, bytes);
+  if (error == cudaSuccess) error = cudaMemcpy(allocation, host, bytes, cudaMemcpyHostToDevice);
   if (error != cudaSuccess) {
+    if (allocation != nullptr) cudaFree(allocation);
     cudaGetLastError();
     return absl::InternalError(absl::StrCat("uploading ", what, " (", bytes, " bytes): ", cudaGetErrorName(error), " (",
                                             cudaGetErrorString(error), ")"));
   }
+  *device = allocation;
   *total += bytes;
   return absl::OkStatus();
 }

@@ -40,8 +40,8 @@ absl::Status AllocationStatus(cudaError_t error, const std::string& what, size_t
 // allocate nothing and leave `*device` as it was. A failed allocation (out
 // of memory included) or copy is INTERNAL: "uploading <what> (<bytes>
 // bytes): <CUDA error>", with the error cleared from the runtime's last
-// error, and `*total` unchanged. After a failed copy `*device` holds the
-// allocation: the caller owns it either way (cudaFree).
+// error, `*device` and `*total` unchanged, and nothing left allocated. On
+// success the caller owns `*device` (cudaFree).
 absl::Status UploadToDevice(const void* host, size_t bytes, void** device, const std::string& what, size_t* total);
 
 // Returns CudaStatus(error, what) from the enclosing function when `expr`
