@@ -145,70 +145,24 @@ void GenerationStream::OnDeltas(const std::vector<scheduler::ChoiceDelta>& delta
       choice->set_stop_reason(piece);
     }
   }
-  absl::MutexLock lock(&mu_);
-  pending_.push_back(std::move(response));
-  PumpLocked();
+  writes_.Push(std::move(response));
 }
 
 void GenerationStream::OnDone(const absl::Status& status, const scheduler::RequestUsage& usage) {
   ObserveDone(status, usage);
-  absl::MutexLock lock(&mu_);
-  if (status.ok()) {
-    tern::v1::GenerateResponse last;
-    last.set_request_id(request_id_);
-    last.set_decoding_mode(mode_);
-    last.mutable_usage()->set_prompt_tokens(usage.prompt_tokens);
-    last.mutable_usage()->set_completion_tokens(usage.completion_tokens);
-    last.mutable_usage()->set_cached_prompt_tokens(usage.cached_prompt_tokens);
-    if (sot_ != nullptr) FillSotReport(&last);
-    pending_.push_back(std::move(last));
-  } else {
-    pending_.clear();  // after an error only the status goes out
-  }
-  status_ = status;
-  done_ = true;
-  PumpLocked();
-}
-
-void GenerationStream::Attach(StreamConsumer* consumer) {
-  absl::MutexLock lock(&mu_);
-  consumer_ = consumer;
-  PumpLocked();
-}
-
-void GenerationStream::OnWriteDone(bool ok) {
-  absl::MutexLock lock(&mu_);
-  writing_ = false;
-  if (!ok) {
-    // The client is gone; its transport cancels the request in the engine.
-    pending_.clear();
-  }
-  PumpLocked();
-}
-
-void GenerationStream::Detach() {
-  absl::MutexLock lock(&mu_);
-  consumer_ = nullptr;
-}
-
-absl::Status GenerationStream::final_status() {
-  absl::MutexLock lock(&mu_);
-  return status_;
-}
-
-void GenerationStream::PumpLocked() {
-  if (consumer_ == nullptr || writing_ || finished_) return;
-  if (!pending_.empty()) {
-    in_flight_ = std::move(pending_.front());
-    pending_.pop_front();
-    writing_ = true;
-    consumer_->StartWrite(&in_flight_);
+  if (!status.ok()) {
+    writes_.EndDroppingPending(status);  // after an error only the status goes out
     return;
   }
-  if (done_) {
-    finished_ = true;
-    consumer_->Finish(status_);
-  }
+  tern::v1::GenerateResponse last;
+  last.set_request_id(request_id_);
+  last.set_decoding_mode(mode_);
+  last.mutable_usage()->set_prompt_tokens(usage.prompt_tokens);
+  last.mutable_usage()->set_completion_tokens(usage.completion_tokens);
+  last.mutable_usage()->set_cached_prompt_tokens(usage.cached_prompt_tokens);
+  if (sot_ != nullptr) FillSotReport(&last);
+  writes_.Push(std::move(last));
+  writes_.End(status);
 }
 
 }  // namespace tern::server

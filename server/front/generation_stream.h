@@ -10,21 +10,19 @@
 // transport, the stream to the engine (a shared_ptr it drops after OnDone)
 // and to the consumer. The stream holds the pending messages and a pointer
 // to the consumer, which the consumer clears (Detach) when it goes away; all
-// of it under one mutex. The engine never waits on the client: messages
-// queue here while a write is in flight.
+// of it under one mutex (write_queue.h). The engine never waits on the
+// client: messages queue here while a write is in flight.
 #pragma once
 
 #include <chrono>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "scheduler/engine.h"
 #include "scheduler/programs/sot_program.h"
+#include "server/front/write_queue.h"
 #include "server/observability/request_metrics.h"
 #include "tern/v1/llm.pb.h"
 
@@ -69,13 +67,12 @@ class GenerationStream final : public scheduler::RequestSink {
   // Consumer side. Attach once; OnWriteDone after each StartWrite (`ok`
   // false: the client is gone, nothing more is written); Detach when the
   // consumer goes away.
-  void Attach(StreamConsumer* consumer);
-  void OnWriteDone(bool ok);
-  void Detach();
-  absl::Status final_status();
+  void Attach(StreamConsumer* consumer) { writes_.Attach(consumer); }
+  void OnWriteDone(bool ok) { writes_.OnWriteDone(ok); }
+  void Detach() { writes_.Detach(); }
+  absl::Status final_status() { return writes_.status(); }
 
  private:
-  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Metrics of a chunk carrying `tokens` tokens, and of the request's end.
   void ObserveChunk(int tokens, const std::vector<scheduler::ChoiceDelta>& deltas);
   void ObserveDone(const absl::Status& status, const scheduler::RequestUsage& usage);
@@ -92,14 +89,7 @@ class GenerationStream final : public scheduler::RequestSink {
   StreamObservation observation_;
   std::optional<std::chrono::steady_clock::time_point> first_token_, last_token_;
   std::string outcome_ = "stop";
-  absl::Mutex mu_;
-  StreamConsumer* consumer_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::deque<tern::v1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);
-  tern::v1::GenerateResponse in_flight_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  WriteQueue<tern::v1::GenerateResponse, StreamConsumer> writes_;
 };
 
 }  // namespace tern::server

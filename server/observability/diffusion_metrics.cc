@@ -1,7 +1,6 @@
 #include "server/observability/diffusion_metrics.h"
 
-#include <functional>
-
+#include "server/observability/per_model_families.h"
 #include "server/observability/server_metrics.h"
 
 namespace tern::server {
@@ -57,13 +56,7 @@ void DiffusionMetrics::ObserveRejected(const std::string& model, const std::stri
 }
 
 std::vector<prometheus::MetricFamily> DiffusionCollector::Collect() const {
-  struct Spec {
-    const char* name;
-    const char* help;
-    prometheus::MetricType type;
-    std::function<double(const scheduler::DiffusionEngineStats&)> value;
-  };
-  const Spec specs[] = {
+  const PerModelMetric<scheduler::DiffusionEngineStats> metrics[] = {
       {"tern_diffusion_running_images", "Images in the running denoising batch.", prometheus::MetricType::Gauge,
        [](const auto& s) { return double(s.running_images); }},
       {"tern_diffusion_running_requests", "Image requests in the running batch.", prometheus::MetricType::Gauge,
@@ -84,26 +77,8 @@ std::vector<prometheus::MetricFamily> DiffusionCollector::Collect() const {
   for (const ServedModel* model : models_->All()) {
     if (model->diffusion != nullptr) stats.emplace_back(model->info.name(), model->diffusion->engine->Stats());
   }
-  std::vector<prometheus::MetricFamily> families;
-  if (stats.empty()) return families;
-  for (const Spec& spec : specs) {
-    prometheus::MetricFamily family;
-    family.name = spec.name;
-    family.help = spec.help;
-    family.type = spec.type;
-    for (const auto& [name, s] : stats) {
-      prometheus::ClientMetric metric;
-      metric.label.push_back({"model", name});
-      if (spec.type == prometheus::MetricType::Counter) {
-        metric.counter.value = spec.value(s);
-      } else {
-        metric.gauge.value = spec.value(s);
-      }
-      family.metric.push_back(std::move(metric));
-    }
-    families.push_back(std::move(family));
-  }
-  return families;
+  if (stats.empty()) return {};  // a server without diffusion models exposes none of these families
+  return PerModelFamilies<scheduler::DiffusionEngineStats>(metrics, stats);
 }
 
 }  // namespace tern::server

@@ -1,17 +1,11 @@
 #include "server/observability/engine_collector.h"
 
-#include <functional>
+#include "server/observability/per_model_families.h"
 
 namespace tern::server {
 
 std::vector<prometheus::MetricFamily> EngineCollector::Collect() const {
-  struct Spec {
-    const char* name;
-    const char* help;
-    prometheus::MetricType type;
-    std::function<double(const scheduler::EngineStats&)> value;
-  };
-  const Spec specs[] = {
+  const PerModelMetric<scheduler::EngineStats> metrics[] = {
       {"tern_num_requests_running", "Sequences in the running batch.", prometheus::MetricType::Gauge,
        [](const auto& s) { return double(s.running); }},
       {"tern_num_requests_waiting", "Requests waiting to be scheduled.", prometheus::MetricType::Gauge,
@@ -42,25 +36,7 @@ std::vector<prometheus::MetricFamily> EngineCollector::Collect() const {
   for (const ServedModel* model : models_->All()) {
     if (model->engine != nullptr) stats.emplace_back(model->info.name(), model->engine->Stats());
   }
-  std::vector<prometheus::MetricFamily> families;
-  for (const Spec& spec : specs) {
-    prometheus::MetricFamily family;
-    family.name = spec.name;
-    family.help = spec.help;
-    family.type = spec.type;
-    for (const auto& [name, s] : stats) {
-      prometheus::ClientMetric metric;
-      metric.label.push_back({"model", name});
-      if (spec.type == prometheus::MetricType::Counter) {
-        metric.counter.value = spec.value(s);
-      } else {
-        metric.gauge.value = spec.value(s);
-      }
-      family.metric.push_back(std::move(metric));
-    }
-    families.push_back(std::move(family));
-  }
-  return families;
+  return PerModelFamilies<scheduler::EngineStats>(metrics, stats);
 }
 
 }  // namespace tern::server

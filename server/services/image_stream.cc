@@ -18,7 +18,7 @@ void ImageStream::OnProgress(const scheduler::DiffusionProgress& progress) {
   p->set_step(progress.step);
   p->set_total_steps(progress.total_steps);
   p->set_elapsed_seconds(absl::ToDoubleSeconds(progress.since_started));
-  Push(std::move(message));
+  writes_.Push(std::move(message));
 }
 
 void ImageStream::OnImages(std::vector<runtime::DitImage> images) {
@@ -37,7 +37,7 @@ void ImageStream::OnImages(std::vector<runtime::DitImage> images) {
     out->set_height(image.height);
     out->set_seed(image.seed);
     out->set_png(*std::move(png));
-    Push(std::move(message));
+    writes_.Push(std::move(message));
   }
 }
 
@@ -50,62 +50,14 @@ void ImageStream::OnDone(const absl::Status& engine_status, const scheduler::Dif
     tern::v1::GenerateImageResponse last;
     last.set_request_id(request_id_);
     last.set_done(true);
-    Push(std::move(last));
+    writes_.Push(std::move(last));
   }
-  absl::MutexLock lock(&mu_);
-  done_ = true;
-  status_ = status;
-  PumpLocked();
-}
-
-void ImageStream::Push(tern::v1::GenerateImageResponse message) {
-  absl::MutexLock lock(&mu_);
-  pending_.push_back(std::move(message));
-  PumpLocked();
+  writes_.End(status);
 }
 
 void ImageStream::OnRejected(const absl::Status& status) {
   if (metrics_ != nullptr) metrics_->ObserveRejected(model_, tenant_);
-  absl::MutexLock lock(&mu_);
-  done_ = true;
-  status_ = status;
-  PumpLocked();
-}
-
-void ImageStream::Attach(ImageConsumer* consumer) {
-  absl::MutexLock lock(&mu_);
-  consumer_ = consumer;
-  PumpLocked();
-}
-
-void ImageStream::OnWriteDone(bool ok) {
-  absl::MutexLock lock(&mu_);
-  writing_ = false;
-  if (!ok) {
-    // The client is gone: drop what is left; OnCancel has cancelled the request.
-    pending_.clear();
-  }
-  PumpLocked();
-}
-
-void ImageStream::Detach() {
-  absl::MutexLock lock(&mu_);
-  consumer_ = nullptr;
-}
-
-void ImageStream::PumpLocked() {
-  if (consumer_ == nullptr || writing_ || finished_) return;
-  if (!pending_.empty()) {
-    in_flight_ = std::move(pending_.front());
-    pending_.pop_front();
-    writing_ = true;
-    consumer_->StartWrite(&in_flight_);
-    return;
-  }
-  if (done_) {
-    finished_ = true;
-    consumer_->Finish(status_);
-  }
+  writes_.End(status);
 }
 
 bool SubmitImages(scheduler::DiffusionEngine* engine, scheduler::DiffusionRequest request,

@@ -10,20 +10,18 @@
 // engine never waits on the client. Two objects because their lifetimes
 // differ: the transport ends its consumer (gRPC deletes the reactor in
 // OnDone); the engine drops the sink after OnDone. The stream points at the
-// consumer under its mutex until Detach.
+// consumer under its mutex (server/front/write_queue.h) until Detach.
 #pragma once
 
 #include <atomic>
-#include <deque>
 #include <memory>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/support/server_callback.h"
 #include "scheduler/diffusion_engine.h"
 #include "server/front/call_scope.h"
+#include "server/front/write_queue.h"
 #include "server/observability/diffusion_metrics.h"
 #include "tern/v1/diffusion.pb.h"
 
@@ -61,14 +59,11 @@ class ImageStream final : public scheduler::DiffusionSink {
   // Consumer side. Attach once; OnWriteDone after each StartWrite (`ok`
   // false: the client is gone, nothing more is written); Detach when the
   // consumer goes away.
-  void Attach(ImageConsumer* consumer);
-  void OnWriteDone(bool ok);
-  void Detach();
+  void Attach(ImageConsumer* consumer) { writes_.Attach(consumer); }
+  void OnWriteDone(bool ok) { writes_.OnWriteDone(ok); }
+  void Detach() { writes_.Detach(); }
 
  private:
-  void Push(tern::v1::GenerateImageResponse message);
-  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   const std::string request_id_;
   const std::string model_;
   const std::string tenant_;
@@ -77,14 +72,7 @@ class ImageStream final : public scheduler::DiffusionSink {
   // Delivery thread only: an image that could not be encoded fails the call.
   absl::Status encode_error_;
 
-  absl::Mutex mu_;
-  ImageConsumer* consumer_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::deque<tern::v1::GenerateImageResponse> pending_ ABSL_GUARDED_BY(mu_);
-  tern::v1::GenerateImageResponse in_flight_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;      // OnDone came
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // the consumer was told to finish
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  WriteQueue<tern::v1::GenerateImageResponse, ImageConsumer> writes_;
 };
 
 // Submits `request` to `engine` with `stream` as its sink. A Submit error
