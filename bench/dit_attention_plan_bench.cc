@@ -78,26 +78,15 @@ absl::StatusOr<std::shared_ptr<const runtime::DitAttentionPlan>> StretchedPlan(c
     return absl::InvalidArgumentError(absl::StrCat("--attention-plan ", spec, ": ", parts[1],
                                                    " is not a tern plan with \"layers\""));
   }
-  // The source model as far as the plan's checks look: its depth and tokens.
+  // The plan's own model as far as its checks look: its depth and tokens.
   runtime::DitConfig source_config = config;
   source_config.depth = j["layers"].get<int32_t>();
   source_config.image_size = grid * config.patch_size;
   auto source = runtime::ParseDitAttentionPlan(text, parts[1], source_config);
   if (!source.ok()) return source.status();
-  runtime::DitAttentionPlan plan;
-  plan.num_steps = source->num_steps;
-  plan.num_layers = config.depth;
-  plan.window = std::max<int32_t>(
-      1, int32_t(int64_t(source->window) * config.num_tokens() / source_tokens));
-  plan.metadata_json = absl::StrCat("{\"stretched_from\": \"", parts[1], "\"}");
-  for (int32_t s = 0; s < plan.num_steps; ++s) {
-    for (int32_t l = 0; l < config.depth; ++l) {
-      plan.methods.push_back(source->method(s, int32_t(int64_t(l) * source->num_layers / config.depth)));
-    }
-  }
-  auto parsed = runtime::ParseDitAttentionPlan(runtime::DitAttentionPlanToJson(plan), spec, config);
-  if (!parsed.ok()) return parsed.status();
-  return std::make_shared<const runtime::DitAttentionPlan>(*std::move(parsed));
+  auto stretched = runtime::StretchDitAttentionPlan(*source, source_tokens, config);
+  if (!stretched.ok()) return stretched.status();
+  return std::make_shared<const runtime::DitAttentionPlan>(*std::move(stretched));
 }
 
 void CheckDevice(const std::string& where) {

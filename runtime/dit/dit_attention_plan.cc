@@ -295,4 +295,25 @@ std::string DitAttentionPlanToJson(const DitAttentionPlan& plan) {
   return out;
 }
 
+absl::StatusOr<DitAttentionPlan> StretchDitAttentionPlan(const DitAttentionPlan& plan, int32_t source_tokens,
+                                                         const DitConfig& config) {
+  if (source_tokens <= 0 || plan.num_layers <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(plan.source, ": stretching needs the plan's layers and its model's ",
+                                                   "tokens (", plan.num_layers, ", ", source_tokens, ")"));
+  }
+  DitAttentionPlan stretched;
+  stretched.num_steps = plan.num_steps;
+  stretched.num_layers = config.depth;
+  stretched.window = std::max<int32_t>(1, int32_t(int64_t(plan.window) * config.num_tokens() / source_tokens));
+  stretched.metadata_json = json{{"stretched_from", plan.source}}.dump();
+  stretched.methods.reserve(size_t(plan.num_steps) * size_t(std::max(config.depth, 0)));
+  for (int32_t s = 0; s < plan.num_steps; ++s) {
+    for (int32_t l = 0; l < config.depth; ++l) {
+      stretched.methods.push_back(plan.method(s, int32_t(int64_t(l) * plan.num_layers / config.depth)));
+    }
+  }
+  // The checks of a file: the same text through the same parser.
+  return ParseDitAttentionPlan(DitAttentionPlanToJson(stretched), absl::StrCat(plan.source, " (stretched)"), config);
+}
+
 }  // namespace tern::runtime

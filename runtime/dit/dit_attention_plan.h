@@ -106,4 +106,14 @@ absl::StatusOr<DitAttentionPlan> LoadDitAttentionPlan(const std::string& path, c
 // tern's form, one step a line.
 std::string DitAttentionPlanToJson(const DitAttentionPlan& plan);
 
+// `plan`, made for a model of `source_tokens` tokens an image, stretched
+// over `config`'s model: target layer l follows source layer
+// l * plan.num_layers / config.depth at every step (so the method mix and
+// each layer's step sequence stay the plan's), and the window keeps its share
+// of the tokens (at least 1). The result is checked against `config` as
+// ParseDitAttentionPlan checks a file; INVALID_ARGUMENT for source_tokens <=
+// 0, errors naming the plan's source otherwise.
+absl::StatusOr<DitAttentionPlan> StretchDitAttentionPlan(const DitAttentionPlan& plan, int32_t source_tokens,
+                                                         const DitConfig& config);
+
 }  // namespace tern::runtime

@@ -70,6 +70,28 @@ TEST(DitAttentionPlanTest, ParsesTernForm) {
   EXPECT_EQ(again->metadata_json, plan->metadata_json);
 }
 
+// The demo DiT's plan over a DiT-XL/2-shaped model: 28 blocks, 1,024 tokens.
+TEST(DitAttentionPlanTest, StretchesOverADeeperModelOfMoreTokens) {
+  auto plan = ParseDitAttentionPlan(TernPlan(), "plan.json", DemoConfig());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  DitConfig xl = DemoConfig();
+  xl.depth = 28;
+  xl.image_size = 64;  // 32 x 32 patches
+  auto stretched = StretchDitAttentionPlan(*plan, 256, xl);
+  ASSERT_TRUE(stretched.ok()) << stretched.status();
+  EXPECT_EQ(stretched->num_steps, 4);
+  EXPECT_EQ(stretched->num_layers, 28);
+  EXPECT_EQ(stretched->window, 64);  // 16 of 256 tokens, kept as a share of 1,024
+  for (int32_t s = 0; s < 4; ++s) {
+    for (int32_t l = 0; l < 28; ++l) {
+      EXPECT_EQ(stretched->method(s, l), plan->method(s, l * 8 / 28)) << "step " << s << ", layer " << l;
+    }
+  }
+  EXPECT_EQ(stretched->source, "plan.json (stretched)");
+  EXPECT_NE(stretched->metadata_json.find("plan.json"), std::string::npos);
+  EXPECT_EQ(StretchDitAttentionPlan(*plan, 0, xl).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(DitAttentionPlanTest, ParsesTheReferenceForm) {
   std::string text = "[";
   for (int l = 0; l < 8; ++l) {
