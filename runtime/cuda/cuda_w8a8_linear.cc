@@ -232,14 +232,16 @@ bool CudaW8A8Linear::RunFusedFp8(kernels::ScalarType type, const uint8_t* q, con
   const cublasLtMatmulAlgo_t* algo =
       Algorithm(ws, &desc, CUDA_R_8F_E4M3, d_type, q_stride, rows, fused_algos_[which], &search_what);
   if (algo == nullptr) {
-    // No fused algorithm for this shape: the unfused path, from now on. (A
-    // layer with a fixed algorithm that later meets a row count it cannot
-    // run fails below instead: its sums must stay those of its one
-    // algorithm.)
+    // No fused algorithm for this shape: the unfused path, from now on for
+    // a layer that has found none, for this call only for a layer choosing
+    // per row count. A layer with one fixed algorithm that later meets a
+    // row count it cannot run fails instead: its sums must stay those of
+    // its one algorithm.
     if (fused_algos_[which].empty()) {
       fused_unavailable_[which] = true;
       return false;
     }
+    if (ws.algorithm_rows == 0) return false;
     *what = search_what;
     *error = cudaErrorNotSupported;
     return true;
