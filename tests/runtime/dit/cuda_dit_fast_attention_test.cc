@@ -27,50 +27,17 @@
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_pipeline.h"
 #include "runtime/model/dtype.h"
+#include "tests/runtime/dit/cuda_dit_test_util.h"
 #include "tests/runtime/dit/dit_golden.h"
 
 namespace tern::runtime {
 namespace {
 
-std::unique_ptr<CudaDitOps> MakeOps(DType dtype, bool graphs = false) {
-  CudaDitOpsOptions options;
-  options.compute_dtype = dtype;
-  options.cuda_graphs = graphs;
-  auto ops = CudaDitOps::Create(options);
-  if (!ops.ok()) {
-    EXPECT_EQ(ops.status().code(), absl::StatusCode::kFailedPrecondition) << ops.status();
-    return nullptr;
-  }
-  return std::move(*ops);
-}
-
-const char* Name(DType d) { return d == DType::kF32 ? "f32" : d == DType::kF16 ? "f16" : "bf16"; }
-double Tolerance(DType d) { return d == DType::kF32 ? 2e-5 : d == DType::kF16 ? 4e-3 : 2e-2; }
-
-float RoundTo(DType d, float v) {
-  if (d == DType::kBF16) return BFloat16ToFloat(FloatToBFloat16(v));
-  if (d == DType::kF16) return HalfToFloat(FloatToHalf(v));
-  return v;
-}
-
-std::vector<float> Random(size_t n, uint32_t seed, DType d, float lo, float hi) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = RoundTo(d, dist(gen));
-  return v;
-}
-
-double RelativeError(const std::vector<float>& want, const std::vector<float>& got) {
-  CHECK_EQ(want.size(), got.size());
-  double scale = 1e-30, worst = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    scale = std::max(scale, double(std::abs(want[i])));
-    const double d = std::abs(double(got[i]) - double(want[i]));
-    worst = std::isnan(d) ? INFINITY : std::max(worst, d);
-  }
-  return worst / scale;
-}
+using dit_test::DtypeName;
+using dit_test::MakeCudaOps;
+using dit_test::MaxRelativeError;
+using dit_test::OpTolerance;
+using dit_test::RandomValues;
 
 // One pass on `ops`: inputs copied into scratch slots 0.., `body` returns the output.
 using Inputs = std::vector<std::pair<std::pair<int64_t, int64_t>, std::vector<float>>>;
@@ -103,7 +70,7 @@ TEST(CudaDitFastAttentionOpsTest, WindowAttentionMatchesTheCpu) {
     int32_t tokens, heads, head_dim;
   };
   for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
-    auto gpu = MakeOps(dtype);
+    auto gpu = MakeCudaOps(dtype);
     if (gpu == nullptr) GTEST_SKIP() << "no CUDA device";
     CpuDitOps cpu;
     // The demo's heads, DiT-XL/2's at 256 and 1024 tokens, partial tiles,
@@ -116,7 +83,7 @@ TEST(CudaDitFastAttentionOpsTest, WindowAttentionMatchesTheCpu) {
       const int64_t batch = int64_t(windows.size());
       const int64_t width = int64_t(s.heads) * s.head_dim;
       const int64_t rows = batch * s.tokens;
-      const auto qkv = Random(size_t(rows * 3 * width), 7, dtype, -3.0f, 3.0f);
+      const auto qkv = RandomValues(size_t(rows * 3 * width), 7, dtype, -3.0f, 3.0f);
       const DitAttentionParams p{s.heads, s.head_dim, float(1.0 / std::sqrt(double(s.head_dim)))};
       const auto windowed = [&](DitOps& ops, std::vector<Tensor>& t) {
         Tensor out = ops.Scratch(9, rows, width);
@@ -125,9 +92,9 @@ TEST(CudaDitFastAttentionOpsTest, WindowAttentionMatchesTheCpu) {
       };
       const std::vector<float> want = RunPass(cpu, batch, {{{rows, 3 * width}, qkv}}, windowed);
       const std::vector<float> got = RunPass(*gpu, batch, {{{rows, 3 * width}, qkv}}, windowed);
-      const double error = RelativeError(want, got);
-      std::printf("window attention %s L=%d %dx%d: %.3g relative\n", Name(dtype), s.tokens, s.heads, s.head_dim, error);
-      EXPECT_LE(error, Tolerance(dtype)) << Name(dtype) << " L=" << s.tokens << " head_dim " << s.head_dim;
+      const double error = MaxRelativeError(want, got);
+      std::printf("window attention %s L=%d %dx%d: %.3g relative\n", DtypeName(dtype), s.tokens, s.heads, s.head_dim, error);
+      EXPECT_LE(error, OpTolerance(dtype)) << DtypeName(dtype) << " L=" << s.tokens << " head_dim " << s.head_dim;
       // Unbanded and image-wide samples: Attention's output bit for bit.
       const auto unbanded = [&](DitOps& ops, std::vector<Tensor>& t) {
         Tensor out = ops.Scratch(9, rows, width);
@@ -138,7 +105,7 @@ TEST(CudaDitFastAttentionOpsTest, WindowAttentionMatchesTheCpu) {
       const size_t per_sample = size_t(s.tokens) * size_t(width);
       for (int64_t b : {int64_t(0), batch - 1}) {
         EXPECT_EQ(std::memcmp(got.data() + b * per_sample, full.data() + b * per_sample, per_sample * 4), 0)
-            << Name(dtype) << " L=" << s.tokens << ": sample " << b << " (window " << windows[size_t(b)]
+            << DtypeName(dtype) << " L=" << s.tokens << ": sample " << b << " (window " << windows[size_t(b)]
             << ") differs from Attention";
       }
     }
@@ -147,12 +114,12 @@ TEST(CudaDitFastAttentionOpsTest, WindowAttentionMatchesTheCpu) {
 
 TEST(CudaDitFastAttentionOpsTest, CopySamplesSubtractAndLinearSamplesMatchTheCpu) {
   for (DType dtype : {DType::kBF16, DType::kF32}) {
-    auto gpu = MakeOps(dtype);
+    auto gpu = MakeCudaOps(dtype);
     if (gpu == nullptr) GTEST_SKIP() << "no CUDA device";
     CpuDitOps cpu;
     const int64_t L = 16, cols = 40, samples = 5;
-    const auto a = Random(size_t(samples * L * cols), 1, dtype, -2.0f, 2.0f);
-    const auto b = Random(size_t(samples * L * cols), 2, dtype, -2.0f, 2.0f);
+    const auto a = RandomValues(size_t(samples * L * cols), 1, dtype, -2.0f, 2.0f);
+    const auto b = RandomValues(size_t(samples * L * cols), 2, dtype, -2.0f, 2.0f);
     const std::vector<int32_t> from = {4, 0, 2}, to = {1, 3, 0};
     const auto body = [&](DitOps& ops, std::vector<Tensor>& t) {
       Tensor dst = ops.Scratch(8, samples * L, cols);
@@ -165,7 +132,7 @@ TEST(CudaDitFastAttentionOpsTest, CopySamplesSubtractAndLinearSamplesMatchTheCpu
     };
     const auto want = RunPass(cpu, samples, {{{samples * L, cols}, a}, {{samples * L, cols}, b}}, body);
     const auto got = RunPass(*gpu, samples, {{{samples * L, cols}, a}, {{samples * L, cols}, b}}, body);
-    EXPECT_LE(RelativeError(want, got), dtype == DType::kF32 ? 0.0 : 8e-3) << Name(dtype);
+    EXPECT_LE(MaxRelativeError(want, got), dtype == DType::kF32 ? 0.0 : 8e-3) << DtypeName(dtype);
   }
 }
 
@@ -204,7 +171,7 @@ std::unique_ptr<DitModel> LoadModel(DitOps* ops, std::shared_ptr<const DitAttent
 }
 
 TEST(CudaDitFastAttentionModelTest, MixedPlanMatchesTheCpuAndIsBatchInvariant) {
-  auto gpu = MakeOps(DType::kF32, /*graphs=*/true);
+  auto gpu = MakeCudaOps(DType::kF32, /*graphs=*/true);
   if (gpu == nullptr) GTEST_SKIP() << "no CUDA device";
   CpuDitOps cpu;
   auto cpu_model = LoadModel(&cpu, MixedPlan());
@@ -243,7 +210,7 @@ TEST(CudaDitFastAttentionModelTest, MixedPlanMatchesTheCpuAndIsBatchInvariant) {
   for (const Spec& s : specs) {
     const std::vector<float> want = run_alone(cpu_model.get(), s);
     alone.push_back(run_alone(gpu_model.get(), s));
-    const double error = RelativeError(want, alone.back());
+    const double error = MaxRelativeError(want, alone.back());
     std::printf("demo DiT under the mixed plan, fp32 cuda vs cpu, sample seed %llu: %.3g relative\n",
                 static_cast<unsigned long long>(s.seed), error);
     EXPECT_LE(error, 1e-3) << "seed " << s.seed;
@@ -270,9 +237,9 @@ TEST(CudaDitFastAttentionModelTest, MixedPlanMatchesTheCpuAndIsBatchInvariant) {
 
 TEST(CudaDitFastAttentionModelTest, PlanPassesLeaveTheGraphsOfOtherPassesCorrect) {
   for (DType dtype : {DType::kBF16}) {
-    auto graphs = MakeOps(dtype, /*graphs=*/true);
+    auto graphs = MakeCudaOps(dtype, /*graphs=*/true);
     if (graphs == nullptr) GTEST_SKIP() << "no CUDA device";
-    auto eager = MakeOps(dtype, /*graphs=*/false);
+    auto eager = MakeCudaOps(dtype, /*graphs=*/false);
     auto with_graphs = LoadModel(graphs.get(), MixedPlan());
     auto without = LoadModel(eager.get(), MixedPlan());
     // Exact 4-step samples (graphs: eager, captured, replayed at batch 2)
@@ -299,9 +266,9 @@ TEST(CudaDitFastAttentionModelTest, PlanPassesLeaveTheGraphsOfOtherPassesCorrect
     const auto a = generate(with_graphs.get());
     const auto b = generate(without.get());
     ASSERT_EQ(a.size(), b.size());
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << Name(dtype) << " image " << i;
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << DtypeName(dtype) << " image " << i;
     const CudaDitOps::GraphStats stats = graphs->graph_stats();
-    std::printf("%s: graphs captured %lld, replayed %lld, eager passes %lld\n", Name(dtype),
+    std::printf("%s: graphs captured %lld, replayed %lld, eager passes %lld\n", DtypeName(dtype),
                 static_cast<long long>(stats.captured), static_cast<long long>(stats.replayed),
                 static_cast<long long>(stats.eager));
     EXPECT_GT(stats.replayed, 0);

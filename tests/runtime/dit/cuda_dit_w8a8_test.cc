@@ -42,30 +42,22 @@
 #include "runtime/dit/gaussian_noise.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/rtn_quantizer.h"
+#include "tests/runtime/dit/cuda_dit_test_util.h"
 #include "tests/runtime/dit/dit_golden.h"
 
 namespace tern::runtime {
 namespace {
+
+using dit_test::DtypeName;
+using dit_test::MakeCudaOps;
+using dit_test::MaxRelativeError;
+using dit_test::RoundTo;
 
 DitStep StepOf(const std::vector<float>& t, const std::vector<int32_t>& y) {
   DitStep step;
   step.timesteps = t;
   step.labels = y;
   return step;
-}
-
-const char* Name(DType d) { return d == DType::kF32 ? "f32" : d == DType::kF16 ? "f16" : "bf16"; }
-
-std::unique_ptr<CudaDitOps> MakeOps(DType dtype, bool graphs = false) {
-  CudaDitOpsOptions options;
-  options.compute_dtype = dtype;
-  options.cuda_graphs = graphs;
-  auto ops = CudaDitOps::Create(options);
-  if (!ops.ok()) {
-    EXPECT_EQ(ops.status().code(), absl::StatusCode::kFailedPrecondition) << ops.status();
-    return nullptr;
-  }
-  return std::move(*ops);
 }
 
 bool HasFp8() {
@@ -75,13 +67,7 @@ bool HasFp8() {
   return major * 10 + minor >= 89;
 }
 
-float RoundTo(DType d, float v) {
-  if (d == DType::kBF16) return BFloat16ToFloat(FloatToBFloat16(v));
-  if (d == DType::kF16) return HalfToFloat(FloatToHalf(v));
-  return v;
-}
-
-std::vector<float> Random(size_t n, uint32_t seed, float scale, DType round_to = DType::kF32) {
+std::vector<float> NormalValues(size_t n, uint32_t seed, float scale, DType round_to = DType::kF32) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist(0.0f, scale);
   std::vector<float> v(n);
@@ -90,16 +76,6 @@ std::vector<float> Random(size_t n, uint32_t seed, float scale, DType round_to =
 }
 
 double RoundingBound(DType d) { return d == DType::kF32 ? 1e-6 : d == DType::kF16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8); }
-
-// max |got - want| / max |want|.
-double Error(const std::vector<float>& want, const std::vector<float>& got) {
-  double worst = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
-    scale = std::max(scale, std::fabs(double(want[i])));
-  }
-  return scale > 0.0 ? worst / scale : worst;
-}
 
 // out of one linear over `rows` rows of `samples` samples on `ops`.
 std::vector<float> RunLinear(DitOps& ops, const DitLinear& linear, const std::vector<float>& x, int64_t rows,
@@ -135,7 +111,7 @@ TEST(CudaDitW8A8Test, LinearsMatchTheCpuReference) {
       {"XL/2 fc2", 1152, 4608, 16, false},    {"XL/2 fc1 + gelu", 4608, 1152, 16, true},
   };
   for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
-    auto ops = MakeOps(dtype);
+    auto ops = MakeCudaOps(dtype);
     if (ops == nullptr) GTEST_SKIP() << "no CUDA device";
     for (WeightScheme scheme : {WeightScheme::kW8A8Int8, WeightScheme::kW8A8Fp8}) {
       const bool fp8 = scheme == WeightScheme::kW8A8Fp8;
@@ -149,8 +125,8 @@ TEST(CudaDitW8A8Test, LinearsMatchTheCpuReference) {
       for (const LinearCase& c : cases) {
         RtnOptions options;
         options.scheme = s;
-        auto q = QuantizeRtn(Random(size_t(c.out * c.in), 5, 0.03f), c.out, c.in, options,
-                             Random(size_t(c.out), 6, 0.1f));
+        auto q = QuantizeRtn(NormalValues(size_t(c.out * c.in), 5, 0.03f), c.out, c.in, options,
+                             NormalValues(size_t(c.out), 6, 0.1f));
         ASSERT_TRUE(q.ok()) << q.status();
         CpuDitOps cpu;
         auto cpu_linear = cpu.PrepareQuantizedLinear(*q);
@@ -159,7 +135,7 @@ TEST(CudaDitW8A8Test, LinearsMatchTheCpuReference) {
         ASSERT_TRUE(gpu_linear.ok()) << gpu_linear.status();
         for (int64_t samples : {int64_t(1), int64_t(3)}) {
           const int64_t rows = samples * c.rows_per_sample;
-          std::vector<float> x = Random(size_t(rows * c.in), 9, 1.0f, dtype);
+          std::vector<float> x = NormalValues(size_t(rows * c.in), 9, 1.0f, dtype);
           for (int64_t r = 0; r < rows; ++r) x[r * c.in + 3] = RoundTo(dtype, 30.0f);  // an outlier channel
           const std::vector<float> want = RunLinear(cpu, **cpu_linear, x, rows, samples, c.gelu);
           const std::vector<float> got = RunLinear(*ops, **gpu_linear, x, rows, samples, c.gelu);
@@ -167,10 +143,10 @@ TEST(CudaDitW8A8Test, LinearsMatchTheCpuReference) {
           // The GELU runs on the rounded linear output on CUDA (its slope is
           // at most 1.13) and is rounded once more; fp32 on the CPU.
           if (c.gelu) bound = 1.13 * bound + RoundingBound(dtype) + 1e-6;
-          const double error = Error(want, got);
-          std::printf("%s %s %s x%lld: error %.3g (bound %.3g)\n", c.name, WeightSchemeName(scheme), Name(dtype),
+          const double error = MaxRelativeError(want, got);
+          std::printf("%s %s %s x%lld: error %.3g (bound %.3g)\n", c.name, WeightSchemeName(scheme), DtypeName(dtype),
                       static_cast<long long>(samples), error, bound);
-          EXPECT_LE(error, bound) << c.name << " " << WeightSchemeName(scheme) << " " << Name(dtype);
+          EXPECT_LE(error, bound) << c.name << " " << WeightSchemeName(scheme) << " " << DtypeName(dtype);
           if (samples == 3) {
             // The last sample alone: bitwise its rows of the batch.
             const std::vector<float> last(x.end() - c.rows_per_sample * c.in, x.end());
@@ -209,7 +185,7 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
     ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
     const std::vector<float> want = Forward(**cpu_model, x, t, y);
     for (const auto& [dtype, bound] : bounds) {
-      auto ops = MakeOps(dtype, /*graphs=*/true);
+      auto ops = MakeCudaOps(dtype, /*graphs=*/true);
       if (ops == nullptr) GTEST_SKIP() << "no CUDA device";
       auto model = DitModel::Load(dit_test::kDemoDitDir, ops.get(), options);
       if (std::string(scheme) == "w8a8-fp8" && !HasFp8()) {
@@ -228,12 +204,12 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
           ref2 += double(want[i]) * want[i];
         }
         const double relative = std::sqrt(diff2 / ref2);
-        std::printf("%s %s pass %d: eps vs the CPU's %s: max abs %.3g, relative L2 %.3g\n", scheme, Name(dtype), pass,
+        std::printf("%s %s pass %d: eps vs the CPU's %s: max abs %.3g, relative L2 %.3g\n", scheme, DtypeName(dtype), pass,
                     scheme, max_abs, relative);
-        EXPECT_LT(max_abs, bound.first) << scheme << " " << Name(dtype);
-        EXPECT_LT(relative, bound.second) << scheme << " " << Name(dtype);
+        EXPECT_LT(max_abs, bound.first) << scheme << " " << DtypeName(dtype);
+        EXPECT_LT(relative, bound.second) << scheme << " " << DtypeName(dtype);
         if (pass == 0) first = eps;
-        EXPECT_EQ(eps, first) << scheme << " " << Name(dtype) << ": pass " << pass << " differs from the eager pass";
+        EXPECT_EQ(eps, first) << scheme << " " << DtypeName(dtype) << ": pass " << pass << " differs from the eager pass";
       }
       const auto stats = ops->graph_stats();
       EXPECT_EQ(stats.captured, 1);
@@ -242,7 +218,7 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
       const std::vector<float> x2(x.begin() + 2 * pixels, x.begin() + 3 * pixels);
       const std::vector<float> alone = Forward(**model, x2, {t[2]}, {y[2]});
       for (int64_t i = 0; i < pixels; ++i) {
-        ASSERT_EQ(alone[i], first[2 * pixels + i]) << scheme << " " << Name(dtype) << " element " << i;
+        ASSERT_EQ(alone[i], first[2 * pixels + i]) << scheme << " " << DtypeName(dtype) << " element " << i;
       }
     }
   }
