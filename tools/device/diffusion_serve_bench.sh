@@ -9,20 +9,30 @@
 #      /metrics.
 # Run from the repository root with a bundle holding ternd, tern-load and
 # tern-mkmodel. Writes JSON reports to $OUT (default /tmp).
-#   tools/device/diffusion_serve_bench.sh [PRESET]   (default dit-xl-2-256)
+#   tools/device/diffusion_serve_bench.sh [--dit-only] [PRESET | MODEL_DIR]
+# PRESET is a tern-mkmodel DiT preset (default dit-xl-2-256); a directory
+# serves that model instead (models/tern-demo-dit: the trained demo DiT).
+# --dit-only skips part 2.
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle"
 out=${OUT:-/tmp}
+dit_only_run=0
+if [[ ${1:-} == --dit-only ]]; then
+  dit_only_run=1
+  shift
+fi
 preset=${1:-dit-xl-2-256}
 models=/tmp/tern-models
-dit="$models/dit-serve"
 llm="$models/llama-1b-serve"
-mkdir -p "$models"
-"$bundle/run.sh" bin/tern-mkmodel --arch dit --preset "$preset" --seed 7 --dtype bfloat16 --out "$dit" >/dev/null ||
-  { echo "tern-mkmodel --arch dit failed"; exit 1; }
-"$bundle/run.sh" bin/tern-mkmodel --arch llama --preset 1b --seed 4 --dtype bfloat16 \
-  --tokenizer "$root/tests/data/tokenizers/llama2" --out "$llm" >/dev/null || { echo "tern-mkmodel llama failed"; exit 1; }
+mkdir -p "$models" "$out"
+if [[ -d $preset ]]; then
+  dit=$(cd "$preset" && pwd)
+else
+  dit="$models/dit-serve-$preset"
+  "$bundle/run.sh" bin/tern-mkmodel --arch dit --preset "$preset" --seed 7 --dtype bfloat16 --out "$dit" >/dev/null ||
+    { echo "tern-mkmodel --arch dit failed"; exit 1; }
+fi
 
 ternd_pid=""
 start_ternd() {  # start_ternd CONFIG_JSON
@@ -69,7 +79,10 @@ for name, j in (("serial", serial), ("16 in flight", batched)):
     e2e = j["images"]["requests"]["latency_ms"]["e2e"]
     print(f"  {name}: e2e p50 {e2e['p50']:.0f} ms, p99 {e2e['p99']:.0f} ms")
 PY
+(( dit_only_run )) && exit 0
 
+"$bundle/run.sh" bin/tern-mkmodel --arch llama --preset 1b --seed 4 --dtype bfloat16 \
+  --tokenizer "$root/tests/data/tokenizers/llama2" --out "$llm" >/dev/null || { echo "tern-mkmodel llama failed"; exit 1; }
 for share in 1 4; do
   both=$(mktemp --suffix .json)
   cat >"$both" <<EOF
