@@ -6,9 +6,10 @@
 # (tern-mkmodel, then tern-quantize), each on tern's CUDA backend in fp16:
 # decode at batch 1 and 16 and a 2048-token prefill, with the speed-up over
 # fp16; and the KV cache capacity in tokens that ternd gives each model on
-# this GPU (its start-up line). Run from the repository root with the bundle
-# in .device-bundle/ (tern-quant-bench, tern-mkmodel, tern-quantize, tern-run,
-# ternd):
+# this GPU (its start-up line), with the time to first token of that
+# ternd's first ~2k-token requests (tools/device/first_request.py). Run from
+# the repository root with the bundle in .device-bundle/ (tern-quant-bench,
+# tern-mkmodel, tern-quantize, tern-run, ternd):
 #   tools/device/quant_bench.sh [kernels] [models] [run] [kv]   (default: all four)
 # `models` makes the checkpoints (minutes of CPU time; each phase fits one
 # 10-minute command), `run` and `kv` use them. JSON lands in $OUT (or /tmp).
@@ -90,6 +91,13 @@ if [[ " $phases " == *" kv "* ]]; then
     done
     line=$(grep -m1 -E "ready: .*kv_cache=" "$log" | sed -E 's/.*(weights=[^)]*\)) kv_cache=([0-9]+) tokens.*/\1 kv_cache=\2 tokens/')
     echo "  $name: ${line:-no start-up line (see $log)}"
+    # The first requests of the fresh server: ~2k-token prompts, one token each (TTFT).
+    if [[ -f /tmp/quant-ports.json ]]; then
+      http=$(python3 -c 'import json; print(json.load(open("/tmp/quant-ports.json"))["http_port"])')
+      model_name=$(curl -s "127.0.0.1:$http/v1/models" | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"][0]["id"])')
+      python3 "$root/tools/device/first_request.py" --port "$http" --model "$model_name" \
+        --json "$out/first-request-$name.json"
+    fi
     kill -TERM $pid 2>/dev/null
     wait $pid 2>/dev/null
   done
