@@ -1,5 +1,6 @@
 // Per-token activation quantization: one block per row, a max reduction of
-// |x / smoothing| and a second pass that quantizes; the scale and inverse
+// |x / smoothing| and a second pass that quantizes (rows without smoothing
+// whose addresses allow it: 16-byte loads, the row held in registers); the scale and inverse
 // are computed with quant_gemm.h's fp32 expressions, so q and the row scale
 // equal the CPU reference bit for bit (IEEE division, rintf rounds half to
 // even, __nv_cvt_float_to_fp8 rounds to nearest even and saturates at 448).
@@ -16,6 +17,27 @@ namespace tern::kernels {
 namespace {
 
 constexpr int kThreads = 256;
+
+// The row scale and its inverse from the row's largest magnitude:
+// quant_gemm.h's fp32 expressions.
+__device__ __forceinline__ void RowScale(const ActivationQuantParams& p, float absmax, float* scale, float* inv) {
+  if (p.static_scale > 0.0f) {
+    *scale = p.static_scale;
+    *inv = 1.0f / *scale;
+  } else if (p.type == ActivationQuant::kInt8) {
+    *scale = absmax / 127.0f;
+    *inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+  } else {
+    *scale = fmaxf(absmax / kFp8E4M3Max, 1.0f / (kFp8E4M3Max * 512.0f));
+    *inv = 1.0f / *scale;
+  }
+}
+
+__device__ __forceinline__ uint8_t Code(ActivationQuant type, float v, float inv) {
+  if (type == ActivationQuant::kInt8) return uint8_t(int8_t(fminf(fmaxf(rintf(v * inv), -128.0f), 127.0f)));
+  return uint8_t(__nv_cvt_float_to_fp8(v * inv, __NV_SATFINITE, __NV_E4M3));
+}
+
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -38,32 +60,94 @@ __global__ void __launch_bounds__(kThreads)
     float m = 0.0f;
     for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
     float scale, inv;
-    if (p.static_scale > 0.0f) {
-      scale = p.static_scale;
-      inv = 1.0f / scale;
-    } else if (p.type == ActivationQuant::kInt8) {
-      scale = m / 127.0f;
-      inv = m > 0.0f ? 127.0f / m : 0.0f;
-    } else {
-      scale = fmaxf(m / kFp8E4M3Max, 1.0f / (kFp8E4M3Max * 512.0f));
-      inv = 1.0f / scale;
-    }
+    RowScale(p, m, &scale, &inv);
     row_scales[row] = scale;
     row_inv = inv;
   }
   __syncthreads();
   const float inv = row_inv;
   uint8_t* qr = q + row * q_row_stride;
-  if (p.type == ActivationQuant::kInt8) {
-    for (int64_t i = threadIdx.x; i < p.k; i += kThreads) {
-      const float v = fminf(fmaxf(rintf(value(i) * inv), -128.0f), 127.0f);
-      qr[i] = uint8_t(int8_t(v));
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < p.k; i += kThreads) {
-      qr[i] = uint8_t(__nv_cvt_float_to_fp8(value(i) * inv, __NV_SATFINITE, __NV_E4M3));
+  for (int64_t i = threadIdx.x; i < p.k; i += kThreads) qr[i] = Code(p.type, value(i), inv);
+}
+
+// The same codes and scales as QuantizeActivationsKernel for rows without
+// smoothing whose x is read 16 bytes (kVec elements) at a time and whose
+// codes are written kVec bytes at a time: one block of kVecThreads per row,
+// each thread holding up to kVecCached of its vectors in registers between
+// the max and the quantizing pass (x read once for rows up to
+// kVecThreads * kVecCached * kVec elements; longer rows read the rest twice).
+constexpr int kVecThreads = 128;
+constexpr int kVecCached = 6;
+
+template <int kBytes>
+struct alignas(kBytes) Bytes {
+  uint8_t b[kBytes];
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kVecThreads)
+    QuantizeActivationsVecKernel(ActivationQuantParams p, const T* __restrict__ x, uint8_t* __restrict__ q,
+                                 int64_t q_row_stride, float* __restrict__ row_scales) {
+  constexpr int kVec = 16 / sizeof(T);
+  struct alignas(16) Pack {
+    T v[kVec];
+  };
+  __shared__ float warp_max[kVecThreads / 32];
+  __shared__ float row_inv;
+  const int64_t row = blockIdx.x;
+  const Pack* xr = reinterpret_cast<const Pack*>(x + row * p.x_stride);
+  const int64_t vecs = p.k / kVec;
+  Pack cached[kVecCached];
+  float absmax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kVecCached; ++i) {
+    const int64_t v = threadIdx.x + int64_t(i) * kVecThreads;
+    if (v < vecs) {
+      cached[i] = xr[v];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) absmax = fmaxf(absmax, fabsf(ToFloat(cached[i].v[j])));
     }
   }
+  for (int64_t v = threadIdx.x + int64_t(kVecCached) * kVecThreads; v < vecs; v += kVecThreads) {
+    const Pack a = xr[v];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) absmax = fmaxf(absmax, fabsf(ToFloat(a.v[j])));
+  }
+  absmax = WarpMax(absmax);
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = absmax;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = 0.0f;
+    for (int w = 0; w < kVecThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
+    float scale, inv;
+    RowScale(p, m, &scale, &inv);
+    row_scales[row] = scale;
+    row_inv = inv;
+  }
+  __syncthreads();
+  const float inv = row_inv;
+  Bytes<kVec>* qr = reinterpret_cast<Bytes<kVec>*>(q + row * q_row_stride);
+  const auto quantize = [&](const Pack& a, int64_t v) {
+    Bytes<kVec> out;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) out.b[j] = Code(p.type, ToFloat(a.v[j]), inv);
+    qr[v] = out;
+  };
+#pragma unroll
+  for (int i = 0; i < kVecCached; ++i) {
+    const int64_t v = threadIdx.x + int64_t(i) * kVecThreads;
+    if (v < vecs) quantize(cached[i], v);
+  }
+  for (int64_t v = threadIdx.x + int64_t(kVecCached) * kVecThreads; v < vecs; v += kVecThreads) quantize(xr[v], v);
+}
+
+// Whether QuantizeActivationsVecKernel takes these rows.
+bool VectorRowsAllow(size_t elem, const ActivationQuantParams& p, const void* x, const uint8_t* q,
+                     int64_t q_row_stride) {
+  const size_t vec = 16 / elem;
+  return p.smoothing == nullptr && p.k % int64_t(vec) == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+         (size_t(p.x_stride) * elem) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % vec == 0 &&
+         size_t(q_row_stride) % vec == 0;
 }
 
 template <typename T, typename Acc>
@@ -85,8 +169,13 @@ cudaError_t LaunchQuantizeActivations(ScalarType type, const ActivationQuantPara
   if (params.rows == 0) return cudaSuccess;
   if (params.k <= 0 || params.x_stride < params.k || q_row_stride < params.k) return cudaErrorInvalidValue;
   TERN_DISPATCH_SCALAR(type, T, {
-    QuantizeActivationsKernel<T>
-        <<<unsigned(params.rows), kThreads, 0, stream>>>(params, static_cast<const T*>(x), q, q_row_stride, row_scales);
+    if (VectorRowsAllow(sizeof(T), params, x, q, q_row_stride)) {
+      QuantizeActivationsVecKernel<T><<<unsigned(params.rows), kVecThreads, 0, stream>>>(
+          params, static_cast<const T*>(x), q, q_row_stride, row_scales);
+    } else {
+      QuantizeActivationsKernel<T><<<unsigned(params.rows), kThreads, 0, stream>>>(
+          params, static_cast<const T*>(x), q, q_row_stride, row_scales);
+    }
   });
   return cudaGetLastError();
 }
