@@ -100,5 +100,11 @@ if [[ " $phases " == *" kv "* ]]; then
     fi
     kill -TERM $pid 2>/dev/null
     wait $pid 2>/dev/null
+    # The next server sizes its KV cache from the free memory: wait until this one's is back.
+    for _ in $(seq 60); do
+      used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+      (( ${used:-0} < 2048 )) && break
+      sleep 0.5
+    done
   done
 fi
