@@ -531,6 +531,8 @@ CudaDitOps::OpTimes CudaDitOps::op_times() const { return impl_->times; }
 
 CudaDitOps::GraphStats CudaDitOps::graph_stats() const { return impl_->stats; }
 
+bool CudaDitOps::records_graphs() const { return impl_->graphs_enabled; }
+
 CudaDitOps::GemmTuning CudaDitOps::gemm_tuning() const { return impl_->tuning; }
 
 }  // namespace tern::runtime

@@ -89,6 +89,7 @@ class CudaDitOps final : public DitOps {
   ~CudaDitOps() override;
 
   std::string name() const override { return "cuda"; }
+  bool records_graphs() const override;
   DType compute_dtype() const { return options_.compute_dtype; }
 
   absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,

@@ -69,6 +69,21 @@ class DitRunner final : public DiffusionRunner {
   absl::StatusOr<std::vector<DitImage>> MakeImages(absl::Span<const DenoisingSample* const> samples) override {
     return MakeDitImages(config(), vae_.get(), samples, options_.max_decode_batch);
   }
+  // Runs exact-attention forward passes of every row count 1..max_rows and
+  // VAE decodes of every batch 1..max_decode_batch (a latent model's), each
+  // twice, after one pass of each at its largest size: on ops that record
+  // graphs (DitOps::records_graphs) every workspace has then grown to what
+  // the engine's batches need and every pass shape has its graph before the
+  // first request (a buffer that grows later retires the graphs). Inputs are
+  // zeros at the middle timestep with the null class (class 0 without one);
+  // nothing a request sees depends on them. The ops' error, if any.
+  absl::Status Warmup(int32_t max_rows);
+  // The passes Warmup ran: DiT forwards and VAE decodes.
+  struct WarmupCounts {
+    int32_t forwards = 0;
+    int32_t decodes = 0;
+  };
+  WarmupCounts warmup_counts() const { return warmup_counts_; }
   DitModel* model() { return model_.get(); }
   VaeDecoder* vae() { return vae_.get(); }  // null for pixel-space models and latents without a VAE
   DitOps* ops() { return ops_.get(); }
@@ -89,6 +104,7 @@ class DitRunner final : public DiffusionRunner {
   NoiseSchedule schedule_;
   DenoisingStepper stepper_;
   DitRunnerOptions options_;
+  WarmupCounts warmup_counts_;
 };
 
 }  // namespace tern::runtime

@@ -168,6 +168,10 @@ class DitOps {
  public:
   virtual ~DitOps() = default;
   virtual std::string name() const = 0;
+  // Whether passes are recorded (CUDA graphs, keyed by kind, batch, image
+  // and variant) and replayed: then the first passes of each key cost more
+  // than later ones, and a start-up warm-up (DitRunner::Warmup) pays it.
+  virtual bool records_graphs() const { return false; }
 
   // --- weights (load time); errors name the tensor ---
   // `weight` [out, ...] is read as [out, numel / out]: a PyTorch Linear's

@@ -6,12 +6,14 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "runtime/dit/diffusion_runner.h"
 #include "runtime/dit/dit_config.h"
 #include "runtime/dit/dit_ops_factory.h"
 #include "runtime/model/weight_scheme.h"
 #include "server/config/server_config.h"
+#include "spdlog/spdlog.h"
 
 namespace tern::server {
 
@@ -138,6 +140,17 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
     served->default_steps = n;
   }
   if (d.max_batch_rows() > 0) served->max_batch_rows = d.max_batch_rows();
+  // With CUDA graphs, each batch size's first passes are eager and recorded:
+  // pay that here, for every size the engine can form, not in requests.
+  if ((*runner)->ops()->records_graphs()) {
+    const absl::Time start = absl::Now();
+    if (absl::Status warm = (*runner)->Warmup(served->max_batch_rows); !warm.ok()) {
+      return absl::Status(warm.code(), absl::StrCat("warming up the DiT's passes: ", warm.message()));
+    }
+    const runtime::DitRunner::WarmupCounts counts = (*runner)->warmup_counts();
+    spdlog::info("model {}: warm-up ran {} DiT passes (1..{} rows) and {} VAE decodes in {:.2f} s", name,
+                 counts.forwards, served->max_batch_rows, counts.decodes, absl::ToDoubleSeconds(absl::Now() - start));
+  }
 
   scheduler::DiffusionEngineOptions options;
   options.model_name = name;

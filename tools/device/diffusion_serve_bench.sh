@@ -12,7 +12,9 @@
 #   tools/device/diffusion_serve_bench.sh [--dit-only] [PRESET | MODEL_DIR]
 # PRESET is a tern-mkmodel DiT preset (default dit-xl-2-256); a directory
 # serves that model instead (models/tern-demo-dit: the trained demo DiT).
-# --dit-only skips part 2.
+# --dit-only skips part 2. SERIAL_REQUESTS and CONCURRENT_REQUESTS (default
+# 8 and 64) set part 1's request counts: a small model finishes 64 images in
+# a tenth of a second, too short for a steady rate.
 set -uo pipefail
 root=$(pwd)
 bundle="$root/.device-bundle"
@@ -23,6 +25,8 @@ if [[ ${1:-} == --dit-only ]]; then
   shift
 fi
 preset=${1:-dit-xl-2-256}
+serial_requests=${SERIAL_REQUESTS:-8}
+concurrent_requests=${CONCURRENT_REQUESTS:-64}
 models=/tmp/tern-models
 llm="$models/llama-1b-serve"
 mkdir -p "$models" "$out"
@@ -67,8 +71,9 @@ EOF
 start_ternd "$dit_only"
 # Warm-up: the first image of a process pays lazy module loading.
 load dit-warmup --image-model dit --image-share 1 --concurrency 1 --requests 2 --image-steps 4
-load dit-serial --image-model dit --image-share 1 --concurrency 1 --requests 8 --image-steps 10:30
-load dit-concurrent16 --image-model dit --image-share 1 --concurrency 16 --requests 64 --image-steps 10:30
+load dit-serial --image-model dit --image-share 1 --concurrency 1 --requests "$serial_requests" --image-steps 10:30
+load dit-concurrent16 --image-model dit --image-share 1 --concurrency 16 --requests "$concurrent_requests" \
+  --image-steps 10:30
 stop_ternd
 python3 - "$out/dit-serial.json" "$out/dit-concurrent16.json" <<'PY'
 import json, sys

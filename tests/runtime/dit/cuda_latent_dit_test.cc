@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "runtime/dit/cpu_dit_ops.h"
+#include "runtime/dit/diffusion_runner.h"
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/dit_weights.h"
 #include "runtime/dit/gaussian_noise.h"
@@ -180,6 +181,47 @@ TEST(CudaLatentDitTest, DecodersOfTwoLatentSizesShareOneOpsAtEqualBatches) {
                 decoders[size]->image_elements(), 5 * OpTolerance(DType::kBF16));
   }
   EXPECT_TRUE(ops->Health().ok()) << ops->Health();
+}
+
+// DitRunner::Warmup on ops with graphs: after it, every row count up to the
+// warm-up's and every decode batch up to max_decode_batch replays a graph,
+// and none records one or runs eagerly.
+TEST(CudaLatentDitTest, WarmupRecordsEveryPassShapeBeforeTheFirstRequest) {
+  auto ops = MakeCudaOps(DType::kBF16, /*graphs=*/true);
+  TERN_SKIP_WITHOUT_GPU(ops);
+  const std::string dir = MakeTinyLatentModel();
+  CudaDitOps* cuda = ops.get();
+  constexpr int32_t kRows = 4, kDecodeBatch = 3;
+  auto runner = DitRunner::Create(dir, std::move(ops), {.max_decode_batch = kDecodeBatch, .model = {}});
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  ASSERT_TRUE((*runner)->ops()->records_graphs());
+  ASSERT_TRUE((*runner)->Warmup(kRows).ok());
+  const CudaDitOps::GraphStats warm = cuda->graph_stats();
+  EXPECT_EQ(warm.captured, kRows + kDecodeBatch);
+  const DitConfig& c = (*runner)->config();
+  const int64_t n = c.sample_elements();
+  const std::vector<float> x = GaussianNoise(5, size_t(kRows * n));
+  const std::vector<float> t = {999.0f, 10.0f, 500.0f, 250.0f};
+  const std::vector<int32_t> y = {1, c.null_class, 4, 2};
+  std::vector<float> eps(size_t(kRows * n));
+  for (int32_t rows = kRows; rows >= 1; --rows) {
+    const DitBatch batch{absl::MakeConstSpan(x.data(), size_t(rows * n)), absl::MakeConstSpan(t.data(), size_t(rows)),
+                         absl::MakeConstSpan(y.data(), size_t(rows)), {}};
+    ASSERT_TRUE((*runner)->model()->Forward(batch, absl::MakeSpan(eps.data(), size_t(rows * n))).ok()) << rows;
+  }
+  auto* vae = (*runner)->vae();
+  ASSERT_NE(vae, nullptr);
+  std::vector<float> images(size_t(kDecodeBatch * vae->image_elements()));
+  for (int32_t b = 1; b <= kDecodeBatch; ++b) {
+    ASSERT_TRUE(vae->Decode(absl::MakeConstSpan(x.data(), size_t(b * vae->latent_elements())),
+                            absl::MakeSpan(images.data(), size_t(b * vae->image_elements())))
+                    .ok())
+        << b;
+  }
+  const CudaDitOps::GraphStats after = cuda->graph_stats();
+  EXPECT_EQ(after.captured, warm.captured) << "a pass shape the warm-up missed was recorded";
+  EXPECT_EQ(after.eager, warm.eager) << "a pass ran eagerly after the warm-up";
+  EXPECT_EQ(after.replayed, warm.replayed + kRows + kDecodeBatch);
 }
 
 }  // namespace

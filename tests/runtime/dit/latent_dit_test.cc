@@ -393,6 +393,37 @@ TEST(LatentDitModelTest, GenerationsAreTheSameAloneAndBatchedInBothLayouts) {
   }
 }
 
+// The start-up warm-up runs the largest forward and decode first, then every
+// row count and decode batch twice, and leaves nothing behind: a generation
+// after it is bitwise a fresh runner's.
+TEST(LatentDitModelTest, WarmupRunsEveryPassShapeAndChangesNoImage) {
+  const std::string dir = MakeTinyModel("diffusers");
+  const DitRunnerOptions options{.max_decode_batch = 2, .model = {}};
+  auto fresh = DitRunner::Create(dir, std::make_unique<CpuDitOps>(), options);
+  auto warmed = DitRunner::Create(dir, std::make_unique<CpuDitOps>(), options);
+  ASSERT_TRUE(fresh.ok() && warmed.ok());
+  EXPECT_EQ((*warmed)->Warmup(0).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*warmed)->Warmup(3).ok());
+  EXPECT_EQ((*warmed)->warmup_counts().forwards, 1 + 2 * 3);
+  EXPECT_EQ((*warmed)->warmup_counts().decodes, 1 + 2 * 2);
+  EXPECT_EQ((*fresh)->warmup_counts().forwards, 0);
+  std::vector<uint8_t> pixels[2];
+  DitRunner* runners[2] = {fresh->get(), warmed->get()};
+  for (int i = 0; i < 2; ++i) {
+    auto sample = DenoisingSample::Create((*runners[i]).config(), &runners[i]->schedule(),
+                                          {.class_label = 5, .sampler = DiffusionSamplerKind::kDdim,
+                                           .num_steps = 3, .guidance_scale = 2.0, .seed = 12, .schedule = {}});
+    ASSERT_TRUE(sample.ok());
+    DenoisingSample* s = sample->get();
+    while (!s->done()) ASSERT_TRUE(runners[i]->Step({&s, 1}).ok());
+    const DenoisingSample* done = s;
+    auto images = runners[i]->MakeImages({&done, 1});
+    ASSERT_TRUE(images.ok()) << images.status();
+    pixels[i] = (*images)[0].pixels;
+  }
+  EXPECT_EQ(pixels[0], pixels[1]);
+}
+
 TEST(LatentDitModelTest, PerBlockEmbeddersLoadAndMatter) {
   // diffusers' blocks each carry timestep and class embedders; converted
   // checkpoints repeat one set. Distinct ones change every block's
