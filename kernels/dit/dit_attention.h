@@ -19,10 +19,11 @@
 //   head_dim 72 (DiT-XL/2) is zero-padded to 80 for Q K^T only. P is rounded
 //   to the element type before the P V product, and the softmax denominator
 //   sums the rounded values. Needs compute capability 8.0.
-// - anything else (fp32 always; head_dim up to 512, as the VAE decoder's
-//   single-head mid-block attention has): one warp per query row, scores and
-//   accumulation in fp32 on CUDA cores, the same online softmax. The
-//   reference-grade path, not a fast one.
+// - anything else (fp32 always; head_dim up to 512): one warp per query
+//   row, scores and accumulation in fp32 on CUDA cores, the same online
+//   softmax. The reference-grade path, not a fast one: CudaDitOps runs
+//   head dims above 128 (the VAE decoder's single-head mid-block attention)
+//   as two GEMMs and kernels/dit/dit_softmax.h instead.
 // A (sample, head)'s output depends on that sample's rows alone (batch
 // invariance); the grid follows from the arguments (graph capture is fine).
 #pragma once

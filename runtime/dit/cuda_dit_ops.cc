@@ -25,6 +25,11 @@ using namespace cuda_dit;  // NOLINT: the shared internal types of cuda_dit_ops_
 
 namespace {
 
+// Head dims above the flash kernel's largest (kernels/dit/dit_attention.h)
+// run as two GEMMs and a softmax (MatmulAttention) instead of its
+// one-warp-per-query fallback: the VAE's mid-block, one head of 512.
+constexpr int32_t kMaxFlashHeadDim = 128;
+
 // The LayerNorm + modulate kernels' shapes: x [rows, cols] of shift.rows samples.
 kernels::DitNormParams ModulateParams(const Tensor& x, const Tensor& shift, const Tensor& scale, const Tensor& out,
                                       float eps) {
@@ -369,6 +374,10 @@ void CudaDitOps::Attention(Tensor qkv, const DitAttentionParams& params, Tensor 
   m.Mix(qkv);
   m.Mix(out);
   if (!enqueue) return;
+  if (params.head_dim > kMaxFlashHeadDim) {
+    m.MatmulAttention(qkv, params, tokens, out);
+    return;
+  }
   kernels::DitAttentionShape s;
   s.batch = m.batch;
   s.tokens = int32_t(tokens);

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/common/scalar_type.h"
 #include "kernels/dit/dit_kernels.h"
+#include "runtime/base/check.h"
 #include "runtime/cuda/cuda_device_buffer.h"
 #include "runtime/dit/cuda_dit_ops.h"
 #include "runtime/model/dtype.h"
@@ -116,7 +117,25 @@ struct GemmPlan {
   }
 };
 
-// (in, out, bias, x stride, out stride, reference rows)
+// Attention as two GEMMs for one (tokens, head_dim, qkv stride, out stride):
+// a (sample, head)'s scores S [L, L] fp32 = scale * Q K^T, then O = P V
+// with P the rows' softmax in the compute dtype (cuda_dit_matmul_attention.cc).
+struct MatmulAttentionPlan {
+  cublasLtMatmulDesc_t scores_desc = nullptr, output_desc = nullptr;
+  cublasLtMatrixLayout_t k = nullptr, q = nullptr, s = nullptr;  // the scores GEMM's A, B, D
+  cublasLtMatrixLayout_t v = nullptr, p = nullptr, o = nullptr;  // the output GEMM's A, B, D
+  cublasLtMatmulAlgo_t scores_algo{}, output_algo{};
+
+  ~MatmulAttentionPlan() {
+    for (cublasLtMatrixLayout_t l : {k, q, s, v, p, o}) {
+      if (l != nullptr) cublasLtMatrixLayoutDestroy(l);
+    }
+    if (scores_desc != nullptr) cublasLtMatmulDescDestroy(scores_desc);
+    if (output_desc != nullptr) cublasLtMatmulDescDestroy(output_desc);
+  }
+};
+using MatmulAttentionKey = std::tuple<int64_t, int32_t, int64_t, int64_t>;
+
 // in, out, bias, x stride, out stride, reference rows, GELU epilogue.
 using PlanKey = std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t, bool>;
 
@@ -165,6 +184,7 @@ struct CudaDitOps::Impl {
   DeviceBuffer norm_workspace;  // GroupNorm's partial moments and statistics
   DeviceBuffer read_buffer;  // ReadToHost's fp32 conversion
   DeviceBuffer w8a8_codes, w8a8_scales, w8a8_acc;  // a W8A8 linear's activation codes, row scales, sums
+  DeviceBuffer attention_scores, attention_probs;  // MatmulAttention's S (fp32) and P of one (sample, head)
 
   // Host inputs of a pass: pinned regions handed out in op order from
   // offset 0 (reset by BeginStep), each with a device twin at the same
@@ -184,6 +204,7 @@ struct CudaDitOps::Impl {
   std::vector<std::unique_ptr<DeviceBuffer>> retired_device;
 
   std::map<cuda_dit::PlanKey, std::unique_ptr<cuda_dit::GemmPlan>> plans;
+  std::map<cuda_dit::MatmulAttentionKey, std::unique_ptr<cuda_dit::MatmulAttentionPlan>> matmul_attention_plans;
 
   // Graphs by batch size.
   enum class Mode { kEager, kCapture, kReplay };
@@ -374,6 +395,13 @@ struct CudaDitOps::Impl {
   // cuBLASLt cannot make without split-K is null (cached), not an error.
   cuda_dit::GemmPlan* Plan(const Tensor& x, const cuda_dit::CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu);
   void Gemm(const Tensor& x, const cuda_dit::CudaDitLinear& w, const Tensor& out, int64_t reference_rows, bool gelu = false);
+  // Attention of every (sample, head) of the pass as two cuBLASLt GEMMs and
+  // a row softmax (kernels/dit/dit_softmax.h), one (sample, head) after
+  // another through one S and P workspace: for head dims the flash kernel
+  // does not take (the VAE's mid-block attention, one head of 512). The
+  // GEMMs' shapes, and so their algorithms, are the same for every sample:
+  // batch invariant. Enqueues only.
+  void MatmulAttention(const Tensor& qkv, const DitAttentionParams& params, int64_t tokens, const Tensor& out);
   // The index of the algorithm a plan keeps among `candidates` (whole-K,
   // heuristic order): 0, or with gemm_autotune in an eager pass the fastest
   // timed at up to reference_rows rows (0 when timing cannot run).

@@ -356,7 +356,8 @@ TEST_P(CudaDitOpsTest, GroupNormAndUpsample) {
 
 TEST_P(CudaDitOpsTest, VaeMidBlockAttention) {
   // One head of 512 channels over every pixel (the SD VAE's mid block at
-  // 8x8 and 16x16 latents' pixels), on the per-row kernel.
+  // 8x8 and 16x16 latents' pixels): two GEMMs and a softmax a sample
+  // (MatmulAttention).
   for (int32_t tokens : {64, 256}) {
     const int64_t rows = int64_t(batch_) * tokens;
     auto qkv = RandomValues(size_t(rows * 3 * 512), 26, dtype(), -1.0f, 1.0f);
