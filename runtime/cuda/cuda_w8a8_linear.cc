@@ -114,7 +114,8 @@ CudaW8A8Linear::~CudaW8A8Linear() {
 }
 
 cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const Tensor& out, const W8A8Workspace& ws,
-                                const char** what) const {
+                                const char** what, bool gelu, bool* gelu_applied) const {
+  if (gelu_applied != nullptr) *gelu_applied = false;
   CHECK_EQ(x.cols, in_);
   CHECK_EQ(out.cols, out_);
   CHECK_EQ(x.rows, out.rows);
@@ -149,8 +150,9 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
   cudaError_t error = cudaSuccess;
   last_fused_ = false;
   if (fp8() && type != kernels::ScalarType::kF32 &&
-      RunFusedFp8(type, q, row_scales, q_stride, out, ws, &error, what)) {
+      RunFusedFp8(type, q, row_scales, q_stride, out, gelu, ws, &error, what)) {
     last_fused_ = error == cudaSuccess;
+    if (gelu_applied != nullptr) *gelu_applied = gelu && last_fused_;
     return error;
   }
 
@@ -187,10 +189,11 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
 }
 
 bool CudaW8A8Linear::RunFusedFp8(kernels::ScalarType type, const uint8_t* q, const float* row_scales,
-                                 int64_t q_stride, const Tensor& out, const W8A8Workspace& ws, cudaError_t* error,
-                                 const char** what) const {
+                                 int64_t q_stride, const Tensor& out, bool gelu, const W8A8Workspace& ws,
+                                 cudaError_t* error, const char** what) const {
   const int which = type == kernels::ScalarType::kBF16 ? 1 : 0;
-  if (fused_unavailable_[which]) return false;
+  const int act = gelu ? 1 : 0;
+  if (fused_unavailable_[which][act]) return false;
   const int64_t rows = out.rows;
   const cudaDataType_t d_type = which == 1 ? CUDA_R_16BF : CUDA_R_16F;
   Descriptors desc;
@@ -214,31 +217,34 @@ bool CudaW8A8Linear::RunFusedFp8(kernels::ScalarType type, const uint8_t* q, con
   ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scales,
                                             sizeof(b_scales)) == CUBLAS_STATUS_SUCCESS;
   const void* bias = which == 1 ? static_cast<const void*>(bias_bf16_) : static_cast<const void*>(bias_f16_);
-  if (bias != nullptr) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    const int32_t bias_type = d_type;
+  if (bias != nullptr || gelu) {
+    const cublasLtEpilogue_t epilogue = gelu ? (bias != nullptr ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                             : CUBLASLT_EPILOGUE_BIAS;
     ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)) ==
                    CUBLAS_STATUS_SUCCESS;
+  }
+  if (bias != nullptr) {
+    const int32_t bias_type = d_type;
     ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                               sizeof(bias_type)) == CUBLAS_STATUS_SUCCESS;
     ok = ok && cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)) ==
                    CUBLAS_STATUS_SUCCESS;
   }
   if (!ok) {  // this cuBLASLt lacks the attributes: the unfused path
-    fused_unavailable_[which] = true;
+    fused_unavailable_[which][act] = true;
     return false;
   }
   const char* search_what = nullptr;
   const cublasLtMatmulAlgo_t* algo =
-      Algorithm(ws, &desc, CUDA_R_8F_E4M3, d_type, q_stride, rows, fused_algos_[which], &search_what);
+      Algorithm(ws, &desc, CUDA_R_8F_E4M3, d_type, q_stride, rows, fused_algos_[which][act], &search_what);
   if (algo == nullptr) {
     // No fused algorithm for this shape: the unfused path, from now on for
     // a layer that has found none, for this call only for a layer choosing
     // per row count. A layer with one fixed algorithm that later meets a
     // row count it cannot run fails instead: its sums must stay those of
     // its one algorithm.
-    if (fused_algos_[which].empty()) {
-      fused_unavailable_[which] = true;
+    if (fused_algos_[which][act].empty()) {
+      fused_unavailable_[which][act] = true;
       return false;
     }
     if (ws.algorithm_rows == 0) return false;

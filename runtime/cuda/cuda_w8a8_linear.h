@@ -13,8 +13,9 @@
 //   (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F: a scale per row of each
 //   operand, Hopper and later): in the GEMM itself. The fp32 sum times the
 //   weight's and the row's scale, plus the bias (rounded to the output
-//   type), is rounded once into the output; no fp32 accumulator buffer, no
-//   epilogue kernel (`fused_scales()` after the first Run says so).
+//   type), then GELU when asked, is rounded once into the output; no fp32
+//   accumulator buffer, no epilogue kernel (`fused_scales()` after the
+//   first Run says so).
 // - Otherwise (INT8, fp32 output, no such algorithm for the shape): the GEMM
 //   writes fp32 / int32 sums into the workspace and an elementwise epilogue
 //   (kernels/gemm/w8a8.h) applies scales and bias in fp32.
@@ -93,8 +94,12 @@ class CudaW8A8Linear final : public LinearWeight {
   // quantized (dtype kI8 / kF8E4M3 matching the scheme, with row scales;
   // row stride a multiple of 16). Enqueues only; the first failure as a
   // CUDA error (cuBLASLt failures: cudaErrorUnknown) and `what` names it.
+  // With `gelu` the fused FP8 path applies GELU (cuBLASLt's tanh form) after
+  // the bias in the same epilogue, and *gelu_applied says whether it did;
+  // where it did not (INT8, fp32 output, no fused algorithm) out is the
+  // linear's and the caller applies the activation.
   cudaError_t Run(kernels::ScalarType type, const Tensor& x, const Tensor& out, const W8A8Workspace& ws,
-                  const char** what) const;
+                  const char** what, bool gelu = false, bool* gelu_applied = nullptr) const;
 
   // Whether the last Run applied the scales and bias inside the GEMM (see
   // above); false before the first Run.
@@ -116,7 +121,8 @@ class CudaW8A8Linear final : public LinearWeight {
   // cuBLASLt offers no such algorithm for this shape (then never tried
   // again for this output type), with nothing enqueued.
   bool RunFusedFp8(kernels::ScalarType type, const uint8_t* q, const float* row_scales, int64_t q_stride,
-                   const Tensor& out, const W8A8Workspace& ws, cudaError_t* error, const char** what) const;
+                   const Tensor& out, bool gelu, const W8A8Workspace& ws, cudaError_t* error,
+                   const char** what) const;
 
   LinearScheme scheme_;
   int64_t out_ = 0, in_ = 0;
@@ -130,10 +136,11 @@ class CudaW8A8Linear final : public LinearWeight {
   uint16_t* bias_f16_ = nullptr;
   // cuBLASLt's choice per row count (or per algorithm_rows), found on first use.
   mutable std::map<int64_t, cublasLtMatmulAlgo_t> algos_;
-  // The same for the fused FP8 GEMM, by output type (0: fp16, 1: bf16), and
-  // whether that output type has no fused algorithm for this shape.
-  mutable std::map<int64_t, cublasLtMatmulAlgo_t> fused_algos_[2];
-  mutable bool fused_unavailable_[2] = {false, false};
+  // The same for the fused FP8 GEMM, by output type (0: fp16, 1: bf16) and
+  // epilogue (0: bias, 1: bias + GELU), and whether that pair has no fused
+  // algorithm for this shape.
+  mutable std::map<int64_t, cublasLtMatmulAlgo_t> fused_algos_[2][2];
+  mutable bool fused_unavailable_[2][2] = {{false, false}, {false, false}};
   mutable bool last_fused_ = false;
   // With algorithm_rows: the (cache, algorithm_rows, rows) triples checked to run.
   mutable std::set<std::tuple<const void*, int64_t, int64_t>> checked_;

@@ -19,7 +19,11 @@ absl::StatusOr<std::unique_ptr<CudaDitW8A8Linear>> CudaDitW8A8Linear::Create(con
 
 cudaError_t CudaDitW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const Tensor& out, bool gelu,
                                    const W8A8Workspace& ws, const char** what) const {
-  if (cudaError_t e = gemm_->Run(type, x, out, ws, what); e != cudaSuccess || !gelu) return e;
+  bool gelu_applied = false;
+  if (cudaError_t e = gemm_->Run(type, x, out, ws, what, gelu, &gelu_applied);
+      e != cudaSuccess || !gelu || gelu_applied) {
+    return e;
+  }
   *what = "gelu tanh after a w8a8 linear";
   return kernels::LaunchDitPointwise(type, kernels::DitPointwise::kGeluTanh, out.rows, out.cols, out.data,
                                      out.stride, nullptr, 0, out.data, out.stride, ws.stream);

@@ -4,8 +4,9 @@
 // (kernels/gemm/w8a8.h, bit for bit QuantizeActivationsReference), sums the
 // products in cuBLASLt (INT8: exact int32; FP8 E4M3: fp32 every 128 inputs,
 // 13 fraction bits within each 32-input tensor-core step), applies the row
-// and weight scales and the bias in the epilogue kernel (one rounding to
-// the compute dtype), and, for LinearGeluTanh, the GELU kernel after it.
+// and weight scales and the bias (FP8 with a 16-bit output: in cuBLASLt's
+// epilogue, GELU too for LinearGeluTanh; otherwise the epilogue kernel, one
+// rounding to the compute dtype, and for LinearGeluTanh the GELU kernel).
 //
 // Batch invariance: a row's codes and scale depend on that row only; INT8
 // sums are exact whatever the algorithm. FP8 sums depend on the algorithm's
