@@ -18,7 +18,11 @@
 //                  [--weight-scheme auto | w8a8-int8 | w8a8-fp8 | mixed:PLAN]
 //                  [--attention-plan FILE | synthetic:STEPS:FRACTION[:cfg] | stretch:FILE:TOKENS]
 //                  [--reps 2]
-//                  [--gemm-autotune 1|0] [--fp8-fast-accum 0|1]
+//                  [--gemm-autotune 1|0] [--fp8-fast-accum 0|1] [--fuse-activation-quant 1|0]
+//
+// --fuse-activation-quant 0 has every W8A8 layer quantize its own input
+// instead of the LayerNorm + modulate before qkv and fc1 writing it
+// quantized (DitModelOptions::fuse_activation_quantization), to time that.
 //
 // --fp8-fast-accum 1 runs w8a8-fp8 layers with cuBLASLt's fast accumulation
 // (CudaDitOpsOptions::w8a8_fp8_fast_accumulation), to time what the fp32
@@ -221,6 +225,7 @@ int main(int argc, char** argv) {
   int iters = 20;
   bool gemm_autotune = true;
   bool fp8_fast_accum = false;
+  bool fuse_activation_quant = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--dtype") dtype_name = value;
@@ -234,6 +239,7 @@ int main(int argc, char** argv) {
     else if (flag == "--reps") generation_reps = std::max(1, std::atoi(value.c_str()));
     else if (flag == "--gemm-autotune" && (value == "0" || value == "1")) gemm_autotune = value == "1";
     else if (flag == "--fp8-fast-accum" && (value == "0" || value == "1")) fp8_fast_accum = value == "1";
+    else if (flag == "--fuse-activation-quant" && (value == "0" || value == "1")) fuse_activation_quant = value == "1";
     else {
       std::fprintf(stderr, "tern-dit-bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -245,6 +251,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   DitModelOptions model_options;
+  model_options.fuse_activation_quantization = fuse_activation_quant;
   if (auto request = ParseWeightSchemeRequest(weight_scheme); request.ok()) {
     model_options.weight_scheme = *request;
   } else {
@@ -273,13 +280,15 @@ int main(int argc, char** argv) {
                            {"weight_scheme", model_options.weight_scheme.ToString()},
                            {"gemm_autotune", gemm_autotune},
                            {"fp8_fast_accumulation", fp8_fast_accum},
+                           {"fuse_activation_quantization", fuse_activation_quant},
                            {"model", "DiT-XL/2 shape, random weights"},
                            {"rows_note", "batch = forward rows (CFG: 2 per image)"},
                            {"results", nlohmann::json::array()}};
-  std::printf("tern-dit-bench on %s, %s, weight_scheme %s, gemm autotune %s, fp8 fast accumulation %s, DiT-XL/2 "
-              "shape; batch = forward rows (2 per guided image)\n",
+  std::printf("tern-dit-bench on %s, %s, weight_scheme %s, gemm autotune %s, fp8 fast accumulation %s, activation "
+              "quantization %s, DiT-XL/2 shape; batch = forward rows (2 per guided image)\n",
               prop.name, dtype_name.c_str(), model_options.weight_scheme.ToString().c_str(),
-              gemm_autotune ? "on" : "off", fp8_fast_accum ? "on" : "off");
+              gemm_autotune ? "on" : "off", fp8_fast_accum ? "on" : "off",
+              fuse_activation_quant ? "in the producers" : "in each layer");
   std::printf("%6s %5s | %9s %9s | %9s %9s %9s | %9s %9s %9s %6s\n", "tokens", "batch", "graph ms", "eager ms",
               "linear ms", "attn ms", "other ms", "lin TF/s", "cuBLAS ms", "cuBLAS TF", "ratio");
   for (int64_t tokens : token_counts) {

@@ -4,6 +4,7 @@
 
 #include "kernels/common/dispatch.cuh"
 #include "kernels/dit/dit_kernels.h"
+#include "kernels/gemm/activation_quant.cuh"
 
 namespace tern::kernels {
 namespace {
@@ -158,10 +159,16 @@ struct alignas(sizeof(T) * kVec) NormPack {
 // after rounding to T, so the gated form is bitwise GatedAddKernel followed
 // by the plain form with the same kVec. kVec divides cols and every
 // pointer and stride is aligned to it (NormVector).
-template <typename T, bool kGated, int kVec>
+// kVec one-byte codes, stored as one access.
+template <int kVec>
+struct alignas(kVec) CodePack {
+  uint8_t b[kVec];
+};
+
+template <typename T, bool kGated, bool kQuant, int kVec>
 __global__ void __launch_bounds__(kNormWarps * 32, 2)
     NormModulateKernel(DitNormParams p, T* x, const T* y, int64_t y_stride, const T* gate, int64_t gate_stride,
-                       const T* shift, const T* scale, T* out) {
+                       const T* shift, const T* scale, T* out, DitQuantizedRows q) {
   using Pack = NormPack<T, kVec>;
   constexpr int kGroups = kNormCached / kVec;  // groups held in registers
   constexpr int64_t kSpan = 32 * kVec;         // columns a warp covers per group
@@ -172,7 +179,7 @@ __global__ void __launch_bounds__(kNormWarps * 32, 2)
   const int64_t sample = row / p.tokens;
   const T* sh = shift + sample * p.shift_stride;
   const T* sc = scale + sample * p.scale_stride;
-  T* o = out + row * p.out_stride;
+  T* o = kQuant ? nullptr : out + row * p.out_stride;
   const int64_t first = int64_t(kVec) * lane;
   // The group at column c of the new x (gated: updated and stored here).
   const auto update = [&](int64_t c) {
@@ -186,7 +193,9 @@ __global__ void __launch_bounds__(kNormWarps * 32, 2)
     }
     return a;
   };
-  const auto store = [&](int64_t c, const float (&v)[kVec], float mean, float rstd) {
+  // The output group at column c, rounded to T: what the plain form stores
+  // and what the quantized form quantizes.
+  const auto modulated = [&](int64_t c, const float (&v)[kVec], float mean, float rstd) {
     const Pack gamma = *reinterpret_cast<const Pack*>(sc + c);
     const Pack beta = *reinterpret_cast<const Pack*>(sh + c);
     Pack r;
@@ -194,7 +203,7 @@ __global__ void __launch_bounds__(kNormWarps * 32, 2)
     for (int j = 0; j < kVec; ++j) {
       r.v[j] = FromFloat<T>((v[j] - mean) * rstd * (1.0f + ToFloat(gamma.v[j])) + ToFloat(beta.v[j]));
     }
-    *reinterpret_cast<Pack*>(o + c) = r;
+    return r;
   };
   // A column's value: from the registers, else from x (which, gated, this
   // lane has already updated). The cached groups' loads are issued kBatch
@@ -267,17 +276,63 @@ __global__ void __launch_bounds__(kNormWarps * 32, 2)
   }
   const float var = WarpSum(sq) / float(p.cols);
   const float rstd = rsqrtf(var + p.eps);
-#pragma unroll
-  for (int i = 0; i < kGroups; ++i) {
-    const int64_t c = first + kSpan * i;
-    if (c < p.cols) store(c, cached[i], mean, rstd);
-  }
-  for (int64_t c = first + kSpan * kGroups; c < p.cols; c += kSpan) {
+  // Columns past the registers: read from x again.
+  const auto reread = [&](int64_t c, float (&v)[kVec]) {
     const Pack a = *reinterpret_cast<const Pack*>(in + c);
-    float v[kVec];
 #pragma unroll
     for (int j = 0; j < kVec; ++j) v[j] = ToFloat(a.v[j]);
-    store(c, v, mean, rstd);
+  };
+  if constexpr (!kQuant) {
+#pragma unroll
+    for (int i = 0; i < kGroups; ++i) {
+      const int64_t c = first + kSpan * i;
+      if (c < p.cols) *reinterpret_cast<Pack*>(o + c) = modulated(c, cached[i], mean, rstd);
+    }
+    for (int64_t c = first + kSpan * kGroups; c < p.cols; c += kSpan) {
+      float v[kVec];
+      reread(c, v);
+      *reinterpret_cast<Pack*>(o + c) = modulated(c, v, mean, rstd);
+    }
+  } else {
+    // The row's largest output magnitude, its scale, then its codes: the
+    // values are recomputed, not kept (the same expressions, so the same
+    // bits), which leaves the registers to the cached row.
+    float absmax = 0.0f;
+    const auto widen = [&](const Pack& r) {
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) absmax = fmaxf(absmax, fabsf(ToFloat(r.v[j])));
+    };
+#pragma unroll
+    for (int i = 0; i < kGroups; ++i) {
+      const int64_t c = first + kSpan * i;
+      if (c < p.cols) widen(modulated(c, cached[i], mean, rstd));
+    }
+    for (int64_t c = first + kSpan * kGroups; c < p.cols; c += kSpan) {
+      float v[kVec];
+      reread(c, v);
+      widen(modulated(c, v, mean, rstd));
+    }
+    absmax = WarpMax(absmax);
+    float row_scale, inv;
+    DynamicRowScale(q.type, absmax, &row_scale, &inv);
+    if (lane == 0) q.row_scales[row] = row_scale;
+    uint8_t* codes = q.codes + row * q.stride;
+    const auto put = [&](int64_t c, const Pack& r) {
+      CodePack<kVec> b;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) b.b[j] = QuantCode(q.type, ToFloat(r.v[j]), inv);
+      *reinterpret_cast<CodePack<kVec>*>(codes + c) = b;
+    };
+#pragma unroll
+    for (int i = 0; i < kGroups; ++i) {
+      const int64_t c = first + kSpan * i;
+      if (c < p.cols) put(c, modulated(c, cached[i], mean, rstd));
+    }
+    for (int64_t c = first + kSpan * kGroups; c < p.cols; c += kSpan) {
+      float v[kVec];
+      reread(c, v);
+      put(c, modulated(c, v, mean, rstd));
+    }
   }
 }
 
@@ -379,16 +434,18 @@ bool RowsAligned(const void* p, int64_t stride, size_t elem, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0 && (size_t(stride) * elem) % bytes == 0;
 }
 
-// Whether every row of the norm's tensors allows accesses of `vec` columns.
-template <bool kGated>
+// Whether every row of the norm's tensors allows accesses of `vec` columns
+// (the output: `vec` elements of T, or `vec` bytes of codes).
+template <bool kGated, bool kQuant>
 bool NormRowsAllow(int vec, size_t elem, const DitNormParams& params, const void* x, const void* y,
                    int64_t y_stride, const void* gate, int64_t gate_stride, const void* shift, const void* scale,
-                   const void* out) {
+                   const void* out, const DitQuantizedRows& q) {
   const size_t bytes = elem * size_t(vec);
+  const bool out_aligned =
+      kQuant ? RowsAligned(q.codes, q.stride, 1, size_t(vec)) : RowsAligned(out, params.out_stride, elem, bytes);
   return params.cols % vec == 0 && RowsAligned(x, params.x_stride, elem, bytes) &&
          RowsAligned(shift, params.shift_stride, elem, bytes) && RowsAligned(scale, params.scale_stride, elem, bytes) &&
-         RowsAligned(out, params.out_stride, elem, bytes) &&
-         (!kGated || (RowsAligned(y, y_stride, elem, bytes) && RowsAligned(gate, gate_stride, elem, bytes)));
+         out_aligned && (!kGated || (RowsAligned(y, y_stride, elem, bytes) && RowsAligned(gate, gate_stride, elem, bytes)));
 }
 
 // Launches NormModulateKernel; y and gate are read only when kGated. Rows
@@ -396,22 +453,23 @@ bool NormRowsAllow(int vec, size_t elem, const DitNormParams& params, const void
 // of a 16-bit type, 4 of fp32), else kNormVector columns, else one: the
 // choice follows from shapes and addresses alone (the workspace's, the same
 // at every batch size), never from the row count, so batch invariance holds.
-template <bool kGated>
+template <bool kGated, bool kQuant>
 cudaError_t LaunchNormModulate(ScalarType type, const DitNormParams& params, void* x, const void* y,
                                int64_t y_stride, const void* gate, int64_t gate_stride, const void* shift,
-                               const void* scale, void* out, cudaStream_t stream) {
+                               const void* scale, void* out, const DitQuantizedRows& q, cudaStream_t stream) {
   if (params.rows < 0 || params.cols <= 0 || params.tokens <= 0) return cudaErrorInvalidValue;
   if (params.rows == 0) return cudaSuccess;
   const int64_t blocks = (params.rows + kNormWarps - 1) / kNormWarps;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
   TERN_DISPATCH_SCALAR(type, T, {
     const auto allow = [&](int vec) {
-      return NormRowsAllow<kGated>(vec, sizeof(T), params, x, y, y_stride, gate, gate_stride, shift, scale, out);
+      return NormRowsAllow<kGated, kQuant>(vec, sizeof(T), params, x, y, y_stride, gate, gate_stride, shift, scale,
+                                           out, q);
     };
     const auto launch = [&](auto vec) {
-      NormModulateKernel<T, kGated, decltype(vec)::value><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
+      NormModulateKernel<T, kGated, kQuant, decltype(vec)::value><<<unsigned(blocks), kNormWarps * 32, 0, stream>>>(
           params, static_cast<T*>(x), static_cast<const T*>(y), y_stride, static_cast<const T*>(gate),
-          gate_stride, static_cast<const T*>(shift), static_cast<const T*>(scale), static_cast<T*>(out));
+          gate_stride, static_cast<const T*>(shift), static_cast<const T*>(scale), static_cast<T*>(out), q);
     };
     constexpr int kWide = int(16 / sizeof(T));
     if (kWide > kNormVector && allow(kWide)) {
@@ -430,15 +488,33 @@ cudaError_t LaunchNormModulate(ScalarType type, const DitNormParams& params, voi
 cudaError_t LaunchDitLayerNormModulate(ScalarType type, const DitNormParams& params, const void* x, const void* shift,
                                        const void* scale, void* out, cudaStream_t stream) {
   // The plain form never writes x.
-  return LaunchNormModulate<false>(type, params, const_cast<void*>(x), nullptr, 0, nullptr, 0, shift, scale, out,
-                                   stream);
+  return LaunchNormModulate<false, false>(type, params, const_cast<void*>(x), nullptr, 0, nullptr, 0, shift, scale,
+                                          out, {}, stream);
 }
 
 cudaError_t LaunchDitGatedAddLayerNormModulate(ScalarType type, const DitNormParams& params, void* x, const void* y,
                                                int64_t y_stride, const void* gate, int64_t gate_stride,
                                                const void* shift, const void* scale, void* out,
                                                cudaStream_t stream) {
-  return LaunchNormModulate<true>(type, params, x, y, y_stride, gate, gate_stride, shift, scale, out, stream);
+  return LaunchNormModulate<true, false>(type, params, x, y, y_stride, gate, gate_stride, shift, scale, out, {},
+                                         stream);
+}
+
+cudaError_t LaunchDitLayerNormModulateQuantized(ScalarType type, const DitNormParams& params, const void* x,
+                                                const void* shift, const void* scale, const DitQuantizedRows& out,
+                                                cudaStream_t stream) {
+  if (out.codes == nullptr || out.row_scales == nullptr || out.stride < params.cols) return cudaErrorInvalidValue;
+  return LaunchNormModulate<false, true>(type, params, const_cast<void*>(x), nullptr, 0, nullptr, 0, shift, scale,
+                                         nullptr, out, stream);
+}
+
+cudaError_t LaunchDitGatedAddLayerNormModulateQuantized(ScalarType type, const DitNormParams& params, void* x,
+                                                        const void* y, int64_t y_stride, const void* gate,
+                                                        int64_t gate_stride, const void* shift, const void* scale,
+                                                        const DitQuantizedRows& out, cudaStream_t stream) {
+  if (out.codes == nullptr || out.row_scales == nullptr || out.stride < params.cols) return cudaErrorInvalidValue;
+  return LaunchNormModulate<true, true>(type, params, x, y, y_stride, gate, gate_stride, shift, scale, nullptr, out,
+                                        stream);
 }
 
 cudaError_t LaunchDitFromFloat(ScalarType type, int64_t rows, int64_t cols, const float* src, void* out,

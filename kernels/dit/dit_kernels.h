@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/common/scalar_type.h"
+#include "kernels/gemm/quant_gemm.h"
 
 namespace tern::kernels {
 
@@ -101,6 +102,27 @@ cudaError_t LaunchDitGatedAddLayerNormModulate(ScalarType type, const DitNormPar
                                                int64_t y_stride, const void* gate, int64_t gate_stride,
                                                const void* shift, const void* scale, void* out,
                                                cudaStream_t stream);
+
+// The two launchers above with the output quantized per row for a W8A8
+// layer (ViDiT-Q's dynamic per-token activations, made by their producer):
+// codes [rows, cols] (INT8 or FP8 E4M3 bytes, row stride `stride`) and
+// row_scales [rows], bit for bit LaunchQuantizeActivations (dynamic, no
+// smoothing) of the output the plain launcher writes in `type`; the output
+// in `type` itself is not written. cudaErrorInvalidValue without codes or
+// scales or with a stride below cols.
+struct DitQuantizedRows {
+  ActivationQuant type = ActivationQuant::kInt8;
+  uint8_t* codes = nullptr;
+  int64_t stride = 0;
+  float* row_scales = nullptr;
+};
+cudaError_t LaunchDitLayerNormModulateQuantized(ScalarType type, const DitNormParams& params, const void* x,
+                                                const void* shift, const void* scale, const DitQuantizedRows& out,
+                                                cudaStream_t stream);
+cudaError_t LaunchDitGatedAddLayerNormModulateQuantized(ScalarType type, const DitNormParams& params, void* x,
+                                                        const void* y, int64_t y_stride, const void* gate,
+                                                        int64_t gate_stride, const void* shift, const void* scale,
+                                                        const DitQuantizedRows& out, cudaStream_t stream);
 
 // out [rows, out_stride] of `type` <- src dense fp32 [rows, cols].
 cudaError_t LaunchDitFromFloat(ScalarType type, int64_t rows, int64_t cols, const float* src, void* out,

@@ -11,6 +11,7 @@
 
 #include "kernels/common/dispatch.cuh"
 #include "kernels/common/float8.h"
+#include "kernels/gemm/activation_quant.cuh"
 #include "kernels/gemm/w8a8.h"
 
 namespace tern::kernels {
@@ -18,26 +19,15 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// The row scale and its inverse from the row's largest magnitude:
-// quant_gemm.h's fp32 expressions.
+// The row scale and its inverse: the static scale, else the row's dynamic one.
 __device__ __forceinline__ void RowScale(const ActivationQuantParams& p, float absmax, float* scale, float* inv) {
   if (p.static_scale > 0.0f) {
     *scale = p.static_scale;
     *inv = 1.0f / *scale;
-  } else if (p.type == ActivationQuant::kInt8) {
-    *scale = absmax / 127.0f;
-    *inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
   } else {
-    *scale = fmaxf(absmax / kFp8E4M3Max, 1.0f / (kFp8E4M3Max * 512.0f));
-    *inv = 1.0f / *scale;
+    DynamicRowScale(p.type, absmax, scale, inv);
   }
 }
-
-__device__ __forceinline__ uint8_t Code(ActivationQuant type, float v, float inv) {
-  if (type == ActivationQuant::kInt8) return uint8_t(int8_t(fminf(fmaxf(rintf(v * inv), -128.0f), 127.0f)));
-  return uint8_t(__nv_cvt_float_to_fp8(v * inv, __NV_SATFINITE, __NV_E4M3));
-}
-
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -67,7 +57,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   const float inv = row_inv;
   uint8_t* qr = q + row * q_row_stride;
-  for (int64_t i = threadIdx.x; i < p.k; i += kThreads) qr[i] = Code(p.type, value(i), inv);
+  for (int64_t i = threadIdx.x; i < p.k; i += kThreads) qr[i] = QuantCode(p.type, value(i), inv);
 }
 
 // The same codes and scales as QuantizeActivationsKernel for rows without
@@ -130,7 +120,7 @@ __global__ void __launch_bounds__(kVecThreads)
   const auto quantize = [&](const Pack& a, int64_t v) {
     Bytes<kVec> out;
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) out.b[j] = Code(p.type, ToFloat(a.v[j]), inv);
+    for (int j = 0; j < kVec; ++j) out.b[j] = QuantCode(p.type, ToFloat(a.v[j]), inv);
     qr[v] = out;
   };
 #pragma unroll

@@ -239,6 +239,18 @@ Tensor CpuDitOps::Scratch(int slot, int64_t rows, int64_t cols) {
   return Tensor{buffer.data(), DType::kF32, rows, cols, cols};
 }
 
+Tensor CpuDitOps::QuantizedScratch(int slot, int64_t rows, int64_t cols, DType codes) {
+  CHECK(codes == DType::kI8 || codes == DType::kF8E4M3) << DTypeSafetensorsName(codes) << " is not a code type";
+  QuantizedSlot& buffer = quantized_scratch_[slot];
+  const int64_t stride = (std::max<int64_t>(cols, 1) + 15) / 16 * 16;
+  const size_t need = size_t(std::max<int64_t>(rows, 1)) * size_t(stride);
+  if (buffer.codes.size() < need) buffer.codes.resize(need);
+  if (buffer.scales.size() < size_t(std::max<int64_t>(rows, 1))) buffer.scales.resize(size_t(std::max<int64_t>(rows, 1)));
+  Tensor t{buffer.codes.data(), codes, rows, cols, stride};
+  t.row_scales = buffer.scales.data();
+  return t;
+}
+
 void CpuDitOps::CopyFromHost(const float* src, Tensor dst) {
   for (int64_t r = 0; r < dst.rows; ++r) std::memcpy(F(dst) + r * dst.stride, src + r * dst.cols, dst.cols * 4);
 }
@@ -249,9 +261,14 @@ void CpuDitOps::ReadToHost(Tensor src, float* dst) {
 
 namespace {
 
+kernels::ActivationQuant CodeType(DType codes) {
+  return codes == DType::kF8E4M3 ? kernels::ActivationQuant::kFp8E4M3 : kernels::ActivationQuant::kInt8;
+}
+
 // out = x W^T + b by quant_gemm.h's references: each row's activations
-// quantized (dynamic per-token scale), then the quantized GEMM and its
-// epilogue. Every row on its own, so batch invariance holds.
+// quantized (dynamic per-token scale), or x's codes and scales when a
+// producer quantized it, then the quantized GEMM and its epilogue. Every row
+// on its own, so batch invariance holds.
 void LinearW8A8(Tensor x, const CpuDitW8A8Linear& w, Tensor out, std::vector<uint8_t>* codes,
                 std::vector<float>* scales) {
   const QuantizedLinear& q = w.linear();
@@ -259,20 +276,32 @@ void LinearW8A8(Tensor x, const CpuDitW8A8Linear& w, Tensor out, std::vector<uin
   CHECK_EQ(out.cols, q.out_features);
   CHECK_EQ(x.rows, out.rows);
   codes->resize(size_t(x.rows) * size_t(q.in_features));
-  scales->resize(size_t(x.rows));
-  kernels::ActivationQuantParams a;
-  a.type = w.type();
-  a.rows = x.rows;
-  a.k = q.in_features;
-  a.x_stride = x.stride;
-  kernels::QuantizeActivationsReference(a, F(x), codes->data(), scales->data());
+  const float* row_scales = nullptr;
+  if (x.dtype == DType::kI8 || x.dtype == DType::kF8E4M3) {
+    CHECK(CodeType(x.dtype) == w.type()) << "a " << q.scheme.ToString() << " layer was given "
+                                         << DTypeSafetensorsName(x.dtype) << " codes";
+    for (int64_t r = 0; r < x.rows; ++r) {
+      std::memcpy(codes->data() + r * q.in_features, static_cast<const uint8_t*>(x.data) + r * x.stride,
+                  size_t(q.in_features));
+    }
+    row_scales = x.row_scales;
+  } else {
+    scales->resize(size_t(x.rows));
+    kernels::ActivationQuantParams a;
+    a.type = w.type();
+    a.rows = x.rows;
+    a.k = q.in_features;
+    a.x_stride = x.stride;
+    kernels::QuantizeActivationsReference(a, F(x), codes->data(), scales->data());
+    row_scales = scales->data();
+  }
   kernels::W8A8GemmParams g;
   g.type = w.type();
   g.rows = x.rows;
   g.n = q.out_features;
   g.k = q.in_features;
   g.y_stride = out.stride;
-  kernels::W8A8GemmReference(g, codes->data(), scales->data(), q.weight.data(), q.scales.data(),
+  kernels::W8A8GemmReference(g, codes->data(), row_scales, q.weight.data(), q.scales.data(),
                              q.bias.empty() ? nullptr : q.bias.data(), F(out));
 }
 
@@ -459,11 +488,14 @@ void CpuDitOps::LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float ep
   CHECK(x.data != out.data);
   const int64_t tokens = x.rows / shift.rows;
   const int64_t n = x.cols;
+  const bool quantized = out.dtype == DType::kI8 || out.dtype == DType::kF8E4M3;
+  std::vector<float> row(quantized ? size_t(n) : 0);
   for (int64_t r = 0; r < x.rows; ++r) {
     const float* in = F(x) + r * x.stride;
     const float* sh = F(shift) + (r / tokens) * shift.stride;
     const float* sc = F(scale) + (r / tokens) * scale.stride;
-    float* o = F(out) + r * out.stride;
+    // A quantized out: the row in fp32 first, then its codes and scale.
+    float* o = quantized ? row.data() : F(out) + r * out.stride;
     // Two passes with float64 sums: the mean, then the biased variance about it.
     double mean = 0.0;
 #pragma omp simd reduction(+ : mean)
@@ -477,6 +509,15 @@ void CpuDitOps::LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float ep
     const float rstd = static_cast<float>(1.0 / std::sqrt(var + double(eps)));
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) o[c] = (in[c] - mean_f) * rstd * (1.0f + sc[c]) + sh[c];
+    if (quantized) {
+      kernels::ActivationQuantParams a;
+      a.type = CodeType(out.dtype);
+      a.rows = 1;
+      a.k = n;
+      a.x_stride = n;
+      kernels::QuantizeActivationsReference(a, o, static_cast<uint8_t*>(out.data) + r * out.stride,
+                                            out.row_scales + r);
+    }
   }
 }
 

@@ -41,6 +41,7 @@ class CpuDitOps final : public DitOps {
 
   absl::Status BeginStep(const DitStep& step) override;
   Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
+  Tensor QuantizedScratch(int slot, int64_t rows, int64_t cols, DType codes) override;
   void CopyFromHost(const float* src, Tensor dst) override;
   absl::Status FinishStep() override { return absl::OkStatus(); }
   void ReadToHost(Tensor src, float* dst) override;
@@ -88,6 +89,11 @@ class CpuDitOps final : public DitOps {
   std::vector<float> group_stats_;  // GroupNorm's [groups] means and inverse deviations
   std::vector<uint8_t> quantized_rows_;  // a W8A8 layer's activation codes [rows, in]
   std::vector<float> row_scales_;        // and their scales [rows]
+  struct QuantizedSlot {
+    std::vector<uint8_t> codes;
+    std::vector<float> scales;
+  };
+  std::map<int, QuantizedSlot> quantized_scratch_;
 };
 
 }  // namespace tern::runtime

@@ -45,6 +45,18 @@ kernels::DitNormParams ModulateParams(const Tensor& x, const Tensor& shift, cons
   return p;
 }
 
+bool IsQuantized(const Tensor& t) { return t.dtype == DType::kI8 || t.dtype == DType::kF8E4M3; }
+
+// A QuantizedScratch tensor as the norm kernels' quantized output.
+kernels::DitQuantizedRows QuantizedRows(const Tensor& out) {
+  kernels::DitQuantizedRows q;
+  q.type = out.dtype == DType::kF8E4M3 ? kernels::ActivationQuant::kFp8E4M3 : kernels::ActivationQuant::kInt8;
+  q.codes = static_cast<uint8_t*>(out.data);
+  q.stride = out.stride;
+  q.row_scales = out.row_scales;
+  return q;
+}
+
 }  // namespace
 
 CudaDitOps::CudaDitOps(std::unique_ptr<Impl> impl, const CudaDitOpsOptions& options)
@@ -193,8 +205,10 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
   CHECK_EQ(x.rows, out.rows);
   const bool enqueue = m.Enter(kLinearOp, op_id);
   m.Mix(x);
+  m.Mix(reinterpret_cast<uintptr_t>(x.row_scales));
   m.Mix(out);
   m.Mix(reinterpret_cast<uintptr_t>(&weight));
+  CHECK(!IsQuantized(x) || IsW8A8(weight.scheme().scheme)) << "a dense layer was given quantized activations";
   if (!enqueue || x.rows == 0) return;
   if (IsW8A8(weight.scheme().scheme)) {
     const auto& q = static_cast<const CudaDitW8A8Linear&>(weight);
@@ -357,8 +371,15 @@ void CudaDitOps::LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float e
   m.Mix(shift);
   m.Mix(scale);
   m.Mix(out);
+  m.Mix(reinterpret_cast<uintptr_t>(out.row_scales));
   if (!enqueue) return;
   const kernels::DitNormParams p = ModulateParams(x, shift, scale, out, eps);
+  if (IsQuantized(out)) {
+    m.Record(kernels::LaunchDitLayerNormModulateQuantized(m.type, p, x.data, shift.data, scale.data,
+                                                          QuantizedRows(out), m.stream),
+             "layernorm modulate, quantized");
+    return;
+  }
   m.Record(kernels::LaunchDitLayerNormModulate(m.type, p, x.data, shift.data, scale.data, out.data, m.stream),
            "layernorm modulate");
 }
@@ -514,8 +535,16 @@ void CudaDitOps::GatedAddLayerNormModulate(Tensor x, Tensor y, Tensor gate, Tens
   m.Mix(shift);
   m.Mix(scale);
   m.Mix(out);
+  m.Mix(reinterpret_cast<uintptr_t>(out.row_scales));
   if (!enqueue) return;
   const kernels::DitNormParams p = ModulateParams(x, shift, scale, out, eps);
+  if (IsQuantized(out)) {
+    m.Record(kernels::LaunchDitGatedAddLayerNormModulateQuantized(m.type, p, x.data, y.data, y.stride, gate.data,
+                                                                  gate.stride, shift.data, scale.data,
+                                                                  QuantizedRows(out), m.stream),
+             "gated add + layernorm modulate, quantized");
+    return;
+  }
   m.Record(kernels::LaunchDitGatedAddLayerNormModulate(m.type, p, x.data, y.data, y.stride, gate.data, gate.stride,
                                                        shift.data, scale.data, out.data, m.stream),
            "gated add + layernorm modulate");

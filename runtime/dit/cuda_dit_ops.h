@@ -105,6 +105,7 @@ class CudaDitOps final : public DitOps {
 
   absl::Status BeginStep(const DitStep& step) override;
   Tensor Scratch(int slot, int64_t rows, int64_t cols) override;
+  Tensor QuantizedScratch(int slot, int64_t rows, int64_t cols, DType codes) override;
   void CopyFromHost(const float* src, Tensor dst) override;
   absl::Status FinishStep() override;
   void ReadToHost(Tensor src, float* dst) override;

@@ -180,6 +180,10 @@ struct CudaDitOps::Impl {
   std::vector<float> timesteps;      // [B] host
   size_t labels_offset = 0;          // [B] int32 in the staging area, staged by BeginStep
   std::map<int, DeviceBuffer> scratch;
+  struct QuantizedSlot {
+    DeviceBuffer codes, scales;
+  };
+  std::map<int, QuantizedSlot> quantized_scratch;  // QuantizedScratch's codes and row scales
   DeviceBuffer im2col;          // a convolution chunk's columns
   DeviceBuffer norm_workspace;  // GroupNorm's partial moments and statistics
   DeviceBuffer read_buffer;  // ReadToHost's fp32 conversion

@@ -92,6 +92,19 @@ Tensor CudaDitOps::Scratch(int slot, int64_t rows, int64_t cols) {
   return Tensor{buffer.data(), m.dtype, rows, cols, cols};
 }
 
+Tensor CudaDitOps::QuantizedScratch(int slot, int64_t rows, int64_t cols, DType codes) {
+  CHECK(codes == DType::kI8 || codes == DType::kF8E4M3) << DTypeSafetensorsName(codes) << " is not a code type";
+  Impl& m = *impl_;
+  Impl::QuantizedSlot& buffer = m.quantized_scratch[slot];
+  const int64_t stride = (std::max<int64_t>(cols, 1) + 15) / 16 * 16;
+  const size_t rows_kept = size_t(std::max<int64_t>(rows, 1));
+  void* data = m.Workspace(buffer.codes, rows_kept * size_t(stride), "quantized scratch codes");
+  void* scales = m.Workspace(buffer.scales, rows_kept * sizeof(float), "quantized scratch scales");
+  Tensor t{data, codes, rows, cols, stride};
+  t.row_scales = static_cast<float*>(scales);
+  return t;
+}
+
 void CudaDitOps::CopyFromHost(const float* src, Tensor dst) {
   Impl& m = *impl_;
   const bool enqueue = m.Enter(kOtherOp, 1);

@@ -33,6 +33,10 @@ enum Slot : int {
   kNextModulation,  // [B, 6 D] the next block's, made while this block's gate_m is still needed
   kAllModulations,  // [B, (6 depth + 2) D] every block's and the final layer's (DitWeights::modulations)
 };
+// QuantizedScratch slots (their own namespace).
+enum QuantizedSlot : int {
+  kNormedCodes,  // [B*L, D] a LayerNorm + modulate's output quantized for the W8A8 layer after it
+};
 
 }  // namespace
 
@@ -56,7 +60,8 @@ absl::StatusOr<std::unique_ptr<DitModel>> DitModel::Create(const DitConfig& conf
                    in_memory ? DitLinearPlan::FromMixed(config, naming, *options.plan, options.weight_scheme.plan_path)
                              : DitLinearPlan::Create(config, naming, options.weight_scheme));
   ASSIGN_OR_RETURN(DitWeights weights, DitWeights::Load(config, store, ops, &plan, options.stack_modulations));
-  auto model = std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights), std::move(plan), naming));
+  auto model = std::unique_ptr<DitModel>(new DitModel(config, ops, std::move(weights), std::move(plan), naming,
+                                                       options.fuse_activation_quantization));
   if (options.attention_plan != nullptr) {
     if (options.attention_plan->num_layers != config.depth) {
       return absl::InvalidArgumentError(absl::StrCat(options.attention_plan->source, ": layers: ",
@@ -194,32 +199,46 @@ absl::Status DitModel::Forward(const DitBatch& batch, absl::Span<float> eps) {
   Tensor branch = ops.Scratch(kBranch, rows, d);
   Tensor mlp = ops.Scratch(kMlp, rows, c.mlp_hidden());
   const float mlp_ln_eps = static_cast<float>(c.mlp_layernorm_eps);
+  // Where a LayerNorm + modulate writes its output for `consumer`: quantized
+  // for a W8A8 layer (fuse_activation_quantization), else `normed`.
+  const auto norm_output = [&](const DitLinear& consumer, bool may_quantize) {
+    const DType codes = QuantizedInputType(consumer.scheme());
+    if (!fuse_activation_quantization_ || !may_quantize || codes == DType::kF32) return normed;
+    return ops.QuantizedScratch(kNormedCodes, rows, d, codes);
+  };
+  const auto attention_input = [&](size_t block) -> Tensor {
+    if (block == num_blocks) return norm_output(*weights_.final_linear, true);
+    return norm_output(*weights_.blocks[block].qkv, /*may_quantize=*/!fast);  // DiTFastAttn gathers normed's rows
+  };
   Tensor modulation = num_blocks == 0 ? final_modulation() : block_modulation(0);
-  ops.LayerNormModulate(x, modulation.Columns(0, d), modulation.Columns(d, d), ln_eps, normed);
+  // Here `in` = LN(x) * (1 + scale_a) + shift_a, as normed or quantized.
+  Tensor in = attention_input(0);
+  ops.LayerNormModulate(x, modulation.Columns(0, d), modulation.Columns(d, d), ln_eps, in);
   for (size_t i = 0; i < num_blocks; ++i) {
     const DitBlockWeights& block = weights_.blocks[i];
-    // Here normed = LN(x) * (1 + scale_a) + shift_a.
     if (fast) {
-      attention_->RunLayer(ops, int32_t(i), batch.attention, *block.qkv, *block.proj, attention, normed, branch);
+      attention_->RunLayer(ops, int32_t(i), batch.attention, *block.qkv, *block.proj, attention, in, branch);
     } else {
-      ops.Linear(normed, *block.qkv, qkv);
+      ops.Linear(in, *block.qkv, qkv);
       ops.Attention(qkv, attention, attended);
       ops.Linear(attended, *block.proj, branch);
     }
+    in = norm_output(*block.fc1, true);
     ops.GatedAddLayerNormModulate(x, branch, modulation.Columns(2 * d, d), modulation.Columns(3 * d, d),
-                                  modulation.Columns(4 * d, d), mlp_ln_eps, normed);
-    ops.LinearGeluTanh(normed, *block.fc1, mlp);
+                                  modulation.Columns(4 * d, d), mlp_ln_eps, in);
+    ops.LinearGeluTanh(in, *block.fc1, mlp);
     ops.Linear(mlp, *block.fc2, branch);
     // x += gate_m * branch, then the next LayerNorm + modulate: the next
     // block's attention input, or the final layer's.
     const Tensor next = i + 1 < num_blocks ? block_modulation(i + 1) : final_modulation();
+    in = attention_input(i + 1);
     ops.GatedAddLayerNormModulate(x, branch, modulation.Columns(5 * d, d), next.Columns(0, d), next.Columns(d, d),
-                                  ln_eps, normed);
+                                  ln_eps, in);
     modulation = next;
   }
 
   Tensor out_patches = ops.Scratch(kOutPatches, rows, int64_t(c.patch_size) * c.patch_size * c.out_channels());
-  ops.Linear(normed, *weights_.final_linear, out_patches);
+  ops.Linear(in, *weights_.final_linear, out_patches);
   Tensor out = ops.Scratch(kEps, b, pixels);
   ops.Unpatchify(out_patches, out_geometry, c.in_channels, out);
   RETURN_IF_ERROR(ops.FinishStep());

@@ -61,6 +61,13 @@ struct DitModelOptions {
   // One GEMM for every adaLN projection where the model allows it
   // (DitWeights::modulations); false keeps one per block.
   bool stack_modulations = true;
+  // W8A8 layers whose input is a LayerNorm + modulate's output (qkv, fc1,
+  // the final linear) get it quantized per row by that op
+  // (DitOps::LayerNormModulate into a QuantizedScratch tensor) instead of
+  // by a pass of their own: the same codes, one pass over the activations
+  // fewer. qkv's stays unfused in DiTFastAttn passes, which gather its rows
+  // first. false: every W8A8 layer quantizes its own input.
+  bool fuse_activation_quantization = true;
 };
 
 class DitModel {
@@ -89,14 +96,21 @@ class DitModel {
   absl::Status Forward(const DitBatch& batch, absl::Span<float> eps);
 
  private:
-  DitModel(const DitConfig& config, DitOps* ops, DitWeights weights, DitLinearPlan plan, DitNaming naming)
-      : config_(config), ops_(ops), weights_(std::move(weights)), plan_(std::move(plan)), naming_(naming) {}
+  DitModel(const DitConfig& config, DitOps* ops, DitWeights weights, DitLinearPlan plan, DitNaming naming,
+           bool fuse_activation_quantization)
+      : config_(config),
+        ops_(ops),
+        weights_(std::move(weights)),
+        plan_(std::move(plan)),
+        naming_(naming),
+        fuse_activation_quantization_(fuse_activation_quantization) {}
 
   DitConfig config_;
   DitOps* ops_;
   DitWeights weights_;
   DitLinearPlan plan_;
   DitNaming naming_;
+  bool fuse_activation_quantization_;
   std::unique_ptr<DitAttentionCache> attention_;
 };
 

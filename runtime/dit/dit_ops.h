@@ -164,6 +164,14 @@ inline absl::Status CheckFloatTensor(const TensorView& t) {
   return absl::OkStatus();
 }
 
+// The code type a W8A8 layer's quantized input has (kI8, kF8E4M3), or kF32
+// for a layer that takes the compute dtype (dense).
+inline DType QuantizedInputType(const LinearScheme& scheme) {
+  if (scheme.scheme == WeightScheme::kW8A8Int8) return DType::kI8;
+  if (scheme.scheme == WeightScheme::kW8A8Fp8) return DType::kF8E4M3;
+  return DType::kF32;
+}
+
 class DitOps {
  public:
   virtual ~DitOps() = default;
@@ -220,6 +228,11 @@ class DitOps {
   // role; contents are undefined and survive until the next Scratch call
   // with that slot.
   virtual Tensor Scratch(int slot, int64_t rows, int64_t cols) = 0;
+  // A workspace of per-row quantized activations for a W8A8 layer: one-byte
+  // codes [rows, cols] of `codes` (kI8 or kF8E4M3; row stride a multiple of
+  // 16) and Tensor::row_scales [rows]. Slots are their own namespace, apart
+  // from Scratch's; the same lifetime rules.
+  virtual Tensor QuantizedScratch(int slot, int64_t rows, int64_t cols, DType codes) = 0;
   // dst <- src, where src is dense host fp32 [dst.rows, dst.cols].
   virtual void CopyFromHost(const float* src, Tensor dst) = 0;
   // Waits for the pass's work; its first error, if any.
@@ -228,7 +241,10 @@ class DitOps {
   virtual void ReadToHost(Tensor src, float* dst) = 0;
 
   // --- ops ---
-  // out = x W^T + b (a W8A8 layer: quant_gemm.h's arithmetic).
+  // out = x W^T + b (a W8A8 layer: quant_gemm.h's arithmetic). A W8A8 layer
+  // also takes x already quantized (a QuantizedScratch tensor of its code
+  // type, written by a producer op): the same result as from the values
+  // those codes quantize, without quantizing again.
   virtual void Linear(Tensor x, const DitLinear& weight, Tensor out) = 0;
   // images [B, C*H*W] (each sample C x H x W row-major) -> patches
   // [B*L, C*p*p]: row b*L + (r*grid + c) holds patch (r, c) of sample b,
@@ -262,7 +278,12 @@ class DitOps {
   // LayerNorm without affine (biased variance, eps) of each row of x [B*L, D],
   // then adaLN: out = norm * (1 + scale[b]) + shift[b], shift and scale
   // [B, D] (column views of the modulation output are fine). out must not
-  // alias x.
+  // alias x. When out is a QuantizedScratch tensor, each row is quantized
+  // as a W8A8 layer quantizes its input (QuantizeActivationsReference,
+  // dynamic per row) from the values this op would have written in the
+  // compute dtype: codes and scales bit for bit those of Linear's own
+  // quantization of that output (ViDiT-Q's per-token activations, produced
+  // by the op before the layer instead of a pass of their own).
   virtual void LayerNormModulate(Tensor x, Tensor shift, Tensor scale, float eps, Tensor out) = 0;
   // qkv [B*L, 3*H*d]: q in columns [0, H*d), k in [H*d, 2*H*d), v after,
   // head h at offset h*d of each. out [B*L, H*d] = per sample and head,
@@ -300,8 +321,9 @@ class DitOps {
   // An adaLN-Zero block's residual and the LayerNorm + modulate after it:
   // x += gate[b] * y (as GatedAdd), then out = LayerNormModulate(x, shift,
   // scale, eps) of the updated x (as LayerNormModulate). gate, shift and
-  // scale [B, D] (column views are fine); out must alias neither x nor y.
-  // This default runs the two ops in turn (the CPU's, so its results are
+  // scale [B, D] (column views are fine); out must alias neither x nor y,
+  // and may be quantized as LayerNormModulate's. This default runs the two
+  // ops in turn (the CPU's, so its results are
   // theirs bit for bit); a backend may fuse them into one pass over x that
   // reads the old x once and writes the new x and out once, with the same
   // arithmetic as its two ops (CudaDitOps: bitwise equal to them).

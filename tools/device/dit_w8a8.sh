@@ -15,7 +15,8 @@
 #      frechet.py, beside eval.json's PyTorch row);
 #   4. speed: tern-dit-bench (DiT-XL/2 shape, random weights) at 256 and
 #      1024 tokens, batches 1, 8 and 64, bf16 dense, w8a8-fp8 (also with
-#      cuBLASLt's fast accumulation) and w8a8-int8, in one run on one card.
+#      cuBLASLt's fast accumulation, and with each layer quantizing its own
+#      input) and w8a8-int8, in one run on one card.
 #
 #   tools/device/dit_w8a8.sh [--per-class 100] [--plan FILE] [--skip-tests]
 #                            [--skip-quality] [--skip-bench]
@@ -80,12 +81,16 @@ if ((run_bench)); then
   # FP8 with cuBLASLt's fast accumulation: what the fp32 promotion every 128 inputs costs.
   "$bundle" bin/tern-dit-bench --dtype bfloat16 --weight-scheme w8a8-fp8 --fp8-fast-accum 1 --tokens 256,1024 \
     --batches 1,8,64 --json "$out/bench-w8a8-fp8-fast.json" | tee -a "$out/bench.txt" || status=1
+  # FP8 with each layer quantizing its own input: what the quantizing LayerNorm saves.
+  "$bundle" bin/tern-dit-bench --dtype bfloat16 --weight-scheme w8a8-fp8 --fuse-activation-quant 0 --tokens 256,1024 \
+    --batches 1,8,64 --json "$out/bench-w8a8-fp8-unfused.json" | tee -a "$out/bench.txt" || status=1
   python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-schemes = ("w8a8-fp8", "w8a8-fp8-fast", "w8a8-int8")
+schemes = ("w8a8-fp8", "w8a8-fp8-fast", "w8a8-fp8-unfused", "w8a8-int8")
 runs = {s: json.load(open(f"{out}/bench-{s}.json")) for s in ("auto",) + schemes}
-print(f"{runs['auto']['device']}: DiT-XL/2 step, graphs, ms (speedup over bf16); -fast: fp8 fast accumulation")
+print(f"{runs['auto']['device']}: DiT-XL/2 step, graphs, ms (speedup over bf16); -fast: fp8 fast accumulation; "
+      "-unfused: each layer quantizes its own input")
 print(f"{'tokens':>6} {'batch':>5} | {'bf16':>8} | " + " | ".join(f"{s:>16}" for s in schemes))
 for i, r in enumerate(runs["auto"]["results"]):
     base = r["step_ms_graphs"]

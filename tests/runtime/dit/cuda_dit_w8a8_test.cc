@@ -224,5 +224,38 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
   }
 }
 
+// The norm kernels that quantize the W8A8 layers' inputs as they write them
+// (DitModelOptions::fuse_activation_quantization) give those layers the codes
+// and scales they would have made themselves: eps bitwise equal to the
+// unfused model's on one ops (eager, the heuristic's algorithms, so both
+// models' layers sum in the same order), in bf16 and fp16.
+TEST(CudaDitW8A8Test, ActivationsQuantizedByTheirProducersGiveTheSameEps) {
+  const int64_t pixels = 32 * 32;
+  const std::vector<float> x = GaussianNoise(8, 3 * pixels);
+  const std::vector<float> t = {999.0f, 300.0f, 1.0f};
+  const std::vector<int32_t> y = {0, 10, 9};
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    CudaDitOpsOptions ops_options;
+    ops_options.compute_dtype = dtype;
+    ops_options.cuda_graphs = false;
+    ops_options.gemm_autotune = false;
+    auto ops = CudaDitOps::Create(ops_options);
+    if (!ops.ok()) GTEST_SKIP() << "no CUDA device";
+    for (const char* scheme : {"w8a8-int8", "w8a8-fp8"}) {
+      if (std::string(scheme) == "w8a8-fp8" && !HasFp8()) continue;
+      std::vector<float> eps[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        DitModelOptions options;
+        options.weight_scheme = *ParseWeightSchemeRequest(scheme);
+        options.fuse_activation_quantization = fused == 1;
+        auto model = DitModel::Load(dit_test::kDemoDitDir, ops->get(), options);
+        ASSERT_TRUE(model.ok()) << model.status();
+        eps[fused] = Forward(**model, x, t, y);
+      }
+      EXPECT_EQ(eps[1], eps[0]) << scheme << " " << DtypeName(dtype);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tern::runtime

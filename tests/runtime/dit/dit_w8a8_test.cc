@@ -15,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/common/float8.h"
+#include "kernels/gemm/quant_gemm.h"
 #include "runtime/base/check.h"
 #include "runtime/dit/cpu_dit_ops.h"
 #include "runtime/dit/dit_linear_plan.h"
@@ -207,11 +208,13 @@ TEST(DitLinearPlanTest, DiffusersQkvPartsShareAScheme) {
 
 // The demo DiT's eps for (x, t, y) on `ops` loaded with `scheme`.
 std::vector<float> DemoEps(const std::string& scheme, const std::vector<float>& x, const std::vector<float>& t,
-                           const std::vector<int32_t>& y, const MixedPrecisionPlan* plan = nullptr) {
+                           const std::vector<int32_t>& y, const MixedPrecisionPlan* plan = nullptr,
+                           bool fuse_activation_quantization = true) {
   CpuDitOps ops;
   DitModelOptions options;
   options.weight_scheme = *ParseWeightSchemeRequest(scheme);
   options.plan = plan;
+  options.fuse_activation_quantization = fuse_activation_quantization;
   auto model = DitModel::Load(dit_test::kDemoDitDir, &ops, options);
   CHECK(model.ok()) << model.status();
   std::vector<float> eps(x.size());
@@ -251,6 +254,65 @@ TEST(DitW8A8ModelTest, QuantizedForwardIsCloseToDenseAndBatchInvariant) {
   }
   MixedPrecisionPlan all_dense;  // default "dense"
   EXPECT_EQ(DemoEps("mixed:in-memory", x, t, y, &all_dense), dense);
+}
+
+// The LayerNorm + modulate ops quantizing the W8A8 layers' inputs as they
+// write them (DitModelOptions::fuse_activation_quantization) give the
+// layers the codes they would have made themselves: eps bitwise equal,
+// for both code types and for a plan mixing W8A8 and dense layers.
+TEST(DitW8A8ModelTest, ActivationsQuantizedByTheirProducersGiveTheSameEps) {
+  const int64_t pixels = 32 * 32;
+  const std::vector<float> x = GaussianNoise(7, 3 * pixels);
+  const std::vector<float> t = {999.0f, 300.0f, 1.0f};
+  const std::vector<int32_t> y = {0, 10, 9};
+  MixedPrecisionPlan mixed;
+  mixed.default_scheme.scheme = WeightScheme::kW8A8Fp8;
+  mixed.layers["blocks.0.attn.qkv"].scheme = WeightScheme::kDense;
+  mixed.layers["blocks.3.mlp.fc1"].scheme = WeightScheme::kDense;
+  for (const char* scheme : {"w8a8-int8", "w8a8-fp8", "mixed:in-memory"}) {
+    const MixedPrecisionPlan* plan = std::string(scheme) == "mixed:in-memory" ? &mixed : nullptr;
+    const std::vector<float> fused = DemoEps(scheme, x, t, y, plan, /*fuse_activation_quantization=*/true);
+    const std::vector<float> unfused = DemoEps(scheme, x, t, y, plan, /*fuse_activation_quantization=*/false);
+    EXPECT_EQ(fused, unfused) << scheme;
+    EXPECT_NE(fused, DemoEps("auto", x, t, y)) << scheme << ": the layers were not quantized";
+  }
+}
+
+// The op itself: a quantized output holds the codes and scales of the
+// plain output quantized per row, at a row stride padded to 16.
+TEST(CpuW8A8LinearTest, LayerNormModulateWritesTheCodesOfItsOutput) {
+  constexpr int64_t kRows = 6, kCols = 40;
+  CpuDitOps ops;
+  const std::vector<float> timesteps = {1.0f, 2.0f};
+  const std::vector<int32_t> labels = {0, 0};
+  for (DType codes : {DType::kI8, DType::kF8E4M3}) {
+    ASSERT_TRUE(ops.BeginStep({.timesteps = timesteps, .labels = labels, .image = {}}).ok());
+    std::vector<float> values(kRows * kCols), mod(2 * 2 * kCols);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.37f * float(i)) * float(1 + i % 7);
+    for (size_t i = 0; i < mod.size(); ++i) mod[i] = 0.1f * std::cos(0.11f * float(i));
+    Tensor x = ops.Scratch(0, kRows, kCols), m = ops.Scratch(1, 2, 2 * kCols), plain = ops.Scratch(2, kRows, kCols);
+    ops.CopyFromHost(values.data(), x);
+    ops.CopyFromHost(mod.data(), m);
+    const Tensor q = ops.QuantizedScratch(0, kRows, kCols, codes);
+    EXPECT_EQ(q.stride, 48);
+    ops.LayerNormModulate(x, m.Columns(0, kCols), m.Columns(kCols, kCols), 1e-6f, plain);
+    ops.LayerNormModulate(x, m.Columns(0, kCols), m.Columns(kCols, kCols), 1e-6f, q);
+    ASSERT_TRUE(ops.FinishStep().ok());
+    kernels::ActivationQuantParams a;
+    a.type = codes == DType::kI8 ? kernels::ActivationQuant::kInt8 : kernels::ActivationQuant::kFp8E4M3;
+    a.rows = kRows;
+    a.k = kCols;
+    a.x_stride = plain.stride;
+    std::vector<uint8_t> want(kRows * kCols);
+    std::vector<float> want_scales(kRows);
+    kernels::QuantizeActivationsReference(a, static_cast<const float*>(plain.data), want.data(), want_scales.data());
+    for (int64_t r = 0; r < kRows; ++r) {
+      EXPECT_EQ(q.row_scales[r], want_scales[r]) << r;
+      for (int64_t c = 0; c < kCols; ++c) {
+        ASSERT_EQ(static_cast<const uint8_t*>(q.data)[r * q.stride + c], want[r * kCols + c]) << r << ", " << c;
+      }
+    }
+  }
 }
 
 }  // namespace
