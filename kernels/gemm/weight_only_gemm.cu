@@ -290,55 +290,78 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Two adjacent weights of one row (col even, k even: 4- or 8-byte aligned).
+// Dequantize: one warp per (tile, chunk). Its lanes turn their 16 bytes of
+// codes into the chunk's weights (positions as in weight_only_pack.h: step
+// j, register p is row g + 8 (p & 1), columns 16 j + 2 t + 8 (p >> 1) +
+// {0, 1}) in the warp's shared-memory tile, then the warp writes the tile's
+// 16 rows of the chunk's columns, 16 bytes a store, so each row's part of
+// the chunk goes out as whole sectors (the pairs alone would fill half of
+// each). Rows are padded by 16 bytes: the pair writes of a warp then fall
+// in 32 different banks.
+constexpr int kDequantWarps = 8;
+
 template <typename T>
-__device__ __forceinline__ void StorePair(T* dst, float a, float b) {
-  if constexpr (std::is_same_v<T, float>) {
-    *reinterpret_cast<float2*>(dst) = make_float2(a, b);
-  } else if constexpr (std::is_same_v<T, __half>) {
-    *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(a, b);
-  } else {
-    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(a, b);
-  }
+__device__ __forceinline__ void StagePair(T* dst, float a, float b) {
+  dst[0] = FromFloat<T>(a);
+  dst[1] = FromFloat<T>(b);
 }
 
-// One thread per (tile, chunk, lane): its 16 bytes of codes to 32 or 16
-// weights, written as the register pairs they form (two adjacent columns of
-// one row). Positions as in weight_only_pack.h: step j, register p is row
-// g + 8 (p & 1), columns 16 j + 2 t + 8 (p >> 1) + {0, 1}.
 template <typename T, bool kHalfScales>
-__global__ void WeightOnlyDequantizeKernel(Shape s, int32_t bits, const uint8_t* __restrict__ codes,
-                                           const void* __restrict__ scales, const uint8_t* __restrict__ zeros,
-                                           int64_t total, T* __restrict__ w) {
-  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (index >= total) return;
-  const int lane = int(index % 32);
-  const int64_t tile_chunk = index / 32;
+__global__ void __launch_bounds__(kDequantWarps * 32)
+    WeightOnlyDequantizeKernel(Shape s, int32_t bits, const uint8_t* __restrict__ codes,
+                               const void* __restrict__ scales, const uint8_t* __restrict__ zeros,
+                               int64_t tile_chunks, bool vector_rows, T* __restrict__ w) {
+  constexpr int kVec = 16 / int(sizeof(T));     // elements a 16-byte store writes
+  constexpr int kStride = 64 + kVec;            // a staged row: 64 columns and 16 bytes of padding
+  __shared__ __align__(16) T stage[kDequantWarps][16 * kStride];
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  const int64_t tile_chunk = int64_t(blockIdx.x) * kDequantWarps + warp;
+  if (tile_chunk >= tile_chunks) return;  // only warp-level synchronization below
   const int32_t chunk = int32_t(tile_chunk % s.chunks);
   const int64_t tile = tile_chunk / s.chunks;
+  const int steps = bits == 4 ? 4 : 2;
+  const int32_t cols = 16 * steps;  // the chunk's columns
+  T* tile_stage = stage[warp];
   const uint4 v = *reinterpret_cast<const uint4*>(codes + tile_chunk * 512 + lane * 16);
   const uint32_t words[4] = {v.x, v.y, v.z, v.w};
   const int g = lane / 4, t = lane % 4;
-  const int steps = bits == 4 ? 4 : 2;
   for (int j = 0; j < steps; ++j) {
     for (int p = 0; p < 4; ++p) {
       uint32_t m;
-      int32_t c_lo, c_hi;
       if (bits == 4) {
         m = (words[j] >> (4 * p)) & 0x000f000fu;
       } else {
         m = (words[2 * j + (p >> 1)] >> (8 * (p & 1))) & 0x00ff00ffu;
       }
-      c_lo = int32_t(m & 0xffffu);
-      c_hi = int32_t(m >> 16);
+      const int32_t c_lo = int32_t(m & 0xffffu), c_hi = int32_t(m >> 16);
       const int32_t r = g + 8 * (p & 1);
+      const int32_t in_chunk = 16 * j + 2 * t + 8 * (p >> 1);
+      const int32_t col = chunk * cols + in_chunk;
       const int64_t row = tile * 16 + r;
-      const int32_t col = chunk * (16 * steps) + 16 * j + 2 * t + 8 * (p >> 1);
-      if (row >= s.n || col >= s.k) continue;
-      const int64_t at = (tile * s.groups + GroupOf(s, col)) * 16 + r;
-      const int32_t zero = zeros != nullptr ? zeros[at] : s.mid;
-      const float scale = LoadScale<kHalfScales>(scales, at);
-      StorePair<T>(w + row * s.k + col, float(c_lo - zero) * scale, float(c_hi - zero) * scale);
+      float a = 0.0f, b = 0.0f;
+      if (row < s.n && col < s.k) {  // k is even: col + 1 < k too
+        const int64_t at = (tile * s.groups + GroupOf(s, col)) * 16 + r;
+        const int32_t zero = zeros != nullptr ? zeros[at] : s.mid;
+        const float scale = LoadScale<kHalfScales>(scales, at);
+        a = float(c_lo - zero) * scale;
+        b = float(c_hi - zero) * scale;
+      }
+      StagePair<T>(tile_stage + r * kStride + in_chunk, a, b);
+    }
+  }
+  __syncwarp();
+  const int32_t per_row = cols / kVec;
+  for (int32_t idx = lane; idx < 16 * per_row; idx += 32) {
+    const int32_t r = idx / per_row, in_chunk = (idx % per_row) * kVec;
+    const int64_t row = tile * 16 + r;
+    const int32_t col = chunk * cols + in_chunk;
+    if (row >= s.n || col >= s.k) continue;
+    const T* src = tile_stage + r * kStride + in_chunk;
+    T* dst = w + row * s.k + col;
+    if (vector_rows && col + kVec <= s.k) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < kVec && col + e < s.k; ++e) dst[e] = src[e];
     }
   }
 }
@@ -444,17 +467,18 @@ cudaError_t LaunchWeightOnlyDequantize(ScalarType type, const WeightOnlyDeviceWe
                                        cudaStream_t stream) {
   if (!LayoutOk(weight.layout)) return cudaErrorNotSupported;
   const Shape s = MakeShape(weight.layout);
-  const int64_t total = weight.layout.n_tiles() * weight.layout.k_chunks() * 32;
-  constexpr int kBlock = 256;
-  const dim3 grid(unsigned((total + kBlock - 1) / kBlock));
+  const int64_t tile_chunks = weight.layout.n_tiles() * weight.layout.k_chunks();
+  const dim3 grid(unsigned((tile_chunks + kDequantWarps - 1) / kDequantWarps));
   const auto* codes = static_cast<const uint8_t*>(weight.codes);
   TERN_DISPATCH_SCALAR(type, T, {
+    // 16-byte stores need every row of w to start on a 16-byte boundary.
+    const bool vector_rows = reinterpret_cast<uintptr_t>(w) % 16 == 0 && (size_t(s.k) * sizeof(T)) % 16 == 0;
     if (weight.half_scales) {
-      WeightOnlyDequantizeKernel<T, true><<<grid, kBlock, 0, stream>>>(s, weight.layout.bits, codes, weight.scales,
-                                                                       weight.zeros, total, static_cast<T*>(w));
+      WeightOnlyDequantizeKernel<T, true><<<grid, kDequantWarps * 32, 0, stream>>>(
+          s, weight.layout.bits, codes, weight.scales, weight.zeros, tile_chunks, vector_rows, static_cast<T*>(w));
     } else {
-      WeightOnlyDequantizeKernel<T, false><<<grid, kBlock, 0, stream>>>(s, weight.layout.bits, codes, weight.scales,
-                                                                        weight.zeros, total, static_cast<T*>(w));
+      WeightOnlyDequantizeKernel<T, false><<<grid, kDequantWarps * 32, 0, stream>>>(
+          s, weight.layout.bits, codes, weight.scales, weight.zeros, tile_chunks, vector_rows, static_cast<T*>(w));
     }
   });
   return cudaGetLastError();
