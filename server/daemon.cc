@@ -50,7 +50,7 @@ void LogModelReady(const ServedModel& model) {
     memory = absl::StrCat(" weights=", HumanBytes(model.weight_bytes), " (", info.weight_scheme(),
                           ") kv_cache=", model.kv_cache_capacity_tokens, " tokens");
   } else {
-    memory = absl::StrCat(" weight_scheme=", info.weight_scheme());
+    memory = absl::StrCat(" weights=", HumanBytes(model.weight_bytes), " (", info.weight_scheme(), ")");
   }
   spdlog::info("model {} ready: {} {} backend={} context={} params={}{} path={}", info.name(), info.architecture(),
                info.dtype(), info.backend(), info.context_length(), info.num_parameters(), memory, info.path());

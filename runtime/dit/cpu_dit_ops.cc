@@ -22,6 +22,7 @@ class CpuDitLinear final : public DitLinear {
   int64_t in_features() const override { return in_; }
   const float* weight() const { return weight_.data(); }
   const std::vector<float>& bias() const { return bias_; }
+  size_t bytes() const override { return (weight_.size() + bias_.size()) * sizeof(float); }
 
  private:
   int64_t out_, in_;
@@ -37,6 +38,9 @@ class CpuDitW8A8Linear final : public DitLinear {
   int64_t out_features() const override { return linear_.out_features; }
   int64_t in_features() const override { return linear_.in_features; }
   LinearScheme scheme() const override { return linear_.scheme; }
+  size_t bytes() const override {
+    return linear_.weight.size() + (linear_.scales.size() + linear_.bias.size()) * sizeof(float);
+  }
   const QuantizedLinear& linear() const { return linear_; }
   kernels::ActivationQuant type() const {
     return linear_.scheme.scheme == WeightScheme::kW8A8Fp8 ? kernels::ActivationQuant::kFp8E4M3
@@ -53,6 +57,7 @@ class CpuDitTable final : public DitTable {
       : rows_(rows), cols_(cols), values_(std::move(values)) {}
   int64_t rows() const override { return rows_; }
   int64_t cols() const override { return cols_; }
+  size_t bytes() const override { return values_.size() * sizeof(float); }
   const float* row(int64_t r) const { return values_.data() + r * cols_; }
 
  private:
@@ -80,6 +85,7 @@ class CpuDitConv final : public DitConv {
   int32_t out_channels() const override { return out_; }
   int32_t in_channels() const override { return in_; }
   int32_t kernel() const override { return kernel_; }
+  size_t bytes() const override { return (weight_.size() + bias_.size()) * sizeof(float); }
   const float* weight() const { return weight_.data(); }
   const std::vector<float>& bias() const { return bias_; }
 

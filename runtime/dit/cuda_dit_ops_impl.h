@@ -39,6 +39,7 @@ class CudaDitLinear final : public DitLinear {
  public:
   int64_t out_features() const override { return out; }
   int64_t in_features() const override { return in; }
+  size_t bytes() const override { return weight.bytes() + (has_bias ? bias.bytes() : 0); }
   int64_t out = 0, in = 0;
   DeviceBuffer weight;  // [out, in] compute dtype
   DeviceBuffer bias;    // [out] compute dtype, when has_bias
@@ -52,6 +53,7 @@ class CudaDitConv final : public DitConv {
   int32_t out_channels() const override { return out; }
   int32_t in_channels() const override { return in; }
   int32_t kernel() const override { return k; }
+  size_t bytes() const override { return gemm.bytes(); }
   int32_t out = 0, in = 0, k = 0;
   CudaDitLinear gemm;
 };
@@ -60,6 +62,7 @@ class CudaDitTable final : public DitTable {
  public:
   int64_t rows() const override { return num_rows; }
   int64_t cols() const override { return num_cols; }
+  size_t bytes() const override { return values.bytes(); }
   int64_t num_rows = 0, num_cols = 0;
   DeviceBuffer values;  // [rows, cols] compute dtype
 };

@@ -42,6 +42,7 @@ class CudaDitW8A8Linear final : public DitLinear {
   int64_t out_features() const override { return gemm_->out_features(); }
   int64_t in_features() const override { return gemm_->in_features(); }
   LinearScheme scheme() const override { return gemm_->scheme(); }
+  size_t bytes() const override { return gemm_->bytes(); }
 
   // Bytes of ws.q, ws.row_scales and ws.acc that Run needs for `rows` rows.
   size_t CodeBytes(int64_t rows) const { return size_t(rows) * size_t(in_features()); }

@@ -85,6 +85,8 @@ class DitRunner final : public DiffusionRunner {
   };
   WarmupCounts warmup_counts() const { return warmup_counts_; }
   DitModel* model() { return model_.get(); }
+  // The DiT's and the VAE decoder's weight bytes in the ops' memory.
+  size_t weight_bytes() const { return model_->weight_bytes() + (vae_ != nullptr ? vae_->weight_bytes() : 0); }
   VaeDecoder* vae() { return vae_.get(); }  // null for pixel-space models and latents without a VAE
   DitOps* ops() { return ops_.get(); }
 

@@ -89,6 +89,9 @@ class DitModel {
   DitNaming naming() const { return naming_; }
   // The attention plan's caches, or null without a plan.
   DitAttentionCache* attention_cache() { return attention_.get(); }
+  // Bytes the DiT's prepared weights hold in the ops' memory (device memory
+  // on a GPU), in the schemes they run as.
+  size_t weight_bytes() const { return weights_.bytes(); }
 
   // eps [B, C, H, W] (host fp32; the noise prediction: the first C output
   // channels of a learn_sigma model). INVALID_ARGUMENT for inconsistent

@@ -63,6 +63,9 @@ class DitLinear {
   // What the layer runs as: dense (PrepareLinear) or W8A8
   // (PrepareQuantizedLinear).
   virtual LinearScheme scheme() const { return LinearScheme{}; }
+  // Bytes the layer holds in the ops' memory (device memory on a GPU):
+  // weights, scales and bias as prepared.
+  virtual size_t bytes() const = 0;
 };
 
 // A table of rows (class embeddings, the position table), prepared by
@@ -72,6 +75,7 @@ class DitTable {
   virtual ~DitTable() = default;
   virtual int64_t rows() const = 0;
   virtual int64_t cols() const = 0;
+  virtual size_t bytes() const = 0;  // as DitLinear::bytes
 };
 
 // A 2-D convolution y = conv(x, W) + b, stride 1, odd square kernel k, zero
@@ -83,6 +87,7 @@ class DitConv {
   virtual int32_t out_channels() const = 0;
   virtual int32_t in_channels() const = 0;
   virtual int32_t kernel() const = 0;
+  virtual size_t bytes() const = 0;  // as DitLinear::bytes
 };
 
 // Device memory that outlives passes (DiTFastAttn's per-request caches),
@@ -162,6 +167,13 @@ inline absl::Status CheckFloatTensor(const TensorView& t) {
     return absl::InvalidArgumentError(absl::StrCat("tensor \"", t.name, "\" is empty ", t.ShapeString()));
   }
   return absl::OkStatus();
+}
+
+// The bytes of prepared weights (DitLinear, DitTable, DitConv; null ones
+// count 0).
+template <typename... Weights>
+size_t PreparedBytes(const Weights&... weights) {
+  return ((weights != nullptr ? weights->bytes() : size_t(0)) + ... + size_t(0));
 }
 
 // The code type a W8A8 layer's quantized input has (kI8, kF8E4M3), or kF32

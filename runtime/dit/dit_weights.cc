@@ -402,4 +402,16 @@ absl::StatusOr<DitWeights> DitWeights::Load(const DitConfig& config, const Weigh
   return w;
 }
 
+size_t DitWeights::bytes() const {
+  const auto conditioning = [](const DitConditioningWeights& c) {
+    return PreparedBytes(c.t_fc1, c.t_fc2, c.class_table);
+  };
+  size_t total = PreparedBytes(patch_embed, pos_embed, final_adaln, final_linear, modulations) + conditioning(cond);
+  for (const DitBlockWeights& b : blocks) {
+    total += PreparedBytes(b.adaln, b.qkv, b.proj, b.fc1, b.fc2);
+    if (b.cond != nullptr) total += conditioning(*b.cond);
+  }
+  return total;
+}
+
 }  // namespace tern::runtime

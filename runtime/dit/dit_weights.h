@@ -152,6 +152,9 @@ struct DitWeights {
   // comparing the two).
   static absl::StatusOr<DitWeights> Load(const DitConfig& config, const WeightStore& store, DitOps* ops,
                                          const DitLinearPlan* plan = nullptr, bool stack_modulations = true);
+
+  // Bytes every prepared weight holds in the ops' memory.
+  size_t bytes() const;
 };
 
 }  // namespace tern::runtime

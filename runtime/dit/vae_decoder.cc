@@ -376,4 +376,19 @@ absl::Status VaeDecoder::Decode(absl::Span<const float> latents, absl::Span<floa
   return absl::OkStatus();
 }
 
+size_t VaeDecoder::weight_bytes() const {
+  const Weights& w = *weights_;
+  const auto resnet = [](const VaeResnetWeights& r) {
+    return PreparedBytes(r.norm1, r.norm2, r.conv1, r.conv2, r.shortcut);
+  };
+  size_t total = PreparedBytes(w.post_quant_conv, w.conv_in, w.attention_norm, w.attention_qkv, w.attention_out,
+                               w.norm_out, w.conv_out) +
+                 resnet(w.mid[0]) + resnet(w.mid[1]);
+  for (const Weights::UpBlock& block : w.up) {
+    total += PreparedBytes(block.upsample);
+    for (const VaeResnetWeights& r : block.resnets) total += resnet(r);
+  }
+  return total;
+}
+
 }  // namespace tern::runtime

@@ -65,6 +65,8 @@ class VaeDecoder {
   int32_t image_size() const { return latent_size_ * config_.upscale(); }
   int64_t latent_elements() const { return int64_t(config_.latent_channels) * latent_size_ * latent_size_; }
   int64_t image_elements() const { return int64_t(config_.out_channels) * image_size() * image_size(); }
+  // Bytes the decoder's prepared weights hold in the ops' memory.
+  size_t weight_bytes() const;
 
   // latents [B, latent_channels, h, h] -> images [B, out_channels, H, H]
   // (host fp32, planar). INVALID_ARGUMENT for sizes that do not fit; the

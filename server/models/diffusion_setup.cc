@@ -95,6 +95,7 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
 
   auto served = std::make_unique<ServedDiffusion>();
   served->config = config;
+  served->weight_bytes = (*runner)->weight_bytes();
   served->attention_plan = attention_plan;
   const tern::v1::DiffusionModelConfig& d = model.diffusion();
   if (d.default_steps() > 0) served->default_steps = d.default_steps();

@@ -29,6 +29,9 @@ struct ServedDiffusion {
   int32_t max_batch_rows = 16;
   // diffusion.attention_plan's (DiTFastAttn), or null.
   std::shared_ptr<const runtime::DitAttentionPlan> attention_plan;
+  // Bytes the DiT's and its VAE decoder's weights hold on the backend
+  // (runtime::DitRunner::weight_bytes), in the schemes they run as.
+  size_t weight_bytes = 0;
   std::unique_ptr<scheduler::DiffusionEngine> engine;
 };
 

@@ -164,6 +164,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const tern:
                                           &served->info);
       if (!diffusion.ok()) return fail(diffusion.status());
       served->diffusion = std::move(*diffusion);
+      served->weight_bytes = served->diffusion->weight_bytes;
       served->info.set_name(name);
       served->info.set_state(tern::v1::MODEL_STATE_READY);
       served->info.set_path(model_config.path());

@@ -40,10 +40,10 @@ struct ServedModel {
   std::unique_ptr<scheduler::Engine> engine;
   // A diffusion model's config, request defaults and engine; null for an LLM.
   std::unique_ptr<ServedDiffusion> diffusion;
-  // LLMs: the bytes the weights hold on the model's backend
-  // (runtime::LlmModelRunner::weight_bytes) and the tokens the KV cache holds
-  // (blocks x block size), read once the runner is built. Zero for a
-  // diffusion model, whose weights do not report their bytes.
+  // The bytes the weights hold on the model's backend
+  // (runtime::LlmModelRunner::weight_bytes; a diffusion model's DiT and VAE
+  // decoder, runtime::DitRunner::weight_bytes), read once the model is
+  // built, and (LLMs) the tokens the KV cache holds (blocks x block size).
   size_t weight_bytes = 0;
   int64_t kv_cache_capacity_tokens = 0;
 };

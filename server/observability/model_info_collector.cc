@@ -48,8 +48,8 @@ std::vector<prometheus::MetricFamily> ModelInfoCollector::Collect() const {
                                  {"model", m.name()},
                                  {"weight_scheme", m.weight_scheme()}},
                                 1.0));
-    if (model->engine == nullptr) continue;  // a diffusion model: no KV cache, bytes not reported
     weight_bytes.metric.push_back(Gauge({{"model", m.name()}}, double(model->weight_bytes)));
+    if (model->engine == nullptr) continue;  // a diffusion model: no KV cache
     kv_capacity.metric.push_back(Gauge({{"model", m.name()}}, double(model->kv_cache_capacity_tokens)));
   }
   return {std::move(info), std::move(weight_bytes), std::move(kv_capacity)};

@@ -370,6 +370,11 @@ TEST(DiffusionE2eTest, W8A8SchemesServeThePipelinesImagesAndListModelsReportsThe
     options.weight_scheme = *runtime::ParseWeightSchemeRequest(c.scheme);
     auto model = runtime::DitModel::Load(kDemoDit, &ops, options);
     ASSERT_TRUE(model.ok()) << model.status();
+    // /metrics: the bytes the served model's weights hold, as the scheme
+    // makes them (codes, scales and biases; the dense layers in fp32).
+    const std::optional<double> bytes = ScrapeMetric(daemon, "tern_model_weight_bytes{model=\"" + c.model + "\"}");
+    ASSERT_TRUE(bytes.has_value()) << c.model;
+    EXPECT_EQ(*bytes, double((*model)->weight_bytes())) << c.model;
     auto pipeline = runtime::DitPipeline::Create(model->get());
     runtime::DitGenerateRequest g;
     g.class_label = 7;  // Sneaker

@@ -22,6 +22,7 @@
 #include "runtime/dit/dit_model.h"
 #include "runtime/dit/gaussian_noise.h"
 #include "runtime/model/rtn_quantizer.h"
+#include "runtime/model/safetensors.h"
 #include "tests/runtime/dit/dit_golden.h"
 
 namespace tern::runtime {
@@ -313,6 +314,35 @@ TEST(CpuW8A8LinearTest, LayerNormModulateWritesTheCodesOfItsOutput) {
       }
     }
   }
+}
+
+// The bytes the demo DiT's weights hold on the CPU ops: dense, 4 a stored
+// parameter; W8A8, one a quantized weight plus fp32 scales and biases.
+TEST(DitW8A8ModelTest, WeightBytesFollowTheScheme) {
+  auto store = WeightStore::Open(dit_test::kDemoDitDir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  size_t sizes[2] = {0, 0};
+  const char* schemes[2] = {"auto", "w8a8-int8"};
+  for (int i = 0; i < 2; ++i) {
+    CpuDitOps ops;
+    DitModelOptions options;
+    options.weight_scheme = *ParseWeightSchemeRequest(schemes[i]);
+    auto model = DitModel::Load(dit_test::kDemoDitDir, &ops, options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    sizes[i] = (*model)->weight_bytes();
+  }
+  EXPECT_EQ(sizes[0], 4 * size_t((*store)->TotalParameters()));
+  // The 40 block layers' weights go from 4 bytes to 1 and gain a scale per
+  // output row; everything else stays.
+  size_t block_weights = 0, block_rows = 0;
+  for (const std::string& name : (*store)->Names()) {
+    const TensorView t = *(*store)->Get(name);
+    if (name.rfind("blocks.", 0) == 0 && t.shape.size() == 2) {
+      block_weights += size_t(t.numel());
+      block_rows += size_t(t.shape[0]);
+    }
+  }
+  EXPECT_EQ(sizes[1], sizes[0] - 3 * block_weights + 4 * block_rows);
 }
 
 }  // namespace
