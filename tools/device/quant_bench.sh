@@ -2,9 +2,10 @@
 # On the GPU machine: the weight-only kernels alone (tern-quant-bench: the
 # decode GEMV, the tensor-core GEMM and dequantize + cuBLAS beside the dense
 # path and the byte floor, fp16 with a slice sweep, then bf16), then
-# whole-model speed of random-weight Llama-2-7B in fp16, W4A16 g128 and W8A16
-# (tern-mkmodel, then tern-quantize), each on tern's CUDA backend in fp16:
-# decode at batch 1 and 16 and a 2048-token prefill, with the speed-up over
+# whole-model speed of random-weight Llama-2-7B in fp16, W4A16 g128, W8A16 and
+# W8A8 FP8 / INT8 (tern-mkmodel, then tern-quantize; QUANT_MODELS picks some),
+# each on tern's CUDA backend in fp16:
+# decode at batch 1, 16 and 64 and a 2048-token prefill, with the speed-up over
 # fp16; and the KV cache capacity in tokens that ternd gives each model on
 # this GPU (its start-up line), with the time to first token of that
 # ternd's first ~2k-token requests (tools/device/first_request.py). Run from
@@ -20,7 +21,8 @@ out=${OUT:-/tmp}
 phases=${*:-kernels models run kv}
 dir=/tmp/tern-models
 fp16=$dir/llama-2-7b-float16
-names="float16 w4a16-g128 w8a16"
+# QUANT_MODELS picks the checkpoints (default all): float16 and tern-quantize schemes.
+names=${QUANT_MODELS:-"float16 w4a16-g128 w8a16 w8a8-fp8 w8a8-int8"}
 run_tool() { "$bundle/run.sh" "$@"; }
 
 if [[ " $phases " == *" kernels "* ]]; then
@@ -31,7 +33,8 @@ if [[ " $phases " == *" models "* ]]; then
   # The LLaMA-2 tokenizer (32000 pieces) so that ternd can serve the same checkpoints.
   [[ -f "$fp16/config.json" ]] || run_tool bin/tern-mkmodel --arch llama --preset llama-2-7b \
     --tokenizer "$root/tests/data/tokenizers/llama2" --seed 1 --dtype float16 --out "$fp16" >/dev/null
-  for scheme in w4a16-g128 w8a16; do
+  for scheme in $names; do
+    [[ $scheme == float16 ]] && continue
     [[ -f "$dir/llama-2-7b-$scheme/config.json" ]] || run_tool bin/tern-quantize --model "$fp16" \
       --out "$dir/llama-2-7b-$scheme" --scheme "$scheme"
   done
@@ -49,6 +52,7 @@ if [[ " $phases " == *" run "* ]]; then
     }
     bench b1 --batch 1 --prompt-tokens 128 --decode-tokens 64
     bench b16 --batch 16 --prompt-tokens 128 --decode-tokens 64
+    bench b64 --batch 64 --prompt-tokens 128 --decode-tokens 32
     # Two prompts: the first is cold (lazy module loading), the second the warm rate.
     bench prefill2k --batch 2 --prompt-tokens 2048 --decode-tokens 2
   done
@@ -59,7 +63,8 @@ def load(name, tag):
     path = os.path.join(out, f"quant-{name}-{tag}.json")
     return json.load(open(path)) if os.path.exists(path) else None
 print("== whole model, Llama-2-7B shape, CUDA backend fp16 (tokens/s; x fp16; of the decode floor)")
-for tag, key in (("b1", "decode_tokens_per_s"), ("b16", "decode_tokens_per_s"), ("prefill2k", "prefill_warm_tokens_per_s")):
+for tag, key in (("b1", "decode_tokens_per_s"), ("b16", "decode_tokens_per_s"), ("b64", "decode_tokens_per_s"),
+                 ("prefill2k", "prefill_warm_tokens_per_s")):
     base = load("float16", tag)
     for name in names:
         j = load(name, tag)
