@@ -80,8 +80,10 @@ absl::StatusOr<std::unique_ptr<LlmModelRunner>> LlmModelRunner::Create(std::uniq
 std::vector<int32_t> WarmupPrefillLengths(int32_t tokens) {
   std::vector<int32_t> lengths;
   if (tokens <= 0) return lengths;
-  lengths.push_back(tokens);
-  for (int32_t n = tokens / 4; n >= kMinWarmupPrefillTokens; n /= 4) lengths.push_back(n);
+  for (int32_t n = tokens; n == tokens || n >= kMinWarmupPrefillTokens; n /= 4) {
+    lengths.push_back(n);
+    if (n > 1) lengths.push_back(n - 1);
+  }
   return lengths;
 }
 
@@ -93,11 +95,18 @@ absl::Status LlmModelRunner::Warmup(int32_t tokens) {
   const auto fit = [&](int32_t length) {
     return static_cast<int32_t>(std::min<int64_t>({int64_t(length), max_context_ - 1, capacity - 1}));
   };
-  const std::vector<int32_t> lengths = WarmupPrefillLengths(tokens);
-  for (size_t i = 1; i < lengths.size(); ++i) {
-    if (fit(lengths[i]) < fit(lengths[0])) RETURN_IF_ERROR(WarmupPrefill(fit(lengths[i]), /*decode=*/false));
+  // Each distinct length once (cut to the cache, two may meet), the longest
+  // last with its decode step.
+  std::vector<int32_t> fitted;
+  for (int32_t length : WarmupPrefillLengths(tokens)) {
+    if (std::find(fitted.begin(), fitted.end(), fit(length)) == fitted.end()) fitted.push_back(fit(length));
   }
-  return lengths.empty() ? absl::OkStatus() : WarmupPrefill(fit(lengths[0]), /*decode=*/true);
+  if (fitted.empty()) return absl::OkStatus();
+  const int32_t longest = *std::max_element(fitted.begin(), fitted.end());
+  for (int32_t length : fitted) {
+    if (length != longest) RETURN_IF_ERROR(WarmupPrefill(length, /*decode=*/false));
+  }
+  return WarmupPrefill(longest, /*decode=*/true);
 }
 
 absl::Status LlmModelRunner::WarmupPrefill(int32_t n, bool decode) {

@@ -128,10 +128,12 @@ TEST_F(LlmModelRunnerTest, EachStepWaitsForTheDeviceOnce) {
 }
 
 TEST(WarmupPrefillLengthsTest, QuartersDownToTheShortestPrompt) {
-  EXPECT_EQ(WarmupPrefillLengths(2048), (std::vector<int32_t>{2048, 512, 128, 32}));
-  EXPECT_EQ(WarmupPrefillLengths(100), (std::vector<int32_t>{100, 25}));
-  EXPECT_EQ(WarmupPrefillLengths(kMinWarmupPrefillTokens), (std::vector<int32_t>{kMinWarmupPrefillTokens}));
-  EXPECT_EQ(WarmupPrefillLengths(5), (std::vector<int32_t>{5}));
+  EXPECT_EQ(WarmupPrefillLengths(2048), (std::vector<int32_t>{2048, 2047, 512, 511, 128, 127, 32, 31}));
+  EXPECT_EQ(WarmupPrefillLengths(100), (std::vector<int32_t>{100, 99, 25, 24}));
+  EXPECT_EQ(WarmupPrefillLengths(kMinWarmupPrefillTokens),
+            (std::vector<int32_t>{kMinWarmupPrefillTokens, kMinWarmupPrefillTokens - 1}));
+  EXPECT_EQ(WarmupPrefillLengths(5), (std::vector<int32_t>{5, 4}));
+  EXPECT_EQ(WarmupPrefillLengths(1), (std::vector<int32_t>{1}));
   EXPECT_TRUE(WarmupPrefillLengths(0).empty());
 }
 
@@ -144,10 +146,10 @@ TEST_F(LlmModelRunnerTest, WarmupPrefillsEachLengthAndDecodesOnce) {
   options.model_dir = *dir_;
   options.block_size = 4;
   options.num_blocks = 16;
-  options.warmup_tokens = 64;  // lengths 64 (cut to 63) and 16
+  options.warmup_tokens = 64;  // lengths 64 and 63 (both cut to 63), 16 and 15
   auto runner = LlmModelRunner::Create(std::make_unique<CountingCpuBackend>(&finish_steps), options);
   ASSERT_TRUE(runner.ok()) << runner.status();
-  EXPECT_EQ(finish_steps, 3);
+  EXPECT_EQ(finish_steps, 4);  // 16, 15, then 63 and its decode step
 }
 
 // A prompt prefilled into some blocks, the blocks copied by a copies-only
