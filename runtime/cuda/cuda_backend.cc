@@ -366,7 +366,7 @@ absl::Status CudaBackend::SampleRows(Tensor logits, absl::Span<const SampleReque
   if (m.sampling == nullptr) m.sampling = std::make_unique<CudaSampling>();
   const absl::Status prepared = m.sampling->Prepare(logits, requests);
   // A step that failed already samples nothing (its logits may be missing).
-  if (prepared.ok() && m.first_error == cudaSuccess) m.Record(m.sampling->Enqueue(m.type, logits, m.stream), "sampling");
+  if (prepared.ok() && m.errors.ok()) m.Record(m.sampling->Enqueue(m.type, logits, m.stream), "sampling");
   // The step's one synchronization; it reports the forward pass's errors too.
   if (absl::Status finished = FinishStep(); !finished.ok()) return finished;
   if (!prepared.ok()) return prepared;

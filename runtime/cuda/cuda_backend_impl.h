@@ -28,6 +28,7 @@
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_device_buffer.h"
 #include "runtime/cuda/cuda_sampling.h"
+#include "runtime/cuda/step_errors.h"
 #include "runtime/model/dtype.h"
 
 namespace tern::runtime {
@@ -51,10 +52,7 @@ struct CudaBackend::Impl {
   ScalarType type = ScalarType::kBF16;
   size_t element_bytes = 2;
   bool pdl = true;  // CudaBackendOptions::pdl
-  cudaError_t first_error = cudaSuccess;
-  std::string first_error_op;
-  bool poisoned = false;
-  std::string fatal_error;  // the step error that poisoned the backend
+  StepErrors errors;  // the step's first failure; a fault poisons the backend
 
   // Step metadata: one pinned staging buffer and one device buffer, the
   // fields at offsets that depend only on their sizes (block ids last);
@@ -111,7 +109,7 @@ struct CudaBackend::Impl {
   // An op enqueues nothing while a graph replays the pass, or once the step
   // has failed (a buffer that could not grow is empty): FinishStep reports
   // the error, and the backend stays usable unless the device faulted.
-  bool Skip() const { return mode == Mode::kReplay || first_error != cudaSuccess; }
+  bool Skip() const { return mode == Mode::kReplay || !errors.ok(); }
   // Reserve, counting moves of buffers that a recorded graph may point into.
   void ReserveTracked(DeviceBuffer& buffer, size_t bytes, const char* what) {
     const void* before = buffer.data();
@@ -120,27 +118,14 @@ struct CudaBackend::Impl {
   }
   std::unique_ptr<CudaSampling> sampling;  // created by the first SampleRows
 
-  void Record(cudaError_t error, const char* op) {
-    if (error != cudaSuccess && first_error == cudaSuccess) {
-      first_error = error;
-      first_error_op = op;
-    }
-  }
+  void Record(cudaError_t error, const char* op) { errors.Record(error, op); }
   // Record for a device allocation of `bytes`: a failure names the size and
   // the room left. The buffer is then empty, and the step's later ops skip
   // (Skip), so no kernel runs on a missing buffer.
   void RecordAllocation(cudaError_t error, const char* what, size_t bytes) {
-    if (error != cudaSuccess && first_error == cudaSuccess) {
-      first_error = error;
-      first_error_op = error == cudaErrorMemoryAllocation ? DescribeDeviceAllocation(what, bytes) : what;
-    }
+    errors.RecordAllocation(error, what, bytes);
   }
-  void RecordBlas(cublasStatus_t status, const char* op) {
-    if (status != CUBLAS_STATUS_SUCCESS && first_error == cudaSuccess) {
-      first_error = cudaErrorUnknown;
-      first_error_op = absl::StrCat(op, " (cuBLAS status ", int(status), ")");
-    }
-  }
+  void RecordBlas(cublasStatus_t status, const char* op) { errors.RecordBlas(status, op); }
   const int32_t* Meta(int which) const {
     return static_cast<const int32_t*>(meta_device.data()) + meta_offset[which];
   }

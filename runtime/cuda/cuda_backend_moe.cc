@@ -53,7 +53,7 @@ void CudaBackend::MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& exper
                            cudaMemcpyDeviceToHost, m.stream),
            "moe offsets");
   m.Record(cudaStreamSynchronize(m.stream), "moe offsets");
-  if (m.first_error != cudaSuccess) return;
+  if (!m.errors.ok()) return;
 
   Tensor in = Scratch(100, n, hidden);
   Tensor gate_up = Scratch(101, n, 2 * inter);

@@ -33,9 +33,9 @@ CudaBackend::GraphStats CudaBackend::graph_stats() const { return impl_->stats; 
 
 absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   Impl& m = *impl_;
-  if (m.poisoned) return absl::InternalError("the CUDA backend failed earlier and cannot run more steps");
+  if (m.errors.poisoned()) return absl::InternalError("the CUDA backend failed earlier and cannot run more steps");
   m.batch = &batch;
-  // first_error keeps what was recorded since the last FinishStep: the
+  // errors keep what was recorded since the last FinishStep: the
   // step's block copies come before BeginStep, and fail this step.
   m.mode = Impl::Mode::kEager;
   const int32_t num_seqs = batch.num_seqs();
@@ -104,7 +104,7 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   // An error already (the block copies, a buffer that could not grow): the
   // step fails with it, reported and cleared as FinishStep does (a fault
   // poisons the backend).
-  if (m.first_error != cudaSuccess) return FinishStep();
+  if (!m.errors.ok()) return FinishStep();
 
   if (m.step_graphable) {
     Impl::Graph& graph = m.graphs[m.step_key];
@@ -139,7 +139,7 @@ void CudaBackend::EndForward() {
       const cudaError_t ended = cudaStreamEndCapture(m.stream, &recorded);
       m.Record(ended, "ending graph capture");
       Impl::Graph& graph = m.graphs[m.step_key];
-      if (ended == cudaSuccess && m.first_error == cudaSuccess) {
+      if (ended == cudaSuccess && m.errors.ok()) {
         cudaGraphExec_t exec = nullptr;
         const cudaError_t made = cudaGraphInstantiate(&exec, recorded, 0);
         m.Record(made, "instantiating a graph");
@@ -163,8 +163,9 @@ void CudaBackend::EndForward() {
 }
 
 absl::Status CudaBackend::Health() const {
-  if (!impl_->poisoned) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("the CUDA device failed and cannot run more steps: ", impl_->fatal_error));
+  if (!impl_->errors.poisoned()) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat("the CUDA device failed and cannot run more steps: ", impl_->errors.fatal_error()));
 }
 
 absl::Status CudaBackend::FinishStep() {
@@ -181,17 +182,7 @@ absl::Status CudaBackend::FinishStep() {
   }
   m.Record(cudaStreamSynchronize(m.stream), "step");
   m.Record(cudaGetLastError(), "step");
-  if (m.first_error == cudaSuccess) return absl::OkStatus();
-  // Errors that are not sticky (a bad launch configuration) leave the
-  // context usable; a fault poisons it for good.
-  const cudaError_t probe = cudaDeviceSynchronize();
-  const absl::Status status = CudaStatus(m.first_error, m.first_error_op);
-  if (probe != cudaSuccess) {
-    m.poisoned = true;
-    m.fatal_error = std::string(status.message());
-  }
-  m.first_error = cudaSuccess;
-  return status;
+  return m.errors.Finish();
 }
 
 }  // namespace tern::runtime

@@ -26,6 +26,7 @@
 #include "kernels/dit/dit_kernels.h"
 #include "runtime/base/check.h"
 #include "runtime/cuda/cuda_device_buffer.h"
+#include "runtime/cuda/step_errors.h"
 #include "runtime/dit/cuda_dit_ops.h"
 #include "runtime/model/dtype.h"
 
@@ -170,11 +171,8 @@ struct CudaDitOps::Impl {
   bool graphs_enabled = true;
   bool profile = false;
 
-  cudaError_t first_error = cudaSuccess;
-  std::string first_error_op;
+  StepErrors errors;     // the pass's first failure; a fault poisons the ops
   absl::Status pending;  // a failed ReadToHost, for the next BeginStep
-  bool poisoned = false;
-  std::string fatal_error;
 
   // The pass.
   int64_t batch = 0;
@@ -256,18 +254,8 @@ struct CudaDitOps::Impl {
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 
-  void Record(cudaError_t error, const std::string& op) {
-    if (error != cudaSuccess && first_error == cudaSuccess) {
-      first_error = error;
-      first_error_op = op;
-    }
-  }
-  void RecordBlas(cublasStatus_t status, const std::string& op) {
-    if (status != CUBLAS_STATUS_SUCCESS && first_error == cudaSuccess) {
-      first_error = cudaErrorUnknown;
-      first_error_op = absl::StrCat(op, " (cuBLAS status ", int(status), ")");
-    }
-  }
+  void Record(cudaError_t error, const std::string& op) { errors.Record(error, op); }
+  void RecordBlas(cublasStatus_t status, const std::string& op) { errors.RecordBlas(status, op); }
   void Fail(const std::string& op) { Record(cudaErrorUnknown, op); }
 
   void Mix(uint64_t v) { signature = (signature ^ v) * 0x100000001b3ULL + 0x9e3779b97f4a7c15ULL; }

@@ -21,7 +21,9 @@ namespace tern::runtime {
 using namespace cuda_dit;  // NOLINT: the shared internal types of cuda_dit_ops_impl.h
 
 absl::Status CudaDitOps::Health() const {
-  if (impl_->poisoned) return absl::InternalError(absl::StrCat("CUDA DiT ops are unusable: ", impl_->fatal_error));
+  if (impl_->errors.poisoned()) {
+    return absl::InternalError(absl::StrCat("CUDA DiT ops are unusable: ", impl_->errors.fatal_error()));
+  }
   return absl::OkStatus();
 }
 
@@ -126,7 +128,7 @@ absl::Status CudaDitOps::FinishStep() {
       cudaGraph_t recorded = nullptr;
       const cudaError_t ended = cudaStreamEndCapture(m.stream, &recorded);
       m.Record(ended, "ending graph capture");
-      if (ended == cudaSuccess && m.first_error == cudaSuccess) {
+      if (ended == cudaSuccess && m.errors.ok()) {
         cudaGraphExec_t exec = nullptr;
         const cudaError_t made = cudaGraphInstantiate(&exec, recorded, 0);
         m.Record(made, "instantiating a graph");
@@ -149,7 +151,7 @@ absl::Status CudaDitOps::FinishStep() {
                             " issued other ops, shapes or buffers than the CUDA graph recorded for that batch"));
         cudaGraphExecDestroy(graph->exec);
         *graph = Impl::Graph{};
-      } else if (m.first_error == cudaSuccess) {
+      } else if (m.errors.ok()) {
         ++m.stats.replayed;
         m.Record(cudaGraphLaunch(graph->exec, m.stream), "launching a graph");
       }
@@ -168,7 +170,7 @@ absl::Status CudaDitOps::FinishStep() {
   for (char* p : m.retired_pinned) cudaFreeHost(p);
   m.retired_pinned.clear();
   m.retired_device.clear();
-  if (m.profile && m.first_error == cudaSuccess) {
+  if (m.profile && m.errors.ok()) {
     m.times = OpTimes{};
     for (size_t i = 0; i + 1 < m.events_used; ++i) {
       float ms = 0;
@@ -178,15 +180,8 @@ absl::Status CudaDitOps::FinishStep() {
                                           : m.times.other_ms) += ms;
     }
   }
-  if (m.first_error == cudaSuccess) return absl::OkStatus();
-  const cudaError_t probe = cudaDeviceSynchronize();
-  const absl::Status status = CudaStatus(m.first_error, m.first_error_op);
-  if (probe != cudaSuccess) {
-    m.poisoned = true;
-    m.fatal_error = std::string(status.message());
-  }
-  m.first_error = cudaSuccess;
-  m.first_error_op.clear();
+  if (m.errors.ok()) return absl::OkStatus();
+  const absl::Status status = m.errors.Finish();
   cudaGetLastError();
   return status;
 }
@@ -210,10 +205,7 @@ void CudaDitOps::ReadToHost(Tensor src, float* dst) {
   if (error != cudaSuccess) {
     std::fill(dst, dst + count, std::numeric_limits<float>::quiet_NaN());
     if (m.pending.ok()) m.pending = CudaStatus(error, "reading a DiT result to the host");
-    if (cudaDeviceSynchronize() != cudaSuccess) {
-      m.poisoned = true;
-      m.fatal_error = std::string(m.pending.message());
-    }
+    if (cudaDeviceSynchronize() != cudaSuccess) m.errors.Poison(m.pending.message());
     cudaGetLastError();
   }
 }

@@ -26,7 +26,9 @@ TEST(DitOpsFactoryTest, CudaDtypesAndRefusals) {
   const auto cuda = MakeDitOps({"cuda", "bfloat16"});
 #if defined(TERN_WITH_CUDA)
   // With a GPU it works; without one, FAILED_PRECONDITION.
-  if (!cuda.ok()) EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << cuda.status();
+  if (!cuda.ok()) {
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << cuda.status();
+  }
 #else
   EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(cuda.status().message().find("no CUDA"), std::string::npos) << cuda.status();
