@@ -4,8 +4,11 @@
 // each lane holding 16 bytes of the token's K or V row, so a row is one
 // coalesced read. Three phases per partition:
 //   1. scores: each team dots its tokens' K rows with the group's queries
-//      (held in registers, pre-scaled by scale * log2(e)) and leaves them in
-//      shared memory;
+//      (held in registers, pre-scaled by scale * log2(e)), sums the lanes'
+//      partial dots of kUnroll tokens at once with each lane keeping a share
+//      (TransposeSum: kUnroll * group - 1 shuffles a lane, not
+//      kUnroll * group * log2(kLanes), which bound GQA groups over 8-bit
+//      caches), and leaves them in shared memory;
 //   2. softmax: one warp per head takes the partition's max and the sum of
 //      exp2(score - max), rewriting the scores as weights;
 //   3. values: each team accumulates weight * V over its tokens in fp32; the
@@ -162,6 +165,36 @@ int64_t PaddedEntries(int64_t entries) { return (entries + 63) / 64 * 64; }
 
 int64_t WorkspaceFloats(int64_t entries, int32_t head_dim) { return 2 * PaddedEntries(entries) + entries * head_dim; }
 
+// Sums kCount values across a team's kLanes lanes (an xor butterfly over
+// offsets kLanes / 2 .. 1), leaving each lane a different share of the
+// totals: while a lane holds more than one value, each stage hands its
+// partner the half of its values that the partner's lane bit selects and
+// adds the half the partner hands back, so kCount values cost kCount - 1
+// shuffles instead of kCount * log2(kLanes). Afterwards v[i] holds the total
+// of value index *first + i for i < max(1, kCount / kLanes); a lane whose
+// total another lane also holds (kCount < kLanes) has *owner false.
+template <int kCount, int kOffset>
+__device__ __forceinline__ void TransposeSum(float* v, int sub, int* first, bool* owner) {
+  if constexpr (kOffset >= 1) {
+    if constexpr (kCount > 1) {
+      constexpr int kHalf = kCount / 2;
+      const bool upper = (sub & kOffset) != 0;
+#pragma unroll
+      for (int i = 0; i < kHalf; ++i) {
+        const float send = upper ? v[i] : v[i + kHalf];
+        const float keep = upper ? v[i + kHalf] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kOffset);
+      }
+      if (upper) *first += kHalf;
+      TransposeSum<kHalf, kOffset / 2>(v, sub, first, owner);
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], kOffset);
+      if ((sub & kOffset) != 0) *owner = false;
+      TransposeSum<1, kOffset / 2>(v, sub, first, owner);
+    }
+  }
+}
+
 template <typename T, KvElement E, int kHeadDim, int kGroup>
 __global__ void __launch_bounds__(kThreads)
     DecodePartitionKernel(PagedAttentionParams p, int32_t max_context, int32_t part_tokens, int32_t stride_parts,
@@ -262,35 +295,49 @@ __global__ void __launch_bounds__(kThreads)
       const int t = base + u * kTeams + team;
       raw[u] = t < n ? Lane::Load(k_cache + int64_t(slots[t]) * token_stride + row_offset) : Lane::Zero();
     }
+    // The lane's partial dots of its kUnroll tokens with the group's
+    // queries, index u * kGroup + g; summed across the team with each lane
+    // keeping a share (TransposeSum), which then writes its scores.
+    constexpr int kDots = kUnroll * kGroup;
+    float dot[kDots];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       float kf[kVec];
       Lane::Convert(raw[u], kf);
-      float dot[kGroup];
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
-        dot[g] = 0.0f;
+        float d = 0.0f;
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) dot[g] = fmaf(qf[g][i], kf[i], dot[g]);
+        for (int i = 0; i < kVec; ++i) d = fmaf(qf[g][i], kf[i], d);
+        dot[u * kGroup + g] = d;
       }
+    }
+    int first = 0;
+    bool owner = true;
+    TransposeSum<kDots, kLanes / 2>(dot, sub, &first, &owner);
+    constexpr int kKept = kDots >= kLanes ? kDots / kLanes : 1;
+    if (owner) {
 #pragma unroll
-      for (int offset = kLanes / 2; offset > 0; offset /= 2) {
+      for (int i = 0; i < kKept; ++i) {
+        const int index = first + i;
+        const int u = index / kGroup, g = index % kGroup;
+        const int t = base + u * kTeams + team;
+        if (t < n) {
+          const float k_scale = kTokenScales ? k_token_scale[t] : 1.0f;
+          bool kept = true;
+          if (p.spans.active()) {
+            // The head's sink and band by selects, not an index into the
+            // arrays (which would put them in local memory).
+            int32_t sink = 0, band = 0;
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], offset);
-      }
-      const int t = base + u * kTeams + team;
-      if (sub == 0 && t < n) {
-        const float k_scale = kTokenScales ? k_token_scale[t] : 1.0f;
-        if (!p.spans.active()) {
-#pragma unroll
-          for (int g = 0; g < kGroup; ++g) scores[g][t] = dot[g] * k_scale;
-        } else {
-          const int32_t j = span.Token(run0 + t);
-#pragma unroll
-          for (int g = 0; g < kGroup; ++g) {
-            const bool kept = j < head_sink[g] || j >= head_band[g];
-            scores[g][t] = kept ? dot[g] * k_scale : -INFINITY;
+            for (int h = 0; h < kGroup; ++h) {
+              sink = h == g ? head_sink[h] : sink;
+              band = h == g ? head_band[h] : band;
+            }
+            const int32_t j = span.Token(run0 + t);
+            kept = j < sink || j >= band;
           }
+          scores[g][t] = kept ? dot[i] * k_scale : -INFINITY;
         }
       }
     }
