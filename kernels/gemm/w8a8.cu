@@ -29,12 +29,32 @@ __device__ __forceinline__ void RowScale(const ActivationQuantParams& p, float a
   }
 }
 
+// A row's inverse scale, one block per row: the largest magnitude over the
+// block's threads (`absmax` is this thread's), the row's scale written to
+// *row_scale by thread 0, the inverse returned to every thread.
+template <int kBlockThreads>
+__device__ __forceinline__ float BlockRowInverse(const ActivationQuantParams& p, float absmax, float* row_scale) {
+  __shared__ float warp_max[kBlockThreads / 32];
+  __shared__ float row_inv;
+  absmax = WarpMax(absmax);
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = absmax;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = 0.0f;
+    for (int w = 0; w < kBlockThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
+    float scale, inv;
+    RowScale(p, m, &scale, &inv);
+    *row_scale = scale;
+    row_inv = inv;
+  }
+  __syncthreads();
+  return row_inv;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     QuantizeActivationsKernel(ActivationQuantParams p, const T* __restrict__ x, uint8_t* __restrict__ q,
                               int64_t q_row_stride, float* __restrict__ row_scales) {
-  __shared__ float warp_max[kThreads / 32];
-  __shared__ float row_inv;
   const int64_t row = blockIdx.x;
   const T* xr = x + row * p.x_stride;
   const auto value = [&](int64_t i) {
@@ -43,19 +63,7 @@ __global__ void __launch_bounds__(kThreads)
   };
   float absmax = 0.0f;
   for (int64_t i = threadIdx.x; i < p.k; i += kThreads) absmax = fmaxf(absmax, fabsf(value(i)));
-  absmax = WarpMax(absmax);
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = absmax;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float m = 0.0f;
-    for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
-    float scale, inv;
-    RowScale(p, m, &scale, &inv);
-    row_scales[row] = scale;
-    row_inv = inv;
-  }
-  __syncthreads();
-  const float inv = row_inv;
+  const float inv = BlockRowInverse<kThreads>(p, absmax, row_scales + row);
   uint8_t* qr = q + row * q_row_stride;
   for (int64_t i = threadIdx.x; i < p.k; i += kThreads) qr[i] = QuantCode(p.type, value(i), inv);
 }
@@ -82,8 +90,6 @@ __global__ void __launch_bounds__(kVecThreads)
   struct alignas(16) Pack {
     T v[kVec];
   };
-  __shared__ float warp_max[kVecThreads / 32];
-  __shared__ float row_inv;
   const int64_t row = blockIdx.x;
   const Pack* xr = reinterpret_cast<const Pack*>(x + row * p.x_stride);
   const int64_t vecs = p.k / kVec;
@@ -103,19 +109,7 @@ __global__ void __launch_bounds__(kVecThreads)
 #pragma unroll
     for (int j = 0; j < kVec; ++j) absmax = fmaxf(absmax, fabsf(ToFloat(a.v[j])));
   }
-  absmax = WarpMax(absmax);
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = absmax;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float m = 0.0f;
-    for (int w = 0; w < kVecThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
-    float scale, inv;
-    RowScale(p, m, &scale, &inv);
-    row_scales[row] = scale;
-    row_inv = inv;
-  }
-  __syncthreads();
-  const float inv = row_inv;
+  const float inv = BlockRowInverse<kVecThreads>(p, absmax, row_scales + row);
   Bytes<kVec>* qr = reinterpret_cast<Bytes<kVec>*>(q + row * q_row_stride);
   const auto quantize = [&](const Pack& a, int64_t v) {
     Bytes<kVec> out;
