@@ -9,6 +9,16 @@
 #include "runtime/cuda/cuda_device_buffer.h"
 
 namespace tern::runtime {
+
+int32_t SplitKParts(const cublasLtMatmulAlgo_t& algo) {
+  int32_t splits = 1;
+  size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof(splits),
+                                           &written) != CUBLAS_STATUS_SUCCESS) {
+    return 1;
+  }
+  return splits;
+}
 namespace {
 
 // Two events, destroyed with the scope.

@@ -33,6 +33,11 @@ struct LtMatmulProblem {
   cudaStream_t stream = nullptr;
 };
 
+// How many parts a cuBLASLt algorithm splits K into (1: whole K, also when
+// the algorithm does not say). Callers that need a row's sums in one fixed
+// order keep the whole-K candidates.
+int32_t SplitKParts(const cublasLtMatmulAlgo_t& algo);
+
 struct AlgorithmTiming {
   int index = -1;           // into the candidates
   float mean_ms = 0.0f;     // per run, over `runs`; infinity when the algorithm failed to run

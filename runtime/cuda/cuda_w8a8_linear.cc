@@ -373,13 +373,7 @@ const cublasLtMatmulAlgo_t* CudaW8A8Linear::Algorithm(const W8A8Workspace& ws, c
     std::vector<cublasLtMatmulAlgo_t> whole_k;  // the candidates without split-K, heuristic order
     for (int i = 0; i < count; ++i) {
       if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-      int32_t splits = 1;
-      size_t written = 0;
-      if (fixed && cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
-                                                        sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
-        splits = 1;
-      }
-      if (splits <= 1) whole_k.push_back(results[i].algo);
+      if (!fixed || SplitKParts(results[i].algo) <= 1) whole_k.push_back(results[i].algo);
     }
     if (whole_k.empty()) return nullptr;
     size_t chosen = 0;

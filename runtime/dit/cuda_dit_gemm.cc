@@ -94,14 +94,9 @@ GemmPlan* CudaDitOps::Impl::Plan(const Tensor& x, const CudaDitLinear& w, const 
   std::vector<cublasLtMatmulAlgo_t> whole_k;  // the candidates without split-K, in the heuristic's order
   for (int i = 0; i < found; ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    int32_t splits = 1;
-    size_t written = 0;
-    if (cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
-                                             sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
-      splits = 1;
-    }
-    if (splits > 1) {
+    if (SplitKParts(results[i].algo) > 1) {
       uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_INPLACE;
+      size_t written = 0;
       if (split_k_fallback < 0 &&
           cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
                                                sizeof(scheme), &written) == CUBLAS_STATUS_SUCCESS &&

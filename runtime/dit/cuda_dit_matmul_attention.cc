@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/dit/dit_softmax.h"
+#include "runtime/cuda/cublaslt_autotune.h"
 #include "runtime/dit/cuda_dit_ops_impl.h"
 
 namespace tern::runtime {
@@ -36,14 +37,7 @@ cublasStatus_t FirstWholeK(cublasLtHandle_t lt, cublasLtMatmulDesc_t desc, cubla
   cublasLtMatmulPreferenceDestroy(preference);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
   for (int i = 0; i < found; ++i) {
-    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    int32_t splits = 1;
-    size_t written = 0;
-    if (cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
-                                             sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS) {
-      splits = 1;
-    }
-    if (splits > 1) continue;
+    if (results[i].state != CUBLAS_STATUS_SUCCESS || SplitKParts(results[i].algo) > 1) continue;
     *algo = results[i].algo;
     return CUBLAS_STATUS_SUCCESS;
   }
