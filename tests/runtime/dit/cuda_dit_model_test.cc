@@ -35,18 +35,11 @@ namespace {
 
 using dit_test::DtypeName;
 using dit_test::ExpectClose;
+using dit_test::ForwardEps;
 using dit_test::MakeCudaOps;
 using dit_test::RandomValues;
 
 constexpr int64_t kPixels = 1024;  // the demo: 1 x 32 x 32
-
-std::vector<float> Forward(DitModel& model, const std::vector<float>& x, const std::vector<float>& t,
-                           const std::vector<int32_t>& y) {
-  std::vector<float> eps(x.size());
-  const absl::Status status = model.Forward({x, t, y, {}}, absl::MakeSpan(eps));
-  EXPECT_TRUE(status.ok()) << status;
-  return eps;
-}
 
 TEST(CudaDitModelTest, ForwardMatchesPyTorch) {
   const auto& golden = dit_test::Golden()["forward"];
@@ -64,7 +57,7 @@ TEST(CudaDitModelTest, ForwardMatchesPyTorch) {
     auto model = DitModel::Load(dit_test::kDemoDitDir, ops.get());
     ASSERT_TRUE(model.ok()) << model.status();
     for (int pass = 0; pass < 3; ++pass) {  // eager, captured, replayed: the same eps
-      const std::vector<float> eps = Forward(**model, x, t, y);
+      const std::vector<float> eps = ForwardEps(**model, x, t, y);
       double max_abs = 0.0, diff2 = 0.0, ref2 = 0.0;
       for (size_t i = 0; i < want.size(); ++i) {
         const double d = double(eps[i]) - want[i];
@@ -100,7 +93,7 @@ TEST(CudaDitModelTest, SamplesAreBitwiseIndependentOfTheirBatch) {
     for (int repeat = 0; repeat < 3; ++repeat) {  // batch 1: eager, capture, replay
       for (int b = 0; b < 4; ++b) {
         const std::vector<float> x(noise.begin() + b * kPixels, noise.begin() + (b + 1) * kPixels);
-        const std::vector<float> eps = Forward(**model, x, {t[b]}, {y[b]});
+        const std::vector<float> eps = ForwardEps(**model, x, {t[b]}, {y[b]});
         if (repeat == 0) {
           alone[b] = eps;
         } else {
@@ -110,12 +103,12 @@ TEST(CudaDitModelTest, SamplesAreBitwiseIndependentOfTheirBatch) {
       }
     }
     for (int repeat = 0; repeat < 3; ++repeat) {  // batch 4, and 4 reversed (same graph)
-      const std::vector<float> batched = Forward(**model, noise, t, y);
+      const std::vector<float> batched = ForwardEps(**model, noise, t, y);
       std::vector<float> reversed_x;
       for (int b = 3; b >= 0; --b) {
         reversed_x.insert(reversed_x.end(), noise.begin() + b * kPixels, noise.begin() + (b + 1) * kPixels);
       }
-      const std::vector<float> reversed = Forward(**model, reversed_x, {t[3], t[2], t[1], t[0]}, {y[3], y[2], y[1], y[0]});
+      const std::vector<float> reversed = ForwardEps(**model, reversed_x, {t[3], t[2], t[1], t[0]}, {y[3], y[2], y[1], y[0]});
       for (int b = 0; b < 4; ++b) {
         int differing = 0;
         float worst = 0.0f;
@@ -246,7 +239,7 @@ TEST(CudaDitModelTest, Head72At256TokensThroughGrowingBatches) {
   CpuDitOps cpu;
   auto cpu_model = DitModel::Create(config, **store, &cpu);
   ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
-  const std::vector<float> want = Forward(**cpu_model, x, t, y);
+  const std::vector<float> want = ForwardEps(**cpu_model, x, t, y);
 
   struct Mode {
     const char* name;

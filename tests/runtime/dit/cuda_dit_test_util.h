@@ -21,6 +21,7 @@
 
 #include "gtest/gtest.h"
 #include "runtime/dit/cuda_dit_ops.h"
+#include "runtime/dit/dit_model.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/safetensors.h"
 
@@ -91,6 +92,16 @@ inline void ExpectClose(const std::string& what, const std::vector<float>& want,
               what.c_str(), worst, scale, error, at / size_t(cols), at % size_t(cols), want[at], got[at]);
   EXPECT_LE(error, tolerance) << what << ": row " << at / size_t(cols) << " col " << at % size_t(cols) << " cpu "
                               << want[at] << " cuda " << got[at];
+}
+
+// eps of `model` for the samples (x, t, y), exact attention; a failed
+// forward fails the test.
+inline std::vector<float> ForwardEps(DitModel& model, const std::vector<float>& x, const std::vector<float>& t,
+                                     const std::vector<int32_t>& y) {
+  std::vector<float> eps(x.size());
+  const absl::Status status = model.Forward({x, t, y, {}}, absl::MakeSpan(eps));
+  EXPECT_TRUE(status.ok()) << status;
+  return eps;
 }
 
 // An fp32 view of `values` for code that loads tensors.

@@ -49,6 +49,7 @@ namespace tern::runtime {
 namespace {
 
 using dit_test::DtypeName;
+using dit_test::ForwardEps;
 using dit_test::MakeCudaOps;
 using dit_test::MaxRelativeError;
 using dit_test::RoundTo;
@@ -162,14 +163,6 @@ TEST(CudaDitW8A8Test, LinearsMatchTheCpuReference) {
   }
 }
 
-std::vector<float> Forward(DitModel& model, const std::vector<float>& x, const std::vector<float>& t,
-                           const std::vector<int32_t>& y) {
-  std::vector<float> eps(x.size());
-  const absl::Status status = model.Forward({x, t, y, {}}, absl::MakeSpan(eps));
-  EXPECT_TRUE(status.ok()) << status;
-  return eps;
-}
-
 TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
   const int64_t pixels = 32 * 32;
   const std::vector<float> x = GaussianNoise(42, 4 * pixels);
@@ -191,7 +184,7 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
     CpuDitOps cpu;
     auto cpu_model = DitModel::Load(dit_test::kDemoDitDir, &cpu, options);
     ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
-    const std::vector<float> want = Forward(**cpu_model, x, t, y);
+    const std::vector<float> want = ForwardEps(**cpu_model, x, t, y);
     for (const auto& [dtype, bound] : bounds) {
       auto ops = MakeCudaOps(dtype, /*graphs=*/true);
       if (ops == nullptr) GTEST_SKIP() << "no CUDA device";
@@ -203,7 +196,7 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
       ASSERT_TRUE(model.ok()) << model.status();
       std::vector<float> first;
       for (int pass = 0; pass < 3; ++pass) {  // eager, captured, replayed
-        const std::vector<float> eps = Forward(**model, x, t, y);
+        const std::vector<float> eps = ForwardEps(**model, x, t, y);
         double max_abs = 0.0, diff2 = 0.0, ref2 = 0.0;
         for (size_t i = 0; i < want.size(); ++i) {
           const double d = double(eps[i]) - want[i];
@@ -224,7 +217,7 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
       EXPECT_EQ(stats.replayed, 1);
       // Sample 2 alone (a new batch size: eager): bitwise its rows of the batch.
       const std::vector<float> x2(x.begin() + 2 * pixels, x.begin() + 3 * pixels);
-      const std::vector<float> alone = Forward(**model, x2, {t[2]}, {y[2]});
+      const std::vector<float> alone = ForwardEps(**model, x2, {t[2]}, {y[2]});
       for (int64_t i = 0; i < pixels; ++i) {
         ASSERT_EQ(alone[i], first[2 * pixels + i]) << scheme << " " << DtypeName(dtype) << " element " << i;
       }
@@ -258,7 +251,7 @@ TEST(CudaDitW8A8Test, ActivationsQuantizedByTheirProducersGiveTheSameEps) {
         options.fuse_activation_quantization = fused == 1;
         auto model = DitModel::Load(dit_test::kDemoDitDir, ops->get(), options);
         ASSERT_TRUE(model.ok()) << model.status();
-        eps[fused] = Forward(**model, x, t, y);
+        eps[fused] = ForwardEps(**model, x, t, y);
       }
       EXPECT_EQ(eps[1], eps[0]) << scheme << " " << DtypeName(dtype);
     }
