@@ -198,32 +198,46 @@ int main(int argc, char** argv) {
         const bool gemv_ok =
             rows <= tern::kernels::kWeightOnlyGemvMaxRows &&
             tern::kernels::WeightOnlyGemvSupported(type, packed[0].weight, p, x);
-        const auto gemv_time = [&](int32_t slices) {
+        // max_shared 0: the device's shared memory per block (x in shared at
+        // one block an SM when it misses the two-block budget).
+        const auto gemv_time = [&](int32_t slices, int64_t max_shared) {
           return tern::bench::MeanLaunchMs(
               [&] {
                 note(tern::kernels::LaunchWeightOnlyGemv(type, packed[copy++ % copies].weight, p, x, nullptr, y,
-                                                         nullptr, pdl, slices));
+                                                         nullptr, pdl, slices, max_shared));
               },
               reps);
         };
-        const float gemv_ms = gemv_ok ? gemv_time(0) : 0.0f;
+        const float gemv_ms = gemv_ok ? gemv_time(0, 0) : 0.0f;
         std::string slices_text = "-";
         nlohmann::json sweep_json = nlohmann::json::object();
+        float gemv_two_block_ms = 0.0f;  // capped at the two-block budget, when the plan took more
         if (gemv_ok) {
+          const int64_t device_shared = tern::kernels::WeightOnlyGemvDeviceSharedBytes();
           const auto plan = tern::kernels::PlanWeightOnlyGemv(layout, rows, true, q.asymmetric,
-                                                              prop.multiProcessorCount);
-          slices_text = std::to_string(plan.slices) + (plan.x_shared ? "" : " xg");
+                                                              prop.multiProcessorCount, 0, device_shared);
+          // "xl": x in shared memory at one block an SM; "xg": x from global memory.
+          slices_text = std::to_string(plan.slices) + (!plan.x_shared ? " xg"
+                                                       : plan.shared_limit > tern::kernels::kWeightOnlyGemvSharedBudget
+                                                           ? " xl"
+                                                           : "");
+          if (plan.shared_limit > tern::kernels::kWeightOnlyGemvSharedBudget) {
+            gemv_two_block_ms = gemv_time(0, tern::kernels::kWeightOnlyGemvSharedBudget);
+            char text[48];
+            std::snprintf(text, sizeof(text), " (two-block plan %.1f us)", gemv_two_block_ms * 1e3);
+            slices_text += text;
+          }
           if (sweep) {
             for (int32_t slices : {1, 2, 4, 8}) {
               // A forced count whose block would stage more scales than the
               // shared budget has no plan (the launch declines it).
               if (!tern::kernels::PlanWeightOnlyGemv(layout, rows, true, q.asymmetric, prop.multiProcessorCount,
-                                                     slices)
+                                                     slices, device_shared)
                        .ok()) {
                 slices_text += " " + std::to_string(slices) + ":-";
                 continue;
               }
-              const double us = gemv_time(slices) * 1e3;
+              const double us = gemv_time(slices, 0) * 1e3;
               sweep_json[std::to_string(slices)] = us;
               char text[32];
               std::snprintf(text, sizeof(text), " %d:%.1f", slices, us);
@@ -275,6 +289,7 @@ int main(int argc, char** argv) {
           row["gemv_fraction_of_floor"] = floor_us / (gemv_ms * 1e3);
           row["gemv_slices"] = slices_text;
           if (sweep) row["gemv_us_by_slices"] = sweep_json;
+          if (gemv_two_block_ms > 0.0f) row["gemv_two_block_plan_us"] = gemv_two_block_ms * 1e3;
         }
         results.push_back(row);
       }

@@ -340,12 +340,41 @@ __global__ void __launch_bounds__(kThreads, kRowTiles == 1 ? 3 : 2)
   }
 }
 
+// A device attribute of the current device, read once per device; `fallback`
+// when it cannot be read.
+template <cudaDeviceAttr kAttribute>
+int32_t DeviceAttribute(int32_t fallback) {
+  static std::atomic<int32_t> cache[64] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return fallback;
+  }
+  if (device >= 0 && device < 64) {
+    const int32_t cached = cache[device].load(std::memory_order_relaxed);
+    if (cached > 0) return cached;
+  }
+  int value = 0;
+  if (cudaDeviceGetAttribute(&value, kAttribute, device) != cudaSuccess || value <= 0) {
+    cudaGetLastError();
+    return fallback;
+  }
+  if (device >= 0 && device < 64) cache[device].store(value, std::memory_order_relaxed);
+  return value;
+}
+
+int32_t DeviceSms() { return DeviceAttribute<cudaDevAttrMultiProcessorCount>(1); }
+
+
 template <typename T, int kBits, int kRowTiles, bool kHalfScales, bool kChunkInGroup, bool kXShared>
 cudaError_t LaunchVariant(const GemvShape& s, const WeightOnlyDeviceWeight& w, const WeightOnlyGemvPlan& plan,
                           const void* x, const void* bias, void* y, cudaStream_t stream, bool pdl) {
   const auto kernel = WeightOnlyGemvKernel<T, kBits, kRowTiles, kHalfScales, kChunkInGroup, kXShared>;
-  static const cudaError_t allowed = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                          int(kWeightOnlyGemvSharedBudget));
+  // Every plan's limit: the budget of two blocks an SM, or the device's
+  // per-block maximum for one-block-an-SM plans.
+  static const cudaError_t allowed =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(std::max(WeightOnlyGemvDeviceSharedBytes(), kWeightOnlyGemvSharedBudget)));
   if (allowed != cudaSuccess) return allowed;
   return LaunchWithPdl(pdl, kernel, dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.shared_bytes), stream, s,
                        static_cast<const uint4*>(w.codes), w.scales, w.zeros, static_cast<const T*>(x),
@@ -384,30 +413,16 @@ cudaError_t LaunchTyped(const GemvShape& s, const WeightOnlyDeviceWeight& w, con
                        : LaunchRows<T, 8, false>(s, w, plan, x, bias, y, stream, pdl);
 }
 
-// The current device's SM count, read once per device.
-int32_t DeviceSms() {
-  static std::atomic<int32_t> cache[64] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    return 1;
-  }
-  if (device >= 0 && device < 64) {
-    const int32_t cached = cache[device].load(std::memory_order_relaxed);
-    if (cached > 0) return cached;
-  }
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) {
-    cudaGetLastError();
-    return 1;
-  }
-  if (device >= 0 && device < 64) cache[device].store(sms, std::memory_order_relaxed);
-  return sms;
-}
-
 bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 }  // namespace
+
+int64_t WeightOnlyGemvDeviceSharedBytes() {
+  // Less the static partial sums at two row tiles, the most.
+  const int64_t optin = DeviceAttribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(0);
+  const int64_t partial = int64_t(kWarps) * 2 * 4 * 32 * sizeof(float);
+  return std::max<int64_t>(optin - partial, 0) / 16 * 16;
+}
 
 bool WeightOnlyGemvSupported(ScalarType type, const WeightOnlyDeviceWeight& weight, const WeightOnlyGemmParams& params,
                              const void* x) {
@@ -424,12 +439,14 @@ bool WeightOnlyGemvSupported(ScalarType type, const WeightOnlyDeviceWeight& weig
 
 cudaError_t LaunchWeightOnlyGemv(ScalarType type, const WeightOnlyDeviceWeight& weight,
                                  const WeightOnlyGemmParams& params, const void* x, const void* bias, void* y,
-                                 cudaStream_t stream, bool pdl, int32_t slices) {
+                                 cudaStream_t stream, bool pdl, int32_t slices, int64_t max_shared_bytes) {
   if (params.rows == 0) return cudaSuccess;
   if (!WeightOnlyGemvSupported(type, weight, params, x)) return cudaErrorNotSupported;
   const WeightOnlyLayout& l = weight.layout;
+  const int64_t device_shared = WeightOnlyGemvDeviceSharedBytes();
+  const int64_t shared = max_shared_bytes > 0 ? std::min(max_shared_bytes, device_shared) : device_shared;
   const WeightOnlyGemvPlan plan =
-      PlanWeightOnlyGemv(l, params.rows, weight.half_scales, weight.zeros != nullptr, DeviceSms(), slices);
+      PlanWeightOnlyGemv(l, params.rows, weight.half_scales, weight.zeros != nullptr, DeviceSms(), slices, shared);
   if (!plan.ok()) return cudaErrorNotSupported;
   GemvShape s;
   s.n = int32_t(l.n);

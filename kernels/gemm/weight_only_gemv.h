@@ -20,9 +20,12 @@
 // PlanWeightOnlyGemv (host only, no CUDA) chooses the slices from the
 // number of tiles and SMs: as few as keep at least
 // kWeightOnlyGemvMinBlocksPerSm blocks per SM (fewer slices: longer streams
-// and x staged once for more tiles), at most 8. When x (rows x k) and the
-// staged scales do not fit kWeightOnlyGemvSharedBudget, lanes read x's B
-// fragments from global memory instead (x_shared false).
+// and x staged once for more tiles), at most 8. x (rows x k) and the staged
+// scales go in kWeightOnlyGemvSharedBudget when they fit (two blocks share
+// an SM); otherwise in the device's per-block maximum when that holds them
+// (one block an SM: 16 rows of a 4096-wide x take 131 KB); otherwise lanes
+// read x's B fragments from global memory (x_shared false), which costs
+// about twice the time at 16 rows.
 //
 // SelectWeightOnlyKernel is the CUDA backend's choice between the GEMV, the
 // tensor-core GEMM and dequantize + dense GEMM.
@@ -76,6 +79,9 @@ struct WeightOnlyGemvPlan {
   int64_t x_bytes = 0;          // rows * x_row_elements * 2 (x_shared), else 0
   int64_t staged_bytes = 0;     // the block's scales, then zero codes (if any)
   int64_t shared_bytes = 0;     // x_bytes + staged_bytes: the launch's dynamic shared memory
+  // The shared memory the plan kept within: kWeightOnlyGemvSharedBudget, or
+  // the device's per-block maximum when x needed it (one block an SM).
+  int64_t shared_limit = 0;
   bool ok() const { return slices > 0; }
 };
 
@@ -89,8 +95,12 @@ bool WeightOnlyLayoutSupported(const WeightOnlyLayout& layout);
 // scales and zeros for one tile exceed the shared budget. `slices` other
 // than 0 asks for that many slices (1, 2, 4 or 8; not ok() if the block's
 // staged scales then exceed the budget), for tests and benchmarks.
+// `max_shared_bytes`: the device's dynamic shared memory per block (opt-in
+// maximum); at most kWeightOnlyGemvSharedBudget (the default) keeps every
+// plan at two blocks an SM.
 WeightOnlyGemvPlan PlanWeightOnlyGemv(const WeightOnlyLayout& layout, int64_t rows, bool half_scales, bool has_zeros,
-                                      int32_t sms, int32_t slices = 0);
+                                      int32_t sms, int32_t slices = 0,
+                                      int64_t max_shared_bytes = kWeightOnlyGemvSharedBudget);
 
 enum class WeightOnlyKernel {
   kGemv,            // LaunchWeightOnlyGemv
@@ -111,16 +121,24 @@ WeightOnlyKernel SelectWeightOnlyKernel(int64_t rows, bool gemv_supported, bool 
 bool WeightOnlyGemvSupported(ScalarType type, const WeightOnlyDeviceWeight& weight, const WeightOnlyGemmParams& params,
                              const void* x);
 
+// The dynamic shared memory a GEMV block may use on the current device (its
+// per-block opt-in maximum less the kernel's static partial sums): the
+// `max_shared_bytes` LaunchWeightOnlyGemv plans with. 0 when it cannot be read.
+int64_t WeightOnlyGemvDeviceSharedBytes();
+
 // cudaErrorNotSupported when !WeightOnlyGemvSupported; rows == 0 is a no-op.
 // The plan follows from the layout, the rows and the current device's SM
-// count (read with cudaDeviceGetAttribute; nothing waits for the device).
+// count and per-block shared memory (read with cudaDeviceGetAttribute;
+// nothing waits for the device); `max_shared_bytes` other than 0 caps the
+// latter (benchmarks compare x from global memory with x in shared).
 // `pdl`: programmatic dependent launch (common/pdl.cuh); the first two
 // batches of code loads and the scale staging are issued before the wait
 // for x. `slices` other than 0 overrides the plan's (tests, benchmarks);
 // cudaErrorNotSupported if that plan is not ok().
 cudaError_t LaunchWeightOnlyGemv(ScalarType type, const WeightOnlyDeviceWeight& weight,
                                  const WeightOnlyGemmParams& params, const void* x, const void* bias, void* y,
-                                 cudaStream_t stream, bool pdl = true, int32_t slices = 0);
+                                 cudaStream_t stream, bool pdl = true, int32_t slices = 0,
+                                 int64_t max_shared_bytes = 0);
 #endif
 
 }  // namespace tern::kernels

@@ -30,28 +30,34 @@ bool WeightOnlyLayoutSupported(const WeightOnlyLayout& l) {
 }
 
 WeightOnlyGemvPlan PlanWeightOnlyGemv(const WeightOnlyLayout& l, int64_t rows, bool half_scales, bool has_zeros,
-                                      int32_t sms, int32_t slices_wanted) {
+                                      int32_t sms, int32_t slices_wanted, int64_t max_shared_bytes) {
   WeightOnlyGemvPlan plan;
   if (!WeightOnlyLayoutSupported(l) || rows < 1 || rows > kWeightOnlyGemvMaxRows) return plan;
   const int64_t per_tile = l.groups * kWeightOnlyTileRows * ((half_scales ? 2 : 4) + (has_zeros ? 1 : 0));
   if (per_tile > kWeightOnlyGemvSharedBudget) return plan;
   const int64_t row_elements = SharedRowElements(l);
   const int64_t x_bytes = rows * row_elements * 2;
-  const bool x_shared = x_bytes + per_tile <= kWeightOnlyGemvSharedBudget;
+  // x in shared memory at two blocks an SM, else at one, else from global memory.
+  int64_t budget = kWeightOnlyGemvSharedBudget;
+  bool x_shared = x_bytes + per_tile <= budget;
+  if (!x_shared && x_bytes + per_tile <= max_shared_bytes) {
+    budget = max_shared_bytes;
+    x_shared = true;
+  }
   const int64_t x_part = x_shared ? x_bytes : 0;
   const int64_t tiles = l.n_tiles(), chunks = l.k_chunks();
   const int64_t min_blocks = int64_t(kWeightOnlyGemvMinBlocksPerSm) * std::max<int32_t>(sms, 1);
   int32_t slices = kWeightOnlyGemvWarps;
   if (slices_wanted != 0) {
     if (slices_wanted != 1 && slices_wanted != 2 && slices_wanted != 4 && slices_wanted != 8) return plan;
-    if (x_part + (kWeightOnlyGemvWarps / slices_wanted) * per_tile > kWeightOnlyGemvSharedBudget) return plan;
+    if (x_part + (kWeightOnlyGemvWarps / slices_wanted) * per_tile > budget) return plan;
     slices = slices_wanted;
   }
   while (slices_wanted == 0 && slices > 1) {
     const int32_t next = slices / 2;
     const int64_t tiles_per_block = kWeightOnlyGemvWarps / next;
     const int64_t blocks = (tiles + tiles_per_block - 1) / tiles_per_block;
-    if (x_part + tiles_per_block * per_tile > kWeightOnlyGemvSharedBudget) break;
+    if (x_part + tiles_per_block * per_tile > budget) break;
     // Fewer slices while the SMs stay busy, or while some slices would be empty.
     if (blocks < min_blocks && chunks >= slices) break;
     slices = next;
@@ -65,6 +71,7 @@ WeightOnlyGemvPlan PlanWeightOnlyGemv(const WeightOnlyLayout& l, int64_t rows, b
   plan.x_bytes = x_part;
   plan.staged_bytes = plan.tiles_per_block * per_tile;
   plan.shared_bytes = plan.x_bytes + plan.staged_bytes;
+  plan.shared_limit = budget;
   return plan;
 }
 

@@ -234,22 +234,32 @@ std::string FirstMismatch(const std::vector<float>& got, const std::vector<float
   return "";
 }
 
-std::string DescribePlan(const WeightOnlyDeviceWeight& layer, int64_t rows, int32_t slices) {
+// What LaunchWeightOnlyGemv plans with: the device's shared memory for a
+// GEMV block, or `cap` when that is smaller and not 0.
+int64_t GemvSharedLimit(int64_t cap) {
+  const int64_t limit = WeightOnlyGemvDeviceSharedBytes();
+  return cap > 0 ? std::min(cap, limit) : limit;
+}
+
+std::string DescribePlan(const WeightOnlyDeviceWeight& layer, int64_t rows, int32_t slices, int64_t max_shared) {
   int device = 0, sms = 1;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  const WeightOnlyGemvPlan p =
-      PlanWeightOnlyGemv(layer.layout, rows, layer.half_scales, layer.zeros != nullptr, sms, slices);
+  const WeightOnlyGemvPlan p = PlanWeightOnlyGemv(layer.layout, rows, layer.half_scales, layer.zeros != nullptr, sms,
+                                                  slices, GemvSharedLimit(max_shared));
   std::ostringstream s;
   s << "plan: " << p.slices << " slices x " << p.tiles_per_block << " tiles per block, " << p.blocks << " blocks, x "
-    << (p.x_shared ? "in shared memory" : "from global memory") << ", " << p.shared_bytes << " shared bytes";
+    << (p.x_shared ? "in shared memory" : "from global memory") << ", " << p.shared_bytes << " of "
+    << p.shared_limit << " shared bytes";
   return s.str();
 }
 
 // Runs the GEMV on `rows` rows of fresh x (row stride x_stride) and compares
-// with the reference; `slices` 0 is the plan's own choice.
+// with the reference; `slices` 0 is the plan's own choice, `max_shared` 0
+// the device's shared memory (else a cap on it).
 void CheckGemv(ScalarType type, const Config& c, const Layer& layer, const std::vector<float>& bias,
-               DeviceArray* d_bias, int64_t rows, int64_t x_stride, int32_t slices, uint32_t seed) {
+               DeviceArray* d_bias, int64_t rows, int64_t x_stride, int32_t slices, uint32_t seed,
+               int64_t max_shared = 0) {
   const int64_t y_stride = c.n + 3;
   auto x = Normal(size_t(rows * x_stride), seed);
   DeviceArray dx(type, x.size()), dy(type, size_t(rows * y_stride));
@@ -258,10 +268,10 @@ void CheckGemv(ScalarType type, const Config& c, const Layer& layer, const std::
   dy.Upload(y_init);
   const WeightOnlyGemmParams p{rows, x_stride, y_stride};
   const std::string what = Describe(c) + ", rows " + std::to_string(rows) + ", x stride " + std::to_string(x_stride) +
-                           ", " + DescribePlan(layer.device, rows, slices);
+                           ", " + DescribePlan(layer.device, rows, slices, max_shared);
   ASSERT_TRUE(WeightOnlyGemvSupported(type, layer.device, p, dx.data())) << what;
   ASSERT_EQ(LaunchWeightOnlyGemv(type, layer.device, p, dx.data(), d_bias != nullptr ? d_bias->data() : nullptr,
-                                 dy.data(), nullptr, true, slices),
+                                 dy.data(), nullptr, true, slices, max_shared),
             cudaSuccess)
       << what;
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
@@ -324,6 +334,52 @@ TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReference) {
         if (HasFatalFailure()) return;
       }
     }
+  }
+}
+
+// Rows whose x exceeds the two-blocks-an-SM budget (9..16 rows of k = 4096
+// or 8 rows of 8192): x in the device's larger per-block shared memory (one
+// block an SM), and x read from global memory when the launch is capped at
+// that budget; both against the reference, at the plan's slices and at 8.
+TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReferenceWithXInLargeSharedOrGlobal) {
+  if (GemvSharedLimit(0) <= kWeightOnlyGemvSharedBudget) {
+    GTEST_SKIP() << "this GPU's shared memory per block holds no more than the two-block budget";
+  }
+  const ScalarType type = GetParam();
+  const Config configs[] = {
+      {4, 4096, 4096, 128, true, true, false},  // Llama-2-7B o, symmetric g128
+      {4, 300, 4096, 32, false, true, true},    // g32 asymmetric: 12 KB of scales and zeros a block at 8 tiles
+      {8, 200, 4096, 4096, true, true, false},  // per channel 8 bits
+      {4, 130, 8192, 128, false, false, true},  // fp32 scales; 8 rows of x already take 128 KB
+  };
+  uint32_t seed = 1300;
+  for (const Config& c : configs) {
+    auto layer = MakeLayer(c, seed++);
+    std::vector<float> bias;
+    std::unique_ptr<DeviceArray> d_bias;
+    if (c.bias) {
+      bias = Normal(size_t(c.n), seed++);
+      d_bias = std::make_unique<DeviceArray>(type, bias.size());
+      d_bias->Upload(bias);
+    }
+    int device = 0, sms = 1;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    int32_t large = 0;
+    for (int64_t rows : {7, 8, 9, 12, 16}) {
+      for (int64_t cap : {int64_t(0), kWeightOnlyGemvSharedBudget}) {
+        for (int32_t slices : {0, 8}) {
+          const WeightOnlyGemvPlan plan = PlanWeightOnlyGemv(layer->device.layout, rows, layer->device.half_scales,
+                                                             layer->device.zeros != nullptr, sms, slices,
+                                                             GemvSharedLimit(cap));
+          if (!plan.ok()) continue;
+          if (plan.shared_bytes > kWeightOnlyGemvSharedBudget) ++large;
+          CheckGemv(type, c, *layer, bias, d_bias.get(), rows, c.k, slices, seed++, cap);
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+    EXPECT_GT(large, 0) << Describe(c) << ": no launch planned x in more than the two-block budget";
   }
 }
 

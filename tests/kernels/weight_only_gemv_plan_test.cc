@@ -135,6 +135,50 @@ TEST(WeightOnlyGemvPlanTest, PlansLlama7bShapesOnAnH100) {
   }
 }
 
+// With an H100's per-block shared memory (227 KB opt-in less the kernel's
+// 8 KB of partial sums), x that misses the two-blocks-an-SM budget goes in
+// shared memory at one block an SM when it fits there, and from global
+// memory otherwise; the slices follow the same rule.
+TEST(WeightOnlyGemvPlanTest, PlansXInTheDevicesLargerSharedMemory) {
+  constexpr int32_t kSms = 132;
+  constexpr int64_t kH100 = 232448 - 8192;
+  struct Case {
+    int64_t n, k, rows;
+    bool x_shared;
+    int32_t slices;
+  };
+  const Case cases[] = {
+      {12288, 4096, 16, true, 4},  // qkv: 131 KB of x + 4 KB of scales, 384 blocks
+      {22016, 4096, 16, true, 2},  // gate_up
+      {4096, 4096, 16, true, 8},   // o
+      {4096, 4096, 12, true, 8},   // fits the two-block budget already
+      {4096, 11008, 8, true, 8},   // 176 KB of x
+      {4096, 11008, 16, false, 8}, // down at 16 rows: 352 KB, from global memory
+  };
+  for (const Case& c : cases) {
+    const WeightOnlyLayout l = Layout(4, c.n, c.k, 128);
+    const std::string what = Describe(l, c.rows);
+    const WeightOnlyGemvPlan p = PlanWeightOnlyGemv(l, c.rows, true, false, kSms, 0, kH100);
+    const WeightOnlyGemvPlan two = PlanWeightOnlyGemv(l, c.rows, true, false, kSms);
+    ASSERT_TRUE(p.ok()) << what;
+    ASSERT_TRUE(two.ok()) << what;
+    EXPECT_EQ(p.x_shared, c.x_shared) << what;
+    EXPECT_EQ(p.slices, c.slices) << what;
+    EXPECT_LE(p.shared_bytes, p.shared_limit) << what;
+    if (two.x_shared || !p.x_shared) {
+      // Nothing to gain from the larger limit: the two-block plan stands.
+      EXPECT_EQ(p.shared_limit, kWeightOnlyGemvSharedBudget) << what;
+      EXPECT_EQ(p.shared_bytes, two.shared_bytes) << what;
+      EXPECT_EQ(p.slices, two.slices) << what;
+    } else {
+      EXPECT_EQ(p.shared_limit, kH100) << what;
+      EXPECT_GT(p.shared_bytes, kWeightOnlyGemvSharedBudget) << what;
+      EXPECT_EQ(p.x_bytes, c.rows * p.x_row_elements * 2) << what;
+      EXPECT_EQ(p.x_row_elements * 2 % 32, 16) << what;
+    }
+  }
+}
+
 // Random layers: every plan keeps its invariants, whatever the SM count.
 TEST(WeightOnlyGemvPlanTest, PlansKeepTheirInvariants) {
   std::mt19937 rng(5);
@@ -147,8 +191,10 @@ TEST(WeightOnlyGemvPlanTest, PlansKeepTheirInvariants) {
     const int64_t rows = 1 + rng() % kWeightOnlyGemvMaxRows;
     const bool half = rng() % 2, zeros = rng() % 2;
     const int32_t sms = 1 + rng() % 200;
-    const WeightOnlyGemvPlan p = PlanWeightOnlyGemv(l, rows, half, zeros, sms);
-    const std::string what = Describe(l, rows) + ", " + std::to_string(sms) + " SMs";
+    // Half the layers with a device limit above the two-block budget.
+    const int64_t limit = rng() % 2 ? kWeightOnlyGemvSharedBudget : 100 * 1024 + 16 * int64_t(rng() % 8000);
+    const WeightOnlyGemvPlan p = PlanWeightOnlyGemv(l, rows, half, zeros, sms, 0, limit);
+    const std::string what = Describe(l, rows) + ", " + std::to_string(sms) + " SMs, limit " + std::to_string(limit);
     const int64_t per_tile = l.groups * 16 * ((half ? 2 : 4) + (zeros ? 1 : 0));
     if (per_tile > kWeightOnlyGemvSharedBudget) {
       EXPECT_FALSE(p.ok()) << what;
@@ -159,11 +205,16 @@ TEST(WeightOnlyGemvPlanTest, PlansKeepTheirInvariants) {
     EXPECT_GE(p.blocks * p.tiles_per_block, l.n_tiles()) << what;
     EXPECT_LT((p.blocks - 1) * p.tiles_per_block, l.n_tiles()) << what;
     EXPECT_GE(int64_t(p.slices) * p.slice_chunks, l.k_chunks()) << what;
-    EXPECT_LE(p.shared_bytes, kWeightOnlyGemvSharedBudget) << what;
+    EXPECT_LE(p.shared_bytes, p.shared_limit) << what;
+    EXPECT_LE(p.shared_limit, limit) << what;
+    if (p.shared_limit > kWeightOnlyGemvSharedBudget) {
+      EXPECT_TRUE(p.x_shared) << what;  // the larger limit is taken only for x
+      EXPECT_GT(p.x_bytes + p.staged_bytes / p.tiles_per_block, kWeightOnlyGemvSharedBudget) << what;
+    }
     EXPECT_EQ(p.shared_bytes % 16, 0) << what;
     EXPECT_EQ(p.x_bytes % 16, 0) << what;
     // A forced slice count gives the same x placement.
-    const WeightOnlyGemvPlan forced = PlanWeightOnlyGemv(l, rows, half, zeros, sms, 8);
+    const WeightOnlyGemvPlan forced = PlanWeightOnlyGemv(l, rows, half, zeros, sms, 8, limit);
     ASSERT_TRUE(forced.ok()) << what;
     EXPECT_EQ(forced.slices, 8) << what;
     EXPECT_EQ(forced.x_shared, p.x_shared) << what;
