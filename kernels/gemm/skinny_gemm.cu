@@ -1,65 +1,19 @@
-// One warp per output feature, kWarps features per block. A lane walks the
-// weight row in 16-byte chunks (8 elements), in groups of kInFlight loads with
-// the next group requested before the current one is used, and multiplies
-// each chunk into every row's fp32 accumulator; x rows are tiny and stay in
-// L1/L2. Warp shuffles reduce the row sums.
+// One warp per output feature, kWarps features per block, each warp's dot
+// products as skinny_gemm_warp.cuh streams them; warp shuffles reduce the
+// row sums.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/common/dispatch.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/gemm/skinny_gemm.h"
+#include "kernels/gemm/skinny_gemm_warp.cuh"
 
 namespace tern::kernels {
 namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kInFlight = 4;  // 16-byte weight chunks a lane loads per group
-
-// Streams a 16-byte weight chunk past L1: it is used exactly once.
-__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ float2 Pair(uint32_t bits, __half) {
-  return __half22float2(*reinterpret_cast<const __half2*>(&bits));
-}
-__device__ __forceinline__ float2 Pair(uint32_t bits, __nv_bfloat16) {
-  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits));
-}
-
-template <typename T>
-__device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
-  const uint32_t av[4] = {a.x, a.y, a.z, a.w};
-  const uint32_t bv[4] = {b.x, b.y, b.z, b.w};
-  float sum = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fa = Pair(av[i], T());
-    const float2 fb = Pair(bv[i], T());
-    sum = fmaf(fa.x, fb.x, sum);
-    sum = fmaf(fa.y, fb.y, sum);
-  }
-  return sum;
-}
-
-template <typename T, int kMaxRows>
-__device__ __forceinline__ void AccumulateGroup(const uint4 (&wv)[kInFlight], const T* __restrict__ x,
-                                                int64_t x_row_stride, int rows, int64_t c, float (&acc)[kMaxRows]) {
-#pragma unroll
-  for (int r = 0; r < kMaxRows; ++r) {
-    if (r < rows) {
-      const uint4* xrow = reinterpret_cast<const uint4*>(x + r * x_row_stride);
-#pragma unroll
-      for (int u = 0; u < kInFlight; ++u) acc[r] += Dot8<T>(wv[u], __ldg(xrow + c + 32 * u));
-    }
-  }
-}
 
 // Weight loads run one group ahead of the arithmetic (two groups, 8 x 16
 // bytes per lane, in flight). Launched with PDL: the first group is requested
@@ -73,44 +27,10 @@ __global__ void __launch_bounds__(kThreads) SkinnyGemmKernel(SkinnyGemmParams p,
   const int lane = threadIdx.x % 32;
   const int64_t feature = int64_t(blockIdx.x) * kWarps + warp;
   if (feature >= p.n) return;  // touches no memory
-  const int64_t chunks = p.k / 8;
   const uint4* wrow = reinterpret_cast<const uint4*>(w + feature * p.k);
-  const int rows = int(p.rows);
   float acc[kMaxRows];
-#pragma unroll
-  for (int r = 0; r < kMaxRows; ++r) acc[r] = 0.0f;
-  constexpr int64_t kGroup = 32 * kInFlight;  // chunks one group of a warp covers
-  const auto whole_group = [&](int64_t at) { return at + 32 * (kInFlight - 1) < chunks; };
-  int64_t c = lane;
-  uint4 current[kInFlight];
-  bool have = whole_group(c);
-  if (have) {
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) current[u] = LoadStreaming(wrow + c + 32 * u);
-  }
-  PdlWaitForPrior();
-  while (have) {
-    uint4 next[kInFlight];
-    const bool have_next = whole_group(c + kGroup);
-    if (have_next) {
-#pragma unroll
-      for (int u = 0; u < kInFlight; ++u) next[u] = LoadStreaming(wrow + c + kGroup + 32 * u);
-    }
-    AccumulateGroup<T, kMaxRows>(current, x, p.x_row_stride, rows, c, acc);
-    c += kGroup;
-    have = have_next;
-    if (have) {
-#pragma unroll
-      for (int u = 0; u < kInFlight; ++u) current[u] = next[u];
-    }
-  }
-  for (; c < chunks; c += 32) {
-    const uint4 wv = LoadStreaming(wrow + c);
-#pragma unroll
-    for (int r = 0; r < kMaxRows; ++r) {
-      if (r < rows) acc[r] += Dot8<T>(wv, __ldg(reinterpret_cast<const uint4*>(x + r * p.x_row_stride) + c));
-    }
-  }
+  SkinnyWarpDots<T, kMaxRows>(x, p.x_row_stride, wrow, p.k / 8, int(p.rows), acc, [] { PdlWaitForPrior(); });
+  const int rows = int(p.rows);
 #pragma unroll
   for (int r = 0; r < kMaxRows; ++r) {
     if (r < rows) {

@@ -282,6 +282,13 @@ class Backend {
   // Mixtral MoE FFN: softmax over router logits, top-k experts, renormalized
   // weights, out = sum_k w_k * down_k(silu(gate_k x) * up_k x).
   virtual void MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) = 0;
+  // The most tokens for which MoeFfn over these experts only enqueues device
+  // work (no wait for the routing on the host), so that a decode step of
+  // that many sequences may be recorded as a graph; 0: it always waits.
+  virtual int64_t MoeDeviceMaxTokens(const MoeWeights& experts) const {
+    (void)experts;
+    return 0;
+  }
 
   // Marks the end of one forward pass's ops (from BeginStep on); sampling and
   // read-back may follow. A backend that records the pass (a CUDA graph)
@@ -290,7 +297,8 @@ class Backend {
   // The padded number of sequences at which a decode-only step of `num_seqs`
   // sequences should run (see PadDecodeBatch) so that the backend can replay
   // a captured graph of the whole pass; 0 when such steps run as they are.
-  // Only for models whose ops never wait on the host (not Mixtral's MoeFfn).
+  // Only for steps whose ops never wait on the host (a Mixtral step of more
+  // tokens than MoeDeviceMaxTokens does).
   virtual int32_t DecodeGraphBatchSize(int32_t num_seqs) const {
     (void)num_seqs;
     return 0;

@@ -17,6 +17,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice
   }
   options.cuda_graphs = choice.cuda_graphs;
   options.pdl = choice.pdl;
+  options.moe_device_experts = choice.moe_device_experts;
   auto cuda = CudaBackend::Create(options);
   if (!cuda.ok()) return cuda.status();
   return std::unique_ptr<Backend>(std::move(*cuda));

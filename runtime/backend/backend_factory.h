@@ -17,6 +17,7 @@ struct BackendChoice {
   std::string dtype = "bfloat16";  // CUDA only
   bool cuda_graphs = true;         // CUDA only: CudaBackendOptions::cuda_graphs
   bool pdl = true;                 // CUDA only: CudaBackendOptions::pdl
+  bool moe_device_experts = true;  // CUDA only: CudaBackendOptions::moe_device_experts
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice);

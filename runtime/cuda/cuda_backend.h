@@ -12,6 +12,8 @@
 // block table last and reserved for the key's context capacity, so a replay
 // reads the new step's values from the same addresses. Any buffer that moves
 // (a larger step) bumps a generation counter and retires older graphs.
+// A key whose eager pass ran a MoE layer that waited on the host (more
+// tokens than MoeDeviceMaxTokens) is never recorded.
 //
 // Step metadata (token ids, positions, slots, CSR block tables) is staged in
 // pinned host memory and uploaded once per step into device buffers that
@@ -48,6 +50,10 @@ struct CudaBackendOptions {
   // Hopper and later (kernels/common/pdl.cuh); false launches them in plain
   // stream order, for A/B measurements.
   bool pdl = true;
+  // MoE layers of decode-sized steps run the expert GEMM over row offsets
+  // read on the device (MoeDeviceMaxTokens); false reads them back to the
+  // host for every step (graphs off for MoE models), for A/B measurements.
+  bool moe_device_experts = true;
 };
 
 class CudaBackend final : public Backend {
@@ -94,6 +100,7 @@ class CudaBackend final : public Backend {
   void Add(Tensor x, Tensor y) override;
   void GatherLogitRows(Tensor x, Tensor out) override;
   void MoeFfn(Tensor x, Tensor router_logits, const MoeWeights& experts, Tensor out) override;
+  int64_t MoeDeviceMaxTokens(const MoeWeights& experts) const override;
   void AddRmsNorm(Tensor x, Tensor residual, const DeviceWeight& weight, float eps, Tensor out) override;
   void EndForward() override;
   int32_t DecodeGraphBatchSize(int32_t num_seqs) const override;
@@ -119,6 +126,10 @@ class CudaBackend final : public Backend {
   struct Impl;
   void WeightOnlyLinear(Tensor x, const CudaWeightOnlyLinear& weight, Tensor out);
   void W8A8Linear(Tensor x, const CudaW8A8Linear& weight, Tensor out);
+  // The device array of a MoE layer's expert weight pointers (gate, then up,
+  // then down: 3 x num_experts), uploaded on the layer's first (eager) pass;
+  // null after recording the error when it cannot be.
+  const void* const* MoeExpertTable(const MoeWeights& experts);
   explicit CudaBackend(std::unique_ptr<Impl> impl, const CudaBackendOptions& options);
   std::unique_ptr<Impl> impl_;
   CudaBackendOptions options_;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,6 +66,17 @@ struct CudaBackend::Impl {
   size_t meta_offset[kNumMeta] = {};
   DeviceBuffer moe_routing;
   std::vector<int32_t> moe_offsets_host;
+  // Per MoE layer (its MoeWeights), the experts' gate, up and down weight
+  // pointers in device memory for the expert GEMM (moe_expert_gemm.h),
+  // uploaded by the layer's first eager pass, and the host copy they came from.
+  struct MoeExpertTable {
+    DeviceBuffer device;
+    std::vector<const void*> pointers;
+  };
+  std::map<const MoeWeights*, MoeExpertTable> moe_expert_tables;
+  // Graph keys whose pass ran a MoE layer that waits on the host (more rows
+  // than the expert GEMM takes): they always run eagerly.
+  std::set<std::pair<int32_t, int32_t>> host_bound_keys;
   const ForwardBatch* batch = nullptr;
   int32_t max_query_len = 0;  // longest sequence's query rows this step
   // Steps of one query row per sequence run the split-context decode
@@ -92,7 +104,6 @@ struct CudaBackend::Impl {
     cudaGraphExec_t exec = nullptr;
     uint64_t generation = 0;
   };
-  bool graphs_enabled = true;
   Mode mode = Mode::kEager;
   std::pair<int32_t, int32_t> step_key{0, 0};
   bool step_graphable = false;

@@ -20,12 +20,12 @@
 namespace tern::runtime {
 
 int32_t CudaBackend::DecodeGraphBatchSize(int32_t num_seqs) const {
-  if (!options_.cuda_graphs || !impl_->graphs_enabled) return 0;
+  if (!options_.cuda_graphs) return 0;
   return GraphBatchBucket(num_seqs);
 }
 
 std::vector<std::pair<int32_t, int32_t>> CudaBackend::DecodeGraphShapes(int32_t max_seqs, int32_t max_context) const {
-  if (!options_.cuda_graphs || !impl_->graphs_enabled) return {};
+  if (!options_.cuda_graphs) return {};
   return DecodeGraphKeyShapes(max_seqs, max_context);
 }
 
@@ -40,9 +40,9 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   m.mode = Impl::Mode::kEager;
   const int32_t num_seqs = batch.num_seqs();
   m.step_context_capacity = ContextCapacity(batch.context_lens);
-  m.step_graphable = options_.cuda_graphs && m.graphs_enabled &&
-                     IsGraphBucket(num_seqs) && batch.IsDecodeOnly();
   m.step_key = {num_seqs, m.step_context_capacity};
+  m.step_graphable = options_.cuda_graphs && IsGraphBucket(num_seqs) && batch.IsDecodeOnly() &&
+                     m.host_bound_keys.count(m.step_key) == 0;
 
   std::vector<int32_t>& row_seq = m.row_seq_host;
   row_seq.resize(size_t(batch.num_tokens()));

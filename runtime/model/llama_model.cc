@@ -197,6 +197,13 @@ size_t LlamaModel::SumWeightBytes() const {
   return total;
 }
 
+bool LlamaModel::CanRunAsGraph(int32_t num_seqs) const {
+  for (const Layer& layer : layers_) {
+    if (!layer.experts.gate.empty() && num_seqs > backend_->MoeDeviceMaxTokens(layer.experts)) return false;
+  }
+  return true;
+}
+
 KvCacheSpec LlamaModel::CacheSpec(int32_t num_blocks, int32_t block_size) const {
   KvCacheSpec spec;
   spec.num_layers = static_cast<int32_t>(config_.num_hidden_layers);

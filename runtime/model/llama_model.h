@@ -67,11 +67,11 @@ class LlamaModel {
   // linear layer and expert; a tied lm_head is its own copy). Not the KV
   // cache, the MoA span tables or the backend's scratch.
   size_t weight_bytes() const { return weight_bytes_; }
-  // True when a forward pass only enqueues device work (no host round trip
-  // mid-pass), so a backend may record it once and replay it as a graph:
-  // every model but the mixture-of-experts ones, whose routing reads the
-  // router logits on the host.
-  bool CanRunAsGraph() const { return config_.num_local_experts == 0; }
+  // True when a decode step of `num_seqs` sequences only enqueues device
+  // work (no host round trip mid-pass), so a backend may record it once and
+  // replay it as a graph: every step of a dense model, and a mixture of
+  // experts' steps of at most Backend::MoeDeviceMaxTokens tokens.
+  bool CanRunAsGraph(int32_t num_seqs) const;
   // A KV cache for this model: its shape, the element type of
   // LlamaModelOptions::kv_cache_dtype and, for fp8, the checkpoint's scales.
   KvCacheSpec CacheSpec(int32_t num_blocks, int32_t block_size) const;

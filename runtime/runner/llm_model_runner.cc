@@ -145,7 +145,6 @@ absl::Status LlmModelRunner::WarmupPrefill(int32_t n, bool decode) {
 }
 
 absl::Status LlmModelRunner::WarmupDecodeGraphs(int32_t max_seqs) {
-  if (!model_->CanRunAsGraph()) return absl::OkStatus();
   const int32_t block_size = cache_->spec().block_size;
   const int64_t cache_tokens = int64_t(cache_->spec().num_blocks) * block_size;
   SamplingParams greedy;
@@ -153,7 +152,8 @@ absl::Status LlmModelRunner::WarmupDecodeGraphs(int32_t max_seqs) {
   const std::vector<int32_t> token = {0};
   const int32_t max_context = int32_t(std::min<int64_t>(max_context_, kMaxWarmupGraphContext));
   for (const auto& [num_seqs, context] : backend_->DecodeGraphShapes(max_seqs, max_context)) {
-    if (context > cache_tokens) continue;
+    // Longer than the cache, or a step whose MoE layers wait on the host.
+    if (context > cache_tokens || !model_->CanRunAsGraph(num_seqs)) continue;
     std::vector<int32_t> blocks(size_t((context + block_size - 1) / block_size));
     std::iota(blocks.begin(), blocks.end(), 0);
     // Every group and sequence shares the blocks: what they write is garbage.
@@ -251,10 +251,10 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
     }
   }
   RETURN_IF_ERROR(b.Validate(cache_->spec(), model_->config().vocab_size));
-  if (model_->CanRunAsGraph() && b.IsDecodeOnly()) {
+  if (b.IsDecodeOnly()) {
     // Padding rows follow the real ones, so the sampling below skips them.
     const int32_t padded = backend_->DecodeGraphBatchSize(b.num_seqs());
-    if (padded > b.num_seqs()) PadDecodeBatch(padded, &b);
+    if (padded > b.num_seqs() && model_->CanRunAsGraph(padded)) PadDecodeBatch(padded, &b);
   }
   ASSIGN_OR_RETURN(Tensor logits, model_->ForwardLogits(b, *cache_));
   requests_.clear();

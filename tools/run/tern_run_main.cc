@@ -20,6 +20,7 @@
 // picks (teacher forcing), so two implementations can be compared on every
 // step even after a near-tie sends their greedy continuations apart.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -55,6 +56,9 @@ ABSL_FLAG(std::string, dtype, "bfloat16", "CUDA compute dtype: float16, bfloat16
 ABSL_FLAG(bool, cuda_graphs, true, "CUDA: replay decode steps as CUDA graphs (false: op by op)");
 ABSL_FLAG(bool, pdl, true,
           "CUDA: start the decode kernels with programmatic dependent launch (false: plain stream order)");
+ABSL_FLAG(bool, moe_device_experts, true,
+          "CUDA: decode-sized MoE steps read the experts' row offsets on the device (false: on the host, "
+          "as every step did before; for A/B measurements)");
 ABSL_FLAG(int32_t, batch, 1, "--bench: sequences decoding together");
 ABSL_FLAG(std::string, dump_logits, "", "Write prompt and greedy-step logits as JSON to this file");
 ABSL_FLAG(std::vector<std::string>, token_ids, {}, "--dump-logits: the prompt as token ids");
@@ -164,9 +168,9 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
     std::vector<std::pair<int32_t, std::vector<int32_t>>> work;
     for (int32_t s = 0; s < batch_size; ++s) work.push_back({s, {token(rng)}});
     seqs.Step(work, &batch);
-    if (model.CanRunAsGraph() && batch.IsDecodeOnly()) {
+    if (batch.IsDecodeOnly()) {
       const int32_t padded = backend.DecodeGraphBatchSize(batch.num_seqs());
-      if (padded > batch.num_seqs()) PadDecodeBatch(padded, &batch);
+      if (padded > batch.num_seqs() && model.CanRunAsGraph(padded)) PadDecodeBatch(padded, &batch);
     }
     absl::StatusOr<Tensor> out = model.ForwardLogits(batch, cache);
     if (!out.ok()) return out.status();
@@ -200,6 +204,17 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
     if (!table.ok()) return Fail(std::string(table.status().message()));
     weight_bytes = double((*store)->TotalBytes()) - (c.tie_word_embeddings ? 0.0 : double(table->nbytes));
   }
+  // A mixture of experts reads the experts its tokens chose: with uniform
+  // routing a layer's distinct experts at batch B, top k of E, number
+  // E (1 - (1 - k / E)^B) on average (the floor's expectation, not a count).
+  double active_experts = 0.0;
+  if (c.num_local_experts > 0 && !quantized) {
+    const double experts = double(c.num_local_experts), k = double(c.num_experts_per_tok);
+    const double per_expert = 3.0 * double(c.intermediate_size) * double(c.hidden_size) * element *
+                              double(c.num_hidden_layers);
+    active_experts = experts * (1.0 - std::pow(1.0 - k / experts, double(batch_size)));
+    weight_bytes -= (experts - active_experts) * per_expert;
+  }
   const double mean_context = prompt_len + 1.5 + decode_steps / 2.0;
   const double kv_bytes = batch_size * mean_context * 2.0 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim *
                           element;
@@ -226,6 +241,10 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
               decode_tps);
   std::printf("%-34s %12.1f   (%.0f MB weights + %.0f MB KV per step)\n", "decode floor", floor_tps, weight_bytes / 1e6,
               kv_bytes / 1e6);
+  if (active_experts > 0.0) {
+    std::printf("experts read a layer (uniform routing, expected): %.2f of %lld\n", active_experts,
+                static_cast<long long>(c.num_local_experts));
+  }
   std::printf("decode / floor: %.2f\n", decode_tps / floor_tps);
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     nlohmann::json out = {{"model", model_dir},
@@ -241,7 +260,9 @@ int Bench(LlamaModel& model, Backend& backend, KvCache& cache, const std::string
                           {"prefill_warm_tokens_per_s", warm_prefill_tps},
                           {"decode_tokens_per_s", decode_tps},
                           {"decode_floor_tokens_per_s", floor_tps},
-                          {"copy_bandwidth_bytes_per_s", bandwidth}};
+                          {"copy_bandwidth_bytes_per_s", bandwidth},
+                          {"moe_expected_active_experts", active_experts},
+                          {"moe_device_experts", absl::GetFlag(FLAGS_moe_device_experts)}};
     std::ofstream(path) << out.dump(2) << "\n";
   }
   return 0;
@@ -318,6 +339,7 @@ int main(int argc, char** argv) {
   choice.dtype = absl::GetFlag(FLAGS_dtype);
   choice.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   choice.pdl = absl::GetFlag(FLAGS_pdl);
+  choice.moe_device_experts = absl::GetFlag(FLAGS_moe_device_experts);
   auto made = MakeBackend(choice);
   if (!made.ok()) return Fail(std::string(made.status().message()));
   std::unique_ptr<Backend> backend = std::move(*made);

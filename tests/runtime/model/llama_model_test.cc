@@ -298,11 +298,12 @@ TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
 // Decode steps replayed as CUDA graphs (a batch of 3 padded to 4) give the
 // logits of the same steps run op by op, and the graphs are really replayed.
 // Without programmatic dependent launch (CudaBackendOptions::pdl) the
-// kernels run in plain stream order and give the same bits.
-TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
-  if (ListCudaDevices().empty()) GTEST_SKIP() << "no CUDA device";
-  const std::string dir = MakeModel("llama", "float32");
-  const Golden golden = LoadGolden("tiny-llama");
+// kernels run in plain stream order and give the same bits. For a mixture
+// of experts in bf16 the experts' GEMMs read the routing on the device
+// (Backend::MoeDeviceMaxTokens), so its decode steps are graphs too.
+void ExpectReplayedDecodeStepsEqualEagerSteps(const std::string& arch, const std::string& dtype) {
+  const std::string dir = MakeModel(arch, dtype);
+  const Golden golden = LoadGolden("tiny-" + arch);
   struct Run {
     std::unique_ptr<CudaBackend> backend;
     std::unique_ptr<LlamaModel> model;
@@ -312,7 +313,7 @@ TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
   const auto run = [&](bool graphs, bool pdl = true) {
     Run r;
     CudaBackendOptions options;
-    options.compute_dtype = DType::kF32;
+    options.compute_dtype = dtype == "float32" ? DType::kF32 : DType::kBF16;
     options.cuda_graphs = graphs;
     options.pdl = pdl;
     r.backend = std::move(*CudaBackend::Create(options));
@@ -366,6 +367,63 @@ TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
       EXPECT_EQ(plain.logits[step], with_pdl.logits[step]) << "graphs " << graphs << ", step " << step;
     }
     EXPECT_EQ(plain.backend->graph_stats().replayed, graphs ? 10 : 0);
+  }
+  fs::remove_all(dir);
+}
+
+TEST(CudaGraphTest, ReplayedDecodeStepsEqualEagerSteps) {
+  if (ListCudaDevices().empty()) GTEST_SKIP() << "no CUDA device";
+  ExpectReplayedDecodeStepsEqualEagerSteps("llama", "float32");
+}
+
+TEST(CudaGraphTest, MixtureOfExpertsDecodeStepsReplayAsGraphs) {
+  if (ListCudaDevices().empty()) GTEST_SKIP() << "no CUDA device";
+  ExpectReplayedDecodeStepsEqualEagerSteps("mixtral", "bfloat16");
+}
+
+// The tiny Mixtral's MoE layers at up to 64 tokens (4 experts, top 2) run the
+// expert GEMM over offsets read on the device; past that, the grouped cuBLAS
+// GEMM sized on the host. The golden's 40-token prompt gives the same logits
+// alone (expert GEMM) as in one step with the other three prompts (65
+// tokens: grouped GEMM), within bf16 rounding.
+TEST(CudaMoeTest, ExpertGemmStepsMatchGroupedGemmSteps) {
+  if (ListCudaDevices().empty()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = MakeModel("mixtral", "bfloat16");
+  const Golden golden = LoadGolden("tiny-mixtral");
+  ASSERT_EQ(golden.token_ids.size(), 4u);
+  CudaBackendOptions options;
+  options.compute_dtype = DType::kBF16;
+  options.cuda_graphs = false;
+  auto backend = std::move(*CudaBackend::Create(options));
+  auto model = std::move(*LlamaModel::Load(dir, backend.get(), {}));
+  auto cache = std::move(*backend->AllocateKvCache(model->CacheSpec(96, 4)));
+  // Two rows a token (top 2), at most 32 rows an expert on average.
+  ASSERT_TRUE(model->CanRunAsGraph(64));
+  ASSERT_FALSE(model->CanRunAsGraph(65));
+  const int64_t vocab = model->config().vocab_size;
+  const auto prefill = [&](const std::vector<size_t>& cases) {
+    ScatteredBlocks pool(96);
+    std::vector<TestSequence> seqs;
+    for (size_t c : cases) seqs.emplace_back(golden.token_ids[c]);
+    ForwardBatch batch;
+    for (auto& seq : seqs) AddToBatch(seq, int32_t(seq.tokens.size()), 4, pool, /*all_logits=*/true, &batch);
+    std::vector<float> logits;
+    EXPECT_TRUE(model->Forward(batch, *cache, &logits).ok());
+    return logits;
+  };
+  const std::vector<float> alone = prefill({3});
+  const std::vector<float> together = prefill({0, 1, 2, 3});
+  const size_t rows = golden.token_ids[3].size();
+  const size_t first = together.size() / size_t(vocab) - rows;  // case 3's rows come last
+  ASSERT_EQ(alone.size(), rows * size_t(vocab));
+  for (size_t r = 0; r < rows; ++r) {
+    double max_diff = 0, max_ref = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      const float want = together[(first + r) * size_t(vocab) + size_t(v)];
+      max_diff = std::max(max_diff, std::abs(double(alone[r * size_t(vocab) + size_t(v)]) - want));
+      max_ref = std::max(max_ref, std::abs(double(want)));
+    }
+    EXPECT_LT(max_diff / max_ref, 3e-2) << "position " << r << ": max abs diff " << max_diff << " of " << max_ref;
   }
   fs::remove_all(dir);
 }
