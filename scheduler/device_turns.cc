@@ -91,6 +91,11 @@ std::vector<DeviceTurns::SeatStats> DeviceTurns::Stats() const {
   return out;
 }
 
+bool DeviceTurns::OthersBusy(int32_t seat) const {
+  absl::MutexLock lock(&mu_);
+  return LeastBusyVirtualLocked(seat) >= 0.0;
+}
+
 int32_t DeviceTurns::seats() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int32_t>(seats_.size());

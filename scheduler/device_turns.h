@@ -65,6 +65,8 @@ class DeviceTurns {
   };
   std::vector<SeatStats> Stats() const;
   int32_t seats() const;
+  // Whether a seat other than `seat` has work (its engine is not idle).
+  bool OthersBusy(int32_t seat) const;
 
  private:
   struct Seat {

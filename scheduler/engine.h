@@ -112,6 +112,12 @@ struct EngineOptions {
   absl::Duration stall_timeout = absl::Seconds(30);
   // Turns on a device shared with other engines (device_turns.h); none by default.
   DeviceShareOptions device;
+  // Async scheduling: plan step k+1 while step k runs (Scheduler::
+  // ScheduleAhead, ModelRunner::Launch / Collect), so the host's planning
+  // and the output of step k overlap the device's work. Every request gets
+  // the tokens it gets without. Steady decoding only; paused while another
+  // engine on the device has work.
+  bool async_scheduling = false;
 };
 
 struct EngineStats {
@@ -126,6 +132,7 @@ struct EngineStats {
   int64_t prompt_tokens = 0;
   int64_t generation_tokens = 0;
   int32_t last_step_batched_tokens = 0;  // tokens computed by the most recent step
+  int64_t steps_planned_ahead = 0;        // steps planned while the one before ran (async scheduling)
   absl::Time last_step_time = absl::InfinitePast();
   // The engine thread is either asleep (no requests, or none that can start
   // until one arrives, leaves or passes its deadline) or busy: planning,

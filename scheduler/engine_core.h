@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -98,6 +99,13 @@ class EngineCoreBase {
   // Engine thread. Holds the device for one step (DeviceTurns: waits while
   // another engine on the same device has the turn), until destroyed.
   DeviceTurn StepOnDevice() { return DeviceTurn(options_.device.turns.get(), device_seat_); }
+  // Whether another engine on this device has work (its turns contend).
+  bool DeviceContended() const {
+    return options_.device.turns != nullptr && options_.device.turns->OthersBusy(device_seat_);
+  }
+  // The same turn, held in `turn` until it is reset (a step that spans a
+  // launch and a collect).
+  void TakeDeviceTurn(std::optional<DeviceTurn>* turn) { turn->emplace(options_.device.turns.get(), device_seat_); }
 
   // Engine thread only, from here on.
   //

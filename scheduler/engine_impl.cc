@@ -439,6 +439,7 @@ void EngineImpl::PublishStats(bool stepped) {
   stats_.prefix_cache_hits = s.blocks.prefix_hits;
   stats_.prompt_tokens = s.prompt_tokens;
   stats_.generation_tokens = s.generation_tokens;
+  stats_.steps_planned_ahead = steps_planned_ahead_;
   if (stepped) {
     stats_.last_step_time = absl::Now();
     stats_.last_step_batched_tokens = last_batched_tokens_;
@@ -447,91 +448,160 @@ void EngineImpl::PublishStats(bool stepped) {
 
 void EngineImpl::Loop() {
   while (true) {
-    Core::Intake intake = core_.Take(scheduler_.HasWork());
-    const bool draining = intake.draining;
+    Core::Intake intake = core_.Take(scheduler_.HasWork() || step_launched_);
     for (Core::Submission& sub : intake.submissions) Admit(std::move(sub.payload));
-    for (const RequestKey& key : intake.cancels) {
-      if (std::unique_ptr<SequenceGroup> group = scheduler_.Abort(key)) done_.emplace_back(std::move(group), absl::OkStatus());
-    }
-    const absl::Time now = absl::Now();
-    AbortExpired(now);
-    if (draining && now >= intake.drain_deadline) {
-      FailAll(absl::UnavailableError("the engine drained before the request finished"));
-    }
-    if (!scheduler_.HasWork()) {
-      PublishStats(false);
-      FinishDone();
-      if (draining) {
-        core_.Stop();  // for good: a stopped engine is not stalled
-        return;
+    if (step_launched_) {
+      // A step planned ahead runs: requests leave between steps, when none is in flight.
+      deferred_cancels_.insert(deferred_cancels_.end(), intake.cancels.begin(), intake.cancels.end());
+    } else {
+      switch (StartStep(intake)) {
+        case Started::kStep:
+          break;
+        case Started::kNothing:
+          continue;
+        case Started::kStopped:
+          return;
       }
-      continue;
     }
+    FinishStep(intake);
+  }
+}
 
-    const ScheduleOutput& out = scheduler_.Schedule();
-    last_batched_tokens_ = out.num_batched_tokens;
-    // The queue shrank and aborted blocks are free: publish before waking
-    // clients (OnDone) and before the step, so Submit sees the room.
+EngineImpl::Started EngineImpl::StartStep(const Core::Intake& intake) {
+  const bool draining = intake.draining;
+  std::vector<RequestKey> cancels = std::move(deferred_cancels_);
+  deferred_cancels_.clear();
+  cancels.insert(cancels.end(), intake.cancels.begin(), intake.cancels.end());
+  for (const RequestKey& key : cancels) {
+    if (std::unique_ptr<SequenceGroup> group = scheduler_.Abort(key)) done_.emplace_back(std::move(group), absl::OkStatus());
+  }
+  const absl::Time now = absl::Now();
+  AbortExpired(now);
+  if (draining && now >= intake.drain_deadline) {
+    FailAll(absl::UnavailableError("the engine drained before the request finished"));
+  }
+  if (!scheduler_.HasWork()) {
     PublishStats(false);
     FinishDone();
-    if (out.empty()) {
-      // Nothing to compute. When planning moved something (a preemption, a
-      // sequence that started without tokens to compute) plan again at once;
-      // otherwise nothing changes until a request arrives or leaves.
-      const bool stuck = out.stuck();
-      scheduler_.DiscardStep();
-      if (stuck) core_.SleepUntilChange(intake, absl::InfiniteFuture());
-      continue;
+    if (draining) {
+      core_.Stop();  // for good: a stopped engine is not stalled
+      return Started::kStopped;
     }
-    absl::StatusOr<runtime::StepResult> result;
-    {
-      DeviceTurn turn = core_.StepOnDevice();
-      result = runner_->Execute(out.plan);
-    }
-    if (!result.ok()) {
-      spdlog::error("model {}: step {} of {} sequences failed: {}", options_.model_name, scheduler_.stats().steps,
-                    out.plan.sequences.size(), result.status().ToString());
-      const absl::Status health = runner_->Health();
-      bool first_fatal = false;
-      if (!health.ok()) {
-        // The device is gone: every request fails, and so does every later step.
-        spdlog::critical("model {}: the device cannot run more steps: {}", options_.model_name, health.ToString());
-        first_fatal = core_.SetFatal(health);
-        scheduler_.DiscardStep();
-        FailAll(absl::Status(absl::StatusCode::kUnavailable,
-                             absl::StrCat("model step failed: ", result.status().message())));
-      } else {
-        // The device can go on (out of device memory, say): the requests of
-        // this step fail with its error; the others run on as if it never was.
-        const absl::Status failed(result.status().code(),
-                                  absl::StrCat("model step failed: ", result.status().message()));
-        for (auto& group : scheduler_.AbortStep()) done_.emplace_back(std::move(group), failed);
-      }
-      PublishStats(true);
-      FinishDone();
-      if (first_fatal && options_.on_fatal) options_.on_fatal(health);
-      continue;
-    }
-    absl::StatusOr<StepOutcome> outcome = scheduler_.Apply(*result);
-    if (!outcome.ok()) {
-      spdlog::error("model {}: {}", options_.model_name, outcome.status().ToString());
-      FailAll(outcome.status());
-      PublishStats(true);
-      FinishDone();
-      continue;
-    }
-    // Stats first, so that a client woken by OnDone sees the freed blocks.
-    PublishStats(true);
-    for (SequenceGroup* group : outcome->updated) EmitDeltas(*group, /*request_final=*/false);
-    for (auto& group : outcome->finished) Complete(std::move(group));
-    // A row that could not be sampled fails its own request, not the step.
-    for (FailedGroup& failed : outcome->failed) {
-      spdlog::warn("model {}: request {} failed: {}", options_.model_name, failed.group->request_id(),
-                   failed.status.ToString());
-      Finish(std::move(failed.group),
-             absl::InternalError(absl::StrCat("the model's output could not be sampled: ", failed.status.message())));
-    }
+    return Started::kNothing;
   }
+
+  const ScheduleOutput& out = scheduler_.Schedule();
+  last_batched_tokens_ = out.num_batched_tokens;
+  // The queue shrank and aborted blocks are free: publish before waking
+  // clients (OnDone) and before the step, so Submit sees the room.
+  PublishStats(false);
+  FinishDone();
+  if (out.empty()) {
+    // Nothing to compute. When planning moved something (a preemption, a
+    // sequence that started without tokens to compute) plan again at once;
+    // otherwise nothing changes until a request arrives or leaves.
+    const bool stuck = out.stuck();
+    scheduler_.DiscardStep();
+    if (stuck) core_.SleepUntilChange(intake, absl::InfiniteFuture());
+    return Started::kNothing;
+  }
+  if (absl::Status launched = Launch(out); !launched.ok()) {
+    FailStep(launched, out.plan.sequences.size());
+    return Started::kNothing;
+  }
+  return Started::kStep;
+}
+
+absl::Status EngineImpl::Launch(const ScheduleOutput& out) {
+  core_.TakeDeviceTurn(&turn_);
+  launched_sequences_ = out.plan.sequences.size();
+  absl::Status launched = runner_->Launch(out.plan);
+  if (!launched.ok()) {
+    (void)runner_->Collect();  // the runner holds the failed launch until collected
+    turn_.reset();
+    return launched;
+  }
+  step_launched_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<runtime::StepResult> EngineImpl::Collect() {
+  absl::StatusOr<runtime::StepResult> result = runner_->Collect();
+  turn_.reset();
+  step_launched_ = false;
+  return result;
+}
+
+const ScheduleOutput* EngineImpl::PlanAhead(const Core::Intake& intake) {
+  // Not while requests wait to leave or to start, nor while another engine
+  // waits for the device: its turn comes between two steps, and this
+  // step's output should not wait for it.
+  if (!options_.async_scheduling || core_.DeviceContended() || intake.draining ||
+      !intake.submissions.empty() || !deferred_cancels_.empty() || core_.EarliestDeadline() <= absl::Now()) {
+    return nullptr;
+  }
+  return scheduler_.ScheduleAhead();
+}
+
+void EngineImpl::FinishStep(const Core::Intake& intake) {
+  // Plan the next step while this one runs.
+  const ScheduleOutput* ahead = PlanAhead(intake);
+  const size_t planned = ahead != nullptr ? ahead->plan.sequences.size() : 0;
+  absl::StatusOr<runtime::StepResult> result = Collect();
+  if (!result.ok()) {
+    FailStep(result.status(), launched_sequences_);
+    return;
+  }
+  absl::Status next = absl::OkStatus();
+  if (ahead != nullptr) {
+    last_batched_tokens_ = ahead->num_batched_tokens;
+    ++steps_planned_ahead_;
+    next = Launch(*ahead);
+  }
+  absl::StatusOr<StepOutcome> outcome = scheduler_.Apply(*result);
+  if (!outcome.ok()) {
+    spdlog::error("model {}: {}", options_.model_name, outcome.status().ToString());
+    if (step_launched_) (void)Collect();  // the step ahead computed for a plan that is gone
+    FailAll(outcome.status());
+    PublishStats(true);
+    FinishDone();
+    return;
+  }
+  // Stats first, so that a client woken by OnDone sees the freed blocks.
+  PublishStats(true);
+  for (SequenceGroup* group : outcome->updated) EmitDeltas(*group, /*request_final=*/false);
+  for (auto& group : outcome->finished) Complete(std::move(group));
+  // A row that could not be sampled fails its own request, not the step.
+  for (FailedGroup& failed : outcome->failed) {
+    spdlog::warn("model {}: request {} failed: {}", options_.model_name, failed.group->request_id(),
+                 failed.status.ToString());
+    Finish(std::move(failed.group),
+           absl::InternalError(absl::StrCat("the model's output could not be sampled: ", failed.status.message())));
+  }
+  // The step planned ahead could not start: it fails as a step that ran would.
+  if (!next.ok()) FailStep(next, planned);
+}
+
+void EngineImpl::FailStep(const absl::Status& status, size_t num_sequences) {
+  spdlog::error("model {}: step {} of {} sequences failed: {}", options_.model_name, scheduler_.stats().steps,
+                num_sequences, status.ToString());
+  const absl::Status health = runner_->Health();
+  bool first_fatal = false;
+  if (!health.ok()) {
+    // The device is gone: every request fails, and so does every later step.
+    spdlog::critical("model {}: the device cannot run more steps: {}", options_.model_name, health.ToString());
+    first_fatal = core_.SetFatal(health);
+    scheduler_.DiscardStep();
+    FailAll(absl::Status(absl::StatusCode::kUnavailable, absl::StrCat("model step failed: ", status.message())));
+  } else {
+    // The device can go on (out of device memory, say): the requests of
+    // this step fail with its error; the others run on as if it never was.
+    const absl::Status failed(status.code(), absl::StrCat("model step failed: ", status.message()));
+    for (auto& group : scheduler_.AbortStep()) done_.emplace_back(std::move(group), failed);
+  }
+  PublishStats(true);
+  FinishDone();
+  if (first_fatal && options_.on_fatal) options_.on_fatal(health);
 }
 
 }  // namespace tern::scheduler

@@ -4,8 +4,14 @@
 // admission, drain, liveness: engine_core.h) and the stats snapshot.
 //
 // Each step of the engine thread: take the inbox and cancels; add and abort
-// requests; abort requests past their deadline; plan; Execute; apply; hand
-// out deltas and finishes; publish stats. With nothing to do, or with
+// requests; abort requests past their deadline; plan; launch the step; (with
+// EngineOptions::async_scheduling, plan the next step while this one runs:
+// Scheduler::ScheduleAhead); collect it; launch the step planned ahead;
+// apply; hand out deltas and finishes; publish stats. While a step planned
+// ahead runs, new requests queue and cancels wait for the next step
+// boundary without one in flight (planning ahead pauses for them, for a
+// deadline that passed, a drain, and while another engine on the device
+// has work). With nothing to do, or with
 // requests that cannot start, it sleeps on the condition variable until
 // Submit, Cancel or Drain signals it or the earliest deadline passes; it
 // never polls. (Submit refuses what could not fit an empty cache, so a
@@ -15,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,6 +86,22 @@ class EngineImpl final : public Engine {
   int64_t TableBlocks() const;
   void Loop();
   // Engine thread only.
+  enum class Started { kStep, kNothing, kStopped };
+  // Handles cancels, deadlines and the drain, then plans and launches a
+  // step; kNothing when there was none to run (or it failed to launch).
+  Started StartStep(const Core::Intake& intake);
+  // Plans ahead (async scheduling), collects the launched step, launches the
+  // step planned ahead, applies the collected one and hands out its output.
+  void FinishStep(const Core::Intake& intake);
+  // The step planned ahead, or null (async scheduling off, or not now).
+  const ScheduleOutput* PlanAhead(const Core::Intake& intake);
+  // runner_->Launch / Collect inside a device turn.
+  absl::Status Launch(const ScheduleOutput& out);
+  absl::StatusOr<runtime::StepResult> Collect();
+  // The pending step failed (`num_sequences` of them): on a device that can
+  // go on its requests fail; otherwise every request does and the engine
+  // stops for good (on_fatal).
+  void FailStep(const absl::Status& status, size_t num_sequences);
   void Admit(Submission submission);
   // Abort into done_; FinishDone tells their sinks (after PublishStats, so a
   // woken client sees the freed blocks).
@@ -111,6 +134,13 @@ class EngineImpl final : public Engine {
   const int64_t max_context_;
 
   int32_t last_batched_tokens_ = 0;  // engine thread only
+  // Engine thread only: a step launched and not collected, its device turn,
+  // and cancels that wait for a step boundary without one in flight.
+  bool step_launched_ = false;
+  size_t launched_sequences_ = 0;
+  int64_t steps_planned_ahead_ = 0;
+  std::optional<DeviceTurn> turn_;
+  std::vector<RequestKey> deferred_cancels_;
 
   Core core_;
   mutable absl::Mutex stats_mu_;

@@ -122,11 +122,15 @@ void Scheduler::MaybeFork(Sequence* seq) {
 }
 
 void Scheduler::AddToPlan(Sequence* seq, int32_t n) {
+  AddStep(&out_, seq, seq->num_computed_tokens(), n, /*input_from_last_sample=*/false);
+}
+
+void Scheduler::AddStep(ScheduleOutput* out, Sequence* seq, int32_t begin, int32_t n, bool input_from_last_sample) {
   CHECK_GT(n, 0);
-  const int32_t begin = seq->num_computed_tokens();
   runtime::SequenceStep step;
   step.seq_id = seq->seq_id();
   step.token_ids = absl::MakeConstSpan(seq->tokens()).subspan(begin, n);
+  step.input_from_last_sample = input_from_last_sample;
   step.num_computed_tokens = begin;
   step.block_tables = absl::MakeConstSpan(seq->block_tables());
   step.sample = begin + n == seq->num_tokens();
@@ -134,9 +138,9 @@ void Scheduler::AddToPlan(Sequence* seq, int32_t n) {
     step.sampling = &seq->sampling_params();
     step.sampling_state = &seq->sampling_state();
   }
-  out_.plan.sequences.push_back(step);
-  out_.scheduled.push_back({seq, n, step.sample});
-  out_.num_batched_tokens += n;
+  out->plan.sequences.push_back(step);
+  out->scheduled.push_back({seq, seq->seq_id(), n, step.sample, false});
+  out->num_batched_tokens += n;
   seq->set_planned_step(step_);
   queues_.Charge(seq->group()->tenant(), n);
 }
@@ -341,13 +345,8 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
 
 const ScheduleOutput& Scheduler::Schedule() {
   CHECK(!step_pending_) << "Schedule called twice without Apply";
-  out_.plan.sequences.clear();
-  out_.plan.block_copies.clear();
-  out_.scheduled.clear();
-  out_.preempted.clear();
-  out_.num_started = 0;
-  out_.num_batched_tokens = 0;
-  ++step_;
+  out_ = ScheduleOutput{};
+  out_.step = ++step_;
   int32_t budget = options_.max_num_batched_tokens;
   ScheduleRunning(/*decodes_only=*/true, &budget);
   ScheduleRunning(/*decodes_only=*/false, &budget);
@@ -358,9 +357,59 @@ const ScheduleOutput& Scheduler::Schedule() {
   return out_;
 }
 
+bool Scheduler::CanPlanAhead(const ScheduledSequence& s, bool* finishes) const {
+  *finishes = false;
+  if (s.dropped || !s.sample) return false;  // a prefill chunk's next chunk is planned in sync
+  const Sequence& seq = *s.seq;
+  if (seq.group()->needs_fork() || seq.sampling_state().tracks_output_counts() || seq.has_reserved_output()) {
+    return false;
+  }
+  // Its output from the pending step is its last: by max_tokens, or at the
+  // context limit.
+  const std::optional<int32_t>& max_tokens = seq.sampling_params().max_tokens;
+  *finishes = (max_tokens.has_value() && seq.num_output_tokens() + 1 >= *max_tokens) ||
+              seq.num_tokens() + 1 >= options_.max_context_length;
+  return true;
+}
+
+const ScheduleOutput* Scheduler::ScheduleAhead() {
+  CHECK(step_pending_ && !ahead_pending_) << "ScheduleAhead needs one pending step and none planned ahead";
+  if (queues_.num_waiting() > 0) return nullptr;
+  std::vector<Sequence*> continuing;
+  for (const ScheduledSequence& s : out_.scheduled) {
+    bool finishes = false;
+    if (!CanPlanAhead(s, &finishes)) return nullptr;
+    if (!finishes) continuing.push_back(s.seq);
+  }
+  if (continuing.empty() || int32_t(continuing.size()) > options_.max_num_batched_tokens) return nullptr;
+  // A next position may open a block (or copy a shared one) in every group.
+  if (blocks_.num_free() < int32_t(continuing.size()) * num_kv_groups()) return nullptr;
+  ahead_ = ScheduleOutput{};
+  ahead_.step = ++step_;
+  for (Sequence* seq : continuing) {
+    // The pending step computes every uncomputed token and samples the next.
+    const int32_t next = seq->num_tokens();
+    seq->ReserveOutput();
+    CHECK(blocks_.PrepareWrite(&seq->block_tables(), next, next + 1, &ahead_.plan.block_copies))
+        << "no block for sequence " << seq->seq_id() << " after counting free blocks";
+    AddStep(&ahead_, seq, next, 1, /*input_from_last_sample=*/true);
+  }
+  ahead_pending_ = true;
+  return &ahead_;
+}
+
 void Scheduler::DiscardStep() {
   CHECK(step_pending_);
   step_pending_ = false;
+  DiscardAhead();
+}
+
+void Scheduler::DiscardAhead() {
+  if (!ahead_pending_) return;
+  for (const ScheduledSequence& s : ahead_.scheduled) {
+    if (!s.dropped) s.seq->DropReservedOutput();
+  }
+  ahead_pending_ = false;
 }
 
 std::vector<std::unique_ptr<SequenceGroup>> Scheduler::AbortStep() {
@@ -370,7 +419,12 @@ std::vector<std::unique_ptr<SequenceGroup>> Scheduler::AbortStep() {
     const RequestKey& key = seq->group()->key();
     if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   };
-  for (const ScheduledSequence& s : out_.scheduled) add(s.seq);
+  for (const ScheduledSequence& s : out_.scheduled) {
+    if (!s.dropped) add(s.seq);
+  }
+  // A plan ahead holds only sequences of the pending step; its reservations
+  // go back before they are aborted.
+  DiscardAhead();
   // A copy's destination may hold garbage now; its sequence writes in this
   // step, but check the tables rather than rely on that.
   for (const auto& [src, dst] : out_.plan.block_copies) {
@@ -391,10 +445,10 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
   size_t num_samples = 0;
   for (const ScheduledSequence& s : out_.scheduled) {
     if (!s.sample) continue;
-    if (num_samples >= result.outputs.size() || result.outputs[num_samples].seq_id != s.seq->seq_id()) {
+    if (num_samples >= result.outputs.size() || result.outputs[num_samples].seq_id != s.seq_id) {
       DiscardStep();
       return absl::InternalError(absl::StrCat("step result does not match the plan at sampled sequence ",
-                                              num_samples, " (seq ", s.seq->seq_id(), ")"));
+                                              num_samples, " (seq ", s.seq_id, ")"));
     }
     ++num_samples;
   }
@@ -404,12 +458,18 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
         absl::StrCat("step result has ", result.outputs.size(), " outputs for ", num_samples, " samples"));
   }
   step_pending_ = false;
+  const int64_t step = out_.step;
 
   StepOutcome outcome;
   std::vector<SequenceGroup*> touched;
   std::vector<std::pair<SequenceGroup*, absl::Status>> failures;  // request, first row error
   size_t k = 0;
   for (const ScheduledSequence& s : out_.scheduled) {
+    if (s.dropped) {
+      // Ended after this step was planned ahead: its row is discarded.
+      if (s.sample) ++k;
+      continue;
+    }
     Sequence* seq = s.seq;
     const int32_t begin = seq->num_computed_tokens();
     prompt_tokens_ += std::max(0, std::min(begin + s.num_tokens, seq->num_prompt_tokens()) - begin);
@@ -424,10 +484,14 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
       if (!listed) failures.emplace_back(group, sampled.status());
       continue;
     }
-    seq->AppendOutput(*sampled, options_.max_context_length);
+    if (seq->has_reserved_output()) {
+      seq->ResolveOutput(*sampled, options_.max_context_length);  // the step ahead already computes it
+    } else {
+      seq->AppendOutput(*sampled, options_.max_context_length);
+    }
     ++generation_tokens_;
-    if (seq->group()->output_step() != step_) {
-      seq->group()->set_output_step(step_);
+    if (seq->group()->output_step() != step) {
+      seq->group()->set_output_step(step);
       touched.push_back(seq->group());
     }
     if (seq->finished()) {
@@ -447,6 +511,19 @@ absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) 
   }
   for (auto& [group, status] : failures) {
     outcome.failed.push_back({Abort(group->key()), std::move(status)});
+  }
+  if (ahead_pending_) {
+    // The plan ahead becomes the pending step, less the sequences that ended.
+    for (ScheduledSequence& s : ahead_.scheduled) {
+      if (s.seq->finished()) {
+        s.dropped = true;
+        s.seq = nullptr;
+      }
+    }
+    out_ = std::move(ahead_);
+    ahead_ = ScheduleOutput{};
+    ahead_pending_ = false;
+    step_pending_ = true;
   }
   return outcome;
 }

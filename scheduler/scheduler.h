@@ -41,6 +41,22 @@
 // spans borrow from the sequences, so nothing else may change them (Add is
 // allowed, Abort is not: CHECK).
 //
+// Planning ahead (async scheduling): while the planned step runs, and before
+// its result is applied, ScheduleAhead may plan the next step on the
+// assumption that every sequence of the running step goes on: each reserves
+// the output the running step will sample (Sequence::ReserveOutput) and the
+// next step computes that position (`input_from_last_sample`: the runner
+// takes the token from the step before). Apply then applies the older step,
+// resolving each reservation, and the plan ahead becomes the pending step. A
+// sequence that the older step finished (or whose request failed) stays in
+// the plan ahead as a dropped entry: its row is computed and its output
+// discarded. Only steady decoding is planned ahead: every sequence of the
+// running step samples, none counts outputs for penalties, none is a gang
+// waiting to fork, no request waits to start, and every sequence's next
+// position gets its blocks without preempting anyone; otherwise
+// ScheduleAhead returns null and nothing changes. The tokens every request
+// gets are those of Schedule / Apply alternating.
+//
 // Thread: single-thread, no locks; owned by the engine thread.
 #pragma once
 
@@ -83,12 +99,17 @@ struct SchedulerOptions {
 
 // One sequence's part in the current step (parallel to plan.sequences).
 struct ScheduledSequence {
-  Sequence* seq = nullptr;
+  Sequence* seq = nullptr;  // null when dropped
+  int64_t seq_id = 0;
   int32_t num_tokens = 0;
   bool sample = false;
+  // The sequence ended (finished or aborted) after this step was planned
+  // ahead and before it was applied: its output is discarded.
+  bool dropped = false;
 };
 
 struct ScheduleOutput {
+  int64_t step = 0;  // the scheduler's step counter when planned
   runtime::StepPlan plan;
   std::vector<ScheduledSequence> scheduled;
   std::vector<int64_t> preempted;  // seq ids preempted while planning this step
@@ -148,19 +169,27 @@ class Scheduler {
 
   // Plans the next step. Valid until Apply or DiscardStep.
   const ScheduleOutput& Schedule();
-  // Applies the runner's result of the last Schedule(). INTERNAL when the
-  // result does not match the plan (then the step is discarded). A sequence
-  // whose output carries an error fails its whole request (StepOutcome::
-  // failed) and no other.
+  // Plans the step after the pending one (see the header): null when it
+  // cannot be planned ahead, else valid until the Apply after next or
+  // DiscardStep. Only with a step pending and none planned ahead (CHECK).
+  const ScheduleOutput* ScheduleAhead();
+  bool has_plan_ahead() const { return ahead_pending_; }
+  // Applies the runner's result of the pending step (the oldest planned).
+  // INTERNAL when the result does not match the plan (then the step, and a
+  // plan ahead, are discarded). A sequence whose output carries an error
+  // fails its whole request (StepOutcome::failed) and no other. A plan
+  // ahead becomes the pending step.
   absl::StatusOr<StepOutcome> Apply(const runtime::StepResult& result);
-  // Forgets the last plan without applying it; nothing counts as computed.
+  // Forgets the pending plan, and a plan ahead, without applying them;
+  // nothing counts as computed and reserved outputs are taken back.
   void DiscardStep();
   // The step failed on the device without harming it (out of device memory,
-  // say): forgets the last plan and aborts every request with a sequence in
-  // it (freeing their blocks, which the step may have half written). Other
-  // requests keep their state: what planning did to them (a preemption, a
-  // start with nothing to compute) stands, and none of their blocks was
-  // written by the step.
+  // say): forgets the pending plan (and a plan ahead, whose sequences are
+  // all among the pending step's) and aborts every request with a sequence
+  // in it (freeing their blocks, which the step may have half written).
+  // Other requests keep their state: what planning did to them (a
+  // preemption, a start with nothing to compute) stands, and none of their
+  // blocks was written by the step.
   std::vector<std::unique_ptr<SequenceGroup>> AbortStep();
 
   // Removes a request, frees its blocks and marks its sequences aborted.
@@ -188,6 +217,13 @@ class Scheduler {
   // Tokens `seq` should compute now, at most `budget`.
   int32_t ChunkSize(const Sequence& seq, int32_t budget) const;
   void AddToPlan(Sequence* seq, int32_t n);
+  // Appends `seq`'s step of `n` tokens from `begin` to `out`.
+  void AddStep(ScheduleOutput* out, Sequence* seq, int32_t begin, int32_t n, bool input_from_last_sample);
+  // Whether `s` (a sequence of the pending step) may be planned ahead, and
+  // whether it will surely finish in the pending step (then it is left out).
+  bool CanPlanAhead(const ScheduledSequence& s, bool* finishes) const;
+  // Forgets a plan ahead: its reservations are taken back.
+  void DiscardAhead();
   // Attaches the fork-pending sequences of `seq`'s group when `seq` is its
   // carrier and has computed the shared prefix.
   void MaybeFork(Sequence* seq);
@@ -219,6 +255,8 @@ class Scheduler {
   std::vector<Sequence*> running_;  // in service order (ServedBefore)
   ScheduleOutput out_;
   bool step_pending_ = false;
+  ScheduleOutput ahead_;  // planned ahead of out_ (ahead_pending_)
+  bool ahead_pending_ = false;
   int64_t step_ = 0;
   int64_t next_seq_id_ = 0;
   int64_t next_arrival_order_ = 0;

@@ -56,7 +56,7 @@ bool Sequence::holds_blocks() const {
 
 void Sequence::UpdateHashes(const BlockManager& blocks) {
   if (!blocks.prefix_caching()) return;
-  blocks.ExtendHashes(salt_, tokens_, &block_hashes_);
+  blocks.ExtendHashes(salt_, known_tokens(), &block_hashes_);
 }
 
 void Sequence::AdvanceComputed(int32_t n, BlockManager* blocks) {
@@ -112,8 +112,40 @@ void Sequence::Finish(runtime::FinishReason reason, runtime::StopReason stop_rea
 
 void Sequence::AppendOutput(const runtime::SampledToken& token, int64_t max_context) {
   CHECK(!finished()) << "output appended to finished sequence " << seq_id_;
+  CHECK(!reserved_output_) << "output appended to sequence " << seq_id_ << " over a reserved one";
   tokens_.push_back(token.token_id);
   sampling_state_.AppendOutputToken(token.token_id);
+  AcceptOutput(token, max_context);
+}
+
+void Sequence::ReserveOutput() {
+  CHECK(!finished()) << "output reserved for finished sequence " << seq_id_;
+  CHECK(!reserved_output_) << "sequence " << seq_id_ << " reserves a second output";
+  CHECK(!sampling_state_.tracks_output_counts()) << "sequence " << seq_id_ << " counts outputs for penalties";
+  tokens_.push_back(kReservedToken);
+  sampling_state_.AppendOutputToken(kReservedToken);
+  reserved_output_ = true;
+}
+
+void Sequence::ResolveOutput(const runtime::SampledToken& token, int64_t max_context) {
+  CHECK(reserved_output_) << "sequence " << seq_id_ << " has no reserved output";
+  CHECK(!finished()) << "output resolved for finished sequence " << seq_id_;
+  tokens_.back() = token.token_id;
+  reserved_output_ = false;
+  AcceptOutput(token, max_context);
+}
+
+void Sequence::DropReservedOutput() {
+  if (!reserved_output_) return;
+  tokens_.pop_back();
+  sampling_state_.RetractOutputToken();
+  reserved_output_ = false;
+  // Computed positions never include the reservation until its step is
+  // applied, and that step resolves it first.
+  num_computed_tokens_ = std::min(num_computed_tokens_, num_tokens());
+}
+
+void Sequence::AcceptOutput(const runtime::SampledToken& token, int64_t max_context) {
   pending_.token_ids.push_back(token.token_id);
   if (params_.logprobs.has_value()) pending_.logprobs.push_back(token);
   std::string text;
@@ -140,6 +172,7 @@ void Sequence::AppendOutput(const runtime::SampledToken& token, int64_t max_cont
 }
 
 void Sequence::Abort() {
+  DropReservedOutput();
   if (finished()) return;
   // Held-back text that might have started a stop string is not released:
   // the client asked to stop, and the text is not known to be final.

@@ -117,18 +117,43 @@ class Sequence {
   int32_t num_held_blocks() const;
   // Appends a sampled token: advances the random stream, detokenizes, runs
   // the stop checks and queues output. `max_context`: finish "length" when
-  // the sequence reaches it. Must not be finished.
+  // the sequence reaches it. Must not be finished, nor hold a reserved output.
   void AppendOutput(const runtime::SampledToken& token, int64_t max_context);
+
+  // Planning ahead (Scheduler::ScheduleAhead): the output a step in flight
+  // will sample takes its place now, as kReservedToken at the end of
+  // tokens(), and the random stream advances past it, so that the next step
+  // can be planned (and sample its own position) before this one's token is
+  // known. Only for sequences without penalty counts (CHECK), not finished,
+  // holding no reservation.
+  void ReserveOutput();
+  bool has_reserved_output() const { return reserved_output_; }
+  // The reserved output arrives: it replaces kReservedToken and is
+  // detokenized, stop-checked and queued as AppendOutput does.
+  void ResolveOutput(const runtime::SampledToken& token, int64_t max_context);
+  // Takes the reservation back (the step that would sample it failed, or
+  // the sequence ends without it): tokens() and the random stream are as
+  // before ReserveOutput.
+  void DropReservedOutput();
   // Ends the sequence for a reason the stop checker does not see (abort);
-  // releases held-back text into pending().
+  // releases held-back text into pending() and drops a reserved output.
   void Abort();
 
-  // Hashes full blocks of tokens() not hashed yet (no-op when hashed).
+  // Hashes full blocks of tokens() not hashed yet (no-op when hashed); a
+  // block holding the reserved output waits until it is resolved.
   void UpdateHashes(const BlockManager& blocks);
   uint64_t salt() const { return salt_; }
 
+  // tokens() less a reserved output: the known ones.
+  absl::Span<const int32_t> known_tokens() const {
+    return absl::MakeConstSpan(tokens_).first(tokens_.size() - (reserved_output_ ? 1 : 0));
+  }
+
  private:
   void Finish(runtime::FinishReason reason, runtime::StopReason stop_reason);
+  // What AppendOutput and ResolveOutput share once the token is in tokens_
+  // and the random stream has advanced: output, text, stop checks.
+  void AcceptOutput(const runtime::SampledToken& token, int64_t max_context);
 
   const int64_t seq_id_;
   const int32_t index_;
@@ -150,8 +175,12 @@ class Sequence {
   bool aborted_ = false;
   PendingOutput pending_;
   int64_t planned_step_ = -1;
+  bool reserved_output_ = false;
   const runtime::SamplingParams params_;
 };
+
+// What tokens() holds in place of an output a step in flight will sample.
+inline constexpr int32_t kReservedToken = -1;
 
 // The sequences of one request (or of one phase of a request program). They
 // share the first shared_prefix_len() tokens of their prompts. The carrier

@@ -114,6 +114,16 @@ absl::Status Backend::SampleRows(Tensor logits, absl::Span<const SampleRequest> 
   return absl::OkStatus();
 }
 
+void Backend::EnqueueSampleRows(Tensor logits, absl::Span<const SampleRequest> requests) {
+  enqueued_status_ = SampleRows(logits, requests, &enqueued_tokens_);
+}
+
+absl::Status Backend::FinishSampleRows(std::vector<absl::StatusOr<SampledToken>>* out) {
+  *out = std::move(enqueued_tokens_);
+  enqueued_tokens_.clear();
+  return std::exchange(enqueued_status_, absl::OkStatus());
+}
+
 absl::Status ForwardBatch::Validate(const KvCacheSpec& cache, int64_t vocab_size) const {
   const auto invalid = [](const std::string& what) { return absl::InvalidArgumentError("batch: " + what); };
   const int32_t n = num_tokens();

@@ -334,6 +334,14 @@ class Backend {
   // override it to sample in place and read back only ids and logprobs.
   virtual absl::Status SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
                                   std::vector<absl::StatusOr<SampledToken>>* out);
+  // SampleRows in two phases, for a step launched before its result is
+  // needed (ModelRunner::Launch): EnqueueSampleRows starts it (each state's
+  // uniform is read now) and may return before the device has run the
+  // step; FinishSampleRows waits and gives what SampleRows would have
+  // returned. The requests' params stay valid until FinishSampleRows. The
+  // default runs SampleRows in EnqueueSampleRows.
+  virtual void EnqueueSampleRows(Tensor logits, absl::Span<const SampleRequest> requests);
+  virtual absl::Status FinishSampleRows(std::vector<absl::StatusOr<SampledToken>>* out);
 
   // Waits for the step's work; the first error of the step, if any.
   virtual absl::Status FinishStep() = 0;
@@ -344,6 +352,9 @@ class Backend {
   // Scratch of the default SampleRows.
   Sampler host_sampler_;
   std::vector<float> host_logits_;
+  // The default EnqueueSampleRows's result, until FinishSampleRows.
+  absl::Status enqueued_status_;
+  std::vector<absl::StatusOr<SampledToken>> enqueued_tokens_;
 };
 
 }  // namespace tern::runtime

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/activation/silu_mul.h"
@@ -362,15 +363,25 @@ void CudaBackend::GatherLogitRows(Tensor x, Tensor out) {
 
 absl::Status CudaBackend::SampleRows(Tensor logits, absl::Span<const SampleRequest> requests,
                                      std::vector<absl::StatusOr<SampledToken>>* out) {
+  EnqueueSampleRows(logits, requests);
+  return FinishSampleRows(out);
+}
+
+void CudaBackend::EnqueueSampleRows(Tensor logits, absl::Span<const SampleRequest> requests) {
   Impl& m = *impl_;
   if (m.sampling == nullptr) m.sampling = std::make_unique<CudaSampling>();
-  const absl::Status prepared = m.sampling->Prepare(logits, requests);
+  m.sample_requests.assign(requests.begin(), requests.end());
+  m.sample_prepared = m.sampling->Prepare(logits, requests);
   // A step that failed already samples nothing (its logits may be missing).
-  if (prepared.ok() && m.errors.ok()) m.Record(m.sampling->Enqueue(m.type, logits, m.stream), "sampling");
+  if (m.sample_prepared.ok() && m.errors.ok()) m.Record(m.sampling->Enqueue(m.type, logits, m.stream), "sampling");
+}
+
+absl::Status CudaBackend::FinishSampleRows(std::vector<absl::StatusOr<SampledToken>>* out) {
+  Impl& m = *impl_;
   // The step's one synchronization; it reports the forward pass's errors too.
   if (absl::Status finished = FinishStep(); !finished.ok()) return finished;
-  if (!prepared.ok()) return prepared;
-  m.sampling->Collect(requests, out);
+  if (!m.sample_prepared.ok()) return std::exchange(m.sample_prepared, absl::OkStatus());
+  m.sampling->Collect(m.sample_requests, out);
   return absl::OkStatus();
 }
 

@@ -121,6 +121,10 @@ class CudaBackend final : public Backend {
   };
   GraphStats graph_stats() const;
   void ReadToHost(Tensor tensor, float* out) override;
+  // Enqueue prepares the rows on the host and launches the sampling kernels;
+  // Finish is the step's one wait, then reads back the ids (and logprobs).
+  void EnqueueSampleRows(Tensor logits, absl::Span<const SampleRequest> requests) override;
+  absl::Status FinishSampleRows(std::vector<absl::StatusOr<SampledToken>>* out) override;
 
  private:
   struct Impl;

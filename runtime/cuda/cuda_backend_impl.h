@@ -128,6 +128,9 @@ struct CudaBackend::Impl {
     if (buffer.data() != before) ++generation;
   }
   std::unique_ptr<CudaSampling> sampling;  // created by the first SampleRows
+  // The sampling EnqueueSampleRows started, until FinishSampleRows.
+  std::vector<SampleRequest> sample_requests;
+  absl::Status sample_prepared;
 
   void Record(cudaError_t error, const char* op) { errors.Record(error, op); }
   // Record for a device allocation of `bytes`: a failure names the size and

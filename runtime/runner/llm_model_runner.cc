@@ -4,10 +4,12 @@
 #include <climits>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
 
 namespace tern::runtime {
@@ -179,7 +181,30 @@ absl::Status LlmModelRunner::WarmupDecodeGraphs(int32_t max_seqs) {
 }
 
 absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
-  StepResult result;
+  RETURN_IF_ERROR(Start(plan));
+  return Finish();
+}
+
+absl::Status LlmModelRunner::Launch(const StepPlan& plan) {
+  CHECK(!launched_) << "a step was launched and not collected";
+  launched_ = true;
+  absl::StatusOr<const StepPlan*> resolved = ResolveLastSamples(plan);
+  launch_status_ = resolved.ok() ? Start(**resolved) : resolved.status();
+  return launch_status_;
+}
+
+absl::StatusOr<StepResult> LlmModelRunner::Collect() {
+  CHECK(launched_) << "Collect without a launched step";
+  launched_ = false;
+  if (!launch_status_.ok()) return std::exchange(launch_status_, absl::OkStatus());
+  absl::StatusOr<StepResult> result = Finish();
+  if (result.ok()) RememberSamples(*result);
+  return result;
+}
+
+absl::Status LlmModelRunner::Start(const StepPlan& plan) {
+  sampled_seq_ids_.clear();
+  copies_only_ = false;
   if (!plan.block_copies.empty()) {
     std::vector<int32_t> src, dst;
     for (const auto& [s, d] : plan.block_copies) {
@@ -192,9 +217,9 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
     cache_->CopyBlocks(src, dst);
   }
   if (plan.sequences.empty()) {
-    // Copies alone: wait for them here, so their errors belong to this step.
-    RETURN_IF_ERROR(backend_->FinishStep());
-    return result;
+    // Copies alone: Finish waits for them, so their errors belong to this step.
+    copies_only_ = true;
+    return absl::OkStatus();
   }
 
   const int32_t block_size = cache_->spec().block_size;
@@ -212,6 +237,10 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
   for (const SequenceStep& s : plan.sequences) {
     const int32_t n = static_cast<int32_t>(s.token_ids.size());
     if (n == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no tokens to compute"));
+    if (s.input_from_last_sample) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s.seq_id, " takes its input from the last sample: only Launch resolves it"));
+    }
     const int32_t end = s.num_computed_tokens + n;
     if (int32_t(s.block_tables.size()) != groups) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": ", s.block_tables.size(),
@@ -259,17 +288,28 @@ absl::StatusOr<StepResult> LlmModelRunner::Execute(const StepPlan& plan) {
   ASSIGN_OR_RETURN(Tensor logits, model_->ForwardLogits(b, *cache_));
   requests_.clear();
   for (const SequenceStep& s : plan.sequences) {
-    if (s.sample) requests_.push_back({s.sampling, s.sampling_state});
+    if (!s.sample) continue;
+    requests_.push_back({s.sampling, s.sampling_state});
+    sampled_seq_ids_.push_back(s.seq_id);
   }
   // Padding rows (decode graphs) follow the real ones and are not sampled.
-  // SampleRows is the step's one wait for the device, and reports the
-  // errors of the whole pass.
-  RETURN_IF_ERROR(backend_->SampleRows(logits.Rows(0, int64_t(requests_.size())), requests_, &tokens_));
-  size_t row = 0;
-  for (const SequenceStep& s : plan.sequences) {
-    if (!s.sample) continue;
-    result.outputs.push_back({s.seq_id, std::move(tokens_[row])});
-    ++row;
+  backend_->EnqueueSampleRows(logits.Rows(0, int64_t(requests_.size())), requests_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepResult> LlmModelRunner::Finish() {
+  StepResult result;
+  if (copies_only_) {
+    RETURN_IF_ERROR(backend_->FinishStep());
+    return result;
+  }
+  // The step's one wait for the device; it reports the errors of the whole pass.
+  RETURN_IF_ERROR(backend_->FinishSampleRows(&tokens_));
+  if (tokens_.size() != sampled_seq_ids_.size()) {
+    return absl::InternalError(absl::StrCat("sampling gave ", tokens_.size(), " rows for ", sampled_seq_ids_.size()));
+  }
+  for (size_t row = 0; row < sampled_seq_ids_.size(); ++row) {
+    result.outputs.push_back({sampled_seq_ids_[row], std::move(tokens_[row])});
   }
   return result;
 }

@@ -72,6 +72,10 @@ class LlmModelRunner final : public ModelRunner {
                                                                 const LlmModelRunnerOptions& options);
 
   absl::StatusOr<StepResult> Execute(const StepPlan& plan) override;
+  // Launch enqueues the step's forward pass and sampling and returns (on
+  // the CUDA backend, before the device has run them); Collect waits.
+  absl::Status Launch(const StepPlan& plan) override;
+  absl::StatusOr<StepResult> Collect() override;
   KvCacheLayout kv_cache_layout() const override {
     return {cache_->spec().num_blocks, cache_->spec().block_size, groups_.num_groups()};
   }
@@ -107,6 +111,10 @@ class LlmModelRunner final : public ModelRunner {
   // One warm-up prefill of n tokens (n fits the cache and the context), and
   // with `decode` one decode step after it.
   absl::Status WarmupPrefill(int32_t n, bool decode);
+  // A step in two halves: Start builds the batch and enqueues the forward
+  // pass and the sampling, Finish waits for them and gives the result.
+  absl::Status Start(const StepPlan& plan);
+  absl::StatusOr<StepResult> Finish();
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<KvCache> cache_;
@@ -115,6 +123,12 @@ class LlmModelRunner final : public ModelRunner {
   ForwardBatch batch_;  // reused step to step
   std::vector<SampleRequest> requests_;
   std::vector<absl::StatusOr<SampledToken>> tokens_;
+  // The started step (Start, until Finish): its sampled sequences in row
+  // order, or block copies alone; and Launch's state until Collect.
+  std::vector<int64_t> sampled_seq_ids_;
+  bool copies_only_ = false;
+  bool launched_ = false;
+  absl::Status launch_status_;
 };
 
 }  // namespace tern::runtime

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <random>
 
+#include "runtime/base/check.h"
+
 namespace tern::runtime {
 
 SequenceSamplingState::SequenceSamplingState(uint64_t seed, uint32_t stream,
@@ -21,6 +23,12 @@ SequenceSamplingState::SequenceSamplingState(uint64_t seed, uint32_t stream,
 void SequenceSamplingState::AppendOutputToken(int32_t token_id) {
   if (counts_ == OutputCounts::kTracked) ++output_counts_[token_id];
   ++num_output_tokens_;
+}
+
+void SequenceSamplingState::RetractOutputToken() {
+  CHECK(counts_ == OutputCounts::kUntracked) << "an output counted for penalties cannot be retracted";
+  CHECK_GT(num_output_tokens_, 0);
+  --num_output_tokens_;
 }
 
 bool SequenceSamplingState::InPrompt(int32_t token_id) const {

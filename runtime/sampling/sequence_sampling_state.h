@@ -42,6 +42,9 @@ class SequenceSamplingState {
   // tracked, counts it for penalties. Sampling itself does not change the
   // state, so sampling the same position twice gives the same token.
   void AppendOutputToken(int32_t token_id);
+  // Takes the last AppendOutputToken back: the random stream steps back one
+  // position. Only for untracked counts (CHECK), with an output to retract.
+  void RetractOutputToken();
 
   // The uniform in [0, 1) that sampling uses for the next output position.
   double NextUniform() const { return PhiloxUniform(seed_, stream_, num_output_tokens_); }

@@ -49,6 +49,11 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
     const tern::v1::ServerConfig& server, const tern::v1::ModelConfig& model, const std::string& name,
     std::function<void(const absl::Status&)> on_fatal, scheduler::DeviceShareOptions device,
     tern::v1::ModelInfo* info) {
+  if (model.async_scheduling()) {
+    return absl::InvalidArgumentError(
+        "async_scheduling: planning a step ahead is for LLM engines; the diffusion engine batches at step "
+        "boundaries and plans each step from the last");
+  }
   runtime::DitOpsChoice choice;
   choice.backend = DiffusionBackend(model);
   choice.dtype = model.dtype();

@@ -120,6 +120,7 @@ absl::StatusOr<std::unique_ptr<scheduler::Engine>> MakeEngine(const tern::v1::Se
   options.model_name = name;
   options.max_num_seqs = max_num_seqs;
   options.max_num_batched_tokens = max_batched_tokens;
+  options.async_scheduling = model.async_scheduling();
   if (server.limits().max_queued_requests() > 0) options.max_queued_requests = server.limits().max_queued_requests();
   options.tokenizer = tokenizer;
   options.on_fatal = std::move(on_fatal);

@@ -156,6 +156,21 @@ TEST(DiffusionAttentionPlanE2eTest, ThePlanIsReportedFollowedAndExactAttentionCa
   }
 }
 
+// Planning a step ahead is the LLM engine's: a diffusion model asking for it
+// stops start-up with the reason.
+TEST(DiffusionConfigE2eTest, AsyncSchedulingIsRefused) {
+  TempDir dir;
+  const std::string config = dir.Write(
+      "ternd.json", std::string(R"({"models": [{"name": "d", "path": ")") + kDemoDit + R"(", "asyncScheduling": true}]})");
+  const ProcessResult result =
+      RunProcess({BinaryPath("ternd"), "--grpc-port", "0", "--http-port", "0", "--config", config},
+                 std::chrono::seconds(60));
+  EXPECT_EQ(result.signal, 0) << "ternd crashed: " << result.output;
+  EXPECT_GT(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("async_scheduling: planning a step ahead is for LLM engines"), std::string::npos)
+      << result.output;
+}
+
 TEST(DiffusionAttentionPlanE2eTest, APlanThatDoesNotFitStopsStartUp) {
   TempDir dir;
   struct Case {

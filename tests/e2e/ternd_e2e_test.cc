@@ -357,6 +357,43 @@ TEST(TerndE2eTest, GenerateStreamsTokensWithUsageAndFinishReason) {
   EXPECT_EQ(cli.exit_code, 0) << cli.output;
 }
 
+// A model with async_scheduling plans each decode step while the one before
+// runs: its streams are the plain engine's, token for token, and the steps
+// planned ahead are counted.
+TEST(TerndE2eTest, AsyncSchedulingStreamsTheSameTokens) {
+  TempDir dir;
+  const std::string model = MakeTinyModel(dir, "tiny-llama");
+  tern::v1::GenerateRequest request;
+  request.set_model("tiny-llama");
+  request.set_text("Once upon a time");
+  request.mutable_sampling()->set_temperature(0.0f);
+  request.mutable_sampling()->set_max_tokens(24);
+  request.mutable_sampling()->set_ignore_eos(true);
+  std::string texts[2];
+  for (const bool async : {false, true}) {
+    DaemonProcess daemon = StartOrDie(
+        {"--config", dir.Write(async ? "async.json" : "plain.json",
+                               R"({"models": [{"path": ")" + model + R"(", "backend": "cpu", "asyncScheduling": )" +
+                                   (async ? "true" : "false") + "}]}")});
+    auto stub = tern::v1::Llm::NewStub(Connect(daemon));
+    const StreamResult result = Stream(*stub, request);
+    ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+    EXPECT_EQ(result.tokens, 24);
+    texts[async ? 1 : 0] = result.text;
+    const HttpReply scrape = HttpGet(daemon.http_port(), "/metrics");
+    const std::string series = R"(tern_engine_steps_planned_ahead_total{model="tiny-llama"} )";
+    const size_t at = scrape.body.find(series);
+    ASSERT_NE(at, std::string::npos) << scrape.body;
+    const double planned = std::stod(scrape.body.substr(at + series.size()));
+    if (async) {
+      EXPECT_GE(planned, 15) << "most of 24 decode steps are planned ahead";
+    } else {
+      EXPECT_EQ(planned, 0);
+    }
+  }
+  EXPECT_EQ(texts[1], texts[0]);
+}
+
 TEST(TernRunTest, GeneratesDeterministicTextFromPrompt) {
   TempDir dir;
   const std::string model = MakeTinyModel(dir, "tiny-llama");

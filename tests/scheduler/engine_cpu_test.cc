@@ -115,6 +115,103 @@ TEST_F(EngineCpuTest, BatchedGreedyOutputsEqualEachRequestAlone) {
   EXPECT_EQ(stats.generation_tokens, 12 + 8 + 15 + 6 + 10 + 9);
 }
 
+// Async scheduling on the CPU backend: with the next step planned while the
+// one before runs, every request gets the greedy tokens it gets alone, and
+// seeded sampled choices the tokens they get without planning ahead; under
+// chunked prefill, preemptions, prefix hits and staggered arrivals (which
+// pause planning ahead for a step).
+TEST_F(EngineCpuTest, AsyncSchedulingGivesEveryRequestTheSameTokens) {
+  struct Case {
+    int32_t prompt_len, max_tokens, seed;
+    absl::Duration delay;
+  };
+  const std::vector<Case> cases = {{40, 6, 4, absl::ZeroDuration()}, {23, 18, 2, absl::ZeroDuration()},
+                                   {5, 22, 1, absl::ZeroDuration()},  {2, 15, 3, absl::Milliseconds(3)},
+                                   {11, 10, 5, absl::Milliseconds(8)}, {17, 19, 1, absl::Milliseconds(2)}};
+  const auto requests = [&](const std::string& tag) {
+    std::vector<EngineRequest> out;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      out.push_back(Greedy(tag + std::to_string(i), PromptOf(cases[i].prompt_len, cases[i].seed),
+                           cases[i].max_tokens));
+    }
+    // Two seeded choices, sampled.
+    EngineRequest sampled = Greedy(tag + "sampled", PromptOf(9, 6), 14);
+    sampled.sampling.temperature = 0.8f;
+    sampled.sampling.seed = 99;
+    sampled.sampling.n = 2;
+    out.push_back(std::move(sampled));
+    return out;
+  };
+  const auto run = [&](bool async, int32_t num_blocks, const std::string& tag, int64_t* planned_ahead) {
+    EngineOptions options;
+    options.max_num_batched_tokens = 16;
+    options.max_num_seqs = 6;
+    options.async_scheduling = async;
+    auto engine = MakeEngine(num_blocks, options);
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    std::vector<EngineRequest> all = requests(tag);
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (i < cases.size()) absl::SleepFor(cases[i].delay);
+      sinks.push_back(std::make_shared<CollectingSink>());
+      EXPECT_TRUE(engine->Submit(std::move(all[i]), sinks.back()).ok());
+    }
+    std::vector<std::vector<int32_t>> tokens;
+    for (auto& sink : sinks) {
+      EXPECT_TRUE(sink->WaitDone());
+      EXPECT_TRUE(sink->status().ok()) << sink->status();
+      tokens.push_back(sink->tokens(0));
+    }
+    tokens.push_back(sinks.back()->tokens(1));
+    const EngineStats stats = engine->Stats();
+    EXPECT_EQ(stats.kv_blocks_used, 0);
+    EXPECT_EQ(stats.running, 0);
+    *planned_ahead = stats.steps_planned_ahead;
+    return tokens;
+  };
+  int64_t sync_ahead = 0, async_ahead = 0, roomy_ahead = 0;
+  const auto sync = run(false, 24, "sync", &sync_ahead);
+  const auto async = run(true, 24, "async", &async_ahead);   // preemptions: planning ahead pauses
+  const auto roomy = run(true, 256, "roomy", &roomy_ahead);  // steady decoding: mostly planned ahead
+  EXPECT_EQ(sync_ahead, 0);
+  EXPECT_GT(async_ahead, 0);
+  EXPECT_GT(roomy_ahead, 10);
+  ASSERT_EQ(async.size(), sync.size());
+  for (size_t i = 0; i < sync.size(); ++i) {
+    EXPECT_EQ(async[i], sync[i]) << "request " << i;
+    EXPECT_EQ(roomy[i], sync[i]) << "request " << i;
+  }
+}
+
+TEST_F(EngineCpuTest, AsyncSchedulingCancelsAtTheNextStepBoundary) {
+  EngineOptions options;
+  options.async_scheduling = true;
+  auto engine = MakeEngine(64, options);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 3; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(engine->Submit(Greedy("c" + std::to_string(i), PromptOf(10 + i, i), 200), sinks.back()).ok());
+  }
+  for (int i = 0; i < 2000 && engine->Stats().steps_planned_ahead < 4; ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_GT(engine->Stats().steps_planned_ahead, 0);
+  engine->Cancel({kDefaultTenantName, "c1"});
+  ASSERT_TRUE(sinks[1]->WaitDone());
+  EXPECT_TRUE(sinks[1]->aborted());
+  EXPECT_LT(sinks[1]->tokens().size(), 200u);
+  // The others run to the end, token for token as without planning ahead.
+  for (int i : {0, 2}) {
+    ASSERT_TRUE(sinks[size_t(i)]->WaitDone());
+    EXPECT_TRUE(sinks[size_t(i)]->status().ok());
+    EXPECT_EQ(sinks[size_t(i)]->tokens().size(), 200u);
+  }
+  auto plain = MakeEngine(64);
+  auto alone = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(plain->Submit(Greedy("alone", PromptOf(10, 0), 200), alone).ok());
+  ASSERT_TRUE(alone->WaitDone());
+  EXPECT_EQ(sinks[0]->tokens(), alone->tokens());
+  for (int i = 0; i < 1000 && engine->Stats().kv_blocks_used != 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(engine->Stats().kv_blocks_used, 0);
+}
+
 // An MoA plan on the real CPU backend: sequences longer than the whole KV
 // cache run because the blocks no head of a KV-cache group's layers reads
 // again are freed after each step, and every greedy token equals the

@@ -62,6 +62,12 @@ absl::StatusOr<runtime::StepResult> FakeModelRunner::Execute(const runtime::Step
   for (const runtime::SequenceStep& s : plan.sequences) {
     const int32_t n = static_cast<int32_t>(s.token_ids.size());
     if (n == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no tokens"));
+    if (s.input_from_last_sample) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": an unresolved input reached Execute"));
+    }
+    for (int32_t t : s.token_ids) {
+      if (t < 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": token ", t, " computed"));
+    }
     const int32_t end = s.num_computed_tokens + n;
     if (int32_t(s.block_tables.size()) != num_groups) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": ", s.block_tables.size(),

@@ -89,13 +89,50 @@ class Driver {
     return g;
   }
 
+  // Async scheduling: each step launched, the next planned ahead while it
+  // "runs" (Scheduler::ScheduleAhead), then collected and applied after the
+  // step ahead is launched, as the engine does.
+  void set_plan_ahead(bool on) { plan_ahead_ = on; }
+  int steps_planned_ahead() const { return steps_planned_ahead_; }
+  bool launched() const { return launched_; }
+
   // Runs one step; returns what ran.
   const RecordedStep& Step() {
+    if (plan_ahead_) return StepAhead();
     const ScheduleOutput& out = scheduler_->Schedule();
     for (int64_t id : out.preempted) preempted_.push_back(id);
     auto result = runner_.Execute(out.plan);
     EXPECT_TRUE(result.ok()) << result.status();
-    auto outcome = scheduler_->Apply(*result);
+    ApplyResult(*result);
+    return runner_.steps().back();
+  }
+
+  // Plan ahead, collect, launch the plan ahead, apply: the step collected is
+  // the one recorded.
+  const RecordedStep& StepAhead() {
+    if (!launched_) {
+      const ScheduleOutput& out = scheduler_->Schedule();
+      for (int64_t id : out.preempted) preempted_.push_back(id);
+      EXPECT_TRUE(runner_.Launch(out.plan).ok());
+      launched_ = true;
+    }
+    const ScheduleOutput* ahead = scheduler_->ScheduleAhead();
+    auto result = runner_.Collect();
+    EXPECT_TRUE(result.ok()) << result.status();
+    const size_t collected = runner_.steps().size() - 1;
+    launched_ = false;
+    if (ahead != nullptr) {
+      ++steps_planned_ahead_;
+      const absl::Status launched = runner_.Launch(ahead->plan);
+      EXPECT_TRUE(launched.ok()) << launched;
+      launched_ = launched.ok();
+    }
+    ApplyResult(*result);
+    return runner_.steps()[collected];
+  }
+
+  void ApplyResult(const runtime::StepResult& result) {
+    auto outcome = scheduler_->Apply(result);
     EXPECT_TRUE(outcome.ok()) << outcome.status();
     for (SequenceGroup* g : outcome->updated) Collect(*g);
     for (auto& g : outcome->finished) {
@@ -108,12 +145,12 @@ class Driver {
       finished_.push_back(std::move(f.group));
     }
     ++step_;
-    return runner_.steps().back();
   }
 
   void RunUntilIdle(int max_steps = 10000) {
-    for (int i = 0; i < max_steps && scheduler_->HasWork(); ++i) Step();
+    for (int i = 0; i < max_steps && (scheduler_->HasWork() || launched_); ++i) Step();
     ASSERT_FALSE(scheduler_->HasWork());
+    ASSERT_FALSE(launched_);
   }
 
   std::vector<int32_t> Output(const std::string& id, int32_t index = 0) { return outputs_[id][index]; }
@@ -145,6 +182,9 @@ class Driver {
   std::map<std::string, int> finished_at_;
   std::map<std::string, absl::Status> failed_;
   std::vector<std::unique_ptr<SequenceGroup>> finished_;
+  bool plan_ahead_ = false;
+  bool launched_ = false;
+  int steps_planned_ahead_ = 0;
 };
 
 SchedulerOptions Options(int32_t max_seqs, int32_t budget, bool caching = true) {
@@ -872,6 +912,206 @@ TEST(SchedulerKvGroupsTest, PreemptedSequencesGiveBackEveryGroupAndMatch) {
   EXPECT_EQ(d.Output("b"), GroupedReference(groups, Prompt(20, 200), 40));
   EXPECT_EQ(d.Output("c"), GroupedReference(groups, Prompt(20, 400), 40));
   EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Planning ahead (async scheduling): the next step is planned while the
+// pending one "runs", each sequence reserving the output it will get. Every
+// request gets the tokens it gets with Schedule / Apply alternating.
+
+TEST(ScheduleAheadTest, DecodingAheadGivesEveryRequestItsTokens) {
+  Driver d(128, 4, Options(8, 16));
+  d.set_plan_ahead(true);
+  d.Add("a", Prompt(9), 20);
+  d.Add("b", Prompt(30, 100), 7);  // a prefill of two chunks
+  d.Add("c", Prompt(9), 12);       // a's prompt: prefix-cache hits
+  d.Add("d", Prompt(5, 300), 1);   // one token: finishes in its first step
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a"), Reference(Prompt(9), 20));
+  EXPECT_EQ(d.Output("b"), Reference(Prompt(30, 100), 7));
+  EXPECT_EQ(d.Output("c"), Reference(Prompt(9), 12));
+  EXPECT_EQ(d.Output("d"), Reference(Prompt(5, 300), 1));
+  // Steady decoding was planned ahead: most steps.
+  EXPECT_GE(d.steps_planned_ahead(), 12);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+  EXPECT_EQ(d.scheduler().stats().generation_tokens, 20 + 7 + 12 + 1);
+}
+
+TEST(ScheduleAheadTest, ASequenceStoppedByEosComputesOneDiscardedRow) {
+  const std::vector<int32_t> full = Reference(Prompt(7), 30);
+  SchedulerOptions options = Options(8, 64);
+  options.eos_token_ids = {full[9]};  // the tenth output stops a (if it did not stop earlier)
+  const int32_t stop = int32_t(std::find(full.begin(), full.end(), full[9]) - full.begin());
+  for (const bool ahead : {false, true}) {
+    Driver d(64, 4, options);
+    d.set_plan_ahead(ahead);
+    d.Add("a", Prompt(7), 30);
+    d.Add("b", Prompt(6, 500), 16);
+    d.RunUntilIdle();
+    EXPECT_EQ(d.Output("a"), std::vector<int32_t>(full.begin(), full.begin() + stop + 1)) << "ahead " << ahead;
+    const std::vector<int32_t> b = Reference(Prompt(6, 500), 16);
+    const auto b_stop = std::find(b.begin(), b.end(), full[9]);
+    EXPECT_EQ(d.Output("b"), std::vector<int32_t>(b.begin(), b_stop == b.end() ? b.end() : b_stop + 1))
+        << "ahead " << ahead;
+    EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0) << "ahead " << ahead;
+    if (ahead) {
+      // a's row after its EOS was computed in the step planned ahead and
+      // discarded: a later step holds it, without a sample kept.
+      EXPECT_GT(d.steps_planned_ahead(), 0);
+      EXPECT_EQ(d.scheduler().stats().generation_tokens, int64_t(stop + 1 + d.Output("b").size()));
+    }
+  }
+}
+
+TEST(ScheduleAheadTest, ChoicesAndGangsForkThenDecodeAhead) {
+  Driver d(128, 4, Options(16, 64));
+  d.set_plan_ahead(true);
+  d.Add("n2", Prompt(10), 9, nullptr, 0, /*n=*/2);
+  d.AddGang("gang", Prompt(8), {Prompt(3, 100), Prompt(2, 200), Prompt(5, 300)}, 11);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("n2", 0), Reference(Prompt(10), 9, 0));
+  EXPECT_EQ(d.Output("n2", 1), Reference(Prompt(10), 9, 1));
+  for (int32_t i = 0; i < 3; ++i) {
+    const std::vector<int32_t> suffix = i == 0 ? Prompt(3, 100) : i == 1 ? Prompt(2, 200) : Prompt(5, 300);
+    EXPECT_EQ(d.Output("gang", i), Reference(Concat(Prompt(8), suffix), 11, i)) << "point " << i;
+  }
+  EXPECT_GT(d.steps_planned_ahead(), 5);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(ScheduleAheadTest, KvGroupsFreeWhatTheyNoLongerReadAhead) {
+  const runtime::KvCacheGroups groups = NarrowAndWide();
+  Driver d(64, 4, RetainingOptions(&groups, 8, 16));
+  d.set_plan_ahead(true);
+  d.Add("a", Prompt(30), 50);
+  d.Add("b", Prompt(22, 600), 40, nullptr, 0, /*n=*/2);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a"), GroupedReference(groups, Prompt(30), 50));
+  EXPECT_EQ(d.Output("b", 0), GroupedReference(groups, Prompt(22, 600), 40, 0));
+  EXPECT_EQ(d.Output("b", 1), GroupedReference(groups, Prompt(22, 600), 40, 1));
+  EXPECT_GT(d.steps_planned_ahead(), 20);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(ScheduleAheadTest, UnderBlockPressureItWaitsForPlanningInStep) {
+  // 12 blocks of 4: three requests growing to 44 tokens each cannot all
+  // stay; planning ahead stops when the free blocks do not cover every
+  // sequence's next position, and the preemptions happen in sync steps.
+  Driver d(12, 4, Options(8, 64, /*caching=*/false));
+  d.set_plan_ahead(true);
+  d.Add("a", Prompt(12), 32);
+  d.Add("b", Prompt(12, 200), 32);
+  d.Add("c", Prompt(12, 400), 32, nullptr, /*priority=*/5);
+  d.RunUntilIdle();
+  EXPECT_GT(d.scheduler().stats().preemptions, 0);
+  EXPECT_GT(d.steps_planned_ahead(), 0);
+  EXPECT_EQ(d.Output("a"), Reference(Prompt(12), 32));
+  EXPECT_EQ(d.Output("b"), Reference(Prompt(12, 200), 32));
+  EXPECT_EQ(d.Output("c"), Reference(Prompt(12, 400), 32));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(ScheduleAheadTest, ARowThatFailsEndsOnlyItsRequest) {
+  const std::vector<int32_t> prompt = Prompt(6, 40);
+  const std::vector<int32_t> expected = Reference(prompt, 8);
+  Driver d(64, 4, Options(8, 64));
+  d.set_plan_ahead(true);
+  d.runner().set_poison_token(expected[2]);  // the fourth sample of "dies" fails
+  d.Add("dies", prompt, 8);
+  d.Add("lives", Prompt(7, 500), 8);
+  d.RunUntilIdle();
+  ASSERT_TRUE(d.failed().count("dies"));
+  EXPECT_EQ(d.Output("dies"), std::vector<int32_t>(expected.begin(), expected.begin() + 3));
+  EXPECT_EQ(d.Output("lives"), Reference(Prompt(7, 500), 8));
+  EXPECT_GT(d.steps_planned_ahead(), 0);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(ScheduleAheadTest, NotWhileARequestWaitsToStart) {
+  Driver d(64, 4, Options(8, 64));
+  d.Add("a", Prompt(5), 10);
+  const ScheduleOutput& first = d.scheduler().Schedule();
+  ASSERT_EQ(first.plan.sequences.size(), 1u);
+  d.Add("late", Prompt(5, 100), 3);  // waits: the next step must start it
+  EXPECT_EQ(d.scheduler().ScheduleAhead(), nullptr);
+  EXPECT_FALSE(d.scheduler().has_plan_ahead());
+  d.scheduler().DiscardStep();
+}
+
+TEST(ScheduleAheadTest, NotForSequencesThatCountOutputsForPenalties) {
+  Driver d(64, 4, Options(8, 64));
+  SequenceGroup::Options o;
+  const Tenant tenant = MakeTenant("t");
+  o.request_id = "penalized";
+  o.tenant = &tenant;
+  o.sampling.temperature = 0;
+  o.sampling.max_tokens = 4;
+  o.sampling.frequency_penalty = 0.5f;
+  d.scheduler().Add(std::move(o), Prompt(5), 1);
+  d.scheduler().Schedule();
+  EXPECT_EQ(d.scheduler().ScheduleAhead(), nullptr);
+  d.scheduler().DiscardStep();
+}
+
+TEST(ScheduleAheadTest, AFailedStepAbortsItsRequestsAndTakesTheReservationsBack) {
+  Driver d(64, 4, Options(8, 64));
+  SequenceGroup* a = d.Add("a", Prompt(5), 10);
+  d.Add("b", Prompt(5, 100), 10);
+  d.Step();  // prefill
+  d.scheduler().Schedule();
+  const ScheduleOutput* ahead = d.scheduler().ScheduleAhead();
+  ASSERT_NE(ahead, nullptr);
+  ASSERT_EQ(ahead->plan.sequences.size(), 2u);
+  EXPECT_TRUE(ahead->plan.sequences[0].input_from_last_sample);
+  EXPECT_TRUE(a->sequences()[0]->has_reserved_output());
+  EXPECT_EQ(a->sequences()[0]->tokens().back(), kReservedToken);
+  // The pending step fails on the device: both requests end, every block is free.
+  std::vector<std::unique_ptr<SequenceGroup>> aborted = d.scheduler().AbortStep();
+  ASSERT_EQ(aborted.size(), 2u);
+  for (const auto& group : aborted) {
+    const Sequence& seq = *group->sequences()[0];
+    EXPECT_FALSE(seq.has_reserved_output());
+    EXPECT_EQ(seq.num_output_tokens(), 1);  // the prefill's token, not the reservation
+  }
+  EXPECT_FALSE(d.scheduler().has_plan_ahead());
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(ScheduleAheadTest, AStepAheadTakesTheInputTheCollectedStepSampled) {
+  FakeModelRunner runner(16, 4, kVocab, 4096);
+  const std::vector<int32_t> prompt = Prompt(3);
+  std::vector<std::vector<int32_t>> tables = {{0, 1}};
+  runtime::SamplingParams greedy;
+  greedy.temperature = 0;
+  runtime::SequenceSamplingState state(1, 0, prompt, runtime::OutputCounts::kUntracked);
+  runtime::SequenceStep step;
+  step.seq_id = 7;
+  step.token_ids = prompt;
+  step.block_tables = tables;
+  step.sample = true;
+  step.sampling = &greedy;
+  step.sampling_state = &state;
+  runtime::StepPlan plan;
+  plan.sequences = {step};
+  ASSERT_TRUE(runner.Launch(plan).ok());
+  const auto first = runner.Collect();
+  ASSERT_TRUE(first.ok());
+  const std::vector<int32_t> reserved = {kReservedToken};
+  step.token_ids = reserved;
+  step.input_from_last_sample = true;
+  step.num_computed_tokens = 3;
+  plan.sequences = {step};
+  ASSERT_TRUE(runner.Launch(plan).ok());
+  const auto second = runner.Collect();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(runner.steps().back().sequences[0].token_ids, std::vector<int32_t>{first->outputs[0].token->token_id});
+  EXPECT_EQ(second->outputs[0].token->token_id, Reference(prompt, 2)[1]);
+  // A sequence the collected step did not sample cannot take its input from it.
+  plan.sequences[0].seq_id = 8;
+  EXPECT_EQ(runner.Launch(plan).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner.Collect().status().code(), absl::StatusCode::kInvalidArgument);
+  // Execute never resolves it.
+  EXPECT_EQ(runner.Execute(plan).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

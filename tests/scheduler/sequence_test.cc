@@ -80,5 +80,66 @@ TEST(SequenceSamplingTest, OutputCountsAreTrackedOnlyForPenalties) {
   }
 }
 
+// Planning ahead: a reserved output holds its place (the random stream past
+// it, hashes short of it), resolving it is appending it, and dropping it
+// gives back the sequence as it was; an abort drops it too.
+TEST(SequenceReservationTest, ReserveResolveAndDrop) {
+  Tenant tenant;
+  tenant.name = "t";
+  SequenceGroup::Options options;
+  options.request_id = "r";
+  options.tenant = &tenant;
+  options.sampling.temperature = 0.7f;
+  options.sampling.max_tokens = 3;
+  SequenceGroup group(options, 0, 1, 0);
+  BlockManager blocks(BlockManagerOptions{16, 4, true});
+  const std::vector<int32_t> prompt = {5, 6, 7};
+  Sequence seq(1, 0, &group, prompt, 42, group.sampling(), {}, nullptr);
+  Sequence twin(2, 0, &group, prompt, 42, group.sampling(), {}, nullptr);  // appends without reserving
+  runtime::SampledToken token;
+  token.token_id = 9;
+
+  const double first_uniform = seq.sampling_state().NextUniform();
+  seq.ReserveOutput();
+  EXPECT_TRUE(seq.has_reserved_output());
+  EXPECT_EQ(seq.tokens(), (std::vector<int32_t>{5, 6, 7, kReservedToken}));
+  EXPECT_EQ(seq.known_tokens().size(), 3u);
+  twin.AppendOutput(token, 4096);
+  // The next position's draw, as after an append.
+  EXPECT_EQ(seq.sampling_state().NextUniform(), twin.sampling_state().NextUniform());
+  EXPECT_NE(seq.sampling_state().NextUniform(), first_uniform);
+  // A block of four would hold the reservation: it is not hashed yet.
+  seq.UpdateHashes(blocks);
+  EXPECT_TRUE(seq.block_hashes().empty());
+
+  seq.DropReservedOutput();
+  EXPECT_FALSE(seq.has_reserved_output());
+  EXPECT_EQ(seq.tokens(), prompt);
+  EXPECT_EQ(seq.sampling_state().NextUniform(), first_uniform);
+
+  seq.ReserveOutput();
+  seq.ResolveOutput(token, 4096);
+  EXPECT_EQ(seq.tokens(), twin.tokens());
+  EXPECT_EQ(seq.pending().token_ids, twin.pending().token_ids);
+  EXPECT_EQ(seq.sampling_state().NextUniform(), twin.sampling_state().NextUniform());
+  seq.UpdateHashes(blocks);
+  EXPECT_EQ(seq.block_hashes().size(), 1u);
+
+  // An abort with an output reserved: the sequence keeps what it had.
+  seq.ReserveOutput();
+  seq.Abort();
+  EXPECT_TRUE(seq.finished());
+  EXPECT_FALSE(seq.has_reserved_output());
+  EXPECT_EQ(seq.num_output_tokens(), 1);
+
+  // max_tokens: the resolved output can finish the sequence, as an append does.
+  twin.ReserveOutput();
+  twin.ResolveOutput(token, 4096);
+  twin.ReserveOutput();
+  twin.ResolveOutput(token, 4096);
+  EXPECT_TRUE(twin.finished());
+  EXPECT_EQ(twin.finish_reason(), runtime::FinishReason::kLength);
+}
+
 }  // namespace
 }  // namespace tern::scheduler
