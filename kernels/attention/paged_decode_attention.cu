@@ -31,6 +31,7 @@
 #include "kernels/attention/paged_decode_attention.h"
 #include "kernels/common/dispatch.cuh"
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/streaming_load.cuh"
 
 namespace tern::kernels {
 namespace {
@@ -78,22 +79,6 @@ __device__ __forceinline__ void ToFloats<__nv_bfloat16>(const uint4& raw, float*
   }
 }
 
-// Streams 16 bytes that are read once: no L1 allocation.
-__device__ __forceinline__ uint4 LoadStreaming(const void* ptr) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(ptr));
-  return v;
-}
-
-// Streams 8 bytes that are read once.
-__device__ __forceinline__ uint2 LoadStreaming8(const void* ptr) {
-  uint2 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(ptr));
-  return v;
-}
-
 // How a lane reads its piece of a cached row: kVec elements of 16 bytes
 // (native T) or 8 bytes (fp8, int8), as floats before any scale.
 template <typename T, KvElement E>
@@ -101,7 +86,7 @@ struct KvLane {
   using Raw = uint4;
   using Elem = T;
   static constexpr int kVec = 16 / sizeof(T);
-  static __device__ __forceinline__ Raw Load(const Elem* ptr) { return LoadStreaming(ptr); }
+  static __device__ __forceinline__ Raw Load(const Elem* ptr) { return LoadStreaming16(ptr); }
   static __device__ __forceinline__ Raw Zero() { return make_uint4(0, 0, 0, 0); }
   static __device__ __forceinline__ void Convert(const Raw& raw, float* out) { ToFloats<T>(raw, out); }
 };

@@ -11,18 +11,11 @@
 
 #include <cstdint>
 
+#include "kernels/common/streaming_load.cuh"
+
 namespace tern::kernels {
 
 inline constexpr int kSkinnyInFlight = 4;  // 16-byte weight chunks a lane loads per group
-
-// Streams a 16-byte weight chunk past L1: it is used exactly once.
-__device__ __forceinline__ uint4 SkinnyLoadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 __device__ __forceinline__ float2 SkinnyPair(uint32_t bits, __half) {
   return __half22float2(*reinterpret_cast<const __half2*>(&bits));
@@ -78,7 +71,7 @@ __device__ __forceinline__ void SkinnyWarpDots(const T* __restrict__ x, int64_t 
   bool have = whole_group(c);
   if (have) {
 #pragma unroll
-    for (int u = 0; u < kSkinnyInFlight; ++u) current[u] = SkinnyLoadStreaming(wrow + c + 32 * u);
+    for (int u = 0; u < kSkinnyInFlight; ++u) current[u] = LoadStreaming16(wrow + c + 32 * u);
   }
   after_first_loads();
   while (have) {
@@ -86,7 +79,7 @@ __device__ __forceinline__ void SkinnyWarpDots(const T* __restrict__ x, int64_t 
     const bool have_next = whole_group(c + kGroup);
     if (have_next) {
 #pragma unroll
-      for (int u = 0; u < kSkinnyInFlight; ++u) next[u] = SkinnyLoadStreaming(wrow + c + kGroup + 32 * u);
+      for (int u = 0; u < kSkinnyInFlight; ++u) next[u] = LoadStreaming16(wrow + c + kGroup + 32 * u);
     }
     SkinnyAccumulateGroup<T, kMaxRows>(current, x, x_row_stride, rows, c, acc);
     c += kGroup;
@@ -97,7 +90,7 @@ __device__ __forceinline__ void SkinnyWarpDots(const T* __restrict__ x, int64_t 
     }
   }
   for (; c < chunks; c += 32) {
-    const uint4 wv = SkinnyLoadStreaming(wrow + c);
+    const uint4 wv = LoadStreaming16(wrow + c);
 #pragma unroll
     for (int r = 0; r < kMaxRows; ++r) {
       if (r < rows) acc[r] += SkinnyDot8<T>(wv, __ldg(reinterpret_cast<const uint4*>(x + r * x_row_stride) + c));

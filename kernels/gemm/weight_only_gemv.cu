@@ -22,6 +22,7 @@
 
 #include "kernels/common/dispatch.cuh"
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/streaming_load.cuh"
 #include "kernels/common/tensor_core.cuh"
 #include "kernels/gemm/weight_only_fragment.cuh"
 #include "kernels/gemm/weight_only_gemv.h"
@@ -65,15 +66,6 @@ __device__ __forceinline__ int32_t GroupOf(const GemvShape& s, int32_t col) {
   return g < s.groups ? g : s.groups - 1;
 }
 
-// A 16-byte code load past L1: each code byte is used once.
-__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 // Dynamic shared memory: x [rows][x_row_elements] in the compute type (when
 // kXShared; each chunk's columns in WeightOnlyGemvSharedSlot order, columns
 // past k zero), then the block's scales [tiles_per_block][groups][16] as
@@ -107,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, kRowTiles == 1 ? 3 : 2)
   const auto request = [&](uint4 (&batch)[kBatch], int32_t c) {
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
-      if (c + u < c_end) batch[u] = LoadStreaming(lane_codes + int64_t(c + u) * 32);
+      if (c + u < c_end) batch[u] = LoadStreaming16(lane_codes + int64_t(c + u) * 32);
     }
   };
   // Codes, scales and zeros are constant: requested before the wait for x.

@@ -156,6 +156,31 @@ inline ScatteredBatch MakeScatteredBatch(const std::vector<std::pair<int32_t, in
 }
 
 // max |got - want| / max(1, max |want|): a normwise error for one tensor.
+// A [rows, n] result in buffers of row stride `stride` >= n: the n columns
+// of every row of `got` and `want`, in order, and where `got` differs from
+// `want` in a padding column (n .. stride, which a kernel must not write and
+// `want` holds at their initial values), or "" when nowhere.
+struct OutputRegion {
+  std::vector<float> got, want;
+  std::string padding_written;
+};
+inline OutputRegion SplitOutputRegion(const std::vector<float>& got, const std::vector<float>& want, int64_t rows,
+                                      int64_t n, int64_t stride) {
+  OutputRegion region;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t col = 0; col < stride; ++col) {
+      const size_t at = size_t(r * stride + col);
+      if (col < n) {
+        region.got.push_back(got[at]);
+        region.want.push_back(want[at]);
+      } else if (got[at] != want[at] && region.padding_written.empty()) {
+        region.padding_written = "wrote padding column " + std::to_string(col) + " of row " + std::to_string(r);
+      }
+    }
+  }
+  return region;
+}
+
 inline float RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
   float diff = 0.0f, scale = 1.0f;
   for (size_t i = 0; i < want.size(); ++i) {

@@ -116,6 +116,23 @@ std::vector<float> Normal(size_t count, uint32_t seed) {
   return out;
 }
 
+// The layer's bias when the config has one (rounded in `*bias` to the type,
+// as the kernel reads it), uploaded; null otherwise. Advances `*seed`.
+std::unique_ptr<DeviceArray> MakeBias(ScalarType type, const Config& c, uint32_t* seed, std::vector<float>* bias) {
+  if (!c.bias) return nullptr;
+  *bias = Normal(size_t(c.n), (*seed)++);
+  auto d_bias = std::make_unique<DeviceArray>(type, bias->size());
+  d_bias->Upload(*bias);
+  return d_bias;
+}
+
+int32_t DeviceSms() {
+  int device = 0, sms = 1;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return sms;
+}
+
 // The worst element of y [rows, n] (row stride `stride`) against the reference.
 std::string Worst(const std::vector<float>& got, const std::vector<float>& want, int64_t rows, int64_t n,
                   int64_t stride) {
@@ -168,12 +185,7 @@ TEST_P(WeightOnlyGemmCudaTest, MatchesReference) {
   for (const Config& c : kConfigs) {
     auto layer = MakeLayer(c, seed++);
     std::vector<float> bias;
-    std::unique_ptr<DeviceArray> d_bias;
-    if (c.bias) {
-      bias = Normal(size_t(c.n), seed++);
-      d_bias = std::make_unique<DeviceArray>(type, bias.size());
-      d_bias->Upload(bias);  // rounded to the type, as the kernel reads it
-    }
+    std::unique_ptr<DeviceArray> d_bias = MakeBias(type, c, &seed, &bias);
     for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 24, 32, 33, 64}) {
       const int64_t x_stride = c.k + 6, y_stride = c.n + 3;
       auto x = Normal(size_t(rows * x_stride), seed++);
@@ -194,19 +206,9 @@ TEST_P(WeightOnlyGemmCudaTest, MatchesReference) {
                               layer->scales.data(), layer->zeros.data(), c.bias ? bias.data() : nullptr, want.data(),
                               y_stride);
       const std::vector<float> got = dy.Download();
-      std::vector<float> got_region, want_region;
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t col = 0; col < y_stride; ++col) {
-          const size_t at = size_t(r * y_stride + col);
-          if (col < c.n) {
-            got_region.push_back(got[at]);
-            want_region.push_back(want[at]);
-          } else {
-            ASSERT_EQ(got[at], want[at]) << Describe(c) << ", rows " << rows << ": wrote padding column " << col;
-          }
-        }
-      }
-      EXPECT_LT(testing::RelativeError(got_region, want_region), testing::Tolerance(type))
+      const testing::OutputRegion region = testing::SplitOutputRegion(got, want, rows, c.n, y_stride);
+      ASSERT_EQ(region.padding_written, "") << Describe(c) << ", rows " << rows;
+      EXPECT_LT(testing::RelativeError(region.got, region.want), testing::Tolerance(type))
           << Describe(c) << ", rows " << rows << ": " << Worst(got, want, rows, c.n, y_stride);
     }
   }
@@ -242,9 +244,7 @@ int64_t GemvSharedLimit(int64_t cap) {
 }
 
 std::string DescribePlan(const WeightOnlyDeviceWeight& layer, int64_t rows, int32_t slices, int64_t max_shared) {
-  int device = 0, sms = 1;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int32_t sms = DeviceSms();
   const WeightOnlyGemvPlan p = PlanWeightOnlyGemv(layer.layout, rows, layer.half_scales, layer.zeros != nullptr, sms,
                                                   slices, GemvSharedLimit(max_shared));
   std::ostringstream s;
@@ -280,20 +280,10 @@ void CheckGemv(ScalarType type, const Config& c, const Layer& layer, const std::
   WeightOnlyGemmReference(layer.params, rows, x.data(), x_stride, nullptr, layer.codes.data(), layer.scales.data(),
                           layer.zeros.data(), d_bias != nullptr ? bias.data() : nullptr, want.data(), y_stride);
   const std::vector<float> got = dy.Download();
-  std::vector<float> got_region, want_region;
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t col = 0; col < y_stride; ++col) {
-      const size_t at = size_t(r * y_stride + col);
-      if (col < c.n) {
-        got_region.push_back(got[at]);
-        want_region.push_back(want[at]);
-      } else {
-        ASSERT_EQ(got[at], want[at]) << what << ": wrote padding column " << col << " of row " << r;
-      }
-    }
-  }
+  const testing::OutputRegion region = testing::SplitOutputRegion(got, want, rows, c.n, y_stride);
+  ASSERT_EQ(region.padding_written, "") << what;
   const float tolerance = testing::Tolerance(type);
-  EXPECT_LT(testing::RelativeError(got_region, want_region), tolerance)
+  EXPECT_LT(testing::RelativeError(region.got, region.want), tolerance)
       << what << ": " << FirstMismatch(got, want, rows, c.n, y_stride, 4 * tolerance) << "; "
       << Worst(got, want, rows, c.n, y_stride);
   // Elementwise too: a few wrong outputs among many right ones hardly move the normwise error.
@@ -321,12 +311,7 @@ TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReference) {
   for (const Config& c : configs) {
     auto layer = MakeLayer(c, seed++);
     std::vector<float> bias;
-    std::unique_ptr<DeviceArray> d_bias;
-    if (c.bias) {
-      bias = Normal(size_t(c.n), seed++);
-      d_bias = std::make_unique<DeviceArray>(type, bias.size());
-      d_bias->Upload(bias);
-    }
+    std::unique_ptr<DeviceArray> d_bias = MakeBias(type, c, &seed, &bias);
     for (int64_t rows = 1; rows <= kWeightOnlyGemvMaxRows; ++rows) {
       // x_stride == k: 16-byte staging when k % 8 == 0; k + 6: pair by pair.
       for (int64_t x_stride : {c.k, c.k + 6}) {
@@ -356,15 +341,8 @@ TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReferenceWithXInLargeSharedOrGlobal) {
   for (const Config& c : configs) {
     auto layer = MakeLayer(c, seed++);
     std::vector<float> bias;
-    std::unique_ptr<DeviceArray> d_bias;
-    if (c.bias) {
-      bias = Normal(size_t(c.n), seed++);
-      d_bias = std::make_unique<DeviceArray>(type, bias.size());
-      d_bias->Upload(bias);
-    }
-    int device = 0, sms = 1;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    std::unique_ptr<DeviceArray> d_bias = MakeBias(type, c, &seed, &bias);
+    const int32_t sms = DeviceSms();
     int32_t large = 0;
     for (int64_t rows : {7, 8, 9, 12, 16}) {
       for (int64_t cap : {int64_t(0), kWeightOnlyGemvSharedBudget}) {
@@ -398,15 +376,8 @@ TEST_P(WeightOnlyGemmCudaTest, GemvMatchesReferenceAtEverySliceCount) {
   for (const Config& c : configs) {
     auto layer = MakeLayer(c, seed++);
     std::vector<float> bias;
-    std::unique_ptr<DeviceArray> d_bias;
-    if (c.bias) {
-      bias = Normal(size_t(c.n), seed++);
-      d_bias = std::make_unique<DeviceArray>(type, bias.size());
-      d_bias->Upload(bias);
-    }
-    int device = 0, sms = 1;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    std::unique_ptr<DeviceArray> d_bias = MakeBias(type, c, &seed, &bias);
+    const int32_t sms = DeviceSms();
     int32_t ran = 0;
     for (int32_t slices : {1, 2, 4, 8}) {
       for (int64_t rows : {1, 3, 8, 9, 16}) {

@@ -580,19 +580,25 @@ TEST(SchedulerTest, ARowThatCannotBeSampledFailsOnlyItsOwnRequest) {
   EXPECT_EQ(d.scheduler().num_running(), 0);
 }
 
+// Also with the steps planned ahead: the failing row's request ends, the
+// row planned after it is discarded, the other request runs on.
 TEST(SchedulerTest, ARequestFailingMidDecodeFreesItsBlocks) {
-  Driver d(64, 4, Options(8, 64));
-  const std::vector<int32_t> prompt = Prompt(6, 40);
-  const std::vector<int32_t> expected = Reference(prompt, 8);
-  // Poison the third generated token: the request fails after two tokens.
-  d.runner().set_poison_token(expected[2]);
-  d.Add("dies", prompt, 8);
-  d.Add("lives", Prompt(7, 500), 8);
-  d.RunUntilIdle();
-  ASSERT_TRUE(d.failed().count("dies"));
-  EXPECT_EQ(d.Output("dies"), std::vector<int32_t>(expected.begin(), expected.begin() + 3));
-  EXPECT_EQ(d.Output("lives"), Reference(Prompt(7, 500), 8));
-  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+  for (const bool ahead : {false, true}) {
+    Driver d(64, 4, Options(8, 64));
+    d.set_plan_ahead(ahead);
+    const std::vector<int32_t> prompt = Prompt(6, 40);
+    const std::vector<int32_t> expected = Reference(prompt, 8);
+    // Poison the third generated token: the request fails after two tokens.
+    d.runner().set_poison_token(expected[2]);
+    d.Add("dies", prompt, 8);
+    d.Add("lives", Prompt(7, 500), 8);
+    d.RunUntilIdle();
+    ASSERT_TRUE(d.failed().count("dies")) << "ahead " << ahead;
+    EXPECT_EQ(d.Output("dies"), std::vector<int32_t>(expected.begin(), expected.begin() + 3)) << "ahead " << ahead;
+    EXPECT_EQ(d.Output("lives"), Reference(Prompt(7, 500), 8)) << "ahead " << ahead;
+    EXPECT_EQ(d.steps_planned_ahead() > 0, ahead);
+    EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0) << "ahead " << ahead;
+  }
 }
 
 TEST(SchedulerTest, ApplyRejectsAResultThatDoesNotMatchThePlan) {
@@ -1008,22 +1014,6 @@ TEST(ScheduleAheadTest, UnderBlockPressureItWaitsForPlanningInStep) {
   EXPECT_EQ(d.Output("a"), Reference(Prompt(12), 32));
   EXPECT_EQ(d.Output("b"), Reference(Prompt(12, 200), 32));
   EXPECT_EQ(d.Output("c"), Reference(Prompt(12, 400), 32));
-  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
-}
-
-TEST(ScheduleAheadTest, ARowThatFailsEndsOnlyItsRequest) {
-  const std::vector<int32_t> prompt = Prompt(6, 40);
-  const std::vector<int32_t> expected = Reference(prompt, 8);
-  Driver d(64, 4, Options(8, 64));
-  d.set_plan_ahead(true);
-  d.runner().set_poison_token(expected[2]);  // the fourth sample of "dies" fails
-  d.Add("dies", prompt, 8);
-  d.Add("lives", Prompt(7, 500), 8);
-  d.RunUntilIdle();
-  ASSERT_TRUE(d.failed().count("dies"));
-  EXPECT_EQ(d.Output("dies"), std::vector<int32_t>(expected.begin(), expected.begin() + 3));
-  EXPECT_EQ(d.Output("lives"), Reference(Prompt(7, 500), 8));
-  EXPECT_GT(d.steps_planned_ahead(), 0);
   EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
 }
 
