@@ -4,6 +4,7 @@
 //   tern-mkmodel --arch llama|mistral|qwen2|mixtral --preset tiny|100m|1b|llama-2-7b|llama-3-8b
 //                (--tokenizer DIR | --vocab-size N) --seed N
 //                --dtype float32|float16|bfloat16 --out DIR [--max-shard-mib N] [--layers N]
+//                [--experts N --experts-per-token K] (mixtral)
 //                [--max-position-embeddings N]
 //
 // Weights: linear W ~ N(0, 1/in_features), embeddings ~ N(0, 1), norm
@@ -52,6 +53,9 @@ ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16");
 ABSL_FLAG(std::string, out, "", "Output directory (created)");
 ABSL_FLAG(int64_t, max_shard_mib, 4096, "Largest safetensors shard; more shards get an index");
 ABSL_FLAG(int64_t, layers, 0, "Override the preset's number of layers (0 keeps it)");
+ABSL_FLAG(int64_t, experts, 0,
+          "mixtral: experts per layer instead of the preset's (fewer, as an expert-pruned checkpoint holds; 0 keeps it)");
+ABSL_FLAG(int64_t, experts_per_token, 0, "mixtral: experts each token is routed to (0 keeps the preset's 2)");
 ABSL_FLAG(int64_t, max_position_embeddings, 0,
           "Override the preset's max_position_embeddings, the longest context (0 keeps it)");
 
@@ -165,6 +169,15 @@ int main(int argc, char** argv) {
   auto shape = tern::tools::ShapeFor(absl::GetFlag(FLAGS_arch), absl::GetFlag(FLAGS_preset), facts->vocab_size);
   if (!shape.ok()) return Fail(std::string(shape.status().message()));
   if (absl::GetFlag(FLAGS_layers) > 0) shape->layers = absl::GetFlag(FLAGS_layers);
+  if (absl::GetFlag(FLAGS_experts) != 0 || absl::GetFlag(FLAGS_experts_per_token) != 0) {
+    if (shape->experts == 0) return Fail("--experts and --experts-per-token are for --arch mixtral");
+    if (absl::GetFlag(FLAGS_experts) < 0 || absl::GetFlag(FLAGS_experts_per_token) < 0) {
+      return Fail("--experts and --experts-per-token must not be negative");
+    }
+    if (absl::GetFlag(FLAGS_experts) > 0) shape->experts = absl::GetFlag(FLAGS_experts);
+    if (absl::GetFlag(FLAGS_experts_per_token) > 0) shape->experts_per_token = absl::GetFlag(FLAGS_experts_per_token);
+    // An unusable pair (more experts a token than a layer has) is the config parser's to name, below.
+  }
   if (absl::GetFlag(FLAGS_max_position_embeddings) < 0) return Fail("--max-position-embeddings must not be negative");
   if (absl::GetFlag(FLAGS_max_position_embeddings) > 0) shape->max_positions = absl::GetFlag(FLAGS_max_position_embeddings);
 

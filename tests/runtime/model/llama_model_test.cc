@@ -294,6 +294,96 @@ TEST(LlamaModelLoadTest, MissingAndMisshapenTensorsAreClearErrors) {
   fs::remove_all(dir);
 }
 
+// Expert-pruned Mixtral checkpoints (fewer experts a layer than the original,
+// as expert pruning leaves them) load and run. With one expert left and top
+// 1 every token goes to it with weight 1, so the model is the Llama whose
+// MLP is that expert (w1 gate, w3 up, w2 down): the same logits. Three
+// experts (an odd count) with top 2 load and give finite logits.
+TEST(PrunedExpertsTest, OneExpertLeftIsTheLlamaOfThatExpert) {
+  auto backend = MakeTestBackend();
+  if (backend == nullptr) GTEST_SKIP() << "no CUDA device";
+  const std::string moe = (fs::temp_directory_path() / ("tern-pruned-moe-" + std::to_string(getpid()))).string();
+  const std::string dense = moe + "-llama";
+  const std::string bin = std::getenv("TERN_BIN_DIR") != nullptr && *std::getenv("TERN_BIN_DIR") != '\0'
+                              ? std::getenv("TERN_BIN_DIR")
+                              : TERN_BIN_DIR;
+  const std::string cmd = bin + "/tern-mkmodel --arch mixtral --preset tiny --vocab-size 512 --seed 9 --dtype float32 "
+                                "--experts 1 --experts-per-token 1 --out " + moe + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  // The same weights as a Llama checkpoint.
+  auto store = WeightStore::Open(moe);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<TensorSpec> specs;
+  std::map<std::string, std::string> source;  // llama name -> mixtral name
+  for (const std::string& name : (*store)->Names()) {
+    std::string renamed = name;
+    if (name.find(".block_sparse_moe.gate.") != std::string::npos) continue;  // the router
+    for (const auto& [from, to] : {std::pair{".block_sparse_moe.experts.0.w1.", ".mlp.gate_proj."},
+                                   std::pair{".block_sparse_moe.experts.0.w3.", ".mlp.up_proj."},
+                                   std::pair{".block_sparse_moe.experts.0.w2.", ".mlp.down_proj."}}) {
+      if (const size_t at = name.find(from); at != std::string::npos) {
+        renamed = name.substr(0, at) + to + name.substr(at + std::string(from).size());
+      }
+    }
+    const TensorView view = *(*store)->Get(name);
+    specs.push_back({renamed, view.dtype, view.shape});
+    source[renamed] = name;
+  }
+  fs::create_directories(dense);
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(moe + "/config.json"));
+  config["architectures"] = {"LlamaForCausalLM"};
+  config["model_type"] = "llama";
+  for (const char* key : {"num_local_experts", "num_experts_per_tok", "output_router_logits", "router_aux_loss_coef"}) {
+    config.erase(key);
+  }
+  std::ofstream(dense + "/config.json") << config.dump(2);
+  const auto fill = [&](const TensorSpec& spec, uint8_t* out) {
+    const TensorView view = *(*store)->Get(source.at(spec.name));
+    std::memcpy(out, view.data, std::min(view.nbytes, spec.nbytes()));
+  };
+  ASSERT_TRUE(WriteSafetensors(dense + "/model.safetensors", specs, fill).ok());
+
+  const Golden golden = LoadGolden("tiny-mixtral");
+  const auto prefill_logits = [&](const std::string& dir) {
+    auto model = LlamaModel::Load(dir, backend.get(), {});
+    EXPECT_TRUE(model.ok()) << model.status();
+    auto cache = backend->AllocateKvCache((*model)->CacheSpec(32, 4));
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    ScatteredBlocks pool(32);
+    TestSequence seq(golden.token_ids[3]);
+    ForwardBatch batch;
+    AddToBatch(seq, int32_t(seq.tokens.size()), 4, pool, /*all_logits=*/true, &batch);
+    std::vector<float> logits;
+    EXPECT_TRUE((*model)->Forward(batch, **cache, &logits).ok());
+    return logits;
+  };
+  const std::vector<float> from_moe = prefill_logits(moe);
+  const std::vector<float> from_llama = prefill_logits(dense);
+  ASSERT_EQ(from_moe.size(), from_llama.size());
+  ASSERT_FALSE(from_moe.empty());
+  const size_t vocab = 512;
+  for (size_t row = 0; row < from_moe.size() / vocab; ++row) {
+    ExpectLogitsNear(&from_moe[row * vocab], std::vector<float>(from_llama.begin() + row * vocab,
+                                                                from_llama.begin() + (row + 1) * vocab),
+                     "position " + std::to_string(row));
+  }
+
+  // Three experts, top 2: loads and decodes.
+  fs::remove_all(moe);
+  const std::string three = bin + "/tern-mkmodel --arch mixtral --preset tiny --vocab-size 512 --seed 9 "
+                                  "--dtype float32 --experts 3 --out " + moe + " >/dev/null";
+  ASSERT_EQ(std::system(three.c_str()), 0) << three;
+  const std::vector<float> from_three = prefill_logits(moe);
+  ASSERT_EQ(from_three.size(), from_moe.size());
+  for (float v : from_three) ASSERT_TRUE(std::isfinite(v));
+  // An unusable pair is refused by the tool, naming the field.
+  const std::string bad = bin + "/tern-mkmodel --arch mixtral --preset tiny --vocab-size 512 --experts 1 --out " +
+                          moe + "-bad 2>&1";
+  EXPECT_NE(RunCommand(bad).find("num_experts_per_tok"), std::string::npos);
+  fs::remove_all(moe);
+  fs::remove_all(dense);
+}
+
 #if defined(TERN_TEST_CUDA_BACKEND)
 // Decode steps replayed as CUDA graphs (a batch of 3 padded to 4) give the
 // logits of the same steps run op by op, and the graphs are really replayed.
