@@ -24,6 +24,7 @@
 #include "runtime/dit/dit_model.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/safetensors.h"
+#include "tests/runtime/dit/fp32_view.h"
 
 namespace tern::runtime::dit_test {
 
@@ -102,17 +103,6 @@ inline std::vector<float> ForwardEps(DitModel& model, const std::vector<float>& 
   const absl::Status status = model.Forward({x, t, y, {}}, absl::MakeSpan(eps));
   EXPECT_TRUE(status.ok()) << status;
   return eps;
-}
-
-// An fp32 view of `values` for code that loads tensors.
-inline TensorView View(const std::string& name, const std::vector<int64_t>& shape, const std::vector<float>& values) {
-  TensorView t;
-  t.name = name;
-  t.dtype = DType::kF32;
-  t.shape = shape;
-  t.data = reinterpret_cast<const uint8_t*>(values.data());
-  t.nbytes = values.size() * sizeof(float);
-  return t;
 }
 
 }  // namespace tern::runtime::dit_test

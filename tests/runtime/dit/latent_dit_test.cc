@@ -24,11 +24,13 @@
 #include "runtime/dit/dit_pipeline.h"
 #include "runtime/dit/gaussian_noise.h"
 #include "runtime/dit/vae_decoder.h"
+#include "tests/runtime/dit/fp32_view.h"
 
 namespace tern::runtime {
 namespace {
 
 namespace fs = std::filesystem;
+using dit_test::View;
 using nlohmann::json;
 
 // --- configs ---
@@ -175,16 +177,6 @@ std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   for (float& x : v) x = normal(rng);
   return v;
-}
-
-TensorView View(const std::string& name, const std::vector<int64_t>& shape, const std::vector<float>& values) {
-  TensorView t;
-  t.name = name;
-  t.dtype = DType::kF32;
-  t.shape = shape;
-  t.data = reinterpret_cast<const uint8_t*>(values.data());
-  t.nbytes = values.size() * sizeof(float);
-  return t;
 }
 
 TEST(CpuImageOpsTest, ConvolutionMatchesDirectLoopsAcrossChunks) {
