@@ -213,7 +213,10 @@ void CudaBackend::W8A8Linear(Tensor x, const CudaW8A8Linear& w, Tensor out) {
   ws.stream = m.stream;
   ws.q = static_cast<uint8_t*>(Scratch(kW8A8QuantSlot, x.rows, elements(w.in_features())).data);
   ws.row_scales = static_cast<float*>(Scratch(kW8A8ScaleSlot, x.rows, elements(4)).data);
-  ws.acc = Scratch(kW8A8AccSlot, x.rows, elements(w.out_features() * 4)).data;
+  ws.accumulators = [&]() -> void* {
+    void* acc = Scratch(kW8A8AccSlot, x.rows, elements(w.out_features() * 4)).data;
+    return m.errors.ok() ? acc : nullptr;
+  };
   if (m.Skip()) return;  // a scratch could not grow
   const char* what = "w8a8 linear";
   m.Record(w.Run(m.type, x, out, ws, &what), what);

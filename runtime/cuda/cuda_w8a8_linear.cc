@@ -173,7 +173,11 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
   const int32_t alpha_i = 1, beta_i = 0;
   const void* alpha = fp8() ? static_cast<const void*>(&alpha_f) : static_cast<const void*>(&alpha_i);
   const void* beta = fp8() ? static_cast<const void*>(&beta_f) : static_cast<const void*>(&beta_i);
-  if (cublasLtMatmul(ws.lt, desc.op, alpha, weight_, desc.a, q, desc.b, beta, ws.acc, desc.d, ws.acc, desc.d, algo,
+  *what = "w8a8 accumulators";
+  void* const acc = ws.accumulators ? ws.accumulators() : nullptr;
+  if (acc == nullptr) return cudaErrorMemoryAllocation;
+  *what = "w8a8 cuBLASLt matmul";
+  if (cublasLtMatmul(ws.lt, desc.op, alpha, weight_, desc.a, q, desc.b, beta, acc, desc.d, acc, desc.d, algo,
                      ws.workspace, ws.workspace_bytes, ws.stream) != CUBLAS_STATUS_SUCCESS) {
     return cudaErrorUnknown;
   }
@@ -185,7 +189,7 @@ cudaError_t CudaW8A8Linear::Run(kernels::ScalarType type, const Tensor& x, const
   e.acc_row_stride = out_;
   e.y_row_stride = out.stride;
   e.int32_acc = !fp8();
-  return kernels::LaunchW8A8Epilogue(type, e, ws.acc, row_scales, w_scales_, bias_, out.data, ws.stream);
+  return kernels::LaunchW8A8Epilogue(type, e, acc, row_scales, w_scales_, bias_, out.data, ws.stream);
 }
 
 bool CudaW8A8Linear::RunFusedFp8(kernels::ScalarType type, const uint8_t* q, const float* row_scales,

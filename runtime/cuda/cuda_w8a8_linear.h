@@ -28,11 +28,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
+#include <memory>
 #include <tuple>
 #include <utility>
-#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -52,7 +53,10 @@ struct W8A8Workspace {
   cudaStream_t stream = nullptr;
   uint8_t* q = nullptr;         // [rows, in] (row stride in)
   float* row_scales = nullptr;  // [rows]
-  void* acc = nullptr;          // [rows, out] fp32 or int32
+  // [rows, out] fp32 or int32 sums for the epilogue, asked for only on the
+  // path that has one (not the fused FP8 GEMM, which writes `out` itself);
+  // null: it could not be had (the caller recorded why).
+  std::function<void*()> accumulators;
   // > 0: one cuBLASLt algorithm for every row count, the heuristic's first
   // without split-K for this many rows, so a row's sums do not depend on
   // how many rows run with it (the DiT's batch invariance); 0: the

@@ -222,8 +222,8 @@ void CudaDitOps::RunLinear(uint64_t op_id, bool gelu, Tensor x, const DitLinear&
     ws.fp8_fast_accumulation = m.w8a8_fp8_fast_accumulation;
     ws.q = static_cast<uint8_t*>(m.Workspace(m.w8a8_codes, q.CodeBytes(x.rows), "w8a8 activation codes"));
     ws.row_scales = static_cast<float*>(m.Workspace(m.w8a8_scales, size_t(x.rows) * 4, "w8a8 row scales"));
-    ws.acc = m.Workspace(m.w8a8_acc, q.AccBytes(x.rows), "w8a8 accumulators");
-    if (ws.q == nullptr || ws.row_scales == nullptr || ws.acc == nullptr) return;
+    ws.accumulators = [&] { return m.Workspace(m.w8a8_acc, q.AccBytes(x.rows), "w8a8 accumulators"); };
+    if (ws.q == nullptr || ws.row_scales == nullptr) return;
     const char* what = "w8a8 linear";
     m.Record(q.Run(m.type, x, out, gelu, ws, &what), what);
     return;
