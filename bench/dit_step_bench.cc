@@ -378,8 +378,14 @@ int main(int argc, char** argv) {
       std::printf("%6lld %5lld | %9.3f %9.3f | %9.3f %9.3f %9.3f | %9.1f %9.3f %9.1f %6.2f\n", (long long)tokens,
                   (long long)batch, graph_ms, eager_ms, parts.linear_ms, parts.attention_ms, parts.other_ms,
                   linear_tflops, floor_ms, floor_tflops, floor_ms / parts.linear_ms);
+      // Buffers only grow and the batches run in the order given: with
+      // ascending batches this is what a batch of this many rows needs.
+      const size_t workspace = (*graph_ops)->workspace_bytes();
+      std::printf("  activations and workspaces after batch %lld: %.1f MiB\n", (long long)batch,
+                  double(workspace) / double(1 << 20));
       report["results"].push_back({{"tokens", tokens},
                                    {"batch_rows", batch},
+                                   {"workspace_bytes", workspace},
                                    {"step_ms_graphs", graph_ms},
                                    {"step_ms_eager", eager_ms},
                                    {"linear_ms", parts.linear_ms},

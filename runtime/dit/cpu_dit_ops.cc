@@ -222,6 +222,15 @@ absl::StatusOr<std::unique_ptr<DitTable>> CpuDitOps::UploadTable(absl::Span<cons
   return std::unique_ptr<DitTable>(new CpuDitTable(rows, cols, std::vector<float>(values.begin(), values.end())));
 }
 
+size_t CpuDitOps::workspace_bytes() const {
+  const auto bytes = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
+  size_t total = bytes(timesteps_) + bytes(labels_) + bytes(scores_) + bytes(inv_sums_) + bytes(full_windows_) +
+                 bytes(columns_) + bytes(group_stats_) + bytes(quantized_rows_) + bytes(row_scales_);
+  for (const auto& [slot, values] : scratch_) total += bytes(values);
+  for (const auto& [slot, quantized] : quantized_scratch_) total += bytes(quantized.codes) + bytes(quantized.scales);
+  return total;
+}
+
 absl::Status CpuDitOps::BeginStep(const DitStep& step) {
   if (step.labels.size() != step.timesteps.size()) {
     return absl::InvalidArgumentError(

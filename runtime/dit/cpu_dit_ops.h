@@ -26,6 +26,7 @@ class CpuDitOps final : public DitOps {
  public:
   CpuDitOps() = default;
   std::string name() const override { return "cpu"; }
+  size_t workspace_bytes() const override;
 
   absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,
                                                          const TensorView* bias) override;

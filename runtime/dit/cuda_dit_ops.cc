@@ -571,6 +571,16 @@ CudaDitOps::GraphStats CudaDitOps::graph_stats() const { return impl_->stats; }
 
 bool CudaDitOps::records_graphs() const { return impl_->graphs_enabled; }
 
+size_t CudaDitOps::workspace_bytes() const {
+  const Impl& m = *impl_;
+  size_t total = m.workspace.bytes() + m.im2col.bytes() + m.norm_workspace.bytes() + m.read_buffer.bytes() +
+                 m.w8a8_codes.bytes() + m.w8a8_scales.bytes() + m.w8a8_acc.bytes() + m.attention_scores.bytes() +
+                 m.attention_probs.bytes() + m.staging_device->bytes();
+  for (const auto& [slot, buffer] : m.scratch) total += buffer.bytes();
+  for (const auto& [slot, quantized] : m.quantized_scratch) total += quantized.codes.bytes() + quantized.scales.bytes();
+  return total;
+}
+
 CudaDitOps::GemmTuning CudaDitOps::gemm_tuning() const { return impl_->tuning; }
 
 }  // namespace tern::runtime

@@ -90,6 +90,9 @@ class CudaDitOps final : public DitOps {
 
   std::string name() const override { return "cuda"; }
   bool records_graphs() const override;
+  // Device scratch and workspaces (the cuBLASLt workspace and the pinned
+  // staging's device twin included; the pinned host staging is not).
+  size_t workspace_bytes() const override;
   DType compute_dtype() const { return options_.compute_dtype; }
 
   absl::StatusOr<std::unique_ptr<DitLinear>> PrepareLinear(const TensorView& weight,

@@ -29,7 +29,11 @@ absl::StatusOr<std::unique_ptr<DitRunner>> DitRunner::Create(const std::string& 
       new DitRunner(std::move(ops), std::move(model), std::move(vae), std::move(schedule), options));
 }
 
-absl::Status DitRunner::Warmup(int32_t max_rows) {
+absl::Status DitRunner::Warmup(int32_t max_rows) { return Run(max_rows, /*every_shape=*/true); }
+
+absl::Status DitRunner::ReserveWorkspaces(int32_t max_rows) { return Run(max_rows, /*every_shape=*/false); }
+
+absl::Status DitRunner::Run(int32_t max_rows, bool every_shape) {
   if (max_rows < 1) return absl::InvalidArgumentError(absl::StrCat("warm-up rows must be at least 1, not ", max_rows));
   const DitConfig& c = config();
   const int32_t label = c.has_null_class() ? c.null_class : 0;
@@ -59,6 +63,7 @@ absl::Status DitRunner::Warmup(int32_t max_rows) {
   // The largest of each first, so that no later pass grows a buffer.
   if (vae_ != nullptr) RETURN_IF_ERROR(decode(decode_batch));
   RETURN_IF_ERROR(forward(max_rows));
+  if (!every_shape) return absl::OkStatus();
   for (int32_t rows = 1; rows <= max_rows; ++rows) {
     for (int pass = 0; pass < 2; ++pass) RETURN_IF_ERROR(forward(rows));
   }

@@ -78,6 +78,11 @@ class DitRunner final : public DiffusionRunner {
   // zeros at the middle timestep with the null class (class 0 without one);
   // nothing a request sees depends on them. The ops' error, if any.
   absl::Status Warmup(int32_t max_rows);
+  // The first part of Warmup alone: one forward of max_rows rows and one
+  // decode of the largest batch, so every workspace has grown to what any
+  // batch up to max_rows needs (DitOps::workspace_bytes then says how much)
+  // and no later pass allocates. For ops that record no graphs.
+  absl::Status ReserveWorkspaces(int32_t max_rows);
   // The passes Warmup ran: DiT forwards and VAE decodes.
   struct WarmupCounts {
     int32_t forwards = 0;
@@ -91,6 +96,8 @@ class DitRunner final : public DiffusionRunner {
   DitOps* ops() { return ops_.get(); }
 
  private:
+  // Warmup (every_shape) or ReserveWorkspaces.
+  absl::Status Run(int32_t max_rows, bool every_shape);
   DitRunner(std::unique_ptr<DitOps> ops, std::unique_ptr<DitModel> model, std::unique_ptr<VaeDecoder> vae,
             NoiseSchedule schedule, const DitRunnerOptions& options)
       : ops_(std::move(ops)),

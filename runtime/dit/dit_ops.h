@@ -192,6 +192,11 @@ class DitOps {
   // and variant) and replayed: then the first passes of each key cost more
   // than later ones, and a start-up warm-up (DitRunner::Warmup) pays it.
   virtual bool records_graphs() const { return false; }
+  // Bytes the ops hold for passes (activations, step scratch, workspaces and
+  // staging: what the largest pass so far needed; weights and DitBuffers
+  // are not counted). Buffers only grow, so after DitRunner::Warmup this is
+  // the activation memory reserved for every batch up to its rows.
+  virtual size_t workspace_bytes() const = 0;
 
   // --- weights (load time); errors name the tensor ---
   // `weight` [out, ...] is read as [out, numel / out]: a PyTorch Linear's

@@ -146,16 +146,22 @@ absl::StatusOr<std::unique_ptr<ServedDiffusion>> LoadDiffusionModel(
     served->default_steps = n;
   }
   if (d.max_batch_rows() > 0) served->max_batch_rows = d.max_batch_rows();
-  // With CUDA graphs, each batch size's first passes are eager and recorded:
-  // pay that here, for every size the engine can form, not in requests.
-  if ((*runner)->ops()->records_graphs()) {
+  // The activation memory of the largest batch the engine can form is taken
+  // now, so every batch it admits (at most max_batch_rows rows) fits it and
+  // no pass allocates while serving. With CUDA graphs, each batch size's
+  // first passes are eager and recorded: pay that here too, not in requests.
+  {
     const absl::Time start = absl::Now();
-    if (absl::Status warm = (*runner)->Warmup(served->max_batch_rows); !warm.ok()) {
-      return absl::Status(warm.code(), absl::StrCat("warming up the DiT's passes: ", warm.message()));
-    }
+    const bool graphs = (*runner)->ops()->records_graphs();
+    const absl::Status warm = graphs ? (*runner)->Warmup(served->max_batch_rows)
+                                     : (*runner)->ReserveWorkspaces(served->max_batch_rows);
+    if (!warm.ok()) return absl::Status(warm.code(), absl::StrCat("warming up the DiT's passes: ", warm.message()));
+    served->activation_bytes = (*runner)->ops()->workspace_bytes();
     const runtime::DitRunner::WarmupCounts counts = (*runner)->warmup_counts();
-    spdlog::info("model {}: warm-up ran {} DiT passes (1..{} rows) and {} VAE decodes in {:.2f} s", name,
-                 counts.forwards, served->max_batch_rows, counts.decodes, absl::ToDoubleSeconds(absl::Now() - start));
+    spdlog::info("model {}: {:.1f} MiB of activations reserved for batches of up to {} rows; warm-up ran {} DiT "
+                 "passes and {} VAE decodes in {:.2f} s",
+                 name, double(served->activation_bytes) / double(1 << 20), served->max_batch_rows, counts.forwards,
+                 counts.decodes, absl::ToDoubleSeconds(absl::Now() - start));
   }
 
   scheduler::DiffusionEngineOptions options;

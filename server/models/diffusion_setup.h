@@ -32,6 +32,10 @@ struct ServedDiffusion {
   // Bytes the DiT's and its VAE decoder's weights hold on the backend
   // (runtime::DitRunner::weight_bytes), in the schemes they run as.
   size_t weight_bytes = 0;
+  // Bytes the ops hold for passes after the start-up warm-up
+  // (runtime::DitOps::workspace_bytes): the activation memory of a batch of
+  // max_batch_rows rows, which every admitted batch fits.
+  size_t activation_bytes = 0;
   std::unique_ptr<scheduler::DiffusionEngine> engine;
 };
 

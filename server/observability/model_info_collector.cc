@@ -33,6 +33,10 @@ std::vector<prometheus::MetricFamily> ModelInfoCollector::Collect() const {
       "tern_model_weight_bytes",
       "Bytes the model's weights hold on its backend (device memory on CUDA), in the weight scheme they run as.",
       prometheus::MetricType::Gauge, {}};
+  prometheus::MetricFamily activation_bytes{
+      "tern_model_activation_bytes",
+      "Bytes a diffusion model's ops reserved at start-up for the activations of its largest batch.",
+      prometheus::MetricType::Gauge, {}};
   prometheus::MetricFamily kv_capacity{"tern_kv_cache_capacity_tokens",
                                        "Tokens the model's KV cache holds (blocks x block size).",
                                        prometheus::MetricType::Gauge, {}};
@@ -49,10 +53,13 @@ std::vector<prometheus::MetricFamily> ModelInfoCollector::Collect() const {
                                  {"weight_scheme", m.weight_scheme()}},
                                 1.0));
     weight_bytes.metric.push_back(Gauge({{"model", m.name()}}, double(model->weight_bytes)));
+    if (model->diffusion != nullptr) {
+      activation_bytes.metric.push_back(Gauge({{"model", m.name()}}, double(model->diffusion->activation_bytes)));
+    }
     if (model->engine == nullptr) continue;  // a diffusion model: no KV cache
     kv_capacity.metric.push_back(Gauge({{"model", m.name()}}, double(model->kv_cache_capacity_tokens)));
   }
-  return {std::move(info), std::move(weight_bytes), std::move(kv_capacity)};
+  return {std::move(info), std::move(weight_bytes), std::move(activation_bytes), std::move(kv_capacity)};
 }
 
 }  // namespace tern::server

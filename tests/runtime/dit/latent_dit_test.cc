@@ -416,6 +416,40 @@ TEST(LatentDitModelTest, WarmupRunsEveryPassShapeAndChangesNoImage) {
   EXPECT_EQ(pixels[0], pixels[1]);
 }
 
+// Reserving workspaces runs only the largest forward and decode, after
+// which the ops hold the activation memory of every smaller batch: passes of
+// fewer rows and generation allocate nothing more (DitOps::workspace_bytes
+// stays put), and a batch of more rows needs more.
+TEST(LatentDitModelTest, ReservedWorkspacesHoldEverySmallerBatch) {
+  const std::string dir = MakeTinyModel("diffusers");
+  const DitRunnerOptions options{.max_decode_batch = 2, .model = {}};
+  auto small = DitRunner::Create(dir, std::make_unique<CpuDitOps>(), options);
+  auto large = DitRunner::Create(dir, std::make_unique<CpuDitOps>(), options);
+  ASSERT_TRUE(small.ok() && large.ok());
+  EXPECT_EQ((*large)->ops()->workspace_bytes(), 0u);
+  ASSERT_TRUE((*small)->ReserveWorkspaces(2).ok());
+  ASSERT_TRUE((*large)->ReserveWorkspaces(6).ok());
+  EXPECT_EQ((*large)->warmup_counts().forwards, 1);
+  EXPECT_EQ((*large)->warmup_counts().decodes, 1);
+  const size_t reserved = (*large)->ops()->workspace_bytes();
+  EXPECT_GT(reserved, (*small)->ops()->workspace_bytes());
+  // Samples of up to 6 rows (3 guided), stepped to the end and decoded: nothing grows.
+  std::vector<std::unique_ptr<DenoisingSample>> samples;
+  std::vector<DenoisingSample*> batch;
+  for (int i = 0; i < 3; ++i) {
+    auto sample = DenoisingSample::Create((*large)->config(), &(*large)->schedule(),
+                                          {.class_label = 5, .sampler = DiffusionSamplerKind::kDdim,
+                                           .num_steps = 2, .guidance_scale = 2.0, .seed = uint64_t(i), .schedule = {}});
+    ASSERT_TRUE(sample.ok());
+    batch.push_back(sample->get());
+    samples.push_back(*std::move(sample));
+  }
+  while (!batch[0]->done()) ASSERT_TRUE((*large)->Step(batch).ok());
+  const DenoisingSample* done[2] = {batch[0], batch[1]};
+  ASSERT_TRUE((*large)->MakeImages(done).ok());
+  EXPECT_EQ((*large)->ops()->workspace_bytes(), reserved);
+}
+
 TEST(LatentDitModelTest, PerBlockEmbeddersLoadAndMatter) {
   // diffusers' blocks each carry timestep and class embedders; converted
   // checkpoints repeat one set. Distinct ones change every block's
