@@ -375,6 +375,12 @@ bool Scheduler::CanPlanAhead(const ScheduledSequence& s, bool* finishes) const {
 const ScheduleOutput* Scheduler::ScheduleAhead() {
   CHECK(step_pending_ && !ahead_pending_) << "ScheduleAhead needs one pending step and none planned ahead";
   if (queues_.num_waiting() > 0) return nullptr;
+  // Every running sequence is in the pending step: one that is not (no
+  // budget or seat was left for it) is planned in step, so none waits
+  // behind steps planned ahead.
+  size_t in_step = 0;
+  for (const ScheduledSequence& s : out_.scheduled) in_step += s.dropped ? 0 : 1;
+  if (in_step != running_.size()) return nullptr;
   std::vector<Sequence*> continuing;
   for (const ScheduledSequence& s : out_.scheduled) {
     bool finishes = false;

@@ -50,10 +50,10 @@
 // resolving each reservation, and the plan ahead becomes the pending step. A
 // sequence that the older step finished (or whose request failed) stays in
 // the plan ahead as a dropped entry: its row is computed and its output
-// discarded. Only steady decoding is planned ahead: every sequence of the
-// running step samples, none counts outputs for penalties, none is a gang
-// waiting to fork, no request waits to start, and every sequence's next
-// position gets its blocks without preempting anyone; otherwise
+// discarded. Only steady decoding is planned ahead: every running sequence
+// is in the running step and samples, none counts outputs for penalties,
+// none is a gang waiting to fork, no request waits to start, and every
+// sequence's next position gets its blocks without preempting anyone; otherwise
 // ScheduleAhead returns null and nothing changes. The tokens every request
 // gets are those of Schedule / Apply alternating.
 //
