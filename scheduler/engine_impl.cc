@@ -533,11 +533,11 @@ absl::StatusOr<runtime::StepResult> EngineImpl::Collect() {
 }
 
 const ScheduleOutput* EngineImpl::PlanAhead(const Core::Intake& intake) {
-  // Not while requests wait to leave or to start, nor while another engine
+  // Not while requests wait to leave, nor while another engine
   // waits for the device: its turn comes between two steps, and this
   // step's output should not wait for it.
-  if (!options_.async_scheduling || core_.DeviceContended() || intake.draining ||
-      !intake.submissions.empty() || !deferred_cancels_.empty() || core_.EarliestDeadline() <= absl::Now()) {
+  if (!options_.async_scheduling || core_.DeviceContended() || intake.draining || !deferred_cancels_.empty() ||
+      core_.EarliestDeadline() <= absl::Now()) {
     return nullptr;
   }
   return scheduler_.ScheduleAhead();

@@ -7,8 +7,8 @@
 // requests; abort requests past their deadline; plan; launch the step; (with
 // EngineOptions::async_scheduling, plan the next step while this one runs:
 // Scheduler::ScheduleAhead); collect it; launch the step planned ahead;
-// apply; hand out deltas and finishes; publish stats. While a step planned
-// ahead runs, new requests queue and cancels wait for the next step
+// apply; hand out deltas and finishes; publish stats. New requests start
+// in steps planned ahead as in plain ones; cancels wait for the next step
 // boundary without one in flight (planning ahead pauses for them, for a
 // deadline that passed, a drain, and while another engine on the device
 // has work). With nothing to do, or with

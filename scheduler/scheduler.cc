@@ -116,13 +116,13 @@ void Scheduler::MaybeFork(Sequence* seq) {
     if (other->status() != SequenceStatus::kForkPending) continue;
     other->AttachSharedPrefix(*seq, group->shared_prefix_len(), &blocks_);
     InsertRunning(other.get());
-    ++out_.num_started;
+    ++planning_->num_started;
   }
   group->set_needs_fork(false);
 }
 
 void Scheduler::AddToPlan(Sequence* seq, int32_t n) {
-  AddStep(&out_, seq, seq->num_computed_tokens(), n, /*input_from_last_sample=*/false);
+  AddStep(planning_, seq, seq->num_computed_tokens(), n, /*input_from_last_sample=*/false);
 }
 
 void Scheduler::AddStep(ScheduleOutput* out, Sequence* seq, int32_t begin, int32_t n, bool input_from_last_sample) {
@@ -290,7 +290,7 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
   const auto eligible = [this](const Sequence& seq) {
     return seq.group()->admitted() || queues_.MayAdmit(seq.group()->tenant());
   };
-  while (*budget > 0 && int32_t(out_.scheduled.size()) < options_.max_num_seqs) {
+  while (*budget > 0 && int32_t(planning_->scheduled.size()) < options_.max_num_seqs) {
     Sequence* seq = queues_.PickNext(eligible);
     if (seq == nullptr) return;
     SequenceGroup* group = seq->group();
@@ -317,13 +317,13 @@ void Scheduler::ScheduleWaiting(int32_t* budget) {
     // that it does not start and then preempt itself.
     const bool gang = group->needs_fork() && group->num_live() > 1;
     if ((gang && BlocksToAdmit(*group) > blocks_.num_free()) ||
-        (n > 0 && !blocks_.PrepareWrite(&seq->block_tables(), begin, begin + n, &out_.plan.block_copies))) {
+        (n > 0 && !blocks_.PrepareWrite(&seq->block_tables(), begin, begin + n, &planning_->plan.block_copies))) {
       seq->ResetComputed(&blocks_);  // gives the prefix hits back
       return;
     }
     queues_.Remove(seq);
     InsertRunning(seq);
-    ++out_.num_started;
+    ++planning_->num_started;
     if (!group->admitted()) {
       group->set_admitted();
       group->set_cached_prompt_tokens(std::min(begin, seq->num_prompt_tokens()));
@@ -374,7 +374,6 @@ bool Scheduler::CanPlanAhead(const ScheduledSequence& s, bool* finishes) const {
 
 const ScheduleOutput* Scheduler::ScheduleAhead() {
   CHECK(step_pending_ && !ahead_pending_) << "ScheduleAhead needs one pending step and none planned ahead";
-  if (queues_.num_waiting() > 0) return nullptr;
   // Every running sequence is in the pending step: one that is not (no
   // budget or seat was left for it) is planned in step, so none waits
   // behind steps planned ahead.
@@ -400,6 +399,12 @@ const ScheduleOutput* Scheduler::ScheduleAhead() {
         << "no block for sequence " << seq->seq_id() << " after counting free blocks";
     AddStep(&ahead_, seq, next, 1, /*input_from_last_sample=*/true);
   }
+  // Waiting requests start in the step ahead as they would in step, with
+  // what the budget and the seats leave, but never by preempting.
+  int32_t budget = options_.max_num_batched_tokens - ahead_.num_batched_tokens;
+  planning_ = &ahead_;
+  ScheduleWaiting(&budget);
+  planning_ = &out_;
   ahead_pending_ = true;
   return &ahead_;
 }
@@ -412,8 +417,16 @@ void Scheduler::DiscardStep() {
 
 void Scheduler::DiscardAhead() {
   if (!ahead_pending_) return;
-  for (const ScheduledSequence& s : ahead_.scheduled) {
-    if (!s.dropped) s.seq->DropReservedOutput();
+  for (size_t i = 0; i < ahead_.scheduled.size(); ++i) {
+    const ScheduledSequence& s = ahead_.scheduled[i];
+    if (s.dropped) continue;
+    if (ahead_.plan.sequences[i].input_from_last_sample) {
+      s.seq->DropReservedOutput();
+    } else {
+      // Started in the plan ahead: its blocks may wait for copies that will
+      // not run. It stays running and computes its prompt from the start.
+      s.seq->ResetComputed(&blocks_);
+    }
   }
   ahead_pending_ = false;
 }

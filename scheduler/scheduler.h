@@ -50,12 +50,15 @@
 // resolving each reservation, and the plan ahead becomes the pending step. A
 // sequence that the older step finished (or whose request failed) stays in
 // the plan ahead as a dropped entry: its row is computed and its output
-// discarded. Only steady decoding is planned ahead: every running sequence
-// is in the running step and samples, none counts outputs for penalties,
-// none is a gang waiting to fork, no request waits to start, and every
-// sequence's next position gets its blocks without preempting anyone; otherwise
-// ScheduleAhead returns null and nothing changes. The tokens every request
-// gets are those of Schedule / Apply alternating.
+// discarded. Waiting requests start in the plan ahead as in a plain step,
+// with the budget and seats the decodes leave and never by preempting.
+// Planning ahead needs steady decoding: every running sequence is in the
+// running step and samples, none counts outputs for penalties, none is a
+// gang waiting to fork, and every sequence's next position gets its blocks
+// without preempting anyone; otherwise ScheduleAhead returns null and
+// nothing changes. The tokens every request gets are those of Schedule /
+// Apply alternating. A discarded plan ahead takes its reservations back; a
+// sequence it started keeps running and recomputes its prompt.
 //
 // Thread: single-thread, no locks; owned by the engine thread.
 #pragma once
@@ -257,6 +260,9 @@ class Scheduler {
   bool step_pending_ = false;
   ScheduleOutput ahead_;  // planned ahead of out_ (ahead_pending_)
   bool ahead_pending_ = false;
+  // The plan AddToPlan, ScheduleWaiting and MaybeFork add to: out_, or
+  // ahead_ while ScheduleAhead starts waiting requests.
+  ScheduleOutput* planning_ = &out_;
   int64_t step_ = 0;
   int64_t next_seq_id_ = 0;
   int64_t next_arrival_order_ = 0;

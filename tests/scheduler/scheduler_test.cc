@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -1017,15 +1018,96 @@ TEST(ScheduleAheadTest, UnderBlockPressureItWaitsForPlanningInStep) {
   EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
 }
 
-TEST(ScheduleAheadTest, NotWhileARequestWaitsToStart) {
+TEST(ScheduleAheadTest, AWaitingRequestStartsInTheStepAhead) {
   Driver d(64, 4, Options(8, 64));
   d.Add("a", Prompt(5), 10);
   const ScheduleOutput& first = d.scheduler().Schedule();
   ASSERT_EQ(first.plan.sequences.size(), 1u);
-  d.Add("late", Prompt(5, 100), 3);  // waits: the next step must start it
-  EXPECT_EQ(d.scheduler().ScheduleAhead(), nullptr);
-  EXPECT_FALSE(d.scheduler().has_plan_ahead());
+  d.Add("late", Prompt(5, 100), 3);
+  const ScheduleOutput* ahead = d.scheduler().ScheduleAhead();
+  ASSERT_NE(ahead, nullptr);
+  ASSERT_EQ(ahead->plan.sequences.size(), 2u);
+  EXPECT_TRUE(ahead->plan.sequences[0].input_from_last_sample);  // a's next position
+  EXPECT_FALSE(ahead->plan.sequences[1].input_from_last_sample);  // late's prompt
+  EXPECT_EQ(ahead->plan.sequences[1].token_ids.size(), 5u);
+  EXPECT_EQ(ahead->num_started, 1);
   d.scheduler().DiscardStep();
+
+  // Arrivals while decoding ahead: each starts in a step planned ahead, and
+  // every request gets its tokens.
+  Driver ahead_driver(128, 4, Options(8, 64));
+  ahead_driver.set_plan_ahead(true);
+  ahead_driver.Add("a", Prompt(9), 30);
+  for (int i = 0; i < 6; ++i) {
+    for (int step = 0; step < 3; ++step) ahead_driver.Step();
+    ahead_driver.Add("r" + std::to_string(i), Prompt(4 + i, 200 + 50 * i), 8 + i);
+  }
+  ahead_driver.RunUntilIdle();
+  EXPECT_EQ(ahead_driver.Output("a"), Reference(Prompt(9), 30));
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(ahead_driver.Output("r" + std::to_string(i)), Reference(Prompt(4 + i, 200 + 50 * i), 8 + i)) << i;
+  }
+  // Only the first prefill and the last step of the wave are planned in step.
+  EXPECT_GE(ahead_driver.steps_planned_ahead(), 25);
+  EXPECT_EQ(ahead_driver.scheduler().block_manager().stats().num_used, 0);
+}
+
+TEST(ScheduleAheadTest, ARequestStartedAheadOfAFailedStepRecomputesItsPrompt) {
+  Driver d(64, 4, Options(8, 64));
+  d.Add("a", Prompt(5), 10);
+  d.Step();  // a's prefill
+  d.scheduler().Schedule();
+  d.Add("late", Prompt(9, 300), 4);  // prompt hits no cache; starts in the plan ahead
+  const ScheduleOutput* ahead = d.scheduler().ScheduleAhead();
+  ASSERT_NE(ahead, nullptr);
+  ASSERT_EQ(ahead->plan.sequences.size(), 2u);
+  // The pending step fails: a's request ends; late's keeps running without the blocks it took.
+  std::vector<std::unique_ptr<SequenceGroup>> aborted = d.scheduler().AbortStep();
+  ASSERT_EQ(aborted.size(), 1u);
+  EXPECT_EQ(aborted[0]->request_id(), "a");
+  SequenceGroup* late = d.scheduler().Find({"default", "late"});
+  ASSERT_NE(late, nullptr);
+  EXPECT_EQ(late->sequences()[0]->num_computed_tokens(), 0);
+  EXPECT_FALSE(late->sequences()[0]->holds_blocks());
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("late"), Reference(Prompt(9, 300), 4));
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
+// Random workloads (arrivals between steps, prompt lengths across chunks,
+// shared prefixes, n = 2, EOS stops, a cache small enough to preempt): the
+// same tokens with and without steps planned ahead.
+TEST(ScheduleAheadTest, RandomWorkloadsGiveTheSameTokens) {
+  for (uint32_t seed = 1; seed <= 6; ++seed) {
+    std::map<std::string, std::map<int32_t, std::vector<int32_t>>> outputs[2];
+    int planned = 0;
+    for (const bool ahead : {false, true}) {
+      std::mt19937 rng(seed);
+      SchedulerOptions options = Options(6, 24, /*caching=*/seed % 2 == 0);
+      options.eos_token_ids = {int32_t(rng() % 1000)};
+      Driver d(seed % 3 == 0 ? 18 : 96, 4, options);
+      d.set_plan_ahead(ahead);
+      std::vector<std::pair<std::string, int32_t>> requests;  // id, n
+      for (int i = 0; i < 14; ++i) {
+        const std::string id = "r" + std::to_string(i);
+        const int32_t n = rng() % 4 == 0 ? 2 : 1;
+        const int32_t prompt_len = 1 + int32_t(rng() % 30);
+        const int32_t start = rng() % 2 == 0 ? 1 : 100 * (1 + int32_t(rng() % 5));  // shared prefixes
+        d.Add(id, Prompt(prompt_len, start), 1 + int32_t(rng() % 24), nullptr, 0, n);
+        requests.emplace_back(id, n);
+        const int steps = int(rng() % 4);
+        for (int k = 0; k < steps && (d.scheduler().HasWork() || d.launched()); ++k) d.Step();
+      }
+      d.RunUntilIdle();
+      for (const auto& [id, n] : requests) {
+        for (int32_t c = 0; c < n; ++c) outputs[ahead ? 1 : 0][id][c] = d.Output(id, c);
+      }
+      EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0) << "seed " << seed << ", ahead " << ahead;
+      if (ahead) planned = d.steps_planned_ahead();
+    }
+    EXPECT_EQ(outputs[1], outputs[0]) << "seed " << seed;
+    EXPECT_GT(planned, 0) << "seed " << seed;
+  }
 }
 
 TEST(ScheduleAheadTest, NotForSequencesThatCountOutputsForPenalties) {
