@@ -54,8 +54,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "bench/dit_attention_plan_bench.h"
 #include "runtime/dit/cuda_dit_ops.h"
@@ -64,6 +62,7 @@
 #include "runtime/dit/gaussian_noise.h"
 #include "runtime/model/dtype.h"
 #include "runtime/model/weight_scheme.h"
+#include "tools/common/tool_flags.h"
 
 namespace {
 
@@ -207,14 +206,6 @@ double CublasFloorMs(const std::vector<GemmShape>& gemms, cudaDataType type, siz
   return ms / kReps;
 }
 
-std::vector<int64_t> ParseList(const std::string& text) {
-  std::vector<int64_t> out;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    int64_t v = 0;
-    if (absl::SimpleAtoi(part, &v) && v > 0) out.push_back(v);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -231,8 +222,15 @@ int main(int argc, char** argv) {
     if (flag == "--dtype") dtype_name = value;
     else if (flag == "--dir") dir = value;
     else if (flag == "--json") json_path = value;
-    else if (flag == "--batches") batches = ParseList(value);
-    else if (flag == "--tokens") token_counts = ParseList(value);
+    else if (flag == "--batches" || flag == "--tokens") {
+      const auto list = tern::tools::ParsePositiveList(value);
+      if (!list.has_value()) {
+        std::fprintf(stderr, "tern-dit-bench: %s: \"%s\" is not a list of positive integers\n", flag.c_str(),
+                     value.c_str());
+        return 2;
+      }
+      (flag == "--batches" ? batches : token_counts) = *list;
+    }
     else if (flag == "--iters") iters = std::max(1, std::atoi(value.c_str()));
     else if (flag == "--weight-scheme") weight_scheme = value;
     else if (flag == "--attention-plan") attention_plan = value;

@@ -25,6 +25,7 @@
 #include "nlohmann/json.hpp"
 #include "scheduler/engine.h"
 #include "tests/scheduler/fake_model_runner.h"
+#include "tools/common/tool_flags.h"
 
 namespace {
 
@@ -143,17 +144,6 @@ Run RunOnce(int32_t seqs, int32_t tokens, std::chrono::microseconds device, bool
   return run;
 }
 
-std::vector<int64_t> ParseList(const std::string& text) {
-  std::vector<int64_t> out;
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t comma = text.find(',', at);
-    out.push_back(std::atoll(text.substr(at, comma - at).c_str()));
-    if (comma == std::string::npos) break;
-    at = comma + 1;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -165,7 +155,15 @@ int main(int argc, char** argv) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--seqs") seqs = std::atoi(value.c_str());
     else if (flag == "--tokens") tokens = std::atoi(value.c_str());
-    else if (flag == "--device-us") device_us = ParseList(value);
+    else if (flag == "--device-us") {
+      const auto list = tern::tools::ParsePositiveList(value);
+      if (!list.has_value()) {
+        std::fprintf(stderr, "tern-engine-overlap-bench: --device-us: \"%s\" is not a list of positive integers\n",
+                     value.c_str());
+        return 2;
+      }
+      device_us = *list;
+    }
     else if (flag == "--json") json_path = value;
     else {
       std::fprintf(stderr, "tern-engine-overlap-bench: unknown flag %s\n", flag.c_str());

@@ -33,4 +33,14 @@ std::optional<std::vector<int32_t>> ParseClassList(const std::string& text) {
   return classes;
 }
 
+std::optional<std::vector<int64_t>> ParsePositiveList(const std::string& text) {
+  std::vector<int64_t> values;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(part, &v) || v <= 0) return std::nullopt;
+    values.push_back(v);
+  }
+  return values;
+}
+
 }  // namespace tern::tools

@@ -21,4 +21,8 @@ std::vector<std::string> ParseToolCommandLine(int argc, char** argv);
 // anything else, an empty list included.
 std::optional<std::vector<int32_t>> ParseClassList(const std::string& text);
 
+// A comma-separated list of positive integers ("1,8,64": batch sizes, token
+// counts, microseconds). nullopt when a part is not one, or the list is empty.
+std::optional<std::vector<int64_t>> ParsePositiveList(const std::string& text);
+
 }  // namespace tern::tools
