@@ -29,6 +29,7 @@
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_device_buffer.h"
 #include "runtime/cuda/cuda_sampling.h"
+#include "runtime/cuda/pass_graph.h"
 #include "runtime/cuda/step_errors.h"
 #include "runtime/model/dtype.h"
 
@@ -97,26 +98,15 @@ struct CudaBackend::Impl {
   std::vector<int32_t> row_seq_host;
 
   // CUDA graphs (see the header). A key is (batch size, context capacity).
-  enum class Mode { kEager, kCapture, kReplay };
-  struct Graph {
-    bool warmed = false;
-    uint64_t warm_generation = 0;
-    cudaGraphExec_t exec = nullptr;
-    uint64_t generation = 0;
-  };
+  using Mode = PassGraph::Mode;
   Mode mode = Mode::kEager;
   std::pair<int32_t, int32_t> step_key{0, 0};
   bool step_graphable = false;
   int32_t step_context_capacity = 0;
   uint64_t generation = 0;  // bumped when a buffer that ops read or write moves
-  std::map<std::pair<int32_t, int32_t>, Graph> graphs;
+  std::map<std::pair<int32_t, int32_t>, PassGraph> graphs;
   GraphStats stats;
 
-  ~Impl() {
-    for (auto& [key, graph] : graphs) {
-      if (graph.exec != nullptr) cudaGraphExecDestroy(graph.exec);
-    }
-  }
   // An op enqueues nothing while a graph replays the pass, or once the step
   // has failed (a buffer that could not grow is empty): FinishStep reports
   // the error, and the backend stays usable unless the device faulted.

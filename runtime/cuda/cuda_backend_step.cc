@@ -107,17 +107,11 @@ absl::Status CudaBackend::BeginStep(const ForwardBatch& batch) {
   if (!m.errors.ok()) return FinishStep();
 
   if (m.step_graphable) {
-    Impl::Graph& graph = m.graphs[m.step_key];
-    if (graph.exec != nullptr && graph.generation == m.generation) {
-      m.mode = Impl::Mode::kReplay;
-    } else if (graph.warmed && graph.warm_generation == m.generation) {
-      if (graph.exec != nullptr) {
-        cudaGraphExecDestroy(graph.exec);
-        graph.exec = nullptr;
-      }
+    const Impl::Mode next = m.graphs[m.step_key].Next(m.generation);
+    if (next == Impl::Mode::kCapture) {
       RETURN_IF_CUDA(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "starting graph capture");
-      m.mode = Impl::Mode::kCapture;
     }
+    m.mode = next;
   }
   return absl::OkStatus();
 }
@@ -127,28 +121,21 @@ void CudaBackend::EndForward() {
   switch (m.mode) {
     case Impl::Mode::kEager:
       ++m.stats.eager;
-      if (m.step_graphable) {
-        // Every buffer this pass touched now has its size: capture next time.
-        Impl::Graph& graph = m.graphs[m.step_key];
-        graph.warmed = true;
-        graph.warm_generation = m.generation;
-      }
+      // Every buffer this pass touched now has its size: capture next time.
+      if (m.step_graphable) m.graphs[m.step_key].MarkWarmed(m.generation);
       break;
     case Impl::Mode::kCapture: {
       cudaGraph_t recorded = nullptr;
       const cudaError_t ended = cudaStreamEndCapture(m.stream, &recorded);
       m.Record(ended, "ending graph capture");
-      Impl::Graph& graph = m.graphs[m.step_key];
+      PassGraph& graph = m.graphs[m.step_key];
       if (ended == cudaSuccess && m.errors.ok()) {
-        cudaGraphExec_t exec = nullptr;
-        const cudaError_t made = cudaGraphInstantiate(&exec, recorded, 0);
+        const cudaError_t made = graph.Instantiate(recorded, m.generation);
         m.Record(made, "instantiating a graph");
         if (made == cudaSuccess) {
-          graph.exec = exec;
-          graph.generation = m.generation;
           ++m.stats.captured;
           // Captured work did not run: run it now.
-          m.Record(cudaGraphLaunch(exec, m.stream), "launching a graph");
+          m.Record(cudaGraphLaunch(graph.exec(), m.stream), "launching a graph");
         }
       }
       if (recorded != nullptr) cudaGraphDestroy(recorded);
@@ -156,7 +143,7 @@ void CudaBackend::EndForward() {
     }
     case Impl::Mode::kReplay:
       ++m.stats.replayed;
-      m.Record(cudaGraphLaunch(m.graphs[m.step_key].exec, m.stream), "launching a graph");
+      m.Record(cudaGraphLaunch(m.graphs[m.step_key].exec(), m.stream), "launching a graph");
       break;
   }
   m.mode = Impl::Mode::kEager;

@@ -26,6 +26,7 @@
 #include "kernels/dit/dit_kernels.h"
 #include "runtime/base/check.h"
 #include "runtime/cuda/cuda_device_buffer.h"
+#include "runtime/cuda/pass_graph.h"
 #include "runtime/cuda/step_errors.h"
 #include "runtime/dit/cuda_dit_ops.h"
 #include "runtime/model/dtype.h"
@@ -211,15 +212,8 @@ struct CudaDitOps::Impl {
   std::map<cuda_dit::PlanKey, std::unique_ptr<cuda_dit::GemmPlan>> plans;
   std::map<cuda_dit::MatmulAttentionKey, std::unique_ptr<cuda_dit::MatmulAttentionPlan>> matmul_attention_plans;
 
-  // Graphs by batch size.
-  enum class Mode { kEager, kCapture, kReplay };
-  struct Graph {
-    bool warmed = false;
-    uint64_t warm_generation = 0;
-    cudaGraphExec_t exec = nullptr;
-    uint64_t generation = 0;
-    uint64_t signature = 0;
-  };
+  // Graphs by pass (runtime/cuda/pass_graph.h).
+  using Mode = PassGraph::Mode;
   // A graph records the ops of one (pass kind, batch, image height, image
   // width, variant): a pass of the same kind and batch at another image
   // shape (a VAE decoder at another latent size) issues other ops on other
@@ -231,7 +225,7 @@ struct CudaDitOps::Impl {
   size_t variant_graphs = 0;
   Mode mode = Mode::kEager;
   GraphKey pass_key{};
-  std::map<GraphKey, Graph> graphs;
+  std::map<GraphKey, PassGraph> graphs;
   uint64_t generation = 0;  // bumped when a buffer that ops touch moves
   uint64_t signature = 0;   // the pass's op sequence, hashed
   GraphStats stats;
@@ -243,9 +237,6 @@ struct CudaDitOps::Impl {
   OpTimes times;
 
   ~Impl() {
-    for (auto& [b, g] : graphs) {
-      if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
-    }
     for (cudaEvent_t e : events) cudaEventDestroy(e);
     plans.clear();
     if (lt != nullptr) cublasLtDestroy(lt);

@@ -58,11 +58,8 @@ absl::Status CudaDitOps::BeginStep(const DitStep& step) {
   m.events_used = 0;
   m.mode = Impl::Mode::kEager;
   if (m.graphs_enabled && m.batch > 0 && !m.eager_pass) {
-    Impl::Graph& g = m.graphs[m.pass_key];
-    if (g.exec != nullptr && g.generation == m.generation) {
-      m.mode = Impl::Mode::kReplay;
-    } else if (g.warmed && g.warm_generation == m.generation) {
-      m.mode = Impl::Mode::kCapture;
+    m.mode = m.graphs[m.pass_key].Next(m.generation);
+    if (m.mode == Impl::Mode::kCapture) {
       RETURN_IF_CUDA(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "starting graph capture");
     }
   }
@@ -122,46 +119,37 @@ void CudaDitOps::CopyFromHost(const float* src, Tensor dst) {
 absl::Status CudaDitOps::FinishStep() {
   Impl& m = *impl_;
   if (m.profile) m.MarkEvent(kOtherOp);
-  Impl::Graph* graph = m.graphs_enabled && m.batch > 0 && !m.eager_pass ? &m.graphs[m.pass_key] : nullptr;
+  PassGraph* graph = m.graphs_enabled && m.batch > 0 && !m.eager_pass ? &m.graphs[m.pass_key] : nullptr;
   switch (m.mode) {
     case Impl::Mode::kCapture: {
       cudaGraph_t recorded = nullptr;
       const cudaError_t ended = cudaStreamEndCapture(m.stream, &recorded);
       m.Record(ended, "ending graph capture");
       if (ended == cudaSuccess && m.errors.ok()) {
-        cudaGraphExec_t exec = nullptr;
-        const cudaError_t made = cudaGraphInstantiate(&exec, recorded, 0);
+        const cudaError_t made = graph->Instantiate(recorded, m.generation, m.signature);
         m.Record(made, "instantiating a graph");
         if (made == cudaSuccess) {
-          if (graph->exec != nullptr) cudaGraphExecDestroy(graph->exec);  // recorded before buffers moved
-          graph->exec = exec;
-          graph->generation = m.generation;
-          graph->signature = m.signature;
           ++m.stats.captured;
-          m.Record(cudaGraphLaunch(exec, m.stream), "launching a graph");
+          m.Record(cudaGraphLaunch(graph->exec(), m.stream), "launching a graph");
         }
       }
       if (recorded != nullptr) cudaGraphDestroy(recorded);
       break;
     }
     case Impl::Mode::kReplay:
-      if (m.signature != graph->signature) {
+      if (m.signature != graph->signature()) {
         // Not the pass the graph recorded: run nothing, drop the graph.
         m.Fail(absl::StrCat("a pass of batch ", m.batch,
                             " issued other ops, shapes or buffers than the CUDA graph recorded for that batch"));
-        cudaGraphExecDestroy(graph->exec);
-        *graph = Impl::Graph{};
+        graph->Reset();
       } else if (m.errors.ok()) {
         ++m.stats.replayed;
-        m.Record(cudaGraphLaunch(graph->exec, m.stream), "launching a graph");
+        m.Record(cudaGraphLaunch(graph->exec(), m.stream), "launching a graph");
       }
       break;
     case Impl::Mode::kEager:
       ++m.stats.eager;
-      if (graph != nullptr) {
-        graph->warmed = true;
-        graph->warm_generation = m.generation;
-      }
+      if (graph != nullptr) graph->MarkWarmed(m.generation);
       break;
   }
   m.mode = Impl::Mode::kEager;
