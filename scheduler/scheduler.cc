@@ -359,7 +359,7 @@ const ScheduleOutput& Scheduler::Schedule() {
 
 bool Scheduler::CanPlanAhead(const ScheduledSequence& s, bool* finishes) const {
   *finishes = false;
-  if (s.dropped || !s.sample) return false;  // a prefill chunk's next chunk is planned in sync
+  CHECK(s.sample && !s.dropped);
   const Sequence& seq = *s.seq;
   if (seq.group()->needs_fork() || seq.sampling_state().tracks_output_counts() || seq.has_reserved_output()) {
     return false;
@@ -380,13 +380,23 @@ const ScheduleOutput* Scheduler::ScheduleAhead() {
   size_t in_step = 0;
   for (const ScheduledSequence& s : out_.scheduled) in_step += s.dropped ? 0 : 1;
   if (in_step != running_.size()) return nullptr;
-  std::vector<Sequence*> continuing;
+  std::vector<Sequence*> continuing;  // decoding: their next position
+  std::vector<std::pair<Sequence*, int32_t>> prefilling;  // in a prompt: where their next chunk begins
   for (const ScheduledSequence& s : out_.scheduled) {
+    if (s.dropped) continue;
+    if (!s.sample) {
+      if (s.seq->group()->needs_fork()) return nullptr;  // a carrier's prefix: forks are planned in step
+      prefilling.emplace_back(s.seq, s.seq->num_computed_tokens() + s.num_tokens);
+      continue;
+    }
     bool finishes = false;
     if (!CanPlanAhead(s, &finishes)) return nullptr;
     if (!finishes) continuing.push_back(s.seq);
   }
-  if (continuing.empty() || int32_t(continuing.size()) > options_.max_num_batched_tokens) return nullptr;
+  if ((continuing.empty() && prefilling.empty()) ||
+      int32_t(continuing.size()) > options_.max_num_batched_tokens) {
+    return nullptr;
+  }
   // A next position may open a block (or copy a shared one) in every group.
   if (blocks_.num_free() < int32_t(continuing.size()) * num_kv_groups()) return nullptr;
   ahead_ = ScheduleOutput{};
@@ -399,9 +409,22 @@ const ScheduleOutput* Scheduler::ScheduleAhead() {
         << "no block for sequence " << seq->seq_id() << " after counting free blocks";
     AddStep(&ahead_, seq, next, 1, /*input_from_last_sample=*/true);
   }
+  int32_t budget = options_.max_num_batched_tokens - ahead_.num_batched_tokens;
+  // Prompts in chunks go on with what the decodes leave, in order, as a
+  // plain step gives it to them; one that gets no budget or no blocks waits
+  // for a plain step (it is then running outside the step planned ahead).
+  for (const auto& [seq, begin] : prefilling) {
+    if (budget == 0) break;
+    const int32_t n = std::min(seq->num_tokens() - begin, budget);
+    if (n <= 0) continue;
+    if (blocks_.BlocksNeededToWrite(seq->block_tables(), begin, begin + n) > blocks_.num_free()) break;
+    CHECK(blocks_.PrepareWrite(&seq->block_tables(), begin, begin + n, &ahead_.plan.block_copies))
+        << "no block for sequence " << seq->seq_id() << " after counting free blocks";
+    AddStep(&ahead_, seq, begin, n, /*input_from_last_sample=*/false);
+    budget -= n;
+  }
   // Waiting requests start in the step ahead as they would in step, with
   // what the budget and the seats leave, but never by preempting.
-  int32_t budget = options_.max_num_batched_tokens - ahead_.num_batched_tokens;
   planning_ = &ahead_;
   ScheduleWaiting(&budget);
   planning_ = &out_;
@@ -423,8 +446,9 @@ void Scheduler::DiscardAhead() {
     if (ahead_.plan.sequences[i].input_from_last_sample) {
       s.seq->DropReservedOutput();
     } else {
-      // Started in the plan ahead: its blocks may wait for copies that will
-      // not run. It stays running and computes its prompt from the start.
+      // A prompt started or continued in the plan ahead: its blocks may wait
+      // for copies that will not run. It stays running and computes its
+      // prompt from the start (a sequence of the failed step is aborted).
       s.seq->ResetComputed(&blocks_);
     }
   }

@@ -50,13 +50,13 @@
 // resolving each reservation, and the plan ahead becomes the pending step. A
 // sequence that the older step finished (or whose request failed) stays in
 // the plan ahead as a dropped entry: its row is computed and its output
-// discarded. Waiting requests start in the plan ahead as in a plain step,
-// with the budget and seats the decodes leave and never by preempting.
-// Planning ahead needs steady decoding: every running sequence is in the
-// running step and samples, none counts outputs for penalties, none is a
-// gang waiting to fork, and every sequence's next position gets its blocks
-// without preempting anyone; otherwise ScheduleAhead returns null and
-// nothing changes. The tokens every request gets are those of Schedule /
+// discarded. A prompt in chunks goes on with its next chunk, and waiting
+// requests start, in the plan ahead as in a plain step, with the budget and
+// seats the decodes leave and never by preempting. Planning ahead needs
+// every running sequence in the running step, no sequence counting outputs
+// for penalties, no gang waiting to fork, and every decoding sequence's next
+// position to get its blocks without preempting anyone; otherwise
+// ScheduleAhead returns null and nothing changes. The tokens every request gets are those of Schedule /
 // Apply alternating. A discarded plan ahead takes its reservations back; a
 // sequence it started keeps running and recomputes its prompt.
 //
@@ -222,8 +222,9 @@ class Scheduler {
   void AddToPlan(Sequence* seq, int32_t n);
   // Appends `seq`'s step of `n` tokens from `begin` to `out`.
   void AddStep(ScheduleOutput* out, Sequence* seq, int32_t begin, int32_t n, bool input_from_last_sample);
-  // Whether `s` (a sequence of the pending step) may be planned ahead, and
-  // whether it will surely finish in the pending step (then it is left out).
+  // Whether `s` (a sequence of the pending step that samples) may be planned
+  // ahead, and whether it will surely finish in the pending step (then it is
+  // left out).
   bool CanPlanAhead(const ScheduledSequence& s, bool* finishes) const;
   // Forgets a plan ahead: its reservations are taken back.
   void DiscardAhead();

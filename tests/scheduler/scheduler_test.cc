@@ -1052,6 +1052,22 @@ TEST(ScheduleAheadTest, AWaitingRequestStartsInTheStepAhead) {
   EXPECT_EQ(ahead_driver.scheduler().block_manager().stats().num_used, 0);
 }
 
+TEST(ScheduleAheadTest, APromptInChunksGoesOnInTheStepAhead) {
+  // Budget 8: "long"'s 40-token prompt takes six steps beside "a"'s decode.
+  Driver d(64, 4, Options(8, 8));
+  d.set_plan_ahead(true);
+  d.Add("a", Prompt(5), 16);
+  d.Step();
+  d.Step();
+  d.Add("long", Prompt(40, 100), 6);
+  d.RunUntilIdle();
+  EXPECT_EQ(d.Output("a"), Reference(Prompt(5), 16));
+  EXPECT_EQ(d.Output("long"), Reference(Prompt(40, 100), 6));
+  // Every step after the first is planned ahead, the chunks of "long" included.
+  EXPECT_GE(d.steps_planned_ahead(), d.scheduler().stats().steps - 2);
+  EXPECT_EQ(d.scheduler().block_manager().stats().num_used, 0);
+}
+
 TEST(ScheduleAheadTest, ARequestStartedAheadOfAFailedStepRecomputesItsPrompt) {
   Driver d(64, 4, Options(8, 64));
   d.Add("a", Prompt(5), 10);
