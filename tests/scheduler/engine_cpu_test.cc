@@ -259,15 +259,8 @@ TEST_F(EngineCpuTest, MoaPlanFreesUnreadBlocksAndKeepsTheOutputs) {
       int32_t computed = 0;
       for (int32_t i = 0; i < max_tokens; ++i) {
         runtime::SequenceSamplingState state(0, 0, tokens);
-        runtime::SequenceStep step;
-        step.token_ids = absl::MakeConstSpan(tokens).subspan(size_t(computed));
-        step.num_computed_tokens = computed;
-        step.block_tables = tables;
-        step.sample = true;
-        step.sampling = &greedy;
-        step.sampling_state = &state;
-        runtime::StepPlan plan;
-        plan.sequences = {step};
+        const runtime::StepPlan plan = testing::OneSampledStep(
+            0, absl::MakeConstSpan(tokens).subspan(size_t(computed)), computed, tables, &greedy, &state);
         auto result = (*full)->Execute(plan);
         EXPECT_TRUE(result.ok() && result->outputs[0].token.ok());
         if (!result.ok() || !result->outputs[0].token.ok()) return out;

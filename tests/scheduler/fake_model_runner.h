@@ -35,6 +35,25 @@ struct RecordedStep {
   std::vector<std::pair<int32_t, int32_t>> block_copies;
 };
 
+// A plan of one sequence computing `tokens` from position `computed` and
+// sampling after them with `params` and `state` (borrowed, as the spans).
+inline runtime::StepPlan OneSampledStep(int64_t seq_id, absl::Span<const int32_t> tokens, int32_t computed,
+                                        absl::Span<const std::vector<int32_t>> block_tables,
+                                        const runtime::SamplingParams* params,
+                                        const runtime::SequenceSamplingState* state) {
+  runtime::SequenceStep step;
+  step.seq_id = seq_id;
+  step.token_ids = tokens;
+  step.num_computed_tokens = computed;
+  step.block_tables = block_tables;
+  step.sample = true;
+  step.sampling = params;
+  step.sampling_state = state;
+  runtime::StepPlan plan;
+  plan.sequences = {step};
+  return plan;
+}
+
 class FakeModelRunner final : public runtime::ModelRunner {
  public:
   FakeModelRunner(int32_t num_blocks, int32_t block_size, int64_t vocab_size = 1000, int64_t max_context = 4096);

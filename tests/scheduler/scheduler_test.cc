@@ -1172,15 +1172,8 @@ TEST(ScheduleAheadTest, AStepAheadTakesTheInputTheCollectedStepSampled) {
   runtime::SamplingParams greedy;
   greedy.temperature = 0;
   runtime::SequenceSamplingState state(1, 0, prompt, runtime::OutputCounts::kUntracked);
-  runtime::SequenceStep step;
-  step.seq_id = 7;
-  step.token_ids = prompt;
-  step.block_tables = tables;
-  step.sample = true;
-  step.sampling = &greedy;
-  step.sampling_state = &state;
-  runtime::StepPlan plan;
-  plan.sequences = {step};
+  runtime::StepPlan plan = testing::OneSampledStep(7, prompt, 0, tables, &greedy, &state);
+  runtime::SequenceStep step = plan.sequences[0];
   ASSERT_TRUE(runner.Launch(plan).ok());
   const auto first = runner.Collect();
   ASSERT_TRUE(first.ok());
