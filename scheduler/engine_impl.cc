@@ -556,6 +556,7 @@ void EngineImpl::FinishStep(const Core::Intake& intake) {
   if (ahead != nullptr) {
     last_batched_tokens_ = ahead->num_batched_tokens;
     ++steps_planned_ahead_;
+    scheduler_.CountCollectedSamples(*result);  // penalties see the collected tokens
     next = Launch(*ahead);
   }
   absl::StatusOr<StepOutcome> outcome = scheduler_.Apply(*result);

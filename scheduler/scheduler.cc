@@ -361,9 +361,7 @@ bool Scheduler::CanPlanAhead(const ScheduledSequence& s, bool* finishes) const {
   *finishes = false;
   CHECK(s.sample && !s.dropped);
   const Sequence& seq = *s.seq;
-  if (seq.group()->needs_fork() || seq.sampling_state().tracks_output_counts() || seq.has_reserved_output()) {
-    return false;
-  }
+  if (seq.group()->needs_fork() || seq.has_reserved_output()) return false;
   // Its output from the pending step is its last: by max_tokens, or at the
   // context limit.
   const std::optional<int32_t>& max_tokens = seq.sampling_params().max_tokens;
@@ -401,7 +399,10 @@ const ScheduleOutput* Scheduler::ScheduleAhead() {
   if (blocks_.num_free() < int32_t(continuing.size()) * num_kv_groups()) return nullptr;
   ahead_ = ScheduleOutput{};
   ahead_.step = ++step_;
+  ahead_needs_counts_ = false;
+  ahead_counted_ = false;
   for (Sequence* seq : continuing) {
+    ahead_needs_counts_ = ahead_needs_counts_ || seq->sampling_state().tracks_output_counts();
     // The pending step computes every uncomputed token and samples the next.
     const int32_t next = seq->num_tokens();
     seq->ReserveOutput();
@@ -430,6 +431,22 @@ const ScheduleOutput* Scheduler::ScheduleAhead() {
   planning_ = &out_;
   ahead_pending_ = true;
   return &ahead_;
+}
+
+void Scheduler::CountCollectedSamples(const runtime::StepResult& collected) {
+  CHECK(ahead_pending_) << "no plan ahead";
+  ahead_counted_ = true;
+  if (!ahead_needs_counts_) return;
+  absl::flat_hash_map<int64_t, int32_t> sampled;
+  for (const runtime::SequenceOutput& out : collected.outputs) {
+    if (out.token.ok()) sampled[out.seq_id] = out.token->token_id;
+  }
+  for (size_t i = 0; i < ahead_.scheduled.size(); ++i) {
+    if (!ahead_.plan.sequences[i].input_from_last_sample) continue;
+    Sequence* seq = ahead_.scheduled[i].seq;
+    // A row that failed fails its request when the step is applied.
+    if (auto it = sampled.find(seq->seq_id()); it != sampled.end()) seq->CountReservedOutput(it->second);
+  }
 }
 
 void Scheduler::DiscardStep() {
@@ -485,6 +502,8 @@ std::vector<std::unique_ptr<SequenceGroup>> Scheduler::AbortStep() {
 
 absl::StatusOr<StepOutcome> Scheduler::Apply(const runtime::StepResult& result) {
   CHECK(step_pending_) << "Apply without Schedule";
+  CHECK(!ahead_pending_ || !ahead_needs_counts_ || ahead_counted_)
+      << "a plan ahead with penalty counts was launched before CountCollectedSamples";
   size_t num_samples = 0;
   for (const ScheduledSequence& s : out_.scheduled) {
     if (!s.sample) continue;

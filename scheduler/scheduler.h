@@ -53,10 +53,12 @@
 // discarded. A prompt in chunks goes on with its next chunk, and waiting
 // requests start, in the plan ahead as in a plain step, with the budget and
 // seats the decodes leave and never by preempting. Planning ahead needs
-// every running sequence in the running step, no sequence counting outputs
-// for penalties, no gang waiting to fork, and every decoding sequence's next
-// position to get its blocks without preempting anyone; otherwise
-// ScheduleAhead returns null and nothing changes. The tokens every request gets are those of Schedule /
+// every running sequence in the running step, no gang waiting to fork, and
+// every decoding sequence's next position to get its blocks without
+// preempting anyone; otherwise ScheduleAhead returns null and nothing
+// changes. A sequence with penalties counts its reserved output once the
+// step that samples it is collected (CountCollectedSamples), before the plan
+// ahead is launched. The tokens every request gets are those of Schedule /
 // Apply alternating. A discarded plan ahead takes its reservations back; a
 // sequence it started keeps running and recomputes its prompt.
 //
@@ -177,6 +179,12 @@ class Scheduler {
   // DiscardStep. Only with a step pending and none planned ahead (CHECK).
   const ScheduleOutput* ScheduleAhead();
   bool has_plan_ahead() const { return ahead_pending_; }
+  // Between collecting the pending step and launching the plan ahead: the
+  // sequences of the plan ahead whose penalties count outputs count the
+  // outputs they reserved (now known), so that the plan ahead samples with
+  // them (Sequence::CountReservedOutput). Required when a plan ahead holds
+  // such a sequence (Apply CHECKs); a no-op otherwise.
+  void CountCollectedSamples(const runtime::StepResult& collected);
   // Applies the runner's result of the pending step (the oldest planned).
   // INTERNAL when the result does not match the plan (then the step, and a
   // plan ahead, are discarded). A sequence whose output carries an error
@@ -261,6 +269,8 @@ class Scheduler {
   bool step_pending_ = false;
   ScheduleOutput ahead_;  // planned ahead of out_ (ahead_pending_)
   bool ahead_pending_ = false;
+  bool ahead_needs_counts_ = false;  // a sequence of the plan ahead counts outputs for penalties
+  bool ahead_counted_ = false;       // CountCollectedSamples ran for the plan ahead
   // The plan AddToPlan, ScheduleWaiting and MaybeFork add to: out_, or
   // ahead_ while ScheduleAhead starts waiting requests.
   ScheduleOutput* planning_ = &out_;

@@ -121,25 +121,39 @@ void Sequence::AppendOutput(const runtime::SampledToken& token, int64_t max_cont
 void Sequence::ReserveOutput() {
   CHECK(!finished()) << "output reserved for finished sequence " << seq_id_;
   CHECK(!reserved_output_) << "sequence " << seq_id_ << " reserves a second output";
-  CHECK(!sampling_state_.tracks_output_counts()) << "sequence " << seq_id_ << " counts outputs for penalties";
   tokens_.push_back(kReservedToken);
-  sampling_state_.AppendOutputToken(kReservedToken);
+  sampling_state_.AdvanceStream();
   reserved_output_ = true;
+  reserved_counted_ = -1;
+}
+
+void Sequence::CountReservedOutput(int32_t token_id) {
+  CHECK(reserved_output_ && reserved_counted_ < 0) << "sequence " << seq_id_ << " has no uncounted reserved output";
+  if (!sampling_state_.tracks_output_counts()) return;
+  sampling_state_.CountOutputToken(token_id);
+  reserved_counted_ = token_id;
 }
 
 void Sequence::ResolveOutput(const runtime::SampledToken& token, int64_t max_context) {
   CHECK(reserved_output_) << "sequence " << seq_id_ << " has no reserved output";
   CHECK(!finished()) << "output resolved for finished sequence " << seq_id_;
+  if (reserved_counted_ < 0) {
+    sampling_state_.CountOutputToken(token.token_id);
+  } else {
+    CHECK_EQ(reserved_counted_, token.token_id) << "sequence " << seq_id_ << " counted another token";
+  }
   tokens_.back() = token.token_id;
   reserved_output_ = false;
+  reserved_counted_ = -1;
   AcceptOutput(token, max_context);
 }
 
 void Sequence::DropReservedOutput() {
   if (!reserved_output_) return;
   tokens_.pop_back();
-  sampling_state_.RetractOutputToken();
+  sampling_state_.RetractOutputToken(reserved_counted_);
   reserved_output_ = false;
+  reserved_counted_ = -1;
   // Computed positions never include the reservation until its step is
   // applied, and that step resolves it first.
   num_computed_tokens_ = std::min(num_computed_tokens_, num_tokens());

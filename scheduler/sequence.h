@@ -124,10 +124,13 @@ class Sequence {
   // will sample takes its place now, as kReservedToken at the end of
   // tokens(), and the random stream advances past it, so that the next step
   // can be planned (and sample its own position) before this one's token is
-  // known. Only for sequences without penalty counts (CHECK), not finished,
-  // holding no reservation.
+  // known. Not for a finished sequence, nor one holding a reservation.
   void ReserveOutput();
   bool has_reserved_output() const { return reserved_output_; }
+  // The reserved output is known (its step was collected) before it is
+  // applied: a sequence with penalties counts it now, so that the step
+  // planned ahead samples with it counted. No-op without penalty counts.
+  void CountReservedOutput(int32_t token_id);
   // The reserved output arrives: it replaces kReservedToken and is
   // detokenized, stop-checked and queued as AppendOutput does.
   void ResolveOutput(const runtime::SampledToken& token, int64_t max_context);
@@ -176,6 +179,7 @@ class Sequence {
   PendingOutput pending_;
   int64_t planned_step_ = -1;
   bool reserved_output_ = false;
+  int32_t reserved_counted_ = -1;  // the reserved output's token once counted (CountReservedOutput), else -1
   const runtime::SamplingParams params_;
 };
 

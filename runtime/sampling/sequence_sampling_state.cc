@@ -21,14 +21,21 @@ SequenceSamplingState::SequenceSamplingState(uint64_t seed, uint32_t stream,
 }
 
 void SequenceSamplingState::AppendOutputToken(int32_t token_id) {
-  if (counts_ == OutputCounts::kTracked) ++output_counts_[token_id];
-  ++num_output_tokens_;
+  CountOutputToken(token_id);
+  AdvanceStream();
 }
 
-void SequenceSamplingState::RetractOutputToken() {
-  CHECK(counts_ == OutputCounts::kUntracked) << "an output counted for penalties cannot be retracted";
+void SequenceSamplingState::CountOutputToken(int32_t token_id) {
+  if (counts_ == OutputCounts::kTracked) ++output_counts_[token_id];
+}
+
+void SequenceSamplingState::RetractOutputToken(int32_t counted_token) {
   CHECK_GT(num_output_tokens_, 0);
   --num_output_tokens_;
+  if (counted_token < 0 || counts_ != OutputCounts::kTracked) return;
+  auto it = output_counts_.find(counted_token);
+  CHECK(it != output_counts_.end() && it->second > 0) << "token " << counted_token << " was not counted";
+  if (--it->second == 0) output_counts_.erase(it);
 }
 
 bool SequenceSamplingState::InPrompt(int32_t token_id) const {

@@ -42,9 +42,14 @@ class SequenceSamplingState {
   // tracked, counts it for penalties. Sampling itself does not change the
   // state, so sampling the same position twice gives the same token.
   void AppendOutputToken(int32_t token_id);
-  // Takes the last AppendOutputToken back: the random stream steps back one
-  // position. Only for untracked counts (CHECK), with an output to retract.
-  void RetractOutputToken();
+
+  // The two halves of AppendOutputToken, for an output reserved before it is
+  // known (async scheduling): the stream advances past it now, and the token
+  // is counted (when tracked) once known. RetractOutputToken takes back an
+  // advance (and `counted_token`'s count, when one was counted; -1: none).
+  void AdvanceStream() { ++num_output_tokens_; }
+  void CountOutputToken(int32_t token_id);
+  void RetractOutputToken(int32_t counted_token = -1);
 
   // The uniform in [0, 1) that sampling uses for the next output position.
   double NextUniform() const { return PhiloxUniform(seed_, stream_, num_output_tokens_); }

@@ -134,6 +134,12 @@ TEST_F(EngineCpuTest, AsyncSchedulingGivesEveryRequestTheSameTokens) {
       out.push_back(Greedy(tag + std::to_string(i), PromptOf(cases[i].prompt_len, cases[i].seed),
                            cases[i].max_tokens));
     }
+    // Penalties: their counts see each token before the next is sampled.
+    EngineRequest penalized = Greedy(tag + "penalized", PromptOf(12, 7), 20);
+    penalized.sampling.frequency_penalty = 0.8f;
+    penalized.sampling.presence_penalty = 0.4f;
+    penalized.sampling.repetition_penalty = 1.3f;
+    out.push_back(std::move(penalized));
     // Two seeded choices, sampled.
     EngineRequest sampled = Greedy(tag + "sampled", PromptOf(9, 6), 14);
     sampled.sampling.temperature = 0.8f;
@@ -151,7 +157,7 @@ TEST_F(EngineCpuTest, AsyncSchedulingGivesEveryRequestTheSameTokens) {
     std::vector<std::shared_ptr<CollectingSink>> sinks;
     std::vector<EngineRequest> all = requests(tag);
     for (size_t i = 0; i < all.size(); ++i) {
-      if (i < cases.size()) absl::SleepFor(cases[i].delay);
+      if (i < cases.size()) absl::SleepFor(cases[i].delay);  // the last two arrive with the last case
       sinks.push_back(std::make_shared<CollectingSink>());
       EXPECT_TRUE(engine->Submit(std::move(all[i]), sinks.back()).ok());
     }

@@ -124,6 +124,7 @@ class Driver {
     launched_ = false;
     if (ahead != nullptr) {
       ++steps_planned_ahead_;
+      scheduler_->CountCollectedSamples(*result);
       const absl::Status launched = runner_.Launch(ahead->plan);
       EXPECT_TRUE(launched.ok()) << launched;
       launched_ = launched.ok();
@@ -1126,19 +1127,46 @@ TEST(ScheduleAheadTest, RandomWorkloadsGiveTheSameTokens) {
   }
 }
 
-TEST(ScheduleAheadTest, NotForSequencesThatCountOutputsForPenalties) {
-  Driver d(64, 4, Options(8, 64));
-  SequenceGroup::Options o;
+// A sequence with penalties is planned ahead too: the output it reserved is
+// counted once its step is collected, before the step ahead samples, and
+// once only (applying the step does not count it again).
+TEST(ScheduleAheadTest, PenaltyCountsSeeTheCollectedTokenOnce) {
+  FakeModelRunner runner(64, 4, kVocab, 4096);
+  SchedulerOptions options = Options(8, 64);
+  options.max_context_length = 4096;
+  Scheduler scheduler(options, runner.kv_cache_layout());
   const Tenant tenant = MakeTenant("t");
+  SequenceGroup::Options o;
   o.request_id = "penalized";
   o.tenant = &tenant;
   o.sampling.temperature = 0;
-  o.sampling.max_tokens = 4;
+  o.sampling.max_tokens = 6;
   o.sampling.frequency_penalty = 0.5f;
-  d.scheduler().Add(std::move(o), Prompt(5), 1);
-  d.scheduler().Schedule();
-  EXPECT_EQ(d.scheduler().ScheduleAhead(), nullptr);
-  d.scheduler().DiscardStep();
+  SequenceGroup* group = scheduler.Add(std::move(o), Prompt(5), 1);
+  const Sequence& seq = *group->sequences()[0];
+  ASSERT_TRUE(runner.Launch(scheduler.Schedule().plan).ok());
+  const ScheduleOutput* ahead = scheduler.ScheduleAhead();
+  ASSERT_NE(ahead, nullptr);
+  EXPECT_TRUE(seq.has_reserved_output());
+  EXPECT_TRUE(seq.sampling_state().output_counts().empty());  // not known yet
+  const auto collected = runner.Collect();
+  ASSERT_TRUE(collected.ok());
+  const int32_t first = collected->outputs[0].token->token_id;
+  scheduler.CountCollectedSamples(*collected);
+  EXPECT_EQ(seq.sampling_state().output_counts().at(first), 1);
+  EXPECT_EQ(seq.sampling_state().num_output_tokens(), 1);
+  ASSERT_TRUE(runner.Launch(ahead->plan).ok());
+  ASSERT_TRUE(scheduler.Apply(*collected).ok());
+  EXPECT_EQ(seq.sampling_state().output_counts().at(first), 1);
+  EXPECT_EQ(seq.tokens().back(), first);
+  // The step ahead is now pending; its output is counted when applied.
+  const auto second = runner.Collect();
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(scheduler.Apply(*second).ok());
+  int32_t counted = 0;
+  for (const auto& [token, count] : seq.sampling_state().output_counts()) counted += count;
+  EXPECT_EQ(counted, 2);
+  EXPECT_EQ(seq.num_output_tokens(), 2);
 }
 
 TEST(ScheduleAheadTest, AFailedStepAbortsItsRequestsAndTakesTheReservationsBack) {
