@@ -58,14 +58,7 @@ TEST(CudaDitModelTest, ForwardMatchesPyTorch) {
     ASSERT_TRUE(model.ok()) << model.status();
     for (int pass = 0; pass < 3; ++pass) {  // eager, captured, replayed: the same eps
       const std::vector<float> eps = ForwardEps(**model, x, t, y);
-      double max_abs = 0.0, diff2 = 0.0, ref2 = 0.0;
-      for (size_t i = 0; i < want.size(); ++i) {
-        const double d = double(eps[i]) - want[i];
-        max_abs = std::max(max_abs, std::abs(d));
-        diff2 += d * d;
-        ref2 += want[i] * want[i];
-      }
-      const double relative = std::sqrt(diff2 / ref2);
+      const auto [max_abs, relative] = dit_test::CompareEps(eps, want);
       std::printf("cuda %s pass %d: forward eps vs PyTorch float64: max abs error %.3g, relative (L2) error %.3g\n",
                   DtypeName(dtype), pass, max_abs, relative);
       EXPECT_LT(max_abs, bounds.first) << DtypeName(dtype) << " pass " << pass;
@@ -150,15 +143,7 @@ TEST(CudaDitModelTest, GoldenSamplesOnCudaFp32) {
     const DitImage& image = (*images)[0];
     const auto want = c["pixels"].get<std::vector<int>>();
     ASSERT_EQ(image.pixels.size(), want.size());
-    int max_diff = 0, differing = 0;
-    double mean = 0.0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      const int d = std::abs(int(image.pixels[i]) - want[i]);
-      max_diff = std::max(max_diff, d);
-      differing += d != 0;
-      mean += image.sample[i];
-    }
-    mean /= double(want.size());
+    const auto [max_diff, differing, mean] = dit_test::ComparePixels(image, want);
     std::printf("cuda f32 case %zu %s %d steps g %.0f class %d: max pixel difference %d (%d of %zu differ), mean %.9f vs %.9f\n",
                 k, c["sampler"].get<std::string>().c_str(), c["steps"].get<int>(), c["guidance"].get<double>(),
                 c["class"].get<int>(), max_diff, differing, want.size(), mean, c["mean"].get<double>());

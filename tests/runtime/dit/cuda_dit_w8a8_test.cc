@@ -197,14 +197,7 @@ TEST(CudaDitW8A8Test, DemoForwardMatchesTheCpuOfTheSameSchemeThroughGraphs) {
       std::vector<float> first;
       for (int pass = 0; pass < 3; ++pass) {  // eager, captured, replayed
         const std::vector<float> eps = ForwardEps(**model, x, t, y);
-        double max_abs = 0.0, diff2 = 0.0, ref2 = 0.0;
-        for (size_t i = 0; i < want.size(); ++i) {
-          const double d = double(eps[i]) - want[i];
-          max_abs = std::max(max_abs, std::fabs(d));
-          diff2 += d * d;
-          ref2 += double(want[i]) * want[i];
-        }
-        const double relative = std::sqrt(diff2 / ref2);
+        const auto [max_abs, relative] = dit_test::CompareEps(eps, want);
         std::printf("%s %s pass %d: eps vs the CPU's %s: max abs %.3g, relative L2 %.3g\n", scheme, DtypeName(dtype), pass,
                     scheme, max_abs, relative);
         EXPECT_LT(max_abs, bound.first) << scheme << " " << DtypeName(dtype);

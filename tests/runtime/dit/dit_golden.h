@@ -3,9 +3,15 @@
 // the DiT tests.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "nlohmann/json.hpp"
+#include "runtime/dit/dit_pipeline.h"
 #include "tests/test_files.h"
 
 namespace tern::runtime::dit_test {
@@ -16,6 +22,45 @@ inline const nlohmann::json& Golden() {
   static const nlohmann::json* golden =
       new nlohmann::json(nlohmann::json::parse(test_data::ReadTestFile(kDemoDitDir + "/golden.json")));
   return *golden;
+}
+
+// A forward's eps against reference eps (the golden's float64, or another
+// backend's): the largest absolute difference and the L2 norm of the
+// differences over the reference's.
+struct EpsError {
+  double max_abs = 0.0;
+  double relative = 0.0;
+};
+template <typename Reference>
+EpsError CompareEps(const std::vector<float>& eps, const std::vector<Reference>& want) {
+  double max_abs = 0.0, diff2 = 0.0, ref2 = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = double(eps[i]) - want[i];
+    max_abs = std::max(max_abs, std::abs(d));
+    diff2 += d * d;
+    ref2 += double(want[i]) * want[i];
+  }
+  return {max_abs, std::sqrt(diff2 / ref2)};
+}
+
+// An image against a golden case's pixels: the largest pixel difference,
+// how many pixels differ, and the mean of the image's sample (the golden's
+// "mean" is that of its float sample).
+struct PixelComparison {
+  int max_diff = 0;
+  int differing = 0;
+  double mean = 0.0;
+};
+inline PixelComparison ComparePixels(const DitImage& image, const std::vector<int>& want) {
+  PixelComparison c;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const int d = std::abs(int(image.pixels[i]) - want[i]);
+    c.max_diff = std::max(c.max_diff, d);
+    c.differing += d != 0;
+    c.mean += image.sample[i];
+  }
+  c.mean /= double(want.size());
+  return c;
 }
 
 }  // namespace tern::runtime::dit_test

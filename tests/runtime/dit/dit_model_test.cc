@@ -54,14 +54,7 @@ TEST_F(DitModelTest, ForwardMatchesPyTorch) {
   const auto want = golden["eps"].get<std::vector<double>>();
   ASSERT_EQ(want.size(), size_t(2 * kPixels));
   const std::vector<float> eps = Forward(*model_, x, t, y);
-  double max_abs = 0.0, diff2 = 0.0, ref2 = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double d = double(eps[i]) - want[i];
-    max_abs = std::max(max_abs, std::abs(d));
-    diff2 += d * d;
-    ref2 += want[i] * want[i];
-  }
-  const double relative = std::sqrt(diff2 / ref2);
+  const auto [max_abs, relative] = dit_test::CompareEps(eps, want);
   std::printf("forward eps vs PyTorch float64: max abs error %.3g, relative (L2) error %.3g, |eps| max %.3g\n",
               max_abs, relative, 4.706);
   // fp32 against float64 through 8 blocks: PyTorch's own float32 run of the

@@ -61,15 +61,7 @@ TEST_P(DitGoldenSampleTest, ReproducesPyTorch) {
   const DitImage& image = images[0];
   const auto want = c["pixels"].get<std::vector<int>>();
   ASSERT_EQ(image.pixels.size(), want.size());
-  int max_diff = 0, differing = 0;
-  double mean = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const int d = std::abs(int(image.pixels[i]) - want[i]);
-    max_diff = std::max(max_diff, d);
-    differing += d != 0;
-    mean += image.sample[i];
-  }
-  mean /= double(want.size());
+  const auto [max_diff, differing, mean] = dit_test::ComparePixels(image, want);
   std::printf("%s %d steps g %.0f class %d: max pixel difference %d (%d of %zu pixels differ), mean %.9f vs %.9f\n",
               c["sampler"].get<std::string>().c_str(), c["steps"].get<int>(), c["guidance"].get<double>(),
               c["class"].get<int>(), max_diff, differing, want.size(), mean, c["mean"].get<double>());
