@@ -131,13 +131,7 @@ TEST(CudaDitModelTest, GoldenSamplesOnCudaFp32) {
   const auto& cases = dit_test::Golden()["samples"];
   for (size_t k = 0; k < cases.size(); ++k) {
     const auto& c = cases[k];
-    DitGenerateRequest r;
-    r.class_label = c["class"].get<int32_t>();
-    r.seed = c["seed"].get<uint64_t>();
-    r.sampler = *ParseDiffusionSamplerKind(c["sampler"].get<std::string>());
-    r.num_steps = c["steps"].get<int32_t>();
-    r.guidance_scale = c["guidance"].get<double>();
-    auto images = (*pipeline)->Generate(r);
+    auto images = (*pipeline)->Generate(dit_test::GoldenRequest(c));
     ASSERT_TRUE(images.ok()) << images.status();
     ASSERT_EQ(images->size(), 1u);
     const DitImage& image = (*images)[0];

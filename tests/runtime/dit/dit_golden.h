@@ -12,6 +12,7 @@
 
 #include "nlohmann/json.hpp"
 #include "runtime/dit/dit_pipeline.h"
+#include "runtime/dit/samplers.h"
 #include "tests/test_files.h"
 
 namespace tern::runtime::dit_test {
@@ -22,6 +23,17 @@ inline const nlohmann::json& Golden() {
   static const nlohmann::json* golden =
       new nlohmann::json(nlohmann::json::parse(test_data::ReadTestFile(kDemoDitDir + "/golden.json")));
   return *golden;
+}
+
+// The request of one golden sample case (golden.json's "samples").
+inline DitGenerateRequest GoldenRequest(const nlohmann::json& c) {
+  DitGenerateRequest r;
+  r.class_label = c["class"].get<int32_t>();
+  r.seed = c["seed"].get<uint64_t>();
+  r.sampler = *ParseDiffusionSamplerKind(c["sampler"].get<std::string>());
+  r.num_steps = c["steps"].get<int32_t>();
+  r.guidance_scale = c["guidance"].get<double>();
+  return r;
 }
 
 // A forward's eps against reference eps (the golden's float64, or another

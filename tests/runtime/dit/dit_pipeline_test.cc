@@ -41,22 +41,13 @@ class DitPipelineTest : public ::testing::Test {
   std::unique_ptr<DitPipeline> pipeline_;
 };
 
-DitGenerateRequest RequestOf(const nlohmann::json& c) {
-  DitGenerateRequest r;
-  r.class_label = c["class"].get<int32_t>();
-  r.seed = c["seed"].get<uint64_t>();
-  r.sampler = *ParseDiffusionSamplerKind(c["sampler"].get<std::string>());
-  r.num_steps = c["steps"].get<int32_t>();
-  r.guidance_scale = c["guidance"].get<double>();
-  return r;
-}
 
 class DitGoldenSampleTest : public DitPipelineTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(DitGoldenSampleTest, ReproducesPyTorch) {
   const auto& c = dit_test::Golden()["samples"][GetParam()];
   ASSERT_TRUE(c["clip_x0"].get<bool>());
-  const std::vector<DitImage> images = Generate(RequestOf(c));
+  const std::vector<DitImage> images = Generate(dit_test::GoldenRequest(c));
   ASSERT_EQ(images.size(), 1u);
   const DitImage& image = images[0];
   const auto want = c["pixels"].get<std::vector<int>>();
