@@ -170,6 +170,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     }
   }
   model->weight_bytes_ = model->SumWeightBytes();
+  for (const Layer& layer : model->layers_) {
+    if (layer.experts.gate.empty()) continue;
+    model->graph_max_seqs_ = std::min(model->graph_max_seqs_, backend->MoeDeviceMaxTokens(layer.experts));
+  }
   return model;
 }
 
@@ -195,13 +199,6 @@ size_t LlamaModel::SumWeightBytes() const {
     }
   }
   return total;
-}
-
-bool LlamaModel::CanRunAsGraph(int32_t num_seqs) const {
-  for (const Layer& layer : layers_) {
-    if (!layer.experts.gate.empty() && num_seqs > backend_->MoeDeviceMaxTokens(layer.experts)) return false;
-  }
-  return true;
 }
 
 KvCacheSpec LlamaModel::CacheSpec(int32_t num_blocks, int32_t block_size) const {

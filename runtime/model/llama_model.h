@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -71,7 +72,7 @@ class LlamaModel {
   // work (no host round trip mid-pass), so a backend may record it once and
   // replay it as a graph: every step of a dense model, and a mixture of
   // experts' steps of at most Backend::MoeDeviceMaxTokens tokens.
-  bool CanRunAsGraph(int32_t num_seqs) const;
+  bool CanRunAsGraph(int32_t num_seqs) const { return num_seqs <= graph_max_seqs_; }
   // A KV cache for this model: its shape, the element type of
   // LlamaModelOptions::kv_cache_dtype and, for fp8, the checkpoint's scales.
   KvCacheSpec CacheSpec(int32_t num_blocks, int32_t block_size) const;
@@ -101,6 +102,9 @@ class LlamaModel {
   HfConfig config_;
   std::string weight_scheme_;
   size_t weight_bytes_ = 0;
+  // CanRunAsGraph's bound: the least MoeDeviceMaxTokens of the MoE layers,
+  // read at load; no bound for a dense model.
+  int64_t graph_max_seqs_ = INT64_MAX;
   KvCacheDtype kv_cache_dtype_ = KvCacheDtype::kAuto;
   std::vector<float> kv_k_scales_, kv_v_scales_;  // fp8 with checkpoint scales, else empty
   std::string kv_cache_description_ = "auto";
